@@ -1,0 +1,513 @@
+//! The segment payload codec: records grouped into columns per series, encoded with the Gorilla
+//! ideas (delta-of-delta timestamps, XOR or decimal-delta floats), then compressed with zstd.
+//!
+//! The sender seals what [`encode_payload`] produces into a segment; the receiver verifies the
+//! segment and calls [`decode_payload`], then stores each series' [`encode_columns`] bytes as a
+//! chunk in RocksDB. Every payload is self-contained: it carries the names and tags of the series
+//! it uses, and its series ids are indexes into its own table.
+//!
+//! Decoding is total: any input gives `Ok` or an error naming what is wrong and where, never a
+//! panic, and never more memory than the limits below allow ([`MAX_PAYLOAD_DECODED_BYTES`],
+//! [`MAX_RECORDS_PER_PAYLOAD`], [`MAX_DECODED_STRING_BYTES`]). Any `f64` bit pattern (NaN
+//! payloads, infinities, -0.0) and any `i64` timestamp round-trip exactly, even those that
+//! [`Record::validate`] refuses: the codec is not where policy lives.
+//!
+//! # Payload format, version 1
+//!
+//! Integers are little-endian. *varint* is unsigned LEB128 (7 bits a byte, least significant group
+//! first, high bit set on all bytes but the last, at most 10 bytes); *svarint* is a zigzag-mapped
+//! signed varint (0, -1, 1, -2, ... map to 0, 1, 2, 3, ...); *bytes* is a varint length and that
+//! many bytes; *string* is *bytes* holding UTF-8.
+//!
+//! ```text
+//! payload   = magic "DPAY" | version u8 = 1 | compression u8 | decoded_length u32 | body
+//!             compression 1: body is one zstd frame that decompresses to decoded_length bytes
+//!             compression 0: body is the decoded bytes themselves (a fallback; never chosen
+//!                            by the encoder unless zstd fails)
+//! decoded   = series_count varint | series_entry * series_count
+//!           | base_timestamp_ns svarint
+//!           | block_count varint | (series_id varint | columns as bytes) * block_count
+//! series_entry = shared_prefix varint | name_suffix bytes | tag_count varint | (key string | value string) * tag_count
+//!             The table is sorted by (name, tags); each name is the first shared_prefix bytes of
+//!             the previous entry's name followed by name_suffix (front coding).
+//!             series_id is an index into the table; blocks keep the order of the encoder's input.
+//! ```
+//!
+//! One series' columns (what [`encode_columns`] writes, with `base_ns = 0`; inside a payload
+//! `base_ns` is the payload's `base_timestamp_ns`):
+//!
+//! ```text
+//! columns    = count varint | timestamps | values | qualities      (sections after the value
+//!                                                                    kind are empty when count = 0)
+//! timestamps = tick varint (>= 1) | integers(count) of (timestamp - base_ns) / tick
+//!             tick is the largest common divisor of the offsets (1_000_000 for millisecond data)
+//! integers(n) = mode u8 | first svarint | (n - 1) svarints
+//!             mode 0: deltas; mode 1: the first delta, then deltas of deltas.
+//!             All arithmetic wraps modulo 2^64, so every i64 sequence round-trips.
+//! values     = kind u8 | encoding of that kind
+//!   0 float  : 0 raw  | count * 8-byte IEEE 754 bits
+//!              1 XOR  | bytes of a Gorilla XOR bit stream (most significant bit first): the first
+//!                       value's 64 bits; then per value '0' if equal to the previous one, '10' and
+//!                       the XOR's bits inside the previous window, or '11', 6 bits of leading zeros,
+//!                       6 bits of (meaningful bits - 1) and the meaningful bits
+//!              2 decimal | digits u8 (0..=9) | integers(count) i with value = (i as f64) / 10^digits
+//!   1 integer: integers(count)
+//!   2 boolean: 0 runs | first value u8 (0 or 1) | run lengths varint, alternating values
+//!              1 packed | ceil(count / 8) bytes, record k in bit (k % 8) of byte k / 8
+//!   3 string : dictionary_size varint | string * dictionary_size | (index varint | run varint)*
+//!   4 mixed  : (kind u8 | run varint)* covering count, then the sub-columns of the float, integer,
+//!              boolean and string records in that order (each empty when it has no records)
+//! qualities  = (status code varint | run varint)* covering count
+//! ```
+//!
+//! The float encoding is chosen per column as the smallest of the three; decimal applies only if
+//! every value reproduces its exact bits, so -0.0, NaN and infinities fall back to XOR or raw. The
+//! integer mode is chosen per column as the smaller.
+//!
+//! Why zigzag varints rather than Gorilla's bit-packed timestamp buckets: zstd cannot find
+//! structure in bit-packed data, while it entropy-codes varint bytes well; on the plant simulator's
+//! data the varints came out smaller after zstd (figures in the tests' measurement helper and in
+//! `ARCHITECTURE.md`).
+
+mod columns;
+mod wire;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+
+use crate::record::{MAX_TAGS_PER_SERIES, Quality, Record, RecordError, SeriesKey, Value};
+use columns::{DecodeBudget, decode_columns_with_base, encode_columns_with_base};
+use wire::{Reader, put_bytes, put_signed_varint, put_varint};
+
+/// The first four bytes of every payload.
+pub const PAYLOAD_MAGIC: [u8; 4] = *b"DPAY";
+/// The payload format this build writes and reads.
+pub const PAYLOAD_VERSION: u8 = 1;
+/// Bytes before the (compressed) body: magic, version, compression, decoded length.
+pub const PAYLOAD_HEADER_BYTES: usize = 10;
+/// Largest decoded (decompressed) payload accepted. Sealed segments are far smaller (hundreds of
+/// KiB); the bound only stops a hostile payload from claiming gigabytes.
+pub const MAX_PAYLOAD_DECODED_BYTES: usize = 64 * 1024 * 1024;
+/// Most records one payload may hold.
+pub const MAX_RECORDS_PER_PAYLOAD: usize = 4_000_000;
+/// Most bytes of string values one decode may materialise. Strings are dictionary-coded, so a
+/// tiny payload could otherwise repeat a long string millions of times; a sealer must keep the
+/// raw string bytes of a segment under this bound.
+pub const MAX_DECODED_STRING_BYTES: usize = 64 * 1024 * 1024;
+
+const COMPRESSION_NONE: u8 = 0;
+const COMPRESSION_ZSTD: u8 = 1;
+
+/// The values of one series' records, typed when they all have one kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Values {
+    F64(Vec<f64>),
+    I64(Vec<i64>),
+    Bool(Vec<bool>),
+    String(Vec<String>),
+    /// Records of more than one kind, in record order.
+    Mixed(Vec<Value>),
+}
+
+impl Values {
+    pub fn len(&self) -> usize {
+        match self {
+            Self::F64(values) => values.len(),
+            Self::I64(values) => values.len(),
+            Self::Bool(values) => values.len(),
+            Self::String(values) => values.len(),
+            Self::Mixed(values) => values.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The `index`th value. Panics if `index >= len()`, like slice indexing.
+    pub fn get(&self, index: usize) -> Value {
+        match self {
+            Self::F64(values) => Value::F64(values[index]),
+            Self::I64(values) => Value::I64(values[index]),
+            Self::Bool(values) => Value::Bool(values[index]),
+            Self::String(values) => Value::String(values[index].clone()),
+            Self::Mixed(values) => values[index].clone(),
+        }
+    }
+
+    /// Appends `value`, turning the column into [`Values::Mixed`] if its kind differs.
+    pub fn push(&mut self, value: Value) {
+        match (&mut *self, value) {
+            (Self::F64(values), Value::F64(v)) => values.push(v),
+            (Self::I64(values), Value::I64(v)) => values.push(v),
+            (Self::Bool(values), Value::Bool(v)) => values.push(v),
+            (Self::String(values), Value::String(v)) => values.push(v),
+            (Self::Mixed(values), value) => values.push(value),
+            (_, value) => {
+                let mut mixed: Vec<Value> = (0..self.len()).map(|index| self.get(index)).collect();
+                mixed.push(value);
+                *self = Self::Mixed(mixed);
+            }
+        }
+    }
+
+    /// An empty column typed for `value`'s kind.
+    fn empty_for(value: &Value) -> Self {
+        match value {
+            Value::F64(_) => Self::F64(Vec::new()),
+            Value::I64(_) => Self::I64(Vec::new()),
+            Value::Bool(_) => Self::Bool(Vec::new()),
+            Value::String(_) => Self::String(Vec::new()),
+        }
+    }
+
+    /// Same variant and bit-identical values (see [`Value::bit_eq`]).
+    pub fn bit_eq(&self, other: &Values) -> bool {
+        match (self, other) {
+            (Self::F64(a), Self::F64(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+            }
+            (Self::Mixed(a), Self::Mixed(b)) => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.bit_eq(y)),
+            (Self::I64(a), Self::I64(b)) => a == b,
+            (Self::Bool(a), Self::Bool(b)) => a == b,
+            (Self::String(a), Self::String(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// The records of one series as parallel columns, in record order. The three columns always have
+/// the same length.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesColumns {
+    pub key: SeriesKey,
+    pub timestamps_ns: Vec<i64>,
+    pub values: Values,
+    pub qualities: Vec<Quality>,
+}
+
+impl SeriesColumns {
+    /// Empty columns for `key`, typed for floats until a value of another kind arrives.
+    pub fn new(key: SeriesKey) -> Self {
+        Self { key, timestamps_ns: Vec::new(), values: Values::F64(Vec::new()), qualities: Vec::new() }
+    }
+
+    /// Appends one sample.
+    pub fn push(&mut self, timestamp_ns: i64, value: Value, quality: Quality) {
+        if self.timestamps_ns.is_empty() && self.values.is_empty() {
+            self.values = Values::empty_for(&value);
+        }
+        self.timestamps_ns.push(timestamp_ns);
+        self.values.push(value);
+        self.qualities.push(quality);
+    }
+
+    pub fn len(&self) -> usize {
+        self.timestamps_ns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.timestamps_ns.is_empty()
+    }
+
+    /// The records, in order, each with a clone of the key.
+    pub fn records(&self) -> impl Iterator<Item = Record> + '_ {
+        (0..self.len()).map(move |index| Record {
+            series: self.key.clone(),
+            timestamp_ns: self.timestamps_ns[index],
+            value: self.value(index),
+            quality: self.qualities[index],
+        })
+    }
+
+    /// The `index`th value. Panics if `index >= len()`, like slice indexing.
+    pub fn value(&self, index: usize) -> Value {
+        self.values.get(index)
+    }
+
+    /// Earliest and latest timestamp, or `None` when empty.
+    pub fn min_max_timestamp(&self) -> Option<(i64, i64)> {
+        let first = *self.timestamps_ns.first()?;
+        Some(self.timestamps_ns.iter().fold((first, first), |(min, max), &t| (min.min(t), max.max(t))))
+    }
+
+    /// Same key, same timestamps and qualities, bit-identical values of the same variant.
+    pub fn bit_eq(&self, other: &SeriesColumns) -> bool {
+        self.key == other.key
+            && self.timestamps_ns == other.timestamps_ns
+            && self.qualities == other.qualities
+            && self.values.bit_eq(&other.values)
+    }
+}
+
+/// Groups records by series, in order of each series' first appearance. Within a series the input
+/// order is kept: late, out-of-order and duplicate timestamps are normal and round-trip as they are.
+pub fn group_records(records: &[Record]) -> Vec<SeriesColumns> {
+    let mut index_of: HashMap<&SeriesKey, usize> = HashMap::new();
+    let mut groups: Vec<SeriesColumns> = Vec::new();
+    let mut previous: Option<(&SeriesKey, usize)> = None;
+    for record in records {
+        let index = match previous {
+            // Sources often send runs of one series: skip the hash lookup for them.
+            Some((key, index)) if *key == record.series => index,
+            _ => *index_of.entry(&record.series).or_insert_with(|| {
+                groups.push(SeriesColumns::new(record.series.clone()));
+                groups.len() - 1
+            }),
+        };
+        previous = Some((&record.series, index));
+        groups[index].push(record.timestamp_ns, record.value.clone(), record.quality);
+    }
+    groups
+}
+
+/// Appends the uncompressed columnar encoding of one series' columns, without its key (layout in
+/// the module documentation). The receiver stores these bytes as chunks in RocksDB.
+///
+/// # Panics
+/// If the columns have different lengths: a bug in the caller.
+pub fn encode_columns(columns: &SeriesColumns, out: &mut Vec<u8>) {
+    encode_columns_with_base(columns, 0, out);
+}
+
+/// Decodes what [`encode_columns`] wrote, giving the columns the `key` stored beside them.
+pub fn decode_columns(bytes: &[u8], key: SeriesKey) -> Result<SeriesColumns, CodecError> {
+    decode_columns_with_base(bytes, key, 0, &mut DecodeBudget::new())
+}
+
+/// Encodes a whole segment payload: header, series table, every series' columns, compressed with
+/// zstd at `zstd_level` (clamped to zstd's range; 3 is a good default, 19 for archival).
+///
+/// The same key may appear in several entries of `series`; [`decode_payload`] gives back exactly
+/// `series`, in order. The caller keeps a payload within the decode limits
+/// ([`MAX_RECORDS_PER_PAYLOAD`], [`MAX_DECODED_STRING_BYTES`], [`MAX_PAYLOAD_DECODED_BYTES`]);
+/// [`check_payload_limits`] checks the first two.
+///
+/// # Panics
+/// If some columns have different lengths: a bug in the caller.
+pub fn encode_payload(series: &[SeriesColumns], zstd_level: i32) -> Vec<u8> {
+    let decoded = encode_decoded_payload(series);
+    // A decoded payload above 4 GiB cannot be decoded anyway (the limit is 64 MiB); saturate
+    // rather than wrap so the decoder refuses it with a clear message.
+    let decoded_length = u32::try_from(decoded.len()).unwrap_or(u32::MAX);
+    let level = zstd_level.clamp(*zstd::compression_level_range().start(), *zstd::compression_level_range().end());
+    // zstd only fails here when it cannot allocate its context; the uncompressed form is still a
+    // valid payload, so fall back to it rather than panic.
+    let (compression, body) = match zstd::bulk::compress(&decoded, level) {
+        Ok(compressed) => (COMPRESSION_ZSTD, compressed),
+        Err(_) => (COMPRESSION_NONE, decoded),
+    };
+    let mut payload = Vec::with_capacity(PAYLOAD_HEADER_BYTES + body.len());
+    payload.extend_from_slice(&PAYLOAD_MAGIC);
+    payload.push(PAYLOAD_VERSION);
+    payload.push(compression);
+    payload.extend_from_slice(&decoded_length.to_le_bytes());
+    payload.extend_from_slice(&body);
+    payload
+}
+
+fn encode_decoded_payload(series: &[SeriesColumns]) -> Vec<u8> {
+    let mut table: Vec<&SeriesKey> = series.iter().map(|columns| &columns.key).collect();
+    table.sort();
+    table.dedup();
+    let id_of: HashMap<&SeriesKey, usize> = table.iter().enumerate().map(|(id, key)| (*key, id)).collect();
+
+    let record_count: usize = series.iter().map(SeriesColumns::len).sum();
+    let mut out = Vec::with_capacity(64 + 32 * table.len() + 4 * record_count);
+    put_varint(&mut out, table.len() as u64);
+    let mut previous_name: &str = "";
+    for key in &table {
+        let shared = shared_prefix_bytes(previous_name, &key.name);
+        put_varint(&mut out, shared as u64);
+        put_bytes(&mut out, &key.name.as_bytes()[shared..]);
+        put_varint(&mut out, key.tags.len() as u64);
+        for (tag_key, tag_value) in &key.tags {
+            put_bytes(&mut out, tag_key.as_bytes());
+            put_bytes(&mut out, tag_value.as_bytes());
+        }
+        previous_name = &key.name;
+    }
+
+    let base_ns = series.iter().filter_map(SeriesColumns::min_max_timestamp).map(|(min, _)| min).min().unwrap_or(0);
+    put_signed_varint(&mut out, base_ns);
+    put_varint(&mut out, series.len() as u64);
+    let mut block = Vec::new();
+    for columns in series {
+        block.clear();
+        encode_columns_with_base(columns, base_ns, &mut block);
+        put_varint(&mut out, id_of[&columns.key] as u64);
+        put_bytes(&mut out, &block);
+    }
+    out
+}
+
+fn shared_prefix_bytes(a: &str, b: &str) -> usize {
+    a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count()
+}
+
+/// Checks the limits [`decode_payload`] enforces that an encoder can see before encoding: the
+/// record count and the bytes of string values. A sealer calls it (or keeps its own bounds far
+/// below) so that it never seals a payload the receiver must refuse.
+pub fn check_payload_limits(series: &[SeriesColumns]) -> Result<(), CodecError> {
+    let records: usize = series.iter().map(SeriesColumns::len).sum();
+    if records > MAX_RECORDS_PER_PAYLOAD {
+        return Err(CodecError::TooManyRecords);
+    }
+    let string_bytes: usize = series
+        .iter()
+        .map(|columns| match &columns.values {
+            Values::String(values) => values.iter().map(String::len).sum(),
+            Values::Mixed(values) => {
+                values.iter().map(|value| if let Value::String(s) = value { s.len() } else { 0 }).sum()
+            }
+            _ => 0,
+        })
+        .sum();
+    if string_bytes > MAX_DECODED_STRING_BYTES {
+        return Err(CodecError::TooManyStringBytes);
+    }
+    Ok(())
+}
+
+/// Decodes a payload written by [`encode_payload`]. Total: any input gives `Ok` or an error.
+pub fn decode_payload(bytes: &[u8]) -> Result<Vec<SeriesColumns>, CodecError> {
+    let decoded = decompress_payload(bytes)?;
+    let mut reader = Reader::new(&decoded);
+    let table = read_series_table(&mut reader)?;
+    let base_ns = reader.signed_varint("base timestamp")?;
+    // Every block takes at least two bytes (series id and length).
+    let block_count = reader.count_of_byte_items("column block count", u64::MAX)?;
+    let mut budget = DecodeBudget::new();
+    let mut series = Vec::with_capacity(block_count);
+    for block in 0..block_count {
+        let id_offset = reader.position();
+        let id = reader.varint("series id")?;
+        let Some(key) = usize::try_from(id).ok().and_then(|id| table.get(id)) else {
+            return Err(CodecError::OutOfRange {
+                what: "series id",
+                offset: id_offset,
+                value: id,
+                expected: "an index into the payload's series table",
+            });
+        };
+        let bytes = reader.length_prefixed("column block")?;
+        let columns = decode_columns_with_base(bytes, key.clone(), base_ns, &mut budget).map_err(|source| {
+            CodecError::InBlock { block, series: key.to_string(), error: Box::new(source) }
+        })?;
+        series.push(columns);
+    }
+    reader.expect_end("payload")?;
+    Ok(series)
+}
+
+/// Checks the header and returns the decoded (decompressed) body.
+fn decompress_payload(bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
+    let Some((header, body)) = bytes.split_first_chunk::<PAYLOAD_HEADER_BYTES>() else {
+        return Err(CodecError::HeaderTruncated { length_bytes: bytes.len() });
+    };
+    let [m0, m1, m2, m3, version, compression, l0, l1, l2, l3] = *header;
+    let magic = [m0, m1, m2, m3];
+    if magic != PAYLOAD_MAGIC {
+        return Err(CodecError::BadMagic { found: magic });
+    }
+    if version != PAYLOAD_VERSION {
+        return Err(CodecError::UnsupportedVersion { version });
+    }
+    let declared_bytes = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
+    if declared_bytes > MAX_PAYLOAD_DECODED_BYTES {
+        return Err(CodecError::DecodedSizeTooLarge { declared_bytes });
+    }
+    let decoded = match compression {
+        COMPRESSION_NONE => body.to_vec(),
+        // The capacity bounds the allocation: zstd refuses to produce more than declared.
+        COMPRESSION_ZSTD => zstd::bulk::decompress(body, declared_bytes)
+            .map_err(|error| CodecError::Decompress { reason: error.to_string() })?,
+        code => return Err(CodecError::UnknownCompression { code }),
+    };
+    if decoded.len() != declared_bytes {
+        return Err(CodecError::DecodedSizeMismatch { declared_bytes, actual_bytes: decoded.len() });
+    }
+    Ok(decoded)
+}
+
+fn read_series_table(reader: &mut Reader<'_>) -> Result<Vec<SeriesKey>, CodecError> {
+    // Every entry takes at least three bytes (prefix, suffix length, tag count).
+    let count = reader.count_of_byte_items("series count", u64::MAX)?;
+    let mut table: Vec<SeriesKey> = Vec::with_capacity(count);
+    for index in 0..count {
+        let previous_name = table.last().map_or("", |key| key.name.as_str());
+        let shared = reader.varint_at_most(
+            "series name shared prefix",
+            previous_name.len() as u64,
+            "at most the previous series name's length",
+        )? as usize;
+        let suffix_offset = reader.position();
+        let suffix = reader.length_prefixed("series name")?;
+        let mut name_bytes = Vec::with_capacity(shared + suffix.len());
+        name_bytes.extend_from_slice(&previous_name.as_bytes()[..shared]);
+        name_bytes.extend_from_slice(suffix);
+        let name = String::from_utf8(name_bytes)
+            .map_err(|_| CodecError::InvalidUtf8 { what: "series name", offset: suffix_offset })?;
+        let tag_count = reader.varint_at_most(
+            "series tag count",
+            MAX_TAGS_PER_SERIES as u64,
+            "at most MAX_TAGS_PER_SERIES (32)",
+        )? as usize;
+        let mut tags = Vec::with_capacity(tag_count);
+        for _ in 0..tag_count {
+            let tag_key = reader.utf8("tag key")?.to_owned();
+            let tag_value = reader.utf8("tag value")?.to_owned();
+            tags.push((tag_key, tag_value));
+        }
+        let key = SeriesKey { name, tags };
+        key.validate().map_err(|source| CodecError::InvalidSeriesKey { index, reason: source })?;
+        table.push(key);
+    }
+    Ok(table)
+}
+
+/// Why a payload or chunk could not be decoded. Offsets count bytes from the start of the decoded
+/// payload, or of the column block for errors inside [`CodecError::InBlock`].
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("payload is {length_bytes} bytes, shorter than its {PAYLOAD_HEADER_BYTES}-byte header: it was truncated")]
+    HeaderTruncated { length_bytes: usize },
+    #[error("payload starts with {found:02X?}, not the magic \"DPAY\": these bytes are not a diode segment payload")]
+    BadMagic { found: [u8; 4] },
+    #[error(
+        "payload format version {version} is not supported; this build reads version {PAYLOAD_VERSION}: upgrade the receiver"
+    )]
+    UnsupportedVersion { version: u8 },
+    #[error("payload compression code {code} is unknown; version 1 knows 0 (none) and 1 (zstd)")]
+    UnknownCompression { code: u8 },
+    #[error("payload declares {declared_bytes} decoded bytes; the limit is {MAX_PAYLOAD_DECODED_BYTES}")]
+    DecodedSizeTooLarge { declared_bytes: usize },
+    #[error("zstd could not decompress the payload body: {reason}")]
+    Decompress { reason: String },
+    #[error("payload body decompressed to {actual_bytes} bytes but its header declares {declared_bytes}")]
+    DecodedSizeMismatch { declared_bytes: usize, actual_bytes: usize },
+    #[error("{what} at byte {offset} needs {needed_bytes} bytes but only {remaining_bytes} remain: the data is truncated")]
+    Truncated { what: &'static str, offset: usize, needed_bytes: u64, remaining_bytes: usize },
+    #[error("{what} at byte {offset} is a varint longer than 64 bits")]
+    VarintOverflow { what: &'static str, offset: usize },
+    #[error("{what} at byte {offset} is {value}; expected {expected}")]
+    OutOfRange { what: &'static str, offset: usize, value: u64, expected: &'static str },
+    #[error("{what} at byte {offset} has the unknown encoding tag {tag}; the payload may come from a newer sender")]
+    UnknownEncoding { what: &'static str, offset: usize, tag: u8 },
+    #[error("{what} at byte {offset} is not valid UTF-8")]
+    InvalidUtf8 { what: &'static str, offset: usize },
+    #[error("{what} ends at byte {offset} but {remaining_bytes} more bytes follow")]
+    TrailingBytes { what: &'static str, offset: usize, remaining_bytes: usize },
+    #[error("the payload holds more than {MAX_RECORDS_PER_PAYLOAD} records, the limit per payload")]
+    TooManyRecords,
+    #[error("the payload's string values add up to more than {MAX_DECODED_STRING_BYTES} bytes, the limit per payload")]
+    TooManyStringBytes,
+    /// The message includes the reason, so it is not also reported as a `source`.
+    #[error("series {index} of the payload's series table is invalid: {reason}")]
+    InvalidSeriesKey { index: usize, reason: RecordError },
+    /// The message includes the inner error, so it is not also reported as a `source`.
+    #[error("column block {block} (series {series}): {error}")]
+    InBlock { block: usize, series: String, error: Box<CodecError> },
+}

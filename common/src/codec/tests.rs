@@ -1,0 +1,528 @@
+//! Specifications of the payload codec: round-trips, exactness, totality and size.
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::plant::{PlantConfig, PlantSimulator};
+use crate::record::{Quality, Record, SeriesKey, Value};
+
+const ZSTD_LEVEL: i32 = 3;
+const MS: i64 = 1_000_000;
+const T0: i64 = 1_700_000_000_000 * MS;
+
+fn record(series: &SeriesKey, timestamp_ns: i64, value: Value) -> Record {
+    Record { series: series.clone(), timestamp_ns, value, quality: Quality::GOOD }
+}
+
+fn round_trip(records: &[Record]) -> Vec<SeriesColumns> {
+    let grouped = group_records(records);
+    let payload = encode_payload(&grouped, ZSTD_LEVEL);
+    let decoded = decode_payload(&payload).expect("a payload the encoder wrote decodes");
+    assert_same_columns(&decoded, &grouped);
+    decoded
+}
+
+fn assert_same_columns(actual: &[SeriesColumns], expected: &[SeriesColumns]) {
+    assert_eq!(actual.len(), expected.len(), "number of series");
+    for (a, e) in actual.iter().zip(expected) {
+        assert!(a.bit_eq(e), "decoded\n{a:?}\nexpected\n{e:?}");
+    }
+}
+
+/// The decoded body of a payload, re-wrapped uncompressed so tests can reach the inner parser.
+fn decoded_body(payload: &[u8]) -> Vec<u8> {
+    zstd::bulk::decompress(&payload[PAYLOAD_HEADER_BYTES..], MAX_PAYLOAD_DECODED_BYTES).unwrap()
+}
+
+fn uncompressed_payload(body: &[u8]) -> Vec<u8> {
+    let mut payload = PAYLOAD_MAGIC.to_vec();
+    payload.push(PAYLOAD_VERSION);
+    payload.push(COMPRESSION_NONE);
+    payload.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    payload.extend_from_slice(body);
+    payload
+}
+
+/// A small payload touching every encoding: all value kinds, mixed, bad qualities, tags.
+fn varied_records() -> Vec<Record> {
+    let temp = SeriesKey::with_tags("plant1/boiler3/steam_temp", vec![("unit".into(), "degC".into())]);
+    let counter = SeriesKey::new("plant1/boiler3/fuel_total");
+    let pump = SeriesKey::new("plant1/pump2/running");
+    let state = SeriesKey::new("plant1/pump2/state");
+    let odd = SeriesKey::new("plant1/pump2/odd");
+    let noisy = SeriesKey::new("plant1/lab/raw");
+    let mut records = Vec::new();
+    for i in 0..40i64 {
+        let t = T0 + i * 100 * MS + (i % 3) * MS;
+        records.push(record(&temp, t, Value::F64((4_800 + (i * 7) % 11) as f64 / 10.0)));
+        records.push(record(&counter, t, Value::I64(1_000_000 + 37 * i)));
+        records.push(record(&pump, t, Value::Bool(i > 25)));
+        records.push(record(&state, t, Value::String(if i < 30 { "RUNNING" } else { "STOPPING" }.into())));
+        records.push(record(&noisy, t, Value::F64((i as f64).sin() * 1e3)));
+        let value = match i % 4 {
+            0 => Value::F64(-0.0),
+            1 => Value::I64(-i),
+            2 => Value::Bool(true),
+            _ => Value::String("x".repeat(i as usize)),
+        };
+        records.push(Record { quality: Quality(i as u32 * 0x0101_0101), ..record(&odd, t - 5 * i * MS, value) });
+    }
+    records[7].quality = Quality::BAD;
+    records
+}
+
+#[test]
+fn an_empty_payload_round_trips() {
+    let payload = encode_payload(&[], ZSTD_LEVEL);
+    assert!(decode_payload(&payload).unwrap().is_empty());
+}
+
+#[test]
+fn every_value_kind_and_mixed_series_round_trip() {
+    let decoded = round_trip(&varied_records());
+    assert_eq!(decoded.len(), 6);
+    assert!(matches!(decoded[0].values, Values::F64(_)));
+    assert!(matches!(decoded[1].values, Values::I64(_)));
+    assert!(matches!(decoded[2].values, Values::Bool(_)));
+    assert!(matches!(decoded[3].values, Values::String(_)));
+    assert!(matches!(decoded[5].values, Values::Mixed(_)));
+}
+
+#[test]
+fn late_and_duplicate_timestamps_round_trip_in_input_order() {
+    let key = SeriesKey::new("plant1/area1/tank1/level");
+    let timestamps = [T0 + 5 * MS, T0 + 5 * MS, T0, T0 + 9 * MS, T0 - 3_600_000 * MS, T0 + 9 * MS, T0 + 1];
+    let records: Vec<Record> =
+        timestamps.iter().enumerate().map(|(i, &t)| record(&key, t, Value::F64(i as f64 / 100.0))).collect();
+    let decoded = round_trip(&records);
+    assert_eq!(decoded[0].timestamps_ns, timestamps);
+}
+
+#[test]
+fn series_are_grouped_in_order_of_first_appearance() {
+    let a = SeriesKey::new("z/first");
+    let b = SeriesKey::new("a/second");
+    let records = vec![record(&a, 3, Value::I64(1)), record(&b, 1, Value::I64(2)), record(&a, 2, Value::I64(3))];
+    let grouped = group_records(&records);
+    assert_eq!(grouped.iter().map(|c| c.key.name.as_str()).collect::<Vec<_>>(), ["z/first", "a/second"]);
+    assert_eq!(grouped[0].timestamps_ns, [3, 2]);
+    assert_eq!(grouped[0].records().collect::<Vec<_>>(), vec![records[0].clone(), records[2].clone()]);
+    assert_eq!(grouped[0].min_max_timestamp(), Some((2, 3)));
+    round_trip(&records);
+}
+
+#[test]
+fn series_of_one_name_with_different_tags_are_different_series() {
+    let a = SeriesKey::with_tags("m", vec![("unit".into(), "C".into())]);
+    let b = SeriesKey::with_tags("m", vec![("unit".into(), "F".into())]);
+    let decoded = round_trip(&[record(&a, 1, Value::F64(1.5)), record(&b, 1, Value::F64(34.7))]);
+    assert_eq!(decoded.len(), 2);
+}
+
+#[test]
+fn the_same_series_twice_in_one_payload_comes_back_twice() {
+    let key = SeriesKey::new("plant1/x");
+    let chunk = group_records(&[record(&key, 1, Value::I64(1))]).remove(0);
+    let series = vec![chunk.clone(), group_records(&[record(&SeriesKey::new("a"), 1, Value::Bool(false))]).remove(0), chunk];
+    let decoded = decode_payload(&encode_payload(&series, ZSTD_LEVEL)).unwrap();
+    assert_same_columns(&decoded, &series);
+}
+
+#[test]
+fn special_floats_round_trip_bit_exactly() {
+    let key = SeriesKey::new("f");
+    let specials = [
+        0.0,
+        -0.0,
+        f64::NAN,
+        -f64::NAN,
+        f64::from_bits(0x7FF0_0000_0000_0001), // signalling NaN with a payload
+        f64::from_bits(0xFFF8_DEAD_BEEF_0001),
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::MIN_POSITIVE,
+        f64::from_bits(1), // smallest subnormal
+        f64::MAX,
+        f64::MIN,
+        0.1,
+        1e300,
+    ];
+    let records: Vec<Record> = specials.iter().map(|&v| record(&key, 0, Value::F64(v))).collect();
+    round_trip(&records);
+    for &v in &specials {
+        round_trip(&[record(&key, 0, Value::F64(v)), record(&key, 1, Value::F64(v))]);
+    }
+}
+
+#[test]
+fn negative_zero_is_not_decimal_coded() {
+    assert_eq!(columns::decimal_digits_for_tests(&[1.5, -0.0]), None);
+    assert_eq!(columns::decimal_digits_for_tests(&[1.5, 0.0]), Some(1));
+    assert_eq!(columns::decimal_digits_for_tests(&[21.37, 1e-9, -4.0]), Some(9));
+    assert_eq!(columns::decimal_digits_for_tests(&[0.1 + 0.2]), None);
+    assert_eq!(columns::decimal_digits_for_tests(&[f64::NAN]), None);
+    assert_eq!(columns::decimal_digits_for_tests(&[f64::INFINITY]), None);
+}
+
+#[test]
+fn quantized_readings_take_about_a_byte_each_before_zstd() {
+    let key = SeriesKey::new("t");
+    let records: Vec<Record> = (0..1_000)
+        .map(|i| record(&key, T0 + i * 1_000 * MS, Value::F64((2_137 + (i * 7919) % 13 - 6) as f64 / 100.0)))
+        .collect();
+    let mut out = Vec::new();
+    encode_columns(&group_records(&records)[0], &mut out);
+    assert!(out.len() < 2 * 1_000 + 32, "{} bytes", out.len());
+}
+
+#[test]
+fn extreme_timestamps_round_trip() {
+    let key = SeriesKey::new("t");
+    let timestamps = [i64::MIN, i64::MAX, 0, -1, i64::MIN + 1, 1, i64::MAX, i64::MIN];
+    let records: Vec<Record> = timestamps.iter().map(|&t| record(&key, t, Value::Bool(true))).collect();
+    round_trip(&records);
+    round_trip(&[record(&key, i64::MIN, Value::Bool(true))]);
+    round_trip(&[record(&key, i64::MAX, Value::Bool(true)), record(&SeriesKey::new("u"), i64::MIN, Value::I64(0))]);
+}
+
+#[test]
+fn extreme_integers_round_trip() {
+    let key = SeriesKey::new("i");
+    let values = [i64::MIN, i64::MAX, 0, i64::MIN, -1, i64::MAX, i64::MAX, 1];
+    let records: Vec<Record> = values.iter().map(|&v| record(&key, 0, Value::I64(v))).collect();
+    round_trip(&records);
+}
+
+#[test]
+fn every_quality_code_round_trips() {
+    let key = SeriesKey::new("q");
+    let codes = [0, u32::MAX, 0x4000_0000, 0x8000_0000, 0x808C_0000, 0xC000_0000, 1, 0x0000_FFFF];
+    let records: Vec<Record> = codes
+        .iter()
+        .flat_map(|&code| [code, code])
+        .map(|code| Record { quality: Quality(code), ..record(&key, 0, Value::I64(1)) })
+        .collect();
+    round_trip(&records);
+}
+
+#[test]
+fn strings_keep_unicode_empty_and_long_values() {
+    let key = SeriesKey::new("s");
+    let values = ["", "RUNNING", "Störung: Überdruck ⚠", "", &"x".repeat(70_000), "RUNNING"];
+    let records: Vec<Record> = values.iter().map(|v| record(&key, 0, Value::String((*v).into()))).collect();
+    round_trip(&records);
+}
+
+#[test]
+fn columns_round_trip_alone_as_the_replica_stores_them() {
+    for columns in group_records(&varied_records()) {
+        let mut bytes = Vec::new();
+        encode_columns(&columns, &mut bytes);
+        let decoded = decode_columns(&bytes, columns.key.clone()).unwrap();
+        assert!(decoded.bit_eq(&columns));
+    }
+}
+
+#[test]
+fn empty_columns_of_every_kind_round_trip() {
+    let key = SeriesKey::new("e");
+    let kinds = [
+        Values::F64(vec![]),
+        Values::I64(vec![]),
+        Values::Bool(vec![]),
+        Values::String(vec![]),
+        Values::Mixed(vec![]),
+    ];
+    let series: Vec<SeriesColumns> = kinds
+        .into_iter()
+        .map(|values| SeriesColumns { key: key.clone(), timestamps_ns: vec![], values, qualities: vec![] })
+        .collect();
+    assert_same_columns(&decode_payload(&encode_payload(&series, ZSTD_LEVEL)).unwrap(), &series);
+}
+
+#[test]
+fn a_mixed_column_of_one_kind_stays_mixed() {
+    let columns = SeriesColumns {
+        key: SeriesKey::new("m"),
+        timestamps_ns: vec![1, 2],
+        values: Values::Mixed(vec![Value::F64(1.0), Value::F64(2.0)]),
+        qualities: vec![Quality::GOOD; 2],
+    };
+    let decoded = decode_payload(&encode_payload(std::slice::from_ref(&columns), ZSTD_LEVEL)).unwrap();
+    assert!(decoded[0].bit_eq(&columns));
+}
+
+#[test]
+#[should_panic(expected = "equal lengths")]
+fn columns_of_different_lengths_are_a_caller_bug() {
+    let columns = SeriesColumns {
+        key: SeriesKey::new("m"),
+        timestamps_ns: vec![1, 2],
+        values: Values::I64(vec![1]),
+        qualities: vec![Quality::GOOD; 2],
+    };
+    encode_payload(&[columns], ZSTD_LEVEL);
+}
+
+#[test]
+fn every_truncation_of_a_payload_is_an_error() {
+    let payload = encode_payload(&group_records(&varied_records()), ZSTD_LEVEL);
+    for length in 0..payload.len() {
+        assert!(decode_payload(&payload[..length]).is_err(), "truncated to {length} bytes");
+    }
+    let body = decoded_body(&payload);
+    assert!(decode_payload(&uncompressed_payload(&body)).is_ok());
+    for length in 0..body.len() {
+        assert!(decode_payload(&uncompressed_payload(&body[..length])).is_err(), "body truncated to {length} bytes");
+    }
+}
+
+#[test]
+fn every_truncation_of_a_column_chunk_is_an_error() {
+    for columns in group_records(&varied_records()) {
+        let mut bytes = Vec::new();
+        encode_columns(&columns, &mut bytes);
+        for length in 0..bytes.len() {
+            assert!(decode_columns(&bytes[..length], columns.key.clone()).is_err());
+        }
+    }
+}
+
+#[test]
+fn flipped_bits_never_panic() {
+    let payload = encode_payload(&group_records(&varied_records()), ZSTD_LEVEL);
+    let body = decoded_body(&payload);
+    for (bytes, wrap) in [(payload.clone(), false), (body, true)] {
+        for bit in 0..bytes.len() * 8 {
+            let mut corrupted = bytes.clone();
+            corrupted[bit / 8] ^= 1 << (bit % 8);
+            let input = if wrap { uncompressed_payload(&corrupted) } else { corrupted };
+            if let Ok(decoded) = decode_payload(&input) {
+                // Whatever decodes must re-encode to the same columns.
+                let again = decode_payload(&encode_payload(&decoded, ZSTD_LEVEL)).unwrap();
+                assert_same_columns(&again, &decoded);
+            }
+        }
+    }
+}
+
+#[test]
+fn header_errors_say_what_is_wrong() {
+    let payload = encode_payload(&group_records(&varied_records()), ZSTD_LEVEL);
+    let message = |bytes: &[u8]| decode_payload(bytes).unwrap_err().to_string();
+
+    assert!(message(&payload[..4]).contains("shorter than its 10-byte header"));
+    let mut wrong = payload.clone();
+    wrong[0] = b'X';
+    assert!(message(&wrong).contains("not a diode segment payload"));
+    let mut wrong = payload.clone();
+    wrong[4] = 9;
+    assert!(message(&wrong).contains("version 9 is not supported"));
+    let mut wrong = payload.clone();
+    wrong[5] = 7;
+    assert!(message(&wrong).contains("compression code 7"));
+    let mut wrong = payload.clone();
+    wrong[6..10].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(message(&wrong).contains("the limit is 67108864"));
+}
+
+#[test]
+fn errors_inside_a_block_name_the_block_and_series() {
+    let records = vec![record(&SeriesKey::new("plant1/a"), T0, Value::I64(5))];
+    let mut body = decoded_body(&encode_payload(&group_records(&records), ZSTD_LEVEL));
+    // count 1, tick 1, timestamp integers (mode 0, offset 0), kind 1 (integer), integers (mode 0,
+    // zigzag 5 = 10), qualities (good, run 1).
+    let block = [1, 1, 0, 0, 1, 0, 10, 0, 1];
+    assert!(body.ends_with(&block), "{body:?}");
+    let kind_position = body.len() - 5;
+    body[kind_position] = 9;
+    let message = decode_payload(&uncompressed_payload(&body)).unwrap_err().to_string();
+    assert!(message.starts_with("column block 0 (series plant1/a): "), "{message}");
+    assert!(message.contains("unknown encoding tag 9"), "{message}");
+}
+
+#[test]
+fn invalid_series_names_are_refused() {
+    let records = vec![record(&SeriesKey::new("bad\u{7}name"), 0, Value::I64(5))];
+    let payload = encode_payload(&group_records(&records), ZSTD_LEVEL);
+    let message = decode_payload(&payload).unwrap_err().to_string();
+    assert!(message.contains("series 0 of the payload's series table is invalid"), "{message}");
+}
+
+#[test]
+fn a_string_repeated_past_the_limit_is_refused_not_materialised() {
+    let long = "x".repeat(64 * 1024);
+    let count = MAX_DECODED_STRING_BYTES / long.len() + 1;
+    let columns = SeriesColumns {
+        key: SeriesKey::new("alarm"),
+        timestamps_ns: vec![0; count],
+        values: Values::String(vec![long; count]),
+        qualities: vec![Quality::GOOD; count],
+    };
+    assert!(matches!(check_payload_limits(std::slice::from_ref(&columns)), Err(CodecError::TooManyStringBytes)));
+    let payload = encode_payload(&[columns], ZSTD_LEVEL);
+    assert!(payload.len() < 10_000, "{} bytes", payload.len());
+    let error = decode_payload(&payload).unwrap_err();
+    assert!(error.to_string().contains("string values add up to more than"), "{error}");
+}
+
+#[test]
+fn more_records_than_the_limit_are_refused() {
+    let count = MAX_RECORDS_PER_PAYLOAD / 2 + 1;
+    let columns = SeriesColumns {
+        key: SeriesKey::new("b"),
+        timestamps_ns: vec![0; count],
+        values: Values::Bool(vec![true; count]),
+        qualities: vec![Quality::GOOD; count],
+    };
+    let series = vec![columns.clone(), columns];
+    assert!(matches!(check_payload_limits(&series), Err(CodecError::TooManyRecords)));
+    let error = decode_payload(&encode_payload(&series, ZSTD_LEVEL)).unwrap_err();
+    assert!(error.to_string().contains("more than 4000000 records"), "{error}");
+}
+
+/// `seconds` of the plant's records cut into segments of `segment_ms`; returns (records, bytes).
+fn plant_payload_bytes(series_count: usize, base_rate_hz: f64, seconds: i64, segment_ms: i64) -> (usize, usize) {
+    let config = PlantConfig { seed: 7, series_count, base_rate_hz, ..PlantConfig::default() };
+    let start_ns = config.start_ns;
+    let mut simulator = PlantSimulator::new(config);
+    let (mut records_total, mut bytes_total) = (0, 0);
+    let mut records = Vec::new();
+    for segment in 1..=seconds * 1_000 / segment_ms {
+        records.clear();
+        simulator.generate_until(start_ns + segment * segment_ms * MS, &mut records);
+        let grouped = group_records(&records);
+        let payload = encode_payload(&grouped, ZSTD_LEVEL);
+        records_total += records.len();
+        bytes_total += payload.len();
+    }
+    (records_total, bytes_total)
+}
+
+#[test]
+fn plant_data_costs_at_most_two_bytes_per_record() {
+    let (records, bytes) = plant_payload_bytes(1_000, PLANT_TEST_RATE_HZ, 60, 1_000);
+    let per_record = bytes as f64 / records as f64;
+    assert!(per_record <= 2.0, "{per_record:.3} bytes per record ({bytes} bytes for {records} records)");
+}
+
+/// The mean sample rate per series of the bytes-per-record specification (see its figures in the
+/// module documentation).
+const PLANT_TEST_RATE_HZ: f64 = 10.0;
+
+/// Prints bytes per record for several rates and segment lengths:
+/// `cargo test -p diode-common --release --lib codec::tests::print_bytes_per_record -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement, not a specification"]
+fn print_bytes_per_record() {
+    for base_rate_hz in [1.0, 10.0] {
+        for segment_ms in [50, 250, 1_000, 5_000, 10_000] {
+            let (records, bytes) = plant_payload_bytes(1_000, base_rate_hz, 60, segment_ms);
+            eprintln!(
+                "1000 series, mean {base_rate_hz} Hz, {segment_ms} ms segments: {records} records, {bytes} bytes, {:.3} bytes/record",
+                bytes as f64 / records as f64
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Properties
+
+fn arbitrary_key() -> impl Strategy<Value = SeriesKey> {
+    let name = prop_oneof!["[a-z0-9_/]{1,24}", "\\PC{1,12}", Just("plant1/area2/boiler3/steam_temp".to_owned())];
+    let tags = prop::collection::btree_map("[a-z]{1,6}", "\\PC{1,8}", 0..3);
+    (name, tags).prop_map(|(name, tags)| SeriesKey::with_tags(name, tags.into_iter().collect()))
+}
+
+fn arbitrary_f64() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        any::<u64>().prop_map(f64::from_bits),
+        (any::<i32>(), 0..10i32).prop_map(|(i, d)| f64::from(i) / 10f64.powi(d)),
+        prop::sample::select(vec![0.0, -0.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e-310]),
+    ]
+}
+
+fn arbitrary_value_of_kind(kind: u8) -> BoxedStrategy<Value> {
+    match kind {
+        0 => arbitrary_f64().prop_map(Value::F64).boxed(),
+        1 => prop_oneof![any::<i64>(), -1_000i64..1_000].prop_map(Value::I64).boxed(),
+        2 => any::<bool>().prop_map(Value::Bool).boxed(),
+        _ => prop_oneof![prop::sample::select(vec!["RUNNING", "STOPPED", ""]).prop_map(str::to_owned), "\\PC{0,16}"]
+            .prop_map(Value::String)
+            .boxed(),
+    }
+}
+
+fn arbitrary_value() -> impl Strategy<Value = Value> {
+    (0..4u8).prop_flat_map(arbitrary_value_of_kind)
+}
+
+fn arbitrary_timestamp() -> impl Strategy<Value = i64> {
+    prop_oneof![any::<i64>(), (0..10_000i64).prop_map(|ms| T0 + ms * MS), (0..10_000i64).prop_map(|ns| T0 + ns)]
+}
+
+fn arbitrary_quality() -> impl Strategy<Value = Quality> {
+    prop_oneof![3 => Just(Quality::GOOD), 1 => any::<u32>().prop_map(Quality)]
+}
+
+/// Records over a few series; with `typed`, each series keeps one value kind.
+fn arbitrary_records(typed: bool) -> impl Strategy<Value = Vec<Record>> {
+    prop::collection::btree_set(arbitrary_key(), 1..6).prop_flat_map(move |keys| {
+        let keys: Vec<SeriesKey> = keys.into_iter().collect();
+        let count = keys.len();
+        let one = (0..count, arbitrary_timestamp(), arbitrary_quality(), arbitrary_value());
+        prop::collection::vec(one, 0..120).prop_flat_map(move |items| {
+            let keys = keys.clone();
+            let strategies: Vec<BoxedStrategy<Record>> = items
+                .into_iter()
+                .map(|(index, timestamp_ns, quality, value)| {
+                    let series = keys[index].clone();
+                    if typed {
+                        arbitrary_value_of_kind((index % 4) as u8)
+                            .prop_map(move |value| Record { series: series.clone(), timestamp_ns, value, quality })
+                            .boxed()
+                    } else {
+                        Just(Record { series, timestamp_ns, value, quality }).boxed()
+                    }
+                })
+                .collect();
+            strategies
+        })
+    })
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_records_round_trip_bit_exactly(records in arbitrary_records(false)) {
+        let grouped = group_records(&records);
+        let decoded = decode_payload(&encode_payload(&grouped, ZSTD_LEVEL)).unwrap();
+        prop_assert_eq!(decoded.len(), grouped.len());
+        for (a, e) in decoded.iter().zip(&grouped) {
+            prop_assert!(a.bit_eq(e), "decoded {:?}\nexpected {:?}", a, e);
+        }
+        let flattened: Vec<Record> = decoded.iter().flat_map(SeriesColumns::records).collect();
+        prop_assert_eq!(flattened.len(), records.len());
+    }
+
+    #[test]
+    fn arbitrary_typed_series_round_trip_bit_exactly(records in arbitrary_records(true)) {
+        let grouped = group_records(&records);
+        let decoded = decode_payload(&encode_payload(&grouped, ZSTD_LEVEL)).unwrap();
+        prop_assert_eq!(decoded.len(), grouped.len());
+        for (a, e) in decoded.iter().zip(&grouped) {
+            prop_assert!(a.bit_eq(e), "decoded {:?}\nexpected {:?}", a, e);
+            prop_assert!(!matches!(a.values, Values::Mixed(_)));
+            let mut chunk = Vec::new();
+            encode_columns(e, &mut chunk);
+            prop_assert!(decode_columns(&chunk, e.key.clone()).unwrap().bit_eq(e));
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        let _ = decode_payload(&bytes);
+        let _ = decode_payload(&uncompressed_payload(&bytes));
+        let _ = decode_columns(&bytes, SeriesKey::new("x"));
+    }
+}

@@ -1,0 +1,909 @@
+//! Reassembly: turns authenticated symbol datagrams, in any order, into whole segments.
+//!
+//! A sans-IO state machine: the caller feeds [`SymbolPacket`]s that [`crate::packet::decode_datagram`]
+//! has already authenticated, gives the time as `now_ms` (any monotonic millisecond clock), and
+//! calls [`Reassembler::poll_timeouts`] now and then. Nothing here blocks, sleeps or reads a clock.
+//!
+//! Rules:
+//! - Each segment is yielded **once**: the ids of the last `completed_memory` completed segments
+//!   are remembered, and their late symbols (repairs that were not needed, duplicates) are counted
+//!   and dropped. A segment re-sent after its id fell out of that memory (an operator's `resend`
+//!   days later, the carousel) is yielded again; the receiver's replica applies segments
+//!   idempotently, so this costs work, not correctness.
+//! - A symbol whose FEC parameters differ from those of the first symbol seen for its segment is
+//!   counted and dropped.
+//! - Per sender, the newest epoch seen wins: in-flight segments of older epochs are dropped
+//!   ([`Event::Superseded`]) and later symbols of older epochs are counted as stale and dropped.
+//! - Memory is bounded: at most `max_segments_in_flight` incomplete segments and
+//!   `max_buffered_bytes` of symbol data. Over a limit, the incomplete segment with the oldest
+//!   last activity is evicted ([`Event::Evicted`]), never the one being fed. A segment with no new
+//!   symbol for `segment_timeout_ms` is abandoned ([`Event::Abandoned`]).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use crate::fec::{BlockDecoder, FecError, MAX_SEGMENT_LENGTH, SymbolOutcome};
+use crate::packet::{SegmentId, SymbolPacket};
+
+/// Most events kept between two calls of [`Reassembler::poll_timeouts`]; beyond, they are counted
+/// in [`ReassemblyStats::events_dropped`] and lost.
+pub const MAX_PENDING_EVENTS: usize = 4096;
+
+/// Bounds on everything the reassembler holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReassemblyLimits {
+    /// Incomplete segments held at once.
+    pub max_segments_in_flight: usize,
+    /// Bytes of symbol data held at once, over all incomplete segments.
+    pub max_buffered_bytes: usize,
+    /// An incomplete segment with no new symbol for this long is abandoned.
+    pub segment_timeout_ms: u64,
+    /// Symbols of longer segments are dropped (counted in `oversized_segment_symbols`).
+    pub max_segment_length: u32,
+    /// How many recently completed segment ids are remembered to drop their late symbols.
+    pub completed_memory: usize,
+    /// How many senders' newest epochs are remembered; the least recently heard is forgotten.
+    pub max_senders: usize,
+}
+
+impl Default for ReassemblyLimits {
+    fn default() -> Self {
+        Self {
+            max_segments_in_flight: 256,
+            max_buffered_bytes: 256 * 1024 * 1024,
+            segment_timeout_ms: 30_000,
+            max_segment_length: 1024 * 1024,
+            completed_memory: 65_536,
+            max_senders: 64,
+        }
+    }
+}
+
+/// Why a set of limits cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitsError {
+    #[error("max_segments_in_flight is 0; at least 1 segment must be allowed in flight")]
+    NoSegmentsInFlight,
+    #[error("max_senders is 0; at least 1 sender must be allowed")]
+    NoSenders,
+    #[error("max_segment_length {max_segment_length} must be between 1 and {hard_limit} bytes")]
+    SegmentLength {
+        max_segment_length: u32,
+        hard_limit: u32,
+    },
+    #[error(
+        "max_buffered_bytes {max_buffered_bytes} is smaller than max_segment_length \
+         {max_segment_length}: one whole segment must fit"
+    )]
+    BufferTooSmall {
+        max_buffered_bytes: usize,
+        max_segment_length: u32,
+    },
+}
+
+impl ReassemblyLimits {
+    /// Checks that the limits can work together; [`Reassembler::new`] panics on limits that fail.
+    pub fn validate(&self) -> Result<(), LimitsError> {
+        if self.max_segments_in_flight == 0 {
+            return Err(LimitsError::NoSegmentsInFlight);
+        }
+        if self.max_senders == 0 {
+            return Err(LimitsError::NoSenders);
+        }
+        if self.max_segment_length == 0 || self.max_segment_length > MAX_SEGMENT_LENGTH {
+            return Err(LimitsError::SegmentLength {
+                max_segment_length: self.max_segment_length,
+                hard_limit: MAX_SEGMENT_LENGTH,
+            });
+        }
+        // An incomplete segment holds at most original_count - 1 symbols, which is less than
+        // segment_length bytes: so one segment always fits without evicting itself.
+        if self.max_buffered_bytes < self.max_segment_length as usize {
+            return Err(LimitsError::BufferTooSmall {
+                max_buffered_bytes: self.max_buffered_bytes,
+                max_segment_length: self.max_segment_length,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A rebuilt segment, exactly the bytes the sender sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletedSegment {
+    pub sender_id: u64,
+    pub epoch: u64,
+    pub sequence: u64,
+    pub bytes: Vec<u8>,
+    /// True if some original symbol was missing and the Reed-Solomon decoder rebuilt it.
+    pub recovered_by_fec: bool,
+}
+
+impl CompletedSegment {
+    pub fn id(&self) -> SegmentId {
+        SegmentId {
+            sender_id: self.sender_id,
+            epoch: self.epoch,
+            sequence: self.sequence,
+        }
+    }
+}
+
+/// Something that happened to an incomplete segment, reported by [`Reassembler::poll_timeouts`].
+/// `symbols_needed` is the segment's `original_count`; `symbols_received` the distinct symbols
+/// that had arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// No new symbol for `segment_timeout_ms`.
+    Abandoned {
+        sender_id: u64,
+        epoch: u64,
+        sequence: u64,
+        symbols_received: u16,
+        symbols_needed: u16,
+    },
+    /// Dropped to stay within `max_segments_in_flight` or `max_buffered_bytes`.
+    Evicted {
+        sender_id: u64,
+        epoch: u64,
+        sequence: u64,
+        symbols_received: u16,
+        symbols_needed: u16,
+    },
+    /// Dropped because its sender moved on to `new_epoch`.
+    Superseded {
+        sender_id: u64,
+        epoch: u64,
+        sequence: u64,
+        symbols_received: u16,
+        symbols_needed: u16,
+        new_epoch: u64,
+    },
+}
+
+/// Counters, for metrics. All are totals since creation except the two gauges at the end.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReassemblyStats {
+    /// New symbols stored.
+    pub symbols_accepted: u64,
+    /// Symbols whose index had already arrived for an incomplete segment.
+    pub duplicate_symbols: u64,
+    /// Symbols of a segment completed recently (unneeded repairs, duplicates, resends).
+    pub symbols_for_completed_segments: u64,
+    /// Symbols of an epoch older than the newest seen from their sender.
+    pub stale_epoch_symbols: u64,
+    /// Symbols whose parameters, index or length disagree with their segment.
+    pub inconsistent_parameters: u64,
+    /// Symbols of segments longer than `max_segment_length`.
+    pub oversized_segment_symbols: u64,
+    /// Symbols that arrived after their segment had enough (only if one finish failed).
+    pub surplus_symbols: u64,
+    pub segments_completed: u64,
+    /// Completed segments that needed the Reed-Solomon decoder.
+    pub segments_recovered_by_fec: u64,
+    /// Segments that had enough symbols but could not be decoded (should never happen: MDS).
+    pub segments_failed_decoding: u64,
+    pub segments_abandoned: u64,
+    pub segments_evicted: u64,
+    pub segments_superseded: u64,
+    /// Senders whose newest epoch was forgotten to stay within `max_senders`.
+    pub senders_forgotten: u64,
+    /// Events lost because more than [`MAX_PENDING_EVENTS`] waited for `poll_timeouts`.
+    pub events_dropped: u64,
+    /// Gauge: bytes of symbol data held now.
+    pub buffered_bytes: usize,
+    /// Gauge: incomplete segments held now.
+    pub segments_in_flight: usize,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    decoder: BlockDecoder,
+    last_activity_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SenderState {
+    newest_epoch: u64,
+    last_heard_ms: u64,
+}
+
+/// Remembers the last N completed segment ids, in completion order.
+#[derive(Debug, Default)]
+struct CompletedMemory {
+    /// Id to the generation at which it was (last) remembered.
+    ids: HashMap<SegmentId, u64>,
+    order: VecDeque<(SegmentId, u64)>,
+    next_generation: u64,
+}
+
+impl CompletedMemory {
+    fn contains(&self, id: &SegmentId) -> bool {
+        self.ids.contains_key(id)
+    }
+
+    fn remember(&mut self, id: SegmentId, capacity: usize) {
+        if capacity == 0 {
+            return;
+        }
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        self.ids.insert(id, generation);
+        self.order.push_back((id, generation));
+        while self.order.len() > capacity {
+            let Some((old, old_generation)) = self.order.pop_front() else {
+                break;
+            };
+            // Only forget if this entry is still the current one for that id.
+            if self.ids.get(&old) == Some(&old_generation) {
+                self.ids.remove(&old);
+            }
+        }
+        debug_assert!(self.ids.len() <= self.order.len());
+    }
+
+    fn forget(&mut self, id: &SegmentId) -> bool {
+        self.ids.remove(id).is_some()
+    }
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct Reassembler {
+    limits: ReassemblyLimits,
+    in_flight: BTreeMap<SegmentId, InFlight>,
+    senders: HashMap<u64, SenderState>,
+    completed: CompletedMemory,
+    pending_events: VecDeque<Event>,
+    stats: ReassemblyStats,
+}
+
+enum Removal {
+    Evicted,
+    Abandoned,
+    Superseded { new_epoch: u64 },
+}
+
+impl Reassembler {
+    /// # Panics
+    /// If `limits` fail [`ReassemblyLimits::validate`]: check them when loading the configuration.
+    pub fn new(limits: ReassemblyLimits) -> Self {
+        if let Err(error) = limits.validate() {
+            panic!("invalid reassembly limits: {error}");
+        }
+        Self {
+            limits,
+            in_flight: BTreeMap::new(),
+            senders: HashMap::new(),
+            completed: CompletedMemory::default(),
+            pending_events: VecDeque::new(),
+            stats: ReassemblyStats::default(),
+        }
+    }
+
+    pub fn limits(&self) -> &ReassemblyLimits {
+        &self.limits
+    }
+
+    pub fn stats(&self) -> &ReassemblyStats {
+        &self.stats
+    }
+
+    /// Feeds one authenticated symbol. Returns the segment when this symbol completes it.
+    pub fn on_symbol(
+        &mut self,
+        packet: &SymbolPacket<'_>,
+        now_ms: u64,
+    ) -> Option<CompletedSegment> {
+        let id = packet.segment_id();
+        if !self.observe_epoch(id.sender_id, id.epoch, now_ms) {
+            self.stats.stale_epoch_symbols += 1;
+            return None;
+        }
+        if self.completed.contains(&id) {
+            self.stats.symbols_for_completed_segments += 1;
+            return None;
+        }
+        if packet.params.segment_length > self.limits.max_segment_length {
+            self.stats.oversized_segment_symbols += 1;
+            return None;
+        }
+        let completed = self.feed(id, packet, now_ms);
+        self.check_invariants();
+        completed
+    }
+
+    /// Records that `sender_id` is at `epoch` (from a symbol, or from a verified beacon).
+    /// A newer epoch drops the sender's in-flight segments of older epochs. Returns false if
+    /// `epoch` is older than the newest seen from this sender.
+    pub fn observe_epoch(&mut self, sender_id: u64, epoch: u64, now_ms: u64) -> bool {
+        match self.senders.get_mut(&sender_id) {
+            Some(state) if epoch < state.newest_epoch => return false,
+            Some(state) => {
+                state.last_heard_ms = state.last_heard_ms.max(now_ms);
+                if epoch == state.newest_epoch {
+                    return true;
+                }
+                state.newest_epoch = epoch;
+            }
+            None => {
+                self.make_room_for_a_sender();
+                self.senders.insert(
+                    sender_id,
+                    SenderState {
+                        newest_epoch: epoch,
+                        last_heard_ms: now_ms,
+                    },
+                );
+            }
+        }
+        // A new epoch, or a sender we had forgotten: older epochs may still be in flight.
+        self.drop_older_epochs(sender_id, epoch);
+        true
+    }
+
+    fn make_room_for_a_sender(&mut self) {
+        while self.senders.len() >= self.limits.max_senders {
+            let Some(quietest) = self
+                .senders
+                .iter()
+                .min_by_key(|(sender_id, state)| (state.last_heard_ms, **sender_id))
+                .map(|(sender_id, _)| *sender_id)
+            else {
+                break;
+            };
+            self.senders.remove(&quietest);
+            self.stats.senders_forgotten += 1;
+        }
+    }
+
+    fn drop_older_epochs(&mut self, sender_id: u64, epoch: u64) {
+        let start = SegmentId {
+            sender_id,
+            epoch: 0,
+            sequence: 0,
+        };
+        let end = SegmentId {
+            sender_id,
+            epoch,
+            sequence: 0,
+        };
+        if epoch == 0 {
+            return;
+        }
+        let older: Vec<SegmentId> = self
+            .in_flight
+            .range(start..end)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in older {
+            self.remove(id, Removal::Superseded { new_epoch: epoch });
+        }
+    }
+
+    fn feed(
+        &mut self,
+        id: SegmentId,
+        packet: &SymbolPacket<'_>,
+        now_ms: u64,
+    ) -> Option<CompletedSegment> {
+        match self.in_flight.get(&id) {
+            Some(entry) if entry.decoder.params() != &packet.params => {
+                self.stats.inconsistent_parameters += 1;
+                return None;
+            }
+            Some(_) => {}
+            None => {
+                let decoder = match BlockDecoder::new(packet.params) {
+                    Ok(decoder) => decoder,
+                    Err(_) => {
+                        self.stats.inconsistent_parameters += 1;
+                        return None;
+                    }
+                };
+                // Check the symbol before making room for it, so a bad symbol evicts nothing.
+                if decoder.check_symbol(packet.symbol_index, packet.symbol).is_err() {
+                    self.stats.inconsistent_parameters += 1;
+                    return None;
+                }
+                while self.in_flight.len() >= self.limits.max_segments_in_flight {
+                    if !self.evict_oldest_except(id) {
+                        break;
+                    }
+                }
+                self.in_flight.insert(
+                    id,
+                    InFlight {
+                        decoder,
+                        last_activity_ms: now_ms,
+                    },
+                );
+                self.stats.segments_in_flight = self.in_flight.len();
+            }
+        }
+        let entry = self.in_flight.get_mut(&id)?;
+        let buffered_before = entry.decoder.buffered_bytes();
+        match entry
+            .decoder
+            .add_symbol(packet.symbol_index, packet.symbol)
+        {
+            Ok(SymbolOutcome::Stored) => {
+                self.stats.symbols_accepted += 1;
+                entry.last_activity_ms = entry.last_activity_ms.max(now_ms);
+                let added = entry.decoder.buffered_bytes() - buffered_before;
+                self.stats.buffered_bytes += added;
+            }
+            Ok(SymbolOutcome::Duplicate) => {
+                self.stats.duplicate_symbols += 1;
+                return None;
+            }
+            Ok(SymbolOutcome::AlreadyComplete) => {
+                self.stats.surplus_symbols += 1;
+                return None;
+            }
+            Err(_) => {
+                self.stats.inconsistent_parameters += 1;
+                return None;
+            }
+        }
+        if entry.decoder.is_complete() {
+            return self.complete(id);
+        }
+        while self.stats.buffered_bytes > self.limits.max_buffered_bytes {
+            if !self.evict_oldest_except(id) {
+                break;
+            }
+        }
+        None
+    }
+
+    fn complete(&mut self, id: SegmentId) -> Option<CompletedSegment> {
+        let entry = self.in_flight.remove(&id)?;
+        self.stats.segments_in_flight = self.in_flight.len();
+        self.stats.buffered_bytes -= entry.decoder.buffered_bytes();
+        let recovered_by_fec = entry.decoder.needs_repair();
+        let expected_length = entry.decoder.params().segment_length as usize;
+        match entry.decoder.finish() {
+            Ok(bytes) => {
+                assert_eq!(bytes.len(), expected_length);
+                self.completed.remember(id, self.limits.completed_memory);
+                self.stats.segments_completed += 1;
+                if recovered_by_fec {
+                    self.stats.segments_recovered_by_fec += 1;
+                }
+                Some(CompletedSegment {
+                    sender_id: id.sender_id,
+                    epoch: id.epoch,
+                    sequence: id.sequence,
+                    bytes,
+                    recovered_by_fec,
+                })
+            }
+            Err(FecError::NotEnoughSymbols { .. }) => {
+                unreachable!("complete() is only called on a complete block")
+            }
+            Err(_) => {
+                self.stats.segments_failed_decoding += 1;
+                None
+            }
+        }
+    }
+
+    /// Evicts the incomplete segment with the oldest last activity, other than `keep`.
+    /// Returns false if there is none.
+    fn evict_oldest_except(&mut self, keep: SegmentId) -> bool {
+        let oldest = self
+            .in_flight
+            .iter()
+            .filter(|(id, _)| **id != keep)
+            .min_by_key(|(id, entry)| (entry.last_activity_ms, **id))
+            .map(|(id, _)| *id);
+        match oldest {
+            Some(id) => {
+                self.remove(id, Removal::Evicted);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn remove(&mut self, id: SegmentId, why: Removal) {
+        let Some(entry) = self.in_flight.remove(&id) else {
+            return;
+        };
+        self.stats.segments_in_flight = self.in_flight.len();
+        self.stats.buffered_bytes -= entry.decoder.buffered_bytes();
+        let symbols_received = entry.decoder.received_count() as u16;
+        let symbols_needed = entry.decoder.params().original_count;
+        let (sender_id, epoch, sequence) = (id.sender_id, id.epoch, id.sequence);
+        let event = match why {
+            Removal::Evicted => {
+                self.stats.segments_evicted += 1;
+                Event::Evicted {
+                    sender_id,
+                    epoch,
+                    sequence,
+                    symbols_received,
+                    symbols_needed,
+                }
+            }
+            Removal::Abandoned => {
+                self.stats.segments_abandoned += 1;
+                Event::Abandoned {
+                    sender_id,
+                    epoch,
+                    sequence,
+                    symbols_received,
+                    symbols_needed,
+                }
+            }
+            Removal::Superseded { new_epoch } => {
+                self.stats.segments_superseded += 1;
+                Event::Superseded {
+                    sender_id,
+                    epoch,
+                    sequence,
+                    symbols_received,
+                    symbols_needed,
+                    new_epoch,
+                }
+            }
+        };
+        if self.pending_events.len() >= MAX_PENDING_EVENTS {
+            self.stats.events_dropped += 1;
+        } else {
+            self.pending_events.push_back(event);
+        }
+    }
+
+    /// Abandons incomplete segments idle for `segment_timeout_ms` and returns every event since
+    /// the last call (evictions and supersessions first, in the order they happened).
+    pub fn poll_timeouts(&mut self, now_ms: u64) -> Vec<Event> {
+        let mut idle: Vec<(u64, SegmentId)> = self
+            .in_flight
+            .iter()
+            .filter(|(_, entry)| {
+                now_ms.saturating_sub(entry.last_activity_ms) >= self.limits.segment_timeout_ms
+            })
+            .map(|(id, entry)| (entry.last_activity_ms, *id))
+            .collect();
+        idle.sort_unstable();
+        for (_, id) in idle {
+            self.remove(id, Removal::Abandoned);
+        }
+        self.check_invariants();
+        self.pending_events.drain(..).collect()
+    }
+
+    /// Forgets that a segment was completed, so that a later resend of it is reassembled again
+    /// (e.g. when the receiver could not verify or apply it). Returns whether it was remembered.
+    pub fn forget_completed(&mut self, id: SegmentId) -> bool {
+        self.completed.forget(&id)
+    }
+
+    /// Whether `id` is among the recently completed segments.
+    pub fn was_completed(&self, id: SegmentId) -> bool {
+        self.completed.contains(&id)
+    }
+
+    /// The newest epoch seen from `sender_id`, if it is remembered.
+    pub fn newest_epoch(&self, sender_id: u64) -> Option<u64> {
+        self.senders.get(&sender_id).map(|state| state.newest_epoch)
+    }
+
+    /// Incomplete segments held now, with (distinct symbols received, symbols needed).
+    pub fn in_flight(&self) -> impl Iterator<Item = (SegmentId, u32, u16)> + '_ {
+        self.in_flight.iter().map(|(id, entry)| {
+            (
+                *id,
+                entry.decoder.received_count(),
+                entry.decoder.params().original_count,
+            )
+        })
+    }
+
+    fn check_invariants(&self) {
+        assert!(self.stats.buffered_bytes <= self.limits.max_buffered_bytes);
+        assert!(self.in_flight.len() <= self.limits.max_segments_in_flight);
+        assert!(self.senders.len() <= self.limits.max_senders);
+        assert!(self.pending_events.len() <= MAX_PENDING_EVENTS);
+        debug_assert_eq!(self.stats.segments_in_flight, self.in_flight.len());
+        debug_assert_eq!(
+            self.stats.buffered_bytes,
+            self.in_flight
+                .values()
+                .map(|entry| entry.decoder.buffered_bytes())
+                .sum::<usize>()
+        );
+        debug_assert!(self.in_flight.values().all(|entry| {
+            !entry.decoder.is_complete() && entry.decoder.params().validate().is_ok()
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fec::{self, FecParams};
+
+    const SYMBOL_SIZE: u16 = 100;
+
+    fn limits() -> ReassemblyLimits {
+        ReassemblyLimits {
+            max_segments_in_flight: 4,
+            max_buffered_bytes: 10_000,
+            segment_timeout_ms: 1_000,
+            max_segment_length: 5_000,
+            completed_memory: 8,
+            max_senders: 4,
+        }
+    }
+
+    struct Segment {
+        id: SegmentId,
+        bytes: Vec<u8>,
+        params: FecParams,
+        symbols: Vec<Vec<u8>>,
+    }
+
+    impl Segment {
+        fn new(sender_id: u64, epoch: u64, sequence: u64, length: usize) -> Self {
+            let bytes: Vec<u8> = (0..length)
+                .map(|i| (i as u64 * 31 + sequence) as u8)
+                .collect();
+            let params = FecParams::for_segment(length, SYMBOL_SIZE, 0.5, 1).unwrap();
+            let symbols = fec::encode(&bytes, &params).unwrap();
+            Self {
+                id: SegmentId {
+                    sender_id,
+                    epoch,
+                    sequence,
+                },
+                bytes,
+                params,
+                symbols,
+            }
+        }
+
+        fn packet(&self, index: usize) -> SymbolPacket<'_> {
+            SymbolPacket {
+                sender_id: self.id.sender_id,
+                epoch: self.id.epoch,
+                sequence: self.id.sequence,
+                symbol_index: index as u16,
+                params: self.params,
+                symbol: &self.symbols[index],
+            }
+        }
+    }
+
+    #[test]
+    fn a_segment_completes_once_from_originals() {
+        let segment = Segment::new(1, 1, 1, 450);
+        let mut reassembler = Reassembler::new(limits());
+        for index in 0..4 {
+            assert!(reassembler.on_symbol(&segment.packet(index), 0).is_none());
+        }
+        let done = reassembler.on_symbol(&segment.packet(4), 0).unwrap();
+        assert_eq!(done.bytes, segment.bytes);
+        assert!(!done.recovered_by_fec);
+        assert_eq!(done.id(), segment.id);
+        for index in 0..segment.symbols.len() {
+            assert!(reassembler.on_symbol(&segment.packet(index), 5).is_none());
+        }
+        let stats = reassembler.stats();
+        assert_eq!(stats.segments_completed, 1);
+        assert_eq!(
+            stats.symbols_for_completed_segments,
+            segment.symbols.len() as u64
+        );
+        assert_eq!(stats.buffered_bytes, 0);
+    }
+
+    #[test]
+    fn missing_originals_are_rebuilt_from_repairs() {
+        let segment = Segment::new(1, 1, 1, 450);
+        let mut reassembler = Reassembler::new(limits());
+        let total = segment.symbols.len();
+        let mut done = None;
+        for index in (total - 5)..total {
+            done = reassembler.on_symbol(&segment.packet(index), 0);
+        }
+        let done = done.unwrap();
+        assert!(done.recovered_by_fec);
+        assert_eq!(done.bytes, segment.bytes);
+        assert_eq!(reassembler.stats().segments_recovered_by_fec, 1);
+    }
+
+    #[test]
+    fn duplicates_are_counted_and_ignored() {
+        let segment = Segment::new(1, 1, 1, 450);
+        let mut reassembler = Reassembler::new(limits());
+        reassembler.on_symbol(&segment.packet(0), 0);
+        reassembler.on_symbol(&segment.packet(0), 0);
+        assert_eq!(reassembler.stats().duplicate_symbols, 1);
+        assert_eq!(reassembler.stats().buffered_bytes, 100);
+    }
+
+    #[test]
+    fn symbols_disagreeing_with_the_first_are_dropped() {
+        let segment = Segment::new(1, 1, 1, 450);
+        let other = Segment::new(1, 1, 1, 650);
+        let mut reassembler = Reassembler::new(limits());
+        reassembler.on_symbol(&segment.packet(0), 0);
+        assert!(reassembler.on_symbol(&other.packet(1), 0).is_none());
+        assert_eq!(reassembler.stats().inconsistent_parameters, 1);
+        let mut done = None;
+        for index in 1..5 {
+            done = reassembler.on_symbol(&segment.packet(index), 0);
+        }
+        assert_eq!(done.unwrap().bytes, segment.bytes);
+    }
+
+    #[test]
+    fn hand_built_packets_with_bad_fields_are_dropped() {
+        let segment = Segment::new(1, 1, 1, 450);
+        let mut reassembler = Reassembler::new(limits());
+        let mut bad = segment.packet(0);
+        bad.symbol_index = 60_000;
+        assert!(reassembler.on_symbol(&bad, 0).is_none());
+        let mut bad = segment.packet(0);
+        bad.params.original_count = 9;
+        assert!(reassembler.on_symbol(&bad, 0).is_none());
+        let mut bad = segment.packet(0);
+        bad.symbol = &bad.symbol[..10];
+        assert!(reassembler.on_symbol(&bad, 0).is_none());
+        assert_eq!(reassembler.stats().inconsistent_parameters, 3);
+        assert_eq!(reassembler.stats().segments_in_flight, 0);
+    }
+
+    #[test]
+    fn oversized_segments_are_refused() {
+        let segment = Segment::new(1, 1, 1, 5_001);
+        let mut reassembler = Reassembler::new(limits());
+        reassembler.on_symbol(&segment.packet(0), 0);
+        assert_eq!(reassembler.stats().oversized_segment_symbols, 1);
+        assert_eq!(reassembler.stats().segments_in_flight, 0);
+    }
+
+    #[test]
+    fn a_newer_epoch_supersedes_older_segments_and_makes_them_stale() {
+        let old = Segment::new(1, 3, 10, 450);
+        let new = Segment::new(1, 4, 0, 450);
+        let mut reassembler = Reassembler::new(limits());
+        reassembler.on_symbol(&old.packet(0), 0);
+        reassembler.on_symbol(&new.packet(0), 1);
+        assert_eq!(reassembler.stats().segments_superseded, 1);
+        assert!(reassembler.on_symbol(&old.packet(1), 2).is_none());
+        assert_eq!(reassembler.stats().stale_epoch_symbols, 1);
+        assert_eq!(
+            reassembler.poll_timeouts(2),
+            vec![Event::Superseded {
+                sender_id: 1,
+                epoch: 3,
+                sequence: 10,
+                symbols_received: 1,
+                symbols_needed: 5,
+                new_epoch: 4,
+            }]
+        );
+        assert_eq!(reassembler.newest_epoch(1), Some(4));
+    }
+
+    #[test]
+    fn idle_segments_are_abandoned_after_the_timeout() {
+        let segment = Segment::new(1, 1, 1, 450);
+        let mut reassembler = Reassembler::new(limits());
+        reassembler.on_symbol(&segment.packet(0), 100);
+        reassembler.on_symbol(&segment.packet(1), 500);
+        assert!(reassembler.poll_timeouts(1_499).is_empty());
+        assert_eq!(
+            reassembler.poll_timeouts(1_500),
+            vec![Event::Abandoned {
+                sender_id: 1,
+                epoch: 1,
+                sequence: 1,
+                symbols_received: 2,
+                symbols_needed: 5,
+            }]
+        );
+        assert_eq!(reassembler.stats().segments_abandoned, 1);
+        assert_eq!(reassembler.stats().buffered_bytes, 0);
+    }
+
+    #[test]
+    fn too_many_segments_evict_the_least_recently_active() {
+        let segments: Vec<Segment> = (0..6).map(|seq| Segment::new(1, 1, seq, 450)).collect();
+        let mut reassembler = Reassembler::new(limits());
+        for (time, segment) in segments.iter().enumerate() {
+            reassembler.on_symbol(&segment.packet(0), time as u64);
+        }
+        // Here segment 0 is touched again, so segment 1 is the least recently active.
+        let mut reassembler2 = Reassembler::new(limits());
+        for (time, segment) in segments.iter().enumerate().take(4) {
+            reassembler2.on_symbol(&segment.packet(0), time as u64);
+        }
+        reassembler2.on_symbol(&segments[0].packet(1), 10);
+        reassembler2.on_symbol(&segments[4].packet(0), 11);
+        let events = reassembler2.poll_timeouts(11);
+        assert!(matches!(events[..], [Event::Evicted { sequence: 1, .. }]));
+
+        assert_eq!(reassembler.stats().segments_evicted, 2);
+        let evicted: Vec<u64> = reassembler
+            .poll_timeouts(6)
+            .iter()
+            .map(|event| match event {
+                Event::Evicted { sequence, .. } => *sequence,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(evicted, vec![0, 1]);
+    }
+
+    #[test]
+    fn the_byte_limit_evicts_others_but_never_the_segment_being_fed() {
+        let big = Segment::new(1, 1, 0, 5_000);
+        let small: Vec<Segment> = (1..4).map(|seq| Segment::new(1, 1, seq, 2_000)).collect();
+        let mut reassembler = Reassembler::new(ReassemblyLimits {
+            max_buffered_bytes: 6_000,
+            ..limits()
+        });
+        for (time, segment) in small.iter().enumerate() {
+            for index in 0..19 {
+                reassembler.on_symbol(&segment.packet(index), time as u64);
+            }
+        }
+        assert_eq!(reassembler.stats().buffered_bytes, 5_700);
+        for index in 0..49 {
+            assert!(reassembler.on_symbol(&big.packet(index), 10).is_none());
+            assert!(reassembler.stats().buffered_bytes <= 6_000);
+        }
+        assert_eq!(reassembler.stats().segments_evicted, 3);
+        let done = reassembler.on_symbol(&big.packet(49), 11).unwrap();
+        assert_eq!(done.bytes, big.bytes);
+    }
+
+    #[test]
+    fn completed_ids_fall_out_of_memory_and_can_be_yielded_again() {
+        let mut reassembler = Reassembler::new(limits());
+        let first = Segment::new(1, 1, 0, 100);
+        assert!(reassembler.on_symbol(&first.packet(0), 0).is_some());
+        for seq in 1..=8 {
+            let segment = Segment::new(1, 1, seq, 100);
+            assert!(reassembler.on_symbol(&segment.packet(0), 0).is_some());
+        }
+        assert!(!reassembler.was_completed(first.id));
+        assert!(reassembler.on_symbol(&first.packet(1), 0).is_some());
+    }
+
+    #[test]
+    fn a_forgotten_completion_can_be_reassembled_again() {
+        let mut reassembler = Reassembler::new(limits());
+        let segment = Segment::new(1, 1, 0, 100);
+        assert!(reassembler.on_symbol(&segment.packet(0), 0).is_some());
+        assert!(reassembler.on_symbol(&segment.packet(0), 0).is_none());
+        assert!(reassembler.forget_completed(segment.id));
+        assert!(reassembler.on_symbol(&segment.packet(0), 0).is_some());
+    }
+
+    #[test]
+    fn the_quietest_sender_is_forgotten_beyond_max_senders() {
+        let mut reassembler = Reassembler::new(limits());
+        for sender in 0..5 {
+            reassembler.observe_epoch(sender, 7, sender);
+        }
+        assert_eq!(reassembler.stats().senders_forgotten, 1);
+        assert_eq!(reassembler.newest_epoch(0), None);
+        assert_eq!(reassembler.newest_epoch(4), Some(7));
+    }
+
+    #[test]
+    fn invalid_limits_are_explained() {
+        let mut bad = limits();
+        bad.max_buffered_bytes = 100;
+        assert!(matches!(
+            bad.validate(),
+            Err(LimitsError::BufferTooSmall { .. })
+        ));
+        assert!(ReassemblyLimits::default().validate().is_ok());
+    }
+}

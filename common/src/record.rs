@@ -1,0 +1,366 @@
+//! The historian record: one sample of one series, `(series, timestamp, value, quality)`.
+//!
+//! Everything diode carries is a [`Record`]. Validation lives here so that every source (line
+//! protocol, CSV, simulator) rejects the same things with the same words.
+
+use std::fmt;
+
+/// Longest series name accepted, in bytes (UTF-8). Plant tag paths are far shorter; the bound keeps
+/// segment definitions and replica keys small.
+pub const MAX_SERIES_NAME_BYTES: usize = 512;
+/// Most tags one series may carry.
+pub const MAX_TAGS_PER_SERIES: usize = 32;
+/// Longest tag key or tag value, in bytes.
+pub const MAX_TAG_BYTES: usize = 256;
+/// Longest string value, in bytes.
+pub const MAX_STRING_VALUE_BYTES: usize = 64 * 1024;
+/// Earliest accepted timestamp: 1900-01-01T00:00:00Z in ns since the Unix epoch.
+pub const MIN_TIMESTAMP_NS: i64 = -2_208_988_800_000_000_000;
+/// Latest accepted timestamp: 2262-04-11T00:00:00Z (just inside the i64 ns range).
+pub const MAX_TIMESTAMP_NS: i64 = 9_223_286_400_000_000_000;
+
+/// Identity of a series: a slash-separated name such as `plant1/boiler3/steam_temp` plus optional
+/// tags, kept sorted by key so that equal series compare equal.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeriesKey {
+    pub name: String,
+    /// Sorted by key, keys unique.
+    pub tags: Vec<(String, String)>,
+}
+
+impl SeriesKey {
+    /// A series without tags.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self { name: name.into(), tags: Vec::new() }
+    }
+
+    /// A series with tags; tags are sorted by key. Duplicate keys are caught by [`validate`](Self::validate).
+    pub fn with_tags(name: impl Into<String>, mut tags: Vec<(String, String)>) -> Self {
+        tags.sort();
+        Self { name: name.into(), tags }
+    }
+
+    /// Checks the limits and character rules every source applies.
+    pub fn validate(&self) -> Result<(), RecordError> {
+        validate_name(&self.name)?;
+        if self.tags.len() > MAX_TAGS_PER_SERIES {
+            return Err(RecordError::TooManyTags { count: self.tags.len() });
+        }
+        for window in self.tags.windows(2) {
+            if window[0].0 >= window[1].0 {
+                return Err(RecordError::TagsNotSortedOrDuplicated { key: window[1].0.clone() });
+            }
+        }
+        for (key, value) in &self.tags {
+            validate_tag_part(key)?;
+            validate_tag_part(value)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for SeriesKey {
+    /// `name` or `name{key=value,key=value}`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)?;
+        if !self.tags.is_empty() {
+            f.write_str("{")?;
+            for (i, (key, value)) in self.tags.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(",")?;
+                }
+                write!(f, "{key}={value}")?;
+            }
+            f.write_str("}")?;
+        }
+        Ok(())
+    }
+}
+
+fn validate_name(name: &str) -> Result<(), RecordError> {
+    if name.is_empty() {
+        return Err(RecordError::EmptySeriesName);
+    }
+    if name.len() > MAX_SERIES_NAME_BYTES {
+        return Err(RecordError::SeriesNameTooLong { length_bytes: name.len() });
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(RecordError::ControlCharacter { name: name.to_owned(), character: c });
+    }
+    Ok(())
+}
+
+fn validate_tag_part(part: &str) -> Result<(), RecordError> {
+    if part.is_empty() || part.len() > MAX_TAG_BYTES {
+        return Err(RecordError::BadTag { part: part.to_owned() });
+    }
+    if let Some(c) = part.chars().find(|c| c.is_control()) {
+        return Err(RecordError::ControlCharacter { name: part.to_owned(), character: c });
+    }
+    Ok(())
+}
+
+/// A sample value. A series normally keeps one kind; the codec copes when it does not.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    F64(f64),
+    I64(i64),
+    Bool(bool),
+    String(String),
+}
+
+/// The kind of a [`Value`], as stored in segments and the replica catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum ValueKind {
+    F64 = 0,
+    I64 = 1,
+    Bool = 2,
+    String = 3,
+}
+
+impl ValueKind {
+    pub fn from_u8(byte: u8) -> Option<Self> {
+        match byte {
+            0 => Some(Self::F64),
+            1 => Some(Self::I64),
+            2 => Some(Self::Bool),
+            3 => Some(Self::String),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F64 => "float",
+            Self::I64 => "integer",
+            Self::Bool => "boolean",
+            Self::String => "string",
+        }
+    }
+}
+
+impl Value {
+    pub fn kind(&self) -> ValueKind {
+        match self {
+            Self::F64(_) => ValueKind::F64,
+            Self::I64(_) => ValueKind::I64,
+            Self::Bool(_) => ValueKind::Bool,
+            Self::String(_) => ValueKind::String,
+        }
+    }
+
+    /// Bit-exact equality (so `-0.0 != 0.0` and equal NaN payloads compare equal): what the codec
+    /// promises to preserve.
+    pub fn bit_eq(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Self::F64(a), Self::F64(b)) => a.to_bits() == b.to_bits(),
+            _ => self == other,
+        }
+    }
+
+    /// The value as a number for aggregation: booleans count as 0 and 1, strings have none.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Self::F64(v) => Some(*v),
+            Self::I64(v) => Some(*v as f64),
+            Self::Bool(v) => Some(f64::from(u8::from(*v))),
+            Self::String(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::F64(v) => write!(f, "{v}"),
+            Self::I64(v) => write!(f, "{v}"),
+            Self::Bool(v) => write!(f, "{v}"),
+            Self::String(v) => f.write_str(v),
+        }
+    }
+}
+
+/// An OPC UA StatusCode: the top two bits give the severity (00 good, 01 uncertain, 10 bad), bits
+/// 16..30 the sub-code, the low 16 bits info flags. Stored as the raw `u32` so nothing is lost when a
+/// source sends a code diode does not name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Quality(pub u32);
+
+/// Severity of a [`Quality`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Severity {
+    Good,
+    Uncertain,
+    Bad,
+}
+
+impl Quality {
+    pub const GOOD: Quality = Quality(0);
+    /// OPC UA `Uncertain` (0x40000000) with no sub-code.
+    pub const UNCERTAIN: Quality = Quality(0x4000_0000);
+    /// OPC UA `Bad` (0x80000000) with no sub-code.
+    pub const BAD: Quality = Quality(0x8000_0000);
+
+    /// A quality of the given severity with a 14-bit OPC UA sub-code (e.g. `0x008A` for
+    /// `Bad_SensorFailure` is `Quality::with_sub_code(Severity::Bad, 0x008A)`).
+    pub fn with_sub_code(severity: Severity, sub_code: u16) -> Quality {
+        let top = match severity {
+            Severity::Good => 0,
+            Severity::Uncertain => 0x4000_0000,
+            Severity::Bad => 0x8000_0000,
+        };
+        Quality(top | (u32::from(sub_code & 0x3FFF) << 16))
+    }
+
+    pub fn severity(self) -> Severity {
+        match self.0 >> 30 {
+            0 => Severity::Good,
+            1 => Severity::Uncertain,
+            // 0b11 is reserved in OPC UA; treating it as bad is the safe reading.
+            _ => Severity::Bad,
+        }
+    }
+
+    pub fn sub_code(self) -> u16 {
+        ((self.0 >> 16) & 0x3FFF) as u16
+    }
+
+    pub fn is_good(self) -> bool {
+        self.severity() == Severity::Good
+    }
+}
+
+impl fmt::Display for Quality {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let severity = match self.severity() {
+            Severity::Good => "good",
+            Severity::Uncertain => "uncertain",
+            Severity::Bad => "bad",
+        };
+        if self.0 & 0x3FFF_FFFF == 0 {
+            f.write_str(severity)
+        } else {
+            write!(f, "{severity}(0x{:08X})", self.0)
+        }
+    }
+}
+
+/// One sample of one series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub series: SeriesKey,
+    /// Nanoseconds since the Unix epoch, UTC.
+    pub timestamp_ns: i64,
+    pub value: Value,
+    pub quality: Quality,
+}
+
+impl Record {
+    /// Checks every rule a source must enforce before a record enters the spool.
+    ///
+    /// NaN policy: floating-point values must be finite. A sensor that has failed is reported with a
+    /// bad quality and its last (or a substitute) value, as OPC UA does, never with NaN or infinity,
+    /// because NaN breaks aggregates and has no portable textual form in CSV or JSON.
+    pub fn validate(&self) -> Result<(), RecordError> {
+        self.series.validate()?;
+        if !(MIN_TIMESTAMP_NS..=MAX_TIMESTAMP_NS).contains(&self.timestamp_ns) {
+            return Err(RecordError::TimestampOutOfRange { timestamp_ns: self.timestamp_ns });
+        }
+        match &self.value {
+            Value::F64(v) if !v.is_finite() => Err(RecordError::NonFiniteValue { value: *v }),
+            Value::String(s) if s.len() > MAX_STRING_VALUE_BYTES => {
+                Err(RecordError::StringValueTooLong { length_bytes: s.len() })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Bit-exact equality (see [`Value::bit_eq`]).
+    pub fn bit_eq(&self, other: &Record) -> bool {
+        self.series == other.series
+            && self.timestamp_ns == other.timestamp_ns
+            && self.quality == other.quality
+            && self.value.bit_eq(&other.value)
+    }
+}
+
+/// Why a record was refused. Messages name the value and the rule.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RecordError {
+    #[error("series name is empty; give every series a name such as plant1/boiler3/steam_temp")]
+    EmptySeriesName,
+    #[error("series name is {length_bytes} bytes; the limit is {MAX_SERIES_NAME_BYTES}")]
+    SeriesNameTooLong { length_bytes: usize },
+    #[error("{name:?} contains the control character {character:?}; names and tags must be printable")]
+    ControlCharacter { name: String, character: char },
+    #[error("series has {count} tags; the limit is {MAX_TAGS_PER_SERIES}")]
+    TooManyTags { count: usize },
+    #[error("tag key {key:?} appears twice or tags are not sorted by key")]
+    TagsNotSortedOrDuplicated { key: String },
+    #[error("tag key or value {part:?} is empty or longer than {MAX_TAG_BYTES} bytes")]
+    BadTag { part: String },
+    #[error(
+        "timestamp {timestamp_ns} ns is outside 1900-01-01..2262-04-11; check the source's precision (ns, us, ms, s)"
+    )]
+    TimestampOutOfRange { timestamp_ns: i64 },
+    #[error("value {value} is not finite; report a failed sensor with a bad quality, not NaN or infinity")]
+    NonFiniteValue { value: f64 },
+    #[error("string value is {length_bytes} bytes; the limit is {MAX_STRING_VALUE_BYTES}")]
+    StringValueTooLong { length_bytes: usize },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(value: Value) -> Record {
+        Record { series: SeriesKey::new("plant1/boiler3/steam_temp"), timestamp_ns: 0, value, quality: Quality::GOOD }
+    }
+
+    #[test]
+    fn nan_and_infinity_are_refused() {
+        assert!(matches!(record(Value::F64(f64::NAN)).validate(), Err(RecordError::NonFiniteValue { .. })));
+        assert!(matches!(record(Value::F64(f64::INFINITY)).validate(), Err(RecordError::NonFiniteValue { .. })));
+        assert!(record(Value::F64(-0.0)).validate().is_ok());
+    }
+
+    #[test]
+    fn empty_and_over_long_names_are_refused() {
+        let mut r = record(Value::I64(1));
+        r.series.name.clear();
+        assert_eq!(r.validate(), Err(RecordError::EmptySeriesName));
+        r.series.name = "x".repeat(MAX_SERIES_NAME_BYTES + 1);
+        assert!(matches!(r.validate(), Err(RecordError::SeriesNameTooLong { .. })));
+    }
+
+    #[test]
+    fn timestamps_outside_the_supported_range_are_refused() {
+        let mut r = record(Value::Bool(true));
+        r.timestamp_ns = i64::MAX;
+        let message = r.validate().unwrap_err().to_string();
+        assert!(message.contains("precision"), "{message}");
+    }
+
+    #[test]
+    fn duplicate_tag_keys_are_refused() {
+        let series = SeriesKey::with_tags("a", vec![("k".into(), "1".into()), ("k".into(), "2".into())]);
+        assert!(matches!(series.validate(), Err(RecordError::TagsNotSortedOrDuplicated { .. })));
+    }
+
+    #[test]
+    fn quality_keeps_severity_and_sub_code() {
+        let q = Quality::with_sub_code(Severity::Bad, 0x008A);
+        assert_eq!(q.severity(), Severity::Bad);
+        assert_eq!(q.sub_code(), 0x008A);
+        assert_eq!(q.to_string(), "bad(0x808A0000)");
+        assert!(Quality::GOOD.is_good());
+        assert_eq!(Quality::UNCERTAIN.severity(), Severity::Uncertain);
+    }
+
+    #[test]
+    fn series_display_shows_tags() {
+        let s = SeriesKey::with_tags("m/f", vec![("unit".into(), "C".into()), ("area".into(), "b".into())]);
+        assert_eq!(s.to_string(), "m/f{area=b,unit=C}");
+    }
+}

@@ -1,0 +1,193 @@
+//! diode-receiver's TOML configuration: every setting, its default and its limits.
+//!
+//! Unknown keys are errors; relative paths are taken from the config file's folder.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, ensure};
+use diode_common::keys::{TrustedKey, TrustedKeys, parse_public_key};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverConfig {
+    /// Where the RocksDB replica lives.
+    pub replica_dir: PathBuf,
+    pub link: LinkConfig,
+    pub keys: KeysConfig,
+    #[serde(default)]
+    pub reassembly: ReassemblyConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkConfig {
+    /// Address the datagrams arrive on.
+    pub listen: SocketAddr,
+    /// Kernel receive buffer in bytes; large, since nothing can slow the sender down.
+    #[serde(default = "default_receive_buffer")]
+    pub receive_buffer_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// The link key shared with the sender (32 bytes, hex).
+    pub link_key: PathBuf,
+    /// Public keys whose segments are accepted, with optional validity windows.
+    pub trusted: Vec<TrustedKeyConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedKeyConfig {
+    /// A `signing.pub` written by `diode-sender keygen`.
+    pub public_key: PathBuf,
+    /// Segments sealed before this instant (RFC 3339) are refused.
+    pub valid_from: Option<String>,
+    /// Segments sealed at or after this instant (RFC 3339) are refused: set it to retire or
+    /// revoke the key.
+    pub valid_until: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReassemblyConfig {
+    pub max_segments_in_flight: usize,
+    pub max_buffered_mib: usize,
+    pub segment_timeout_ms: u64,
+    /// Largest segment accepted, in KiB (the sender's segments must fit).
+    pub max_segment_kib: u32,
+    /// Verified segments waiting to be applied; when full, newly completed segments are shed
+    /// (whole, never partly) and counted, to be filled by the carousel or a resend.
+    pub apply_queue_segments: usize,
+}
+
+impl Default for ReassemblyConfig {
+    fn default() -> Self {
+        Self {
+            max_segments_in_flight: 256,
+            max_buffered_mib: 256,
+            segment_timeout_ms: 30_000,
+            max_segment_kib: 16 * 1024,
+            apply_queue_segments: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Where `/metrics`, `/status` and `/api/v1/...` are served; unset: no HTTP listener.
+    pub listen: Option<SocketAddr>,
+    /// If set, API requests need `Authorization: Bearer <token>` (`/metrics` stays open).
+    pub bearer_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub json: bool,
+}
+
+fn default_receive_buffer() -> usize {
+    32 * 1024 * 1024
+}
+
+impl ReceiverConfig {
+    pub fn load(path: &Path) -> anyhow::Result<ReceiverConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let mut config: ReceiverConfig =
+            toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))?;
+        config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        config.check().with_context(|| format!("config file {} is not valid", path.display()))?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let mut paths = vec![&mut self.replica_dir, &mut self.keys.link_key];
+        paths.extend(self.keys.trusted.iter_mut().map(|key| &mut key.public_key));
+        for path in paths {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
+    }
+
+    pub fn check(&self) -> anyhow::Result<()> {
+        ensure!(!self.keys.trusted.is_empty(), "keys.trusted is empty; add the sender's signing.pub");
+        let r = &self.reassembly;
+        ensure!((1..=65_536).contains(&r.max_segments_in_flight), "reassembly.max_segments_in_flight must be 1..=65536");
+        ensure!((1..=65_536).contains(&r.max_buffered_mib), "reassembly.max_buffered_mib must be 1..=65536");
+        ensure!(r.segment_timeout_ms >= 100, "reassembly.segment_timeout_ms must be at least 100");
+        ensure!((1..=16 * 1024).contains(&r.max_segment_kib), "reassembly.max_segment_kib must be 1..=16384");
+        ensure!((1..=65_536).contains(&r.apply_queue_segments), "reassembly.apply_queue_segments must be 1..=65536");
+        for key in &self.keys.trusted {
+            for text in [&key.valid_from, &key.valid_until].into_iter().flatten() {
+                crate::time::parse_rfc3339(text).with_context(|| {
+                    format!("{}: validity {text:?} is not an RFC 3339 time such as 2026-01-01T00:00:00Z", key.public_key.display())
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads every trusted public key file.
+    pub fn trusted_keys(&self) -> anyhow::Result<TrustedKeys> {
+        let mut keys = Vec::new();
+        for entry in &self.keys.trusted {
+            let contents = std::fs::read(&entry.public_key)
+                .with_context(|| format!("cannot read trusted key {}", entry.public_key.display()))?;
+            let public_key = parse_public_key(&contents, &entry.public_key.display().to_string())?;
+            let mut key = TrustedKey::new(public_key);
+            key.valid_from_ns = entry.valid_from.as_deref().map(crate::time::parse_rfc3339).transpose()?;
+            key.valid_until_ns = entry.valid_until.as_deref().map(crate::time::parse_rfc3339).transpose()?;
+            keys.push(key);
+        }
+        Ok(TrustedKeys::new(keys))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        replica_dir = "replica"
+        [link]
+        listen = "127.0.0.1:7400"
+        [keys]
+        link_key = "keys/link.key"
+        [[keys.trusted]]
+        public_key = "keys/signing.pub"
+    "#;
+
+    #[test]
+    fn a_minimal_config_takes_the_defaults() {
+        let config: ReceiverConfig = toml::from_str(MINIMAL).unwrap();
+        config.check().unwrap();
+        assert_eq!(config.reassembly.apply_queue_segments, 256);
+        assert!(config.http.listen.is_none());
+    }
+
+    #[test]
+    fn a_config_without_trusted_keys_says_what_to_add() {
+        let mut config: ReceiverConfig = toml::from_str(MINIMAL).unwrap();
+        config.keys.trusted.clear();
+        assert!(config.check().unwrap_err().to_string().contains("signing.pub"));
+    }
+
+    #[test]
+    fn a_bad_validity_time_names_the_key_and_the_format() {
+        let mut config: ReceiverConfig = toml::from_str(MINIMAL).unwrap();
+        config.keys.trusted[0].valid_until = Some("next tuesday".into());
+        let error = format!("{:#}", config.check().unwrap_err());
+        assert!(error.contains("RFC 3339") && error.contains("signing.pub"), "{error}");
+    }
+}

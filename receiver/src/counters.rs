@@ -1,0 +1,103 @@
+//! Counters of what the receiver saw, did and refused, for metrics, `status` and logs.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Instant;
+
+#[derive(Debug, Default)]
+pub struct ReceiverCounters {
+    pub datagrams_received: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub segments_completed: AtomicU64,
+    pub segments_recovered_by_fec: AtomicU64,
+    pub segments_applied: AtomicU64,
+    pub segments_already_applied: AtomicU64,
+    pub segments_shed: AtomicU64,
+    pub segments_abandoned: AtomicU64,
+    pub segments_evicted: AtomicU64,
+    pub points_applied: AtomicU64,
+    pub beacons_accepted: AtomicU64,
+    pub last_beacon_received_ns: AtomicI64,
+    pub last_apply_ns: AtomicI64,
+    /// Head sequence announced by the latest beacon, and the highest applied, for the lag gauge.
+    pub announced_head: AtomicU64,
+    pub applied_head: AtomicU64,
+    pub gap_segments: AtomicU64,
+    rejected: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl ReceiverCounters {
+    pub fn reject(&self, reason: &'static str) {
+        *self.rejected.lock().expect("counters lock").entry(reason).or_default() += 1;
+    }
+
+    pub fn rejected(&self) -> BTreeMap<&'static str, u64> {
+        self.rejected.lock().expect("counters lock").clone()
+    }
+
+    /// Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let counters: [(&str, &str, &AtomicU64); 11] = [
+            ("diode_receiver_datagrams_received_total", "Datagrams received.", &self.datagrams_received),
+            ("diode_receiver_bytes_received_total", "UDP payload bytes received.", &self.bytes_received),
+            ("diode_receiver_segments_completed_total", "Segments rebuilt from symbols.", &self.segments_completed),
+            ("diode_receiver_segments_recovered_by_fec_total", "Segments that needed repair symbols.", &self.segments_recovered_by_fec),
+            ("diode_receiver_segments_applied_total", "Segments applied to the replica.", &self.segments_applied),
+            ("diode_receiver_segments_already_applied_total", "Segments received again after apply (carousel, resend).", &self.segments_already_applied),
+            ("diode_receiver_segments_shed_total", "Segments dropped whole because the apply queue was full.", &self.segments_shed),
+            ("diode_receiver_segments_abandoned_total", "Incomplete segments given up after the timeout.", &self.segments_abandoned),
+            ("diode_receiver_segments_evicted_total", "Incomplete segments dropped to bound memory.", &self.segments_evicted),
+            ("diode_receiver_points_applied_total", "Points written to the replica.", &self.points_applied),
+            ("diode_receiver_beacons_accepted_total", "Verified beacons.", &self.beacons_accepted),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Ordering::Relaxed));
+        }
+        let _ = writeln!(out, "# HELP diode_receiver_rejected_total Datagrams or segments refused, by reason.");
+        let _ = writeln!(out, "# TYPE diode_receiver_rejected_total counter");
+        for (reason, count) in self.rejected() {
+            let _ = writeln!(out, "diode_receiver_rejected_total{{reason=\"{reason}\"}} {count}");
+        }
+        let announced = self.announced_head.load(Ordering::Relaxed);
+        let applied = self.applied_head.load(Ordering::Relaxed);
+        let gauges: [(&str, &str, i64); 4] = [
+            ("diode_receiver_lag_segments", "Announced head minus highest applied sequence.", announced.saturating_sub(applied) as i64),
+            ("diode_receiver_gap_segments", "Missing sequences known to the replica.", self.gap_segments.load(Ordering::Relaxed) as i64),
+            ("diode_receiver_last_beacon_received_ns", "When the latest verified beacon arrived.", self.last_beacon_received_ns.load(Ordering::Relaxed)),
+            ("diode_receiver_last_apply_ns", "When a segment was last applied.", self.last_apply_ns.load(Ordering::Relaxed)),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        }
+        out
+    }
+}
+
+/// Logs a rejection at most once a second per reason, with how many were suppressed, so a flood
+/// of forged packets cannot flood the log too.
+#[derive(Debug, Default)]
+pub struct RateLimitedLog {
+    last: Mutex<BTreeMap<&'static str, (Instant, u64)>>,
+}
+
+impl RateLimitedLog {
+    pub fn warn(&self, reason: &'static str, detail: impl FnOnce() -> String) {
+        let mut last = self.last.lock().expect("log lock");
+        let now = Instant::now();
+        match last.get_mut(reason) {
+            Some((at, suppressed)) if now.duration_since(*at).as_secs() < 1 => *suppressed += 1,
+            Some((at, suppressed)) => {
+                tracing::warn!(reason, suppressed = *suppressed, "{}", detail());
+                *at = now;
+                *suppressed = 0;
+            }
+            None => {
+                tracing::warn!(reason, "{}", detail());
+                last.insert(reason, (now, 0));
+            }
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! The receiver's read-only HTTP listener: `/metrics` (Prometheus), `/api/v1/status` and
+//! `/api/v1/gaps` (JSON). Optional bearer token on `/api/...`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::run::Shared;
+use crate::status;
+
+#[derive(Clone)]
+struct AppState {
+    shared: Arc<Shared>,
+    token: Option<Arc<str>>,
+}
+
+pub async fn serve(listen: SocketAddr, shared: Arc<Shared>, token: Option<String>) -> anyhow::Result<()> {
+    let state = AppState { shared, token: token.map(Arc::from) };
+    let app = axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/api/v1/status", get(status_json))
+        .route("/api/v1/gaps", get(gaps_json))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {listen}; change http.listen"))?;
+    axum::serve(listener, app).await.context("HTTP server failed")
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    ([("content-type", "text/plain; version=0.0.4")], state.shared.counters.render()).into_response()
+}
+
+fn authorised(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(expected) = &state.token else { return Ok(()) };
+    let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(()),
+        _ => Err((StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({"error": "missing or wrong bearer token"})))
+            .into_response()),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn status_json(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(response) = authorised(&state, &headers) {
+        return response;
+    }
+    let replica = state.shared.replica.read().expect("replica lock");
+    axum::Json(status::status_json(&replica, Some(&state.shared.counters))).into_response()
+}
+
+async fn gaps_json(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(response) = authorised(&state, &headers) {
+        return response;
+    }
+    let replica = state.shared.replica.read().expect("replica lock");
+    axum::Json(status::gaps_json(&replica)).into_response()
+}

@@ -1,0 +1,15 @@
+//! diode-receiver: the IT appliance. Rebuilds segments from one-way datagrams, verifies them and
+//! applies them exactly once to a RocksDB replica that analysts query and auditors verify.
+//!
+//! Map: `config` (TOML), `run` (receive and apply threads), `replica` (the RocksDB layout),
+//! `counters` (metrics), `http` (metrics and API), `status` (status and gap reports), `time`.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod counters;
+pub mod http;
+pub mod logging;
+pub mod replica;
+pub mod run;
+pub mod status;
+pub mod time;

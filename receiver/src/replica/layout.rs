@@ -1,0 +1,518 @@
+//! Byte layouts of every key and value the replica stores, as pure functions.
+//!
+//! Keys are big-endian so that RocksDB's bytewise order is numeric order; timestamps in keys have
+//! their sign bit flipped so negative times sort first. Values carry a leading version byte where
+//! their layout could change. The full table is in the [module documentation](super).
+//! Every decoder here is total: stored bytes are checked and a damaged entry is reported, never a
+//! panic.
+
+use diode_common::record::{SeriesKey, ValueKind};
+use diode_common::seal::{HEADER_LENGTH, SIGNATURE_LENGTH, SealedSegment, SegmentHash};
+
+/// Version of the replica layout this build reads and writes. A replica written under another
+/// version is refused at open rather than misread.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Width of a points bucket in data time: one hour. A segment's points of one series are split
+/// into one chunk per bucket they fall in, so a range query reads whole buckets.
+pub const BUCKET_NS: i64 = 3_600 * 1_000_000_000;
+
+pub const CF_POINTS: &str = "points";
+pub const CF_SERIES: &str = "series";
+pub const CF_SEGMENTS: &str = "segments";
+pub const CF_META: &str = "meta";
+/// Every column family the replica uses (RocksDB's `default` is left empty).
+pub const COLUMN_FAMILIES: [&str; 4] = [CF_POINTS, CF_SERIES, CF_SEGMENTS, CF_META];
+
+/// Start of the bucket holding `timestamp_ns`. Monotonic; never overflows (the partial bucket at
+/// the very bottom of the `i64` range starts at `i64::MIN`).
+pub fn bucket_start(timestamp_ns: i64) -> i64 {
+    timestamp_ns.saturating_sub(timestamp_ns.rem_euclid(BUCKET_NS))
+}
+
+/// `i64` → `u64` preserving order (flip the sign bit), for big-endian keys.
+pub fn order_preserving(value: i64) -> u64 {
+    (value as u64) ^ (1 << 63)
+}
+
+/// Inverse of [`order_preserving`].
+pub fn from_order_preserving(value: u64) -> i64 {
+    (value ^ (1 << 63)) as i64
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+}
+
+fn i64_at(bytes: &[u8], at: usize) -> Option<i64> {
+    Some(i64::from_be_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+}
+
+// ---------------------------------------------------------------------------------------------
+// points
+
+/// Bytes of a points key.
+pub const POINT_KEY_LENGTH: usize = 36;
+/// Bytes of the `series id ‖ bucket` prefix shared by every chunk of one bucket.
+pub const POINT_BUCKET_PREFIX_LENGTH: usize = 12;
+
+/// Key of one chunk: `series id u32 ‖ bucket start (sign-flipped i64) ‖ epoch u64 ‖ sequence u64
+/// ‖ sender id u64`, all big-endian. Within a bucket, chunks sort by (epoch, sequence, sender id):
+/// the order in which last-write-wins resolves duplicate timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PointKey {
+    pub series_id: u32,
+    pub bucket_start_ns: i64,
+    pub epoch: u64,
+    pub sequence: u64,
+    pub sender_id: u64,
+}
+
+impl PointKey {
+    pub fn to_bytes(&self) -> [u8; POINT_KEY_LENGTH] {
+        let mut key = [0u8; POINT_KEY_LENGTH];
+        key[..POINT_BUCKET_PREFIX_LENGTH].copy_from_slice(&bucket_prefix(self.series_id, self.bucket_start_ns));
+        key[12..20].copy_from_slice(&self.epoch.to_be_bytes());
+        key[20..28].copy_from_slice(&self.sequence.to_be_bytes());
+        key[28..36].copy_from_slice(&self.sender_id.to_be_bytes());
+        key
+    }
+
+    pub fn from_bytes(key: &[u8]) -> Option<PointKey> {
+        if key.len() != POINT_KEY_LENGTH {
+            return None;
+        }
+        Some(PointKey {
+            series_id: u32_at(key, 0)?,
+            bucket_start_ns: from_order_preserving(u64_at(key, 4)?),
+            epoch: u64_at(key, 12)?,
+            sequence: u64_at(key, 20)?,
+            sender_id: u64_at(key, 28)?,
+        })
+    }
+}
+
+/// `series id ‖ bucket start`: where a scan of that bucket seeks.
+pub fn bucket_prefix(series_id: u32, bucket_start_ns: i64) -> [u8; POINT_BUCKET_PREFIX_LENGTH] {
+    let mut prefix = [0u8; POINT_BUCKET_PREFIX_LENGTH];
+    prefix[..4].copy_from_slice(&series_id.to_be_bytes());
+    prefix[4..].copy_from_slice(&order_preserving(bucket_start_ns).to_be_bytes());
+    prefix
+}
+
+/// The smallest key above every chunk of `series_id` in buckets up to `last_bucket_start_ns`:
+/// the exclusive upper bound of a scan. `None` when no such key exists (nothing bounds the scan).
+pub fn scan_upper_bound(series_id: u32, last_bucket_start_ns: i64) -> Option<Vec<u8>> {
+    match order_preserving(last_bucket_start_ns).checked_add(1) {
+        Some(next) => {
+            let mut bound = series_id.to_be_bytes().to_vec();
+            bound.extend_from_slice(&next.to_be_bytes());
+            Some(bound)
+        }
+        None => series_id.checked_add(1).map(|next| next.to_be_bytes().to_vec()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// segments
+
+/// Bytes of a segments key.
+pub const SEGMENT_KEY_LENGTH: usize = 24;
+
+/// Where a segment sits: `sender id u64 ‖ epoch u64 ‖ sequence u64`, big-endian, so the audit log
+/// of one stream is one contiguous, ordered range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SegmentKey {
+    pub sender_id: u64,
+    pub epoch: u64,
+    pub sequence: u64,
+}
+
+impl SegmentKey {
+    /// The lowest key: a scan from here covers the whole audit log.
+    pub const FIRST: SegmentKey = SegmentKey { sender_id: 0, epoch: 0, sequence: 0 };
+
+    pub fn to_bytes(&self) -> [u8; SEGMENT_KEY_LENGTH] {
+        let mut key = [0u8; SEGMENT_KEY_LENGTH];
+        key[0..8].copy_from_slice(&self.sender_id.to_be_bytes());
+        key[8..16].copy_from_slice(&self.epoch.to_be_bytes());
+        key[16..24].copy_from_slice(&self.sequence.to_be_bytes());
+        key
+    }
+
+    pub fn from_bytes(key: &[u8]) -> Option<SegmentKey> {
+        if key.len() != SEGMENT_KEY_LENGTH {
+            return None;
+        }
+        Some(SegmentKey { sender_id: u64_at(key, 0)?, epoch: u64_at(key, 8)?, sequence: u64_at(key, 16)? })
+    }
+}
+
+/// Version byte of an audit entry.
+pub const AUDIT_ENTRY_VERSION: u8 = 1;
+/// Bytes before the sealed segment in an audit entry.
+pub const AUDIT_ENTRY_PREFIX_LENGTH: usize = 9;
+
+/// Audit entry: `version u8 (1) ‖ applied at, ns i64 BE ‖ the sealed segment exactly as received
+/// (header ‖ signature ‖ payload, SealedSegment::to_bytes)`.
+pub fn encode_audit_entry(applied_at_ns: i64, segment: &SealedSegment) -> Vec<u8> {
+    let mut entry =
+        Vec::with_capacity(AUDIT_ENTRY_PREFIX_LENGTH + HEADER_LENGTH + SIGNATURE_LENGTH + segment.payload.len());
+    entry.push(AUDIT_ENTRY_VERSION);
+    entry.extend_from_slice(&applied_at_ns.to_be_bytes());
+    entry.extend_from_slice(&segment.header.to_bytes());
+    entry.extend_from_slice(&segment.signature);
+    entry.extend_from_slice(&segment.payload);
+    entry
+}
+
+/// Splits an audit entry into (applied at, sealed bytes).
+pub fn decode_audit_entry(entry: &[u8]) -> Result<(i64, &[u8]), &'static str> {
+    if entry.first() != Some(&AUDIT_ENTRY_VERSION) {
+        return Err("audit entry version is not 1");
+    }
+    let applied_at_ns = i64_at(entry, 1).ok_or("audit entry is shorter than its prefix")?;
+    let sealed = &entry[AUDIT_ENTRY_PREFIX_LENGTH..];
+    if sealed.len() < HEADER_LENGTH + SIGNATURE_LENGTH {
+        return Err("audit entry holds fewer bytes than a segment header and signature");
+    }
+    Ok((applied_at_ns, sealed))
+}
+
+// ---------------------------------------------------------------------------------------------
+// series
+
+/// Series CF key prefix: canonical series key → id.
+pub const SERIES_BY_KEY: u8 = b'K';
+/// Series CF key prefix: id → canonical series key (never rewritten).
+pub const SERIES_IDENTITY: u8 = b'I';
+/// Series CF key prefix: id → statistics (rewritten by every segment that touches the series).
+pub const SERIES_STATISTICS: u8 = b'S';
+
+/// `prefix ‖ id u32 BE`.
+pub fn series_id_key(prefix: u8, series_id: u32) -> [u8; 5] {
+    let mut key = [prefix, 0, 0, 0, 0];
+    key[1..].copy_from_slice(&series_id.to_be_bytes());
+    key
+}
+
+/// Canonical encoding of a series key: `name length u32 ‖ name ‖ tag count u32 ‖ (key length u32
+/// ‖ key ‖ value length u32 ‖ value) * tag count`, lengths big-endian, strings UTF-8. Tags are kept
+/// in the key's (sorted) order, so equal keys encode equally.
+pub fn encode_series_key(key: &SeriesKey, out: &mut Vec<u8>) {
+    let put = |out: &mut Vec<u8>, text: &str| {
+        out.extend_from_slice(&(text.len() as u32).to_be_bytes());
+        out.extend_from_slice(text.as_bytes());
+    };
+    put(out, &key.name);
+    out.extend_from_slice(&(key.tags.len() as u32).to_be_bytes());
+    for (tag, value) in &key.tags {
+        put(out, tag);
+        put(out, value);
+    }
+}
+
+/// Inverse of [`encode_series_key`]; the whole input must be consumed.
+pub fn decode_series_key(bytes: &[u8]) -> Result<SeriesKey, &'static str> {
+    let mut at = 0usize;
+    let mut text = |at: &mut usize| -> Result<String, &'static str> {
+        let length = u32_at(bytes, *at).ok_or("series key truncated in a length")? as usize;
+        let start = *at + 4;
+        let slice = bytes.get(start..start.saturating_add(length)).ok_or("series key truncated in a string")?;
+        *at = start + length;
+        String::from_utf8(slice.to_vec()).map_err(|_| "series key holds invalid UTF-8")
+    };
+    let name = text(&mut at)?;
+    let tag_count = u32_at(bytes, at).ok_or("series key truncated in the tag count")? as usize;
+    at += 4;
+    // Each tag takes at least 8 bytes: refuse absurd counts before allocating for them.
+    if tag_count > bytes.len().saturating_sub(at) / 8 {
+        return Err("series key declares more tags than it holds");
+    }
+    let mut tags = Vec::with_capacity(tag_count);
+    for _ in 0..tag_count {
+        let tag = text(&mut at)?;
+        let value = text(&mut at)?;
+        tags.push((tag, value));
+    }
+    if at != bytes.len() {
+        return Err("series key has trailing bytes");
+    }
+    Ok(SeriesKey { name, tags })
+}
+
+/// Bytes of a statistics value.
+pub const SERIES_STATISTICS_LENGTH: usize = 26;
+
+/// Running statistics of one series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeriesStatistics {
+    /// Kind of the first value written.
+    pub kind: ValueKind,
+    /// Bit `k` set when a value of kind `k` (`ValueKind as u8`) was written.
+    pub kinds_seen: u8,
+    pub first_timestamp_ns: i64,
+    pub last_timestamp_ns: i64,
+    /// Points written; duplicates written by several segments count each time.
+    pub point_count: u64,
+}
+
+impl SeriesStatistics {
+    /// `kind u8 ‖ kinds seen u8 ‖ first timestamp i64 ‖ last timestamp i64 ‖ point count u64`, BE.
+    pub fn to_bytes(&self) -> [u8; SERIES_STATISTICS_LENGTH] {
+        let mut bytes = [0u8; SERIES_STATISTICS_LENGTH];
+        bytes[0] = self.kind as u8;
+        bytes[1] = self.kinds_seen;
+        bytes[2..10].copy_from_slice(&self.first_timestamp_ns.to_be_bytes());
+        bytes[10..18].copy_from_slice(&self.last_timestamp_ns.to_be_bytes());
+        bytes[18..26].copy_from_slice(&self.point_count.to_be_bytes());
+        bytes
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<SeriesStatistics, &'static str> {
+        if bytes.len() != SERIES_STATISTICS_LENGTH {
+            return Err("series statistics are not 26 bytes");
+        }
+        let kind = ValueKind::from_u8(bytes[0]).ok_or("series statistics name an unknown value kind")?;
+        if bytes[1] & !0x0F != 0 || bytes[1] & (1 << bytes[0]) == 0 {
+            return Err("series statistics have an impossible set of value kinds");
+        }
+        let statistics = SeriesStatistics {
+            kind,
+            kinds_seen: bytes[1],
+            first_timestamp_ns: i64_at(bytes, 2).ok_or("truncated")?,
+            last_timestamp_ns: i64_at(bytes, 10).ok_or("truncated")?,
+            point_count: u64_at(bytes, 18).ok_or("truncated")?,
+        };
+        if statistics.first_timestamp_ns > statistics.last_timestamp_ns {
+            return Err("series statistics have the first timestamp after the last");
+        }
+        Ok(statistics)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// meta
+
+/// Meta key of the layout version (`u32 BE`).
+pub const META_LAYOUT_VERSION: &[u8] = b"V";
+/// Meta key of the counters.
+pub const META_COUNTERS: &[u8] = b"C";
+/// Meta key prefix of a stream entry: `'S' ‖ sender id ‖ epoch`.
+pub const META_STREAM: u8 = b'S';
+/// Meta key prefix of a sender's latest beacon: `'B' ‖ sender id`.
+pub const META_BEACON: u8 = b'B';
+
+pub fn stream_key(sender_id: u64, epoch: u64) -> [u8; 17] {
+    let mut key = [0u8; 17];
+    key[0] = META_STREAM;
+    key[1..9].copy_from_slice(&sender_id.to_be_bytes());
+    key[9..17].copy_from_slice(&epoch.to_be_bytes());
+    key
+}
+
+pub fn parse_stream_key(key: &[u8]) -> Option<(u64, u64)> {
+    if key.len() != 17 || key[0] != META_STREAM {
+        return None;
+    }
+    Some((u64_at(key, 1)?, u64_at(key, 9)?))
+}
+
+pub fn beacon_key(sender_id: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = META_BEACON;
+    key[1..9].copy_from_slice(&sender_id.to_be_bytes());
+    key
+}
+
+pub fn parse_beacon_key(key: &[u8]) -> Option<u64> {
+    if key.len() != 9 || key[0] != META_BEACON {
+        return None;
+    }
+    u64_at(key, 1)
+}
+
+/// Stream entry flag: a beacon announced this epoch.
+pub const STREAM_ANNOUNCED_BY_BEACON: u8 = 1;
+/// Stream entry flag: a segment of this epoch was applied.
+pub const STREAM_SEEN_IN_SEGMENT: u8 = 2;
+const STREAM_ENTRY_VERSION: u8 = 1;
+
+/// Stream entry: `version u8 (1) ‖ first seen at, ns i64 BE ‖ flags u8 ‖ SequenceTracker bytes`.
+pub fn encode_stream_entry(first_seen_at_ns: i64, flags: u8, tracker: &[u8]) -> Vec<u8> {
+    let mut entry = Vec::with_capacity(10 + tracker.len());
+    entry.push(STREAM_ENTRY_VERSION);
+    entry.extend_from_slice(&first_seen_at_ns.to_be_bytes());
+    entry.push(flags);
+    entry.extend_from_slice(tracker);
+    entry
+}
+
+/// Splits a stream entry into (first seen at, flags, tracker bytes).
+pub fn decode_stream_entry(entry: &[u8]) -> Result<(i64, u8, &[u8]), &'static str> {
+    if entry.first() != Some(&STREAM_ENTRY_VERSION) || entry.len() < 10 {
+        return Err("stream entry has an unknown version or is truncated");
+    }
+    Ok((i64_at(entry, 1).ok_or("truncated")?, entry[9], &entry[10..]))
+}
+
+/// What the replica keeps of a sender's latest beacon besides its raw signed bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BeaconSummary {
+    pub received_at_ns: i64,
+    pub sent_at_ns: i64,
+    pub epoch: u64,
+    pub head_sequence: u64,
+    pub head_hash: SegmentHash,
+    /// Sequences below this can no longer be resent by the sender.
+    pub oldest_retained_sequence: u64,
+    pub records_sealed: u64,
+    pub spooled_records: u64,
+    pub previous_epoch: u64,
+    pub previous_epoch_last_sequence: u64,
+}
+
+const BEACON_ENTRY_VERSION: u8 = 1;
+const BEACON_ENTRY_FIXED_LENGTH: usize = 1 + 8 * 9 + 32 + 4;
+
+/// Beacon entry: `version u8 (1) ‖ received at i64 ‖ sent at i64 ‖ epoch u64 ‖ head sequence u64
+/// ‖ head hash [32] ‖ oldest retained u64 ‖ records sealed u64 ‖ spooled records u64 ‖ previous
+/// epoch u64 ‖ previous epoch's last sequence u64 ‖ raw length u32 ‖ raw signed beacon bytes`, BE.
+pub fn encode_beacon_entry(summary: &BeaconSummary, raw: &[u8]) -> Vec<u8> {
+    let mut entry = Vec::with_capacity(BEACON_ENTRY_FIXED_LENGTH + raw.len());
+    entry.push(BEACON_ENTRY_VERSION);
+    entry.extend_from_slice(&summary.received_at_ns.to_be_bytes());
+    entry.extend_from_slice(&summary.sent_at_ns.to_be_bytes());
+    entry.extend_from_slice(&summary.epoch.to_be_bytes());
+    entry.extend_from_slice(&summary.head_sequence.to_be_bytes());
+    entry.extend_from_slice(&summary.head_hash);
+    for value in [
+        summary.oldest_retained_sequence,
+        summary.records_sealed,
+        summary.spooled_records,
+        summary.previous_epoch,
+        summary.previous_epoch_last_sequence,
+    ] {
+        entry.extend_from_slice(&value.to_be_bytes());
+    }
+    entry.extend_from_slice(&(raw.len() as u32).to_be_bytes());
+    entry.extend_from_slice(raw);
+    entry
+}
+
+/// Inverse of [`encode_beacon_entry`]: (summary, raw bytes).
+pub fn decode_beacon_entry(entry: &[u8]) -> Result<(BeaconSummary, &[u8]), &'static str> {
+    if entry.first() != Some(&BEACON_ENTRY_VERSION) || entry.len() < BEACON_ENTRY_FIXED_LENGTH {
+        return Err("beacon entry has an unknown version or is truncated");
+    }
+    let truncated = "beacon entry is truncated";
+    let summary = BeaconSummary {
+        received_at_ns: i64_at(entry, 1).ok_or(truncated)?,
+        sent_at_ns: i64_at(entry, 9).ok_or(truncated)?,
+        epoch: u64_at(entry, 17).ok_or(truncated)?,
+        head_sequence: u64_at(entry, 25).ok_or(truncated)?,
+        head_hash: entry[33..65].try_into().map_err(|_| truncated)?,
+        oldest_retained_sequence: u64_at(entry, 65).ok_or(truncated)?,
+        records_sealed: u64_at(entry, 73).ok_or(truncated)?,
+        spooled_records: u64_at(entry, 81).ok_or(truncated)?,
+        previous_epoch: u64_at(entry, 89).ok_or(truncated)?,
+        previous_epoch_last_sequence: u64_at(entry, 97).ok_or(truncated)?,
+    };
+    let raw_length = u32_at(entry, 105).ok_or(truncated)? as usize;
+    let raw = &entry[BEACON_ENTRY_FIXED_LENGTH..];
+    if raw.len() != raw_length {
+        return Err("beacon entry's raw length does not match its bytes");
+    }
+    Ok((summary, raw))
+}
+
+/// Replica-wide counters, persisted with every apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counters {
+    pub segments_applied: u64,
+    pub points_applied: u64,
+    pub beacons_recorded: u64,
+}
+
+impl Counters {
+    /// `segments applied u64 ‖ points applied u64 ‖ beacons recorded u64`, BE.
+    pub fn to_bytes(&self) -> [u8; 24] {
+        let mut bytes = [0u8; 24];
+        bytes[0..8].copy_from_slice(&self.segments_applied.to_be_bytes());
+        bytes[8..16].copy_from_slice(&self.points_applied.to_be_bytes());
+        bytes[16..24].copy_from_slice(&self.beacons_recorded.to_be_bytes());
+        bytes
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Counters, &'static str> {
+        if bytes.len() != 24 {
+            return Err("counters are not 24 bytes");
+        }
+        Ok(Counters {
+            segments_applied: u64_at(bytes, 0).ok_or("truncated")?,
+            points_applied: u64_at(bytes, 8).ok_or("truncated")?,
+            beacons_recorded: u64_at(bytes, 16).ok_or("truncated")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_aligned_hours_and_negative_times_sort_first() {
+        assert_eq!(bucket_start(0), 0);
+        assert_eq!(bucket_start(BUCKET_NS - 1), 0);
+        assert_eq!(bucket_start(-1), -BUCKET_NS);
+        assert_eq!(bucket_start(i64::MIN), i64::MIN);
+        assert!(bucket_prefix(1, -BUCKET_NS) < bucket_prefix(1, 0));
+        assert!(bucket_prefix(1, i64::MAX) < bucket_prefix(2, i64::MIN));
+        assert_eq!(from_order_preserving(order_preserving(-5)), -5);
+    }
+
+    #[test]
+    fn point_keys_sort_by_series_bucket_epoch_sequence_then_sender() {
+        let key = PointKey { series_id: 3, bucket_start_ns: -BUCKET_NS, epoch: 2, sequence: 9, sender_id: 1 };
+        assert_eq!(PointKey::from_bytes(&key.to_bytes()), Some(key));
+        let later = PointKey { sequence: 10, sender_id: 0, ..key };
+        assert!(key.to_bytes() < later.to_bytes());
+        let upper = scan_upper_bound(3, -BUCKET_NS).unwrap();
+        assert!(key.to_bytes().as_slice() < upper.as_slice());
+        assert!(bucket_prefix(3, 0).as_slice() >= upper.as_slice());
+    }
+
+    #[test]
+    fn series_keys_round_trip_and_truncations_are_refused() {
+        let key = SeriesKey::with_tags("plant1/boiler3/temp", vec![("unit".into(), "degC".into())]);
+        let mut bytes = Vec::new();
+        encode_series_key(&key, &mut bytes);
+        assert_eq!(decode_series_key(&bytes), Ok(key));
+        for length in 0..bytes.len() {
+            assert!(decode_series_key(&bytes[..length]).is_err(), "length {length}");
+        }
+    }
+
+    #[test]
+    fn beacon_entries_round_trip() {
+        let summary = BeaconSummary {
+            received_at_ns: 1,
+            sent_at_ns: 2,
+            epoch: 3,
+            head_sequence: 4,
+            head_hash: [5; 32],
+            oldest_retained_sequence: 6,
+            records_sealed: 7,
+            spooled_records: 8,
+            previous_epoch: 9,
+            previous_epoch_last_sequence: 10,
+        };
+        let entry = encode_beacon_entry(&summary, b"raw");
+        assert_eq!(decode_beacon_entry(&entry), Ok((summary, &b"raw"[..])));
+        assert!(decode_beacon_entry(&entry[..entry.len() - 1]).is_err());
+    }
+}

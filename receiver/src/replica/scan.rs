@@ -1,0 +1,160 @@
+//! Streaming reads of the replica: the points of one series over a time range, and the audit log.
+//!
+//! A point scan is one seek to the first bucket of the range and a forward walk bounded by the
+//! last bucket; it decodes and merges one bucket's chunks at a time, so memory is bounded by one
+//! bucket of one series, not by the range.
+
+use std::path::Path;
+
+use diode_common::codec::{SeriesColumns, decode_columns};
+use diode_common::record::SeriesKey;
+use rocksdb::DBRawIterator;
+
+use super::ReplicaError;
+use super::chunks::{Point, merge_bucket};
+use super::layout::{POINT_BUCKET_PREFIX_LENGTH, PointKey, SegmentKey, decode_audit_entry};
+
+/// The points of one series in a time range, ascending by time; see [`Replica::scan`](super::Replica::scan).
+pub struct PointScan<'a> {
+    /// `None` once the scan is over (or was empty from the start).
+    raw: Option<DBRawIterator<'a>>,
+    path: &'a Path,
+    key: SeriesKey,
+    series_id: u32,
+    from_ns: i64,
+    to_ns: i64,
+    ready: std::vec::IntoIter<Point>,
+    /// Reused between buckets.
+    chunks: Vec<SeriesColumns>,
+}
+
+impl<'a> PointScan<'a> {
+    pub(super) fn new(
+        raw: Option<DBRawIterator<'a>>,
+        path: &'a Path,
+        key: SeriesKey,
+        series_id: u32,
+        from_ns: i64,
+        to_ns: i64,
+    ) -> PointScan<'a> {
+        PointScan { raw, path, key, series_id, from_ns, to_ns, ready: Vec::new().into_iter(), chunks: Vec::new() }
+    }
+
+    /// Reads, decodes and merges the next bucket into `ready`. `Ok(false)` at the end.
+    fn next_bucket(&mut self) -> Result<bool, ReplicaError> {
+        let Some(raw) = self.raw.as_mut() else { return Ok(false) };
+        if !raw.valid() {
+            raw.status().map_err(|source| ReplicaError::storage(self.path, "scanning points", source))?;
+            return Ok(false);
+        }
+        let first_key = raw.key().unwrap_or_default();
+        let Some(first) = PointKey::from_bytes(first_key) else {
+            return Err(ReplicaError::corrupt(self.path, "a points key", "is not 36 bytes"));
+        };
+        if first.series_id != self.series_id {
+            return Ok(false);
+        }
+        let prefix: [u8; POINT_BUCKET_PREFIX_LENGTH] =
+            first_key[..POINT_BUCKET_PREFIX_LENGTH].try_into().expect("checked length");
+        self.chunks.clear();
+        while raw.valid() {
+            let (Some(key), Some(value)) = (raw.key(), raw.value()) else { break };
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let chunk = decode_columns(value, self.key.clone()).map_err(|error| {
+                ReplicaError::corrupt(self.path, &format!("the points chunk {}", describe_point_key(key)), error)
+            })?;
+            self.chunks.push(chunk);
+            raw.next();
+        }
+        raw.status().map_err(|source| ReplicaError::storage(self.path, "scanning points", source))?;
+        let mut points = Vec::with_capacity(self.chunks.iter().map(SeriesColumns::len).sum());
+        merge_bucket(&self.chunks, self.from_ns, self.to_ns, &mut points);
+        self.ready = points.into_iter();
+        Ok(true)
+    }
+}
+
+fn describe_point_key(key: &[u8]) -> String {
+    match PointKey::from_bytes(key) {
+        Some(k) => format!(
+            "of series {} bucket {} from sender {} epoch {} sequence {}",
+            k.series_id, k.bucket_start_ns, k.sender_id, k.epoch, k.sequence
+        ),
+        None => format!("with a {}-byte key", key.len()),
+    }
+}
+
+impl Iterator for PointScan<'_> {
+    type Item = Result<Point, ReplicaError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(point) = self.ready.next() {
+                return Some(Ok(point));
+            }
+            match self.next_bucket() {
+                Ok(true) => continue,
+                Ok(false) => {
+                    self.raw = None;
+                    return None;
+                }
+                Err(error) => {
+                    self.raw = None;
+                    return Some(Err(error));
+                }
+            }
+        }
+    }
+}
+
+/// A segment as stored in the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSegment {
+    pub key: SegmentKey,
+    /// When the receiver applied it (receiver clock, ns since the Unix epoch).
+    pub applied_at_ns: i64,
+    /// The sealed segment exactly as received: header ‖ signature ‖ payload.
+    pub sealed: Vec<u8>,
+}
+
+/// Stored segments in key order (sender, epoch, sequence); see [`Replica::segments`](super::Replica::segments).
+pub struct SegmentScan<'a> {
+    raw: Option<DBRawIterator<'a>>,
+    path: &'a Path,
+}
+
+impl<'a> SegmentScan<'a> {
+    pub(super) fn new(raw: DBRawIterator<'a>, path: &'a Path) -> SegmentScan<'a> {
+        SegmentScan { raw: Some(raw), path }
+    }
+
+    fn read(&mut self) -> Result<Option<StoredSegment>, ReplicaError> {
+        let Some(raw) = self.raw.as_mut() else { return Ok(None) };
+        if !raw.valid() {
+            raw.status().map_err(|source| ReplicaError::storage(self.path, "scanning the audit log", source))?;
+            return Ok(None);
+        }
+        let (key, entry) = (raw.key().unwrap_or_default(), raw.value().unwrap_or_default());
+        let key = SegmentKey::from_bytes(key)
+            .ok_or_else(|| ReplicaError::corrupt(self.path, "an audit log key", "is not 24 bytes"))?;
+        let (applied_at_ns, sealed) = decode_audit_entry(entry)
+            .map_err(|reason| ReplicaError::corrupt(self.path, &super::describe_segment(key), reason))?;
+        let stored = StoredSegment { key, applied_at_ns, sealed: sealed.to_vec() };
+        raw.next();
+        Ok(Some(stored))
+    }
+}
+
+impl Iterator for SegmentScan<'_> {
+    type Item = Result<StoredSegment, ReplicaError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let result = self.read().transpose();
+        if !matches!(result, Some(Ok(_))) {
+            self.raw = None;
+        }
+        result
+    }
+}

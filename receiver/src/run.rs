@@ -1,0 +1,320 @@
+//! `diode-receiver run`: the receive thread rebuilds segments from datagrams, the apply thread
+//! verifies and applies them, and the HTTP listener serves metrics, status and queries.
+//!
+//! The receive thread never blocks on the apply thread: when the apply queue is full it sheds the
+//! newly completed segment whole (counted; the carousel or a resend brings it back), so a slow
+//! disk can never make the kernel drop datagrams of segments already half received.
+//! Nothing here ever sends a packet.
+
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, RwLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use diode_common::beacon::Beacon;
+use diode_common::keys::TrustedKeys;
+use diode_common::packet::{self, Datagram, LinkKey};
+use diode_common::reassembly::{Event, ReassemblyLimits, Reassembler};
+use diode_common::seal;
+
+use crate::config::ReceiverConfig;
+use crate::counters::{RateLimitedLog, ReceiverCounters};
+use crate::replica::{ApplyOutcome, Replica, ReplicaError};
+use crate::time::now_ns;
+
+/// Work for the apply thread.
+pub enum Work {
+    Segment { bytes: Vec<u8>, recovered_by_fec: bool },
+    Beacon { beacon: Box<Beacon>, raw: Vec<u8> },
+}
+
+pub struct Shared {
+    pub counters: ReceiverCounters,
+    pub log: RateLimitedLog,
+    pub replica: RwLock<Replica>,
+    pub stop: AtomicBool,
+}
+
+pub fn load_link_key(config: &ReceiverConfig) -> anyhow::Result<LinkKey> {
+    let path = &config.keys.link_key;
+    let contents = std::fs::read(path)
+        .with_context(|| format!("cannot read link key {}; copy link.key from the sender", path.display()))?;
+    Ok(LinkKey::from_bytes(diode_common::keys::parse_key_bytes(&contents, &path.display().to_string())?))
+}
+
+pub fn open_socket(config: &ReceiverConfig) -> anyhow::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let listen = config.link.listen;
+    let domain = if listen.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).context("cannot create a UDP socket")?;
+    socket.set_recv_buffer_size(config.link.receive_buffer_bytes).context("cannot set the UDP receive buffer")?;
+    let granted = socket.recv_buffer_size().unwrap_or(0);
+    if granted < config.link.receive_buffer_bytes {
+        tracing::warn!(
+            requested = config.link.receive_buffer_bytes, granted,
+            "the kernel granted a smaller UDP receive buffer; raise net.core.rmem_max to avoid drops in bursts"
+        );
+    }
+    socket.bind(&listen.into()).with_context(|| format!("cannot listen on {listen}; is another receiver running?"))?;
+    let socket: UdpSocket = socket.into();
+    socket.set_read_timeout(Some(Duration::from_millis(50)))?;
+    Ok(socket)
+}
+
+pub fn reassembly_limits(config: &ReceiverConfig) -> ReassemblyLimits {
+    ReassemblyLimits {
+        max_segments_in_flight: config.reassembly.max_segments_in_flight,
+        max_buffered_bytes: config.reassembly.max_buffered_mib * 1024 * 1024,
+        segment_timeout_ms: config.reassembly.segment_timeout_ms,
+        max_segment_length: config.reassembly.max_segment_kib * 1024,
+        ..ReassemblyLimits::default()
+    }
+}
+
+/// The receive loop: datagrams in, completed segments and beacons out to the apply queue.
+pub fn receive_loop(
+    socket: UdpSocket,
+    link_key: LinkKey,
+    trusted: TrustedKeys,
+    limits: ReassemblyLimits,
+    queue: SyncSender<Work>,
+    shared: Arc<Shared>,
+) -> anyhow::Result<()> {
+    let mut reassembler = Reassembler::new(limits);
+    let started = Instant::now();
+    let mut buffer = vec![0u8; 65_536];
+    let mut last_poll_ms = 0;
+    let counters = &shared.counters;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let now_ms = started.elapsed().as_millis() as u64;
+        if now_ms >= last_poll_ms + 100 {
+            report_events(&shared, reassembler.poll_timeouts(now_ms));
+            last_poll_ms = now_ms;
+        }
+        let length = match socket.recv(&mut buffer) {
+            Ok(length) => length,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("receiving datagrams failed"),
+        };
+        counters.datagrams_received.fetch_add(1, Ordering::Relaxed);
+        counters.bytes_received.fetch_add(length as u64, Ordering::Relaxed);
+        let datagram = match packet::decode_datagram(&buffer[..length], &link_key) {
+            Ok(datagram) => datagram,
+            Err(error) => {
+                let reason = packet_error_reason(&error);
+                counters.reject(reason);
+                shared.log.warn(reason, || format!("dropped a datagram: {error}"));
+                continue;
+            }
+        };
+        match datagram {
+            Datagram::Symbol(symbol) => {
+                if let Some(completed) = reassembler.on_symbol(&symbol, now_ms) {
+                    counters.segments_completed.fetch_add(1, Ordering::Relaxed);
+                    if completed.recovered_by_fec {
+                        counters.segments_recovered_by_fec.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let work = Work::Segment { bytes: completed.bytes, recovered_by_fec: completed.recovered_by_fec };
+                    offer(&queue, work, &shared, &mut reassembler, completed_id(&symbol));
+                }
+            }
+            Datagram::Beacon(beacon_packet) => match Beacon::open(beacon_packet.body, &trusted) {
+                Ok(beacon) => {
+                    reassembler.observe_epoch(beacon.sender_id, beacon.epoch, now_ms);
+                    let work = Work::Beacon { beacon: Box::new(beacon), raw: beacon_packet.body.to_vec() };
+                    // Beacons are small and frequent; losing one to a full queue costs nothing.
+                    let _ = queue.try_send(work);
+                }
+                Err(error) => {
+                    counters.reject("bad_beacon");
+                    shared.log.warn("bad_beacon", || format!("dropped a beacon: {error}"));
+                }
+            },
+        }
+    }
+    Ok(())
+}
+
+fn completed_id(symbol: &packet::SymbolPacket<'_>) -> packet::SegmentId {
+    symbol.segment_id()
+}
+
+/// Hands a completed segment to the apply thread, or sheds it whole when the queue is full.
+fn offer(queue: &SyncSender<Work>, work: Work, shared: &Shared, reassembler: &mut Reassembler, id: packet::SegmentId) {
+    match queue.try_send(work) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => {
+            shared.counters.segments_shed.fetch_add(1, Ordering::Relaxed);
+            // Forget it was completed, so the carousel's or a resend's copy is taken next time.
+            reassembler.forget_completed(id);
+            shared.log.warn("shed", || {
+                format!("apply queue full: shed segment {} of epoch {} (the carousel or a resend will bring it back)", id.sequence, id.epoch)
+            });
+        }
+        Err(TrySendError::Disconnected(_)) => shared.stop.store(true, Ordering::Relaxed),
+    }
+}
+
+fn report_events(shared: &Shared, events: Vec<Event>) {
+    for event in events {
+        match event {
+            Event::Abandoned { sequence, epoch, symbols_received, symbols_needed, .. } => {
+                shared.counters.segments_abandoned.fetch_add(1, Ordering::Relaxed);
+                shared.log.warn("abandoned", || {
+                    format!("gave up segment {sequence} of epoch {epoch}: {symbols_received} of {symbols_needed} symbols arrived")
+                });
+            }
+            Event::Evicted { .. } | Event::Superseded { .. } => {
+                shared.counters.segments_evicted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn packet_error_reason(error: &packet::PacketError) -> &'static str {
+    match error {
+        packet::PacketError::BadMac => "bad_mac",
+        _ => "malformed_datagram",
+    }
+}
+
+/// The apply loop: verify, check, apply exactly once; record beacons.
+pub fn apply_loop(queue: Receiver<Work>, trusted: TrustedKeys, shared: Arc<Shared>) -> anyhow::Result<()> {
+    let counters = &shared.counters;
+    for work in queue {
+        match work {
+            Work::Segment { bytes, .. } => apply_segment(&bytes, &trusted, &shared)?,
+            Work::Beacon { beacon, raw } => {
+                let mut replica = shared.replica.write().expect("replica lock");
+                replica.record_beacon(&beacon, &raw, now_ns()).context("cannot record a beacon in the replica")?;
+                counters.beacons_accepted.fetch_add(1, Ordering::Relaxed);
+                counters.last_beacon_received_ns.store(now_ns(), Ordering::Relaxed);
+                counters.announced_head.store(beacon.head_sequence, Ordering::Relaxed);
+                counters.gap_segments.store(gap_count(&replica), Ordering::Relaxed);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn gap_count(replica: &Replica) -> u64 {
+    replica.gaps().iter().map(|gap| gap.last_sequence - gap.first_sequence + 1).sum()
+}
+
+/// Verifies and applies one segment. Errors of the segment are counted and logged; only errors of
+/// the replica itself (a failing disk) stop the receiver.
+pub fn apply_segment(bytes: &[u8], trusted: &TrustedKeys, shared: &Shared) -> anyhow::Result<()> {
+    let counters = &shared.counters;
+    let (segment, series) = match seal::open_records(bytes, trusted) {
+        Ok(opened) => opened,
+        Err(error) => {
+            let reason = error.reason_label();
+            counters.reject(reason);
+            shared.log.warn(reason, || format!("refused a segment: {error}"));
+            return Ok(());
+        }
+    };
+    let mut replica = shared.replica.write().expect("replica lock");
+    match replica.apply(&segment, &series, now_ns()) {
+        Ok(ApplyOutcome::Applied { points, .. }) => {
+            counters.segments_applied.fetch_add(1, Ordering::Relaxed);
+            counters.points_applied.fetch_add(points, Ordering::Relaxed);
+            counters.last_apply_ns.store(now_ns(), Ordering::Relaxed);
+            counters.applied_head.fetch_max(segment.header.sequence, Ordering::Relaxed);
+            counters.gap_segments.store(gap_count(&replica), Ordering::Relaxed);
+        }
+        Ok(ApplyOutcome::AlreadyApplied) => {
+            counters.segments_already_applied.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(error @ (ReplicaError::ChainMismatch { .. } | ReplicaError::InconsistentSegment { .. })) => {
+            let reason = if matches!(error, ReplicaError::ChainMismatch { .. }) { "chain_mismatch" } else { "bad_payload" };
+            counters.reject(reason);
+            shared.log.warn(reason, || format!("refused a segment: {error}"));
+        }
+        Err(error) => return Err(error).context("cannot write to the replica"),
+    }
+    Ok(())
+}
+
+pub fn run(config: ReceiverConfig) -> anyhow::Result<()> {
+    let link_key = load_link_key(&config)?;
+    let trusted = config.trusted_keys()?;
+    let replica = Replica::open(&config.replica_dir)
+        .with_context(|| format!("cannot open the replica in {}", config.replica_dir.display()))?;
+    let socket = open_socket(&config)?;
+    tracing::info!(listen = %config.link.listen, replica = %config.replica_dir.display(), "diode-receiver starting");
+    let shared = Arc::new(Shared {
+        counters: ReceiverCounters::default(),
+        log: RateLimitedLog::default(),
+        replica: RwLock::new(replica),
+        stop: AtomicBool::new(false),
+    });
+    let (queue_tx, queue_rx) = std::sync::mpsc::sync_channel(config.reassembly.apply_queue_segments);
+    let receive = {
+        let shared = Arc::clone(&shared);
+        let trusted = trusted.clone();
+        let limits = reassembly_limits(&config);
+        thread::Builder::new()
+            .name("receive".into())
+            .spawn(move || receive_loop(socket, link_key, trusted, limits, queue_tx, shared))?
+    };
+    let apply = {
+        let shared = Arc::clone(&shared);
+        thread::Builder::new().name("apply".into()).spawn(move || apply_loop(queue_rx, trusted, shared))?
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let http = config.http.clone();
+    let outcome = runtime.block_on(async {
+        if let Some(listen) = http.listen {
+            let shared = Arc::clone(&shared);
+            let token = http.bearer_token.clone();
+            tokio::spawn(async move {
+                if let Err(error) = crate::http::serve(listen, shared, token).await {
+                    tracing::error!("{error:#}");
+                }
+            });
+        }
+        let stopped_by_thread = async {
+            while !shared.stop.load(Ordering::Relaxed) && !apply.is_finished() && !receive.is_finished() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = stopped_by_thread => {}
+        }
+    });
+    let () = outcome;
+    shared.stop.store(true, Ordering::Relaxed);
+    let receive_result = receive.join().map_err(|_| anyhow::anyhow!("the receive thread panicked"))?;
+    let apply_result = apply.join().map_err(|_| anyhow::anyhow!("the apply thread panicked"))?;
+    shared.replica.read().expect("replica lock").flush().context("cannot flush the replica")?;
+    receive_result?;
+    apply_result?;
+    tracing::info!(
+        points = shared.counters.points_applied.load(Ordering::Relaxed),
+        segments = shared.counters.segments_applied.load(Ordering::Relaxed),
+        "diode-receiver stopped"
+    );
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutdown requested");
+}

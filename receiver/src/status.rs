@@ -1,0 +1,140 @@
+//! What `diode-receiver status` and `gaps` print, and what `/api/v1/status` and `/api/v1/gaps`
+//! return: streams, heads, lag, gaps with the command that fills them, counters.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use serde_json::{Value, json};
+
+use crate::counters::ReceiverCounters;
+use crate::replica::{Gap, Replica};
+use crate::time::{format_rfc3339, now_ns};
+
+/// The command an operator runs on the OT side to fill `gap`.
+pub fn resend_command(gap: &Gap) -> String {
+    format!(
+        "diode-sender resend --config /etc/diode/sender.toml --epoch {} --from {} --to {}",
+        gap.epoch, gap.first_sequence, gap.last_sequence
+    )
+}
+
+pub fn gaps_json(replica: &Replica) -> Value {
+    let gaps: Vec<Value> = replica
+        .gaps()
+        .iter()
+        .map(|gap| {
+            json!({
+                "sender_id": gap.sender_id,
+                "epoch": gap.epoch,
+                "first_sequence": gap.first_sequence,
+                "last_sequence": gap.last_sequence,
+                "segments": gap.segment_count(),
+                "resend_command": resend_command(gap),
+            })
+        })
+        .collect();
+    json!({ "gaps": gaps })
+}
+
+pub fn status_json(replica: &Replica, counters: Option<&ReceiverCounters>) -> Value {
+    let now = now_ns();
+    let streams: Vec<Value> = replica
+        .streams()
+        .iter()
+        .map(|stream| {
+            let beacon = stream.last_beacon.as_ref().map(|b| {
+                json!({
+                    "received_at": format_rfc3339(b.received_at_ns),
+                    "age_seconds": (now - b.received_at_ns) as f64 / 1e9,
+                    "epoch": b.epoch,
+                    "head_sequence": b.head_sequence,
+                    "oldest_retained_sequence": b.oldest_retained_sequence,
+                    "records_sealed": b.records_sealed,
+                    "spooled_records": b.spooled_records,
+                })
+            });
+            json!({
+                "sender_id": stream.sender_id,
+                "epoch": stream.epoch,
+                "contiguous_through": stream.contiguous_through,
+                "highest_applied": stream.highest_applied,
+                "highest_known": stream.highest_known,
+                "lag_segments": stream.highest_known - stream.contiguous_through,
+                "missing_segments": stream.missing_count,
+                "first_seen_at": format_rfc3339(stream.first_seen_at_ns),
+                "announced_by_beacon": stream.announced_by_beacon,
+                "last_beacon": beacon,
+            })
+        })
+        .collect();
+    let mut status = json!({
+        "replica": replica.path().display().to_string(),
+        "series": replica.series_count(),
+        "points": replica.total_points(),
+        "streams": streams,
+        "gaps": gaps_json(replica)["gaps"],
+    });
+    if let Some(counters) = counters {
+        let rejected: serde_json::Map<String, Value> =
+            counters.rejected().into_iter().map(|(reason, count)| (reason.to_owned(), json!(count))).collect();
+        status["counters"] = json!({
+            "datagrams_received": counters.datagrams_received.load(Ordering::Relaxed),
+            "segments_applied": counters.segments_applied.load(Ordering::Relaxed),
+            "segments_recovered_by_fec": counters.segments_recovered_by_fec.load(Ordering::Relaxed),
+            "segments_already_applied": counters.segments_already_applied.load(Ordering::Relaxed),
+            "segments_shed": counters.segments_shed.load(Ordering::Relaxed),
+            "segments_abandoned": counters.segments_abandoned.load(Ordering::Relaxed),
+            "points_applied": counters.points_applied.load(Ordering::Relaxed),
+            "rejected": rejected,
+        });
+    }
+    status
+}
+
+/// The human form of `status`.
+pub fn status_text(replica: &Replica) -> String {
+    let now = now_ns();
+    let mut out = String::new();
+    let _ = writeln!(out, "replica   {}", replica.path().display());
+    let _ = writeln!(out, "series    {}", replica.series_count());
+    let _ = writeln!(out, "points    {}", replica.total_points());
+    let streams = replica.streams();
+    if streams.is_empty() {
+        let _ = writeln!(out, "streams   none yet (no segment or beacon received)");
+    }
+    for stream in &streams {
+        let _ = writeln!(
+            out,
+            "sender {} epoch {}: applied through {} (highest {}, known head {}), {} missing",
+            stream.sender_id, stream.epoch, stream.contiguous_through, stream.highest_applied, stream.highest_known, stream.missing_count
+        );
+        if let Some(beacon) = &stream.last_beacon {
+            let _ = writeln!(
+                out,
+                "  last beacon {} ({:.1} s ago): head {} of epoch {}, {} records waiting in the sender's spool",
+                format_rfc3339(beacon.received_at_ns),
+                (now - beacon.received_at_ns) as f64 / 1e9,
+                beacon.head_sequence,
+                beacon.epoch,
+                beacon.spooled_records
+            );
+        }
+    }
+    out.push_str(&gaps_text(replica));
+    out
+}
+
+pub fn gaps_text(replica: &Replica) -> String {
+    let gaps = replica.gaps();
+    let mut out = String::new();
+    if gaps.is_empty() {
+        out.push_str("no gaps\n");
+        return out;
+    }
+    let total: u64 = gaps.iter().map(Gap::segment_count).sum();
+    let _ = writeln!(out, "{total} missing segments in {} ranges; on the OT side run:", gaps.len());
+    for gap in &gaps {
+        let _ = writeln!(out, "  {}", resend_command(gap));
+    }
+    out
+}

@@ -1,0 +1,462 @@
+//! The replica's promises, each as one test: exactly-once apply, order independence, gaps,
+//! last-write-wins, chain checks, persistence across reopen, and readers beside the writer.
+//!
+//! Segments are real: sealed and signed with `seal::seal`, decoded with `seal::decode_verified`,
+//! from the plant simulator or hand-made records. Everything is seeded and deterministic.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use diode_common::beacon::{Beacon, EpochReason};
+use diode_common::codec::{SeriesColumns, group_records};
+use diode_common::keys::SenderKey;
+use diode_common::plant::{PlantConfig, PlantSimulator};
+use diode_common::record::{Quality, Record, SeriesKey, Value};
+use diode_common::rng::SeededRng;
+use diode_common::seal::{self, ChainPosition, GENESIS_HASH, SealedSegment, SegmentHash};
+use diode_receiver::replica::{
+    ApplyOutcome, BUCKET_NS, ChainLink, Gap, Point, Replica, ReplicaError, SegmentKey, StreamStatus,
+};
+
+const T0: i64 = 1_704_067_200_000_000_000;
+const SECOND: i64 = 1_000_000_000;
+const SENDER: u64 = 7;
+
+fn key() -> SenderKey {
+    SenderKey::from_seed([3u8; 32])
+}
+
+/// Seals consecutive segments of one (sender, epoch) chain.
+struct Chain {
+    key: SenderKey,
+    sender_id: u64,
+    epoch: u64,
+    next_sequence: u64,
+    previous_hash: SegmentHash,
+}
+
+impl Chain {
+    fn new(sender_id: u64, epoch: u64) -> Chain {
+        Chain { key: key(), sender_id, epoch, next_sequence: 1, previous_hash: GENESIS_HASH }
+    }
+
+    fn seal(&mut self, records: &[Record]) -> (SealedSegment, Vec<SeriesColumns>) {
+        let (segment, series) = self.seal_at(self.next_sequence, self.previous_hash, &group_records(records));
+        self.next_sequence += 1;
+        self.previous_hash = segment.hash();
+        (segment, series)
+    }
+
+    /// Seals `series` at any position, linked to any previous hash (for forks and forgeries).
+    fn seal_at(
+        &self,
+        sequence: u64,
+        previous_hash: SegmentHash,
+        series: &[SeriesColumns],
+    ) -> (SealedSegment, Vec<SeriesColumns>) {
+        let position = ChainPosition { sender_id: self.sender_id, epoch: self.epoch, sequence, previous_hash };
+        let segment = seal::seal(position, series, 3, T0 + sequence as i64 * SECOND, &self.key);
+        let decoded = seal::decode_verified(&segment).expect("a sealed segment decodes");
+        (segment, decoded)
+    }
+}
+
+/// `count` consecutive segments of `points` records each from a small simulated plant.
+fn plant_segments(count: usize, points: usize) -> Vec<(SealedSegment, Vec<SeriesColumns>)> {
+    let mut plant = PlantSimulator::new(PlantConfig { seed: 11, series_count: 40, base_rate_hz: 2.0, start_ns: T0 });
+    let mut chain = Chain::new(SENDER, 1);
+    let mut pending = Vec::new();
+    let mut clock_ns = T0;
+    (0..count)
+        .map(|_| {
+            while pending.len() < points {
+                // Minutes at a time, so segments straddle the hourly buckets now and then.
+                clock_ns += 60 * SECOND;
+                plant.generate_until(clock_ns, &mut pending);
+            }
+            let records: Vec<Record> = pending.drain(..points).collect();
+            chain.seal(&records)
+        })
+        .collect()
+}
+
+fn record(series: &str, timestamp_ns: i64, value: f64) -> Record {
+    Record { series: SeriesKey::new(series), timestamp_ns, value: Value::F64(value), quality: Quality::GOOD }
+}
+
+fn apply_at(replica: &mut Replica, (segment, series): &(SealedSegment, Vec<SeriesColumns>)) -> ApplyOutcome {
+    replica.apply(segment, series, T0 + 1_000 * SECOND).expect("apply")
+}
+
+fn scan_all(replica: &Replica, series_id: u32) -> Vec<Point> {
+    replica.scan(series_id, i64::MIN, i64::MAX).collect::<Result<_, _>>().expect("scan")
+}
+
+/// Every series' points, by key (ids depend on arrival order).
+fn all_points(replica: &Replica) -> BTreeMap<String, Vec<Point>> {
+    replica.series_list().into_iter().map(|info| (info.key.to_string(), scan_all(replica, info.id))).collect()
+}
+
+fn values(points: &[Point]) -> Vec<(i64, f64)> {
+    points.iter().map(|p| (p.timestamp_ns, p.value.as_f64().unwrap())).collect()
+}
+
+/// Every key and value of every column family, read with plain RocksDB after the replica closed.
+fn database_contents(path: &Path) -> BTreeMap<(String, Vec<u8>), Vec<u8>> {
+    let names = ["points", "series", "segments", "meta"];
+    let db = rocksdb::DB::open_cf_for_read_only(&rocksdb::Options::default(), path, names, false).expect("open");
+    let mut contents = BTreeMap::new();
+    for name in names {
+        let family = db.cf_handle(name).unwrap();
+        for item in db.iterator_cf(family, rocksdb::IteratorMode::Start) {
+            let (key, value) = item.expect("read");
+            contents.insert((name.to_owned(), key.to_vec()), value.to_vec());
+        }
+    }
+    contents
+}
+
+fn beacon(epoch: u64, head_sequence: u64, sent_at_ns: i64) -> (Beacon, Vec<u8>) {
+    let key = key();
+    let beacon = Beacon {
+        epoch_reason: EpochReason::Continuing,
+        sender_id: SENDER,
+        key_id: key.key_id(),
+        epoch,
+        head_sequence,
+        head_hash: [1u8; 32],
+        sent_at_ns,
+        epoch_started_at_ns: T0,
+        oldest_retained_sequence: 1,
+        records_sealed: 0,
+        datagrams_sent: 0,
+        previous_epoch: epoch - 1,
+        previous_epoch_last_sequence: if epoch > 1 { 5 } else { 0 },
+        previous_epoch_last_hash: [0u8; 32],
+        spooled_records: 0,
+        beacon_counter: 1,
+        link_rate_kbit_s: 1_000,
+    };
+    let raw = beacon.sign(&key);
+    (beacon, raw)
+}
+
+fn gap(epoch: u64, first_sequence: u64, last_sequence: u64) -> Gap {
+    Gap { sender_id: SENDER, epoch, first_sequence, last_sequence }
+}
+
+#[test]
+fn applying_a_segment_twice_changes_nothing() {
+    let segments = plant_segments(3, 400);
+    let once = tempfile::tempdir().unwrap();
+    {
+        let mut replica = Replica::open(once.path()).unwrap();
+        for segment in &segments {
+            assert!(matches!(apply_at(&mut replica, segment), ApplyOutcome::Applied { points: 400, .. }));
+        }
+    }
+    let expected = database_contents(once.path());
+
+    // Replays within one session, and again after a reopen.
+    let twice = tempfile::tempdir().unwrap();
+    {
+        let mut replica = Replica::open(twice.path()).unwrap();
+        for segment in &segments {
+            apply_at(&mut replica, segment);
+            let points_before = all_points(&replica);
+            let (series_before, counters_before) = (replica.series_list(), replica.counters());
+            assert_eq!(apply_at(&mut replica, segment), ApplyOutcome::AlreadyApplied);
+            assert_eq!(all_points(&replica), points_before);
+            assert_eq!((replica.series_list(), replica.counters()), (series_before, counters_before));
+        }
+    }
+    {
+        let mut replica = Replica::open(twice.path()).unwrap();
+        for segment in &segments {
+            assert_eq!(apply_at(&mut replica, segment), ApplyOutcome::AlreadyApplied);
+        }
+    }
+    assert_eq!(database_contents(twice.path()), expected);
+}
+
+#[test]
+fn segments_applied_in_any_order_give_the_same_scans_and_gaps_close_when_filled() {
+    let segments = plant_segments(24, 300);
+    let in_order = tempfile::tempdir().unwrap();
+    let mut ordered = Replica::open(in_order.path()).unwrap();
+    for segment in &segments {
+        apply_at(&mut ordered, segment);
+    }
+    assert!(ordered.gaps().is_empty());
+
+    let shuffled_dir = tempfile::tempdir().unwrap();
+    let mut shuffled = Replica::open(shuffled_dir.path()).unwrap();
+    let mut order: Vec<usize> = (0..segments.len()).collect();
+    SeededRng::new(42).shuffle(&mut order);
+    let mut applied = BTreeSet::new();
+    for index in order {
+        apply_at(&mut shuffled, &segments[index]);
+        applied.insert(index as u64 + 1);
+        // Missing: every sequence below the highest applied that is not applied.
+        let highest = *applied.last().unwrap();
+        let missing: Vec<u64> = (1..=highest).filter(|s| !applied.contains(s)).collect();
+        let reported: Vec<u64> =
+            shuffled.gaps().iter().flat_map(|g| g.first_sequence..=g.last_sequence).collect();
+        assert_eq!(reported, missing);
+    }
+    assert!(shuffled.gaps().is_empty());
+    assert_eq!(all_points(&shuffled), all_points(&ordered));
+    assert_eq!(shuffled.total_points(), ordered.total_points());
+    assert_eq!(shuffled.total_points(), 24 * 300);
+}
+
+#[test]
+fn beacon_heads_make_never_received_segments_gaps() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut replica = Replica::open(directory.path()).unwrap();
+    let mut chain = Chain::new(SENDER, 1);
+    let first = chain.seal(&[record("a", T0, 1.0)]);
+    apply_at(&mut replica, &first);
+    let (announcement, raw) = beacon(1, 4, T0 + 10 * SECOND);
+    replica.record_beacon(&announcement, &raw, T0 + 11 * SECOND).unwrap();
+    assert_eq!(replica.gaps(), vec![gap(1, 2, 4)]);
+
+    // A new epoch's beacon names the previous epoch's last sequence (5): it becomes known too.
+    let (next_epoch, raw) = beacon(2, 2, T0 + 20 * SECOND);
+    replica.record_beacon(&next_epoch, &raw, T0 + 21 * SECOND).unwrap();
+    assert_eq!(replica.gaps(), vec![gap(1, 2, 5), gap(2, 1, 2)]);
+
+    let streams: Vec<StreamStatus> = replica.streams();
+    assert_eq!(streams.len(), 2);
+    assert!(streams[0].seen_in_segment && streams[0].announced_by_beacon);
+    assert!(!streams[1].seen_in_segment && streams[1].announced_by_beacon);
+    assert_eq!(streams[1].last_beacon.as_ref().unwrap().head_sequence, 2);
+    let (_, kept_raw) = replica.last_beacon(SENDER).unwrap().unwrap();
+    assert_eq!(kept_raw, raw, "the signed beacon bytes are kept for audit");
+
+    // A reordered older beacon still teaches heads but does not replace the latest.
+    let (old, old_raw) = beacon(1, 6, T0 + 15 * SECOND);
+    replica.record_beacon(&old, &old_raw, T0 + 22 * SECOND).unwrap();
+    assert_eq!(replica.gaps(), vec![gap(1, 2, 6), gap(2, 1, 2)]);
+    assert_eq!(replica.last_beacon(SENDER).unwrap().unwrap().0.epoch, 2);
+
+    for sequence in 2..=6 {
+        let next = chain.seal(&[record("a", T0 + sequence * SECOND, 1.0)]);
+        apply_at(&mut replica, &next);
+    }
+    assert_eq!(replica.gaps(), vec![gap(2, 1, 2)]);
+}
+
+#[test]
+fn the_highest_epoch_and_sequence_wins_a_duplicate_timestamp_whatever_the_arrival_order() {
+    let mut chain = Chain::new(SENDER, 1);
+    let first = chain.seal(&[record("a", T0, 1.0), record("a", T0 + SECOND, 1.0)]);
+    let second = chain.seal(&[record("a", T0, 2.0)]);
+    let mut later_epoch = Chain::new(SENDER, 2);
+    let third = later_epoch.seal(&[record("a", T0 + SECOND, 3.0)]);
+    for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0]] {
+        let directory = tempfile::tempdir().unwrap();
+        let mut replica = Replica::open(directory.path()).unwrap();
+        for index in order {
+            apply_at(&mut replica, [&first, &second, &third][index]);
+        }
+        let id = replica.series_id(&SeriesKey::new("a")).unwrap();
+        assert_eq!(values(&scan_all(&replica, id)), vec![(T0, 2.0), (T0 + SECOND, 3.0)], "order {order:?}");
+        assert_eq!(replica.series_info(id).unwrap().point_count, 4, "point counts are an estimate");
+    }
+}
+
+#[test]
+fn within_a_segment_the_later_record_wins_and_out_of_order_records_come_out_sorted() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut replica = Replica::open(directory.path()).unwrap();
+    let mut chain = Chain::new(SENDER, 1);
+    let records = [
+        record("a", T0 + 3 * SECOND, 3.0),
+        record("a", T0 + SECOND, 1.0),
+        record("a", T0 + 2 * SECOND, 2.0),
+        record("a", T0 + SECOND, 1.5),
+        record("a", T0 - BUCKET_NS, -1.0),
+    ];
+    apply_at(&mut replica, &chain.seal(&records));
+    let id = replica.series_id(&SeriesKey::new("a")).unwrap();
+    assert_eq!(
+        values(&scan_all(&replica, id)),
+        vec![(T0 - BUCKET_NS, -1.0), (T0 + SECOND, 1.5), (T0 + 2 * SECOND, 2.0), (T0 + 3 * SECOND, 3.0)]
+    );
+    // Range bounds are inclusive at both ends and cut inside buckets.
+    let inner: Vec<Point> = replica.scan(id, T0 + SECOND, T0 + 2 * SECOND).collect::<Result<_, _>>().unwrap();
+    assert_eq!(values(&inner), vec![(T0 + SECOND, 1.5), (T0 + 2 * SECOND, 2.0)]);
+    assert_eq!(replica.scan(id, T0 + 2 * SECOND, T0 + SECOND).count(), 0);
+    assert_eq!(replica.scan(id + 1, i64::MIN, i64::MAX).count(), 0, "an unknown series has no points");
+}
+
+#[test]
+fn a_series_listed_twice_in_one_payload_keeps_both_parts() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut replica = Replica::open(directory.path()).unwrap();
+    let chain = Chain::new(SENDER, 1);
+    let part = |timestamp_ns: i64, value: Value| {
+        let mut columns = SeriesColumns::new(SeriesKey::new("a"));
+        columns.push(timestamp_ns, value, Quality::BAD);
+        columns
+    };
+    let series = [part(T0 + SECOND, Value::F64(1.0)), part(T0, Value::I64(7))];
+    let segment = chain.seal_at(1, GENESIS_HASH, &series);
+    assert_eq!(apply_at(&mut replica, &segment), ApplyOutcome::Applied { points: 2, new_series: 1 });
+    let points = scan_all(&replica, 0);
+    assert_eq!(points[0], Point { timestamp_ns: T0, value: Value::I64(7), quality: Quality::BAD });
+    assert_eq!(points[1].value, Value::F64(1.0));
+    assert!(replica.series_info(0).unwrap().mixed_kinds);
+}
+
+#[test]
+fn a_segment_that_breaks_the_chain_is_refused_and_nothing_is_written() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut chain = Chain::new(SENDER, 1);
+    let segments: Vec<_> = (0..5).map(|i| chain.seal(&[record("a", T0 + i * SECOND, i as f64)])).collect();
+    let forged_series = group_records(&[record("a", T0, 99.0), record("b", T0, 99.0)]);
+    {
+        let mut replica = Replica::open(directory.path()).unwrap();
+        apply_at(&mut replica, &segments[0]);
+        apply_at(&mut replica, &segments[1]);
+        apply_at(&mut replica, &segments[4]);
+    }
+    let before = database_contents(directory.path());
+    let mut replica = Replica::open(directory.path()).unwrap();
+    let attempts = [
+        // Sequence 3 linked to something else than sequence 2.
+        (chain.seal_at(3, [9u8; 32], &forged_series), ChainLink::Previous),
+        // Sequence 4 whose hash is not what the stored sequence 5 names.
+        (chain.seal_at(4, [9u8; 32], &forged_series), ChainLink::Next),
+        // A different segment at an applied position.
+        (chain.seal_at(2, segments[0].0.hash(), &forged_series), ChainLink::SamePosition),
+    ];
+    for ((segment, series), expected) in attempts {
+        match replica.apply(&segment, &series, T0) {
+            Err(ReplicaError::ChainMismatch { link, .. }) => assert_eq!(link, expected),
+            other => panic!("expected a {expected:?} chain mismatch, got {other:?}"),
+        }
+    }
+    let mut other_epoch = Chain::new(SENDER, 2);
+    other_epoch.previous_hash = [1u8; 32];
+    let (segment, series) = other_epoch.seal(&[record("a", T0, 1.0)]);
+    let error = replica.apply(&segment, &series, T0).unwrap_err();
+    assert!(matches!(error, ReplicaError::ChainMismatch { link: ChainLink::Genesis, .. }));
+    assert!(error.to_string().contains("nothing was written"), "{error}");
+    assert_eq!(replica.series_id(&SeriesKey::new("b")), None);
+    drop(replica);
+    assert_eq!(database_contents(directory.path()), before);
+
+    // The true segments still fit.
+    let mut replica = Replica::open(directory.path()).unwrap();
+    apply_at(&mut replica, &segments[2]);
+    apply_at(&mut replica, &segments[3]);
+    assert!(replica.gaps().is_empty());
+}
+
+#[test]
+fn reopening_keeps_the_catalog_ids_trackers_beacons_and_points() {
+    let directory = tempfile::tempdir().unwrap();
+    let segments = plant_segments(6, 200);
+    let (announcement, raw) = beacon(1, 9, T0);
+    let (series, streams, gaps, counters, points) = {
+        let mut replica = Replica::open(directory.path()).unwrap();
+        for index in [0, 1, 3] {
+            apply_at(&mut replica, &segments[index]);
+        }
+        replica.record_beacon(&announcement, &raw, T0).unwrap();
+        (replica.series_list(), replica.streams(), replica.gaps(), replica.counters(), all_points(&replica))
+    };
+    let mut replica = Replica::open(directory.path()).unwrap();
+    assert_eq!(replica.series_list(), series);
+    assert_eq!(replica.streams(), streams);
+    assert_eq!(replica.gaps(), gaps);
+    assert_eq!(gaps, vec![gap(1, 3, 3), gap(1, 5, 9)]);
+    assert_eq!(replica.counters(), counters);
+    assert_eq!(counters.segments_applied, 3);
+    assert_eq!(all_points(&replica), points);
+
+    // New series continue the numbering; known ones keep their ids.
+    let mut chain = Chain::new(SENDER, 3);
+    let known = Record { series: series[0].key.clone(), ..record("", T0, 1.0) };
+    apply_at(&mut replica, &chain.seal(&[record("brand/new", T0, 1.0), known]));
+    assert_eq!(replica.series_id(&SeriesKey::new("brand/new")), Some(series.len() as u32));
+    assert_eq!(replica.series_id(&series[0].key), Some(0));
+    assert_eq!(apply_at(&mut replica, &segments[3]), ApplyOutcome::AlreadyApplied);
+}
+
+#[test]
+fn a_reader_beside_the_writer_sees_what_was_applied() {
+    let directory = tempfile::tempdir().unwrap();
+    let segments = plant_segments(4, 250);
+    let mut writer = Replica::open(directory.path()).unwrap();
+    apply_at(&mut writer, &segments[0]);
+
+    // Only in the write-ahead log and memtable so far.
+    let mut reader = Replica::open_read_only(directory.path()).unwrap();
+    assert!(reader.is_read_only());
+    assert_eq!(reader.series_list(), writer.series_list());
+    assert_eq!(all_points(&reader), all_points(&writer));
+    assert_eq!(reader.segment_bytes(SENDER, 1, 1).unwrap(), Some(segments[0].0.to_bytes()));
+
+    apply_at(&mut writer, &segments[1]);
+    writer.flush().unwrap();
+    apply_at(&mut writer, &segments[2]);
+    reader.catch_up().unwrap();
+    assert_eq!(reader.counters().segments_applied, 3);
+    assert_eq!(all_points(&reader), all_points(&writer));
+    assert_eq!(reader.streams(), writer.streams());
+
+    let refused = reader.apply(&segments[3].0, &segments[3].1, T0);
+    assert!(matches!(refused, Err(ReplicaError::ReadOnly { .. })));
+}
+
+#[test]
+fn the_audit_log_keeps_every_sealed_segment_in_order() {
+    let directory = tempfile::tempdir().unwrap();
+    let segments = plant_segments(5, 100);
+    let mut replica = Replica::open(directory.path()).unwrap();
+    for index in [4, 0, 2, 1, 3] {
+        apply_at(&mut replica, &segments[index]);
+    }
+    let stored: Vec<_> = replica.segments(SegmentKey::FIRST).collect::<Result<_, _>>().unwrap();
+    assert_eq!(stored.iter().map(|s| s.key.sequence).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+    for (stored, (segment, _)) in stored.iter().zip(&segments) {
+        assert_eq!(stored.sealed, segment.to_bytes());
+        assert_eq!(stored.applied_at_ns, T0 + 1_000 * SECOND);
+    }
+    assert_eq!(replica.segments_of_stream(SENDER, 1).count(), 5);
+    assert_eq!(replica.segments_of_stream(SENDER, 2).count(), 0);
+    assert_eq!(replica.segment_bytes(SENDER, 1, 6).unwrap(), None);
+}
+
+#[test]
+fn a_replica_of_another_layout_version_is_refused_with_both_versions_named() {
+    let directory = tempfile::tempdir().unwrap();
+    drop(Replica::open(directory.path()).unwrap());
+    {
+        let names = ["points", "series", "segments", "meta"];
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), directory.path(), names).unwrap();
+        db.put_cf(db.cf_handle("meta").unwrap(), b"V", 2u32.to_be_bytes()).unwrap();
+    }
+    let message = Replica::open(directory.path()).unwrap_err().to_string();
+    assert!(message.contains("written by layout version 2; this build reads version 1"), "{message}");
+    assert!(message.contains(&directory.path().display().to_string()), "{message}");
+    assert!(Replica::open_read_only(directory.path()).is_err());
+}
+
+#[test]
+fn another_rocksdb_database_is_not_taken_over() {
+    let directory = tempfile::tempdir().unwrap();
+    {
+        let mut options = rocksdb::Options::default();
+        options.create_if_missing(true);
+        let db = rocksdb::DB::open(&options, directory.path()).unwrap();
+        db.put(b"someone", b"else").unwrap();
+    }
+    let error = Replica::open(directory.path()).unwrap_err();
+    assert!(matches!(error, ReplicaError::NotAReplica { .. }), "{error}");
+    let missing = Replica::open_read_only(&directory.path().join("nothing-here")).unwrap_err();
+    assert!(matches!(missing, ReplicaError::NotFound { .. }), "{missing}");
+}

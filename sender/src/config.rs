@@ -1,0 +1,322 @@
+//! diode-sender's TOML configuration: every setting, its default and its limits.
+//!
+//! Unknown keys are errors (a misspelt setting must not be silently ignored on a plant network),
+//! and every value is checked against its bounds before anything starts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SenderConfig {
+    /// Names this sender in every segment and datagram; unique per receiver.
+    pub sender_id: u64,
+    /// Where the spool and the sealed-segment log live.
+    pub data_dir: PathBuf,
+    pub keys: KeysConfig,
+    pub link: LinkConfig,
+    #[serde(default)]
+    pub segments: SegmentConfig,
+    #[serde(default)]
+    pub spool: SpoolConfig,
+    #[serde(default)]
+    pub carousel: CarouselConfig,
+    #[serde(default)]
+    pub simulator: SimulatorConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    pub signing_key: PathBuf,
+    pub link_key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkConfig {
+    /// The receiver's address. Datagrams go there and nothing ever comes back.
+    pub destination: SocketAddr,
+    /// Local address to send from; the default lets the kernel choose.
+    #[serde(default = "default_bind")]
+    pub bind: SocketAddr,
+    /// Link MTU in bytes (IP header included).
+    #[serde(default = "default_mtu")]
+    pub mtu: usize,
+    /// Paced rate, counting every byte the link carries (IP and UDP headers included).
+    #[serde(default = "default_rate")]
+    pub rate_mbit_s: f64,
+    /// Repair symbols as a fraction of original symbols (0.2 = 20 %).
+    #[serde(default = "default_overhead")]
+    pub repair_overhead: f64,
+    /// Repair symbols every segment gets at least, however small.
+    #[serde(default = "default_min_repair")]
+    pub min_repair_symbols: u16,
+    /// Segments whose symbols are interleaved, so a burst of loss spreads over several.
+    #[serde(default = "default_interleave")]
+    pub interleave_segments: usize,
+    /// Send every segment's repair symbols a second time after this delay; 0 turns it off.
+    #[serde(default)]
+    pub repeat_repair_after_ms: u64,
+    /// Seconds between signed beacons.
+    #[serde(default = "default_beacon_interval")]
+    pub beacon_interval_ms: u64,
+    /// Kernel send buffer in bytes.
+    #[serde(default = "default_send_buffer")]
+    pub send_buffer_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentConfig {
+    /// Seal when this many records are waiting.
+    pub max_records: usize,
+    /// Seal when the oldest waiting record has waited this long.
+    pub max_age_ms: u64,
+    pub zstd_level: i32,
+    /// How much of the sealed-segment log is kept for carousel and resend, in MiB.
+    pub retention_mib: u64,
+    /// Sealed but unsent bytes at which sealing pauses (and the spool starts to fill).
+    pub max_unsent_mib: u64,
+}
+
+impl Default for SegmentConfig {
+    fn default() -> Self {
+        Self { max_records: 50_000, max_age_ms: 250, zstd_level: 3, retention_mib: 1024, max_unsent_mib: 256 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncPolicy {
+    /// fsync before every acknowledgement: nothing acknowledged is ever lost.
+    Always,
+    /// Leave flushing to the kernel: a power cut may lose acknowledged records (a process crash
+    /// does not, since the data is in the page cache).
+    Never,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Records accepted but not yet sealed may take this much disk before sources get "full".
+    pub max_mib: u64,
+    pub fsync: FsyncPolicy,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self { max_mib: 1024, fsync: FsyncPolicy::Always }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CarouselConfig {
+    pub enabled: bool,
+    /// Re-send the most recent this-many segments, oldest first, round and round.
+    pub window_segments: u64,
+    /// Share of the link rate the carousel may use.
+    pub rate_fraction: f64,
+}
+
+impl Default for CarouselConfig {
+    fn default() -> Self {
+        Self { enabled: true, window_segments: 2_000, rate_fraction: 0.1 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatorConfig {
+    pub enabled: bool,
+    pub series: usize,
+    pub rate_hz: f64,
+    pub seed: u64,
+    /// Stop after this many records (0: run until stopped). Used by demos and tests.
+    #[serde(default)]
+    pub max_records: u64,
+}
+
+impl Default for SimulatorConfig {
+    fn default() -> Self {
+        Self { enabled: false, series: 1_000, rate_hz: 1.0, seed: 1, max_records: 0 }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where Prometheus scrapes `/metrics`; unset: no metrics listener.
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+fn default_bind() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 0))
+}
+fn default_mtu() -> usize {
+    1500
+}
+fn default_rate() -> f64 {
+    100.0
+}
+fn default_overhead() -> f64 {
+    0.2
+}
+fn default_min_repair() -> u16 {
+    2
+}
+fn default_interleave() -> usize {
+    8
+}
+fn default_beacon_interval() -> u64 {
+    1_000
+}
+fn default_send_buffer() -> usize {
+    4 * 1024 * 1024
+}
+
+impl SenderConfig {
+    /// Reads, parses and checks a config file; the error names the file and the problem.
+    pub fn load(path: &Path) -> anyhow::Result<SenderConfig> {
+        use anyhow::Context;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let mut config: SenderConfig =
+            toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))?;
+        config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        config.check().with_context(|| format!("config file {} is not valid", path.display()))?;
+        Ok(config)
+    }
+
+    /// Relative paths in a config file are relative to the file, not to the working directory.
+    fn resolve_paths(&mut self, base: &Path) {
+        for path in [&mut self.data_dir, &mut self.keys.signing_key, &mut self.keys.link_key] {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
+    }
+
+    pub fn check(&self) -> anyhow::Result<()> {
+        use anyhow::ensure;
+        let link = &self.link;
+        ensure!((576..=65_535).contains(&link.mtu), "link.mtu = {} is outside 576..=65535", link.mtu);
+        ensure!(
+            link.rate_mbit_s > 0.0 && link.rate_mbit_s <= 100_000.0,
+            "link.rate_mbit_s = {} must be above 0 and at most 100000",
+            link.rate_mbit_s
+        );
+        ensure!(
+            (0.0..=4.0).contains(&link.repair_overhead),
+            "link.repair_overhead = {} must be between 0.0 and 4.0 (0.2 means 20 %)",
+            link.repair_overhead
+        );
+        ensure!(
+            (1..=64).contains(&link.interleave_segments),
+            "link.interleave_segments = {} must be between 1 and 64",
+            link.interleave_segments
+        );
+        ensure!(link.beacon_interval_ms >= 100, "link.beacon_interval_ms must be at least 100");
+        let segments = &self.segments;
+        ensure!(
+            (1..=1_000_000).contains(&segments.max_records),
+            "segments.max_records = {} must be between 1 and 1000000",
+            segments.max_records
+        );
+        ensure!(
+            (1..=60_000).contains(&segments.max_age_ms),
+            "segments.max_age_ms = {} must be between 1 and 60000",
+            segments.max_age_ms
+        );
+        ensure!((1..=19).contains(&segments.zstd_level), "segments.zstd_level must be between 1 and 19");
+        ensure!(segments.retention_mib >= 1, "segments.retention_mib must be at least 1");
+        ensure!(segments.max_unsent_mib >= 1, "segments.max_unsent_mib must be at least 1");
+        ensure!(self.spool.max_mib >= 1, "spool.max_mib must be at least 1");
+        let carousel = &self.carousel;
+        ensure!(
+            (0.0..=0.9).contains(&carousel.rate_fraction),
+            "carousel.rate_fraction = {} must be between 0.0 and 0.9",
+            carousel.rate_fraction
+        );
+        let simulator = &self.simulator;
+        ensure!(
+            !simulator.enabled || (1..=1_000_000).contains(&simulator.series),
+            "simulator.series = {} must be between 1 and 1000000",
+            simulator.series
+        );
+        ensure!(
+            !simulator.enabled || (simulator.rate_hz > 0.0 && simulator.rate_hz <= 10_000.0),
+            "simulator.rate_hz = {} must be above 0 and at most 10000",
+            simulator.rate_hz
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        sender_id = 1
+        data_dir = "state"
+        [keys]
+        signing_key = "keys/signing.key"
+        link_key = "keys/link.key"
+        [link]
+        destination = "127.0.0.1:7400"
+    "#;
+
+    #[test]
+    fn a_minimal_config_takes_the_documented_defaults() {
+        let config: SenderConfig = toml::from_str(MINIMAL).unwrap();
+        config.check().unwrap();
+        assert_eq!(config.link.mtu, 1500);
+        assert_eq!(config.segments.max_age_ms, 250);
+        assert_eq!(config.spool.fsync, FsyncPolicy::Always);
+    }
+
+    #[test]
+    fn a_misspelt_setting_is_an_error_naming_it() {
+        let text = MINIMAL.replace("[link]", "[link]\nrate_mbits = 5");
+        let error = toml::from_str::<SenderConfig>(&text).unwrap_err().to_string();
+        assert!(error.contains("rate_mbits"), "{error}");
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_setting_and_the_bounds() {
+        let mut config: SenderConfig = toml::from_str(MINIMAL).unwrap();
+        config.link.mtu = 100;
+        let error = config.check().unwrap_err().to_string();
+        assert!(error.contains("link.mtu = 100"), "{error}");
+    }
+
+    #[test]
+    fn relative_paths_are_taken_from_the_config_file_location() {
+        let mut config: SenderConfig = toml::from_str(MINIMAL).unwrap();
+        config.resolve_paths(Path::new("/etc/diode"));
+        assert_eq!(config.keys.link_key, Path::new("/etc/diode/keys/link.key"));
+    }
+}

@@ -1,0 +1,346 @@
+//! An append-only, checksummed log of frames in rotating files: the storage under both the spool
+//! and the sealed-segment log.
+//!
+//! A frame is `length u32 LE ‖ id u64 LE ‖ check (first 8 bytes of blake3(id ‖ content)) ‖ content`.
+//! Ids grow strictly. Files are named by the id of their first frame, so whole files can be dropped
+//! once everything in them is no longer needed. On open, a torn or corrupt tail (a crash during an
+//! append) is cut off: such a frame was never acknowledged, because appends are acknowledged only
+//! after they return.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+const FRAME_HEADER_BYTES: usize = 4 + 8 + 8;
+/// Largest frame content accepted; a larger length on disk means corruption.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+const FILE_PREFIX: &str = "log-";
+const FILE_SUFFIX: &str = ".frames";
+
+/// Where a frame lives, for reading it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameLocation {
+    pub file_first_id: u64,
+    pub offset: u64,
+    pub content_bytes: u32,
+}
+
+/// One recovered frame, in id order.
+pub struct RecoveredFrame {
+    pub id: u64,
+    pub location: FrameLocation,
+    pub content: Vec<u8>,
+}
+
+pub struct FramedLog {
+    dir: PathBuf,
+    max_file_bytes: u64,
+    current: Option<(u64, File, u64)>,
+    last_id: Option<u64>,
+    /// (first id, size in bytes) of every file, oldest first.
+    files: Vec<(u64, u64)>,
+}
+
+impl FramedLog {
+    /// Opens (creating if needed) the log in `dir`, calling `visit` for every intact frame in order
+    /// and cutting off a damaged tail.
+    pub fn open(dir: &Path, max_file_bytes: u64, mut visit: impl FnMut(RecoveredFrame)) -> io::Result<FramedLog> {
+        fs::create_dir_all(dir)?;
+        let mut first_ids = list_files(dir)?;
+        first_ids.sort_unstable();
+        let mut log = FramedLog { dir: dir.to_owned(), max_file_bytes, current: None, last_id: None, files: Vec::new() };
+        for (index, first_id) in first_ids.iter().copied().enumerate() {
+            let path = log.path_of(first_id);
+            let intact_bytes = log.recover_file(first_id, &mut visit)?;
+            let file_bytes = fs::metadata(&path)?.len();
+            if intact_bytes < file_bytes {
+                tracing::warn!(
+                    file = %path.display(), intact_bytes, file_bytes,
+                    "cutting a damaged tail off the log (an append interrupted by a crash)"
+                );
+                OpenOptions::new().write(true).open(&path)?.set_len(intact_bytes)?;
+                // Later files cannot be trusted to follow on from a damaged one.
+                for later in &first_ids[index + 1..] {
+                    tracing::warn!(file = %log.path_of(*later).display(), "removing a log file that follows a damaged one");
+                    fs::remove_file(log.path_of(*later))?;
+                }
+                log.files.push((first_id, intact_bytes));
+                break;
+            }
+            log.files.push((first_id, file_bytes));
+        }
+        Ok(log)
+    }
+
+    fn recover_file(&mut self, first_id: u64, visit: &mut impl FnMut(RecoveredFrame)) -> io::Result<u64> {
+        let mut reader = BufReader::new(File::open(self.path_of(first_id))?);
+        let mut offset = 0u64;
+        loop {
+            match read_frame(&mut reader)? {
+                Some((id, content)) if self.last_id.is_none_or(|last| id > last) => {
+                    let location = FrameLocation { file_first_id: first_id, offset, content_bytes: content.len() as u32 };
+                    offset += (FRAME_HEADER_BYTES + content.len()) as u64;
+                    self.last_id = Some(id);
+                    visit(RecoveredFrame { id, location, content });
+                }
+                _ => return Ok(offset),
+            }
+        }
+    }
+
+    fn path_of(&self, first_id: u64) -> PathBuf {
+        self.dir.join(format!("{FILE_PREFIX}{first_id:020}{FILE_SUFFIX}"))
+    }
+
+    pub fn last_id(&self) -> Option<u64> {
+        self.last_id
+    }
+
+    /// Total bytes on disk.
+    pub fn size_bytes(&self) -> u64 {
+        self.files.iter().map(|(_, size)| size).sum()
+    }
+
+    /// Appends a frame; `id` must exceed every id before it. With `sync`, the frame is on stable
+    /// storage when this returns.
+    pub fn append(&mut self, id: u64, content: &[u8], sync: bool) -> io::Result<FrameLocation> {
+        assert!(self.last_id.is_none_or(|last| id > last), "frame ids must grow: {id} after {:?}", self.last_id);
+        assert!(content.len() <= MAX_FRAME_BYTES, "frame of {} bytes exceeds the limit", content.len());
+        let rotate = match &self.current {
+            Some((_, _, size)) => *size >= self.max_file_bytes,
+            None => true,
+        };
+        if rotate {
+            self.start_file(id)?;
+        }
+        let (first_id, file, size) = self.current.as_mut().expect("a current file after rotation");
+        let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + content.len());
+        frame.extend_from_slice(&(content.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&id.to_le_bytes());
+        frame.extend_from_slice(&check(id, content));
+        frame.extend_from_slice(content);
+        file.write_all(&frame)?;
+        if sync {
+            file.sync_data()?;
+        }
+        let location = FrameLocation { file_first_id: *first_id, offset: *size, content_bytes: content.len() as u32 };
+        *size += frame.len() as u64;
+        let first_id = *first_id;
+        if let Some(entry) = self.files.iter_mut().rev().find(|(id, _)| *id == first_id) {
+            entry.1 += frame.len() as u64;
+        }
+        self.last_id = Some(id);
+        Ok(location)
+    }
+
+    fn start_file(&mut self, first_id: u64) -> io::Result<()> {
+        if let Some((_, file, _)) = self.current.take() {
+            file.sync_all()?;
+        }
+        let path = self.path_of(first_id);
+        let file = OpenOptions::new().create_new(true).append(true).open(&path)?;
+        // Make the new file's name durable too.
+        File::open(&self.dir)?.sync_all()?;
+        self.files.push((first_id, 0));
+        self.current = Some((first_id, file, 0));
+        Ok(())
+    }
+
+    /// Reads one frame's content back and checks it.
+    pub fn read(&self, location: FrameLocation) -> io::Result<Vec<u8>> {
+        read_at(&self.dir, location)
+    }
+
+    /// Removes whole files all of whose frames have ids `< keep_from_id`, except the one being
+    /// written. Returns the bytes freed.
+    pub fn drop_before(&mut self, keep_from_id: u64) -> io::Result<u64> {
+        let current_first = self.current.as_ref().map(|(id, _, _)| *id);
+        let mut freed = 0;
+        while self.files.len() >= 2 && self.files[1].0 <= keep_from_id {
+            let (first_id, size) = self.files[0];
+            if Some(first_id) == current_first {
+                break;
+            }
+            fs::remove_file(self.path_of(first_id))?;
+            self.files.remove(0);
+            freed += size;
+        }
+        Ok(freed)
+    }
+
+    /// Id of the first frame of every file, oldest first, with its size.
+    pub fn files(&self) -> &[(u64, u64)] {
+        &self.files
+    }
+}
+
+/// Visits every intact frame of a log without changing anything, for readers in other
+/// processes (such as `resend`) while the owner may be appending. Stops at the first damaged
+/// frame of each file, which may be an append in progress.
+pub fn scan(dir: &Path, mut visit: impl FnMut(RecoveredFrame)) -> io::Result<()> {
+    let mut first_ids = list_files(dir)?;
+    first_ids.sort_unstable();
+    for first_id in first_ids {
+        let path = dir.join(format!("{FILE_PREFIX}{first_id:020}{FILE_SUFFIX}"));
+        let mut reader = BufReader::new(File::open(path)?);
+        let mut offset = 0u64;
+        while let Some((id, content)) = read_frame(&mut reader)? {
+            let location = FrameLocation { file_first_id: first_id, offset, content_bytes: content.len() as u32 };
+            offset += (FRAME_HEADER_BYTES + content.len()) as u64;
+            visit(RecoveredFrame { id, location, content });
+        }
+    }
+    Ok(())
+}
+
+/// Reads a frame from a log directory without opening the log (for readers in other threads or
+/// processes, such as `resend`).
+pub fn read_at(dir: &Path, location: FrameLocation) -> io::Result<Vec<u8>> {
+    let path = dir.join(format!("{FILE_PREFIX}{:020}{FILE_SUFFIX}", location.file_first_id));
+    let mut file = File::open(&path)?;
+    file.seek(SeekFrom::Start(location.offset))?;
+    match read_frame(&mut file)? {
+        Some((_, content)) if content.len() == location.content_bytes as usize => Ok(content),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame at {}:{} is damaged or missing", path.display(), location.offset),
+        )),
+    }
+}
+
+fn list_files(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut ids = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(id) = name.strip_prefix(FILE_PREFIX).and_then(|rest| rest.strip_suffix(FILE_SUFFIX)) {
+            if let Ok(id) = id.parse() {
+                ids.push(id);
+            }
+        }
+    }
+    Ok(ids)
+}
+
+fn check(id: u64, content: &[u8]) -> [u8; 8] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&id.to_le_bytes());
+    hasher.update(content);
+    hasher.finalize().as_bytes()[..8].try_into().expect("8 bytes")
+}
+
+/// Reads the next frame; `None` at a clean end or at a torn or corrupt frame.
+fn read_frame(reader: &mut impl Read) -> io::Result<Option<(u64, Vec<u8>)>> {
+    let mut header = [0u8; FRAME_HEADER_BYTES];
+    if !read_exact_or_eof(reader, &mut header)? {
+        return Ok(None);
+    }
+    let length = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
+    let id = u64::from_le_bytes(header[4..12].try_into().expect("8 bytes"));
+    if length > MAX_FRAME_BYTES {
+        return Ok(None);
+    }
+    let mut content = vec![0u8; length];
+    if !read_exact_or_eof(reader, &mut content)? || check(id, &content) != header[12..20] {
+        return Ok(None);
+    }
+    Ok(Some((id, content)))
+}
+
+fn read_exact_or_eof(reader: &mut impl Read, buffer: &mut [u8]) -> io::Result<bool> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match reader.read(&mut buffer[filled..]) {
+            Ok(0) => return Ok(false),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recover(dir: &Path) -> (FramedLog, Vec<(u64, Vec<u8>)>) {
+        let mut frames = Vec::new();
+        let log = FramedLog::open(dir, 100, |frame| frames.push((frame.id, frame.content))).unwrap();
+        (log, frames)
+    }
+
+    #[test]
+    fn frames_survive_reopening_in_order_across_rotated_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = recover(dir.path());
+        for id in 1..=20u64 {
+            log.append(id, &vec![id as u8; 30], true).unwrap();
+        }
+        assert!(log.files().len() > 1);
+        drop(log);
+        let (log, frames) = recover(dir.path());
+        assert_eq!(frames.len(), 20);
+        assert!(frames.iter().enumerate().all(|(i, (id, c))| *id == i as u64 + 1 && c == &vec![*id as u8; 30]));
+        assert_eq!(log.last_id(), Some(20));
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_appending_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = recover(dir.path());
+        log.append(1, b"first", true).unwrap();
+        log.append(2, b"second", true).unwrap();
+        let path = dir.path().join(format!("{FILE_PREFIX}{:020}{FILE_SUFFIX}", 1));
+        drop(log);
+        let length = fs::metadata(&path).unwrap().len();
+        OpenOptions::new().write(true).open(&path).unwrap().set_len(length - 3).unwrap();
+        let (mut log, frames) = recover(dir.path());
+        assert_eq!(frames, vec![(1, b"first".to_vec())]);
+        log.append(2, b"again", true).unwrap();
+        drop(log);
+        let (_, frames) = recover(dir.path());
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[1], (2, b"again".to_vec()));
+    }
+
+    #[test]
+    fn a_corrupted_frame_ends_recovery_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = recover(dir.path());
+        log.append(1, b"aaaa", true).unwrap();
+        let location = log.append(2, b"bbbb", true).unwrap();
+        log.append(3, b"cccc", true).unwrap();
+        drop(log);
+        let path = dir.path().join(format!("{FILE_PREFIX}{:020}{FILE_SUFFIX}", 1));
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[location.offset as usize + FRAME_HEADER_BYTES] ^= 1;
+        fs::write(&path, bytes).unwrap();
+        let (_, frames) = recover(dir.path());
+        assert_eq!(frames.len(), 1);
+    }
+
+    #[test]
+    fn frames_read_back_by_location() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = recover(dir.path());
+        let location = log.append(5, b"hello", false).unwrap();
+        assert_eq!(log.read(location).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn dropping_old_files_keeps_the_ones_still_needed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = recover(dir.path());
+        for id in 1..=20u64 {
+            log.append(id, &[0u8; 60], false).unwrap();
+        }
+        let before = log.files().len();
+        log.drop_before(10).unwrap();
+        assert!(log.files().len() < before);
+        assert!(log.files()[0].0 <= 10);
+        drop(log);
+        let (_, frames) = recover(dir.path());
+        assert!(frames.first().unwrap().0 <= 10 && frames.last().unwrap().0 == 20);
+    }
+}

@@ -1,0 +1,19 @@
+//! diode-sender: the OT appliance. Accepts historian records, keeps them durably, seals them into
+//! signed segments and sends them one way over UDP with forward error correction.
+//!
+//! Map: `config` (TOML), `keyfiles` (keygen and key loading), `framed_log` (the checksummed
+//! append-only storage), `pipeline` (spool → sealer → segment log), `schedule` (FEC, interleaving,
+//! carousel and pacing, pure), `link` (the sending thread), `run` (wiring), `resend`, `metrics`.
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod config;
+pub mod framed_log;
+pub mod keyfiles;
+pub mod link;
+pub mod logging;
+pub mod metrics;
+pub mod pipeline;
+pub mod resend;
+pub mod run;
+pub mod schedule;

@@ -1,0 +1,631 @@
+//! The sender's durable path: records are accepted into the spool, sealed into signed segments,
+//! and kept in the segment log until the link has carried them and the retention window is over.
+//!
+//! Invariants:
+//! - a record is acknowledged to its source only once its spool frame is written (and synced,
+//!   under `fsync = "always"`);
+//! - a segment is handed to the link only after it is synced in the segment log, so a restart can
+//!   never seal a different segment under a sequence that was already sent;
+//! - each segment log entry names the last spool frame it covers, so a restart re-seals exactly the
+//!   spool frames after it: nothing twice, nothing lost.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use anyhow::Context;
+use diode_common::beacon::EpochReason;
+use diode_common::codec::{self, SeriesColumns};
+use diode_common::keys::SenderKey;
+use diode_common::record::{Record, RecordError};
+use diode_common::seal::{self, ChainPosition, GENESIS_HASH, SegmentHash};
+
+use crate::config::FsyncPolicy;
+use crate::framed_log::{FrameLocation, FramedLog};
+
+const SPOOL_FILE_BYTES: u64 = 64 * 1024 * 1024;
+const SEGMENT_FILE_BYTES: u64 = 64 * 1024 * 1024;
+/// zstd level for spool frames: they are short-lived, so speed matters more than size.
+const SPOOL_ZSTD_LEVEL: i32 = 1;
+
+/// Settings of the durable path, from the config file.
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    pub sender_id: u64,
+    pub data_dir: PathBuf,
+    pub max_records: usize,
+    pub max_age_ns: i64,
+    pub zstd_level: i32,
+    pub spool_max_bytes: u64,
+    pub fsync: FsyncPolicy,
+    pub max_unsent_bytes: u64,
+    pub retention_bytes: u64,
+}
+
+/// A segment ready for the link.
+#[derive(Debug, Clone)]
+pub struct SealedEntry {
+    pub epoch: u64,
+    pub sequence: u64,
+    pub bytes: Arc<Vec<u8>>,
+    pub record_count: u32,
+}
+
+/// The identity and history of the current epoch, persisted in `data_dir/epoch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochState {
+    pub epoch: u64,
+    pub started_at_ns: i64,
+    pub reason: EpochReason,
+    pub previous_epoch: u64,
+    pub previous_last_sequence: u64,
+    pub previous_last_hash: SegmentHash,
+}
+
+/// Where sealed segments of the current epoch are, shared with the link thread and `resend`.
+#[derive(Debug, Default)]
+pub struct SegmentIndex {
+    pub entries: BTreeMap<u64, IndexEntry>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct IndexEntry {
+    pub location: FrameLocation,
+    pub size_bytes: u64,
+}
+
+/// Shared view of the pipeline's progress, read by the link thread and metrics.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub head_sequence: AtomicU64,
+    pub records_sealed: AtomicU64,
+    pub records_accepted: AtomicU64,
+    pub spooled_records: AtomicU64,
+    /// Highest sequence whose first transmission finished (set by the link thread).
+    pub sent_through: AtomicU64,
+    pub oldest_retained_sequence: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("record {index} refused: {source}")]
+    Invalid { index: usize, source: RecordError },
+    #[error("the spool is full ({used_bytes} of {limit_bytes} bytes); retry later")]
+    SpoolFull { used_bytes: u64, limit_bytes: u64 },
+    #[error("the spool cannot be written: {0}")]
+    Io(#[from] io::Error),
+}
+
+pub struct Pipeline {
+    settings: PipelineSettings,
+    key: SenderKey,
+    epoch: EpochState,
+    spool: FramedLog,
+    segments: FramedLog,
+    index: Arc<RwLock<SegmentIndex>>,
+    progress: Arc<Progress>,
+    position: ChainPosition,
+    pending: Vec<Record>,
+    /// (spool frame id, records) of every frame in `pending`, oldest first: segments end on frame
+    /// boundaries so that the spool cursor a segment records is exact.
+    pending_frames: VecDeque<(u64, usize)>,
+    pending_since_ns: Option<i64>,
+    /// Id of the last spool frame whose records are all in `pending` or sealed.
+    last_frame_id: u64,
+    /// Id of the last spool frame covered by a sealed segment.
+    sealed_frame_id: u64,
+    output: std::sync::mpsc::SyncSender<SealedEntry>,
+}
+
+impl Pipeline {
+    /// Opens or recovers the spool and the segment log, re-reading every unsealed spool frame.
+    pub fn open(
+        settings: PipelineSettings,
+        key: SenderKey,
+        now_ns: i64,
+        output: std::sync::mpsc::SyncSender<SealedEntry>,
+    ) -> anyhow::Result<Pipeline> {
+        fs::create_dir_all(&settings.data_dir)
+            .with_context(|| format!("cannot create data_dir {}", settings.data_dir.display()))?;
+        let epoch = load_or_start_epoch(&settings.data_dir, now_ns)?;
+        let segment_dir = segment_dir(&settings.data_dir, epoch.epoch);
+        let mut index = SegmentIndex::default();
+        let mut last_segment: Option<(u64, SegmentHash, u64)> = None;
+        let segments = FramedLog::open(&segment_dir, SEGMENT_FILE_BYTES, |frame| {
+            if let Some((cursor, sealed)) = split_segment_entry(&frame.content) {
+                if let Ok(segment) = seal::parse(sealed) {
+                    last_segment = Some((segment.header.sequence, segment.hash(), cursor));
+                    let size_bytes = sealed.len() as u64;
+                    index.entries.insert(segment.header.sequence, IndexEntry { location: frame.location, size_bytes });
+                }
+            }
+        })
+        .with_context(|| format!("cannot open the segment log in {}", segment_dir.display()))?;
+        let (next_sequence, previous_hash, sealed_frame_id) = match last_segment {
+            Some((sequence, hash, cursor)) => (sequence + 1, hash, cursor),
+            None => (1, GENESIS_HASH, 0),
+        };
+        let mut pending = Vec::new();
+        let mut pending_frames = VecDeque::new();
+        let spool_dir = settings.data_dir.join("spool");
+        let mut damaged_frames = 0u64;
+        let spool = FramedLog::open(&spool_dir, SPOOL_FILE_BYTES, |frame| {
+            if frame.id > sealed_frame_id {
+                match codec::decode_payload(&frame.content) {
+                    Ok(series) => {
+                        let before = pending.len();
+                        pending.extend(series.iter().flat_map(SeriesColumns::records));
+                        pending_frames.push_back((frame.id, pending.len() - before));
+                    }
+                    Err(_) => damaged_frames += 1,
+                }
+            }
+        })
+        .with_context(|| format!("cannot open the spool in {}", spool_dir.display()))?;
+        anyhow::ensure!(
+            damaged_frames == 0,
+            "{damaged_frames} spool frames in {} pass their checksum but do not decode; this build cannot read them",
+            spool_dir.display()
+        );
+        let last_frame_id = spool.last_id().unwrap_or(0).max(sealed_frame_id);
+        let progress = Arc::new(Progress::default());
+        progress.head_sequence.store(next_sequence - 1, Ordering::Relaxed);
+        progress.spooled_records.store(pending.len() as u64, Ordering::Relaxed);
+        progress
+            .oldest_retained_sequence
+            .store(index.entries.keys().next().copied().unwrap_or(next_sequence), Ordering::Relaxed);
+        if !pending.is_empty() {
+            tracing::info!(records = pending.len(), "recovered accepted records from the spool; sealing them first");
+        }
+        let position =
+            ChainPosition { sender_id: settings.sender_id, epoch: epoch.epoch, sequence: next_sequence, previous_hash };
+        let pending_since_ns = (!pending.is_empty()).then_some(now_ns);
+        Ok(Pipeline {
+            settings,
+            key,
+            epoch,
+            spool,
+            segments,
+            index: Arc::new(RwLock::new(index)),
+            progress,
+            position,
+            pending,
+            pending_frames,
+            pending_since_ns,
+            last_frame_id,
+            sealed_frame_id,
+            output,
+        })
+    }
+
+    pub fn epoch(&self) -> &EpochState {
+        &self.epoch
+    }
+
+    pub fn index(&self) -> Arc<RwLock<SegmentIndex>> {
+        Arc::clone(&self.index)
+    }
+
+    pub fn progress(&self) -> Arc<Progress> {
+        Arc::clone(&self.progress)
+    }
+
+    pub fn segment_dir(&self) -> PathBuf {
+        segment_dir(&self.settings.data_dir, self.epoch.epoch)
+    }
+
+    /// The hash of the latest sealed segment (zeros before the first).
+    pub fn head_hash(&self) -> SegmentHash {
+        self.position.previous_hash
+    }
+
+    /// Makes `records` durable in the spool; on `Ok` they will reach the link even across a crash
+    /// and `records` is left empty. On `Err` nothing was accepted and `records` is untouched.
+    pub fn submit(&mut self, records: &mut Vec<Record>, now_ns: i64) -> Result<(), SubmitError> {
+        if let Some((index, source)) = records.iter().enumerate().find_map(|(i, r)| r.validate().err().map(|e| (i, e))) {
+            return Err(SubmitError::Invalid { index, source });
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        let used_bytes = self.spool.size_bytes();
+        if used_bytes >= self.settings.spool_max_bytes {
+            return Err(SubmitError::SpoolFull { used_bytes, limit_bytes: self.settings.spool_max_bytes });
+        }
+        let sync = self.settings.fsync == FsyncPolicy::Always;
+        let chunks: Vec<&[Record]> = records.chunks(self.settings.max_records).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let content = codec::encode_payload(&codec::group_records(chunk), SPOOL_ZSTD_LEVEL);
+            // Only the last frame of a batch needs the sync: it makes every earlier one durable too.
+            let sync_this = sync && i + 1 == chunks.len();
+            self.spool.append(self.last_frame_id + 1, &content, sync_this)?;
+            self.last_frame_id += 1;
+            self.pending_frames.push_back((self.last_frame_id, chunk.len()));
+        }
+        let count = records.len() as u64;
+        self.pending.append(records);
+        self.pending_since_ns.get_or_insert(now_ns);
+        self.progress.records_accepted.fetch_add(count, Ordering::Relaxed);
+        self.progress.spooled_records.store(self.pending.len() as u64, Ordering::Relaxed);
+        while self.pending.len() >= self.settings.max_records {
+            let sealed = self.seal_pending(now_ns).map_err(|e| SubmitError::Io(io::Error::other(format!("{e:#}"))))?;
+            if !sealed {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals by age; call often (every few milliseconds).
+    pub fn tick(&mut self, now_ns: i64) -> anyhow::Result<()> {
+        let due = self.pending_since_ns.is_some_and(|since| now_ns - since >= self.settings.max_age_ns);
+        if due {
+            self.seal_pending(now_ns)?;
+        }
+        Ok(())
+    }
+
+    /// Seals everything pending now (used at shutdown and by tests).
+    pub fn flush(&mut self, now_ns: i64) -> anyhow::Result<()> {
+        while !self.pending.is_empty() {
+            if !self.seal_pending(now_ns)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn unsent_bytes(&self) -> u64 {
+        let sent_through = self.progress.sent_through.load(Ordering::Relaxed);
+        let index = self.index.read().expect("segment index lock");
+        index.entries.range(sent_through + 1..).map(|(_, entry)| entry.size_bytes).sum()
+    }
+
+    /// Seals up to `max_records` pending records. Returns false when the link's backlog is full,
+    /// in which case the records stay pending (and durable in the spool).
+    fn seal_pending(&mut self, now_ns: i64) -> anyhow::Result<bool> {
+        if self.pending.is_empty() {
+            return Ok(true);
+        }
+        if self.unsent_bytes() >= self.settings.max_unsent_bytes {
+            return Ok(false);
+        }
+        // Whole frames only, as many as fit in max_records (a frame never holds more than that).
+        let mut take = 0;
+        let mut cursor = self.sealed_frame_id;
+        while let Some(&(frame_id, count)) = self.pending_frames.front() {
+            if take > 0 && take + count > self.settings.max_records {
+                break;
+            }
+            take += count;
+            cursor = frame_id;
+            self.pending_frames.pop_front();
+        }
+        debug_assert!(take > 0 && take <= self.pending.len());
+        let records: Vec<Record> = self.pending.drain(..take).collect();
+        let segment = seal::seal(self.position, &codec::group_records(&records), self.settings.zstd_level, now_ns, &self.key);
+        let sealed = segment.to_bytes();
+        let mut entry = Vec::with_capacity(8 + sealed.len());
+        entry.extend_from_slice(&cursor.to_le_bytes());
+        entry.extend_from_slice(&sealed);
+        let sequence = self.position.sequence;
+        let location = self
+            .segments
+            .append(sequence, &entry, true)
+            .with_context(|| format!("cannot write segment {sequence} to {}", self.segment_dir().display()))?;
+        self.index
+            .write()
+            .expect("segment index lock")
+            .entries
+            .insert(sequence, IndexEntry { location, size_bytes: sealed.len() as u64 });
+        self.position.previous_hash = segment.hash();
+        self.position.sequence += 1;
+        self.sealed_frame_id = cursor;
+        self.pending_since_ns = (!self.pending.is_empty()).then_some(now_ns);
+        self.progress.head_sequence.store(sequence, Ordering::Relaxed);
+        self.progress.records_sealed.fetch_add(records.len() as u64, Ordering::Relaxed);
+        self.progress.spooled_records.store(self.pending.len() as u64, Ordering::Relaxed);
+        self.spool.drop_before(self.sealed_frame_id + 1).context("cannot remove sealed spool files")?;
+        self.enforce_retention()?;
+        let entry = SealedEntry {
+            epoch: self.epoch.epoch,
+            sequence,
+            bytes: Arc::new(sealed),
+            record_count: segment.header.record_count,
+        };
+        // The link thread may be slow; blocking here is the backpressure that fills the spool.
+        if self.output.send(entry).is_err() {
+            anyhow::bail!("the link thread has stopped");
+        }
+        Ok(true)
+    }
+
+    /// Drops the oldest segment log files beyond the retention budget, never unsent segments.
+    fn enforce_retention(&mut self) -> anyhow::Result<()> {
+        let sent_through = self.progress.sent_through.load(Ordering::Relaxed);
+        let mut excess = self.segments.size_bytes().saturating_sub(self.settings.retention_bytes);
+        let files = self.segments.files().to_vec();
+        let mut keep_from = None;
+        for window in files.windows(2) {
+            let (_, size) = window[0];
+            let next_first = window[1].0;
+            if excess == 0 || next_first > sent_through + 1 {
+                break;
+            }
+            excess = excess.saturating_sub(size);
+            keep_from = Some(next_first);
+        }
+        if let Some(keep_from) = keep_from {
+            self.segments.drop_before(keep_from).context("cannot remove old segment log files")?;
+            let mut index = self.index.write().expect("segment index lock");
+            index.entries = index.entries.split_off(&keep_from);
+            self.progress.oldest_retained_sequence.store(keep_from, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// `cursor u64 LE ‖ sealed segment`.
+pub fn split_segment_entry(content: &[u8]) -> Option<(u64, &[u8])> {
+    let cursor = u64::from_le_bytes(content.get(..8)?.try_into().ok()?);
+    Some((cursor, &content[8..]))
+}
+
+pub fn segment_dir(data_dir: &Path, epoch: u64) -> PathBuf {
+    data_dir.join("segments").join(format!("epoch-{epoch:020}"))
+}
+
+fn epoch_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("epoch")
+}
+
+/// Reads the current epoch, or starts a new one: on first start, or when the segment log of the
+/// recorded epoch has gone (the chain cannot continue without its head).
+fn load_or_start_epoch(data_dir: &Path, now_ns: i64) -> anyhow::Result<EpochState> {
+    let path = epoch_file(data_dir);
+    let previous = match fs::read_to_string(&path) {
+        Ok(text) => Some(parse_epoch(&text).with_context(|| format!("epoch file {} is damaged", path.display()))?),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    if let Some(state) = &previous {
+        if segment_dir(data_dir, state.epoch).is_dir() {
+            return Ok(state.clone());
+        }
+        tracing::warn!(epoch = state.epoch, "the segment log of the current epoch is missing; starting a new epoch");
+    }
+    let had_segments = data_dir.join("segments").is_dir();
+    let reason = if previous.is_some() || had_segments { EpochReason::SpoolLost } else { EpochReason::FirstStart };
+    start_epoch(data_dir, now_ns, reason, previous.as_ref())
+}
+
+/// `diode-sender new-epoch`: ends the current chain and starts another, by an operator's decision.
+pub fn start_epoch_after_current(data_dir: &Path, now_ns: i64) -> anyhow::Result<EpochState> {
+    let path = epoch_file(data_dir);
+    let text = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let current = parse_epoch(&text).with_context(|| format!("epoch file {} is damaged", path.display()))?;
+    start_epoch(data_dir, now_ns, EpochReason::Operator, Some(&current))
+}
+
+/// Starts a new epoch.
+pub fn start_epoch(
+    data_dir: &Path,
+    now_ns: i64,
+    reason: EpochReason,
+    previous: Option<&EpochState>,
+) -> anyhow::Result<EpochState> {
+    // Epoch numbers follow the clock (in seconds) so that a sender whose disk was replaced still
+    // starts an epoch greater than any it used before.
+    let clock_epoch = (now_ns / 1_000_000_000).max(1) as u64;
+    let epoch = previous.map_or(clock_epoch, |p| clock_epoch.max(p.epoch + 1));
+    let (previous_last_sequence, previous_last_hash) = previous
+        .map(|p| last_sealed(&segment_dir(data_dir, p.epoch)))
+        .unwrap_or((0, GENESIS_HASH));
+    let state = EpochState {
+        epoch,
+        started_at_ns: now_ns,
+        reason,
+        previous_epoch: previous.map_or(0, |p| p.epoch),
+        previous_last_sequence,
+        previous_last_hash,
+    };
+    fs::create_dir_all(segment_dir(data_dir, epoch))?;
+    let path = epoch_file(data_dir);
+    let temporary = path.with_extension("new");
+    fs::write(&temporary, format_epoch(&state)).with_context(|| format!("cannot write {}", temporary.display()))?;
+    fs::File::open(&temporary)?.sync_all()?;
+    fs::rename(&temporary, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    fs::File::open(data_dir)?.sync_all()?;
+    tracing::info!(epoch, reason = reason.label(), "started a new epoch");
+    Ok(state)
+}
+
+fn last_sealed(dir: &Path) -> (u64, SegmentHash) {
+    let mut last = (0, GENESIS_HASH);
+    if dir.is_dir() {
+        let _ = FramedLog::open(dir, SEGMENT_FILE_BYTES, |frame| {
+            if let Some(segment) = split_segment_entry(&frame.content).and_then(|(_, s)| seal::parse(s).ok()) {
+                last = (segment.header.sequence, segment.hash());
+            }
+        });
+    }
+    last
+}
+
+fn format_epoch(state: &EpochState) -> String {
+    format!(
+        "epoch = {}\nstarted_at_ns = {}\nreason = {}\nprevious_epoch = {}\nprevious_last_sequence = {}\nprevious_last_hash = {}\n",
+        state.epoch,
+        state.started_at_ns,
+        state.reason as u8,
+        state.previous_epoch,
+        state.previous_last_sequence,
+        diode_common::keys::encode_hex(&state.previous_last_hash),
+    )
+}
+
+fn parse_epoch(text: &str) -> anyhow::Result<EpochState> {
+    let field = |name: &str| -> anyhow::Result<&str> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.trim_start().strip_prefix('=')))
+            .map(str::trim)
+            .with_context(|| format!("missing {name}"))
+    };
+    let reason = match field("reason")?.parse::<u8>()? {
+        1 => EpochReason::FirstStart,
+        2 => EpochReason::SpoolLost,
+        3 => EpochReason::Operator,
+        _ => EpochReason::Continuing,
+    };
+    let hash = diode_common::keys::decode_hex(field("previous_last_hash")?)
+        .and_then(|bytes| bytes.try_into().ok())
+        .context("previous_last_hash is not 64 hexadecimal digits")?;
+    Ok(EpochState {
+        epoch: field("epoch")?.parse()?,
+        started_at_ns: field("started_at_ns")?.parse()?,
+        reason,
+        previous_epoch: field("previous_epoch")?.parse()?,
+        previous_last_sequence: field("previous_last_sequence")?.parse()?,
+        previous_last_hash: hash,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diode_common::keys::TrustedKeys;
+    use diode_common::record::{Quality, SeriesKey, Value};
+    use std::sync::mpsc::{Receiver, sync_channel};
+
+    fn settings(dir: &Path) -> PipelineSettings {
+        PipelineSettings {
+            sender_id: 9,
+            data_dir: dir.to_owned(),
+            max_records: 100,
+            max_age_ns: 1_000,
+            zstd_level: 3,
+            spool_max_bytes: 1 << 20,
+            fsync: FsyncPolicy::Always,
+            max_unsent_bytes: 1 << 30,
+            retention_bytes: 1 << 30,
+        }
+    }
+
+    fn records(from: i64, count: i64) -> Vec<Record> {
+        (from..from + count)
+            .map(|i| Record {
+                series: SeriesKey::new(format!("plant/s{}", i % 7)),
+                timestamp_ns: 1_700_000_000_000_000_000 + i,
+                value: Value::I64(i),
+                quality: Quality::GOOD,
+            })
+            .collect()
+    }
+
+    fn open(dir: &Path) -> (Pipeline, Receiver<SealedEntry>) {
+        let (tx, rx) = sync_channel(1_000);
+        let pipeline = Pipeline::open(settings(dir), SenderKey::from_seed([1; 32]), 1_700_000_000_000_000_000, tx).unwrap();
+        (pipeline, rx)
+    }
+
+    fn sealed_values(rx: &Receiver<SealedEntry>) -> Vec<(u64, Vec<i64>)> {
+        let trusted = TrustedKeys::single(SenderKey::from_seed([1; 32]).public_key());
+        rx.try_iter()
+            .map(|entry| {
+                let (segment, series) = seal::open_records(&entry.bytes, &trusted).unwrap();
+                let mut values: Vec<i64> = series
+                    .iter()
+                    .flat_map(|s| s.records().map(|r| match r.value {
+                        Value::I64(v) => v,
+                        _ => unreachable!(),
+                    }))
+                    .collect();
+                values.sort();
+                (segment.header.sequence, values)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn segments_end_on_spool_frame_boundaries_and_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut pipeline, rx) = open(dir.path());
+        for batch in 0..5 {
+            pipeline.submit(&mut records(batch * 60, 60), 0).unwrap();
+        }
+        pipeline.flush(0).unwrap();
+        let sealed = sealed_values(&rx);
+        assert_eq!(sealed.iter().map(|(_, v)| v.len()).collect::<Vec<_>>(), vec![60, 60, 60, 60, 60]);
+        assert_eq!(sealed.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn a_restart_reseals_exactly_the_unsealed_spool_and_continues_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let head_hash;
+        {
+            let (mut pipeline, rx) = open(dir.path());
+            pipeline.submit(&mut records(0, 100), 0).unwrap(); // sealed at once: max_records
+            pipeline.submit(&mut records(100, 30), 0).unwrap(); // accepted, not sealed: then a crash
+            assert_eq!(sealed_values(&rx).len(), 1);
+            head_hash = pipeline.head_hash();
+        }
+        let (mut pipeline, rx) = open(dir.path());
+        assert_eq!(pipeline.head_hash(), head_hash);
+        pipeline.flush(0).unwrap();
+        let sealed = sealed_values(&rx);
+        assert_eq!(sealed, vec![(2, (100..130).collect())]);
+        let trusted = TrustedKeys::single(SenderKey::from_seed([1; 32]).public_key());
+        let index = pipeline.index();
+        let location = index.read().unwrap().entries[&2].location;
+        let content = crate::framed_log::read_at(&pipeline.segment_dir(), location).unwrap();
+        let (_, bytes) = split_segment_entry(&content).unwrap();
+        assert_eq!(seal::open(bytes, &trusted).unwrap().header.previous_hash, head_hash);
+    }
+
+    #[test]
+    fn a_full_spool_refuses_new_records_and_keeps_the_accepted_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = sync_channel(1_000);
+        let mut tight = settings(dir.path());
+        tight.spool_max_bytes = 1;
+        tight.max_unsent_bytes = 1; // the link never drains in this test, so nothing seals twice
+        let mut pipeline = Pipeline::open(tight, SenderKey::from_seed([1; 32]), 0, tx).unwrap();
+        pipeline.submit(&mut records(0, 10), 0).unwrap();
+        let mut refused = records(10, 10);
+        let error = pipeline.submit(&mut refused, 0).unwrap_err();
+        assert!(matches!(error, SubmitError::SpoolFull { .. }), "{error}");
+        assert_eq!(refused.len(), 10, "refused records are handed back untouched");
+        pipeline.flush(0).unwrap();
+        assert_eq!(sealed_values(&rx), vec![(1, (0..10).collect())]);
+    }
+
+    #[test]
+    fn invalid_records_are_refused_with_their_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut pipeline, _rx) = open(dir.path());
+        let mut batch = records(0, 3);
+        batch[2].value = Value::F64(f64::NAN);
+        let error = pipeline.submit(&mut batch, 0).unwrap_err().to_string();
+        assert!(error.contains("record 2"), "{error}");
+    }
+
+    #[test]
+    fn a_lost_segment_log_starts_a_new_epoch_that_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let first_epoch = {
+            let (mut pipeline, _rx) = open(dir.path());
+            pipeline.submit(&mut records(0, 100), 0).unwrap();
+            assert_eq!(pipeline.epoch().reason, EpochReason::FirstStart);
+            pipeline.epoch().epoch
+        };
+        fs::remove_dir_all(dir.path().join("segments")).unwrap();
+        let (pipeline, _rx) = open(dir.path());
+        assert_eq!(pipeline.epoch().reason, EpochReason::SpoolLost);
+        assert!(pipeline.epoch().epoch > first_epoch);
+        assert_eq!(pipeline.epoch().previous_epoch, first_epoch);
+    }
+}

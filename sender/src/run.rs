@@ -1,0 +1,284 @@
+//! `diode-sender run`: wires the sources, the durable pipeline, the link thread and the metrics
+//! endpoint together, and shuts them down in order so nothing accepted is left behind.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use anyhow::Context;
+use diode_common::packet;
+use diode_common::plant::{PlantConfig, PlantSimulator};
+
+use crate::clock::now_ns;
+use crate::config::SenderConfig;
+use crate::keyfiles;
+use crate::link::{self, LinkContext, LinkCounters, LinkSettings};
+use crate::metrics::{self, SenderMetrics};
+use crate::pipeline::{Pipeline, PipelineSettings, SubmitError};
+use crate::schedule::CodingSettings;
+
+/// How `run` ends.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Exit once the simulator has produced `simulator.max_records` and all of it is sent.
+    pub exit_when_done: bool,
+    /// With `exit_when_done`: keep beacons and the carousel going this long before exiting.
+    pub linger_ms: u64,
+}
+
+const MIB: u64 = 1024 * 1024;
+/// How often the sealer checks segment age.
+const TICK: Duration = Duration::from_millis(5);
+/// How often the simulator produces a batch.
+const SIMULATOR_STEP_NS: i64 = 10_000_000;
+
+pub fn pipeline_settings(config: &SenderConfig) -> PipelineSettings {
+    PipelineSettings {
+        sender_id: config.sender_id,
+        data_dir: config.data_dir.clone(),
+        max_records: config.segments.max_records,
+        max_age_ns: config.segments.max_age_ms as i64 * 1_000_000,
+        zstd_level: config.segments.zstd_level,
+        spool_max_bytes: config.spool.max_mib * MIB,
+        fsync: config.spool.fsync,
+        max_unsent_bytes: config.segments.max_unsent_mib * MIB,
+        retention_bytes: config.segments.retention_mib * MIB,
+    }
+}
+
+pub fn coding_settings(config: &SenderConfig) -> anyhow::Result<CodingSettings> {
+    let symbol_size = packet::max_symbol_size(config.link.mtu)
+        .with_context(|| format!("link.mtu = {} leaves no room for a symbol", config.link.mtu))?;
+    Ok(CodingSettings {
+        sender_id: config.sender_id,
+        symbol_size,
+        repair_overhead: config.link.repair_overhead,
+        min_repair: config.link.min_repair_symbols,
+        interleave_segments: config.link.interleave_segments,
+        repeat_repair_after_ns: (config.link.repeat_repair_after_ms > 0)
+            .then_some(config.link.repeat_repair_after_ms as i64 * 1_000_000),
+    })
+}
+
+pub fn rate_bytes_per_s(config: &SenderConfig) -> f64 {
+    config.link.rate_mbit_s * 1e6 / 8.0
+}
+
+pub fn run(config: SenderConfig, options: RunOptions) -> anyhow::Result<()> {
+    let key = keyfiles::load_signing_key(&config.keys.signing_key)?;
+    let link_key = keyfiles::load_link_key(&config.keys.link_key)?;
+    let (segment_tx, segment_rx) = std::sync::mpsc::sync_channel(64);
+    let pipeline = Pipeline::open(pipeline_settings(&config), key.clone(), now_ns(), segment_tx)?;
+    let epoch = pipeline.epoch().clone();
+    tracing::info!(
+        sender_id = config.sender_id, epoch = epoch.epoch, key_id = %key.key_id(),
+        destination = %config.link.destination, rate_mbit_s = config.link.rate_mbit_s,
+        "diode-sender starting"
+    );
+    let progress = pipeline.progress();
+    let counters = Arc::new(LinkCounters::default());
+    let stop_link = Arc::new(AtomicBool::new(false));
+    let link_context = LinkContext {
+        settings: LinkSettings {
+            destination: config.link.destination,
+            bind: config.link.bind,
+            send_buffer_bytes: config.link.send_buffer_bytes,
+            rate_bytes_per_s: rate_bytes_per_s(&config),
+            coding: coding_settings(&config)?,
+            carousel_window_segments: config.carousel.window_segments.max(1),
+            carousel_rate_bytes_per_s: config
+                .carousel
+                .enabled
+                .then_some(rate_bytes_per_s(&config) * config.carousel.rate_fraction),
+            beacon_interval_ns: config.link.beacon_interval_ms as i64 * 1_000_000,
+            data_dir: config.data_dir.clone(),
+        },
+        key: Arc::new(key),
+        link_key,
+        epoch: epoch.clone(),
+        segment_dir: pipeline.segment_dir(),
+        index: pipeline.index(),
+        progress: Arc::clone(&progress),
+        counters: Arc::clone(&counters),
+        stop: Arc::clone(&stop_link),
+    };
+    link::open_socket(&link_context.settings)?;
+    let link_thread = thread::Builder::new()
+        .name("link".into())
+        .spawn(move || link::run(link_context, segment_rx))
+        .context("cannot start the link thread")?;
+
+    let pipeline = Arc::new(Mutex::new(pipeline));
+    let stop_sources = Arc::new(AtomicBool::new(false));
+    let source_done = Arc::new(AtomicBool::new(false));
+    let ticker = spawn_ticker(Arc::clone(&pipeline), Arc::clone(&stop_sources))?;
+    let simulator = if config.simulator.enabled {
+        Some(spawn_simulator(&config, Arc::clone(&pipeline), Arc::clone(&stop_sources), Arc::clone(&source_done))?)
+    } else {
+        source_done.store(true, Ordering::Relaxed);
+        None
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let metrics = Arc::new(SenderMetrics { sender_id: config.sender_id, epoch: epoch.epoch, progress: Arc::clone(&progress), link: Arc::clone(&counters) });
+    runtime.block_on(async {
+        if let Some(listen) = config.metrics.listen {
+            let metrics = Arc::clone(&metrics);
+            tokio::spawn(async move {
+                if let Err(error) = metrics::serve(listen, metrics).await {
+                    tracing::error!("{error:#}");
+                }
+            });
+        }
+        wait_for_end(options, &source_done).await;
+    });
+
+    // Orderly shutdown: stop sources, seal what is pending, let the link drain, then exit.
+    stop_sources.store(true, Ordering::Relaxed);
+    if let Some(simulator) = simulator {
+        simulator.join().map_err(|_| anyhow::anyhow!("the simulator thread panicked"))??;
+    }
+    ticker.join().map_err(|_| anyhow::anyhow!("the sealing thread panicked"))??;
+    pipeline.lock().expect("pipeline lock").flush(now_ns())?;
+    if options.exit_when_done && options.linger_ms > 0 {
+        tracing::info!(linger_ms = options.linger_ms, "all records sealed; lingering for the carousel");
+        wait_until_sent(&progress);
+        runtime.block_on(async {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(options.linger_ms)) => {}
+                _ = shutdown_signal() => {}
+            }
+        });
+    }
+    stop_link.store(true, Ordering::Relaxed);
+    drop(pipeline);
+    link_thread.join().map_err(|_| anyhow::anyhow!("the link thread panicked"))??;
+    tracing::info!(
+        records = progress.records_sealed.load(Ordering::Relaxed),
+        segments = counters.segments_sent.load(Ordering::Relaxed),
+        datagrams = counters.datagrams_sent.load(Ordering::Relaxed),
+        "diode-sender stopped"
+    );
+    Ok(())
+}
+
+fn wait_until_sent(progress: &crate::pipeline::Progress) {
+    while progress.sent_through.load(Ordering::Relaxed) < progress.head_sequence.load(Ordering::Relaxed) {
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn wait_for_end(options: RunOptions, source_done: &AtomicBool) {
+    if !options.exit_when_done {
+        shutdown_signal().await;
+        return;
+    }
+    let poll = async {
+        while !source_done.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        _ = poll => {}
+        _ = shutdown_signal() => {}
+    }
+}
+
+/// SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutdown requested; sealing and sending what is pending");
+}
+
+fn spawn_ticker(pipeline: Arc<Mutex<Pipeline>>, stop: Arc<AtomicBool>) -> anyhow::Result<thread::JoinHandle<anyhow::Result<()>>> {
+    thread::Builder::new()
+        .name("sealer".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                pipeline.lock().expect("pipeline lock").tick(now_ns())?;
+                thread::sleep(TICK);
+            }
+            Ok(())
+        })
+        .context("cannot start the sealing thread")
+}
+
+/// The built-in plant: produces records in real time (timestamps are the wall clock), as a
+/// real source would, and submits them like any other source.
+fn spawn_simulator(
+    config: &SenderConfig,
+    pipeline: Arc<Mutex<Pipeline>>,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
+) -> anyhow::Result<thread::JoinHandle<anyhow::Result<()>>> {
+    let settings = config.simulator.clone();
+    let start_ns = now_ns();
+    thread::Builder::new()
+        .name("simulator".into())
+        .spawn(move || {
+            let mut plant = PlantSimulator::new(PlantConfig {
+                seed: settings.seed,
+                series_count: settings.series,
+                base_rate_hz: settings.rate_hz,
+                start_ns,
+            });
+            let mut produced = 0u64;
+            let mut batch = Vec::new();
+            let mut until_ns = start_ns;
+            let mut full_since: Option<i64> = None;
+            while !stop.load(Ordering::Relaxed) {
+                if settings.max_records > 0 && produced >= settings.max_records {
+                    break;
+                }
+                if batch.is_empty() {
+                    until_ns += SIMULATOR_STEP_NS;
+                    let wait_ns = until_ns - now_ns();
+                    if wait_ns > 0 {
+                        thread::sleep(Duration::from_nanos(wait_ns as u64));
+                    }
+                    plant.generate_until(until_ns, &mut batch);
+                    if settings.max_records > 0 {
+                        batch.truncate((settings.max_records - produced) as usize);
+                    }
+                }
+                let count = batch.len() as u64;
+                let result = pipeline.lock().expect("pipeline lock").submit(&mut batch, now_ns());
+                match result {
+                    Ok(()) => {
+                        produced += count;
+                        full_since = None;
+                    }
+                    Err(SubmitError::SpoolFull { .. }) => {
+                        // A real plant source would buffer or drop; the simulator waits, like a
+                        // collector retrying after 503, and regenerates nothing.
+                        if full_since.is_none() {
+                            tracing::warn!("spool full: the simulator is waiting for the link to catch up");
+                        }
+                        full_since.get_or_insert(now_ns());
+                        thread::sleep(Duration::from_millis(50));
+                    }
+                    Err(error) => return Err(error).context("the simulator could not submit records"),
+                }
+            }
+            tracing::info!(records = produced, "simulator finished");
+            done.store(true, Ordering::Relaxed);
+            Ok(())
+        })
+        .context("cannot start the simulator thread")
+}
