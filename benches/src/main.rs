@@ -1,1 +1,273 @@
-fn main() {}
+//! `diode-lab`: the demo a new user runs first, and the end-to-end harness that measures what the
+//! README claims (points/s, bytes on the wire per point, CPU of each side, what loss costs).
+//!
+//! Everything runs on loopback: a receiver, a sender with its plant simulator, and a seeded lossy
+//! relay between them.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use diode_receiver::replica::Replica;
+use diode_receiver::time::format_rfc3339;
+use diode_tests::lab::{Lab, LabOptions, cpu_seconds};
+use diode_tests::relay::LossModel;
+
+#[derive(Parser)]
+#[command(about = "diode's demo and end-to-end harness, on loopback")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run both appliances with the simulator and a lossy link, show progress, then a summary.
+    Demo {
+        /// Where keys, configs, logs and the replica go (default: a fresh temporary folder).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        #[arg(long, default_value_t = 0.03)]
+        loss: f64,
+    },
+    /// Sustained throughput: the simulator runs flat out; prints points/s, wire bytes and CPU.
+    Throughput {
+        #[arg(long, default_value_t = 2_000_000)]
+        points: u64,
+        #[arg(long, default_value_t = 2_000)]
+        series: usize,
+        /// Fraction of datagrams the relay drops.
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
+        #[arg(long, default_value_t = 0.2)]
+        overhead: f64,
+        #[arg(long, default_value_t = 800.0)]
+        rate_mbit_s: f64,
+    },
+    /// What FEC alone recovers (no carousel, no resend) for loss rates, bursts and overheads.
+    LossTable {
+        #[arg(long, default_value_t = 200_000)]
+        points: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Demo { dir, seconds, loss } => demo(dir, seconds, loss),
+        Command::Throughput { points, series, loss, overhead, rate_mbit_s } => {
+            throughput(points, series, loss, overhead, rate_mbit_s)
+        }
+        Command::LossTable { points } => loss_table(points),
+    }
+}
+
+fn lab_dir(dir: Option<PathBuf>) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
+    match dir {
+        Some(dir) => {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+            }
+            Ok((dir, None))
+        }
+        None => {
+            let temp = tempfile::Builder::new().prefix("diode-demo-").tempdir()?;
+            Ok((temp.path().to_owned(), Some(temp)))
+        }
+    }
+}
+
+fn demo(dir: Option<PathBuf>, seconds: u64, loss: f64) -> anyhow::Result<()> {
+    let (dir, _temp) = lab_dir(dir)?;
+    let series = 1_000;
+    let rate_hz = 10.0;
+    let options = LabOptions {
+        series,
+        rate_hz,
+        max_records: (series as f64 * rate_hz) as u64 * seconds,
+        realtime: true,
+        start_ns: diode_receiver::time::now_ns(),
+        loss: LossModel { seed: 42, loss, reorder: 0.01, duplicate: 0.005, ..LossModel::default() },
+        link_rate_mbit_s: 50.0,
+        linger_ms: 2_000,
+        ..LabOptions::default()
+    };
+    let expected = options.max_records;
+    println!("diode demo: {series} simulated plant series at {rate_hz} Hz for {seconds} s ({expected} points),");
+    println!("sent one way over UDP through a relay that drops {:.0} % of datagrams, reorders and duplicates some.", loss * 100.0);
+    println!("lab folder: {}\n", dir.display());
+    let mut lab = Lab::new(&dir, options)?;
+    lab.start_receiver()?;
+    lab.start_sender()?;
+    let started = Instant::now();
+    while lab.sender_running() {
+        print_progress(&lab, expected, started);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    lab.wait_sender(Duration::from_secs(5))?;
+    lab.wait_for_points(expected, Duration::from_secs(10));
+    print_progress(&lab, expected, started);
+    println!("\n");
+    let metrics = lab.metrics()?;
+    let metric = |name: &str| metrics.get(name).copied().unwrap_or(0.0) as u64;
+    lab.stop_receiver()?;
+    let verification = lab.verify_replica()?;
+    let relay = &lab.relay.counters;
+    println!("summary");
+    println!("  points sent                 {expected}");
+    println!("  points in the replica       {}", verification.found_points);
+    println!("  missing / extra / altered   {} / {} / {}", verification.missing, verification.extra, verification.different);
+    println!("  datagrams dropped by relay  {} of {}", relay.dropped.load(Ordering::Relaxed), relay.received.load(Ordering::Relaxed));
+    println!("  segments applied            {}", metric("diode_receiver_segments_applied_total"));
+    println!("  segments recovered by FEC   {}", metric("diode_receiver_segments_recovered_by_fec_total"));
+    println!("  segments lost               {}", lost_segments(&lab)?);
+    print_sample(&lab)?;
+    anyhow::ensure!(verification.is_exact(), "the replica differs from what was sent: {verification:?}");
+    println!("\nthe replica equals the source. Try: diode-receiver status --config {}", lab.receiver_config().display());
+    Ok(())
+}
+
+fn lost_segments(lab: &Lab) -> anyhow::Result<u64> {
+    let replica = Replica::open_read_only(&lab.replica_dir())?;
+    Ok(replica.gaps().iter().map(|gap| gap.segment_count()).sum())
+}
+
+fn print_progress(lab: &Lab, expected: u64, started: Instant) {
+    let points = lab.metric("diode_receiver_points_applied_total") as u64;
+    let recovered = lab.metric("diode_receiver_segments_recovered_by_fec_total") as u64;
+    let dropped = lab.relay.counters.dropped.load(Ordering::Relaxed);
+    let width = 30;
+    let filled = ((points as f64 / expected.max(1) as f64) * width as f64).min(width as f64) as usize;
+    print!(
+        "\r  [{}{}] {points:>9} / {expected} points in the replica | {dropped:>6} datagrams dropped | {recovered:>4} segments rebuilt by FEC | {:>4.0} s",
+        "#".repeat(filled),
+        " ".repeat(width - filled),
+        started.elapsed().as_secs_f64()
+    );
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+}
+
+fn print_sample(lab: &Lab) -> anyhow::Result<()> {
+    let replica = Replica::open_read_only(&lab.replica_dir())?;
+    let series = replica.series_list();
+    println!("\nsample of the replica ({} series):", series.len());
+    for info in series.iter().step_by((series.len() / 6).max(1)).take(6) {
+        let latest = replica.scan(info.id, info.last_timestamp_ns, info.last_timestamp_ns).next().transpose()?;
+        if let Some(point) = latest {
+            println!(
+                "  {:<48} {:>7} points, latest {} = {} ({})",
+                info.key.to_string(),
+                info.point_count,
+                format_rfc3339(point.timestamp_ns),
+                point.value,
+                point.quality
+            );
+        }
+    }
+    Ok(())
+}
+
+struct Measurement {
+    seconds: f64,
+    points: u64,
+    wire_bytes: u64,
+    sender_cpu: f64,
+    receiver_cpu: f64,
+    exact: bool,
+}
+
+fn measure(options: LabOptions) -> anyhow::Result<Measurement> {
+    let dir = tempfile::Builder::new().prefix("diode-bench-").tempdir()?;
+    let points = options.max_records;
+    let mut lab = Lab::new(dir.path(), options)?;
+    lab.start_receiver()?;
+    let receiver_pid = lab.receiver_pid().context("receiver pid")?;
+    let receiver_cpu_start = cpu_seconds(receiver_pid).unwrap_or(0.0);
+    let started = Instant::now();
+    lab.start_sender()?;
+    let sender_pid = lab.sender_pid().context("sender pid")?;
+    let mut sender_cpu = 0.0;
+    let deadline = started + Duration::from_secs(600);
+    while (lab.metric("diode_receiver_points_applied_total") as u64) < points && Instant::now() < deadline {
+        sender_cpu = cpu_seconds(sender_pid).unwrap_or(sender_cpu);
+        std::thread::sleep(Duration::from_millis(10));
+        if !lab.sender_running() && !lab.wait_for_points(points, Duration::from_secs(20)) {
+            break;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let receiver_cpu = cpu_seconds(receiver_pid).unwrap_or(0.0) - receiver_cpu_start;
+    let relay = &lab.relay.counters;
+    let wire_bytes = relay.bytes_received.load(Ordering::Relaxed) + 28 * relay.received.load(Ordering::Relaxed);
+    let _ = lab.wait_sender(Duration::from_secs(60));
+    lab.stop_receiver()?;
+    let verification = lab.verify_replica()?;
+    Ok(Measurement { seconds, points: verification.found_points, wire_bytes, sender_cpu, receiver_cpu, exact: verification.is_exact() })
+}
+
+fn throughput(points: u64, series: usize, loss: f64, overhead: f64, rate_mbit_s: f64) -> anyhow::Result<()> {
+    let options = LabOptions {
+        series,
+        max_records: points,
+        realtime: false,
+        loss: LossModel { seed: 3, loss, ..LossModel::default() },
+        repair_overhead: overhead,
+        link_rate_mbit_s: rate_mbit_s,
+        linger_ms: 500,
+        ..LabOptions::default()
+    };
+    let m = measure(options)?;
+    println!("throughput on loopback, both appliances on this machine ({} cores)", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!("  points                      {} (replica exact: {})", m.points, m.exact);
+    println!("  relay loss                  {:.1} %", loss * 100.0);
+    println!("  elapsed                     {:.2} s (first record sealed to last point applied)", m.seconds);
+    println!("  sustained                   {:.0} points/s", m.points as f64 / m.seconds);
+    println!("  wire bytes per point        {:.3} (IP/UDP headers and {:.0} % FEC included)", m.wire_bytes as f64 / m.points as f64, overhead * 100.0);
+    println!("  sender CPU                  {:.2} s ({:.0} % of one core)", m.sender_cpu, 100.0 * m.sender_cpu / m.seconds);
+    println!("  receiver CPU                {:.2} s ({:.0} % of one core)", m.receiver_cpu, 100.0 * m.receiver_cpu / m.seconds);
+    anyhow::ensure!(m.exact, "the replica is not exact");
+    Ok(())
+}
+
+fn loss_table(points: u64) -> anyhow::Result<()> {
+    println!("| loss | burst (datagrams) | repair overhead | interleave | points recovered by FEC alone |");
+    println!("|---:|---:|---:|---:|---:|");
+    let cases: [(f64, u64, f64, usize); 8] = [
+        (0.01, 0, 0.10, 8),
+        (0.02, 0, 0.10, 8),
+        (0.05, 0, 0.20, 8),
+        (0.10, 0, 0.20, 8),
+        (0.10, 0, 0.35, 8),
+        (0.20, 0, 0.35, 8),
+        (0.00, 50, 0.20, 1),
+        (0.00, 50, 0.20, 16),
+    ];
+    for (loss, burst, overhead, interleave) in cases {
+        let options = LabOptions {
+            series: 1_000,
+            max_records: points,
+            realtime: false,
+            loss: LossModel { seed: 9, loss, burst_every: if burst > 0 { 2_000 } else { 0 }, burst_length: burst, ..LossModel::default() },
+            repair_overhead: overhead,
+            interleave_segments: interleave,
+            segment_max_records: 10_000,
+            carousel: false,
+            linger_ms: 0,
+            link_rate_mbit_s: 200.0,
+            ..LabOptions::default()
+        };
+        let m = measure(options)?;
+        let burst_text = if burst > 0 { format!("{burst} every 2,000") } else { "none".into() };
+        println!(
+            "| {:.0} % | {burst_text} | {:.0} % | {interleave} | {:.2} % |",
+            loss * 100.0,
+            overhead * 100.0,
+            100.0 * m.points as f64 / points as f64
+        );
+    }
+    Ok(())
+}

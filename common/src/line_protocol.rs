@@ -63,6 +63,8 @@ use crate::record::{Quality, Record, SeriesKey, Value};
 /// Longest excerpt of a bad line quoted in a [`LineError`], in bytes; the rest is cut with `…` so
 /// that an error about a megabyte line stays readable and bounded.
 pub const MAX_QUOTED_LINE_BYTES: usize = 200;
+/// Longest reason in a [`LineError`], in bytes (reasons quote the offending token).
+pub const MAX_REASON_BYTES: usize = 400;
 
 /// Distinct measurement-and-tag sections cached in one [`parse_lines`] call. Past this the cache is
 /// emptied and refilled, so memory stays bounded whatever the body's cardinality.
@@ -185,17 +187,22 @@ pub struct LineError {
 
 impl LineError {
     fn new(line_number: usize, line: &str, reason: &str) -> Self {
-        let excerpt = if line.len() > MAX_QUOTED_LINE_BYTES {
-            let mut end = MAX_QUOTED_LINE_BYTES;
-            while !line.is_char_boundary(end) {
-                end -= 1;
-            }
-            Cow::Owned(format!("{}…", &line[..end]))
-        } else {
-            Cow::Borrowed(line)
-        };
+        let excerpt = cut(line, MAX_QUOTED_LINE_BYTES);
+        let reason = cut(reason, MAX_REASON_BYTES);
         Self { line_number, message: format!("unable to parse '{excerpt}': {reason}") }
     }
+}
+
+/// `text` cut to at most `max_bytes` on a character boundary, marked with `…` when cut.
+fn cut(text: &str, max_bytes: usize) -> Cow<'_, str> {
+    if text.len() <= max_bytes {
+        return Cow::Borrowed(text);
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}…", &text[..end]))
 }
 
 /// Parses `body` and appends one record per field to `out`; returns how many were appended.
@@ -289,7 +296,7 @@ impl<'a, 'o> LineParser<'a, 'o> {
         }
         for field in pending.drain(..) {
             let record = Record { series: field.series, timestamp_ns, value: field.value, quality };
-            record.validate().map_err(|error| format!("series {}: {error}", record.series.name))?;
+            record.validate().map_err(|error| format!("series {}: {error}", cut(&record.series.name, 100)))?;
             out.push(record);
         }
         Ok(())
@@ -326,11 +333,11 @@ fn parse_series_section<'a>(raw: &'a str, options: &ParseOptions) -> Result<Seri
         return Err(format!("duplicate tags: tag key {:?} appears twice", pair[0].0));
     }
     let mut quality = None;
-    if let Some(quality_key) = &options.quality_tag {
-        if let Ok(index) = tags.binary_search_by(|(key, _)| key.as_ref().cmp(quality_key.as_str())) {
-            let (key, value) = tags.remove(index);
-            quality = Some(parse_quality_text(&value).map_err(|why| format!("quality tag {key}={value:?} {why}"))?);
-        }
+    if let Some(quality_key) = &options.quality_tag
+        && let Ok(index) = tags.binary_search_by(|(key, _)| key.as_ref().cmp(quality_key.as_str()))
+    {
+        let (key, value) = tags.remove(index);
+        quality = Some(parse_quality_text(&value).map_err(|why| format!("quality tag {key}={value:?} {why}"))?);
     }
     Ok(SeriesSection { measurement, tags, quality, repeated: false, series_by_field: Vec::new() })
 }
@@ -437,13 +444,14 @@ fn parse_string_value<'a>(text: &'a str, raw_key: &str) -> Result<(Value, &'a st
             b'"' => {
                 let raw = &text[1..i];
                 let rest = &text[i + 1..];
-                if let Some(&next) = rest.as_bytes().first() {
-                    if next != b',' && next != b' ' {
-                        return Err(format!(
-                            "unexpected text after the string value of field key {:?}; escape quotes inside strings as \\\"",
-                            unescape(raw_key, KEY_ESCAPES)
-                        ));
-                    }
+                if let Some(&next) = rest.as_bytes().first()
+                    && next != b','
+                    && next != b' '
+                {
+                    return Err(format!(
+                        "unexpected text after the string value of field key {:?}; escape quotes inside strings as \\\"",
+                        unescape(raw_key, KEY_ESCAPES)
+                    ));
                 }
                 let value = if has_escape { unescape(raw, STRING_ESCAPES).into_owned() } else { raw.to_owned() };
                 return Ok((Value::String(value), rest));
@@ -463,7 +471,10 @@ fn parse_number(token: &str) -> Result<Value, String> {
         return Err(non_finite_message(token));
     }
     let bytes = token.as_bytes();
-    match bytes[bytes.len() - 1] {
+    let Some(&last) = bytes.last() else {
+        return Err("missing number".into());
+    };
+    match last {
         b'i' => {
             let digits = &token[..token.len() - 1];
             if !is_integer_syntax(digits, true) {
@@ -592,7 +603,8 @@ fn parse_timestamp(rest: &str, options: &ParseOptions) -> Result<i64, String> {
     let unit_ns = options.precision.nanoseconds_per_unit();
     let rest = rest.trim_start_matches(' ');
     if rest.is_empty() {
-        return Ok(options.now_ns - options.now_ns.rem_euclid(unit_ns));
+        // Saturating: a clock near i64::MIN gives a timestamp `Record::validate` refuses, not a panic.
+        return Ok(options.now_ns.saturating_sub(options.now_ns.rem_euclid(unit_ns)));
     }
     let (token, after) = rest.split_at(rest.find(' ').unwrap_or(rest.len()));
     if !after.trim_start_matches(' ').is_empty() {
@@ -693,11 +705,11 @@ fn unescape<'t>(raw: &'t str, escapable: &[u8]) -> Cow<'t, str> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'\\' {
-            if let Some(next) = bytes.get(i + 1) {
-                if escapable.contains(next) {
-                    unescaped.push_str(&raw[copied_up_to..i]);
-                    copied_up_to = i + 1;
-                }
+            if let Some(next) = bytes.get(i + 1)
+                && escapable.contains(next)
+            {
+                unescaped.push_str(&raw[copied_up_to..i]);
+                copied_up_to = i + 1;
             }
             i += 2;
         } else {
@@ -1002,6 +1014,15 @@ mod tests {
     }
 
     #[test]
+    fn a_clock_at_the_end_of_the_i64_range_is_refused_not_a_panic() {
+        for now_ns in [i64::MIN, i64::MAX] {
+            let options = ParseOptions { precision: Precision::Hours, ..ParseOptions::new(now_ns) };
+            let error = error_with("m f=1", &options);
+            assert!(error.message.contains("outside 1900-01-01..2262-04-11"), "{error}");
+        }
+    }
+
+    #[test]
     fn negative_timestamps_before_1970_are_accepted() {
         let options = ParseOptions { precision: Precision::Seconds, ..options() };
         assert_eq!(parse_with("m f=1 -315619200", &options)[0].timestamp_ns, -315_619_200_000_000_000);
@@ -1089,6 +1110,14 @@ mod tests {
         assert!(error.message.len() < MAX_QUOTED_LINE_BYTES + 300, "{}", error.message.len());
         assert!(error.message.contains("…'"), "{error}");
         assert!(error.message.contains("no recognised type"), "{error}");
+    }
+
+    #[test]
+    fn a_huge_bad_token_gives_a_bounded_message() {
+        for body in [format!("m f={}x", "9".repeat(1_000_000)), format!("m f=1 1 {}", "é".repeat(100_000))] {
+            let error = error(&body);
+            assert!(error.message.len() <= MAX_QUOTED_LINE_BYTES + MAX_REASON_BYTES + 100, "{}", error.message.len());
+        }
     }
 
     #[test]

@@ -177,6 +177,12 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_in_the_repository_is_valid() {
+        let config: ReceiverConfig = toml::from_str(include_str!("../../config/receiver.toml")).unwrap();
+        config.check().unwrap();
+    }
+
+    #[test]
     fn a_config_without_trusted_keys_says_what_to_add() {
         let mut config: ReceiverConfig = toml::from_str(MINIMAL).unwrap();
         config.keys.trusted.clear();

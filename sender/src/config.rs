@@ -24,6 +24,8 @@ pub struct SenderConfig {
     #[serde(default)]
     pub carousel: CarouselConfig,
     #[serde(default)]
+    pub ingest: IngestConfig,
+    #[serde(default)]
     pub simulator: SimulatorConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
@@ -142,11 +144,57 @@ pub struct SimulatorConfig {
     /// Stop after this many records (0: run until stopped). Used by demos and tests.
     #[serde(default)]
     pub max_records: u64,
+    /// Produce samples as fast as the spool accepts them instead of in real time: the benchmark
+    /// mode, which measures the sender's capacity.
+    #[serde(default = "default_realtime")]
+    pub realtime: bool,
+    /// Timestamp of the first sample (ns since the Unix epoch); default: the start time. Fixing it
+    /// makes the produced records reproducible, so tests can compare the replica with them.
+    #[serde(default)]
+    pub start_ns: Option<i64>,
+}
+
+fn default_realtime() -> bool {
+    true
 }
 
 impl Default for SimulatorConfig {
     fn default() -> Self {
-        Self { enabled: false, series: 1_000, rate_hz: 1.0, seed: 1, max_records: 0 }
+        Self { enabled: false, series: 1_000, rate_hz: 1.0, seed: 1, max_records: 0, realtime: true, start_ns: None }
+    }
+}
+
+/// Line protocol listeners; each is off unless its address is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// InfluxDB-compatible HTTP API (`/api/v2/write`, `/write`, `/ping`, `/health`).
+    pub http_listen: Option<SocketAddr>,
+    /// Raw line protocol over TCP, newline-delimited.
+    pub tcp_listen: Option<SocketAddr>,
+    /// Raw line protocol over UDP, one batch per datagram.
+    pub udp_listen: Option<SocketAddr>,
+    /// If set, HTTP writes need `Authorization: Token <token>` (or v1's `p=<token>`).
+    pub token: Option<String>,
+    /// Largest HTTP body (after gunzip) and longest TCP line, in bytes.
+    pub max_body_bytes: usize,
+    /// A field whose integer value is the record's quality (an OPC UA status code).
+    pub quality_field: Option<String>,
+    /// A tag whose value is the record's quality (a status code, or good/uncertain/bad).
+    pub quality_tag: Option<String>,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            http_listen: None,
+            tcp_listen: None,
+            udp_listen: None,
+            token: None,
+            max_body_bytes: 32 * 1024 * 1024,
+            quality_field: None,
+            quality_tag: None,
+        }
     }
 }
 
@@ -254,6 +302,11 @@ impl SenderConfig {
         ensure!(segments.retention_mib >= 1, "segments.retention_mib must be at least 1");
         ensure!(segments.max_unsent_mib >= 1, "segments.max_unsent_mib must be at least 1");
         ensure!(self.spool.max_mib >= 1, "spool.max_mib must be at least 1");
+        ensure!(
+            (1024..=1024 * 1024 * 1024).contains(&self.ingest.max_body_bytes),
+            "ingest.max_body_bytes = {} must be between 1024 and 1073741824",
+            self.ingest.max_body_bytes
+        );
         let carousel = &self.carousel;
         ensure!(
             (0.0..=0.9).contains(&carousel.rate_fraction),
@@ -296,6 +349,12 @@ mod tests {
         assert_eq!(config.link.mtu, 1500);
         assert_eq!(config.segments.max_age_ms, 250);
         assert_eq!(config.spool.fsync, FsyncPolicy::Always);
+    }
+
+    #[test]
+    fn the_example_config_in_the_repository_is_valid() {
+        let config: SenderConfig = toml::from_str(include_str!("../../config/sender.toml")).unwrap();
+        config.check().unwrap();
     }
 
     #[test]

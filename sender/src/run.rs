@@ -12,6 +12,7 @@ use diode_common::plant::{PlantConfig, PlantSimulator};
 
 use crate::clock::now_ns;
 use crate::config::SenderConfig;
+use crate::ingest::IngestState;
 use crate::keyfiles;
 use crate::link::{self, LinkContext, LinkCounters, LinkSettings};
 use crate::metrics::{self, SenderMetrics};
@@ -135,6 +136,7 @@ pub fn run(config: SenderConfig, options: RunOptions) -> anyhow::Result<()> {
                 }
             });
         }
+        start_ingest(&config, &pipeline);
         wait_for_end(options, &source_done).await;
     });
 
@@ -165,6 +167,34 @@ pub fn run(config: SenderConfig, options: RunOptions) -> anyhow::Result<()> {
         "diode-sender stopped"
     );
     Ok(())
+}
+
+fn start_ingest(config: &SenderConfig, pipeline: &Arc<Mutex<Pipeline>>) {
+    let ingest = &config.ingest;
+    let state = IngestState {
+        pipeline: Arc::clone(pipeline),
+        token: ingest.token.as_deref().map(Arc::from),
+        max_body_bytes: ingest.max_body_bytes,
+        quality_field: ingest.quality_field.clone(),
+        quality_tag: ingest.quality_tag.clone(),
+    };
+    if let Some(listen) = ingest.http_listen {
+        let state = state.clone();
+        tokio::spawn(async move { report(crate::ingest::serve_http(listen, state).await) });
+    }
+    if let Some(listen) = ingest.tcp_listen {
+        let state = state.clone();
+        tokio::spawn(async move { report(crate::ingest::serve_tcp(listen, state).await) });
+    }
+    if let Some(listen) = ingest.udp_listen {
+        tokio::spawn(async move { report(crate::ingest::serve_udp(listen, state).await) });
+    }
+}
+
+fn report(result: anyhow::Result<()>) {
+    if let Err(error) = result {
+        tracing::error!("{error:#}");
+    }
 }
 
 fn wait_until_sent(progress: &crate::pipeline::Progress) {
@@ -228,7 +258,7 @@ fn spawn_simulator(
     done: Arc<AtomicBool>,
 ) -> anyhow::Result<thread::JoinHandle<anyhow::Result<()>>> {
     let settings = config.simulator.clone();
-    let start_ns = now_ns();
+    let start_ns = settings.start_ns.unwrap_or_else(now_ns);
     thread::Builder::new()
         .name("simulator".into())
         .spawn(move || {
@@ -249,7 +279,7 @@ fn spawn_simulator(
                 if batch.is_empty() {
                     until_ns += SIMULATOR_STEP_NS;
                     let wait_ns = until_ns - now_ns();
-                    if wait_ns > 0 {
+                    if settings.realtime && wait_ns > 0 {
                         thread::sleep(Duration::from_nanos(wait_ns as u64));
                     }
                     plant.generate_until(until_ns, &mut batch);

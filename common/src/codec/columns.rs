@@ -1,9 +1,12 @@
-//! The columnar encoding of one series: timestamps, values and qualities (layout in the
-//! [module documentation](super)).
+//! The columnar encoding of series: timestamps, values and qualities, split into field streams
+//! (layout in the [module documentation](super)).
 //!
-//! Encoders pick, per column, the smallest of a few encodings and say which with a tag byte, so a
-//! decoder never guesses. Decoders trust nothing: every count is checked against the remaining
-//! input and the [`DecodeBudget`] before anything is allocated for it.
+//! Each field (record counts, timestamp ticks, encoding tags, timestamp residuals, value residuals,
+//! ...) of every series goes to its own stream, so zstd sees long runs of alike bytes: the tags of
+//! a thousand series that all use the same encodings compress to almost nothing. Encoders pick, per
+//! column, the smallest of a few encodings and say which with a tag byte, so a decoder never
+//! guesses. Decoders trust nothing: every count is checked against the remaining input and the
+//! [`DecodeBudget`] before anything is allocated for it.
 
 use std::collections::HashMap;
 
@@ -11,14 +14,11 @@ use super::wire::{BitReader, BitWriter, Reader, put_bytes, put_signed_varint, pu
 use super::{CodecError, MAX_DECODED_STRING_BYTES, MAX_RECORDS_PER_PAYLOAD, SeriesColumns, Values};
 use crate::record::{Quality, SeriesKey, Value, ValueKind};
 
-const VALUES_F64: u8 = ValueKind::F64 as u8;
-const VALUES_I64: u8 = ValueKind::I64 as u8;
-const VALUES_BOOL: u8 = ValueKind::Bool as u8;
-const VALUES_STRING: u8 = ValueKind::String as u8;
 const VALUES_MIXED: u8 = 4;
 
 const INTEGERS_DELTA: u8 = 0;
 const INTEGERS_DELTA_OF_DELTA: u8 = 1;
+const INTEGERS_LINEAR: u8 = 2;
 
 const F64_RAW: u8 = 0;
 const F64_XOR: u8 = 1;
@@ -30,6 +30,80 @@ const BOOL_PACKED: u8 = 1;
 /// Largest `d` of the decimal float encoding (`value == integer / 10^d`).
 const MAX_DECIMAL_DIGITS: usize = 9;
 const POWERS_OF_TEN: [f64; MAX_DECIMAL_DIGITS + 1] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
+/// 10^0 ..= 10^18, every power of ten an i64 holds.
+const POWERS_OF_TEN_I64: [i64; 19] = {
+    let mut powers = [1i64; 19];
+    let mut index = 1;
+    while index < powers.len() {
+        powers[index] = powers[index - 1] * 10;
+        index += 1;
+    }
+    powers
+};
+
+/// The field streams, in the order they are written. Every series appends to each stream it uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    /// Record count of each series (varint).
+    Counts,
+    /// Timestamp tick as `factor * 10^exponent`: exponents (u8).
+    TickExponents,
+    /// Timestamp tick factors (varint).
+    TickFactors,
+    /// Value kind of each series (u8: 0 float, 1 integer, 2 boolean, 3 string, 4 mixed).
+    ValueKinds,
+    /// Encoding tags: integer modes, float encodings, decimal digits, boolean encodings (u8 each).
+    Encodings,
+    /// First value (or base and slope) of each timestamp integer column (svarint).
+    TimestampHeads,
+    /// Timestamp deltas, deltas of deltas or residuals (svarint).
+    Timestamps,
+    /// First value (or base and slope) of each value integer column (svarint).
+    ValueHeads,
+    /// Integer and decimal-float deltas, deltas of deltas or residuals (svarint).
+    Values,
+    /// Gorilla XOR streams (bytes) and raw floats (8 bytes each, little-endian).
+    FloatBits,
+    /// Boolean columns: first value and run lengths, or packed bits.
+    Booleans,
+    /// String dictionaries: entry count (varint), then the entries (bytes).
+    StringDictionaries,
+    /// String runs: dictionary index and run length (varints).
+    StringRuns,
+    /// Mixed columns' kind runs: kind (u8) and run length (varint).
+    MixedKinds,
+    /// Quality runs: status code and run length (varints).
+    Qualities,
+}
+
+const FIELD_COUNT: usize = 15;
+const FIELDS: [Field; FIELD_COUNT] = [
+    Field::Counts,
+    Field::TickExponents,
+    Field::TickFactors,
+    Field::ValueKinds,
+    Field::Encodings,
+    Field::TimestampHeads,
+    Field::Timestamps,
+    Field::ValueHeads,
+    Field::Values,
+    Field::FloatBits,
+    Field::Booleans,
+    Field::StringDictionaries,
+    Field::StringRuns,
+    Field::MixedKinds,
+    Field::Qualities,
+];
+
+/// Where an integer column's head (first value, or base and slope) and body (the rest) go.
+#[derive(Debug, Clone, Copy)]
+struct IntegerFields {
+    head: Field,
+    body: Field,
+}
+
+const TIMESTAMP_INTEGERS: IntegerFields = IntegerFields { head: Field::TimestampHeads, body: Field::Timestamps };
+const VALUE_INTEGERS: IntegerFields = IntegerFields { head: Field::ValueHeads, body: Field::Values };
 
 /// What one decode call may still materialise: records and string bytes. Shared by all the
 /// series of a payload, so a hostile payload cannot multiply a small input into a huge output
@@ -60,24 +134,245 @@ impl DecodeBudget {
 // ---------------------------------------------------------------------------------------------
 // Encoding
 
-/// Encodes `columns` with timestamps relative to `base_ns` (0 for a stand-alone chunk).
-///
-/// # Panics
-/// If the three columns do not have the same length: that is a bug in the caller, not bad input.
-pub(super) fn encode_columns_with_base(columns: &SeriesColumns, base_ns: i64, out: &mut Vec<u8>) {
-    let count = columns.timestamps_ns.len();
-    assert!(
-        columns.values.len() == count && columns.qualities.len() == count,
-        "series {} has {} timestamps, {} values and {} qualities; the columns must have equal lengths",
-        columns.key,
-        count,
-        columns.values.len(),
-        columns.qualities.len()
-    );
-    put_varint(out, count as u64);
-    encode_timestamps(&columns.timestamps_ns, base_ns, out);
-    encode_values(&columns.values, out);
-    encode_qualities(&columns.qualities, out);
+/// Collects the field streams of one or more series; [`finish`](Self::finish) writes them out.
+#[derive(Debug, Default)]
+pub(super) struct ColumnWriter {
+    fields: [Vec<u8>; FIELD_COUNT],
+}
+
+impl ColumnWriter {
+    fn field(&mut self, field: Field) -> &mut Vec<u8> {
+        &mut self.fields[field as usize]
+    }
+
+    /// Appends one series' columns, with timestamps relative to `base_ns`.
+    ///
+    /// # Panics
+    /// If the three columns do not have the same length: that is a bug in the caller, not bad input.
+    pub(super) fn write_series(&mut self, columns: &SeriesColumns, base_ns: i64) {
+        let count = columns.timestamps_ns.len();
+        assert!(
+            columns.values.len() == count && columns.qualities.len() == count,
+            "series {} has {} timestamps, {} values and {} qualities; the columns must have equal lengths",
+            columns.key,
+            count,
+            columns.values.len(),
+            columns.qualities.len()
+        );
+        put_varint(self.field(Field::Counts), count as u64);
+        self.write_timestamps(&columns.timestamps_ns, base_ns);
+        self.write_values(&columns.values);
+        self.write_qualities(&columns.qualities);
+    }
+
+    /// Writes every field stream as a varint length and its bytes.
+    pub(super) fn finish(&self, out: &mut Vec<u8>) {
+        for field in &self.fields {
+            put_bytes(out, field);
+        }
+    }
+
+    fn write_timestamps(&mut self, timestamps_ns: &[i64], base_ns: i64) {
+        if timestamps_ns.is_empty() {
+            return;
+        }
+        let tick = timestamp_tick(timestamps_ns, base_ns);
+        // As factor * 10^exponent: (1, 6) for milliseconds, two bytes that recur in every series.
+        let mut exponent = 0u8;
+        let mut factor = tick;
+        while factor % 10 == 0 {
+            factor /= 10;
+            exponent += 1;
+        }
+        self.field(Field::TickExponents).push(exponent);
+        put_varint(self.field(Field::TickFactors), factor as u64);
+        let ticks: Vec<i64> = timestamps_ns.iter().map(|&t| t.wrapping_sub(base_ns) / tick).collect();
+        self.write_integers(&ticks, TIMESTAMP_INTEGERS);
+    }
+
+    /// Writes `values` in whichever integer mode promises the fewest bits: deltas (noisy or
+    /// drifting values), deltas of deltas (steady counters), or residuals from a line (timestamps
+    /// of a regular scan with jitter: slope = the period; noisy readings around a level: slope 0).
+    fn write_integers(&mut self, values: &[i64], fields: IntegerFields) {
+        let Some(&first) = values.first() else { return };
+        if values.len() == 1 {
+            self.field(Field::Encodings).push(INTEGERS_DELTA);
+            put_signed_varint(self.field(fields.head), first);
+            return;
+        }
+        let deltas: Vec<i64> = values.windows(2).map(|pair| pair[1].wrapping_sub(pair[0])).collect();
+        let delta_bits = estimated_bits(first) + deltas.iter().map(|&d| estimated_bits(d)).sum::<u64>();
+        let delta_of_delta_bits = estimated_bits(first)
+            + estimated_bits(deltas[0])
+            + deltas.windows(2).map(|pair| estimated_bits(pair[1].wrapping_sub(pair[0]))).sum::<u64>();
+        let period = median(deltas.clone());
+        let (mut linear_bits, mut base) = linear_fit(values, period);
+        let mut slope = period;
+        if period != 0 {
+            let (level_bits, level_base) = linear_fit(values, 0);
+            if level_bits < linear_bits {
+                (linear_bits, base, slope) = (level_bits, level_base, 0);
+            }
+        }
+
+        if linear_bits < delta_bits.min(delta_of_delta_bits) {
+            self.field(Field::Encodings).push(INTEGERS_LINEAR);
+            put_signed_varint(self.field(fields.head), base);
+            put_signed_varint(self.field(fields.head), slope);
+            let body = self.field(fields.body);
+            for (index, value) in values.iter().enumerate() {
+                put_signed_varint(body, value.wrapping_sub(base.wrapping_add((index as i64).wrapping_mul(slope))));
+            }
+        } else if delta_of_delta_bits < delta_bits {
+            self.field(Field::Encodings).push(INTEGERS_DELTA_OF_DELTA);
+            put_signed_varint(self.field(fields.head), first);
+            put_signed_varint(self.field(fields.head), deltas[0]);
+            let body = self.field(fields.body);
+            for pair in deltas.windows(2) {
+                put_signed_varint(body, pair[1].wrapping_sub(pair[0]));
+            }
+        } else {
+            self.field(Field::Encodings).push(INTEGERS_DELTA);
+            put_signed_varint(self.field(fields.head), first);
+            let body = self.field(fields.body);
+            for &delta in &deltas {
+                put_signed_varint(body, delta);
+            }
+        }
+    }
+
+    fn write_values(&mut self, values: &Values) {
+        let kind = match values {
+            Values::F64(_) => ValueKind::F64 as u8,
+            Values::I64(_) => ValueKind::I64 as u8,
+            Values::Bool(_) => ValueKind::Bool as u8,
+            Values::String(_) => ValueKind::String as u8,
+            Values::Mixed(_) => VALUES_MIXED,
+        };
+        self.field(Field::ValueKinds).push(kind);
+        match values {
+            Values::F64(values) => self.write_f64s(values),
+            Values::I64(values) => self.write_integers(values, VALUE_INTEGERS),
+            Values::Bool(values) => self.write_bools(values),
+            Values::String(values) => self.write_strings(values.iter().map(String::as_str), values.len()),
+            Values::Mixed(values) => self.write_mixed(values),
+        }
+    }
+
+    fn write_f64s(&mut self, values: &[f64]) {
+        if values.is_empty() {
+            return;
+        }
+        let raw_bytes = 8 * values.len();
+        let mut xor_bits = BitCounter::default();
+        write_xor(values, &mut xor_bits);
+        let xor_stream_bytes = xor_bits.0.div_ceil(8);
+        let xor_bytes = varint_len(xor_stream_bytes as u64) + xor_stream_bytes;
+
+        let decimal = decimal_integers(values);
+        let decimal_bytes = decimal.as_ref().map(|(_, integers)| estimated_integer_bytes(integers));
+        match (decimal, decimal_bytes) {
+            (Some((digits, integers)), Some(bytes)) if bytes <= xor_bytes && bytes <= raw_bytes => {
+                self.field(Field::Encodings).extend_from_slice(&[F64_DECIMAL, digits]);
+                self.write_integers(&integers, VALUE_INTEGERS);
+            }
+            _ if xor_bytes <= raw_bytes => {
+                self.field(Field::Encodings).push(F64_XOR);
+                let mut writer = BitWriter::with_capacity(xor_stream_bytes);
+                write_xor(values, &mut writer);
+                put_bytes(self.field(Field::FloatBits), &writer.into_bytes());
+            }
+            _ => {
+                self.field(Field::Encodings).push(F64_RAW);
+                let out = self.field(Field::FloatBits);
+                for value in values {
+                    out.extend_from_slice(&value.to_bits().to_le_bytes());
+                }
+            }
+        }
+    }
+
+    fn write_bools(&mut self, values: &[bool]) {
+        let Some(&first) = values.first() else { return };
+        let runs = runs(values.iter().copied());
+        let runs_bytes = 1 + runs.iter().map(|&(_, length)| varint_len(length as u64)).sum::<usize>();
+        if runs_bytes <= values.len().div_ceil(8) {
+            self.field(Field::Encodings).push(BOOL_RUNS);
+            let out = self.field(Field::Booleans);
+            out.push(u8::from(first));
+            let last = runs.len() - 1;
+            for (index, (_, length)) in runs.into_iter().enumerate() {
+                put_run_length(out, length, index == last);
+            }
+        } else {
+            self.field(Field::Encodings).push(BOOL_PACKED);
+            let out = self.field(Field::Booleans);
+            for chunk in values.chunks(8) {
+                let byte = chunk.iter().enumerate().fold(0u8, |byte, (bit, &value)| byte | (u8::from(value) << bit));
+                out.push(byte);
+            }
+        }
+    }
+
+    fn write_strings<'a>(&mut self, values: impl Iterator<Item = &'a str>, count: usize) {
+        if count == 0 {
+            return;
+        }
+        let mut dictionary: HashMap<&str, usize> = HashMap::new();
+        let mut entries: Vec<&str> = Vec::new();
+        let runs = runs(values.map(|value| {
+            *dictionary.entry(value).or_insert_with(|| {
+                entries.push(value);
+                entries.len() - 1
+            })
+        }));
+        let out = self.field(Field::StringDictionaries);
+        put_varint(out, entries.len() as u64);
+        for entry in entries {
+            put_bytes(out, entry.as_bytes());
+        }
+        let out = self.field(Field::StringRuns);
+        let last = runs.len() - 1;
+        for (run, (index, length)) in runs.into_iter().enumerate() {
+            put_varint(out, index as u64);
+            put_run_length(out, length, run == last);
+        }
+    }
+
+    fn write_mixed(&mut self, values: &[Value]) {
+        if values.is_empty() {
+            return;
+        }
+        let kinds = runs(values.iter().map(Value::kind));
+        let out = self.field(Field::MixedKinds);
+        let last = kinds.len() - 1;
+        for (index, (kind, length)) in kinds.into_iter().enumerate() {
+            out.push(kind as u8);
+            put_run_length(out, length, index == last);
+        }
+        let floats: Vec<f64> =
+            values.iter().filter_map(|v| if let Value::F64(x) = v { Some(*x) } else { None }).collect();
+        let integers: Vec<i64> =
+            values.iter().filter_map(|v| if let Value::I64(x) = v { Some(*x) } else { None }).collect();
+        let bools: Vec<bool> =
+            values.iter().filter_map(|v| if let Value::Bool(x) = v { Some(*x) } else { None }).collect();
+        let strings = values.iter().filter_map(|v| if let Value::String(x) = v { Some(x.as_str()) } else { None });
+        let string_count = strings.clone().count();
+        self.write_f64s(&floats);
+        self.write_integers(&integers, VALUE_INTEGERS);
+        self.write_bools(&bools);
+        self.write_strings(strings, string_count);
+    }
+
+    fn write_qualities(&mut self, qualities: &[Quality]) {
+        let runs = runs(qualities.iter().copied());
+        let last = runs.len().saturating_sub(1);
+        let out = self.field(Field::Qualities);
+        for (index, (quality, length)) in runs.into_iter().enumerate() {
+            put_varint(out, u64::from(quality.0));
+            put_run_length(out, length, index == last);
+        }
+    }
 }
 
 fn gcd(mut a: u64, mut b: u64) -> u64 {
@@ -103,68 +398,35 @@ fn timestamp_tick(timestamps_ns: &[i64], base_ns: i64) -> i64 {
     if tick == 0 || tick > i64::MAX as u64 { 1 } else { tick as i64 }
 }
 
-fn encode_timestamps(timestamps_ns: &[i64], base_ns: i64, out: &mut Vec<u8>) {
-    if timestamps_ns.is_empty() {
-        return;
-    }
-    let tick = timestamp_tick(timestamps_ns, base_ns);
-    put_varint(out, tick as u64);
-    let ticks: Vec<i64> = timestamps_ns.iter().map(|&t| t.wrapping_sub(base_ns) / tick).collect();
-    encode_integers(&ticks, out);
+/// Estimated bits of a zigzag value once zstd has entropy-coded its varint: its significant bits
+/// (at least one). A proxy for choosing between integer modes; byte counts are too coarse, since
+/// most values of a good mode fit one byte anyway.
+#[inline]
+fn estimated_bits(value: i64) -> u64 {
+    u64::from(65 - zigzag(value).leading_zeros())
 }
 
-/// Writes `values` as delta or delta-of-delta zigzag varints, whichever is smaller.
-fn encode_integers(values: &[i64], out: &mut Vec<u8>) {
-    let Some(&first) = values.first() else { return };
-    let mut delta_bytes = 0;
-    let mut delta_of_delta_bytes = 0;
-    let mut previous_delta = 0i64;
-    for (index, pair) in values.windows(2).enumerate() {
-        let delta = pair[1].wrapping_sub(pair[0]);
-        delta_bytes += varint_len(zigzag(delta));
-        let second_order = if index == 0 { delta } else { delta.wrapping_sub(previous_delta) };
-        delta_of_delta_bytes += varint_len(zigzag(second_order));
-        previous_delta = delta;
-    }
-    let delta_of_delta = delta_of_delta_bytes < delta_bytes;
-    out.push(if delta_of_delta { INTEGERS_DELTA_OF_DELTA } else { INTEGERS_DELTA });
-    put_signed_varint(out, first);
-    out.reserve(delta_bytes.min(delta_of_delta_bytes));
-    let mut previous_delta = 0i64;
-    for (index, pair) in values.windows(2).enumerate() {
-        let delta = pair[1].wrapping_sub(pair[0]);
-        if delta_of_delta && index > 0 {
-            put_signed_varint(out, delta.wrapping_sub(previous_delta));
-        } else {
-            put_signed_varint(out, delta);
-        }
-        previous_delta = delta;
-    }
+/// Bytes the integers take as plain deltas: a quick, fair yardstick against XOR and raw floats.
+fn estimated_integer_bytes(integers: &[i64]) -> usize {
+    let first = integers.first().map_or(0, |&first| varint_len(zigzag(first)));
+    first + integers.windows(2).map(|pair| varint_len(zigzag(pair[1].wrapping_sub(pair[0])))).sum::<usize>()
 }
 
-fn encode_values(values: &Values, out: &mut Vec<u8>) {
-    match values {
-        Values::F64(values) => {
-            out.push(VALUES_F64);
-            encode_f64s(values, out);
-        }
-        Values::I64(values) => {
-            out.push(VALUES_I64);
-            encode_integers(values, out);
-        }
-        Values::Bool(values) => {
-            out.push(VALUES_BOOL);
-            encode_bools(values, out);
-        }
-        Values::String(values) => {
-            out.push(VALUES_STRING);
-            encode_strings(values.iter().map(String::as_str), values.len(), out);
-        }
-        Values::Mixed(values) => {
-            out.push(VALUES_MIXED);
-            encode_mixed(values, out);
-        }
-    }
+fn median(mut values: Vec<i64>) -> i64 {
+    let middle = values.len() / 2;
+    *values.select_nth_unstable(middle).1
+}
+
+/// Residuals of `values` from the line `base + index * slope`, with `base` the median that makes
+/// them smallest for this slope. Returns (estimated bits, base).
+fn linear_fit(values: &[i64], slope: i64) -> (u64, i64) {
+    let detrended: Vec<i64> =
+        values.iter().enumerate().map(|(index, v)| v.wrapping_sub((index as i64).wrapping_mul(slope))).collect();
+    let base = median(detrended.clone());
+    let bits = estimated_bits(base)
+        + estimated_bits(slope)
+        + detrended.iter().map(|&v| estimated_bits(v.wrapping_sub(base))).sum::<u64>();
+    (bits, base)
 }
 
 /// `value` as `integer / 10^digits`, if that reproduces its bits exactly (never for -0.0, NaN or
@@ -259,35 +521,10 @@ fn write_xor<S: BitSink>(values: &[f64], sink: &mut S) {
     }
 }
 
-fn encode_f64s(values: &[f64], out: &mut Vec<u8>) {
-    if values.is_empty() {
-        return;
-    }
-    let raw_bytes = 8 * values.len();
-    let mut xor_bits = BitCounter::default();
-    write_xor(values, &mut xor_bits);
-    let xor_stream_bytes = xor_bits.0.div_ceil(8);
-    let xor_bytes = varint_len(xor_stream_bytes as u64) + xor_stream_bytes;
-
-    let mut decimal = Vec::new();
-    if let Some((digits, integers)) = decimal_integers(values) {
-        decimal.push(digits);
-        encode_integers(&integers, &mut decimal);
-    }
-    if !decimal.is_empty() && decimal.len() <= xor_bytes && decimal.len() <= raw_bytes {
-        out.push(F64_DECIMAL);
-        out.extend_from_slice(&decimal);
-    } else if xor_bytes <= raw_bytes {
-        out.push(F64_XOR);
-        let mut writer = BitWriter::with_capacity(xor_stream_bytes);
-        write_xor(values, &mut writer);
-        put_bytes(out, &writer.into_bytes());
-    } else {
-        out.push(F64_RAW);
-        for value in values {
-            out.extend_from_slice(&value.to_bits().to_le_bytes());
-        }
-    }
+/// Writes a run length; the last run of a column is written as 0, "the rest", so that the usual
+/// column of a single run (all good, pump still running) costs one very common byte.
+fn put_run_length(out: &mut Vec<u8>, length: usize, is_last: bool) {
+    put_varint(out, if is_last { 0 } else { length as u64 });
 }
 
 /// Lengths of the runs of equal items, in order.
@@ -302,197 +539,349 @@ fn runs<T: PartialEq>(items: impl Iterator<Item = T>) -> Vec<(T, usize)> {
     runs
 }
 
-fn encode_bools(values: &[bool], out: &mut Vec<u8>) {
-    let Some(&first) = values.first() else { return };
-    let runs = runs(values.iter().copied());
-    let runs_bytes = 1 + runs.iter().map(|&(_, length)| varint_len(length as u64)).sum::<usize>();
-    if runs_bytes <= values.len().div_ceil(8) {
-        out.push(BOOL_RUNS);
-        out.push(u8::from(first));
-        for (_, length) in runs {
-            put_varint(out, length as u64);
-        }
-    } else {
-        out.push(BOOL_PACKED);
-        for chunk in values.chunks(8) {
-            let byte = chunk.iter().enumerate().fold(0u8, |byte, (bit, &value)| byte | (u8::from(value) << bit));
-            out.push(byte);
-        }
-    }
-}
-
-fn encode_strings<'a>(values: impl Iterator<Item = &'a str> + Clone, count: usize, out: &mut Vec<u8>) {
-    if count == 0 {
-        return;
-    }
-    let mut dictionary: HashMap<&str, usize> = HashMap::new();
-    let mut entries: Vec<&str> = Vec::new();
-    let runs = runs(values.map(|value| {
-        *dictionary.entry(value).or_insert_with(|| {
-            entries.push(value);
-            entries.len() - 1
-        })
-    }));
-    put_varint(out, entries.len() as u64);
-    for entry in entries {
-        put_bytes(out, entry.as_bytes());
-    }
-    for (index, length) in runs {
-        put_varint(out, index as u64);
-        put_varint(out, length as u64);
-    }
-}
-
-fn encode_mixed(values: &[Value], out: &mut Vec<u8>) {
-    if values.is_empty() {
-        return;
-    }
-    for (kind, length) in runs(values.iter().map(Value::kind)) {
-        out.push(kind as u8);
-        put_varint(out, length as u64);
-    }
-    let floats: Vec<f64> = values.iter().filter_map(|v| if let Value::F64(x) = v { Some(*x) } else { None }).collect();
-    let integers: Vec<i64> = values.iter().filter_map(|v| if let Value::I64(x) = v { Some(*x) } else { None }).collect();
-    let bools: Vec<bool> = values.iter().filter_map(|v| if let Value::Bool(x) = v { Some(*x) } else { None }).collect();
-    let strings = values.iter().filter_map(|v| if let Value::String(x) = v { Some(x.as_str()) } else { None });
-    let string_count = strings.clone().count();
-    encode_f64s(&floats, out);
-    encode_integers(&integers, out);
-    encode_bools(&bools, out);
-    encode_strings(strings, string_count, out);
-}
-
-fn encode_qualities(qualities: &[Quality], out: &mut Vec<u8>) {
-    for (quality, length) in runs(qualities.iter().copied()) {
-        put_varint(out, u64::from(quality.0));
-        put_varint(out, length as u64);
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Decoding
 
-/// Decodes what [`encode_columns_with_base`] wrote, with the same `base_ns`.
-pub(super) fn decode_columns_with_base(
-    bytes: &[u8],
-    key: SeriesKey,
-    base_ns: i64,
-    budget: &mut DecodeBudget,
-) -> Result<SeriesColumns, CodecError> {
-    let mut reader = Reader::new(bytes);
-    // Every record costs at least one byte of timestamp, so the count is bounded by the input.
-    let count = reader.count_of_byte_items("record count", MAX_RECORDS_PER_PAYLOAD as u64)?;
-    budget.take_records(count)?;
-    let timestamps_ns = decode_timestamps(&mut reader, count, base_ns)?;
-    let values = decode_values(&mut reader, count, budget)?;
-    let qualities = decode_qualities(&mut reader, count)?;
-    reader.expect_end("series columns")?;
-    Ok(SeriesColumns { key, timestamps_ns, values, qualities })
+/// Reads series from the field streams a [`ColumnWriter`] wrote.
+#[derive(Debug)]
+pub(super) struct ColumnReader<'a> {
+    fields: [Reader<'a>; FIELD_COUNT],
 }
 
-fn decode_timestamps(reader: &mut Reader<'_>, count: usize, base_ns: i64) -> Result<Vec<i64>, CodecError> {
-    let mut timestamps = Vec::with_capacity(count);
-    if count == 0 {
-        return Ok(timestamps);
-    }
-    let offset = reader.position();
-    let tick = reader.varint("timestamp tick")?;
-    if tick == 0 || tick > i64::MAX as u64 {
-        return Err(CodecError::OutOfRange {
-            what: "timestamp tick",
-            offset,
-            value: tick,
-            expected: "between 1 and 2^63 - 1 nanoseconds",
-        });
-    }
-    decode_integers(reader, count, "timestamps", &mut timestamps)?;
-    let tick = tick as i64;
-    for timestamp in &mut timestamps {
-        *timestamp = base_ns.wrapping_add(timestamp.wrapping_mul(tick));
-    }
-    Ok(timestamps)
-}
-
-fn decode_integers(
-    reader: &mut Reader<'_>,
-    count: usize,
-    what: &'static str,
-    out: &mut Vec<i64>,
-) -> Result<(), CodecError> {
-    if count == 0 {
-        return Ok(());
-    }
-    let offset = reader.position();
-    let mode = reader.u8(what)?;
-    if mode != INTEGERS_DELTA && mode != INTEGERS_DELTA_OF_DELTA {
-        return Err(CodecError::UnknownEncoding { what, offset, tag: mode });
-    }
-    let mut value = reader.signed_varint(what)?;
-    out.push(value);
-    let mut delta = 0i64;
-    for index in 1..count {
-        let change = reader.signed_varint(what)?;
-        delta = if mode == INTEGERS_DELTA_OF_DELTA && index > 1 { delta.wrapping_add(change) } else { change };
-        value = value.wrapping_add(delta);
-        out.push(value);
-    }
-    Ok(())
-}
-
-fn decode_values(reader: &mut Reader<'_>, count: usize, budget: &mut DecodeBudget) -> Result<Values, CodecError> {
-    let offset = reader.position();
-    let tag = reader.u8("value column kind")?;
-    Ok(match tag {
-        VALUES_F64 => Values::F64(decode_f64s(reader, count)?),
-        VALUES_I64 => {
-            let mut values = Vec::with_capacity(count);
-            decode_integers(reader, count, "integer values", &mut values)?;
-            Values::I64(values)
+impl<'a> ColumnReader<'a> {
+    /// Splits the field streams off `reader`.
+    pub(super) fn parse(reader: &mut Reader<'a>) -> Result<Self, CodecError> {
+        let mut fields = [const { Reader::empty() }; FIELD_COUNT];
+        for field in &mut fields {
+            *field = Reader::new(reader.length_prefixed("column field stream")?);
         }
-        VALUES_BOOL => Values::Bool(decode_bools(reader, count)?),
-        VALUES_STRING => Values::String(decode_strings(reader, count, budget)?),
-        VALUES_MIXED => Values::Mixed(decode_mixed(reader, count, budget)?),
-        tag => return Err(CodecError::UnknownEncoding { what: "value column kind", offset, tag }),
-    })
-}
-
-fn decode_f64s(reader: &mut Reader<'_>, count: usize) -> Result<Vec<f64>, CodecError> {
-    let mut values = Vec::with_capacity(count);
-    if count == 0 {
-        return Ok(values);
+        Ok(Self { fields })
     }
-    let offset = reader.position();
-    match reader.u8("float encoding")? {
-        F64_RAW => {
-            let bytes = reader.bytes("raw floats", 8 * count as u64)?;
-            values.extend(bytes.chunks_exact(8).map(|chunk| {
-                let mut bits = [0u8; 8];
-                bits.copy_from_slice(chunk);
-                f64::from_bits(u64::from_le_bytes(bits))
-            }));
+
+    fn field(&mut self, field: Field) -> &mut Reader<'a> {
+        &mut self.fields[field as usize]
+    }
+
+    /// Errors unless every stream has been read to its end.
+    pub(super) fn expect_end(&self) -> Result<(), CodecError> {
+        for (reader, field) in self.fields.iter().zip(FIELDS) {
+            reader.expect_end(field.name())?;
         }
-        F64_XOR => {
-            let stream = reader.length_prefixed("XOR floats")?;
-            read_xor(stream, count, &mut values)?;
+        Ok(())
+    }
+
+    /// Reads the next series' columns, written with the same `base_ns`.
+    pub(super) fn read_series(
+        &mut self,
+        key: SeriesKey,
+        base_ns: i64,
+        budget: &mut DecodeBudget,
+    ) -> Result<SeriesColumns, CodecError> {
+        let counts = self.field(Field::Counts);
+        let offset = counts.position();
+        let count = counts.varint("record count")?;
+        // Every record but the first two has a timestamp of at least one byte in its stream (the
+        // head holds up to two), so the count is bounded by the input before anything is
+        // allocated for it.
+        let bound = (self.field(Field::Timestamps).remaining() as u64 + 2).min(MAX_RECORDS_PER_PAYLOAD as u64);
+        if count > bound {
+            return Err(CodecError::OutOfRange {
+                what: "record count",
+                offset,
+                value: count,
+                expected: "at most two more than the bytes left in the timestamps stream",
+            });
         }
-        F64_DECIMAL => {
-            let digits_offset = reader.position();
-            let digits = reader.u8("decimal digits")?;
-            let Some(&power) = POWERS_OF_TEN.get(usize::from(digits)) else {
+        let count = count as usize;
+        budget.take_records(count)?;
+        let timestamps_ns = self.read_timestamps(count, base_ns)?;
+        let values = self.read_values(count, budget)?;
+        let qualities = self.read_qualities(count)?;
+        Ok(SeriesColumns { key, timestamps_ns, values, qualities })
+    }
+
+    fn read_timestamps(&mut self, count: usize, base_ns: i64) -> Result<Vec<i64>, CodecError> {
+        let mut timestamps = Vec::with_capacity(count);
+        if count == 0 {
+            return Ok(timestamps);
+        }
+        let exponent = self.field(Field::TickExponents).u8("timestamp tick exponent")?;
+        let factors = self.field(Field::TickFactors);
+        let offset = factors.position();
+        let factor = factors.varint("timestamp tick factor")?;
+        let tick = POWERS_OF_TEN_I64
+            .get(usize::from(exponent))
+            .and_then(|&power| i64::try_from(factor).ok()?.checked_mul(power))
+            .filter(|&tick| tick > 0);
+        let Some(tick) = tick else {
+            return Err(CodecError::OutOfRange {
+                what: "timestamp tick factor",
+                offset,
+                value: factor,
+                expected: "a tick of factor * 10^exponent between 1 and 2^63 - 1 nanoseconds",
+            });
+        };
+        self.read_integers(count, TIMESTAMP_INTEGERS, "timestamps", &mut timestamps)?;
+        for timestamp in &mut timestamps {
+            *timestamp = base_ns.wrapping_add(timestamp.wrapping_mul(tick));
+        }
+        Ok(timestamps)
+    }
+
+    fn read_integers(
+        &mut self,
+        count: usize,
+        fields: IntegerFields,
+        what: &'static str,
+        out: &mut Vec<i64>,
+    ) -> Result<(), CodecError> {
+        if count == 0 {
+            return Ok(());
+        }
+        let encodings = self.field(Field::Encodings);
+        let offset = encodings.position();
+        let mode = encodings.u8("integer mode")?;
+        match mode {
+            INTEGERS_DELTA | INTEGERS_DELTA_OF_DELTA => {
+                let head = self.field(fields.head);
+                let mut value = head.signed_varint(what)?;
+                let mut delta = if mode == INTEGERS_DELTA_OF_DELTA && count > 1 { head.signed_varint(what)? } else { 0 };
+                out.push(value);
+                let body = self.field(fields.body);
+                for index in 1..count {
+                    delta = match mode {
+                        INTEGERS_DELTA => body.signed_varint(what)?,
+                        _ if index == 1 => delta,
+                        _ => delta.wrapping_add(body.signed_varint(what)?),
+                    };
+                    value = value.wrapping_add(delta);
+                    out.push(value);
+                }
+            }
+            INTEGERS_LINEAR => {
+                let head = self.field(fields.head);
+                let base = head.signed_varint(what)?;
+                let slope = head.signed_varint(what)?;
+                let body = self.field(fields.body);
+                let mut line = base;
+                for _ in 0..count {
+                    out.push(line.wrapping_add(body.signed_varint(what)?));
+                    line = line.wrapping_add(slope);
+                }
+            }
+            tag => return Err(CodecError::UnknownEncoding { what: "integer mode", offset, tag }),
+        }
+        Ok(())
+    }
+
+    fn read_values(&mut self, count: usize, budget: &mut DecodeBudget) -> Result<Values, CodecError> {
+        let kinds = self.field(Field::ValueKinds);
+        let offset = kinds.position();
+        let tag = kinds.u8("value kind")?;
+        Ok(match ValueKind::from_u8(tag) {
+            Some(ValueKind::F64) => Values::F64(self.read_f64s(count)?),
+            Some(ValueKind::I64) => {
+                let mut values = Vec::with_capacity(count);
+                self.read_integers(count, VALUE_INTEGERS, "integer values", &mut values)?;
+                Values::I64(values)
+            }
+            Some(ValueKind::Bool) => Values::Bool(self.read_bools(count)?),
+            Some(ValueKind::String) => Values::String(self.read_strings(count, budget)?),
+            None if tag == VALUES_MIXED => Values::Mixed(self.read_mixed(count, budget)?),
+            None => return Err(CodecError::UnknownEncoding { what: "value kind", offset, tag }),
+        })
+    }
+
+    fn read_f64s(&mut self, count: usize) -> Result<Vec<f64>, CodecError> {
+        let mut values = Vec::with_capacity(count);
+        if count == 0 {
+            return Ok(values);
+        }
+        let encodings = self.field(Field::Encodings);
+        let offset = encodings.position();
+        match encodings.u8("float encoding")? {
+            F64_RAW => {
+                let bytes = self.field(Field::FloatBits).bytes("raw floats", 8 * count as u64)?;
+                values.extend(bytes.chunks_exact(8).map(|chunk| {
+                    let mut bits = [0u8; 8];
+                    bits.copy_from_slice(chunk);
+                    f64::from_bits(u64::from_le_bytes(bits))
+                }));
+            }
+            F64_XOR => {
+                let stream = self.field(Field::FloatBits).length_prefixed("XOR floats")?;
+                read_xor(stream, count, &mut values)?;
+            }
+            F64_DECIMAL => {
+                let digits_offset = encodings.position();
+                let digits = encodings.u8("decimal digits")?;
+                let Some(&power) = POWERS_OF_TEN.get(usize::from(digits)) else {
+                    return Err(CodecError::OutOfRange {
+                        what: "decimal digits",
+                        offset: digits_offset,
+                        value: u64::from(digits),
+                        expected: "between 0 and 9",
+                    });
+                };
+                let mut integers = Vec::with_capacity(count);
+                self.read_integers(count, VALUE_INTEGERS, "decimal floats", &mut integers)?;
+                values.extend(integers.into_iter().map(|integer| integer as f64 / power));
+            }
+            tag => return Err(CodecError::UnknownEncoding { what: "float encoding", offset, tag }),
+        }
+        Ok(values)
+    }
+
+    fn read_bools(&mut self, count: usize) -> Result<Vec<bool>, CodecError> {
+        let mut values = Vec::with_capacity(count);
+        if count == 0 {
+            return Ok(values);
+        }
+        let encodings = self.field(Field::Encodings);
+        let offset = encodings.position();
+        let encoding = encodings.u8("boolean encoding")?;
+        let reader = self.field(Field::Booleans);
+        match encoding {
+            BOOL_RUNS => {
+                let first_offset = reader.position();
+                let mut value = match reader.u8("first boolean")? {
+                    0 => false,
+                    1 => true,
+                    other => {
+                        return Err(CodecError::OutOfRange {
+                            what: "first boolean",
+                            offset: first_offset,
+                            value: u64::from(other),
+                            expected: "0 or 1",
+                        });
+                    }
+                };
+                while values.len() < count {
+                    let length = read_run(reader, "boolean run length", count - values.len())?;
+                    values.resize(values.len() + length, value);
+                    value = !value;
+                }
+            }
+            BOOL_PACKED => {
+                let bytes = reader.bytes("packed booleans", count.div_ceil(8) as u64)?;
+                values.extend((0..count).map(|index| bytes[index / 8] & (1 << (index % 8)) != 0));
+            }
+            tag => return Err(CodecError::UnknownEncoding { what: "boolean encoding", offset, tag }),
+        }
+        Ok(values)
+    }
+
+    fn read_strings(&mut self, count: usize, budget: &mut DecodeBudget) -> Result<Vec<String>, CodecError> {
+        let mut values = Vec::with_capacity(count);
+        if count == 0 {
+            return Ok(values);
+        }
+        let dictionaries = self.field(Field::StringDictionaries);
+        let offset = dictionaries.position();
+        // Every entry takes at least its length byte, so the size is bounded by the input.
+        let size = dictionaries.count_of_byte_items("string dictionary size", count as u64)?;
+        if size == 0 {
+            return Err(CodecError::OutOfRange {
+                what: "string dictionary size",
+                offset,
+                value: 0,
+                expected: "at least 1 for a non-empty column",
+            });
+        }
+        let mut dictionary = Vec::with_capacity(size);
+        for _ in 0..size {
+            dictionary.push(dictionaries.utf8("string dictionary entry")?);
+        }
+        let runs = self.field(Field::StringRuns);
+        while values.len() < count {
+            let index_offset = runs.position();
+            let index = runs.varint("string index")?;
+            let Some(&entry) = usize::try_from(index).ok().and_then(|index| dictionary.get(index)) else {
                 return Err(CodecError::OutOfRange {
-                    what: "decimal digits",
-                    offset: digits_offset,
-                    value: u64::from(digits),
-                    expected: "between 0 and 9",
+                    what: "string index",
+                    offset: index_offset,
+                    value: index,
+                    expected: "an index into the column's string dictionary",
                 });
             };
-            let mut integers = Vec::with_capacity(count);
-            decode_integers(reader, count, "decimal floats", &mut integers)?;
-            values.extend(integers.into_iter().map(|integer| integer as f64 / power));
+            let length = read_run(runs, "string run length", count - values.len())?;
+            budget.take_string_bytes(entry.len(), length)?;
+            values.extend(std::iter::repeat_n(entry, length).map(str::to_owned));
         }
-        tag => return Err(CodecError::UnknownEncoding { what: "float encoding", offset, tag }),
+        Ok(values)
     }
-    Ok(values)
+
+    fn read_mixed(&mut self, count: usize, budget: &mut DecodeBudget) -> Result<Vec<Value>, CodecError> {
+        let mut kinds: Vec<(ValueKind, usize)> = Vec::new();
+        let mut counts = [0usize; 4];
+        let mut decoded = 0;
+        let reader = self.field(Field::MixedKinds);
+        while decoded < count {
+            let offset = reader.position();
+            let byte = reader.u8("mixed value kind")?;
+            let kind =
+                ValueKind::from_u8(byte).ok_or(CodecError::UnknownEncoding { what: "mixed value kind", offset, tag: byte })?;
+            let length = read_run(reader, "mixed kind run length", count - decoded)?;
+            kinds.push((kind, length));
+            counts[kind as usize] += length;
+            decoded += length;
+        }
+        let mut floats = self.read_f64s(counts[ValueKind::F64 as usize])?.into_iter();
+        let mut integers = Vec::with_capacity(counts[ValueKind::I64 as usize]);
+        self.read_integers(counts[ValueKind::I64 as usize], VALUE_INTEGERS, "mixed integer values", &mut integers)?;
+        let mut integers = integers.into_iter();
+        let mut bools = self.read_bools(counts[ValueKind::Bool as usize])?.into_iter();
+        let mut strings = self.read_strings(counts[ValueKind::String as usize], budget)?.into_iter();
+
+        let mut values = Vec::with_capacity(count);
+        for (kind, length) in kinds {
+            for _ in 0..length {
+                // The sub-columns hold exactly `counts[kind]` items, so none runs dry.
+                let value = match kind {
+                    ValueKind::F64 => floats.next().map(Value::F64),
+                    ValueKind::I64 => integers.next().map(Value::I64),
+                    ValueKind::Bool => bools.next().map(Value::Bool),
+                    ValueKind::String => strings.next().map(Value::String),
+                };
+                values.extend(value);
+            }
+        }
+        debug_assert_eq!(values.len(), count);
+        Ok(values)
+    }
+
+    fn read_qualities(&mut self, count: usize) -> Result<Vec<Quality>, CodecError> {
+        let mut qualities = Vec::with_capacity(count);
+        let reader = self.field(Field::Qualities);
+        while qualities.len() < count {
+            let code = reader.varint_at_most("quality", u64::from(u32::MAX), "a 32-bit OPC UA status code")?;
+            let length = read_run(reader, "quality run length", count - qualities.len())?;
+            qualities.resize(qualities.len() + length, Quality(code as u32));
+        }
+        Ok(qualities)
+    }
+}
+
+impl Field {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Counts => "record counts stream",
+            Self::TickExponents => "tick exponents stream",
+            Self::TickFactors => "tick factors stream",
+            Self::ValueKinds => "value kinds stream",
+            Self::Encodings => "encodings stream",
+            Self::TimestampHeads => "timestamp heads stream",
+            Self::Timestamps => "timestamps stream",
+            Self::ValueHeads => "value heads stream",
+            Self::Values => "values stream",
+            Self::FloatBits => "float bits stream",
+            Self::Booleans => "booleans stream",
+            Self::StringDictionaries => "string dictionaries stream",
+            Self::StringRuns => "string runs stream",
+            Self::MixedKinds => "mixed kinds stream",
+            Self::Qualities => "qualities stream",
+        }
+    }
 }
 
 fn read_xor(stream: &[u8], count: usize, values: &mut Vec<f64>) -> Result<(), CodecError> {
@@ -535,141 +924,20 @@ fn read_xor(stream: &[u8], count: usize, values: &mut Vec<f64>) -> Result<(), Co
     Ok(())
 }
 
-/// A run length between 1 and `left`.
+/// A run length between 1 and `left`; 0 stands for `left` (see [`put_run_length`]).
 fn read_run(reader: &mut Reader<'_>, what: &'static str, left: usize) -> Result<usize, CodecError> {
     let offset = reader.position();
     let length = reader.varint(what)?;
-    if length == 0 || length > left as u64 {
+    if length == 0 {
+        return Ok(left);
+    }
+    if length > left as u64 {
         return Err(CodecError::OutOfRange {
             what,
             offset,
             value: length,
-            expected: "between 1 and the number of records left in the column",
+            expected: "at most the number of records left in the column",
         });
     }
     Ok(length as usize)
-}
-
-fn decode_bools(reader: &mut Reader<'_>, count: usize) -> Result<Vec<bool>, CodecError> {
-    let mut values = Vec::with_capacity(count);
-    if count == 0 {
-        return Ok(values);
-    }
-    let offset = reader.position();
-    match reader.u8("boolean encoding")? {
-        BOOL_RUNS => {
-            let first_offset = reader.position();
-            let mut value = match reader.u8("first boolean")? {
-                0 => false,
-                1 => true,
-                other => {
-                    return Err(CodecError::OutOfRange {
-                        what: "first boolean",
-                        offset: first_offset,
-                        value: u64::from(other),
-                        expected: "0 or 1",
-                    });
-                }
-            };
-            while values.len() < count {
-                let length = read_run(reader, "boolean run length", count - values.len())?;
-                values.resize(values.len() + length, value);
-                value = !value;
-            }
-        }
-        BOOL_PACKED => {
-            let bytes = reader.bytes("packed booleans", count.div_ceil(8) as u64)?;
-            values.extend((0..count).map(|index| bytes[index / 8] & (1 << (index % 8)) != 0));
-        }
-        tag => return Err(CodecError::UnknownEncoding { what: "boolean encoding", offset, tag }),
-    }
-    Ok(values)
-}
-
-fn decode_strings(reader: &mut Reader<'_>, count: usize, budget: &mut DecodeBudget) -> Result<Vec<String>, CodecError> {
-    let mut values = Vec::with_capacity(count);
-    if count == 0 {
-        return Ok(values);
-    }
-    let offset = reader.position();
-    let dictionary_size = reader.count_of_byte_items("string dictionary size", count as u64)?;
-    if dictionary_size == 0 {
-        return Err(CodecError::OutOfRange {
-            what: "string dictionary size",
-            offset,
-            value: 0,
-            expected: "at least 1 for a non-empty column",
-        });
-    }
-    let mut dictionary = Vec::with_capacity(dictionary_size);
-    for _ in 0..dictionary_size {
-        dictionary.push(reader.utf8("string dictionary entry")?);
-    }
-    while values.len() < count {
-        let index_offset = reader.position();
-        let index = reader.varint("string index")?;
-        let Some(&entry) = usize::try_from(index).ok().and_then(|index| dictionary.get(index)) else {
-            return Err(CodecError::OutOfRange {
-                what: "string index",
-                offset: index_offset,
-                value: index,
-                expected: "an index into the column's string dictionary",
-            });
-        };
-        let length = read_run(reader, "string run length", count - values.len())?;
-        budget.take_string_bytes(entry.len(), length)?;
-        values.extend(std::iter::repeat_n(entry, length).map(str::to_owned));
-    }
-    Ok(values)
-}
-
-fn decode_mixed(reader: &mut Reader<'_>, count: usize, budget: &mut DecodeBudget) -> Result<Vec<Value>, CodecError> {
-    let mut kinds: Vec<(ValueKind, usize)> = Vec::new();
-    let mut counts = [0usize; 4];
-    let mut decoded = 0;
-    while decoded < count {
-        let offset = reader.position();
-        let byte = reader.u8("mixed value kind")?;
-        let kind = ValueKind::from_u8(byte).ok_or(CodecError::UnknownEncoding {
-            what: "mixed value kind",
-            offset,
-            tag: byte,
-        })?;
-        let length = read_run(reader, "mixed kind run length", count - decoded)?;
-        kinds.push((kind, length));
-        counts[kind as usize] += length;
-        decoded += length;
-    }
-    let mut floats = decode_f64s(reader, counts[ValueKind::F64 as usize])?.into_iter();
-    let mut integers = Vec::with_capacity(counts[ValueKind::I64 as usize]);
-    decode_integers(reader, counts[ValueKind::I64 as usize], "mixed integer values", &mut integers)?;
-    let mut integers = integers.into_iter();
-    let mut bools = decode_bools(reader, counts[ValueKind::Bool as usize])?.into_iter();
-    let mut strings = decode_strings(reader, counts[ValueKind::String as usize], budget)?.into_iter();
-
-    let mut values = Vec::with_capacity(count);
-    for (kind, length) in kinds {
-        for _ in 0..length {
-            // The sub-columns hold exactly `counts[kind]` items, so none runs dry.
-            let value = match kind {
-                ValueKind::F64 => floats.next().map(Value::F64),
-                ValueKind::I64 => integers.next().map(Value::I64),
-                ValueKind::Bool => bools.next().map(Value::Bool),
-                ValueKind::String => strings.next().map(Value::String),
-            };
-            values.extend(value);
-        }
-    }
-    debug_assert_eq!(values.len(), count);
-    Ok(values)
-}
-
-fn decode_qualities(reader: &mut Reader<'_>, count: usize) -> Result<Vec<Quality>, CodecError> {
-    let mut qualities = Vec::with_capacity(count);
-    while qualities.len() < count {
-        let code = reader.varint_at_most("quality", u64::from(u32::MAX), "a 32-bit OPC UA status code")?;
-        let length = read_run(reader, "quality run length", count - qualities.len())?;
-        qualities.resize(qualities.len() + length, Quality(code as u32));
-    }
-    Ok(qualities)
 }

@@ -78,7 +78,7 @@ mod tests;
 use std::collections::HashMap;
 
 use crate::record::{MAX_TAGS_PER_SERIES, Quality, Record, RecordError, SeriesKey, Value};
-use columns::{DecodeBudget, decode_columns_with_base, encode_columns_with_base};
+use columns::{ColumnReader, ColumnWriter, DecodeBudget};
 use wire::{Reader, put_bytes, put_signed_varint, put_varint};
 
 /// The first four bytes of every payload.
@@ -269,12 +269,19 @@ pub fn group_records(records: &[Record]) -> Vec<SeriesColumns> {
 /// # Panics
 /// If the columns have different lengths: a bug in the caller.
 pub fn encode_columns(columns: &SeriesColumns, out: &mut Vec<u8>) {
-    encode_columns_with_base(columns, 0, out);
+    let mut writer = ColumnWriter::default();
+    writer.write_series(columns, 0);
+    writer.finish(out);
 }
 
 /// Decodes what [`encode_columns`] wrote, giving the columns the `key` stored beside them.
 pub fn decode_columns(bytes: &[u8], key: SeriesKey) -> Result<SeriesColumns, CodecError> {
-    decode_columns_with_base(bytes, key, 0, &mut DecodeBudget::new())
+    let mut reader = Reader::new(bytes);
+    let mut columns = ColumnReader::parse(&mut reader)?;
+    reader.expect_end("series columns")?;
+    let series = columns.read_series(key, 0, &mut DecodeBudget::new())?;
+    columns.expect_end()?;
+    Ok(series)
 }
 
 /// Encodes a whole segment payload: header, series table, every series' columns, compressed with
@@ -316,35 +323,56 @@ fn encode_decoded_payload(series: &[SeriesColumns]) -> Vec<u8> {
 
     let record_count: usize = series.iter().map(SeriesColumns::len).sum();
     let mut out = Vec::with_capacity(64 + 32 * table.len() + 4 * record_count);
-    put_varint(&mut out, table.len() as u64);
-    let mut previous_name: &str = "";
-    for key in &table {
-        let shared = shared_prefix_bytes(previous_name, &key.name);
-        put_varint(&mut out, shared as u64);
-        put_bytes(&mut out, &key.name.as_bytes()[shared..]);
-        put_varint(&mut out, key.tags.len() as u64);
-        for (tag_key, tag_value) in &key.tags {
-            put_bytes(&mut out, tag_key.as_bytes());
-            put_bytes(&mut out, tag_value.as_bytes());
-        }
-        previous_name = &key.name;
-    }
+    write_series_table(&table, &mut out);
 
     let base_ns = series.iter().filter_map(SeriesColumns::min_max_timestamp).map(|(min, _)| min).min().unwrap_or(0);
     put_signed_varint(&mut out, base_ns);
     put_varint(&mut out, series.len() as u64);
-    let mut block = Vec::new();
+    let mut id_steps = Vec::with_capacity(series.len());
+    let mut columns_writer = ColumnWriter::default();
+    let mut previous_id: i64 = -1;
     for columns in series {
-        block.clear();
-        encode_columns_with_base(columns, base_ns, &mut block);
-        put_varint(&mut out, id_of[&columns.key] as u64);
-        put_bytes(&mut out, &block);
+        // Ids as the step from the previous block's: 0 when blocks follow the table's order.
+        let id = id_of[&columns.key] as i64;
+        put_signed_varint(&mut id_steps, id - previous_id - 1);
+        previous_id = id;
+        columns_writer.write_series(columns, base_ns);
     }
+    put_bytes(&mut out, &id_steps);
+    columns_writer.finish(&mut out);
     out
 }
 
+/// The series table, sorted, as three streams: the bytes each name shares with the previous one,
+/// the rest of each name, and each series' tags.
+fn write_series_table(table: &[&SeriesKey], out: &mut Vec<u8>) {
+    put_varint(out, table.len() as u64);
+    let mut prefixes = Vec::with_capacity(table.len());
+    let mut suffixes = Vec::new();
+    let mut tags = Vec::new();
+    let mut previous_name: &str = "";
+    for key in table {
+        let shared = shared_prefix_bytes(previous_name, &key.name);
+        put_varint(&mut prefixes, shared as u64);
+        put_bytes(&mut suffixes, &key.name.as_bytes()[shared..]);
+        put_varint(&mut tags, key.tags.len() as u64);
+        for (tag_key, tag_value) in &key.tags {
+            put_bytes(&mut tags, tag_key.as_bytes());
+            put_bytes(&mut tags, tag_value.as_bytes());
+        }
+        previous_name = &key.name;
+    }
+    put_bytes(out, &prefixes);
+    put_bytes(out, &suffixes);
+    put_bytes(out, &tags);
+}
+
+/// Bytes of the longest common prefix of `a` and `b` that ends with a `/` (whole path components
+/// only: the rest is then a whole word such as `steam_temp`, which zstd matches against its
+/// earlier occurrences far better than a fragment such as `eam_temp`).
 fn shared_prefix_bytes(a: &str, b: &str) -> usize {
-    a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count()
+    let common = a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
+    b.as_bytes()[..common].iter().rposition(|&byte| byte == b'/').map_or(0, |slash| slash + 1)
 }
 
 /// Checks the limits [`decode_payload`] enforces that an encoder can see before encoding: the
@@ -377,28 +405,43 @@ pub fn decode_payload(bytes: &[u8]) -> Result<Vec<SeriesColumns>, CodecError> {
     let mut reader = Reader::new(&decoded);
     let table = read_series_table(&mut reader)?;
     let base_ns = reader.signed_varint("base timestamp")?;
-    // Every block takes at least two bytes (series id and length).
-    let block_count = reader.count_of_byte_items("column block count", u64::MAX)?;
+    let block_count = reader.varint("column block count")?;
+    let mut id_steps = Reader::new(reader.length_prefixed("series ids")?);
+    // Every block has an id step of at least one byte, so the count is bounded by the input.
+    if block_count > id_steps.remaining() as u64 {
+        return Err(CodecError::OutOfRange {
+            what: "column block count",
+            offset: reader.position(),
+            value: block_count,
+            expected: "at most the bytes of the series ids",
+        });
+    }
+    let mut columns = ColumnReader::parse(&mut reader)?;
+    reader.expect_end("payload")?;
+
     let mut budget = DecodeBudget::new();
-    let mut series = Vec::with_capacity(block_count);
-    for block in 0..block_count {
-        let id_offset = reader.position();
-        let id = reader.varint("series id")?;
+    let mut series = Vec::with_capacity(block_count as usize);
+    let mut previous_id: i64 = -1;
+    for block in 0..block_count as usize {
+        let id_offset = id_steps.position();
+        let step = id_steps.signed_varint("series id step")?;
+        let id = previous_id.wrapping_add(1).wrapping_add(step);
         let Some(key) = usize::try_from(id).ok().and_then(|id| table.get(id)) else {
             return Err(CodecError::OutOfRange {
                 what: "series id",
                 offset: id_offset,
-                value: id,
+                value: id as u64,
                 expected: "an index into the payload's series table",
             });
         };
-        let bytes = reader.length_prefixed("column block")?;
-        let columns = decode_columns_with_base(bytes, key.clone(), base_ns, &mut budget).map_err(|source| {
-            CodecError::InBlock { block, series: key.to_string(), error: Box::new(source) }
+        previous_id = id;
+        let decoded = columns.read_series(key.clone(), base_ns, &mut budget).map_err(|error| {
+            CodecError::InBlock { block, series: key.to_string(), error: Box::new(error) }
         })?;
-        series.push(columns);
+        series.push(decoded);
     }
-    reader.expect_end("payload")?;
+    id_steps.expect_end("series ids")?;
+    columns.expect_end()?;
     Ok(series)
 }
 
@@ -433,38 +476,50 @@ fn decompress_payload(bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
 }
 
 fn read_series_table(reader: &mut Reader<'_>) -> Result<Vec<SeriesKey>, CodecError> {
-    // Every entry takes at least three bytes (prefix, suffix length, tag count).
-    let count = reader.count_of_byte_items("series count", u64::MAX)?;
-    let mut table: Vec<SeriesKey> = Vec::with_capacity(count);
-    for index in 0..count {
+    let count = reader.varint("series count")?;
+    let mut prefixes = Reader::new(reader.length_prefixed("series name prefixes")?);
+    let mut suffixes = Reader::new(reader.length_prefixed("series names")?);
+    let mut tags = Reader::new(reader.length_prefixed("series tags")?);
+    // Every series has a prefix length of at least one byte, so the count is bounded by the input.
+    if count > prefixes.remaining() as u64 {
+        return Err(CodecError::OutOfRange {
+            what: "series count",
+            offset: 0,
+            value: count,
+            expected: "at most the bytes of the series name prefixes",
+        });
+    }
+    let mut table: Vec<SeriesKey> = Vec::with_capacity(count as usize);
+    for index in 0..count as usize {
         let previous_name = table.last().map_or("", |key| key.name.as_str());
-        let shared = reader.varint_at_most(
+        let shared = prefixes.varint_at_most(
             "series name shared prefix",
             previous_name.len() as u64,
             "at most the previous series name's length",
         )? as usize;
-        let suffix_offset = reader.position();
-        let suffix = reader.length_prefixed("series name")?;
+        let suffix_offset = suffixes.position();
+        let suffix = suffixes.length_prefixed("series name")?;
         let mut name_bytes = Vec::with_capacity(shared + suffix.len());
         name_bytes.extend_from_slice(&previous_name.as_bytes()[..shared]);
         name_bytes.extend_from_slice(suffix);
         let name = String::from_utf8(name_bytes)
             .map_err(|_| CodecError::InvalidUtf8 { what: "series name", offset: suffix_offset })?;
-        let tag_count = reader.varint_at_most(
-            "series tag count",
-            MAX_TAGS_PER_SERIES as u64,
-            "at most MAX_TAGS_PER_SERIES (32)",
-        )? as usize;
-        let mut tags = Vec::with_capacity(tag_count);
+        let tag_count =
+            tags.varint_at_most("series tag count", MAX_TAGS_PER_SERIES as u64, "at most MAX_TAGS_PER_SERIES (32)")?
+                as usize;
+        let mut key_tags = Vec::with_capacity(tag_count);
         for _ in 0..tag_count {
-            let tag_key = reader.utf8("tag key")?.to_owned();
-            let tag_value = reader.utf8("tag value")?.to_owned();
-            tags.push((tag_key, tag_value));
+            let tag_key = tags.utf8("tag key")?.to_owned();
+            let tag_value = tags.utf8("tag value")?.to_owned();
+            key_tags.push((tag_key, tag_value));
         }
-        let key = SeriesKey { name, tags };
-        key.validate().map_err(|source| CodecError::InvalidSeriesKey { index, reason: source })?;
+        let key = SeriesKey { name, tags: key_tags };
+        key.validate().map_err(|reason| CodecError::InvalidSeriesKey { index, reason })?;
         table.push(key);
     }
+    prefixes.expect_end("series name prefixes")?;
+    suffixes.expect_end("series names")?;
+    tags.expect_end("series tags")?;
     Ok(table)
 }
 

@@ -62,6 +62,10 @@ impl<'a> Reader<'a> {
         Self { bytes, position: 0 }
     }
 
+    pub(super) const fn empty() -> Self {
+        Self { bytes: &[], position: 0 }
+    }
+
     pub(super) fn position(&self) -> usize {
         self.position
     }

@@ -1,0 +1,503 @@
+//! Sources that speak the InfluxDB line protocol, so existing collectors (Telegraf's OPC UA, Modbus,
+//! MQTT and S7 inputs, InfluxDB client libraries) need only a new URL:
+//!
+//! - HTTP: `POST /api/v2/write` (v2), `POST /write` (v1), `GET /ping`, `GET /health`, gzip bodies,
+//!   InfluxDB's status codes and JSON error bodies;
+//! - raw line protocol over TCP (newline-delimited stream) and UDP (one batch per datagram).
+//!
+//! A write is answered 204 only after its records are in the spool (see `pipeline`): 204 means
+//! durable. A body with a bad line is refused whole (400 naming the first bad line), so a writer can
+//! fix it and retry without creating duplicates.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use diode_common::line_protocol::{self, ParseOptions, Precision};
+use diode_common::record::Record;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::io::AsyncBufReadExt;
+
+use crate::clock::now_ns;
+use crate::pipeline::{Pipeline, SubmitError};
+
+/// What the ingest listeners need.
+#[derive(Clone)]
+pub struct IngestState {
+    pub pipeline: Arc<Mutex<Pipeline>>,
+    pub token: Option<Arc<str>>,
+    pub max_body_bytes: usize,
+    pub quality_field: Option<String>,
+    pub quality_tag: Option<String>,
+}
+
+/// The InfluxDB version reported by `/ping` and `/health`, which some clients check.
+const COMPATIBLE_VERSION: &str = "2.7.0";
+/// Seconds a client is told to wait when the spool is full.
+const RETRY_AFTER_SECONDS: &str = "5";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    V1,
+    V2,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct WriteParams {
+    precision: Option<String>,
+    /// v1 password (InfluxDB 1.x passes credentials as `u` and `p`).
+    p: Option<String>,
+}
+
+pub fn router(state: IngestState) -> axum::Router {
+    axum::Router::new()
+        .route("/api/v2/write", post(write_v2))
+        .route("/write", post(write_v1))
+        .route("/ping", get(ping).head(ping))
+        .route("/health", get(health))
+        .with_state(state)
+}
+
+pub async fn serve_http(listen: SocketAddr, state: IngestState) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen for line protocol over HTTP on {listen}; change ingest.http_listen"))?;
+    tracing::info!(%listen, "accepting InfluxDB line protocol over HTTP");
+    axum::serve(listener, router(state)).await.context("the HTTP ingest server failed")
+}
+
+async fn ping() -> Response {
+    (StatusCode::NO_CONTENT, [("x-influxdb-version", COMPATIBLE_VERSION), ("x-influxdb-build", "OSS")]).into_response()
+}
+
+async fn health() -> Response {
+    axum::Json(json!({
+        "name": "diode-sender",
+        "message": "ready for writes",
+        "status": "pass",
+        "checks": [],
+        "version": COMPATIBLE_VERSION,
+    }))
+    .into_response()
+}
+
+async fn write_v2(
+    State(state): State<IngestState>,
+    Query(params): Query<WriteParams>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    write(state, Api::V2, params, headers, body).await
+}
+
+async fn write_v1(
+    State(state): State<IngestState>,
+    Query(params): Query<WriteParams>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    write(state, Api::V1, params, headers, body).await
+}
+
+/// An error answered the way InfluxDB answers it.
+fn error(api: Api, status: StatusCode, code: &str, message: String, line: Option<usize>) -> Response {
+    let body = match api {
+        Api::V2 => {
+            let mut body = json!({ "code": code, "message": message });
+            if let Some(line) = line {
+                body["line"] = json!(line);
+            }
+            body
+        }
+        Api::V1 => json!({ "error": message }),
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+fn authorised(state: &IngestState, api: Api, params: &WriteParams, headers: &HeaderMap) -> bool {
+    let Some(expected) = &state.token else { return true };
+    let from_header = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|value| {
+        value.strip_prefix("Token ").or_else(|| value.strip_prefix("Bearer ")).map(str::to_owned)
+    });
+    let given = from_header.or_else(|| if api == Api::V1 { params.p.clone() } else { None });
+    given.is_some_and(|token| constant_time_eq(token.as_bytes(), expected.as_bytes()))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn write(state: IngestState, api: Api, params: WriteParams, headers: HeaderMap, body: Bytes) -> Response {
+    if !authorised(&state, api, &params, &headers) {
+        return error(api, StatusCode::UNAUTHORIZED, "unauthorized", "unauthorized access".into(), None);
+    }
+    let precision = match params.precision.as_deref().map(str::parse::<Precision>).transpose() {
+        Ok(precision) => precision.unwrap_or(Precision::Nanoseconds),
+        Err(e) => return error(api, StatusCode::BAD_REQUEST, "invalid", format!("invalid precision: {e}"), None),
+    };
+    let gzip = headers.get(header::CONTENT_ENCODING).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    let body = match decode_body(&body, gzip, state.max_body_bytes) {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            return error(
+                api,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request too large",
+                format!("request body exceeds the {} byte limit; send smaller batches", state.max_body_bytes),
+                None,
+            );
+        }
+        Err(BodyError::Invalid(message)) => return error(api, StatusCode::BAD_REQUEST, "invalid", message, None),
+    };
+    let options = ParseOptions {
+        precision,
+        now_ns: now_ns(),
+        quality_field: state.quality_field.clone(),
+        quality_tag: state.quality_tag.clone(),
+    };
+    let mut records = Vec::new();
+    if let Err(e) = line_protocol::parse_lines(&body, &options, &mut records) {
+        return error(api, StatusCode::BAD_REQUEST, "invalid", e.to_string(), Some(e.line_number));
+    }
+    match submit(&state.pipeline, records).await.map_err(|(e, _)| e) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(SubmitError::SpoolFull { used_bytes, limit_bytes }) => {
+            let mut response = error(
+                api,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("the spool is full ({used_bytes} of {limit_bytes} bytes): the link is behind; retry later"),
+                None,
+            );
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+            response
+        }
+        Err(e @ SubmitError::Invalid { .. }) => error(api, StatusCode::BAD_REQUEST, "invalid", e.to_string(), None),
+        Err(e @ SubmitError::Io(_)) => {
+            tracing::error!("{e}");
+            error(api, StatusCode::INTERNAL_SERVER_ERROR, "internal error", e.to_string(), None)
+        }
+    }
+}
+
+enum BodyError {
+    TooLarge,
+    Invalid(String),
+}
+
+/// The body as text, gunzipped if needed, never larger than `limit` bytes.
+fn decode_body(body: &[u8], gzip: bool, limit: usize) -> Result<String, BodyError> {
+    if body.len() > limit {
+        return Err(BodyError::TooLarge);
+    }
+    let bytes = if gzip {
+        let mut decoded = Vec::new();
+        let mut reader = flate2::read::GzDecoder::new(body).take(limit as u64 + 1);
+        reader.read_to_end(&mut decoded).map_err(|e| BodyError::Invalid(format!("gzip body cannot be decoded: {e}")))?;
+        if decoded.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        decoded
+    } else {
+        body.to_vec()
+    };
+    String::from_utf8(bytes).map_err(|e| BodyError::Invalid(format!("body is not UTF-8 (byte {})", e.utf8_error().valid_up_to())))
+}
+
+/// Hands records to the spool off the async threads (the spool may fsync). On failure the
+/// records come back untouched.
+async fn submit(pipeline: &Arc<Mutex<Pipeline>>, mut records: Vec<Record>) -> Result<(), (SubmitError, Vec<Record>)> {
+    let pipeline = Arc::clone(pipeline);
+    let task = tokio::task::spawn_blocking(move || {
+        let result = pipeline.lock().expect("pipeline lock").submit(&mut records, now_ns());
+        result.map_err(|e| (e, records))
+    });
+    task.await.unwrap_or_else(|e| Err((SubmitError::Io(std::io::Error::other(format!("the spool task failed: {e}"))), Vec::new())))
+}
+
+/// Raw line protocol over TCP, as Telegraf's socket_writer sends it: newline-delimited, each line
+/// acknowledged by nothing (TCP has no reply in this protocol), so lines are spooled in batches
+/// as they arrive. A bad line is logged and skipped; a full spool pauses reading (backpressure).
+pub async fn serve_tcp(listen: SocketAddr, state: IngestState) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen for line protocol over TCP on {listen}; change ingest.tcp_listen"))?;
+    tracing::info!(%listen, "accepting line protocol over TCP");
+    loop {
+        let (stream, peer) = listener.accept().await.context("accepting a TCP connection")?;
+        let state = state.clone();
+        tokio::spawn(async move {
+            if let Err(e) = tcp_connection(stream, &state).await {
+                tracing::warn!(%peer, "line protocol connection ended: {e:#}");
+            }
+        });
+    }
+}
+
+/// Lines gathered before they are spooled together.
+const TCP_BATCH_LINES: usize = 5_000;
+/// A connection idle this long has its partial batch spooled.
+const TCP_IDLE_FLUSH: std::time::Duration = std::time::Duration::from_millis(100);
+
+async fn tcp_connection(stream: tokio::net::TcpStream, state: &IngestState) -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let mut reader = tokio::io::BufReader::new(stream);
+    let mut batch = String::new();
+    let mut count = 0;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        // Bounded: a line longer than the body limit ends the connection instead of memory.
+        let mut bounded = (&mut reader).take(state.max_body_bytes as u64 + 1);
+        let read = tokio::time::timeout(TCP_IDLE_FLUSH, bounded.read_until(b'\n', &mut line)).await;
+        match read {
+            Ok(Ok(0)) => {
+                spool_text(state, &batch).await;
+                return Ok(());
+            }
+            Ok(Ok(_)) => {
+                anyhow::ensure!(line.len() <= state.max_body_bytes, "a line is longer than {} bytes", state.max_body_bytes);
+                match std::str::from_utf8(&line) {
+                    Ok(text) => batch.push_str(text.trim_end_matches(['\n', '\r'])),
+                    Err(_) => tracing::warn!("skipped a line that is not UTF-8"),
+                }
+                batch.push('\n');
+                count += 1;
+                if count >= TCP_BATCH_LINES {
+                    spool_text(state, &batch).await;
+                    batch.clear();
+                    count = 0;
+                }
+            }
+            Ok(Err(e)) => {
+                spool_text(state, &batch).await;
+                return Err(e).context("reading the connection");
+            }
+            Err(_) => {
+                spool_text(state, &batch).await;
+                batch.clear();
+                count = 0;
+            }
+        }
+    }
+}
+
+/// Parses and spools a batch from TCP or UDP, where there is nobody to answer: bad lines are
+/// logged and skipped, and a full spool is waited out.
+async fn spool_text(state: &IngestState, text: &str) {
+    let options = ParseOptions {
+        precision: Precision::Nanoseconds,
+        now_ns: now_ns(),
+        quality_field: state.quality_field.clone(),
+        quality_tag: state.quality_tag.clone(),
+    };
+    let mut records = Vec::new();
+    // Line by line, so one bad line costs only itself.
+    for line in text.lines() {
+        if let Err(e) = line_protocol::parse_lines(line, &options, &mut records) {
+            tracing::warn!("skipped a line protocol line: {e}");
+        }
+    }
+    while !records.is_empty() {
+        match submit(&state.pipeline, records).await {
+            Ok(()) => return,
+            Err((SubmitError::SpoolFull { .. }, refused)) => {
+                records = refused;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err((e, _)) => {
+                tracing::error!("records from a socket listener were not spooled: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// Raw line protocol over UDP, one batch per datagram (Telegraf's socket_writer with udp://).
+pub async fn serve_udp(listen: SocketAddr, state: IngestState) -> anyhow::Result<()> {
+    let socket = tokio::net::UdpSocket::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen for line protocol over UDP on {listen}; change ingest.udp_listen"))?;
+    tracing::info!(%listen, "accepting line protocol over UDP");
+    let mut buffer = vec![0u8; 65_536];
+    loop {
+        let (length, _) = socket.recv_from(&mut buffer).await.context("receiving line protocol over UDP")?;
+        match std::str::from_utf8(&buffer[..length]) {
+            Ok(text) => spool_text(&state, text).await,
+            Err(_) => tracing::warn!("skipped a UDP datagram that is not UTF-8 line protocol"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FsyncPolicy;
+    use crate::pipeline::{PipelineSettings, SealedEntry};
+    use axum::body::Body;
+    use axum::http::Request;
+    use diode_common::keys::{SenderKey, TrustedKeys};
+    use diode_common::record::Value;
+    use std::io::Write;
+    use std::sync::mpsc::Receiver;
+    use tower::ServiceExt;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        state: IngestState,
+        sealed: Receiver<SealedEntry>,
+    }
+
+    fn fixture(token: Option<&str>, spool_max_bytes: u64) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = PipelineSettings {
+            sender_id: 1,
+            data_dir: dir.path().to_owned(),
+            max_records: 10_000,
+            max_age_ns: 1,
+            zstd_level: 3,
+            spool_max_bytes,
+            fsync: FsyncPolicy::Always,
+            max_unsent_bytes: 1 << 30,
+            retention_bytes: 1 << 30,
+        };
+        let (tx, sealed) = std::sync::mpsc::sync_channel(100);
+        let pipeline = Pipeline::open(settings, SenderKey::from_seed([3; 32]), 0, tx).unwrap();
+        let state = IngestState {
+            pipeline: Arc::new(Mutex::new(pipeline)),
+            token: token.map(Arc::from),
+            max_body_bytes: 4096,
+            quality_field: None,
+            quality_tag: None,
+        };
+        Fixture { _dir: dir, state, sealed }
+    }
+
+    fn records_sealed(fixture: &Fixture) -> Vec<Record> {
+        fixture.state.pipeline.lock().unwrap().flush(0).unwrap();
+        let trusted = TrustedKeys::single(SenderKey::from_seed([3; 32]).public_key());
+        fixture
+            .sealed
+            .try_iter()
+            .flat_map(|entry| {
+                let (_, series) = diode_common::seal::open_records(&entry.bytes, &trusted).unwrap();
+                series.iter().flat_map(|s| s.records()).collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    async fn call(state: &IngestState, request: Request<Body>) -> (StatusCode, HeaderMap, serde_json::Value) {
+        let response = router(state.clone()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (status, headers, json)
+    }
+
+    fn post(uri: &str, body: impl Into<Body>) -> Request<Body> {
+        Request::post(uri).body(body.into()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_v2_write_is_answered_204_once_its_records_are_spooled() {
+        let fixture = fixture(None, 1 << 20);
+        let body = "boiler,unit=b3 steam_temp=512.5,running=true 1700000000123\n";
+        let (status, _, _) = call(&fixture.state, post("/api/v2/write?org=o&bucket=b&precision=ms", body)).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let records = records_sealed(&fixture);
+        assert_eq!(records.len(), 2);
+        let temp = records.iter().find(|r| r.series.name == "boiler/steam_temp").unwrap();
+        assert_eq!(temp.timestamp_ns, 1_700_000_000_123_000_000);
+        assert_eq!(temp.value, Value::F64(512.5));
+        assert_eq!(temp.series.tags, vec![("unit".to_owned(), "b3".to_owned())]);
+    }
+
+    #[tokio::test]
+    async fn a_bad_line_refuses_the_whole_body_and_names_the_line() {
+        let fixture = fixture(None, 1 << 20);
+        let body = "m f=1 1\nm f=oops 2\nm f=3 3\n";
+        let (status, _, json) = call(&fixture.state, post("/api/v2/write?bucket=b", body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(json["code"], "invalid");
+        assert_eq!(json["line"], 2);
+        let (status, _, json) = call(&fixture.state, post("/write?db=d", body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(json["error"].as_str().unwrap().contains("line 2") || json["error"].as_str().unwrap().contains("oops"));
+        assert!(records_sealed(&fixture).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_wrong_token_is_answered_401() {
+        let fixture = fixture(Some("s3cret"), 1 << 20);
+        let (status, _, json) = call(&fixture.state, post("/api/v2/write?bucket=b", "m f=1 1")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(json["code"], "unauthorized");
+        let wrong = Request::post("/api/v2/write?bucket=b").header("authorization", "Token nope").body(Body::from("m f=1 1")).unwrap();
+        assert_eq!(call(&fixture.state, wrong).await.0, StatusCode::UNAUTHORIZED);
+        let right = Request::post("/api/v2/write?bucket=b").header("authorization", "Token s3cret").body(Body::from("m f=1 1")).unwrap();
+        assert_eq!(call(&fixture.state, right).await.0, StatusCode::NO_CONTENT);
+        assert_eq!(call(&fixture.state, post("/write?db=d&u=x&p=s3cret", "m f=1 1")).await.0, StatusCode::NO_CONTENT);
+    }
+
+    #[tokio::test]
+    async fn an_oversized_body_is_answered_413() {
+        let fixture = fixture(None, 1 << 20);
+        let body = "m f=1 1\n".repeat(1_000);
+        let (status, _, json) = call(&fixture.state, post("/api/v2/write?bucket=b", body)).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(json["code"], "request too large");
+    }
+
+    #[tokio::test]
+    async fn gzip_bodies_are_accepted_and_gzip_bombs_are_refused() {
+        let fixture = fixture(None, 1 << 20);
+        let gzip = |text: &str| {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder.write_all(text.as_bytes()).unwrap();
+            encoder.finish().unwrap()
+        };
+        let request = |bytes: Vec<u8>| {
+            Request::post("/api/v2/write?bucket=b").header("content-encoding", "gzip").body(Body::from(bytes)).unwrap()
+        };
+        assert_eq!(call(&fixture.state, request(gzip("m f=1i 1\nm f=2i 2\n"))).await.0, StatusCode::NO_CONTENT);
+        let bomb = gzip(&"m f=1 1\n".repeat(100_000));
+        assert!(bomb.len() < 4096);
+        assert_eq!(call(&fixture.state, request(bomb)).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(records_sealed(&fixture).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_full_spool_is_answered_503_with_retry_after() {
+        let fixture = fixture(None, 1);
+        assert_eq!(call(&fixture.state, post("/api/v2/write?bucket=b", "m f=1 1")).await.0, StatusCode::NO_CONTENT);
+        let (status, headers, _) = call(&fixture.state, post("/api/v2/write?bucket=b", "m f=2 2")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers.get("retry-after").unwrap(), "5");
+    }
+
+    #[tokio::test]
+    async fn ping_and_health_answer_like_influxdb() {
+        let fixture = fixture(None, 1 << 20);
+        let (status, headers, _) = call(&fixture.state, Request::get("/ping").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert!(headers.contains_key("x-influxdb-version"));
+        let (status, _, json) = call(&fixture.state, Request::get("/health").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(json["status"], "pass");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_precision_is_answered_400() {
+        let fixture = fixture(None, 1 << 20);
+        let (status, _, _) = call(&fixture.state, post("/api/v2/write?bucket=b&precision=fortnights", "m f=1 1")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+}

@@ -1,0 +1,122 @@
+//! End-to-end: the two appliances as real processes on loopback, through a lossy relay.
+//!
+//! These need the release binaries (`cargo build --release --bins`), which `scripts/test` builds.
+
+use std::time::Duration;
+
+use diode_common::keys::SenderKey;
+use diode_common::packet::{self, LinkKey, SymbolPacket};
+use diode_common::plant::{PlantConfig, PlantSimulator};
+use diode_common::seal::{self, ChainPosition, GENESIS_HASH};
+use diode_common::{codec, fec};
+use diode_tests::lab::{Lab, LabOptions};
+use diode_tests::relay::LossModel;
+
+fn lossy(seed: u64, loss: f64) -> LossModel {
+    LossModel { seed, loss, reorder: 0.02, duplicate: 0.01, burst_every: 0, burst_length: 0 }
+}
+
+#[test]
+fn a_million_points_cross_a_lossy_link_exactly_and_a_resend_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LabOptions { series: 2_000, max_records: 1_000_000, loss: lossy(7, 0.05), ..LabOptions::default() };
+    let mut lab = Lab::new(dir.path(), options).unwrap();
+    lab.start_receiver().unwrap();
+    lab.start_sender().unwrap();
+    assert!(lab.wait_sender(Duration::from_secs(300)).unwrap().success(), "the sender failed");
+    assert!(lab.wait_for_points(1_000_000, Duration::from_secs(60)), "the replica did not reach 1,000,000 points");
+    let dropped = lab.relay.counters.dropped.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(dropped > 1_000, "the relay should have dropped datagrams, dropped {dropped}");
+    assert!(lab.metric("diode_receiver_segments_recovered_by_fec_total") > 0.0);
+    let applied_before = lab.metric("diode_receiver_segments_applied_total");
+
+    // Send every segment again: the replica must not change.
+    let head = lab.metric("diode_receiver_segments_applied_total") as u64;
+    let output = std::process::Command::new(diode_tests::lab::find_bin_dir().unwrap().join("diode-sender"))
+        .args(["resend", "--config", lab.sender_config().to_str().unwrap(), "--from", "1", "--to", &head.to_string()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(lab.metric("diode_receiver_segments_applied_total"), applied_before);
+    assert!(lab.metric("diode_receiver_segments_already_applied_total") > 0.0);
+    lab.stop_receiver().unwrap();
+    let verification = lab.verify_replica().unwrap();
+    assert!(verification.is_exact(), "{verification:?}");
+    assert_eq!(verification.found_points, 1_000_000);
+}
+
+#[test]
+fn a_receiver_killed_mid_stream_ends_complete_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LabOptions {
+        max_records: 300_000,
+        realtime: true,
+        rate_hz: 100.0, // 1,000 series at 100 Hz: three seconds of plant data in real time
+        linger_ms: 6_000,
+        loss: lossy(11, 0.02),
+        ..LabOptions::default()
+    };
+    let mut lab = Lab::new(dir.path(), options).unwrap();
+    lab.start_receiver().unwrap();
+    lab.start_sender().unwrap();
+    assert!(lab.wait_for_points(50_000, Duration::from_secs(60)));
+    lab.kill_receiver();
+    std::thread::sleep(Duration::from_millis(500));
+    lab.start_receiver().unwrap();
+    assert!(lab.wait_sender(Duration::from_secs(120)).unwrap().success());
+    lab.stop_receiver().unwrap();
+    let verification = lab.verify_replica().unwrap();
+    assert!(verification.is_exact(), "{verification:?}");
+}
+
+#[test]
+fn forged_and_tampered_datagrams_never_reach_the_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LabOptions { max_records: 20_000, ..LabOptions::default() };
+    let mut lab = Lab::new(dir.path(), options).unwrap();
+    lab.start_receiver().unwrap();
+    let link_key = std::fs::read(dir.path().join("keys/link.key")).unwrap();
+    let link_key = LinkKey::from_bytes(diode_common::keys::parse_key_bytes(&link_key, "link.key").unwrap());
+    let attacker = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+
+    // A segment signed by a key the receiver does not trust, carried with the right link key.
+    let forger = SenderKey::from_seed([66; 32]);
+    let mut records = Vec::new();
+    PlantSimulator::new(PlantConfig { seed: 5, series_count: 10, base_rate_hz: 1.0, start_ns: 0 })
+        .generate_until(5_000_000_000, &mut records);
+    let position = ChainPosition { sender_id: 1, epoch: 1, sequence: 1, previous_hash: GENESIS_HASH };
+    let forged = seal::seal(position, &codec::group_records(&records), 3, 1, &forger).to_bytes();
+    let params = fec::FecParams::for_segment(forged.len(), 1024, 0.2, 2).unwrap();
+    let symbols = fec::encode(&forged, &params).unwrap();
+    let mut datagram = Vec::new();
+    for (index, symbol) in symbols.iter().enumerate() {
+        let packet = SymbolPacket { sender_id: 1, epoch: 1, sequence: 1, symbol_index: index as u16, params, symbol };
+        packet::encode_symbol(&packet, &link_key, &mut datagram).unwrap();
+        attacker.send_to(&datagram, lab.receiver_udp).unwrap();
+        // The same datagram with one bit flipped, and under a wrong link key.
+        let mut tampered = datagram.clone();
+        tampered[60] ^= 1;
+        attacker.send_to(&tampered, lab.receiver_udp).unwrap();
+        packet::encode_symbol(&packet, &LinkKey::from_bytes([9; 32]), &mut datagram).unwrap();
+        attacker.send_to(&datagram, lab.receiver_udp).unwrap();
+    }
+    attacker.send_to(b"not a diode datagram at all", lab.receiver_udp).unwrap();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while lab.metric("diode_receiver_rejected_total{reason=\"unknown_key\"}") < 1.0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(lab.metric("diode_receiver_rejected_total{reason=\"unknown_key\"}"), 1.0);
+    assert!(lab.metric("diode_receiver_rejected_total{reason=\"bad_mac\"}") >= 2.0 * symbols.len() as f64);
+    assert!(lab.metric("diode_receiver_rejected_total{reason=\"malformed_datagram\"}") + lab.metric("diode_receiver_rejected_total{reason=\"bad_mac\"}") > 0.0);
+    assert_eq!(lab.metric("diode_receiver_points_applied_total"), 0.0);
+
+    // The genuine sender still gets through, and only its records are in the replica.
+    lab.start_sender().unwrap();
+    assert!(lab.wait_sender(Duration::from_secs(120)).unwrap().success());
+    assert!(lab.wait_for_points(20_000, Duration::from_secs(30)));
+    lab.stop_receiver().unwrap();
+    let verification = lab.verify_replica().unwrap();
+    assert!(verification.is_exact(), "{verification:?}");
+}
