@@ -57,12 +57,8 @@ fn bench_encode(c: &mut Criterion) {
     let params = params();
     let mut group = c.benchmark_group("fec_encode_1MiB_15pct");
     group.throughput(Throughput::Bytes(SEGMENT_LENGTH as u64));
-    group.bench_function("reed-solomon-simd", |b| {
-        b.iter(|| fec::encode(black_box(&data), &params).unwrap())
-    });
-    group.bench_function("raptorq", |b| {
-        b.iter(|| raptorq_encode(black_box(&data), u32::from(params.repair_count)))
-    });
+    group.bench_function("reed-solomon-simd", |b| b.iter(|| fec::encode(black_box(&data), &params).unwrap()));
+    group.bench_function("raptorq", |b| b.iter(|| raptorq_encode(black_box(&data), u32::from(params.repair_count))));
     group.finish();
 }
 
@@ -75,12 +71,8 @@ fn bench_decode(c: &mut Criterion) {
     let config = encoder.get_config();
     assert_eq!(config.source_blocks(), 1, "one raptorq block, like one RS block");
     assert_eq!(packets.len(), symbols.len());
-    let kept_packets: Vec<EncodingPacket> = packets
-        .into_iter()
-        .zip(&keep)
-        .filter(|(_, keep)| **keep)
-        .map(|(packet, _)| packet)
-        .collect();
+    let kept_packets: Vec<EncodingPacket> =
+        packets.into_iter().zip(&keep).filter(|(_, keep)| **keep).map(|(packet, _)| packet).collect();
 
     let mut group = c.benchmark_group("fec_decode_1MiB_8pct_lost");
     group.throughput(Throughput::Bytes(SEGMENT_LENGTH as u64));
@@ -118,10 +110,7 @@ fn bench_decode(c: &mut Criterion) {
     group.finish();
     // Outside the timing: both really rebuild the segment.
     let mut decoder = Decoder::new(config);
-    let rebuilt = kept_packets
-        .iter()
-        .find_map(|packet| decoder.decode(packet.clone()))
-        .unwrap();
+    let rebuilt = kept_packets.iter().find_map(|packet| decoder.decode(packet.clone())).unwrap();
     assert_eq!(rebuilt, data);
 }
 
@@ -135,14 +124,8 @@ fn bench_receive_path(c: &mut Criterion) {
         .enumerate()
         .map(|(index, symbol)| {
             let mut out = Vec::new();
-            let packet = SymbolPacket {
-                sender_id: 1,
-                epoch: 1,
-                sequence: 1,
-                symbol_index: index as u16,
-                params,
-                symbol,
-            };
+            let packet =
+                SymbolPacket { sender_id: 1, epoch: 1, sequence: 1, symbol_index: index as u16, params, symbol };
             encode_symbol(&packet, &key, &mut out).unwrap();
             out
         })
@@ -165,9 +148,7 @@ fn bench_receive_path(c: &mut Criterion) {
             |mut reassembler| {
                 let mut completed = None;
                 for datagram in originals {
-                    let Ok(Datagram::Symbol(packet)) = decode_datagram(datagram, &key) else {
-                        unreachable!()
-                    };
+                    let Ok(Datagram::Symbol(packet)) = decode_datagram(datagram, &key) else { unreachable!() };
                     completed = reassembler.on_symbol(&packet, 0).or(completed);
                 }
                 completed.expect("the segment completes")
@@ -179,10 +160,7 @@ fn bench_receive_path(c: &mut Criterion) {
 }
 
 fn configured() -> Criterion {
-    Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(4))
+    Criterion::default().sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4))
 }
 
 criterion_group! {

@@ -42,12 +42,7 @@ pub enum FecError {
         "original count {original_count} does not fit a {segment_length}-byte segment cut into \
          {symbol_size}-byte symbols (expected {expected})"
     )]
-    OriginalCountMismatch {
-        segment_length: u32,
-        symbol_size: u16,
-        original_count: u16,
-        expected: usize,
-    },
+    OriginalCountMismatch { segment_length: u32, symbol_size: u16, original_count: u16, expected: usize },
     #[error("segment is {found} bytes but the parameters say {expected}")]
     SegmentLengthMismatch { expected: u32, found: usize },
     #[error("symbol index {index} is outside the block's {total} symbols")]
@@ -64,12 +59,7 @@ pub enum FecError {
         "no repair count up to {maximum} keeps a block of {original_count} symbols below loss \
          probability {target} at loss rate {loss_rate}: lower the design loss rate"
     )]
-    LossTargetUnreachable {
-        original_count: u16,
-        loss_rate: f64,
-        target: f64,
-        maximum: u16,
-    },
+    LossTargetUnreachable { original_count: u16, loss_rate: f64, target: f64, maximum: u16 },
     #[error("Reed-Solomon codec refused the block: {0}")]
     ReedSolomon(#[from] reed_solomon_simd::Error),
 }
@@ -113,12 +103,7 @@ impl FecParams {
             });
         }
         let repair_count = (by_overhead as u16).max(min_repair);
-        let params = FecParams {
-            segment_length: segment_length as u32,
-            symbol_size,
-            original_count,
-            repair_count,
-        };
+        let params = FecParams { segment_length: segment_length as u32, symbol_size, original_count, repair_count };
         params.validate()?;
         Ok(params)
     }
@@ -134,8 +119,7 @@ impl FecParams {
         max_block_loss_probability: f64,
     ) -> Result<FecParams, FecError> {
         let original_count = original_count_for(segment_length, symbol_size)?;
-        let floor =
-            repair_floor_for_loss(original_count, design_loss_rate, max_block_loss_probability)?;
+        let floor = repair_floor_for_loss(original_count, design_loss_rate, max_block_loss_probability)?;
         Self::for_segment(segment_length, symbol_size, repair_overhead, floor)
     }
 
@@ -175,10 +159,7 @@ impl FecParams {
         // Belt and braces: the limits above are within what the codec supports.
         debug_assert!(
             self.repair_count == 0
-                || ReedSolomonEncoder::supports(
-                    usize::from(self.original_count),
-                    usize::from(self.repair_count)
-                )
+                || ReedSolomonEncoder::supports(usize::from(self.original_count), usize::from(self.repair_count))
         );
         Ok(())
     }
@@ -200,7 +181,7 @@ impl FecParams {
 }
 
 fn check_symbol_size(symbol_size: u16) -> Result<(), FecError> {
-    if symbol_size < 2 || symbol_size % 2 != 0 {
+    if symbol_size < 2 || !symbol_size.is_multiple_of(2) {
         return Err(FecError::InvalidSymbolSize { symbol_size });
     }
     Ok(())
@@ -212,18 +193,12 @@ pub fn original_count_for(segment_length: usize, symbol_size: u16) -> Result<u16
         return Err(FecError::EmptySegment);
     }
     if segment_length > MAX_SEGMENT_LENGTH as usize {
-        return Err(FecError::SegmentTooLong {
-            segment_length,
-            maximum: MAX_SEGMENT_LENGTH,
-        });
+        return Err(FecError::SegmentTooLong { segment_length, maximum: MAX_SEGMENT_LENGTH });
     }
     check_symbol_size(symbol_size)?;
     let original_count = segment_length.div_ceil(usize::from(symbol_size));
     if original_count > usize::from(MAX_ORIGINAL_COUNT) {
-        return Err(FecError::TooManyOriginalSymbols {
-            original_count,
-            maximum: MAX_ORIGINAL_COUNT,
-        });
+        return Err(FecError::TooManyOriginalSymbols { original_count, maximum: MAX_ORIGINAL_COUNT });
     }
     Ok(original_count as u16)
 }
@@ -268,19 +243,13 @@ pub fn repair_floor_for_loss(
     max_block_loss_probability: f64,
 ) -> Result<u16, FecError> {
     if !(0.0..1.0).contains(&design_loss_rate) {
-        return Err(FecError::InvalidLossRate {
-            loss_rate: design_loss_rate,
-        });
+        return Err(FecError::InvalidLossRate { loss_rate: design_loss_rate });
     }
     if !(max_block_loss_probability > 0.0 && max_block_loss_probability < 1.0) {
-        return Err(FecError::InvalidTargetProbability {
-            probability: max_block_loss_probability,
-        });
+        return Err(FecError::InvalidTargetProbability { probability: max_block_loss_probability });
     }
-    let meets = |repair: u16| {
-        block_loss_probability(original_count, repair, design_loss_rate)
-            <= max_block_loss_probability
-    };
+    let meets =
+        |repair: u16| block_loss_probability(original_count, repair, design_loss_rate) <= max_block_loss_probability;
     if !meets(MAX_REPAIR_COUNT) {
         return Err(FecError::LossTargetUnreachable {
             original_count,
@@ -306,10 +275,7 @@ pub fn repair_floor_for_loss(
 pub fn encode(segment: &[u8], params: &FecParams) -> Result<Vec<Vec<u8>>, FecError> {
     params.validate()?;
     if segment.len() != params.segment_length as usize {
-        return Err(FecError::SegmentLengthMismatch {
-            expected: params.segment_length,
-            found: segment.len(),
-        });
+        return Err(FecError::SegmentLengthMismatch { expected: params.segment_length, found: segment.len() });
     }
     let symbol_size = usize::from(params.symbol_size);
     let mut symbols: Vec<Vec<u8>> = Vec::with_capacity(params.total_count() as usize);
@@ -321,11 +287,8 @@ pub fn encode(segment: &[u8], params: &FecParams) -> Result<Vec<Vec<u8>>, FecErr
     }
     assert_eq!(symbols.len(), usize::from(params.original_count));
     if params.repair_count > 0 {
-        let mut encoder = ReedSolomonEncoder::new(
-            usize::from(params.original_count),
-            usize::from(params.repair_count),
-            symbol_size,
-        )?;
+        let mut encoder =
+            ReedSolomonEncoder::new(usize::from(params.original_count), usize::from(params.repair_count), symbol_size)?;
         for symbol in &symbols {
             encoder.add_original_shard(symbol)?;
         }
@@ -405,10 +368,7 @@ impl BlockDecoder {
             return Err(FecError::SymbolIndexOutOfRange { index, total });
         }
         if symbol.len() != usize::from(self.params.symbol_size) {
-            return Err(FecError::WrongSymbolLength {
-                expected: self.params.symbol_size,
-                found: symbol.len(),
-            });
+            return Err(FecError::WrongSymbolLength { expected: self.params.symbol_size, found: symbol.len() });
         }
         Ok(self.has_symbol(index))
     }
@@ -431,8 +391,7 @@ impl BlockDecoder {
         if index < self.params.original_count {
             self.originals.push((index, symbol.to_vec()));
         } else {
-            self.repairs
-                .push((index - self.params.original_count, symbol.to_vec()));
+            self.repairs.push((index - self.params.original_count, symbol.to_vec()));
         }
         self.buffered_bytes += symbol.len();
         debug_assert!(self.received_count() <= u32::from(self.params.original_count));
@@ -484,11 +443,8 @@ impl BlockDecoder {
                 segment.extend_from_slice(symbol);
             }
         } else {
-            let mut decoder = ReedSolomonDecoder::new(
-                original_count,
-                usize::from(self.params.repair_count),
-                symbol_size,
-            )?;
+            let mut decoder =
+                ReedSolomonDecoder::new(original_count, usize::from(self.params.repair_count), symbol_size)?;
             for (index, symbol) in &self.originals {
                 decoder.add_original_shard(usize::from(*index), symbol)?;
             }
@@ -504,12 +460,10 @@ impl BlockDecoder {
                         received.next();
                     }
                     _ => {
-                        let symbol = restored.restored_original(position).ok_or(
-                            FecError::NotEnoughSymbols {
-                                received: self.received_count(),
-                                needed: self.params.original_count,
-                            },
-                        )?;
+                        let symbol = restored.restored_original(position).ok_or(FecError::NotEnoughSymbols {
+                            received: self.received_count(),
+                            needed: self.params.original_count,
+                        })?;
                         segment.extend_from_slice(symbol);
                     }
                 }
@@ -543,18 +497,9 @@ mod tests {
 
     #[test]
     fn bad_parameters_are_errors_not_panics() {
-        assert_eq!(
-            FecParams::for_segment(0, 1000, 0.1, 1),
-            Err(FecError::EmptySegment)
-        );
-        assert!(matches!(
-            FecParams::for_segment(100, 999, 0.1, 1),
-            Err(FecError::InvalidSymbolSize { .. })
-        ));
-        assert!(matches!(
-            FecParams::for_segment(100, 0, 0.1, 1),
-            Err(FecError::InvalidSymbolSize { .. })
-        ));
+        assert_eq!(FecParams::for_segment(0, 1000, 0.1, 1), Err(FecError::EmptySegment));
+        assert!(matches!(FecParams::for_segment(100, 999, 0.1, 1), Err(FecError::InvalidSymbolSize { .. })));
+        assert!(matches!(FecParams::for_segment(100, 0, 0.1, 1), Err(FecError::InvalidSymbolSize { .. })));
         assert!(matches!(
             FecParams::for_segment(MAX_SEGMENT_LENGTH as usize + 1, 1000, 0.1, 1),
             Err(FecError::SegmentTooLong { .. })
@@ -567,28 +512,12 @@ mod tests {
             FecParams::for_segment(100_000, 1000, f64::NAN, 1),
             Err(FecError::InvalidRepairOverhead { .. })
         ));
-        assert!(matches!(
-            FecParams::for_segment(100_000, 1000, 1e300, 1),
-            Err(FecError::TooManyRepairSymbols { .. })
-        ));
-        let wrong_count = FecParams {
-            segment_length: 100,
-            symbol_size: 10,
-            original_count: 11,
-            repair_count: 1,
-        };
-        assert!(matches!(
-            wrong_count.validate(),
-            Err(FecError::OriginalCountMismatch { expected: 10, .. })
-        ));
-        let too_much_repair = FecParams {
-            repair_count: MAX_REPAIR_COUNT + 1,
-            ..FecParams::for_segment(100, 10, 0.0, 0).unwrap()
-        };
-        assert!(matches!(
-            too_much_repair.validate(),
-            Err(FecError::TooManyRepairSymbols { .. })
-        ));
+        assert!(matches!(FecParams::for_segment(100_000, 1000, 1e300, 1), Err(FecError::TooManyRepairSymbols { .. })));
+        let wrong_count = FecParams { segment_length: 100, symbol_size: 10, original_count: 11, repair_count: 1 };
+        assert!(matches!(wrong_count.validate(), Err(FecError::OriginalCountMismatch { expected: 10, .. })));
+        let too_much_repair =
+            FecParams { repair_count: MAX_REPAIR_COUNT + 1, ..FecParams::for_segment(100, 10, 0.0, 0).unwrap() };
+        assert!(matches!(too_much_repair.validate(), Err(FecError::TooManyRepairSymbols { .. })));
     }
 
     #[test]
@@ -607,10 +536,7 @@ mod tests {
         let symbols = encode(&segment, &params).unwrap();
         let mut decoder = BlockDecoder::new(params).unwrap();
         for (index, symbol) in symbols.iter().enumerate().take(51).rev() {
-            assert_eq!(
-                decoder.add_symbol(index as u16, symbol),
-                Ok(SymbolOutcome::Stored)
-            );
+            assert_eq!(decoder.add_symbol(index as u16, symbol), Ok(SymbolOutcome::Stored));
         }
         assert!(decoder.is_complete() && !decoder.needs_repair());
         assert_eq!(decoder.finish().unwrap(), segment);
@@ -623,18 +549,12 @@ mod tests {
         let symbols = encode(&segment, &params).unwrap();
         let mut decoder = BlockDecoder::new(params).unwrap();
         assert_eq!(decoder.add_symbol(12, &symbols[12]), Ok(SymbolOutcome::Stored));
-        assert_eq!(
-            decoder.add_symbol(12, &symbols[12]),
-            Ok(SymbolOutcome::Duplicate)
-        );
+        assert_eq!(decoder.add_symbol(12, &symbols[12]), Ok(SymbolOutcome::Duplicate));
         for index in 0..9 {
             decoder.add_symbol(index, &symbols[usize::from(index)]).unwrap();
         }
         assert!(decoder.is_complete());
-        assert_eq!(
-            decoder.add_symbol(9, &symbols[9]),
-            Ok(SymbolOutcome::AlreadyComplete)
-        );
+        assert_eq!(decoder.add_symbol(9, &symbols[9]), Ok(SymbolOutcome::AlreadyComplete));
         assert_eq!(decoder.received_count(), 10);
         assert_eq!(decoder.finish().unwrap(), segment);
     }
@@ -643,27 +563,15 @@ mod tests {
     fn finishing_too_early_is_an_error() {
         let params = FecParams::for_segment(1000, 100, 0.5, 0).unwrap();
         let decoder = BlockDecoder::new(params).unwrap();
-        assert_eq!(
-            decoder.finish(),
-            Err(FecError::NotEnoughSymbols {
-                received: 0,
-                needed: 10
-            })
-        );
+        assert_eq!(decoder.finish(), Err(FecError::NotEnoughSymbols { received: 0, needed: 10 }));
     }
 
     #[test]
     fn out_of_range_or_wrongly_sized_symbols_are_rejected() {
         let params = FecParams::for_segment(1000, 100, 0.5, 0).unwrap();
         let mut decoder = BlockDecoder::new(params).unwrap();
-        assert!(matches!(
-            decoder.add_symbol(15, &[0; 100]),
-            Err(FecError::SymbolIndexOutOfRange { .. })
-        ));
-        assert!(matches!(
-            decoder.add_symbol(3, &[0; 99]),
-            Err(FecError::WrongSymbolLength { .. })
-        ));
+        assert!(matches!(decoder.add_symbol(15, &[0; 100]), Err(FecError::SymbolIndexOutOfRange { .. })));
+        assert!(matches!(decoder.add_symbol(3, &[0; 99]), Err(FecError::WrongSymbolLength { .. })));
         assert_eq!(decoder.received_count(), 0);
     }
 
@@ -684,10 +592,7 @@ mod tests {
         // One original, one repair, p = 0.2: lost only if both are lost.
         assert!((block_loss_probability(1, 1, 0.2) - 0.04).abs() < 1e-12);
         // Ten originals, two repairs, p = 0.05: 1 - P(X <= 2), X ~ Bin(12, 0.05).
-        let expected = 1.0
-            - (0.95_f64.powi(12)
-                + 12.0 * 0.05 * 0.95_f64.powi(11)
-                + 66.0 * 0.0025 * 0.95_f64.powi(10));
+        let expected = 1.0 - (0.95_f64.powi(12) + 12.0 * 0.05 * 0.95_f64.powi(11) + 66.0 * 0.0025 * 0.95_f64.powi(10));
         assert!((block_loss_probability(10, 2, 0.05) - expected).abs() < 1e-12);
         assert_eq!(block_loss_probability(10, 2, 0.0), 0.0);
         assert_eq!(block_loss_probability(10, 2, 1.0), 1.0);
@@ -703,29 +608,19 @@ mod tests {
         assert_eq!(repair_floor_for_loss(5, 0.0, 1e-6), Ok(0));
         assert!(repair_floor_for_loss(5, 1.0, 1e-6).is_err());
         assert!(repair_floor_for_loss(5, 0.1, 0.0).is_err());
-        assert!(matches!(
-            repair_floor_for_loss(30_000, 0.6, 1e-6),
-            Err(FecError::LossTargetUnreachable { .. })
-        ));
+        assert!(matches!(repair_floor_for_loss(30_000, 0.6, 1e-6), Err(FecError::LossTargetUnreachable { .. })));
     }
 
     #[test]
     fn interleaving_spreads_every_block_over_the_whole_group() {
         let order = interleave(&[2, 4, 1]);
-        assert_eq!(
-            order,
-            vec![(1, 0), (0, 0), (1, 1), (2, 0), (1, 2), (0, 1), (1, 3)]
-        );
+        assert_eq!(order, vec![(1, 0), (0, 0), (1, 1), (2, 0), (1, 2), (0, 1), (1, 3)]);
         // Every symbol exactly once, and each block's symbols in index order.
         let counts = [100_u32, 7, 1, 55, 3];
         let order = interleave(&counts);
         assert_eq!(order.len(), 166);
         for (block, &count) in counts.iter().enumerate() {
-            let indices: Vec<u32> = order
-                .iter()
-                .filter(|(b, _)| *b == block)
-                .map(|(_, index)| *index)
-                .collect();
+            let indices: Vec<u32> = order.iter().filter(|(b, _)| *b == block).map(|(_, index)| *index).collect();
             assert_eq!(indices, (0..count).collect::<Vec<_>>());
         }
         assert!(interleave(&[]).is_empty());

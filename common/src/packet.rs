@@ -113,11 +113,7 @@ pub enum PacketError {
         "link MTU {link_mtu} leaves room for a {available}-byte symbol; at least {minimum} is \
          needed: raise the MTU"
     )]
-    MtuTooSmall {
-        link_mtu: usize,
-        available: usize,
-        minimum: u16,
-    },
+    MtuTooSmall { link_mtu: usize, available: usize, minimum: u16 },
 }
 
 /// Largest even symbol size whose datagram, with IPv6 and UDP headers, fits in `link_mtu`.
@@ -126,11 +122,7 @@ pub fn max_symbol_size(link_mtu: usize) -> Result<u16, PacketError> {
     let available = link_mtu.saturating_sub(IP_UDP_HEADER_LENGTH + DATAGRAM_OVERHEAD);
     let symbol_size = available.min(usize::from(MAX_SYMBOL_SIZE)) & !1;
     if symbol_size < usize::from(MIN_SYMBOL_SIZE) {
-        return Err(PacketError::MtuTooSmall {
-            link_mtu,
-            available,
-            minimum: MIN_SYMBOL_SIZE,
-        });
+        return Err(PacketError::MtuTooSmall { link_mtu, available, minimum: MIN_SYMBOL_SIZE });
     }
     Ok(symbol_size as u16)
 }
@@ -160,10 +152,10 @@ impl LinkKey {
         digest[..8].iter().map(|byte| format!("{byte:02x}")).collect()
     }
 
-    fn mac(&self, bytes: &[u8]) -> [u8; MAC_LENGTH] {
-        let hash = blake3::Hasher::new_keyed(&self.mac_key)
-            .update(bytes)
-            .finalize();
+    /// The MAC of a datagram whose header and body are `authenticated` (everything but the MAC).
+    /// The encoders append it; public for tests and fuzzing that build datagrams by hand.
+    pub fn datagram_mac(&self, authenticated: &[u8]) -> [u8; MAC_LENGTH] {
+        let hash = blake3::Hasher::new_keyed(&self.mac_key).update(authenticated).finalize();
         let mut mac = [0; MAC_LENGTH];
         mac.copy_from_slice(&hash.as_bytes()[..MAC_LENGTH]);
         mac
@@ -172,10 +164,7 @@ impl LinkKey {
 
 impl std::fmt::Debug for LinkKey {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("LinkKey")
-            .field("fingerprint", &self.fingerprint())
-            .finish_non_exhaustive()
+        formatter.debug_struct("LinkKey").field("fingerprint", &self.fingerprint()).finish_non_exhaustive()
     }
 }
 
@@ -208,11 +197,7 @@ pub struct SymbolPacket<'a> {
 
 impl SymbolPacket<'_> {
     pub fn segment_id(&self) -> SegmentId {
-        SegmentId {
-            sender_id: self.sender_id,
-            epoch: self.epoch,
-            sequence: self.sequence,
-        }
+        SegmentId { sender_id: self.sender_id, epoch: self.epoch, sequence: self.sequence }
     }
 }
 
@@ -242,12 +227,7 @@ struct Header {
     params: FecParams,
 }
 
-const NO_PARAMS: FecParams = FecParams {
-    segment_length: 0,
-    symbol_size: 0,
-    original_count: 0,
-    repair_count: 0,
-};
+const NO_PARAMS: FecParams = FecParams { segment_length: 0, symbol_size: 0, original_count: 0, repair_count: 0 };
 
 fn write_datagram(header: &Header, body: &[u8], key: &LinkKey, out: &mut Vec<u8>) {
     out.clear();
@@ -265,7 +245,7 @@ fn write_datagram(header: &Header, body: &[u8], key: &LinkKey, out: &mut Vec<u8>
     out.extend_from_slice(&header.params.repair_count.to_be_bytes());
     debug_assert_eq!(out.len(), HEADER_LENGTH);
     out.extend_from_slice(body);
-    let mac = key.mac(out);
+    let mac = key.datagram_mac(out);
     out.extend_from_slice(&mac);
     debug_assert!(out.len() <= MAX_DATAGRAM_LENGTH);
 }
@@ -273,11 +253,7 @@ fn write_datagram(header: &Header, body: &[u8], key: &LinkKey, out: &mut Vec<u8>
 /// Writes one symbol datagram into `out` (its previous content is replaced).
 ///
 /// Checks what the receiver will check, so a datagram that leaves is one it will accept.
-pub fn encode_symbol(
-    packet: &SymbolPacket<'_>,
-    key: &LinkKey,
-    out: &mut Vec<u8>,
-) -> Result<(), PacketError> {
+pub fn encode_symbol(packet: &SymbolPacket<'_>, key: &LinkKey, out: &mut Vec<u8>) -> Result<(), PacketError> {
     check_symbol_fields(packet.symbol_index, &packet.params, packet.symbol.len())?;
     let header = Header {
         kind: PacketKind::Symbol as u8,
@@ -302,49 +278,25 @@ pub fn encode_beacon(
 ) -> Result<(), PacketError> {
     let maximum = MAX_DATAGRAM_LENGTH - DATAGRAM_OVERHEAD;
     if body.len() > maximum {
-        return Err(PacketError::BodyTooLong {
-            length: body.len(),
-            maximum,
-        });
+        return Err(PacketError::BodyTooLong { length: body.len(), maximum });
     }
-    let header = Header {
-        kind: PacketKind::Beacon as u8,
-        sender_id,
-        epoch,
-        sequence,
-        symbol_index: 0,
-        params: NO_PARAMS,
-    };
+    let header =
+        Header { kind: PacketKind::Beacon as u8, sender_id, epoch, sequence, symbol_index: 0, params: NO_PARAMS };
     write_datagram(&header, body, key, out);
     Ok(())
 }
 
-fn check_symbol_fields(
-    symbol_index: u16,
-    params: &FecParams,
-    body_length: usize,
-) -> Result<(), PacketError> {
-    params
-        .validate()
-        .map_err(|source| PacketError::InconsistentParameters { source })?;
+fn check_symbol_fields(symbol_index: u16, params: &FecParams, body_length: usize) -> Result<(), PacketError> {
+    params.validate().map_err(|source| PacketError::InconsistentParameters { source })?;
     let total = params.total_count();
     if u32::from(symbol_index) >= total {
-        return Err(PacketError::SymbolIndexOutOfRange {
-            index: symbol_index,
-            total,
-        });
+        return Err(PacketError::SymbolIndexOutOfRange { index: symbol_index, total });
     }
     if body_length != usize::from(params.symbol_size) {
-        return Err(PacketError::WrongSymbolLength {
-            expected: params.symbol_size,
-            found: body_length,
-        });
+        return Err(PacketError::WrongSymbolLength { expected: params.symbol_size, found: body_length });
     }
     if body_length > MAX_DATAGRAM_LENGTH - DATAGRAM_OVERHEAD {
-        return Err(PacketError::BodyTooLong {
-            length: body_length,
-            maximum: MAX_DATAGRAM_LENGTH - DATAGRAM_OVERHEAD,
-        });
+        return Err(PacketError::BodyTooLong { length: body_length, maximum: MAX_DATAGRAM_LENGTH - DATAGRAM_OVERHEAD });
     }
     Ok(())
 }
@@ -378,16 +330,10 @@ fn be_u64(bytes: &[u8], at: usize) -> u64 {
 pub fn decode_datagram<'a>(bytes: &'a [u8], key: &LinkKey) -> Result<Datagram<'a>, PacketError> {
     let minimum = HEADER_LENGTH + MAC_LENGTH;
     if bytes.len() < minimum {
-        return Err(PacketError::TooShort {
-            length: bytes.len(),
-            minimum,
-        });
+        return Err(PacketError::TooShort { length: bytes.len(), minimum });
     }
     if bytes.len() > MAX_DATAGRAM_LENGTH {
-        return Err(PacketError::TooLong {
-            length: bytes.len(),
-            maximum: MAX_DATAGRAM_LENGTH,
-        });
+        return Err(PacketError::TooLong { length: bytes.len(), maximum: MAX_DATAGRAM_LENGTH });
     }
     let mut magic = [0; 4];
     magic.copy_from_slice(&bytes[offset::MAGIC..offset::MAGIC + 4]);
@@ -395,13 +341,10 @@ pub fn decode_datagram<'a>(bytes: &'a [u8], key: &LinkKey) -> Result<Datagram<'a
         return Err(PacketError::BadMagic { found: magic });
     }
     if bytes[offset::VERSION] != VERSION {
-        return Err(PacketError::UnsupportedVersion {
-            found: bytes[offset::VERSION],
-            supported: VERSION,
-        });
+        return Err(PacketError::UnsupportedVersion { found: bytes[offset::VERSION], supported: VERSION });
     }
     let (authenticated, mac) = bytes.split_at(bytes.len() - MAC_LENGTH);
-    if !macs_equal(&key.mac(authenticated), mac) {
+    if !macs_equal(&key.datagram_mac(authenticated), mac) {
         return Err(PacketError::BadMac);
     }
 
@@ -480,7 +423,7 @@ mod tests {
     fn forge_with_key(fields: [u8; HEADER_LENGTH], body: &[u8], key: &LinkKey) -> Vec<u8> {
         let mut out = fields.to_vec();
         out.extend_from_slice(body);
-        let mac = key.mac(&out);
+        let mac = key.datagram_mac(&out);
         out.extend_from_slice(&mac);
         out
     }
@@ -491,10 +434,7 @@ mod tests {
         assert_eq!(max_symbol_size(9000), Ok(8894));
         assert_eq!(max_symbol_size(1_000_000), Ok(MAX_SYMBOL_SIZE));
         assert_eq!(max_symbol_size(1501), Ok(1394));
-        assert!(matches!(
-            max_symbol_size(600),
-            Err(PacketError::MtuTooSmall { .. })
-        ));
+        assert!(matches!(max_symbol_size(600), Err(PacketError::MtuTooSmall { .. })));
         assert!(max_symbol_size(0).is_err());
     }
 
@@ -545,12 +485,7 @@ mod tests {
         assert!(out[30..42].iter().all(|&byte| byte == 0));
         assert_eq!(
             decode_datagram(&out, &key()),
-            Ok(Datagram::Beacon(BeaconPacket {
-                sender_id: 1,
-                epoch: 2,
-                sequence: 3,
-                body: b"signed beacon",
-            }))
+            Ok(Datagram::Beacon(BeaconPacket { sender_id: 1, epoch: 2, sequence: 3, body: b"signed beacon" }))
         );
     }
 
@@ -564,30 +499,15 @@ mod tests {
     #[test]
     fn short_long_foreign_and_future_datagrams_are_named_as_such() {
         let bytes = sample_symbol_datagram();
-        assert!(matches!(
-            decode_datagram(&bytes[..57], &key()),
-            Err(PacketError::TooShort { length: 57, .. })
-        ));
+        assert!(matches!(decode_datagram(&bytes[..57], &key()), Err(PacketError::TooShort { length: 57, .. })));
         let huge = vec![0; MAX_DATAGRAM_LENGTH + 1];
-        assert!(matches!(
-            decode_datagram(&huge, &key()),
-            Err(PacketError::TooLong { .. })
-        ));
+        assert!(matches!(decode_datagram(&huge, &key()), Err(PacketError::TooLong { .. })));
         let mut foreign = bytes.clone();
         foreign[0] = b'X';
-        assert!(matches!(
-            decode_datagram(&foreign, &key()),
-            Err(PacketError::BadMagic { .. })
-        ));
+        assert!(matches!(decode_datagram(&foreign, &key()), Err(PacketError::BadMagic { .. })));
         let mut future = bytes.clone();
         future[4] = 2;
-        assert_eq!(
-            decode_datagram(&future, &key()),
-            Err(PacketError::UnsupportedVersion {
-                found: 2,
-                supported: 1
-            })
-        );
+        assert_eq!(decode_datagram(&future, &key()), Err(PacketError::UnsupportedVersion { found: 2, supported: 1 }));
     }
 
     #[test]
@@ -608,9 +528,7 @@ mod tests {
         wrong_count[38..40].copy_from_slice(&4_u16.to_be_bytes());
         assert!(matches!(
             decode_datagram(&forge_with_key(wrong_count, body, &key()), &key()),
-            Err(PacketError::InconsistentParameters {
-                source: FecError::OriginalCountMismatch { .. }
-            })
+            Err(PacketError::InconsistentParameters { source: FecError::OriginalCountMismatch { .. } })
         ));
 
         let mut index_too_big = fields;
@@ -622,10 +540,7 @@ mod tests {
 
         assert!(matches!(
             decode_datagram(&forge_with_key(fields, &body[..998], &key()), &key()),
-            Err(PacketError::WrongSymbolLength {
-                expected: 1000,
-                found: 998
-            })
+            Err(PacketError::WrongSymbolLength { expected: 1000, found: 998 })
         ));
 
         let mut beacon_with_params = fields;
@@ -641,26 +556,12 @@ mod tests {
         let params = sample_params();
         let symbol = vec![0; 1000];
         let mut out = Vec::new();
-        let bad_index = SymbolPacket {
-            sender_id: 1,
-            epoch: 1,
-            sequence: 1,
-            symbol_index: 5,
-            params,
-            symbol: &symbol,
-        };
+        let bad_index = SymbolPacket { sender_id: 1, epoch: 1, sequence: 1, symbol_index: 5, params, symbol: &symbol };
         assert!(encode_symbol(&bad_index, &key(), &mut out).is_err());
-        let short = SymbolPacket {
-            symbol_index: 0,
-            symbol: &symbol[..10],
-            ..bad_index
-        };
+        let short = SymbolPacket { symbol_index: 0, symbol: &symbol[..10], ..bad_index };
         assert!(encode_symbol(&short, &key(), &mut out).is_err());
         let too_big = vec![0; MAX_DATAGRAM_LENGTH];
-        assert!(matches!(
-            encode_beacon(1, 1, 1, &too_big, &key(), &mut out),
-            Err(PacketError::BodyTooLong { .. })
-        ));
+        assert!(matches!(encode_beacon(1, 1, 1, &too_big, &key(), &mut out), Err(PacketError::BodyTooLong { .. })));
     }
 
     #[test]
@@ -669,14 +570,7 @@ mod tests {
         let params = FecParams::for_segment(segment.len(), MAX_SYMBOL_SIZE, 0.0, 1).unwrap();
         let symbols = fec::encode(&segment, &params).unwrap();
         let mut out = Vec::new();
-        let packet = SymbolPacket {
-            sender_id: 1,
-            epoch: 1,
-            sequence: 1,
-            symbol_index: 1,
-            params,
-            symbol: &symbols[1],
-        };
+        let packet = SymbolPacket { sender_id: 1, epoch: 1, sequence: 1, symbol_index: 1, params, symbol: &symbols[1] };
         encode_symbol(&packet, &key(), &mut out).unwrap();
         assert!(out.len() <= MAX_DATAGRAM_LENGTH);
         assert!(decode_datagram(&out, &key()).is_ok());

@@ -134,6 +134,9 @@ const POINTS_PER_EQUIPMENT: usize = 8;
 const EQUIPMENT_PER_AREA: usize = 10;
 const AREAS_PER_PLANT: usize = 10;
 
+/// Share of the analog and counter series that carry a `unit` tag.
+const UNIT_TAG_SHARE: f64 = 0.3;
+
 /// Chance per sample that a good series starts a dropout.
 const DROPOUT_START_PROBABILITY: f64 = 0.000_2;
 
@@ -144,7 +147,46 @@ pub struct PlantSimulator {
     points: Vec<Point>,
     /// (next sample's timestamp, series index): the earliest on top, ties by series index.
     queue: BinaryHeap<Reverse<(i64, usize)>>,
+    rng: Random,
+}
+
+/// The seeded generator plus a spare gaussian: the polar method makes two at a time, and the
+/// simulator needs one or two per analog sample, so keeping the spare halves the cost.
+#[derive(Debug, Clone)]
+struct Random {
     rng: SeededRng,
+    spare_normal: Option<f64>,
+}
+
+impl Random {
+    fn normal(&mut self) -> f64 {
+        if let Some(spare) = self.spare_normal.take() {
+            return spare;
+        }
+        // Marsaglia's polar method: no trigonometry, and both deviates are used.
+        loop {
+            let u = 2.0 * self.rng.next_f64() - 1.0;
+            let v = 2.0 * self.rng.next_f64() - 1.0;
+            let s = u * u + v * v;
+            if s > 0.0 && s < 1.0 {
+                let scale = (-2.0 * s.ln() / s).sqrt();
+                self.spare_normal = Some(v * scale);
+                return u * scale;
+            }
+        }
+    }
+
+    fn next_f64(&mut self) -> f64 {
+        self.rng.next_f64()
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        self.rng.below(bound)
+    }
+
+    fn chance(&mut self, probability: f64) -> bool {
+        self.rng.chance(probability)
+    }
 }
 
 impl PlantSimulator {
@@ -196,7 +238,7 @@ impl PlantSimulator {
             queue.push(Reverse((first, index)));
             points.push(point);
         }
-        Self { keys, points, queue, rng }
+        Self { keys, points, queue, rng: Random { rng, spare_normal: None } }
     }
 
     /// Appends every sample with a timestamp before `until_ns` not yet produced, in timestamp order
@@ -273,6 +315,8 @@ fn build_catalog(series_count: usize, rng: &mut SeededRng) -> (Vec<SeriesKey>, V
             // A second lap through a pool gets a suffix so names stay unique: `level_2`.
             let lap = used[slot].div_ceil(pool_size);
             let name = if lap > 1 { format!("{prefix}/{measurement}_{lap}") } else { format!("{prefix}/{measurement}") };
+            // Some series carry their engineering unit as a tag, as a historian's metadata would.
+            let unit = unit.filter(|_| rng.chance(UNIT_TAG_SHARE));
             let key = match unit {
                 Some(unit) => SeriesKey::with_tags(name, vec![("unit".to_owned(), unit.to_owned())]),
                 None => SeriesKey::new(name),
@@ -330,8 +374,34 @@ fn new_signal(kind: Kind, key: &SeriesKey, samples_per_second: f64, rng: &mut Se
     }
 }
 
+/// The uniform draws shared by [`SeededRng`] (while the plant is built) and [`Random`] (while it runs).
+trait Uniform {
+    fn chance(&mut self, probability: f64) -> bool;
+    fn below(&mut self, bound: u64) -> u64;
+}
+
+impl Uniform for SeededRng {
+    fn chance(&mut self, probability: f64) -> bool {
+        SeededRng::chance(self, probability)
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        SeededRng::below(self, bound)
+    }
+}
+
+impl Uniform for Random {
+    fn chance(&mut self, probability: f64) -> bool {
+        Random::chance(self, probability)
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        Random::below(self, bound)
+    }
+}
+
 /// The timestamp of `point`'s next sample: its nominal scan time plus jitter, on a millisecond.
-fn next_timestamp_ns(point: &Point, rng: &mut SeededRng) -> i64 {
+fn next_timestamp_ns<R: Uniform>(point: &Point, rng: &mut R) -> i64 {
     let nominal_ms = point.first_nominal_ms + point.samples_taken * point.period_ms;
     // Most scans are on time; the rest are off by up to `jitter_ms` either way.
     let jitter_ms = if point.jitter_ms > 0 && rng.chance(0.4) {
@@ -343,7 +413,7 @@ fn next_timestamp_ns(point: &Point, rng: &mut SeededRng) -> i64 {
 }
 
 /// Advances `point` by one sample and returns its value and quality.
-fn sample(point: &mut Point, rng: &mut SeededRng) -> (Value, Quality) {
+fn sample(point: &mut Point, rng: &mut Random) -> (Value, Quality) {
     if point.dropout_samples_left == 0 && rng.chance(DROPOUT_START_PROBABILITY) {
         point.dropout_samples_left = 5 + rng.below(200) as u32;
         point.dropout_quality = match rng.below(3) {

@@ -66,18 +66,12 @@ pub enum LimitsError {
     #[error("max_senders is 0; at least 1 sender must be allowed")]
     NoSenders,
     #[error("max_segment_length {max_segment_length} must be between 1 and {hard_limit} bytes")]
-    SegmentLength {
-        max_segment_length: u32,
-        hard_limit: u32,
-    },
+    SegmentLength { max_segment_length: u32, hard_limit: u32 },
     #[error(
         "max_buffered_bytes {max_buffered_bytes} is smaller than max_segment_length \
          {max_segment_length}: one whole segment must fit"
     )]
-    BufferTooSmall {
-        max_buffered_bytes: usize,
-        max_segment_length: u32,
-    },
+    BufferTooSmall { max_buffered_bytes: usize, max_segment_length: u32 },
 }
 
 impl ReassemblyLimits {
@@ -120,11 +114,7 @@ pub struct CompletedSegment {
 
 impl CompletedSegment {
     pub fn id(&self) -> SegmentId {
-        SegmentId {
-            sender_id: self.sender_id,
-            epoch: self.epoch,
-            sequence: self.sequence,
-        }
+        SegmentId { sender_id: self.sender_id, epoch: self.epoch, sequence: self.sequence }
     }
 }
 
@@ -134,30 +124,11 @@ impl CompletedSegment {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// No new symbol for `segment_timeout_ms`.
-    Abandoned {
-        sender_id: u64,
-        epoch: u64,
-        sequence: u64,
-        symbols_received: u16,
-        symbols_needed: u16,
-    },
+    Abandoned { sender_id: u64, epoch: u64, sequence: u64, symbols_received: u16, symbols_needed: u16 },
     /// Dropped to stay within `max_segments_in_flight` or `max_buffered_bytes`.
-    Evicted {
-        sender_id: u64,
-        epoch: u64,
-        sequence: u64,
-        symbols_received: u16,
-        symbols_needed: u16,
-    },
+    Evicted { sender_id: u64, epoch: u64, sequence: u64, symbols_received: u16, symbols_needed: u16 },
     /// Dropped because its sender moved on to `new_epoch`.
-    Superseded {
-        sender_id: u64,
-        epoch: u64,
-        sequence: u64,
-        symbols_received: u16,
-        symbols_needed: u16,
-        new_epoch: u64,
-    },
+    Superseded { sender_id: u64, epoch: u64, sequence: u64, symbols_received: u16, symbols_needed: u16, new_epoch: u64 },
 }
 
 /// Counters, for metrics. All are totals since creation except the two gauges at the end.
@@ -229,16 +200,22 @@ impl CompletedMemory {
         self.next_generation += 1;
         self.ids.insert(id, generation);
         self.order.push_back((id, generation));
-        while self.order.len() > capacity {
+        // Forget the oldest live ids beyond capacity; entries left behind by `forget` are
+        // skipped, and compacted away before they can pile up.
+        while self.ids.len() > capacity {
             let Some((old, old_generation)) = self.order.pop_front() else {
                 break;
             };
-            // Only forget if this entry is still the current one for that id.
             if self.ids.get(&old) == Some(&old_generation) {
                 self.ids.remove(&old);
             }
         }
-        debug_assert!(self.ids.len() <= self.order.len());
+        if self.order.len() > 2 * capacity {
+            let ids = &self.ids;
+            self.order.retain(|(id, generation)| ids.get(id) == Some(generation));
+        }
+        debug_assert!(self.ids.len() <= capacity);
+        debug_assert!(self.order.len() <= 2 * capacity);
     }
 
     fn forget(&mut self, id: &SegmentId) -> bool {
@@ -289,11 +266,7 @@ impl Reassembler {
     }
 
     /// Feeds one authenticated symbol. Returns the segment when this symbol completes it.
-    pub fn on_symbol(
-        &mut self,
-        packet: &SymbolPacket<'_>,
-        now_ms: u64,
-    ) -> Option<CompletedSegment> {
+    pub fn on_symbol(&mut self, packet: &SymbolPacket<'_>, now_ms: u64) -> Option<CompletedSegment> {
         let id = packet.segment_id();
         if !self.observe_epoch(id.sender_id, id.epoch, now_ms) {
             self.stats.stale_epoch_symbols += 1;
@@ -327,13 +300,7 @@ impl Reassembler {
             }
             None => {
                 self.make_room_for_a_sender();
-                self.senders.insert(
-                    sender_id,
-                    SenderState {
-                        newest_epoch: epoch,
-                        last_heard_ms: now_ms,
-                    },
-                );
+                self.senders.insert(sender_id, SenderState { newest_epoch: epoch, last_heard_ms: now_ms });
             }
         }
         // A new epoch, or a sender we had forgotten: older epochs may still be in flight.
@@ -357,35 +324,18 @@ impl Reassembler {
     }
 
     fn drop_older_epochs(&mut self, sender_id: u64, epoch: u64) {
-        let start = SegmentId {
-            sender_id,
-            epoch: 0,
-            sequence: 0,
-        };
-        let end = SegmentId {
-            sender_id,
-            epoch,
-            sequence: 0,
-        };
+        let start = SegmentId { sender_id, epoch: 0, sequence: 0 };
+        let end = SegmentId { sender_id, epoch, sequence: 0 };
         if epoch == 0 {
             return;
         }
-        let older: Vec<SegmentId> = self
-            .in_flight
-            .range(start..end)
-            .map(|(id, _)| *id)
-            .collect();
+        let older: Vec<SegmentId> = self.in_flight.range(start..end).map(|(id, _)| *id).collect();
         for id in older {
             self.remove(id, Removal::Superseded { new_epoch: epoch });
         }
     }
 
-    fn feed(
-        &mut self,
-        id: SegmentId,
-        packet: &SymbolPacket<'_>,
-        now_ms: u64,
-    ) -> Option<CompletedSegment> {
+    fn feed(&mut self, id: SegmentId, packet: &SymbolPacket<'_>, now_ms: u64) -> Option<CompletedSegment> {
         match self.in_flight.get(&id) {
             Some(entry) if entry.decoder.params() != &packet.params => {
                 self.stats.inconsistent_parameters += 1;
@@ -410,22 +360,13 @@ impl Reassembler {
                         break;
                     }
                 }
-                self.in_flight.insert(
-                    id,
-                    InFlight {
-                        decoder,
-                        last_activity_ms: now_ms,
-                    },
-                );
+                self.in_flight.insert(id, InFlight { decoder, last_activity_ms: now_ms });
                 self.stats.segments_in_flight = self.in_flight.len();
             }
         }
         let entry = self.in_flight.get_mut(&id)?;
         let buffered_before = entry.decoder.buffered_bytes();
-        match entry
-            .decoder
-            .add_symbol(packet.symbol_index, packet.symbol)
-        {
+        match entry.decoder.add_symbol(packet.symbol_index, packet.symbol) {
             Ok(SymbolOutcome::Stored) => {
                 self.stats.symbols_accepted += 1;
                 entry.last_activity_ms = entry.last_activity_ms.max(now_ms);
@@ -518,34 +459,15 @@ impl Reassembler {
         let event = match why {
             Removal::Evicted => {
                 self.stats.segments_evicted += 1;
-                Event::Evicted {
-                    sender_id,
-                    epoch,
-                    sequence,
-                    symbols_received,
-                    symbols_needed,
-                }
+                Event::Evicted { sender_id, epoch, sequence, symbols_received, symbols_needed }
             }
             Removal::Abandoned => {
                 self.stats.segments_abandoned += 1;
-                Event::Abandoned {
-                    sender_id,
-                    epoch,
-                    sequence,
-                    symbols_received,
-                    symbols_needed,
-                }
+                Event::Abandoned { sender_id, epoch, sequence, symbols_received, symbols_needed }
             }
             Removal::Superseded { new_epoch } => {
                 self.stats.segments_superseded += 1;
-                Event::Superseded {
-                    sender_id,
-                    epoch,
-                    sequence,
-                    symbols_received,
-                    symbols_needed,
-                    new_epoch,
-                }
+                Event::Superseded { sender_id, epoch, sequence, symbols_received, symbols_needed, new_epoch }
             }
         };
         if self.pending_events.len() >= MAX_PENDING_EVENTS {
@@ -561,9 +483,7 @@ impl Reassembler {
         let mut idle: Vec<(u64, SegmentId)> = self
             .in_flight
             .iter()
-            .filter(|(_, entry)| {
-                now_ms.saturating_sub(entry.last_activity_ms) >= self.limits.segment_timeout_ms
-            })
+            .filter(|(_, entry)| now_ms.saturating_sub(entry.last_activity_ms) >= self.limits.segment_timeout_ms)
             .map(|(id, entry)| (entry.last_activity_ms, *id))
             .collect();
         idle.sort_unstable();
@@ -592,13 +512,9 @@ impl Reassembler {
 
     /// Incomplete segments held now, with (distinct symbols received, symbols needed).
     pub fn in_flight(&self) -> impl Iterator<Item = (SegmentId, u32, u16)> + '_ {
-        self.in_flight.iter().map(|(id, entry)| {
-            (
-                *id,
-                entry.decoder.received_count(),
-                entry.decoder.params().original_count,
-            )
-        })
+        self.in_flight
+            .iter()
+            .map(|(id, entry)| (*id, entry.decoder.received_count(), entry.decoder.params().original_count))
     }
 
     fn check_invariants(&self) {
@@ -609,14 +525,13 @@ impl Reassembler {
         debug_assert_eq!(self.stats.segments_in_flight, self.in_flight.len());
         debug_assert_eq!(
             self.stats.buffered_bytes,
+            self.in_flight.values().map(|entry| entry.decoder.buffered_bytes()).sum::<usize>()
+        );
+        debug_assert!(
             self.in_flight
                 .values()
-                .map(|entry| entry.decoder.buffered_bytes())
-                .sum::<usize>()
+                .all(|entry| { !entry.decoder.is_complete() && entry.decoder.params().validate().is_ok() })
         );
-        debug_assert!(self.in_flight.values().all(|entry| {
-            !entry.decoder.is_complete() && entry.decoder.params().validate().is_ok()
-        }));
     }
 }
 
@@ -647,21 +562,10 @@ mod tests {
 
     impl Segment {
         fn new(sender_id: u64, epoch: u64, sequence: u64, length: usize) -> Self {
-            let bytes: Vec<u8> = (0..length)
-                .map(|i| (i as u64 * 31 + sequence) as u8)
-                .collect();
+            let bytes: Vec<u8> = (0..length).map(|i| (i as u64 * 31 + sequence) as u8).collect();
             let params = FecParams::for_segment(length, SYMBOL_SIZE, 0.5, 1).unwrap();
             let symbols = fec::encode(&bytes, &params).unwrap();
-            Self {
-                id: SegmentId {
-                    sender_id,
-                    epoch,
-                    sequence,
-                },
-                bytes,
-                params,
-                symbols,
-            }
+            Self { id: SegmentId { sender_id, epoch, sequence }, bytes, params, symbols }
         }
 
         fn packet(&self, index: usize) -> SymbolPacket<'_> {
@@ -692,10 +596,7 @@ mod tests {
         }
         let stats = reassembler.stats();
         assert_eq!(stats.segments_completed, 1);
-        assert_eq!(
-            stats.symbols_for_completed_segments,
-            segment.symbols.len() as u64
-        );
+        assert_eq!(stats.symbols_for_completed_segments, segment.symbols.len() as u64);
         assert_eq!(stats.buffered_bytes, 0);
     }
 
@@ -798,13 +699,7 @@ mod tests {
         assert!(reassembler.poll_timeouts(1_499).is_empty());
         assert_eq!(
             reassembler.poll_timeouts(1_500),
-            vec![Event::Abandoned {
-                sender_id: 1,
-                epoch: 1,
-                sequence: 1,
-                symbols_received: 2,
-                symbols_needed: 5,
-            }]
+            vec![Event::Abandoned { sender_id: 1, epoch: 1, sequence: 1, symbols_received: 2, symbols_needed: 5 }]
         );
         assert_eq!(reassembler.stats().segments_abandoned, 1);
         assert_eq!(reassembler.stats().buffered_bytes, 0);
@@ -843,10 +738,7 @@ mod tests {
     fn the_byte_limit_evicts_others_but_never_the_segment_being_fed() {
         let big = Segment::new(1, 1, 0, 5_000);
         let small: Vec<Segment> = (1..4).map(|seq| Segment::new(1, 1, seq, 2_000)).collect();
-        let mut reassembler = Reassembler::new(ReassemblyLimits {
-            max_buffered_bytes: 6_000,
-            ..limits()
-        });
+        let mut reassembler = Reassembler::new(ReassemblyLimits { max_buffered_bytes: 6_000, ..limits() });
         for (time, segment) in small.iter().enumerate() {
             for index in 0..19 {
                 reassembler.on_symbol(&segment.packet(index), time as u64);
@@ -900,10 +792,7 @@ mod tests {
     fn invalid_limits_are_explained() {
         let mut bad = limits();
         bad.max_buffered_bytes = 100;
-        assert!(matches!(
-            bad.validate(),
-            Err(LimitsError::BufferTooSmall { .. })
-        ));
+        assert!(matches!(bad.validate(), Err(LimitsError::BufferTooSmall { .. })));
         assert!(ReassemblyLimits::default().validate().is_ok());
     }
 }

@@ -229,6 +229,24 @@ impl Quality {
     pub fn is_good(self) -> bool {
         self.severity() == Severity::Good
     }
+
+    /// Reads a status code as people write it: decimal, `0x` hexadecimal, or `good`,
+    /// `uncertain`, `bad`. The error completes a sentence such as "quality \"x\" …".
+    pub fn parse_text(text: &str) -> Result<Quality, &'static str> {
+        const WHY: &str = "is not a status code: use a decimal or 0x-hexadecimal OPC UA StatusCode (0..=4294967295), or good, uncertain or bad";
+        for (name, quality) in [("good", Quality::GOOD), ("uncertain", Quality::UNCERTAIN), ("bad", Quality::BAD)] {
+            if text.eq_ignore_ascii_case(name) {
+                return Ok(quality);
+            }
+        }
+        let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+            Some(hex) if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) => u32::from_str_radix(hex, 16),
+            Some(_) => return Err(WHY),
+            None if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => text.parse::<u32>(),
+            None => return Err(WHY),
+        };
+        parsed.map(Quality).map_err(|_| WHY)
+    }
 }
 
 impl fmt::Display for Quality {
@@ -356,6 +374,17 @@ mod tests {
         assert_eq!(q.to_string(), "bad(0x808A0000)");
         assert!(Quality::GOOD.is_good());
         assert_eq!(Quality::UNCERTAIN.severity(), Severity::Uncertain);
+    }
+
+    #[test]
+    fn quality_text_accepts_names_decimal_and_hex() {
+        assert_eq!(Quality::parse_text("Good"), Ok(Quality::GOOD));
+        assert_eq!(Quality::parse_text("bad"), Ok(Quality::BAD));
+        assert_eq!(Quality::parse_text("0x808A0000"), Ok(Quality(0x808A_0000)));
+        assert_eq!(Quality::parse_text("1073741824"), Ok(Quality::UNCERTAIN));
+        assert!(Quality::parse_text("0x").is_err());
+        assert!(Quality::parse_text("-1").is_err());
+        assert!(Quality::parse_text("4294967296").is_err());
     }
 
     #[test]

@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use diode_common::fec::{self, FecParams};
 use diode_common::packet::{
-    DEFAULT_LINK_MTU, Datagram, LinkKey, PacketError, SegmentId, SymbolPacket, decode_datagram,
-    encode_symbol, max_symbol_size,
+    DEFAULT_LINK_MTU, Datagram, LinkKey, PacketError, SegmentId, SymbolPacket, decode_datagram, encode_symbol,
+    max_symbol_size,
 };
 use diode_common::reassembly::{Event, Reassembler, ReassemblyLimits, ReassemblyStats};
 use diode_common::rng::SeededRng;
@@ -56,20 +56,12 @@ enum Repair {
 impl Repair {
     fn params(self, segment_length: usize) -> FecParams {
         match self {
-            Repair::Plain {
-                overhead,
-                min_repair,
-            } => FecParams::for_segment(segment_length, symbol_size(), overhead, min_repair),
-            Repair::Floored {
-                overhead,
-                design_loss,
-            } => FecParams::for_segment_at_loss(
-                segment_length,
-                symbol_size(),
-                overhead,
-                design_loss,
-                TARGET_BLOCK_LOSS,
-            ),
+            Repair::Plain { overhead, min_repair } => {
+                FecParams::for_segment(segment_length, symbol_size(), overhead, min_repair)
+            }
+            Repair::Floored { overhead, design_loss } => {
+                FecParams::for_segment_at_loss(segment_length, symbol_size(), overhead, design_loss, TARGET_BLOCK_LOSS)
+            }
         }
         .unwrap()
     }
@@ -208,7 +200,7 @@ impl Receiver {
         self.delivered += 1;
         self.now_ms = self.delivered / 20;
         self.process(datagram);
-        if self.delivered % 1000 == 0 {
+        if self.delivered.is_multiple_of(1000) {
             let events = self.reassembler.poll_timeouts(self.now_ms);
             self.events.extend(events);
         }
@@ -225,16 +217,8 @@ impl Receiver {
             Ok(Datagram::Symbol(packet)) => {
                 if let Some(segment) = self.reassembler.on_symbol(&packet, self.now_ms) {
                     let expected = segment_content(self.content_seed, segment.sequence);
-                    assert!(
-                        segment.bytes == expected,
-                        "segment {:?} came out altered",
-                        segment.id()
-                    );
-                    assert!(
-                        self.completed.insert(segment.id()),
-                        "segment {:?} came out twice",
-                        segment.id()
-                    );
+                    assert!(segment.bytes == expected, "segment {:?} came out altered", segment.id());
+                    assert!(self.completed.insert(segment.id()), "segment {:?} came out twice", segment.id());
                     self.recovered_by_fec += u64::from(segment.recovered_by_fec);
                 }
             }
@@ -327,14 +311,7 @@ impl Outcome {
 }
 
 fn run(scenario: Scenario) -> Outcome {
-    let Scenario {
-        name,
-        content_seed,
-        mut channel,
-        segments,
-        repair,
-        interleave_depth,
-    } = scenario;
+    let Scenario { name, content_seed, mut channel, segments, repair, interleave_depth } = scenario;
     let mut receiver = Receiver::new(content_seed, ReassemblyLimits::default());
     let (mut original_symbols, mut repair_symbols) = (0, 0);
     let (mut expected_unrecoverable, mut variance_unrecoverable) = (0.0, 0.0);
@@ -343,20 +320,12 @@ fn run(scenario: Scenario) -> Outcome {
     for group in sequences.chunks(interleave_depth) {
         let mut group_datagrams = Vec::new();
         for &sequence in group {
-            let id = SegmentId {
-                sender_id: SENDER_ID,
-                epoch: EPOCH,
-                sequence,
-            };
+            let id = SegmentId { sender_id: SENDER_ID, epoch: EPOCH, sequence };
             let content = segment_content(content_seed, sequence);
             let params = repair.params(content.len());
             original_symbols += u64::from(params.original_count);
             repair_symbols += u64::from(params.repair_count);
-            let p = fec::block_loss_probability(
-                params.original_count,
-                params.repair_count,
-                channel.loss,
-            );
+            let p = fec::block_loss_probability(params.original_count, params.repair_count, channel.loss);
             expected_unrecoverable += p;
             variance_unrecoverable += p * (1.0 - p);
             group_datagrams.push(segment_datagrams(id, &content, &params));
@@ -404,19 +373,9 @@ fn check_accounting(outcome: &Outcome) {
         .events
         .iter()
         .map(|event| match event {
-            Event::Abandoned {
-                sender_id,
-                epoch,
-                sequence,
-                symbols_received,
-                symbols_needed,
-            } => {
+            Event::Abandoned { sender_id, epoch, sequence, symbols_received, symbols_needed } => {
                 assert!(symbols_received < symbols_needed);
-                SegmentId {
-                    sender_id: *sender_id,
-                    epoch: *epoch,
-                    sequence: *sequence,
-                }
+                SegmentId { sender_id: *sender_id, epoch: *epoch, sequence: *sequence }
             }
             other => panic!("unexpected event {other:?}"),
         })
@@ -433,10 +392,7 @@ fn five_percent_loss_with_fifteen_percent_repair_recovers_every_segment() {
         content_seed: 0xA,
         channel: Channel::new(0xA1, 0.05, 0.02, 64),
         segments: 1000,
-        repair: Repair::Floored {
-            overhead: 0.15,
-            design_loss: 0.05,
-        },
+        repair: Repair::Floored { overhead: 0.15, design_loss: 0.05 },
         interleave_depth: 1,
     });
     assert_eq!(outcome.recovered(), 1000);
@@ -451,10 +407,7 @@ fn twenty_percent_loss_with_thirty_five_percent_repair_recovers_every_segment() 
         content_seed: 0xB,
         channel: Channel::new(0xB1, 0.20, 0.02, 64),
         segments: 1000,
-        repair: Repair::Floored {
-            overhead: 0.35,
-            design_loss: 0.20,
-        },
+        repair: Repair::Floored { overhead: 0.35, design_loss: 0.20 },
         interleave_depth: 1,
     });
     assert_eq!(outcome.recovered(), 1000);
@@ -475,10 +428,7 @@ fn flat_percentage_shortfall_matches_the_binomial_prediction(
         content_seed: seed,
         channel: Channel::new(seed + 1, loss, 0.02, 64),
         segments: 1000,
-        repair: Repair::Plain {
-            overhead,
-            min_repair: 2,
-        },
+        repair: Repair::Plain { overhead, min_repair: 2 },
         interleave_depth: 1,
     });
     let unrecovered = (outcome.segments - outcome.recovered()) as f64;
@@ -520,10 +470,7 @@ fn burst_scenario(name: &'static str, interleave_depth: usize) -> Outcome {
         content_seed: 0xC,
         channel: Channel::new(0xC1, 0.0, 0.01, 16).with_bursts(50, 1.0 / 950.0),
         segments: 1000,
-        repair: Repair::Floored {
-            overhead: 0.15,
-            design_loss: 0.05,
-        },
+        repair: Repair::Floored { overhead: 0.15, design_loss: 0.05 },
         interleave_depth,
     })
 }
@@ -556,17 +503,9 @@ fn transfer_with_junk(inject_junk: bool) -> (Receiver, u64) {
     let mut junk_sent = 0;
     let mut delivered = Vec::new();
     for sequence in 0..150 {
-        let id = SegmentId {
-            sender_id: SENDER_ID,
-            epoch: EPOCH,
-            sequence,
-        };
+        let id = SegmentId { sender_id: SENDER_ID, epoch: EPOCH, sequence };
         let content = segment_content(content_seed, sequence);
-        let params = Repair::Floored {
-            overhead: 0.15,
-            design_loss: 0.05,
-        }
-        .params(content.len());
+        let params = Repair::Floored { overhead: 0.15, design_loss: 0.05 }.params(content.len());
         for datagram in segment_datagrams(id, &content, &params) {
             channel.send(datagram, &mut delivered);
         }
@@ -593,17 +532,10 @@ fn make_junk(rng: &mut SeededRng, real: &[u8], key: &LinkKey, wrong_key: &LinkKe
     match rng.below(6) {
         0 => {
             // Forged: a well-formed datagram for the same segment, garbage symbol, wrong key.
-            let Ok(Datagram::Symbol(packet)) = decode_datagram(real, key) else {
-                unreachable!()
-            };
-            let garbage: Vec<u8> = (0..packet.symbol.len())
-                .map(|_| rng.next_u64() as u8)
-                .collect();
+            let Ok(Datagram::Symbol(packet)) = decode_datagram(real, key) else { unreachable!() };
+            let garbage: Vec<u8> = (0..packet.symbol.len()).map(|_| rng.next_u64() as u8).collect();
             let mut out = Vec::new();
-            let forged = SymbolPacket {
-                symbol: &garbage,
-                ..packet
-            };
+            let forged = SymbolPacket { symbol: &garbage, ..packet };
             encode_symbol(&forged, wrong_key, &mut out).unwrap();
             out
         }
@@ -667,17 +599,10 @@ fn forged_and_corrupted_datagrams_never_touch_reassembly_state() {
 fn symbols_of_an_older_epoch_are_dropped_and_counted() {
     let content_seed = 0xE;
     let mut receiver = Receiver::new(content_seed, ReassemblyLimits::default());
-    let repair = Repair::Floored {
-        overhead: 0.15,
-        design_loss: 0.05,
-    };
+    let repair = Repair::Floored { overhead: 0.15, design_loss: 0.05 };
     let datagrams_of = |epoch: u64, sequence: u64| {
         let content = segment_content(content_seed, sequence);
-        let id = SegmentId {
-            sender_id: SENDER_ID,
-            epoch,
-            sequence,
-        };
+        let id = SegmentId { sender_id: SENDER_ID, epoch, sequence };
         segment_datagrams(id, &content, &repair.params(content.len()))
     };
     // Epoch 5: segments 0..20 arrive whole, 20..25 only their first two symbols.
@@ -719,11 +644,8 @@ fn symbols_of_an_older_epoch_are_dropped_and_counted() {
     assert_eq!(receiver.stats().stale_epoch_symbols, late.len() as u64);
     assert_eq!(receiver.completed.len(), completed_before);
     assert_eq!(completed_before, 30);
-    let superseded = receiver
-        .events
-        .iter()
-        .filter(|event| matches!(event, Event::Superseded { new_epoch: 6, .. }))
-        .count();
+    let superseded =
+        receiver.events.iter().filter(|event| matches!(event, Event::Superseded { new_epoch: 6, .. })).count();
     assert_eq!(superseded, 5);
 }
 
@@ -743,16 +665,8 @@ fn a_flood_of_partial_segments_stays_within_the_memory_limits() {
     let flood_symbol = vec![0x5A; usize::from(symbol_size())];
     // A genuine segment trickles in while the flood goes on.
     let real_content = segment_content(0xF, 0);
-    let real_id = SegmentId {
-        sender_id: 2,
-        epoch: 1,
-        sequence: 0,
-    };
-    let real_params = Repair::Plain {
-        overhead: 0.15,
-        min_repair: 2,
-    }
-    .params(real_content.len());
+    let real_id = SegmentId { sender_id: 2, epoch: 1, sequence: 0 };
+    let real_params = Repair::Plain { overhead: 0.15, min_repair: 2 }.params(real_content.len());
     let mut real_datagrams = segment_datagrams(real_id, &real_content, &real_params).into_iter();
     let (mut now_ms, mut fed, mut evicted_events, mut peak_buffered) = (0, 0_u64, 0, 0);
     let mut real_done = None;
@@ -768,13 +682,11 @@ fn a_flood_of_partial_segments_stays_within_the_memory_limits() {
                 symbol: &flood_symbol,
             };
             encode_symbol(&packet, &key, &mut datagram).unwrap();
-            let Ok(Datagram::Symbol(packet)) = decode_datagram(&datagram, &key) else {
-                unreachable!()
-            };
+            let Ok(Datagram::Symbol(packet)) = decode_datagram(&datagram, &key) else { unreachable!() };
             assert!(reassembler.on_symbol(&packet, now_ms).is_none());
             fed += 1;
             now_ms += 1;
-            if fed % 50 == 0
+            if fed.is_multiple_of(50)
                 && let Some(real) = real_datagrams.next()
                 && let Ok(Datagram::Symbol(packet)) = decode_datagram(&real, &key)
                 && let Some(done) = reassembler.on_symbol(&packet, now_ms)

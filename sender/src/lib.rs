@@ -9,6 +9,7 @@
 pub mod clock;
 pub mod config;
 pub mod framed_log;
+pub mod import;
 pub mod ingest;
 pub mod keyfiles;
 pub mod link;

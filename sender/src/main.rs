@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use diode_sender::config::{LogFormat, SenderConfig};
-use diode_sender::{keyfiles, logging, pipeline, resend, run};
+use diode_sender::{import, keyfiles, logging, pipeline, resend, run};
 
 /// diode's OT appliance: seals plant historian records and sends them one way to diode-receiver.
 #[derive(Parser)]
@@ -53,6 +53,21 @@ enum Command {
         /// Rate in Mbit/s (default: link.rate_mbit_s). Mind that a running sender shares the link.
         #[arg(long)]
         rate_mbit_s: Option<f64>,
+    },
+    /// Backfill from CSV files (header: series,timestamp,value[,quality][,type][,tags]) into the
+    /// spool; the next `run` sends them. Needs the sender stopped (it owns the spool).
+    Import {
+        #[arg(long)]
+        config: PathBuf,
+        /// Check every row and import nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Unit of epoch-number timestamps: auto (by magnitude), s, ms, us or ns.
+        #[arg(long, default_value = "auto")]
+        precision: import::TimestampUnit,
+        /// CSV files, read in order.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
     /// Start a new epoch deliberately (a new hash chain, announced by the next beacons).
     NewEpoch {
@@ -111,6 +126,32 @@ fn execute(command: Command) -> anyhow::Result<()> {
                     summary.missing
                 );
             }
+            Ok(())
+        }
+        Command::Import { config, dry_run, precision, files } => {
+            let config = load(&config)?;
+            import::check_files(&files)?;
+            let show_progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let summary = if dry_run {
+                import::import(&files, precision, None, show_progress)?
+            } else {
+                let key = keyfiles::load_signing_key(&config.keys.signing_key)?;
+                let (tx, rx) = std::sync::mpsc::sync_channel(64);
+                // Sealed segments wait in the segment log; the next `run` sends them.
+                std::thread::spawn(move || rx.into_iter().for_each(drop));
+                let mut pipeline =
+                    pipeline::Pipeline::open(run::pipeline_settings(&config), key, diode_sender::clock::now_ns(), tx)?;
+                import::import(&files, precision, Some(&mut pipeline), show_progress)?
+            };
+            let verb = if dry_run { "checked" } else { "imported" };
+            println!("{} rows read, {} records {verb}, {} bad rows", summary.rows, summary.records, summary.bad_rows);
+            for line in &summary.listed_bad_rows {
+                println!("  {line}");
+            }
+            if summary.bad_rows > summary.listed_bad_rows.len() as u64 {
+                println!("  ... and {} more", summary.bad_rows - summary.listed_bad_rows.len() as u64);
+            }
+            anyhow::ensure!(summary.bad_rows == 0, "{} rows were not imported; fix them and import those rows again", summary.bad_rows);
             Ok(())
         }
         Command::NewEpoch { config } => {

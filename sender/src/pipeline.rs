@@ -100,6 +100,8 @@ pub enum SubmitError {
 }
 
 pub struct Pipeline {
+    /// Held for the pipeline's life: one process at a time owns a data_dir.
+    _lock: fs::File,
     settings: PipelineSettings,
     key: SenderKey,
     epoch: EpochState,
@@ -130,6 +132,7 @@ impl Pipeline {
     ) -> anyhow::Result<Pipeline> {
         fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("cannot create data_dir {}", settings.data_dir.display()))?;
+        let lock = lock_data_dir(&settings.data_dir)?;
         let epoch = load_or_start_epoch(&settings.data_dir, now_ns)?;
         let segment_dir = segment_dir(&settings.data_dir, epoch.epoch);
         let mut index = SegmentIndex::default();
@@ -184,6 +187,7 @@ impl Pipeline {
             ChainPosition { sender_id: settings.sender_id, epoch: epoch.epoch, sequence: next_sequence, previous_hash };
         let pending_since_ns = (!pending.is_empty()).then_some(now_ns);
         Ok(Pipeline {
+            _lock: lock,
             settings,
             key,
             epoch,
@@ -368,6 +372,24 @@ impl Pipeline {
     }
 }
 
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<fs::File> {
+    let path = data_dir.join("lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another diode-sender (run or import) is using {}; stop it first, or send the data through its HTTP ingest",
+            data_dir.display()
+        ),
+        Err(fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+    }
+}
+
 /// `cursor u64 LE ‖ sealed segment`.
 pub fn split_segment_entry(content: &[u8]) -> Option<(u64, &[u8])> {
     let cursor = u64::from_le_bytes(content.get(..8)?.try_into().ok()?);
@@ -404,6 +426,7 @@ fn load_or_start_epoch(data_dir: &Path, now_ns: i64) -> anyhow::Result<EpochStat
 
 /// `diode-sender new-epoch`: ends the current chain and starts another, by an operator's decision.
 pub fn start_epoch_after_current(data_dir: &Path, now_ns: i64) -> anyhow::Result<EpochState> {
+    let _lock = lock_data_dir(data_dir)?;
     let path = epoch_file(data_dir);
     let text = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let current = parse_epoch(&text).with_context(|| format!("epoch file {} is damaged", path.display()))?;
@@ -601,6 +624,15 @@ mod tests {
         assert_eq!(refused.len(), 10, "refused records are handed back untouched");
         pipeline.flush(0).unwrap();
         assert_eq!(sealed_values(&rx), vec![(1, (0..10).collect())]);
+    }
+
+    #[test]
+    fn a_second_process_cannot_open_the_same_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_pipeline, _rx) = open(dir.path());
+        let (tx, _rx2) = sync_channel(1);
+        let error = Pipeline::open(settings(dir.path()), SenderKey::from_seed([1; 32]), 0, tx).err().unwrap().to_string();
+        assert!(error.contains("another diode-sender"), "{error}");
     }
 
     #[test]

@@ -138,6 +138,8 @@ impl DecodeBudget {
 #[derive(Debug, Default)]
 pub(super) struct ColumnWriter {
     fields: [Vec<u8>; FIELD_COUNT],
+    /// Reused for the medians of the integer modes, to save an allocation per column.
+    scratch: Vec<i64>,
 }
 
 impl ColumnWriter {
@@ -205,11 +207,11 @@ impl ColumnWriter {
         let delta_of_delta_bits = estimated_bits(first)
             + estimated_bits(deltas[0])
             + deltas.windows(2).map(|pair| estimated_bits(pair[1].wrapping_sub(pair[0]))).sum::<u64>();
-        let period = median(deltas.clone());
-        let (mut linear_bits, mut base) = linear_fit(values, period);
+        let period = median(&mut self.scratch, deltas.iter().copied());
+        let (mut linear_bits, mut base) = linear_fit(&mut self.scratch, values, period);
         let mut slope = period;
         if period != 0 {
-            let (level_bits, level_base) = linear_fit(values, 0);
+            let (level_bits, level_base) = linear_fit(&mut self.scratch, values, 0);
             if level_bits < linear_bits {
                 (linear_bits, base, slope) = (level_bits, level_base, 0);
             }
@@ -412,20 +414,22 @@ fn estimated_integer_bytes(integers: &[i64]) -> usize {
     first + integers.windows(2).map(|pair| varint_len(zigzag(pair[1].wrapping_sub(pair[0])))).sum::<usize>()
 }
 
-fn median(mut values: Vec<i64>) -> i64 {
-    let middle = values.len() / 2;
-    *values.select_nth_unstable(middle).1
+/// The median of `values`, selected in `scratch`.
+fn median(scratch: &mut Vec<i64>, values: impl Iterator<Item = i64>) -> i64 {
+    scratch.clear();
+    scratch.extend(values);
+    let middle = scratch.len() / 2;
+    *scratch.select_nth_unstable(middle).1
 }
 
 /// Residuals of `values` from the line `base + index * slope`, with `base` the median that makes
 /// them smallest for this slope. Returns (estimated bits, base).
-fn linear_fit(values: &[i64], slope: i64) -> (u64, i64) {
-    let detrended: Vec<i64> =
-        values.iter().enumerate().map(|(index, v)| v.wrapping_sub((index as i64).wrapping_mul(slope))).collect();
-    let base = median(detrended.clone());
+fn linear_fit(scratch: &mut Vec<i64>, values: &[i64], slope: i64) -> (u64, i64) {
+    let detrend = |(index, value): (usize, &i64)| value.wrapping_sub((index as i64).wrapping_mul(slope));
+    let base = median(scratch, values.iter().enumerate().map(detrend));
     let bits = estimated_bits(base)
         + estimated_bits(slope)
-        + detrended.iter().map(|&v| estimated_bits(v.wrapping_sub(base))).sum::<u64>();
+        + values.iter().enumerate().map(|item| estimated_bits(detrend(item).wrapping_sub(base))).sum::<u64>();
     (bits, base)
 }
 

@@ -316,10 +316,18 @@ pub fn encode_payload(series: &[SeriesColumns], zstd_level: i32) -> Vec<u8> {
 }
 
 fn encode_decoded_payload(series: &[SeriesColumns]) -> Vec<u8> {
-    let mut table: Vec<&SeriesKey> = series.iter().map(|columns| &columns.key).collect();
-    table.sort();
-    table.dedup();
-    let id_of: HashMap<&SeriesKey, usize> = table.iter().enumerate().map(|(id, key)| (*key, id)).collect();
+    // The table is the sorted, distinct keys; ids[block] is the table index of block's key.
+    let mut order: Vec<usize> = (0..series.len()).collect();
+    order.sort_unstable_by(|&a, &b| series[a].key.cmp(&series[b].key));
+    let mut table: Vec<&SeriesKey> = Vec::with_capacity(series.len());
+    let mut ids = vec![0usize; series.len()];
+    for block in order {
+        let key = &series[block].key;
+        if table.last() != Some(&key) {
+            table.push(key);
+        }
+        ids[block] = table.len() - 1;
+    }
 
     let record_count: usize = series.iter().map(SeriesColumns::len).sum();
     let mut out = Vec::with_capacity(64 + 32 * table.len() + 4 * record_count);
@@ -331,9 +339,9 @@ fn encode_decoded_payload(series: &[SeriesColumns]) -> Vec<u8> {
     let mut id_steps = Vec::with_capacity(series.len());
     let mut columns_writer = ColumnWriter::default();
     let mut previous_id: i64 = -1;
-    for columns in series {
+    for (columns, &id) in series.iter().zip(&ids) {
         // Ids as the step from the previous block's: 0 when blocks follow the table's order.
-        let id = id_of[&columns.key] as i64;
+        let id = id as i64;
         put_signed_varint(&mut id_steps, id - previous_id - 1);
         previous_id = id;
         columns_writer.write_series(columns, base_ns);
@@ -343,28 +351,27 @@ fn encode_decoded_payload(series: &[SeriesColumns]) -> Vec<u8> {
     out
 }
 
-/// The series table, sorted, as three streams: the bytes each name shares with the previous one,
-/// the rest of each name, and each series' tags.
+/// The series table, sorted, as two streams: the bytes each name shares with the previous one,
+/// then the rest of each name with its tags. (Tags right after the name they belong to compress
+/// best: `flow` and `unit=m3/h` recur together.)
 fn write_series_table(table: &[&SeriesKey], out: &mut Vec<u8>) {
     put_varint(out, table.len() as u64);
     let mut prefixes = Vec::with_capacity(table.len());
-    let mut suffixes = Vec::new();
-    let mut tags = Vec::new();
+    let mut entries = Vec::new();
     let mut previous_name: &str = "";
     for key in table {
         let shared = shared_prefix_bytes(previous_name, &key.name);
         put_varint(&mut prefixes, shared as u64);
-        put_bytes(&mut suffixes, &key.name.as_bytes()[shared..]);
-        put_varint(&mut tags, key.tags.len() as u64);
+        put_bytes(&mut entries, &key.name.as_bytes()[shared..]);
+        put_varint(&mut entries, key.tags.len() as u64);
         for (tag_key, tag_value) in &key.tags {
-            put_bytes(&mut tags, tag_key.as_bytes());
-            put_bytes(&mut tags, tag_value.as_bytes());
+            put_bytes(&mut entries, tag_key.as_bytes());
+            put_bytes(&mut entries, tag_value.as_bytes());
         }
         previous_name = &key.name;
     }
     put_bytes(out, &prefixes);
-    put_bytes(out, &suffixes);
-    put_bytes(out, &tags);
+    put_bytes(out, &entries);
 }
 
 /// Bytes of the longest common prefix of `a` and `b` that ends with a `/` (whole path components
@@ -478,8 +485,7 @@ fn decompress_payload(bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
 fn read_series_table(reader: &mut Reader<'_>) -> Result<Vec<SeriesKey>, CodecError> {
     let count = reader.varint("series count")?;
     let mut prefixes = Reader::new(reader.length_prefixed("series name prefixes")?);
-    let mut suffixes = Reader::new(reader.length_prefixed("series names")?);
-    let mut tags = Reader::new(reader.length_prefixed("series tags")?);
+    let mut entries = Reader::new(reader.length_prefixed("series names and tags")?);
     // Every series has a prefix length of at least one byte, so the count is bounded by the input.
     if count > prefixes.remaining() as u64 {
         return Err(CodecError::OutOfRange {
@@ -497,20 +503,20 @@ fn read_series_table(reader: &mut Reader<'_>) -> Result<Vec<SeriesKey>, CodecErr
             previous_name.len() as u64,
             "at most the previous series name's length",
         )? as usize;
-        let suffix_offset = suffixes.position();
-        let suffix = suffixes.length_prefixed("series name")?;
+        let suffix_offset = entries.position();
+        let suffix = entries.length_prefixed("series name")?;
         let mut name_bytes = Vec::with_capacity(shared + suffix.len());
         name_bytes.extend_from_slice(&previous_name.as_bytes()[..shared]);
         name_bytes.extend_from_slice(suffix);
         let name = String::from_utf8(name_bytes)
             .map_err(|_| CodecError::InvalidUtf8 { what: "series name", offset: suffix_offset })?;
         let tag_count =
-            tags.varint_at_most("series tag count", MAX_TAGS_PER_SERIES as u64, "at most MAX_TAGS_PER_SERIES (32)")?
+            entries.varint_at_most("series tag count", MAX_TAGS_PER_SERIES as u64, "at most MAX_TAGS_PER_SERIES (32)")?
                 as usize;
         let mut key_tags = Vec::with_capacity(tag_count);
         for _ in 0..tag_count {
-            let tag_key = tags.utf8("tag key")?.to_owned();
-            let tag_value = tags.utf8("tag value")?.to_owned();
+            let tag_key = entries.utf8("tag key")?.to_owned();
+            let tag_value = entries.utf8("tag value")?.to_owned();
             key_tags.push((tag_key, tag_value));
         }
         let key = SeriesKey { name, tags: key_tags };
@@ -518,8 +524,7 @@ fn read_series_table(reader: &mut Reader<'_>) -> Result<Vec<SeriesKey>, CodecErr
         table.push(key);
     }
     prefixes.expect_end("series name prefixes")?;
-    suffixes.expect_end("series names")?;
-    tags.expect_end("series tags")?;
+    entries.expect_end("series names and tags")?;
     Ok(table)
 }
 

@@ -219,7 +219,7 @@ pub fn encode_series_key(key: &SeriesKey, out: &mut Vec<u8>) {
 /// Inverse of [`encode_series_key`]; the whole input must be consumed.
 pub fn decode_series_key(bytes: &[u8]) -> Result<SeriesKey, &'static str> {
     let mut at = 0usize;
-    let mut text = |at: &mut usize| -> Result<String, &'static str> {
+    let text = |at: &mut usize| -> Result<String, &'static str> {
         let length = u32_at(bytes, *at).ok_or("series key truncated in a length")? as usize;
         let start = *at + 4;
         let slice = bytes.get(start..start.saturating_add(length)).ok_or("series key truncated in a string")?;

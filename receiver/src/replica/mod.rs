@@ -182,6 +182,8 @@ pub enum ReplicaError {
     TooManySeries { path: PathBuf, limit: u32 },
     #[error("the replica at {path} is open read-only; only the running receiver applies segments and beacons")]
     ReadOnly { path: PathBuf },
+    #[error("cannot create the replica directory {path}: {source}; check the replica path and its permissions")]
+    CreateDirectory { path: PathBuf, source: std::io::Error },
     #[error("cannot create the scratch directory {path} a read-only replica needs: {source}")]
     ScratchDirectory { path: PathBuf, source: std::io::Error },
 }
@@ -449,6 +451,9 @@ impl Replica {
         let existed = database_exists(path);
         if existed {
             check_column_families(path)?;
+        } else {
+            std::fs::create_dir_all(path)
+                .map_err(|source| ReplicaError::CreateDirectory { path: path.to_owned(), source })?;
         }
         let db = DB::open_cf_descriptors(&database_options(), path, column_family_descriptors())
             .map_err(|source| open_error(path, source))?;
@@ -493,7 +498,7 @@ impl Replica {
         let mut options = database_options();
         options.create_if_missing(false);
         options.create_missing_column_families(false);
-        let db = DB::open_cf_descriptors_as_secondary(&options, path, &scratch.path, column_family_descriptors())
+        let db = DB::open_cf_descriptors_as_secondary(&options, path, scratch.path.as_path(), column_family_descriptors())
             .map_err(|source| open_error(path, source))?;
         let mut replica =
             Replica { db, access: Access::ReadOnly { _scratch: scratch }, path: path.to_owned(), state: State::default() };

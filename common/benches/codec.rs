@@ -1,0 +1,102 @@
+//! Segment payload codec: encode and decode throughput on plant-like data, and the bytes per
+//! record it costs for several segment durations (printed before the timings).
+//!
+//! `cargo bench -p diode-common --bench codec`
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use diode_common::codec::{SeriesColumns, decode_payload, encode_payload, group_records};
+use diode_common::plant::{PlantConfig, PlantSimulator};
+use diode_common::record::Record;
+
+const ZSTD_LEVEL: i32 = 3;
+const NANOS_PER_MILLISECOND: i64 = 1_000_000;
+
+/// `duration_ms` of a plant's records, from its start.
+fn plant_records(series_count: usize, base_rate_hz: f64, duration_ms: i64) -> Vec<Record> {
+    let config = PlantConfig { seed: 11, series_count, base_rate_hz, ..PlantConfig::default() };
+    let until_ns = config.start_ns + duration_ms * NANOS_PER_MILLISECOND;
+    let mut simulator = PlantSimulator::new(config);
+    let mut records = Vec::new();
+    simulator.generate_until(until_ns, &mut records);
+    records
+}
+
+/// Encodes `seconds` of the plant cut into segments of `segment_ms`; returns (records, bytes).
+fn bytes_per_record(series_count: usize, base_rate_hz: f64, seconds: i64, segment_ms: i64) -> (usize, usize) {
+    let config = PlantConfig { seed: 7, series_count, base_rate_hz, ..PlantConfig::default() };
+    let start_ns = config.start_ns;
+    let mut simulator = PlantSimulator::new(config);
+    let (mut record_count, mut byte_count) = (0, 0);
+    let mut records = Vec::new();
+    for segment in 1..=seconds * 1_000 / segment_ms {
+        records.clear();
+        simulator.generate_until(start_ns + segment * segment_ms * NANOS_PER_MILLISECOND, &mut records);
+        record_count += records.len();
+        byte_count += encode_payload(&group_records(&records), ZSTD_LEVEL).len();
+    }
+    (record_count, byte_count)
+}
+
+fn print_bytes_per_record() {
+    eprintln!("bytes per record of encode_payload (zstd level {ZSTD_LEVEL}), plant simulator, 1,000 series, 60 s:");
+    for base_rate_hz in [1.0, 10.0] {
+        for segment_ms in [50, 1_000, 10_000] {
+            let (records, bytes) = bytes_per_record(1_000, base_rate_hz, 60, segment_ms);
+            eprintln!(
+                "  mean {base_rate_hz:>4} Hz/series, {segment_ms:>6} ms segments: {records:>7} records, {bytes:>8} bytes, {:.3} bytes/record",
+                bytes as f64 / records as f64
+            );
+        }
+    }
+}
+
+struct Case {
+    name: &'static str,
+    series: Vec<SeriesColumns>,
+    records: usize,
+}
+
+fn cases() -> Vec<Case> {
+    // 2,000 series with about 25 samples each: a busy 1 s segment.
+    let segment = group_records(&plant_records(2_000, 25.0, 1_000));
+    // A minute of 1,000 series at 10 Hz: about a 1 MiB payload.
+    let large = group_records(&plant_records(1_000, 10.0, 60_000));
+    [("50k_records", segment), ("1MiB_payload", large)]
+        .into_iter()
+        .map(|(name, series)| {
+            let records = series.iter().map(SeriesColumns::len).sum();
+            Case { name, series, records }
+        })
+        .collect()
+}
+
+fn codec(c: &mut Criterion) {
+    print_bytes_per_record();
+    let mut group = c.benchmark_group("payload");
+    group.sample_size(10).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
+    for case in cases() {
+        let payload = encode_payload(&case.series, ZSTD_LEVEL);
+        eprintln!(
+            "{}: {} records in {} series, payload {} bytes ({:.3} bytes/record)",
+            case.name,
+            case.records,
+            case.series.len(),
+            payload.len(),
+            payload.len() as f64 / case.records as f64
+        );
+        group.throughput(Throughput::Elements(case.records as u64));
+        group.bench_with_input(BenchmarkId::new("encode", case.name), &case.series, |b, series| {
+            b.iter(|| encode_payload(black_box(series), ZSTD_LEVEL))
+        });
+        group.bench_with_input(BenchmarkId::new("decode", case.name), &payload, |b, payload| {
+            b.iter(|| decode_payload(black_box(payload)).expect("the payload decodes"))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, codec);
+criterion_main!(benches);
