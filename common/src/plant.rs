@@ -118,18 +118,8 @@ const STATE_MEASUREMENTS: &[(&str, &[&str])] = &[
     ("alarm_text", &["OK", "HI TEMP ALARM", "LO LEVEL ALARM", "HI PRESSURE WARNING", "MAINTENANCE DUE"]),
     ("recipe", &["RECIPE_A12", "RECIPE_B07", "RECIPE_C03", "CLEANING_CIP"]),
 ];
-const EQUIPMENT: &[&str] = &[
-    "boiler",
-    "pump",
-    "tank",
-    "compressor",
-    "mixer",
-    "conveyor",
-    "heat_exchanger",
-    "reactor",
-    "dryer",
-    "chiller",
-];
+const EQUIPMENT: &[&str] =
+    &["boiler", "pump", "tank", "compressor", "mixer", "conveyor", "heat_exchanger", "reactor", "dryer", "chiller"];
 const POINTS_PER_EQUIPMENT: usize = 8;
 const EQUIPMENT_PER_AREA: usize = 10;
 const AREAS_PER_PLANT: usize = 10;
@@ -307,14 +297,17 @@ fn build_catalog(series_count: usize, rng: &mut SeededRng) -> (Vec<SeriesKey>, V
                     let (name, unit, _) = COUNTER_MEASUREMENTS[choice % COUNTER_MEASUREMENTS.len()];
                     (name, COUNTER_MEASUREMENTS.len(), Some(unit))
                 }
-                Kind::Switch => (SWITCH_MEASUREMENTS[choice % SWITCH_MEASUREMENTS.len()], SWITCH_MEASUREMENTS.len(), None),
+                Kind::Switch => {
+                    (SWITCH_MEASUREMENTS[choice % SWITCH_MEASUREMENTS.len()], SWITCH_MEASUREMENTS.len(), None)
+                }
                 Kind::State => {
                     (STATE_MEASUREMENTS[choice % STATE_MEASUREMENTS.len()].0, STATE_MEASUREMENTS.len(), None)
                 }
             };
             // A second lap through a pool gets a suffix so names stay unique: `level_2`.
             let lap = used[slot].div_ceil(pool_size);
-            let name = if lap > 1 { format!("{prefix}/{measurement}_{lap}") } else { format!("{prefix}/{measurement}") };
+            let name =
+                if lap > 1 { format!("{prefix}/{measurement}_{lap}") } else { format!("{prefix}/{measurement}") };
             // Some series carry their engineering unit as a tag, as a historian's metadata would.
             let unit = unit.filter(|_| rng.chance(UNIT_TAG_SHARE));
             let key = match unit {
@@ -354,10 +347,7 @@ fn new_signal(kind: Kind, key: &SeriesKey, samples_per_second: f64, rng: &mut Se
         Kind::Counter => {
             let &(_, _, per_sample) =
                 COUNTER_MEASUREMENTS.iter().find(|entry| entry.0 == base_name).unwrap_or(&COUNTER_MEASUREMENTS[0]);
-            Signal::Counter {
-                total: rng.below(50_000_000) as i64,
-                mean_increment: per_sample * (0.5 + rng.next_f64()),
-            }
+            Signal::Counter { total: rng.below(50_000_000) as i64, mean_increment: per_sample * (0.5 + rng.next_f64()) }
         }
         Kind::Switch => Signal::Switch { on: rng.chance(0.7), flip_probability: 0.000_5 + 0.004_5 * rng.next_f64() },
         Kind::State => {
@@ -497,7 +487,12 @@ mod tests {
         assert_eq!(a.len(), b.len());
         assert!(a.iter().zip(&b).all(|(x, y)| x.bit_eq(y)));
         let other = generate(
-            &mut PlantSimulator::new(PlantConfig { seed: 43, series_count: 200, base_rate_hz: 2.0, ..PlantConfig::default() }),
+            &mut PlantSimulator::new(PlantConfig {
+                seed: 43,
+                series_count: 200,
+                base_rate_hz: 2.0,
+                ..PlantConfig::default()
+            }),
             20,
         );
         assert!(a.iter().zip(&other).any(|(x, y)| !x.bit_eq(y)));
@@ -541,8 +536,13 @@ mod tests {
         let keys: HashSet<&SeriesKey> = simulator.series().iter().collect();
         assert_eq!(keys.len(), 1_000, "series names are unique");
         assert!(simulator.series().iter().all(|key| key.validate().is_ok()));
-        assert!(simulator.series().iter().any(|key| key.name == "plant1/area1/boiler1/temperature"
-            || key.name.starts_with("plant1/area1/boiler1/")));
+        assert!(
+            simulator
+                .series()
+                .iter()
+                .any(|key| key.name == "plant1/area1/boiler1/temperature"
+                    || key.name.starts_with("plant1/area1/boiler1/"))
+        );
         let records = generate(&mut simulator, 60);
         let mut kinds = [0usize; 4];
         let mut series_of_kind: [HashSet<&SeriesKey>; 4] = Default::default();

@@ -13,10 +13,11 @@ use axum::routing::get;
 use crate::run::Shared;
 use crate::status;
 
+/// What every route gets: the running receiver's shared state and the optional bearer token.
 #[derive(Clone)]
-struct AppState {
-    shared: Arc<Shared>,
-    token: Option<Arc<str>>,
+pub struct AppState {
+    pub shared: Arc<Shared>,
+    pub token: Option<Arc<str>>,
 }
 
 pub async fn serve(listen: SocketAddr, shared: Arc<Shared>, token: Option<String>) -> anyhow::Result<()> {
@@ -25,6 +26,7 @@ pub async fn serve(listen: SocketAddr, shared: Arc<Shared>, token: Option<String
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status_json))
         .route("/api/v1/gaps", get(gaps_json))
+        .merge(crate::query::http::routes())
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -36,7 +38,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
     ([("content-type", "text/plain; version=0.0.4")], state.shared.counters.render()).into_response()
 }
 
-fn authorised(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+/// `Ok` when no token is configured or the request carries it; otherwise the 401 to return.
+pub fn authorised(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
     let Some(expected) = &state.token else { return Ok(()) };
     let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     match given {

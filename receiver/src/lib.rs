@@ -5,10 +5,12 @@
 //! `counters` (metrics), `http` (metrics and API), `status` (status and gap reports), `time`.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod config;
 pub mod counters;
 pub mod http;
 pub mod logging;
+pub mod query;
 pub mod replica;
 pub mod run;
 pub mod status;

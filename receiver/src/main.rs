@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use diode_receiver::config::ReceiverConfig;
 use diode_receiver::replica::Replica;
-use diode_receiver::{run, status};
+use diode_receiver::{audit, query, run, status};
 
 /// diode's IT appliance: rebuilds, verifies and applies what diode-sender sends into a replica.
 #[derive(Parser)]
@@ -39,6 +39,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List series with type, first and last time and point count.
+    Series(query::cli::SeriesArgs),
+    /// Raw values, aggregates, interpolated values or the latest values of series.
+    Query(query::cli::QueryArgs),
+    /// Verify the replica against its signed segments; export and check proofs.
+    #[command(subcommand)]
+    Audit(audit::cli::AuditCommand),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +81,9 @@ fn execute(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Series(args) => query::cli::series(args),
+        Command::Query(args) => query::cli::query(args),
+        Command::Audit(command) => audit::cli::run(command),
         Command::Gaps { config, json } => {
             let replica = open_read_only(&config)?;
             if json {

@@ -440,7 +440,7 @@ fn decimal_integer(value: f64, digits: usize) -> Option<i64> {
     let power = POWERS_OF_TEN[digits];
     let scaled = (value * power).round();
     // Inside the i64 range (and not NaN): the cast below is then exact.
-    if !(scaled.abs() < 9.2e18) {
+    if scaled.is_nan() || scaled.abs() >= 9.2e18 {
         return None;
     }
     let integer = scaled as i64;
@@ -649,7 +649,8 @@ impl<'a> ColumnReader<'a> {
             INTEGERS_DELTA | INTEGERS_DELTA_OF_DELTA => {
                 let head = self.field(fields.head);
                 let mut value = head.signed_varint(what)?;
-                let mut delta = if mode == INTEGERS_DELTA_OF_DELTA && count > 1 { head.signed_varint(what)? } else { 0 };
+                let mut delta =
+                    if mode == INTEGERS_DELTA_OF_DELTA && count > 1 { head.signed_varint(what)? } else { 0 };
                 out.push(value);
                 let body = self.field(fields.body);
                 for index in 1..count {
@@ -823,8 +824,11 @@ impl<'a> ColumnReader<'a> {
         while decoded < count {
             let offset = reader.position();
             let byte = reader.u8("mixed value kind")?;
-            let kind =
-                ValueKind::from_u8(byte).ok_or(CodecError::UnknownEncoding { what: "mixed value kind", offset, tag: byte })?;
+            let kind = ValueKind::from_u8(byte).ok_or(CodecError::UnknownEncoding {
+                what: "mixed value kind",
+                offset,
+                tag: byte,
+            })?;
             let length = read_run(reader, "mixed kind run length", count - decoded)?;
             kinds.push((kind, length));
             counts[kind as usize] += length;

@@ -123,7 +123,8 @@ fn series_of_one_name_with_different_tags_are_different_series() {
 fn the_same_series_twice_in_one_payload_comes_back_twice() {
     let key = SeriesKey::new("plant1/x");
     let chunk = group_records(&[record(&key, 1, Value::I64(1))]).remove(0);
-    let series = vec![chunk.clone(), group_records(&[record(&SeriesKey::new("a"), 1, Value::Bool(false))]).remove(0), chunk];
+    let series =
+        vec![chunk.clone(), group_records(&[record(&SeriesKey::new("a"), 1, Value::Bool(false))]).remove(0), chunk];
     let decoded = decode_payload(&encode_payload(&series, ZSTD_LEVEL)).unwrap();
     assert_same_columns(&decoded, &series);
 }
@@ -226,13 +227,8 @@ fn columns_round_trip_alone_as_the_replica_stores_them() {
 #[test]
 fn empty_columns_of_every_kind_round_trip() {
     let key = SeriesKey::new("e");
-    let kinds = [
-        Values::F64(vec![]),
-        Values::I64(vec![]),
-        Values::Bool(vec![]),
-        Values::String(vec![]),
-        Values::Mixed(vec![]),
-    ];
+    let kinds =
+        [Values::F64(vec![]), Values::I64(vec![]), Values::Bool(vec![]), Values::String(vec![]), Values::Mixed(vec![])];
     let series: Vec<SeriesColumns> = kinds
         .into_iter()
         .map(|values| SeriesColumns { key: key.clone(), timestamps_ns: vec![], values, qualities: vec![] })
