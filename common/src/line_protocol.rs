@@ -324,10 +324,14 @@ fn parse_series_section<'a>(raw: &'a str, options: &ParseOptions) -> Result<Seri
         let key = unescape(raw_key, KEY_ESCAPES);
         let raw_value = match raw_value {
             Some(value) if !value.is_empty() => value,
-            _ => return Err(format!("missing tag value for tag key {key:?}; omit the tag instead of leaving it empty")),
+            _ => {
+                return Err(format!("missing tag value for tag key {key:?}; omit the tag instead of leaving it empty"));
+            }
         };
         if split_at_unescaped(raw_value, b'=').1.is_some() {
-            return Err(format!("invalid tag format: the value of tag key {key:?} has an unescaped '='; write it as \\="));
+            return Err(format!(
+                "invalid tag format: the value of tag key {key:?} has an unescaped '='; write it as \\="
+            ));
         }
         tags.push((key, unescape(raw_value, KEY_ESCAPES)));
     }
@@ -340,7 +344,7 @@ fn parse_series_section<'a>(raw: &'a str, options: &ParseOptions) -> Result<Seri
         && let Ok(index) = tags.binary_search_by(|(key, _)| key.as_ref().cmp(quality_key.as_str()))
     {
         let (key, value) = tags.remove(index);
-        quality = Some(parse_quality_text(&value).map_err(|why| format!("quality tag {key}={value:?} {why}"))?);
+        quality = Some(Quality::parse_text(&value).map_err(|why| format!("quality tag {key}={value:?} {why}"))?);
     }
     Ok(SeriesSection { measurement, tags, quality, repeated: false, series_by_field: Vec::new() })
 }
@@ -364,7 +368,8 @@ fn parse_fields<'a>(
             if field_quality.is_some() {
                 return Err(format!("duplicate fields: quality field {raw_key:?} appears twice"));
             }
-            *field_quality = Some(quality_from_field(&value).map_err(|why| format!("quality field {raw_key:?} {why}"))?);
+            *field_quality =
+                Some(quality_from_field(&value).map_err(|why| format!("quality field {raw_key:?} {why}"))?);
         } else {
             let series = series_for_field(section, raw_key);
             if pending.iter().any(|field| field.series.name == series.name) {
@@ -491,7 +496,9 @@ fn parse_number(token: &str) -> Result<Value, String> {
         b'u' => {
             let digits = &token[..token.len() - 1];
             if !is_integer_syntax(digits, false) {
-                return Err(format!("invalid number {token:?}: an unsigned integer is digits followed by u, such as 12u"));
+                return Err(format!(
+                    "invalid number {token:?}: an unsigned integer is digits followed by u, such as 12u"
+                ));
             }
             match digits.parse::<u64>().map(i64::try_from) {
                 Ok(Ok(value)) => Ok(Value::I64(value)),
@@ -597,7 +604,8 @@ fn build_series(section: &SeriesSection<'_>, raw_key: &str) -> SeriesKey {
     name.push_str(&section.measurement);
     name.push('/');
     name.push_str(&key);
-    let tags = section.tags.iter().map(|(key, value)| (String::from(key.as_ref()), String::from(value.as_ref()))).collect();
+    let tags =
+        section.tags.iter().map(|(key, value)| (String::from(key.as_ref()), String::from(value.as_ref()))).collect();
     SeriesKey { name, tags }
 }
 
@@ -617,18 +625,17 @@ fn parse_timestamp(rest: &str, options: &ParseOptions) -> Result<i64, String> {
         ));
     }
     if !is_integer_syntax(token, true) {
-        return Err(format!("bad timestamp {token:?}: a timestamp is a whole number of {}", unit_name(options.precision)));
+        return Err(format!(
+            "bad timestamp {token:?}: a timestamp is a whole number of {}",
+            unit_name(options.precision)
+        ));
     }
-    token
-        .parse::<i64>()
-        .ok()
-        .and_then(|units| units.checked_mul(unit_ns))
-        .ok_or_else(|| {
-            format!(
-                "timestamp {token} {} is out of range; check the precision (ns, us, ms, s) the writer uses",
-                options.precision.name()
-            )
-        })
+    token.parse::<i64>().ok().and_then(|units| units.checked_mul(unit_ns)).ok_or_else(|| {
+        format!(
+            "timestamp {token} {} is out of range; check the precision (ns, us, ms, s) the writer uses",
+            options.precision.name()
+        )
+    })
 }
 
 fn unit_name(precision: Precision) -> &'static str {
@@ -642,35 +649,13 @@ fn unit_name(precision: Precision) -> &'static str {
     }
 }
 
-/// An OPC UA status code written as decimal, `0x` hexadecimal, or `good`, `uncertain`, `bad`.
-/// The error completes "quality tag q=\"…\" ".
-fn parse_quality_text(text: &str) -> Result<Quality, &'static str> {
-    const WHY: &str = "is not a status code: use a decimal or 0x-hexadecimal OPC UA StatusCode (0..=4294967295), or good, uncertain or bad";
-    if text.eq_ignore_ascii_case("good") {
-        return Ok(Quality::GOOD);
-    }
-    if text.eq_ignore_ascii_case("uncertain") {
-        return Ok(Quality::UNCERTAIN);
-    }
-    if text.eq_ignore_ascii_case("bad") {
-        return Ok(Quality::BAD);
-    }
-    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
-        Some(hex) if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) => u32::from_str_radix(hex, 16),
-        Some(_) => return Err(WHY),
-        None if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => text.parse::<u32>(),
-        None => return Err(WHY),
-    };
-    parsed.map(Quality).map_err(|_| WHY)
-}
-
 /// The quality a quality field's value gives; the error completes "quality field \"q\" ".
 fn quality_from_field(value: &Value) -> Result<Quality, String> {
     match value {
         Value::I64(code) => u32::try_from(*code)
             .map(Quality)
             .map_err(|_| format!("has value {code}; an OPC UA StatusCode is in 0..=4294967295")),
-        Value::String(text) => parse_quality_text(text).map_err(|why| format!("has value {text:?}, which {why}")),
+        Value::String(text) => Quality::parse_text(text).map_err(|why| format!("has value {text:?}, which {why}")),
         Value::F64(_) | Value::Bool(_) => {
             Err(format!("has value {value}; write the status code as an integer such as 0i or 2150891520u"))
         }
@@ -722,7 +707,6 @@ fn unescape<'t>(raw: &'t str, escapable: &[u8]) -> Cow<'t, str> {
     unescaped.push_str(&raw[copied_up_to..]);
     Cow::Owned(unescaped)
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -780,7 +764,8 @@ mod tests {
 
     #[test]
     fn a_plant_line_becomes_one_record_per_field() {
-        let records = parse("boiler,plant=p1,unit=b3 steam_temp=512.3,pressure=41.07,running=true 1700000000123000000\n");
+        let records =
+            parse("boiler,plant=p1,unit=b3 steam_temp=512.3,pressure=41.07,running=true 1700000000123000000\n");
         let tags = [("plant", "p1"), ("unit", "b3")];
         let ts = 1_700_000_000_123_000_000;
         assert_eq!(
@@ -831,18 +816,13 @@ mod tests {
     #[test]
     fn backslashes_are_read_as_the_reference_table_says() {
         // InfluxDB's table: with two contiguous backslashes, the first escapes the second.
-        let table = [
-            (r"\", r"\"),
-            (r"\\", r"\"),
-            (r"\\\", r"\\"),
-            (r"\\\\", r"\\"),
-            (r"\\\\\", r"\\\"),
-            (r"\\\\\\", r"\\\"),
-        ];
+        let table =
+            [(r"\", r"\"), (r"\\", r"\"), (r"\\\", r"\\"), (r"\\\\", r"\\"), (r"\\\\\", r"\\\"), (r"\\\\\\", r"\\\")];
         for (written, meant) in table {
             let line = format!(r#"m{written}x,t{written}x=v{written}x f{written}x=1,s="s{written}x" 1"#);
             let records = parse(&line);
-            let expected_series = series(&format!("m{meant}x/f{meant}x"), &[(&format!("t{meant}x"), &format!("v{meant}x"))]);
+            let expected_series =
+                series(&format!("m{meant}x/f{meant}x"), &[(&format!("t{meant}x"), &format!("v{meant}x"))]);
             assert_eq!(records[0].series, expected_series, "{line}");
             assert_eq!(records[1].value, Value::String(format!("s{meant}x")), "{line}");
         }
@@ -907,7 +887,13 @@ mod tests {
 
     #[test]
     fn integers_take_an_i_suffix_and_span_the_signed_64_bit_range() {
-        for (written, meant) in [("12i", 12), ("-12i", -12), ("0i", 0), ("9223372036854775807i", i64::MAX), ("-9223372036854775808i", i64::MIN)] {
+        for (written, meant) in [
+            ("12i", 12),
+            ("-12i", -12),
+            ("0i", 0),
+            ("9223372036854775807i", i64::MAX),
+            ("-9223372036854775808i", i64::MIN),
+        ] {
             assert_eq!(single(&format!("m f={written} 1")).value, Value::I64(meant), "{written}");
         }
     }
@@ -949,7 +935,10 @@ mod tests {
     #[test]
     fn every_field_type_maps_to_its_value_kind() {
         let values: Vec<Value> = parse(r#"m f=1.5,i=-3i,u=3u,b=T,s="x" 1"#).into_iter().map(|r| r.value).collect();
-        assert_eq!(values, vec![Value::F64(1.5), Value::I64(-3), Value::I64(3), Value::Bool(true), Value::String("x".into())]);
+        assert_eq!(
+            values,
+            vec![Value::F64(1.5), Value::I64(-3), Value::I64(3), Value::Bool(true), Value::String("x".into())]
+        );
     }
 
     #[test]
@@ -986,7 +975,8 @@ mod tests {
         for (name, precision) in table {
             assert_eq!(name.parse::<Precision>(), Ok(precision), "{name}");
         }
-        for precision in [Precision::Nanoseconds, Precision::Microseconds, Precision::Milliseconds, Precision::Seconds] {
+        for precision in [Precision::Nanoseconds, Precision::Microseconds, Precision::Milliseconds, Precision::Seconds]
+        {
             assert_eq!(precision.name().parse::<Precision>(), Ok(precision));
         }
         assert_eq!(Precision::default(), Precision::Nanoseconds);
@@ -1098,7 +1088,10 @@ mod tests {
     #[test]
     fn the_error_reads_like_influxdbs_with_the_line_number() {
         let error = error("cpu value=1 1\ncpu value=");
-        assert_eq!(error.to_string(), "line 2: unable to parse 'cpu value=': missing field value for field key \"value\"");
+        assert_eq!(
+            error.to_string(),
+            "line 2: unable to parse 'cpu value=': missing field value for field key \"value\""
+        );
     }
 
     #[test]
@@ -1149,7 +1142,9 @@ mod tests {
 
     #[test]
     fn a_bad_number_is_refused_with_its_line_number() {
-        for written in ["1.2.3", "1e", "1e+", "--1", "1i2", "1.5i", "1e3i", "-3u", "1.5u", "0x10", "1_000", "-", ".", "-.", "1ii"] {
+        for written in
+            ["1.2.3", "1e", "1e+", "--1", "1i2", "1.5i", "1e3i", "-3u", "1.5u", "0x10", "1_000", "-", ".", "-.", "1ii"]
+        {
             assert_refused(&format!("m f=1 1\nm f={written} 2"), 2, "invalid number");
         }
     }
@@ -1160,7 +1155,10 @@ mod tests {
             let body = format!("m f=1 1\nm f=2 2\nm f={written} 3");
             let error = error(&body);
             assert_eq!(error.line_number, 3, "{written}");
-            assert!(error.message.contains("invalid boolean") || error.message.contains("no recognised type"), "{error}");
+            assert!(
+                error.message.contains("invalid boolean") || error.message.contains("no recognised type"),
+                "{error}"
+            );
         }
         assert_refused("m f=tru 1", 1, "invalid boolean");
     }
@@ -1298,8 +1296,14 @@ mod tests {
         assert_eq!(records.len(), 2);
         assert!(records.iter().all(|r| r.quality == Quality(0x808A_0000)));
         assert_eq!(records[1].series.name, "m/g");
-        for (written, meant) in [("0u", Quality::GOOD), ("\"bad\"", Quality::BAD), ("\"0x40000000\"", Quality::UNCERTAIN)] {
-            assert_eq!(parse_with(&format!("m f=1,quality={written}"), &quality_options())[0].quality, meant, "{written}");
+        for (written, meant) in
+            [("0u", Quality::GOOD), ("\"bad\"", Quality::BAD), ("\"0x40000000\"", Quality::UNCERTAIN)]
+        {
+            assert_eq!(
+                parse_with(&format!("m f=1,quality={written}"), &quality_options())[0].quality,
+                meant,
+                "{written}"
+            );
         }
     }
 
@@ -1314,7 +1318,10 @@ mod tests {
         for written in ["broken", "0x", "0xG", "4294967296", "-1", "0x100000000", "1.5"] {
             let error = error_with(&format!("m f=1 1\nm,q={written} f=1 2"), &quality_options());
             assert_eq!(error.line_number, 2, "{written}");
-            assert!(error.message.contains("quality tag q=") && error.message.contains("is not a status code"), "{error}");
+            assert!(
+                error.message.contains("quality tag q=") && error.message.contains("is not a status code"),
+                "{error}"
+            );
         }
     }
 
@@ -1478,7 +1485,8 @@ mod tests {
 
         /// Names built from the characters line protocol treats specially, and a few others.
         fn name() -> impl Strategy<Value = String> {
-            let alphabet = vec!['a', 'b', 'Z', '0', '9', ' ', ',', '=', '\\', '"', '#', '_', '/', '.', '-', '\'', 'é', '🍭'];
+            let alphabet =
+                vec!['a', 'b', 'Z', '0', '9', ' ', ',', '=', '\\', '"', '#', '_', '/', '.', '-', '\'', 'é', '🍭'];
             prop::collection::vec(prop::sample::select(alphabet), 1..8).prop_map(|chars| chars.into_iter().collect())
         }
 
@@ -1518,7 +1526,12 @@ mod tests {
                 prop::collection::btree_map(name(), value(), 1..5),
                 prop::option::of(MIN_TIMESTAMP_NS / unit_ns..=MAX_TIMESTAMP_NS / unit_ns),
             )
-                .prop_map(|(measurement, tags, fields, timestamp_units)| WrittenLine { measurement, tags, fields, timestamp_units })
+                .prop_map(|(measurement, tags, fields, timestamp_units)| WrittenLine {
+                    measurement,
+                    tags,
+                    fields,
+                    timestamp_units,
+                })
         }
 
         fn body() -> impl Strategy<Value = (Precision, Vec<WrittenLine>, bool)> {

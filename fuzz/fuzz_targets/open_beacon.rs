@@ -1,0 +1,18 @@
+//! The beacon opener on arbitrary bytes: never panics, and accepts nothing unsigned.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use diode_common::beacon::Beacon;
+use diode_common::keys::{SenderKey, TrustedKeys};
+use libfuzzer_sys::fuzz_target;
+
+fn trusted() -> &'static TrustedKeys {
+    static TRUSTED: OnceLock<TrustedKeys> = OnceLock::new();
+    TRUSTED.get_or_init(|| TrustedKeys::single(SenderKey::from_seed([7; 32]).public_key()))
+}
+
+fuzz_target!(|bytes: &[u8]| {
+    // Without the secret key the fuzzer cannot sign, so nothing may ever open.
+    assert!(Beacon::open(bytes, trusted()).is_err());
+});
