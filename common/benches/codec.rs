@@ -62,8 +62,8 @@ struct Case {
 fn cases() -> Vec<Case> {
     // 2,000 series with about 25 samples each: a busy 1 s segment.
     let segment = group_records(&plant_records(2_000, 25.0, 1_000));
-    // A minute of 1,000 series at 10 Hz: about a 1 MiB payload.
-    let large = group_records(&plant_records(1_000, 10.0, 60_000));
+    // 2,000 series at 10 Hz for 65 s: a payload of about 1 MiB.
+    let large = group_records(&plant_records(2_000, 10.0, 65_000));
     [("50k_records", segment), ("1MiB_payload", large)]
         .into_iter()
         .map(|(name, series)| {

@@ -1,7 +1,9 @@
 //! FEC and receive-path benchmarks: the numbers behind the choice of `reed-solomon-simd`.
 //!
-//! - `fec_encode`: one 1 MiB block, 1392-byte symbols, 15 % repair, `reed-solomon-simd` against
-//!   `raptorq` (the same symbol size, a multiple of raptorq's 8-byte alignment).
+//! - `fec_encode`: one 1 MiB block, 1392-byte symbols, 15 % repair, `reed-solomon-simd` (through
+//!   `fec::encode`, through a reused `BlockEncoder`, and the crate's own `encode` on symbols
+//!   already cut) against `raptorq` (the
+//!   same symbol size, a multiple of raptorq's 8-byte alignment).
 //! - `fec_decode`: the same block with 8 % of its symbols lost (the same indices for both codes).
 //! - `receive_path`: `decode_datagram` alone, and `decode_datagram` + `Reassembler::on_symbol`,
 //!   per datagram, over all the datagrams of one 1 MiB segment.
@@ -13,7 +15,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use diode_common::fec::{self, BlockDecoder, FecParams};
+use diode_common::fec::{self, BlockDecoder, BlockEncoder, FecParams};
 use diode_common::packet::{Datagram, LinkKey, SymbolPacket, decode_datagram, encode_symbol};
 use diode_common::reassembly::{Reassembler, ReassemblyLimits};
 use diode_common::rng::SeededRng;
@@ -58,6 +60,30 @@ fn bench_encode(c: &mut Criterion) {
     let mut group = c.benchmark_group("fec_encode_1MiB_15pct");
     group.throughput(Throughput::Bytes(SEGMENT_LENGTH as u64));
     group.bench_function("reed-solomon-simd", |b| b.iter(|| fec::encode(black_box(&data), &params).unwrap()));
+    // What a sender should use: nothing copied but the padded last symbol, memory reused.
+    let mut encoder = BlockEncoder::new();
+    group.bench_function("reed-solomon-simd-BlockEncoder", |b| {
+        b.iter(|| {
+            let block = encoder.encode(black_box(&data), &params).unwrap();
+            black_box(block.symbol(params.total_count() as u16 - 1).unwrap()[0])
+        })
+    });
+    // The crate alone, on symbols already cut: what `fec::encode` adds is cutting and copying.
+    let mut padded_last = data[data.len() - data.len() % usize::from(SYMBOL_SIZE)..].to_vec();
+    padded_last.resize(usize::from(SYMBOL_SIZE), 0);
+    let mut shards: Vec<&[u8]> = data.chunks_exact(usize::from(SYMBOL_SIZE)).collect();
+    shards.push(&padded_last);
+    assert_eq!(shards.len(), usize::from(params.original_count));
+    group.bench_function("reed-solomon-simd-raw", |b| {
+        b.iter(|| {
+            reed_solomon_simd::encode(
+                usize::from(params.original_count),
+                usize::from(params.repair_count),
+                black_box(&shards),
+            )
+            .unwrap()
+        })
+    });
     group.bench_function("raptorq", |b| b.iter(|| raptorq_encode(black_box(&data), u32::from(params.repair_count))));
     group.finish();
 }

@@ -272,31 +272,103 @@ pub fn repair_floor_for_loss(
 
 /// Encodes one segment: returns the `original_count` original symbols followed by the
 /// `repair_count` repair symbols, in index order, each `symbol_size` bytes.
+///
+/// Simple, and copies every symbol; a sender encoding segment after segment should keep a
+/// [`BlockEncoder`], which copies nothing but the padded last symbol and reuses its memory.
 pub fn encode(segment: &[u8], params: &FecParams) -> Result<Vec<Vec<u8>>, FecError> {
-    params.validate()?;
-    if segment.len() != params.segment_length as usize {
-        return Err(FecError::SegmentLengthMismatch { expected: params.segment_length, found: segment.len() });
-    }
-    let symbol_size = usize::from(params.symbol_size);
-    let mut symbols: Vec<Vec<u8>> = Vec::with_capacity(params.total_count() as usize);
-    for chunk in segment.chunks(symbol_size) {
-        let mut symbol = Vec::with_capacity(symbol_size);
-        symbol.extend_from_slice(chunk);
-        symbol.resize(symbol_size, 0);
-        symbols.push(symbol);
-    }
-    assert_eq!(symbols.len(), usize::from(params.original_count));
-    if params.repair_count > 0 {
-        let mut encoder =
-            ReedSolomonEncoder::new(usize::from(params.original_count), usize::from(params.repair_count), symbol_size)?;
-        for symbol in &symbols {
-            encoder.add_original_shard(symbol)?;
-        }
-        let result = encoder.encode()?;
-        symbols.extend(result.recovery_iter().map(<[u8]>::to_vec));
-    }
+    let mut encoder = BlockEncoder::new();
+    let block = encoder.encode(segment, params)?;
+    let symbols: Vec<Vec<u8>> = block.symbols().map(<[u8]>::to_vec).collect();
     assert_eq!(symbols.len(), params.total_count() as usize);
     Ok(symbols)
+}
+
+/// A reusable encoder: keeps the Reed-Solomon working memory from one segment to the next.
+#[derive(Default)]
+pub struct BlockEncoder {
+    codec: Option<ReedSolomonEncoder>,
+}
+
+impl std::fmt::Debug for BlockEncoder {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("BlockEncoder").finish_non_exhaustive()
+    }
+}
+
+impl BlockEncoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Encodes one segment. The originals are lent straight out of `segment`; only the padded
+    /// last symbol is copied, and the repairs live in this encoder until the next call.
+    pub fn encode<'a>(&'a mut self, segment: &'a [u8], params: &FecParams) -> Result<EncodedBlock<'a>, FecError> {
+        params.validate()?;
+        if segment.len() != params.segment_length as usize {
+            return Err(FecError::SegmentLengthMismatch { expected: params.segment_length, found: segment.len() });
+        }
+        let symbol_size = usize::from(params.symbol_size);
+        let original_count = usize::from(params.original_count);
+        let full_length = (original_count - 1) * symbol_size;
+        let mut last_original = segment[full_length..].to_vec();
+        debug_assert!(!last_original.is_empty() && last_original.len() <= symbol_size);
+        last_original.resize(symbol_size, 0);
+        if params.repair_count == 0 {
+            return Ok(EncodedBlock { params: *params, segment, last_original, repairs: None });
+        }
+        let repair_count = usize::from(params.repair_count);
+        match &mut self.codec {
+            Some(codec) => codec.reset(original_count, repair_count, symbol_size)?,
+            None => self.codec = Some(ReedSolomonEncoder::new(original_count, repair_count, symbol_size)?),
+        }
+        let codec = self.codec.as_mut().expect("the codec was set just above");
+        for symbol in segment[..full_length].chunks_exact(symbol_size) {
+            codec.add_original_shard(symbol)?;
+        }
+        codec.add_original_shard(&last_original)?;
+        let repairs = codec.encode()?;
+        Ok(EncodedBlock { params: *params, segment, last_original, repairs: Some(repairs) })
+    }
+}
+
+/// The symbols of one encoded segment, borrowed from the segment and the [`BlockEncoder`].
+pub struct EncodedBlock<'a> {
+    params: FecParams,
+    segment: &'a [u8],
+    last_original: Vec<u8>,
+    repairs: Option<reed_solomon_simd::EncoderResult<'a>>,
+}
+
+impl std::fmt::Debug for EncodedBlock<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("EncodedBlock").field("params", &self.params).finish_non_exhaustive()
+    }
+}
+
+impl EncodedBlock<'_> {
+    pub fn params(&self) -> &FecParams {
+        &self.params
+    }
+
+    /// Symbol `index` (originals first, then repairs), or `None` past the end.
+    pub fn symbol(&self, index: u16) -> Option<&[u8]> {
+        let index = usize::from(index);
+        let original_count = usize::from(self.params.original_count);
+        let symbol_size = usize::from(self.params.symbol_size);
+        if index + 1 < original_count {
+            Some(&self.segment[index * symbol_size..(index + 1) * symbol_size])
+        } else if index + 1 == original_count {
+            Some(&self.last_original)
+        } else {
+            self.repairs.as_ref()?.recovery(index - original_count)
+        }
+    }
+
+    /// All symbols in index order.
+    pub fn symbols(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        (0..self.params.total_count())
+            .map(|index| self.symbol(index as u16).expect("every index below total_count has a symbol"))
+    }
 }
 
 /// A sending order for the symbols of several blocks that spreads each block evenly over the
@@ -609,6 +681,22 @@ mod tests {
         assert!(repair_floor_for_loss(5, 1.0, 1e-6).is_err());
         assert!(repair_floor_for_loss(5, 0.1, 0.0).is_err());
         assert!(matches!(repair_floor_for_loss(30_000, 0.6, 1e-6), Err(FecError::LossTargetUnreachable { .. })));
+    }
+
+    #[test]
+    fn a_reused_block_encoder_gives_the_same_symbols_as_a_fresh_one() {
+        let mut rng = SeededRng::new(11);
+        let mut encoder = BlockEncoder::new();
+        for (length, symbol_size, overhead) in [(10_000, 100, 0.2), (333, 64, 1.0), (5, 2, 0.0), (70_000, 1394, 0.15)] {
+            let segment = random_bytes(&mut rng, length);
+            let params = FecParams::for_segment(length, symbol_size, overhead, 0).unwrap();
+            let block = encoder.encode(&segment, &params).unwrap();
+            let reused: Vec<Vec<u8>> = block.symbols().map(<[u8]>::to_vec).collect();
+            assert_eq!(reused, encode(&segment, &params).unwrap());
+            assert_eq!(block.symbol(params.total_count() as u16), None);
+        }
+        let params = FecParams::for_segment(100, 10, 0.5, 0).unwrap();
+        assert!(matches!(encoder.encode(&[0; 99], &params), Err(FecError::SegmentLengthMismatch { .. })));
     }
 
     #[test]

@@ -324,11 +324,11 @@ impl Reassembler {
     }
 
     fn drop_older_epochs(&mut self, sender_id: u64, epoch: u64) {
-        let start = SegmentId { sender_id, epoch: 0, sequence: 0 };
-        let end = SegmentId { sender_id, epoch, sequence: 0 };
         if epoch == 0 {
             return;
         }
+        let start = SegmentId { sender_id, epoch: 0, sequence: 0 };
+        let end = SegmentId { sender_id, epoch, sequence: 0 };
         let older: Vec<SegmentId> = self.in_flight.range(start..end).map(|(id, _)| *id).collect();
         for id in older {
             self.remove(id, Removal::Superseded { new_epoch: epoch });

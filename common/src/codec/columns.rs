@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use super::wire::{BitReader, BitWriter, Reader, put_bytes, put_signed_varint, put_varint, varint_len, zigzag};
-use super::{CodecError, MAX_DECODED_STRING_BYTES, MAX_RECORDS_PER_PAYLOAD, SeriesColumns, Values};
+use super::{CodecError, MAX_DECODED_TEXT_BYTES, MAX_RECORDS_PER_PAYLOAD, SeriesColumns, Values};
 use crate::record::{Quality, SeriesKey, Value, ValueKind};
 
 const VALUES_MIXED: u8 = 4;
@@ -105,18 +105,19 @@ struct IntegerFields {
 const TIMESTAMP_INTEGERS: IntegerFields = IntegerFields { head: Field::TimestampHeads, body: Field::Timestamps };
 const VALUE_INTEGERS: IntegerFields = IntegerFields { head: Field::ValueHeads, body: Field::Values };
 
-/// What one decode call may still materialise: records and string bytes. Shared by all the
-/// series of a payload, so a hostile payload cannot multiply a small input into a huge output
-/// (a 64 KiB string repeated by a run length of millions, for instance).
+/// What one decode call may still materialise: records and bytes of text (string values, series
+/// names and tags). Shared by all the series of a payload, so a hostile payload cannot multiply a
+/// small input into a huge output (a 64 KiB string repeated by a run length of millions, a long
+/// name repeated by front coding, or a key cloned into a million empty blocks).
 #[derive(Debug)]
 pub(super) struct DecodeBudget {
     records_left: u64,
-    string_bytes_left: u64,
+    text_bytes_left: u64,
 }
 
 impl DecodeBudget {
     pub(super) fn new() -> Self {
-        Self { records_left: MAX_RECORDS_PER_PAYLOAD as u64, string_bytes_left: MAX_DECODED_STRING_BYTES as u64 }
+        Self { records_left: MAX_RECORDS_PER_PAYLOAD as u64, text_bytes_left: MAX_DECODED_TEXT_BYTES as u64 }
     }
 
     fn take_records(&mut self, count: usize) -> Result<(), CodecError> {
@@ -124,9 +125,10 @@ impl DecodeBudget {
         Ok(())
     }
 
-    fn take_string_bytes(&mut self, length_bytes: usize, repeats: usize) -> Result<(), CodecError> {
+    /// Charges `repeats` copies of a text of `length_bytes`.
+    pub(super) fn take_text_bytes(&mut self, length_bytes: usize, repeats: usize) -> Result<(), CodecError> {
         let total = (length_bytes as u64).saturating_mul(repeats as u64);
-        self.string_bytes_left = self.string_bytes_left.checked_sub(total).ok_or(CodecError::TooManyStringBytes)?;
+        self.text_bytes_left = self.text_bytes_left.checked_sub(total).ok_or(CodecError::TooManyTextBytes)?;
         Ok(())
     }
 }
@@ -810,7 +812,7 @@ impl<'a> ColumnReader<'a> {
                 });
             };
             let length = read_run(runs, "string run length", count - values.len())?;
-            budget.take_string_bytes(entry.len(), length)?;
+            budget.take_text_bytes(entry.len(), length)?;
             values.extend(std::iter::repeat_n(entry, length).map(str::to_owned));
         }
         Ok(values)

@@ -8,7 +8,7 @@
 //!
 //! Decoding is total: any input gives `Ok` or an error naming what is wrong and where, never a
 //! panic, and never more memory than the limits below allow ([`MAX_PAYLOAD_DECODED_BYTES`],
-//! [`MAX_RECORDS_PER_PAYLOAD`], [`MAX_DECODED_STRING_BYTES`]). Any `f64` bit pattern (NaN
+//! [`MAX_RECORDS_PER_PAYLOAD`], [`MAX_SERIES_PER_PAYLOAD`], [`MAX_DECODED_TEXT_BYTES`]). Any `f64` bit pattern (NaN
 //! payloads, infinities, -0.0) and any `i64` timestamp round-trip exactly, even those that
 //! [`Record::validate`] refuses: the codec is not where policy lives.
 //!
@@ -119,10 +119,13 @@ pub const PAYLOAD_HEADER_BYTES: usize = 10;
 pub const MAX_PAYLOAD_DECODED_BYTES: usize = 64 * 1024 * 1024;
 /// Most records one payload may hold.
 pub const MAX_RECORDS_PER_PAYLOAD: usize = 4_000_000;
-/// Most bytes of string values one decode may materialise. Strings are dictionary-coded, so a
-/// tiny payload could otherwise repeat a long string millions of times; a sealer must keep the
-/// raw string bytes of a segment under this bound.
-pub const MAX_DECODED_STRING_BYTES: usize = 64 * 1024 * 1024;
+/// Most series table entries, and most column blocks, one payload may hold.
+pub const MAX_SERIES_PER_PAYLOAD: usize = 1_000_000;
+/// Most bytes of text one decode may materialise: string values, and series names and tags
+/// counted once in the table and once more per block that uses them. Strings are
+/// dictionary-coded and names front-coded, so a tiny payload could otherwise expand into
+/// gigabytes; a sealer keeps its segments far below this bound (see [`check_payload_limits`]).
+pub const MAX_DECODED_TEXT_BYTES: usize = 128 * 1024 * 1024;
 
 const COMPRESSION_NONE: u8 = 0;
 const COMPRESSION_ZSTD: u8 = 1;
@@ -316,7 +319,8 @@ pub fn decode_columns(bytes: &[u8], key: SeriesKey) -> Result<SeriesColumns, Cod
 ///
 /// The same key may appear in several entries of `series`; [`decode_payload`] gives back exactly
 /// `series`, in order. The caller keeps a payload within the decode limits
-/// ([`MAX_RECORDS_PER_PAYLOAD`], [`MAX_DECODED_STRING_BYTES`], [`MAX_PAYLOAD_DECODED_BYTES`]);
+/// ([`MAX_RECORDS_PER_PAYLOAD`], [`MAX_SERIES_PER_PAYLOAD`], [`MAX_DECODED_TEXT_BYTES`],
+/// [`MAX_PAYLOAD_DECODED_BYTES`]);
 /// [`check_payload_limits`] checks the first two.
 ///
 /// # Panics
@@ -417,29 +421,46 @@ pub fn check_payload_limits(series: &[SeriesColumns]) -> Result<(), CodecError> 
     if records > MAX_RECORDS_PER_PAYLOAD {
         return Err(CodecError::TooManyRecords);
     }
-    let string_bytes: usize = series
+    if series.len() > MAX_SERIES_PER_PAYLOAD {
+        return Err(CodecError::TooManySeries { count: series.len() as u64 });
+    }
+    let text_bytes: usize = series
         .iter()
-        .map(|columns| match &columns.values {
-            Values::String(values) => values.iter().map(String::len).sum(),
-            Values::Mixed(values) => {
-                values.iter().map(|value| if let Value::String(s) = value { s.len() } else { 0 }).sum()
-            }
-            _ => 0,
+        .map(|columns| {
+            // Counted twice: in the table and in the block (an upper bound when keys repeat).
+            let key_bytes = 2 * key_text_bytes(&columns.key);
+            let value_bytes: usize = match &columns.values {
+                Values::String(values) => values.iter().map(String::len).sum(),
+                Values::Mixed(values) => {
+                    values.iter().map(|value| if let Value::String(s) = value { s.len() } else { 0 }).sum()
+                }
+                _ => 0,
+            };
+            key_bytes + value_bytes
         })
         .sum();
-    if string_bytes > MAX_DECODED_STRING_BYTES {
-        return Err(CodecError::TooManyStringBytes);
+    if text_bytes > MAX_DECODED_TEXT_BYTES {
+        return Err(CodecError::TooManyTextBytes);
     }
     Ok(())
+}
+
+/// Bytes of text in a key: its name, tag keys and tag values.
+fn key_text_bytes(key: &SeriesKey) -> usize {
+    key.name.len() + key.tags.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
 }
 
 /// Decodes a payload written by [`encode_payload`]. Total: any input gives `Ok` or an error.
 pub fn decode_payload(bytes: &[u8]) -> Result<Vec<SeriesColumns>, CodecError> {
     let decoded = decompress_payload(bytes)?;
     let mut reader = Reader::new(&decoded);
-    let table = read_series_table(&mut reader)?;
+    let mut budget = DecodeBudget::new();
+    let table = read_series_table(&mut reader, &mut budget)?;
     let base_ns = reader.signed_varint("base timestamp")?;
     let block_count = reader.varint("column block count")?;
+    if block_count > MAX_SERIES_PER_PAYLOAD as u64 {
+        return Err(CodecError::TooManySeries { count: block_count });
+    }
     let mut id_steps = Reader::new(reader.length_prefixed("series ids")?);
     // Every block has an id step of at least one byte, so the count is bounded by the input.
     if block_count > id_steps.remaining() as u64 {
@@ -453,7 +474,6 @@ pub fn decode_payload(bytes: &[u8]) -> Result<Vec<SeriesColumns>, CodecError> {
     let mut columns = ColumnReader::parse(&mut reader)?;
     reader.expect_end("payload")?;
 
-    let mut budget = DecodeBudget::new();
     let mut series = Vec::with_capacity(block_count as usize);
     let mut previous_id: i64 = -1;
     for block in 0..block_count as usize {
@@ -469,6 +489,7 @@ pub fn decode_payload(bytes: &[u8]) -> Result<Vec<SeriesColumns>, CodecError> {
             });
         };
         previous_id = id;
+        budget.take_text_bytes(key_text_bytes(key), 1)?;
         let decoded = columns.read_series(key.clone(), base_ns, &mut budget).map_err(|error| CodecError::InBlock {
             block,
             series: key.to_string(),
@@ -511,8 +532,11 @@ fn decompress_payload(bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
     Ok(decoded)
 }
 
-fn read_series_table(reader: &mut Reader<'_>) -> Result<Vec<SeriesKey>, CodecError> {
+fn read_series_table(reader: &mut Reader<'_>, budget: &mut DecodeBudget) -> Result<Vec<SeriesKey>, CodecError> {
     let count = reader.varint("series count")?;
+    if count > MAX_SERIES_PER_PAYLOAD as u64 {
+        return Err(CodecError::TooManySeries { count });
+    }
     let mut prefixes = Reader::new(reader.length_prefixed("series name prefixes")?);
     let mut entries = Reader::new(reader.length_prefixed("series names and tags")?);
     // Every series has a prefix length of at least one byte, so the count is bounded by the input.
@@ -534,6 +558,7 @@ fn read_series_table(reader: &mut Reader<'_>) -> Result<Vec<SeriesKey>, CodecErr
         )? as usize;
         let suffix_offset = entries.position();
         let suffix = entries.length_prefixed("series name")?;
+        budget.take_text_bytes(shared + suffix.len(), 1)?;
         let mut name_bytes = Vec::with_capacity(shared + suffix.len());
         name_bytes.extend_from_slice(&previous_name.as_bytes()[..shared]);
         name_bytes.extend_from_slice(suffix);
@@ -548,6 +573,7 @@ fn read_series_table(reader: &mut Reader<'_>) -> Result<Vec<SeriesKey>, CodecErr
         for _ in 0..tag_count {
             let tag_key = entries.utf8("tag key")?.to_owned();
             let tag_value = entries.utf8("tag value")?.to_owned();
+            budget.take_text_bytes(tag_key.len() + tag_value.len(), 1)?;
             key_tags.push((tag_key, tag_value));
         }
         let key = SeriesKey { name, tags: key_tags };
@@ -595,8 +621,12 @@ pub enum CodecError {
     TrailingBytes { what: &'static str, offset: usize, remaining_bytes: usize },
     #[error("the payload holds more than {MAX_RECORDS_PER_PAYLOAD} records, the limit per payload")]
     TooManyRecords,
-    #[error("the payload's string values add up to more than {MAX_DECODED_STRING_BYTES} bytes, the limit per payload")]
-    TooManyStringBytes,
+    #[error(
+        "the payload's string values, series names and tags add up to more than {MAX_DECODED_TEXT_BYTES} bytes, the limit per payload"
+    )]
+    TooManyTextBytes,
+    #[error("the payload has {count} series or column blocks; the limit is {MAX_SERIES_PER_PAYLOAD}")]
+    TooManySeries { count: u64 },
     /// The message includes the reason, so it is not also reported as a `source`.
     #[error("series {index} of the payload's series table is invalid: {reason}")]
     InvalidSeriesKey { index: usize, reason: RecordError },

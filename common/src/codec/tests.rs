@@ -349,18 +349,18 @@ fn invalid_series_names_are_refused() {
 #[test]
 fn a_string_repeated_past_the_limit_is_refused_not_materialised() {
     let long = "x".repeat(64 * 1024);
-    let count = MAX_DECODED_STRING_BYTES / long.len() + 1;
+    let count = MAX_DECODED_TEXT_BYTES / long.len() + 1;
     let columns = SeriesColumns {
         key: SeriesKey::new("alarm"),
         timestamps_ns: vec![0; count],
         values: Values::String(vec![long; count]),
         qualities: vec![Quality::GOOD; count],
     };
-    assert!(matches!(check_payload_limits(std::slice::from_ref(&columns)), Err(CodecError::TooManyStringBytes)));
+    assert!(matches!(check_payload_limits(std::slice::from_ref(&columns)), Err(CodecError::TooManyTextBytes)));
     let payload = encode_payload(&[columns], ZSTD_LEVEL);
     assert!(payload.len() < 10_000, "{} bytes", payload.len());
     let error = decode_payload(&payload).unwrap_err();
-    assert!(error.to_string().contains("string values add up to more than"), "{error}");
+    assert!(error.to_string().contains("string values, series names and tags add up to more than"), "{error}");
 }
 
 #[test]
@@ -376,6 +376,67 @@ fn more_records_than_the_limit_are_refused() {
     assert!(matches!(check_payload_limits(&series), Err(CodecError::TooManyRecords)));
     let error = decode_payload(&encode_payload(&series, ZSTD_LEVEL)).unwrap_err();
     assert!(error.to_string().contains("more than 4000000 records"), "{error}");
+}
+
+/// A decoded payload body built by hand: one series named `name`, `blocks` empty float blocks of
+/// it, and the first `block_count_claimed` in place of the real block count when given.
+fn handmade_body(name: &str, blocks: usize, block_count_claimed: Option<u64>) -> Vec<u8> {
+    let mut body = Vec::new();
+    wire::put_varint(&mut body, 1); // series count
+    wire::put_bytes(&mut body, &[0]); // name prefixes: shares nothing
+    let mut entries = Vec::new();
+    wire::put_bytes(&mut entries, name.as_bytes());
+    entries.push(0); // no tags
+    wire::put_bytes(&mut body, &entries);
+    body.push(0); // base timestamp
+    wire::put_varint(&mut body, block_count_claimed.unwrap_or(blocks as u64));
+    // Id steps: block 0 is series 0, every later block series 0 again (step -1, zigzag 1).
+    let mut steps = vec![1u8; blocks];
+    if let Some(first) = steps.first_mut() {
+        *first = 0;
+    }
+    wire::put_bytes(&mut body, &steps);
+    for field in 0..15 {
+        match field {
+            0 | 3 => wire::put_bytes(&mut body, &vec![0u8; blocks]), // counts 0, kind float
+            _ => body.push(0),
+        }
+    }
+    body
+}
+
+#[test]
+fn a_handmade_payload_of_empty_blocks_decodes() {
+    let decoded = decode_payload(&uncompressed_payload(&handmade_body("plant1/x", 3, None))).unwrap();
+    assert_eq!(decoded.len(), 3);
+    assert!(decoded.iter().all(|columns| columns.is_empty() && columns.key.name == "plant1/x"));
+}
+
+#[test]
+fn more_blocks_than_the_limit_are_refused_before_allocating() {
+    let body = handmade_body("plant1/x", 3, Some(MAX_SERIES_PER_PAYLOAD as u64 + 1));
+    let error = decode_payload(&uncompressed_payload(&body)).unwrap_err();
+    assert!(matches!(error, CodecError::TooManySeries { .. }), "{error}");
+}
+
+#[test]
+fn a_long_name_cloned_into_many_empty_blocks_is_refused() {
+    let name = "n".repeat(crate::record::MAX_SERIES_NAME_BYTES);
+    let blocks = MAX_DECODED_TEXT_BYTES / name.len() + 1;
+    let payload = encode_payload_of_body(&handmade_body(&name, blocks, None));
+    assert!(payload.len() < 100_000, "{} bytes", payload.len());
+    let error = decode_payload(&payload).unwrap_err();
+    assert!(matches!(error, CodecError::TooManyTextBytes), "{error}");
+}
+
+/// `body` wrapped as a zstd payload, as a hostile sender could.
+fn encode_payload_of_body(body: &[u8]) -> Vec<u8> {
+    let mut payload = PAYLOAD_MAGIC.to_vec();
+    payload.push(PAYLOAD_VERSION);
+    payload.push(COMPRESSION_ZSTD);
+    payload.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    payload.extend_from_slice(&zstd::bulk::compress(body, 3).unwrap());
+    payload
 }
 
 /// `seconds` of the plant's records cut into segments of `segment_ms`; returns (records, bytes).
