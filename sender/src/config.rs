@@ -60,6 +60,10 @@ pub struct LinkConfig {
     /// Repair symbols every segment gets at least, however small.
     #[serde(default = "default_min_repair")]
     pub min_repair_symbols: u16,
+    /// Random loss rate (0.05 = 5 %) that even the smallest segment must survive: small segments
+    /// get more repair symbols than `repair_overhead` alone would give them.
+    #[serde(default = "default_design_loss")]
+    pub design_loss_rate: f64,
     /// Segments whose symbols are interleaved, so a burst of loss spreads over several.
     #[serde(default = "default_interleave")]
     pub interleave_segments: usize,
@@ -235,6 +239,9 @@ fn default_overhead() -> f64 {
 fn default_min_repair() -> u16 {
     2
 }
+fn default_design_loss() -> f64 {
+    0.05
+}
 fn default_interleave() -> usize {
     8
 }
@@ -280,6 +287,11 @@ impl SenderConfig {
             (0.0..=4.0).contains(&link.repair_overhead),
             "link.repair_overhead = {} must be between 0.0 and 4.0 (0.2 means 20 %)",
             link.repair_overhead
+        );
+        ensure!(
+            (0.0..=0.5).contains(&link.design_loss_rate),
+            "link.design_loss_rate = {} must be between 0.0 and 0.5",
+            link.design_loss_rate
         );
         ensure!(
             (1..=64).contains(&link.interleave_segments),

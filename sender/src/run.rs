@@ -56,6 +56,7 @@ pub fn coding_settings(config: &SenderConfig) -> anyhow::Result<CodingSettings> 
         symbol_size,
         repair_overhead: config.link.repair_overhead,
         min_repair: config.link.min_repair_symbols,
+        design_loss_rate: config.link.design_loss_rate,
         interleave_segments: config.link.interleave_segments,
         repeat_repair_after_ns: (config.link.repeat_repair_after_ms > 0)
             .then_some(config.link.repeat_repair_after_ms as i64 * 1_000_000),

@@ -19,11 +19,17 @@ pub struct CodingSettings {
     pub symbol_size: u16,
     pub repair_overhead: f64,
     pub min_repair: u16,
+    /// Random loss rate every segment, however small, is coded to survive with probability at
+    /// least `1 - MAX_BLOCK_LOSS_PROBABILITY` (a floor under `repair_overhead` for small segments).
+    pub design_loss_rate: f64,
     /// How many consecutive segments are interleaved symbol by symbol.
     pub interleave_segments: usize,
     /// Send each segment's repair symbols again this long after the first pass; `None`: never.
     pub repeat_repair_after_ns: Option<i64>,
 }
+
+/// With random loss at the design rate, at most one segment in a million needs the carousel.
+pub const MAX_BLOCK_LOSS_PROBABILITY: f64 = 1e-6;
 
 /// One segment cut into symbols.
 #[derive(Debug)]
@@ -36,7 +42,10 @@ pub struct EncodedSegment {
 
 impl EncodedSegment {
     pub fn encode(settings: &CodingSettings, epoch: u64, sequence: u64, bytes: &[u8]) -> Result<EncodedSegment, fec::FecError> {
-        let params = FecParams::for_segment(bytes.len(), settings.symbol_size, settings.repair_overhead, settings.min_repair)?;
+        let originals = fec::original_count_for(bytes.len(), settings.symbol_size)?;
+        let floor = fec::repair_floor_for_loss(originals, settings.design_loss_rate, MAX_BLOCK_LOSS_PROBABILITY)?
+            .max(settings.min_repair);
+        let params = FecParams::for_segment(bytes.len(), settings.symbol_size, settings.repair_overhead, floor)?;
         let symbols = fec::encode(bytes, &params)?;
         Ok(EncodedSegment { epoch, sequence, params, symbols })
     }
@@ -299,6 +308,7 @@ mod tests {
             symbol_size: 1000,
             repair_overhead: 0.2,
             min_repair: 1,
+            design_loss_rate: 0.0,
             interleave_segments: interleave,
             repeat_repair_after_ns: repeat,
         }
