@@ -108,7 +108,11 @@ fn demo(dir: Option<PathBuf>, seconds: u64, loss: f64) -> anyhow::Result<()> {
         print_progress(&lab, expected, started);
         std::thread::sleep(Duration::from_millis(500));
     }
-    lab.wait_sender(Duration::from_secs(5))?;
+    let status = lab.wait_sender(Duration::from_secs(5))?;
+    if !status.success() {
+        let log = std::fs::read_to_string(dir.join("sender.log")).unwrap_or_default();
+        anyhow::bail!("diode-sender failed ({status}):\n{log}");
+    }
     lab.wait_for_points(expected, Duration::from_secs(10));
     print_progress(&lab, expected, started);
     println!("\n");
@@ -137,7 +141,7 @@ fn lost_segments(lab: &Lab) -> anyhow::Result<u64> {
 }
 
 fn print_progress(lab: &Lab, expected: u64, started: Instant) {
-    let points = lab.metric("diode_receiver_points_applied_total") as u64;
+    let points = lab.metric("diode_receiver_replica_points") as u64;
     let recovered = lab.metric("diode_receiver_segments_recovered_by_fec_total") as u64;
     let dropped = lab.relay.counters.dropped.load(Ordering::Relaxed);
     let width = 30;
@@ -192,7 +196,7 @@ fn measure(options: LabOptions) -> anyhow::Result<Measurement> {
     let sender_pid = lab.sender_pid().context("sender pid")?;
     let mut sender_cpu = 0.0;
     let deadline = started + Duration::from_secs(600);
-    while (lab.metric("diode_receiver_points_applied_total") as u64) < points && Instant::now() < deadline {
+    while (lab.metric("diode_receiver_replica_points") as u64) < points && Instant::now() < deadline {
         sender_cpu = cpu_seconds(sender_pid).unwrap_or(sender_cpu);
         std::thread::sleep(Duration::from_millis(10));
         if !lab.sender_running() && !lab.wait_for_points(points, Duration::from_secs(20)) {

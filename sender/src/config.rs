@@ -79,7 +79,7 @@ pub struct LinkConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct SegmentConfig {
     /// Seal when this many records are waiting.
     pub max_records: usize,
@@ -94,7 +94,7 @@ pub struct SegmentConfig {
 
 impl Default for SegmentConfig {
     fn default() -> Self {
-        Self { max_records: 50_000, max_age_ms: 250, zstd_level: 3, retention_mib: 1024, max_unsent_mib: 256 }
+        Self { max_records: 50_000, max_age_ms: 1_000, zstd_level: 3, retention_mib: 1024, max_unsent_mib: 256 }
     }
 }
 
@@ -109,7 +109,7 @@ pub enum FsyncPolicy {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct SpoolConfig {
     /// Records accepted but not yet sealed may take this much disk before sources get "full".
     pub max_mib: u64,
@@ -123,7 +123,7 @@ impl Default for SpoolConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct CarouselConfig {
     pub enabled: bool,
     /// Re-send the most recent this-many segments, oldest first, round and round.
@@ -139,7 +139,7 @@ impl Default for CarouselConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct SimulatorConfig {
     pub enabled: bool,
     pub series: usize,
@@ -170,7 +170,7 @@ impl Default for SimulatorConfig {
 
 /// Line protocol listeners; each is off unless its address is set.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
     /// InfluxDB-compatible HTTP API (`/api/v2/write`, `/write`, `/ping`, `/health`).
     pub http_listen: Option<SocketAddr>,
@@ -359,7 +359,7 @@ mod tests {
         let config: SenderConfig = toml::from_str(MINIMAL).unwrap();
         config.check().unwrap();
         assert_eq!(config.link.mtu, 1500);
-        assert_eq!(config.segments.max_age_ms, 250);
+        assert_eq!(config.segments.max_age_ms, 1_000);
         assert_eq!(config.spool.fsync, FsyncPolicy::Always);
     }
 
@@ -367,6 +367,15 @@ mod tests {
     fn the_example_config_in_the_repository_is_valid() {
         let config: SenderConfig = toml::from_str(include_str!("../../config/sender.toml")).unwrap();
         config.check().unwrap();
+    }
+
+    #[test]
+    fn a_section_may_set_only_some_of_its_settings() {
+        let text = format!("{MINIMAL}\n[segments]\nmax_age_ms = 1000\n[simulator]\nenabled = true\n");
+        let config: SenderConfig = toml::from_str(&text).unwrap();
+        assert_eq!(config.segments.max_age_ms, 1000);
+        assert_eq!(config.segments.max_records, 50_000);
+        assert!(config.simulator.enabled && config.simulator.realtime);
     }
 
     #[test]

@@ -56,7 +56,7 @@ impl Default for LabOptions {
             interleave_segments: 8,
             repeat_repair_after_ms: 0,
             segment_max_records: 50_000,
-            segment_max_age_ms: 250,
+            segment_max_age_ms: 1_000,
             carousel: true,
             carousel_rate_fraction: 0.1,
             linger_ms: 3_000,
@@ -322,11 +322,11 @@ listen = "{http}"
         self.metrics().ok().and_then(|m| m.get(name).copied()).unwrap_or(0.0)
     }
 
-    /// Waits until the receiver has applied `points` points or `timeout` passes.
+    /// Waits until the replica holds `points` points or `timeout` passes.
     pub fn wait_for_points(&self, points: u64, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if self.metric("diode_receiver_points_applied_total") as u64 >= points {
+            if self.metric("diode_receiver_replica_points") as u64 >= points {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(50));
