@@ -221,6 +221,8 @@ fn throughput(points: u64, series: usize, loss: f64, overhead: f64, rate_mbit_s:
         loss: LossModel { seed: 3, loss, ..LossModel::default() },
         repair_overhead: overhead,
         link_rate_mbit_s: rate_mbit_s,
+        // The carousel would add its background re-sends to the wire bytes; FEC alone carries this.
+        carousel: false,
         linger_ms: 500,
         ..LabOptions::default()
     };

@@ -269,6 +269,13 @@ fn spawn_simulator(
                 base_rate_hz: settings.rate_hz,
                 start_ns,
             });
+            // In real time a step is 10 ms of plant time; flat out, a step is sized to about
+            // 50,000 records, so each spool write (and its fsync) carries a large batch.
+            let step_ns = if settings.realtime {
+                SIMULATOR_STEP_NS
+            } else {
+                ((50_000.0 / plant.records_per_second().max(1.0)) * 1e9).max(SIMULATOR_STEP_NS as f64) as i64
+            };
             let mut produced = 0u64;
             let mut batch = Vec::new();
             let mut until_ns = start_ns;
@@ -278,7 +285,7 @@ fn spawn_simulator(
                     break;
                 }
                 if batch.is_empty() {
-                    until_ns += SIMULATOR_STEP_NS;
+                    until_ns += step_ns;
                     let wait_ns = until_ns - now_ns();
                     if settings.realtime && wait_ns > 0 {
                         thread::sleep(Duration::from_nanos(wait_ns as u64));
