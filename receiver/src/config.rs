@@ -56,7 +56,7 @@ pub struct TrustedKeyConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ReassemblyConfig {
     pub max_segments_in_flight: usize,
     pub max_buffered_mib: usize,

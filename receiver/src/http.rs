@@ -35,7 +35,18 @@ pub async fn serve(listen: SocketAddr, shared: Arc<Shared>, token: Option<String
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    ([("content-type", "text/plain; version=0.0.4")], state.shared.counters.render()).into_response()
+    let mut text = state.shared.counters.render();
+    let (points, series) = {
+        let replica = state.shared.replica.read().expect("replica lock");
+        (replica.total_points(), replica.series_count())
+    };
+    text.push_str(&format!(
+        "# HELP diode_receiver_replica_points Points in the replica (kept across restarts).\n\
+         # TYPE diode_receiver_replica_points gauge\ndiode_receiver_replica_points {points}\n\
+         # HELP diode_receiver_replica_series Series in the replica's catalog.\n\
+         # TYPE diode_receiver_replica_series gauge\ndiode_receiver_replica_series {series}\n"
+    ));
+    ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// `Ok` when no token is configured or the request carries it; otherwise the 401 to return.
