@@ -48,4 +48,5 @@ fn killing_either_side_at_random_moments_loses_nothing() {
     assert!(verification.is_exact(), "{verification:?} after {kills:?}; logs in {}", dir.path().display());
     let replica = diode_receiver::replica::Replica::open_read_only(&lab.replica_dir()).unwrap();
     assert!(replica.gaps().is_empty(), "gaps left: {:?} after {kills:?}", replica.gaps());
+    eprintln!("replica exact after {} kills: {kills:?}", kills.len());
 }

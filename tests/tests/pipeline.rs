@@ -26,7 +26,8 @@ fn a_million_points_cross_a_lossy_link_exactly_and_a_resend_changes_nothing() {
     assert!(lab.wait_sender(Duration::from_secs(300)).unwrap().success(), "the sender failed");
     assert!(lab.wait_for_points(1_000_000, Duration::from_secs(60)), "the replica did not reach 1,000,000 points");
     let dropped = lab.relay.counters.dropped.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(dropped > 1_000, "the relay should have dropped datagrams, dropped {dropped}");
+    let received = lab.relay.counters.received.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(dropped * 100 > received * 3, "the relay should have dropped about 5 %: {dropped} of {received}");
     assert!(lab.metric("diode_receiver_segments_recovered_by_fec_total") > 0.0);
     let segments = lab.metric("diode_receiver_segments_applied_total") as u64;
 
