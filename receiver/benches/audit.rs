@@ -1,0 +1,100 @@
+//! `audit verify` throughput on a replica of millions of points from the plant simulator, with an
+//! extrapolation to the target of 100 million points verified in under two minutes.
+//!
+//! Run with `cargo bench -p diode-receiver --bench audit`. Settings (environment):
+//! `DIODE_AUDIT_BENCH_POINTS` (default 5,000,000), `DIODE_AUDIT_BENCH_RATE_HZ` (mean samples per
+//! second per series, default 1.0 as the simulator's default plant; 10.0 makes every hour hold
+//! 36 million points, which the audit processes in several passes), `DIODE_AUDIT_BENCH_THREADS`
+//! (default: every core), `DIODE_AUDIT_BENCH_BUDGET_POINTS` (the audit's memory budget, default
+//! as `audit verify`). Prints plain figures; building the replica is not timed.
+
+use std::time::Instant;
+
+use diode_common::codec::group_records;
+use diode_common::keys::{SenderKey, TrustedKeys};
+use diode_common::plant::{PlantConfig, PlantSimulator};
+use diode_common::record::Record;
+use diode_common::seal::{self, ChainPosition, GENESIS_HASH};
+use diode_receiver::audit::verify::{VerifyOptions, verify_replica};
+use diode_receiver::replica::Replica;
+
+const POINTS_PER_SEGMENT: usize = 50_000;
+const SERIES: usize = 1_000;
+const TARGET_POINTS: f64 = 100_000_000.0;
+
+fn setting<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|text| text.parse().ok()).unwrap_or(default)
+}
+
+/// Builds a replica of `points` points from a simulated plant: 50,000-point segments, one chain.
+fn build(path: &std::path::Path, points: usize, rate_hz: f64, key: &SenderKey) -> (u64, f64) {
+    let config = PlantConfig { series_count: SERIES, base_rate_hz: rate_hz, ..PlantConfig::default() };
+    let mut clock_ns = config.start_ns;
+    let mut plant = PlantSimulator::new(config);
+    let mut replica = Replica::open(path).expect("open replica");
+    let mut pending: Vec<Record> = Vec::new();
+    let mut previous_hash = GENESIS_HASH;
+    let started = Instant::now();
+    let segments = points.div_ceil(POINTS_PER_SEGMENT) as u64;
+    for sequence in 1..=segments {
+        while pending.len() < POINTS_PER_SEGMENT {
+            clock_ns += 10_000_000_000;
+            plant.generate_until(clock_ns, &mut pending);
+        }
+        let records: Vec<Record> = pending.drain(..POINTS_PER_SEGMENT).collect();
+        let position = ChainPosition { sender_id: 1, epoch: 1, sequence, previous_hash };
+        let segment = seal::seal(position, &group_records(&records), 3, clock_ns, key);
+        previous_hash = segment.hash();
+        let series = seal::decode_verified(&segment).expect("decode");
+        replica.apply(&segment, &series, clock_ns).expect("apply");
+    }
+    replica.flush().expect("flush");
+    (segments, started.elapsed().as_secs_f64())
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing useful: run small then.
+    let quick = !std::env::args().any(|argument| argument == "--bench");
+    let points: usize = if quick { 200_000 } else { setting("DIODE_AUDIT_BENCH_POINTS", 5_000_000) };
+    let rate_hz: f64 = setting("DIODE_AUDIT_BENCH_RATE_HZ", 1.0);
+    let defaults = VerifyOptions::default();
+    let threads: usize = setting("DIODE_AUDIT_BENCH_THREADS", defaults.threads);
+    let memory_budget_points: u64 = setting("DIODE_AUDIT_BENCH_BUDGET_POINTS", defaults.memory_budget_points);
+
+    let directory = tempfile::tempdir().expect("temp dir");
+    let key = SenderKey::from_seed([7u8; 32]);
+    let (segments, build_seconds) = build(directory.path(), points, rate_hz, &key);
+    let points = segments * POINTS_PER_SEGMENT as u64;
+    let size_bytes: u64 = std::fs::read_dir(directory.path())
+        .expect("replica dir")
+        .filter_map(|entry| entry.ok()?.metadata().ok())
+        .map(|metadata| metadata.len())
+        .sum();
+    println!(
+        "replica: {points} points in {segments} segments of {POINTS_PER_SEGMENT}, {SERIES} series at {rate_hz} Hz \
+         mean, {:.0} MiB on disk, built in {build_seconds:.1} s (not timed below)",
+        size_bytes as f64 / (1024.0 * 1024.0)
+    );
+
+    let replica = Replica::open_read_only(directory.path()).expect("open read-only");
+    let options = VerifyOptions { threads, memory_budget_points, ..defaults };
+    let report = verify_replica(&replica, &TrustedKeys::single(key.public_key()), &options).expect("verify");
+    assert!(report.is_clean(), "{}", report.summary_text());
+    assert_eq!(report.points.matched, points);
+    let seconds = report.elapsed_seconds;
+    let points_per_second = points as f64 / seconds;
+    println!(
+        "audit verify ({threads} threads, budget {} points): {seconds:.2} s = {:.0} segments/s, {points_per_second:.0} \
+         points/s (walk of the audit log {:.2} s; point comparison {:.2} s in {} windows, {} segment decodes)",
+        options.memory_budget_points,
+        segments as f64 / seconds,
+        report.walk_seconds,
+        seconds - report.walk_seconds,
+        report.points.windows,
+        report.points.segment_decodes
+    );
+    println!(
+        "extrapolated: 100 million points in {:.0} s (target: under 120 s) on this machine",
+        TARGET_POINTS / points_per_second
+    );
+}

@@ -1,0 +1,516 @@
+//! The point comparison of `audit verify`: every point the replica returns must be the
+//! last-write-wins record of the verified segments, and every such record must be in the replica.
+//!
+//! Bounded memory for any replica size: data time is cut into windows aligned to the replica's
+//! one-hour buckets, each starting about half of `memory_budget_points` signed records (estimated
+//! from the signed headers' record counts and time ranges; half, because segments straddling in
+//! from the window before count too). For each window, the segments whose signed time range
+//! overlaps it are decoded (once each; one still needed by the next window stays cached while the
+//! cache fits the budget), their records are indexed by series, and every catalogued series is
+//! scanned over the window and merged, in time order, against its expected records sorted by
+//! (time, write order). A window holding more than the budget (a very busy hour) is processed in
+//! several passes, each keeping the series of one residue class of the series id, at the price of
+//! decoding its segments once per pass. Series are compared in parallel on `threads` workers; the
+//! replica's reads are thread-safe.
+//!
+//! Windows tile the whole compared span (all of `i64` for a full audit), so a point added at any
+//! time in any catalogued series is found, whatever the catalog's statistics claim.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use diode_common::codec::SeriesColumns;
+use diode_common::keys::TrustedKeys;
+use diode_common::record::SeriesKey;
+use diode_common::seal::{self, SegmentHash};
+
+use super::report::{Finding, Findings, PointTotals};
+use super::verify::{VerifyOptions, progress_bar};
+use super::{value_at_equals, write_order};
+use crate::replica::{BUCKET_NS, PointScan, Replica, ReplicaError, SegmentKey, SeriesInfo};
+
+/// A stored segment that verified, as the walk over the audit log saw it.
+#[derive(Debug, Clone)]
+pub(super) struct SignedSegment {
+    pub key: SegmentKey,
+    /// The header hash seen by the walk: the comparison decodes only these exact segments.
+    pub header_hash: SegmentHash,
+    pub min_timestamp_ns: i64,
+    pub max_timestamp_ns: i64,
+    pub record_count: u32,
+    /// Within the selected sequences (others only resolve last-write-wins in the span).
+    pub selected: bool,
+}
+
+/// One decoded segment, holding the series of one pass.
+struct Decoded {
+    rank: u32,
+    key: SegmentKey,
+    /// Catalog id of each series entry (`None`: the replica does not catalogue it) and its records.
+    parts: Vec<(Option<u32>, SeriesColumns)>,
+}
+
+/// Which pass of a window a series belongs to.
+#[derive(Debug, Clone, Copy)]
+struct Pass {
+    index: u32,
+    count: u32,
+}
+
+impl Pass {
+    fn holds(self, series_id: Option<u32>) -> bool {
+        series_id.map_or(0, |id| id % self.count) == self.index
+    }
+}
+
+/// Start of the one-hour bucket holding `timestamp_ns` (saturating at `i64::MIN`).
+fn bucket_floor(timestamp_ns: i64) -> i64 {
+    timestamp_ns.saturating_sub(timestamp_ns.rem_euclid(BUCKET_NS))
+}
+
+/// Windows `(from, to inclusive)` tiling `span`, cut on bucket boundaries so that each starts at
+/// most about `budget_points` signed records. `segments` is sorted by earliest timestamp.
+fn plan_windows(segments: &[SignedSegment], span: (i64, i64), budget_points: u64) -> Vec<(i64, i64)> {
+    let mut windows = Vec::new();
+    let mut start = span.0;
+    let mut accumulated = 0u64;
+    // The first window reaches from the span's start through the first segment's bucket.
+    let first_bucket = segments.first().map(|segment| bucket_floor(segment.min_timestamp_ns.max(span.0)));
+    for segment in segments {
+        let cut = bucket_floor(segment.min_timestamp_ns.max(span.0));
+        let records = u64::from(segment.record_count);
+        if accumulated > 0 && accumulated + records > budget_points && cut > start && Some(cut) > first_bucket {
+            windows.push((start, cut - 1));
+            start = cut;
+            accumulated = 0;
+        }
+        accumulated += records;
+    }
+    windows.push((start, span.1));
+    windows
+}
+
+/// Compares the replica's points in `span` with the verified `segments`.
+pub(super) fn compare(
+    replica: &Replica,
+    trusted: &TrustedKeys,
+    mut segments: Vec<SignedSegment>,
+    span: (i64, i64),
+    options: &VerifyOptions,
+) -> Result<(PointTotals, Findings), ReplicaError> {
+    segments.sort_by_key(|segment| (segment.min_timestamp_ns, segment.key));
+    let mut by_order: Vec<usize> = (0..segments.len()).collect();
+    by_order.sort_by_key(|&index| write_order(segments[index].key));
+    let mut ranks = vec![0u32; segments.len()];
+    for (rank, &index) in by_order.iter().enumerate() {
+        ranks[index] = rank as u32;
+    }
+    let budget = options.memory_budget_points.max(1);
+    let windows = plan_windows(&segments, span, (budget / 2).max(1));
+    let total_records: u64 = segments.iter().map(|segment| u64::from(segment.record_count)).sum();
+    let bar = progress_bar(options.progress, total_records, "checking points");
+    let mut comparison = Comparison {
+        replica,
+        trusted,
+        segments,
+        ranks,
+        catalog: replica.series_list(),
+        budget,
+        threads: options.threads.max(1),
+        max_findings_listed: options.max_findings_listed,
+        cache: HashMap::new(),
+        failed: HashSet::new(),
+        totals: PointTotals::default(),
+        findings: Findings::new(options.max_findings_listed),
+    };
+    // Segments overlapping the current window, by index into `segments`.
+    let mut active: Vec<usize> = Vec::new();
+    let mut next = 0;
+    for &(from_ns, to_ns) in &windows {
+        let segments = &comparison.segments;
+        while next < segments.len() && segments[next].min_timestamp_ns <= to_ns {
+            bar.inc(u64::from(segments[next].record_count));
+            active.push(next);
+            next += 1;
+        }
+        active.retain(|&index| segments[index].max_timestamp_ns >= from_ns && !comparison.failed.contains(&index));
+        comparison.window(&active, (from_ns, to_ns))?;
+    }
+    bar.finish_and_clear();
+    Ok((comparison.totals, comparison.findings))
+}
+
+/// The state of one point comparison.
+struct Comparison<'a> {
+    replica: &'a Replica,
+    trusted: &'a TrustedKeys,
+    /// Sorted by earliest timestamp.
+    segments: Vec<SignedSegment>,
+    /// Last-write-wins rank of each segment.
+    ranks: Vec<u32>,
+    catalog: Vec<SeriesInfo>,
+    budget: u64,
+    threads: usize,
+    max_findings_listed: usize,
+    /// Decoded segments still needed by the next window.
+    cache: HashMap<usize, Arc<Decoded>>,
+    /// Segments that failed to decode, reported once and then left out.
+    failed: HashSet<usize>,
+    totals: PointTotals,
+    findings: Findings,
+}
+
+impl Comparison<'_> {
+    /// Compares one window, in as many passes as the budget needs.
+    fn window(&mut self, active: &[usize], (from_ns, to_ns): (i64, i64)) -> Result<(), ReplicaError> {
+        self.totals.windows += 1;
+        let segments = &self.segments;
+        self.cache.retain(|index, _| segments[*index].max_timestamp_ns >= from_ns);
+        let estimate: u64 = active.iter().map(|&index| u64::from(self.segments[index].record_count)).sum();
+        let count = estimate.div_ceil(self.budget).clamp(1, u64::from(u32::MAX)) as u32;
+        for index in 0..count {
+            let pass = Pass { index, count };
+            let decoded = self.decode_pass(active, pass, to_ns)?;
+            let (totals, findings) = compare_window(
+                self.replica,
+                &self.catalog,
+                &decoded,
+                (from_ns, to_ns),
+                pass,
+                self.threads,
+                self.max_findings_listed,
+            );
+            self.totals.add(&totals);
+            self.findings.merge(findings);
+        }
+        Ok(())
+    }
+
+    /// The `active` segments decoded for `pass`: from the cache when there is one pass, else
+    /// decoded now; kept in the cache when the next window (after `to_ns`) needs them too.
+    fn decode_pass(&mut self, active: &[usize], pass: Pass, to_ns: i64) -> Result<Vec<Arc<Decoded>>, ReplicaError> {
+        let mut decoded = Vec::with_capacity(active.len());
+        let mut to_decode = Vec::new();
+        for &segment in active {
+            match self.cache.get(&segment) {
+                Some(hit) if pass.count == 1 => decoded.push(Arc::clone(hit)),
+                _ => to_decode.push(segment),
+            }
+        }
+        self.totals.segment_decodes += to_decode.len() as u64;
+        let mut cached_records: u64 =
+            self.cache.keys().map(|&index| u64::from(self.segments[index].record_count)).sum();
+        let results =
+            decode_all(self.replica, self.trusted, &self.segments, &self.ranks, &to_decode, pass, self.threads)?;
+        for (segment, result) in results {
+            match result {
+                Ok(fresh) => {
+                    let fresh = Arc::new(fresh);
+                    let records = u64::from(self.segments[segment].record_count);
+                    let still_needed = self.segments[segment].max_timestamp_ns > to_ns;
+                    if pass.count == 1 && still_needed && cached_records + records <= self.budget {
+                        cached_records += records;
+                        self.cache.insert(segment, Arc::clone(&fresh));
+                    }
+                    decoded.push(fresh);
+                }
+                Err(finding) => {
+                    if self.failed.insert(segment) {
+                        self.findings.push(finding);
+                    }
+                }
+            }
+        }
+        Ok(decoded)
+    }
+}
+
+type DecodeResult = (usize, Result<Decoded, Finding>);
+
+/// Decodes `which` segments on `threads` workers, keeping the series of `pass`.
+fn decode_all(
+    replica: &Replica,
+    trusted: &TrustedKeys,
+    segments: &[SignedSegment],
+    ranks: &[u32],
+    which: &[usize],
+    pass: Pass,
+    threads: usize,
+) -> Result<Vec<DecodeResult>, ReplicaError> {
+    let decode_some = |chunk: &[usize]| -> Result<Vec<DecodeResult>, ReplicaError> {
+        chunk
+            .iter()
+            .map(|&index| Ok((index, decode(replica, trusted, &segments[index], ranks[index], pass)?)))
+            .collect()
+    };
+    if threads == 1 || which.len() < 2 {
+        return decode_some(which);
+    }
+    let chunk_length = which.len().div_ceil(threads);
+    let decode_some = &decode_some;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = which.chunks(chunk_length).map(|chunk| scope.spawn(move || decode_some(chunk))).collect();
+        let mut all = Vec::with_capacity(which.len());
+        for worker in workers {
+            all.extend(worker.join().expect("a decode worker panicked")?);
+        }
+        Ok(all)
+    })
+}
+
+/// Reads and decodes one segment the walk verified, checking that it is still the same segment.
+fn decode(
+    replica: &Replica,
+    trusted: &TrustedKeys,
+    signed: &SignedSegment,
+    rank: u32,
+    pass: Pass,
+) -> Result<Result<Decoded, Finding>, ReplicaError> {
+    let invalid =
+        |check: &'static str, message: String| Finding::SegmentInvalid { segment: signed.key, check, message };
+    let Some(stored) = replica.stored_segment(signed.key)? else {
+        return Ok(Err(invalid("vanished", "the audit entry disappeared while the audit ran".to_owned())));
+    };
+    let segment = match seal::parse(&stored.sealed) {
+        Ok(segment) if segment.header.hash() == signed.header_hash => segment,
+        Ok(_) => return Ok(Err(invalid("changed", "the audit entry changed while the audit ran".to_owned()))),
+        Err(error) => return Ok(Err(invalid(error.reason_label(), error.to_string()))),
+    };
+    // Verified again as decoded: the signature costs tens of microseconds per segment, and the
+    // payload hash is what ties these records to the signed header.
+    if let Err(error) = seal::verify(&segment, trusted) {
+        return Ok(Err(invalid(error.reason_label(), error.to_string())));
+    }
+    let series = match seal::decode_verified(&segment) {
+        Ok(series) => series,
+        Err(error) => return Ok(Err(invalid(error.reason_label(), error.to_string()))),
+    };
+    let parts = series
+        .into_iter()
+        .filter(|columns| !columns.is_empty())
+        .map(|columns| (replica.series_id(&columns.key), columns))
+        .filter(|(series_id, _)| pass.holds(*series_id))
+        .collect();
+    Ok(Ok(Decoded { rank, key: signed.key, parts }))
+}
+
+/// One series' records of one decoded segment, in write order.
+#[derive(Clone, Copy)]
+struct Part<'a> {
+    columns: &'a SeriesColumns,
+    segment: SegmentKey,
+}
+
+/// Compares every series of `pass` over one window.
+fn compare_window(
+    replica: &Replica,
+    catalog: &[SeriesInfo],
+    decoded: &[Arc<Decoded>],
+    window: (i64, i64),
+    pass: Pass,
+    threads: usize,
+    max_findings_listed: usize,
+) -> (PointTotals, Findings) {
+    // (series id, rank, slot, part), sorted: each series' parts in write order.
+    let mut index: Vec<(u32, u32, u32, u32)> = Vec::new();
+    let mut uncatalogued: BTreeMap<&SeriesKey, Vec<(u32, Part<'_>)>> = BTreeMap::new();
+    for (slot, segment) in decoded.iter().enumerate() {
+        for (part, (series_id, columns)) in segment.parts.iter().enumerate() {
+            match series_id {
+                Some(id) => index.push((*id, segment.rank, slot as u32, part as u32)),
+                None => uncatalogued
+                    .entry(&columns.key)
+                    .or_default()
+                    .push((segment.rank, Part { columns, segment: segment.key })),
+            }
+        }
+    }
+    index.sort_unstable();
+    let part_of = |&(_, _, slot, part): &(u32, u32, u32, u32)| {
+        let segment = &decoded[slot as usize];
+        Part { columns: &segment.parts[part as usize].1, segment: segment.key }
+    };
+
+    let series: Vec<&SeriesInfo> = catalog.iter().filter(|info| pass.holds(Some(info.id))).collect();
+    let work = |chunk: &[&SeriesInfo]| {
+        let mut totals = PointTotals::default();
+        let mut findings = Findings::new(max_findings_listed);
+        let mut parts = Vec::new();
+        for info in chunk {
+            let start = index.partition_point(|entry| entry.0 < info.id);
+            let end = index.partition_point(|entry| entry.0 <= info.id);
+            parts.clear();
+            parts.extend(index[start..end].iter().map(part_of));
+            let scan = replica.scan(info.id, window.0, window.1);
+            compare_series(&info.key.to_string(), Some((info.id, scan)), &parts, window, &mut totals, &mut findings);
+        }
+        (totals, findings)
+    };
+    let (mut totals, mut findings) = if threads == 1 || series.len() < 2 {
+        work(&series)
+    } else {
+        let chunk_length = series.len().div_ceil(threads);
+        let work = &work;
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = series.chunks(chunk_length).map(|chunk| scope.spawn(move || work(chunk))).collect();
+            let mut totals = PointTotals::default();
+            let mut findings = Findings::new(max_findings_listed);
+            for worker in workers {
+                let (t, f) = worker.join().expect("a compare worker panicked");
+                totals.add(&t);
+                findings.merge(f);
+            }
+            (totals, findings)
+        })
+    };
+    for (key, mut parts) in uncatalogued {
+        parts.sort_by_key(|(rank, _)| *rank);
+        let parts: Vec<Part<'_>> = parts.into_iter().map(|(_, part)| part).collect();
+        compare_series(&key.to_string(), None, &parts, window, &mut totals, &mut findings);
+    }
+    (totals, findings)
+}
+
+/// Merges the replica's points of one series in `window` (ascending, one per timestamp) with the
+/// records of `parts` (in write order) resolved last-write-wins. `scan` is `None` for a series the
+/// replica does not catalogue: all its records are then missing.
+fn compare_series(
+    series: &str,
+    scan: Option<(u32, PointScan<'_>)>,
+    parts: &[Part<'_>],
+    window: (i64, i64),
+    totals: &mut PointTotals,
+    findings: &mut Findings,
+) {
+    // (timestamp, part, row): sorted, the last entry of each run of equal times is the winner.
+    let mut expected: Vec<(i64, u32, u32)> = Vec::new();
+    let mut in_order = true;
+    for (part_index, part) in parts.iter().enumerate() {
+        for (row, &timestamp_ns) in part.columns.timestamps_ns.iter().enumerate() {
+            if (window.0..=window.1).contains(&timestamp_ns) {
+                in_order &= expected.last().is_none_or(|last| last.0 < timestamp_ns);
+                expected.push((timestamp_ns, part_index as u32, row as u32));
+            }
+        }
+    }
+    if !in_order {
+        expected.sort_unstable();
+    }
+    let mut winners = expected
+        .iter()
+        .enumerate()
+        .filter(|(position, entry)| expected.get(position + 1).is_none_or(|next| next.0 != entry.0))
+        .map(|(_, entry)| *entry)
+        .peekable();
+    let signed = |(timestamp_ns, part, row): (i64, u32, u32)| {
+        let part = &parts[part as usize];
+        let row = row as usize;
+        (timestamp_ns, part, row)
+    };
+    let deleted =
+        |(timestamp_ns, part, row): (i64, &Part<'_>, usize), totals: &mut PointTotals, findings: &mut Findings| {
+            totals.expected += 1;
+            totals.deleted += 1;
+            findings.push(Finding::PointDeleted {
+                series: series.to_owned(),
+                timestamp_ns,
+                expected: (part.columns.value(row), part.columns.qualities[row]),
+                segment: part.segment,
+            });
+        };
+
+    if let Some((series_id, scan)) = scan {
+        for point in scan {
+            let point = match point {
+                Ok(point) => point,
+                Err(error) => {
+                    totals.unreadable += 1;
+                    findings.push(Finding::PointsUnreadable {
+                        series: series.to_owned(),
+                        series_id,
+                        from_ns: window.0,
+                        to_ns: window.1,
+                        message: error.to_string(),
+                    });
+                    return;
+                }
+            };
+            totals.scanned += 1;
+            while let Some(&winner) = winners.peek() {
+                if winner.0 >= point.timestamp_ns {
+                    break;
+                }
+                winners.next();
+                deleted(signed(winner), totals, findings);
+            }
+            match winners.peek() {
+                Some(&winner) if winner.0 == point.timestamp_ns => {
+                    winners.next();
+                    totals.expected += 1;
+                    let (_, part, row) = signed(winner);
+                    let columns = part.columns;
+                    if value_at_equals(&columns.values, row, &point.value) && columns.qualities[row] == point.quality {
+                        totals.matched += 1;
+                    } else {
+                        totals.changed += 1;
+                        findings.push(Finding::PointChanged {
+                            series: series.to_owned(),
+                            timestamp_ns: point.timestamp_ns,
+                            expected: (columns.value(row), columns.qualities[row]),
+                            found: (point.value, point.quality),
+                            segment: part.segment,
+                        });
+                    }
+                }
+                _ => {
+                    totals.added += 1;
+                    findings.push(Finding::PointAdded {
+                        series: series.to_owned(),
+                        series_id,
+                        timestamp_ns: point.timestamp_ns,
+                        found: (point.value, point.quality),
+                    });
+                }
+            }
+        }
+    }
+    for winner in winners {
+        deleted(signed(winner), totals, findings);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(min_timestamp_ns: i64, max_timestamp_ns: i64, record_count: u32) -> SignedSegment {
+        SignedSegment {
+            key: SegmentKey { sender_id: 1, epoch: 1, sequence: 1 },
+            header_hash: [0; 32],
+            min_timestamp_ns,
+            max_timestamp_ns,
+            record_count,
+            selected: true,
+        }
+    }
+
+    #[test]
+    fn windows_tile_the_span_on_bucket_boundaries_within_the_budget() {
+        let segments: Vec<SignedSegment> =
+            (0..10).map(|hour| segment(hour * BUCKET_NS + 5, hour * BUCKET_NS + 10, 600)).collect();
+        let windows = plan_windows(&segments, (i64::MIN, i64::MAX), 1_000);
+        assert_eq!(windows.first().map(|w| w.0), Some(i64::MIN));
+        assert_eq!(windows.last().map(|w| w.1), Some(i64::MAX));
+        for pair in windows.windows(2) {
+            assert_eq!(pair[0].1 + 1, pair[1].0, "windows are contiguous");
+            assert_eq!(pair[1].0.rem_euclid(BUCKET_NS), 0, "cuts are on bucket boundaries");
+        }
+        assert_eq!(windows.len(), 10);
+    }
+
+    #[test]
+    fn a_busy_bucket_stays_one_window() {
+        let segments: Vec<SignedSegment> = (0..10).map(|i| segment(i, i + 1, 600)).collect();
+        assert_eq!(plan_windows(&segments, (i64::MIN, i64::MAX), 1_000), vec![(i64::MIN, i64::MAX)]);
+    }
+}

@@ -1,0 +1,543 @@
+//! `audit verify`: one walk over the audit log, then a point-by-point comparison of the replica
+//! with what the verified segments say it must hold.
+//!
+//! The walk (this file) checks every stored segment on its own (framing, position, trusted key
+//! valid at its sealing time, signature, payload hash), the hash chain between consecutive stored
+//! segments of each `(sender, epoch)`, and the stored sequences against the receiver's tracker: a
+//! sequence the tracker calls applied whose audit entry is gone was removed after apply; one it
+//! never applied was never received. The point comparison is in `points.rs`.
+
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+use std::time::Instant;
+
+use diode_common::beacon::Beacon;
+use diode_common::keys::{KeyId, TrustedKeys};
+use diode_common::seal::{self, GENESIS_HASH, SegmentHash, SegmentHeader};
+
+use super::points::{self, SignedSegment};
+use super::report::{
+    AuditReport, EpochReport, Finding, Findings, GapKind, GapReport, KeyUsage, TrustedKeySummary, hash_hex,
+};
+use super::{clip_ranges, subtract_ranges};
+use crate::replica::{Replica, ReplicaError, SegmentKey, StoredSegment};
+
+/// How `audit verify` runs.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// Only segments with a sequence in this range (in every stream) are checked; the points are
+    /// compared over the data-time span those segments cover. `None`: everything.
+    pub sequences: Option<RangeInclusive<u64>>,
+    /// Most decoded points held in memory at once (about 30 bytes each); larger time windows are
+    /// split by series, which costs extra decodes.
+    pub memory_budget_points: u64,
+    /// Worker threads for decoding and comparing.
+    pub threads: usize,
+    /// Findings listed in the report; all are counted.
+    pub max_findings_listed: usize,
+    /// Show progress bars on stderr.
+    pub progress: bool,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            sequences: None,
+            memory_budget_points: 8_000_000,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8),
+            max_findings_listed: 10_000,
+            progress: false,
+        }
+    }
+}
+
+/// What the walk keeps of one `(sender, epoch)`.
+#[derive(Debug, Default)]
+struct StreamWalk {
+    /// Stored sequences as ascending runs (selected or not: the tracker comparison needs all).
+    stored: Vec<RangeInclusive<u64>>,
+    /// The previous stored segment's sequence and header hash, if it parsed.
+    previous: Option<(u64, Option<SegmentHash>)>,
+    selected_first: Option<u64>,
+    selected_last: Option<u64>,
+    selected_count: u64,
+    first_sealed_at_ns: Option<i64>,
+    begins_at_genesis: bool,
+}
+
+impl StreamWalk {
+    fn add_stored(&mut self, sequence: u64) {
+        match self.stored.last_mut() {
+            Some(run) if run.end().checked_add(1) == Some(sequence) => *run = *run.start()..=sequence,
+            _ => self.stored.push(sequence..=sequence),
+        }
+    }
+}
+
+/// A stored segment outside the selected sequences that failed: reported only if it overlaps the
+/// data-time span being compared (its points would otherwise show up as unexplained).
+struct UnselectedFailure {
+    time_range: Option<(i64, i64)>,
+    finding: Finding,
+}
+
+struct Walk<'a> {
+    trusted: &'a TrustedKeys,
+    selected: RangeInclusive<u64>,
+    streams: BTreeMap<(u64, u64), StreamWalk>,
+    signed: Vec<SignedSegment>,
+    key_usage: BTreeMap<KeyId, KeyUsage>,
+    unselected_failures: Vec<UnselectedFailure>,
+    findings: Findings,
+    segments_stored: u64,
+    segments_selected: u64,
+    segments_verified: u64,
+    records_signed: u64,
+    links_checked: u64,
+}
+
+impl Walk<'_> {
+    fn report(&mut self, selected: bool, time_range: Option<(i64, i64)>, finding: Finding) {
+        if selected {
+            self.findings.push(finding);
+        } else {
+            self.unselected_failures.push(UnselectedFailure { time_range, finding });
+        }
+    }
+
+    /// Checks the link from the stored predecessor (or the genesis hash) to `header`; a missing
+    /// predecessor is a gap, reported with the tracker comparison.
+    fn check_link(&mut self, key: SegmentKey, header: &SegmentHeader, previous: Option<(u64, Option<SegmentHash>)>) {
+        let expected = match previous {
+            _ if key.sequence == 1 => GENESIS_HASH,
+            Some((sequence, Some(previous_hash))) if sequence.checked_add(1) == Some(key.sequence) => previous_hash,
+            _ => return,
+        };
+        self.links_checked += 1;
+        if expected != header.previous_hash {
+            self.findings.push(Finding::ChainBroken {
+                segment: key,
+                expected_previous_hash: hash_hex(&expected),
+                found_previous_hash: hash_hex(&header.previous_hash),
+            });
+        } else if key.sequence == 1
+            && let Some(stream) = self.streams.get_mut(&(key.sender_id, key.epoch))
+        {
+            stream.begins_at_genesis = true;
+        }
+    }
+
+    /// Checks one stored segment on its own and against the stored segment before it.
+    fn visit(&mut self, stored: &StoredSegment) {
+        let key = stored.key;
+        self.segments_stored += 1;
+        let selected = self.selected.contains(&key.sequence);
+        self.segments_selected += u64::from(selected);
+        let stream = self.streams.entry((key.sender_id, key.epoch)).or_default();
+        stream.add_stored(key.sequence);
+        let previous = stream.previous.take();
+
+        let segment = match seal::parse(&stored.sealed) {
+            Ok(segment) => segment,
+            Err(error) => {
+                stream.previous = Some((key.sequence, None));
+                let finding =
+                    Finding::SegmentInvalid { segment: key, check: error.reason_label(), message: error.to_string() };
+                self.report(selected, None, finding);
+                return;
+            }
+        };
+        let header = &segment.header;
+        let hash = header.hash();
+        stream.previous = Some((key.sequence, Some(hash)));
+        let time_range = Some((header.min_timestamp_ns, header.max_timestamp_ns));
+
+        if selected {
+            if stream.selected_first.is_none() {
+                stream.selected_first = Some(key.sequence);
+                stream.first_sealed_at_ns = Some(header.sealed_at_ns);
+            }
+            stream.selected_last = Some(key.sequence);
+            stream.selected_count += 1;
+            self.check_link(key, header, previous);
+        }
+
+        let named = SegmentKey { sender_id: header.sender_id, epoch: header.epoch, sequence: header.sequence };
+        if named != key {
+            self.report(selected, time_range, Finding::SegmentMisplaced { stored_at: key, header_says: named });
+            return;
+        }
+        if let Err(error) = seal::verify(&segment, self.trusted) {
+            let finding =
+                Finding::SegmentInvalid { segment: key, check: error.reason_label(), message: error.to_string() };
+            self.report(selected, time_range, finding);
+            return;
+        }
+        if selected {
+            self.segments_verified += 1;
+            self.records_signed += u64::from(header.record_count);
+            let usage = self.key_usage.entry(header.key_id).or_insert(KeyUsage {
+                key_id: header.key_id,
+                segments: 0,
+                first_sealed_at_ns: header.sealed_at_ns,
+                last_sealed_at_ns: header.sealed_at_ns,
+            });
+            usage.segments += 1;
+            usage.first_sealed_at_ns = usage.first_sealed_at_ns.min(header.sealed_at_ns);
+            usage.last_sealed_at_ns = usage.last_sealed_at_ns.max(header.sealed_at_ns);
+        }
+        self.signed.push(SignedSegment {
+            key,
+            header_hash: hash,
+            min_timestamp_ns: header.min_timestamp_ns,
+            max_timestamp_ns: header.max_timestamp_ns,
+            record_count: header.record_count,
+            selected,
+        });
+    }
+}
+
+/// Re-verifies the replica against its signed segments. Errors only when the replica cannot be
+/// read at all; everything wrong inside it is a [`Finding`] in the report.
+pub fn verify_replica(
+    replica: &Replica,
+    trusted: &TrustedKeys,
+    options: &VerifyOptions,
+) -> Result<AuditReport, ReplicaError> {
+    let started = Instant::now();
+    let selected = options.sequences.clone().unwrap_or(0..=u64::MAX);
+    let mut walk = Walk {
+        trusted,
+        selected: selected.clone(),
+        streams: BTreeMap::new(),
+        signed: Vec::new(),
+        key_usage: BTreeMap::new(),
+        unselected_failures: Vec::new(),
+        findings: Findings::new(options.max_findings_listed),
+        segments_stored: 0,
+        segments_selected: 0,
+        segments_verified: 0,
+        records_signed: 0,
+        links_checked: 0,
+    };
+
+    let bar = progress_bar(options.progress, replica.counters().segments_applied, "verifying segments");
+    walk_audit_log(replica, |item| match item {
+        Ok(stored) => {
+            walk.visit(&stored);
+            bar.inc(1);
+        }
+        Err((after, error)) => {
+            walk.findings.push(Finding::AuditLogUnreadable { after, message: error.to_string() });
+        }
+    })?;
+    bar.finish_and_clear();
+
+    let (mut epochs, gaps, unrecorded) = compare_with_tracker(replica, &walk, &selected);
+    for finding in epoch_boundaries(replica, trusted, &mut epochs)? {
+        walk.findings.push(finding);
+    }
+    for gap in gaps.iter().filter(|gap| gap.kind == GapKind::RemovedAfterApply) {
+        walk.findings.push(Finding::SegmentsRemoved {
+            sender_id: gap.sender_id,
+            epoch: gap.epoch,
+            first_sequence: gap.first_sequence,
+            last_sequence: gap.last_sequence,
+        });
+    }
+    for (sender_id, epoch, run) in unrecorded {
+        walk.findings.push(Finding::SegmentsUnrecorded {
+            sender_id,
+            epoch,
+            first_sequence: *run.start(),
+            last_sequence: *run.end(),
+        });
+    }
+
+    // The data-time span to compare: everything, or what the selected segments cover.
+    let point_span = if options.sequences.is_none() {
+        Some((i64::MIN, i64::MAX))
+    } else {
+        walk.signed
+            .iter()
+            .filter(|segment| segment.selected)
+            .map(|segment| (segment.min_timestamp_ns, segment.max_timestamp_ns))
+            .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)))
+    };
+    let overlaps = |range: Option<(i64, i64)>| match (point_span, range) {
+        (Some((from, to)), Some((min, max))) => min <= to && max >= from,
+        _ => false,
+    };
+    for failure in std::mem::take(&mut walk.unselected_failures) {
+        if overlaps(failure.time_range) {
+            walk.findings.push(failure.finding);
+        }
+    }
+
+    let walk_seconds = started.elapsed().as_secs_f64();
+    let mut findings = walk.findings;
+    let points = match point_span {
+        Some(span) => {
+            let used: Vec<SignedSegment> = walk
+                .signed
+                .into_iter()
+                .filter(|s| s.max_timestamp_ns >= span.0 && s.min_timestamp_ns <= span.1)
+                .collect();
+            let (totals, point_findings) = points::compare(replica, trusted, used, span, options)?;
+            findings.merge(point_findings);
+            totals
+        }
+        None => Default::default(),
+    };
+
+    Ok(AuditReport {
+        replica: replica.path().to_owned(),
+        sequences: options.sequences.as_ref().map(|range| (*range.start(), *range.end())),
+        trusted_keys: trusted
+            .iter()
+            .map(|key| TrustedKeySummary {
+                key_id: key.key_id,
+                valid_from_ns: key.valid_from_ns,
+                valid_until_ns: key.valid_until_ns,
+            })
+            .collect(),
+        segments_stored: walk.segments_stored,
+        segments_selected: walk.segments_selected,
+        segments_verified: walk.segments_verified,
+        records_signed: walk.records_signed,
+        links_checked: walk.links_checked,
+        keys_used: walk.key_usage.into_values().collect(),
+        epochs,
+        gaps,
+        point_span,
+        points,
+        findings,
+        walk_seconds,
+        elapsed_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Stored sequences the receiver's tracker never recorded as applied, per stream.
+type Unrecorded = Vec<(u64, u64, RangeInclusive<u64>)>;
+
+/// Epoch summaries, gaps and unrecorded entries: the tracker's view of each stream against the
+/// stored sequences.
+fn compare_with_tracker(
+    replica: &Replica,
+    walk: &Walk<'_>,
+    selected: &RangeInclusive<u64>,
+) -> (Vec<EpochReport>, Vec<GapReport>, Unrecorded) {
+    let trackers: BTreeMap<(u64, u64), _> =
+        replica.streams().into_iter().map(|status| ((status.sender_id, status.epoch), status)).collect();
+    let mut keys: Vec<(u64, u64)> = trackers.keys().chain(walk.streams.keys()).copied().collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let empty = StreamWalk::default();
+    let mut epochs = Vec::with_capacity(keys.len());
+    let mut gaps = Vec::new();
+    let mut unrecorded = Vec::new();
+    for (sender_id, epoch) in keys {
+        let stream = walk.streams.get(&(sender_id, epoch)).unwrap_or(&empty);
+        let tracker = trackers.get(&(sender_id, epoch));
+        epochs.push(EpochReport {
+            sender_id,
+            epoch,
+            first_sequence: stream.selected_first,
+            last_sequence: stream.selected_last,
+            stored_segments: stream.selected_count,
+            highest_known: tracker.map_or(0, |t| t.highest_known),
+            first_seen_at_ns: tracker.map(|t| t.first_seen_at_ns),
+            first_sealed_at_ns: stream.first_sealed_at_ns,
+            announced_by_beacon: tracker.is_some_and(|t| t.announced_by_beacon),
+            begins_at_genesis: stream.begins_at_genesis,
+            reason: None,
+            ended_at_sequence: None,
+            end_hash_verified: None,
+        });
+        // Known = 1..=highest known; applied = known minus the tracker's missing ranges.
+        let known: Vec<RangeInclusive<u64>> = match tracker {
+            Some(tracker) if tracker.highest_known > 0 => vec![1..=tracker.highest_known],
+            _ => Vec::new(),
+        };
+        let never_applied = tracker.map_or(Vec::new(), |tracker| tracker.missing.clone());
+        let applied = subtract_ranges(&known, &never_applied);
+        let stored = clip_ranges(&stream.stored, selected);
+        let mut add_gaps = |ranges: Vec<RangeInclusive<u64>>, kind: GapKind| {
+            gaps.extend(ranges.into_iter().map(|range| GapReport {
+                sender_id,
+                epoch,
+                first_sequence: *range.start(),
+                last_sequence: *range.end(),
+                kind,
+            }));
+        };
+        add_gaps(clip_ranges(&subtract_ranges(&never_applied, &stored), selected), GapKind::NeverReceived);
+        add_gaps(clip_ranges(&subtract_ranges(&applied, &stream.stored), selected), GapKind::RemovedAfterApply);
+        unrecorded.extend(subtract_ranges(&stored, &applied).into_iter().map(|run| (sender_id, epoch, run)));
+    }
+    gaps.sort_by_key(|gap| (gap.sender_id, gap.epoch, gap.first_sequence));
+    (epochs, gaps, unrecorded)
+}
+
+/// What the senders' latest signed beacons say about where epochs begin and end: the reason the
+/// current epoch began, and the last sequence and hash of the one before, checked against the
+/// stored segment at that position.
+fn epoch_boundaries(
+    replica: &Replica,
+    trusted: &TrustedKeys,
+    epochs: &mut [EpochReport],
+) -> Result<Vec<Finding>, ReplicaError> {
+    let mut senders: Vec<u64> = epochs.iter().map(|epoch| epoch.sender_id).collect();
+    senders.dedup();
+    let mut findings = Vec::new();
+    for sender_id in senders {
+        let Some((_, raw)) = replica.last_beacon(sender_id)? else { continue };
+        // A beacon whose key is no longer trusted (revoked since) tells nothing.
+        let Ok(beacon) = Beacon::open(&raw, trusted) else { continue };
+        let find = |epochs: &mut [EpochReport], epoch: u64| {
+            epochs.iter().position(|report| report.sender_id == sender_id && report.epoch == epoch)
+        };
+        if let Some(index) = find(epochs, beacon.epoch) {
+            epochs[index].reason = Some(beacon.epoch_reason.label());
+        }
+        if beacon.previous_epoch == 0 || beacon.previous_epoch_last_sequence == 0 {
+            continue;
+        }
+        let last =
+            SegmentKey { sender_id, epoch: beacon.previous_epoch, sequence: beacon.previous_epoch_last_sequence };
+        let stored_hash = match replica.stored_segment(last)? {
+            Some(stored) => seal::parse(&stored.sealed).ok().map(|segment| segment.hash()),
+            None => None,
+        };
+        let verified = stored_hash.map(|hash| hash == beacon.previous_epoch_last_hash);
+        if let (Some(false), Some(hash)) = (verified, stored_hash) {
+            findings.push(Finding::EpochEndMismatch {
+                segment: last,
+                beacon_hash: hash_hex(&beacon.previous_epoch_last_hash),
+                stored_hash: hash_hex(&hash),
+            });
+        }
+        if let Some(index) = find(epochs, beacon.previous_epoch) {
+            epochs[index].ended_at_sequence = Some(last.sequence);
+            epochs[index].end_hash_verified = verified;
+        }
+    }
+    Ok(findings)
+}
+
+/// Calls `visit` with every readable audit entry in key order, and with `(last good key, error)`
+/// for each unreadable one, then goes on after it (the replica's scan stops at a damaged entry;
+/// this finds where to resume by bisecting the key space).
+fn walk_audit_log(
+    replica: &Replica,
+    mut visit: impl FnMut(Result<StoredSegment, (Option<SegmentKey>, ReplicaError)>),
+) -> Result<(), ReplicaError> {
+    let mut from = Some(SegmentKey::FIRST);
+    let mut last_good: Option<SegmentKey> = None;
+    while let Some(start) = from {
+        from = None;
+        for item in replica.segments(start) {
+            match item {
+                Ok(stored) => {
+                    last_good = Some(stored.key);
+                    visit(Ok(stored));
+                }
+                Err(error @ ReplicaError::Storage { .. }) => return Err(error),
+                Err(error) => {
+                    let message = error.to_string();
+                    let resume_after = last_good.map_or(SegmentKey::FIRST, |key| next_key(key).unwrap_or(key));
+                    visit(Err((last_good, error)));
+                    from = resume_point(replica, resume_after, &message);
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The first key after the damaged entry that `segments(from)` fails on with `message`: the
+/// smallest key `k` at which the scan no longer starts with that same failure.
+fn resume_point(replica: &Replica, from: SegmentKey, message: &str) -> Option<SegmentKey> {
+    let fails_here = |key: SegmentKey| matches!(replica.segments(key).next(), Some(Err(e)) if e.to_string() == message);
+    let (mut low, mut high) = (to_u192(from), [u64::MAX; 3]);
+    if fails_here(from_u192(high)) {
+        return None;
+    }
+    // Invariant: the scan fails at `low` and does not at `high`.
+    while let Some(gap) = difference(high, low).filter(|d| *d != [0, 0, 1]) {
+        let middle = add(low, half(gap));
+        if fails_here(from_u192(middle)) {
+            low = middle;
+        } else {
+            high = middle;
+        }
+    }
+    Some(from_u192(high))
+}
+
+fn next_key(key: SegmentKey) -> Option<SegmentKey> {
+    let value = to_u192(key);
+    (value != [u64::MAX; 3]).then(|| from_u192(add(value, [0, 0, 1])))
+}
+
+// 192-bit keys as big-endian limbs, for bisecting the audit log's key space.
+fn to_u192(key: SegmentKey) -> [u64; 3] {
+    [key.sender_id, key.epoch, key.sequence]
+}
+
+fn from_u192(value: [u64; 3]) -> SegmentKey {
+    SegmentKey { sender_id: value[0], epoch: value[1], sequence: value[2] }
+}
+
+fn add(a: [u64; 3], b: [u64; 3]) -> [u64; 3] {
+    let (low, carry) = a[2].overflowing_add(b[2]);
+    let (middle, carry_a) = a[1].overflowing_add(b[1]);
+    let (middle, carry_b) = middle.overflowing_add(u64::from(carry));
+    let high = a[0].wrapping_add(b[0]).wrapping_add(u64::from(carry_a || carry_b));
+    [high, middle, low]
+}
+
+/// `a - b` when `a > b`.
+fn difference(a: [u64; 3], b: [u64; 3]) -> Option<[u64; 3]> {
+    if a <= b {
+        return None;
+    }
+    let (low, borrow) = a[2].overflowing_sub(b[2]);
+    let (middle, borrow_a) = a[1].overflowing_sub(b[1]);
+    let (middle, borrow_b) = middle.overflowing_sub(u64::from(borrow));
+    let high = a[0].wrapping_sub(b[0]).wrapping_sub(u64::from(borrow_a || borrow_b));
+    Some([high, middle, low])
+}
+
+fn half(a: [u64; 3]) -> [u64; 3] {
+    [a[0] >> 1, (a[1] >> 1) | (a[0] << 63), (a[2] >> 1) | (a[1] << 63)]
+}
+
+/// A progress bar on stderr, or a hidden one.
+pub(crate) fn progress_bar(visible: bool, length: u64, what: &str) -> indicatif::ProgressBar {
+    if !visible {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(length);
+    let template = format!("{{spinner}} {what} [{{bar:40}}] {{human_pos}}/{{human_len}} {{per_sec}} eta {{eta}}");
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bisection_arithmetic_carries_between_limbs() {
+        assert_eq!(add([0, 0, u64::MAX], [0, 0, 1]), [0, 1, 0]);
+        assert_eq!(add([0, u64::MAX, u64::MAX], [0, 0, 1]), [1, 0, 0]);
+        assert_eq!(difference([1, 0, 0], [0, 0, 1]), Some([0, u64::MAX, u64::MAX]));
+        assert_eq!(difference([0, 0, 1], [0, 0, 1]), None);
+        assert_eq!(half([1, 0, 0]), [0, 1 << 63, 0]);
+        assert_eq!(next_key(SegmentKey { sender_id: 0, epoch: 0, sequence: u64::MAX }).map(to_u192), Some([0, 1, 0]));
+    }
+}

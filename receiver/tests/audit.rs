@@ -1,0 +1,725 @@
+//! The audit's promises, each as one test: a clean replica verifies clean; every kind of
+//! tampering with the RocksDB files (a point changed, deleted or inserted, an audit entry removed,
+//! a stored signature altered) is named; key rotation and revocation are honoured; a proof checks
+//! with the public key alone and fails after any single byte of it is changed.
+//!
+//! Replicas are real (segments sealed with `seal::seal`, applied with `Replica::apply`); tampering
+//! goes straight to the RocksDB files with the layout of `receiver/src/replica/layout.rs`.
+
+use std::path::Path;
+
+use diode_common::beacon::{Beacon, EpochReason};
+use diode_common::codec::{SeriesColumns, decode_columns, encode_columns, group_records};
+use diode_common::keys::{KeyId, SenderKey, TrustedKey, TrustedKeys, encode_hex};
+use diode_common::record::{Quality, Record, SeriesKey, Value};
+use diode_common::seal::{self, ChainPosition, GENESIS_HASH, OpenError, SealedSegment, SegmentHash};
+use diode_receiver::audit::cli::{AuditCommand, CheckProofArgs, ProofArgs, VerifyArgs};
+use diode_receiver::audit::proof::{check_proof, export_proof};
+use diode_receiver::audit::report::{AuditReport, Finding, GapKind};
+use diode_receiver::audit::verify::{VerifyOptions, verify_replica};
+use diode_receiver::replica::{BUCKET_NS, Replica, SegmentKey};
+
+const T0: i64 = 1_704_067_200_000_000_000;
+const SECOND: i64 = 1_000_000_000;
+const SENDER: u64 = 7;
+const EPOCH: u64 = 1;
+const SERIES: [&str; 3] = ["plant/a", "plant/b", "plant/c"];
+/// Records per series per segment.
+const ROWS: i64 = 20;
+const SEGMENTS: u64 = 5;
+
+fn key_a() -> SenderKey {
+    SenderKey::from_seed([3u8; 32])
+}
+
+fn key_b() -> SenderKey {
+    SenderKey::from_seed([4u8; 32])
+}
+
+/// Seals consecutive segments of one (sender, epoch) chain; the key may change between segments.
+struct Chain {
+    epoch: u64,
+    next_sequence: u64,
+    previous_hash: SegmentHash,
+}
+
+impl Chain {
+    fn new() -> Chain {
+        Chain::in_epoch(EPOCH)
+    }
+
+    fn in_epoch(epoch: u64) -> Chain {
+        Chain { epoch, next_sequence: 1, previous_hash: GENESIS_HASH }
+    }
+
+    fn seal(&mut self, records: &[Record], key: &SenderKey) -> (SealedSegment, Vec<SeriesColumns>) {
+        let position = ChainPosition {
+            sender_id: SENDER,
+            epoch: self.epoch,
+            sequence: self.next_sequence,
+            previous_hash: self.previous_hash,
+        };
+        let sealed_at_ns = T0 + self.next_sequence as i64 * 100 * SECOND;
+        let segment = seal::seal(position, &group_records(records), 3, sealed_at_ns, key);
+        self.next_sequence += 1;
+        self.previous_hash = segment.hash();
+        let series = seal::decode_verified(&segment).expect("a sealed segment decodes");
+        (segment, series)
+    }
+}
+
+fn record(series: &str, timestamp_ns: i64, value: f64) -> Record {
+    Record { series: SeriesKey::new(series), timestamp_ns, value: Value::F64(value), quality: Quality::GOOD }
+}
+
+/// Segment `sequence` (1-based): `ROWS` records of each series, one a second, values unique.
+fn records_of(sequence: u64) -> Vec<Record> {
+    let first = (sequence as i64 - 1) * ROWS;
+    (first..first + ROWS)
+        .flat_map(|row| {
+            SERIES
+                .iter()
+                .enumerate()
+                .map(move |(index, name)| record(name, T0 + row * SECOND, row as f64 + index as f64 * 1_000.0 + 0.25))
+        })
+        .collect()
+}
+
+/// Timestamp of row `row` of segment `sequence`.
+fn time_of(sequence: u64, row: i64) -> i64 {
+    T0 + ((sequence as i64 - 1) * ROWS + row) * SECOND
+}
+
+fn trust(keys: &[&SenderKey]) -> TrustedKeys {
+    TrustedKeys::new(keys.iter().map(|key| TrustedKey::new(key.public_key())).collect())
+}
+
+/// A replica of `SEGMENTS` segments signed by key A, and a beacon announcing the epoch.
+fn build_replica(path: &Path) {
+    let mut replica = Replica::open(path).unwrap();
+    let mut chain = Chain::new();
+    for sequence in 1..=SEGMENTS {
+        let (segment, series) = chain.seal(&records_of(sequence), &key_a());
+        replica.apply(&segment, &series, T0 + 1_000 * SECOND).unwrap();
+    }
+    let (beacon, raw) = beacon(SEGMENTS);
+    replica.record_beacon(&beacon, &raw, T0 + 1_001 * SECOND).unwrap();
+}
+
+fn beacon(head_sequence: u64) -> (Beacon, Vec<u8>) {
+    epoch_beacon(EPOCH, head_sequence, EpochReason::FirstStart, (0, 0, GENESIS_HASH))
+}
+
+/// A signed beacon of `epoch`, naming the previous epoch, its last sequence and that one's hash.
+fn epoch_beacon(
+    epoch: u64,
+    head_sequence: u64,
+    epoch_reason: EpochReason,
+    (previous_epoch, previous_epoch_last_sequence, previous_epoch_last_hash): (u64, u64, SegmentHash),
+) -> (Beacon, Vec<u8>) {
+    let key = key_a();
+    let beacon = Beacon {
+        epoch_reason,
+        sender_id: SENDER,
+        key_id: key.key_id(),
+        epoch,
+        head_sequence,
+        head_hash: [1u8; 32],
+        sent_at_ns: T0 + 1_000 * SECOND,
+        epoch_started_at_ns: T0,
+        oldest_retained_sequence: 1,
+        records_sealed: 0,
+        datagrams_sent: 0,
+        previous_epoch,
+        previous_epoch_last_sequence,
+        previous_epoch_last_hash,
+        spooled_records: 0,
+        beacon_counter: 1,
+        link_rate_kbit_s: 1_000,
+    };
+    let raw = beacon.sign(&key);
+    (beacon, raw)
+}
+
+fn audit(path: &Path, trusted: &TrustedKeys) -> AuditReport {
+    let replica = Replica::open_read_only(path).unwrap();
+    let options = VerifyOptions { threads: 2, ..VerifyOptions::default() };
+    verify_replica(&replica, trusted, &options).unwrap()
+}
+
+fn series_id(path: &Path, name: &str) -> u32 {
+    Replica::open_read_only(path).unwrap().series_id(&SeriesKey::new(name)).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw access to the replica's RocksDB files, as an attacker with file access would have.
+
+fn raw_db(path: &Path) -> rocksdb::DB {
+    rocksdb::DB::open_cf(&rocksdb::Options::default(), path, ["points", "series", "segments", "meta"]).unwrap()
+}
+
+/// `series id ‖ bucket start (sign bit flipped) ‖ epoch ‖ sequence ‖ sender id`, big-endian.
+fn point_key(series_id: u32, timestamp_ns: i64, sequence: u64) -> Vec<u8> {
+    let bucket = timestamp_ns - timestamp_ns.rem_euclid(BUCKET_NS);
+    let mut key = series_id.to_be_bytes().to_vec();
+    key.extend_from_slice(&((bucket as u64) ^ (1 << 63)).to_be_bytes());
+    key.extend_from_slice(&EPOCH.to_be_bytes());
+    key.extend_from_slice(&sequence.to_be_bytes());
+    key.extend_from_slice(&SENDER.to_be_bytes());
+    key
+}
+
+fn segment_key(sequence: u64) -> Vec<u8> {
+    [SENDER.to_be_bytes(), EPOCH.to_be_bytes(), sequence.to_be_bytes()].concat()
+}
+
+/// Rewrites the chunk of `name` written by segment `sequence` (all test data lies in one bucket).
+fn rewrite_chunk(path: &Path, name: &str, sequence: u64, change: impl FnOnce(&SeriesColumns) -> SeriesColumns) {
+    let id = series_id(path, name);
+    let db = raw_db(path);
+    let points = db.cf_handle("points").unwrap();
+    let key = point_key(id, time_of(sequence, 0), sequence);
+    let stored = db.get_cf(points, &key).unwrap().expect("the chunk exists");
+    let columns = decode_columns(&stored, SeriesKey::new(name)).unwrap();
+    let mut bytes = Vec::new();
+    encode_columns(&change(&columns), &mut bytes);
+    db.put_cf(points, &key, bytes).unwrap();
+}
+
+/// The columns without row `skip`, and with `replace` applied to the rest.
+fn copy_rows(columns: &SeriesColumns, skip: Option<usize>, replace: impl Fn(usize, f64) -> f64) -> SeriesColumns {
+    let mut copy = SeriesColumns::new(columns.key.clone());
+    for row in 0..columns.len() {
+        if Some(row) == skip {
+            continue;
+        }
+        let value = replace(row, columns.value(row).as_f64().unwrap());
+        copy.push(columns.timestamps_ns[row], Value::F64(value), columns.qualities[row]);
+    }
+    copy
+}
+
+fn kinds(report: &AuditReport) -> Vec<&'static str> {
+    report.findings.counts.iter().filter(|(_, count)| **count > 0).map(|(kind, _)| *kind).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// verify
+
+#[test]
+fn a_clean_replica_verifies_clean_with_its_epoch_announced() {
+    let directory = tempfile::tempdir().unwrap();
+    build_replica(directory.path());
+    let report = audit(directory.path(), &trust(&[&key_a()]));
+    assert!(report.is_clean(), "{}", report.summary_text());
+    assert_eq!((report.segments_stored, report.segments_verified), (SEGMENTS, SEGMENTS));
+    assert_eq!(report.links_checked, SEGMENTS, "genesis link and every link between neighbours");
+    let signed = SEGMENTS * ROWS as u64 * SERIES.len() as u64;
+    assert_eq!((report.points.expected, report.points.scanned, report.points.matched), (signed, signed, signed));
+    assert_eq!(report.epochs.len(), 1);
+    let epoch = &report.epochs[0];
+    assert_eq!((epoch.first_sequence, epoch.last_sequence), (Some(1), Some(SEGMENTS)));
+    assert!(epoch.announced_by_beacon && epoch.begins_at_genesis);
+    assert_eq!(epoch.first_seen_at_ns, Some(T0 + 1_000 * SECOND));
+    assert!(report.gaps.is_empty());
+    assert!(report.summary_text().contains("CLEAN"));
+    assert_eq!(report.to_json()["clean"], serde_json::json!(true));
+}
+
+#[test]
+fn a_tiny_memory_budget_gives_the_same_verdict_in_more_windows_and_passes() {
+    let directory = tempfile::tempdir().unwrap();
+    build_replica(directory.path());
+    let replica = Replica::open_read_only(directory.path()).unwrap();
+    let options = VerifyOptions { threads: 3, memory_budget_points: 7, ..VerifyOptions::default() };
+    let report = verify_replica(&replica, &trust(&[&key_a()]), &options).unwrap();
+    assert!(report.is_clean(), "{}", report.summary_text());
+    assert_eq!(report.points.matched, SEGMENTS * ROWS as u64 * SERIES.len() as u64);
+    assert!(report.points.segment_decodes > SEGMENTS, "the busy window was split into passes");
+}
+
+#[test]
+fn a_changed_point_value_is_named_by_series_and_timestamp() {
+    let directory = tempfile::tempdir().unwrap();
+    build_replica(directory.path());
+    rewrite_chunk(directory.path(), "plant/a", 3, |columns| {
+        copy_rows(columns, None, |row, value| if row == 5 { value + 1.0 } else { value })
+    });
+    let report = audit(directory.path(), &trust(&[&key_a()]));
+    assert_eq!(kinds(&report), vec!["point_changed"], "{}", report.summary_text());
+    assert_eq!(report.points.changed, 1);
+    let Finding::PointChanged { series, timestamp_ns, expected, found, segment } = &report.findings.listed[0] else {
+        panic!("{:?}", report.findings.listed)
+    };
+    assert_eq!((series.as_str(), *timestamp_ns, segment.sequence), ("plant/a", time_of(3, 5), 3));
+    assert_eq!(expected.0, Value::F64((2 * ROWS + 5) as f64 + 0.25));
+    assert_eq!(found.0, Value::F64((2 * ROWS + 5) as f64 + 1.25));
+    assert!(report.summary_text().contains("point CHANGED: plant/a"));
+}
+
+#[test]
+fn a_changed_point_quality_is_named_too() {
+    let directory = tempfile::tempdir().unwrap();
+    build_replica(directory.path());
+    rewrite_chunk(directory.path(), "plant/b", 1, |columns| {
+        let mut copy = columns.clone();
+        copy.qualities[0] = Quality::BAD;
+        copy
+    });
+    let report = audit(directory.path(), &trust(&[&key_a()]));
+    assert_eq!(kinds(&report), vec!["point_changed"]);
+    assert!(matches!(&report.findings.listed[0],
+        Finding::PointChanged { series, timestamp_ns, found, .. } if series == "plant/b" && *timestamp_ns == T0 && found.1 == Quality::BAD));
+}
+
+#[test]
+fn a_deleted_point_is_named_by_series_and_timestamp() {
+    let directory = tempfile::tempdir().unwrap();
+    build_replica(directory.path());
+    rewrite_chunk(directory.path(), "plant/b", 2, |columns| copy_rows(columns, Some(7), |_, value| value));
+    let report = audit(directory.path(), &trust(&[&key_a()]));
+    assert_eq!(kinds(&report), vec!["point_deleted"], "{}", report.summary_text());
+    assert!(matches!(&report.findings.listed[0],
+        Finding::PointDeleted { series, timestamp_ns, segment, .. }
+            if series == "plant/b" && *timestamp_ns == time_of(2, 7) && segment.sequence == 2));
+}
+
+#[test]
+fn a_point_inserted_under_a_segment_that_does_not_exist_is_named_as_added() {
+    let directory = tempfile::tempdir().unwrap();
+    build_replica(directory.path());
+    let id = series_id(directory.path(), "plant/c");
+    let forged_at = T0 + 7 * BUCKET_NS + 123;
+    let mut forged = SeriesColumns::new(SeriesKey::new("plant/c"));
+    forged.push(forged_at, Value::F64(42.0), Quality::GOOD);
+    let mut bytes = Vec::new();
+    encode_columns(&forged, &mut bytes);
+    {
+        let db = raw_db(directory.path());
+        db.put_cf(db.cf_handle("points").unwrap(), point_key(id, forged_at, 999), bytes).unwrap();
+    }
+    let report = audit(directory.path(), &trust(&[&key_a()]));
+    assert_eq!(kinds(&report), vec!["point_added"], "{}", report.summary_text());
+    assert!(matches!(&report.findings.listed[0],
+        Finding::PointAdded { series, timestamp_ns, found, .. }
+            if series == "plant/c" && *timestamp_ns == forged_at && found.0 == Value::F64(42.0)));
+}
+
+#[test]
+fn a_point_slipped_into_a_signed_chunk_is_named_as_added() {
+    let directory = tempfile::tempdir().unwrap();
+    build_replica(directory.path());
+    let slipped_at = time_of(4, 3) + 500_000_000;
+    rewrite_chunk(directory.path(), "plant/a", 4, |columns| {
+        let mut copy = columns.clone();
+        copy.push(slipped_at, Value::F64(-1.0), Quality::GOOD);
+        copy
+    });
+    let report = audit(directory.path(), &trust(&[&key_a()]));
+    assert_eq!(kinds(&report), vec!["point_added"]);
+    assert!(
+        matches!(&report.findings.listed[0], Finding::PointAdded { timestamp_ns, .. } if *timestamp_ns == slipped_at)
+    );
+}
+
+#[test]
+fn a_removed_audit_entry_is_named_by_sequence_and_its_points_become_unsigned() {
+    let directory = tempfile::tempdir().unwrap();
+    build_replica(directory.path());
+    {
+        let db = raw_db(directory.path());
+        db.delete_cf(db.cf_handle("segments").unwrap(), segment_key(3)).unwrap();
+    }
+    let report = audit(directory.path(), &trust(&[&key_a()]));
+    assert_eq!(kinds(&report), vec!["point_added", "segments_removed"], "{}", report.summary_text());
+    assert!(report.findings.listed.contains(&Finding::SegmentsRemoved {
+        sender_id: SENDER,
+        epoch: EPOCH,
+        first_sequence: 3,
+        last_sequence: 3
+    }));
+    assert_eq!(report.points.added, ROWS as u64 * SERIES.len() as u64, "segment 3's points are backed by nothing");
+    assert_eq!(report.gaps.len(), 1);
+    assert_eq!(
+        (report.gaps[0].first_sequence, report.gaps[0].last_sequence, report.gaps[0].kind),
+        (3, 3, GapKind::RemovedAfterApply)
+    );
+    assert_eq!(report.links_checked, SEGMENTS - 2, "the links 2→3 and 3→4 cannot be checked");
+}
+
+#[test]
+fn an_altered_stored_signature_is_named_by_sequence() {
+    let directory = tempfile::tempdir().unwrap();
+    build_replica(directory.path());
+    {
+        let db = raw_db(directory.path());
+        let segments = db.cf_handle("segments").unwrap();
+        let mut entry = db.get_cf(segments, segment_key(2)).unwrap().unwrap();
+        // version (1) ‖ applied at (8) ‖ header (136) ‖ signature (64) ‖ payload
+        entry[9 + 136 + 10] ^= 0x01;
+        db.put_cf(segments, segment_key(2), entry).unwrap();
+    }
+    let report = audit(directory.path(), &trust(&[&key_a()]));
+    assert!(report.findings.listed.contains(&Finding::SegmentInvalid {
+        segment: SegmentKey { sender_id: SENDER, epoch: EPOCH, sequence: 2 },
+        check: "bad_signature",
+        message: OpenError::BadSignature { key_id: key_a().key_id() }.to_string(),
+    }));
+    assert_eq!(kinds(&report), vec!["point_added", "segment_invalid"], "{}", report.summary_text());
+    assert_eq!(report.points.added, ROWS as u64 * SERIES.len() as u64);
+    assert_eq!(report.segments_verified, SEGMENTS - 1);
+}
+
+#[test]
+fn a_damaged_audit_entry_does_not_stop_the_walk() {
+    let directory = tempfile::tempdir().unwrap();
+    build_replica(directory.path());
+    {
+        let db = raw_db(directory.path());
+        let segments = db.cf_handle("segments").unwrap();
+        let mut entry = db.get_cf(segments, segment_key(2)).unwrap().unwrap();
+        entry[0] = 9; // an unknown audit entry version
+        db.put_cf(segments, segment_key(2), entry).unwrap();
+    }
+    let report = audit(directory.path(), &trust(&[&key_a()]));
+    assert_eq!(report.segments_stored, SEGMENTS - 1, "every entry after the damaged one was read");
+    assert!(kinds(&report).contains(&"audit_log_unreadable"), "{}", report.summary_text());
+}
+
+#[test]
+fn never_received_segments_are_gaps_not_findings() {
+    let directory = tempfile::tempdir().unwrap();
+    {
+        let mut replica = Replica::open(directory.path()).unwrap();
+        let mut chain = Chain::new();
+        for sequence in 1..=SEGMENTS {
+            let (segment, series) = chain.seal(&records_of(sequence), &key_a());
+            if sequence != 2 {
+                replica.apply(&segment, &series, T0).unwrap();
+            }
+        }
+        let (beacon, raw) = beacon(SEGMENTS + 1);
+        replica.record_beacon(&beacon, &raw, T0).unwrap();
+    }
+    let report = audit(directory.path(), &trust(&[&key_a()]));
+    assert!(report.is_clean(), "{}", report.summary_text());
+    let gaps: Vec<(u64, u64, GapKind)> =
+        report.gaps.iter().map(|g| (g.first_sequence, g.last_sequence, g.kind)).collect();
+    assert_eq!(gaps, vec![(2, 2, GapKind::NeverReceived), (SEGMENTS + 1, SEGMENTS + 1, GapKind::NeverReceived)]);
+}
+
+#[test]
+fn a_sequence_range_checks_only_those_segments_and_their_time_span() {
+    let directory = tempfile::tempdir().unwrap();
+    build_replica(directory.path());
+    rewrite_chunk(directory.path(), "plant/a", 1, |columns| copy_rows(columns, None, |_, value| value + 1.0));
+    let replica = Replica::open_read_only(directory.path()).unwrap();
+    let options = VerifyOptions { sequences: Some(3..=4), ..VerifyOptions::default() };
+    let report = verify_replica(&replica, &trust(&[&key_a()]), &options).unwrap();
+    assert!(report.is_clean(), "segment 1's points lie outside the span: {}", report.summary_text());
+    assert_eq!((report.segments_selected, report.links_checked), (2, 2), "links 2→3 and 3→4");
+    assert_eq!(report.point_span, Some((time_of(3, 0), time_of(4, ROWS - 1))));
+    let options = VerifyOptions { sequences: Some(1..=1), ..VerifyOptions::default() };
+    assert_eq!(verify_replica(&replica, &trust(&[&key_a()]), &options).unwrap().points.changed, ROWS as u64);
+}
+
+/// Epoch 1 (three segments), then epoch 2 (two segments) announced by a beacon naming epoch 1's
+/// end as sequence 3 with `claimed_end_hash`.
+fn two_epochs(path: &Path, claimed_end_hash: Option<SegmentHash>) {
+    let mut replica = Replica::open(path).unwrap();
+    let mut first = Chain::in_epoch(1);
+    let mut end_hash = GENESIS_HASH;
+    for sequence in 1..=3 {
+        let (segment, series) = first.seal(&records_of(sequence), &key_a());
+        end_hash = segment.hash();
+        replica.apply(&segment, &series, T0).unwrap();
+    }
+    let mut second = Chain::in_epoch(2);
+    for sequence in 4..=5 {
+        let (segment, series) = second.seal(&records_of(sequence), &key_a());
+        replica.apply(&segment, &series, T0 + 10 * SECOND).unwrap();
+    }
+    let end = (1, 3, claimed_end_hash.unwrap_or(end_hash));
+    let (beacon, raw) = epoch_beacon(2, 2, EpochReason::Operator, end);
+    replica.record_beacon(&beacon, &raw, T0 + 20 * SECOND).unwrap();
+}
+
+#[test]
+fn each_epoch_is_listed_with_where_it_begins_why_and_where_the_one_before_ended() {
+    let directory = tempfile::tempdir().unwrap();
+    two_epochs(directory.path(), None);
+    let report = audit(directory.path(), &trust(&[&key_a()]));
+    assert!(report.is_clean(), "{}", report.summary_text());
+    let epochs: Vec<_> = report
+        .epochs
+        .iter()
+        .map(|e| (e.epoch, e.first_sequence, e.last_sequence, e.begins_at_genesis, e.announced_by_beacon, e.reason))
+        .collect();
+    assert_eq!(
+        epochs,
+        vec![(1, Some(1), Some(3), true, true, None), (2, Some(1), Some(2), true, true, Some("operator"))]
+    );
+    assert_eq!((report.epochs[0].ended_at_sequence, report.epochs[0].end_hash_verified), (Some(3), Some(true)));
+    assert_eq!(report.epochs[1].first_seen_at_ns, Some(T0 + 10 * SECOND));
+}
+
+#[test]
+fn a_beacon_naming_another_end_of_the_previous_epoch_is_a_forked_chain() {
+    let directory = tempfile::tempdir().unwrap();
+    two_epochs(directory.path(), Some([5u8; 32]));
+    let report = audit(directory.path(), &trust(&[&key_a()]));
+    assert_eq!(kinds(&report), vec!["epoch_end_mismatch"], "{}", report.summary_text());
+    assert_eq!(report.epochs[0].end_hash_verified, Some(false));
+}
+
+// ---------------------------------------------------------------------------------------------
+// key rotation and revocation
+
+/// Segments 1..=3 signed by key A, 4..=6 by key B, in one chain.
+fn rotated_segments() -> Vec<(SealedSegment, Vec<SeriesColumns>)> {
+    let mut chain = Chain::new();
+    (1..=6)
+        .map(|sequence| {
+            let key = if sequence <= 3 { key_a() } else { key_b() };
+            chain.seal(&records_of(sequence), &key)
+        })
+        .collect()
+}
+
+/// A retired at the rotation (sealed-at of segment 4 minus a bit), B valid from then on.
+fn rotation_trust(a_valid_until_ns: i64) -> TrustedKeys {
+    let mut a = TrustedKey::new(key_a().public_key());
+    a.valid_until_ns = Some(a_valid_until_ns);
+    let mut b = TrustedKey::new(key_b().public_key());
+    b.valid_from_ns = Some(T0 + 350 * SECOND);
+    TrustedKeys::new(vec![a, b])
+}
+
+#[test]
+fn segments_under_key_a_then_key_b_are_accepted_and_verify_clean() {
+    let trusted = rotation_trust(T0 + 350 * SECOND);
+    let directory = tempfile::tempdir().unwrap();
+    {
+        let mut replica = Replica::open(directory.path()).unwrap();
+        for (segment, _) in rotated_segments() {
+            let (opened, series) = seal::open_records(&segment.to_bytes(), &trusted).expect("both keys are trusted");
+            replica.apply(&opened, &series, T0).unwrap();
+        }
+    }
+    let report = audit(directory.path(), &trusted);
+    assert!(report.is_clean(), "{}", report.summary_text());
+    let usage: Vec<(KeyId, u64)> = report.keys_used.iter().map(|usage| (usage.key_id, usage.segments)).collect();
+    let mut expected = vec![(key_a().key_id(), 3), (key_b().key_id(), 3)];
+    expected.sort();
+    assert_eq!(usage, expected);
+    assert_eq!(report.links_checked, 6, "the chain continues across the key change");
+}
+
+#[test]
+fn a_revoked_key_has_its_later_segments_refused_and_flagged() {
+    // Key A revoked at segment 3's sealing time minus one second.
+    let revoked = rotation_trust(T0 + 299 * SECOND);
+    let segments = rotated_segments();
+    let refused = seal::open(&segments[2].0.to_bytes(), &revoked).unwrap_err();
+    assert!(matches!(refused, OpenError::KeyNotValidAt { .. }), "{refused}");
+    assert!(seal::open(&segments[1].0.to_bytes(), &revoked).is_ok(), "earlier segments stay valid");
+
+    // A replica that applied segment 3 before the revocation was configured is flagged.
+    let directory = tempfile::tempdir().unwrap();
+    {
+        let mut replica = Replica::open(directory.path()).unwrap();
+        for (segment, series) in &segments {
+            replica.apply(segment, series, T0).unwrap();
+        }
+    }
+    let report = audit(directory.path(), &revoked);
+    assert_eq!(kinds(&report), vec!["point_added", "segment_invalid"], "{}", report.summary_text());
+    assert!(matches!(&report.findings.listed[0],
+        Finding::SegmentInvalid { segment, check: "key_not_valid", .. } if segment.sequence == 3));
+    assert_eq!(report.points.added, ROWS as u64 * SERIES.len() as u64);
+}
+
+// ---------------------------------------------------------------------------------------------
+// proofs
+
+/// A replica where `plant/d` appears only in segments 1 and 5 (5 corrects one of 1's values), so
+/// a proof of it needs the chain headers of 2, 3 and 4.
+fn build_proof_replica(path: &Path) {
+    let mut replica = Replica::open(path).unwrap();
+    let mut chain = Chain::new();
+    for sequence in 1..=SEGMENTS {
+        let mut records = records_of(sequence);
+        if sequence == 1 {
+            records.extend((0..4).map(|i| record("plant/d", T0 + i * SECOND, 10.0 + i as f64)));
+        }
+        if sequence == SEGMENTS {
+            records.push(record("plant/d", T0 + 2 * SECOND, 99.5));
+            records.push(record("plant/d", T0 + 9 * SECOND, 19.0));
+        }
+        let (segment, series) = chain.seal(&records, &key_a());
+        replica.apply(&segment, &series, T0).unwrap();
+    }
+}
+
+fn exported(path: &Path, name: &str, from_ns: i64, to_ns: i64) -> Vec<u8> {
+    let replica = Replica::open_read_only(path).unwrap();
+    let info = replica.series_info(replica.series_id(&SeriesKey::new(name)).unwrap()).unwrap();
+    export_proof(&replica, &trust(&[&key_a()]), &info, from_ns, to_ns).unwrap().to_bytes()
+}
+
+#[test]
+fn a_proof_checks_with_the_public_key_alone_and_shows_the_last_write() {
+    let directory = tempfile::tempdir().unwrap();
+    build_proof_replica(directory.path());
+    let bytes = exported(directory.path(), "plant/d", T0, T0 + 10 * SECOND);
+    drop(directory);
+    let checked = check_proof(&bytes, &TrustedKeys::single(key_a().public_key())).expect("the proof verifies");
+    let points: Vec<(i64, Value)> = checked.points.iter().map(|p| (p.timestamp_ns, p.value.clone())).collect();
+    assert_eq!(
+        points,
+        vec![
+            (T0, Value::F64(10.0)),
+            (T0 + SECOND, Value::F64(11.0)),
+            (T0 + 2 * SECOND, Value::F64(99.5)),
+            (T0 + 3 * SECOND, Value::F64(13.0)),
+            (T0 + 9 * SECOND, Value::F64(19.0)),
+        ]
+    );
+    let sequences: Vec<u64> = checked.segments.iter().map(|s| s.key.sequence).collect();
+    assert_eq!(sequences, vec![1, SEGMENTS]);
+    assert_eq!(checked.chain_runs.len(), 1);
+    assert_eq!((checked.chain_runs[0].first_sequence, checked.chain_runs[0].last_sequence), (1, SEGMENTS));
+    assert!(checked.describe().contains("proof VERIFIED: 5 points of plant/d"));
+
+    let stranger = SenderKey::from_seed([9u8; 32]);
+    assert!(check_proof(&bytes, &TrustedKeys::single(stranger.public_key())).is_err());
+}
+
+#[test]
+fn a_proof_fails_after_any_single_byte_is_changed() {
+    let directory = tempfile::tempdir().unwrap();
+    build_proof_replica(directory.path());
+    let bytes = exported(directory.path(), "plant/d", T0, T0 + 10 * SECOND);
+    let keys = TrustedKeys::single(key_a().public_key());
+    check_proof(&bytes, &keys).expect("the untouched proof verifies");
+    assert!(bytes.len() > 1_000, "the proof holds two segments and three chain headers");
+    let mut accepted = Vec::new();
+    for position in 0..bytes.len() {
+        for mask in [0x01u8, 0x80, 0xFF] {
+            let mut changed = bytes.clone();
+            changed[position] ^= mask;
+            if check_proof(&changed, &keys).is_ok() {
+                accepted.push((position, mask));
+            }
+        }
+    }
+    // Every other value, at every 32nd position.
+    for position in (0..bytes.len()).step_by(32) {
+        for value in 0..=255u8 {
+            let mut changed = bytes.clone();
+            if changed[position] != value {
+                changed[position] = value;
+                if check_proof(&changed, &keys).is_ok() {
+                    accepted.push((position, value));
+                }
+            }
+        }
+    }
+    assert!(accepted.is_empty(), "{} changed files were accepted: {accepted:?}", accepted.len());
+    // Truncations and an extra byte are refused too.
+    for length in 0..bytes.len() {
+        assert!(check_proof(&bytes[..length], &keys).is_err(), "truncated to {length}");
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(check_proof(&longer, &keys).is_err());
+}
+
+#[test]
+fn a_proof_of_one_instant_holds_just_that_point() {
+    let directory = tempfile::tempdir().unwrap();
+    build_replica(directory.path());
+    let bytes = exported(directory.path(), "plant/b", time_of(4, 2), time_of(4, 2));
+    let checked = check_proof(&bytes, &TrustedKeys::single(key_a().public_key())).unwrap();
+    assert_eq!(checked.points.len(), 1);
+    assert_eq!(checked.points[0].value, Value::F64((3 * ROWS + 2) as f64 + 1_000.25));
+    assert_eq!(checked.segments.len(), 1);
+}
+
+#[test]
+fn a_proof_is_refused_for_points_the_signed_segments_do_not_back() {
+    let directory = tempfile::tempdir().unwrap();
+    build_replica(directory.path());
+    rewrite_chunk(directory.path(), "plant/a", 2, |columns| copy_rows(columns, None, |_, value| value * 2.0));
+    let replica = Replica::open_read_only(directory.path()).unwrap();
+    let info = replica.series_info(replica.series_id(&SeriesKey::new("plant/a")).unwrap()).unwrap();
+    let error = export_proof(&replica, &trust(&[&key_a()]), &info, time_of(2, 0), time_of(2, 3)).unwrap_err();
+    assert!(error.to_string().contains("audit verify"), "{error}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// the commands
+
+/// A receiver config beside the replica, trusting key A.
+fn write_config(directory: &Path, replica: &Path) -> std::path::PathBuf {
+    std::fs::write(directory.join("signing.pub"), encode_hex(key_a().public_key().as_bytes()) + "\n").unwrap();
+    let config = format!(
+        "replica_dir = {:?}\n[link]\nlisten = \"127.0.0.1:7400\"\n[keys]\nlink_key = \"link.key\"\n\
+         [[keys.trusted]]\npublic_key = \"signing.pub\"\n",
+        replica.display().to_string()
+    );
+    let path = directory.join("receiver.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+#[test]
+fn the_commands_verify_export_and_check_and_fail_on_tampering() {
+    let directory = tempfile::tempdir().unwrap();
+    let replica = directory.path().join("replica");
+    build_replica(&replica);
+    let config = write_config(directory.path(), &replica);
+    let report = directory.path().join("report.json");
+    let verify = |json: &Path| {
+        diode_receiver::audit::cli::run(AuditCommand::Verify(VerifyArgs {
+            config: config.clone(),
+            from_seq: None,
+            to_seq: None,
+            json: Some(json.to_owned()),
+            memory_budget_points: 1_000_000,
+        }))
+    };
+    verify(&report).expect("a clean replica passes");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(json["clean"], serde_json::json!(true));
+    assert_eq!(json["epochs"][0]["announced_by_beacon"], serde_json::json!(true));
+
+    let proof = directory.path().join("plant-a.proof");
+    diode_receiver::audit::cli::run(AuditCommand::Proof(ProofArgs {
+        config: config.clone(),
+        series: "plant/a".to_owned(),
+        at: None,
+        from: Some(T0.to_string()),
+        to: Some((T0 + 30 * SECOND).to_string()),
+        out: proof.clone(),
+    }))
+    .expect("proof exported");
+    let check = |pubkey: &Path| {
+        diode_receiver::audit::cli::run(AuditCommand::CheckProof(CheckProofArgs {
+            file: proof.clone(),
+            pubkey: vec![pubkey.to_owned()],
+        }))
+    };
+    check(&directory.path().join("signing.pub")).expect("the proof checks");
+    let other = directory.path().join("other.pub");
+    std::fs::write(&other, encode_hex(key_b().public_key().as_bytes())).unwrap();
+    assert!(check(&other).is_err(), "another key does not check it");
+
+    rewrite_chunk(&replica, "plant/c", 5, |columns| copy_rows(columns, Some(0), |_, value| value));
+    let error = verify(&report).unwrap_err().to_string();
+    assert!(error.contains("1 point_deleted"), "{error}");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(json["findings"][0]["kind"], serde_json::json!("point_deleted"));
+    assert_eq!(json["findings"][0]["series"], serde_json::json!("plant/c"));
+    assert_eq!(json["findings"][0]["timestamp_ns"], serde_json::json!(time_of(5, 0)));
+}
