@@ -50,6 +50,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// `Ok` when no token is configured or the request carries it; otherwise the 401 to return.
+#[allow(clippy::result_large_err)] // the error is the response itself, returned at once
 pub fn authorised(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
     let Some(expected) = &state.token else { return Ok(()) };
     let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));

@@ -59,7 +59,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn open_read_only(config: &PathBuf) -> anyhow::Result<Replica> {
+fn open_read_only(config: &std::path::Path) -> anyhow::Result<Replica> {
     let config = ReceiverConfig::load(config)?;
     Replica::open_read_only(&config.replica_dir)
         .with_context(|| format!("cannot read the replica in {}", config.replica_dir.display()))

@@ -268,7 +268,7 @@ pub fn run(config: ReceiverConfig) -> anyhow::Result<()> {
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let http = config.http.clone();
-    let outcome = runtime.block_on(async {
+    runtime.block_on(async {
         if let Some(listen) = http.listen {
             let shared = Arc::clone(&shared);
             let token = http.bearer_token.clone();
@@ -288,7 +288,6 @@ pub fn run(config: ReceiverConfig) -> anyhow::Result<()> {
             _ = stopped_by_thread => {}
         }
     });
-    let () = outcome;
     shared.stop.store(true, Ordering::Relaxed);
     let receive_result = receive.join().map_err(|_| anyhow::anyhow!("the receive thread panicked"))?;
     let apply_result = apply.join().map_err(|_| anyhow::anyhow!("the apply thread panicked"))?;

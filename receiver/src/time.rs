@@ -65,10 +65,10 @@ pub fn parse_time(text: &str, now_ns: i64) -> anyhow::Result<i64> {
     if text == "now" {
         return Ok(now_ns);
     }
-    if let Some(ago) = text.strip_prefix("now-").or_else(|| text.strip_prefix('-')) {
-        if !ago.chars().all(|c| c.is_ascii_digit()) {
-            return Ok(now_ns - parse_duration(ago)?);
-        }
+    if let Some(ago) = text.strip_prefix("now-").or_else(|| text.strip_prefix('-'))
+        && !ago.chars().all(|c| c.is_ascii_digit())
+    {
+        return Ok(now_ns - parse_duration(ago)?);
     }
     if let Ok(number) = text.parse::<i64>() {
         // Epoch numbers: seconds up to 1e11 (year 5138), milliseconds up to 1e14, then us, then ns.

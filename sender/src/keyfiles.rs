@@ -25,20 +25,25 @@ pub struct GeneratedKeys {
 /// Writes a fresh signing key pair and link key into `dir`. Refuses to replace existing files
 /// unless `force`, because a replaced link key silently cuts the link and a replaced signing key
 /// needs the receivers' trust updated.
-pub fn generate(dir: &Path, force: bool) -> anyhow::Result<GeneratedKeys> {
+///
+/// With `signing_only`, only a new signing key pair is written and the link key is left alone: the
+/// first step of a key rotation (docs/key-rotation.md).
+pub fn generate(dir: &Path, force: bool, signing_only: bool) -> anyhow::Result<GeneratedKeys> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create key directory {}", dir.display()))?;
-    let paths = [dir.join(SIGNING_KEY_FILE), dir.join(PUBLIC_KEY_FILE), dir.join(LINK_KEY_FILE)];
-    if !force {
-        if let Some(existing) = paths.iter().find(|p| p.exists()) {
-            bail!("{} already exists; pass --force to replace the keys in {}", existing.display(), dir.display());
-        }
+    let mut paths = vec![dir.join(SIGNING_KEY_FILE), dir.join(PUBLIC_KEY_FILE)];
+    if !signing_only {
+        paths.push(dir.join(LINK_KEY_FILE));
+    }
+    if !force && let Some(existing) = paths.iter().find(|p| p.exists()) {
+        bail!("{} already exists; pass --force to replace the keys in {}", existing.display(), dir.display());
     }
     let key = SenderKey::from_seed(random_bytes()?);
-    let link_key = random_bytes()?;
     write_key_file(&paths[0], &key.seed(), 0o600)?;
     write_key_file(&paths[1], key.public_key().as_bytes(), 0o644)?;
-    write_key_file(&paths[2], &link_key, 0o600)?;
-    Ok(GeneratedKeys { key_id: key.key_id().to_string(), files: paths.to_vec() })
+    if !signing_only {
+        write_key_file(&paths[2], &random_bytes()?, 0o600)?;
+    }
+    Ok(GeneratedKeys { key_id: key.key_id().to_string(), files: paths })
 }
 
 fn random_bytes() -> anyhow::Result<[u8; 32]> {
@@ -99,7 +104,7 @@ mod tests {
     #[test]
     fn keygen_writes_private_files_with_mode_0600() {
         let dir = tempfile::tempdir().unwrap();
-        let generated = generate(dir.path(), false).unwrap();
+        let generated = generate(dir.path(), false, false).unwrap();
         assert_eq!(generated.key_id.len(), 16);
         for name in [SIGNING_KEY_FILE, LINK_KEY_FILE] {
             let mode = fs::metadata(dir.path().join(name)).unwrap().permissions().mode() & 0o777;
@@ -113,17 +118,29 @@ mod tests {
     #[test]
     fn keygen_refuses_to_overwrite_without_force() {
         let dir = tempfile::tempdir().unwrap();
-        let first = generate(dir.path(), false).unwrap();
-        let error = generate(dir.path(), false).err().unwrap().to_string();
+        let first = generate(dir.path(), false, false).unwrap();
+        let error = generate(dir.path(), false, false).err().unwrap().to_string();
         assert!(error.contains("--force"), "{error}");
-        let second = generate(dir.path(), true).unwrap();
+        let second = generate(dir.path(), true, false).unwrap();
         assert_ne!(first.key_id, second.key_id);
+    }
+
+    #[test]
+    fn a_signing_only_keygen_keeps_the_link_key() {
+        let dir = tempfile::tempdir().unwrap();
+        generate(dir.path(), false, false).unwrap();
+        let link_key = fs::read(dir.path().join(LINK_KEY_FILE)).unwrap();
+        let rotated = generate(&dir.path().join("next"), false, true).unwrap();
+        assert_eq!(rotated.files.len(), 2);
+        assert!(!dir.path().join("next").join(LINK_KEY_FILE).exists());
+        assert!(generate(&dir.path().join("next"), false, true).is_err(), "refuses to overwrite");
+        assert_eq!(fs::read(dir.path().join(LINK_KEY_FILE)).unwrap(), link_key);
     }
 
     #[test]
     fn a_world_readable_signing_key_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        generate(dir.path(), false).unwrap();
+        generate(dir.path(), false, false).unwrap();
         let path = dir.path().join(SIGNING_KEY_FILE);
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         let error = load_signing_key(&path).err().unwrap().to_string();

@@ -25,6 +25,9 @@ enum Command {
         /// Replace existing keys (receivers must then trust the new signing.pub and link.key).
         #[arg(long)]
         force: bool,
+        /// Write only a new signing key pair, not a link key: for a key rotation.
+        #[arg(long)]
+        signing_only: bool,
     },
     /// Run the sender: sources, spool, sealing, and the one-way link.
     Run {
@@ -95,13 +98,17 @@ fn load(path: &PathBuf) -> anyhow::Result<SenderConfig> {
 
 fn execute(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Keygen { dir, force } => {
-            let generated = keyfiles::generate(&dir, force)?;
+        Command::Keygen { dir, force, signing_only } => {
+            let generated = keyfiles::generate(&dir, force, signing_only)?;
             println!("key id {}", generated.key_id);
             for file in generated.files {
                 println!("wrote {}", file.display());
             }
-            println!("copy signing.pub and link.key to the receiver; keep signing.key on this appliance only");
+            if signing_only {
+                println!("add signing.pub to the receivers' [[keys.trusted]] before the sender uses signing.key");
+            } else {
+                println!("copy signing.pub and link.key to the receiver; keep signing.key on this appliance only");
+            }
             Ok(())
         }
         Command::Run { config, exit_when_done, linger_ms } => {
