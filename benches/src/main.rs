@@ -98,7 +98,10 @@ fn demo(dir: Option<PathBuf>, seconds: u64, loss: f64) -> anyhow::Result<()> {
     };
     let expected = options.max_records;
     println!("diode demo: {series} simulated plant series at {rate_hz} Hz for {seconds} s ({expected} points),");
-    println!("sent one way over UDP through a relay that drops {:.0} % of datagrams, reorders and duplicates some.", loss * 100.0);
+    println!(
+        "sent one way over UDP through a relay that drops {:.0} % of datagrams, reorders and duplicates some.",
+        loss * 100.0
+    );
     println!("lab folder: {}\n", dir.display());
     let mut lab = Lab::new(&dir, options)?;
     lab.start_receiver()?;
@@ -124,14 +127,24 @@ fn demo(dir: Option<PathBuf>, seconds: u64, loss: f64) -> anyhow::Result<()> {
     println!("summary");
     println!("  points sent                 {expected}");
     println!("  points in the replica       {}", verification.found_points);
-    println!("  missing / extra / altered   {} / {} / {}", verification.missing, verification.extra, verification.different);
-    println!("  datagrams dropped by relay  {} of {}", relay.dropped.load(Ordering::Relaxed), relay.received.load(Ordering::Relaxed));
+    println!(
+        "  missing / extra / altered   {} / {} / {}",
+        verification.missing, verification.extra, verification.different
+    );
+    println!(
+        "  datagrams dropped by relay  {} of {}",
+        relay.dropped.load(Ordering::Relaxed),
+        relay.received.load(Ordering::Relaxed)
+    );
     println!("  segments applied            {}", metric("diode_receiver_segments_applied_total"));
     println!("  segments recovered by FEC   {}", metric("diode_receiver_segments_recovered_by_fec_total"));
     println!("  segments lost               {}", lost_segments(&lab)?);
     print_sample(&lab)?;
     anyhow::ensure!(verification.is_exact(), "the replica differs from what was sent: {verification:?}");
-    println!("\nthe replica equals the source. Try: diode-receiver status --config {}", lab.receiver_config().display());
+    println!(
+        "\nthe replica equals the source. Try: diode-receiver status --config {}",
+        lab.receiver_config().display()
+    );
     Ok(())
 }
 
@@ -210,7 +223,14 @@ fn measure(options: LabOptions) -> anyhow::Result<Measurement> {
     let _ = lab.wait_sender(Duration::from_secs(60));
     lab.stop_receiver()?;
     let verification = lab.verify_replica()?;
-    Ok(Measurement { seconds, points: verification.found_points, wire_bytes, sender_cpu, receiver_cpu, exact: verification.is_exact() })
+    Ok(Measurement {
+        seconds,
+        points: verification.found_points,
+        wire_bytes,
+        sender_cpu,
+        receiver_cpu,
+        exact: verification.is_exact(),
+    })
 }
 
 fn throughput(points: u64, series: usize, loss: f64, overhead: f64, rate_mbit_s: f64) -> anyhow::Result<()> {
@@ -227,14 +247,29 @@ fn throughput(points: u64, series: usize, loss: f64, overhead: f64, rate_mbit_s:
         ..LabOptions::default()
     };
     let m = measure(options)?;
-    println!("throughput on loopback, both appliances on this machine ({} cores)", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "throughput on loopback, both appliances on this machine ({} cores)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     println!("  points                      {} (replica exact: {})", m.points, m.exact);
     println!("  relay loss                  {:.1} %", loss * 100.0);
     println!("  elapsed                     {:.2} s (first record sealed to last point applied)", m.seconds);
     println!("  sustained                   {:.0} points/s", m.points as f64 / m.seconds);
-    println!("  wire bytes per point        {:.3} (IP/UDP headers and {:.0} % FEC included)", m.wire_bytes as f64 / m.points as f64, overhead * 100.0);
-    println!("  sender CPU                  {:.2} s ({:.0} % of one core)", m.sender_cpu, 100.0 * m.sender_cpu / m.seconds);
-    println!("  receiver CPU                {:.2} s ({:.0} % of one core)", m.receiver_cpu, 100.0 * m.receiver_cpu / m.seconds);
+    println!(
+        "  wire bytes per point        {:.3} (IP/UDP headers and {:.0} % FEC included)",
+        m.wire_bytes as f64 / m.points as f64,
+        overhead * 100.0
+    );
+    println!(
+        "  sender CPU                  {:.2} s ({:.0} % of one core)",
+        m.sender_cpu,
+        100.0 * m.sender_cpu / m.seconds
+    );
+    println!(
+        "  receiver CPU                {:.2} s ({:.0} % of one core)",
+        m.receiver_cpu,
+        100.0 * m.receiver_cpu / m.seconds
+    );
     anyhow::ensure!(m.exact, "the replica is not exact");
     Ok(())
 }
@@ -257,7 +292,13 @@ fn loss_table(points: u64) -> anyhow::Result<()> {
             series: 1_000,
             max_records: points,
             realtime: false,
-            loss: LossModel { seed: 9, loss, burst_every: if burst > 0 { 2_000 } else { 0 }, burst_length: burst, ..LossModel::default() },
+            loss: LossModel {
+                seed: 9,
+                loss,
+                burst_every: if burst > 0 { 2_000 } else { 0 },
+                burst_length: burst,
+                ..LossModel::default()
+            },
             repair_overhead: overhead,
             interleave_segments: interleave,
             segment_max_records: 10_000,

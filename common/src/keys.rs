@@ -141,14 +141,10 @@ pub fn parse_key_bytes(contents: &[u8], what: &str) -> Result<[u8; 32], KeyError
         // two forms never overlap.
         return Ok(raw);
     }
-    let text = std::str::from_utf8(contents).map_err(|_| KeyError::BadKeyFile {
-        what: what.to_owned(),
-        length_bytes: contents.len(),
-    })?;
-    let bytes = decode_hex(text.trim()).ok_or_else(|| KeyError::BadKeyFile {
-        what: what.to_owned(),
-        length_bytes: contents.len(),
-    })?;
+    let text = std::str::from_utf8(contents)
+        .map_err(|_| KeyError::BadKeyFile { what: what.to_owned(), length_bytes: contents.len() })?;
+    let bytes = decode_hex(text.trim())
+        .ok_or_else(|| KeyError::BadKeyFile { what: what.to_owned(), length_bytes: contents.len() })?;
     bytes.try_into().map_err(|_| KeyError::BadKeyFile { what: what.to_owned(), length_bytes: contents.len() })
 }
 

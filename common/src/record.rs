@@ -256,11 +256,7 @@ impl fmt::Display for Quality {
             Severity::Uncertain => "uncertain",
             Severity::Bad => "bad",
         };
-        if self.0 & 0x3FFF_FFFF == 0 {
-            f.write_str(severity)
-        } else {
-            write!(f, "{severity}(0x{:08X})", self.0)
-        }
+        if self.0 & 0x3FFF_FFFF == 0 { f.write_str(severity) } else { write!(f, "{severity}(0x{:08X})", self.0) }
     }
 }
 

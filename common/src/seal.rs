@@ -92,7 +92,10 @@ impl SegmentHeader {
             return Err(OpenError::UnsupportedVersion { version: bytes[4] });
         }
         if bytes[5] != PAYLOAD_CODEC_COLUMNAR_ZSTD || bytes[6..8] != [0, 0] {
-            return Err(OpenError::UnsupportedCodec { codec: bytes[5], flags: u16::from_be_bytes([bytes[6], bytes[7]]) });
+            return Err(OpenError::UnsupportedCodec {
+                codec: bytes[5],
+                flags: u16::from_be_bytes([bytes[6], bytes[7]]),
+            });
         }
         let u64_at = |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
         let i64_at = |at: usize| i64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));

@@ -256,8 +256,8 @@ impl SenderConfig {
     /// Reads, parses and checks a config file; the error names the file and the problem.
     pub fn load(path: &Path) -> anyhow::Result<SenderConfig> {
         use anyhow::Context;
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
         let mut config: SenderConfig =
             toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))?;
         config.resolve_paths(path.parent().unwrap_or(Path::new(".")));

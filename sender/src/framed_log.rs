@@ -48,7 +48,8 @@ impl FramedLog {
         fs::create_dir_all(dir)?;
         let mut first_ids = list_files(dir)?;
         first_ids.sort_unstable();
-        let mut log = FramedLog { dir: dir.to_owned(), max_file_bytes, current: None, last_id: None, files: Vec::new() };
+        let mut log =
+            FramedLog { dir: dir.to_owned(), max_file_bytes, current: None, last_id: None, files: Vec::new() };
         for (index, first_id) in first_ids.iter().copied().enumerate() {
             let path = log.path_of(first_id);
             let intact_bytes = log.recover_file(first_id, &mut visit)?;
@@ -78,7 +79,8 @@ impl FramedLog {
         loop {
             match read_frame(&mut reader)? {
                 Some((id, content)) if self.last_id.is_none_or(|last| id > last) => {
-                    let location = FrameLocation { file_first_id: first_id, offset, content_bytes: content.len() as u32 };
+                    let location =
+                        FrameLocation { file_first_id: first_id, offset, content_bytes: content.len() as u32 };
                     offset += (FRAME_HEADER_BYTES + content.len()) as u64;
                     self.last_id = Some(id);
                     visit(RecoveredFrame { id, location, content });
@@ -213,10 +215,10 @@ fn list_files(dir: &Path) -> io::Result<Vec<u64>> {
     for entry in fs::read_dir(dir)? {
         let name = entry?.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(id) = name.strip_prefix(FILE_PREFIX).and_then(|rest| rest.strip_suffix(FILE_SUFFIX)) {
-            if let Ok(id) = id.parse() {
-                ids.push(id);
-            }
+        if let Some(id) = name.strip_prefix(FILE_PREFIX).and_then(|rest| rest.strip_suffix(FILE_SUFFIX))
+            && let Ok(id) = id.parse()
+        {
+            ids.push(id);
         }
     }
     Ok(ids)
@@ -275,7 +277,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = recover(dir.path());
         for id in 1..=20u64 {
-            log.append(id, &vec![id as u8; 30], true).unwrap();
+            log.append(id, &[id as u8; 30], true).unwrap();
         }
         assert!(log.files().len() > 1);
         drop(log);

@@ -195,7 +195,8 @@ fn spool(pipeline: &mut Option<&mut Pipeline>, batch: &mut Vec<Record>) -> anyho
 }
 
 fn parse_row(row: &csv::StringRecord, columns: &Columns, unit: TimestampUnit) -> Result<Record, String> {
-    let field = |index: usize, name: &str| row.get(index).map(str::trim).ok_or_else(|| format!("the row has no {name} column"));
+    let field =
+        |index: usize, name: &str| row.get(index).map(str::trim).ok_or_else(|| format!("the row has no {name} column"));
     let name = field(columns.series, "series")?;
     let tags = match columns.tags.and_then(|i| row.get(i)).map(str::trim).filter(|t| !t.is_empty()) {
         Some(text) => parse_tags(text)?,
@@ -238,15 +239,20 @@ fn parse_timestamp(text: &str, unit: TimestampUnit) -> Result<i64, String> {
         };
         return number.checked_mul(scale).ok_or_else(|| format!("timestamp {text} is out of range"));
     }
-    let timestamp: jiff::Timestamp =
-        text.parse().map_err(|_| format!("timestamp {text:?} is neither RFC 3339 (2026-01-01T00:00:00Z) nor an epoch number"))?;
+    let timestamp: jiff::Timestamp = text
+        .parse()
+        .map_err(|_| format!("timestamp {text:?} is neither RFC 3339 (2026-01-01T00:00:00Z) nor an epoch number"))?;
     i64::try_from(timestamp.as_nanosecond()).map_err(|_| format!("timestamp {text} is out of range"))
 }
 
 fn parse_value(text: &str, kind: Option<&str>) -> Result<Value, String> {
     let as_float = |t: &str| t.parse::<f64>().map(Value::F64).map_err(|_| format!("value {t:?} is not a number"));
     let as_integer = |t: &str| {
-        t.strip_suffix('i').unwrap_or(t).parse::<i64>().map(Value::I64).map_err(|_| format!("value {t:?} is not an integer"))
+        t.strip_suffix('i')
+            .unwrap_or(t)
+            .parse::<i64>()
+            .map(Value::I64)
+            .map_err(|_| format!("value {t:?} is not an integer"))
     };
     let as_boolean = |t: &str| match t.to_ascii_lowercase().as_str() {
         "true" | "t" | "1" => Ok(Value::Bool(true)),
@@ -281,8 +287,10 @@ fn progress_bar(visible: bool, total_bytes: u64) -> indicatif::ProgressBar {
     }
     let bar = indicatif::ProgressBar::new(total_bytes);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} importing [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .expect("valid template"),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} importing [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("valid template"),
     );
     bar
 }
@@ -321,9 +329,13 @@ mod tests {
             plant/x,yesterday,1,,\n\
             plant/y,1767225600,1,sideways,\n";
         let path = write(dir.path(), "a.csv", csv);
-        let summary = import(&[path.clone()], TimestampUnit::Auto, None, false).unwrap();
+        let summary = import(std::slice::from_ref(&path), TimestampUnit::Auto, None, false).unwrap();
         assert_eq!((summary.rows, summary.records, summary.bad_rows), (6, 4, 2));
-        assert!(summary.listed_bad_rows[0].starts_with(&format!("{}:6:", path.display())), "{:?}", summary.listed_bad_rows);
+        assert!(
+            summary.listed_bad_rows[0].starts_with(&format!("{}:6:", path.display())),
+            "{:?}",
+            summary.listed_bad_rows
+        );
         assert!(summary.listed_bad_rows[0].contains("yesterday"));
         assert!(summary.listed_bad_rows[1].contains(":7:") && summary.listed_bad_rows[1].contains("sideways"));
     }

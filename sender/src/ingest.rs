@@ -123,9 +123,10 @@ fn error(api: Api, status: StatusCode, code: &str, message: String, line: Option
 
 fn authorised(state: &IngestState, api: Api, params: &WriteParams, headers: &HeaderMap) -> bool {
     let Some(expected) = &state.token else { return true };
-    let from_header = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|value| {
-        value.strip_prefix("Token ").or_else(|| value.strip_prefix("Bearer ")).map(str::to_owned)
-    });
+    let from_header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|value| value.strip_prefix("Token ").or_else(|| value.strip_prefix("Bearer ")).map(str::to_owned));
     let given = from_header.or_else(|| if api == Api::V1 { params.p.clone() } else { None });
     given.is_some_and(|token| constant_time_eq(token.as_bytes(), expected.as_bytes()))
 }
@@ -200,7 +201,9 @@ fn decode_body(body: &[u8], gzip: bool, limit: usize) -> Result<String, BodyErro
     let bytes = if gzip {
         let mut decoded = Vec::new();
         let mut reader = flate2::read::GzDecoder::new(body).take(limit as u64 + 1);
-        reader.read_to_end(&mut decoded).map_err(|e| BodyError::Invalid(format!("gzip body cannot be decoded: {e}")))?;
+        reader
+            .read_to_end(&mut decoded)
+            .map_err(|e| BodyError::Invalid(format!("gzip body cannot be decoded: {e}")))?;
         if decoded.len() > limit {
             return Err(BodyError::TooLarge);
         }
@@ -208,7 +211,8 @@ fn decode_body(body: &[u8], gzip: bool, limit: usize) -> Result<String, BodyErro
     } else {
         body.to_vec()
     };
-    String::from_utf8(bytes).map_err(|e| BodyError::Invalid(format!("body is not UTF-8 (byte {})", e.utf8_error().valid_up_to())))
+    String::from_utf8(bytes)
+        .map_err(|e| BodyError::Invalid(format!("body is not UTF-8 (byte {})", e.utf8_error().valid_up_to())))
 }
 
 /// Hands records to the spool off the async threads (the spool may fsync). On failure the
@@ -219,7 +223,9 @@ async fn submit(pipeline: &Arc<Mutex<Pipeline>>, mut records: Vec<Record>) -> Re
         let result = pipeline.lock().expect("pipeline lock").submit(&mut records, now_ns());
         result.map_err(|e| (e, records))
     });
-    task.await.unwrap_or_else(|e| Err((SubmitError::Io(std::io::Error::other(format!("the spool task failed: {e}"))), Vec::new())))
+    task.await.unwrap_or_else(|e| {
+        Err((SubmitError::Io(std::io::Error::other(format!("the spool task failed: {e}"))), Vec::new()))
+    })
 }
 
 /// Raw line protocol over TCP, as Telegraf's socket_writer sends it: newline-delimited, each line
@@ -263,7 +269,11 @@ async fn tcp_connection(stream: tokio::net::TcpStream, state: &IngestState) -> a
                 return Ok(());
             }
             Ok(Ok(_)) => {
-                anyhow::ensure!(line.len() <= state.max_body_bytes, "a line is longer than {} bytes", state.max_body_bytes);
+                anyhow::ensure!(
+                    line.len() <= state.max_body_bytes,
+                    "a line is longer than {} bytes",
+                    state.max_body_bytes
+                );
                 match std::str::from_utf8(&line) {
                     Ok(text) => batch.push_str(text.trim_end_matches(['\n', '\r'])),
                     Err(_) => tracing::warn!("skipped a line that is not UTF-8"),
@@ -440,9 +450,15 @@ mod tests {
         let (status, _, json) = call(&fixture.state, post("/api/v2/write?bucket=b", "m f=1 1")).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert_eq!(json["code"], "unauthorized");
-        let wrong = Request::post("/api/v2/write?bucket=b").header("authorization", "Token nope").body(Body::from("m f=1 1")).unwrap();
+        let wrong = Request::post("/api/v2/write?bucket=b")
+            .header("authorization", "Token nope")
+            .body(Body::from("m f=1 1"))
+            .unwrap();
         assert_eq!(call(&fixture.state, wrong).await.0, StatusCode::UNAUTHORIZED);
-        let right = Request::post("/api/v2/write?bucket=b").header("authorization", "Token s3cret").body(Body::from("m f=1 1")).unwrap();
+        let right = Request::post("/api/v2/write?bucket=b")
+            .header("authorization", "Token s3cret")
+            .body(Body::from("m f=1 1"))
+            .unwrap();
         assert_eq!(call(&fixture.state, right).await.0, StatusCode::NO_CONTENT);
         assert_eq!(call(&fixture.state, post("/write?db=d&u=x&p=s3cret", "m f=1 1")).await.0, StatusCode::NO_CONTENT);
     }

@@ -92,7 +92,11 @@ fn refuse_readable_by_others(path: &Path) -> anyhow::Result<()> {
     })?;
     let mode = metadata.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        bail!("key file {} has mode {mode:o}; secret keys must be private: run `chmod 600 {}`", path.display(), path.display());
+        bail!(
+            "key file {} has mode {mode:o}; secret keys must be private: run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        );
     }
     Ok(())
 }

@@ -75,7 +75,9 @@ pub fn open_socket(settings: &LinkSettings) -> anyhow::Result<UdpSocket> {
     socket.set_send_buffer_size(settings.send_buffer_bytes).context("cannot set the UDP send buffer size")?;
     // The socket must have a local address to send from; it is never read.
     socket.set_recv_buffer_size(1).ok();
-    socket.bind(&settings.bind.into()).with_context(|| format!("cannot bind the sending socket to {}", settings.bind))?;
+    socket
+        .bind(&settings.bind.into())
+        .with_context(|| format!("cannot bind the sending socket to {}", settings.bind))?;
     Ok(socket.into())
 }
 
@@ -143,11 +145,11 @@ pub fn run(context: LinkContext, segments: Receiver<SealedEntry>) -> anyhow::Res
             bucket.spend(datagram.len() + overhead, now);
             next_beacon_ns = now + context.settings.beacon_interval_ns;
         }
-        if scheduler.wants_carousel_segment(now) {
-            if let Some(segment) = next_carousel_segment(&context, &mut carousel_next) {
-                context.counters.carousel_segments.fetch_add(1, Ordering::Relaxed);
-                scheduler.push_carousel(segment);
-            }
+        if scheduler.wants_carousel_segment(now)
+            && let Some(segment) = next_carousel_segment(&context, &mut carousel_next)
+        {
+            context.counters.carousel_segments.fetch_add(1, Ordering::Relaxed);
+            scheduler.push_carousel(segment);
         }
         let wire_estimate = usize::from(context.settings.coding.symbol_size) + packet::DATAGRAM_OVERHEAD + overhead;
         let wait = bucket.wait_ns(wire_estimate, now);
@@ -158,7 +160,8 @@ pub fn run(context: LinkContext, segments: Receiver<SealedEntry>) -> anyhow::Res
         match scheduler.next(now, wire_estimate) {
             Some(slot) => {
                 let packet = slot.segment.packet(context.settings.coding.sender_id, slot.index);
-                packet::encode_symbol(&packet, &context.link_key, &mut datagram).context("encoding a symbol datagram")?;
+                packet::encode_symbol(&packet, &context.link_key, &mut datagram)
+                    .context("encoding a symbol datagram")?;
                 send(&context, &socket, &datagram);
                 bucket.spend(datagram.len() + overhead, now);
                 let counter = match slot.purpose {
@@ -215,7 +218,9 @@ fn queue_live(scheduler: &mut Scheduler, in_flight: &mut HashMap<u64, seal::Segm
     match EncodedSegment::encode(scheduler.settings(), entry.epoch, entry.sequence, &entry.bytes) {
         Ok(segment) => scheduler.push_live(Arc::new(segment)),
         // Cannot happen for segments the sealer made within the configured bounds.
-        Err(error) => tracing::error!(sequence = entry.sequence, %error, "cannot FEC-encode a segment; it stays in the log for resend"),
+        Err(error) => {
+            tracing::error!(sequence = entry.sequence, %error, "cannot FEC-encode a segment; it stays in the log for resend")
+        }
     }
 }
 
@@ -226,8 +231,14 @@ fn requeue_unsent(
     in_flight: &mut HashMap<u64, seal::SegmentHash>,
     sent_through: u64,
 ) {
-    let sequences: Vec<u64> =
-        context.index.read().expect("segment index lock").entries.range(sent_through + 1..).map(|(seq, _)| *seq).collect();
+    let sequences: Vec<u64> = context
+        .index
+        .read()
+        .expect("segment index lock")
+        .entries
+        .range(sent_through + 1..)
+        .map(|(seq, _)| *seq)
+        .collect();
     if !sequences.is_empty() {
         tracing::info!(count = sequences.len(), first = sequences[0], "re-sending segments sealed before the restart");
     }
@@ -295,15 +306,15 @@ fn send(context: &LinkContext, socket: &UdpSocket, datagram: &[u8]) {
     match socket.send_to(datagram, context.settings.destination) {
         Ok(_) => {
             context.counters.datagrams_sent.fetch_add(1, Ordering::Relaxed);
-            context.counters.wire_bytes_sent.fetch_add(
-                (datagram.len() + ip_udp_overhead(&context.settings.destination)) as u64,
-                Ordering::Relaxed,
-            );
+            context
+                .counters
+                .wire_bytes_sent
+                .fetch_add((datagram.len() + ip_udp_overhead(&context.settings.destination)) as u64, Ordering::Relaxed);
         }
         Err(error) => {
             // A full kernel buffer or a down interface: the datagram is lost like any other, and
             // FEC, the carousel and resend cover it.
-            if context.counters.send_errors.fetch_add(1, Ordering::Relaxed) % 1000 == 0 {
+            if context.counters.send_errors.fetch_add(1, Ordering::Relaxed).is_multiple_of(1000) {
                 tracing::warn!(%error, "sending a datagram failed (counted; the carousel and resend cover it)");
             }
         }

@@ -90,7 +90,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(path: &PathBuf) -> anyhow::Result<SenderConfig> {
+fn load(path: &std::path::Path) -> anyhow::Result<SenderConfig> {
     let config = SenderConfig::load(path)?;
     logging::init(config.log.format == LogFormat::Json);
     Ok(config)
@@ -158,15 +158,26 @@ fn execute(command: Command) -> anyhow::Result<()> {
             if summary.bad_rows > summary.listed_bad_rows.len() as u64 {
                 println!("  ... and {} more", summary.bad_rows - summary.listed_bad_rows.len() as u64);
             }
-            anyhow::ensure!(summary.bad_rows == 0, "{} rows were not imported; fix them and import those rows again", summary.bad_rows);
+            anyhow::ensure!(
+                summary.bad_rows == 0,
+                "{} rows were not imported; fix them and import those rows again",
+                summary.bad_rows
+            );
             Ok(())
         }
         Command::NewEpoch { config } => {
             let config = load(&config)?;
             let previous = std::fs::read_to_string(config.data_dir.join("epoch")).ok();
-            anyhow::ensure!(previous.is_some(), "no epoch yet in {}; `run` starts the first", config.data_dir.display());
+            anyhow::ensure!(
+                previous.is_some(),
+                "no epoch yet in {}; `run` starts the first",
+                config.data_dir.display()
+            );
             let state = pipeline::start_epoch_after_current(&config.data_dir, diode_sender::clock::now_ns())?;
-            println!("started epoch {} (previous {}, last sequence {})", state.epoch, state.previous_epoch, state.previous_last_sequence);
+            println!(
+                "started epoch {} (previous {}, last sequence {})",
+                state.epoch, state.previous_epoch, state.previous_last_sequence
+            );
             Ok(())
         }
     }

@@ -23,25 +23,73 @@ impl SenderMetrics {
         let l = &self.link;
         let gauges: [(&str, &str, u64); 6] = [
             ("diode_sender_epoch", "Current epoch.", self.epoch),
-            ("diode_sender_head_sequence", "Sequence of the latest sealed segment.", p.head_sequence.load(Ordering::Relaxed)),
-            ("diode_sender_sent_through_sequence", "Latest segment whose first transmission finished.", p.sent_through.load(Ordering::Relaxed)),
-            ("diode_sender_spooled_records", "Records accepted and waiting to be sealed.", p.spooled_records.load(Ordering::Relaxed)),
-            ("diode_sender_oldest_retained_sequence", "Oldest segment still kept for resend.", p.oldest_retained_sequence.load(Ordering::Relaxed)),
+            (
+                "diode_sender_head_sequence",
+                "Sequence of the latest sealed segment.",
+                p.head_sequence.load(Ordering::Relaxed),
+            ),
+            (
+                "diode_sender_sent_through_sequence",
+                "Latest segment whose first transmission finished.",
+                p.sent_through.load(Ordering::Relaxed),
+            ),
+            (
+                "diode_sender_spooled_records",
+                "Records accepted and waiting to be sealed.",
+                p.spooled_records.load(Ordering::Relaxed),
+            ),
+            (
+                "diode_sender_oldest_retained_sequence",
+                "Oldest segment still kept for resend.",
+                p.oldest_retained_sequence.load(Ordering::Relaxed),
+            ),
             ("diode_sender_id", "This sender's id.", self.sender_id),
         ];
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
         }
         let counters: [(&str, &str, u64); 9] = [
-            ("diode_sender_records_accepted_total", "Records accepted into the spool.", p.records_accepted.load(Ordering::Relaxed)),
-            ("diode_sender_records_sealed_total", "Records sealed into segments.", p.records_sealed.load(Ordering::Relaxed)),
-            ("diode_sender_segments_sent_total", "Segments whose first transmission finished.", l.segments_sent.load(Ordering::Relaxed)),
-            ("diode_sender_datagrams_sent_total", "Datagrams sent, all kinds.", l.datagrams_sent.load(Ordering::Relaxed)),
-            ("diode_sender_wire_bytes_sent_total", "Bytes on the wire, IP and UDP headers included.", l.wire_bytes_sent.load(Ordering::Relaxed)),
-            ("diode_sender_carousel_datagrams_total", "Datagrams sent by the carousel.", l.carousel_datagrams.load(Ordering::Relaxed)),
-            ("diode_sender_repeat_datagrams_total", "Repair symbols sent a second time.", l.repeat_datagrams.load(Ordering::Relaxed)),
+            (
+                "diode_sender_records_accepted_total",
+                "Records accepted into the spool.",
+                p.records_accepted.load(Ordering::Relaxed),
+            ),
+            (
+                "diode_sender_records_sealed_total",
+                "Records sealed into segments.",
+                p.records_sealed.load(Ordering::Relaxed),
+            ),
+            (
+                "diode_sender_segments_sent_total",
+                "Segments whose first transmission finished.",
+                l.segments_sent.load(Ordering::Relaxed),
+            ),
+            (
+                "diode_sender_datagrams_sent_total",
+                "Datagrams sent, all kinds.",
+                l.datagrams_sent.load(Ordering::Relaxed),
+            ),
+            (
+                "diode_sender_wire_bytes_sent_total",
+                "Bytes on the wire, IP and UDP headers included.",
+                l.wire_bytes_sent.load(Ordering::Relaxed),
+            ),
+            (
+                "diode_sender_carousel_datagrams_total",
+                "Datagrams sent by the carousel.",
+                l.carousel_datagrams.load(Ordering::Relaxed),
+            ),
+            (
+                "diode_sender_repeat_datagrams_total",
+                "Repair symbols sent a second time.",
+                l.repeat_datagrams.load(Ordering::Relaxed),
+            ),
             ("diode_sender_beacons_sent_total", "Signed beacons sent.", l.beacons_sent.load(Ordering::Relaxed)),
-            ("diode_sender_send_errors_total", "Datagrams the kernel refused to send.", l.send_errors.load(Ordering::Relaxed)),
+            (
+                "diode_sender_send_errors_total",
+                "Datagrams the kernel refused to send.",
+                l.send_errors.load(Ordering::Relaxed),
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");

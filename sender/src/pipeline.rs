@@ -138,12 +138,12 @@ impl Pipeline {
         let mut index = SegmentIndex::default();
         let mut last_segment: Option<(u64, SegmentHash, u64)> = None;
         let segments = FramedLog::open(&segment_dir, SEGMENT_FILE_BYTES, |frame| {
-            if let Some((cursor, sealed)) = split_segment_entry(&frame.content) {
-                if let Ok(segment) = seal::parse(sealed) {
-                    last_segment = Some((segment.header.sequence, segment.hash(), cursor));
-                    let size_bytes = sealed.len() as u64;
-                    index.entries.insert(segment.header.sequence, IndexEntry { location: frame.location, size_bytes });
-                }
+            if let Some((cursor, sealed)) = split_segment_entry(&frame.content)
+                && let Ok(segment) = seal::parse(sealed)
+            {
+                last_segment = Some((segment.header.sequence, segment.hash(), cursor));
+                let size_bytes = sealed.len() as u64;
+                index.entries.insert(segment.header.sequence, IndexEntry { location: frame.location, size_bytes });
             }
         })
         .with_context(|| format!("cannot open the segment log in {}", segment_dir.display()))?;
@@ -229,7 +229,8 @@ impl Pipeline {
     /// Makes `records` durable in the spool; on `Ok` they will reach the link even across a crash
     /// and `records` is left empty. On `Err` nothing was accepted and `records` is untouched.
     pub fn submit(&mut self, records: &mut Vec<Record>, now_ns: i64) -> Result<(), SubmitError> {
-        if let Some((index, source)) = records.iter().enumerate().find_map(|(i, r)| r.validate().err().map(|e| (i, e))) {
+        if let Some((index, source)) = records.iter().enumerate().find_map(|(i, r)| r.validate().err().map(|e| (i, e)))
+        {
             return Err(SubmitError::Invalid { index, source });
         }
         if records.is_empty() {
@@ -310,7 +311,8 @@ impl Pipeline {
         }
         debug_assert!(take > 0 && take <= self.pending.len());
         let records: Vec<Record> = self.pending.drain(..take).collect();
-        let segment = seal::seal(self.position, &codec::group_records(&records), self.settings.zstd_level, now_ns, &self.key);
+        let segment =
+            seal::seal(self.position, &codec::group_records(&records), self.settings.zstd_level, now_ns, &self.key);
         let sealed = segment.to_bytes();
         let mut entry = Vec::with_capacity(8 + sealed.len());
         entry.extend_from_slice(&cursor.to_le_bytes());
@@ -444,9 +446,8 @@ pub fn start_epoch(
     // starts an epoch greater than any it used before.
     let clock_epoch = (now_ns / 1_000_000_000).max(1) as u64;
     let epoch = previous.map_or(clock_epoch, |p| clock_epoch.max(p.epoch + 1));
-    let (previous_last_sequence, previous_last_hash) = previous
-        .map(|p| last_sealed(&segment_dir(data_dir, p.epoch)))
-        .unwrap_or((0, GENESIS_HASH));
+    let (previous_last_sequence, previous_last_hash) =
+        previous.map(|p| last_sealed(&segment_dir(data_dir, p.epoch))).unwrap_or((0, GENESIS_HASH));
     let state = EpochState {
         epoch,
         started_at_ns: now_ns,
@@ -550,7 +551,8 @@ mod tests {
 
     fn open(dir: &Path) -> (Pipeline, Receiver<SealedEntry>) {
         let (tx, rx) = sync_channel(1_000);
-        let pipeline = Pipeline::open(settings(dir), SenderKey::from_seed([1; 32]), 1_700_000_000_000_000_000, tx).unwrap();
+        let pipeline =
+            Pipeline::open(settings(dir), SenderKey::from_seed([1; 32]), 1_700_000_000_000_000_000, tx).unwrap();
         (pipeline, rx)
     }
 
@@ -561,10 +563,12 @@ mod tests {
                 let (segment, series) = seal::open_records(&entry.bytes, &trusted).unwrap();
                 let mut values: Vec<i64> = series
                     .iter()
-                    .flat_map(|s| s.records().map(|r| match r.value {
-                        Value::I64(v) => v,
-                        _ => unreachable!(),
-                    }))
+                    .flat_map(|s| {
+                        s.records().map(|r| match r.value {
+                            Value::I64(v) => v,
+                            _ => unreachable!(),
+                        })
+                    })
                     .collect();
                 values.sort();
                 (segment.header.sequence, values)
@@ -631,7 +635,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (_pipeline, _rx) = open(dir.path());
         let (tx, _rx2) = sync_channel(1);
-        let error = Pipeline::open(settings(dir.path()), SenderKey::from_seed([1; 32]), 0, tx).err().unwrap().to_string();
+        let error =
+            Pipeline::open(settings(dir.path()), SenderKey::from_seed([1; 32]), 0, tx).err().unwrap().to_string();
         assert!(error.contains("another diode-sender"), "{error}");
     }
 

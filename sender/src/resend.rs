@@ -12,7 +12,7 @@ use crate::clock::now_ns;
 use crate::config::SenderConfig;
 use crate::framed_log;
 use crate::keyfiles;
-use crate::link::{ip_udp_overhead, open_socket, LinkSettings};
+use crate::link::{LinkSettings, ip_udp_overhead, open_socket};
 use crate::pipeline::{segment_dir, split_segment_entry};
 use crate::run::{coding_settings, rate_bytes_per_s};
 use crate::schedule::{EncodedSegment, TokenBucket};
@@ -33,7 +33,11 @@ pub struct ResendSummary {
 
 pub fn resend(config: &SenderConfig, request: &ResendRequest) -> anyhow::Result<ResendSummary> {
     if request.from_sequence == 0 || request.from_sequence > request.to_sequence {
-        bail!("--from {} --to {} is not a range of sequences (they start at 1)", request.from_sequence, request.to_sequence);
+        bail!(
+            "--from {} --to {} is not a range of sequences (they start at 1)",
+            request.from_sequence,
+            request.to_sequence
+        );
     }
     let link_key = keyfiles::load_link_key(&config.keys.link_key)?;
     let epoch = match request.epoch {
@@ -56,7 +60,8 @@ pub fn resend(config: &SenderConfig, request: &ResendRequest) -> anyhow::Result<
         bail!(
             "none of segments {}..={} of epoch {epoch} is retained any more (retention window passed); \
              the gap cannot be filled from this sender",
-            request.from_sequence, request.to_sequence
+            request.from_sequence,
+            request.to_sequence
         );
     }
     let rate = request.rate_mbit_s.map_or(rate_bytes_per_s(config), |r| r * 1e6 / 8.0);
@@ -103,7 +108,8 @@ pub fn resend(config: &SenderConfig, request: &ResendRequest) -> anyhow::Result<
 
 fn current_epoch(config: &SenderConfig) -> anyhow::Result<u64> {
     let path = config.data_dir.join("epoch");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}; is data_dir right?", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}; is data_dir right?", path.display()))?;
     text.lines()
         .find_map(|line| line.strip_prefix("epoch = "))
         .and_then(|value| value.trim().parse().ok())
@@ -116,8 +122,10 @@ fn progress_bar(visible: bool, length: u64) -> indicatif::ProgressBar {
     }
     let bar = indicatif::ProgressBar::new(length);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} resending [{bar:40}] {pos}/{len} segments {per_sec} eta {eta}")
-            .expect("valid template"),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} resending [{bar:40}] {pos}/{len} segments {per_sec} eta {eta}",
+        )
+        .expect("valid template"),
     );
     bar
 }

@@ -127,7 +127,12 @@ pub fn run(config: SenderConfig, options: RunOptions) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let metrics = Arc::new(SenderMetrics { sender_id: config.sender_id, epoch: epoch.epoch, progress: Arc::clone(&progress), link: Arc::clone(&counters) });
+    let metrics = Arc::new(SenderMetrics {
+        sender_id: config.sender_id,
+        epoch: epoch.epoch,
+        progress: Arc::clone(&progress),
+        link: Arc::clone(&counters),
+    });
     runtime.block_on(async {
         if let Some(listen) = config.metrics.listen {
             let metrics = Arc::clone(&metrics);
@@ -237,7 +242,10 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown requested; sealing and sending what is pending");
 }
 
-fn spawn_ticker(pipeline: Arc<Mutex<Pipeline>>, stop: Arc<AtomicBool>) -> anyhow::Result<thread::JoinHandle<anyhow::Result<()>>> {
+fn spawn_ticker(
+    pipeline: Arc<Mutex<Pipeline>>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<thread::JoinHandle<anyhow::Result<()>>> {
     thread::Builder::new()
         .name("sealer".into())
         .spawn(move || {

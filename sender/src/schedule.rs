@@ -41,7 +41,12 @@ pub struct EncodedSegment {
 }
 
 impl EncodedSegment {
-    pub fn encode(settings: &CodingSettings, epoch: u64, sequence: u64, bytes: &[u8]) -> Result<EncodedSegment, fec::FecError> {
+    pub fn encode(
+        settings: &CodingSettings,
+        epoch: u64,
+        sequence: u64,
+        bytes: &[u8],
+    ) -> Result<EncodedSegment, fec::FecError> {
         let originals = fec::original_count_for(bytes.len(), settings.symbol_size)?;
         let floor = fec::repair_floor_for_loss(originals, settings.design_loss_rate, MAX_BLOCK_LOSS_PROBABILITY)?
             .max(settings.min_repair);
@@ -218,10 +223,8 @@ impl Scheduler {
             return Some(slot);
         }
         let carousel_credit = self.carousel_bucket.as_mut().is_some_and(|bucket| bucket.has(wire_bytes, now_ns));
-        if carousel_credit {
-            if let Some(slot) = self.next_carousel(now_ns, wire_bytes) {
-                return Some(slot);
-            }
+        if carousel_credit && let Some(slot) = self.next_carousel(now_ns, wire_bytes) {
+            return Some(slot);
         }
         if let Some(slot) = self.next_live(now_ns) {
             return Some(slot);
@@ -291,10 +294,7 @@ impl Scheduler {
     }
 
     pub fn is_idle(&self) -> bool {
-        self.waiting.is_empty()
-            && self.current.segments.is_empty()
-            && self.repeat.is_none()
-            && self.repeats.is_empty()
+        self.waiting.is_empty() && self.current.segments.is_empty() && self.repeat.is_none() && self.repeats.is_empty()
     }
 }
 
@@ -367,7 +367,11 @@ mod tests {
         assert!(drain(&mut scheduler, 999).is_empty());
         let repeats = drain(&mut scheduler, 1_000);
         assert_eq!(repeats.len(), repairs);
-        assert!(repeats.iter().all(|(_, index, purpose)| usize::from(*index) >= originals && *purpose == Purpose::RepairRepeat));
+        assert!(
+            repeats
+                .iter()
+                .all(|(_, index, purpose)| usize::from(*index) >= originals && *purpose == Purpose::RepairRepeat)
+        );
     }
 
     #[test]
@@ -381,10 +385,10 @@ mod tests {
             if scheduler.wants_carousel_segment(now_ns) {
                 scheduler.push_carousel(segment(&s, 1, 50_000));
             }
-            if let Some(slot) = scheduler.next(now_ns, 1500) {
-                if slot.purpose == Purpose::Carousel {
-                    carousel_sent += 1;
-                }
+            if let Some(slot) = scheduler.next(now_ns, 1500)
+                && slot.purpose == Purpose::Carousel
+            {
+                carousel_sent += 1;
             }
             now_ns += 1_000_000; // 10 s in 1 ms steps
         }

@@ -87,7 +87,10 @@ pub fn find_bin_dir() -> anyhow::Result<PathBuf> {
             return Ok(dir.to_owned());
         }
     }
-    bail!("cannot find the diode-sender and diode-receiver binaries near {}; build them (cargo build --release) or set DIODE_BIN_DIR", exe.display())
+    bail!(
+        "cannot find the diode-sender and diode-receiver binaries near {}; build them (cargo build --release) or set DIODE_BIN_DIR",
+        exe.display()
+    )
 }
 
 fn free_udp_port() -> anyhow::Result<SocketAddr> {
@@ -111,7 +114,16 @@ impl Lab {
         let receiver_udp = free_udp_port()?;
         let receiver_http = free_tcp_port()?;
         let relay = Relay::start(receiver_udp, options.loss.clone())?;
-        let lab = Lab { dir: dir.to_owned(), options, bin_dir, receiver_udp, receiver_http, relay, receiver: None, sender: None };
+        let lab = Lab {
+            dir: dir.to_owned(),
+            options,
+            bin_dir,
+            receiver_udp,
+            receiver_http,
+            relay,
+            receiver: None,
+            sender: None,
+        };
         lab.write_configs()?;
         Ok(lab)
     }
@@ -222,7 +234,8 @@ listen = "{http}"
     /// Starts the receiver and waits until its HTTP listener answers.
     pub fn start_receiver(&mut self) -> anyhow::Result<()> {
         let config = self.receiver_config();
-        let child = self.spawn("diode-receiver", &["run", "--config", config.to_str().expect("utf-8 path")], "receiver.log")?;
+        let child =
+            self.spawn("diode-receiver", &["run", "--config", config.to_str().expect("utf-8 path")], "receiver.log")?;
         self.receiver = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.metrics().is_err() {
@@ -241,7 +254,8 @@ listen = "{http}"
     pub fn start_sender(&mut self) -> anyhow::Result<()> {
         let config = self.sender_config();
         let linger = self.options.linger_ms.to_string();
-        let args = ["run", "--config", config.to_str().expect("utf-8 path"), "--exit-when-done", "--linger-ms", &linger];
+        let args =
+            ["run", "--config", config.to_str().expect("utf-8 path"), "--exit-when-done", "--linger-ms", &linger];
         self.sender = Some(self.spawn("diode-sender", &args, "sender.log")?);
         Ok(())
     }
@@ -416,7 +430,12 @@ pub fn verify(replica: &Replica, expected: &[Record]) -> anyhow::Result<Verifica
         }
         result.missing += points.len() as u64 - seen;
     }
-    let catalogued: u64 = replica.series_list().iter().filter(|info| !by_series.contains_key(&info.key)).map(|info| info.point_count).sum();
+    let catalogued: u64 = replica
+        .series_list()
+        .iter()
+        .filter(|info| !by_series.contains_key(&info.key))
+        .map(|info| info.point_count)
+        .sum();
     result.extra += catalogued;
     result.found_points += catalogued;
     Ok(result)

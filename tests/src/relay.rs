@@ -57,7 +57,8 @@ impl Relay {
         let outage = Arc::new(AtomicBool::new(false));
         let model = Arc::new(Mutex::new(model));
         let thread = {
-            let (counters, stop, outage, model) = (Arc::clone(&counters), Arc::clone(&stop), Arc::clone(&outage), Arc::clone(&model));
+            let (counters, stop, outage, model) =
+                (Arc::clone(&counters), Arc::clone(&stop), Arc::clone(&outage), Arc::clone(&model));
             thread::spawn(move || relay_loop(socket, forward_to, &model, &counters, &stop, &outage))
         };
         Ok(Relay { listen, counters, outage, stop, thread: Some(thread), model })

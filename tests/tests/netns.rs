@@ -178,17 +178,26 @@ fn the_replica_converges_through_kernel_loss_and_an_outage_with_the_reverse_path
     let namespaces = Namespaces::create().expect("network namespaces");
     namespaces.receiver_rules().expect("receiver rules");
     namespaces.sender_rules(20).expect("sender rules");
-    let output = Command::new(bin.join("diode-sender")).args(["keygen", "--dir"]).arg(dir.path().join("keys")).output().unwrap();
+    let output =
+        Command::new(bin.join("diode-sender")).args(["keygen", "--dir"]).arg(dir.path().join("keys")).output().unwrap();
     assert!(output.status.success());
     // 500 series at 20 Hz for 20 s of plant time, produced in real time.
     let start_ns = diode_receiver::time::now_ns();
-    let options = LabOptions { series: 500, rate_hz: 20.0, max_records: 200_000, seed: 21, start_ns, ..LabOptions::default() };
+    let options =
+        LabOptions { series: 500, rate_hz: 20.0, max_records: 200_000, seed: 21, start_ns, ..LabOptions::default() };
     write_configs(dir.path(), &options);
 
     let config = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
-    let mut receiver = spawn_in(&namespaces.receiver, &bin.join("diode-receiver"), &["run", "--config", &config("receiver.toml")], &dir.path().join("receiver.log"));
+    let mut receiver = spawn_in(
+        &namespaces.receiver,
+        &bin.join("diode-receiver"),
+        &["run", "--config", &config("receiver.toml")],
+        &dir.path().join("receiver.log"),
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !run(&["ip", "netns", "exec", &namespaces.receiver, "ss", "-Huln", "sport", "=", ":7400"]).is_ok_and(|s| !s.trim().is_empty()) {
+    while !run(&["ip", "netns", "exec", &namespaces.receiver, "ss", "-Huln", "sport", "=", ":7400"])
+        .is_ok_and(|s| !s.trim().is_empty())
+    {
         assert!(Instant::now() < deadline, "the receiver did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -204,7 +213,10 @@ fn the_replica_converges_through_kernel_loss_and_an_outage_with_the_reverse_path
         dropped.push(namespaces.dropped_datagrams());
         namespaces.sender_rules(per_thousand).expect(what);
     }
-    eprintln!("datagrams dropped by nftables: {} at 2 %, {} at 10 %, {} in the 5 s outage", dropped[0], dropped[1], dropped[2]);
+    eprintln!(
+        "datagrams dropped by nftables: {} at 2 %, {} at 10 %, {} in the 5 s outage",
+        dropped[0], dropped[1], dropped[2]
+    );
     assert!(dropped.iter().all(|count| *count > 0), "nftables dropped nothing in some phase: {dropped:?}");
 
     let finished = sender.wait().unwrap();

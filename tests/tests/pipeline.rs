@@ -37,7 +37,15 @@ fn a_million_points_cross_a_lossy_link_exactly_and_a_resend_changes_nothing() {
     let points_before = lab.verify_replica().unwrap();
     lab.start_receiver().unwrap();
     let output = std::process::Command::new(diode_tests::lab::find_bin_dir().unwrap().join("diode-sender"))
-        .args(["resend", "--config", lab.sender_config().to_str().unwrap(), "--from", "1", "--to", &segments.to_string()])
+        .args([
+            "resend",
+            "--config",
+            lab.sender_config().to_str().unwrap(),
+            "--from",
+            "1",
+            "--to",
+            &segments.to_string(),
+        ])
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -114,12 +122,18 @@ fn forged_and_tampered_datagrams_never_reach_the_replica() {
     attacker.send_to(b"not a diode datagram at all", lab.receiver_udp).unwrap();
 
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while lab.metric("diode_receiver_rejected_total{reason=\"unknown_key\"}") < 1.0 && std::time::Instant::now() < deadline {
+    while lab.metric("diode_receiver_rejected_total{reason=\"unknown_key\"}") < 1.0
+        && std::time::Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(lab.metric("diode_receiver_rejected_total{reason=\"unknown_key\"}"), 1.0);
     assert!(lab.metric("diode_receiver_rejected_total{reason=\"bad_mac\"}") >= 2.0 * symbols.len() as f64);
-    assert!(lab.metric("diode_receiver_rejected_total{reason=\"malformed_datagram\"}") + lab.metric("diode_receiver_rejected_total{reason=\"bad_mac\"}") > 0.0);
+    assert!(
+        lab.metric("diode_receiver_rejected_total{reason=\"malformed_datagram\"}")
+            + lab.metric("diode_receiver_rejected_total{reason=\"bad_mac\"}")
+            > 0.0
+    );
     assert_eq!(lab.metric("diode_receiver_points_applied_total"), 0.0);
 
     // The genuine sender still gets through, and only its records are in the replica.
