@@ -1,23 +1,162 @@
-//! `diode-receiver series` and `diode-receiver query`.
+//! `diode-receiver series` and `diode-receiver query`: the replica opened read-only beside the
+//! running receiver, rows streamed to stdout as they are computed.
 
-use std::path::PathBuf;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use super::aggregate::TwaMode;
+use super::interpolate::Method;
+use super::output::{Format, RowWriter, TimeFormat, Trailer};
+use super::{QueryError, QueryRequest, QueryText, Syntax, check_kinds, list_series, run_query, select_series};
+use crate::config::ReceiverConfig;
+use crate::replica::Replica;
+use crate::time::now_ns;
+
+/// Output buffer of the CLI: large enough that writing is never the bottleneck.
+const STDOUT_BUFFER_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, clap::Args)]
 pub struct SeriesArgs {
+    /// The receiver's config file (the replica is found through it).
     #[arg(long)]
     pub config: PathBuf,
+    /// Only series whose display form (`name` or `name{key=value,...}`) matches: `*` is any run of
+    /// characters (slashes and tags included), `?` one character. Without them: an exact display
+    /// form, or a bare name (every tag set of it).
+    #[arg(long = "match", value_name = "GLOB")]
+    pub pattern: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+    #[arg(long, value_enum, default_value_t)]
+    pub time_format: TimeFormat,
 }
 
+/// Exact definitions of every mode: `cargo doc` of `diode_receiver::query`, or the README.
 #[derive(Debug, clap::Args)]
 pub struct QueryArgs {
+    /// The receiver's config file (the replica is found through it).
     #[arg(long)]
     pub config: PathBuf,
+    /// A series (`name`, or `name{key=value,...}`), or a glob over those (`plant1/*/steam_temp`).
+    #[arg(long, value_name = "NAME|GLOB")]
+    pub series: String,
+    /// Start, inclusive: RFC 3339, an epoch number (s, ms, us or ns by size), `now`, or `-1h`.
+    /// Default: -1h (no bound with --latest).
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    pub from: Option<String>,
+    /// End, inclusive, written like --from. Default: now (no bound with --latest).
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    pub to: Option<String>,
+    /// Aggregate over windows of this length, aligned to multiples of it since the Unix epoch
+    /// (1d windows start at 00:00 UTC). Windows are reported whole.
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub every: Option<String>,
+    /// Aggregates per window, comma-separated: min, max, mean, sum, count, first, last, twa
+    /// (time-weighted average), stddev (sample). Default: mean.
+    #[arg(long, value_name = "AGG[,AGG...]")]
+    pub agg: Option<String>,
+    /// How twa joins points: step (a value holds until the next) or linear. Default: step.
+    #[arg(long, value_enum)]
+    pub twa_mode: Option<TwaMode>,
+    /// Values at --from, --from + DURATION, ... up to --to; no extrapolation past the data.
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    pub interpolate: Option<String>,
+    /// How --interpolate reads between points. Default: linear.
+    #[arg(long, value_enum)]
+    pub method: Option<Method>,
+    /// The last point of each series (at or before --to, if given).
+    #[arg(long)]
+    pub latest: bool,
+    /// Skip points whose quality is not good (uncertain and bad).
+    #[arg(long)]
+    pub good_only: bool,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+    #[arg(long, value_enum, default_value_t)]
+    pub time_format: TimeFormat,
 }
 
-pub fn series(_args: SeriesArgs) -> anyhow::Result<()> {
-    anyhow::bail!("series listing is being written")
+impl QueryArgs {
+    pub fn to_text(&self) -> QueryText {
+        QueryText {
+            series: self.series.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+            every: self.every.clone(),
+            agg: self.agg.clone(),
+            twa_mode: self.twa_mode,
+            interpolate: self.interpolate.clone(),
+            method: self.method,
+            latest: self.latest,
+            good_only: self.good_only,
+        }
+    }
 }
 
-pub fn query(_args: QueryArgs) -> anyhow::Result<()> {
-    anyhow::bail!("queries are being written")
+fn open_replica(config: &Path) -> anyhow::Result<Replica> {
+    let config = ReceiverConfig::load(config)?;
+    Replica::open_read_only(&config.replica_dir)
+        .with_context(|| format!("cannot read the replica in {}", config.replica_dir.display()))
+}
+
+/// A closed pipe (`| head`) is a normal way for a listing to end.
+fn ignore_broken_pipe(result: Result<(), QueryError>) -> anyhow::Result<()> {
+    match result {
+        Err(QueryError::Output(error)) if error.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+pub fn series(args: SeriesArgs) -> anyhow::Result<()> {
+    let replica = open_replica(&args.config)?;
+    let stdout = BufWriter::with_capacity(STDOUT_BUFFER_BYTES, io::stdout().lock());
+    let result = write_series(&replica, args.pattern.as_deref(), args.format, args.time_format, stdout);
+    if let Ok(0) = result
+        && let Some(pattern) = &args.pattern
+    {
+        eprintln!("{}", super::not_found(&replica.series_list(), pattern));
+    }
+    ignore_broken_pipe(result.map(|_| ()))
+}
+
+/// Writes the series listing; returns how many series were listed.
+pub fn write_series<W: Write>(
+    replica: &Replica,
+    pattern: Option<&str>,
+    format: Format,
+    time_format: TimeFormat,
+    out: W,
+) -> Result<u64, QueryError> {
+    let listed = list_series(replica.series_list(), pattern);
+    let mut writer = RowWriter::new(out, format, time_format, super::series_columns(format), "series", false)?;
+    for info in &listed {
+        super::write_series_row(info, format, &mut writer)?;
+    }
+    writer.finish(&Trailer::default())?;
+    Ok(listed.len() as u64)
+}
+
+pub fn query(args: QueryArgs) -> anyhow::Result<()> {
+    let request = QueryRequest::parse(&args.to_text(), Syntax::Cli, now_ns())?;
+    let replica = open_replica(&args.config)?;
+    let stdout = BufWriter::with_capacity(STDOUT_BUFFER_BYTES, io::stdout().lock());
+    ignore_broken_pipe(write_query(&replica, &request, args.format, args.time_format, stdout).map(|_| ()))
+}
+
+/// Runs a checked query over `replica`, streaming rows to `out`; returns the number of rows.
+pub fn write_query<W: Write>(
+    replica: &Replica,
+    request: &QueryRequest,
+    format: Format,
+    time_format: TimeFormat,
+    out: W,
+) -> Result<u64, QueryError> {
+    let series = select_series(&replica.series_list(), &request.selector)?;
+    check_kinds(request, &series)?;
+    let mut writer = RowWriter::new(out, format, time_format, request.columns(), "rows", false)?;
+    let outcome = run_query(replica, &series, request, None, None, &mut writer)?;
+    writer.finish(&Trailer::default())?;
+    Ok(outcome.rows)
 }

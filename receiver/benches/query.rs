@@ -1,0 +1,224 @@
+//! Query throughput over one year of a 1 Hz series (31,536,000 points, applied as 8,760 one-hour
+//! segments): the raw scan (points decoded per second, directly and through the HTTP path's
+//! batched read lock), the 1-minute mean and time-weighted average over the whole year, and raw
+//! rows formatted as CSV.
+//!
+//! Run with `cargo bench -p diode-receiver --bench query`. Building the replica takes a minute or
+//! two; `DIODE_QUERY_BENCH_DAYS=30` measures a shorter series. Prints plain figures (best of
+//! three runs) so the README's numbers can be re-measured by anyone.
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::io;
+use std::path::Path;
+use std::sync::RwLock;
+use std::time::Instant;
+
+use diode_common::codec::{SeriesColumns, decode_columns, encode_columns};
+use diode_common::keys::SenderKey;
+use diode_common::record::{Quality, SeriesKey, Value};
+use diode_common::seal::{self, ChainPosition, GENESIS_HASH};
+use diode_receiver::query::aggregate::{Aggregate, TwaMode, WindowSettings, Windows};
+use diode_receiver::query::output::{Format, RowWriter, TimeFormat};
+use diode_receiver::query::source::LockedReplica;
+use diode_receiver::query::{QueryRequest, QueryText, Syntax, run_query, select_series};
+use diode_receiver::replica::{Point, Replica};
+
+/// 2025-01-01T00:00:00Z.
+const START_NS: i64 = 1_735_689_600_000_000_000;
+const SECOND_NS: i64 = 1_000_000_000;
+const POINTS_PER_SEGMENT: i64 = 3_600;
+const SERIES: &str = "plant1/boiler3/steam_temp";
+const RUNS: usize = 3;
+
+/// A steam temperature: a daily swing plus a little noise, at 0.01 °C resolution.
+fn value_at(second: i64, noise: &mut u64) -> f64 {
+    *noise = noise.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+    let jitter = ((*noise >> 33) % 21) as f64 - 10.0;
+    let daily = (second as f64 * std::f64::consts::TAU / 86_400.0).sin();
+    ((520.0 + 15.0 * daily) * 100.0 + jitter).round() / 100.0
+}
+
+fn build(path: &Path, hours: i64) -> f64 {
+    let key = SenderKey::from_seed([9u8; 32]);
+    let mut replica = Replica::open(path).expect("open replica");
+    let mut previous_hash = GENESIS_HASH;
+    let mut noise = 1u64;
+    let started = Instant::now();
+    for hour in 0..hours {
+        let mut columns = SeriesColumns::new(SeriesKey::new(SERIES));
+        for offset in 0..POINTS_PER_SEGMENT {
+            let second = hour * POINTS_PER_SEGMENT + offset;
+            columns.push(START_NS + second * SECOND_NS, Value::F64(value_at(second, &mut noise)), Quality::GOOD);
+        }
+        let series = vec![columns];
+        let position = ChainPosition { sender_id: 1, epoch: 1, sequence: hour as u64 + 1, previous_hash };
+        let sealed_at_ns = START_NS + (hour + 1) * POINTS_PER_SEGMENT * SECOND_NS;
+        let segment = seal::seal(position, &series, 3, sealed_at_ns, &key);
+        previous_hash = segment.hash();
+        replica.apply(&segment, &series, sealed_at_ns).expect("apply");
+    }
+    replica.flush().expect("flush");
+    started.elapsed().as_secs_f64()
+}
+
+/// Time this thread has spent on a CPU, in seconds (Linux `/proc/thread-self/schedstat`), so the
+/// figures can be read apart from how busy the shared machine was. `None` elsewhere.
+fn thread_cpu_seconds() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let on_cpu_ns: u64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(on_cpu_ns as f64 / 1e9)
+}
+
+/// Wall and on-CPU seconds of one run.
+#[derive(Clone, Copy)]
+struct Timing {
+    wall: f64,
+    cpu: Option<f64>,
+}
+
+impl Timing {
+    fn describe(self, items: f64, unit: &str) -> String {
+        let rate = |seconds: f64| items / seconds / 1e6;
+        match self.cpu {
+            Some(cpu) => format!(
+                "{:.1} M {unit}/s wall ({:.2} s), {:.1} M {unit}/s on-CPU ({cpu:.2} s)",
+                rate(self.wall),
+                self.wall,
+                rate(cpu)
+            ),
+            None => format!("{:.1} M {unit}/s ({:.2} s)", rate(self.wall), self.wall),
+        }
+    }
+}
+
+/// Best of [`RUNS`] runs of `run` (by wall time; on-CPU time is the best too), with its result.
+fn best_of<T>(mut run: impl FnMut() -> T) -> (Timing, T) {
+    let mut best = Timing { wall: f64::INFINITY, cpu: None };
+    let mut result = None;
+    for _ in 0..RUNS {
+        let (started, cpu_started) = (Instant::now(), thread_cpu_seconds());
+        let value = black_box(run());
+        let wall = started.elapsed().as_secs_f64();
+        let cpu = thread_cpu_seconds().zip(cpu_started).map(|(end, start)| end - start);
+        best.wall = best.wall.min(wall);
+        best.cpu = match (best.cpu, cpu) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        result = Some(value);
+    }
+    (best, result.expect("at least one run"))
+}
+
+/// Points of a scan, each checked (a figure that skipped errors would flatter the scan).
+fn count_points<E: std::fmt::Debug>(scan: impl Iterator<Item = Result<Point, E>>) -> usize {
+    scan.fold(0, |count, point| {
+        point.expect("scan");
+        count + 1
+    })
+}
+
+fn request(from_ns: i64, to_ns: i64, every: Option<&str>, agg: Option<&str>) -> QueryRequest {
+    let text = QueryText {
+        series: SERIES.to_owned(),
+        from: Some(from_ns.to_string()),
+        to: Some(to_ns.to_string()),
+        every: every.map(str::to_owned),
+        agg: agg.map(str::to_owned),
+        ..QueryText::default()
+    };
+    QueryRequest::parse(&text, Syntax::Cli, to_ns).expect("valid query")
+}
+
+fn main() {
+    let days: i64 = std::env::var("DIODE_QUERY_BENCH_DAYS").ok().and_then(|d| d.parse().ok()).unwrap_or(365);
+    let hours = days * 24;
+    let points = hours * POINTS_PER_SEGMENT;
+    let directory = tempfile::tempdir().expect("temp dir");
+    let build_seconds = build(directory.path(), hours);
+    println!(
+        "query bench: {days} days of a 1 Hz series = {points} points in {hours} segments; built in {build_seconds:.1} s"
+    );
+
+    let replica = Replica::open_read_only(directory.path()).expect("open read-only");
+    let info = replica.series_list().into_iter().next().expect("one series");
+    let (from_ns, to_ns) = (START_NS, START_NS + points * SECOND_NS - 1);
+
+    let (timing, scanned) = best_of(|| count_points(replica.scan(info.id, from_ns, to_ns)));
+    assert_eq!(scanned as i64, points);
+    println!("scan (Replica::scan: decode + last-write-wins merge): {}", timing.describe(scanned as f64, "points"));
+
+    let lock = RwLock::new(replica);
+    let locked = LockedReplica(&lock);
+    let (timing, scanned) = best_of(|| {
+        use diode_receiver::query::source::PointSource;
+        count_points(locked.scan(info.id, from_ns, to_ns))
+    });
+    println!(
+        "scan under the HTTP path's read lock (batches of whole buckets): {}",
+        timing.describe(scanned as f64, "points")
+    );
+    let replica = lock.into_inner().expect("lock");
+    let series = select_series(&replica.series_list(), SERIES).expect("series");
+
+    for agg in ["mean", "twa", "min,max,mean,count,stddev"] {
+        let request = request(from_ns, to_ns, Some("1m"), Some(agg));
+        let (timing, rows) = best_of(|| {
+            let mut out = RowWriter::new(io::sink(), Format::Csv, TimeFormat::Ns, request.columns(), "rows", false)
+                .expect("writer");
+            run_query(&replica, &series, &request, None, None, &mut out).expect("query").rows
+        });
+        println!(
+            "1-minute {agg} over {days} days ({rows} windows, CSV to a sink): {}",
+            timing.describe(points as f64, "points")
+        );
+    }
+
+    // The engine alone, over points already in memory (one week), to separate its cost from the scan's.
+    let week_to_ns = from_ns + 7 * 86_400 * SECOND_NS - 1;
+    let week: Vec<_> = replica.scan(info.id, from_ns, week_to_ns).map(|p| p.expect("scan")).collect();
+    let settings = WindowSettings {
+        every_ns: 60 * SECOND_NS,
+        aggregates: vec![Aggregate::Mean],
+        twa_mode: TwaMode::Step,
+        good_only: false,
+    };
+    let (timing, _) = best_of(|| {
+        let points = week.iter().cloned().map(Ok::<_, Infallible>);
+        Windows::new(settings.clone(), from_ns, week_to_ns, None, points).count()
+    });
+    println!(
+        "1-minute mean, the engine alone over one week in memory: {}",
+        timing.describe(week.len() as f64, "points")
+    );
+
+    // The floor under any scan of this layout: decoding the columnar chunks alone (one hour each).
+    let mut hour = SeriesColumns::new(SeriesKey::new(SERIES));
+    for point in &week[..POINTS_PER_SEGMENT as usize] {
+        hour.push(point.timestamp_ns, point.value.clone(), point.quality);
+    }
+    let mut chunk = Vec::new();
+    encode_columns(&hour, &mut chunk);
+    let (timing, decoded) = best_of(|| {
+        (0..hours).map(|_| decode_columns(&chunk, SeriesKey::new(SERIES)).expect("decode").len()).sum::<usize>()
+    });
+    println!(
+        "decoding the chunks alone ({} bytes per hour, {:.2} bytes per point): {}",
+        chunk.len(),
+        chunk.len() as f64 / POINTS_PER_SEGMENT as f64,
+        timing.describe(decoded as f64, "points")
+    );
+
+    for (format, time_format, name) in
+        [(Format::Csv, TimeFormat::Rfc3339, "CSV, RFC 3339"), (Format::Jsonl, TimeFormat::Ns, "JSON lines, ns")]
+    {
+        let request = request(from_ns, week_to_ns, None, None);
+        let (timing, rows) = best_of(|| {
+            let mut out =
+                RowWriter::new(io::sink(), format, time_format, request.columns(), "rows", false).expect("writer");
+            run_query(&replica, &series, &request, None, None, &mut out).expect("query").rows
+        });
+        println!("raw rows of one week as {name}: {}", timing.describe(rows as f64, "rows"));
+    }
+}

@@ -1,0 +1,676 @@
+//! Aggregates over fixed windows aligned to the Unix epoch, computed in one pass over a stream of
+//! points: the pure core of `query --every … --agg …` (see the module docs of [`crate::query`]
+//! for the exact definitions every test here works by hand).
+
+use diode_common::record::Value;
+
+use super::lookahead::Lookahead;
+use crate::replica::Point;
+
+/// One aggregate a query can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Aggregate {
+    Min,
+    Max,
+    Mean,
+    Sum,
+    Count,
+    First,
+    Last,
+    /// Time-weighted average, see [`TwaMode`].
+    Twa,
+    /// Sample standard deviation (divides by n − 1).
+    Stddev,
+}
+
+impl Aggregate {
+    pub const ALL: [Aggregate; 9] = [
+        Aggregate::Min,
+        Aggregate::Max,
+        Aggregate::Mean,
+        Aggregate::Sum,
+        Aggregate::Count,
+        Aggregate::First,
+        Aggregate::Last,
+        Aggregate::Twa,
+        Aggregate::Stddev,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Aggregate::Min => "min",
+            Aggregate::Max => "max",
+            Aggregate::Mean => "mean",
+            Aggregate::Sum => "sum",
+            Aggregate::Count => "count",
+            Aggregate::First => "first",
+            Aggregate::Last => "last",
+            Aggregate::Twa => "twa",
+            Aggregate::Stddev => "stddev",
+        }
+    }
+
+    /// Whether the aggregate needs numbers (strings have none).
+    pub fn is_numeric(self) -> bool {
+        !matches!(self, Aggregate::Count | Aggregate::First | Aggregate::Last)
+    }
+
+    /// A comma-separated list such as `mean,max,twa`. The error completes "agg …".
+    pub fn parse_list(text: &str) -> Result<Vec<Aggregate>, String> {
+        let known = || Aggregate::ALL.iter().map(|a| a.name()).collect::<Vec<_>>().join(", ");
+        let mut list = Vec::new();
+        for part in text.split(',').map(str::trim) {
+            let aggregate =
+                Aggregate::ALL.into_iter().find(|a| a.name().eq_ignore_ascii_case(part)).ok_or_else(|| {
+                    format!("{part:?} is not an aggregate; use one or more of {}, comma-separated", known())
+                })?;
+            if list.contains(&aggregate) {
+                return Err(format!("{:?} lists {part} twice", text));
+            }
+            list.push(aggregate);
+        }
+        Ok(list)
+    }
+}
+
+/// How a time-weighted average joins points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum TwaMode {
+    /// Each value holds until the next point (OPC UA SteppedInterpolation).
+    #[default]
+    Step,
+    /// Straight lines between points (OPC UA SlopedInterpolation).
+    Linear,
+}
+
+impl TwaMode {
+    pub fn parse(text: &str) -> Result<TwaMode, String> {
+        match text {
+            "step" => Ok(TwaMode::Step),
+            "linear" => Ok(TwaMode::Linear),
+            _ => Err(format!("{text:?} is not a twa mode; use step or linear")),
+        }
+    }
+}
+
+/// Start of the window holding `timestamp_ns`: the largest multiple of `every_ns` since the Unix
+/// epoch not after it (so negative times round down too). `every_ns` must be positive.
+pub fn window_start(timestamp_ns: i64, every_ns: i64) -> i64 {
+    debug_assert!(every_ns > 0);
+    timestamp_ns.saturating_sub(timestamp_ns.rem_euclid(every_ns))
+}
+
+/// Number of windows from the one holding `from_ns` to the one holding `to_ns`, both included.
+pub fn window_count(from_ns: i64, to_ns: i64, every_ns: i64) -> u64 {
+    let span = i128::from(window_start(to_ns, every_ns)) - i128::from(window_start(from_ns, every_ns));
+    u64::try_from(span / i128::from(every_ns) + 1).unwrap_or(0)
+}
+
+/// One aggregate's result for one window.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AggregateValue {
+    /// No data: an empty window, no numbers, or (stddev) fewer than two.
+    Null,
+    Count(u64),
+    Number(f64),
+    /// `first` and `last` give the value as stored (strings included).
+    Value(Value),
+}
+
+/// The aggregates of one window `[start_ns, start_ns + every)`, in the order asked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowRow {
+    pub start_ns: i64,
+    pub values: Vec<AggregateValue>,
+}
+
+/// What to compute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowSettings {
+    pub every_ns: i64,
+    pub aggregates: Vec<Aggregate>,
+    pub twa_mode: TwaMode,
+    /// Count only good-quality points; for `twa`, time governed by a non-good point is left out.
+    pub good_only: bool,
+}
+
+impl WindowSettings {
+    pub fn wants(&self, aggregate: Aggregate) -> bool {
+        self.aggregates.contains(&aggregate)
+    }
+}
+
+/// Running statistics of one window's selected points.
+#[derive(Default)]
+struct Statistics {
+    count: u64,
+    numbers: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    /// Shifted sums for the variance, `Σ(x − shift)` and `Σ(x − shift)²` with `shift` the first
+    /// number: as stable as Welford's method for data far from zero, without a division per point.
+    shift: f64,
+    shifted_sum: f64,
+    shifted_squares: f64,
+    first: Option<Value>,
+    last: Option<Value>,
+}
+
+impl Statistics {
+    fn add(&mut self, value: Value, keep_first: bool, keep_last: bool) {
+        self.count += 1;
+        if let Some(x) = value.as_f64() {
+            if self.numbers == 0 {
+                (self.shift, self.min, self.max) = (x, x, x);
+            }
+            self.numbers += 1;
+            self.sum += x;
+            self.min = self.min.min(x);
+            self.max = self.max.max(x);
+            let d = x - self.shift;
+            self.shifted_sum += d;
+            self.shifted_squares += d * d;
+        }
+        if keep_first && self.first.is_none() {
+            self.first = Some(value.clone());
+        }
+        if keep_last {
+            self.last = Some(value);
+        }
+    }
+
+    fn result(&mut self, aggregate: Aggregate, twa: Option<f64>) -> AggregateValue {
+        let number = |present: bool, x: f64| if present { AggregateValue::Number(x) } else { AggregateValue::Null };
+        let n = self.numbers as f64;
+        match aggregate {
+            Aggregate::Count => AggregateValue::Count(self.count),
+            Aggregate::Min => number(self.numbers > 0, self.min),
+            Aggregate::Max => number(self.numbers > 0, self.max),
+            Aggregate::Sum => number(self.numbers > 0, self.sum),
+            Aggregate::Mean => number(self.numbers > 0, self.sum / n),
+            Aggregate::Stddev => {
+                let variance = (self.shifted_squares - self.shifted_sum * self.shifted_sum / n) / (n - 1.0);
+                number(self.numbers > 1, variance.max(0.0).sqrt())
+            }
+            Aggregate::First => self.first.take().map_or(AggregateValue::Null, AggregateValue::Value),
+            Aggregate::Last => self.last.take().map_or(AggregateValue::Null, AggregateValue::Value),
+            Aggregate::Twa => twa.map_or(AggregateValue::Null, AggregateValue::Number),
+        }
+    }
+}
+
+/// A point as the time-weighted average sees it: its time and its number, `None` when the time it
+/// governs is left out (not good under `good_only`, or not a number).
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    timestamp_ns: i64,
+    value: Option<f64>,
+}
+
+impl Node {
+    fn of(point: &Point, good_only: bool) -> Node {
+        let value = if good_only && !point.quality.is_good() { None } else { point.value.as_f64() };
+        Node { timestamp_ns: point.timestamp_ns, value }
+    }
+}
+
+fn nanoseconds_between(earlier_ns: i64, later_ns: i64) -> f64 {
+    match later_ns.checked_sub(earlier_ns) {
+        Some(difference) => difference as f64,
+        // Only across more than 292 years.
+        None => (i128::from(later_ns) - i128::from(earlier_ns)) as f64,
+    }
+}
+
+/// Area and covered duration of one window's time-weighted average.
+#[derive(Default)]
+struct TimeWeighted {
+    area: f64,
+    duration_ns: f64,
+}
+
+impl TimeWeighted {
+    /// Adds `[from_ns, to_ns)`, governed by `governing` (at or before `from_ns`) and followed by
+    /// `next` (at or after `to_ns`, if known). Left out when `governing` is left out. In linear mode
+    /// the line runs to `next`; when `next` is unknown or left out, `governing` holds (TimeAverage2:
+    /// "a sub-interval that ends at a Bad value uses the Good starting value").
+    fn add(&mut self, mode: TwaMode, governing: Node, next: Option<Node>, from_ns: i64, to_ns: i64) {
+        let Some(start_value) = governing.value else { return };
+        if to_ns <= from_ns {
+            return;
+        }
+        let width = nanoseconds_between(from_ns, to_ns);
+        let mean_value = match (mode, next) {
+            (TwaMode::Linear, Some(Node { timestamp_ns, value: Some(end_value) })) => {
+                let span = nanoseconds_between(governing.timestamp_ns, timestamp_ns);
+                let at = |t: i64| {
+                    start_value + (end_value - start_value) * (nanoseconds_between(governing.timestamp_ns, t) / span)
+                };
+                (at(from_ns) + at(to_ns)) / 2.0
+            }
+            _ => start_value,
+        };
+        self.area += mean_value * width;
+        self.duration_ns += width;
+    }
+
+    fn average(&self) -> Option<f64> {
+        (self.duration_ns > 0.0).then(|| self.area / self.duration_ns)
+    }
+}
+
+/// The windows from the one holding `from_ns` to the one holding `to_ns`, each whole, one row per
+/// window (empty ones too). `points` must be ascending and start at or after the first window's
+/// start; for `twa` it should run past the last window (the engine stops one point after it).
+pub struct Windows<I: Iterator> {
+    settings: WindowSettings,
+    points: Lookahead<I>,
+    next_start_ns: Option<i64>,
+    last_start_ns: i64,
+    /// The last point seen before the current window, as the twa sees it (the carry-in).
+    previous: Option<Node>,
+    keep_first: bool,
+    keep_last: bool,
+    wants_twa: bool,
+}
+
+impl<E, I: Iterator<Item = Result<Point, E>>> Windows<I> {
+    /// `carry_in` is the last point (of any quality) before the first window, if any; only `twa`
+    /// uses it.
+    pub fn new(settings: WindowSettings, from_ns: i64, to_ns: i64, carry_in: Option<&Point>, points: I) -> Self {
+        assert!(settings.every_ns > 0, "window length must be positive");
+        let first_start_ns = window_start(from_ns, settings.every_ns);
+        let last_start_ns = window_start(to_ns, settings.every_ns);
+        let previous = carry_in.map(|point| Node::of(point, settings.good_only));
+        Windows {
+            keep_first: settings.wants(Aggregate::First),
+            keep_last: settings.wants(Aggregate::Last),
+            wants_twa: settings.wants(Aggregate::Twa),
+            settings,
+            points: Lookahead::new(points),
+            next_start_ns: (from_ns <= to_ns).then_some(first_start_ns),
+            last_start_ns,
+            previous,
+        }
+    }
+
+    fn window(&mut self, start_ns: i64) -> Result<WindowRow, E> {
+        let end_ns = start_ns.saturating_add(self.settings.every_ns);
+        let good_only = self.settings.good_only;
+        let mode = self.settings.twa_mode;
+        let mut statistics = Statistics::default();
+        let mut time_weighted = TimeWeighted::default();
+        let mut cursor_ns = start_ns;
+        while let Some(point) = self.points.take()? {
+            if point.timestamp_ns >= end_ns {
+                self.points.put_back(point);
+                break;
+            }
+            if point.timestamp_ns < start_ns {
+                // Before the first window: only a carry-in.
+                self.previous = Some(Node::of(&point, good_only));
+                continue;
+            }
+            if self.wants_twa {
+                let node = Node::of(&point, good_only);
+                if let Some(governing) = self.previous {
+                    time_weighted.add(mode, governing, Some(node), cursor_ns, point.timestamp_ns);
+                }
+                cursor_ns = point.timestamp_ns;
+                self.previous = Some(node);
+            }
+            if !good_only || point.quality.is_good() {
+                statistics.add(point.value, self.keep_first, self.keep_last);
+            }
+        }
+        if self.wants_twa
+            && let Some(governing) = self.previous
+        {
+            match self.points.peek()?.map(|point| Node::of(point, good_only)) {
+                Some(next) => time_weighted.add(mode, governing, Some(next), cursor_ns, end_ns),
+                // The series' last point holds to the end of its own window; a window after the
+                // end of the data has no average.
+                None if governing.timestamp_ns >= start_ns => {
+                    time_weighted.add(mode, governing, None, cursor_ns, end_ns)
+                }
+                None => {}
+            }
+        }
+        let twa = time_weighted.average();
+        let values = self.settings.aggregates.iter().map(|&aggregate| statistics.result(aggregate, twa)).collect();
+        Ok(WindowRow { start_ns, values })
+    }
+}
+
+impl<E, I: Iterator<Item = Result<Point, E>>> Iterator for Windows<I> {
+    type Item = Result<WindowRow, E>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let start_ns = self.next_start_ns?;
+        self.next_start_ns = start_ns.checked_add(self.settings.every_ns).filter(|&next| next <= self.last_start_ns);
+        let row = self.window(start_ns);
+        if row.is_err() {
+            self.next_start_ns = None;
+        }
+        Some(row)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diode_common::record::Quality;
+    use std::convert::Infallible;
+
+    const S: i64 = 1_000_000_000;
+
+    fn p(timestamp_ns: i64, value: f64) -> Point {
+        Point { timestamp_ns, value: Value::F64(value), quality: Quality::GOOD }
+    }
+
+    fn bad(timestamp_ns: i64, value: f64) -> Point {
+        Point { timestamp_ns, value: Value::F64(value), quality: Quality::BAD }
+    }
+
+    fn settings(every_ns: i64, aggregates: &[Aggregate]) -> WindowSettings {
+        WindowSettings { every_ns, aggregates: aggregates.to_vec(), twa_mode: TwaMode::Step, good_only: false }
+    }
+
+    fn run(
+        settings: WindowSettings,
+        from_ns: i64,
+        to_ns: i64,
+        carry_in: Option<Point>,
+        points: &[Point],
+    ) -> Vec<WindowRow> {
+        let stream = points.iter().cloned().map(Ok::<_, Infallible>);
+        Windows::new(settings, from_ns, to_ns, carry_in.as_ref(), stream).map(|row| row.unwrap()).collect()
+    }
+
+    fn numbers(rows: &[WindowRow]) -> Vec<(i64, Vec<Option<f64>>)> {
+        rows.iter()
+            .map(|row| {
+                let values = row
+                    .values
+                    .iter()
+                    .map(|value| match value {
+                        AggregateValue::Null => None,
+                        AggregateValue::Count(n) => Some(*n as f64),
+                        AggregateValue::Number(x) => Some(*x),
+                        AggregateValue::Value(v) => v.as_f64(),
+                    })
+                    .collect();
+                (row.start_ns, values)
+            })
+            .collect()
+    }
+
+    fn close(actual: Option<f64>, expected: f64) -> bool {
+        actual.is_some_and(|a| (a - expected).abs() < 1e-9)
+    }
+
+    #[test]
+    fn windows_align_to_multiples_of_the_length_since_the_epoch() {
+        assert_eq!(window_start(125 * S, 60 * S), 120 * S);
+        assert_eq!(window_start(120 * S, 60 * S), 120 * S);
+        assert_eq!(window_start(-1, 60 * S), -60 * S);
+        assert_eq!(window_count(125 * S, 125 * S, 60 * S), 1);
+        assert_eq!(window_count(119 * S, 120 * S, 60 * S), 2);
+        // A query from 00:01:05 to 00:03:10 in minutes reports the windows 00:01, 00:02 and 00:03.
+        let rows = run(settings(60 * S, &[Aggregate::Count]), 65 * S, 190 * S, None, &[]);
+        assert_eq!(rows.iter().map(|r| r.start_ns).collect::<Vec<_>>(), vec![60 * S, 120 * S, 180 * S]);
+    }
+
+    #[test]
+    fn a_point_exactly_on_a_boundary_belongs_to_the_window_starting_there() {
+        let points = [p(59 * S, 1.0), p(60 * S, 2.0), p(119 * S, 3.0), p(120 * S, 4.0)];
+        let rows = run(settings(60 * S, &[Aggregate::Count, Aggregate::Sum]), 0, 179 * S, None, &points);
+        assert_eq!(
+            numbers(&rows),
+            vec![
+                (0, vec![Some(1.0), Some(1.0)]),
+                (60 * S, vec![Some(2.0), Some(5.0)]),
+                (120 * S, vec![Some(1.0), Some(4.0)])
+            ]
+        );
+    }
+
+    #[test]
+    fn windows_are_whole_even_where_they_reach_past_the_range() {
+        // from = 00:00:30 still takes the point at 00:00:10 of the window 00:00.
+        let points = [p(10 * S, 1.0), p(40 * S, 3.0)];
+        let rows = run(settings(60 * S, &[Aggregate::Mean]), 30 * S, 30 * S, None, &points);
+        assert_eq!(numbers(&rows), vec![(0, vec![Some(2.0)])]);
+    }
+
+    #[test]
+    fn empty_windows_report_count_zero_and_null_for_the_rest() {
+        let all = [
+            Aggregate::Count,
+            Aggregate::Min,
+            Aggregate::Max,
+            Aggregate::Mean,
+            Aggregate::Sum,
+            Aggregate::First,
+            Aggregate::Last,
+            Aggregate::Stddev,
+        ];
+        let rows = run(settings(10 * S, &all), 0, 29 * S, None, &[p(S, 5.0), p(25 * S, 7.0)]);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[1].values[0], AggregateValue::Count(0));
+        assert!(rows[1].values[1..].iter().all(|v| *v == AggregateValue::Null));
+    }
+
+    #[test]
+    fn min_max_mean_sum_first_last_by_hand() {
+        let points = [p(S, 4.0), p(2 * S, -1.0), p(3 * S, 6.0), p(4 * S, 3.0)];
+        let aggregates =
+            [Aggregate::Min, Aggregate::Max, Aggregate::Mean, Aggregate::Sum, Aggregate::First, Aggregate::Last];
+        let rows = run(settings(10 * S, &aggregates), 0, 9 * S, None, &points);
+        assert_eq!(numbers(&rows), vec![(0, vec![Some(-1.0), Some(6.0), Some(3.0), Some(12.0), Some(4.0), Some(3.0)])]);
+    }
+
+    #[test]
+    fn stddev_is_the_sample_standard_deviation() {
+        // 2, 4, 4, 4, 5, 5, 7, 9: mean 5, squared deviations sum to 32; sample variance 32/7.
+        let values = [2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0];
+        let points: Vec<Point> = values.iter().enumerate().map(|(i, &v)| p(i as i64 * S, v)).collect();
+        let rows = run(settings(10 * S, &[Aggregate::Stddev]), 0, 9 * S, None, &points);
+        assert!(close(numbers(&rows)[0].1[0], (32.0f64 / 7.0).sqrt()));
+        // Large offsets do not cost precision (shifted sums).
+        let shifted: Vec<Point> = values.iter().enumerate().map(|(i, &v)| p(i as i64 * S, v + 1e9)).collect();
+        let rows = run(settings(10 * S, &[Aggregate::Stddev]), 0, 9 * S, None, &shifted);
+        assert!(close(numbers(&rows)[0].1[0], (32.0f64 / 7.0).sqrt()));
+    }
+
+    #[test]
+    fn a_window_with_one_point_has_no_stddev_and_its_value_everywhere_else() {
+        let all = [Aggregate::Count, Aggregate::Min, Aggregate::Mean, Aggregate::Stddev, Aggregate::Twa];
+        let rows = run(settings(10 * S, &all), 0, 9 * S, None, &[p(4 * S, 8.0)]);
+        // twa: no data before 4 s (left out), then 8 holds to the window end.
+        assert_eq!(numbers(&rows), vec![(0, vec![Some(1.0), Some(8.0), Some(8.0), None, Some(8.0)])]);
+    }
+
+    #[test]
+    fn a_series_with_one_point_has_no_twa_in_later_windows() {
+        let rows = run(settings(10 * S, &[Aggregate::Twa, Aggregate::Count]), 0, 29 * S, None, &[p(4 * S, 8.0)]);
+        assert_eq!(
+            numbers(&rows),
+            vec![(0, vec![Some(8.0), Some(1.0)]), (10 * S, vec![None, Some(0.0)]), (20 * S, vec![None, Some(0.0)])]
+        );
+    }
+
+    #[test]
+    fn bad_points_count_unless_good_only() {
+        let points = [p(S, 10.0), bad(2 * S, 0.0), p(3 * S, 20.0)];
+        let rows = run(settings(10 * S, &[Aggregate::Count, Aggregate::Mean, Aggregate::Min]), 0, 9 * S, None, &points);
+        assert_eq!(numbers(&rows)[0].1, vec![Some(3.0), Some(10.0), Some(0.0)]);
+        let good_only = WindowSettings {
+            good_only: true,
+            ..settings(10 * S, &[Aggregate::Count, Aggregate::Mean, Aggregate::Min])
+        };
+        let rows = run(good_only, 0, 9 * S, None, &points);
+        assert_eq!(numbers(&rows)[0].1, vec![Some(2.0), Some(15.0), Some(10.0)]);
+    }
+
+    /// The hand-worked case for both modes. Window [60 s, 120 s); carry-in at 30 s = 10; points at
+    /// 70 s = 20, 100 s = 40; next point after the window at 150 s = 10.
+    fn irregular() -> (Point, Vec<Point>) {
+        (p(30 * S, 10.0), vec![p(70 * S, 20.0), p(100 * S, 40.0), p(150 * S, 10.0)])
+    }
+
+    #[test]
+    fn twa_step_carries_the_value_before_the_window_into_its_start() {
+        // [60,70): 10 (carried in), [70,100): 20, [100,120): 40.
+        // (10·10 + 20·30 + 40·20) / 60 = 1500 / 60 = 25.
+        let (carry_in, points) = irregular();
+        let rows = run(settings(60 * S, &[Aggregate::Twa, Aggregate::Mean]), 60 * S, 60 * S, Some(carry_in), &points);
+        assert_eq!(rows.len(), 1);
+        assert!(close(numbers(&rows)[0].1[0], 25.0), "{rows:?}");
+        // The plain mean only sees the two points inside.
+        assert!(close(numbers(&rows)[0].1[1], 30.0));
+    }
+
+    #[test]
+    fn twa_linear_interpolates_to_both_window_edges() {
+        // v(60) on 30→70 from 10 to 20: 17.5. v(120) on 100→150 from 40 to 10: 28.
+        // [60,70): (17.5+20)/2·10 = 187.5; [70,100): (20+40)/2·30 = 900; [100,120): (40+28)/2·20 = 680.
+        // (187.5 + 900 + 680) / 60 = 1767.5 / 60.
+        let (carry_in, points) = irregular();
+        let linear = WindowSettings { twa_mode: TwaMode::Linear, ..settings(60 * S, &[Aggregate::Twa]) };
+        let rows = run(linear, 60 * S, 60 * S, Some(carry_in), &points);
+        assert!(close(numbers(&rows)[0].1[0], 1767.5 / 60.0), "{rows:?}");
+    }
+
+    #[test]
+    fn twa_of_an_empty_window_between_points_uses_the_neighbours() {
+        // Points at 5 s = 0 and 25 s = 20; window [10, 20) holds none.
+        let points = [p(5 * S, 0.0), p(25 * S, 20.0)];
+        let step = run(settings(10 * S, &[Aggregate::Twa]), 10 * S, 10 * S, Some(points[0].clone()), &points[1..]);
+        assert_eq!(numbers(&step)[0].1, vec![Some(0.0)]);
+        // Linear: the line 0→20 over 5..25 s is 5..15 across the window; its mean is 10.
+        let linear = WindowSettings { twa_mode: TwaMode::Linear, ..settings(10 * S, &[Aggregate::Twa]) };
+        let rows = run(linear, 10 * S, 10 * S, Some(points[0].clone()), &points[1..]);
+        assert!(close(numbers(&rows)[0].1[0], 10.0));
+    }
+
+    #[test]
+    fn twa_leaves_out_time_governed_by_non_good_points_under_good_only() {
+        // Window [0, 60): 10 at 0 s, bad 0 at 20 s, 40 at 40 s, next point at 60 s.
+        let points = [p(0, 10.0), bad(20 * S, 0.0), p(40 * S, 40.0), p(60 * S, 40.0)];
+        // All points: (10·20 + 0·20 + 40·20) / 60 = 1000 / 60.
+        let rows = run(settings(60 * S, &[Aggregate::Twa]), 0, 0, None, &points);
+        assert!(close(numbers(&rows)[0].1[0], 1000.0 / 60.0));
+        // Good only: [20, 40) is left out: (10·20 + 40·20) / 40 = 25.
+        let good_only = WindowSettings { good_only: true, ..settings(60 * S, &[Aggregate::Twa]) };
+        let rows = run(good_only.clone(), 0, 0, None, &points);
+        assert!(close(numbers(&rows)[0].1[0], 25.0));
+        // Linear, good only: [0,20) ends at a left-out point, so 10 holds (TimeAverage2); [20,40)
+        // is left out; [40,60) runs 40→40. (10·20 + 40·20) / 40 = 25.
+        let linear = WindowSettings { twa_mode: TwaMode::Linear, ..good_only };
+        let rows = run(linear, 0, 0, None, &points);
+        assert!(close(numbers(&rows)[0].1[0], 25.0));
+    }
+
+    #[test]
+    fn twa_before_the_first_point_leaves_that_time_out() {
+        // No carry-in; first point at 30 s = 6 in [0, 60), next at 60 s: only [30, 60) counts.
+        let rows = run(settings(60 * S, &[Aggregate::Twa]), 0, 0, None, &[p(30 * S, 6.0), p(60 * S, 100.0)]);
+        assert!(close(numbers(&rows)[0].1[0], 6.0));
+    }
+
+    #[test]
+    fn windows_before_negative_epoch_times_align_down() {
+        let rows = run(settings(10 * S, &[Aggregate::Count]), -15 * S, -1, None, &[p(-12 * S, 1.0), p(-10 * S, 1.0)]);
+        assert_eq!(numbers(&rows), vec![(-20 * S, vec![Some(1.0)]), (-10 * S, vec![Some(1.0)])]);
+    }
+
+    #[test]
+    fn strings_count_and_come_first_and_last_but_have_no_numbers() {
+        let text = |t: i64, s: &str| Point { timestamp_ns: t, value: Value::String(s.into()), quality: Quality::GOOD };
+        let rows = run(
+            settings(10 * S, &[Aggregate::Count, Aggregate::First, Aggregate::Last, Aggregate::Mean]),
+            0,
+            0,
+            None,
+            &[text(1, "open"), text(2, "closed")],
+        );
+        assert_eq!(
+            rows[0].values,
+            vec![
+                AggregateValue::Count(2),
+                AggregateValue::Value(Value::String("open".into())),
+                AggregateValue::Value(Value::String("closed".into())),
+                AggregateValue::Null
+            ]
+        );
+    }
+
+    /// An independent statement of the step twa: each point governs until the next point, or (the
+    /// last point) until the end of its own window; integrate that over the window exactly.
+    fn naive_step_twa(points: &[Point], start: i64, end: i64, every: i64) -> Option<f64> {
+        let (mut area, mut covered) = (0.0, 0.0);
+        for (index, point) in points.iter().enumerate() {
+            let until =
+                points.get(index + 1).map_or(window_start(point.timestamp_ns, every) + every, |next| next.timestamp_ns);
+            let (a, b) = (point.timestamp_ns.max(start), until.min(end));
+            if b > a {
+                area += point.value.as_f64().unwrap() * (b - a) as f64;
+                covered += (b - a) as f64;
+            }
+        }
+        (covered > 0.0).then(|| area / covered)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn streaming_windows_agree_with_a_naive_recomputation(
+            raw in proptest::collection::btree_map(0i64..2_000, -100i32..100, 0..60),
+            every in 1i64..400,
+            from in 0i64..2_000,
+            length in 0i64..1_000,
+        ) {
+            let points: Vec<Point> = raw.iter().map(|(&t, &v)| p(t, f64::from(v))).collect();
+            let to = from + length;
+            let first_start = window_start(from, every);
+            let carry_in = points.iter().rev().find(|point| point.timestamp_ns < first_start).cloned();
+            let inside: Vec<Point> = points.iter().filter(|point| point.timestamp_ns >= first_start).cloned().collect();
+            let aggregates = [Aggregate::Count, Aggregate::Sum, Aggregate::Min, Aggregate::Max, Aggregate::Twa];
+            let rows = run(settings(every, &aggregates), from, to, carry_in, &inside);
+            proptest::prop_assert_eq!(rows.len() as u64, window_count(from, to, every));
+            for row in rows {
+                let end = row.start_ns + every;
+                let window: Vec<f64> = points
+                    .iter()
+                    .filter(|point| (row.start_ns..end).contains(&point.timestamp_ns))
+                    .map(|point| point.value.as_f64().unwrap())
+                    .collect();
+                proptest::prop_assert_eq!(&row.values[0], &AggregateValue::Count(window.len() as u64));
+                if window.is_empty() {
+                    proptest::prop_assert_eq!(&row.values[1], &AggregateValue::Null);
+                } else {
+                    proptest::prop_assert_eq!(&row.values[1], &AggregateValue::Number(window.iter().sum()));
+                    proptest::prop_assert_eq!(&row.values[2], &AggregateValue::Number(window.iter().copied().fold(f64::INFINITY, f64::min)));
+                    proptest::prop_assert_eq!(&row.values[3], &AggregateValue::Number(window.iter().copied().fold(f64::NEG_INFINITY, f64::max)));
+                }
+                let expected = naive_step_twa(&points, row.start_ns, end, every);
+                match (&row.values[4], expected) {
+                    (AggregateValue::Null, None) => {}
+                    (AggregateValue::Number(actual), Some(expected)) => proptest::prop_assert!((actual - expected).abs() < 1e-9),
+                    (actual, expected) => proptest::prop_assert!(false, "twa {:?} but expected {:?}", actual, expected),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn aggregate_lists_parse_and_refuse_unknowns_and_repeats() {
+        assert_eq!(
+            Aggregate::parse_list("mean, MAX,twa").unwrap(),
+            vec![Aggregate::Mean, Aggregate::Max, Aggregate::Twa]
+        );
+        assert!(Aggregate::parse_list("median").unwrap_err().contains("stddev"));
+        assert!(Aggregate::parse_list("mean,mean").unwrap_err().contains("twice"));
+    }
+}

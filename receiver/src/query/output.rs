@@ -1,0 +1,441 @@
+//! Writing rows as they are computed: table, CSV, JSON or JSON lines.
+//!
+//! Nothing here holds more than one row, except the table, which holds its first
+//! [`TABLE_SAMPLE_ROWS`] rows to size its columns and pads later rows to the same widths. JSON is
+//! one object `{"<list>": [row, …]}` written row by row, with `"next"` after the list when the
+//! query is paginated (HTTP). A page that is cut short (HTTP `limit`) or fails after rows were
+//! sent ends with a trailer: `"next"`/`"error"` keys in JSON, a `{"next": …}` or `{"error": …}`
+//! line in JSON lines, a `# next: …` or `# error: …` line in CSV.
+
+use std::io::{self, Write};
+
+use diode_common::record::{Quality, Value};
+
+use crate::time::format_rfc3339;
+
+/// Rows a table reads before it fixes its column widths.
+pub const TABLE_SAMPLE_ROWS: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people.
+    #[default]
+    Table,
+    Csv,
+    /// One JSON document.
+    Json,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+impl Format {
+    pub fn parse(text: &str) -> Result<Format, String> {
+        match text {
+            "table" => Ok(Format::Table),
+            "csv" => Ok(Format::Csv),
+            "json" => Ok(Format::Json),
+            "jsonl" | "ndjson" => Ok(Format::Jsonl),
+            _ => Err(format!("{text:?} is not an output format; use json, jsonl, csv or table")),
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Table => "text/plain; charset=utf-8",
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::Json => "application/json",
+            Format::Jsonl => "application/x-ndjson",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum TimeFormat {
+    /// `2026-01-01T00:00:00.5Z` (UTC, as many fractional digits as needed).
+    #[default]
+    Rfc3339,
+    /// Integer nanoseconds since the Unix epoch.
+    Ns,
+    /// Integer milliseconds since the Unix epoch (rounded down).
+    Ms,
+}
+
+impl TimeFormat {
+    pub fn parse(text: &str) -> Result<TimeFormat, String> {
+        match text {
+            "rfc3339" => Ok(TimeFormat::Rfc3339),
+            "ns" => Ok(TimeFormat::Ns),
+            "ms" => Ok(TimeFormat::Ms),
+            _ => Err(format!("{text:?} is not a time format; use rfc3339, ns or ms")),
+        }
+    }
+}
+
+/// One cell of a row.
+#[derive(Debug, Clone, Copy)]
+pub enum Cell<'a> {
+    Text(&'a str),
+    Time(i64),
+    Value(&'a Value),
+    Number(f64),
+    Count(u64),
+    Quality(Quality),
+    Tags(&'a [(String, String)]),
+    Flag(bool),
+    Null,
+}
+
+/// How a cursor-paginated page ends (HTTP); the CLI has neither.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Trailer {
+    /// Where the next page starts, when this one was cut at the limit.
+    pub next: Option<String>,
+    /// Why the query stopped early, when it failed after rows were written.
+    pub error: Option<String>,
+}
+
+/// Writes rows in one [`Format`]. Call [`finish`](Self::finish) at the end.
+pub struct RowWriter<W: Write> {
+    out: W,
+    format: Format,
+    time_format: TimeFormat,
+    columns: Vec<&'static str>,
+    /// JSON: the key of the row list; and whether `"next"` is always written.
+    list_key: &'static str,
+    paginated: bool,
+    rows: u64,
+    /// Table: the first rows, until the widths are known.
+    sample: Vec<Vec<(String, bool)>>,
+    widths: Option<Vec<usize>>,
+    scratch: String,
+}
+
+impl<W: Write> RowWriter<W> {
+    pub fn new(
+        out: W,
+        format: Format,
+        time_format: TimeFormat,
+        columns: Vec<&'static str>,
+        list_key: &'static str,
+        paginated: bool,
+    ) -> io::Result<RowWriter<W>> {
+        let mut writer = RowWriter {
+            out,
+            format,
+            time_format,
+            columns,
+            list_key,
+            paginated,
+            rows: 0,
+            sample: Vec::new(),
+            widths: None,
+            scratch: String::new(),
+        };
+        match format {
+            Format::Csv => {
+                let header: Vec<String> = writer.columns.iter().map(|c| csv_field(c)).collect();
+                writeln!(writer.out, "{}", header.join(","))?;
+            }
+            Format::Json => write!(writer.out, "{{\"{}\":[", writer.list_key)?,
+            Format::Table | Format::Jsonl => {}
+        }
+        Ok(writer)
+    }
+
+    pub fn rows_written(&self) -> u64 {
+        self.rows
+    }
+
+    pub fn write_row(&mut self, cells: &[Cell<'_>]) -> io::Result<()> {
+        debug_assert_eq!(cells.len(), self.columns.len());
+        match self.format {
+            Format::Csv => self.write_csv(cells)?,
+            Format::Json => {
+                self.out.write_all(if self.rows == 0 { b"\n" } else { b",\n" })?;
+                self.write_json_object(cells)?;
+            }
+            Format::Jsonl => {
+                self.write_json_object(cells)?;
+                self.out.write_all(b"\n")?;
+            }
+            Format::Table => self.write_table_row(cells)?,
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Ends the output (closing JSON, flushing a short table) and hands back the writer.
+    pub fn finish(mut self, trailer: &Trailer) -> io::Result<W> {
+        match self.format {
+            Format::Json => {
+                self.out.write_all(if self.rows == 0 { b"]" } else { b"\n]" })?;
+                if self.paginated || trailer.next.is_some() {
+                    self.out.write_all(b",\"next\":")?;
+                    write_json_string_or_null(&mut self.out, trailer.next.as_deref())?;
+                }
+                if let Some(error) = &trailer.error {
+                    self.out.write_all(b",\"error\":")?;
+                    serde_json::to_writer(&mut self.out, error)?;
+                }
+                self.out.write_all(b"}\n")?;
+            }
+            Format::Jsonl => {
+                for (key, text) in [("next", &trailer.next), ("error", &trailer.error)] {
+                    if let Some(text) = text {
+                        write!(self.out, "{{\"{key}\":")?;
+                        serde_json::to_writer(&mut self.out, text)?;
+                        self.out.write_all(b"}\n")?;
+                    }
+                }
+            }
+            Format::Csv | Format::Table => {
+                if self.format == Format::Table {
+                    self.flush_table_sample()?;
+                }
+                for (key, text) in [("next", &trailer.next), ("error", &trailer.error)] {
+                    if let Some(text) = text {
+                        writeln!(self.out, "# {key}: {}", text.replace(['\n', '\r'], " "))?;
+                    }
+                }
+            }
+        }
+        self.out.flush()?;
+        Ok(self.out)
+    }
+
+    fn time_text(&mut self, timestamp_ns: i64) {
+        self.scratch.clear();
+        match self.time_format {
+            TimeFormat::Rfc3339 => self.scratch.push_str(&format_rfc3339(timestamp_ns)),
+            TimeFormat::Ns => self.scratch.push_str(&timestamp_ns.to_string()),
+            TimeFormat::Ms => self.scratch.push_str(&timestamp_ns.div_euclid(1_000_000).to_string()),
+        }
+    }
+
+    /// Plain text of a cell (CSV before escaping, and tables); `true` when it reads as a number.
+    fn plain(&mut self, cell: &Cell<'_>) -> (String, bool) {
+        match cell {
+            Cell::Text(text) => ((*text).to_owned(), false),
+            Cell::Time(t) => {
+                self.time_text(*t);
+                (self.scratch.clone(), self.time_format != TimeFormat::Rfc3339)
+            }
+            Cell::Value(value) => (value.to_string(), !matches!(value, Value::String(_))),
+            Cell::Number(x) => (x.to_string(), true),
+            Cell::Count(n) => (n.to_string(), true),
+            Cell::Quality(q) => (q.to_string(), false),
+            Cell::Tags(tags) => (tags.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","), false),
+            Cell::Flag(flag) => (flag.to_string(), false),
+            Cell::Null => (String::new(), false),
+        }
+    }
+
+    fn write_csv(&mut self, cells: &[Cell<'_>]) -> io::Result<()> {
+        for (index, cell) in cells.iter().enumerate() {
+            if index > 0 {
+                self.out.write_all(b",")?;
+            }
+            let (text, _) = self.plain(cell);
+            self.out.write_all(csv_field(&text).as_bytes())?;
+        }
+        self.out.write_all(b"\n")
+    }
+
+    fn write_json_object(&mut self, cells: &[Cell<'_>]) -> io::Result<()> {
+        self.out.write_all(b"{")?;
+        for (index, cell) in cells.iter().enumerate() {
+            if index > 0 {
+                self.out.write_all(b",")?;
+            }
+            let column = self.columns[index];
+            write!(self.out, "\"{column}\":")?;
+            self.write_json_value(cell)?;
+        }
+        self.out.write_all(b"}")
+    }
+
+    fn write_json_value(&mut self, cell: &Cell<'_>) -> io::Result<()> {
+        match cell {
+            Cell::Text(text) => serde_json::to_writer(&mut self.out, text)?,
+            Cell::Time(t) => match self.time_format {
+                TimeFormat::Rfc3339 => serde_json::to_writer(&mut self.out, &format_rfc3339(*t))?,
+                TimeFormat::Ns => write!(self.out, "{t}")?,
+                TimeFormat::Ms => write!(self.out, "{}", t.div_euclid(1_000_000))?,
+            },
+            Cell::Value(Value::F64(x)) | Cell::Number(x) => serde_json::to_writer(&mut self.out, x)?,
+            Cell::Value(Value::I64(x)) => write!(self.out, "{x}")?,
+            Cell::Value(Value::Bool(x)) | Cell::Flag(x) => write!(self.out, "{x}")?,
+            Cell::Value(Value::String(text)) => serde_json::to_writer(&mut self.out, text)?,
+            Cell::Count(n) => write!(self.out, "{n}")?,
+            Cell::Quality(q) => serde_json::to_writer(&mut self.out, &q.to_string())?,
+            Cell::Tags(tags) => {
+                let object: serde_json::Map<String, serde_json::Value> =
+                    tags.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+                serde_json::to_writer(&mut self.out, &object)?;
+            }
+            Cell::Null => self.out.write_all(b"null")?,
+        }
+        Ok(())
+    }
+
+    fn write_table_row(&mut self, cells: &[Cell<'_>]) -> io::Result<()> {
+        let row: Vec<(String, bool)> = cells
+            .iter()
+            .map(|cell| match cell {
+                // Nulls are mostly missing numbers (values, aggregates): aligned like them.
+                Cell::Null => ("-".to_owned(), true),
+                cell => self.plain(cell),
+            })
+            .collect();
+        if self.widths.is_none() {
+            self.sample.push(row);
+            if self.sample.len() >= TABLE_SAMPLE_ROWS {
+                self.flush_table_sample()?;
+            }
+            return Ok(());
+        }
+        self.print_table_row(&row)
+    }
+
+    fn flush_table_sample(&mut self) -> io::Result<()> {
+        if self.widths.is_some() {
+            return Ok(());
+        }
+        let mut widths: Vec<usize> = self.columns.iter().map(|c| c.chars().count()).collect();
+        for row in &self.sample {
+            for (width, (text, _)) in widths.iter_mut().zip(row) {
+                *width = (*width).max(text.chars().count());
+            }
+        }
+        self.widths = Some(widths);
+        let header: Vec<(String, bool)> = self.columns.iter().map(|c| ((*c).to_owned(), false)).collect();
+        self.print_table_row(&header)?;
+        for row in std::mem::take(&mut self.sample) {
+            self.print_table_row(&row)?;
+        }
+        Ok(())
+    }
+
+    fn print_table_row(&mut self, row: &[(String, bool)]) -> io::Result<()> {
+        let widths = self.widths.as_ref().expect("widths fixed before printing");
+        let mut line = String::new();
+        for (index, ((text, numeric), width)) in row.iter().zip(widths).enumerate() {
+            if index > 0 {
+                line.push_str("  ");
+            }
+            let pad = width.saturating_sub(text.chars().count());
+            let last = index + 1 == row.len();
+            if *numeric {
+                line.extend(std::iter::repeat_n(' ', pad));
+                line.push_str(text);
+            } else {
+                line.push_str(text);
+                if !last {
+                    line.extend(std::iter::repeat_n(' ', pad));
+                }
+            }
+        }
+        writeln!(self.out, "{line}")
+    }
+}
+
+fn write_json_string_or_null(out: &mut impl Write, text: Option<&str>) -> io::Result<()> {
+    match text {
+        Some(text) => serde_json::to_writer(out, text).map_err(io::Error::from),
+        None => out.write_all(b"null"),
+    }
+}
+
+/// A CSV field, quoted (RFC 4180) when it holds a comma, a quote, a line break or a leading `#`
+/// (so it cannot be taken for a trailer line).
+pub fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) || text.starts_with('#') {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(format: Format, time_format: TimeFormat, rows: &[Vec<Cell<'_>>], trailer: &Trailer) -> String {
+        let mut writer =
+            RowWriter::new(Vec::new(), format, time_format, vec!["series", "time", "value", "quality"], "rows", false)
+                .unwrap();
+        for row in rows {
+            writer.write_row(row).unwrap();
+        }
+        String::from_utf8(writer.finish(trailer).unwrap()).unwrap()
+    }
+
+    fn sample_rows<'a>(value: &'a Value, text: &'a Value) -> Vec<Vec<Cell<'a>>> {
+        vec![
+            vec![
+                Cell::Text("a{x=1,y=2}"),
+                Cell::Time(1_767_225_600_500_000_000),
+                Cell::Value(value),
+                Cell::Quality(Quality::GOOD),
+            ],
+            vec![Cell::Text("b"), Cell::Time(0), Cell::Value(text), Cell::Quality(Quality::BAD)],
+            vec![Cell::Text("c"), Cell::Time(-1), Cell::Null, Cell::Null],
+        ]
+    }
+
+    #[test]
+    fn csv_quotes_what_needs_quoting_and_leaves_nulls_empty() {
+        let (value, text) = (Value::F64(1.5), Value::String("say \"hi\", then go".into()));
+        let csv = render(Format::Csv, TimeFormat::Rfc3339, &sample_rows(&value, &text), &Trailer::default());
+        assert_eq!(
+            csv,
+            "series,time,value,quality\n\
+             \"a{x=1,y=2}\",2026-01-01T00:00:00.5Z,1.5,good\n\
+             b,1970-01-01T00:00:00Z,\"say \"\"hi\"\", then go\",bad\n\
+             c,1969-12-31T23:59:59.999999999Z,,\n"
+        );
+    }
+
+    #[test]
+    fn json_is_one_document_with_typed_values() {
+        let (value, text) = (Value::F64(1.5), Value::String("x".into()));
+        let json = render(Format::Json, TimeFormat::Ns, &sample_rows(&value, &text), &Trailer::default());
+        let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(parsed["rows"][0]["time"], 1_767_225_600_500_000_000i64);
+        assert_eq!(parsed["rows"][0]["value"], 1.5);
+        assert_eq!(parsed["rows"][1]["value"], "x");
+        assert_eq!(parsed["rows"][2]["value"], serde_json::Value::Null);
+        assert!(parsed.get("next").is_none());
+    }
+
+    #[test]
+    fn empty_json_is_still_valid_and_trailers_close_it() {
+        let trailer = Trailer { next: Some("/api/v1/query?from=5".into()), error: None };
+        let json = render(Format::Json, TimeFormat::Ms, &[], &trailer);
+        let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(parsed["rows"], serde_json::json!([]));
+        assert_eq!(parsed["next"], "/api/v1/query?from=5");
+    }
+
+    #[test]
+    fn jsonl_writes_one_object_per_line_and_ms_round_down() {
+        let (value, text) = (Value::I64(7), Value::Bool(true));
+        let jsonl = render(Format::Jsonl, TimeFormat::Ms, &sample_rows(&value, &text), &Trailer::default());
+        let lines: Vec<serde_json::Value> = jsonl.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0]["value"], 7);
+        assert_eq!(lines[1]["value"], true);
+        assert_eq!(lines[2]["time"], -1);
+    }
+
+    #[test]
+    fn tables_align_columns_from_the_sampled_rows() {
+        let (value, text) = (Value::F64(12.25), Value::F64(3.0));
+        let table = render(Format::Table, TimeFormat::Ns, &sample_rows(&value, &text), &Trailer::default());
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[0], "series      time                 value  quality");
+        assert_eq!(lines[1], "a{x=1,y=2}  1767225600500000000  12.25  good");
+        assert_eq!(lines[2], "b                             0      3  bad");
+        assert_eq!(lines[3], "c                            -1      -        -");
+    }
+}
