@@ -102,7 +102,8 @@ fn default_receive_buffer() -> usize {
 
 impl ReceiverConfig {
     pub fn load(path: &Path) -> anyhow::Result<ReceiverConfig> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
         let mut config: ReceiverConfig =
             toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))?;
         config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
@@ -123,7 +124,10 @@ impl ReceiverConfig {
     pub fn check(&self) -> anyhow::Result<()> {
         ensure!(!self.keys.trusted.is_empty(), "keys.trusted is empty; add the sender's signing.pub");
         let r = &self.reassembly;
-        ensure!((1..=65_536).contains(&r.max_segments_in_flight), "reassembly.max_segments_in_flight must be 1..=65536");
+        ensure!(
+            (1..=65_536).contains(&r.max_segments_in_flight),
+            "reassembly.max_segments_in_flight must be 1..=65536"
+        );
         ensure!((1..=65_536).contains(&r.max_buffered_mib), "reassembly.max_buffered_mib must be 1..=65536");
         ensure!(r.segment_timeout_ms >= 100, "reassembly.segment_timeout_ms must be at least 100");
         ensure!((1..=16 * 1024).contains(&r.max_segment_kib), "reassembly.max_segment_kib must be 1..=16384");
@@ -131,7 +135,10 @@ impl ReceiverConfig {
         for key in &self.keys.trusted {
             for text in [&key.valid_from, &key.valid_until].into_iter().flatten() {
                 crate::time::parse_rfc3339(text).with_context(|| {
-                    format!("{}: validity {text:?} is not an RFC 3339 time such as 2026-01-01T00:00:00Z", key.public_key.display())
+                    format!(
+                        "{}: validity {text:?} is not an RFC 3339 time such as 2026-01-01T00:00:00Z",
+                        key.public_key.display()
+                    )
                 })?;
             }
         }

@@ -44,17 +44,38 @@ impl ReceiverCounters {
             ("diode_receiver_datagrams_received_total", "Datagrams received.", &self.datagrams_received),
             ("diode_receiver_bytes_received_total", "UDP payload bytes received.", &self.bytes_received),
             ("diode_receiver_segments_completed_total", "Segments rebuilt from symbols.", &self.segments_completed),
-            ("diode_receiver_segments_recovered_by_fec_total", "Segments that needed repair symbols.", &self.segments_recovered_by_fec),
+            (
+                "diode_receiver_segments_recovered_by_fec_total",
+                "Segments that needed repair symbols.",
+                &self.segments_recovered_by_fec,
+            ),
             ("diode_receiver_segments_applied_total", "Segments applied to the replica.", &self.segments_applied),
-            ("diode_receiver_segments_already_applied_total", "Segments received again after apply (carousel, resend).", &self.segments_already_applied),
-            ("diode_receiver_segments_shed_total", "Segments dropped whole because the apply queue was full.", &self.segments_shed),
-            ("diode_receiver_segments_abandoned_total", "Incomplete segments given up after the timeout.", &self.segments_abandoned),
-            ("diode_receiver_segments_evicted_total", "Incomplete segments dropped to bound memory.", &self.segments_evicted),
+            (
+                "diode_receiver_segments_already_applied_total",
+                "Segments received again after apply (carousel, resend).",
+                &self.segments_already_applied,
+            ),
+            (
+                "diode_receiver_segments_shed_total",
+                "Segments dropped whole because the apply queue was full.",
+                &self.segments_shed,
+            ),
+            (
+                "diode_receiver_segments_abandoned_total",
+                "Incomplete segments given up after the timeout.",
+                &self.segments_abandoned,
+            ),
+            (
+                "diode_receiver_segments_evicted_total",
+                "Incomplete segments dropped to bound memory.",
+                &self.segments_evicted,
+            ),
             ("diode_receiver_points_applied_total", "Points written to the replica.", &self.points_applied),
             ("diode_receiver_beacons_accepted_total", "Verified beacons.", &self.beacons_accepted),
         ];
         for (name, help, value) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Ordering::Relaxed));
+            let _ =
+                writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Ordering::Relaxed));
         }
         let _ = writeln!(out, "# HELP diode_receiver_rejected_total Datagrams or segments refused, by reason.");
         let _ = writeln!(out, "# TYPE diode_receiver_rejected_total counter");
@@ -64,10 +85,26 @@ impl ReceiverCounters {
         let announced = self.announced_head.load(Ordering::Relaxed);
         let applied = self.applied_head.load(Ordering::Relaxed);
         let gauges: [(&str, &str, i64); 4] = [
-            ("diode_receiver_lag_segments", "Announced head minus highest applied sequence.", announced.saturating_sub(applied) as i64),
-            ("diode_receiver_gap_segments", "Missing sequences known to the replica.", self.gap_segments.load(Ordering::Relaxed) as i64),
-            ("diode_receiver_last_beacon_received_ns", "When the latest verified beacon arrived.", self.last_beacon_received_ns.load(Ordering::Relaxed)),
-            ("diode_receiver_last_apply_ns", "When a segment was last applied.", self.last_apply_ns.load(Ordering::Relaxed)),
+            (
+                "diode_receiver_lag_segments",
+                "Announced head minus highest applied sequence.",
+                announced.saturating_sub(applied) as i64,
+            ),
+            (
+                "diode_receiver_gap_segments",
+                "Missing sequences known to the replica.",
+                self.gap_segments.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "diode_receiver_last_beacon_received_ns",
+                "When the latest verified beacon arrived.",
+                self.last_beacon_received_ns.load(Ordering::Relaxed),
+            ),
+            (
+                "diode_receiver_last_apply_ns",
+                "When a segment was last applied.",
+                self.last_apply_ns.load(Ordering::Relaxed),
+            ),
         ];
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");

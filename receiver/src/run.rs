@@ -17,7 +17,7 @@ use anyhow::Context;
 use diode_common::beacon::Beacon;
 use diode_common::keys::TrustedKeys;
 use diode_common::packet::{self, Datagram, LinkKey};
-use diode_common::reassembly::{Event, ReassemblyLimits, Reassembler};
+use diode_common::reassembly::{Event, Reassembler, ReassemblyLimits};
 use diode_common::seal;
 
 use crate::config::ReceiverConfig;
@@ -54,7 +54,8 @@ pub fn open_socket(config: &ReceiverConfig) -> anyhow::Result<UdpSocket> {
     let granted = socket.recv_buffer_size().unwrap_or(0);
     if granted < config.link.receive_buffer_bytes {
         tracing::warn!(
-            requested = config.link.receive_buffer_bytes, granted,
+            requested = config.link.receive_buffer_bytes,
+            granted,
             "the kernel granted a smaller UDP receive buffer; raise net.core.rmem_max to avoid drops in bursts"
         );
     }
@@ -152,7 +153,10 @@ fn offer(queue: &SyncSender<Work>, work: Work, shared: &Shared, reassembler: &mu
             // Forget it was completed, so the carousel's or a resend's copy is taken next time.
             reassembler.forget_completed(id);
             shared.log.warn("shed", || {
-                format!("apply queue full: shed segment {} of epoch {} (the carousel or a resend will bring it back)", id.sequence, id.epoch)
+                format!(
+                    "apply queue full: shed segment {} of epoch {} (the carousel or a resend will bring it back)",
+                    id.sequence, id.epoch
+                )
             });
         }
         Err(TrySendError::Disconnected(_)) => shared.stop.store(true, Ordering::Relaxed),
@@ -231,7 +235,8 @@ pub fn apply_segment(bytes: &[u8], trusted: &TrustedKeys, shared: &Shared) -> an
             counters.segments_already_applied.fetch_add(1, Ordering::Relaxed);
         }
         Err(error @ (ReplicaError::ChainMismatch { .. } | ReplicaError::InconsistentSegment { .. })) => {
-            let reason = if matches!(error, ReplicaError::ChainMismatch { .. }) { "chain_mismatch" } else { "bad_payload" };
+            let reason =
+                if matches!(error, ReplicaError::ChainMismatch { .. }) { "chain_mismatch" } else { "bad_payload" };
             counters.reject(reason);
             shared.log.warn(reason, || format!("refused a segment: {error}"));
         }

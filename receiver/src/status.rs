@@ -106,7 +106,12 @@ pub fn status_text(replica: &Replica) -> String {
         let _ = writeln!(
             out,
             "sender {} epoch {}: applied through {} (highest {}, known head {}), {} missing",
-            stream.sender_id, stream.epoch, stream.contiguous_through, stream.highest_applied, stream.highest_known, stream.missing_count
+            stream.sender_id,
+            stream.epoch,
+            stream.contiguous_through,
+            stream.highest_applied,
+            stream.highest_known,
+            stream.missing_count
         );
         if let Some(beacon) = &stream.last_beacon {
             let _ = writeln!(

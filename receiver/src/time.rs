@@ -11,7 +11,8 @@ pub fn now_ns() -> i64 {
 
 /// `2026-01-01T00:00:00Z` or with an offset, to ns since the Unix epoch.
 pub fn parse_rfc3339(text: &str) -> anyhow::Result<i64> {
-    let timestamp: jiff::Timestamp = text.trim().parse().with_context(|| format!("{text:?} is not an RFC 3339 time"))?;
+    let timestamp: jiff::Timestamp =
+        text.trim().parse().with_context(|| format!("{text:?} is not an RFC 3339 time"))?;
     i64::try_from(timestamp.as_nanosecond()).with_context(|| format!("{text:?} is outside the supported range"))
 }
 
@@ -81,7 +82,9 @@ pub fn parse_time(text: &str, now_ns: i64) -> anyhow::Result<i64> {
         };
         return number.checked_mul(scale).with_context(|| format!("{text:?} is out of range"));
     }
-    parse_rfc3339(text).with_context(|| format!("{text:?} is not a time; write RFC 3339 (2026-01-01T00:00:00Z), an epoch number, now, or -1h"))
+    parse_rfc3339(text).with_context(|| {
+        format!("{text:?} is not a time; write RFC 3339 (2026-01-01T00:00:00Z), an epoch number, now, or -1h")
+    })
 }
 
 #[cfg(test)]
