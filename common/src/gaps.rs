@@ -150,9 +150,9 @@ impl SequenceTracker {
 
     /// How many sequences are missing in total (saturating at `u64::MAX`).
     pub fn missing_count(&self) -> u64 {
-        self.missing_ranges().iter().fold(0u64, |total, range| {
-            total.saturating_add((range.end() - range.start()).saturating_add(1))
-        })
+        self.missing_ranges()
+            .iter()
+            .fold(0u64, |total, range| total.saturating_add((range.end() - range.start()).saturating_add(1)))
     }
 
     /// The applied ranges above the watermark, ascending.
@@ -263,7 +263,9 @@ pub enum GapsError {
     Truncated { length_bytes: usize, needed_bytes: usize },
     #[error("not a sequence tracker (bad magic)")]
     BadMagic,
-    #[error("sequence tracker format version {version} is not supported by this build (supports {TRACKER_FORMAT_VERSION})")]
+    #[error(
+        "sequence tracker format version {version} is not supported by this build (supports {TRACKER_FORMAT_VERSION})"
+    )]
     UnsupportedVersion { version: u8 },
     #[error("sequence tracker is inconsistent: {reason}")]
     Inconsistent { reason: &'static str },

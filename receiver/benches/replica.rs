@@ -17,6 +17,7 @@ use diode_common::seal::{self, ChainPosition, GENESIS_HASH, SealedSegment};
 use diode_receiver::replica::{ApplyOutcome, Replica};
 
 const POINTS_PER_SEGMENT: usize = 50_000;
+/// Series of the plant in the criterion benchmarks.
 const SERIES: usize = 1_000;
 
 /// Seals consecutive 50,000-point segments of one simulated plant.
@@ -30,8 +31,8 @@ struct SegmentSource {
 }
 
 impl SegmentSource {
-    fn new() -> SegmentSource {
-        let config = PlantConfig { series_count: SERIES, ..PlantConfig::default() };
+    fn new(series_count: usize) -> SegmentSource {
+        let config = PlantConfig { series_count, ..PlantConfig::default() };
         let clock_ns = config.start_ns;
         SegmentSource {
             plant: PlantSimulator::new(config),
@@ -50,12 +51,8 @@ impl SegmentSource {
         }
         let records: Vec<Record> = self.pending.drain(..POINTS_PER_SEGMENT).collect();
         let series = group_records(&records);
-        let position = ChainPosition {
-            sender_id: 1,
-            epoch: 1,
-            sequence: self.next_sequence,
-            previous_hash: self.previous_hash,
-        };
+        let position =
+            ChainPosition { sender_id: 1, epoch: 1, sequence: self.next_sequence, previous_hash: self.previous_hash };
         let segment = seal::seal(position, &series, 3, self.clock_ns, &self.key);
         self.next_sequence += 1;
         self.previous_hash = segment.hash();
@@ -68,54 +65,90 @@ fn apply(replica: &mut Replica, segment: &SealedSegment, series: &[SeriesColumns
     assert!(matches!(outcome, ApplyOutcome::Applied { .. }));
 }
 
-/// Plain figures, printed once: apply (pre-decoded), decode + apply, and a scan of the busiest series.
-fn print_figures() {
+/// Scans all of one series, decoding every point; returns how many.
+fn scan_everything(replica: &Replica, series_id: u32) -> usize {
+    replica.scan(series_id, i64::MIN, i64::MAX).fold(0, |count, point| {
+        black_box(point.expect("scan"));
+        count + 1
+    })
+}
+
+/// CPU seconds used by the whole process (all threads, RocksDB's background jobs included), from
+/// `/proc/self/stat`; `None` where that is not available. On a shared machine this says more than
+/// wall time does.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// Wall and CPU seconds of `work`.
+fn timed(work: impl FnOnce()) -> (f64, Option<f64>) {
+    let (started, cpu_before) = (Instant::now(), process_cpu_seconds());
+    work();
+    let cpu = process_cpu_seconds().zip(cpu_before).map(|(after, before)| after - before);
+    (started.elapsed().as_secs_f64(), cpu)
+}
+
+fn rate(points: f64, (wall, cpu): (f64, Option<f64>)) -> String {
+    let per_cpu = cpu.filter(|c| *c > 0.0).map_or("n/a".to_owned(), |c| format!("{:.0}", points / c));
+    format!("{:.0} points/s wall, {per_cpu} points per CPU-second", points / wall)
+}
+
+/// Plain figures, printed once: apply (pre-decoded), decode + apply, and scans of the busiest series.
+fn print_figures(series_count: usize) {
+    const APPLIED: usize = 60;
+    const DECODED_AND_APPLIED: usize = 20;
+    const SCANS: usize = 20;
     let directory = tempfile::tempdir().expect("temp dir");
     let mut replica = Replica::open(directory.path()).expect("open replica");
-    let mut source = SegmentSource::new();
-    let segments: Vec<(SealedSegment, Vec<SeriesColumns>)> = (0..60).map(|_| source.next_segment()).collect();
-    let (first, rest) = segments.split_at(30);
+    let mut source = SegmentSource::new(series_count);
+    let segments: Vec<(SealedSegment, Vec<SeriesColumns>)> =
+        (0..APPLIED + DECODED_AND_APPLIED).map(|_| source.next_segment()).collect();
+    let (first, rest) = segments.split_at(APPLIED);
 
-    let started = Instant::now();
-    for (segment, series) in first {
-        apply(&mut replica, segment, series);
-    }
-    let apply_seconds = started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    for (segment, _) in rest {
-        let series = seal::decode_verified(segment).expect("decode");
-        apply(&mut replica, segment, &series);
-    }
-    let decode_apply_seconds = started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    replica.flush().expect("flush");
-    let flush_seconds = started.elapsed().as_secs_f64();
+    let apply_time = timed(|| {
+        for (segment, series) in first {
+            apply(&mut replica, segment, series);
+        }
+    });
+    let decode_apply_time = timed(|| {
+        for (segment, _) in rest {
+            let series = seal::decode_verified(segment).expect("decode");
+            apply(&mut replica, segment, &series);
+        }
+    });
+    let flush_time = timed(|| replica.flush().expect("flush"));
 
     let busiest = replica.series_list().into_iter().max_by_key(|info| info.point_count).expect("series");
-    let started = Instant::now();
-    let scanned = replica.scan(busiest.id, i64::MIN, i64::MAX).map(|point| point.expect("scan")).count();
-    let scan_seconds = started.elapsed().as_secs_f64();
+    let mut scanned = 0;
+    let scan_time = timed(|| {
+        for _ in 0..SCANS {
+            scanned = scan_everything(&replica, busiest.id);
+        }
+    });
 
-    let points = (30 * POINTS_PER_SEGMENT) as f64;
     println!(
-        "replica figures (shared 2-core machine): apply {:.0} points/s ({:.1} ms per 50k-point segment); \
-         decode+apply {:.0} points/s; flush {:.2} s; scan of {} ({} points, {} chunks' worth) {:.0} points/s",
-        points / apply_seconds,
-        apply_seconds * 1_000.0 / 30.0,
-        points / decode_apply_seconds,
-        flush_seconds,
+        "replica figures, {series_count} series, 50k-point segments (shared 2-core machine):\n  \
+         apply: {} ({:.1} ms wall per segment)\n  decode+apply: {}\n  flush: {:.2} s\n  \
+         scan of {} ({scanned} points): {}",
+        rate((APPLIED * POINTS_PER_SEGMENT) as f64, apply_time),
+        apply_time.0 * 1_000.0 / APPLIED as f64,
+        rate((DECODED_AND_APPLIED * POINTS_PER_SEGMENT) as f64, decode_apply_time),
+        flush_time.0,
         busiest.key,
-        scanned,
-        busiest.point_count,
-        scanned as f64 / scan_seconds,
+        rate((SCANS * scanned) as f64, scan_time),
     );
 }
 
 fn bench_apply(c: &mut Criterion) {
-    print_figures();
+    print_figures(1_000);
+    print_figures(10_000);
     let directory = tempfile::tempdir().expect("temp dir");
     let mut replica = Replica::open(directory.path()).expect("open replica");
-    let mut source = SegmentSource::new();
+    let mut source = SegmentSource::new(SERIES);
     let mut group = c.benchmark_group("replica");
     group.sample_size(10).measurement_time(Duration::from_secs(10)).warm_up_time(Duration::from_secs(2));
     group.throughput(Throughput::Elements(POINTS_PER_SEGMENT as u64));
@@ -133,12 +166,17 @@ fn bench_apply(c: &mut Criterion) {
         })
     });
 
+    // The apply benchmark filled the replica, unless a filter skipped it.
+    while replica.counters().segments_applied < 40 {
+        let (segment, series) = source.next_segment();
+        apply(&mut replica, &segment, &series);
+    }
     let busiest = replica.series_list().into_iter().max_by_key(|info| info.point_count).expect("series");
     let scanned = replica.scan(busiest.id, i64::MIN, i64::MAX).count() as u64;
     group.throughput(Throughput::Elements(scanned));
     group.bench_function("scan_busiest_series", |bencher| {
         bencher.iter(|| {
-            let count = replica.scan(busiest.id, i64::MIN, i64::MAX).map(|point| black_box(point.expect("scan"))).count();
+            let count = scan_everything(&replica, busiest.id);
             assert_eq!(count as u64, scanned);
         })
     });

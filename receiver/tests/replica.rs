@@ -63,15 +63,16 @@ impl Chain {
 
 /// `count` consecutive segments of `points` records each from a small simulated plant.
 fn plant_segments(count: usize, points: usize) -> Vec<(SealedSegment, Vec<SeriesColumns>)> {
-    let mut plant = PlantSimulator::new(PlantConfig { seed: 11, series_count: 40, base_rate_hz: 2.0, start_ns: T0 });
+    // Starting 45 s before an hour boundary, so some segments straddle two buckets.
+    let start_ns = T0 - 45 * SECOND;
+    let mut plant = PlantSimulator::new(PlantConfig { seed: 11, series_count: 40, base_rate_hz: 2.0, start_ns });
     let mut chain = Chain::new(SENDER, 1);
     let mut pending = Vec::new();
-    let mut clock_ns = T0;
+    let mut clock_ns = start_ns;
     (0..count)
         .map(|_| {
             while pending.len() < points {
-                // Minutes at a time, so segments straddle the hourly buckets now and then.
-                clock_ns += 60 * SECOND;
+                clock_ns += SECOND;
                 plant.generate_until(clock_ns, &mut pending);
             }
             let records: Vec<Record> = pending.drain(..points).collect();
@@ -200,8 +201,7 @@ fn segments_applied_in_any_order_give_the_same_scans_and_gaps_close_when_filled(
         // Missing: every sequence below the highest applied that is not applied.
         let highest = *applied.last().unwrap();
         let missing: Vec<u64> = (1..=highest).filter(|s| !applied.contains(s)).collect();
-        let reported: Vec<u64> =
-            shuffled.gaps().iter().flat_map(|g| g.first_sequence..=g.last_sequence).collect();
+        let reported: Vec<u64> = shuffled.gaps().iter().flat_map(|g| g.first_sequence..=g.last_sequence).collect();
         assert_eq!(reported, missing);
     }
     assert!(shuffled.gaps().is_empty());
@@ -384,6 +384,88 @@ fn reopening_keeps_the_catalog_ids_trackers_beacons_and_points() {
     assert_eq!(replica.series_id(&SeriesKey::new("brand/new")), Some(series.len() as u32));
     assert_eq!(replica.series_id(&series[0].key), Some(0));
     assert_eq!(apply_at(&mut replica, &segments[3]), ApplyOutcome::AlreadyApplied);
+}
+
+#[test]
+fn series_statistics_survive_reopening_before_and_after_checkpoints() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut chain = Chain::new(SENDER, 1);
+    let mut replica = Replica::open(directory.path()).unwrap();
+    // 150 applies cross two statistics checkpoints; every segment touches a recurring series and
+    // creates a new one, whose statistics exist only in deltas until the next checkpoint.
+    for sequence in 1..=150i64 {
+        let records = [
+            record(&format!("recurring/{}", sequence % 5), T0 + sequence * SECOND, 1.0),
+            record(&format!("new/{sequence}"), T0 - sequence * SECOND, 2.0),
+        ];
+        apply_at(&mut replica, &chain.seal(&records));
+        if sequence % 23 == 0 || sequence == 64 || sequence == 65 || sequence == 150 {
+            let (series, total) = (replica.series_list(), replica.total_points());
+            drop(replica);
+            replica = Replica::open(directory.path()).unwrap();
+            assert_eq!(replica.series_list(), series, "after {sequence} applies");
+            assert_eq!(replica.total_points(), total);
+            assert_eq!(Replica::open_read_only(directory.path()).unwrap().series_list(), series);
+        }
+    }
+    let recurring = replica.series_info(replica.series_id(&SeriesKey::new("recurring/0")).unwrap()).unwrap();
+    assert_eq!(recurring.point_count, 30);
+    assert_eq!((recurring.first_timestamp_ns, recurring.last_timestamp_ns), (T0 + 5 * SECOND, T0 + 150 * SECOND));
+    assert_eq!(replica.total_points(), 300);
+}
+
+/// Set in the environment of the helper process the kill test starts.
+const KILL_TEST_DIRECTORY: &str = "DIODE_REPLICA_KILL_TEST_DIRECTORY";
+
+#[test]
+fn a_killed_writer_loses_nothing_that_apply_acknowledged() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut helper = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "helper_process_that_applies_and_waits_to_be_killed", "--nocapture", "--test-threads=1"])
+        .env(KILL_TEST_DIRECTORY, directory.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut output = std::io::BufReader::new(helper.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("applied all") {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut output, &mut line).unwrap() > 0, "the helper exited early");
+    }
+    helper.kill().unwrap(); // SIGKILL: no destructor, no flush.
+    helper.wait().unwrap();
+
+    let replica = Replica::open(directory.path()).unwrap();
+    assert_eq!(replica.counters().segments_applied, 5);
+    assert!(replica.gaps().is_empty());
+    let fresh_directory = tempfile::tempdir().unwrap();
+    let mut fresh = Replica::open(fresh_directory.path()).unwrap();
+    for segment in &plant_segments(5, 200) {
+        apply_at(&mut fresh, segment);
+    }
+    assert_eq!(all_points(&replica), all_points(&fresh));
+    assert_eq!(replica.series_list(), fresh.series_list());
+}
+
+/// Not a test on its own: the process `a_killed_writer_loses_nothing_that_apply_acknowledged`
+/// starts and kills. Does nothing unless that test set its directory.
+#[test]
+fn helper_process_that_applies_and_waits_to_be_killed() {
+    let Some(directory) = std::env::var_os(KILL_TEST_DIRECTORY) else { return };
+    let mut replica = Replica::open(Path::new(&directory)).unwrap();
+    for segment in &plant_segments(5, 200) {
+        apply_at(&mut replica, segment);
+    }
+    println!("applied all");
+    std::thread::sleep(std::time::Duration::from_secs(60));
+}
+
+#[test]
+fn a_second_writer_is_refused_with_a_hint() {
+    let directory = tempfile::tempdir().unwrap();
+    let _writer = Replica::open(directory.path()).unwrap();
+    let message = Replica::open(directory.path()).unwrap_err().to_string();
+    assert!(message.contains("another diode-receiver"), "{message}");
 }
 
 #[test]

@@ -35,10 +35,11 @@ pub fn for_each_bucket(parts: &[&SeriesColumns], mut emit: impl FnMut(i64, &Seri
     let mut buckets: BTreeMap<i64, SeriesColumns> = BTreeMap::new();
     for part in non_empty {
         for (row, &timestamp_ns) in part.timestamps_ns.iter().enumerate() {
-            buckets
-                .entry(bucket_start(timestamp_ns))
-                .or_insert_with(|| SeriesColumns::new(part.key.clone()))
-                .push(timestamp_ns, part.value(row), part.qualities[row]);
+            buckets.entry(bucket_start(timestamp_ns)).or_insert_with(|| SeriesColumns::new(part.key.clone())).push(
+                timestamp_ns,
+                part.value(row),
+                part.qualities[row],
+            );
         }
     }
     for (bucket, columns) in &buckets {
@@ -169,7 +170,7 @@ mod tests {
     fn later_chunks_and_later_records_win_duplicate_timestamps() {
         let first = columns(&[(1, 1.0), (2, 2.0), (2, 2.5)]);
         let second = columns(&[(2, 9.0), (0, 0.5)]);
-        assert_eq!(merged(&[first.clone()]), vec![(1, 1.0), (2, 2.5)]);
+        assert_eq!(merged(std::slice::from_ref(&first)), vec![(1, 1.0), (2, 2.5)]);
         assert_eq!(merged(&[first, second]), vec![(0, 0.5), (1, 1.0), (2, 9.0)]);
     }
 

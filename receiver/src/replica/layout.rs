@@ -73,7 +73,7 @@ pub struct PointKey {
 }
 
 impl PointKey {
-    pub fn to_bytes(&self) -> [u8; POINT_KEY_LENGTH] {
+    pub fn to_bytes(self) -> [u8; POINT_KEY_LENGTH] {
         let mut key = [0u8; POINT_KEY_LENGTH];
         key[..POINT_BUCKET_PREFIX_LENGTH].copy_from_slice(&bucket_prefix(self.series_id, self.bucket_start_ns));
         key[12..20].copy_from_slice(&self.epoch.to_be_bytes());
@@ -136,7 +136,7 @@ impl SegmentKey {
     /// The lowest key: a scan from here covers the whole audit log.
     pub const FIRST: SegmentKey = SegmentKey { sender_id: 0, epoch: 0, sequence: 0 };
 
-    pub fn to_bytes(&self) -> [u8; SEGMENT_KEY_LENGTH] {
+    pub fn to_bytes(self) -> [u8; SEGMENT_KEY_LENGTH] {
         let mut key = [0u8; SEGMENT_KEY_LENGTH];
         key[0..8].copy_from_slice(&self.sender_id.to_be_bytes());
         key[8..16].copy_from_slice(&self.epoch.to_be_bytes());
@@ -263,7 +263,7 @@ pub struct SeriesStatistics {
 
 impl SeriesStatistics {
     /// `kind u8 ‖ kinds seen u8 ‖ first timestamp i64 ‖ last timestamp i64 ‖ point count u64`, BE.
-    pub fn to_bytes(&self) -> [u8; SERIES_STATISTICS_LENGTH] {
+    pub fn to_bytes(self) -> [u8; SERIES_STATISTICS_LENGTH] {
         let mut bytes = [0u8; SERIES_STATISTICS_LENGTH];
         bytes[0] = self.kind as u8;
         bytes[1] = self.kinds_seen;
@@ -306,6 +306,53 @@ pub const META_COUNTERS: &[u8] = b"C";
 pub const META_STREAM: u8 = b'S';
 /// Meta key prefix of a sender's latest beacon: `'B' ‖ sender id`.
 pub const META_BEACON: u8 = b'B';
+
+/// Meta key prefix of a statistics delta: `'D' ‖ delta number u64 BE`.
+pub const META_STATISTICS_DELTA: u8 = b'D';
+
+pub fn statistics_delta_key(delta_number: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = META_STATISTICS_DELTA;
+    key[1..9].copy_from_slice(&delta_number.to_be_bytes());
+    key
+}
+
+pub fn parse_statistics_delta_key(key: &[u8]) -> Option<u64> {
+    if key.len() != 9 || key[0] != META_STATISTICS_DELTA {
+        return None;
+    }
+    u64_at(key, 1)
+}
+
+const STATISTICS_DELTA_VERSION: u8 = 1;
+const STATISTICS_DELTA_ENTRY_LENGTH: usize = 4 + SERIES_STATISTICS_LENGTH;
+
+/// Statistics delta: `version u8 (1) ‖ (series id u32 BE ‖ statistics, 26 bytes)*`: the new
+/// statistics of every series one segment touched.
+pub fn encode_statistics_delta(statistics: &[(u32, SeriesStatistics)]) -> Vec<u8> {
+    let mut delta = Vec::with_capacity(1 + STATISTICS_DELTA_ENTRY_LENGTH * statistics.len());
+    delta.push(STATISTICS_DELTA_VERSION);
+    for (id, entry) in statistics {
+        delta.extend_from_slice(&id.to_be_bytes());
+        delta.extend_from_slice(&entry.to_bytes());
+    }
+    delta
+}
+
+/// Inverse of [`encode_statistics_delta`].
+pub fn decode_statistics_delta(delta: &[u8]) -> Result<Vec<(u32, SeriesStatistics)>, &'static str> {
+    if delta.first() != Some(&STATISTICS_DELTA_VERSION) {
+        return Err("statistics delta has an unknown version or is empty");
+    }
+    let entries = &delta[1..];
+    if !entries.len().is_multiple_of(STATISTICS_DELTA_ENTRY_LENGTH) {
+        return Err("statistics delta is not a whole number of entries");
+    }
+    entries
+        .chunks_exact(STATISTICS_DELTA_ENTRY_LENGTH)
+        .map(|entry| Ok((u32_at(entry, 0).ok_or("truncated")?, SeriesStatistics::from_bytes(&entry[4..])?)))
+        .collect()
+}
 
 pub fn stream_key(sender_id: u64, epoch: u64) -> [u8; 17] {
     let mut key = [0u8; 17];
@@ -440,7 +487,7 @@ pub struct Counters {
 
 impl Counters {
     /// `segments applied u64 ‖ points applied u64 ‖ beacons recorded u64`, BE.
-    pub fn to_bytes(&self) -> [u8; 24] {
+    pub fn to_bytes(self) -> [u8; 24] {
         let mut bytes = [0u8; 24];
         bytes[0..8].copy_from_slice(&self.segments_applied.to_be_bytes());
         bytes[8..16].copy_from_slice(&self.points_applied.to_be_bytes());
@@ -495,6 +542,23 @@ mod tests {
         for length in 0..bytes.len() {
             assert!(decode_series_key(&bytes[..length]).is_err(), "length {length}");
         }
+    }
+
+    #[test]
+    fn statistics_deltas_round_trip_and_damage_is_refused() {
+        let statistics = SeriesStatistics {
+            kind: ValueKind::I64,
+            kinds_seen: 0b10,
+            first_timestamp_ns: -4,
+            last_timestamp_ns: 9,
+            point_count: 3,
+        };
+        let delta = encode_statistics_delta(&[(7, statistics), (9, statistics)]);
+        assert_eq!(decode_statistics_delta(&delta), Ok(vec![(7, statistics), (9, statistics)]));
+        for length in [0, delta.len() - 1] {
+            assert!(decode_statistics_delta(&delta[..length]).is_err(), "length {length}");
+        }
+        assert_eq!(parse_statistics_delta_key(&statistics_delta_key(42)), Some(42));
     }
 
     #[test]

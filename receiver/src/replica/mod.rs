@@ -19,12 +19,13 @@
 //! | `points` | series id u32 ‖ bucket start i64* ‖ epoch u64 ‖ sequence u64 ‖ sender id u64 (36 bytes) | `codec::encode_columns` of the series' records of that segment in that one-hour bucket, in input order |
 //! | `series` | `'K'` ‖ canonical series key | series id u32 |
 //! | `series` | `'I'` ‖ series id u32 | canonical series key (written once) |
-//! | `series` | `'S'` ‖ series id u32 | first kind u8 ‖ kinds seen u8 ‖ first ts i64 ‖ last ts i64 ‖ point count u64 |
+//! | `series` | `'S'` ‖ series id u32 | statistics as of the last checkpoint: first kind u8 ‖ kinds seen u8 ‖ first ts i64 ‖ last ts i64 ‖ point count u64 |
 //! | `segments` | sender id u64 ‖ epoch u64 ‖ sequence u64 (24 bytes) | version u8 (1) ‖ applied at i64 ‖ sealed segment (header ‖ signature ‖ payload) |
 //! | `meta` | `'V'` | layout version u32 |
 //! | `meta` | `'C'` | segments applied u64 ‖ points applied u64 ‖ beacons recorded u64 |
 //! | `meta` | `'S'` ‖ sender id u64 ‖ epoch u64 | version u8 (1) ‖ first seen at i64 ‖ flags u8 (1 announced by a beacon, 2 seen in a segment) ‖ `SequenceTracker::to_bytes` |
 //! | `meta` | `'B'` ‖ sender id u64 | the sender's latest beacon: summary fields ‖ raw signed bytes (see `layout::encode_beacon_entry`) |
+//! | `meta` | `'D'` ‖ delta number u64 | statistics delta of one apply: version u8 (1) ‖ (series id u32 ‖ statistics)* |
 //!
 //! \* sign bit flipped. The canonical series key is `name length u32 ‖ name ‖ tag count u32 ‖
 //! (key length u32 ‖ key ‖ value length u32 ‖ value)*`.
@@ -36,6 +37,13 @@
 //! from the highest (epoch, sequence) wins, ties between senders go to the higher sender id, and
 //! within one segment the later record in input order wins. Series ids are assigned by the replica
 //! in order of first appearance, from 0, and never change.
+//!
+//! Series statistics: rewriting a `'S'` entry for every series a segment touches would double the
+//! memtable inserts of an apply (one per chunk is the floor), so each apply writes one `'D'` delta
+//! with the new statistics of the series it touched, and every
+//! [`STATISTICS_DELTAS_PER_CHECKPOINT`]th apply instead rewrites the `'S'` entries of every series
+//! changed since the last checkpoint and deletes the deltas, in the same batch. Opening reads the
+//! `'S'` entries and folds the remaining deltas over them in order.
 //!
 //! # RocksDB tuning
 //!
@@ -72,13 +80,18 @@ pub use scan::{PointScan, SegmentScan, StoredSegment};
 
 use layout::{
     CF_META, CF_POINTS, CF_SEGMENTS, CF_SERIES, COLUMN_FAMILIES, META_BEACON, META_COUNTERS, META_LAYOUT_VERSION,
-    META_STREAM, PointKey, SERIES_BY_KEY, SERIES_IDENTITY, SERIES_STATISTICS, STREAM_ANNOUNCED_BY_BEACON,
-    STREAM_SEEN_IN_SEGMENT, SeriesStatistics,
+    META_STATISTICS_DELTA, META_STREAM, PointKey, SERIES_BY_KEY, SERIES_IDENTITY, SERIES_STATISTICS,
+    STREAM_ANNOUNCED_BY_BEACON, STREAM_SEEN_IN_SEGMENT, SeriesStatistics,
 };
 
 /// Most series one replica catalogues. The catalog is held in memory (about 150 bytes a series
 /// plus names), so the bound keeps it under a few GiB; plants have far fewer tags.
 pub const MAX_SERIES: u32 = 10_000_000;
+
+/// Statistics deltas written before the touched series' statistics are rewritten in place (a
+/// checkpoint). Each apply then writes one delta instead of one entry per series it touches, which
+/// halves the memtable inserts of an apply; a reopen folds at most this many deltas.
+const STATISTICS_DELTAS_PER_CHECKPOINT: usize = 64;
 
 /// Memtable size of the `points` and `segments` column families.
 const LARGE_WRITE_BUFFER_BYTES: usize = 64 * 1024 * 1024;
@@ -301,19 +314,48 @@ impl Catalog {
     }
 }
 
+/// Which series statistics live only in deltas, not yet in their `'S'` entries.
+#[derive(Debug, Default, Clone)]
+struct StatisticsJournal {
+    /// Delta numbers of the `'D'` entries written since the last checkpoint, ascending.
+    pending_deltas: Vec<u64>,
+    /// `dirty[id]`: the series' statistics changed since the last checkpoint.
+    dirty: Vec<bool>,
+    /// The ids set in `dirty`.
+    dirty_ids: Vec<u32>,
+}
+
+impl StatisticsJournal {
+    fn mark_dirty(&mut self, id: u32) {
+        let index = id as usize;
+        if self.dirty.len() <= index {
+            self.dirty.resize(index + 1, false);
+        }
+        if !self.dirty[index] {
+            self.dirty[index] = true;
+            self.dirty_ids.push(id);
+        }
+    }
+}
+
 /// Everything the replica keeps in memory; rebuilt from RocksDB at open.
 #[derive(Debug, Default)]
 struct State {
     catalog: Catalog,
+    journal: StatisticsJournal,
     streams: BTreeMap<(u64, u64), StreamState>,
     beacons: BTreeMap<u64, BeaconSummary>,
     counters: Counters,
 }
 
 enum Access {
-    ReadWrite { sync_writes: bool },
+    ReadWrite {
+        sync_writes: bool,
+    },
     /// A RocksDB secondary instance, which needs a scratch directory of its own.
-    ReadOnly { _scratch: ScratchDirectory },
+    ReadOnly {
+        _scratch: ScratchDirectory,
+    },
 }
 
 /// A directory removed when dropped.
@@ -498,10 +540,15 @@ impl Replica {
         let mut options = database_options();
         options.create_if_missing(false);
         options.create_missing_column_families(false);
-        let db = DB::open_cf_descriptors_as_secondary(&options, path, scratch.path.as_path(), column_family_descriptors())
-            .map_err(|source| open_error(path, source))?;
-        let mut replica =
-            Replica { db, access: Access::ReadOnly { _scratch: scratch }, path: path.to_owned(), state: State::default() };
+        let db =
+            DB::open_cf_descriptors_as_secondary(&options, path, scratch.path.as_path(), column_family_descriptors())
+                .map_err(|source| open_error(path, source))?;
+        let mut replica = Replica {
+            db,
+            access: Access::ReadOnly { _scratch: scratch },
+            path: path.to_owned(),
+            state: State::default(),
+        };
         replica.check_layout_version()?;
         replica.state = replica.load_state()?;
         Ok(replica)
@@ -587,11 +634,27 @@ impl Replica {
                 let stream = layout::parse_stream_key(key)
                     .ok_or_else(|| ReplicaError::corrupt(&self.path, "a stream key", "is not 17 bytes"))?;
                 let what = format!("the stream entry of sender {} epoch {}", stream.0, stream.1);
-                let (first_seen_at_ns, flags, tracker) =
-                    layout::decode_stream_entry(value).map_err(|reason| ReplicaError::corrupt(&self.path, &what, reason))?;
-                let tracker =
-                    SequenceTracker::from_bytes(tracker).map_err(|error| ReplicaError::corrupt(&self.path, &what, error))?;
+                let (first_seen_at_ns, flags, tracker) = layout::decode_stream_entry(value)
+                    .map_err(|reason| ReplicaError::corrupt(&self.path, &what, reason))?;
+                let tracker = SequenceTracker::from_bytes(tracker)
+                    .map_err(|error| ReplicaError::corrupt(&self.path, &what, error))?;
                 state.streams.insert(stream, StreamState { tracker, first_seen_at_ns, flags });
+            } else if key.first() == Some(&META_STATISTICS_DELTA) {
+                // Deltas come in ascending order, so later statistics override earlier ones.
+                let number = layout::parse_statistics_delta_key(key)
+                    .ok_or_else(|| ReplicaError::corrupt(&self.path, "a statistics delta key", "is not 9 bytes"))?;
+                let what = format!("statistics delta {number}");
+                let delta = layout::decode_statistics_delta(value)
+                    .map_err(|reason| ReplicaError::corrupt(&self.path, &what, reason))?;
+                for (id, statistics) in delta {
+                    let entry =
+                        state.catalog.entries.get_mut(id as usize).ok_or_else(|| {
+                            ReplicaError::corrupt(&self.path, &what, "names a series not in the catalog")
+                        })?;
+                    entry.statistics = statistics;
+                    state.journal.mark_dirty(id);
+                }
+                state.journal.pending_deltas.push(number);
             } else if key.first() == Some(&META_BEACON) {
                 let sender_id = layout::parse_beacon_key(key)
                     .ok_or_else(|| ReplicaError::corrupt(&self.path, "a beacon key", "is not 9 bytes"))?;
@@ -603,6 +666,9 @@ impl Replica {
             raw.next();
         }
         raw.status().map_err(|source| ReplicaError::storage(&self.path, "reading the metadata", source))?;
+        if let Some(id) = state.catalog.entries.iter().position(|entry| entry.statistics.kinds_seen == 0) {
+            return Err(ReplicaError::corrupt(&self.path, &format!("series {id}"), "has no statistics"));
+        }
         Ok(state)
     }
 
@@ -615,7 +681,8 @@ impl Replica {
             if key.first() != Some(&SERIES_IDENTITY) {
                 break;
             }
-            let id = series_id_of(key).ok_or_else(|| ReplicaError::corrupt(&self.path, "a series key", "is not 5 bytes"))?;
+            let id =
+                series_id_of(key).ok_or_else(|| ReplicaError::corrupt(&self.path, "a series key", "is not 5 bytes"))?;
             if id as usize != catalog.entries.len() {
                 return Err(ReplicaError::corrupt(
                     &self.path,
@@ -626,7 +693,7 @@ impl Replica {
             let key = layout::decode_series_key(value)
                 .map_err(|reason| ReplicaError::corrupt(&self.path, &format!("series {id}"), reason))?;
             catalog.ids.insert(key.clone(), id);
-            // Placeholder statistics, replaced below; every series has some.
+            // Placeholder statistics (no kinds seen), replaced from `'S'` or a delta.
             let statistics = SeriesStatistics {
                 kind: ValueKind::F64,
                 kinds_seen: 0,
@@ -642,10 +709,11 @@ impl Replica {
             if key.first() != Some(&SERIES_STATISTICS) {
                 break;
             }
-            let id = series_id_of(key).ok_or_else(|| ReplicaError::corrupt(&self.path, "a series key", "is not 5 bytes"))?;
+            let id =
+                series_id_of(key).ok_or_else(|| ReplicaError::corrupt(&self.path, "a series key", "is not 5 bytes"))?;
             let what = format!("the statistics of series {id}");
-            let statistics =
-                SeriesStatistics::from_bytes(value).map_err(|reason| ReplicaError::corrupt(&self.path, &what, reason))?;
+            let statistics = SeriesStatistics::from_bytes(value)
+                .map_err(|reason| ReplicaError::corrupt(&self.path, &what, reason))?;
             let entry = catalog
                 .entries
                 .get_mut(id as usize)
@@ -654,9 +722,8 @@ impl Replica {
             raw.next();
         }
         raw.status().map_err(|source| ReplicaError::storage(&self.path, "reading the series catalog", source))?;
-        if let Some(id) = catalog.entries.iter().position(|entry| entry.statistics.kinds_seen == 0) {
-            return Err(ReplicaError::corrupt(&self.path, &format!("series {id}"), "has no statistics"));
-        }
+        // Statistics of series created since the last checkpoint are in the deltas: the caller
+        // folds those in and then checks that every series has statistics.
         Ok(catalog)
     }
 
@@ -680,8 +747,8 @@ impl Replica {
             .get_pinned_cf(self.cf(CF_SEGMENTS), key.to_bytes())
             .map_err(|source| ReplicaError::storage(&self.path, "reading the audit log", source))?;
         let Some(entry) = stored else { return Ok(None) };
-        let (_, sealed) =
-            layout::decode_audit_entry(&entry).map_err(|reason| ReplicaError::corrupt(&self.path, &describe_segment(key), reason))?;
+        let (_, sealed) = layout::decode_audit_entry(&entry)
+            .map_err(|reason| ReplicaError::corrupt(&self.path, &describe_segment(key), reason))?;
         SegmentHeader::from_bytes(sealed)
             .map(Some)
             .map_err(|error| ReplicaError::corrupt(&self.path, &describe_segment(key), error))
@@ -719,7 +786,11 @@ impl Replica {
         let stream = (position.sender_id, position.epoch);
         if self.state.streams.get(&stream).is_some_and(|s| s.tracker.is_applied(position.sequence)) {
             let stored = self.stored_header(position)?.ok_or_else(|| {
-                ReplicaError::corrupt(&self.path, &describe_segment(position), "is missing though its stream lists it as applied")
+                ReplicaError::corrupt(
+                    &self.path,
+                    &describe_segment(position),
+                    "is missing though its stream lists it as applied",
+                )
             })?;
             if stored.hash() == hash {
                 return Ok(ApplyOutcome::AlreadyApplied);
@@ -754,7 +825,12 @@ impl Replica {
         }
     }
 
-    fn check_chain(&self, position: SegmentKey, header: &SegmentHeader, hash: &SegmentHash) -> Result<(), ReplicaError> {
+    fn check_chain(
+        &self,
+        position: SegmentKey,
+        header: &SegmentHeader,
+        hash: &SegmentHash,
+    ) -> Result<(), ReplicaError> {
         let sequence = position.sequence;
         if sequence == 1 {
             if header.previous_hash != GENESIS_HASH {
@@ -763,7 +839,13 @@ impl Replica {
         } else if let Some(previous) = self.stored_neighbour(position, sequence - 1)? {
             let previous_hash = previous.hash();
             if previous_hash != header.previous_hash {
-                return Err(self.chain_mismatch(position, sequence - 1, ChainLink::Previous, previous_hash, header.previous_hash));
+                return Err(self.chain_mismatch(
+                    position,
+                    sequence - 1,
+                    ChainLink::Previous,
+                    previous_hash,
+                    header.previous_hash,
+                ));
             }
         }
         if let Some(next_sequence) = sequence.checked_add(1)
@@ -789,7 +871,11 @@ impl Replica {
         let key = SegmentKey { sequence, ..position };
         let header = self.stored_header(key)?;
         if header.is_none() {
-            return Err(ReplicaError::corrupt(&self.path, &describe_segment(key), "is missing though its stream lists it as applied"));
+            return Err(ReplicaError::corrupt(
+                &self.path,
+                &describe_segment(key),
+                "is missing though its stream lists it as applied",
+            ));
         }
         Ok(header)
     }
@@ -807,25 +893,16 @@ impl Replica {
         let mut batch = WriteBatch::with_capacity_bytes(audit_entry.len() * 3 + 1024 * 1024);
         let (points_cf, series_cf) = (self.cf(CF_POINTS), self.cf(CF_SERIES));
 
-        // Group the payload's entries by series: a payload may list one series several times.
-        let mut group_of: HashMap<&SeriesKey, usize> = HashMap::with_capacity(series.len());
-        let mut groups: Vec<Vec<&SeriesColumns>> = Vec::with_capacity(series.len());
-        for columns in series.iter().filter(|columns| !columns.is_empty()) {
-            let index = *group_of.entry(&columns.key).or_insert_with(|| {
-                groups.push(Vec::with_capacity(1));
-                groups.len() - 1
-            });
-            groups[index].push(columns);
-        }
-
+        // Resolve every entry's series id, assigning ids to new series in order of appearance.
         let catalog = &self.state.catalog;
         let mut staged = Staged::default();
-        let mut chunk = Vec::with_capacity(64 * 1024);
         let mut canonical_key = Vec::with_capacity(256);
-        for parts in &groups {
-            let key = &parts[0].key;
-            let (id, previous) = match catalog.ids.get(key) {
-                Some(&id) => (id, Some(catalog.entries[id as usize].statistics)),
+        let mut new_ids: HashMap<&SeriesKey, u32> = HashMap::new();
+        let mut by_id: Vec<(u32, usize)> = Vec::with_capacity(series.len());
+        for (index, columns) in series.iter().enumerate().filter(|(_, columns)| !columns.is_empty()) {
+            let key = &columns.key;
+            let id = match catalog.ids.get(key).or_else(|| new_ids.get(key)) {
+                Some(&id) => id,
                 None => {
                     let id = u32::try_from(catalog.entries.len() + staged.new_series.len())
                         .ok()
@@ -839,13 +916,27 @@ impl Replica {
                     by_key.extend_from_slice(&canonical_key);
                     batch.put_cf(series_cf, by_key, id.to_be_bytes());
                     staged.new_series.push(key.clone());
-                    (id, None)
+                    new_ids.insert(key, id);
+                    id
                 }
             };
-            let statistics = chunks::fold_statistics(previous, parts).expect("groups hold only non-empty columns");
-            batch.put_cf(series_cf, layout::series_id_key(SERIES_STATISTICS, id), statistics.to_bytes());
+            by_id.push((id, index));
+        }
+        // Ascending series ids (payload order within one id): the batch then inserts keys in
+        // ascending order, which RocksDB's memtable skip list does far faster than scattered keys.
+        // A payload may list one series several times; its entries become one group.
+        by_id.sort_unstable();
+
+        let mut chunk = Vec::with_capacity(64 * 1024);
+        let mut parts: Vec<&SeriesColumns> = Vec::new();
+        for group in by_id.chunk_by(|a, b| a.0 == b.0) {
+            let id = group[0].0;
+            parts.clear();
+            parts.extend(group.iter().map(|&(_, index)| &series[index]));
+            let previous = catalog.entries.get(id as usize).map(|entry| entry.statistics);
+            let statistics = chunks::fold_statistics(previous, &parts).expect("groups hold only non-empty columns");
             staged.statistics.push((id, statistics));
-            chunks::for_each_bucket(parts, |bucket_start_ns, columns| {
+            chunks::for_each_bucket(&parts, |bucket_start_ns, columns| {
                 chunk.clear();
                 encode_columns(columns, &mut chunk);
                 let key = PointKey {
@@ -880,7 +971,36 @@ impl Replica {
         counters.points_applied += u64::from(header.record_count);
         batch.put_cf(meta, META_COUNTERS, counters.to_bytes());
         staged.counters = counters;
+        staged.checkpoint = self.stage_statistics(&mut batch, &staged.statistics, counters.segments_applied);
         Ok((batch, staged))
+    }
+
+    /// Writes the new statistics of the series a segment touched: usually one delta entry; every
+    /// [`STATISTICS_DELTAS_PER_CHECKPOINT`] applies a checkpoint instead, which rewrites the `'S'`
+    /// entry of every series changed since the last one and deletes the deltas. Returns whether
+    /// this is a checkpoint.
+    fn stage_statistics(
+        &self,
+        batch: &mut WriteBatch,
+        statistics: &[(u32, SeriesStatistics)],
+        delta_number: u64,
+    ) -> bool {
+        let (series_cf, meta) = (self.cf(CF_SERIES), self.cf(CF_META));
+        let journal = &self.state.journal;
+        if journal.pending_deltas.len() + 1 < STATISTICS_DELTAS_PER_CHECKPOINT {
+            batch.put_cf(meta, layout::statistics_delta_key(delta_number), layout::encode_statistics_delta(statistics));
+            return false;
+        }
+        let mut rewritten: BTreeMap<u32, SeriesStatistics> =
+            journal.dirty_ids.iter().map(|&id| (id, self.state.catalog.entries[id as usize].statistics)).collect();
+        rewritten.extend(statistics.iter().copied());
+        for (id, entry) in rewritten {
+            batch.put_cf(series_cf, layout::series_id_key(SERIES_STATISTICS, id), entry.to_bytes());
+        }
+        for &number in &journal.pending_deltas {
+            batch.delete_cf(meta, layout::statistics_delta_key(number));
+        }
+        true
     }
 
     /// Makes a written batch's changes visible in memory.
@@ -899,8 +1019,17 @@ impl Replica {
             };
             catalog.entries.push(CatalogEntry { key, statistics });
         }
-        for (id, statistics) in staged.statistics {
+        let journal = &mut self.state.journal;
+        for &(id, statistics) in &staged.statistics {
             catalog.entries[id as usize].statistics = statistics;
+        }
+        if staged.checkpoint {
+            *journal = StatisticsJournal::default();
+        } else {
+            for &(id, _) in &staged.statistics {
+                journal.mark_dirty(id);
+            }
+            journal.pending_deltas.push(staged.counters.segments_applied);
         }
         if let Some((key, stream)) = staged.stream {
             self.state.streams.insert(key, stream);
@@ -916,7 +1045,10 @@ impl Replica {
         let meta = self.cf(CF_META);
         let mut batch = WriteBatch::default();
         let mut streams = vec![((beacon.sender_id, beacon.epoch), beacon.head_sequence)];
-        if beacon.previous_epoch != 0 && beacon.previous_epoch != beacon.epoch && beacon.previous_epoch_last_sequence > 0 {
+        if beacon.previous_epoch != 0
+            && beacon.previous_epoch != beacon.epoch
+            && beacon.previous_epoch_last_sequence > 0
+        {
             streams.push(((beacon.sender_id, beacon.previous_epoch), beacon.previous_epoch_last_sequence));
         }
         let mut updated = Vec::with_capacity(streams.len());
@@ -1014,8 +1146,9 @@ impl Replica {
             .get_pinned_cf(self.cf(CF_META), layout::beacon_key(sender_id))
             .map_err(|source| ReplicaError::storage(&self.path, "reading a beacon", source))?;
         let Some(entry) = stored else { return Ok(None) };
-        let (summary, raw) = layout::decode_beacon_entry(&entry)
-            .map_err(|reason| ReplicaError::corrupt(&self.path, &format!("the beacon of sender {sender_id}"), reason))?;
+        let (summary, raw) = layout::decode_beacon_entry(&entry).map_err(|reason| {
+            ReplicaError::corrupt(&self.path, &format!("the beacon of sender {sender_id}"), reason)
+        })?;
         Ok(Some((summary, raw.to_vec())))
     }
 
@@ -1066,8 +1199,8 @@ impl Replica {
             .get_pinned_cf(self.cf(CF_SEGMENTS), key.to_bytes())
             .map_err(|source| ReplicaError::storage(&self.path, "reading the audit log", source))?;
         let Some(entry) = stored else { return Ok(None) };
-        let (applied_at_ns, sealed) =
-            layout::decode_audit_entry(&entry).map_err(|reason| ReplicaError::corrupt(&self.path, &describe_segment(key), reason))?;
+        let (applied_at_ns, sealed) = layout::decode_audit_entry(&entry)
+            .map_err(|reason| ReplicaError::corrupt(&self.path, &describe_segment(key), reason))?;
         Ok(Some(StoredSegment { key, applied_at_ns, sealed: sealed.to_vec() }))
     }
 
@@ -1084,7 +1217,9 @@ impl Replica {
         let mut read_options = ReadOptions::default();
         let next_stream = match epoch.checked_add(1) {
             Some(next_epoch) => Some(SegmentKey { sender_id, epoch: next_epoch, sequence: 0 }),
-            None => sender_id.checked_add(1).map(|next_sender| SegmentKey { sender_id: next_sender, epoch: 0, sequence: 0 }),
+            None => {
+                sender_id.checked_add(1).map(|next_sender| SegmentKey { sender_id: next_sender, epoch: 0, sequence: 0 })
+            }
         };
         if let Some(bound) = next_stream {
             read_options.set_iterate_upper_bound(bound.to_bytes().to_vec());
@@ -1109,9 +1244,12 @@ impl Replica {
         if self.is_read_only() {
             return Ok(());
         }
-        self.db.flush_wal(true).map_err(|source| ReplicaError::storage(&self.path, "syncing the write-ahead log", source))?;
+        self.db
+            .flush_wal(true)
+            .map_err(|source| ReplicaError::storage(&self.path, "syncing the write-ahead log", source))?;
         let families: Vec<&ColumnFamily> = COLUMN_FAMILIES.iter().map(|name| self.cf(name)).collect();
-        self.db.flush_cfs_opt(&families, &rocksdb::FlushOptions::default())
+        self.db
+            .flush_cfs_opt(&families, &rocksdb::FlushOptions::default())
             .map_err(|source| ReplicaError::storage(&self.path, "flushing memtables", source))
     }
 }
@@ -1122,6 +1260,8 @@ struct Staged {
     /// Keys of new series, in id order after the catalog's last id.
     new_series: Vec<SeriesKey>,
     statistics: Vec<(u32, SeriesStatistics)>,
+    /// The statistics were written as a checkpoint rather than a delta.
+    checkpoint: bool,
     stream: Option<((u64, u64), StreamState)>,
     counters: Counters,
 }
