@@ -51,7 +51,7 @@ enum Command {
     },
     /// What FEC alone recovers (no carousel, no resend) for loss rates, bursts and overheads.
     LossTable {
-        #[arg(long, default_value_t = 200_000)]
+        #[arg(long, default_value_t = 1_000_000)]
         points: u64,
     },
 }
@@ -295,7 +295,7 @@ fn loss_table(points: u64) -> anyhow::Result<()> {
             loss: LossModel {
                 seed: 9,
                 loss,
-                burst_every: if burst > 0 { 2_000 } else { 0 },
+                burst_every: if burst > 0 { 1_000 } else { 0 },
                 burst_length: burst,
                 ..LossModel::default()
             },
@@ -308,7 +308,7 @@ fn loss_table(points: u64) -> anyhow::Result<()> {
             ..LabOptions::default()
         };
         let m = measure(options)?;
-        let burst_text = if burst > 0 { format!("{burst} every 2,000") } else { "none".into() };
+        let burst_text = if burst > 0 { format!("{burst} in every 1,000") } else { "none".into() };
         println!(
             "| {:.0} % | {burst_text} | {:.0} % | {interleave} | {:.2} % |",
             loss * 100.0,

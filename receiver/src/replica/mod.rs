@@ -41,7 +41,7 @@
 //! Series statistics: rewriting a `'S'` entry for every series a segment touches would double the
 //! memtable inserts of an apply (one per chunk is the floor), so each apply writes one `'D'` delta
 //! with the new statistics of the series it touched, and every
-//! [`STATISTICS_DELTAS_PER_CHECKPOINT`]th apply instead rewrites the `'S'` entries of every series
+//! 64th apply (`STATISTICS_DELTAS_PER_CHECKPOINT`) instead rewrites the `'S'` entries of every series
 //! changed since the last checkpoint and deletes the deltas, in the same batch. Opening reads the
 //! `'S'` entries and folds the remaining deltas over them in order.
 //!
@@ -51,8 +51,9 @@
 //! 2-core appliance), level compaction with dynamic level sizes, no compression in L0 and L1 (fast
 //! flushes; chunks are already Gorilla-encoded) and zstd below. `points` has **no bloom filter**:
 //! it is read only by range scans, which bloom filters do not help. `series`, `segments` and
-//! `meta` have bloom filters because they are read by key (the chain check asks for neighbours
-//! that usually do not exist). `segments` is not compressed: payloads are zstd already.
+//! `meta` have bloom filters because they are read by key (chain checks and audit look-ups of
+//! single segments). `segments` is not compressed: payloads are zstd already. Memory: up to three
+//! 64 MiB memtables each for `points` and `segments`, plus a 128 MiB block cache.
 
 mod chunks;
 mod layout;
