@@ -322,3 +322,54 @@ async fn shutdown_signal() {
     }
     tracing::info!("shutdown requested");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diode_common::fec::{self, FecParams};
+    use diode_common::packet::SymbolPacket;
+
+    fn shared(dir: &std::path::Path) -> Shared {
+        Shared {
+            counters: ReceiverCounters::default(),
+            log: RateLimitedLog::default(),
+            replica: RwLock::new(Replica::open(&dir.join("replica")).unwrap()),
+            stop: AtomicBool::new(false),
+        }
+    }
+
+    /// Feeds every symbol of a small segment to the reassembler; returns what completed.
+    fn complete(reassembler: &mut Reassembler, sequence: u64) -> Option<Vec<u8>> {
+        let segment = vec![sequence as u8; 3_000];
+        let params = FecParams::for_segment(segment.len(), 1_024, 0.2, 1).unwrap();
+        let mut completed = None;
+        for (index, symbol) in fec::encode(&segment, &params).unwrap().iter().enumerate() {
+            let packet = SymbolPacket { sender_id: 1, epoch: 1, sequence, symbol_index: index as u16, params, symbol };
+            completed = completed.or(reassembler.on_symbol(&packet, 0).map(|c| c.bytes));
+        }
+        completed
+    }
+
+    #[test]
+    fn an_overloaded_receiver_sheds_whole_segments_and_takes_them_again_when_load_falls() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared(dir.path());
+        let mut reassembler = Reassembler::new(ReassemblyLimits::default());
+        let (queue, applier) = std::sync::mpsc::sync_channel(1);
+        let id = |sequence| packet::SegmentId { sender_id: 1, epoch: 1, sequence };
+
+        // The apply thread is busy: the queue holds one segment and the next is shed whole.
+        let first = complete(&mut reassembler, 1).unwrap();
+        offer(&queue, Work::Segment { bytes: first, recovered_by_fec: false }, &shared, &mut reassembler, id(1));
+        let second = complete(&mut reassembler, 2).unwrap();
+        offer(&queue, Work::Segment { bytes: second, recovered_by_fec: false }, &shared, &mut reassembler, id(2));
+        assert_eq!(shared.counters.segments_shed.load(Ordering::Relaxed), 1);
+
+        // Load falls: the queue drains, and the carousel's copy of the shed segment is taken.
+        assert!(matches!(applier.try_recv(), Ok(Work::Segment { .. })));
+        let again = complete(&mut reassembler, 2).expect("a shed segment is rebuilt from its next copy");
+        offer(&queue, Work::Segment { bytes: again, recovered_by_fec: false }, &shared, &mut reassembler, id(2));
+        assert_eq!(shared.counters.segments_shed.load(Ordering::Relaxed), 1);
+        assert!(matches!(applier.try_recv(), Ok(Work::Segment { bytes, .. }) if bytes == vec![2u8; 3_000]));
+    }
+}

@@ -49,7 +49,12 @@ pub struct Relay {
 impl Relay {
     /// Starts relaying from a free loopback port to `forward_to`.
     pub fn start(forward_to: SocketAddr, model: LossModel) -> std::io::Result<Relay> {
-        let socket = UdpSocket::bind("127.0.0.1:0")?;
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+        // A large buffer, so a relay thread descheduled for a moment on a busy machine does not
+        // add kernel drops to the loss it was asked for.
+        socket.set_recv_buffer_size(16 * 1024 * 1024)?;
+        socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+        let socket: UdpSocket = socket.into();
         socket.set_read_timeout(Some(Duration::from_millis(20)))?;
         let listen = socket.local_addr()?;
         let counters = Arc::new(RelayCounters::default());
