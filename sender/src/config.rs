@@ -126,15 +126,19 @@ impl Default for SpoolConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct CarouselConfig {
     pub enabled: bool,
-    /// Re-send the most recent this-many segments, oldest first, round and round.
+    /// Re-send the most recent segments, oldest first, round and round: at most this many,
     pub window_segments: u64,
+    /// at most this many MiB of them,
+    pub window_mib: u64,
+    /// and none sealed longer ago than this.
+    pub window_seconds: u64,
     /// Share of the link rate the carousel may use.
     pub rate_fraction: f64,
 }
 
 impl Default for CarouselConfig {
     fn default() -> Self {
-        Self { enabled: true, window_segments: 2_000, rate_fraction: 0.1 }
+        Self { enabled: true, window_segments: 2_000, window_mib: 256, window_seconds: 3_600, rate_fraction: 0.1 }
     }
 }
 

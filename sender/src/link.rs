@@ -48,7 +48,10 @@ pub struct LinkSettings {
     pub send_buffer_bytes: usize,
     pub rate_bytes_per_s: f64,
     pub coding: CodingSettings,
+    /// The carousel goes round the most recent segments within all three bounds.
     pub carousel_window_segments: u64,
+    pub carousel_window_bytes: u64,
+    pub carousel_window_ns: i64,
     pub carousel_rate_bytes_per_s: Option<f64>,
     pub beacon_interval_ns: i64,
     pub data_dir: PathBuf,
@@ -256,8 +259,7 @@ fn next_carousel_segment(context: &LinkContext, cursor: &mut u64) -> Option<Arc<
     if sent_through == 0 {
         return None;
     }
-    let oldest = context.progress.oldest_retained_sequence.load(Ordering::Relaxed);
-    let window_start = sent_through.saturating_sub(context.settings.carousel_window_segments - 1).max(oldest).max(1);
+    let window_start = carousel_window_start(context, sent_through, now_ns())?;
     if *cursor < window_start || *cursor > sent_through {
         *cursor = window_start;
     }
@@ -265,6 +267,26 @@ fn next_carousel_segment(context: &LinkContext, cursor: &mut u64) -> Option<Arc<
     *cursor += 1;
     let bytes = read_retained(&context.segment_dir, &context.index, sequence)?;
     EncodedSegment::encode(&context.settings.coding, context.epoch.epoch, sequence, &bytes).ok().map(Arc::new)
+}
+
+/// The oldest sequence of the carousel's window: the most recent sent segments, going back while
+/// the count, byte and age bounds all hold.
+fn carousel_window_start(context: &LinkContext, sent_through: u64, now: i64) -> Option<u64> {
+    let settings = &context.settings;
+    let index = context.index.read().expect("segment index lock");
+    let mut start = None;
+    let mut bytes = 0u64;
+    for (count, (sequence, entry)) in index.entries.range(..=sent_through).rev().enumerate() {
+        bytes += entry.size_bytes;
+        let within = (count as u64) < settings.carousel_window_segments
+            && bytes <= settings.carousel_window_bytes
+            && now - entry.sealed_at_ns <= settings.carousel_window_ns;
+        if !within {
+            break;
+        }
+        start = Some(*sequence);
+    }
+    start
 }
 
 fn send_beacon(

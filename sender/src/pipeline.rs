@@ -75,6 +75,7 @@ pub struct SegmentIndex {
 pub struct IndexEntry {
     pub location: FrameLocation,
     pub size_bytes: u64,
+    pub sealed_at_ns: i64,
 }
 
 /// Shared view of the pipeline's progress, read by the link thread and metrics.
@@ -142,8 +143,12 @@ impl Pipeline {
                 && let Ok(segment) = seal::parse(sealed)
             {
                 last_segment = Some((segment.header.sequence, segment.hash(), cursor));
-                let size_bytes = sealed.len() as u64;
-                index.entries.insert(segment.header.sequence, IndexEntry { location: frame.location, size_bytes });
+                let entry = IndexEntry {
+                    location: frame.location,
+                    size_bytes: sealed.len() as u64,
+                    sealed_at_ns: segment.header.sealed_at_ns,
+                };
+                index.entries.insert(segment.header.sequence, entry);
             }
         })
         .with_context(|| format!("cannot open the segment log in {}", segment_dir.display()))?;
@@ -326,7 +331,7 @@ impl Pipeline {
             .write()
             .expect("segment index lock")
             .entries
-            .insert(sequence, IndexEntry { location, size_bytes: sealed.len() as u64 });
+            .insert(sequence, IndexEntry { location, size_bytes: sealed.len() as u64, sealed_at_ns: now_ns });
         self.position.previous_hash = segment.hash();
         self.position.sequence += 1;
         self.sealed_frame_id = cursor;

@@ -73,6 +73,8 @@ pub fn resend(config: &SenderConfig, request: &ResendRequest) -> anyhow::Result<
         rate_bytes_per_s: rate,
         coding: coding.clone(),
         carousel_window_segments: 1,
+        carousel_window_bytes: 0,
+        carousel_window_ns: 0,
         carousel_rate_bytes_per_s: None,
         beacon_interval_ns: 0,
         data_dir: config.data_dir.clone(),

@@ -89,6 +89,8 @@ pub fn run(config: SenderConfig, options: RunOptions) -> anyhow::Result<()> {
             rate_bytes_per_s: rate_bytes_per_s(&config),
             coding: coding_settings(&config)?,
             carousel_window_segments: config.carousel.window_segments.max(1),
+            carousel_window_bytes: config.carousel.window_mib * MIB,
+            carousel_window_ns: (config.carousel.window_seconds as i64).saturating_mul(1_000_000_000),
             carousel_rate_bytes_per_s: config
                 .carousel
                 .enabled
