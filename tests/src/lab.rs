@@ -36,6 +36,8 @@ pub struct LabOptions {
     pub segment_max_age_ms: u64,
     pub carousel: bool,
     pub carousel_rate_fraction: f64,
+    /// Run the plant simulator (off: records come only through the ingest listener).
+    pub simulator: bool,
     /// How long the sender keeps beacons and the carousel going after its last record is sent.
     pub linger_ms: u64,
 }
@@ -59,6 +61,7 @@ impl Default for LabOptions {
             segment_max_age_ms: 1_000,
             carousel: true,
             carousel_rate_fraction: 0.1,
+            simulator: true,
             linger_ms: 3_000,
         }
     }
@@ -70,6 +73,8 @@ pub struct Lab {
     bin_dir: PathBuf,
     pub receiver_udp: SocketAddr,
     pub receiver_http: SocketAddr,
+    /// The sender's InfluxDB-compatible HTTP ingest listener.
+    pub sender_ingest: SocketAddr,
     pub relay: Relay,
     receiver: Option<Child>,
     sender: Option<Child>,
@@ -113,6 +118,7 @@ impl Lab {
         }
         let receiver_udp = free_udp_port()?;
         let receiver_http = free_tcp_port()?;
+        let sender_ingest = free_tcp_port()?;
         let relay = Relay::start(receiver_udp, options.loss.clone())?;
         let lab = Lab {
             dir: dir.to_owned(),
@@ -120,6 +126,7 @@ impl Lab {
             bin_dir,
             receiver_udp,
             receiver_http,
+            sender_ingest,
             relay,
             receiver: None,
             sender: None,
@@ -171,8 +178,11 @@ enabled = {carousel}
 window_segments = 100000
 rate_fraction = {carousel_fraction}
 
+[ingest]
+http_listen = "{ingest}"
+
 [simulator]
-enabled = true
+enabled = {simulator}
 series = {series}
 rate_hz = {rate_hz}
 seed = {seed}
@@ -190,6 +200,8 @@ start_ns = {start_ns}
             max_age = o.segment_max_age_ms,
             carousel = o.carousel,
             carousel_fraction = o.carousel_rate_fraction,
+            ingest = self.sender_ingest,
+            simulator = o.simulator,
             series = o.series,
             rate_hz = o.rate_hz,
             seed = o.seed,
@@ -258,6 +270,29 @@ listen = "{http}"
             ["run", "--config", config.to_str().expect("utf-8 path"), "--exit-when-done", "--linger-ms", &linger];
         self.sender = Some(self.spawn("diode-sender", &args, "sender.log")?);
         Ok(())
+    }
+
+    /// Starts the sender to run until stopped (for ingest: it has no end of its own).
+    pub fn start_sender_until_stopped(&mut self) -> anyhow::Result<()> {
+        let config = self.sender_config();
+        self.sender = Some(self.spawn(
+            "diode-sender",
+            &["run", "--config", config.to_str().expect("utf-8 path")],
+            "sender.log",
+        )?);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http_get(self.sender_ingest, "/health").is_err() {
+            anyhow::ensure!(Instant::now() < deadline, "the sender's ingest listener did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// SIGTERM: the sender seals and sends what is pending, then exits.
+    pub fn stop_sender(&mut self) -> anyhow::Result<ExitStatus> {
+        let child = self.sender.as_ref().context("no sender running")?;
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        self.wait_sender(Duration::from_secs(60))
     }
 
     pub fn sender_pid(&self) -> Option<u32> {
@@ -451,6 +486,21 @@ pub fn http_get(address: SocketAddr, path: &str) -> anyhow::Result<String> {
     let (head, body) = response.split_once("\r\n\r\n").context("malformed HTTP response")?;
     anyhow::ensure!(head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"), "GET {path}: {head}");
     Ok(body.to_owned())
+}
+
+/// A plain HTTP/1.1 POST on loopback; returns the status code.
+pub fn http_post(address: SocketAddr, path: &str, body: &str) -> anyhow::Result<u16> {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response.split_whitespace().nth(1).context("malformed HTTP response")?;
+    Ok(status.parse()?)
 }
 
 /// CPU seconds (user + system) a process has used so far, from /proc.
