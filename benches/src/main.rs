@@ -82,6 +82,7 @@ fn lab_dir(dir: Option<PathBuf>) -> anyhow::Result<(PathBuf, Option<tempfile::Te
 }
 
 fn demo(dir: Option<PathBuf>, seconds: u64, loss: f64) -> anyhow::Result<()> {
+    let keep = dir.is_some();
     let (dir, _temp) = lab_dir(dir)?;
     let series = 1_000;
     let rate_hz = 10.0;
@@ -141,10 +142,16 @@ fn demo(dir: Option<PathBuf>, seconds: u64, loss: f64) -> anyhow::Result<()> {
     println!("  segments lost               {}", lost_segments(&lab)?);
     print_sample(&lab)?;
     anyhow::ensure!(verification.is_exact(), "the replica differs from what was sent: {verification:?}");
-    println!(
-        "\nthe replica equals the source. Try: diode-receiver status --config {}",
-        lab.receiver_config().display()
-    );
+    if keep {
+        println!(
+            "\nthe replica equals the source. Try: diode-receiver status --config {}",
+            lab.receiver_config().display()
+        );
+    } else {
+        println!(
+            "\nthe replica equals the source. Run with --dir DIR to keep the lab (keys, configs, logs, replica) and explore it."
+        );
+    }
     Ok(())
 }
 
