@@ -154,6 +154,12 @@ pub fn parse_public_key(contents: &[u8], what: &str) -> Result<VerifyingKey, Key
     VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::NotAPublicKey { what: what.to_owned() })
 }
 
+/// Compares secrets (tokens, keys) in time that depends only on their lengths, so a caller cannot
+/// learn a secret byte by byte from response times.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 pub fn encode_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = String::with_capacity(bytes.len() * 2);
@@ -222,6 +228,13 @@ mod tests {
         assert!(trusted.is_valid_at(100));
         assert!(trusted.is_valid_at(199));
         assert!(!trusted.is_valid_at(200));
+    }
+
+    #[test]
+    fn constant_time_eq_compares_contents_and_lengths() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cret", b"s3creT"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cret!"));
     }
 
     #[test]

@@ -19,6 +19,18 @@ pub const MIN_TIMESTAMP_NS: i64 = -2_208_988_800_000_000_000;
 /// Latest accepted timestamp: 2262-04-11T00:00:00Z (just inside the i64 ns range).
 pub const MAX_TIMESTAMP_NS: i64 = 9_223_286_400_000_000_000;
 
+/// Nanoseconds per unit of an epoch number whose unit is not given, judged by its magnitude:
+/// seconds below 1e11 (until the year 5138), milliseconds below 1e14, microseconds below 1e17,
+/// nanoseconds above. CSV backfill and the query CLI read bare epoch numbers with this one rule.
+pub fn epoch_unit_ns_by_magnitude(number: i64) -> i64 {
+    match number.unsigned_abs() {
+        0..100_000_000_000 => 1_000_000_000,
+        100_000_000_000..100_000_000_000_000 => 1_000_000,
+        100_000_000_000_000..100_000_000_000_000_000 => 1_000,
+        _ => 1,
+    }
+}
+
 /// Identity of a series: a slash-separated name such as `plant1/boiler3/steam_temp` plus optional
 /// tags, kept sorted by key so that equal series compare equal.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -381,6 +393,15 @@ mod tests {
         assert!(Quality::parse_text("0x").is_err());
         assert!(Quality::parse_text("-1").is_err());
         assert!(Quality::parse_text("4294967296").is_err());
+    }
+
+    #[test]
+    fn epoch_numbers_are_scaled_by_their_magnitude() {
+        assert_eq!(epoch_unit_ns_by_magnitude(1_700_000_000), 1_000_000_000);
+        assert_eq!(epoch_unit_ns_by_magnitude(1_700_000_000_000), 1_000_000);
+        assert_eq!(epoch_unit_ns_by_magnitude(1_700_000_000_000_000), 1_000);
+        assert_eq!(epoch_unit_ns_by_magnitude(1_700_000_000_000_000_000), 1);
+        assert_eq!(epoch_unit_ns_by_magnitude(-1_700_000_000), 1_000_000_000);
     }
 
     #[test]

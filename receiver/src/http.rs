@@ -55,14 +55,10 @@ pub fn authorised(state: &AppState, headers: &HeaderMap) -> Result<(), Response>
     let Some(expected) = &state.token else { return Ok(()) };
     let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(()),
+        Some(token) if diode_common::keys::constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(()),
         _ => Err((StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({"error": "missing or wrong bearer token"})))
             .into_response()),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn status_json(State(state): State<AppState>, headers: HeaderMap) -> Response {

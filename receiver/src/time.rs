@@ -72,14 +72,7 @@ pub fn parse_time(text: &str, now_ns: i64) -> anyhow::Result<i64> {
         return Ok(now_ns - parse_duration(ago)?);
     }
     if let Ok(number) = text.parse::<i64>() {
-        // Epoch numbers: seconds up to 1e11 (year 5138), milliseconds up to 1e14, then us, then ns.
-        let magnitude = number.unsigned_abs();
-        let scale = match magnitude {
-            0..100_000_000_000 => 1_000_000_000,
-            100_000_000_000..100_000_000_000_000 => 1_000_000,
-            100_000_000_000_000..100_000_000_000_000_000 => 1_000,
-            _ => 1,
-        };
+        let scale = diode_common::record::epoch_unit_ns_by_magnitude(number);
         return number.checked_mul(scale).with_context(|| format!("{text:?} is out of range"));
     }
     parse_rfc3339(text).with_context(|| {

@@ -230,12 +230,7 @@ fn parse_timestamp(text: &str, unit: TimestampUnit) -> Result<i64, String> {
             TimestampUnit::Milliseconds => 1_000_000,
             TimestampUnit::Microseconds => 1_000,
             TimestampUnit::Nanoseconds => 1,
-            TimestampUnit::Auto => match number.unsigned_abs() {
-                0..100_000_000_000 => 1_000_000_000,
-                100_000_000_000..100_000_000_000_000 => 1_000_000,
-                100_000_000_000_000..100_000_000_000_000_000 => 1_000,
-                _ => 1,
-            },
+            TimestampUnit::Auto => diode_common::record::epoch_unit_ns_by_magnitude(number),
         };
         return number.checked_mul(scale).ok_or_else(|| format!("timestamp {text} is out of range"));
     }

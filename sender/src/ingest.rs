@@ -128,11 +128,7 @@ fn authorised(state: &IngestState, api: Api, params: &WriteParams, headers: &Hea
         .and_then(|v| v.to_str().ok())
         .and_then(|value| value.strip_prefix("Token ").or_else(|| value.strip_prefix("Bearer ")).map(str::to_owned));
     let given = from_header.or_else(|| if api == Api::V1 { params.p.clone() } else { None });
-    given.is_some_and(|token| constant_time_eq(token.as_bytes(), expected.as_bytes()))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    given.is_some_and(|token| diode_common::keys::constant_time_eq(token.as_bytes(), expected.as_bytes()))
 }
 
 async fn write(state: IngestState, api: Api, params: WriteParams, headers: HeaderMap, body: Bytes) -> Response {
