@@ -145,9 +145,18 @@ fn main() {
     let info = replica.series_list().into_iter().next().expect("one series");
     let (from_ns, to_ns) = (START_NS, START_NS + points * SECOND_NS - 1);
 
+    let (timing, scanned) = best_of(|| {
+        replica.scan_columns(info.id, from_ns, to_ns).map(|block| block.expect("scan").len()).sum::<usize>()
+    });
+    assert_eq!(scanned as i64, points);
+    println!(
+        "scan as columns (Replica::scan_columns: decode + last-write-wins merge): {}",
+        timing.describe(scanned as f64, "points")
+    );
+
     let (timing, scanned) = best_of(|| count_points(replica.scan(info.id, from_ns, to_ns)));
     assert_eq!(scanned as i64, points);
-    println!("scan (Replica::scan: decode + last-write-wins merge): {}", timing.describe(scanned as f64, "points"));
+    println!("scan as points (Replica::scan): {}", timing.describe(scanned as f64, "points"));
 
     let lock = RwLock::new(replica);
     let locked = LockedReplica(&lock);
@@ -175,9 +184,11 @@ fn main() {
         );
     }
 
-    // The engine alone, over points already in memory (one week), to separate its cost from the scan's.
+    // The engine alone, over blocks already in memory (one week), to separate its cost from the scan's.
     let week_to_ns = from_ns + 7 * 86_400 * SECOND_NS - 1;
-    let week: Vec<_> = replica.scan(info.id, from_ns, week_to_ns).map(|p| p.expect("scan")).collect();
+    let week: Vec<SeriesColumns> =
+        replica.scan_columns(info.id, from_ns, week_to_ns).map(|b| b.expect("scan")).collect();
+    let week_points: usize = week.iter().map(SeriesColumns::len).sum();
     let settings = WindowSettings {
         every_ns: 60 * SECOND_NS,
         aggregates: vec![Aggregate::Mean],
@@ -185,21 +196,19 @@ fn main() {
         good_only: false,
     };
     let (timing, _) = best_of(|| {
-        let points = week.iter().cloned().map(Ok::<_, Infallible>);
-        Windows::new(settings.clone(), from_ns, week_to_ns, None, points).count()
+        let blocks = week.iter().cloned().map(Ok::<_, Infallible>);
+        Windows::new(settings.clone(), from_ns, week_to_ns, None, blocks).count()
     });
     println!(
-        "1-minute mean, the engine alone over one week in memory: {}",
-        timing.describe(week.len() as f64, "points")
+        "1-minute mean, the engine alone over one week in memory (blocks copied in): {}",
+        timing.describe(week_points as f64, "points")
     );
 
     // The floor under any scan of this layout: decoding the columnar chunks alone (one hour each).
-    let mut hour = SeriesColumns::new(SeriesKey::new(SERIES));
-    for point in &week[..POINTS_PER_SEGMENT as usize] {
-        hour.push(point.timestamp_ns, point.value.clone(), point.quality);
-    }
+    let hour = &week[0];
+    assert_eq!(hour.len() as i64, POINTS_PER_SEGMENT);
     let mut chunk = Vec::new();
-    encode_columns(&hour, &mut chunk);
+    encode_columns(hour, &mut chunk);
     let (timing, decoded) = best_of(|| {
         (0..hours).map(|_| decode_columns(&chunk, SeriesKey::new(SERIES)).expect("decode").len()).sum::<usize>()
     });

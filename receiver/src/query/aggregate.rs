@@ -1,10 +1,16 @@
 //! Aggregates over fixed windows aligned to the Unix epoch, computed in one pass over a stream of
 //! points: the pure core of `query --every … --agg …` (see the module docs of [`crate::query`]
 //! for the exact definitions every test here works by hand).
+//!
+//! The points arrive as blocks of columns (the replica's buckets) and each window folds over a
+//! run of a block's columns, so a float series costs a few instructions per point: no point is
+//! built unless `first`/`last` asks for its value.
 
+use std::ops::Range;
+
+use diode_common::codec::{SeriesColumns, Values};
 use diode_common::record::Value;
 
-use super::lookahead::Lookahead;
 use crate::replica::Point;
 
 /// One aggregate a query can ask for.
@@ -158,25 +164,56 @@ struct Statistics {
 }
 
 impl Statistics {
-    fn add(&mut self, value: Value, keep_first: bool, keep_last: bool) {
-        self.count += 1;
-        if let Some(x) = value.as_f64() {
-            if self.numbers == 0 {
-                (self.shift, self.min, self.max) = (x, x, x);
-            }
-            self.numbers += 1;
-            self.sum += x;
-            self.min = self.min.min(x);
-            self.max = self.max.max(x);
+    fn add_number(&mut self, x: f64) {
+        if self.numbers == 0 {
+            (self.shift, self.min, self.max) = (x, x, x);
+        }
+        self.numbers += 1;
+        self.sum += x;
+        self.min = self.min.min(x);
+        self.max = self.max.max(x);
+        let d = x - self.shift;
+        self.shifted_sum += d;
+        self.shifted_squares += d * d;
+    }
+
+    /// Folds in a run of numbers, all selected.
+    fn add_numbers(&mut self, numbers: &[f64]) {
+        let Some(&first) = numbers.first() else { return };
+        if self.numbers == 0 {
+            (self.shift, self.min, self.max) = (first, first, first);
+        }
+        let (mut sum, mut min, mut max, mut shifted_sum, mut shifted_squares) = (0.0, self.min, self.max, 0.0, 0.0);
+        for &x in numbers {
+            sum += x;
+            min = f64::min(min, x);
+            max = f64::max(max, x);
             let d = x - self.shift;
-            self.shifted_sum += d;
-            self.shifted_squares += d * d;
+            shifted_sum += d;
+            shifted_squares += d * d;
         }
-        if keep_first && self.first.is_none() {
-            self.first = Some(value.clone());
-        }
-        if keep_last {
-            self.last = Some(value);
+        self.numbers += numbers.len() as u64;
+        self.sum += sum;
+        (self.min, self.max) = (min, max);
+        self.shifted_sum += shifted_sum;
+        self.shifted_squares += shifted_squares;
+    }
+
+    /// Folds in `rows` of `block`, those `selected` says.
+    fn add_rows(&mut self, block: &SeriesColumns, rows: Range<usize>, selected: impl Fn(usize) -> bool, all: bool) {
+        match &block.values {
+            Values::F64(values) if all => {
+                self.count += rows.len() as u64;
+                self.add_numbers(&values[rows.clone()]);
+            }
+            values => {
+                for row in rows.clone().filter(|&row| selected(row)) {
+                    self.count += 1;
+                    if let Some(x) = number_at(values, row) {
+                        self.add_number(x);
+                    }
+                }
+            }
         }
     }
 
@@ -208,10 +245,22 @@ struct Node {
     value: Option<f64>,
 }
 
+/// The number of row `row`, if it has one (booleans count as 0 and 1; strings have none).
+fn number_at(values: &Values, row: usize) -> Option<f64> {
+    match values {
+        Values::F64(values) => Some(values[row]),
+        Values::I64(values) => Some(values[row] as f64),
+        Values::Bool(values) => Some(f64::from(u8::from(values[row]))),
+        Values::String(_) => None,
+        Values::Mixed(values) => values[row].as_f64(),
+    }
+}
+
 impl Node {
-    fn of(point: &Point, good_only: bool) -> Node {
-        let value = if good_only && !point.quality.is_good() { None } else { point.value.as_f64() };
-        Node { timestamp_ns: point.timestamp_ns, value }
+    fn at(block: &SeriesColumns, row: usize, good_only: bool) -> Node {
+        let left_out = good_only && !block.qualities[row].is_good();
+        let value = if left_out { None } else { number_at(&block.values, row) };
+        Node { timestamp_ns: block.timestamps_ns[row], value }
     }
 }
 
@@ -261,11 +310,17 @@ impl TimeWeighted {
 }
 
 /// The windows from the one holding `from_ns` to the one holding `to_ns`, each whole, one row per
-/// window (empty ones too). `points` must be ascending and start at or after the first window's
-/// start; for `twa` it should run past the last window (the engine stops one point after it).
+/// window (empty ones too). `blocks` are ascending (within and across blocks) and start at or
+/// after the first window's start; for `twa` they should run past the last window (the engine
+/// stops one point after it).
 pub struct Windows<I: Iterator> {
     settings: WindowSettings,
-    points: Lookahead<I>,
+    blocks: I,
+    /// The block being read and the next row of it to read.
+    block: Option<SeriesColumns>,
+    row: usize,
+    /// `blocks` ended (or failed).
+    exhausted: bool,
     next_start_ns: Option<i64>,
     last_start_ns: i64,
     /// The last point seen before the current window, as the twa sees it (the carry-in).
@@ -275,23 +330,52 @@ pub struct Windows<I: Iterator> {
     wants_twa: bool,
 }
 
-impl<E, I: Iterator<Item = Result<Point, E>>> Windows<I> {
-    /// `carry_in` is the last point (of any quality) before the first window, if any; only `twa`
-    /// uses it.
-    pub fn new(settings: WindowSettings, from_ns: i64, to_ns: i64, carry_in: Option<&Point>, points: I) -> Self {
+impl<E, I: Iterator<Item = Result<SeriesColumns, E>>> Windows<I> {
+    /// `carry_in` is the timestamp and number (`None`: left out) of the last point (of any
+    /// quality) before the first window, if any; only `twa` uses it.
+    pub fn new(
+        settings: WindowSettings,
+        from_ns: i64,
+        to_ns: i64,
+        carry_in: Option<(i64, Option<f64>)>,
+        blocks: I,
+    ) -> Self {
         assert!(settings.every_ns > 0, "window length must be positive");
         let first_start_ns = window_start(from_ns, settings.every_ns);
         let last_start_ns = window_start(to_ns, settings.every_ns);
-        let previous = carry_in.map(|point| Node::of(point, settings.good_only));
         Windows {
             keep_first: settings.wants(Aggregate::First),
             keep_last: settings.wants(Aggregate::Last),
             wants_twa: settings.wants(Aggregate::Twa),
             settings,
-            points: Lookahead::new(points),
+            blocks,
+            block: None,
+            row: 0,
+            exhausted: false,
             next_start_ns: (from_ns <= to_ns).then_some(first_start_ns),
             last_start_ns,
-            previous,
+            previous: carry_in.map(|(timestamp_ns, value)| Node { timestamp_ns, value }),
+        }
+    }
+
+    /// Whether a row is left to read, fetching the next non-empty block when this one is done.
+    fn fill(&mut self) -> Result<bool, E> {
+        loop {
+            if self.block.as_ref().is_some_and(|block| self.row < block.len()) {
+                return Ok(true);
+            }
+            self.block = None;
+            if self.exhausted {
+                return Ok(false);
+            }
+            match self.blocks.next() {
+                Some(Ok(block)) => (self.block, self.row) = (Some(block), 0),
+                Some(Err(error)) => {
+                    self.exhausted = true;
+                    return Err(error);
+                }
+                None => self.exhausted = true,
+            }
         }
     }
 
@@ -302,32 +386,59 @@ impl<E, I: Iterator<Item = Result<Point, E>>> Windows<I> {
         let mut statistics = Statistics::default();
         let mut time_weighted = TimeWeighted::default();
         let mut cursor_ns = start_ns;
-        while let Some(point) = self.points.take()? {
-            if point.timestamp_ns >= end_ns {
-                self.points.put_back(point);
-                break;
-            }
-            if point.timestamp_ns < start_ns {
+        while self.fill()? {
+            let block = self.block.as_ref().expect("filled");
+            let timestamps = &block.timestamps_ns[self.row..];
+            let before = timestamps.partition_point(|&t| t < start_ns);
+            if before > 0 {
                 // Before the first window: only a carry-in.
-                self.previous = Some(Node::of(&point, good_only));
+                self.previous = Some(Node::at(block, self.row + before - 1, good_only));
+                self.row += before;
                 continue;
             }
-            if self.wants_twa {
-                let node = Node::of(&point, good_only);
-                if let Some(governing) = self.previous {
-                    time_weighted.add(mode, governing, Some(node), cursor_ns, point.timestamp_ns);
-                }
-                cursor_ns = point.timestamp_ns;
-                self.previous = Some(node);
+            let inside = timestamps.partition_point(|&t| t < end_ns);
+            if inside == 0 {
+                break;
             }
-            if !good_only || point.quality.is_good() {
-                statistics.add(point.value, self.keep_first, self.keep_last);
+            let rows = self.row..self.row + inside;
+            if self.wants_twa {
+                for row in rows.clone() {
+                    let node = Node::at(block, row, good_only);
+                    if let Some(governing) = self.previous {
+                        time_weighted.add(mode, governing, Some(node), cursor_ns, node.timestamp_ns);
+                    }
+                    cursor_ns = node.timestamp_ns;
+                    self.previous = Some(node);
+                }
+            }
+            let selected = |row: usize| !good_only || block.qualities[row].is_good();
+            statistics.add_rows(block, rows.clone(), selected, !good_only);
+            if self.keep_first
+                && statistics.first.is_none()
+                && let Some(row) = rows.clone().find(|&row| selected(row))
+            {
+                statistics.first = Some(block.value(row));
+            }
+            if self.keep_last
+                && let Some(row) = rows.clone().rev().find(|&row| selected(row))
+            {
+                statistics.last = Some(block.value(row));
+            }
+            self.row = rows.end;
+            if self.row < block.len() {
+                // The window ends inside this block.
+                break;
             }
         }
         if self.wants_twa
             && let Some(governing) = self.previous
         {
-            match self.points.peek()?.map(|point| Node::of(point, good_only)) {
+            let next = if self.fill()? {
+                Some(Node::at(self.block.as_ref().expect("filled"), self.row, good_only))
+            } else {
+                None
+            };
+            match next {
                 Some(next) => time_weighted.add(mode, governing, Some(next), cursor_ns, end_ns),
                 // The series' last point holds to the end of its own window; a window after the
                 // end of the data has no average.
@@ -343,7 +454,7 @@ impl<E, I: Iterator<Item = Result<Point, E>>> Windows<I> {
     }
 }
 
-impl<E, I: Iterator<Item = Result<Point, E>>> Iterator for Windows<I> {
+impl<E, I: Iterator<Item = Result<SeriesColumns, E>>> Iterator for Windows<I> {
     type Item = Result<WindowRow, E>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -357,10 +468,16 @@ impl<E, I: Iterator<Item = Result<Point, E>>> Iterator for Windows<I> {
     }
 }
 
+/// The carry-in [`Windows::new`] takes, from the last point before the first window.
+pub fn carry_in_from(point: &Point, good_only: bool) -> (i64, Option<f64>) {
+    let left_out = good_only && !point.quality.is_good();
+    (point.timestamp_ns, if left_out { None } else { point.value.as_f64() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use diode_common::record::Quality;
+    use diode_common::record::{Quality, SeriesKey};
     use std::convert::Infallible;
 
     const S: i64 = 1_000_000_000;
@@ -377,6 +494,33 @@ mod tests {
         WindowSettings { every_ns, aggregates: aggregates.to_vec(), twa_mode: TwaMode::Step, good_only: false }
     }
 
+    /// `points` as blocks of `size` points.
+    fn blocks(points: &[Point], size: usize) -> Vec<SeriesColumns> {
+        let block = |points: &[Point]| {
+            let mut block = SeriesColumns::new(SeriesKey::new("t"));
+            for point in points {
+                block.push(point.timestamp_ns, point.value.clone(), point.quality);
+            }
+            block
+        };
+        points.chunks(size).map(block).collect()
+    }
+
+    fn run_in_blocks(
+        settings: WindowSettings,
+        from_ns: i64,
+        to_ns: i64,
+        carry_in: Option<&Point>,
+        points: &[Point],
+        size: usize,
+    ) -> Vec<WindowRow> {
+        let carry_in = carry_in.map(|point| carry_in_from(point, settings.good_only));
+        let stream = blocks(points, size).into_iter().map(Ok::<_, Infallible>);
+        Windows::new(settings, from_ns, to_ns, carry_in, stream).map(|row| row.unwrap()).collect()
+    }
+
+    /// The rows over `points` in one block, checked to be the same however the points are cut
+    /// into blocks.
     fn run(
         settings: WindowSettings,
         from_ns: i64,
@@ -384,8 +528,23 @@ mod tests {
         carry_in: Option<Point>,
         points: &[Point],
     ) -> Vec<WindowRow> {
-        let stream = points.iter().cloned().map(Ok::<_, Infallible>);
-        Windows::new(settings, from_ns, to_ns, carry_in.as_ref(), stream).map(|row| row.unwrap()).collect()
+        let whole = run_in_blocks(settings.clone(), from_ns, to_ns, carry_in.as_ref(), points, usize::MAX);
+        for size in [1, 2, 3, 7] {
+            let cut = run_in_blocks(settings.clone(), from_ns, to_ns, carry_in.as_ref(), points, size);
+            assert_eq!(cut.len(), whole.len(), "blocks of {size}");
+            for (cut, whole) in cut.iter().zip(&whole) {
+                assert_eq!(cut.start_ns, whole.start_ns);
+                for (a, b) in cut.values.iter().zip(&whole.values) {
+                    match (a, b) {
+                        (AggregateValue::Number(a), AggregateValue::Number(b)) => {
+                            assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "blocks of {size}: {a} vs {b}")
+                        }
+                        _ => assert_eq!(a, b, "blocks of {size}"),
+                    }
+                }
+            }
+        }
+        whole
     }
 
     fn numbers(rows: &[WindowRow]) -> Vec<(i64, Vec<Option<f64>>)> {

@@ -1,5 +1,5 @@
-//! A peekable stream of fallible points: the aggregation and interpolation engines look one point
-//! past a window or an instant before deciding it.
+//! A peekable stream of fallible points: the interpolation engine looks one point past an instant
+//! before deciding it.
 
 use crate::replica::Point;
 
@@ -20,13 +20,6 @@ impl<E, I: Iterator<Item = Result<Point, E>>> Lookahead<I> {
             self.peeked = self.inner.next().transpose()?;
         }
         Ok(self.peeked.as_ref())
-    }
-
-    /// Puts back a point just taken, so the next [`peek`](Self::peek) or [`take`](Self::take)
-    /// returns it again.
-    pub fn put_back(&mut self, point: Point) {
-        debug_assert!(self.peeked.is_none(), "only the point just taken can be put back");
-        self.peeked = Some(point);
     }
 
     /// Takes the next point (after a successful [`peek`](Self::peek), the one peeked).

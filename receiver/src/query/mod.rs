@@ -2,7 +2,7 @@
 //! values and latest values, as CLI commands (`cli`) and read-only HTTP routes (`http`).
 //!
 //! The arithmetic is pure and streams: [`aggregate`] and [`interpolate`] turn an ascending
-//! iterator of points into rows, [`glob`] picks series, [`output`] writes rows as they come.
+//! stream of points (blocks of columns, for aggregates) into rows, [`glob`] picks series, [`output`] writes rows as they come.
 //! [`source`] says where points come from (a replica the query owns, or the running receiver's,
 //! read a batch per lock). [`run_query`] ties them together for one request.
 //!
@@ -76,7 +76,9 @@ use diode_common::record::{MAX_TIMESTAMP_NS, MIN_TIMESTAMP_NS, Quality, Value, V
 
 use crate::replica::{Point, ReplicaError, SeriesInfo};
 use crate::time::{format_rfc3339, parse_duration, parse_time};
-use aggregate::{Aggregate, AggregateValue, TwaMode, WindowSettings, Windows, window_count, window_start};
+use aggregate::{
+    Aggregate, AggregateValue, TwaMode, WindowSettings, Windows, carry_in_from, window_count, window_start,
+};
 use interpolate::{Interpolated, Method, instant_count};
 use output::{Cell, RowWriter};
 use source::{PointSource, last_point_before};
@@ -468,11 +470,9 @@ fn series_rows<'a, S: PointSource>(
             } else {
                 (None, end_ns - 1)
             };
-            let points = source.scan(id, first_start_ns, scan_to_ns);
-            Box::new(
-                Windows::new(settings.clone(), from_ns, to_ns, carry_in.as_ref(), points)
-                    .map(|row| row.map(Row::Window)),
-            )
+            let carry_in = carry_in.map(|point| carry_in_from(&point, settings.good_only));
+            let blocks = source.blocks(id, first_start_ns, scan_to_ns);
+            Box::new(Windows::new(settings.clone(), from_ns, to_ns, carry_in, blocks).map(|row| row.map(Row::Window)))
         }
         Mode::Interpolate { step_ns, method } => {
             let carry_in = last_point_before(source, id, from_ns, info.first_timestamp_ns, accept)?;

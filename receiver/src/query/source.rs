@@ -7,7 +7,9 @@
 
 use std::sync::{PoisonError, RwLock};
 
-use crate::replica::{BUCKET_NS, Point, PointScan, Replica, ReplicaError};
+use diode_common::codec::SeriesColumns;
+
+use crate::replica::{BUCKET_NS, ColumnScan, Point, Points, Replica, ReplicaError};
 
 /// Points a batch of [`LockedReplica`] aims at: about a millisecond of decoding, so a query never
 /// delays an apply noticeably.
@@ -23,19 +25,25 @@ const MAX_BUCKETS_PER_LOCK: i64 = 32_768;
 
 /// Something that scans one series' points, ascending by time, last write already applied.
 pub trait PointSource {
-    type Scan<'a>: Iterator<Item = Result<Point, ReplicaError>> + 'a
+    type Blocks<'a>: Iterator<Item = Result<SeriesColumns, ReplicaError>> + 'a
     where
         Self: 'a;
 
-    /// The points of `series_id` with `from_ns <= timestamp <= to_ns_inclusive`.
-    fn scan(&self, series_id: u32, from_ns: i64, to_ns_inclusive: i64) -> Self::Scan<'_>;
+    /// The points of `series_id` with `from_ns <= timestamp <= to_ns_inclusive`, as non-empty
+    /// blocks of columns, ascending by time within and across blocks.
+    fn blocks(&self, series_id: u32, from_ns: i64, to_ns_inclusive: i64) -> Self::Blocks<'_>;
+
+    /// The same points one at a time.
+    fn scan(&self, series_id: u32, from_ns: i64, to_ns_inclusive: i64) -> Points<Self::Blocks<'_>> {
+        Points::new(self.blocks(series_id, from_ns, to_ns_inclusive))
+    }
 }
 
 impl PointSource for Replica {
-    type Scan<'a> = PointScan<'a>;
+    type Blocks<'a> = ColumnScan<'a>;
 
-    fn scan(&self, series_id: u32, from_ns: i64, to_ns_inclusive: i64) -> PointScan<'_> {
-        Replica::scan(self, series_id, from_ns, to_ns_inclusive)
+    fn blocks(&self, series_id: u32, from_ns: i64, to_ns_inclusive: i64) -> ColumnScan<'_> {
+        self.scan_columns(series_id, from_ns, to_ns_inclusive)
     }
 }
 
@@ -43,7 +51,7 @@ impl PointSource for Replica {
 /// covers whole one-hour buckets (the replica's unit of storage, so no bucket is decoded twice):
 /// one bucket at first, twice as many after a batch of under a quarter of
 /// [`POINTS_PER_LOCK`] points, half as many after one of over [`POINTS_PER_LOCK`]. A lock is
-/// therefore held for about [`POINTS_PER_LOCK`] points (at most four times that plus the rest of a
+/// therefore held for about [`POINTS_PER_LOCK`] points (at most four times that plus one
 /// bucket), or one bucket of a series denser than that.
 ///
 /// Points applied between batches appear if they fall after the batch read last; this only ever
@@ -51,12 +59,12 @@ impl PointSource for Replica {
 pub struct LockedReplica<'a>(pub &'a RwLock<Replica>);
 
 impl PointSource for LockedReplica<'_> {
-    type Scan<'a>
+    type Blocks<'a>
         = BatchedScan<'a>
     where
         Self: 'a;
 
-    fn scan(&self, series_id: u32, from_ns: i64, to_ns_inclusive: i64) -> BatchedScan<'_> {
+    fn blocks(&self, series_id: u32, from_ns: i64, to_ns_inclusive: i64) -> BatchedScan<'_> {
         BatchedScan {
             lock: self.0,
             series_id,
@@ -76,7 +84,7 @@ pub struct BatchedScan<'a> {
     next_from_ns: i64,
     to_ns: i64,
     buckets_per_lock: i64,
-    buffer: std::vec::IntoIter<Point>,
+    buffer: std::vec::IntoIter<SeriesColumns>,
     finished: bool,
 }
 
@@ -88,34 +96,32 @@ impl BatchedScan<'_> {
         let batch_end_ns =
             self.buckets_per_lock.checked_mul(BUCKET_NS).and_then(|span| first_bucket_ns.checked_add(span));
         let mut until_ns = batch_end_ns.map_or(self.to_ns, |end_ns| self.to_ns.min(end_ns - 1));
-        let mut batch = Vec::with_capacity(POINTS_PER_LOCK);
-        // Set once the batch is full: the end of the bucket being read, where it stops.
+        let mut batch = Vec::new();
+        let mut points = 0;
+        // Set once the batch is full: the end of the last bucket read, where it stops.
         let mut cut_at_ns = None;
         {
             // A poisoned lock means the apply thread panicked mid-apply; RocksDB's batch is
             // atomic, so what is stored is still whole and worth reading.
             let replica = self.lock.read().unwrap_or_else(PoisonError::into_inner);
-            for point in replica.scan(self.series_id, from_ns, until_ns) {
-                let point = point?;
-                match cut_at_ns {
-                    Some(bucket_end_ns) if point.timestamp_ns >= bucket_end_ns => break,
-                    Some(_) => {}
-                    None if batch.len() + 1 >= MAX_POINTS_PER_LOCK => {
-                        let bucket_ns = point.timestamp_ns.saturating_sub(point.timestamp_ns.rem_euclid(BUCKET_NS));
-                        cut_at_ns = Some(bucket_ns.saturating_add(BUCKET_NS));
-                    }
-                    None => {}
+            for block in replica.scan_columns(self.series_id, from_ns, until_ns) {
+                let block = block?;
+                points += block.len();
+                let bucket_ns = block.timestamps_ns[0].saturating_sub(block.timestamps_ns[0].rem_euclid(BUCKET_NS));
+                batch.push(block);
+                if points >= MAX_POINTS_PER_LOCK {
+                    cut_at_ns = Some(bucket_ns.saturating_add(BUCKET_NS));
+                    break;
                 }
-                batch.push(point);
             }
         }
         if let Some(bucket_end_ns) = cut_at_ns {
-            // A wide batch met dense data: finish the bucket at hand and narrow down.
+            // A wide batch met dense data: stop after the bucket at hand and narrow down.
             until_ns = until_ns.min(bucket_end_ns.saturating_sub(1));
             self.buckets_per_lock = 1;
-        } else if batch.len() < POINTS_PER_LOCK / 4 {
+        } else if points < POINTS_PER_LOCK / 4 {
             self.buckets_per_lock = (self.buckets_per_lock * 2).min(MAX_BUCKETS_PER_LOCK);
-        } else if batch.len() > POINTS_PER_LOCK {
+        } else if points > POINTS_PER_LOCK {
             self.buckets_per_lock = (self.buckets_per_lock / 2).max(1);
         }
         match until_ns.checked_add(1) {
@@ -128,12 +134,12 @@ impl BatchedScan<'_> {
 }
 
 impl Iterator for BatchedScan<'_> {
-    type Item = Result<Point, ReplicaError>;
+    type Item = Result<SeriesColumns, ReplicaError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some(point) = self.buffer.next() {
-                return Some(Ok(point));
+            if let Some(block) = self.buffer.next() {
+                return Some(Ok(block));
             }
             if self.finished {
                 return None;
@@ -165,9 +171,15 @@ pub fn last_point_before<S: PointSource>(
     loop {
         let low_ns = high_ns.saturating_sub(span_ns - 1).max(earliest_ns);
         let mut found = None;
-        for point in source.scan(series_id, low_ns, high_ns) {
-            let point = point?;
-            if accept(&point) {
+        for block in source.blocks(series_id, low_ns, high_ns) {
+            let block = block?;
+            // The block's last accepted point, looked for from its end.
+            let point_at = |row: usize| Point {
+                timestamp_ns: block.timestamps_ns[row],
+                value: block.value(row),
+                quality: block.qualities[row],
+            };
+            if let Some(point) = (0..block.len()).rev().map(point_at).find(|point| accept(point)) {
                 found = Some(point);
             }
         }

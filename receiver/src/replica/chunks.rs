@@ -3,9 +3,10 @@
 //! Apply side: a segment's records of one series (possibly in several entries of the payload, and
 //! possibly straddling an hour boundary) become one chunk per [`BUCKET_NS`](super::BUCKET_NS)
 //! bucket, records kept in input order. Scan side: the chunks of one bucket, in key order (epoch,
-//! sequence, sender), merge into points sorted by time with duplicates resolved last-write-wins.
+//! sequence, sender), merge into columns sorted by time with duplicates resolved last-write-wins.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use diode_common::codec::{SeriesColumns, Values};
 use diode_common::record::{Quality, Value, ValueKind};
@@ -96,39 +97,81 @@ pub fn fold_statistics(previous: Option<SeriesStatistics>, parts: &[&SeriesColum
     statistics
 }
 
-/// Appends to `out` the points of one bucket's chunks (given in key order, so later chunks win)
-/// whose timestamps lie in `from_ns..=to_ns`, ascending by time, one per timestamp: for equal
-/// timestamps the last chunk wins, and within a chunk the later record.
-pub fn merge_bucket(chunks: &[SeriesColumns], from_ns: i64, to_ns: i64, out: &mut Vec<Point>) {
-    let point = |chunk: &SeriesColumns, row: usize| Point {
-        timestamp_ns: chunk.timestamps_ns[row],
-        value: chunk.value(row),
-        quality: chunk.qualities[row],
-    };
-    let in_range = |timestamp_ns: i64| (from_ns..=to_ns).contains(&timestamp_ns);
-    if already_in_order(chunks) {
-        // Applied in order with no duplicates: the common case needs no sort.
-        for chunk in chunks {
-            let rows = chunk.timestamps_ns.iter().enumerate().filter(|(_, t)| in_range(**t));
-            out.extend(rows.map(|(row, _)| point(chunk, row)));
+/// Merges one bucket's chunks (given in key order, so later chunks win) into the columns of its
+/// points whose timestamps lie in `from_ns..=to_ns`, ascending by time, one per timestamp: for
+/// equal timestamps the last chunk wins, and within a chunk the later record. `None` when no point
+/// is in range. The common case (one chunk, applied in order) hands the decoded chunk back whole.
+pub fn merge_bucket(mut chunks: Vec<SeriesColumns>, from_ns: i64, to_ns: i64) -> Option<SeriesColumns> {
+    if already_in_order(&chunks) {
+        // Applied in order with no duplicates: each chunk's rows in range are one run.
+        let mut merged: Option<SeriesColumns> = None;
+        for mut chunk in chunks.drain(..) {
+            let lower = chunk.timestamps_ns.partition_point(|&t| t < from_ns);
+            let upper = chunk.timestamps_ns.partition_point(|&t| t <= to_ns);
+            if lower >= upper {
+                continue;
+            }
+            match merged.as_mut() {
+                None => {
+                    keep_rows(&mut chunk, lower..upper);
+                    merged = Some(chunk);
+                }
+                Some(merged) => append_rows(merged, &chunk, lower..upper),
+            }
         }
-        return;
+        return merged;
     }
     let mut order: Vec<(i64, u32, u32)> = Vec::with_capacity(chunks.iter().map(SeriesColumns::len).sum());
     for (index, chunk) in chunks.iter().enumerate() {
         for (row, &timestamp_ns) in chunk.timestamps_ns.iter().enumerate() {
-            if in_range(timestamp_ns) {
+            if (from_ns..=to_ns).contains(&timestamp_ns) {
                 order.push((timestamp_ns, index as u32, row as u32));
             }
         }
     }
     // (time, chunk, row) ascending: the last entry of each run of equal times is the winner.
     order.sort_unstable();
+    let mut merged = SeriesColumns::new(chunks.first()?.key.clone());
     for (position, &(timestamp_ns, index, row)) in order.iter().enumerate() {
         let superseded = order.get(position + 1).is_some_and(|next| next.0 == timestamp_ns);
         if !superseded {
-            out.push(point(&chunks[index as usize], row as usize));
+            let (chunk, row) = (&chunks[index as usize], row as usize);
+            merged.push(timestamp_ns, chunk.value(row), chunk.qualities[row]);
         }
+    }
+    (!merged.is_empty()).then_some(merged)
+}
+
+/// Keeps only `rows` of `columns`.
+fn keep_rows(columns: &mut SeriesColumns, rows: Range<usize>) {
+    fn keep<T>(column: &mut Vec<T>, rows: &Range<usize>) {
+        column.truncate(rows.end);
+        column.drain(..rows.start);
+    }
+    if rows == (0..columns.len()) {
+        return;
+    }
+    keep(&mut columns.timestamps_ns, &rows);
+    keep(&mut columns.qualities, &rows);
+    match &mut columns.values {
+        Values::F64(values) => keep(values, &rows),
+        Values::I64(values) => keep(values, &rows),
+        Values::Bool(values) => keep(values, &rows),
+        Values::String(values) => keep(values, &rows),
+        Values::Mixed(values) => keep(values, &rows),
+    }
+}
+
+/// Appends `rows` of `from` to `into` (which becomes [`Values::Mixed`] if their kinds differ).
+fn append_rows(into: &mut SeriesColumns, from: &SeriesColumns, rows: Range<usize>) {
+    into.timestamps_ns.extend_from_slice(&from.timestamps_ns[rows.clone()]);
+    into.qualities.extend_from_slice(&from.qualities[rows.clone()]);
+    match (&mut into.values, &from.values) {
+        (Values::F64(into), Values::F64(from)) => into.extend_from_slice(&from[rows]),
+        (Values::I64(into), Values::I64(from)) => into.extend_from_slice(&from[rows]),
+        (Values::Bool(into), Values::Bool(from)) => into.extend_from_slice(&from[rows]),
+        (Values::String(into), Values::String(from)) => into.extend_from_slice(&from[rows]),
+        (values, _) => rows.for_each(|row| values.push(from.value(row))),
     }
 }
 
@@ -160,10 +203,15 @@ mod tests {
         columns
     }
 
+    fn merged_in(chunks: &[SeriesColumns], from_ns: i64, to_ns: i64) -> Vec<(i64, f64)> {
+        let Some(merged) = merge_bucket(chunks.to_vec(), from_ns, to_ns) else { return Vec::new() };
+        assert_eq!(merged.values.len(), merged.len());
+        assert_eq!(merged.qualities.len(), merged.len());
+        (0..merged.len()).map(|row| (merged.timestamps_ns[row], merged.value(row).as_f64().unwrap())).collect()
+    }
+
     fn merged(chunks: &[SeriesColumns]) -> Vec<(i64, f64)> {
-        let mut out = Vec::new();
-        merge_bucket(chunks, i64::MIN, i64::MAX, &mut out);
-        out.iter().map(|p| (p.timestamp_ns, p.value.as_f64().unwrap())).collect()
+        merged_in(chunks, i64::MIN, i64::MAX)
     }
 
     #[test]
@@ -172,6 +220,28 @@ mod tests {
         let second = columns(&[(2, 9.0), (0, 0.5)]);
         assert_eq!(merged(std::slice::from_ref(&first)), vec![(1, 1.0), (2, 2.5)]);
         assert_eq!(merged(&[first, second]), vec![(0, 0.5), (1, 1.0), (2, 9.0)]);
+    }
+
+    #[test]
+    fn chunks_in_order_are_cut_to_the_range_and_joined() {
+        let first = columns(&[(1, 1.0), (2, 2.0), (3, 3.0)]);
+        let second = columns(&[(4, 4.0), (5, 5.0)]);
+        let both = [first.clone(), second.clone()];
+        assert_eq!(merged_in(&both, 2, 4), vec![(2, 2.0), (3, 3.0), (4, 4.0)]);
+        assert_eq!(merged_in(&both, 4, 9), vec![(4, 4.0), (5, 5.0)]);
+        assert_eq!(merged_in(&both, 6, 9), vec![]);
+        assert_eq!(merged_in(std::slice::from_ref(&first), 0, 9), vec![(1, 1.0), (2, 2.0), (3, 3.0)]);
+    }
+
+    #[test]
+    fn joining_chunks_of_different_kinds_keeps_every_value() {
+        let first = columns(&[(1, 1.5)]);
+        let mut second = SeriesColumns::new(SeriesKey::new("a"));
+        second.push(2, Value::I64(7), Quality::BAD);
+        let merged = merge_bucket(vec![first, second], 0, 9).unwrap();
+        assert_eq!(merged.value(0), Value::F64(1.5));
+        assert_eq!(merged.value(1), Value::I64(7));
+        assert_eq!(merged.qualities, vec![Quality::GOOD, Quality::BAD]);
     }
 
     #[test]

@@ -77,7 +77,7 @@ use rocksdb::{
 
 pub use chunks::Point;
 pub use layout::{BUCKET_NS, BeaconSummary, Counters, LAYOUT_VERSION, SegmentKey};
-pub use scan::{PointScan, SegmentScan, StoredSegment};
+pub use scan::{ColumnScan, PointScan, Points, SegmentScan, StoredSegment};
 
 use layout::{
     CF_META, CF_POINTS, CF_SEGMENTS, CF_SERIES, COLUMN_FAMILIES, META_BEACON, META_COUNTERS, META_LAYOUT_VERSION,
@@ -1175,9 +1175,15 @@ impl Replica {
     /// sequence) (ties between senders: the higher sender id) and within one segment the later
     /// record. Streams one bucket at a time. An unknown series or an empty range yields nothing.
     pub fn scan(&self, series_id: u32, from_ns: i64, to_ns_inclusive: i64) -> PointScan<'_> {
+        Points::new(self.scan_columns(series_id, from_ns, to_ns_inclusive))
+    }
+
+    /// The same points as [`scan`](Self::scan), as columns: one non-empty block per one-hour
+    /// bucket, ascending.
+    pub fn scan_columns(&self, series_id: u32, from_ns: i64, to_ns_inclusive: i64) -> ColumnScan<'_> {
         let key = match self.state.catalog.entries.get(series_id as usize) {
             Some(entry) if from_ns <= to_ns_inclusive => entry.key.clone(),
-            _ => return PointScan::new(None, &self.path, SeriesKey::new(""), series_id, from_ns, to_ns_inclusive),
+            _ => return ColumnScan::new(None, &self.path, SeriesKey::new(""), series_id, from_ns, to_ns_inclusive),
         };
         let mut read_options = ReadOptions::default();
         if let Some(bound) = layout::scan_upper_bound(series_id, layout::bucket_start(to_ns_inclusive)) {
@@ -1185,7 +1191,7 @@ impl Replica {
         }
         let mut raw = self.db.raw_iterator_cf_opt(self.cf(CF_POINTS), read_options);
         raw.seek(layout::bucket_prefix(series_id, layout::bucket_start(from_ns)));
-        PointScan::new(Some(raw), &self.path, key, series_id, from_ns, to_ns_inclusive)
+        ColumnScan::new(Some(raw), &self.path, key, series_id, from_ns, to_ns_inclusive)
     }
 
     /// The sealed bytes (header ‖ signature ‖ payload) of a stored segment.

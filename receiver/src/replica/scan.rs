@@ -1,8 +1,9 @@
 //! Streaming reads of the replica: the points of one series over a time range, and the audit log.
 //!
 //! A point scan is one seek to the first bucket of the range and a forward walk bounded by the
-//! last bucket; it decodes and merges one bucket's chunks at a time, so memory is bounded by one
-//! bucket of one series, not by the range.
+//! last bucket; it decodes and merges one bucket's chunks at a time into one block of columns, so
+//! memory is bounded by one bucket of one series, not by the range. Aggregates fold over the
+//! blocks' columns directly; everything else reads them a point at a time.
 
 use std::path::Path;
 
@@ -14,8 +15,9 @@ use super::ReplicaError;
 use super::chunks::{Point, merge_bucket};
 use super::layout::{POINT_BUCKET_PREFIX_LENGTH, PointKey, SegmentKey, decode_audit_entry};
 
-/// The points of one series in a time range, ascending by time; see [`Replica::scan`](super::Replica::scan).
-pub struct PointScan<'a> {
+/// The points of one series in a time range as columns, one block per stored bucket that has
+/// points in range, ascending by time; see [`Replica::scan_columns`](super::Replica::scan_columns).
+pub struct ColumnScan<'a> {
     /// `None` once the scan is over (or was empty from the start).
     raw: Option<DBRawIterator<'a>>,
     path: &'a Path,
@@ -23,12 +25,9 @@ pub struct PointScan<'a> {
     series_id: u32,
     from_ns: i64,
     to_ns: i64,
-    ready: std::vec::IntoIter<Point>,
-    /// Reused between buckets.
-    chunks: Vec<SeriesColumns>,
 }
 
-impl<'a> PointScan<'a> {
+impl<'a> ColumnScan<'a> {
     pub(super) fn new(
         raw: Option<DBRawIterator<'a>>,
         path: &'a Path,
@@ -36,27 +35,28 @@ impl<'a> PointScan<'a> {
         series_id: u32,
         from_ns: i64,
         to_ns: i64,
-    ) -> PointScan<'a> {
-        PointScan { raw, path, key, series_id, from_ns, to_ns, ready: Vec::new().into_iter(), chunks: Vec::new() }
+    ) -> ColumnScan<'a> {
+        ColumnScan { raw, path, key, series_id, from_ns, to_ns }
     }
 
-    /// Reads, decodes and merges the next bucket into `ready`. `Ok(false)` at the end.
-    fn next_bucket(&mut self) -> Result<bool, ReplicaError> {
-        let Some(raw) = self.raw.as_mut() else { return Ok(false) };
+    /// Reads, decodes and merges the next bucket. `Ok(None)` at the end of the series' buckets;
+    /// `Ok(Some(None))` for a bucket with no point in range.
+    fn next_bucket(&mut self) -> Result<Option<Option<SeriesColumns>>, ReplicaError> {
+        let Some(raw) = self.raw.as_mut() else { return Ok(None) };
         if !raw.valid() {
             raw.status().map_err(|source| ReplicaError::storage(self.path, "scanning points", source))?;
-            return Ok(false);
+            return Ok(None);
         }
         let first_key = raw.key().unwrap_or_default();
         let Some(first) = PointKey::from_bytes(first_key) else {
             return Err(ReplicaError::corrupt(self.path, "a points key", "is not 36 bytes"));
         };
         if first.series_id != self.series_id {
-            return Ok(false);
+            return Ok(None);
         }
         let prefix: [u8; POINT_BUCKET_PREFIX_LENGTH] =
             first_key[..POINT_BUCKET_PREFIX_LENGTH].try_into().expect("checked length");
-        self.chunks.clear();
+        let mut chunks = Vec::new();
         while raw.valid() {
             let (Some(key), Some(value)) = (raw.key(), raw.value()) else { break };
             if !key.starts_with(&prefix) {
@@ -65,14 +65,11 @@ impl<'a> PointScan<'a> {
             let chunk = decode_columns(value, self.key.clone()).map_err(|error| {
                 ReplicaError::corrupt(self.path, &format!("the points chunk {}", describe_point_key(key)), error)
             })?;
-            self.chunks.push(chunk);
+            chunks.push(chunk);
             raw.next();
         }
         raw.status().map_err(|source| ReplicaError::storage(self.path, "scanning points", source))?;
-        let mut points = Vec::with_capacity(self.chunks.iter().map(SeriesColumns::len).sum());
-        merge_bucket(&self.chunks, self.from_ns, self.to_ns, &mut points);
-        self.ready = points.into_iter();
-        Ok(true)
+        Ok(Some(merge_bucket(chunks, self.from_ns, self.to_ns)))
     }
 }
 
@@ -86,17 +83,16 @@ fn describe_point_key(key: &[u8]) -> String {
     }
 }
 
-impl Iterator for PointScan<'_> {
-    type Item = Result<Point, ReplicaError>;
+impl Iterator for ColumnScan<'_> {
+    /// Never empty.
+    type Item = Result<SeriesColumns, ReplicaError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some(point) = self.ready.next() {
-                return Some(Ok(point));
-            }
             match self.next_bucket() {
-                Ok(true) => continue,
-                Ok(false) => {
+                Ok(Some(Some(block))) => return Some(Ok(block)),
+                Ok(Some(None)) => continue,
+                Ok(None) => {
                     self.raw = None;
                     return None;
                 }
@@ -108,6 +104,47 @@ impl Iterator for PointScan<'_> {
         }
     }
 }
+
+/// Blocks of columns read one point at a time.
+pub struct Points<B> {
+    blocks: B,
+    block: Option<SeriesColumns>,
+    row: usize,
+}
+
+impl<B> Points<B> {
+    pub fn new(blocks: B) -> Points<B> {
+        Points { blocks, block: None, row: 0 }
+    }
+}
+
+impl<E, B: Iterator<Item = Result<SeriesColumns, E>>> Iterator for Points<B> {
+    type Item = Result<Point, E>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(block) = &self.block
+                && self.row < block.len()
+            {
+                let row = self.row;
+                self.row += 1;
+                let point = Point {
+                    timestamp_ns: block.timestamps_ns[row],
+                    value: block.value(row),
+                    quality: block.qualities[row],
+                };
+                return Some(Ok(point));
+            }
+            match self.blocks.next()? {
+                Ok(block) => (self.block, self.row) = (Some(block), 0),
+                Err(error) => return Some(Err(error)),
+            }
+        }
+    }
+}
+
+/// The points of one series in a time range, ascending by time; see [`Replica::scan`](super::Replica::scan).
+pub type PointScan<'a> = Points<ColumnScan<'a>>;
 
 /// A segment as stored in the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
