@@ -38,6 +38,8 @@
 //! (whose MAC rule may differ) instead of a bare "bad MAC". Then the MAC is compared in constant
 //! time; only after it matches are `kind`, the FEC parameters and the body length interpreted.
 
+use zeroize::Zeroize;
+
 use crate::fec::{FecError, FecParams};
 
 /// The four bytes every datagram starts with.
@@ -127,12 +129,20 @@ pub fn max_symbol_size(link_mtu: usize) -> Result<u16, PacketError> {
     Ok(symbol_size as u16)
 }
 
-/// The 32-byte secret both appliances hold to authenticate datagrams.
+/// The 32-byte secret both appliances hold to authenticate datagrams. Wiped from memory when
+/// dropped.
 #[derive(Clone)]
 pub struct LinkKey {
     key: [u8; 32],
     /// Derived once: `derive_key(MAC_KEY_CONTEXT, key)`.
     mac_key: [u8; 32],
+}
+
+impl Drop for LinkKey {
+    fn drop(&mut self) {
+        self.key.zeroize();
+        self.mac_key.zeroize();
+    }
 }
 
 impl LinkKey {
