@@ -11,8 +11,9 @@
 //! - CSV import (`import::import`) of a generated file of millions of rows, and its dry run
 //!   (parsing and checking only).
 //!
-//! Run with `cargo bench -p diode-sender --bench ingest`. Prints plain figures, best of three runs,
-//! with on-CPU time beside wall time so they can be read apart from how busy the machine was.
+//! Run with `cargo bench -p diode-sender --bench ingest [-- parse|spool|http|csv]`. Prints plain
+//! figures, best of three runs, with on-CPU time beside wall time so they can be read apart from
+//! how busy the machine was.
 //! `DIODE_INGEST_BENCH_CSV_ROWS` changes the CSV size (default 3,000,000);
 //! `DIODE_INGEST_BENCH_DIR` puts the spools on another disk (default: the system's temp folder).
 
@@ -29,6 +30,7 @@ use std::time::{Duration, Instant};
 use diode_common::keys::SenderKey;
 use diode_common::line_protocol::{ParseOptions, parse_lines};
 use diode_common::record::Record;
+use diode_sender::commit::{self, Committer};
 use diode_sender::config::FsyncPolicy;
 use diode_sender::import::{self, TimestampUnit};
 use diode_sender::ingest::{self, IngestState};
@@ -257,12 +259,16 @@ struct Server {
 }
 
 impl Server {
-    fn start(fsync: FsyncPolicy) -> Server {
+    fn start(fsync: FsyncPolicy, grouped: bool) -> Server {
         let spool = Spool::new(fsync);
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
         let state = IngestState {
-            pipeline: Arc::clone(&spool.pipeline),
+            committer: Committer::start_with_group_limit(
+                Arc::clone(&spool.pipeline),
+                if grouped { commit::MAX_GROUP_RECORDS } else { 0 },
+            )
+            .expect("committer"),
             token: Some(Arc::from(TOKEN)),
             max_body_bytes: 32 * 1024 * 1024,
             quality_field: None,
@@ -342,20 +348,24 @@ fn bench_spool(parsed: &[Vec<Record>], points_per_body: usize) {
     }
 }
 
-/// One HTTP measurement: body size, concurrent clients, gzip, fsync policy.
+/// One HTTP measurement: body size, concurrent clients, gzip, fsync policy, and whether
+/// concurrent writes share a sync (group commit, as `diode-sender run` does) or each pay their own.
 struct HttpCase {
     lines: usize,
     clients: usize,
     gzip: bool,
     fsync: FsyncPolicy,
+    grouped: bool,
 }
 
 fn bench_http() {
-    let case = |lines, clients, gzip, fsync| HttpCase { lines, clients, gzip, fsync };
+    let case = |lines, clients, gzip, fsync| HttpCase { lines, clients, gzip, fsync, grouped: true };
+    let ungrouped = |lines, clients| HttpCase { grouped: false, ..case(lines, clients, false, FsyncPolicy::Always) };
     let cases = [
         case(LINES_PER_BODY, 1, false, FsyncPolicy::Always),
         case(LINES_PER_BODY, 2, false, FsyncPolicy::Always),
         case(LINES_PER_BODY, 4, false, FsyncPolicy::Always),
+        ungrouped(LINES_PER_BODY, 4),
         case(LINES_PER_BODY, 8, false, FsyncPolicy::Always),
         case(LINES_PER_BODY, 1, true, FsyncPolicy::Always),
         case(LINES_PER_BODY, 4, true, FsyncPolicy::Always),
@@ -364,16 +374,17 @@ fn bench_http() {
         // Telegraf's default batch (metric_batch_size = 1000): the fdatasync weighs more.
         case(1_000, 1, false, FsyncPolicy::Always),
         case(1_000, 8, false, FsyncPolicy::Always),
+        ungrouped(1_000, 8),
         case(1_000, 8, false, FsyncPolicy::Never),
     ];
-    for HttpCase { lines, clients, gzip, fsync } in cases {
+    for HttpCase { lines, clients, gzip, fsync, grouped } in cases {
         let texts: Vec<String> = (0..BODIES).map(|body| plant_body(body, lines)).collect();
         let bodies: Vec<Vec<u8>> =
             texts.iter().map(|text| if gzip { self::gzip(text) } else { text.clone().into_bytes() }).collect();
         let requests = LINES_PER_RUN / lines;
         let (timing, sealed) = best_of(
             process_cpu_seconds,
-            || Server::start(fsync),
+            || Server::start(fsync, grouped),
             |server| {
                 post_all(server.address, &bodies, requests, clients, gzip);
                 server.stop()
@@ -381,9 +392,10 @@ fn bench_http() {
         );
         assert_eq!(sealed as usize, requests * lines * 3);
         println!(
-            "HTTP, {lines}-line bodies, {clients} client{}, {}, fsync = {fsync:?}: {} ({:.0} requests/s)",
+            "HTTP, {lines}-line bodies, {clients} client{}, {}, fsync = {fsync:?}{}: {} ({:.0} requests/s)",
             if clients == 1 { "" } else { "s" },
             if gzip { "gzip" } else { "plain" },
+            if grouped { "" } else { ", one sync per write (no group commit)" },
             timing.describe(sealed as f64, "points"),
             requests as f64 / timing.wall
         );
@@ -463,11 +475,22 @@ fn main() {
         bench_dir().display(),
         load_average()
     );
-    bench_parse(&texts, points_per_body);
-    bench_spool(&parsed, points_per_body);
-    bench_http();
-    let rows = std::env::var("DIODE_INGEST_BENCH_CSV_ROWS").ok().and_then(|r| r.parse().ok()).unwrap_or(3_000_000);
-    bench_csv(rows);
+    // `cargo bench --bench ingest -- http` runs only the sections whose name contains `http`.
+    let filter = std::env::args().skip(1).find(|arg| !arg.starts_with('-')).unwrap_or_default();
+    let wanted = |section: &str| section.contains(filter.as_str());
+    if wanted("parse") {
+        bench_parse(&texts, points_per_body);
+    }
+    if wanted("spool") {
+        bench_spool(&parsed, points_per_body);
+    }
+    if wanted("http") {
+        bench_http();
+    }
+    if wanted("csv") {
+        let rows = std::env::var("DIODE_INGEST_BENCH_CSV_ROWS").ok().and_then(|r| r.parse().ok()).unwrap_or(3_000_000);
+        bench_csv(rows);
+    }
     println!("load average at the end: {}", load_average());
 }
 
