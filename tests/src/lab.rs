@@ -40,6 +40,12 @@ pub struct LabOptions {
     pub simulator: bool,
     /// How long the sender keeps beacons and the carousel going after its last record is sent.
     pub linger_ms: u64,
+    /// `ingest.token`: HTTP writes must carry it (unset: no token needed).
+    pub ingest_token: Option<String>,
+    /// `ingest.quality_tag`: the tag that carries a line's quality.
+    pub quality_tag: Option<String>,
+    /// `ingest.quality_field`: the field that carries a line's quality.
+    pub quality_field: Option<String>,
 }
 
 impl Default for LabOptions {
@@ -63,6 +69,9 @@ impl Default for LabOptions {
             carousel_rate_fraction: 0.1,
             simulator: true,
             linger_ms: 3_000,
+            ingest_token: None,
+            quality_tag: None,
+            quality_field: None,
         }
     }
 }
@@ -180,7 +189,7 @@ rate_fraction = {carousel_fraction}
 
 [ingest]
 http_listen = "{ingest}"
-
+{ingest_extra}
 [simulator]
 enabled = {simulator}
 series = {series}
@@ -201,6 +210,7 @@ start_ns = {start_ns}
             carousel = o.carousel,
             carousel_fraction = o.carousel_rate_fraction,
             ingest = self.sender_ingest,
+            ingest_extra = ingest_settings(o),
             simulator = o.simulator,
             series = o.series,
             rate_hz = o.rate_hz,
@@ -393,6 +403,34 @@ listen = "{http}"
         let replica = Replica::open_read_only(&self.replica_dir())?;
         verify(&replica, &self.expected_records())
     }
+}
+
+/// The optional `[ingest]` settings, one TOML line each.
+fn ingest_settings(options: &LabOptions) -> String {
+    let settings = [
+        ("token", &options.ingest_token),
+        ("quality_tag", &options.quality_tag),
+        ("quality_field", &options.quality_field),
+    ];
+    settings
+        .iter()
+        .filter_map(|(name, value)| value.as_ref().map(|value| format!("{name} = {}\n", toml_string(value))))
+        .collect()
+}
+
+/// `text` as a TOML basic string.
+fn toml_string(text: &str) -> String {
+    let mut quoted = String::from('"');
+    for c in text.chars() {
+        match c {
+            '"' => quoted.push_str("\\\""),
+            '\\' => quoted.push_str("\\\\"),
+            c if c.is_control() => quoted.push_str(&format!("\\u{:04X}", c as u32)),
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('"');
+    quoted
 }
 
 impl Drop for Lab {

@@ -1,0 +1,502 @@
+//! Ingest throughput through the real code paths, against the issue's target of 1,000,000
+//! points/s of line protocol per core, and where the time goes:
+//!
+//! - parsing alone (`line_protocol::parse_lines`), for comparison;
+//! - the spool alone (`Pipeline::submit` of parsed records: encode, append, fdatasync, and the
+//!   sealing of every 50,000 records into a signed segment), under `fsync = "always"` and `"never"`;
+//! - HTTP: the sender's InfluxDB endpoint (`ingest::router`) served as `diode-sender run` serves it
+//!   (one async worker, submits on the blocking pool, a 5 ms sealing tick), over a real spool in a
+//!   temporary folder, with 5,000-line bodies posted over keep-alive connections by 1 to 8
+//!   concurrent clients, plain and gzip;
+//! - CSV import (`import::import`) of a generated file of millions of rows, and its dry run
+//!   (parsing and checking only).
+//!
+//! Run with `cargo bench -p diode-sender --bench ingest [-- parse|spool|http|csv]`. Prints plain
+//! figures, best of three runs, with on-CPU time beside wall time so they can be read apart from
+//! how busy the machine was.
+//! `DIODE_INGEST_BENCH_CSV_ROWS` changes the CSV size (default 3,000,000);
+//! `DIODE_INGEST_BENCH_DIR` puts the spools on another disk (default: the system's temp folder).
+
+use std::hint::black_box;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use diode_common::keys::SenderKey;
+use diode_common::line_protocol::{ParseOptions, parse_lines};
+use diode_common::record::Record;
+use diode_sender::commit::{self, Committer};
+use diode_sender::config::FsyncPolicy;
+use diode_sender::import::{self, TimestampUnit};
+use diode_sender::ingest::{self, IngestState};
+use diode_sender::pipeline::{Pipeline, PipelineSettings, SealedEntry};
+
+const LINES_PER_BODY: usize = 5_000;
+/// Distinct bodies posted in turn (different timestamps and values).
+const BODIES: usize = 8;
+/// Lines per timed run (128 bodies of 5,000 lines: 1,920,000 points), shared among the clients.
+const LINES_PER_RUN: usize = 640_000;
+const RUNS: usize = 3;
+const START_NS: i64 = 1_767_225_600_000_000_000;
+const TOKEN: &str = "bench-token";
+
+/// `boiler,plant=p1,unit=b3 steam_temp=512.3,pressure=41.07,running=true <ns>`: 3 points a line,
+/// 50 tag sets, as in `common/benches/line_protocol.rs`.
+fn plant_body(body: usize, lines: usize) -> String {
+    let mut text = String::with_capacity(lines * 90);
+    for line in 0..lines {
+        let i = body * lines + line;
+        let plant = i % 5 + 1;
+        let unit = (i / 5) % 10 + 1;
+        let steam_temp = 500.0 + (i % 997) as f64 * 0.0137;
+        let pressure = 40.0 + (i % 89) as f64 * 0.031;
+        let running = if i.is_multiple_of(7) { "false" } else { "true" };
+        let timestamp_ns = START_NS + i as i64 * 1_000_000;
+        text.push_str(&format!(
+            "boiler,plant=p{plant},unit=b{unit} steam_temp={steam_temp:.1},pressure={pressure:.2},running={running} {timestamp_ns}\n"
+        ));
+    }
+    text
+}
+
+fn gzip(text: &str) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(text.as_bytes()).expect("gzip to memory");
+    encoder.finish().expect("gzip to memory")
+}
+
+/// On-CPU seconds of this thread (`/proc/thread-self/schedstat`).
+fn thread_cpu_seconds() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    Some(text.split_whitespace().next()?.parse::<u64>().ok()? as f64 / 1e9)
+}
+
+/// On-CPU seconds of the whole process, all threads (`/proc/self/stat`, 10 ms ticks).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+#[derive(Clone, Copy)]
+struct Timing {
+    wall: f64,
+    cpu: Option<f64>,
+}
+
+impl Timing {
+    fn describe(self, items: f64, unit: &str) -> String {
+        let rate = |seconds: f64| items / seconds / 1e6;
+        match self.cpu {
+            Some(cpu) => format!(
+                "{:.2} M {unit}/s wall ({:.2} s), {:.2} M {unit}/s per CPU-second ({cpu:.2} s on-CPU)",
+                rate(self.wall),
+                self.wall,
+                rate(cpu)
+            ),
+            None => format!("{:.2} M {unit}/s ({:.2} s)", rate(self.wall), self.wall),
+        }
+    }
+}
+
+/// Best of [`RUNS`] by wall time (on-CPU time: the best too). `cpu` measures this thread or the
+/// whole process. `prepare` runs before each timed run, untimed.
+fn best_of<S, T>(cpu: fn() -> Option<f64>, mut prepare: impl FnMut() -> S, mut run: impl FnMut(S) -> T) -> (Timing, T) {
+    let mut best = Timing { wall: f64::INFINITY, cpu: None };
+    let mut result = None;
+    for _ in 0..RUNS {
+        let state = prepare();
+        let (started, cpu_started) = (Instant::now(), cpu());
+        let value = black_box(run(state));
+        let wall = started.elapsed().as_secs_f64();
+        let spent = cpu().zip(cpu_started).map(|(end, start)| end - start);
+        best.wall = best.wall.min(wall);
+        best.cpu = match (best.cpu, spent) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        result = Some(value);
+    }
+    (best, result.expect("at least one run"))
+}
+
+/// A pipeline in a fresh folder, as `diode-sender run` builds it, with a stand-in for the link
+/// thread that takes every sealed segment and marks it sent at once.
+struct Spool {
+    _dir: tempfile::TempDir,
+    pipeline: Arc<Mutex<Pipeline>>,
+    link: Option<thread::JoinHandle<()>>,
+}
+
+fn bench_dir() -> PathBuf {
+    std::env::var_os("DIODE_INGEST_BENCH_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir)
+}
+
+impl Spool {
+    fn new(fsync: FsyncPolicy) -> Spool {
+        let dir = tempfile::tempdir_in(bench_dir()).expect("temp dir");
+        let settings = PipelineSettings {
+            sender_id: 1,
+            data_dir: dir.path().to_owned(),
+            max_records: 50_000,
+            max_age_ns: 1_000_000_000,
+            zstd_level: 3,
+            spool_max_bytes: 1 << 30,
+            fsync,
+            max_unsent_bytes: 256 << 20,
+            retention_bytes: 1 << 30,
+        };
+        let (segments, sealed) = sync_channel(64);
+        let pipeline = Pipeline::open(settings, SenderKey::from_seed([5; 32]), now_ns(), segments).expect("pipeline");
+        let progress = pipeline.progress();
+        let link = thread::spawn(move || drain(sealed, &progress));
+        Spool { _dir: dir, pipeline: Arc::new(Mutex::new(pipeline)), link: Some(link) }
+    }
+
+    /// Seals what is pending and waits for the stand-in link to take it.
+    fn finish(mut self) -> u64 {
+        let mut pipeline = self.pipeline.lock().expect("pipeline lock");
+        pipeline.flush(now_ns()).expect("flush");
+        let sealed = pipeline.progress().records_sealed.load(Ordering::Relaxed);
+        drop(pipeline);
+        drop(self.pipeline);
+        self.link.take().expect("link thread").join().expect("link thread");
+        sealed
+    }
+}
+
+fn drain(sealed: Receiver<SealedEntry>, progress: &diode_sender::pipeline::Progress) {
+    for entry in sealed {
+        progress.sent_through.store(entry.sequence, Ordering::Relaxed);
+    }
+}
+
+fn now_ns() -> i64 {
+    diode_sender::clock::now_ns()
+}
+
+/// The sealing tick of `diode-sender run`: seals by age every 5 ms.
+fn ticker(pipeline: Arc<Mutex<Pipeline>>, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            pipeline.lock().expect("pipeline lock").tick(now_ns()).expect("tick");
+            thread::sleep(Duration::from_millis(5));
+        }
+    })
+}
+
+/// A keep-alive HTTP/1.1 client that posts prepared bodies and reads each status.
+struct Client {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl Client {
+    fn connect(address: SocketAddr) -> Client {
+        let stream = TcpStream::connect(address).expect("connect to the ingest listener");
+        stream.set_nodelay(true).expect("nodelay");
+        Client { stream, buffer: Vec::with_capacity(4096) }
+    }
+
+    fn post(&mut self, body: &[u8], gzip: bool) -> u16 {
+        let encoding = if gzip { "Content-Encoding: gzip\r\n" } else { "" };
+        let head = format!(
+            "POST /api/v2/write?org=plant&bucket=historian&precision=ns HTTP/1.1\r\nHost: bench\r\n\
+             Authorization: Token {TOKEN}\r\nContent-Type: text/plain; charset=utf-8\r\n{encoding}\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        );
+        self.stream.write_all(head.as_bytes()).expect("send head");
+        self.stream.write_all(body).expect("send body");
+        self.read_response()
+    }
+
+    fn read_response(&mut self) -> u16 {
+        let head_end = loop {
+            if let Some(end) = self.buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            self.fill();
+        };
+        let head = String::from_utf8_lossy(&self.buffer[..head_end]).into_owned();
+        let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("a status line");
+        let body_bytes: usize = head
+            .lines()
+            .find_map(|line| line.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        while self.buffer.len() < head_end + body_bytes {
+            self.fill();
+        }
+        if status != 204 {
+            panic!("{head}{}", String::from_utf8_lossy(&self.buffer[head_end..head_end + body_bytes]));
+        }
+        self.buffer.drain(..head_end + body_bytes);
+        status
+    }
+
+    fn fill(&mut self) {
+        let mut chunk = [0u8; 4096];
+        let read = self.stream.read(&mut chunk).expect("read the response");
+        assert!(read > 0, "the server closed the connection");
+        self.buffer.extend_from_slice(&chunk[..read]);
+    }
+}
+
+/// The HTTP endpoint on loopback, on a runtime shaped like `diode-sender run`'s.
+struct Server {
+    address: SocketAddr,
+    runtime: tokio::runtime::Runtime,
+    spool: Spool,
+    stop_ticker: Arc<AtomicBool>,
+    ticker: thread::JoinHandle<()>,
+}
+
+impl Server {
+    fn start(fsync: FsyncPolicy, grouped: bool) -> Server {
+        let spool = Spool::new(fsync);
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        let state = IngestState {
+            committer: Committer::start_with_group_limit(
+                Arc::clone(&spool.pipeline),
+                if grouped { commit::MAX_GROUP_RECORDS } else { 0 },
+            )
+            .expect("committer"),
+            token: Some(Arc::from(TOKEN)),
+            max_body_bytes: 32 * 1024 * 1024,
+            quality_field: None,
+            quality_tag: None,
+        };
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
+        let address = listener.local_addr().expect("address");
+        runtime.spawn(async move { axum::serve(listener, ingest::router(state)).await });
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let ticker = ticker(Arc::clone(&spool.pipeline), Arc::clone(&stop_ticker));
+        Server { address, runtime, spool, stop_ticker, ticker }
+    }
+
+    fn stop(self) -> u64 {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+        self.ticker.join().expect("ticker");
+        self.runtime.shutdown_timeout(Duration::from_secs(5));
+        self.spool.finish()
+    }
+}
+
+/// Posts `requests` bodies from `clients` concurrent connections.
+fn post_all(address: SocketAddr, bodies: &[Vec<u8>], requests: usize, clients: usize, gzip: bool) {
+    let mut connections: Vec<Client> = (0..clients).map(|_| Client::connect(address)).collect();
+    thread::scope(|scope| {
+        for (index, client) in connections.iter_mut().enumerate() {
+            scope.spawn(move || {
+                for request in (index..requests).step_by(clients) {
+                    client.post(&bodies[request % bodies.len()], gzip);
+                }
+            });
+        }
+    });
+}
+
+fn bench_parse(texts: &[String], points_per_body: usize) {
+    let options = ParseOptions::new(START_NS);
+    let mut records = Vec::new();
+    let requests = LINES_PER_RUN / LINES_PER_BODY;
+    let (timing, points) = best_of(
+        thread_cpu_seconds,
+        || (),
+        |()| {
+            let mut points = 0;
+            for request in 0..requests {
+                records.clear();
+                points += parse_lines(&texts[request % texts.len()], &options, &mut records).expect("valid");
+            }
+            points
+        },
+    );
+    assert_eq!(points, requests * points_per_body);
+    println!("parse only, one thread: {}", timing.describe(points as f64, "points"));
+}
+
+fn bench_spool(parsed: &[Vec<Record>], points_per_body: usize) {
+    let requests = LINES_PER_RUN / LINES_PER_BODY;
+    for fsync in [FsyncPolicy::Always, FsyncPolicy::Never] {
+        let (timing, sealed) = best_of(
+            process_cpu_seconds,
+            || {
+                let batches: Vec<Vec<Record>> = (0..requests).map(|i| parsed[i % parsed.len()].clone()).collect();
+                (Spool::new(fsync), batches)
+            },
+            |(spool, batches)| {
+                for mut batch in batches {
+                    spool.pipeline.lock().expect("pipeline lock").submit(&mut batch, now_ns()).expect("submit");
+                }
+                spool.finish()
+            },
+        );
+        assert_eq!(sealed as usize, requests * points_per_body);
+        println!(
+            "spool only ({requests} submits of {points_per_body} parsed points, sealing, fsync = {fsync:?}): {}",
+            timing.describe(sealed as f64, "points")
+        );
+    }
+}
+
+/// One HTTP measurement: body size, concurrent clients, gzip, fsync policy, and whether
+/// concurrent writes share a sync (group commit, as `diode-sender run` does) or each pay their own.
+struct HttpCase {
+    lines: usize,
+    clients: usize,
+    gzip: bool,
+    fsync: FsyncPolicy,
+    grouped: bool,
+}
+
+fn bench_http() {
+    let case = |lines, clients, gzip, fsync| HttpCase { lines, clients, gzip, fsync, grouped: true };
+    let ungrouped = |lines, clients| HttpCase { grouped: false, ..case(lines, clients, false, FsyncPolicy::Always) };
+    let cases = [
+        case(LINES_PER_BODY, 1, false, FsyncPolicy::Always),
+        case(LINES_PER_BODY, 2, false, FsyncPolicy::Always),
+        case(LINES_PER_BODY, 4, false, FsyncPolicy::Always),
+        ungrouped(LINES_PER_BODY, 4),
+        case(LINES_PER_BODY, 8, false, FsyncPolicy::Always),
+        case(LINES_PER_BODY, 1, true, FsyncPolicy::Always),
+        case(LINES_PER_BODY, 4, true, FsyncPolicy::Always),
+        case(LINES_PER_BODY, 1, false, FsyncPolicy::Never),
+        case(LINES_PER_BODY, 4, false, FsyncPolicy::Never),
+        // Telegraf's default batch (metric_batch_size = 1000): the fdatasync weighs more.
+        case(1_000, 1, false, FsyncPolicy::Always),
+        case(1_000, 8, false, FsyncPolicy::Always),
+        ungrouped(1_000, 8),
+        case(1_000, 8, false, FsyncPolicy::Never),
+    ];
+    for HttpCase { lines, clients, gzip, fsync, grouped } in cases {
+        let texts: Vec<String> = (0..BODIES).map(|body| plant_body(body, lines)).collect();
+        let bodies: Vec<Vec<u8>> =
+            texts.iter().map(|text| if gzip { self::gzip(text) } else { text.clone().into_bytes() }).collect();
+        let requests = LINES_PER_RUN / lines;
+        let (timing, sealed) = best_of(
+            process_cpu_seconds,
+            || Server::start(fsync, grouped),
+            |server| {
+                post_all(server.address, &bodies, requests, clients, gzip);
+                server.stop()
+            },
+        );
+        assert_eq!(sealed as usize, requests * lines * 3);
+        println!(
+            "HTTP, {lines}-line bodies, {clients} client{}, {}, fsync = {fsync:?}{}: {} ({:.0} requests/s)",
+            if clients == 1 { "" } else { "s" },
+            if gzip { "gzip" } else { "plain" },
+            if grouped { "" } else { ", one sync per write (no group commit)" },
+            timing.describe(sealed as f64, "points"),
+            requests as f64 / timing.wall
+        );
+    }
+}
+
+/// `series,timestamp,value,quality` rows: 1,000 series, one row per series per second, floats,
+/// integers and booleans, now and then a bad quality.
+fn write_csv(path: &Path, rows: usize) {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).expect("create the CSV file"));
+    writeln!(out, "series,timestamp,value,quality").expect("write");
+    for row in 0..rows {
+        let series = row % 1_000;
+        let timestamp_ns = START_NS + (row / 1_000) as i64 * 1_000_000_000;
+        let quality = if row % 97 == 0 { "bad" } else { "" };
+        match series % 10 {
+            0 => writeln!(out, "plant1/unit{series}/running,{timestamp_ns},{},{quality}", row % 3 != 0),
+            1 => writeln!(out, "plant1/unit{series}/count,{timestamp_ns},{}i,{quality}", row / 1_000),
+            _ => writeln!(
+                out,
+                "plant1/unit{series}/temp,{timestamp_ns},{:.2},{quality}",
+                20.0 + (row % 5_000) as f64 * 0.01
+            ),
+        }
+        .expect("write");
+    }
+    out.flush().expect("write");
+}
+
+fn bench_csv(rows: usize) {
+    let dir = tempfile::tempdir_in(bench_dir()).expect("temp dir");
+    let path = dir.path().join("history.csv");
+    write_csv(&path, rows);
+    let megabytes = std::fs::metadata(&path).expect("CSV size").len() as f64 / 1e6;
+    println!("CSV: {rows} rows, {megabytes:.0} MB");
+    let files = [path];
+    let (timing, summary) = best_of(
+        thread_cpu_seconds,
+        || (),
+        |()| import::import(&files, TimestampUnit::Auto, None, false).expect("dry run"),
+    );
+    assert_eq!((summary.records as usize, summary.bad_rows), (rows, 0));
+    println!("CSV dry run (read, parse, check), one thread: {}", timing.describe(rows as f64, "rows"));
+    for fsync in [FsyncPolicy::Always, FsyncPolicy::Never] {
+        let (timing, sealed) = best_of(
+            process_cpu_seconds,
+            || Spool::new(fsync),
+            |spool| {
+                let mut pipeline = spool.pipeline.lock().expect("pipeline lock");
+                let summary = import::import(&files, TimestampUnit::Auto, Some(&mut pipeline), false).expect("import");
+                assert_eq!(summary.records as usize, rows);
+                drop(pipeline);
+                spool.finish()
+            },
+        );
+        assert_eq!(sealed as usize, rows);
+        println!("CSV import into the spool, fsync = {fsync:?}: {}", timing.describe(rows as f64, "rows"));
+    }
+}
+
+fn main() {
+    let texts: Vec<String> = (0..BODIES).map(|body| plant_body(body, LINES_PER_BODY)).collect();
+    let options = ParseOptions::new(START_NS);
+    let parsed: Vec<Vec<Record>> = texts
+        .iter()
+        .map(|text| {
+            let mut records = Vec::new();
+            parse_lines(text, &options, &mut records).expect("valid");
+            records
+        })
+        .collect();
+    let points_per_body = parsed[0].len();
+    println!(
+        "ingest bench: bodies of {LINES_PER_BODY} lines, {points_per_body} points, {} KB ({} KB gzip); {LINES_PER_RUN} lines per run; spools in {}; load average {}",
+        texts[0].len() / 1000,
+        gzip(&texts[0]).len() / 1000,
+        bench_dir().display(),
+        load_average()
+    );
+    // `cargo bench --bench ingest -- http` runs only the sections whose name contains `http`.
+    let filter = std::env::args().skip(1).find(|arg| !arg.starts_with('-')).unwrap_or_default();
+    let wanted = |section: &str| section.contains(filter.as_str());
+    if wanted("parse") {
+        bench_parse(&texts, points_per_body);
+    }
+    if wanted("spool") {
+        bench_spool(&parsed, points_per_body);
+    }
+    if wanted("http") {
+        bench_http();
+    }
+    if wanted("csv") {
+        let rows = std::env::var("DIODE_INGEST_BENCH_CSV_ROWS").ok().and_then(|r| r.parse().ok()).unwrap_or(3_000_000);
+        bench_csv(rows);
+    }
+    println!("load average at the end: {}", load_average());
+}
+
+/// The 1, 5 and 15-minute load averages, to judge how busy the machine was.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| text.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
