@@ -21,6 +21,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use diode_common::line_protocol::{self, ParseOptions, Precision};
+use diode_common::record::Record;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::io::AsyncBufReadExt;
@@ -142,29 +143,24 @@ async fn write(state: IngestState, api: Api, params: WriteParams, headers: Heade
         Err(e) => return error(api, StatusCode::BAD_REQUEST, "invalid", format!("invalid precision: {e}"), None),
     };
     let gzip = headers.get(header::CONTENT_ENCODING).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
-    let body = match decode_body(&body, gzip, state.max_body_bytes) {
-        Ok(body) => body,
-        Err(BodyError::TooLarge) => {
-            return error(
-                api,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request too large",
-                format!("request body exceeds the {} byte limit; send smaller batches", state.max_body_bytes),
-                None,
-            );
-        }
-        Err(BodyError::Invalid(message)) => return error(api, StatusCode::BAD_REQUEST, "invalid", message, None),
-    };
     let options = ParseOptions {
         precision,
         now_ns: now_ns(),
         quality_field: state.quality_field.clone(),
         quality_tag: state.quality_tag.clone(),
     };
-    let mut records = Vec::new();
-    if let Err(e) = line_protocol::parse_lines(&body, &options, &mut records) {
-        return error(api, StatusCode::BAD_REQUEST, "invalid", e.to_string(), Some(e.line_number));
-    }
+    // Decompressing and parsing take milliseconds for a large body: off the async worker, so
+    // concurrent writers parse on every core and the listeners stay responsive.
+    let max_body_bytes = state.max_body_bytes;
+    let parsed = tokio::task::spawn_blocking(move || parse_body(&body, gzip, max_body_bytes, &options)).await;
+    let records = match parsed {
+        Ok(Ok(records)) => records,
+        Ok(Err(refusal)) => return error(api, refusal.status, refusal.code, refusal.message, refusal.line),
+        Err(e) => {
+            let message = format!("the parsing task failed: {e}");
+            return error(api, StatusCode::INTERNAL_SERVER_ERROR, "internal error", message, None);
+        }
+    };
     match state.committer.submit(records).await.map_err(|(e, _)| e) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(SubmitError::SpoolFull { used_bytes, limit_bytes }) => {
@@ -211,6 +207,41 @@ fn decode_body(body: &[u8], gzip: bool, limit: usize) -> Result<String, BodyErro
     };
     String::from_utf8(bytes)
         .map_err(|e| BodyError::Invalid(format!("body is not UTF-8 (byte {})", e.utf8_error().valid_up_to())))
+}
+
+/// Why a write's body is refused: what [`error`] answers.
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    line: Option<usize>,
+}
+
+/// The records of a write's body, or why it is refused.
+fn parse_body(body: &[u8], gzip: bool, max_body_bytes: usize, options: &ParseOptions) -> Result<Vec<Record>, Refusal> {
+    let invalid = |message: String, line: Option<usize>| Refusal {
+        status: StatusCode::BAD_REQUEST,
+        code: "invalid",
+        message,
+        line,
+    };
+    let body = match decode_body(body, gzip, max_body_bytes) {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            return Err(Refusal {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                code: "request too large",
+                message: format!("request body exceeds the {max_body_bytes} byte limit; send smaller batches"),
+                line: None,
+            });
+        }
+        Err(BodyError::Invalid(message)) => return Err(invalid(message, None)),
+    };
+    let mut records = Vec::new();
+    if let Err(e) = line_protocol::parse_lines(&body, options, &mut records) {
+        return Err(invalid(e.to_string(), Some(e.line_number)));
+    }
+    Ok(records)
 }
 
 /// Raw line protocol over TCP, as Telegraf's socket_writer sends it: newline-delimited, each line
@@ -339,7 +370,7 @@ mod tests {
     use axum::body::Body;
     use axum::http::Request;
     use diode_common::keys::{SenderKey, TrustedKeys};
-    use diode_common::record::{Record, Value};
+    use diode_common::record::Value;
     use std::io::Write;
     use std::sync::Mutex;
     use std::sync::mpsc::Receiver;
