@@ -14,7 +14,7 @@ use diode_common::keys::{KeyId, SenderKey, TrustedKey, TrustedKeys, encode_hex};
 use diode_common::record::{Quality, Record, SeriesKey, Value};
 use diode_common::seal::{self, ChainPosition, GENESIS_HASH, OpenError, SealedSegment, SegmentHash};
 use diode_receiver::audit::cli::{AuditCommand, CheckProofArgs, ProofArgs, VerifyArgs};
-use diode_receiver::audit::proof::{check_proof, export_proof};
+use diode_receiver::audit::proof::{check_proof, describe, export_proof};
 use diode_receiver::audit::report::{AuditReport, Finding, GapKind};
 use diode_receiver::audit::verify::{VerifyOptions, verify_replica};
 use diode_receiver::replica::{BUCKET_NS, Replica, SegmentKey};
@@ -585,11 +585,11 @@ fn a_proof_checks_with_the_public_key_alone_and_shows_the_last_write() {
             (T0 + 9 * SECOND, Value::F64(19.0)),
         ]
     );
-    let sequences: Vec<u64> = checked.segments.iter().map(|s| s.key.sequence).collect();
+    let sequences: Vec<u64> = checked.segments.iter().map(|s| s.position.sequence).collect();
     assert_eq!(sequences, vec![1, SEGMENTS]);
     assert_eq!(checked.chain_runs.len(), 1);
     assert_eq!((checked.chain_runs[0].first_sequence, checked.chain_runs[0].last_sequence), (1, SEGMENTS));
-    assert!(checked.describe().contains("proof VERIFIED: 5 points of plant/d"));
+    assert!(describe(&checked).contains("proof VERIFIED: 5 points of plant/d"));
 
     let stranger = SenderKey::from_seed([9u8; 32]);
     assert!(check_proof(&bytes, &TrustedKeys::single(stranger.public_key())).is_err());
