@@ -371,7 +371,7 @@ fn an_altered_stored_signature_is_named_by_sequence() {
 }
 
 #[test]
-fn a_damaged_audit_entry_does_not_stop_the_walk() {
+fn a_damaged_audit_entry_is_named_and_the_segments_after_it_are_verified() {
     let directory = tempfile::tempdir().unwrap();
     build_replica(directory.path());
     {
@@ -382,8 +382,37 @@ fn a_damaged_audit_entry_does_not_stop_the_walk() {
         db.put_cf(segments, segment_key(2), entry).unwrap();
     }
     let report = audit(directory.path(), &trust(&[&key_a()]));
-    assert_eq!(report.segments_stored, SEGMENTS - 1, "every entry after the damaged one was read");
-    assert!(kinds(&report).contains(&"audit_log_unreadable"), "{}", report.summary_text());
+    assert_eq!(kinds(&report), vec!["audit_entry_unreadable", "point_added"], "{}", report.summary_text());
+    let position = SegmentKey { sender_id: SENDER, epoch: EPOCH, sequence: 2 };
+    assert!(matches!(&report.findings.listed[0],
+        Finding::AuditEntryUnreadable { entry: Some(entry), reason, .. } if *entry == position && reason.contains("version")));
+    assert_eq!((report.segments_stored, report.segments_verified), (SEGMENTS, SEGMENTS - 1), "3, 4 and 5 verified");
+    assert_eq!(report.links_checked, SEGMENTS - 2, "the links 1→2 and 2→3 cannot be checked");
+    assert_eq!(report.points.added, ROWS as u64 * SERIES.len() as u64, "segment 2's points are backed by nothing");
+    assert!(report.gaps.is_empty(), "a damaged entry is not reported again as removed");
+    assert!(report.summary_text().contains("the audit entry of segment 2 of sender 7 epoch 1 cannot be read"));
+}
+
+#[test]
+fn an_audit_entry_under_a_malformed_key_is_named_by_its_key_and_the_walk_goes_on() {
+    let directory = tempfile::tempdir().unwrap();
+    build_replica(directory.path());
+    let mut key = segment_key(2);
+    key.push(0); // 25 bytes: sorts between sequences 2 and 3
+    {
+        let db = raw_db(directory.path());
+        db.put_cf(db.cf_handle("segments").unwrap(), &key, b"forged").unwrap();
+    }
+    let replica = Replica::open_read_only(directory.path()).unwrap();
+    let scanned: Vec<bool> = replica.segments(SegmentKey::FIRST).map(|item| item.is_ok()).collect();
+    assert_eq!(scanned, vec![true, true, false, true, true, true], "the scan yields the damaged entry and goes on");
+    drop(replica);
+    let report = audit(directory.path(), &trust(&[&key_a()]));
+    assert_eq!(kinds(&report), vec!["audit_entry_unreadable"], "{}", report.summary_text());
+    assert!(matches!(&report.findings.listed[0],
+        Finding::AuditEntryUnreadable { entry: None, key_hex, .. } if *key_hex == encode_hex(&key)));
+    assert_eq!(report.segments_verified, SEGMENTS);
+    assert_eq!(report.links_checked, SEGMENTS, "the chain is intact around the foreign key");
 }
 
 #[test]

@@ -26,8 +26,9 @@ pub enum Finding {
     SegmentInvalid { segment: SegmentKey, check: &'static str, message: String },
     /// An audit entry is stored under another position than its header names.
     SegmentMisplaced { stored_at: SegmentKey, header_says: SegmentKey },
-    /// An audit entry (or a run of them) cannot be read at all.
-    AuditLogUnreadable { after: Option<SegmentKey>, message: String },
+    /// An audit entry cannot be read as one (its key is not a position, or its value is not an
+    /// audit entry): `entry` is its position when the key is one.
+    AuditEntryUnreadable { entry: Option<SegmentKey>, key_hex: String, reason: String },
     /// Segment `segment` does not link to the stored segment before it (or to the genesis hash).
     ChainBroken { segment: SegmentKey, expected_previous_hash: String, found_previous_hash: String },
     /// The receiver's tracker says these sequences were applied, but their audit entries are gone.
@@ -59,7 +60,7 @@ impl Finding {
         match self {
             Self::SegmentInvalid { .. } => "segment_invalid",
             Self::SegmentMisplaced { .. } => "segment_misplaced",
-            Self::AuditLogUnreadable { .. } => "audit_log_unreadable",
+            Self::AuditEntryUnreadable { .. } => "audit_entry_unreadable",
             Self::ChainBroken { .. } => "chain_broken",
             Self::SegmentsRemoved { .. } => "segments_removed",
             Self::SegmentsUnrecorded { .. } => "segments_unrecorded",
@@ -81,9 +82,9 @@ impl Finding {
                 segment_name(*stored_at),
                 segment_name(*header_says)
             ),
-            Self::AuditLogUnreadable { after, message } => match after {
-                Some(after) => format!("an audit entry after {} cannot be read: {message}", segment_name(*after)),
-                None => format!("an audit entry cannot be read: {message}"),
+            Self::AuditEntryUnreadable { entry, key_hex, reason } => match entry {
+                Some(entry) => format!("the audit entry of {} cannot be read: {reason}", segment_name(*entry)),
+                None => format!("the audit entry with key {key_hex} cannot be read: {reason}"),
             },
             Self::ChainBroken { segment, expected_previous_hash, found_previous_hash } => format!(
                 "{} does not link to sequence {}: it names previous hash {found_previous_hash}, the stored \
@@ -138,8 +139,8 @@ impl Finding {
             Self::SegmentMisplaced { stored_at, header_says } => {
                 json!({ "stored_at": segment_json(*stored_at), "header_says": segment_json(*header_says) })
             }
-            Self::AuditLogUnreadable { after, message } => {
-                json!({ "after": after.map(segment_json), "message": message })
+            Self::AuditEntryUnreadable { entry, key_hex, reason } => {
+                json!({ "segment": entry.map(segment_json), "key": key_hex, "reason": reason })
             }
             Self::ChainBroken { segment, expected_previous_hash, found_previous_hash } => json!({
                 "segment": segment_json(*segment),

@@ -57,6 +57,7 @@
 
 mod chunks;
 mod layout;
+mod raw;
 mod scan;
 
 use std::collections::{BTreeMap, HashMap};
@@ -76,12 +77,13 @@ use rocksdb::{
 };
 
 pub use chunks::Point;
-pub use layout::{BUCKET_NS, BeaconSummary, Counters, LAYOUT_VERSION, SegmentKey};
+pub use layout::{BUCKET_NS, BeaconSummary, Counters, LAYOUT_VERSION, PointKey, SegmentKey};
+pub use raw::{ChunkScan, RawChunk};
 pub use scan::{PointScan, SegmentScan, StoredSegment};
 
 use layout::{
     CF_META, CF_POINTS, CF_SEGMENTS, CF_SERIES, COLUMN_FAMILIES, META_BEACON, META_COUNTERS, META_LAYOUT_VERSION,
-    META_STATISTICS_DELTA, META_STREAM, PointKey, SERIES_BY_KEY, SERIES_IDENTITY, SERIES_STATISTICS,
+    META_STATISTICS_DELTA, META_STREAM, SERIES_BY_KEY, SERIES_IDENTITY, SERIES_STATISTICS,
     STREAM_ANNOUNCED_BY_BEACON, STREAM_SEEN_IN_SEGMENT, SeriesStatistics,
 };
 
@@ -171,6 +173,12 @@ pub enum ReplicaError {
     )]
     Corrupt { path: PathBuf, what: String, reason: String },
     #[error(
+        "the replica at {path} is damaged: {entry} {reason}; the audit cannot verify that segment: restore the \
+         replica from a backup, or resend that segment into a new replica",
+        entry = describe_audit_entry(*key, key_bytes)
+    )]
+    AuditEntryDamaged { path: PathBuf, key: Option<SegmentKey>, key_bytes: Vec<u8>, reason: String },
+    #[error(
         "segment {sequence} of sender {sender_id} epoch {epoch} does not fit the stored chain at sequence \
          {neighbour_sequence}: {link} (expected hash {expected_hash}, found {found_hash}); nothing was written. \
          The sender's chain forked (state lost without starting a new epoch?) or segments were forged with a \
@@ -214,6 +222,14 @@ impl ReplicaError {
 
 fn describe_segment(key: SegmentKey) -> String {
     format!("the audit entry of sender {} epoch {} sequence {}", key.sender_id, key.epoch, key.sequence)
+}
+
+/// An audit entry by its position, or by its raw key when that is not a position.
+fn describe_audit_entry(key: Option<SegmentKey>, key_bytes: &[u8]) -> String {
+    match key {
+        Some(key) => describe_segment(key),
+        None => format!("the audit entry with the {}-byte key {}", key_bytes.len(), encode_hex(key_bytes)),
+    }
 }
 
 /// One series in the catalog.
