@@ -42,7 +42,8 @@ fn seal_chain(batches: &[Vec<Record>], key: &SenderKey) -> Vec<SealedSegment> {
 /// appears only in the middle segment.
 fn sample_chain(key: &SenderKey) -> Vec<SealedSegment> {
     let flow = SeriesKey::with_tags("plant/flow", vec![("line".into(), "2".into())]);
-    let (state, count, label) = (SeriesKey::new("plant/state"), SeriesKey::new("plant/count"), SeriesKey::new("plant/label"));
+    let (state, count, label) =
+        (SeriesKey::new("plant/state"), SeriesKey::new("plant/count"), SeriesKey::new("plant/label"));
     let batches = vec![
         vec![
             record(&flow, T0, Value::F64(1.5), Quality::GOOD),

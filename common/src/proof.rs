@@ -636,10 +636,7 @@ mod tests {
         let checked = check_proof(&proof.to_bytes(), &TrustedKeys::single(key.public_key())).unwrap();
         let points: Vec<(i64, u32, Value)> =
             checked.points.iter().map(|p| (p.timestamp_ns, p.segment_index, p.value.clone())).collect();
-        assert_eq!(
-            points,
-            vec![(T0, 0, Value::F64(1.0)), (T0 + 1, 1, Value::F64(2.5)), (T0 + 3, 1, Value::F64(4.0))]
-        );
+        assert_eq!(points, vec![(T0, 0, Value::F64(1.0)), (T0 + 1, 1, Value::F64(2.5)), (T0 + 3, 1, Value::F64(4.0))]);
         assert_eq!(checked.chain_runs, vec![ChainRun { sender_id: 7, epoch: 1, first_sequence: 1, last_sequence: 3 }]);
     }
 
@@ -717,4 +714,3 @@ mod tests {
         }
     }
 }
-
