@@ -322,6 +322,137 @@ fn a_point_slipped_into_a_signed_chunk_is_named_as_added() {
     );
 }
 
+/// `build_replica`, then segment 6 re-sends `plant/a`'s records of segment 2 with corrected values
+/// (+0.5): segment 2's chunk of `plant/a` is superseded, row for row, and no query shows it.
+fn build_replica_with_correction(path: &Path) {
+    let mut replica = Replica::open(path).unwrap();
+    let mut chain = Chain::new();
+    for sequence in 1..=SEGMENTS {
+        let (segment, series) = chain.seal(&records_of(sequence), &key_a());
+        replica.apply(&segment, &series, T0 + 1_000 * SECOND).unwrap();
+    }
+    let corrections: Vec<Record> =
+        (0..ROWS).map(|row| record("plant/a", time_of(2, row), (ROWS + row) as f64 + 0.75)).collect();
+    let (segment, series) = chain.seal(&corrections, &key_a());
+    replica.apply(&segment, &series, T0 + 1_000 * SECOND).unwrap();
+    let (beacon, raw) = beacon(SEGMENTS + 1);
+    replica.record_beacon(&beacon, &raw, T0 + 1_001 * SECOND).unwrap();
+}
+
+/// The value a query returns for `name` at `timestamp_ns`.
+fn visible_value(path: &Path, name: &str, timestamp_ns: i64) -> Value {
+    let replica = Replica::open_read_only(path).unwrap();
+    let id = replica.series_id(&SeriesKey::new(name)).unwrap();
+    let points: Vec<_> = replica.scan(id, timestamp_ns, timestamp_ns).collect::<Result<_, _>>().unwrap();
+    points[0].value.clone()
+}
+
+#[test]
+fn a_replica_with_superseded_chunks_verifies_clean_and_accounts_for_every_chunk() {
+    let directory = tempfile::tempdir().unwrap();
+    build_replica_with_correction(directory.path());
+    let report = audit(directory.path(), &trust(&[&key_a()]));
+    assert!(report.is_clean(), "{}", report.summary_text());
+    let chunks = SEGMENTS * SERIES.len() as u64 + 1;
+    assert_eq!(
+        (report.points.chunks_stored, report.points.chunks_checked, report.points.chunks_matched),
+        (chunks, chunks, chunks)
+    );
+    assert_eq!(report.points.scanned, SEGMENTS * ROWS as u64 * SERIES.len() as u64, "corrections replace, not add");
+}
+
+#[test]
+fn a_tampered_superseded_value_is_named_though_no_query_shows_it() {
+    let directory = tempfile::tempdir().unwrap();
+    build_replica_with_correction(directory.path());
+    let visible = visible_value(directory.path(), "plant/a", time_of(2, 5));
+    rewrite_chunk(directory.path(), "plant/a", 2, |columns| {
+        copy_rows(columns, None, |row, value| if row == 5 { -7.0 } else { value })
+    });
+    assert_eq!(visible_value(directory.path(), "plant/a", time_of(2, 5)), visible, "the later write hides it");
+    let report = audit(directory.path(), &trust(&[&key_a()]));
+    assert_eq!(kinds(&report), vec!["chunk_changed"], "{}", report.summary_text());
+    let Finding::ChunkChanged { series, chunk, timestamp_ns, expected, found, rows_differing } =
+        &report.findings.listed[0]
+    else {
+        panic!("{:?}", report.findings.listed)
+    };
+    assert_eq!((series.as_str(), chunk.sequence, *timestamp_ns, *rows_differing), ("plant/a", 2, time_of(2, 5), 1));
+    assert_eq!(expected.as_ref().map(|point| point.0.clone()), Some(Value::F64((ROWS + 5) as f64 + 0.25)));
+    assert_eq!(found.as_ref().map(|point| point.0.clone()), Some(Value::F64(-7.0)));
+    assert!(report.summary_text().contains("chunk CHANGED: plant/a"));
+}
+
+#[test]
+fn a_deleted_superseded_chunk_is_named() {
+    let directory = tempfile::tempdir().unwrap();
+    build_replica_with_correction(directory.path());
+    let id = series_id(directory.path(), "plant/a");
+    {
+        let db = raw_db(directory.path());
+        db.delete_cf(db.cf_handle("points").unwrap(), point_key(id, time_of(2, 0), 2)).unwrap();
+    }
+    let report = audit(directory.path(), &trust(&[&key_a()]));
+    assert_eq!(kinds(&report), vec!["chunk_deleted"], "{}", report.summary_text());
+    assert!(matches!(&report.findings.listed[0],
+        Finding::ChunkDeleted { series, chunk, rows, .. } if series == "plant/a" && chunk.sequence == 2 && *rows == ROWS as u64));
+}
+
+#[test]
+fn a_copy_of_a_signed_chunk_under_a_segment_that_never_wrote_it_is_named() {
+    let directory = tempfile::tempdir().unwrap();
+    build_replica_with_correction(directory.path());
+    let id = series_id(directory.path(), "plant/b");
+    {
+        // Segment 4's chunk of plant/b, copied under segment 999: queries return the same values.
+        let db = raw_db(directory.path());
+        let points = db.cf_handle("points").unwrap();
+        let chunk = db.get_cf(points, point_key(id, time_of(4, 0), 4)).unwrap().unwrap();
+        db.put_cf(points, point_key(id, time_of(4, 0), 999), chunk).unwrap();
+    }
+    let report = audit(directory.path(), &trust(&[&key_a()]));
+    assert_eq!(kinds(&report), vec!["chunk_unsigned"], "{}", report.summary_text());
+    assert!(matches!(&report.findings.listed[0],
+        Finding::ChunkUnsigned { series, chunk, rows, first_timestamp_ns }
+            if series == "plant/b" && chunk.sequence == 999 && *rows == ROWS as u64 && *first_timestamp_ns == time_of(4, 0)));
+}
+
+#[test]
+fn a_chunk_under_a_series_id_the_catalog_does_not_hold_is_named() {
+    let directory = tempfile::tempdir().unwrap();
+    build_replica(directory.path());
+    let forged_at = T0 + 3 * SECOND;
+    let mut forged = SeriesColumns::new(SeriesKey::new("plant/x"));
+    forged.push(forged_at, Value::F64(42.0), Quality::GOOD);
+    let mut bytes = Vec::new();
+    encode_columns(&forged, &mut bytes);
+    {
+        let db = raw_db(directory.path());
+        db.put_cf(db.cf_handle("points").unwrap(), point_key(77, forged_at, 2), bytes).unwrap();
+    }
+    let report = audit(directory.path(), &trust(&[&key_a()]));
+    assert_eq!(kinds(&report), vec!["chunk_uncatalogued"], "{}", report.summary_text());
+    assert!(matches!(&report.findings.listed[0],
+        Finding::ChunkUncatalogued { chunk, rows: Some(1), first_timestamp_ns: Some(at) }
+            if chunk.series_id == 77 && chunk.sequence == 2 && *at == forged_at));
+    assert!(report.summary_text().contains("UNCATALOGUED series id 77"));
+}
+
+#[test]
+fn an_entry_under_a_key_that_is_not_a_points_key_is_named() {
+    let directory = tempfile::tempdir().unwrap();
+    build_replica(directory.path());
+    {
+        // Three bytes: sorts between the key ranges of two series, where no scan looks.
+        let db = raw_db(directory.path());
+        db.put_cf(db.cf_handle("points").unwrap(), [0u8, 0, 1], b"forged").unwrap();
+    }
+    let report = audit(directory.path(), &trust(&[&key_a()]));
+    assert_eq!(kinds(&report), vec!["chunk_key_malformed"], "{}", report.summary_text());
+    assert!(matches!(&report.findings.listed[0],
+        Finding::ChunkKeyMalformed { key_hex, value_bytes: 6 } if key_hex == "000001"));
+}
+
 #[test]
 fn a_removed_audit_entry_is_named_by_sequence_and_its_points_become_unsigned() {
     let directory = tempfile::tempdir().unwrap();

@@ -11,6 +11,7 @@
 //!   check, which needs only the sender's public keys, are `diode_common::proof`.
 //! - [`cli`] is `diode-receiver audit verify | proof | check-proof`.
 
+mod chunks;
 pub mod cli;
 mod points;
 pub mod proof;

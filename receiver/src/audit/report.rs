@@ -13,7 +13,7 @@ use diode_common::record::{Quality, Value};
 use serde_json::{Value as Json, json};
 
 use super::{describe_value, value_json};
-use crate::replica::SegmentKey;
+use crate::replica::{PointKey, SegmentKey};
 use crate::time::format_rfc3339;
 
 /// Version of the JSON report's layout; bumped when a field changes meaning or disappears.
@@ -52,6 +52,29 @@ pub enum Finding {
     EpochEndMismatch { segment: SegmentKey, beacon_hash: String, stored_hash: String },
     /// Points of a series could not be read back (a damaged chunk); the range was not checked.
     PointsUnreadable { series: String, series_id: u32, from_ns: i64, to_ns: i64, message: String },
+    /// A stored chunk differs from what its segment signed for that series and bucket where the
+    /// visible points do not show it (a superseded value): the first such timestamp, with what the
+    /// segment signed there and what the chunk holds (`None`: no row at that time).
+    ChunkChanged {
+        series: String,
+        chunk: PointKey,
+        timestamp_ns: i64,
+        expected: Option<(Value, Quality)>,
+        found: Option<(Value, Quality)>,
+        rows_differing: u64,
+    },
+    /// A chunk is stored under a segment that wrote no such chunk (not stored, not verified, or
+    /// without records of that series in that bucket), and some of its points hide behind others.
+    ChunkUnsigned { series: String, chunk: PointKey, rows: u64, first_timestamp_ns: i64 },
+    /// A chunk a verified segment wrote is gone, and some of its points were hidden behind later
+    /// writes (the visible ones are named as deleted points).
+    ChunkDeleted { series: String, chunk: PointKey, rows: u64, first_timestamp_ns: i64, expected: (Value, Quality) },
+    /// A chunk under a series id the catalog does not hold: no query shows it, no segment backs it.
+    ChunkUncatalogued { chunk: PointKey, rows: Option<u64>, first_timestamp_ns: Option<i64> },
+    /// An entry of the points column family whose key is not a points key.
+    ChunkKeyMalformed { key_hex: String, value_bytes: u64 },
+    /// Fewer (or more) chunks of catalogued series were checked than the inventory counted.
+    ChunksUnaccounted { stored: u64, checked: u64 },
 }
 
 impl Finding {
@@ -69,6 +92,12 @@ impl Finding {
             Self::PointAdded { .. } => "point_added",
             Self::EpochEndMismatch { .. } => "epoch_end_mismatch",
             Self::PointsUnreadable { .. } => "points_unreadable",
+            Self::ChunkChanged { .. } => "chunk_changed",
+            Self::ChunkUnsigned { .. } => "chunk_unsigned",
+            Self::ChunkDeleted { .. } => "chunk_deleted",
+            Self::ChunkUncatalogued { .. } => "chunk_uncatalogued",
+            Self::ChunkKeyMalformed { .. } => "chunk_key_malformed",
+            Self::ChunksUnaccounted { .. } => "chunks_unaccounted",
         }
     }
 
@@ -128,6 +157,47 @@ impl Finding {
                 format_rfc3339(*from_ns),
                 format_rfc3339(*to_ns)
             ),
+            Self::ChunkChanged { series, chunk, timestamp_ns, expected, found, rows_differing } => {
+                let shown = |point: &Option<(Value, Quality)>| {
+                    point.as_ref().map_or("nothing".to_owned(), |(value, quality)| describe_value(value, *quality))
+                };
+                format!(
+                    "chunk CHANGED: {series}, {}: at {} it holds {}, the segment signed {} ({rows_differing} rows \
+                     differ, hidden behind later writes)",
+                    chunk_name(chunk),
+                    at(*timestamp_ns),
+                    shown(found),
+                    shown(expected)
+                )
+            }
+            Self::ChunkUnsigned { series, chunk, rows, first_timestamp_ns } => format!(
+                "chunk UNSIGNED: {series}, {}: {rows} points from {}, but no verified segment wrote that chunk",
+                chunk_name(chunk),
+                at(*first_timestamp_ns)
+            ),
+            Self::ChunkDeleted { series, chunk, rows, first_timestamp_ns, expected } => format!(
+                "chunk DELETED: {series}, {}: the segment signed {rows} points there (at {}: {}), the replica \
+                 holds no such chunk",
+                chunk_name(chunk),
+                at(*first_timestamp_ns),
+                describe_value(&expected.0, expected.1)
+            ),
+            Self::ChunkUncatalogued { chunk, rows, first_timestamp_ns } => format!(
+                "chunk of an UNCATALOGUED series id {}, {}: {} points from {}; the catalog holds no such series, so \
+                 no query shows them and no segment backs them",
+                chunk.series_id,
+                chunk_name(chunk),
+                rows.map_or("undecodable".to_owned(), |rows| rows.to_string()),
+                first_timestamp_ns.map_or("-".to_owned(), at)
+            ),
+            Self::ChunkKeyMalformed { key_hex, value_bytes } => format!(
+                "the points column family holds a {value_bytes}-byte value under the key {key_hex}, which is not a \
+                 points key (36 bytes)"
+            ),
+            Self::ChunksUnaccounted { stored, checked } => format!(
+                "the audit checked {checked} chunks of catalogued series but the replica holds {stored}: it changed \
+                 while the audit ran, or chunks escaped the check; run the audit again"
+            ),
         }
     }
 
@@ -181,6 +251,29 @@ impl Finding {
                 "series": series, "series_id": series_id,
                 "from_ns": from_ns, "to_ns": to_ns, "message": message,
             }),
+            Self::ChunkChanged { series, chunk, timestamp_ns, expected, found, rows_differing } => json!({
+                "series": series,
+                "chunk": chunk_json(chunk),
+                "timestamp_ns": timestamp_ns,
+                "time": format_rfc3339(*timestamp_ns),
+                "expected": expected.as_ref().map(point_json),
+                "found": found.as_ref().map(point_json),
+                "rows_differing": rows_differing,
+            }),
+            Self::ChunkUnsigned { series, chunk, rows, first_timestamp_ns } => json!({
+                "series": series, "chunk": chunk_json(chunk), "rows": rows,
+                "first_timestamp_ns": first_timestamp_ns, "first_time": format_rfc3339(*first_timestamp_ns),
+            }),
+            Self::ChunkDeleted { series, chunk, rows, first_timestamp_ns, expected } => json!({
+                "series": series, "chunk": chunk_json(chunk), "rows": rows,
+                "first_timestamp_ns": first_timestamp_ns, "first_time": format_rfc3339(*first_timestamp_ns),
+                "expected": point_json(expected),
+            }),
+            Self::ChunkUncatalogued { chunk, rows, first_timestamp_ns } => json!({
+                "chunk": chunk_json(chunk), "rows": rows, "first_timestamp_ns": first_timestamp_ns,
+            }),
+            Self::ChunkKeyMalformed { key_hex, value_bytes } => json!({ "key": key_hex, "value_bytes": value_bytes }),
+            Self::ChunksUnaccounted { stored, checked } => json!({ "stored": stored, "checked": checked }),
         };
         object["kind"] = json!(self.kind());
         object
@@ -189,6 +282,24 @@ impl Finding {
 
 pub(crate) fn segment_name(key: SegmentKey) -> String {
     format!("segment {} of sender {} epoch {}", key.sequence, key.sender_id, key.epoch)
+}
+
+/// A chunk by its series id, bucket and writing segment, for humans.
+fn chunk_name(chunk: &PointKey) -> String {
+    format!(
+        "the chunk of the hour from {} stored as written by {}",
+        format_rfc3339(chunk.bucket_start_ns),
+        segment_name(SegmentKey { sender_id: chunk.sender_id, epoch: chunk.epoch, sequence: chunk.sequence })
+    )
+}
+
+fn chunk_json(chunk: &PointKey) -> Json {
+    json!({
+        "series_id": chunk.series_id,
+        "bucket_start_ns": chunk.bucket_start_ns,
+        "bucket_start": format_rfc3339(chunk.bucket_start_ns),
+        "segment": { "sender_id": chunk.sender_id, "epoch": chunk.epoch, "sequence": chunk.sequence },
+    })
 }
 
 fn segment_json(key: SegmentKey) -> Json {
@@ -320,6 +431,11 @@ pub struct PointTotals {
     /// Time windows the comparison was cut into (bounded memory), and segment decodes it took.
     pub windows: u64,
     pub segment_decodes: u64,
+    /// Chunks of catalogued series in the span (the inventory), chunks checked against their
+    /// segments, and chunks exactly as their segment wrote them.
+    pub chunks_stored: u64,
+    pub chunks_checked: u64,
+    pub chunks_matched: u64,
 }
 
 impl PointTotals {
@@ -333,6 +449,9 @@ impl PointTotals {
         self.unreadable += other.unreadable;
         self.windows += other.windows;
         self.segment_decodes += other.segment_decodes;
+        self.chunks_stored += other.chunks_stored;
+        self.chunks_checked += other.chunks_checked;
+        self.chunks_matched += other.chunks_matched;
     }
 }
 
@@ -434,6 +553,11 @@ impl AuditReport {
                 "unreadable": self.points.unreadable,
                 "windows": self.points.windows,
                 "segment_decodes": self.points.segment_decodes,
+            },
+            "chunks": {
+                "stored": self.points.chunks_stored,
+                "checked": self.points.chunks_checked,
+                "matched": self.points.chunks_matched,
             },
             "finding_counts": self.findings.counts,
             "findings": self.findings.listed.iter().map(Finding::to_json).collect::<Vec<_>>(),
@@ -566,6 +690,14 @@ impl AuditReport {
             None => {
                 let _ = writeln!(out, "points: nothing to compare");
             }
+        }
+        if self.point_span.is_some() {
+            let p = &self.points;
+            let _ = writeln!(
+                out,
+                "chunks: {} stored for catalogued series, {} checked against their segments, {} exactly as signed",
+                p.chunks_stored, p.chunks_checked, p.chunks_matched
+            );
         }
         if self.is_clean() {
             let _ = writeln!(out, "CLEAN: every point in the replica is backed by a verified, signed segment");
