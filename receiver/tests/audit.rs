@@ -632,6 +632,103 @@ fn a_beacon_naming_another_end_of_the_previous_epoch_is_a_forked_chain() {
     assert_eq!(report.epochs[0].end_hash_verified, Some(false));
 }
 
+/// Three epochs of sender 7, each announced by its own beacons while it was current: epoch 1
+/// (first start, sequences 1..=3), epoch 2 (spool lost, 1..=2), epoch 3 (operator, 1..=2).
+fn three_announced_epochs(path: &Path) {
+    let mut replica = Replica::open(path).unwrap();
+    let reasons = [EpochReason::FirstStart, EpochReason::SpoolLost, EpochReason::Operator];
+    let lengths = [3u64, 2, 2];
+    let mut previous_end = (0, 0, GENESIS_HASH);
+    let mut sequence_of_records = 1;
+    for (index, (reason, length)) in reasons.into_iter().zip(lengths).enumerate() {
+        let epoch = index as u64 + 1;
+        let received_at_ns = T0 + epoch as i64 * 10_000 * SECOND;
+        let (first, raw) = epoch_beacon(epoch, 0, reason, previous_end);
+        replica.record_beacon(&first, &raw, received_at_ns).unwrap();
+        let mut chain = Chain::in_epoch(epoch);
+        let mut end_hash = GENESIS_HASH;
+        for _ in 0..length {
+            let (segment, series) = chain.seal(&records_of(sequence_of_records), &key_a());
+            sequence_of_records += 1;
+            end_hash = segment.hash();
+            replica.apply(&segment, &series, received_at_ns).unwrap();
+        }
+        // A later beacon of the same epoch: the replica keeps the first one for the audit.
+        let (later, raw) = epoch_beacon(epoch, length, reason, previous_end);
+        replica.record_beacon(&later, &raw, received_at_ns + SECOND).unwrap();
+        previous_end = (epoch, length, end_hash);
+    }
+}
+
+#[test]
+fn every_epoch_shows_its_first_sequence_and_the_signed_beacon_that_announced_it_with_its_reason() {
+    let directory = tempfile::tempdir().unwrap();
+    three_announced_epochs(directory.path());
+    let report = audit(directory.path(), &trust(&[&key_a()]));
+    assert!(report.is_clean(), "{}", report.summary_text());
+    let epochs: Vec<_> = report
+        .epochs
+        .iter()
+        .map(|e| (e.epoch, e.first_sequence, e.reason, e.ended_at_sequence, e.end_hash_verified))
+        .collect();
+    assert_eq!(
+        epochs,
+        vec![
+            (1, Some(1), Some("first start"), Some(3), Some(true)),
+            (2, Some(1), Some("spool lost"), Some(2), Some(true)),
+            (3, Some(1), Some("operator"), None, None),
+        ]
+    );
+    for epoch in &report.epochs {
+        let announcement = epoch.announcement.as_ref().expect("each epoch's beacon is kept");
+        assert_eq!(announcement.received_at_ns, T0 + epoch.epoch as i64 * 10_000 * SECOND, "the first one");
+        assert_eq!(announcement.verified.as_ref().map(|signed| signed.key_id), Ok(key_a().key_id()));
+    }
+    let summary = report.summary_text();
+    assert!(summary.contains("announced by a signed beacon: began because of spool lost"), "{summary}");
+    let json = report.to_json();
+    assert_eq!(json["epochs"][1]["reason"], serde_json::json!("spool lost"));
+    assert_eq!(json["epochs"][1]["announcement"]["verified"], serde_json::json!(true));
+}
+
+/// The key of sender 7's kept beacon of `epoch`: `'E' ‖ sender ‖ epoch`.
+fn epoch_beacon_key(epoch: u64) -> Vec<u8> {
+    [&[b'E'][..], &SENDER.to_be_bytes(), &epoch.to_be_bytes()].concat()
+}
+
+#[test]
+fn an_altered_kept_beacon_is_named_and_tells_no_reason() {
+    let directory = tempfile::tempdir().unwrap();
+    three_announced_epochs(directory.path());
+    {
+        let db = raw_db(directory.path());
+        let meta = db.cf_handle("meta").unwrap();
+        let mut entry = db.get_cf(meta, epoch_beacon_key(2)).unwrap().unwrap();
+        // version (1) ‖ received at (8) ‖ beacon: the reason byte (offset 5), spool lost → operator
+        entry[9 + 5] = EpochReason::Operator as u8;
+        db.put_cf(meta, epoch_beacon_key(2), entry).unwrap();
+    }
+    let report = audit(directory.path(), &trust(&[&key_a()]));
+    assert_eq!(kinds(&report), vec!["beacon_invalid"], "{}", report.summary_text());
+    assert!(matches!(&report.findings.listed[0], Finding::BeaconInvalid { epoch: 2, .. }));
+    assert_eq!(report.epochs[1].reason, None);
+    assert!(report.epochs[1].announcement.as_ref().unwrap().verified.is_err());
+    assert_eq!(report.epochs[0].ended_at_sequence, None, "an unverified beacon proves no end either");
+}
+
+#[test]
+fn a_kept_beacon_under_a_key_revoked_since_is_shown_unverified_but_is_not_a_finding() {
+    let directory = tempfile::tempdir().unwrap();
+    three_announced_epochs(directory.path());
+    // Key A valid for the segments (sealed up to T0 + 300 s) but not for the beacons (sent later).
+    let mut revoked = TrustedKey::new(key_a().public_key());
+    revoked.valid_until_ns = Some(T0 + 900 * SECOND);
+    let report = audit(directory.path(), &TrustedKeys::new(vec![revoked]));
+    assert!(report.is_clean(), "{}", report.summary_text());
+    assert!(report.epochs.iter().all(|epoch| epoch.reason.is_none()));
+    assert!(report.summary_text().contains("its kept beacon does NOT verify"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // key rotation and revocation
 

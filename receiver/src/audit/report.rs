@@ -17,7 +17,7 @@ use crate::replica::{PointKey, SegmentKey};
 use crate::time::format_rfc3339;
 
 /// Version of the JSON report's layout; bumped when a field changes meaning or disappears.
-pub const REPORT_VERSION: u32 = 1;
+pub const REPORT_VERSION: u32 = 2;
 
 /// One thing the signed segments do not back.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +47,9 @@ pub enum Finding {
     PointDeleted { series: String, timestamp_ns: i64, expected: (Value, Quality), segment: SegmentKey },
     /// The replica holds a point that no verified segment contains.
     PointAdded { series: String, series_id: u32, timestamp_ns: i64, found: (Value, Quality) },
+    /// The beacon the replica kept for an epoch does not verify (altered, or not a beacon of that
+    /// sender and epoch), though its key is trusted.
+    BeaconInvalid { sender_id: u64, epoch: u64, message: String },
     /// The sender's signed beacon says its previous epoch ended with a segment whose hash differs
     /// from the stored, verified segment at that position: two signed segments claim one place.
     EpochEndMismatch { segment: SegmentKey, beacon_hash: String, stored_hash: String },
@@ -90,6 +93,7 @@ impl Finding {
             Self::PointChanged { .. } => "point_changed",
             Self::PointDeleted { .. } => "point_deleted",
             Self::PointAdded { .. } => "point_added",
+            Self::BeaconInvalid { .. } => "beacon_invalid",
             Self::EpochEndMismatch { .. } => "epoch_end_mismatch",
             Self::PointsUnreadable { .. } => "points_unreadable",
             Self::ChunkChanged { .. } => "chunk_changed",
@@ -147,6 +151,9 @@ impl Finding {
                 at(*timestamp_ns),
                 describe_value(&found.0, found.1)
             ),
+            Self::BeaconInvalid { sender_id, epoch, message } => {
+                format!("the beacon kept for sender {sender_id} epoch {epoch} does not verify: {message}")
+            }
             Self::EpochEndMismatch { segment, beacon_hash, stored_hash } => format!(
                 "the sender's signed beacon says its epoch {} ended with sequence {} hashing to {beacon_hash}; the \
                  stored segment there hashes to {stored_hash} (a forked chain)",
@@ -244,6 +251,9 @@ impl Finding {
                 "time": format_rfc3339(*timestamp_ns),
                 "found": point_json(found),
             }),
+            Self::BeaconInvalid { sender_id, epoch, message } => {
+                json!({ "sender_id": sender_id, "epoch": epoch, "message": message })
+            }
             Self::EpochEndMismatch { segment, beacon_hash, stored_hash } => json!({
                 "segment": segment_json(*segment), "beacon_hash": beacon_hash, "stored_hash": stored_hash,
             }),
@@ -385,16 +395,36 @@ pub struct EpochReport {
     pub first_seen_at_ns: Option<i64>,
     /// Sealing time of the first stored segment.
     pub first_sealed_at_ns: Option<i64>,
-    /// A signed beacon announced this epoch (with the reason it began).
+    /// The receiver's tracker records that a beacon announced this epoch (its own, or the next
+    /// epoch's naming where this one ended).
     pub announced_by_beacon: bool,
     /// Sequence 1 is stored and links to the genesis hash: the epoch's beginning is verified.
     pub begins_at_genesis: bool,
-    /// Why the epoch began, from the sender's latest signed beacon (kept for its current epoch).
+    /// The beacon of this epoch the replica kept (the first received), as the audit verified it.
+    pub announcement: Option<Announcement>,
+    /// Why the epoch began, from that beacon once verified.
     pub reason: Option<&'static str>,
     /// The last sequence of this epoch, from a signed beacon of the next epoch, and whether the
     /// stored segment there has the hash the beacon names (`None`: not stored).
     pub ended_at_sequence: Option<u64>,
     pub end_hash_verified: Option<bool>,
+}
+
+/// The kept beacon of one epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announcement {
+    /// When the receiver got it (receiver clock).
+    pub received_at_ns: i64,
+    /// What it says, if it verifies under a trusted key valid when it was sent; otherwise why not.
+    pub verified: Result<SignedAnnouncement, String>,
+}
+
+/// What a verified epoch beacon says about its epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedAnnouncement {
+    pub key_id: KeyId,
+    pub sent_at_ns: i64,
+    pub epoch_started_at_ns: i64,
 }
 
 /// Why the chain cannot be checked across some sequences.
@@ -530,6 +560,20 @@ impl AuditReport {
                 "first_sealed_at": time(epoch.first_sealed_at_ns),
                 "announced_by_beacon": epoch.announced_by_beacon,
                 "begins_at_genesis": epoch.begins_at_genesis,
+                "announcement": epoch.announcement.as_ref().map(|announcement| match &announcement.verified {
+                    Ok(signed) => json!({
+                        "received_at": format_rfc3339(announcement.received_at_ns),
+                        "verified": true,
+                        "key_id": signed.key_id.to_string(),
+                        "sent_at": format_rfc3339(signed.sent_at_ns),
+                        "epoch_started_at": format_rfc3339(signed.epoch_started_at_ns),
+                    }),
+                    Err(why) => json!({
+                        "received_at": format_rfc3339(announcement.received_at_ns),
+                        "verified": false,
+                        "why": why,
+                    }),
+                }),
                 "reason": epoch.reason,
                 "ended_at_sequence": epoch.ended_at_sequence,
                 "end_hash_verified": epoch.end_hash_verified,
@@ -609,7 +653,7 @@ impl AuditReport {
             };
             let _ = writeln!(
                 out,
-                "  sender {} epoch {}: {sequences}, head known {}; first seen {}; first sealed {}; {}; {}",
+                "  sender {} epoch {}: {sequences}, head known {}; first seen {}; first sealed {}; {}",
                 epoch.sender_id,
                 epoch.epoch,
                 epoch.highest_known,
@@ -620,11 +664,8 @@ impl AuditReport {
                 } else {
                     "beginning not stored"
                 },
-                if epoch.announced_by_beacon { "announced by a signed beacon" } else { "NOT announced by a beacon" },
             );
-            if let Some(reason) = epoch.reason {
-                let _ = writeln!(out, "    began because of: {reason} (the sender's latest signed beacon)");
-            }
+            let _ = writeln!(out, "    {}", announced(epoch));
             if let Some(last) = epoch.ended_at_sequence {
                 let verified = match epoch.end_hash_verified {
                     Some(true) => "its hash matches the stored segment",
@@ -713,6 +754,23 @@ impl AuditReport {
             }
         }
         out
+    }
+}
+
+/// Whether and how a signed beacon announced an epoch, for humans.
+fn announced(epoch: &EpochReport) -> String {
+    match (&epoch.announcement, epoch.reason) {
+        (Some(Announcement { verified: Ok(signed), .. }), Some(reason)) => format!(
+            "announced by a signed beacon: began because of {reason} at {} (key {}, sent {})",
+            format_rfc3339(signed.epoch_started_at_ns),
+            signed.key_id,
+            format_rfc3339(signed.sent_at_ns)
+        ),
+        (Some(Announcement { verified: Err(why), .. }), _) => format!("its kept beacon does NOT verify: {why}"),
+        _ if epoch.announced_by_beacon => {
+            "announced by a beacon (no beacon of this epoch kept: the reason it began is unknown)".to_owned()
+        }
+        _ => "NOT announced by a beacon".to_owned(),
     }
 }
 

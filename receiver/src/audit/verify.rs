@@ -11,13 +11,14 @@ use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::time::Instant;
 
-use diode_common::beacon::Beacon;
+use diode_common::beacon::{Beacon, BeaconError};
 use diode_common::keys::{KeyId, TrustedKeys, encode_hex};
 use diode_common::seal::{self, GENESIS_HASH, SegmentHash, SegmentHeader};
 
 use super::points::{self, SignedSegment};
 use super::report::{
-    AuditReport, EpochReport, Finding, Findings, GapKind, GapReport, KeyUsage, TrustedKeySummary, hash_hex,
+    Announcement, AuditReport, EpochReport, Finding, Findings, GapKind, GapReport, KeyUsage, SignedAnnouncement,
+    TrustedKeySummary, hash_hex,
 };
 use super::{clip_ranges, subtract_ranges};
 use crate::replica::{Replica, ReplicaError, SegmentKey, StoredSegment};
@@ -376,6 +377,7 @@ fn compare_with_tracker(
             first_sealed_at_ns: stream.first_sealed_at_ns,
             announced_by_beacon: tracker.is_some_and(|t| t.announced_by_beacon),
             begins_at_genesis: stream.begins_at_genesis,
+            announcement: None,
             reason: None,
             ended_at_sequence: None,
             end_hash_verified: None,
@@ -405,35 +407,69 @@ fn compare_with_tracker(
     (epochs, gaps, unrecorded)
 }
 
-/// What the senders' latest signed beacons say about where epochs begin and end: the reason the
-/// current epoch began, and the last sequence and hash of the one before, checked against the
-/// stored segment at that position.
+/// What the senders' signed beacons say about where epochs begin and end. For each epoch, the
+/// beacon the replica kept of it (the first received; for a replica written before those were kept,
+/// the sender's latest beacon when it is of that epoch) is verified: it gives the reason the epoch
+/// began, and the last sequence and hash of the epoch before, which are checked against the stored
+/// segment at that position.
 fn epoch_boundaries(
     replica: &Replica,
     trusted: &TrustedKeys,
     epochs: &mut [EpochReport],
 ) -> Result<Vec<Finding>, ReplicaError> {
-    let mut senders: Vec<u64> = epochs.iter().map(|epoch| epoch.sender_id).collect();
-    senders.dedup();
     let mut findings = Vec::new();
-    for sender_id in senders {
-        let Some((_, raw)) = replica.last_beacon(sender_id)? else { continue };
-        // A beacon whose key is no longer trusted (revoked since) tells nothing.
-        let Ok(beacon) = Beacon::open(&raw, trusted) else { continue };
-        let find = |epochs: &mut [EpochReport], epoch: u64| {
-            epochs.iter().position(|report| report.sender_id == sender_id && report.epoch == epoch)
+    for index in 0..epochs.len() {
+        let (sender_id, epoch) = (epochs[index].sender_id, epochs[index].epoch);
+        let invalid = |message: String| Finding::BeaconInvalid { sender_id, epoch, message };
+        let kept = match replica.epoch_beacon(sender_id, epoch) {
+            Ok(Some(kept)) => Some(kept),
+            Ok(None) => replica
+                .last_beacon(sender_id)?
+                .filter(|(summary, _)| summary.epoch == epoch)
+                .map(|(summary, raw)| (summary.received_at_ns, raw)),
+            Err(error @ ReplicaError::Storage { .. }) => return Err(error),
+            Err(damaged) => {
+                findings.push(invalid(damaged.to_string()));
+                None
+            }
         };
-        if let Some(index) = find(epochs, beacon.epoch) {
-            epochs[index].reason = Some(beacon.epoch_reason.label());
-        }
+        let Some((received_at_ns, raw)) = kept else { continue };
+        let beacon = match Beacon::open(&raw, trusted) {
+            Ok(beacon) if (beacon.sender_id, beacon.epoch) == (sender_id, epoch) => beacon,
+            Ok(beacon) => {
+                let why = format!("it is a beacon of sender {} epoch {}", beacon.sender_id, beacon.epoch);
+                findings.push(invalid(why.clone()));
+                epochs[index].announcement = Some(Announcement { received_at_ns, verified: Err(why) });
+                continue;
+            }
+            Err(error) => {
+                // A key no longer trusted (rotated out, revoked) says nothing; a trusted key whose
+                // signature fails means the kept bytes were altered.
+                if !matches!(error, BeaconError::UnknownKey { .. } | BeaconError::KeyNotValidAt { .. }) {
+                    findings.push(invalid(error.to_string()));
+                }
+                epochs[index].announcement = Some(Announcement { received_at_ns, verified: Err(error.to_string()) });
+                continue;
+            }
+        };
+        epochs[index].reason = Some(beacon.epoch_reason.label());
+        epochs[index].announcement = Some(Announcement {
+            received_at_ns,
+            verified: Ok(SignedAnnouncement {
+                key_id: beacon.key_id,
+                sent_at_ns: beacon.sent_at_ns,
+                epoch_started_at_ns: beacon.epoch_started_at_ns,
+            }),
+        });
         if beacon.previous_epoch == 0 || beacon.previous_epoch_last_sequence == 0 {
             continue;
         }
         let last =
             SegmentKey { sender_id, epoch: beacon.previous_epoch, sequence: beacon.previous_epoch_last_sequence };
-        let stored_hash = match replica.stored_segment(last)? {
-            Some(stored) => seal::parse(&stored.sealed).ok().map(|segment| segment.hash()),
-            None => None,
+        let stored_hash = match replica.stored_segment(last) {
+            Ok(stored) => stored.and_then(|stored| seal::parse(&stored.sealed).ok()).map(|segment| segment.hash()),
+            Err(error @ ReplicaError::Storage { .. }) => return Err(error),
+            Err(_) => None,
         };
         let verified = stored_hash.map(|hash| hash == beacon.previous_epoch_last_hash);
         if let (Some(false), Some(hash)) = (verified, stored_hash) {
@@ -443,9 +479,11 @@ fn epoch_boundaries(
                 stored_hash: hash_hex(&hash),
             });
         }
-        if let Some(index) = find(epochs, beacon.previous_epoch) {
-            epochs[index].ended_at_sequence = Some(last.sequence);
-            epochs[index].end_hash_verified = verified;
+        if let Some(previous) =
+            epochs.iter_mut().find(|report| (report.sender_id, report.epoch) == (sender_id, last.epoch))
+        {
+            previous.ended_at_sequence = Some(last.sequence);
+            previous.end_hash_verified = verified;
         }
     }
     Ok(findings)

@@ -25,6 +25,7 @@
 //! | `meta` | `'C'` | segments applied u64 ‖ points applied u64 ‖ beacons recorded u64 |
 //! | `meta` | `'S'` ‖ sender id u64 ‖ epoch u64 | version u8 (1) ‖ first seen at i64 ‖ flags u8 (1 announced by a beacon, 2 seen in a segment) ‖ `SequenceTracker::to_bytes` |
 //! | `meta` | `'B'` ‖ sender id u64 | the sender's latest beacon: summary fields ‖ raw signed bytes (see `layout::encode_beacon_entry`) |
+//! | `meta` | `'E'` ‖ sender id u64 ‖ epoch u64 | the first beacon received of that epoch: version u8 (1) ‖ received at i64 ‖ raw signed bytes (kept for audits) |
 //! | `meta` | `'D'` ‖ delta number u64 | statistics delta of one apply: version u8 (1) ‖ (series id u32 ‖ statistics)* |
 //!
 //! \* sign bit flipped. The canonical series key is `name length u32 ‖ name ‖ tag count u32 ‖
@@ -1056,7 +1057,8 @@ impl Replica {
 
     /// Records a verified beacon: its head (and its previous epoch's last sequence) become known,
     /// so sequences never received show as gaps; the sender's latest beacon is kept with its raw
-    /// signed bytes. A beacon older than the one kept (reordered on the link) still teaches heads.
+    /// signed bytes, and so is the first beacon received of each epoch (for audits). A beacon older
+    /// than the one kept (reordered on the link) still teaches heads.
     pub fn record_beacon(&mut self, beacon: &Beacon, raw: &[u8], received_at_ns: i64) -> Result<(), ReplicaError> {
         let sync = self.require_writable()?;
         let meta = self.cf(CF_META);
@@ -1088,6 +1090,16 @@ impl Replica {
             previous_epoch: beacon.previous_epoch,
             previous_epoch_last_sequence: beacon.previous_epoch_last_sequence,
         };
+        // The first beacon of each epoch is kept for audits: why it began, where the last ended.
+        let epoch_beacon_key = layout::epoch_beacon_key(beacon.sender_id, beacon.epoch);
+        let epoch_beacon_kept = self
+            .db
+            .get_pinned_cf(meta, epoch_beacon_key)
+            .map_err(|source| ReplicaError::storage(&self.path, "reading an epoch beacon", source))?
+            .is_some();
+        if !epoch_beacon_kept {
+            batch.put_cf(meta, epoch_beacon_key, layout::encode_epoch_beacon_entry(received_at_ns, raw));
+        }
         let is_latest = self
             .state
             .beacons
@@ -1167,6 +1179,21 @@ impl Replica {
             ReplicaError::corrupt(&self.path, &format!("the beacon of sender {sender_id}"), reason)
         })?;
         Ok(Some((summary, raw.to_vec())))
+    }
+
+    /// The first beacon received of `epoch` of `sender_id` (the one that announced it), with when
+    /// it was received; its raw signed bytes are for the caller to verify.
+    pub fn epoch_beacon(&self, sender_id: u64, epoch: u64) -> Result<Option<(i64, Vec<u8>)>, ReplicaError> {
+        let key = layout::epoch_beacon_key(sender_id, epoch);
+        let stored = self
+            .db
+            .get_pinned_cf(self.cf(CF_META), key)
+            .map_err(|source| ReplicaError::storage(&self.path, "reading an epoch beacon", source))?;
+        let Some(entry) = stored else { return Ok(None) };
+        let (received_at_ns, raw) = layout::decode_epoch_beacon_entry(&entry).map_err(|reason| {
+            ReplicaError::corrupt(&self.path, &format!("the kept beacon of sender {sender_id} epoch {epoch}"), reason)
+        })?;
+        Ok(Some((received_at_ns, raw.to_vec())))
     }
 
     /// The catalog, by id.
