@@ -13,6 +13,7 @@ pub mod keys;
 pub mod line_protocol;
 pub mod packet;
 pub mod plant;
+pub mod proof;
 pub mod reassembly;
 pub mod record;
 pub mod rng;

@@ -1,5 +1,7 @@
 //! The segment opener on arbitrary bytes: never panics; a segment that opens under the trusted
-//! key must decode to records consistent with its header.
+//! key must decode to records consistent with its header. Seeds (`fuzz/seeds/open_segment/`,
+//! written by `cargo run --release -p diode-common --example fuzz_seeds`) are valid segments
+//! sealed with that key, so mutations get past the signature to the payload checks.
 #![no_main]
 
 use std::sync::OnceLock;

@@ -14,7 +14,7 @@ use diode_common::keys::{KeyId, SenderKey, TrustedKey, TrustedKeys, encode_hex};
 use diode_common::record::{Quality, Record, SeriesKey, Value};
 use diode_common::seal::{self, ChainPosition, GENESIS_HASH, OpenError, SealedSegment, SegmentHash};
 use diode_receiver::audit::cli::{AuditCommand, CheckProofArgs, ProofArgs, VerifyArgs};
-use diode_receiver::audit::proof::{check_proof, export_proof};
+use diode_receiver::audit::proof::{check_proof, describe, export_proof};
 use diode_receiver::audit::report::{AuditReport, Finding, GapKind};
 use diode_receiver::audit::verify::{VerifyOptions, verify_replica};
 use diode_receiver::replica::{BUCKET_NS, Replica, SegmentKey};
@@ -322,6 +322,137 @@ fn a_point_slipped_into_a_signed_chunk_is_named_as_added() {
     );
 }
 
+/// `build_replica`, then segment 6 re-sends `plant/a`'s records of segment 2 with corrected values
+/// (+0.5): segment 2's chunk of `plant/a` is superseded, row for row, and no query shows it.
+fn build_replica_with_correction(path: &Path) {
+    let mut replica = Replica::open(path).unwrap();
+    let mut chain = Chain::new();
+    for sequence in 1..=SEGMENTS {
+        let (segment, series) = chain.seal(&records_of(sequence), &key_a());
+        replica.apply(&segment, &series, T0 + 1_000 * SECOND).unwrap();
+    }
+    let corrections: Vec<Record> =
+        (0..ROWS).map(|row| record("plant/a", time_of(2, row), (ROWS + row) as f64 + 0.75)).collect();
+    let (segment, series) = chain.seal(&corrections, &key_a());
+    replica.apply(&segment, &series, T0 + 1_000 * SECOND).unwrap();
+    let (beacon, raw) = beacon(SEGMENTS + 1);
+    replica.record_beacon(&beacon, &raw, T0 + 1_001 * SECOND).unwrap();
+}
+
+/// The value a query returns for `name` at `timestamp_ns`.
+fn visible_value(path: &Path, name: &str, timestamp_ns: i64) -> Value {
+    let replica = Replica::open_read_only(path).unwrap();
+    let id = replica.series_id(&SeriesKey::new(name)).unwrap();
+    let points: Vec<_> = replica.scan(id, timestamp_ns, timestamp_ns).collect::<Result<_, _>>().unwrap();
+    points[0].value.clone()
+}
+
+#[test]
+fn a_replica_with_superseded_chunks_verifies_clean_and_accounts_for_every_chunk() {
+    let directory = tempfile::tempdir().unwrap();
+    build_replica_with_correction(directory.path());
+    let report = audit(directory.path(), &trust(&[&key_a()]));
+    assert!(report.is_clean(), "{}", report.summary_text());
+    let chunks = SEGMENTS * SERIES.len() as u64 + 1;
+    assert_eq!(
+        (report.points.chunks_stored, report.points.chunks_checked, report.points.chunks_matched),
+        (chunks, chunks, chunks)
+    );
+    assert_eq!(report.points.scanned, SEGMENTS * ROWS as u64 * SERIES.len() as u64, "corrections replace, not add");
+}
+
+#[test]
+fn a_tampered_superseded_value_is_named_though_no_query_shows_it() {
+    let directory = tempfile::tempdir().unwrap();
+    build_replica_with_correction(directory.path());
+    let visible = visible_value(directory.path(), "plant/a", time_of(2, 5));
+    rewrite_chunk(directory.path(), "plant/a", 2, |columns| {
+        copy_rows(columns, None, |row, value| if row == 5 { -7.0 } else { value })
+    });
+    assert_eq!(visible_value(directory.path(), "plant/a", time_of(2, 5)), visible, "the later write hides it");
+    let report = audit(directory.path(), &trust(&[&key_a()]));
+    assert_eq!(kinds(&report), vec!["chunk_changed"], "{}", report.summary_text());
+    let Finding::ChunkChanged { series, chunk, timestamp_ns, expected, found, rows_differing } =
+        &report.findings.listed[0]
+    else {
+        panic!("{:?}", report.findings.listed)
+    };
+    assert_eq!((series.as_str(), chunk.sequence, *timestamp_ns, *rows_differing), ("plant/a", 2, time_of(2, 5), 1));
+    assert_eq!(expected.as_ref().map(|point| point.0.clone()), Some(Value::F64((ROWS + 5) as f64 + 0.25)));
+    assert_eq!(found.as_ref().map(|point| point.0.clone()), Some(Value::F64(-7.0)));
+    assert!(report.summary_text().contains("chunk CHANGED: plant/a"));
+}
+
+#[test]
+fn a_deleted_superseded_chunk_is_named() {
+    let directory = tempfile::tempdir().unwrap();
+    build_replica_with_correction(directory.path());
+    let id = series_id(directory.path(), "plant/a");
+    {
+        let db = raw_db(directory.path());
+        db.delete_cf(db.cf_handle("points").unwrap(), point_key(id, time_of(2, 0), 2)).unwrap();
+    }
+    let report = audit(directory.path(), &trust(&[&key_a()]));
+    assert_eq!(kinds(&report), vec!["chunk_deleted"], "{}", report.summary_text());
+    assert!(matches!(&report.findings.listed[0],
+        Finding::ChunkDeleted { series, chunk, rows, .. } if series == "plant/a" && chunk.sequence == 2 && *rows == ROWS as u64));
+}
+
+#[test]
+fn a_copy_of_a_signed_chunk_under_a_segment_that_never_wrote_it_is_named() {
+    let directory = tempfile::tempdir().unwrap();
+    build_replica_with_correction(directory.path());
+    let id = series_id(directory.path(), "plant/b");
+    {
+        // Segment 4's chunk of plant/b, copied under segment 999: queries return the same values.
+        let db = raw_db(directory.path());
+        let points = db.cf_handle("points").unwrap();
+        let chunk = db.get_cf(points, point_key(id, time_of(4, 0), 4)).unwrap().unwrap();
+        db.put_cf(points, point_key(id, time_of(4, 0), 999), chunk).unwrap();
+    }
+    let report = audit(directory.path(), &trust(&[&key_a()]));
+    assert_eq!(kinds(&report), vec!["chunk_unsigned"], "{}", report.summary_text());
+    assert!(matches!(&report.findings.listed[0],
+        Finding::ChunkUnsigned { series, chunk, rows, first_timestamp_ns }
+            if series == "plant/b" && chunk.sequence == 999 && *rows == ROWS as u64 && *first_timestamp_ns == time_of(4, 0)));
+}
+
+#[test]
+fn a_chunk_under_a_series_id_the_catalog_does_not_hold_is_named() {
+    let directory = tempfile::tempdir().unwrap();
+    build_replica(directory.path());
+    let forged_at = T0 + 3 * SECOND;
+    let mut forged = SeriesColumns::new(SeriesKey::new("plant/x"));
+    forged.push(forged_at, Value::F64(42.0), Quality::GOOD);
+    let mut bytes = Vec::new();
+    encode_columns(&forged, &mut bytes);
+    {
+        let db = raw_db(directory.path());
+        db.put_cf(db.cf_handle("points").unwrap(), point_key(77, forged_at, 2), bytes).unwrap();
+    }
+    let report = audit(directory.path(), &trust(&[&key_a()]));
+    assert_eq!(kinds(&report), vec!["chunk_uncatalogued"], "{}", report.summary_text());
+    assert!(matches!(&report.findings.listed[0],
+        Finding::ChunkUncatalogued { chunk, rows: Some(1), first_timestamp_ns: Some(at) }
+            if chunk.series_id == 77 && chunk.sequence == 2 && *at == forged_at));
+    assert!(report.summary_text().contains("UNCATALOGUED series id 77"));
+}
+
+#[test]
+fn an_entry_under_a_key_that_is_not_a_points_key_is_named() {
+    let directory = tempfile::tempdir().unwrap();
+    build_replica(directory.path());
+    {
+        // Three bytes: sorts between the key ranges of two series, where no scan looks.
+        let db = raw_db(directory.path());
+        db.put_cf(db.cf_handle("points").unwrap(), [0u8, 0, 1], b"forged").unwrap();
+    }
+    let report = audit(directory.path(), &trust(&[&key_a()]));
+    assert_eq!(kinds(&report), vec!["chunk_key_malformed"], "{}", report.summary_text());
+    assert!(matches!(&report.findings.listed[0],
+        Finding::ChunkKeyMalformed { key_hex, value_bytes: 6 } if key_hex == "000001"));
+}
+
 #[test]
 fn a_removed_audit_entry_is_named_by_sequence_and_its_points_become_unsigned() {
     let directory = tempfile::tempdir().unwrap();
@@ -371,7 +502,7 @@ fn an_altered_stored_signature_is_named_by_sequence() {
 }
 
 #[test]
-fn a_damaged_audit_entry_does_not_stop_the_walk() {
+fn a_damaged_audit_entry_is_named_and_the_segments_after_it_are_verified() {
     let directory = tempfile::tempdir().unwrap();
     build_replica(directory.path());
     {
@@ -382,8 +513,37 @@ fn a_damaged_audit_entry_does_not_stop_the_walk() {
         db.put_cf(segments, segment_key(2), entry).unwrap();
     }
     let report = audit(directory.path(), &trust(&[&key_a()]));
-    assert_eq!(report.segments_stored, SEGMENTS - 1, "every entry after the damaged one was read");
-    assert!(kinds(&report).contains(&"audit_log_unreadable"), "{}", report.summary_text());
+    assert_eq!(kinds(&report), vec!["audit_entry_unreadable", "point_added"], "{}", report.summary_text());
+    let position = SegmentKey { sender_id: SENDER, epoch: EPOCH, sequence: 2 };
+    assert!(matches!(&report.findings.listed[0],
+        Finding::AuditEntryUnreadable { entry: Some(entry), reason, .. } if *entry == position && reason.contains("version")));
+    assert_eq!((report.segments_stored, report.segments_verified), (SEGMENTS, SEGMENTS - 1), "3, 4 and 5 verified");
+    assert_eq!(report.links_checked, SEGMENTS - 2, "the links 1→2 and 2→3 cannot be checked");
+    assert_eq!(report.points.added, ROWS as u64 * SERIES.len() as u64, "segment 2's points are backed by nothing");
+    assert!(report.gaps.is_empty(), "a damaged entry is not reported again as removed");
+    assert!(report.summary_text().contains("the audit entry of segment 2 of sender 7 epoch 1 cannot be read"));
+}
+
+#[test]
+fn an_audit_entry_under_a_malformed_key_is_named_by_its_key_and_the_walk_goes_on() {
+    let directory = tempfile::tempdir().unwrap();
+    build_replica(directory.path());
+    let mut key = segment_key(2);
+    key.push(0); // 25 bytes: sorts between sequences 2 and 3
+    {
+        let db = raw_db(directory.path());
+        db.put_cf(db.cf_handle("segments").unwrap(), &key, b"forged").unwrap();
+    }
+    let replica = Replica::open_read_only(directory.path()).unwrap();
+    let scanned: Vec<bool> = replica.segments(SegmentKey::FIRST).map(|item| item.is_ok()).collect();
+    assert_eq!(scanned, vec![true, true, false, true, true, true], "the scan yields the damaged entry and goes on");
+    drop(replica);
+    let report = audit(directory.path(), &trust(&[&key_a()]));
+    assert_eq!(kinds(&report), vec!["audit_entry_unreadable"], "{}", report.summary_text());
+    assert!(matches!(&report.findings.listed[0],
+        Finding::AuditEntryUnreadable { entry: None, key_hex, .. } if *key_hex == encode_hex(&key)));
+    assert_eq!(report.segments_verified, SEGMENTS);
+    assert_eq!(report.links_checked, SEGMENTS, "the chain is intact around the foreign key");
 }
 
 #[test]
@@ -470,6 +630,103 @@ fn a_beacon_naming_another_end_of_the_previous_epoch_is_a_forked_chain() {
     let report = audit(directory.path(), &trust(&[&key_a()]));
     assert_eq!(kinds(&report), vec!["epoch_end_mismatch"], "{}", report.summary_text());
     assert_eq!(report.epochs[0].end_hash_verified, Some(false));
+}
+
+/// Three epochs of sender 7, each announced by its own beacons while it was current: epoch 1
+/// (first start, sequences 1..=3), epoch 2 (spool lost, 1..=2), epoch 3 (operator, 1..=2).
+fn three_announced_epochs(path: &Path) {
+    let mut replica = Replica::open(path).unwrap();
+    let reasons = [EpochReason::FirstStart, EpochReason::SpoolLost, EpochReason::Operator];
+    let lengths = [3u64, 2, 2];
+    let mut previous_end = (0, 0, GENESIS_HASH);
+    let mut sequence_of_records = 1;
+    for (index, (reason, length)) in reasons.into_iter().zip(lengths).enumerate() {
+        let epoch = index as u64 + 1;
+        let received_at_ns = T0 + epoch as i64 * 10_000 * SECOND;
+        let (first, raw) = epoch_beacon(epoch, 0, reason, previous_end);
+        replica.record_beacon(&first, &raw, received_at_ns).unwrap();
+        let mut chain = Chain::in_epoch(epoch);
+        let mut end_hash = GENESIS_HASH;
+        for _ in 0..length {
+            let (segment, series) = chain.seal(&records_of(sequence_of_records), &key_a());
+            sequence_of_records += 1;
+            end_hash = segment.hash();
+            replica.apply(&segment, &series, received_at_ns).unwrap();
+        }
+        // A later beacon of the same epoch: the replica keeps the first one for the audit.
+        let (later, raw) = epoch_beacon(epoch, length, reason, previous_end);
+        replica.record_beacon(&later, &raw, received_at_ns + SECOND).unwrap();
+        previous_end = (epoch, length, end_hash);
+    }
+}
+
+#[test]
+fn every_epoch_shows_its_first_sequence_and_the_signed_beacon_that_announced_it_with_its_reason() {
+    let directory = tempfile::tempdir().unwrap();
+    three_announced_epochs(directory.path());
+    let report = audit(directory.path(), &trust(&[&key_a()]));
+    assert!(report.is_clean(), "{}", report.summary_text());
+    let epochs: Vec<_> = report
+        .epochs
+        .iter()
+        .map(|e| (e.epoch, e.first_sequence, e.reason, e.ended_at_sequence, e.end_hash_verified))
+        .collect();
+    assert_eq!(
+        epochs,
+        vec![
+            (1, Some(1), Some("first start"), Some(3), Some(true)),
+            (2, Some(1), Some("spool lost"), Some(2), Some(true)),
+            (3, Some(1), Some("operator"), None, None),
+        ]
+    );
+    for epoch in &report.epochs {
+        let announcement = epoch.announcement.as_ref().expect("each epoch's beacon is kept");
+        assert_eq!(announcement.received_at_ns, T0 + epoch.epoch as i64 * 10_000 * SECOND, "the first one");
+        assert_eq!(announcement.verified.as_ref().map(|signed| signed.key_id), Ok(key_a().key_id()));
+    }
+    let summary = report.summary_text();
+    assert!(summary.contains("announced by a signed beacon: began because of spool lost"), "{summary}");
+    let json = report.to_json();
+    assert_eq!(json["epochs"][1]["reason"], serde_json::json!("spool lost"));
+    assert_eq!(json["epochs"][1]["announcement"]["verified"], serde_json::json!(true));
+}
+
+/// The key of sender 7's kept beacon of `epoch`: `'E' ‖ sender ‖ epoch`.
+fn epoch_beacon_key(epoch: u64) -> Vec<u8> {
+    [&[b'E'][..], &SENDER.to_be_bytes(), &epoch.to_be_bytes()].concat()
+}
+
+#[test]
+fn an_altered_kept_beacon_is_named_and_tells_no_reason() {
+    let directory = tempfile::tempdir().unwrap();
+    three_announced_epochs(directory.path());
+    {
+        let db = raw_db(directory.path());
+        let meta = db.cf_handle("meta").unwrap();
+        let mut entry = db.get_cf(meta, epoch_beacon_key(2)).unwrap().unwrap();
+        // version (1) ‖ received at (8) ‖ beacon: the reason byte (offset 5), spool lost → operator
+        entry[9 + 5] = EpochReason::Operator as u8;
+        db.put_cf(meta, epoch_beacon_key(2), entry).unwrap();
+    }
+    let report = audit(directory.path(), &trust(&[&key_a()]));
+    assert_eq!(kinds(&report), vec!["beacon_invalid"], "{}", report.summary_text());
+    assert!(matches!(&report.findings.listed[0], Finding::BeaconInvalid { epoch: 2, .. }));
+    assert_eq!(report.epochs[1].reason, None);
+    assert!(report.epochs[1].announcement.as_ref().unwrap().verified.is_err());
+    assert_eq!(report.epochs[0].ended_at_sequence, None, "an unverified beacon proves no end either");
+}
+
+#[test]
+fn a_kept_beacon_under_a_key_revoked_since_is_shown_unverified_but_is_not_a_finding() {
+    let directory = tempfile::tempdir().unwrap();
+    three_announced_epochs(directory.path());
+    // Key A valid for the segments (sealed up to T0 + 300 s) but not for the beacons (sent later).
+    let mut revoked = TrustedKey::new(key_a().public_key());
+    revoked.valid_until_ns = Some(T0 + 900 * SECOND);
+    let report = audit(directory.path(), &TrustedKeys::new(vec![revoked]));
+    assert!(report.is_clean(), "{}", report.summary_text());
+    assert!(report.epochs.iter().all(|epoch| epoch.reason.is_none()));
+    assert!(report.summary_text().contains("its kept beacon does NOT verify"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -585,11 +842,11 @@ fn a_proof_checks_with_the_public_key_alone_and_shows_the_last_write() {
             (T0 + 9 * SECOND, Value::F64(19.0)),
         ]
     );
-    let sequences: Vec<u64> = checked.segments.iter().map(|s| s.key.sequence).collect();
+    let sequences: Vec<u64> = checked.segments.iter().map(|s| s.position.sequence).collect();
     assert_eq!(sequences, vec![1, SEGMENTS]);
     assert_eq!(checked.chain_runs.len(), 1);
     assert_eq!((checked.chain_runs[0].first_sequence, checked.chain_runs[0].last_sequence), (1, SEGMENTS));
-    assert!(checked.describe().contains("proof VERIFIED: 5 points of plant/d"));
+    assert!(describe(&checked).contains("proof VERIFIED: 5 points of plant/d"));
 
     let stranger = SenderKey::from_seed([9u8; 32]);
     assert!(check_proof(&bytes, &TrustedKeys::single(stranger.public_key())).is_err());

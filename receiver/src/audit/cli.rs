@@ -7,7 +7,7 @@ use anyhow::Context;
 use diode_common::keys::{TrustedKey, TrustedKeys, parse_public_key};
 
 use super::find_series;
-use super::proof::{MAX_PROOF_BYTES, check_proof, export_proof};
+use super::proof::{MAX_PROOF_BYTES, check_proof, describe, export_proof};
 use super::verify::{VerifyOptions, verify_replica};
 use crate::config::ReceiverConfig;
 use crate::replica::Replica;
@@ -181,6 +181,6 @@ fn check(args: CheckProofArgs) -> anyhow::Result<()> {
     let bytes = std::fs::read(&args.file).with_context(|| format!("cannot read the proof {}", args.file.display()))?;
     let checked = check_proof(&bytes, &TrustedKeys::new(keys))
         .with_context(|| format!("the proof {} does NOT verify", args.file.display()))?;
-    print!("{}", checked.describe());
+    print!("{}", describe(&checked));
     Ok(())
 }

@@ -7,10 +7,11 @@
 //!   replica against the points the signed segments say it must hold (last write wins). Its
 //!   result is an [`report::AuditReport`].
 //! - [`proof`] exports the segments and chain links behind some points of one series into a
-//!   self-contained binary proof file (`docs/proof-format.md`) and checks such a file offline with
-//!   only the sender's public keys.
+//!   self-contained binary proof file (`docs/proof-format.md`); the file's codec and its offline
+//!   check, which needs only the sender's public keys, are `diode_common::proof`.
 //! - [`cli`] is `diode-receiver audit verify | proof | check-proof`.
 
+mod chunks;
 pub mod cli;
 mod points;
 pub mod proof;
@@ -20,7 +21,7 @@ pub mod verify;
 use std::ops::RangeInclusive;
 
 use diode_common::codec::Values;
-use diode_common::record::{Quality, Value};
+use diode_common::record::Value;
 
 use crate::replica::{Replica, SegmentKey, SeriesInfo};
 
@@ -81,13 +82,7 @@ pub(crate) fn value_json(value: &Value) -> serde_json::Value {
 }
 
 /// `value (kind, quality)` for humans.
-pub(crate) fn describe_value(value: &Value, quality: Quality) -> String {
-    let shown = match value {
-        Value::String(text) => format!("{text:?}"),
-        other => other.to_string(),
-    };
-    format!("{shown} ({}, {quality})", value.kind().name())
-}
+pub(crate) use diode_common::proof::describe_point as describe_value;
 
 /// Ascending, disjoint ranges `a` minus ascending, disjoint ranges `b`.
 pub(crate) fn subtract_ranges(a: &[RangeInclusive<u64>], b: &[RangeInclusive<u64>]) -> Vec<RangeInclusive<u64>> {

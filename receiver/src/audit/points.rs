@@ -14,7 +14,10 @@
 //! replica's reads are thread-safe.
 //!
 //! Windows tile the whole compared span (all of `i64` for a full audit), so a point added at any
-//! time in any catalogued series is found, whatever the catalog's statistics claim.
+//! time in any catalogued series is found, whatever the catalog's statistics claim. In the same
+//! pass, per series and window, `chunks.rs` compares the stored chunks themselves with what their
+//! segments wrote (which finds superseded values and copies that the merged points hide), after an
+//! inventory of the whole points column family (which finds chunks outside the catalog).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -24,6 +27,7 @@ use diode_common::keys::TrustedKeys;
 use diode_common::record::SeriesKey;
 use diode_common::seal::{self, SegmentHash};
 
+use super::chunks::{self, SignedPart as Part};
 use super::report::{Finding, Findings, PointTotals};
 use super::verify::{VerifyOptions, progress_bar};
 use super::{value_at_equals, write_order};
@@ -109,19 +113,23 @@ pub(super) fn compare(
     let windows = plan_windows(&segments, span, (budget / 2).max(1));
     let total_records: u64 = segments.iter().map(|segment| u64::from(segment.record_count)).sum();
     let bar = progress_bar(options.progress, total_records, "checking points");
+    let catalog = replica.series_list();
+    let mut findings = Findings::new(options.max_findings_listed);
+    let catalogued = u32::try_from(catalog.len()).expect("the catalog holds at most MAX_SERIES series");
+    let chunks_stored = chunks::inventory(replica, span, catalogued, &mut findings)?;
     let mut comparison = Comparison {
         replica,
         trusted,
         segments,
         ranks,
-        catalog: replica.series_list(),
+        catalog,
         budget,
         threads: options.threads.max(1),
         max_findings_listed: options.max_findings_listed,
         cache: HashMap::new(),
         failed: HashSet::new(),
-        totals: PointTotals::default(),
-        findings: Findings::new(options.max_findings_listed),
+        totals: PointTotals { chunks_stored, ..PointTotals::default() },
+        findings,
     };
     // Segments overlapping the current window, by index into `segments`.
     let mut active: Vec<usize> = Vec::new();
@@ -137,7 +145,13 @@ pub(super) fn compare(
         comparison.window(&active, (from_ns, to_ns))?;
     }
     bar.finish_and_clear();
-    Ok((comparison.totals, comparison.findings))
+    let totals = comparison.totals;
+    if totals.chunks_checked != totals.chunks_stored {
+        comparison
+            .findings
+            .push(Finding::ChunksUnaccounted { stored: totals.chunks_stored, checked: totals.chunks_checked });
+    }
+    Ok((totals, comparison.findings))
 }
 
 /// The state of one point comparison.
@@ -294,13 +308,6 @@ fn decode(
     Ok(Ok(Decoded { rank, key: signed.key, parts }))
 }
 
-/// One series' records of one decoded segment, in write order.
-#[derive(Clone, Copy)]
-struct Part<'a> {
-    columns: &'a SeriesColumns,
-    segment: SegmentKey,
-}
-
 /// Compares every series of `pass` over one window.
 fn compare_window(
     replica: &Replica,
@@ -336,13 +343,20 @@ fn compare_window(
         let mut totals = PointTotals::default();
         let mut findings = Findings::new(max_findings_listed);
         let mut parts = Vec::new();
+        let mut flagged = Vec::new();
         for info in chunk {
             let start = index.partition_point(|entry| entry.0 < info.id);
             let end = index.partition_point(|entry| entry.0 <= info.id);
             parts.clear();
             parts.extend(index[start..end].iter().map(part_of));
+            flagged.clear();
             let scan = replica.scan(info.id, window.0, window.1);
-            compare_series(&info.key.to_string(), Some((info.id, scan)), &parts, window, &mut totals, &mut findings);
+            let series = info.key.to_string();
+            let compared = Compared { totals: &mut totals, findings: &mut findings, flagged: &mut flagged };
+            if compare_series(&series, Some((info.id, scan)), &parts, window, compared) {
+                flagged.sort_unstable();
+                chunks::check_series(replica, info, &parts, window, &flagged, &mut totals, &mut findings);
+            }
         }
         (totals, findings)
     };
@@ -363,25 +377,36 @@ fn compare_window(
             (totals, findings)
         })
     };
+    let mut flagged = Vec::new();
     for (key, mut parts) in uncatalogued {
         parts.sort_by_key(|(rank, _)| *rank);
         let parts: Vec<Part<'_>> = parts.into_iter().map(|(_, part)| part).collect();
-        compare_series(&key.to_string(), None, &parts, window, &mut totals, &mut findings);
+        let compared = Compared { totals: &mut totals, findings: &mut findings, flagged: &mut flagged };
+        compare_series(&key.to_string(), None, &parts, window, compared);
     }
     (totals, findings)
 }
 
+/// Where [`compare_series`] counts and reports, and the timestamps it names.
+struct Compared<'a> {
+    totals: &'a mut PointTotals,
+    findings: &'a mut Findings,
+    /// Timestamps of the points named changed, deleted or added.
+    flagged: &'a mut Vec<i64>,
+}
+
 /// Merges the replica's points of one series in `window` (ascending, one per timestamp) with the
 /// records of `parts` (in write order) resolved last-write-wins. `scan` is `None` for a series the
-/// replica does not catalogue: all its records are then missing.
+/// replica does not catalogue: all its records are then missing. Returns `false` when the points
+/// could not be read (a `points_unreadable` finding).
 fn compare_series(
     series: &str,
     scan: Option<(u32, PointScan<'_>)>,
     parts: &[Part<'_>],
     window: (i64, i64),
-    totals: &mut PointTotals,
-    findings: &mut Findings,
-) {
+    compared: Compared<'_>,
+) -> bool {
+    let Compared { totals, findings, flagged } = compared;
     // (timestamp, part, row): sorted, the last entry of each run of equal times is the winner.
     let mut expected: Vec<(i64, u32, u32)> = Vec::new();
     let mut in_order = true;
@@ -407,17 +432,20 @@ fn compare_series(
         let row = row as usize;
         (timestamp_ns, part, row)
     };
-    let deleted =
-        |(timestamp_ns, part, row): (i64, &Part<'_>, usize), totals: &mut PointTotals, findings: &mut Findings| {
-            totals.expected += 1;
-            totals.deleted += 1;
-            findings.push(Finding::PointDeleted {
-                series: series.to_owned(),
-                timestamp_ns,
-                expected: (part.columns.value(row), part.columns.qualities[row]),
-                segment: part.segment,
-            });
-        };
+    let deleted = |(timestamp_ns, part, row): (i64, &Part<'_>, usize),
+                   totals: &mut PointTotals,
+                   findings: &mut Findings,
+                   flagged: &mut Vec<i64>| {
+        totals.expected += 1;
+        totals.deleted += 1;
+        flagged.push(timestamp_ns);
+        findings.push(Finding::PointDeleted {
+            series: series.to_owned(),
+            timestamp_ns,
+            expected: (part.columns.value(row), part.columns.qualities[row]),
+            segment: part.segment,
+        });
+    };
 
     if let Some((series_id, scan)) = scan {
         for point in scan {
@@ -432,7 +460,7 @@ fn compare_series(
                         to_ns: window.1,
                         message: error.to_string(),
                     });
-                    return;
+                    return false;
                 }
             };
             totals.scanned += 1;
@@ -441,7 +469,7 @@ fn compare_series(
                     break;
                 }
                 winners.next();
-                deleted(signed(winner), totals, findings);
+                deleted(signed(winner), totals, findings, flagged);
             }
             match winners.peek() {
                 Some(&winner) if winner.0 == point.timestamp_ns => {
@@ -453,6 +481,7 @@ fn compare_series(
                         totals.matched += 1;
                     } else {
                         totals.changed += 1;
+                        flagged.push(point.timestamp_ns);
                         findings.push(Finding::PointChanged {
                             series: series.to_owned(),
                             timestamp_ns: point.timestamp_ns,
@@ -464,6 +493,7 @@ fn compare_series(
                 }
                 _ => {
                     totals.added += 1;
+                    flagged.push(point.timestamp_ns);
                     findings.push(Finding::PointAdded {
                         series: series.to_owned(),
                         series_id,
@@ -475,8 +505,9 @@ fn compare_series(
         }
     }
     for winner in winners {
-        deleted(signed(winner), totals, findings);
+        deleted(signed(winner), totals, findings, flagged);
     }
+    true
 }
 
 #[cfg(test)]

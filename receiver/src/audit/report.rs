@@ -13,11 +13,11 @@ use diode_common::record::{Quality, Value};
 use serde_json::{Value as Json, json};
 
 use super::{describe_value, value_json};
-use crate::replica::SegmentKey;
+use crate::replica::{PointKey, SegmentKey};
 use crate::time::format_rfc3339;
 
 /// Version of the JSON report's layout; bumped when a field changes meaning or disappears.
-pub const REPORT_VERSION: u32 = 1;
+pub const REPORT_VERSION: u32 = 2;
 
 /// One thing the signed segments do not back.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,8 +26,9 @@ pub enum Finding {
     SegmentInvalid { segment: SegmentKey, check: &'static str, message: String },
     /// An audit entry is stored under another position than its header names.
     SegmentMisplaced { stored_at: SegmentKey, header_says: SegmentKey },
-    /// An audit entry (or a run of them) cannot be read at all.
-    AuditLogUnreadable { after: Option<SegmentKey>, message: String },
+    /// An audit entry cannot be read as one (its key is not a position, or its value is not an
+    /// audit entry): `entry` is its position when the key is one.
+    AuditEntryUnreadable { entry: Option<SegmentKey>, key_hex: String, reason: String },
     /// Segment `segment` does not link to the stored segment before it (or to the genesis hash).
     ChainBroken { segment: SegmentKey, expected_previous_hash: String, found_previous_hash: String },
     /// The receiver's tracker says these sequences were applied, but their audit entries are gone.
@@ -46,11 +47,37 @@ pub enum Finding {
     PointDeleted { series: String, timestamp_ns: i64, expected: (Value, Quality), segment: SegmentKey },
     /// The replica holds a point that no verified segment contains.
     PointAdded { series: String, series_id: u32, timestamp_ns: i64, found: (Value, Quality) },
+    /// The beacon the replica kept for an epoch does not verify (altered, or not a beacon of that
+    /// sender and epoch), though its key is trusted.
+    BeaconInvalid { sender_id: u64, epoch: u64, message: String },
     /// The sender's signed beacon says its previous epoch ended with a segment whose hash differs
     /// from the stored, verified segment at that position: two signed segments claim one place.
     EpochEndMismatch { segment: SegmentKey, beacon_hash: String, stored_hash: String },
     /// Points of a series could not be read back (a damaged chunk); the range was not checked.
     PointsUnreadable { series: String, series_id: u32, from_ns: i64, to_ns: i64, message: String },
+    /// A stored chunk differs from what its segment signed for that series and bucket where the
+    /// visible points do not show it (a superseded value): the first such timestamp, with what the
+    /// segment signed there and what the chunk holds (`None`: no row at that time).
+    ChunkChanged {
+        series: String,
+        chunk: PointKey,
+        timestamp_ns: i64,
+        expected: Option<(Value, Quality)>,
+        found: Option<(Value, Quality)>,
+        rows_differing: u64,
+    },
+    /// A chunk is stored under a segment that wrote no such chunk (not stored, not verified, or
+    /// without records of that series in that bucket), and some of its points hide behind others.
+    ChunkUnsigned { series: String, chunk: PointKey, rows: u64, first_timestamp_ns: i64 },
+    /// A chunk a verified segment wrote is gone, and some of its points were hidden behind later
+    /// writes (the visible ones are named as deleted points).
+    ChunkDeleted { series: String, chunk: PointKey, rows: u64, first_timestamp_ns: i64, expected: (Value, Quality) },
+    /// A chunk under a series id the catalog does not hold: no query shows it, no segment backs it.
+    ChunkUncatalogued { chunk: PointKey, rows: Option<u64>, first_timestamp_ns: Option<i64> },
+    /// An entry of the points column family whose key is not a points key.
+    ChunkKeyMalformed { key_hex: String, value_bytes: u64 },
+    /// Fewer (or more) chunks of catalogued series were checked than the inventory counted.
+    ChunksUnaccounted { stored: u64, checked: u64 },
 }
 
 impl Finding {
@@ -59,15 +86,22 @@ impl Finding {
         match self {
             Self::SegmentInvalid { .. } => "segment_invalid",
             Self::SegmentMisplaced { .. } => "segment_misplaced",
-            Self::AuditLogUnreadable { .. } => "audit_log_unreadable",
+            Self::AuditEntryUnreadable { .. } => "audit_entry_unreadable",
             Self::ChainBroken { .. } => "chain_broken",
             Self::SegmentsRemoved { .. } => "segments_removed",
             Self::SegmentsUnrecorded { .. } => "segments_unrecorded",
             Self::PointChanged { .. } => "point_changed",
             Self::PointDeleted { .. } => "point_deleted",
             Self::PointAdded { .. } => "point_added",
+            Self::BeaconInvalid { .. } => "beacon_invalid",
             Self::EpochEndMismatch { .. } => "epoch_end_mismatch",
             Self::PointsUnreadable { .. } => "points_unreadable",
+            Self::ChunkChanged { .. } => "chunk_changed",
+            Self::ChunkUnsigned { .. } => "chunk_unsigned",
+            Self::ChunkDeleted { .. } => "chunk_deleted",
+            Self::ChunkUncatalogued { .. } => "chunk_uncatalogued",
+            Self::ChunkKeyMalformed { .. } => "chunk_key_malformed",
+            Self::ChunksUnaccounted { .. } => "chunks_unaccounted",
         }
     }
 
@@ -81,9 +115,9 @@ impl Finding {
                 segment_name(*stored_at),
                 segment_name(*header_says)
             ),
-            Self::AuditLogUnreadable { after, message } => match after {
-                Some(after) => format!("an audit entry after {} cannot be read: {message}", segment_name(*after)),
-                None => format!("an audit entry cannot be read: {message}"),
+            Self::AuditEntryUnreadable { entry, key_hex, reason } => match entry {
+                Some(entry) => format!("the audit entry of {} cannot be read: {reason}", segment_name(*entry)),
+                None => format!("the audit entry with key {key_hex} cannot be read: {reason}"),
             },
             Self::ChainBroken { segment, expected_previous_hash, found_previous_hash } => format!(
                 "{} does not link to sequence {}: it names previous hash {found_previous_hash}, the stored \
@@ -117,6 +151,9 @@ impl Finding {
                 at(*timestamp_ns),
                 describe_value(&found.0, found.1)
             ),
+            Self::BeaconInvalid { sender_id, epoch, message } => {
+                format!("the beacon kept for sender {sender_id} epoch {epoch} does not verify: {message}")
+            }
             Self::EpochEndMismatch { segment, beacon_hash, stored_hash } => format!(
                 "the sender's signed beacon says its epoch {} ended with sequence {} hashing to {beacon_hash}; the \
                  stored segment there hashes to {stored_hash} (a forked chain)",
@@ -126,6 +163,47 @@ impl Finding {
                 "points of {series} between {} and {} cannot be read: {message}",
                 format_rfc3339(*from_ns),
                 format_rfc3339(*to_ns)
+            ),
+            Self::ChunkChanged { series, chunk, timestamp_ns, expected, found, rows_differing } => {
+                let shown = |point: &Option<(Value, Quality)>| {
+                    point.as_ref().map_or("nothing".to_owned(), |(value, quality)| describe_value(value, *quality))
+                };
+                format!(
+                    "chunk CHANGED: {series}, {}: at {} it holds {}, the segment signed {} ({rows_differing} rows \
+                     differ, hidden behind later writes)",
+                    chunk_name(chunk),
+                    at(*timestamp_ns),
+                    shown(found),
+                    shown(expected)
+                )
+            }
+            Self::ChunkUnsigned { series, chunk, rows, first_timestamp_ns } => format!(
+                "chunk UNSIGNED: {series}, {}: {rows} points from {}, but no verified segment wrote that chunk",
+                chunk_name(chunk),
+                at(*first_timestamp_ns)
+            ),
+            Self::ChunkDeleted { series, chunk, rows, first_timestamp_ns, expected } => format!(
+                "chunk DELETED: {series}, {}: the segment signed {rows} points there (at {}: {}), the replica \
+                 holds no such chunk",
+                chunk_name(chunk),
+                at(*first_timestamp_ns),
+                describe_value(&expected.0, expected.1)
+            ),
+            Self::ChunkUncatalogued { chunk, rows, first_timestamp_ns } => format!(
+                "chunk of an UNCATALOGUED series id {}, {}: {} points from {}; the catalog holds no such series, so \
+                 no query shows them and no segment backs them",
+                chunk.series_id,
+                chunk_name(chunk),
+                rows.map_or("undecodable".to_owned(), |rows| rows.to_string()),
+                first_timestamp_ns.map_or("-".to_owned(), at)
+            ),
+            Self::ChunkKeyMalformed { key_hex, value_bytes } => format!(
+                "the points column family holds a {value_bytes}-byte value under the key {key_hex}, which is not a \
+                 points key (36 bytes)"
+            ),
+            Self::ChunksUnaccounted { stored, checked } => format!(
+                "the audit checked {checked} chunks of catalogued series but the replica holds {stored}: it changed \
+                 while the audit ran, or chunks escaped the check; run the audit again"
             ),
         }
     }
@@ -138,8 +216,8 @@ impl Finding {
             Self::SegmentMisplaced { stored_at, header_says } => {
                 json!({ "stored_at": segment_json(*stored_at), "header_says": segment_json(*header_says) })
             }
-            Self::AuditLogUnreadable { after, message } => {
-                json!({ "after": after.map(segment_json), "message": message })
+            Self::AuditEntryUnreadable { entry, key_hex, reason } => {
+                json!({ "segment": entry.map(segment_json), "key": key_hex, "reason": reason })
             }
             Self::ChainBroken { segment, expected_previous_hash, found_previous_hash } => json!({
                 "segment": segment_json(*segment),
@@ -173,6 +251,9 @@ impl Finding {
                 "time": format_rfc3339(*timestamp_ns),
                 "found": point_json(found),
             }),
+            Self::BeaconInvalid { sender_id, epoch, message } => {
+                json!({ "sender_id": sender_id, "epoch": epoch, "message": message })
+            }
             Self::EpochEndMismatch { segment, beacon_hash, stored_hash } => json!({
                 "segment": segment_json(*segment), "beacon_hash": beacon_hash, "stored_hash": stored_hash,
             }),
@@ -180,6 +261,29 @@ impl Finding {
                 "series": series, "series_id": series_id,
                 "from_ns": from_ns, "to_ns": to_ns, "message": message,
             }),
+            Self::ChunkChanged { series, chunk, timestamp_ns, expected, found, rows_differing } => json!({
+                "series": series,
+                "chunk": chunk_json(chunk),
+                "timestamp_ns": timestamp_ns,
+                "time": format_rfc3339(*timestamp_ns),
+                "expected": expected.as_ref().map(point_json),
+                "found": found.as_ref().map(point_json),
+                "rows_differing": rows_differing,
+            }),
+            Self::ChunkUnsigned { series, chunk, rows, first_timestamp_ns } => json!({
+                "series": series, "chunk": chunk_json(chunk), "rows": rows,
+                "first_timestamp_ns": first_timestamp_ns, "first_time": format_rfc3339(*first_timestamp_ns),
+            }),
+            Self::ChunkDeleted { series, chunk, rows, first_timestamp_ns, expected } => json!({
+                "series": series, "chunk": chunk_json(chunk), "rows": rows,
+                "first_timestamp_ns": first_timestamp_ns, "first_time": format_rfc3339(*first_timestamp_ns),
+                "expected": point_json(expected),
+            }),
+            Self::ChunkUncatalogued { chunk, rows, first_timestamp_ns } => json!({
+                "chunk": chunk_json(chunk), "rows": rows, "first_timestamp_ns": first_timestamp_ns,
+            }),
+            Self::ChunkKeyMalformed { key_hex, value_bytes } => json!({ "key": key_hex, "value_bytes": value_bytes }),
+            Self::ChunksUnaccounted { stored, checked } => json!({ "stored": stored, "checked": checked }),
         };
         object["kind"] = json!(self.kind());
         object
@@ -188,6 +292,24 @@ impl Finding {
 
 pub(crate) fn segment_name(key: SegmentKey) -> String {
     format!("segment {} of sender {} epoch {}", key.sequence, key.sender_id, key.epoch)
+}
+
+/// A chunk by its series id, bucket and writing segment, for humans.
+fn chunk_name(chunk: &PointKey) -> String {
+    format!(
+        "the chunk of the hour from {} stored as written by {}",
+        format_rfc3339(chunk.bucket_start_ns),
+        segment_name(SegmentKey { sender_id: chunk.sender_id, epoch: chunk.epoch, sequence: chunk.sequence })
+    )
+}
+
+fn chunk_json(chunk: &PointKey) -> Json {
+    json!({
+        "series_id": chunk.series_id,
+        "bucket_start_ns": chunk.bucket_start_ns,
+        "bucket_start": format_rfc3339(chunk.bucket_start_ns),
+        "segment": { "sender_id": chunk.sender_id, "epoch": chunk.epoch, "sequence": chunk.sequence },
+    })
 }
 
 fn segment_json(key: SegmentKey) -> Json {
@@ -273,16 +395,36 @@ pub struct EpochReport {
     pub first_seen_at_ns: Option<i64>,
     /// Sealing time of the first stored segment.
     pub first_sealed_at_ns: Option<i64>,
-    /// A signed beacon announced this epoch (with the reason it began).
+    /// The receiver's tracker records that a beacon announced this epoch (its own, or the next
+    /// epoch's naming where this one ended).
     pub announced_by_beacon: bool,
     /// Sequence 1 is stored and links to the genesis hash: the epoch's beginning is verified.
     pub begins_at_genesis: bool,
-    /// Why the epoch began, from the sender's latest signed beacon (kept for its current epoch).
+    /// The beacon of this epoch the replica kept (the first received), as the audit verified it.
+    pub announcement: Option<Announcement>,
+    /// Why the epoch began, from that beacon once verified.
     pub reason: Option<&'static str>,
     /// The last sequence of this epoch, from a signed beacon of the next epoch, and whether the
     /// stored segment there has the hash the beacon names (`None`: not stored).
     pub ended_at_sequence: Option<u64>,
     pub end_hash_verified: Option<bool>,
+}
+
+/// The kept beacon of one epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announcement {
+    /// When the receiver got it (receiver clock).
+    pub received_at_ns: i64,
+    /// What it says, if it verifies under a trusted key valid when it was sent; otherwise why not.
+    pub verified: Result<SignedAnnouncement, String>,
+}
+
+/// What a verified epoch beacon says about its epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedAnnouncement {
+    pub key_id: KeyId,
+    pub sent_at_ns: i64,
+    pub epoch_started_at_ns: i64,
 }
 
 /// Why the chain cannot be checked across some sequences.
@@ -319,6 +461,11 @@ pub struct PointTotals {
     /// Time windows the comparison was cut into (bounded memory), and segment decodes it took.
     pub windows: u64,
     pub segment_decodes: u64,
+    /// Chunks of catalogued series in the span (the inventory), chunks checked against their
+    /// segments, and chunks exactly as their segment wrote them.
+    pub chunks_stored: u64,
+    pub chunks_checked: u64,
+    pub chunks_matched: u64,
 }
 
 impl PointTotals {
@@ -332,6 +479,9 @@ impl PointTotals {
         self.unreadable += other.unreadable;
         self.windows += other.windows;
         self.segment_decodes += other.segment_decodes;
+        self.chunks_stored += other.chunks_stored;
+        self.chunks_checked += other.chunks_checked;
+        self.chunks_matched += other.chunks_matched;
     }
 }
 
@@ -410,6 +560,20 @@ impl AuditReport {
                 "first_sealed_at": time(epoch.first_sealed_at_ns),
                 "announced_by_beacon": epoch.announced_by_beacon,
                 "begins_at_genesis": epoch.begins_at_genesis,
+                "announcement": epoch.announcement.as_ref().map(|announcement| match &announcement.verified {
+                    Ok(signed) => json!({
+                        "received_at": format_rfc3339(announcement.received_at_ns),
+                        "verified": true,
+                        "key_id": signed.key_id.to_string(),
+                        "sent_at": format_rfc3339(signed.sent_at_ns),
+                        "epoch_started_at": format_rfc3339(signed.epoch_started_at_ns),
+                    }),
+                    Err(why) => json!({
+                        "received_at": format_rfc3339(announcement.received_at_ns),
+                        "verified": false,
+                        "why": why,
+                    }),
+                }),
                 "reason": epoch.reason,
                 "ended_at_sequence": epoch.ended_at_sequence,
                 "end_hash_verified": epoch.end_hash_verified,
@@ -433,6 +597,11 @@ impl AuditReport {
                 "unreadable": self.points.unreadable,
                 "windows": self.points.windows,
                 "segment_decodes": self.points.segment_decodes,
+            },
+            "chunks": {
+                "stored": self.points.chunks_stored,
+                "checked": self.points.chunks_checked,
+                "matched": self.points.chunks_matched,
             },
             "finding_counts": self.findings.counts,
             "findings": self.findings.listed.iter().map(Finding::to_json).collect::<Vec<_>>(),
@@ -484,7 +653,7 @@ impl AuditReport {
             };
             let _ = writeln!(
                 out,
-                "  sender {} epoch {}: {sequences}, head known {}; first seen {}; first sealed {}; {}; {}",
+                "  sender {} epoch {}: {sequences}, head known {}; first seen {}; first sealed {}; {}",
                 epoch.sender_id,
                 epoch.epoch,
                 epoch.highest_known,
@@ -495,11 +664,8 @@ impl AuditReport {
                 } else {
                     "beginning not stored"
                 },
-                if epoch.announced_by_beacon { "announced by a signed beacon" } else { "NOT announced by a beacon" },
             );
-            if let Some(reason) = epoch.reason {
-                let _ = writeln!(out, "    began because of: {reason} (the sender's latest signed beacon)");
-            }
+            let _ = writeln!(out, "    {}", announced(epoch));
             if let Some(last) = epoch.ended_at_sequence {
                 let verified = match epoch.end_hash_verified {
                     Some(true) => "its hash matches the stored segment",
@@ -566,6 +732,14 @@ impl AuditReport {
                 let _ = writeln!(out, "points: nothing to compare");
             }
         }
+        if self.point_span.is_some() {
+            let p = &self.points;
+            let _ = writeln!(
+                out,
+                "chunks: {} stored for catalogued series, {} checked against their segments, {} exactly as signed",
+                p.chunks_stored, p.chunks_checked, p.chunks_matched
+            );
+        }
         if self.is_clean() {
             let _ = writeln!(out, "CLEAN: every point in the replica is backed by a verified, signed segment");
         } else {
@@ -580,6 +754,23 @@ impl AuditReport {
             }
         }
         out
+    }
+}
+
+/// Whether and how a signed beacon announced an epoch, for humans.
+fn announced(epoch: &EpochReport) -> String {
+    match (&epoch.announcement, epoch.reason) {
+        (Some(Announcement { verified: Ok(signed), .. }), Some(reason)) => format!(
+            "announced by a signed beacon: began because of {reason} at {} (key {}, sent {})",
+            format_rfc3339(signed.epoch_started_at_ns),
+            signed.key_id,
+            format_rfc3339(signed.sent_at_ns)
+        ),
+        (Some(Announcement { verified: Err(why), .. }), _) => format!("its kept beacon does NOT verify: {why}"),
+        _ if epoch.announced_by_beacon => {
+            "announced by a beacon (no beacon of this epoch kept: the reason it began is unknown)".to_owned()
+        }
+        _ => "NOT announced by a beacon".to_owned(),
     }
 }
 

@@ -11,13 +11,14 @@ use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::time::Instant;
 
-use diode_common::beacon::Beacon;
-use diode_common::keys::{KeyId, TrustedKeys};
+use diode_common::beacon::{Beacon, BeaconError};
+use diode_common::keys::{KeyId, TrustedKeys, encode_hex};
 use diode_common::seal::{self, GENESIS_HASH, SegmentHash, SegmentHeader};
 
 use super::points::{self, SignedSegment};
 use super::report::{
-    AuditReport, EpochReport, Finding, Findings, GapKind, GapReport, KeyUsage, TrustedKeySummary, hash_hex,
+    Announcement, AuditReport, EpochReport, Finding, Findings, GapKind, GapReport, KeyUsage, SignedAnnouncement,
+    TrustedKeySummary, hash_hex,
 };
 use super::{clip_ranges, subtract_ranges};
 use crate::replica::{Replica, ReplicaError, SegmentKey, StoredSegment};
@@ -127,6 +128,30 @@ impl Walk<'_> {
         }
     }
 
+    /// Names an audit entry that cannot be read as one. One with a readable position counts as
+    /// stored (it is not reported again as removed) and cuts the chain there: the links to and from
+    /// it cannot be checked.
+    fn visit_damaged(&mut self, key: Option<SegmentKey>, key_bytes: &[u8], reason: String) {
+        self.segments_stored += 1;
+        let finding = Finding::AuditEntryUnreadable { entry: key, key_hex: encode_hex(key_bytes), reason };
+        let Some(key) = key else {
+            self.findings.push(finding);
+            return;
+        };
+        let selected = self.selected.contains(&key.sequence);
+        self.segments_selected += u64::from(selected);
+        let stream = self.streams.entry((key.sender_id, key.epoch)).or_default();
+        stream.add_stored(key.sequence);
+        stream.previous = Some((key.sequence, None));
+        if selected {
+            stream.selected_first.get_or_insert(key.sequence);
+            stream.selected_last = Some(key.sequence);
+            stream.selected_count += 1;
+        }
+        // Its time range is unknown, so outside the selected sequences it is not reported.
+        self.report(selected, None, finding);
+    }
+
     /// Checks one stored segment on its own and against the stored segment before it.
     fn visit(&mut self, stored: &StoredSegment) {
         let key = stored.key;
@@ -222,15 +247,17 @@ pub fn verify_replica(
     };
 
     let bar = progress_bar(options.progress, replica.counters().segments_applied, "verifying segments");
-    walk_audit_log(replica, |item| match item {
-        Ok(stored) => {
-            walk.visit(&stored);
-            bar.inc(1);
+    // A damaged entry is named and the walk goes on with the next one (the scan skips it).
+    for item in replica.segments(SegmentKey::FIRST) {
+        match item {
+            Ok(stored) => walk.visit(&stored),
+            Err(ReplicaError::AuditEntryDamaged { key, key_bytes, reason, .. }) => {
+                walk.visit_damaged(key, &key_bytes, reason);
+            }
+            Err(error) => return Err(error),
         }
-        Err((after, error)) => {
-            walk.findings.push(Finding::AuditLogUnreadable { after, message: error.to_string() });
-        }
-    })?;
+        bar.inc(1);
+    }
     bar.finish_and_clear();
 
     let (mut epochs, gaps, unrecorded) = compare_with_tracker(replica, &walk, &selected);
@@ -350,6 +377,7 @@ fn compare_with_tracker(
             first_sealed_at_ns: stream.first_sealed_at_ns,
             announced_by_beacon: tracker.is_some_and(|t| t.announced_by_beacon),
             begins_at_genesis: stream.begins_at_genesis,
+            announcement: None,
             reason: None,
             ended_at_sequence: None,
             end_hash_verified: None,
@@ -379,35 +407,69 @@ fn compare_with_tracker(
     (epochs, gaps, unrecorded)
 }
 
-/// What the senders' latest signed beacons say about where epochs begin and end: the reason the
-/// current epoch began, and the last sequence and hash of the one before, checked against the
-/// stored segment at that position.
+/// What the senders' signed beacons say about where epochs begin and end. For each epoch, the
+/// beacon the replica kept of it (the first received; for a replica written before those were kept,
+/// the sender's latest beacon when it is of that epoch) is verified: it gives the reason the epoch
+/// began, and the last sequence and hash of the epoch before, which are checked against the stored
+/// segment at that position.
 fn epoch_boundaries(
     replica: &Replica,
     trusted: &TrustedKeys,
     epochs: &mut [EpochReport],
 ) -> Result<Vec<Finding>, ReplicaError> {
-    let mut senders: Vec<u64> = epochs.iter().map(|epoch| epoch.sender_id).collect();
-    senders.dedup();
     let mut findings = Vec::new();
-    for sender_id in senders {
-        let Some((_, raw)) = replica.last_beacon(sender_id)? else { continue };
-        // A beacon whose key is no longer trusted (revoked since) tells nothing.
-        let Ok(beacon) = Beacon::open(&raw, trusted) else { continue };
-        let find = |epochs: &mut [EpochReport], epoch: u64| {
-            epochs.iter().position(|report| report.sender_id == sender_id && report.epoch == epoch)
+    for index in 0..epochs.len() {
+        let (sender_id, epoch) = (epochs[index].sender_id, epochs[index].epoch);
+        let invalid = |message: String| Finding::BeaconInvalid { sender_id, epoch, message };
+        let kept = match replica.epoch_beacon(sender_id, epoch) {
+            Ok(Some(kept)) => Some(kept),
+            Ok(None) => replica
+                .last_beacon(sender_id)?
+                .filter(|(summary, _)| summary.epoch == epoch)
+                .map(|(summary, raw)| (summary.received_at_ns, raw)),
+            Err(error @ ReplicaError::Storage { .. }) => return Err(error),
+            Err(damaged) => {
+                findings.push(invalid(damaged.to_string()));
+                None
+            }
         };
-        if let Some(index) = find(epochs, beacon.epoch) {
-            epochs[index].reason = Some(beacon.epoch_reason.label());
-        }
+        let Some((received_at_ns, raw)) = kept else { continue };
+        let beacon = match Beacon::open(&raw, trusted) {
+            Ok(beacon) if (beacon.sender_id, beacon.epoch) == (sender_id, epoch) => beacon,
+            Ok(beacon) => {
+                let why = format!("it is a beacon of sender {} epoch {}", beacon.sender_id, beacon.epoch);
+                findings.push(invalid(why.clone()));
+                epochs[index].announcement = Some(Announcement { received_at_ns, verified: Err(why) });
+                continue;
+            }
+            Err(error) => {
+                // A key no longer trusted (rotated out, revoked) says nothing; a trusted key whose
+                // signature fails means the kept bytes were altered.
+                if !matches!(error, BeaconError::UnknownKey { .. } | BeaconError::KeyNotValidAt { .. }) {
+                    findings.push(invalid(error.to_string()));
+                }
+                epochs[index].announcement = Some(Announcement { received_at_ns, verified: Err(error.to_string()) });
+                continue;
+            }
+        };
+        epochs[index].reason = Some(beacon.epoch_reason.label());
+        epochs[index].announcement = Some(Announcement {
+            received_at_ns,
+            verified: Ok(SignedAnnouncement {
+                key_id: beacon.key_id,
+                sent_at_ns: beacon.sent_at_ns,
+                epoch_started_at_ns: beacon.epoch_started_at_ns,
+            }),
+        });
         if beacon.previous_epoch == 0 || beacon.previous_epoch_last_sequence == 0 {
             continue;
         }
         let last =
             SegmentKey { sender_id, epoch: beacon.previous_epoch, sequence: beacon.previous_epoch_last_sequence };
-        let stored_hash = match replica.stored_segment(last)? {
-            Some(stored) => seal::parse(&stored.sealed).ok().map(|segment| segment.hash()),
-            None => None,
+        let stored_hash = match replica.stored_segment(last) {
+            Ok(stored) => stored.and_then(|stored| seal::parse(&stored.sealed).ok()).map(|segment| segment.hash()),
+            Err(error @ ReplicaError::Storage { .. }) => return Err(error),
+            Err(_) => None,
         };
         let verified = stored_hash.map(|hash| hash == beacon.previous_epoch_last_hash);
         if let (Some(false), Some(hash)) = (verified, stored_hash) {
@@ -417,101 +479,14 @@ fn epoch_boundaries(
                 stored_hash: hash_hex(&hash),
             });
         }
-        if let Some(index) = find(epochs, beacon.previous_epoch) {
-            epochs[index].ended_at_sequence = Some(last.sequence);
-            epochs[index].end_hash_verified = verified;
+        if let Some(previous) =
+            epochs.iter_mut().find(|report| (report.sender_id, report.epoch) == (sender_id, last.epoch))
+        {
+            previous.ended_at_sequence = Some(last.sequence);
+            previous.end_hash_verified = verified;
         }
     }
     Ok(findings)
-}
-
-/// Calls `visit` with every readable audit entry in key order, and with `(last good key, error)`
-/// for each unreadable one, then goes on after it (the replica's scan stops at a damaged entry;
-/// this finds where to resume by bisecting the key space).
-fn walk_audit_log(
-    replica: &Replica,
-    mut visit: impl FnMut(Result<StoredSegment, (Option<SegmentKey>, ReplicaError)>),
-) -> Result<(), ReplicaError> {
-    let mut from = Some(SegmentKey::FIRST);
-    let mut last_good: Option<SegmentKey> = None;
-    while let Some(start) = from {
-        from = None;
-        for item in replica.segments(start) {
-            match item {
-                Ok(stored) => {
-                    last_good = Some(stored.key);
-                    visit(Ok(stored));
-                }
-                Err(error @ ReplicaError::Storage { .. }) => return Err(error),
-                Err(error) => {
-                    let message = error.to_string();
-                    let resume_after = last_good.map_or(SegmentKey::FIRST, |key| next_key(key).unwrap_or(key));
-                    visit(Err((last_good, error)));
-                    from = resume_point(replica, resume_after, &message);
-                    break;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The first key after the damaged entry that `segments(from)` fails on with `message`: the
-/// smallest key `k` at which the scan no longer starts with that same failure.
-fn resume_point(replica: &Replica, from: SegmentKey, message: &str) -> Option<SegmentKey> {
-    let fails_here = |key: SegmentKey| matches!(replica.segments(key).next(), Some(Err(e)) if e.to_string() == message);
-    let (mut low, mut high) = (to_u192(from), [u64::MAX; 3]);
-    if fails_here(from_u192(high)) {
-        return None;
-    }
-    // Invariant: the scan fails at `low` and does not at `high`.
-    while let Some(gap) = difference(high, low).filter(|d| *d != [0, 0, 1]) {
-        let middle = add(low, half(gap));
-        if fails_here(from_u192(middle)) {
-            low = middle;
-        } else {
-            high = middle;
-        }
-    }
-    Some(from_u192(high))
-}
-
-fn next_key(key: SegmentKey) -> Option<SegmentKey> {
-    let value = to_u192(key);
-    (value != [u64::MAX; 3]).then(|| from_u192(add(value, [0, 0, 1])))
-}
-
-// 192-bit keys as big-endian limbs, for bisecting the audit log's key space.
-fn to_u192(key: SegmentKey) -> [u64; 3] {
-    [key.sender_id, key.epoch, key.sequence]
-}
-
-fn from_u192(value: [u64; 3]) -> SegmentKey {
-    SegmentKey { sender_id: value[0], epoch: value[1], sequence: value[2] }
-}
-
-fn add(a: [u64; 3], b: [u64; 3]) -> [u64; 3] {
-    let (low, carry) = a[2].overflowing_add(b[2]);
-    let (middle, carry_a) = a[1].overflowing_add(b[1]);
-    let (middle, carry_b) = middle.overflowing_add(u64::from(carry));
-    let high = a[0].wrapping_add(b[0]).wrapping_add(u64::from(carry_a || carry_b));
-    [high, middle, low]
-}
-
-/// `a - b` when `a > b`.
-fn difference(a: [u64; 3], b: [u64; 3]) -> Option<[u64; 3]> {
-    if a <= b {
-        return None;
-    }
-    let (low, borrow) = a[2].overflowing_sub(b[2]);
-    let (middle, borrow_a) = a[1].overflowing_sub(b[1]);
-    let (middle, borrow_b) = middle.overflowing_sub(u64::from(borrow));
-    let high = a[0].wrapping_sub(b[0]).wrapping_sub(u64::from(borrow_a || borrow_b));
-    Some([high, middle, low])
-}
-
-fn half(a: [u64; 3]) -> [u64; 3] {
-    [a[0] >> 1, (a[1] >> 1) | (a[0] << 63), (a[2] >> 1) | (a[1] << 63)]
 }
 
 /// A progress bar on stderr, or a hidden one.
@@ -525,19 +500,4 @@ pub(crate) fn progress_bar(visible: bool, length: u64, what: &str) -> indicatif:
         bar.set_style(style.progress_chars("=> "));
     }
     bar
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bisection_arithmetic_carries_between_limbs() {
-        assert_eq!(add([0, 0, u64::MAX], [0, 0, 1]), [0, 1, 0]);
-        assert_eq!(add([0, u64::MAX, u64::MAX], [0, 0, 1]), [1, 0, 0]);
-        assert_eq!(difference([1, 0, 0], [0, 0, 1]), Some([0, u64::MAX, u64::MAX]));
-        assert_eq!(difference([0, 0, 1], [0, 0, 1]), None);
-        assert_eq!(half([1, 0, 0]), [0, 1 << 63, 0]);
-        assert_eq!(next_key(SegmentKey { sender_id: 0, epoch: 0, sequence: u64::MAX }).map(to_u192), Some([0, 1, 0]));
-    }
 }

@@ -307,6 +307,9 @@ pub const META_STREAM: u8 = b'S';
 /// Meta key prefix of a sender's latest beacon: `'B' ‖ sender id`.
 pub const META_BEACON: u8 = b'B';
 
+/// Meta key prefix of the beacon that first announced an epoch: `'E' ‖ sender id ‖ epoch`.
+pub const META_EPOCH_BEACON: u8 = b'E';
+
 /// Meta key prefix of a statistics delta: `'D' ‖ delta number u64 BE`.
 pub const META_STATISTICS_DELTA: u8 = b'D';
 
@@ -381,6 +384,35 @@ pub fn parse_beacon_key(key: &[u8]) -> Option<u64> {
         return None;
     }
     u64_at(key, 1)
+}
+
+pub fn epoch_beacon_key(sender_id: u64, epoch: u64) -> [u8; 17] {
+    let mut key = stream_key(sender_id, epoch);
+    key[0] = META_EPOCH_BEACON;
+    key
+}
+
+const EPOCH_BEACON_ENTRY_VERSION: u8 = 1;
+const EPOCH_BEACON_ENTRY_PREFIX_LENGTH: usize = 9;
+
+/// Epoch beacon entry: `version u8 (1) ‖ received at, ns i64 BE ‖ the raw signed beacon`, kept
+/// once per epoch (the first beacon received of it) so that an audit can show, with the sender's
+/// signature, why every epoch began and where the one before it ended.
+pub fn encode_epoch_beacon_entry(received_at_ns: i64, raw: &[u8]) -> Vec<u8> {
+    let mut entry = Vec::with_capacity(EPOCH_BEACON_ENTRY_PREFIX_LENGTH + raw.len());
+    entry.push(EPOCH_BEACON_ENTRY_VERSION);
+    entry.extend_from_slice(&received_at_ns.to_be_bytes());
+    entry.extend_from_slice(raw);
+    entry
+}
+
+/// Inverse of [`encode_epoch_beacon_entry`]: (received at, raw signed beacon).
+pub fn decode_epoch_beacon_entry(entry: &[u8]) -> Result<(i64, &[u8]), &'static str> {
+    if entry.first() != Some(&EPOCH_BEACON_ENTRY_VERSION) {
+        return Err("epoch beacon entry has an unknown version or is empty");
+    }
+    let received_at_ns = i64_at(entry, 1).ok_or("epoch beacon entry is shorter than its prefix")?;
+    Ok((received_at_ns, &entry[EPOCH_BEACON_ENTRY_PREFIX_LENGTH..]))
 }
 
 /// Stream entry flag: a beacon announced this epoch.
@@ -578,5 +610,15 @@ mod tests {
         let entry = encode_beacon_entry(&summary, b"raw");
         assert_eq!(decode_beacon_entry(&entry), Ok((summary, &b"raw"[..])));
         assert!(decode_beacon_entry(&entry[..entry.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn epoch_beacon_entries_round_trip_and_damage_is_refused() {
+        let entry = encode_epoch_beacon_entry(-3, b"signed");
+        assert_eq!(decode_epoch_beacon_entry(&entry), Ok((-3, &b"signed"[..])));
+        for length in 0..EPOCH_BEACON_ENTRY_PREFIX_LENGTH {
+            assert!(decode_epoch_beacon_entry(&entry[..length]).is_err(), "length {length}");
+        }
+        assert_eq!(parse_stream_key(&epoch_beacon_key(1, 2)), None, "another prefix than stream entries");
     }
 }

@@ -25,6 +25,7 @@
 //! | `meta` | `'C'` | segments applied u64 ‖ points applied u64 ‖ beacons recorded u64 |
 //! | `meta` | `'S'` ‖ sender id u64 ‖ epoch u64 | version u8 (1) ‖ first seen at i64 ‖ flags u8 (1 announced by a beacon, 2 seen in a segment) ‖ `SequenceTracker::to_bytes` |
 //! | `meta` | `'B'` ‖ sender id u64 | the sender's latest beacon: summary fields ‖ raw signed bytes (see `layout::encode_beacon_entry`) |
+//! | `meta` | `'E'` ‖ sender id u64 ‖ epoch u64 | the first beacon received of that epoch: version u8 (1) ‖ received at i64 ‖ raw signed bytes (kept for audits) |
 //! | `meta` | `'D'` ‖ delta number u64 | statistics delta of one apply: version u8 (1) ‖ (series id u32 ‖ statistics)* |
 //!
 //! \* sign bit flipped. The canonical series key is `name length u32 ‖ name ‖ tag count u32 ‖
@@ -57,6 +58,7 @@
 
 mod chunks;
 mod layout;
+mod raw;
 mod scan;
 
 use std::collections::{BTreeMap, HashMap};
@@ -76,13 +78,14 @@ use rocksdb::{
 };
 
 pub use chunks::Point;
-pub use layout::{BUCKET_NS, BeaconSummary, Counters, LAYOUT_VERSION, SegmentKey};
+pub use layout::{BUCKET_NS, BeaconSummary, Counters, LAYOUT_VERSION, PointKey, SegmentKey};
+pub use raw::{ChunkScan, RawChunk};
 pub use scan::{ColumnScan, PointScan, Points, SegmentScan, StoredSegment};
 
 use layout::{
     CF_META, CF_POINTS, CF_SEGMENTS, CF_SERIES, COLUMN_FAMILIES, META_BEACON, META_COUNTERS, META_LAYOUT_VERSION,
-    META_STATISTICS_DELTA, META_STREAM, PointKey, SERIES_BY_KEY, SERIES_IDENTITY, SERIES_STATISTICS,
-    STREAM_ANNOUNCED_BY_BEACON, STREAM_SEEN_IN_SEGMENT, SeriesStatistics,
+    META_STATISTICS_DELTA, META_STREAM, SERIES_BY_KEY, SERIES_IDENTITY, SERIES_STATISTICS, STREAM_ANNOUNCED_BY_BEACON,
+    STREAM_SEEN_IN_SEGMENT, SeriesStatistics,
 };
 
 /// Most series one replica catalogues. The catalog is held in memory (about 150 bytes a series
@@ -171,6 +174,12 @@ pub enum ReplicaError {
     )]
     Corrupt { path: PathBuf, what: String, reason: String },
     #[error(
+        "the replica at {path} is damaged: {entry} {reason}; the audit cannot verify that segment: restore the \
+         replica from a backup, or resend that segment into a new replica",
+        entry = describe_audit_entry(*key, key_bytes)
+    )]
+    AuditEntryDamaged { path: PathBuf, key: Option<SegmentKey>, key_bytes: Vec<u8>, reason: String },
+    #[error(
         "segment {sequence} of sender {sender_id} epoch {epoch} does not fit the stored chain at sequence \
          {neighbour_sequence}: {link} (expected hash {expected_hash}, found {found_hash}); nothing was written. \
          The sender's chain forked (state lost without starting a new epoch?) or segments were forged with a \
@@ -214,6 +223,14 @@ impl ReplicaError {
 
 fn describe_segment(key: SegmentKey) -> String {
     format!("the audit entry of sender {} epoch {} sequence {}", key.sender_id, key.epoch, key.sequence)
+}
+
+/// An audit entry by its position, or by its raw key when that is not a position.
+fn describe_audit_entry(key: Option<SegmentKey>, key_bytes: &[u8]) -> String {
+    match key {
+        Some(key) => describe_segment(key),
+        None => format!("the audit entry with the {}-byte key {}", key_bytes.len(), encode_hex(key_bytes)),
+    }
 }
 
 /// One series in the catalog.
@@ -1040,7 +1057,8 @@ impl Replica {
 
     /// Records a verified beacon: its head (and its previous epoch's last sequence) become known,
     /// so sequences never received show as gaps; the sender's latest beacon is kept with its raw
-    /// signed bytes. A beacon older than the one kept (reordered on the link) still teaches heads.
+    /// signed bytes, and so is the first beacon received of each epoch (for audits). A beacon older
+    /// than the one kept (reordered on the link) still teaches heads.
     pub fn record_beacon(&mut self, beacon: &Beacon, raw: &[u8], received_at_ns: i64) -> Result<(), ReplicaError> {
         let sync = self.require_writable()?;
         let meta = self.cf(CF_META);
@@ -1072,6 +1090,16 @@ impl Replica {
             previous_epoch: beacon.previous_epoch,
             previous_epoch_last_sequence: beacon.previous_epoch_last_sequence,
         };
+        // The first beacon of each epoch is kept for audits: why it began, where the last ended.
+        let epoch_beacon_key = layout::epoch_beacon_key(beacon.sender_id, beacon.epoch);
+        let epoch_beacon_kept = self
+            .db
+            .get_pinned_cf(meta, epoch_beacon_key)
+            .map_err(|source| ReplicaError::storage(&self.path, "reading an epoch beacon", source))?
+            .is_some();
+        if !epoch_beacon_kept {
+            batch.put_cf(meta, epoch_beacon_key, layout::encode_epoch_beacon_entry(received_at_ns, raw));
+        }
         let is_latest = self
             .state
             .beacons
@@ -1151,6 +1179,21 @@ impl Replica {
             ReplicaError::corrupt(&self.path, &format!("the beacon of sender {sender_id}"), reason)
         })?;
         Ok(Some((summary, raw.to_vec())))
+    }
+
+    /// The first beacon received of `epoch` of `sender_id` (the one that announced it), with when
+    /// it was received; its raw signed bytes are for the caller to verify.
+    pub fn epoch_beacon(&self, sender_id: u64, epoch: u64) -> Result<Option<(i64, Vec<u8>)>, ReplicaError> {
+        let key = layout::epoch_beacon_key(sender_id, epoch);
+        let stored = self
+            .db
+            .get_pinned_cf(self.cf(CF_META), key)
+            .map_err(|source| ReplicaError::storage(&self.path, "reading an epoch beacon", source))?;
+        let Some(entry) = stored else { return Ok(None) };
+        let (received_at_ns, raw) = layout::decode_epoch_beacon_entry(&entry).map_err(|reason| {
+            ReplicaError::corrupt(&self.path, &format!("the kept beacon of sender {sender_id} epoch {epoch}"), reason)
+        })?;
+        Ok(Some((received_at_ns, raw.to_vec())))
     }
 
     /// The catalog, by id.

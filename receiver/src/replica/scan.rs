@@ -157,6 +157,10 @@ pub struct StoredSegment {
 }
 
 /// Stored segments in key order (sender, epoch, sequence); see [`Replica::segments`](super::Replica::segments).
+///
+/// A damaged entry (a key that is not 24 bytes, or a value that is not an audit entry) is yielded
+/// as [`ReplicaError::AuditEntryDamaged`], naming it, and the scan goes on with the next entry, so
+/// one damaged entry never hides the ones after it. A RocksDB read error ends the scan.
 pub struct SegmentScan<'a> {
     raw: Option<DBRawIterator<'a>>,
     path: &'a Path,
@@ -167,20 +171,30 @@ impl<'a> SegmentScan<'a> {
         SegmentScan { raw: Some(raw), path }
     }
 
-    fn read(&mut self) -> Result<Option<StoredSegment>, ReplicaError> {
-        let Some(raw) = self.raw.as_mut() else { return Ok(None) };
+    fn read(&mut self) -> Option<Result<StoredSegment, ReplicaError>> {
+        let raw = self.raw.as_mut()?;
         if !raw.valid() {
-            raw.status().map_err(|source| ReplicaError::storage(self.path, "scanning the audit log", source))?;
-            return Ok(None);
+            let status = raw.status();
+            self.raw = None;
+            return status.err().map(|source| Err(ReplicaError::storage(self.path, "scanning the audit log", source)));
         }
-        let (key, entry) = (raw.key().unwrap_or_default(), raw.value().unwrap_or_default());
-        let key = SegmentKey::from_bytes(key)
-            .ok_or_else(|| ReplicaError::corrupt(self.path, "an audit log key", "is not 24 bytes"))?;
-        let (applied_at_ns, sealed) = decode_audit_entry(entry)
-            .map_err(|reason| ReplicaError::corrupt(self.path, &super::describe_segment(key), reason))?;
-        let stored = StoredSegment { key, applied_at_ns, sealed: sealed.to_vec() };
+        let (key_bytes, entry) = (raw.key().unwrap_or_default(), raw.value().unwrap_or_default());
+        let key = SegmentKey::from_bytes(key_bytes);
+        let damaged = |reason: &str| ReplicaError::AuditEntryDamaged {
+            path: self.path.to_owned(),
+            key,
+            key_bytes: key_bytes.to_vec(),
+            reason: reason.to_owned(),
+        };
+        let result = match (key, decode_audit_entry(entry)) {
+            (Some(key), Ok((applied_at_ns, sealed))) => {
+                Ok(StoredSegment { key, applied_at_ns, sealed: sealed.to_vec() })
+            }
+            (None, _) => Err(damaged("its key is not 24 bytes")),
+            (Some(_), Err(reason)) => Err(damaged(reason)),
+        };
         raw.next();
-        Ok(Some(stored))
+        Some(result)
     }
 }
 
@@ -188,10 +202,6 @@ impl Iterator for SegmentScan<'_> {
     type Item = Result<StoredSegment, ReplicaError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let result = self.read().transpose();
-        if !matches!(result, Some(Ok(_))) {
-            self.raw = None;
-        }
-        result
+        self.read()
     }
 }

@@ -1,0 +1,392 @@
+//! The chunk comparison of `audit verify`: every chunk stored in the points column family must be
+//! exactly what a verified segment wrote for that series and bucket, and every chunk a verified
+//! segment wrote must be there.
+//!
+//! The point comparison (`points.rs`) checks what queries return: one value per timestamp after
+//! last-write-wins. That hides whatever a later write supersedes, and it reads only catalogued
+//! series. So the audit also reads the chunks raw:
+//!
+//! - [`inventory`] walks the whole column family once, in key order. A key that is not a points key
+//!   and a chunk under a series id the catalog does not hold are findings on their own; the chunks
+//!   of catalogued series are counted.
+//! - [`check_series`] runs beside the point comparison, per series and window, on the segments
+//!   that window decoded: each stored chunk's rows are compared, in order, with the rows its
+//!   segment (named by the chunk key) holds for the series in that bucket, and expected chunks that
+//!   are absent are found. The chunks checked must add up to the inventory's count.
+//!
+//! A difference the point comparison already named (a changed, deleted or added visible point at
+//! that timestamp) is not named again; a chunk finding names what only the chunks show: a
+//! superseded value altered, a chunk whose points all lie behind later writes, a chunk under a
+//! segment that never wrote it.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use diode_common::codec::{SeriesColumns, Values, decode_columns};
+use diode_common::keys::encode_hex;
+use diode_common::record::{Quality, SeriesKey, Value};
+
+use super::report::{Finding, Findings, PointTotals, segment_name};
+use super::value_at_equals;
+use crate::replica::{BUCKET_NS, PointKey, Replica, ReplicaError, SegmentKey, SeriesInfo};
+
+/// Start of the one-hour bucket holding `timestamp_ns` (saturating at `i64::MIN`).
+fn bucket_floor(timestamp_ns: i64) -> i64 {
+    timestamp_ns.saturating_sub(timestamp_ns.rem_euclid(BUCKET_NS))
+}
+
+/// Whether the bucket starting at `bucket_start_ns` overlaps `span`.
+fn bucket_overlaps(bucket_start_ns: i64, span: (i64, i64)) -> bool {
+    bucket_start_ns <= span.1 && bucket_start_ns.saturating_add(BUCKET_NS - 1) >= span.0
+}
+
+fn segment_of(key: &PointKey) -> SegmentKey {
+    SegmentKey { sender_id: key.sender_id, epoch: key.epoch, sequence: key.sequence }
+}
+
+/// Walks every chunk whose bucket overlaps `span`: malformed keys and chunks of series ids at or
+/// above `catalogued` (the catalog holds ids `0..catalogued`) become findings; returns how many
+/// chunks of catalogued series there are, for [`check_series`] to account for.
+pub(super) fn inventory(
+    replica: &Replica,
+    span: (i64, i64),
+    catalogued: u32,
+    findings: &mut Findings,
+) -> Result<u64, ReplicaError> {
+    let mut catalogued_chunks = 0u64;
+    for chunk in replica.point_chunks(0) {
+        let chunk = chunk?;
+        let key = match chunk.key {
+            Ok(key) => key,
+            Err(key_bytes) => {
+                findings.push(Finding::ChunkKeyMalformed {
+                    key_hex: encode_hex(&key_bytes),
+                    value_bytes: chunk.value.len() as u64,
+                });
+                continue;
+            }
+        };
+        if !bucket_overlaps(key.bucket_start_ns, span) {
+            continue;
+        }
+        if key.series_id < catalogued {
+            catalogued_chunks += 1;
+            continue;
+        }
+        let decoded = decode_columns(&chunk.value, SeriesKey::new("")).ok();
+        findings.push(Finding::ChunkUncatalogued {
+            chunk: key,
+            rows: decoded.as_ref().map(|columns| columns.len() as u64),
+            first_timestamp_ns: decoded.and_then(|columns| columns.timestamps_ns.first().copied()),
+        });
+    }
+    Ok(catalogued_chunks)
+}
+
+/// One series' records of one decoded segment, in payload order.
+#[derive(Clone, Copy)]
+pub(super) struct SignedPart<'a> {
+    pub columns: &'a SeriesColumns,
+    pub segment: SegmentKey,
+}
+
+/// Rows `start..end` of part `part`: a run of one expected chunk.
+type Run = (u32, u32, u32);
+
+/// Chunk key order within one series: bucket, then epoch, sequence, sender id.
+type ChunkOrder = (i64, u64, u64, u64);
+
+fn order_of(bucket_start_ns: i64, segment: SegmentKey) -> ChunkOrder {
+    (bucket_start_ns, segment.epoch, segment.sequence, segment.sender_id)
+}
+
+/// The chunks the signed `parts` (in write order) must have produced in `window`, each as runs of
+/// rows in input order: what apply wrote, restricted to the window.
+fn expected_chunks(parts: &[SignedPart<'_>], window: (i64, i64)) -> BTreeMap<ChunkOrder, Vec<Run>> {
+    let mut expected: BTreeMap<ChunkOrder, Vec<Run>> = BTreeMap::new();
+    for (part_index, part) in parts.iter().enumerate() {
+        let mut run: Option<(ChunkOrder, u32, u32)> = None;
+        for (row, &timestamp_ns) in part.columns.timestamps_ns.iter().enumerate() {
+            if !(window.0..=window.1).contains(&timestamp_ns) {
+                continue;
+            }
+            let order = order_of(bucket_floor(timestamp_ns), part.segment);
+            let row = row as u32;
+            match &mut run {
+                Some((open, _, end)) if *open == order && *end == row => *end = row + 1,
+                _ => {
+                    if let Some((order, start, end)) = run.take() {
+                        expected.entry(order).or_default().push((part_index as u32, start, end));
+                    }
+                    run = Some((order, row, row + 1));
+                }
+            }
+        }
+        if let Some((order, start, end)) = run {
+            expected.entry(order).or_default().push((part_index as u32, start, end));
+        }
+    }
+    expected
+}
+
+/// Whether row `i` of `a` and row `j` of `b` hold the same time, value (bit for bit) and quality.
+fn same_row(a: &SeriesColumns, i: usize, b: &SeriesColumns, j: usize) -> bool {
+    if a.timestamps_ns[i] != b.timestamps_ns[j] || a.qualities[i] != b.qualities[j] {
+        return false;
+    }
+    match (&a.values, &b.values) {
+        (Values::F64(x), Values::F64(y)) => x[i].to_bits() == y[j].to_bits(),
+        (Values::I64(x), Values::I64(y)) => x[i] == y[j],
+        (Values::Bool(x), Values::Bool(y)) => x[i] == y[j],
+        (Values::String(x), Values::String(y)) => x[i] == y[j],
+        _ => value_at_equals(&a.values, i, &b.value(j)),
+    }
+}
+
+/// A row as a comparable value, for the (rare) detailed diff of a chunk that differs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum RowValue {
+    F64(u64),
+    I64(i64),
+    Bool(bool),
+    String(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Row {
+    timestamp_ns: i64,
+    value: RowValue,
+    quality: u32,
+}
+
+impl Row {
+    fn of(columns: &SeriesColumns, row: usize) -> Row {
+        let value = match columns.value(row) {
+            Value::F64(v) => RowValue::F64(v.to_bits()),
+            Value::I64(v) => RowValue::I64(v),
+            Value::Bool(v) => RowValue::Bool(v),
+            Value::String(v) => RowValue::String(v),
+        };
+        Row { timestamp_ns: columns.timestamps_ns[row], value, quality: columns.qualities[row].0 }
+    }
+
+    fn point(&self) -> (Value, Quality) {
+        let value = match &self.value {
+            RowValue::F64(bits) => Value::F64(f64::from_bits(*bits)),
+            RowValue::I64(v) => Value::I64(*v),
+            RowValue::Bool(v) => Value::Bool(*v),
+            RowValue::String(v) => Value::String(v.clone()),
+        };
+        (value, Quality(self.quality))
+    }
+}
+
+/// Rows only `signed` holds and rows only `stored` holds (as multisets); when both hold the same
+/// rows in another order (which changes which duplicate wins), the rows at the positions that
+/// differ.
+fn differing_rows(signed: &[Row], stored: &[Row]) -> (Vec<Row>, Vec<Row>) {
+    let (mut a, mut b) = (signed.to_vec(), stored.to_vec());
+    a.sort_unstable();
+    b.sort_unstable();
+    let (mut only_signed, mut only_stored) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        let order = match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) => x.cmp(y),
+            (Some(_), None) => Ordering::Less,
+            (None, _) => Ordering::Greater,
+        };
+        match order {
+            Ordering::Equal => (i, j) = (i + 1, j + 1),
+            Ordering::Less => {
+                only_signed.push(a[i].clone());
+                i += 1;
+            }
+            Ordering::Greater => {
+                only_stored.push(b[j].clone());
+                j += 1;
+            }
+        }
+    }
+    if only_signed.is_empty() && only_stored.is_empty() {
+        for (x, y) in signed.iter().zip(stored) {
+            if x != y {
+                only_signed.push(x.clone());
+                only_stored.push(y.clone());
+            }
+        }
+    }
+    (only_signed, only_stored)
+}
+
+/// What [`check_series`] compares a stored chunk against.
+struct Expectation<'a, 'p> {
+    parts: &'a [SignedPart<'p>],
+    runs: Option<Vec<Run>>,
+}
+
+impl Expectation<'_, '_> {
+    fn rows(&self) -> impl Iterator<Item = (&SeriesColumns, usize)> + '_ {
+        self.runs.iter().flatten().flat_map(move |&(part, start, end)| {
+            let columns = self.parts[part as usize].columns;
+            (start as usize..end as usize).map(move |row| (columns, row))
+        })
+    }
+
+    fn matches(&self, stored: &SeriesColumns, window: (i64, i64)) -> bool {
+        let mut signed = self.rows();
+        for (row, timestamp_ns) in stored.timestamps_ns.iter().enumerate() {
+            if !(window.0..=window.1).contains(timestamp_ns) {
+                continue;
+            }
+            match signed.next() {
+                Some((columns, signed_row)) if same_row(columns, signed_row, stored, row) => {}
+                _ => return false,
+            }
+        }
+        signed.next().is_none()
+    }
+}
+
+/// Checks every stored chunk of `info` in `window` against the chunks the signed `parts` (in write
+/// order) produced there. `flagged` holds the timestamps the point comparison already named,
+/// ascending. Counts chunks in `totals`; a storage error becomes a `points_unreadable` finding.
+pub(super) fn check_series(
+    replica: &Replica,
+    info: &SeriesInfo,
+    parts: &[SignedPart<'_>],
+    window: (i64, i64),
+    flagged: &[i64],
+    totals: &mut PointTotals,
+    findings: &mut Findings,
+) {
+    let series = info.key.to_string();
+    let hidden = |rows: &[Row]| -> Vec<Row> {
+        rows.iter().filter(|row| flagged.binary_search(&row.timestamp_ns).is_err()).cloned().collect()
+    };
+    let mut expected = expected_chunks(parts, window);
+    for chunk in replica.series_chunks(info.id, window.0, window.1) {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(error) => {
+                totals.unreadable += 1;
+                findings.push(Finding::PointsUnreadable {
+                    series: series.clone(),
+                    series_id: info.id,
+                    from_ns: window.0,
+                    to_ns: window.1,
+                    message: error.to_string(),
+                });
+                return;
+            }
+        };
+        // A malformed key is the inventory's finding.
+        let Ok(key) = chunk.key else { continue };
+        totals.chunks_checked += 1;
+        let stored = match decode_columns(&chunk.value, info.key.clone()) {
+            Ok(stored) => stored,
+            Err(error) => {
+                totals.unreadable += 1;
+                findings.push(Finding::PointsUnreadable {
+                    series: series.clone(),
+                    series_id: info.id,
+                    from_ns: key.bucket_start_ns,
+                    to_ns: key.bucket_start_ns.saturating_add(BUCKET_NS - 1),
+                    message: format!(
+                        "the chunk written by {} cannot be decoded: {error}",
+                        segment_name(segment_of(&key))
+                    ),
+                });
+                continue;
+            }
+        };
+        let expectation =
+            Expectation { parts, runs: expected.remove(&order_of(key.bucket_start_ns, segment_of(&key))) };
+        if expectation.matches(&stored, window) {
+            totals.chunks_matched += u64::from(expectation.runs.is_some());
+            continue;
+        }
+        let stored_rows: Vec<Row> = (0..stored.len())
+            .filter(|&row| (window.0..=window.1).contains(&stored.timestamps_ns[row]))
+            .map(|row| Row::of(&stored, row))
+            .collect();
+        if expectation.runs.is_none() {
+            let unseen = hidden(&stored_rows);
+            if let Some(first) = unseen.first() {
+                findings.push(Finding::ChunkUnsigned {
+                    series: series.clone(),
+                    chunk: key,
+                    rows: stored_rows.len() as u64,
+                    first_timestamp_ns: first.timestamp_ns,
+                });
+            }
+            continue;
+        }
+        let signed_rows: Vec<Row> = expectation.rows().map(|(columns, row)| Row::of(columns, row)).collect();
+        let (only_signed, only_stored) = differing_rows(&signed_rows, &stored_rows);
+        let (only_signed, only_stored) = (hidden(&only_signed), hidden(&only_stored));
+        let first = match (only_signed.first(), only_stored.first()) {
+            (Some(a), Some(b)) => a.timestamp_ns.min(b.timestamp_ns),
+            (Some(a), None) => a.timestamp_ns,
+            (None, Some(b)) => b.timestamp_ns,
+            (None, None) => continue,
+        };
+        let at = |rows: &[Row]| rows.iter().find(|row| row.timestamp_ns == first).map(Row::point);
+        findings.push(Finding::ChunkChanged {
+            series: series.clone(),
+            chunk: key,
+            timestamp_ns: first,
+            expected: at(&only_signed),
+            found: at(&only_stored),
+            rows_differing: only_signed.len().max(only_stored.len()) as u64,
+        });
+    }
+    for ((bucket_start_ns, epoch, sequence, sender_id), runs) in expected {
+        let expectation = Expectation { parts, runs: Some(runs) };
+        let signed_rows: Vec<Row> = expectation.rows().map(|(columns, row)| Row::of(columns, row)).collect();
+        let unseen = hidden(&signed_rows);
+        if let Some(first) = unseen.first() {
+            findings.push(Finding::ChunkDeleted {
+                series: series.clone(),
+                chunk: PointKey { series_id: info.id, bucket_start_ns, epoch, sequence, sender_id },
+                rows: signed_rows.len() as u64,
+                first_timestamp_ns: first.timestamp_ns,
+                expected: first.point(),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(timestamp_ns: i64, value: f64) -> Row {
+        Row { timestamp_ns, value: RowValue::F64(value.to_bits()), quality: 0 }
+    }
+
+    #[test]
+    fn a_changed_row_shows_on_both_sides_and_a_removed_row_on_one() {
+        let signed = [row(1, 1.0), row(2, 2.0), row(3, 3.0)];
+        let (only_signed, only_stored) = differing_rows(&signed, &[row(1, 1.0), row(2, 9.0), row(3, 3.0)]);
+        assert_eq!((only_signed, only_stored), (vec![row(2, 2.0)], vec![row(2, 9.0)]));
+        let (only_signed, only_stored) = differing_rows(&signed, &[row(1, 1.0), row(3, 3.0)]);
+        assert_eq!((only_signed, only_stored), (vec![row(2, 2.0)], vec![]));
+    }
+
+    #[test]
+    fn reordered_duplicates_show_where_the_order_differs() {
+        let signed = [row(1, 1.0), row(1, 2.0)];
+        let (only_signed, only_stored) = differing_rows(&signed, &[row(1, 2.0), row(1, 1.0)]);
+        assert_eq!(only_signed.len(), 2);
+        assert_eq!(only_stored.len(), 2);
+    }
+
+    #[test]
+    fn buckets_overlap_a_span_when_any_of_their_hour_does() {
+        assert!(bucket_overlaps(0, (BUCKET_NS - 1, BUCKET_NS + 5)));
+        assert!(!bucket_overlaps(0, (BUCKET_NS, BUCKET_NS + 5)));
+        assert!(bucket_overlaps(i64::MIN, (i64::MIN, i64::MAX)));
+        assert!(bucket_overlaps(bucket_floor(i64::MAX), (i64::MAX, i64::MAX)));
+    }
+}
