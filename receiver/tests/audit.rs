@@ -454,6 +454,30 @@ fn an_entry_under_a_key_that_is_not_a_points_key_is_named() {
 }
 
 #[test]
+fn a_longer_key_inside_a_series_bucket_is_named_and_refused_by_queries() {
+    let directory = tempfile::tempdir().unwrap();
+    build_replica(directory.path());
+    let id = series_id(directory.path(), SERIES[1]);
+    {
+        // A real chunk copied under its own key plus one byte: it sorts inside the bucket.
+        let db = raw_db(directory.path());
+        let points = db.cf_handle("points").unwrap();
+        let key = point_key(id, time_of(2, 0), 2);
+        let value = db.get_cf(points, &key).unwrap().expect("the chunk of segment 2");
+        let longer = [key.as_slice(), &[0]].concat();
+        db.put_cf(points, longer, value).unwrap();
+    }
+    let report = audit(directory.path(), &trust(&[&key_a()]));
+    // Named by its key; and since queries refuse the bucket, that series' points cannot be read.
+    let kinds = kinds(&report);
+    assert!(kinds.contains(&"chunk_key_malformed") && kinds.contains(&"points_unreadable"), "{kinds:?}");
+    assert!(!report.is_clean());
+    let replica = Replica::open_read_only(directory.path()).unwrap();
+    let error = replica.scan(id, i64::MIN, i64::MAX).find_map(Result::err).expect("the scan refuses the entry");
+    assert!(error.to_string().contains("37-byte key"), "{error}");
+}
+
+#[test]
 fn a_removed_audit_entry_is_named_by_sequence_and_its_points_become_unsigned() {
     let directory = tempfile::tempdir().unwrap();
     build_replica(directory.path());

@@ -7,8 +7,8 @@
 //! write, locks the pipeline, adds every write that queued meanwhile (bounded), and hands them
 //! to [`Pipeline::submit`] as one batch, whose single sync makes all of them durable before any is
 //! answered. A lone writer sees no difference. Telegraf-sized writes (1,000 lines) from eight
-//! collectors at once measured 1.3 times faster; 5,000-line writes, which cost more CPU than
-//! their sync, gained nothing measurable (`sender/benches/ingest.rs`, README Figures).
+//! collectors at once measured 1.15 times faster, 5,000-line writes from four 1.08 times: such
+//! writes cost more CPU than their sync (`sender/benches/ingest.rs`, README Figures).
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};

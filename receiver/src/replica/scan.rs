@@ -62,6 +62,11 @@ impl<'a> ColumnScan<'a> {
             if !key.starts_with(&prefix) {
                 break;
             }
+            if PointKey::from_bytes(key).is_none() {
+                // Not written by apply: refused rather than merged into answers (audit names it).
+                let what = format!("a points entry {}", describe_point_key(key));
+                return Err(ReplicaError::corrupt(self.path, &what, "has a key apply never writes (not 36 bytes)"));
+            }
             let chunk = decode_columns(value, self.key.clone()).map_err(|error| {
                 ReplicaError::corrupt(self.path, &format!("the points chunk {}", describe_point_key(key)), error)
             })?;
