@@ -19,6 +19,8 @@ pub struct ReceiverCounters {
     pub segments_evicted: AtomicU64,
     pub points_applied: AtomicU64,
     pub beacons_accepted: AtomicU64,
+    /// Beacons whose signed head is not the stored segment at that position (a forked chain).
+    pub beacon_head_mismatches: AtomicU64,
     pub last_beacon_received_ns: AtomicI64,
     pub last_apply_ns: AtomicI64,
     /// Head sequence announced by the latest beacon, and the highest applied, for the lag gauge.
@@ -40,7 +42,7 @@ impl ReceiverCounters {
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 11] = [
+        let counters: [(&str, &str, &AtomicU64); 12] = [
             ("diode_receiver_datagrams_received_total", "Datagrams received.", &self.datagrams_received),
             ("diode_receiver_bytes_received_total", "UDP payload bytes received.", &self.bytes_received),
             ("diode_receiver_segments_completed_total", "Segments rebuilt from symbols.", &self.segments_completed),
@@ -72,6 +74,12 @@ impl ReceiverCounters {
             ),
             ("diode_receiver_points_applied_total", "Points written to the replica.", &self.points_applied),
             ("diode_receiver_beacons_accepted_total", "Verified beacons.", &self.beacons_accepted),
+            (
+                "diode_receiver_beacon_head_mismatches_total",
+                "Verified beacons whose signed head hash differs from the stored segment at that sequence \
+                 (a forked chain).",
+                &self.beacon_head_mismatches,
+            ),
         ];
         for (name, help, value) in counters {
             let _ =

@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use diode_common::beacon::Beacon;
-use diode_common::keys::TrustedKeys;
+use diode_common::keys::{TrustedKeys, encode_hex};
 use diode_common::packet::{self, Datagram, LinkKey};
 use diode_common::reassembly::{Event, Reassembler, ReassemblyLimits};
 use diode_common::seal;
 
 use crate::config::ReceiverConfig;
 use crate::counters::{RateLimitedLog, ReceiverCounters};
-use crate::replica::{ApplyOutcome, Replica, ReplicaError};
+use crate::replica::{ApplyOutcome, HeadCheck, Replica, ReplicaError};
 use crate::time::now_ns;
 
 /// Work for the apply thread.
@@ -194,7 +194,23 @@ pub fn apply_loop(queue: Receiver<Work>, trusted: TrustedKeys, shared: Arc<Share
             Work::Segment { bytes, .. } => apply_segment(&bytes, &trusted, &shared)?,
             Work::Beacon { beacon, raw } => {
                 let mut replica = shared.replica.write().expect("replica lock");
-                replica.record_beacon(&beacon, &raw, now_ns()).context("cannot record a beacon in the replica")?;
+                let head =
+                    replica.record_beacon(&beacon, &raw, now_ns()).context("cannot record a beacon in the replica")?;
+                if let HeadCheck::Differs { segment, signed_hash, stored_hash } = head {
+                    counters.beacon_head_mismatches.fetch_add(1, Ordering::Relaxed);
+                    shared.log.warn("beacon_head_mismatch", || {
+                        format!(
+                            "the signed beacon of sender {} epoch {} says its head {} hashes to {}, the stored \
+                             segment to {}: a forked chain (state lost without a new epoch?) or a misused key; run \
+                             `diode-receiver audit verify` and compare with the sender",
+                            segment.sender_id,
+                            segment.epoch,
+                            segment.sequence,
+                            encode_hex(&signed_hash),
+                            encode_hex(&stored_hash)
+                        )
+                    });
+                }
                 counters.beacons_accepted.fetch_add(1, Ordering::Relaxed);
                 counters.last_beacon_received_ns.store(now_ns(), Ordering::Relaxed);
                 counters.announced_head.store(beacon.head_sequence, Ordering::Relaxed);

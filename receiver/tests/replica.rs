@@ -15,7 +15,7 @@ use diode_common::record::{Quality, Record, SeriesKey, Value};
 use diode_common::rng::SeededRng;
 use diode_common::seal::{self, ChainPosition, GENESIS_HASH, SealedSegment, SegmentHash};
 use diode_receiver::replica::{
-    ApplyOutcome, BUCKET_NS, ChainLink, Gap, Point, Replica, ReplicaError, SegmentKey, StreamStatus,
+    ApplyOutcome, BUCKET_NS, ChainLink, Gap, HeadCheck, Point, Replica, ReplicaError, SegmentKey, StreamStatus,
 };
 
 const T0: i64 = 1_704_067_200_000_000_000;
@@ -245,6 +245,36 @@ fn beacon_heads_make_never_received_segments_gaps() {
         apply_at(&mut replica, &next);
     }
     assert_eq!(replica.gaps(), vec![gap(2, 1, 2)]);
+}
+
+#[test]
+fn a_beacon_whose_signed_head_is_not_the_stored_segment_is_told_apart() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut replica = Replica::open(directory.path()).unwrap();
+    let segments = plant_segments(3, 50);
+    for segment in &segments {
+        apply_at(&mut replica, segment);
+    }
+    let signed = |head_sequence: u64, head_hash: SegmentHash| {
+        let (mut beacon, _) = beacon(1, head_sequence, T0 + 10 * SECOND);
+        beacon.head_hash = head_hash;
+        let raw = beacon.sign(&key());
+        (beacon, raw)
+    };
+    let (truthful, raw) = signed(3, segments[2].0.hash());
+    assert_eq!(replica.record_beacon(&truthful, &raw, T0).unwrap(), HeadCheck::Matches);
+    let (ahead, raw) = signed(4, [7; 32]);
+    assert_eq!(replica.record_beacon(&ahead, &raw, T0).unwrap(), HeadCheck::NotStored);
+    // Another segment 2, signed and announced: the sender's chain forked.
+    let (forked, raw) = signed(2, [9; 32]);
+    assert_eq!(
+        replica.record_beacon(&forked, &raw, T0).unwrap(),
+        HeadCheck::Differs {
+            segment: SegmentKey { sender_id: SENDER, epoch: 1, sequence: 2 },
+            signed_hash: [9; 32],
+            stored_hash: segments[1].0.hash(),
+        }
+    );
 }
 
 #[test]

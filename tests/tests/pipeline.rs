@@ -29,6 +29,9 @@ fn a_million_points_cross_a_lossy_link_exactly_and_a_resend_changes_nothing() {
     let received = lab.relay.counters.received.load(std::sync::atomic::Ordering::Relaxed);
     assert!(dropped * 100 > received * 3, "the relay should have dropped about 5 %: {dropped} of {received}");
     assert!(lab.metric("diode_receiver_segments_recovered_by_fec_total") > 0.0);
+    // Every beacon's signed head is the segment the replica stored at that position.
+    assert!(lab.metric("diode_receiver_beacons_accepted_total") > 0.0);
+    assert_eq!(lab.metric("diode_receiver_beacon_head_mismatches_total"), 0.0);
     let segments = lab.metric("diode_receiver_segments_applied_total") as u64;
 
     // Send every segment again to a restarted receiver (whose reassembler has forgotten them):

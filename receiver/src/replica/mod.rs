@@ -265,6 +265,18 @@ impl Gap {
     }
 }
 
+/// What a beacon's signed head says of the stored chain: see [`Replica::record_beacon`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadCheck {
+    /// The head segment is not stored (not received yet, or no head).
+    NotStored,
+    /// The stored segment is the one the beacon signed.
+    Matches,
+    /// Two signed segments claim one place: the sender's chain forked (state lost without a new
+    /// epoch) or a trusted key signed segments it should not have.
+    Differs { segment: SegmentKey, signed_hash: SegmentHash, stored_hash: SegmentHash },
+}
+
 /// State of one `(sender id, epoch)` stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamStatus {
@@ -1058,8 +1070,14 @@ impl Replica {
     /// Records a verified beacon: its head (and its previous epoch's last sequence) become known,
     /// so sequences never received show as gaps; the sender's latest beacon is kept with its raw
     /// signed bytes, and so is the first beacon received of each epoch (for audits). A beacon older
-    /// than the one kept (reordered on the link) still teaches heads.
-    pub fn record_beacon(&mut self, beacon: &Beacon, raw: &[u8], received_at_ns: i64) -> Result<(), ReplicaError> {
+    /// than the one kept (reordered on the link) still teaches heads. Says whether the segment the
+    /// beacon names as its head is stored, and if so whether it is the one the beacon signed.
+    pub fn record_beacon(
+        &mut self,
+        beacon: &Beacon,
+        raw: &[u8],
+        received_at_ns: i64,
+    ) -> Result<HeadCheck, ReplicaError> {
         let sync = self.require_writable()?;
         let meta = self.cf(CF_META);
         let mut batch = WriteBatch::default();
@@ -1117,7 +1135,24 @@ impl Replica {
             self.state.beacons.insert(beacon.sender_id, summary);
         }
         self.state.counters = counters;
-        Ok(())
+        self.check_head(beacon)
+    }
+
+    /// Compares a beacon's signed head with the stored segment at that position.
+    fn check_head(&self, beacon: &Beacon) -> Result<HeadCheck, ReplicaError> {
+        if beacon.head_sequence == 0 {
+            return Ok(HeadCheck::NotStored);
+        }
+        let head = SegmentKey { sender_id: beacon.sender_id, epoch: beacon.epoch, sequence: beacon.head_sequence };
+        let Some(stored) = self.stored_segment(head)? else { return Ok(HeadCheck::NotStored) };
+        let stored_hash = diode_common::seal::parse(&stored.sealed)
+            .map_err(|error| ReplicaError::corrupt(&self.path, &describe_segment(head), error))?
+            .hash();
+        Ok(if stored_hash == beacon.head_hash {
+            HeadCheck::Matches
+        } else {
+            HeadCheck::Differs { segment: head, signed_hash: beacon.head_hash, stored_hash }
+        })
     }
 
     /// Every stream, by sender id then epoch.
