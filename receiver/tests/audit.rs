@@ -102,18 +102,36 @@ fn build_replica(path: &Path) {
         let (segment, series) = chain.seal(&records_of(sequence), &key_a());
         replica.apply(&segment, &series, T0 + 1_000 * SECOND).unwrap();
     }
-    let (beacon, raw) = beacon(SEGMENTS);
-    replica.record_beacon(&beacon, &raw, T0 + 1_001 * SECOND).unwrap();
+    announce_head(&mut replica, SEGMENTS, T0 + 1_001 * SECOND);
 }
 
-fn beacon(head_sequence: u64) -> (Beacon, Vec<u8>) {
-    epoch_beacon(EPOCH, head_sequence, EpochReason::FirstStart, (0, 0, GENESIS_HASH))
+/// Records the sender's signed beacon of epoch 1 with head `head_sequence`.
+fn announce_head(replica: &mut Replica, head_sequence: u64, received_at_ns: i64) {
+    announce(replica, EPOCH, head_sequence, EpochReason::FirstStart, (0, 0, GENESIS_HASH), received_at_ns);
 }
 
-/// A signed beacon of `epoch`, naming the previous epoch, its last sequence and that one's hash.
-fn epoch_beacon(
+/// Records a signed beacon of `epoch` as a sender sends it: its head hash is that of the segment
+/// at `head_sequence` when the replica holds it.
+fn announce(
+    replica: &mut Replica,
     epoch: u64,
     head_sequence: u64,
+    epoch_reason: EpochReason,
+    previous_end: (u64, u64, SegmentHash),
+    received_at_ns: i64,
+) {
+    let head = SegmentKey { sender_id: SENDER, epoch, sequence: head_sequence };
+    let stored = replica.stored_segment(head).unwrap();
+    let head_hash = stored.map_or([1u8; 32], |stored| seal::parse(&stored.sealed).unwrap().hash());
+    let (beacon, raw) = epoch_beacon(epoch, (head_sequence, head_hash), epoch_reason, previous_end);
+    replica.record_beacon(&beacon, &raw, received_at_ns).unwrap();
+}
+
+/// A signed beacon of `epoch` with its head, naming the previous epoch, its last sequence and that
+/// one's hash.
+fn epoch_beacon(
+    epoch: u64,
+    (head_sequence, head_hash): (u64, SegmentHash),
     epoch_reason: EpochReason,
     (previous_epoch, previous_epoch_last_sequence, previous_epoch_last_hash): (u64, u64, SegmentHash),
 ) -> (Beacon, Vec<u8>) {
@@ -124,7 +142,7 @@ fn epoch_beacon(
         key_id: key.key_id(),
         epoch,
         head_sequence,
-        head_hash: [1u8; 32],
+        head_hash,
         sent_at_ns: T0 + 1_000 * SECOND,
         epoch_started_at_ns: T0,
         oldest_retained_sequence: 1,
@@ -335,8 +353,7 @@ fn build_replica_with_correction(path: &Path) {
         (0..ROWS).map(|row| record("plant/a", time_of(2, row), (ROWS + row) as f64 + 0.75)).collect();
     let (segment, series) = chain.seal(&corrections, &key_a());
     replica.apply(&segment, &series, T0 + 1_000 * SECOND).unwrap();
-    let (beacon, raw) = beacon(SEGMENTS + 1);
-    replica.record_beacon(&beacon, &raw, T0 + 1_001 * SECOND).unwrap();
+    announce_head(&mut replica, SEGMENTS + 1, T0 + 1_001 * SECOND);
 }
 
 /// The value a query returns for `name` at `timestamp_ns`.
@@ -582,8 +599,7 @@ fn never_received_segments_are_gaps_not_findings() {
                 replica.apply(&segment, &series, T0).unwrap();
             }
         }
-        let (beacon, raw) = beacon(SEGMENTS + 1);
-        replica.record_beacon(&beacon, &raw, T0).unwrap();
+        announce_head(&mut replica, SEGMENTS + 1, T0);
     }
     let report = audit(directory.path(), &trust(&[&key_a()]));
     assert!(report.is_clean(), "{}", report.summary_text());
@@ -624,8 +640,7 @@ fn two_epochs(path: &Path, claimed_end_hash: Option<SegmentHash>) {
         replica.apply(&segment, &series, T0 + 10 * SECOND).unwrap();
     }
     let end = (1, 3, claimed_end_hash.unwrap_or(end_hash));
-    let (beacon, raw) = epoch_beacon(2, 2, EpochReason::Operator, end);
-    replica.record_beacon(&beacon, &raw, T0 + 20 * SECOND).unwrap();
+    announce(&mut replica, 2, 2, EpochReason::Operator, end, T0 + 20 * SECOND);
 }
 
 #[test]
@@ -656,6 +671,23 @@ fn a_beacon_naming_another_end_of_the_previous_epoch_is_a_forked_chain() {
     assert_eq!(report.epochs[0].end_hash_verified, Some(false));
 }
 
+#[test]
+fn a_signed_beacon_naming_another_head_segment_is_a_forked_chain() {
+    let directory = tempfile::tempdir().unwrap();
+    build_replica(directory.path());
+    {
+        // The sender's latest beacon signs a segment 4 that is not the one stored.
+        let mut replica = Replica::open(directory.path()).unwrap();
+        let (beacon, raw) = epoch_beacon(EPOCH, (4, [6u8; 32]), EpochReason::FirstStart, (0, 0, GENESIS_HASH));
+        replica.record_beacon(&beacon, &raw, T0 + 1_002 * SECOND).unwrap();
+    }
+    let report = audit(directory.path(), &trust(&[&key_a()]));
+    assert_eq!(kinds(&report), vec!["beacon_head_mismatch"], "{}", report.summary_text());
+    assert!(matches!(&report.findings.listed[0],
+        Finding::BeaconHeadMismatch { segment, beacon_hash, .. }
+            if segment.sequence == 4 && *beacon_hash == encode_hex(&[6u8; 32])));
+}
+
 /// Three epochs of sender 7, each announced by its own beacons while it was current: epoch 1
 /// (first start, sequences 1..=3), epoch 2 (spool lost, 1..=2), epoch 3 (operator, 1..=2).
 fn three_announced_epochs(path: &Path) {
@@ -667,8 +699,7 @@ fn three_announced_epochs(path: &Path) {
     for (index, (reason, length)) in reasons.into_iter().zip(lengths).enumerate() {
         let epoch = index as u64 + 1;
         let received_at_ns = T0 + epoch as i64 * 10_000 * SECOND;
-        let (first, raw) = epoch_beacon(epoch, 0, reason, previous_end);
-        replica.record_beacon(&first, &raw, received_at_ns).unwrap();
+        announce(&mut replica, epoch, 0, reason, previous_end, received_at_ns);
         let mut chain = Chain::in_epoch(epoch);
         let mut end_hash = GENESIS_HASH;
         for _ in 0..length {
@@ -678,8 +709,7 @@ fn three_announced_epochs(path: &Path) {
             replica.apply(&segment, &series, received_at_ns).unwrap();
         }
         // A later beacon of the same epoch: the replica keeps the first one for the audit.
-        let (later, raw) = epoch_beacon(epoch, length, reason, previous_end);
-        replica.record_beacon(&later, &raw, received_at_ns + SECOND).unwrap();
+        announce(&mut replica, epoch, length, reason, previous_end, received_at_ns + SECOND);
         previous_end = (epoch, length, end_hash);
     }
 }

@@ -53,6 +53,9 @@ pub enum Finding {
     /// The sender's signed beacon says its previous epoch ended with a segment whose hash differs
     /// from the stored, verified segment at that position: two signed segments claim one place.
     EpochEndMismatch { segment: SegmentKey, beacon_hash: String, stored_hash: String },
+    /// A signed beacon (the one kept of an epoch, or the sender's latest) names as its head a
+    /// segment whose hash differs from the stored, verified segment at that position.
+    BeaconHeadMismatch { segment: SegmentKey, beacon_hash: String, stored_hash: String },
     /// Points of a series could not be read back (a damaged chunk); the range was not checked.
     PointsUnreadable { series: String, series_id: u32, from_ns: i64, to_ns: i64, message: String },
     /// A stored chunk differs from what its segment signed for that series and bucket where the
@@ -95,6 +98,7 @@ impl Finding {
             Self::PointAdded { .. } => "point_added",
             Self::BeaconInvalid { .. } => "beacon_invalid",
             Self::EpochEndMismatch { .. } => "epoch_end_mismatch",
+            Self::BeaconHeadMismatch { .. } => "beacon_head_mismatch",
             Self::PointsUnreadable { .. } => "points_unreadable",
             Self::ChunkChanged { .. } => "chunk_changed",
             Self::ChunkUnsigned { .. } => "chunk_unsigned",
@@ -158,6 +162,11 @@ impl Finding {
                 "the sender's signed beacon says its epoch {} ended with sequence {} hashing to {beacon_hash}; the \
                  stored segment there hashes to {stored_hash} (a forked chain)",
                 segment.epoch, segment.sequence
+            ),
+            Self::BeaconHeadMismatch { segment, beacon_hash, stored_hash } => format!(
+                "a signed beacon of sender {} epoch {} says its head, sequence {}, hashes to {beacon_hash}; the \
+                 stored segment there hashes to {stored_hash} (a forked chain)",
+                segment.sender_id, segment.epoch, segment.sequence
             ),
             Self::PointsUnreadable { series, from_ns, to_ns, message, .. } => format!(
                 "points of {series} between {} and {} cannot be read: {message}",
@@ -254,7 +263,8 @@ impl Finding {
             Self::BeaconInvalid { sender_id, epoch, message } => {
                 json!({ "sender_id": sender_id, "epoch": epoch, "message": message })
             }
-            Self::EpochEndMismatch { segment, beacon_hash, stored_hash } => json!({
+            Self::EpochEndMismatch { segment, beacon_hash, stored_hash }
+            | Self::BeaconHeadMismatch { segment, beacon_hash, stored_hash } => json!({
                 "segment": segment_json(*segment), "beacon_hash": beacon_hash, "stored_hash": stored_hash,
             }),
             Self::PointsUnreadable { series, series_id, from_ns, to_ns, message } => json!({

@@ -461,16 +461,13 @@ fn epoch_boundaries(
                 epoch_started_at_ns: beacon.epoch_started_at_ns,
             }),
         });
+        findings.extend(head_mismatch(replica, &beacon)?);
         if beacon.previous_epoch == 0 || beacon.previous_epoch_last_sequence == 0 {
             continue;
         }
         let last =
             SegmentKey { sender_id, epoch: beacon.previous_epoch, sequence: beacon.previous_epoch_last_sequence };
-        let stored_hash = match replica.stored_segment(last) {
-            Ok(stored) => stored.and_then(|stored| seal::parse(&stored.sealed).ok()).map(|segment| segment.hash()),
-            Err(error @ ReplicaError::Storage { .. }) => return Err(error),
-            Err(_) => None,
-        };
+        let stored_hash = stored_hash(replica, last)?;
         let verified = stored_hash.map(|hash| hash == beacon.previous_epoch_last_hash);
         if let (Some(false), Some(hash)) = (verified, stored_hash) {
             findings.push(Finding::EpochEndMismatch {
@@ -486,7 +483,44 @@ fn epoch_boundaries(
             previous.end_hash_verified = verified;
         }
     }
+    // The sender's latest beacon names the newest head of all.
+    let mut senders: Vec<u64> = epochs.iter().map(|report| report.sender_id).collect();
+    senders.sort_unstable();
+    senders.dedup();
+    for sender_id in senders {
+        let Some((_, raw)) = replica.last_beacon(sender_id).ok().flatten() else { continue };
+        let Ok(beacon) = Beacon::open(&raw, trusted) else { continue };
+        if let Some(finding) = head_mismatch(replica, &beacon)?
+            && !findings.contains(&finding)
+        {
+            findings.push(finding);
+        }
+    }
     Ok(findings)
+}
+
+/// The hash of the stored segment at `key`, if it is stored and readable.
+fn stored_hash(replica: &Replica, key: SegmentKey) -> Result<Option<SegmentHash>, ReplicaError> {
+    match replica.stored_segment(key) {
+        Ok(stored) => Ok(stored.and_then(|stored| seal::parse(&stored.sealed).ok()).map(|segment| segment.hash())),
+        Err(error @ ReplicaError::Storage { .. }) => Err(error),
+        Err(_) => Ok(None),
+    }
+}
+
+/// A finding when `beacon`'s signed head is not the stored segment at that position.
+fn head_mismatch(replica: &Replica, beacon: &Beacon) -> Result<Option<Finding>, ReplicaError> {
+    if beacon.head_sequence == 0 {
+        return Ok(None);
+    }
+    let head = SegmentKey { sender_id: beacon.sender_id, epoch: beacon.epoch, sequence: beacon.head_sequence };
+    Ok(stored_hash(replica, head)?.filter(|stored| *stored != beacon.head_hash).map(|stored| {
+        Finding::BeaconHeadMismatch {
+            segment: head,
+            beacon_hash: hash_hex(&beacon.head_hash),
+            stored_hash: hash_hex(&stored),
+        }
+    }))
 }
 
 /// A progress bar on stderr, or a hidden one.
