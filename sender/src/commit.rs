@@ -75,7 +75,7 @@ impl Committer {
         answer.await.unwrap_or_else(|_| Err((stopped(), Vec::new())))
     }
 
-    pub fn counters(&self) -> &CommitCounters {
+    pub fn counters(&self) -> &Arc<CommitCounters> {
         &self.counters
     }
 

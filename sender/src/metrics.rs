@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use crate::commit::CommitCounters;
 use crate::link::LinkCounters;
 use crate::pipeline::Progress;
 
@@ -13,6 +14,7 @@ pub struct SenderMetrics {
     pub epoch: u64,
     pub progress: Arc<Progress>,
     pub link: Arc<LinkCounters>,
+    pub ingest: Arc<CommitCounters>,
 }
 
 impl SenderMetrics {
@@ -48,7 +50,7 @@ impl SenderMetrics {
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
         }
-        let counters: [(&str, &str, u64); 9] = [
+        let counters: [(&str, &str, u64); 11] = [
             (
                 "diode_sender_records_accepted_total",
                 "Records accepted into the spool.",
@@ -86,6 +88,16 @@ impl SenderMetrics {
             ),
             ("diode_sender_beacons_sent_total", "Signed beacons sent.", l.beacons_sent.load(Ordering::Relaxed)),
             (
+                "diode_sender_ingest_writes_total",
+                "Writes from the ingest listeners made durable (HTTP bodies, TCP and UDP batches).",
+                self.ingest.writes.load(Ordering::Relaxed),
+            ),
+            (
+                "diode_sender_ingest_commits_total",
+                "Spool commits those writes took (several writes share one under group commit).",
+                self.ingest.groups.load(Ordering::Relaxed),
+            ),
+            (
                 "diode_sender_send_errors_total",
                 "Datagrams the kernel refused to send.",
                 l.send_errors.load(Ordering::Relaxed),
@@ -113,4 +125,31 @@ pub async fn serve(listen: SocketAddr, metrics: Arc<SenderMetrics>) -> anyhow::R
         .await
         .with_context(|| format!("cannot listen for metrics on {listen}; change metrics.listen"))?;
     axum::serve(listener, app).await.context("metrics server failed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_figure_is_rendered_once_with_its_type() {
+        let metrics = SenderMetrics {
+            sender_id: 3,
+            epoch: 2,
+            progress: Arc::default(),
+            link: Arc::default(),
+            ingest: Arc::new(CommitCounters::default()),
+        };
+        metrics.ingest.writes.store(12, Ordering::Relaxed);
+        metrics.ingest.groups.store(5, Ordering::Relaxed);
+        let text = metrics.render();
+        for line in
+            ["diode_sender_ingest_writes_total 12", "diode_sender_ingest_commits_total 5", "diode_sender_epoch 2"]
+        {
+            assert_eq!(text.lines().filter(|l| *l == line).count(), 1, "{line} in\n{text}");
+        }
+        let samples = text.lines().filter(|l| !l.starts_with('#')).count();
+        let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
+        assert_eq!(samples, types, "one sample per metric");
+    }
 }

@@ -130,13 +130,14 @@ pub fn run(config: SenderConfig, options: RunOptions) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let committer = Committer::start(Arc::clone(&pipeline)).context("cannot start the spool committer thread")?;
     let metrics = Arc::new(SenderMetrics {
         sender_id: config.sender_id,
         epoch: epoch.epoch,
         progress: Arc::clone(&progress),
         link: Arc::clone(&counters),
+        ingest: Arc::clone(committer.counters()),
     });
-    let committer = Committer::start(Arc::clone(&pipeline)).context("cannot start the spool committer thread")?;
     runtime.block_on(async {
         if let Some(listen) = config.metrics.listen {
             let metrics = Arc::clone(&metrics);
