@@ -8,7 +8,6 @@
 //! three runs) so the README's numbers can be re-measured by anyone.
 
 use std::convert::Infallible;
-use std::hint::black_box;
 use std::io;
 use std::path::Path;
 use std::sync::RwLock;
@@ -24,12 +23,16 @@ use diode_receiver::query::source::LockedReplica;
 use diode_receiver::query::{QueryRequest, QueryText, Syntax, run_query, select_series};
 use diode_receiver::replica::{Point, Replica};
 
+#[path = "../../benches/support/measure.rs"]
+mod measure;
+
+use measure::Timing;
+
 /// 2025-01-01T00:00:00Z.
 const START_NS: i64 = 1_735_689_600_000_000_000;
 const SECOND_NS: i64 = 1_000_000_000;
 const POINTS_PER_SEGMENT: i64 = 3_600;
 const SERIES: &str = "plant1/boiler3/steam_temp";
-const RUNS: usize = 3;
 
 /// A steam temperature: a daily swing plus a little noise, at 0.01 °C resolution.
 fn value_at(second: i64, noise: &mut u64) -> f64 {
@@ -62,53 +65,9 @@ fn build(path: &Path, hours: i64) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
-/// Time this thread has spent on a CPU, in seconds (Linux `/proc/thread-self/schedstat`), so the
-/// figures can be read apart from how busy the shared machine was. `None` elsewhere.
-fn thread_cpu_seconds() -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let on_cpu_ns: u64 = text.split_whitespace().next()?.parse().ok()?;
-    Some(on_cpu_ns as f64 / 1e9)
-}
-
-/// Wall and on-CPU seconds of one run.
-#[derive(Clone, Copy)]
-struct Timing {
-    wall: f64,
-    cpu: Option<f64>,
-}
-
-impl Timing {
-    fn describe(self, items: f64, unit: &str) -> String {
-        let rate = |seconds: f64| items / seconds / 1e6;
-        match self.cpu {
-            Some(cpu) => format!(
-                "{:.1} M {unit}/s wall ({:.2} s), {:.1} M {unit}/s on-CPU ({cpu:.2} s)",
-                rate(self.wall),
-                self.wall,
-                rate(cpu)
-            ),
-            None => format!("{:.1} M {unit}/s ({:.2} s)", rate(self.wall), self.wall),
-        }
-    }
-}
-
-/// Best of [`RUNS`] runs of `run` (by wall time; on-CPU time is the best too), with its result.
+/// Best of [`measure::RUNS`] runs of `run`, timed on this thread's CPU clock.
 fn best_of<T>(mut run: impl FnMut() -> T) -> (Timing, T) {
-    let mut best = Timing { wall: f64::INFINITY, cpu: None };
-    let mut result = None;
-    for _ in 0..RUNS {
-        let (started, cpu_started) = (Instant::now(), thread_cpu_seconds());
-        let value = black_box(run());
-        let wall = started.elapsed().as_secs_f64();
-        let cpu = thread_cpu_seconds().zip(cpu_started).map(|(end, start)| end - start);
-        best.wall = best.wall.min(wall);
-        best.cpu = match (best.cpu, cpu) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        result = Some(value);
-    }
-    (best, result.expect("at least one run"))
+    measure::best_of(measure::thread_cpu_seconds, || (), |()| run())
 }
 
 /// Points of a scan, each checked (a figure that skipped errors would flatter the scan).

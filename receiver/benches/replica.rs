@@ -16,6 +16,11 @@ use diode_common::record::Record;
 use diode_common::seal::{self, ChainPosition, GENESIS_HASH, SealedSegment};
 use diode_receiver::replica::{ApplyOutcome, Replica};
 
+#[path = "../../benches/support/measure.rs"]
+mod measure;
+
+use measure::process_cpu_seconds;
+
 const POINTS_PER_SEGMENT: usize = 50_000;
 /// Series of the plant in the criterion benchmarks.
 const SERIES: usize = 1_000;
@@ -71,17 +76,6 @@ fn scan_everything(replica: &Replica, series_id: u32) -> usize {
         black_box(point.expect("scan"));
         count + 1
     })
-}
-
-/// CPU seconds used by the whole process (all threads, RocksDB's background jobs included), from
-/// `/proc/self/stat`; `None` where that is not available. On a shared machine this says more than
-/// wall time does.
-fn process_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
 }
 
 /// Wall and CPU seconds of `work`.

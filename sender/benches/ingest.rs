@@ -17,7 +17,6 @@
 //! `DIODE_INGEST_BENCH_CSV_ROWS` changes the CSV size (default 3,000,000);
 //! `DIODE_INGEST_BENCH_DIR` puts the spools on another disk (default: the system's temp folder).
 
-use std::hint::black_box;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -25,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use diode_common::keys::SenderKey;
 use diode_common::line_protocol::{ParseOptions, parse_lines};
@@ -36,12 +35,16 @@ use diode_sender::import::{self, TimestampUnit};
 use diode_sender::ingest::{self, IngestState};
 use diode_sender::pipeline::{Pipeline, PipelineSettings, SealedEntry};
 
+#[path = "../../benches/support/measure.rs"]
+mod measure;
+
+use measure::{best_of, process_cpu_seconds, thread_cpu_seconds};
+
 const LINES_PER_BODY: usize = 5_000;
 /// Distinct bodies posted in turn (different timestamps and values).
 const BODIES: usize = 8;
 /// Lines per timed run (128 bodies of 5,000 lines: 1,920,000 points), shared among the clients.
 const LINES_PER_RUN: usize = 640_000;
-const RUNS: usize = 3;
 const START_NS: i64 = 1_767_225_600_000_000_000;
 const TOKEN: &str = "bench-token";
 
@@ -68,62 +71,6 @@ fn gzip(text: &str) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     encoder.write_all(text.as_bytes()).expect("gzip to memory");
     encoder.finish().expect("gzip to memory")
-}
-
-/// On-CPU seconds of this thread (`/proc/thread-self/schedstat`).
-fn thread_cpu_seconds() -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    Some(text.split_whitespace().next()?.parse::<u64>().ok()? as f64 / 1e9)
-}
-
-/// On-CPU seconds of the whole process, all threads (`/proc/self/stat`, 10 ms ticks).
-fn process_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
-}
-
-#[derive(Clone, Copy)]
-struct Timing {
-    wall: f64,
-    cpu: Option<f64>,
-}
-
-impl Timing {
-    fn describe(self, items: f64, unit: &str) -> String {
-        let rate = |seconds: f64| items / seconds / 1e6;
-        match self.cpu {
-            Some(cpu) => format!(
-                "{:.2} M {unit}/s wall ({:.2} s), {:.2} M {unit}/s per CPU-second ({cpu:.2} s on-CPU)",
-                rate(self.wall),
-                self.wall,
-                rate(cpu)
-            ),
-            None => format!("{:.2} M {unit}/s ({:.2} s)", rate(self.wall), self.wall),
-        }
-    }
-}
-
-/// Best of [`RUNS`] by wall time (on-CPU time: the best too). `cpu` measures this thread or the
-/// whole process. `prepare` runs before each timed run, untimed.
-fn best_of<S, T>(cpu: fn() -> Option<f64>, mut prepare: impl FnMut() -> S, mut run: impl FnMut(S) -> T) -> (Timing, T) {
-    let mut best = Timing { wall: f64::INFINITY, cpu: None };
-    let mut result = None;
-    for _ in 0..RUNS {
-        let state = prepare();
-        let (started, cpu_started) = (Instant::now(), cpu());
-        let value = black_box(run(state));
-        let wall = started.elapsed().as_secs_f64();
-        let spent = cpu().zip(cpu_started).map(|(end, start)| end - start);
-        best.wall = best.wall.min(wall);
-        best.cpu = match (best.cpu, spent) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        result = Some(value);
-    }
-    (best, result.expect("at least one run"))
 }
 
 /// A pipeline in a fresh folder, as `diode-sender run` builds it, with a stand-in for the link

@@ -1,0 +1,78 @@
+//! Timing for the plain (`harness = false`) benches of every crate, which include this file by
+//! path so that they all print figures the same way: wall time and on-CPU time (on a shared
+//! machine the second says more), best of a few runs.
+
+// Each bench uses part of this.
+#![allow(dead_code)]
+
+use std::hint::black_box;
+use std::time::Instant;
+
+/// Runs per figure; the best is reported.
+pub const RUNS: usize = 3;
+
+/// On-CPU seconds of this thread (Linux `/proc/thread-self/schedstat`, nanoseconds). `None`
+/// elsewhere.
+pub fn thread_cpu_seconds() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    Some(text.split_whitespace().next()?.parse::<u64>().ok()? as f64 / 1e9)
+}
+
+/// On-CPU seconds of the whole process, all threads (Linux `/proc/self/stat`, 10 ms ticks).
+/// `None` elsewhere.
+pub fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// Wall and on-CPU seconds of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub wall: f64,
+    pub cpu: Option<f64>,
+}
+
+impl Timing {
+    /// `items` per second, wall and per CPU-second (left out when the CPU clock did not move).
+    pub fn describe(self, items: f64, unit: &str) -> String {
+        let rate = |seconds: f64| items / seconds / 1e6;
+        match self.cpu.filter(|&cpu| cpu > 0.0) {
+            Some(cpu) => format!(
+                "{:.2} M {unit}/s wall ({:.2} s), {:.2} M {unit}/s per CPU-second ({cpu:.2} s on-CPU)",
+                rate(self.wall),
+                self.wall,
+                rate(cpu)
+            ),
+            None => format!("{:.2} M {unit}/s ({:.2} s)", rate(self.wall), self.wall),
+        }
+    }
+}
+
+/// Best of [`RUNS`] runs by wall time (the on-CPU time is the best too), with the last run's
+/// result. `cpu` measures this thread or the whole process; `prepare` runs before each timed run,
+/// untimed.
+pub fn best_of<S, T>(
+    cpu: fn() -> Option<f64>,
+    mut prepare: impl FnMut() -> S,
+    mut run: impl FnMut(S) -> T,
+) -> (Timing, T) {
+    let mut best = Timing { wall: f64::INFINITY, cpu: None };
+    let mut result = None;
+    for _ in 0..RUNS {
+        let state = prepare();
+        let (started, cpu_started) = (Instant::now(), cpu());
+        let value = black_box(run(state));
+        let wall = started.elapsed().as_secs_f64();
+        let spent = cpu().zip(cpu_started).map(|(end, start)| end - start);
+        best.wall = best.wall.min(wall);
+        best.cpu = match (best.cpu, spent) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        result = Some(value);
+    }
+    (best, result.expect("at least one run"))
+}
