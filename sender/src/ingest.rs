@@ -268,33 +268,30 @@ const TCP_BATCH_LINES: usize = 5_000;
 /// A connection idle this long has its partial batch spooled.
 const TCP_IDLE_FLUSH: std::time::Duration = std::time::Duration::from_millis(100);
 
-async fn tcp_connection(stream: tokio::net::TcpStream, state: &IngestState) -> anyhow::Result<()> {
+async fn tcp_connection(stream: impl tokio::io::AsyncRead + Unpin, state: &IngestState) -> anyhow::Result<()> {
     use tokio::io::AsyncReadExt;
     let mut reader = tokio::io::BufReader::new(stream);
     let mut batch = String::new();
     let mut count = 0;
+    // The line being read; an idle flush can interrupt it, and what was read of it is kept.
     let mut line = Vec::new();
     loop {
-        line.clear();
         // Bounded: a line longer than the body limit ends the connection instead of memory.
         let mut bounded = (&mut reader).take(state.max_body_bytes as u64 + 1);
         let read = tokio::time::timeout(TCP_IDLE_FLUSH, bounded.read_until(b'\n', &mut line)).await;
+        anyhow::ensure!(line.len() <= state.max_body_bytes, "a line is longer than {} bytes", state.max_body_bytes);
         match read {
             Ok(Ok(0)) => {
                 spool_text(state, &batch).await;
                 return Ok(());
             }
             Ok(Ok(_)) => {
-                anyhow::ensure!(
-                    line.len() <= state.max_body_bytes,
-                    "a line is longer than {} bytes",
-                    state.max_body_bytes
-                );
                 match std::str::from_utf8(&line) {
                     Ok(text) => batch.push_str(text.trim_end_matches(['\n', '\r'])),
                     Err(_) => tracing::warn!("skipped a line that is not UTF-8"),
                 }
                 batch.push('\n');
+                line.clear();
                 count += 1;
                 if count >= TCP_BATCH_LINES {
                     spool_text(state, &batch).await;
@@ -307,6 +304,7 @@ async fn tcp_connection(stream: tokio::net::TcpStream, state: &IngestState) -> a
                 return Err(e).context("reading the connection");
             }
             Err(_) => {
+                // Idle: spool the whole lines gathered; a partly read line waits for its rest.
                 spool_text(state, &batch).await;
                 batch.clear();
                 count = 0;
@@ -446,6 +444,24 @@ mod tests {
         assert_eq!(temp.timestamp_ns, 1_700_000_000_123_000_000);
         assert_eq!(temp.value, Value::F64(512.5));
         assert_eq!(temp.series.tags, vec![("unit".to_owned(), "b3".to_owned())]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tcp_line_interrupted_by_the_idle_flush_is_kept_whole() {
+        use tokio::io::AsyncWriteExt;
+        let fixture = fixture(None, 1 << 20);
+        let (mut client, server) = tokio::io::duplex(1024);
+        let state = fixture.state.clone();
+        let connection = tokio::spawn(async move { tcp_connection(server, &state).await });
+        client.write_all(b"m,t=a f=1 1\nm,t=a f=").await.unwrap();
+        // The paused clock runs the idle flush several times while the second line is half read.
+        tokio::time::sleep(TCP_IDLE_FLUSH * 5).await;
+        client.write_all(b"2 2\n").await.unwrap();
+        drop(client);
+        connection.await.unwrap().unwrap();
+        let values: Vec<(i64, Value)> =
+            records_sealed(&fixture).into_iter().map(|r| (r.timestamp_ns, r.value)).collect();
+        assert_eq!(values, vec![(1, Value::F64(1.0)), (2, Value::F64(2.0))]);
     }
 
     #[tokio::test]
