@@ -263,6 +263,9 @@ pub async fn serve_tcp(listen: SocketAddr, state: IngestState) -> anyhow::Result
     }
 }
 
+/// UDP datagrams being parsed and spooled at once.
+const UDP_DATAGRAMS_IN_FLIGHT: usize = 256;
+
 /// Lines gathered before they are spooled together.
 const TCP_BATCH_LINES: usize = 5_000;
 /// A connection idle this long has its partial batch spooled.
@@ -282,53 +285,77 @@ async fn tcp_connection(stream: impl tokio::io::AsyncRead + Unpin, state: &Inges
         anyhow::ensure!(line.len() <= state.max_body_bytes, "a line is longer than {} bytes", state.max_body_bytes);
         match read {
             Ok(Ok(0)) => {
-                spool_text(state, &batch).await;
+                // The last line may have come without a newline, and in parts.
+                take_line(&mut line, &mut batch);
+                spool_text(state, batch).await;
                 return Ok(());
             }
             Ok(Ok(_)) => {
-                match std::str::from_utf8(&line) {
-                    Ok(text) => batch.push_str(text.trim_end_matches(['\n', '\r'])),
-                    Err(_) => tracing::warn!("skipped a line that is not UTF-8"),
-                }
-                batch.push('\n');
-                line.clear();
+                take_line(&mut line, &mut batch);
                 count += 1;
                 if count >= TCP_BATCH_LINES {
-                    spool_text(state, &batch).await;
-                    batch.clear();
+                    spool_text(state, std::mem::take(&mut batch)).await;
                     count = 0;
                 }
             }
             Ok(Err(e)) => {
-                spool_text(state, &batch).await;
+                spool_text(state, std::mem::take(&mut batch)).await;
                 return Err(e).context("reading the connection");
             }
             Err(_) => {
                 // Idle: spool the whole lines gathered; a partly read line waits for its rest.
-                spool_text(state, &batch).await;
-                batch.clear();
+                spool_text(state, std::mem::take(&mut batch)).await;
                 count = 0;
             }
         }
     }
 }
 
+/// Moves a line read from a socket (if any) into `batch`, newline-terminated.
+fn take_line(line: &mut Vec<u8>, batch: &mut String) {
+    if line.is_empty() {
+        return;
+    }
+    match std::str::from_utf8(line) {
+        Ok(text) => {
+            batch.push_str(text.trim_end_matches(['\n', '\r']));
+            batch.push('\n');
+        }
+        Err(_) => tracing::warn!("skipped a line that is not UTF-8"),
+    }
+    line.clear();
+}
+
 /// Parses and spools a batch from TCP or UDP, where there is nobody to answer: bad lines are
-/// logged and skipped, and a full spool is waited out.
-async fn spool_text(state: &IngestState, text: &str) {
+/// logged and skipped, and a full spool is waited out. Parsing runs off the async worker.
+async fn spool_text(state: &IngestState, text: String) {
+    if text.is_empty() {
+        return;
+    }
     let options = ParseOptions {
         precision: Precision::Nanoseconds,
         now_ns: now_ns(),
         quality_field: state.quality_field.clone(),
         quality_tag: state.quality_tag.clone(),
     };
-    let mut records = Vec::new();
-    // Line by line, so one bad line costs only itself.
-    for line in text.lines() {
-        if let Err(e) = line_protocol::parse_lines(line, &options, &mut records) {
-            tracing::warn!("skipped a line protocol line: {e}");
+    let parsed = tokio::task::spawn_blocking(move || {
+        let mut records = Vec::new();
+        // Line by line, so one bad line costs only itself.
+        for line in text.lines() {
+            if let Err(e) = line_protocol::parse_lines(line, &options, &mut records) {
+                tracing::warn!("skipped a line protocol line: {e}");
+            }
         }
-    }
+        records
+    })
+    .await;
+    let mut records = match parsed {
+        Ok(records) => records,
+        Err(e) => {
+            tracing::error!("records from a socket listener were not parsed: {e}");
+            return;
+        }
+    };
     while !records.is_empty() {
         match state.committer.submit(records).await {
             Ok(()) => return,
@@ -351,12 +378,22 @@ pub async fn serve_udp(listen: SocketAddr, state: IngestState) -> anyhow::Result
         .with_context(|| format!("cannot listen for line protocol over UDP on {listen}; change ingest.udp_listen"))?;
     tracing::info!(%listen, "accepting line protocol over UDP");
     let mut buffer = vec![0u8; 65_536];
+    // Datagrams are spooled concurrently (and share syncs through group commit), so the socket is
+    // read again at once instead of after each sync; bounded, so a flood waits in the socket.
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(UDP_DATAGRAMS_IN_FLIGHT));
     loop {
         let (length, _) = socket.recv_from(&mut buffer).await.context("receiving line protocol over UDP")?;
-        match std::str::from_utf8(&buffer[..length]) {
-            Ok(text) => spool_text(&state, text).await,
-            Err(_) => tracing::warn!("skipped a UDP datagram that is not UTF-8 line protocol"),
-        }
+        let Ok(text) = std::str::from_utf8(&buffer[..length]) else {
+            tracing::warn!("skipped a UDP datagram that is not UTF-8 line protocol");
+            continue;
+        };
+        let text = text.to_owned();
+        let permit = Arc::clone(&in_flight).acquire_owned().await.context("the UDP listener stopped")?;
+        let state = state.clone();
+        tokio::spawn(async move {
+            spool_text(&state, text).await;
+            drop(permit);
+        });
     }
 }
 
@@ -447,16 +484,20 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_tcp_line_interrupted_by_the_idle_flush_is_kept_whole() {
+    async fn tcp_lines_interrupted_by_the_idle_flush_or_ended_by_the_connection_are_kept_whole() {
         use tokio::io::AsyncWriteExt;
         let fixture = fixture(None, 1 << 20);
         let (mut client, server) = tokio::io::duplex(1024);
         let state = fixture.state.clone();
         let connection = tokio::spawn(async move { tcp_connection(server, &state).await });
-        client.write_all(b"m,t=a f=1 1\nm,t=a f=").await.unwrap();
-        // The paused clock runs the idle flush several times while the second line is half read.
+        // On the paused clock, the listener reads what is there and then idles: the idle flush runs
+        // five times while the first line is half read.
+        client.write_all(b"m,t=a f=").await.unwrap();
         tokio::time::sleep(TCP_IDLE_FLUSH * 5).await;
-        client.write_all(b"2 2\n").await.unwrap();
+        // The first line ends; the second has no newline, is read, and is still pending when an
+        // idle flush spools the first; then the connection ends.
+        client.write_all(b"1 1\nm,t=a f=2 2").await.unwrap();
+        tokio::time::sleep(TCP_IDLE_FLUSH * 5).await;
         drop(client);
         connection.await.unwrap().unwrap();
         let values: Vec<(i64, Value)> =
