@@ -28,12 +28,7 @@ use diode_common::record::{Quality, SeriesKey, Value};
 
 use super::report::{Finding, Findings, PointTotals, segment_name};
 use super::value_at_equals;
-use crate::replica::{BUCKET_NS, PointKey, Replica, ReplicaError, SegmentKey, SeriesInfo};
-
-/// Start of the one-hour bucket holding `timestamp_ns` (saturating at `i64::MIN`).
-fn bucket_floor(timestamp_ns: i64) -> i64 {
-    timestamp_ns.saturating_sub(timestamp_ns.rem_euclid(BUCKET_NS))
-}
+use crate::replica::{BUCKET_NS, PointKey, Replica, ReplicaError, SegmentKey, SeriesInfo, bucket_start};
 
 /// Whether the bucket starting at `bucket_start_ns` overlaps `span`.
 fn bucket_overlaps(bucket_start_ns: i64, span: (i64, i64)) -> bool {
@@ -110,7 +105,7 @@ fn expected_chunks(parts: &[SignedPart<'_>], window: (i64, i64)) -> BTreeMap<Chu
             if !(window.0..=window.1).contains(&timestamp_ns) {
                 continue;
             }
-            let order = order_of(bucket_floor(timestamp_ns), part.segment);
+            let order = order_of(bucket_start(timestamp_ns), part.segment);
             let row = row as u32;
             match &mut run {
                 Some((open, _, end)) if *open == order && *end == row => *end = row + 1,
@@ -387,6 +382,6 @@ mod tests {
         assert!(bucket_overlaps(0, (BUCKET_NS - 1, BUCKET_NS + 5)));
         assert!(!bucket_overlaps(0, (BUCKET_NS, BUCKET_NS + 5)));
         assert!(bucket_overlaps(i64::MIN, (i64::MIN, i64::MAX)));
-        assert!(bucket_overlaps(bucket_floor(i64::MAX), (i64::MAX, i64::MAX)));
+        assert!(bucket_overlaps(bucket_start(i64::MAX), (i64::MAX, i64::MAX)));
     }
 }

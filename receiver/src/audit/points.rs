@@ -31,7 +31,7 @@ use super::chunks::{self, SignedPart as Part};
 use super::report::{Finding, Findings, PointTotals};
 use super::verify::{VerifyOptions, progress_bar};
 use super::{value_at_equals, write_order};
-use crate::replica::{BUCKET_NS, PointScan, Replica, ReplicaError, SegmentKey, SeriesInfo};
+use crate::replica::{PointScan, Replica, ReplicaError, SegmentKey, SeriesInfo, bucket_start};
 
 /// A stored segment that verified, as the walk over the audit log saw it.
 #[derive(Debug, Clone)]
@@ -68,10 +68,6 @@ impl Pass {
 }
 
 /// Start of the one-hour bucket holding `timestamp_ns` (saturating at `i64::MIN`).
-fn bucket_floor(timestamp_ns: i64) -> i64 {
-    timestamp_ns.saturating_sub(timestamp_ns.rem_euclid(BUCKET_NS))
-}
-
 /// Windows `(from, to inclusive)` tiling `span`, cut on bucket boundaries so that each starts at
 /// most about `budget_points` signed records. `segments` is sorted by earliest timestamp.
 fn plan_windows(segments: &[SignedSegment], span: (i64, i64), budget_points: u64) -> Vec<(i64, i64)> {
@@ -79,9 +75,9 @@ fn plan_windows(segments: &[SignedSegment], span: (i64, i64), budget_points: u64
     let mut start = span.0;
     let mut accumulated = 0u64;
     // The first window reaches from the span's start through the first segment's bucket.
-    let first_bucket = segments.first().map(|segment| bucket_floor(segment.min_timestamp_ns.max(span.0)));
+    let first_bucket = segments.first().map(|segment| bucket_start(segment.min_timestamp_ns.max(span.0)));
     for segment in segments {
-        let cut = bucket_floor(segment.min_timestamp_ns.max(span.0));
+        let cut = bucket_start(segment.min_timestamp_ns.max(span.0));
         let records = u64::from(segment.record_count);
         if accumulated > 0 && accumulated + records > budget_points && cut > start && Some(cut) > first_bucket {
             windows.push((start, cut - 1));
@@ -513,6 +509,7 @@ fn compare_series(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::replica::BUCKET_NS;
 
     fn segment(min_timestamp_ns: i64, max_timestamp_ns: i64, record_count: u32) -> SignedSegment {
         SignedSegment {

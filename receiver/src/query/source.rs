@@ -9,7 +9,7 @@ use std::sync::{PoisonError, RwLock};
 
 use diode_common::codec::SeriesColumns;
 
-use crate::replica::{BUCKET_NS, ColumnScan, Point, Points, Replica, ReplicaError};
+use crate::replica::{BUCKET_NS, ColumnScan, Point, Points, Replica, ReplicaError, bucket_start};
 
 /// Points a batch of [`LockedReplica`] aims at: about a millisecond of decoding, so a query never
 /// delays an apply noticeably.
@@ -91,7 +91,7 @@ pub struct BatchedScan<'a> {
 impl BatchedScan<'_> {
     fn refill(&mut self) -> Result<(), ReplicaError> {
         let from_ns = self.next_from_ns;
-        let first_bucket_ns = from_ns.saturating_sub(from_ns.rem_euclid(BUCKET_NS));
+        let first_bucket_ns = bucket_start(from_ns);
         // Near the end of time the batch simply runs to the end of the range.
         let batch_end_ns =
             self.buckets_per_lock.checked_mul(BUCKET_NS).and_then(|span| first_bucket_ns.checked_add(span));
@@ -107,7 +107,7 @@ impl BatchedScan<'_> {
             for block in replica.scan_columns(self.series_id, from_ns, until_ns) {
                 let block = block?;
                 points += block.len();
-                let bucket_ns = block.timestamps_ns[0].saturating_sub(block.timestamps_ns[0].rem_euclid(BUCKET_NS));
+                let bucket_ns = bucket_start(block.timestamps_ns[0]);
                 batch.push(block);
                 if points >= MAX_POINTS_PER_LOCK {
                     cut_at_ns = Some(bucket_ns.saturating_add(BUCKET_NS));

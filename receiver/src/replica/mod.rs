@@ -78,7 +78,7 @@ use rocksdb::{
 };
 
 pub use chunks::Point;
-pub use layout::{BUCKET_NS, BeaconSummary, Counters, LAYOUT_VERSION, PointKey, SegmentKey};
+pub use layout::{BUCKET_NS, BeaconSummary, Counters, LAYOUT_VERSION, PointKey, SegmentKey, bucket_start};
 pub use raw::{ChunkScan, RawChunk};
 pub use scan::{ColumnScan, PointScan, Points, SegmentScan, StoredSegment};
 
