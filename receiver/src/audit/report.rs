@@ -702,31 +702,16 @@ impl AuditReport {
             );
         }
         match self.point_span {
-            Some((i64::MIN, i64::MAX)) => {
+            Some(span) => {
+                let scope = match span {
+                    (i64::MIN, i64::MAX) => "all times".to_owned(),
+                    (from, to) => format!("{} .. {}", format_rfc3339(from), format_rfc3339(to)),
+                };
                 let p = &self.points;
                 let _ = writeln!(
                     out,
-                    "points (all times): {} signed, {} in the replica, {} match; {} changed, {} deleted, {} added, {} \
+                    "points ({scope}): {} signed, {} in the replica, {} match; {} changed, {} deleted, {} added, {} \
                      unreadable ({} windows, {} segment decodes)",
-                    p.expected,
-                    p.scanned,
-                    p.matched,
-                    p.changed,
-                    p.deleted,
-                    p.added,
-                    p.unreadable,
-                    p.windows,
-                    p.segment_decodes
-                );
-            }
-            Some((from, to)) => {
-                let p = &self.points;
-                let _ = writeln!(
-                    out,
-                    "points ({} .. {}): {} signed, {} in the replica, {} match; {} changed, {} deleted, {} added, {} \
-                     unreadable ({} windows, {} segment decodes)",
-                    format_rfc3339(from),
-                    format_rfc3339(to),
                     p.expected,
                     p.scanned,
                     p.matched,
