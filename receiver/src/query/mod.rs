@@ -262,24 +262,16 @@ impl QueryRequest {
         } else if let Some(step) = &text.interpolate {
             let step_ns = parse_step(syntax, "interpolate", step)?;
             let count = instant_count(from_ns, to_ns, step_ns);
-            if count > MAX_ROWS_PER_SERIES {
-                return invalid(format!(
-                    "{} {step} makes {count} instants per series over this range; the limit is {MAX_ROWS_PER_SERIES}: \
-                     use a longer step or a shorter range",
-                    name("interpolate")
-                ));
-            }
+            within_row_limit(
+                count,
+                || format!("{} {step} makes {count} instants", name("interpolate")),
+                "a longer step",
+            )?;
             Mode::Interpolate { step_ns, method: text.method.unwrap_or_default() }
         } else if let Some(every) = &text.every {
             let every_ns = parse_step(syntax, "every", every)?;
             let count = window_count(from_ns, to_ns, every_ns);
-            if count > MAX_ROWS_PER_SERIES {
-                return invalid(format!(
-                    "{} {every} makes {count} windows per series over this range; the limit is {MAX_ROWS_PER_SERIES}: \
-                     use longer windows or a shorter range",
-                    name("every")
-                ));
-            }
+            within_row_limit(count, || format!("{} {every} makes {count} windows", name("every")), "longer windows")?;
             let aggregates = match &text.agg {
                 Some(list) => {
                     Aggregate::parse_list(list).map_err(|e| QueryError::Invalid(format!("{} {e}", name("agg"))))?
@@ -380,6 +372,18 @@ pub struct Resume {
 pub struct NextPage {
     pub series: String,
     pub from_ns: i64,
+}
+
+/// Refuses a query whose rows per series (`count`, as `what` says) exceed the limit, suggesting
+/// `remedy` or a shorter range.
+fn within_row_limit(count: u64, what: impl FnOnce() -> String, remedy: &str) -> Result<(), QueryError> {
+    if count <= MAX_ROWS_PER_SERIES {
+        return Ok(());
+    }
+    Err(QueryError::Invalid(format!(
+        "{} per series over this range; the limit is {MAX_ROWS_PER_SERIES}: use {remedy} or a shorter range",
+        what()
+    )))
 }
 
 /// What [`run_query`] did.
