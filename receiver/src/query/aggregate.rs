@@ -179,24 +179,7 @@ impl Statistics {
 
     /// Folds in a run of numbers, all selected.
     fn add_numbers(&mut self, numbers: &[f64]) {
-        let Some(&first) = numbers.first() else { return };
-        if self.numbers == 0 {
-            (self.shift, self.min, self.max) = (first, first, first);
-        }
-        let (mut sum, mut min, mut max, mut shifted_sum, mut shifted_squares) = (0.0, self.min, self.max, 0.0, 0.0);
-        for &x in numbers {
-            sum += x;
-            min = f64::min(min, x);
-            max = f64::max(max, x);
-            let d = x - self.shift;
-            shifted_sum += d;
-            shifted_squares += d * d;
-        }
-        self.numbers += numbers.len() as u64;
-        self.sum += sum;
-        (self.min, self.max) = (min, max);
-        self.shifted_sum += shifted_sum;
-        self.shifted_squares += shifted_squares;
+        numbers.iter().for_each(|&x| self.add_number(x));
     }
 
     /// Folds in `rows` of `block`, those `selected` says.
