@@ -73,8 +73,8 @@ use diode_common::keys::encode_hex;
 use diode_common::record::{SeriesKey, ValueKind};
 use diode_common::seal::{GENESIS_HASH, SealedSegment, SegmentHash, SegmentHeader};
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Options, ReadOptions,
-    WriteBatch, WriteOptions,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, DBRawIterator, Options,
+    ReadOptions, WriteBatch, WriteOptions,
 };
 
 pub use chunks::Point;
@@ -1263,13 +1263,20 @@ impl Replica {
             Some(entry) if from_ns <= to_ns_inclusive => entry.key.clone(),
             _ => return ColumnScan::new(None, &self.path, SeriesKey::new(""), series_id, from_ns, to_ns_inclusive),
         };
+        let raw = self.points_iterator(series_id, from_ns, to_ns_inclusive);
+        ColumnScan::new(Some(raw), &self.path, key, series_id, from_ns, to_ns_inclusive)
+    }
+
+    /// A raw iterator over the points keys of `series_id` in the buckets that overlap
+    /// `from_ns..=to_ns_inclusive`: positioned at the first, bounded after the last.
+    fn points_iterator(&self, series_id: u32, from_ns: i64, to_ns_inclusive: i64) -> DBRawIterator<'_> {
         let mut read_options = ReadOptions::default();
         if let Some(bound) = layout::scan_upper_bound(series_id, layout::bucket_start(to_ns_inclusive)) {
             read_options.set_iterate_upper_bound(bound);
         }
         let mut raw = self.db.raw_iterator_cf_opt(self.cf(CF_POINTS), read_options);
         raw.seek(layout::bucket_prefix(series_id, layout::bucket_start(from_ns)));
-        ColumnScan::new(Some(raw), &self.path, key, series_id, from_ns, to_ns_inclusive)
+        raw
     }
 
     /// The sealed bytes (header ‖ signature ‖ payload) of a stored segment.

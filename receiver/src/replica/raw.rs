@@ -8,9 +8,9 @@
 
 use std::path::Path;
 
-use rocksdb::{DBRawIterator, ReadOptions};
+use rocksdb::DBRawIterator;
 
-use super::layout::{self, CF_POINTS, PointKey};
+use super::layout::{CF_POINTS, PointKey};
 use super::{Replica, ReplicaError};
 
 /// One stored chunk of the points column family.
@@ -64,12 +64,6 @@ impl Replica {
     /// order: by bucket, then in last-write-wins order. Every key in that key range is yielded,
     /// also one that is not a points key.
     pub fn series_chunks(&self, series_id: u32, from_ns: i64, to_ns_inclusive: i64) -> ChunkScan<'_> {
-        let mut read_options = ReadOptions::default();
-        if let Some(bound) = layout::scan_upper_bound(series_id, layout::bucket_start(to_ns_inclusive)) {
-            read_options.set_iterate_upper_bound(bound);
-        }
-        let mut raw = self.db.raw_iterator_cf_opt(self.cf(CF_POINTS), read_options);
-        raw.seek(layout::bucket_prefix(series_id, layout::bucket_start(from_ns)));
-        ChunkScan { raw: Some(raw), path: &self.path }
+        ChunkScan { raw: Some(self.points_iterator(series_id, from_ns, to_ns_inclusive)), path: &self.path }
     }
 }
