@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use diode_receiver::replica::Replica;
 use diode_receiver::time::format_rfc3339;
+use diode_replica::Replica;
 use diode_tests::lab::{Lab, LabOptions, cpu_seconds};
 use diode_tests::relay::LossModel;
 

@@ -16,7 +16,7 @@ use diode_common::plant::{PlantConfig, PlantSimulator};
 use diode_common::record::Record;
 use diode_common::seal::{self, ChainPosition, GENESIS_HASH};
 use diode_receiver::audit::verify::{VerifyOptions, verify_replica};
-use diode_receiver::replica::Replica;
+use diode_replica::Replica;
 
 const POINTS_PER_SEGMENT: usize = 50_000;
 const SERIES: usize = 1_000;

@@ -21,11 +21,11 @@ use diode_receiver::query::aggregate::{Aggregate, TwaMode, WindowSettings, Windo
 use diode_receiver::query::output::{Format, RowWriter, TimeFormat};
 use diode_receiver::query::source::LockedReplica;
 use diode_receiver::query::{QueryRequest, QueryText, Syntax, run_query, select_series};
-use diode_receiver::replica::{Point, Replica};
 
 #[path = "../../benches/support/measure.rs"]
 mod measure;
 
+use diode_replica::{Point, Replica};
 use measure::Timing;
 
 /// 2025-01-01T00:00:00Z.

@@ -1,8 +1,9 @@
 //! diode-receiver: the IT appliance. Rebuilds segments from one-way datagrams, verifies them and
 //! applies them exactly once to a RocksDB replica that analysts query and auditors verify.
 //!
-//! Map: `config` (TOML), `run` (receive and apply threads), `replica` (the RocksDB layout),
-//! `counters` (metrics), `http` (metrics and API), `status` (status and gap reports), `time`.
+//! Map: `config` (TOML), `run` (receive and apply threads), `counters` (metrics), `http` (metrics
+//! and API), `status` (status and gap reports), `query`, `audit`, `time`. The replica itself (the
+//! RocksDB layout) is the `diode-replica` crate.
 #![forbid(unsafe_code)]
 
 pub mod audit;
@@ -11,7 +12,6 @@ pub mod counters;
 pub mod http;
 pub mod logging;
 pub mod query;
-pub mod replica;
 pub mod run;
 pub mod status;
 pub mod time;

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use diode_receiver::config::ReceiverConfig;
-use diode_receiver::replica::Replica;
 use diode_receiver::{audit, query, run, status};
+use diode_replica::Replica;
 
 /// diode's IT appliance: rebuilds, verifies and applies what diode-sender sends into a replica.
 #[derive(Parser)]

@@ -19,10 +19,10 @@ use diode_common::keys::{TrustedKeys, encode_hex};
 use diode_common::packet::{self, Datagram, LinkKey};
 use diode_common::reassembly::{Event, Reassembler, ReassemblyLimits};
 use diode_common::seal;
+use diode_replica::{ApplyOutcome, HeadCheck, Replica, ReplicaError};
 
 use crate::config::ReceiverConfig;
 use crate::counters::{RateLimitedLog, ReceiverCounters};
-use crate::replica::{ApplyOutcome, HeadCheck, Replica, ReplicaError};
 use crate::time::now_ns;
 
 /// Work for the apply thread.

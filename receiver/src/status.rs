@@ -4,10 +4,10 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
+use diode_replica::{Gap, Replica};
 use serde_json::{Value, json};
 
 use crate::counters::ReceiverCounters;
-use crate::replica::{Gap, Replica};
 use crate::time::{format_rfc3339, now_ns};
 
 /// The command an operator runs on the OT side to fill `gap`.

@@ -17,7 +17,7 @@ use diode_receiver::audit::cli::{AuditCommand, CheckProofArgs, ProofArgs, Verify
 use diode_receiver::audit::proof::{check_proof, describe, export_proof};
 use diode_receiver::audit::report::{AuditReport, Finding, GapKind};
 use diode_receiver::audit::verify::{VerifyOptions, verify_replica};
-use diode_receiver::replica::{BUCKET_NS, Replica, SegmentKey};
+use diode_replica::{BUCKET_NS, Replica, SegmentKey};
 
 const T0: i64 = 1_704_067_200_000_000_000;
 const SECOND: i64 = 1_000_000_000;

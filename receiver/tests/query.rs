@@ -21,8 +21,8 @@ use diode_receiver::query::interpolate::Method;
 use diode_receiver::query::output::{Format, TimeFormat};
 use diode_receiver::query::source::{LockedReplica, PointSource};
 use diode_receiver::query::{QueryRequest, QueryText, Syntax};
-use diode_receiver::replica::Replica;
 use diode_receiver::run::Shared;
+use diode_replica::Replica;
 
 /// 2024-01-01T00:00:00Z.
 const T0: i64 = 1_704_067_200_000_000_000;

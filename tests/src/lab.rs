@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use diode_common::plant::{PlantConfig, PlantSimulator};
 use diode_common::record::{Record, SeriesKey};
-use diode_receiver::replica::Replica;
+use diode_replica::Replica;
 
 use crate::relay::{LossModel, Relay};
 

@@ -46,7 +46,7 @@ fn killing_either_side_at_random_moments_loses_nothing() {
     lab.stop_receiver().unwrap();
     let verification = lab.verify_replica().unwrap();
     assert!(verification.is_exact(), "{verification:?} after {kills:?}; logs in {}", dir.path().display());
-    let replica = diode_receiver::replica::Replica::open_read_only(&lab.replica_dir()).unwrap();
+    let replica = diode_replica::Replica::open_read_only(&lab.replica_dir()).unwrap();
     assert!(replica.gaps().is_empty(), "gaps left: {:?} after {kills:?}", replica.gaps());
     eprintln!("replica exact after {} kills: {kills:?}", kills.len());
 }

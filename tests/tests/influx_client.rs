@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use diode_common::record::{Quality, SeriesKey, Value, ValueKind};
-use diode_receiver::replica::Replica;
+use diode_replica::Replica;
 use diode_tests::lab::{Lab, LabOptions};
 
 const POINTS: u64 = 100_000;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use diode_common::record::{SeriesKey, Value};
-use diode_receiver::replica::Replica;
+use diode_replica::Replica;
 use diode_tests::lab::{Lab, LabOptions, http_post};
 
 const LINES_PER_WRITE: u64 = 1_000;

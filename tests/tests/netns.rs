@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use diode_receiver::replica::Replica;
+use diode_replica::Replica;
 use diode_tests::lab::{LabOptions, expected_records, find_bin_dir, verify};
 
 const SENDER_ADDRESS: &str = "198.18.0.1";

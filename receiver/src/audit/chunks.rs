@@ -25,10 +25,10 @@ use std::collections::BTreeMap;
 use diode_common::codec::{SeriesColumns, Values, decode_columns};
 use diode_common::keys::encode_hex;
 use diode_common::record::{Quality, SeriesKey, Value};
+use diode_replica::{BUCKET_NS, PointKey, Replica, ReplicaError, SegmentKey, SeriesInfo, bucket_start};
 
 use super::report::{Finding, Findings, PointTotals, segment_name};
 use super::value_at_equals;
-use crate::replica::{BUCKET_NS, PointKey, Replica, ReplicaError, SegmentKey, SeriesInfo, bucket_start};
 
 /// Whether the bucket starting at `bucket_start_ns` overlaps `span`.
 fn bucket_overlaps(bucket_start_ns: i64, span: (i64, i64)) -> bool {

@@ -22,8 +22,7 @@ use std::ops::RangeInclusive;
 
 use diode_common::codec::Values;
 use diode_common::record::Value;
-
-use crate::replica::{Replica, SegmentKey, SeriesInfo};
+use diode_replica::{Replica, SegmentKey, SeriesInfo};
 
 /// Last-write-wins rank of a segment, as the replica resolves duplicates: the highest
 /// (epoch, sequence) wins, ties between senders go to the higher sender id.

@@ -26,12 +26,12 @@ use diode_common::codec::SeriesColumns;
 use diode_common::keys::TrustedKeys;
 use diode_common::record::SeriesKey;
 use diode_common::seal::{self, SegmentHash};
+use diode_replica::{PointScan, Replica, ReplicaError, SegmentKey, SeriesInfo, bucket_start};
 
 use super::chunks::{self, SignedPart as Part};
 use super::report::{Finding, Findings, PointTotals};
 use super::verify::{VerifyOptions, progress_bar};
 use super::{value_at_equals, write_order};
-use crate::replica::{PointScan, Replica, ReplicaError, SegmentKey, SeriesInfo, bucket_start};
 
 /// A stored segment that verified, as the walk over the audit log saw it.
 #[derive(Debug, Clone)]
@@ -509,7 +509,7 @@ fn compare_series(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replica::BUCKET_NS;
+    use diode_replica::BUCKET_NS;
 
     fn segment(min_timestamp_ns: i64, max_timestamp_ns: i64, record_count: u32) -> SignedSegment {
         SignedSegment {

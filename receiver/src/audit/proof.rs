@@ -11,10 +11,10 @@ pub use diode_common::proof::{
     check_proof,
 };
 use diode_common::seal::{self, HEADER_LENGTH, SegmentHeader};
+use diode_replica::{Replica, ReplicaError, SegmentKey, SeriesInfo};
 
 use super::describe_value;
 use super::report::segment_name;
-use crate::replica::{Replica, ReplicaError, SegmentKey, SeriesInfo};
 use crate::time::format_rfc3339;
 
 /// The verified points of a checked proof and where they come from, for humans.

@@ -10,10 +10,10 @@ use std::path::PathBuf;
 
 use diode_common::keys::{KeyId, encode_hex};
 use diode_common::record::{Quality, Value};
+use diode_replica::{PointKey, SegmentKey};
 use serde_json::{Value as Json, json};
 
 use super::{describe_value, value_json};
-use crate::replica::{PointKey, SegmentKey};
 use crate::time::format_rfc3339;
 
 /// Version of the JSON report's layout; bumped when a field changes meaning or disappears.

@@ -14,6 +14,7 @@ use std::time::Instant;
 use diode_common::beacon::{Beacon, BeaconError};
 use diode_common::keys::{KeyId, TrustedKeys, encode_hex};
 use diode_common::seal::{self, GENESIS_HASH, SegmentHash, SegmentHeader};
+use diode_replica::{Replica, ReplicaError, SegmentKey, StoredSegment};
 
 use super::points::{self, SignedSegment};
 use super::report::{
@@ -21,7 +22,6 @@ use super::report::{
     TrustedKeySummary, hash_hex,
 };
 use super::{clip_ranges, subtract_ranges};
-use crate::replica::{Replica, ReplicaError, SegmentKey, StoredSegment};
 
 /// How `audit verify` runs.
 #[derive(Debug, Clone)]

@@ -10,8 +10,7 @@ use std::ops::Range;
 
 use diode_common::codec::{SeriesColumns, Values};
 use diode_common::record::Value;
-
-use crate::replica::Point;
+use diode_replica::Point;
 
 /// One aggregate a query can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

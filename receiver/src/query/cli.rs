@@ -5,13 +5,13 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use diode_replica::Replica;
 
 use super::aggregate::TwaMode;
 use super::interpolate::Method;
 use super::output::{Format, RowWriter, TimeFormat, Trailer};
 use super::{QueryError, QueryRequest, QueryText, Syntax, check_kinds, list_series, run_query, select_series};
 use crate::config::ReceiverConfig;
-use crate::replica::Replica;
 use crate::time::now_ns;
 
 /// Output buffer of the CLI: large enough that writing is never the bottleneck.

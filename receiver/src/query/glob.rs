@@ -5,7 +5,7 @@
 //! series under `plant1`, tags and all); `?` matches exactly one character. Nothing else is special
 //! and matching is case-sensitive, like the names themselves.
 
-use crate::replica::SeriesInfo;
+use diode_replica::SeriesInfo;
 
 /// Longest glob accepted, in bytes. Series names are at most 512 bytes; tags add at most 32 × 2 ×
 /// 256, so anything longer matches nothing useful and only costs time.

@@ -37,6 +37,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use diode_replica::SeriesInfo;
 use tokio::sync::mpsc;
 
 use super::output::{Format, RowWriter, TimeFormat, Trailer};
@@ -45,7 +46,6 @@ use super::{
     select_series,
 };
 use crate::http::{AppState, authorised};
-use crate::replica::SeriesInfo;
 use crate::run::Shared;
 use crate::time::{format_rfc3339, now_ns, parse_time};
 

@@ -2,9 +2,9 @@
 //! The exact definition is in the module docs of [`crate::query`].
 
 use diode_common::record::{Quality, Severity, Value};
+use diode_replica::Point;
 
 use super::lookahead::Lookahead;
-use crate::replica::Point;
 
 /// How a value between two points is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

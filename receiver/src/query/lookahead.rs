@@ -1,7 +1,7 @@
 //! A peekable stream of fallible points: the interpolation engine looks one point past an instant
 //! before deciding it.
 
-use crate::replica::Point;
+use diode_replica::Point;
 
 /// Like `Peekable`, but an error is handed out by [`peek`](Self::peek) itself rather than kept.
 pub struct Lookahead<I> {

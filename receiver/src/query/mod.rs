@@ -74,11 +74,11 @@ use std::io::Write;
 
 use diode_common::record::{MAX_TIMESTAMP_NS, MIN_TIMESTAMP_NS, Quality, Value, ValueKind};
 
-use crate::replica::{Point, ReplicaError, SeriesInfo};
 use crate::time::{format_rfc3339, parse_duration, parse_time};
 use aggregate::{
     Aggregate, AggregateValue, TwaMode, WindowSettings, Windows, carry_in_from, window_count, window_start,
 };
+use diode_replica::{Point, ReplicaError, SeriesInfo};
 use interpolate::{Interpolated, Method, instant_count};
 use output::{Cell, RowWriter};
 use source::{PointSource, last_point_before};

@@ -8,8 +8,7 @@
 use std::sync::{PoisonError, RwLock};
 
 use diode_common::codec::SeriesColumns;
-
-use crate::replica::{BUCKET_NS, ColumnScan, Point, Points, Replica, ReplicaError, bucket_start};
+use diode_replica::{BUCKET_NS, ColumnScan, Point, Points, Replica, ReplicaError, bucket_start};
 
 /// Points a batch of [`LockedReplica`] aims at: about a millisecond of decoding, so a query never
 /// delays an apply noticeably.

@@ -55,6 +55,7 @@
 //! `meta` have bloom filters because they are read by key (chain checks and audit look-ups of
 //! single segments). `segments` is not compressed: payloads are zstd already. Memory: up to three
 //! 64 MiB memtables each for `points` and `segments`, plus a 128 MiB block cache.
+#![forbid(unsafe_code)]
 
 mod chunks;
 mod layout;

@@ -14,7 +14,7 @@ use diode_common::plant::{PlantConfig, PlantSimulator};
 use diode_common::record::{Quality, Record, SeriesKey, Value};
 use diode_common::rng::SeededRng;
 use diode_common::seal::{self, ChainPosition, GENESIS_HASH, SealedSegment, SegmentHash};
-use diode_receiver::replica::{
+use diode_replica::{
     ApplyOutcome, BUCKET_NS, ChainLink, Gap, HeadCheck, Point, Replica, ReplicaError, SegmentKey, StreamStatus,
 };
 

@@ -14,11 +14,11 @@ use diode_common::keys::SenderKey;
 use diode_common::plant::{PlantConfig, PlantSimulator};
 use diode_common::record::Record;
 use diode_common::seal::{self, ChainPosition, GENESIS_HASH, SealedSegment};
-use diode_receiver::replica::{ApplyOutcome, Replica};
 
 #[path = "../../benches/support/measure.rs"]
 mod measure;
 
+use diode_replica::{ApplyOutcome, Replica};
 use measure::process_cpu_seconds;
 
 const POINTS_PER_SEGMENT: usize = 50_000;

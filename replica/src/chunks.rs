@@ -192,7 +192,7 @@ fn already_in_order(chunks: &[SeriesColumns]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replica::layout::BUCKET_NS;
+    use crate::layout::BUCKET_NS;
     use diode_common::record::SeriesKey;
 
     fn columns(points: &[(i64, f64)]) -> SeriesColumns {
