@@ -1,7 +1,7 @@
 //! Turning one segment's columns of one series into per-bucket chunks, and chunks back into points.
 //!
 //! Apply side: a segment's records of one series (possibly in several entries of the payload, and
-//! possibly straddling an hour boundary) become one chunk per [`BUCKET_NS`](super::BUCKET_NS)
+//! possibly straddling an hour boundary) become one chunk per [`BUCKET_NS`](crate::BUCKET_NS)
 //! bucket, records kept in input order. Scan side: the chunks of one bucket, in key order (epoch,
 //! sequence, sender), merge into columns sorted by time with duplicates resolved last-write-wins.
 
@@ -11,7 +11,7 @@ use std::ops::Range;
 use diode_common::codec::{SeriesColumns, Values};
 use diode_common::record::{Quality, Value, ValueKind};
 
-use super::layout::{SeriesStatistics, bucket_start};
+use crate::layout::{SeriesStatistics, bucket_start};
 
 /// One sample read back from the replica.
 #[derive(Debug, Clone, PartialEq)]

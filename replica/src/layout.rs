@@ -2,7 +2,7 @@
 //!
 //! Keys are big-endian so that RocksDB's bytewise order is numeric order; timestamps in keys have
 //! their sign bit flipped so negative times sort first. Values carry a leading version byte where
-//! their layout could change. The full table is in the [module documentation](super).
+//! their layout could change. The full table is in the [crate documentation](crate).
 //! Every decoder here is total: stored bytes are checked and a damaged entry is reported, never a
 //! panic.
 

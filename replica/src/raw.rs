@@ -1,7 +1,7 @@
 //! Raw reads of the points column family, for the auditor: every stored chunk in key order with
 //! its key decoded, nothing merged and nothing skipped.
 //!
-//! Queries read points through [`PointScan`](super::PointScan), which merges each bucket's chunks
+//! Queries read points through [`PointScan`](crate::PointScan), which merges each bucket's chunks
 //! last-write-wins and so hides superseded values, and which only visits catalogued series. An
 //! audit must see every chunk as stored, whatever its key: these scans give exactly that. A key
 //! that is not a points key (36 bytes) is yielded as such, not refused, so that the scan goes on.
@@ -10,8 +10,9 @@ use std::path::Path;
 
 use rocksdb::DBRawIterator;
 
-use super::layout::{CF_POINTS, PointKey};
-use super::{Replica, ReplicaError};
+use crate::error::ReplicaError;
+use crate::layout::{CF_POINTS, PointKey};
+use crate::open::Replica;
 
 /// One stored chunk of the points column family.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,12 +11,12 @@ use diode_common::codec::{SeriesColumns, decode_columns};
 use diode_common::record::SeriesKey;
 use rocksdb::DBRawIterator;
 
-use super::ReplicaError;
-use super::chunks::{Point, merge_bucket};
-use super::layout::{POINT_BUCKET_PREFIX_LENGTH, PointKey, SegmentKey, decode_audit_entry};
+use crate::chunks::{Point, merge_bucket};
+use crate::error::ReplicaError;
+use crate::layout::{POINT_BUCKET_PREFIX_LENGTH, PointKey, SegmentKey, decode_audit_entry};
 
 /// The points of one series in a time range as columns, one block per stored bucket that has
-/// points in range, ascending by time; see [`Replica::scan_columns`](super::Replica::scan_columns).
+/// points in range, ascending by time; see [`Replica::scan_columns`](crate::Replica::scan_columns).
 pub struct ColumnScan<'a> {
     /// `None` once the scan is over (or was empty from the start).
     raw: Option<DBRawIterator<'a>>,
@@ -148,7 +148,7 @@ impl<E, B: Iterator<Item = Result<SeriesColumns, E>>> Iterator for Points<B> {
     }
 }
 
-/// The points of one series in a time range, ascending by time; see [`Replica::scan`](super::Replica::scan).
+/// The points of one series in a time range, ascending by time; see [`Replica::scan`](crate::Replica::scan).
 pub type PointScan<'a> = Points<ColumnScan<'a>>;
 
 /// A segment as stored in the audit log.
@@ -161,7 +161,7 @@ pub struct StoredSegment {
     pub sealed: Vec<u8>,
 }
 
-/// Stored segments in key order (sender, epoch, sequence); see [`Replica::segments`](super::Replica::segments).
+/// Stored segments in key order (sender, epoch, sequence); see [`Replica::segments`](crate::Replica::segments).
 ///
 /// A damaged entry (a key that is not 24 bytes, or a value that is not an audit entry) is yielded
 /// as [`ReplicaError::AuditEntryDamaged`], naming it, and the scan goes on with the next entry, so

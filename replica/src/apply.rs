@@ -1,0 +1,349 @@
+//! Applying a verified segment exactly once, atomically, after checking it against the stored
+//! hash chain.
+//!
+//! [`Replica::apply`] refuses a segment already applied under another hash and one that does not
+//! link with its stored neighbours, then *stages* it: one `WriteBatch` with its points (one chunk
+//! per series and one-hour bucket), the catalog entries of new series, the audit entry, the
+//! stream's tracker, the counters and the statistics (a delta, or every
+//! `STATISTICS_DELTAS_PER_CHECKPOINT`th apply a checkpoint). Once the batch is written, *commit*
+//! makes the same changes visible in memory. Nothing in memory changes before the batch is durable,
+//! so a failed write leaves the replica exactly as it was.
+
+use std::collections::{BTreeMap, HashMap};
+
+use diode_common::codec::{SeriesColumns, encode_columns};
+use diode_common::keys::encode_hex;
+use diode_common::record::SeriesKey;
+use diode_common::seal::{GENESIS_HASH, SealedSegment, SegmentHash, SegmentHeader};
+use rocksdb::WriteBatch;
+
+use crate::chunks;
+use crate::error::{ChainLink, ReplicaError, describe_segment};
+use crate::layout::{
+    self, CF_META, CF_POINTS, CF_SEGMENTS, CF_SERIES, Counters, META_COUNTERS, PointKey, SERIES_BY_KEY,
+    SERIES_IDENTITY, SERIES_STATISTICS, STREAM_SEEN_IN_SEGMENT, SegmentKey, SeriesStatistics,
+};
+use crate::open::Replica;
+use crate::state::{CatalogEntry, StatisticsJournal, StreamState};
+
+/// Most series one replica catalogues. The catalog is held in memory (about 150 bytes a series
+/// plus names), so the bound keeps it under a few GiB; plants have far fewer tags.
+pub const MAX_SERIES: u32 = 10_000_000;
+
+/// Statistics deltas written before the touched series' statistics are rewritten in place (a
+/// checkpoint). Each apply then writes one delta instead of one entry per series it touches, which
+/// halves the memtable inserts of an apply; a reopen folds at most this many deltas.
+const STATISTICS_DELTAS_PER_CHECKPOINT: usize = 64;
+
+/// What [`Replica::apply`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// The segment was written: `points` records, of which `new_series` series were new.
+    Applied { points: u64, new_series: u32 },
+    /// The segment was applied before; nothing was written.
+    AlreadyApplied,
+}
+
+impl Replica {
+    /// Applies a verified segment (signature, payload hash and decoding already checked by the
+    /// caller; `series` is its decoded payload) exactly once, atomically. Checks the hash chain
+    /// against the stored neighbours first and refuses a mismatch without writing anything.
+    pub fn apply(
+        &mut self,
+        segment: &SealedSegment,
+        series: &[SeriesColumns],
+        applied_at_ns: i64,
+    ) -> Result<ApplyOutcome, ReplicaError> {
+        let sync = self.require_writable()?;
+        let header = &segment.header;
+        let position = SegmentKey { sender_id: header.sender_id, epoch: header.epoch, sequence: header.sequence };
+        let inconsistent = |reason: String| ReplicaError::InconsistentSegment {
+            sender_id: position.sender_id,
+            epoch: position.epoch,
+            sequence: position.sequence,
+            reason,
+        };
+        if position.sequence == 0 {
+            return Err(inconsistent("sequence 0 is not valid; sequences start at 1".to_owned()));
+        }
+        let record_count: u64 = series.iter().map(|columns| columns.len() as u64).sum();
+        if record_count != u64::from(header.record_count) {
+            return Err(inconsistent(format!(
+                "the header declares {} records but {record_count} were given",
+                header.record_count
+            )));
+        }
+        let hash = segment.hash();
+        let stream = (position.sender_id, position.epoch);
+        if self.state.streams.get(&stream).is_some_and(|s| s.tracker.is_applied(position.sequence)) {
+            let stored = self.stored_header(position)?.ok_or_else(|| {
+                ReplicaError::corrupt(
+                    &self.path,
+                    &describe_segment(position),
+                    "is missing though its stream lists it as applied",
+                )
+            })?;
+            if stored.hash() == hash {
+                return Ok(ApplyOutcome::AlreadyApplied);
+            }
+            return Err(self.chain_mismatch(position, position.sequence, ChainLink::SamePosition, stored.hash(), hash));
+        }
+        self.check_chain(position, header, &hash)?;
+
+        let (batch, staged) = self.stage(segment, series, applied_at_ns)?;
+        self.write(batch, sync, "applying a segment")?;
+        let outcome = ApplyOutcome::Applied { points: record_count, new_series: staged.new_series.len() as u32 };
+        self.commit(staged);
+        Ok(outcome)
+    }
+
+    /// The header of the stored segment at `key`, if any.
+    fn stored_header(&self, key: SegmentKey) -> Result<Option<SegmentHeader>, ReplicaError> {
+        let stored = self
+            .db
+            .get_pinned_cf(self.cf(CF_SEGMENTS), key.to_bytes())
+            .map_err(|source| ReplicaError::storage(&self.path, "reading the audit log", source))?;
+        let Some(entry) = stored else { return Ok(None) };
+        let (_, sealed) = layout::decode_audit_entry(&entry)
+            .map_err(|reason| ReplicaError::corrupt(&self.path, &describe_segment(key), reason))?;
+        SegmentHeader::from_bytes(sealed)
+            .map(Some)
+            .map_err(|error| ReplicaError::corrupt(&self.path, &describe_segment(key), error))
+    }
+
+    fn chain_mismatch(
+        &self,
+        position: SegmentKey,
+        neighbour_sequence: u64,
+        link: ChainLink,
+        expected: SegmentHash,
+        found: SegmentHash,
+    ) -> ReplicaError {
+        ReplicaError::ChainMismatch {
+            sender_id: position.sender_id,
+            epoch: position.epoch,
+            sequence: position.sequence,
+            neighbour_sequence,
+            link,
+            expected_hash: encode_hex(&expected),
+            found_hash: encode_hex(&found),
+        }
+    }
+
+    fn check_chain(
+        &self,
+        position: SegmentKey,
+        header: &SegmentHeader,
+        hash: &SegmentHash,
+    ) -> Result<(), ReplicaError> {
+        let sequence = position.sequence;
+        if sequence == 1 {
+            if header.previous_hash != GENESIS_HASH {
+                return Err(self.chain_mismatch(position, 0, ChainLink::Genesis, GENESIS_HASH, header.previous_hash));
+            }
+        } else if let Some(previous) = self.stored_neighbour(position, sequence - 1)? {
+            let previous_hash = previous.hash();
+            if previous_hash != header.previous_hash {
+                return Err(self.chain_mismatch(
+                    position,
+                    sequence - 1,
+                    ChainLink::Previous,
+                    previous_hash,
+                    header.previous_hash,
+                ));
+            }
+        }
+        if let Some(next_sequence) = sequence.checked_add(1)
+            && let Some(next) = self.stored_neighbour(position, next_sequence)?
+            && next.previous_hash != *hash
+        {
+            return Err(self.chain_mismatch(position, next_sequence, ChainLink::Next, next.previous_hash, *hash));
+        }
+        Ok(())
+    }
+
+    /// The stored header at `sequence` of `position`'s stream, read only if the tracker says it is
+    /// applied (so the usual absent neighbour costs no read).
+    fn stored_neighbour(&self, position: SegmentKey, sequence: u64) -> Result<Option<SegmentHeader>, ReplicaError> {
+        let applied = self
+            .state
+            .streams
+            .get(&(position.sender_id, position.epoch))
+            .is_some_and(|stream| stream.tracker.is_applied(sequence));
+        if !applied {
+            return Ok(None);
+        }
+        let key = SegmentKey { sequence, ..position };
+        let header = self.stored_header(key)?;
+        if header.is_none() {
+            return Err(ReplicaError::corrupt(
+                &self.path,
+                &describe_segment(key),
+                "is missing though its stream lists it as applied",
+            ));
+        }
+        Ok(header)
+    }
+
+    /// Builds the write batch of a segment and the in-memory changes to make once it is written.
+    fn stage(
+        &self,
+        segment: &SealedSegment,
+        series: &[SeriesColumns],
+        applied_at_ns: i64,
+    ) -> Result<(WriteBatch, Staged), ReplicaError> {
+        let header = &segment.header;
+        let position = SegmentKey { sender_id: header.sender_id, epoch: header.epoch, sequence: header.sequence };
+        let audit_entry = layout::encode_audit_entry(applied_at_ns, segment);
+        let mut batch = WriteBatch::with_capacity_bytes(audit_entry.len() * 3 + 1024 * 1024);
+        let (points_cf, series_cf) = (self.cf(CF_POINTS), self.cf(CF_SERIES));
+
+        // Resolve every entry's series id, assigning ids to new series in order of appearance.
+        let catalog = &self.state.catalog;
+        let mut staged = Staged::default();
+        let mut canonical_key = Vec::with_capacity(256);
+        let mut new_ids: HashMap<&SeriesKey, u32> = HashMap::new();
+        let mut by_id: Vec<(u32, usize)> = Vec::with_capacity(series.len());
+        for (index, columns) in series.iter().enumerate().filter(|(_, columns)| !columns.is_empty()) {
+            let key = &columns.key;
+            let id = match catalog.ids.get(key).or_else(|| new_ids.get(key)) {
+                Some(&id) => id,
+                None => {
+                    let id = u32::try_from(catalog.entries.len() + staged.new_series.len())
+                        .ok()
+                        .filter(|id| *id < MAX_SERIES)
+                        .ok_or_else(|| ReplicaError::TooManySeries { path: self.path.clone(), limit: MAX_SERIES })?;
+                    canonical_key.clear();
+                    layout::encode_series_key(key, &mut canonical_key);
+                    batch.put_cf(series_cf, layout::series_id_key(SERIES_IDENTITY, id), &canonical_key);
+                    let mut by_key = Vec::with_capacity(1 + canonical_key.len());
+                    by_key.push(SERIES_BY_KEY);
+                    by_key.extend_from_slice(&canonical_key);
+                    batch.put_cf(series_cf, by_key, id.to_be_bytes());
+                    staged.new_series.push(key.clone());
+                    new_ids.insert(key, id);
+                    id
+                }
+            };
+            by_id.push((id, index));
+        }
+        // Ascending series ids (payload order within one id): the batch then inserts keys in
+        // ascending order, which RocksDB's memtable skip list does far faster than scattered keys.
+        // A payload may list one series several times; its entries become one group.
+        by_id.sort_unstable();
+
+        let mut chunk = Vec::with_capacity(64 * 1024);
+        let mut parts: Vec<&SeriesColumns> = Vec::new();
+        for group in by_id.chunk_by(|a, b| a.0 == b.0) {
+            let id = group[0].0;
+            parts.clear();
+            parts.extend(group.iter().map(|&(_, index)| &series[index]));
+            let previous = catalog.entries.get(id as usize).map(|entry| entry.statistics);
+            let statistics = chunks::fold_statistics(previous, &parts).expect("groups hold only non-empty columns");
+            staged.statistics.push((id, statistics));
+            chunks::for_each_bucket(&parts, |bucket_start_ns, columns| {
+                chunk.clear();
+                encode_columns(columns, &mut chunk);
+                let key = PointKey {
+                    series_id: id,
+                    bucket_start_ns,
+                    epoch: position.epoch,
+                    sequence: position.sequence,
+                    sender_id: position.sender_id,
+                };
+                batch.put_cf(points_cf, key.to_bytes(), &chunk);
+            });
+        }
+
+        batch.put_cf(self.cf(CF_SEGMENTS), position.to_bytes(), &audit_entry);
+
+        let stream_key = (position.sender_id, position.epoch);
+        let mut stream =
+            self.state.streams.get(&stream_key).cloned().unwrap_or_else(|| StreamState::new(applied_at_ns));
+        stream.flags |= STREAM_SEEN_IN_SEGMENT;
+        stream.tracker.on_applied(position.sequence).map_err(|source| ReplicaError::Tracker {
+            sender_id: position.sender_id,
+            epoch: position.epoch,
+            sequence: position.sequence,
+            source,
+        })?;
+        let meta = self.cf(CF_META);
+        batch.put_cf(meta, layout::stream_key(stream_key.0, stream_key.1), stream.to_bytes());
+        staged.stream = Some((stream_key, stream));
+
+        let mut counters = self.state.counters;
+        counters.segments_applied += 1;
+        counters.points_applied += u64::from(header.record_count);
+        batch.put_cf(meta, META_COUNTERS, counters.to_bytes());
+        staged.counters = counters;
+        staged.checkpoint = self.stage_statistics(&mut batch, &staged.statistics, counters.segments_applied);
+        Ok((batch, staged))
+    }
+
+    /// Writes the new statistics of the series a segment touched: usually one delta entry; every
+    /// [`STATISTICS_DELTAS_PER_CHECKPOINT`] applies a checkpoint instead, which rewrites the `'S'`
+    /// entry of every series changed since the last one and deletes the deltas. Returns whether
+    /// this is a checkpoint.
+    fn stage_statistics(
+        &self,
+        batch: &mut WriteBatch,
+        statistics: &[(u32, SeriesStatistics)],
+        delta_number: u64,
+    ) -> bool {
+        let (series_cf, meta) = (self.cf(CF_SERIES), self.cf(CF_META));
+        let journal = &self.state.journal;
+        if journal.pending_deltas.len() + 1 < STATISTICS_DELTAS_PER_CHECKPOINT {
+            batch.put_cf(meta, layout::statistics_delta_key(delta_number), layout::encode_statistics_delta(statistics));
+            return false;
+        }
+        let mut rewritten: BTreeMap<u32, SeriesStatistics> =
+            journal.dirty_ids.iter().map(|&id| (id, self.state.catalog.entries[id as usize].statistics)).collect();
+        rewritten.extend(statistics.iter().copied());
+        for (id, entry) in rewritten {
+            batch.put_cf(series_cf, layout::series_id_key(SERIES_STATISTICS, id), entry.to_bytes());
+        }
+        for &number in &journal.pending_deltas {
+            batch.delete_cf(meta, layout::statistics_delta_key(number));
+        }
+        true
+    }
+
+    /// Makes a written batch's changes visible in memory.
+    fn commit(&mut self, staged: Staged) {
+        let catalog = &mut self.state.catalog;
+        for key in staged.new_series {
+            let id = catalog.entries.len() as u32;
+            catalog.ids.insert(key.clone(), id);
+            // Statistics follow below; every new series has some.
+            catalog.entries.push(CatalogEntry::without_statistics(key));
+        }
+        let journal = &mut self.state.journal;
+        for &(id, statistics) in &staged.statistics {
+            catalog.entries[id as usize].statistics = statistics;
+        }
+        if staged.checkpoint {
+            *journal = StatisticsJournal::default();
+        } else {
+            for &(id, _) in &staged.statistics {
+                journal.mark_dirty(id);
+            }
+            journal.pending_deltas.push(staged.counters.segments_applied);
+        }
+        if let Some((key, stream)) = staged.stream {
+            self.state.streams.insert(key, stream);
+        }
+        self.state.counters = staged.counters;
+    }
+}
+
+/// In-memory changes of a staged segment, made visible once its batch is written.
+#[derive(Default)]
+struct Staged {
+    /// Keys of new series, in id order after the catalog's last id.
+    new_series: Vec<SeriesKey>,
+    statistics: Vec<(u32, SeriesStatistics)>,
+    /// The statistics were written as a checkpoint rather than a delta.
+    checkpoint: bool,
+    stream: Option<((u64, u64), StreamState)>,
+    counters: Counters,
+}
