@@ -5,9 +5,10 @@
 //! link with its stored neighbours, then *stages* it: one `WriteBatch` with its points (one chunk
 //! per series and one-hour bucket), the catalog entries of new series, the audit entry, the
 //! stream's tracker, the counters and the statistics (a delta, or every
-//! `STATISTICS_DELTAS_PER_CHECKPOINT`th apply a checkpoint). Once the batch is written, *commit*
-//! makes the same changes visible in memory. Nothing in memory changes before the batch is durable,
-//! so a failed write leaves the replica exactly as it was.
+//! `STATISTICS_DELTAS_PER_CHECKPOINT`th apply a checkpoint). Before the batch is written, the ids
+//! staged for new series are checked to be the ones *commit* will give them (the catalog's next
+//! ids); once it is written, *commit* makes the same changes visible in memory. Nothing in memory
+//! changes before the batch is durable, so a failed write leaves the replica exactly as it was.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -91,6 +92,7 @@ impl Replica {
         self.check_chain(position, header, &hash)?;
 
         let (batch, staged) = self.stage(segment, series, applied_at_ns)?;
+        self.check_staged_ids(&staged)?;
         self.write(batch, sync, "applying a segment")?;
         let outcome = ApplyOutcome::Applied { points: record_count, new_series: staged.new_series.len() as u32 };
         self.commit(staged);
@@ -196,11 +198,32 @@ impl Replica {
         let position = SegmentKey { sender_id: header.sender_id, epoch: header.epoch, sequence: header.sequence };
         let audit_entry = layout::encode_audit_entry(applied_at_ns, segment);
         let mut batch = WriteBatch::with_capacity_bytes(audit_entry.len() * 3 + 1024 * 1024);
-        let (points_cf, series_cf) = (self.cf(CF_POINTS), self.cf(CF_SERIES));
-
-        // Resolve every entry's series id, assigning ids to new series in order of appearance.
-        let catalog = &self.state.catalog;
         let mut staged = Staged::default();
+        let by_id = self.stage_series_ids(&mut batch, &mut staged, series)?;
+        self.stage_chunks(&mut batch, &mut staged, series, &by_id, position);
+        batch.put_cf(self.cf(CF_SEGMENTS), position.to_bytes(), &audit_entry);
+        self.stage_stream(&mut batch, &mut staged, position, applied_at_ns)?;
+
+        let mut counters = self.state.counters;
+        counters.segments_applied += 1;
+        counters.points_applied += u64::from(header.record_count);
+        batch.put_cf(self.cf(CF_META), META_COUNTERS, counters.to_bytes());
+        staged.counters = counters;
+        staged.checkpoint = self.stage_statistics(&mut batch, &staged.statistics, counters.segments_applied);
+        Ok((batch, staged))
+    }
+
+    /// Resolves the series id of every non-empty entry of `series`, assigning ids to new series in
+    /// order of appearance (and writing their catalog entries). Returns `(series id, entry index)`
+    /// sorted: ascending series ids, payload order within one id.
+    fn stage_series_ids(
+        &self,
+        batch: &mut WriteBatch,
+        staged: &mut Staged,
+        series: &[SeriesColumns],
+    ) -> Result<Vec<(u32, usize)>, ReplicaError> {
+        let series_cf = self.cf(CF_SERIES);
+        let catalog = &self.state.catalog;
         let mut canonical_key = Vec::with_capacity(256);
         let mut new_ids: HashMap<&SeriesKey, u32> = HashMap::new();
         let mut by_id: Vec<(u32, usize)> = Vec::with_capacity(series.len());
@@ -220,7 +243,7 @@ impl Replica {
                     by_key.push(SERIES_BY_KEY);
                     by_key.extend_from_slice(&canonical_key);
                     batch.put_cf(series_cf, by_key, id.to_be_bytes());
-                    staged.new_series.push(key.clone());
+                    staged.new_series.push((id, key.clone()));
                     new_ids.insert(key, id);
                     id
                 }
@@ -231,14 +254,26 @@ impl Replica {
         // ascending order, which RocksDB's memtable skip list does far faster than scattered keys.
         // A payload may list one series several times; its entries become one group.
         by_id.sort_unstable();
+        Ok(by_id)
+    }
 
+    /// Writes one chunk per series and one-hour bucket, and stages each series' new statistics.
+    fn stage_chunks(
+        &self,
+        batch: &mut WriteBatch,
+        staged: &mut Staged,
+        series: &[SeriesColumns],
+        by_id: &[(u32, usize)],
+        position: SegmentKey,
+    ) {
+        let points_cf = self.cf(CF_POINTS);
         let mut chunk = Vec::with_capacity(64 * 1024);
         let mut parts: Vec<&SeriesColumns> = Vec::new();
         for group in by_id.chunk_by(|a, b| a.0 == b.0) {
             let id = group[0].0;
             parts.clear();
             parts.extend(group.iter().map(|&(_, index)| &series[index]));
-            let previous = catalog.entries.get(id as usize).map(|entry| entry.statistics);
+            let previous = self.state.catalog.entries.get(id as usize).map(|entry| entry.statistics);
             let statistics = chunks::fold_statistics(previous, &parts).expect("groups hold only non-empty columns");
             staged.statistics.push((id, statistics));
             chunks::for_each_bucket(&parts, |bucket_start_ns, columns| {
@@ -254,9 +289,16 @@ impl Replica {
                 batch.put_cf(points_cf, key.to_bytes(), &chunk);
             });
         }
+    }
 
-        batch.put_cf(self.cf(CF_SEGMENTS), position.to_bytes(), &audit_entry);
-
+    /// Records the segment in its stream's tracker.
+    fn stage_stream(
+        &self,
+        batch: &mut WriteBatch,
+        staged: &mut Staged,
+        position: SegmentKey,
+        applied_at_ns: i64,
+    ) -> Result<(), ReplicaError> {
         let stream_key = (position.sender_id, position.epoch);
         let mut stream =
             self.state.streams.get(&stream_key).cloned().unwrap_or_else(|| StreamState::new(applied_at_ns));
@@ -267,17 +309,9 @@ impl Replica {
             sequence: position.sequence,
             source,
         })?;
-        let meta = self.cf(CF_META);
-        batch.put_cf(meta, layout::stream_key(stream_key.0, stream_key.1), stream.to_bytes());
+        batch.put_cf(self.cf(CF_META), layout::stream_key(stream_key.0, stream_key.1), stream.to_bytes());
         staged.stream = Some((stream_key, stream));
-
-        let mut counters = self.state.counters;
-        counters.segments_applied += 1;
-        counters.points_applied += u64::from(header.record_count);
-        batch.put_cf(meta, META_COUNTERS, counters.to_bytes());
-        staged.counters = counters;
-        staged.checkpoint = self.stage_statistics(&mut batch, &staged.statistics, counters.segments_applied);
-        Ok((batch, staged))
+        Ok(())
     }
 
     /// Writes the new statistics of the series a segment touched: usually one delta entry; every
@@ -308,11 +342,33 @@ impl Replica {
         true
     }
 
+    /// Checks, before anything is written, that the ids `stage` gave new series are the ones
+    /// [`commit`](Self::commit) will give them: the catalog's next ids, in order, for keys it does
+    /// not hold yet. Both read the same catalog, so only a bug between them can fail this; the
+    /// check costs a comparison and a look-up per new series (usually none).
+    fn check_staged_ids(&self, staged: &Staged) -> Result<(), ReplicaError> {
+        let catalog = &self.state.catalog;
+        for (offset, (staged_id, key)) in staged.new_series.iter().enumerate() {
+            let next_id = catalog.entries.len() + offset;
+            if *staged_id as usize != next_id || catalog.ids.contains_key(key) {
+                return Err(ReplicaError::CatalogOutOfStep {
+                    path: self.path.clone(),
+                    series: key.to_string(),
+                    staged_id: *staged_id,
+                    next_id: next_id as u64,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Makes a written batch's changes visible in memory.
     fn commit(&mut self, staged: Staged) {
         let catalog = &mut self.state.catalog;
-        for key in staged.new_series {
+        for (staged_id, key) in staged.new_series {
             let id = catalog.entries.len() as u32;
+            // Checked before the batch was written (`check_staged_ids`).
+            debug_assert_eq!(id, staged_id, "commit gives {key} another id than stage did");
             catalog.ids.insert(key.clone(), id);
             // Statistics follow below; every new series has some.
             catalog.entries.push(CatalogEntry::without_statistics(key));
@@ -339,11 +395,27 @@ impl Replica {
 /// In-memory changes of a staged segment, made visible once its batch is written.
 #[derive(Default)]
 struct Staged {
-    /// Keys of new series, in id order after the catalog's last id.
-    new_series: Vec<SeriesKey>,
+    /// New series with the ids assigned to them, in id order after the catalog's last id.
+    new_series: Vec<(u32, SeriesKey)>,
     statistics: Vec<(u32, SeriesStatistics)>,
     /// The statistics were written as a checkpoint rather than a delta.
     checkpoint: bool,
     stream: Option<((u64, u64), StreamState)>,
     counters: Counters,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staged_ids_other_than_the_catalogs_next_are_refused_before_anything_is_written() {
+        let directory = tempfile::tempdir().unwrap();
+        let replica = Replica::open(directory.path()).unwrap();
+        let staged = |new_series: Vec<(u32, SeriesKey)>| Staged { new_series, ..Staged::default() };
+        let (a, b) = (SeriesKey::new("a"), SeriesKey::new("b"));
+        assert!(replica.check_staged_ids(&staged(vec![(0, a.clone()), (1, b.clone())])).is_ok());
+        let error = replica.check_staged_ids(&staged(vec![(0, a), (2, b)])).unwrap_err();
+        assert!(matches!(error, ReplicaError::CatalogOutOfStep { staged_id: 2, next_id: 1, .. }), "{error}");
+    }
 }

@@ -88,6 +88,12 @@ pub enum ReplicaError {
          names without bound (a timestamp or counter in a tag?): fix the source"
     )]
     TooManySeries { path: PathBuf, limit: u32 },
+    #[error(
+        "the replica at {path} would give the new series {series} the id {staged_id}, but its catalog's next id \
+         is {next_id}; nothing was written. The in-memory catalog is out of step with the stored one (a bug): \
+         restart the receiver, which reads the catalog back from the replica"
+    )]
+    CatalogOutOfStep { path: PathBuf, series: String, staged_id: u32, next_id: u64 },
     #[error("the replica at {path} is open read-only; only the running receiver applies segments and beacons")]
     ReadOnly { path: PathBuf },
     #[error("cannot create the replica directory {path}: {source}; check the replica path and its permissions")]
