@@ -1,33 +1,34 @@
 //! The receiver's read-only HTTP listener: `/metrics` (Prometheus), `/api/v1/status` and
-//! `/api/v1/gaps` (JSON). Optional bearer token on `/api/...`.
+//! `/api/v1/gaps` (JSON), and the query routes `/api/v1/series` and `/api/v1/query` (handlers in
+//! [`crate::query::http`]). Optional bearer token on `/api/...`. The routes are assembled and
+//! served here only.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::run::Shared;
+use crate::query;
+use crate::state::{AppState, Shared, authorised};
 use crate::status;
 
-/// What every route gets: the running receiver's shared state and the optional bearer token.
-#[derive(Clone)]
-pub struct AppState {
-    pub shared: Arc<Shared>,
-    pub token: Option<Arc<str>>,
+/// Every route of the listener.
+pub fn routes() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/api/v1/status", get(status_json))
+        .route("/api/v1/gaps", get(gaps_json))
+        .route("/api/v1/series", get(query::http::series_route))
+        .route("/api/v1/query", get(query::http::query_route))
 }
 
 pub async fn serve(listen: SocketAddr, shared: Arc<Shared>, token: Option<String>) -> anyhow::Result<()> {
     let state = AppState { shared, token: token.map(Arc::from) };
-    let app = axum::Router::new()
-        .route("/metrics", get(metrics))
-        .route("/api/v1/status", get(status_json))
-        .route("/api/v1/gaps", get(gaps_json))
-        .merge(crate::query::http::routes())
-        .with_state(state);
+    let app = routes().with_state(state);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen for HTTP on {listen}; change http.listen"))?;
@@ -47,18 +48,6 @@ async fn metrics(State(state): State<AppState>) -> Response {
          # TYPE diode_receiver_replica_series gauge\ndiode_receiver_replica_series {series}\n"
     ));
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
-}
-
-/// `Ok` when no token is configured or the request carries it; otherwise the 401 to return.
-#[allow(clippy::result_large_err)] // the error is the response itself, returned at once
-pub fn authorised(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
-    let Some(expected) = &state.token else { return Ok(()) };
-    let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(token) if diode_common::keys::constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(()),
-        _ => Err((StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({"error": "missing or wrong bearer token"})))
-            .into_response()),
-    }
 }
 
 async fn status_json(State(state): State<AppState>, headers: HeaderMap) -> Response {

@@ -1,9 +1,10 @@
 //! diode-receiver: the IT appliance. Rebuilds segments from one-way datagrams, verifies them and
 //! applies them exactly once to a RocksDB replica that analysts query and auditors verify.
 //!
-//! Map: `config` (TOML), `run` (receive and apply threads), `counters` (metrics), `http` (metrics
-//! and API), `status` (status and gap reports), `query`, `audit`, `time`. The replica itself (the
-//! RocksDB layout) is the `diode-replica` crate.
+//! Map: `config` (TOML), `run` (starts the receive and apply threads and the HTTP listener),
+//! `state` (what they share), `counters` (metrics), `http` (metrics and API), `status` (status and
+//! gap reports), `query`, `audit`, `time`. The replica itself (the RocksDB layout) is the
+//! `diode-replica` crate.
 #![forbid(unsafe_code)]
 
 pub mod audit;
@@ -13,5 +14,6 @@ pub mod http;
 pub mod logging;
 pub mod query;
 pub mod run;
+pub mod state;
 pub mod status;
 pub mod time;

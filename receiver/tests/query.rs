@@ -14,14 +14,13 @@ use diode_common::keys::SenderKey;
 use diode_common::record::{Quality, Record, SeriesKey, Value};
 use diode_common::seal::{self, ChainPosition, GENESIS_HASH, SegmentHash};
 use diode_receiver::counters::{RateLimitedLog, ReceiverCounters};
-use diode_receiver::http::AppState;
 use diode_receiver::query::aggregate::TwaMode;
 use diode_receiver::query::cli::{write_query, write_series};
 use diode_receiver::query::interpolate::Method;
 use diode_receiver::query::output::{Format, TimeFormat};
 use diode_receiver::query::source::{LockedReplica, PointSource};
 use diode_receiver::query::{QueryRequest, QueryText, Syntax};
-use diode_receiver::run::Shared;
+use diode_receiver::state::{AppState, Shared};
 use diode_replica::Replica;
 
 /// 2024-01-01T00:00:00Z.
@@ -389,7 +388,7 @@ fn get(address: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
 fn serve(shared: Arc<Shared>, token: Option<&str>) -> (SocketAddr, tokio::runtime::Runtime) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let state = AppState { shared, token: token.map(Arc::from) };
-    let app = diode_receiver::query::http::routes().with_state(state);
+    let app = diode_receiver::http::routes().with_state(state);
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let address = listener.local_addr().unwrap();
     runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });

@@ -1,4 +1,4 @@
-//! Query routes of the receiver's HTTP API: read-only, bearer token when configured, JSON by
+//! Query handlers of the receiver's HTTP API (routed by [`crate::http`]): read-only, bearer token when configured, JSON by
 //! default, errors as `{"error": "..."}` with 400 (bad parameter), 401 (token), 404 (no such
 //! series) or 503 (too many queries at once).
 //!
@@ -36,7 +36,6 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use diode_replica::SeriesInfo;
 use tokio::sync::mpsc;
 
@@ -45,8 +44,7 @@ use super::{
     Mode, NextPage, QueryError, QueryRequest, QueryText, Resume, Syntax, check_kinds, glob, list_series, run_query,
     select_series,
 };
-use crate::http::{AppState, authorised};
-use crate::run::Shared;
+use crate::state::{AppState, Shared, authorised};
 use crate::time::{format_rfc3339, now_ns, parse_time};
 
 /// Rows per response when `limit` is not given.
@@ -79,10 +77,6 @@ const QUERY_PARAMETERS: [&str; 15] = [
     "later_from",
 ];
 const SERIES_PARAMETERS: [&str; 3] = ["match", "format", "time_format"];
-
-pub fn routes() -> axum::Router<AppState> {
-    axum::Router::new().route("/api/v1/series", get(series_route)).route("/api/v1/query", get(query_route))
-}
 
 fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(serde_json::json!({ "error": message.into() }))).into_response()
@@ -151,7 +145,8 @@ fn catalog(shared: &Shared) -> Vec<SeriesInfo> {
     shared.replica.read().unwrap_or_else(PoisonError::into_inner).series_list()
 }
 
-async fn series_route(
+/// `GET /api/v1/series`.
+pub async fn series_route(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
@@ -333,7 +328,8 @@ impl Drop for QuerySlot {
     }
 }
 
-async fn query_route(
+/// `GET /api/v1/query`.
+pub async fn query_route(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,

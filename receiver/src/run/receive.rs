@@ -1,42 +1,22 @@
-//! `diode-receiver run`: the receive thread rebuilds segments from datagrams, the apply thread
-//! verifies and applies them, and the HTTP listener serves metrics, status and queries.
-//!
-//! The receive thread never blocks on the apply thread: when the apply queue is full it sheds the
-//! newly completed segment whole (counted; the carousel or a resend brings it back), so a slow
-//! disk can never make the kernel drop datagrams of segments already half received.
-//! Nothing here ever sends a packet.
+//! The receive side of `diode-receiver run`: the one UDP socket (bound, read only), the link key,
+//! and the loop that rebuilds segments from datagrams and hands them and beacons to the apply
+//! thread, shedding a completed segment whole when the apply queue is full.
 
 use std::net::UdpSocket;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, RwLock};
-use std::thread;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use diode_common::beacon::Beacon;
-use diode_common::keys::{TrustedKeys, encode_hex};
+use diode_common::keys::TrustedKeys;
 use diode_common::packet::{self, Datagram, LinkKey};
 use diode_common::reassembly::{Event, Reassembler, ReassemblyLimits};
-use diode_common::seal;
-use diode_replica::{ApplyOutcome, HeadCheck, Replica, ReplicaError};
 
+use super::apply::Work;
 use crate::config::ReceiverConfig;
-use crate::counters::{RateLimitedLog, ReceiverCounters};
-use crate::time::now_ns;
-
-/// Work for the apply thread.
-pub enum Work {
-    Segment { bytes: Vec<u8>, recovered_by_fec: bool },
-    Beacon { beacon: Box<Beacon>, raw: Vec<u8> },
-}
-
-pub struct Shared {
-    pub counters: ReceiverCounters,
-    pub log: RateLimitedLog,
-    pub replica: RwLock<Replica>,
-    pub stop: AtomicBool,
-}
+use crate::state::Shared;
 
 pub fn load_link_key(config: &ReceiverConfig) -> anyhow::Result<LinkKey> {
     let path = &config.keys.link_key;
@@ -186,164 +166,16 @@ fn packet_error_reason(error: &packet::PacketError) -> &'static str {
     }
 }
 
-/// The apply loop: verify, check, apply exactly once; record beacons.
-pub fn apply_loop(queue: Receiver<Work>, trusted: TrustedKeys, shared: Arc<Shared>) -> anyhow::Result<()> {
-    let counters = &shared.counters;
-    for work in queue {
-        match work {
-            Work::Segment { bytes, .. } => apply_segment(&bytes, &trusted, &shared)?,
-            Work::Beacon { beacon, raw } => {
-                let mut replica = shared.replica.write().expect("replica lock");
-                let head =
-                    replica.record_beacon(&beacon, &raw, now_ns()).context("cannot record a beacon in the replica")?;
-                if let HeadCheck::Differs { segment, signed_hash, stored_hash } = head {
-                    counters.beacon_head_mismatches.fetch_add(1, Ordering::Relaxed);
-                    shared.log.warn("beacon_head_mismatch", || {
-                        format!(
-                            "the signed beacon of sender {} epoch {} says its head {} hashes to {}, the stored \
-                             segment to {}: a forked chain (state lost without a new epoch?) or a misused key; run \
-                             `diode-receiver audit verify` and compare with the sender",
-                            segment.sender_id,
-                            segment.epoch,
-                            segment.sequence,
-                            encode_hex(&signed_hash),
-                            encode_hex(&stored_hash)
-                        )
-                    });
-                }
-                counters.beacons_accepted.fetch_add(1, Ordering::Relaxed);
-                counters.last_beacon_received_ns.store(now_ns(), Ordering::Relaxed);
-                counters.announced_head.store(beacon.head_sequence, Ordering::Relaxed);
-                counters.gap_segments.store(gap_count(&replica), Ordering::Relaxed);
-            }
-        }
-    }
-    Ok(())
-}
-
-fn gap_count(replica: &Replica) -> u64 {
-    replica.gaps().iter().map(|gap| gap.last_sequence - gap.first_sequence + 1).sum()
-}
-
-/// Verifies and applies one segment. Errors of the segment are counted and logged; only errors of
-/// the replica itself (a failing disk) stop the receiver.
-pub fn apply_segment(bytes: &[u8], trusted: &TrustedKeys, shared: &Shared) -> anyhow::Result<()> {
-    let counters = &shared.counters;
-    let (segment, series) = match seal::open_records(bytes, trusted) {
-        Ok(opened) => opened,
-        Err(error) => {
-            let reason = error.reason_label();
-            counters.reject(reason);
-            shared.log.warn(reason, || format!("refused a segment: {error}"));
-            return Ok(());
-        }
-    };
-    let mut replica = shared.replica.write().expect("replica lock");
-    match replica.apply(&segment, &series, now_ns()) {
-        Ok(ApplyOutcome::Applied { points, .. }) => {
-            counters.segments_applied.fetch_add(1, Ordering::Relaxed);
-            counters.points_applied.fetch_add(points, Ordering::Relaxed);
-            counters.last_apply_ns.store(now_ns(), Ordering::Relaxed);
-            counters.applied_head.fetch_max(segment.header.sequence, Ordering::Relaxed);
-            counters.gap_segments.store(gap_count(&replica), Ordering::Relaxed);
-        }
-        Ok(ApplyOutcome::AlreadyApplied) => {
-            counters.segments_already_applied.fetch_add(1, Ordering::Relaxed);
-        }
-        Err(error @ (ReplicaError::ChainMismatch { .. } | ReplicaError::InconsistentSegment { .. })) => {
-            let reason =
-                if matches!(error, ReplicaError::ChainMismatch { .. }) { "chain_mismatch" } else { "bad_payload" };
-            counters.reject(reason);
-            shared.log.warn(reason, || format!("refused a segment: {error}"));
-        }
-        Err(error) => return Err(error).context("cannot write to the replica"),
-    }
-    Ok(())
-}
-
-pub fn run(config: ReceiverConfig) -> anyhow::Result<()> {
-    let link_key = load_link_key(&config)?;
-    let trusted = config.trusted_keys()?;
-    let replica = Replica::open(&config.replica_dir)
-        .with_context(|| format!("cannot open the replica in {}", config.replica_dir.display()))?;
-    let socket = open_socket(&config)?;
-    tracing::info!(listen = %config.link.listen, replica = %config.replica_dir.display(), "diode-receiver starting");
-    let shared = Arc::new(Shared {
-        counters: ReceiverCounters::default(),
-        log: RateLimitedLog::default(),
-        replica: RwLock::new(replica),
-        stop: AtomicBool::new(false),
-    });
-    let (queue_tx, queue_rx) = std::sync::mpsc::sync_channel(config.reassembly.apply_queue_segments);
-    let receive = {
-        let shared = Arc::clone(&shared);
-        let trusted = trusted.clone();
-        let limits = reassembly_limits(&config);
-        thread::Builder::new()
-            .name("receive".into())
-            .spawn(move || receive_loop(socket, link_key, trusted, limits, queue_tx, shared))?
-    };
-    let apply = {
-        let shared = Arc::clone(&shared);
-        thread::Builder::new().name("apply".into()).spawn(move || apply_loop(queue_rx, trusted, shared))?
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    let http = config.http.clone();
-    runtime.block_on(async {
-        if let Some(listen) = http.listen {
-            let shared = Arc::clone(&shared);
-            let token = http.bearer_token.clone();
-            tokio::spawn(async move {
-                if let Err(error) = crate::http::serve(listen, shared, token).await {
-                    tracing::error!("{error:#}");
-                }
-            });
-        }
-        let stopped_by_thread = async {
-            while !shared.stop.load(Ordering::Relaxed) && !apply.is_finished() && !receive.is_finished() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        };
-        tokio::select! {
-            _ = shutdown_signal() => {}
-            _ = stopped_by_thread => {}
-        }
-    });
-    shared.stop.store(true, Ordering::Relaxed);
-    let receive_result = receive.join().map_err(|_| anyhow::anyhow!("the receive thread panicked"))?;
-    let apply_result = apply.join().map_err(|_| anyhow::anyhow!("the apply thread panicked"))?;
-    shared.replica.read().expect("replica lock").flush().context("cannot flush the replica")?;
-    receive_result?;
-    apply_result?;
-    tracing::info!(
-        points = shared.counters.points_applied.load(Ordering::Relaxed),
-        segments = shared.counters.segments_applied.load(Ordering::Relaxed),
-        "diode-receiver stopped"
-    );
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
-    }
-    tracing::info!("shutdown requested");
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::RwLock;
+    use std::sync::atomic::AtomicBool;
+
     use super::*;
+    use crate::counters::{RateLimitedLog, ReceiverCounters};
     use diode_common::fec::{self, FecParams};
     use diode_common::packet::SymbolPacket;
+    use diode_replica::Replica;
 
     fn shared(dir: &std::path::Path) -> Shared {
         Shared {

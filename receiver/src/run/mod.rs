@@ -1,0 +1,101 @@
+//! `diode-receiver run`: the receive thread rebuilds segments from datagrams, the apply thread
+//! verifies and applies them, and the HTTP listener serves metrics, status and queries. This module
+//! only starts them and stops them: the receive side is [`receive`], the apply side [`apply`].
+//!
+//! The receive thread never blocks on the apply thread: when the apply queue is full it sheds the
+//! newly completed segment whole (counted; the carousel or a resend brings it back), so a slow
+//! disk can never make the kernel drop datagrams of segments already half received.
+//! Nothing here ever sends a packet.
+
+pub mod apply;
+pub mod receive;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::thread;
+use std::time::Duration;
+
+use anyhow::Context;
+use diode_replica::Replica;
+
+use crate::config::ReceiverConfig;
+use crate::counters::{RateLimitedLog, ReceiverCounters};
+use crate::state::Shared;
+
+pub fn run(config: ReceiverConfig) -> anyhow::Result<()> {
+    let link_key = receive::load_link_key(&config)?;
+    let trusted = config.trusted_keys()?;
+    let replica = Replica::open(&config.replica_dir)
+        .with_context(|| format!("cannot open the replica in {}", config.replica_dir.display()))?;
+    let socket = receive::open_socket(&config)?;
+    tracing::info!(listen = %config.link.listen, replica = %config.replica_dir.display(), "diode-receiver starting");
+    let shared = Arc::new(Shared {
+        counters: ReceiverCounters::default(),
+        log: RateLimitedLog::default(),
+        replica: RwLock::new(replica),
+        stop: AtomicBool::new(false),
+    });
+    let (queue_tx, queue_rx) = std::sync::mpsc::sync_channel(config.reassembly.apply_queue_segments);
+    let receive = {
+        let shared = Arc::clone(&shared);
+        let trusted = trusted.clone();
+        let limits = receive::reassembly_limits(&config);
+        thread::Builder::new()
+            .name("receive".into())
+            .spawn(move || receive::receive_loop(socket, link_key, trusted, limits, queue_tx, shared))?
+    };
+    let apply = {
+        let shared = Arc::clone(&shared);
+        thread::Builder::new().name("apply".into()).spawn(move || apply::apply_loop(queue_rx, trusted, shared))?
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let http = config.http.clone();
+    runtime.block_on(async {
+        if let Some(listen) = http.listen {
+            let shared = Arc::clone(&shared);
+            let token = http.bearer_token.clone();
+            tokio::spawn(async move {
+                if let Err(error) = crate::http::serve(listen, shared, token).await {
+                    tracing::error!("{error:#}");
+                }
+            });
+        }
+        let stopped_by_thread = async {
+            while !shared.stop.load(Ordering::Relaxed) && !apply.is_finished() && !receive.is_finished() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = stopped_by_thread => {}
+        }
+    });
+    shared.stop.store(true, Ordering::Relaxed);
+    let receive_result = receive.join().map_err(|_| anyhow::anyhow!("the receive thread panicked"))?;
+    let apply_result = apply.join().map_err(|_| anyhow::anyhow!("the apply thread panicked"))?;
+    shared.replica.read().expect("replica lock").flush().context("cannot flush the replica")?;
+    receive_result?;
+    apply_result?;
+    tracing::info!(
+        points = shared.counters.points_applied.load(Ordering::Relaxed),
+        segments = shared.counters.segments_applied.load(Ordering::Relaxed),
+        "diode-receiver stopped"
+    );
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutdown requested");
+}

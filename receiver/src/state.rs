@@ -1,0 +1,39 @@
+//! What the running receiver's threads and HTTP routes share: the counters, the rate-limited log,
+//! the replica behind its lock and the stop flag ([`Shared`]); and what every HTTP route gets
+//! ([`AppState`]), with the bearer-token check of the API routes ([`authorised`]).
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, RwLock};
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use diode_replica::Replica;
+
+use crate::counters::{RateLimitedLog, ReceiverCounters};
+
+/// The state of a running receiver, shared by the receive and apply threads and the HTTP routes.
+pub struct Shared {
+    pub counters: ReceiverCounters,
+    pub log: RateLimitedLog,
+    pub replica: RwLock<Replica>,
+    pub stop: AtomicBool,
+}
+
+/// What every route gets: the running receiver's shared state and the optional bearer token.
+#[derive(Clone)]
+pub struct AppState {
+    pub shared: Arc<Shared>,
+    pub token: Option<Arc<str>>,
+}
+
+/// `Ok` when no token is configured or the request carries it; otherwise the 401 to return.
+#[allow(clippy::result_large_err)] // the error is the response itself, returned at once
+pub fn authorised(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(expected) = &state.token else { return Ok(()) };
+    let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(token) if diode_common::keys::constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(()),
+        _ => Err((StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({"error": "missing or wrong bearer token"})))
+            .into_response()),
+    }
+}
