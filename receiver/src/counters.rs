@@ -6,6 +6,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
+use crate::locks;
+
 #[derive(Debug, Default)]
 pub struct ReceiverCounters {
     pub datagrams_received: AtomicU64,
@@ -32,11 +34,11 @@ pub struct ReceiverCounters {
 
 impl ReceiverCounters {
     pub fn reject(&self, reason: &'static str) {
-        *self.rejected.lock().expect("counters lock").entry(reason).or_default() += 1;
+        *locks::lock(&self.rejected).entry(reason).or_default() += 1;
     }
 
     pub fn rejected(&self) -> BTreeMap<&'static str, u64> {
-        self.rejected.lock().expect("counters lock").clone()
+        locks::lock(&self.rejected).clone()
     }
 
     /// Prometheus text exposition format.
@@ -130,7 +132,7 @@ pub struct RateLimitedLog {
 
 impl RateLimitedLog {
     pub fn warn(&self, reason: &'static str, detail: impl FnOnce() -> String) {
-        let mut last = self.last.lock().expect("log lock");
+        let mut last = locks::lock(&self.last);
         let now = Instant::now();
         match last.get_mut(reason) {
             Some((at, suppressed)) if now.duration_since(*at).as_secs() < 1 => *suppressed += 1,

@@ -12,9 +12,9 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::query;
 use crate::state::{AppState, Shared, authorised};
 use crate::status;
+use crate::{locks, query};
 
 /// Every route of the listener.
 pub fn routes() -> axum::Router<AppState> {
@@ -38,7 +38,7 @@ pub async fn serve(listen: SocketAddr, shared: Arc<Shared>, token: Option<String
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = state.shared.counters.render();
     let (points, series) = {
-        let replica = state.shared.replica.read().expect("replica lock");
+        let replica = locks::read(&state.shared.replica);
         (replica.total_points(), replica.series_count())
     };
     text.push_str(&format!(
@@ -54,7 +54,7 @@ async fn status_json(State(state): State<AppState>, headers: HeaderMap) -> Respo
     if let Err(response) = authorised(&state, &headers) {
         return response;
     }
-    let replica = state.shared.replica.read().expect("replica lock");
+    let replica = locks::read(&state.shared.replica);
     axum::Json(status::status_json(&replica, Some(&state.shared.counters))).into_response()
 }
 
@@ -62,6 +62,6 @@ async fn gaps_json(State(state): State<AppState>, headers: HeaderMap) -> Respons
     if let Err(response) = authorised(&state, &headers) {
         return response;
     }
-    let replica = state.shared.replica.read().expect("replica lock");
+    let replica = locks::read(&state.shared.replica);
     axum::Json(status::gaps_json(&replica)).into_response()
 }

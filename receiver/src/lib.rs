@@ -11,6 +11,7 @@ pub mod audit;
 pub mod config;
 pub mod counters;
 pub mod http;
+pub mod locks;
 pub mod logging;
 pub mod query;
 pub mod run;

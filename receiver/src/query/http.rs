@@ -27,8 +27,8 @@
 
 use std::io::{self, Write};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
@@ -44,6 +44,7 @@ use super::{
     Mode, NextPage, QueryError, QueryRequest, QueryText, Resume, Syntax, check_kinds, glob, list_series, run_query,
     select_series,
 };
+use crate::locks;
 use crate::state::{AppState, Shared, authorised};
 use crate::time::{format_rfc3339, now_ns, parse_time};
 
@@ -142,7 +143,7 @@ fn parameters(
 }
 
 fn catalog(shared: &Shared) -> Vec<SeriesInfo> {
-    shared.replica.read().unwrap_or_else(PoisonError::into_inner).series_list()
+    locks::read(&shared.replica).series_list()
 }
 
 /// `GET /api/v1/series`.

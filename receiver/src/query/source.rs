@@ -5,10 +5,12 @@
 //! Also the one lookup scans cannot do directly: the last point before an instant (the carry-in
 //! of a time-weighted average, the latest value), found by scanning backwards in growing windows.
 
-use std::sync::{PoisonError, RwLock};
+use std::sync::RwLock;
 
 use diode_common::codec::SeriesColumns;
 use diode_replica::{BUCKET_NS, ColumnScan, Point, Points, Replica, ReplicaError, bucket_start};
+
+use crate::locks;
 
 /// Points a batch of [`LockedReplica`] aims at: about a millisecond of decoding, so a query never
 /// delays an apply noticeably.
@@ -100,9 +102,7 @@ impl BatchedScan<'_> {
         // Set once the batch is full: the end of the last bucket read, where it stops.
         let mut cut_at_ns = None;
         {
-            // A poisoned lock means the apply thread panicked mid-apply; RocksDB's batch is
-            // atomic, so what is stored is still whole and worth reading.
-            let replica = self.lock.read().unwrap_or_else(PoisonError::into_inner);
+            let replica = locks::read(self.lock);
             for block in replica.scan_columns(self.series_id, from_ns, until_ns) {
                 let block = block?;
                 points += block.len();

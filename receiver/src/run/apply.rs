@@ -12,6 +12,7 @@ use diode_common::keys::{TrustedKeys, encode_hex};
 use diode_common::seal;
 use diode_replica::{ApplyOutcome, HeadCheck, Replica, ReplicaError};
 
+use crate::locks;
 use crate::state::Shared;
 use crate::time::now_ns;
 
@@ -28,7 +29,7 @@ pub fn apply_loop(queue: Receiver<Work>, trusted: TrustedKeys, shared: Arc<Share
         match work {
             Work::Segment { bytes, .. } => apply_segment(&bytes, &trusted, &shared)?,
             Work::Beacon { beacon, raw } => {
-                let mut replica = shared.replica.write().expect("replica lock");
+                let mut replica = locks::write(&shared.replica);
                 let head =
                     replica.record_beacon(&beacon, &raw, now_ns()).context("cannot record a beacon in the replica")?;
                 if let HeadCheck::Differs { segment, signed_hash, stored_hash } = head {
@@ -73,7 +74,7 @@ pub fn apply_segment(bytes: &[u8], trusted: &TrustedKeys, shared: &Shared) -> an
             return Ok(());
         }
     };
-    let mut replica = shared.replica.write().expect("replica lock");
+    let mut replica = locks::write(&shared.replica);
     match replica.apply(&segment, &series, now_ns()) {
         Ok(ApplyOutcome::Applied { points, .. }) => {
             counters.segments_applied.fetch_add(1, Ordering::Relaxed);

@@ -20,6 +20,7 @@ use diode_replica::Replica;
 
 use crate::config::ReceiverConfig;
 use crate::counters::{RateLimitedLog, ReceiverCounters};
+use crate::locks;
 use crate::state::Shared;
 
 pub fn run(config: ReceiverConfig) -> anyhow::Result<()> {
@@ -73,7 +74,7 @@ pub fn run(config: ReceiverConfig) -> anyhow::Result<()> {
     shared.stop.store(true, Ordering::Relaxed);
     let receive_result = receive.join().map_err(|_| anyhow::anyhow!("the receive thread panicked"))?;
     let apply_result = apply.join().map_err(|_| anyhow::anyhow!("the apply thread panicked"))?;
-    shared.replica.read().expect("replica lock").flush().context("cannot flush the replica")?;
+    locks::read(&shared.replica).flush().context("cannot flush the replica")?;
     receive_result?;
     apply_result?;
     tracing::info!(
