@@ -14,8 +14,9 @@ use diode_common::keys::{KeyId, SenderKey, TrustedKey, TrustedKeys, encode_hex};
 use diode_common::record::{Quality, Record, SeriesKey, Value};
 use diode_common::seal::{self, ChainPosition, GENESIS_HASH, OpenError, SealedSegment, SegmentHash};
 use diode_receiver::audit::cli::{AuditCommand, CheckProofArgs, ProofArgs, VerifyArgs};
+use diode_receiver::audit::findings::Finding;
 use diode_receiver::audit::proof::{check_proof, describe, export_proof};
-use diode_receiver::audit::report::{AuditReport, Finding, GapKind};
+use diode_receiver::audit::report::{AuditReport, GapKind};
 use diode_receiver::audit::verify::{VerifyOptions, verify_replica};
 use diode_replica::{BUCKET_NS, Replica, SegmentKey};
 

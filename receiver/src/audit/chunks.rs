@@ -27,8 +27,9 @@ use diode_common::keys::encode_hex;
 use diode_common::record::{Quality, SeriesKey, Value};
 use diode_replica::{BUCKET_NS, PointKey, Replica, ReplicaError, SegmentKey, SeriesInfo, bucket_start};
 
-use super::report::{Finding, Findings, PointTotals, segment_name};
-use super::value_at_equals;
+use super::findings::{Finding, Findings, segment_name};
+use super::report::PointTotals;
+use super::signed::{SignedPart, value_at_equals};
 
 /// Whether the bucket starting at `bucket_start_ns` overlaps `span`.
 fn bucket_overlaps(bucket_start_ns: i64, span: (i64, i64)) -> bool {
@@ -76,13 +77,6 @@ pub(super) fn inventory(
         });
     }
     Ok(catalogued_chunks)
-}
-
-/// One series' records of one decoded segment, in payload order.
-#[derive(Clone, Copy)]
-pub(super) struct SignedPart<'a> {
-    pub columns: &'a SeriesColumns,
-    pub segment: SegmentKey,
 }
 
 /// Rows `start..end` of part `part`: a run of one expected chunk.

@@ -7,8 +7,7 @@ use anyhow::Context;
 use diode_common::keys::{TrustedKey, TrustedKeys, parse_public_key};
 use diode_replica::Replica;
 
-use super::find_series;
-use super::proof::{MAX_PROOF_BYTES, check_proof, describe, export_proof};
+use super::proof::{MAX_PROOF_BYTES, check_proof, describe, export_proof, find_series};
 use super::verify::{VerifyOptions, verify_replica};
 use crate::config::ReceiverConfig;
 use crate::time::{format_rfc3339, now_ns, parse_time};

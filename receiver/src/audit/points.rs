@@ -25,26 +25,14 @@ use std::sync::Arc;
 use diode_common::codec::SeriesColumns;
 use diode_common::keys::TrustedKeys;
 use diode_common::record::SeriesKey;
-use diode_common::seal::{self, SegmentHash};
+use diode_common::seal;
 use diode_replica::{PointScan, Replica, ReplicaError, SegmentKey, SeriesInfo, bucket_start};
 
-use super::chunks::{self, SignedPart as Part};
-use super::report::{Finding, Findings, PointTotals};
-use super::verify::{VerifyOptions, progress_bar};
-use super::{value_at_equals, write_order};
-
-/// A stored segment that verified, as the walk over the audit log saw it.
-#[derive(Debug, Clone)]
-pub(super) struct SignedSegment {
-    pub key: SegmentKey,
-    /// The header hash seen by the walk: the comparison decodes only these exact segments.
-    pub header_hash: SegmentHash,
-    pub min_timestamp_ns: i64,
-    pub max_timestamp_ns: i64,
-    pub record_count: u32,
-    /// Within the selected sequences (others only resolve last-write-wins in the span).
-    pub selected: bool,
-}
+use super::chunks;
+use super::findings::{Finding, Findings};
+use super::options::{VerifyOptions, progress_bar};
+use super::report::PointTotals;
+use super::signed::{SignedPart as Part, SignedSegment, value_at_equals, write_order};
 
 /// One decoded segment, holding the series of one pass.
 struct Decoded {

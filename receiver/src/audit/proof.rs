@@ -13,8 +13,7 @@ pub use diode_common::proof::{
 use diode_common::seal::{self, HEADER_LENGTH, SegmentHeader};
 use diode_replica::{Replica, ReplicaError, SegmentKey, SeriesInfo};
 
-use super::describe_value;
-use super::report::segment_name;
+use super::findings::{describe_value, segment_name};
 use crate::time::format_rfc3339;
 
 /// The verified points of a checked proof and where they come from, for humans.
@@ -59,6 +58,31 @@ pub fn describe(checked: &CheckedProof) -> String {
         );
     }
     out
+}
+
+/// The catalogued series whose display form (`name` or `name{key=value,...}`) is `name`.
+pub fn find_series(replica: &Replica, name: &str) -> anyhow::Result<SeriesInfo> {
+    let matching: Vec<SeriesInfo> =
+        replica.series_list().into_iter().filter(|info| info.key.to_string() == name).collect();
+    match matching.len() {
+        1 => Ok(matching.into_iter().next().expect("one match")),
+        0 => {
+            let similar: Vec<String> = replica
+                .series_list()
+                .into_iter()
+                .map(|info| info.key.to_string())
+                .filter(|shown| shown.starts_with(name) || shown.contains(name))
+                .take(5)
+                .collect();
+            if similar.is_empty() {
+                anyhow::bail!(
+                    "the replica holds no series {name:?}; list them with `diode-receiver series --config FILE`"
+                )
+            }
+            anyhow::bail!("the replica holds no series {name:?}; did you mean one of {similar:?}?")
+        }
+        _ => anyhow::bail!("{} series are shown as {name:?}; this cannot happen in a healthy replica", matching.len()),
+    }
 }
 
 fn position(header: &SegmentHeader) -> SegmentKey {

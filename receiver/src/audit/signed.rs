@@ -1,0 +1,48 @@
+//! What the walk of the audit log hands the comparisons: the stored segments that verified
+//! ([`SignedSegment`]) and, once decoded, one series' records from one of them ([`SignedPart`]);
+//! the last-write-wins order of segments; and the bit-for-bit equality of values both comparisons
+//! judge by.
+
+use diode_common::codec::{SeriesColumns, Values};
+use diode_common::record::Value;
+use diode_common::seal::SegmentHash;
+use diode_replica::SegmentKey;
+
+/// A stored segment that verified, as the walk over the audit log saw it.
+#[derive(Debug, Clone)]
+pub struct SignedSegment {
+    pub key: SegmentKey,
+    /// The header hash seen by the walk: the comparison decodes only these exact segments.
+    pub header_hash: SegmentHash,
+    pub min_timestamp_ns: i64,
+    pub max_timestamp_ns: i64,
+    pub record_count: u32,
+    /// Within the selected sequences (others only resolve last-write-wins in the span).
+    pub selected: bool,
+}
+
+/// One series' records of one decoded segment, in payload order.
+#[derive(Clone, Copy)]
+pub struct SignedPart<'a> {
+    pub columns: &'a SeriesColumns,
+    pub segment: SegmentKey,
+}
+
+/// Last-write-wins rank of a segment, as the replica resolves duplicates: the highest
+/// (epoch, sequence) wins, ties between senders go to the higher sender id.
+pub fn write_order(key: SegmentKey) -> (u64, u64, u64) {
+    (key.epoch, key.sequence, key.sender_id)
+}
+
+/// Whether the value at `row` of `values` is bit-for-bit `other` (so `-0.0 != 0.0`, and NaN
+/// payloads compare by their bits), without cloning strings.
+pub fn value_at_equals(values: &Values, row: usize, other: &Value) -> bool {
+    match (values, other) {
+        (Values::F64(values), Value::F64(other)) => values[row].to_bits() == other.to_bits(),
+        (Values::I64(values), Value::I64(other)) => values[row] == *other,
+        (Values::Bool(values), Value::Bool(other)) => values[row] == *other,
+        (Values::String(values), Value::String(other)) => values[row] == *other,
+        (Values::Mixed(values), other) => values[row].bit_eq(other),
+        _ => false,
+    }
+}
