@@ -249,80 +249,103 @@ pub(super) fn check_series(
     totals: &mut PointTotals,
     findings: &mut Findings,
 ) {
-    let series = info.key.to_string();
-    let hidden = |rows: &[Row]| -> Vec<Row> {
-        rows.iter().filter(|row| flagged.binary_search(&row.timestamp_ns).is_err()).cloned().collect()
-    };
+    let mut check = SeriesCheck { info, series: info.key.to_string(), window, flagged, totals, findings };
     let mut expected = expected_chunks(parts, window);
     for chunk in replica.series_chunks(info.id, window.0, window.1) {
         let chunk = match chunk {
             Ok(chunk) => chunk,
             Err(error) => {
-                totals.unreadable += 1;
-                findings.push(Finding::PointsUnreadable {
-                    series: series.clone(),
-                    series_id: info.id,
-                    from_ns: window.0,
-                    to_ns: window.1,
-                    message: error.to_string(),
-                });
+                check.unreadable(window, error.to_string());
                 return;
             }
         };
         // A malformed key is the inventory's finding.
         let Ok(key) = chunk.key else { continue };
-        totals.chunks_checked += 1;
-        let stored = match decode_columns(&chunk.value, info.key.clone()) {
-            Ok(stored) => stored,
+        check.totals.chunks_checked += 1;
+        let Some(stored) = check.decode(key, &chunk.value) else { continue };
+        let runs = expected.remove(&order_of(key.bucket_start_ns, segment_of(&key)));
+        check.stored_chunk(key, &stored, Expectation { parts, runs });
+    }
+    for (order, runs) in expected {
+        check.absent_chunk(order, Expectation { parts, runs: Some(runs) });
+    }
+}
+
+/// Counts and names what [`check_series`] finds for one series in one window.
+struct SeriesCheck<'a> {
+    info: &'a SeriesInfo,
+    series: String,
+    window: (i64, i64),
+    flagged: &'a [i64],
+    totals: &'a mut PointTotals,
+    findings: &'a mut Findings,
+}
+
+impl SeriesCheck<'_> {
+    /// The rows at timestamps the point comparison did not name: what only the chunks show.
+    fn hidden(&self, rows: &[Row]) -> Vec<Row> {
+        rows.iter().filter(|row| self.flagged.binary_search(&row.timestamp_ns).is_err()).cloned().collect()
+    }
+
+    fn unreadable(&mut self, (from_ns, to_ns): (i64, i64), message: String) {
+        self.totals.unreadable += 1;
+        self.findings.push(Finding::PointsUnreadable {
+            series: self.series.clone(),
+            series_id: self.info.id,
+            from_ns,
+            to_ns,
+            message,
+        });
+    }
+
+    /// The stored chunk's columns, or `None` (and a finding) when it cannot be decoded.
+    fn decode(&mut self, key: PointKey, value: &[u8]) -> Option<SeriesColumns> {
+        match decode_columns(value, self.info.key.clone()) {
+            Ok(stored) => Some(stored),
             Err(error) => {
-                totals.unreadable += 1;
-                findings.push(Finding::PointsUnreadable {
-                    series: series.clone(),
-                    series_id: info.id,
-                    from_ns: key.bucket_start_ns,
-                    to_ns: key.bucket_start_ns.saturating_add(BUCKET_NS - 1),
-                    message: format!(
-                        "the chunk written by {} cannot be decoded: {error}",
-                        segment_name(segment_of(&key))
-                    ),
-                });
-                continue;
+                let bucket = (key.bucket_start_ns, key.bucket_start_ns.saturating_add(BUCKET_NS - 1));
+                let message =
+                    format!("the chunk written by {} cannot be decoded: {error}", segment_name(segment_of(&key)));
+                self.unreadable(bucket, message);
+                None
             }
-        };
-        let expectation =
-            Expectation { parts, runs: expected.remove(&order_of(key.bucket_start_ns, segment_of(&key))) };
-        if expectation.matches(&stored, window) {
-            totals.chunks_matched += u64::from(expectation.runs.is_some());
-            continue;
+        }
+    }
+
+    /// Compares one stored chunk with the chunk its segment wrote (if it wrote one).
+    fn stored_chunk(&mut self, key: PointKey, stored: &SeriesColumns, expectation: Expectation<'_, '_>) {
+        let window = self.window;
+        if expectation.matches(stored, window) {
+            self.totals.chunks_matched += u64::from(expectation.runs.is_some());
+            return;
         }
         let stored_rows: Vec<Row> = (0..stored.len())
             .filter(|&row| (window.0..=window.1).contains(&stored.timestamps_ns[row]))
-            .map(|row| Row::of(&stored, row))
+            .map(|row| Row::of(stored, row))
             .collect();
         if expectation.runs.is_none() {
-            let unseen = hidden(&stored_rows);
-            if let Some(first) = unseen.first() {
-                findings.push(Finding::ChunkUnsigned {
-                    series: series.clone(),
+            if let Some(first) = self.hidden(&stored_rows).first() {
+                self.findings.push(Finding::ChunkUnsigned {
+                    series: self.series.clone(),
                     chunk: key,
                     rows: stored_rows.len() as u64,
                     first_timestamp_ns: first.timestamp_ns,
                 });
             }
-            continue;
+            return;
         }
         let signed_rows: Vec<Row> = expectation.rows().map(|(columns, row)| Row::of(columns, row)).collect();
         let (only_signed, only_stored) = differing_rows(&signed_rows, &stored_rows);
-        let (only_signed, only_stored) = (hidden(&only_signed), hidden(&only_stored));
+        let (only_signed, only_stored) = (self.hidden(&only_signed), self.hidden(&only_stored));
         let first = match (only_signed.first(), only_stored.first()) {
             (Some(a), Some(b)) => a.timestamp_ns.min(b.timestamp_ns),
             (Some(a), None) => a.timestamp_ns,
             (None, Some(b)) => b.timestamp_ns,
-            (None, None) => continue,
+            (None, None) => return,
         };
         let at = |rows: &[Row]| rows.iter().find(|row| row.timestamp_ns == first).map(Row::point);
-        findings.push(Finding::ChunkChanged {
-            series: series.clone(),
+        self.findings.push(Finding::ChunkChanged {
+            series: self.series.clone(),
             chunk: key,
             timestamp_ns: first,
             expected: at(&only_signed),
@@ -330,14 +353,15 @@ pub(super) fn check_series(
             rows_differing: only_signed.len().max(only_stored.len()) as u64,
         });
     }
-    for ((bucket_start_ns, epoch, sequence, sender_id), runs) in expected {
-        let expectation = Expectation { parts, runs: Some(runs) };
+
+    /// A chunk a signed segment wrote that is not stored.
+    fn absent_chunk(&mut self, order: ChunkOrder, expectation: Expectation<'_, '_>) {
+        let (bucket_start_ns, epoch, sequence, sender_id) = order;
         let signed_rows: Vec<Row> = expectation.rows().map(|(columns, row)| Row::of(columns, row)).collect();
-        let unseen = hidden(&signed_rows);
-        if let Some(first) = unseen.first() {
-            findings.push(Finding::ChunkDeleted {
-                series: series.clone(),
-                chunk: PointKey { series_id: info.id, bucket_start_ns, epoch, sequence, sender_id },
+        if let Some(first) = self.hidden(&signed_rows).first() {
+            self.findings.push(Finding::ChunkDeleted {
+                series: self.series.clone(),
+                chunk: PointKey { series_id: self.info.id, bucket_start_ns, epoch, sequence, sender_id },
                 rows: signed_rows.len() as u64,
                 first_timestamp_ns: first.timestamp_ns,
                 expected: first.point(),

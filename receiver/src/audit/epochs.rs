@@ -23,70 +23,119 @@ pub(super) fn epoch_boundaries(
     let mut findings = Vec::new();
     for index in 0..epochs.len() {
         let (sender_id, epoch) = (epochs[index].sender_id, epochs[index].epoch);
-        let invalid = |message: String| Finding::BeaconInvalid { sender_id, epoch, message };
-        let kept = match replica.epoch_beacon(sender_id, epoch) {
-            Ok(Some(kept)) => Some(kept),
-            Ok(None) => replica
-                .last_beacon(sender_id)?
-                .filter(|(summary, _)| summary.epoch == epoch)
-                .map(|(summary, raw)| (summary.received_at_ns, raw)),
-            Err(error @ ReplicaError::Storage { .. }) => return Err(error),
-            Err(damaged) => {
-                findings.push(invalid(damaged.to_string()));
-                None
-            }
-        };
-        let Some((received_at_ns, raw)) = kept else { continue };
-        let beacon = match Beacon::open(&raw, trusted) {
-            Ok(beacon) if (beacon.sender_id, beacon.epoch) == (sender_id, epoch) => beacon,
-            Ok(beacon) => {
-                let why = format!("it is a beacon of sender {} epoch {}", beacon.sender_id, beacon.epoch);
-                findings.push(invalid(why.clone()));
-                epochs[index].announcement = Some(Announcement { received_at_ns, verified: Err(why) });
-                continue;
-            }
-            Err(error) => {
-                // A key no longer trusted (rotated out, revoked) says nothing; a trusted key whose
-                // signature fails means the kept bytes were altered.
-                if !matches!(error, BeaconError::UnknownKey { .. } | BeaconError::KeyNotValidAt { .. }) {
-                    findings.push(invalid(error.to_string()));
-                }
-                epochs[index].announcement = Some(Announcement { received_at_ns, verified: Err(error.to_string()) });
-                continue;
-            }
-        };
-        epochs[index].reason = Some(beacon.epoch_reason.label());
-        epochs[index].announcement = Some(Announcement {
-            received_at_ns,
-            verified: Ok(SignedAnnouncement {
-                key_id: beacon.key_id,
-                sent_at_ns: beacon.sent_at_ns,
-                epoch_started_at_ns: beacon.epoch_started_at_ns,
-            }),
-        });
-        findings.extend(head_mismatch(replica, &beacon)?);
-        if beacon.previous_epoch == 0 || beacon.previous_epoch_last_sequence == 0 {
+        let Some((received_at_ns, raw)) = kept_beacon(replica, sender_id, epoch, &mut findings)? else { continue };
+        let Some(beacon) = open_kept_beacon(&raw, trusted, received_at_ns, &mut epochs[index], &mut findings) else {
             continue;
-        }
-        let last =
-            SegmentKey { sender_id, epoch: beacon.previous_epoch, sequence: beacon.previous_epoch_last_sequence };
-        let stored_hash = stored_hash(replica, last)?;
-        let verified = stored_hash.map(|hash| hash == beacon.previous_epoch_last_hash);
-        if let (Some(false), Some(hash)) = (verified, stored_hash) {
-            findings.push(Finding::EpochEndMismatch {
-                segment: last,
-                beacon_hash: hash_hex(&beacon.previous_epoch_last_hash),
-                stored_hash: hash_hex(&hash),
-            });
-        }
-        if let Some(previous) =
-            epochs.iter_mut().find(|report| (report.sender_id, report.epoch) == (sender_id, last.epoch))
-        {
-            previous.ended_at_sequence = Some(last.sequence);
-            previous.end_hash_verified = verified;
+        };
+        findings.extend(head_mismatch(replica, &beacon)?);
+        check_previous_epoch_end(replica, &beacon, epochs, &mut findings)?;
+    }
+    check_latest_heads(replica, trusted, epochs, &mut findings)?;
+    Ok(findings)
+}
+
+/// The beacon the replica kept of `epoch` (the first received; for a replica written before
+/// those were kept, the sender's latest beacon when it is of that epoch), with when it was
+/// received. A damaged one is a finding.
+fn kept_beacon(
+    replica: &Replica,
+    sender_id: u64,
+    epoch: u64,
+    findings: &mut Vec<Finding>,
+) -> Result<Option<(i64, Vec<u8>)>, ReplicaError> {
+    match replica.epoch_beacon(sender_id, epoch) {
+        Ok(Some(kept)) => Ok(Some(kept)),
+        Ok(None) => Ok(replica
+            .last_beacon(sender_id)?
+            .filter(|(summary, _)| summary.epoch == epoch)
+            .map(|(summary, raw)| (summary.received_at_ns, raw))),
+        Err(error @ ReplicaError::Storage { .. }) => Err(error),
+        Err(damaged) => {
+            findings.push(Finding::BeaconInvalid { sender_id, epoch, message: damaged.to_string() });
+            Ok(None)
         }
     }
-    // The sender's latest beacon names the newest head of all.
+}
+
+/// Verifies the kept beacon of `report`'s epoch and records what it announces (or why it does
+/// not verify) in `report`; the beacon when it verifies.
+fn open_kept_beacon(
+    raw: &[u8],
+    trusted: &TrustedKeys,
+    received_at_ns: i64,
+    report: &mut EpochReport,
+    findings: &mut Vec<Finding>,
+) -> Option<Beacon> {
+    let (sender_id, epoch) = (report.sender_id, report.epoch);
+    let invalid = |message: String| Finding::BeaconInvalid { sender_id, epoch, message };
+    let beacon = match Beacon::open(raw, trusted) {
+        Ok(beacon) if (beacon.sender_id, beacon.epoch) == (sender_id, epoch) => beacon,
+        Ok(beacon) => {
+            let why = format!("it is a beacon of sender {} epoch {}", beacon.sender_id, beacon.epoch);
+            findings.push(invalid(why.clone()));
+            report.announcement = Some(Announcement { received_at_ns, verified: Err(why) });
+            return None;
+        }
+        Err(error) => {
+            // A key no longer trusted (rotated out, revoked) says nothing; a trusted key whose
+            // signature fails means the kept bytes were altered.
+            if !matches!(error, BeaconError::UnknownKey { .. } | BeaconError::KeyNotValidAt { .. }) {
+                findings.push(invalid(error.to_string()));
+            }
+            report.announcement = Some(Announcement { received_at_ns, verified: Err(error.to_string()) });
+            return None;
+        }
+    };
+    report.reason = Some(beacon.epoch_reason.label());
+    report.announcement = Some(Announcement {
+        received_at_ns,
+        verified: Ok(SignedAnnouncement {
+            key_id: beacon.key_id,
+            sent_at_ns: beacon.sent_at_ns,
+            epoch_started_at_ns: beacon.epoch_started_at_ns,
+        }),
+    });
+    Some(beacon)
+}
+
+/// Checks where the verified `beacon` says the epoch before it ended against the stored segment
+/// there, and records that end in the previous epoch's report.
+fn check_previous_epoch_end(
+    replica: &Replica,
+    beacon: &Beacon,
+    epochs: &mut [EpochReport],
+    findings: &mut Vec<Finding>,
+) -> Result<(), ReplicaError> {
+    if beacon.previous_epoch == 0 || beacon.previous_epoch_last_sequence == 0 {
+        return Ok(());
+    }
+    let sender_id = beacon.sender_id;
+    let last = SegmentKey { sender_id, epoch: beacon.previous_epoch, sequence: beacon.previous_epoch_last_sequence };
+    let stored_hash = stored_hash(replica, last)?;
+    let verified = stored_hash.map(|hash| hash == beacon.previous_epoch_last_hash);
+    if let (Some(false), Some(hash)) = (verified, stored_hash) {
+        findings.push(Finding::EpochEndMismatch {
+            segment: last,
+            beacon_hash: hash_hex(&beacon.previous_epoch_last_hash),
+            stored_hash: hash_hex(&hash),
+        });
+    }
+    if let Some(previous) = epochs.iter_mut().find(|report| (report.sender_id, report.epoch) == (sender_id, last.epoch))
+    {
+        previous.ended_at_sequence = Some(last.sequence);
+        previous.end_hash_verified = verified;
+    }
+    Ok(())
+}
+
+/// The head each sender's latest beacon names (the newest head of all), against the stored
+/// segment there; a mismatch already found through the epoch's kept beacon is not named twice.
+fn check_latest_heads(
+    replica: &Replica,
+    trusted: &TrustedKeys,
+    epochs: &[EpochReport],
+    findings: &mut Vec<Finding>,
+) -> Result<(), ReplicaError> {
     let mut senders: Vec<u64> = epochs.iter().map(|report| report.sender_id).collect();
     senders.sort_unstable();
     senders.dedup();
@@ -99,7 +148,7 @@ pub(super) fn epoch_boundaries(
             findings.push(finding);
         }
     }
-    Ok(findings)
+    Ok(())
 }
 
 /// The hash of the stored segment at `key`, if it is stored and readable.

@@ -106,7 +106,7 @@ impl Finding {
 
     /// One line for humans.
     pub fn describe(&self) -> String {
-        let at = |timestamp_ns: i64| format!("{} ({timestamp_ns} ns)", format_rfc3339(timestamp_ns));
+        let at = time_and_ns;
         match self {
             Self::SegmentInvalid { segment, message, .. } => format!("{}: {message}", segment_name(*segment)),
             Self::SegmentMisplaced { stored_at, header_says } => format!(
@@ -169,17 +169,7 @@ impl Finding {
                 format_rfc3339(*to_ns)
             ),
             Self::ChunkChanged { series, chunk, timestamp_ns, expected, found, rows_differing } => {
-                let shown = |point: &Option<(Value, Quality)>| {
-                    point.as_ref().map_or("nothing".to_owned(), |(value, quality)| describe_value(value, *quality))
-                };
-                format!(
-                    "chunk CHANGED: {series}, {}: at {} it holds {}, the segment signed {} ({rows_differing} rows \
-                     differ, hidden behind later writes)",
-                    chunk_name(chunk),
-                    at(*timestamp_ns),
-                    shown(found),
-                    shown(expected)
-                )
+                describe_chunk_changed(series, chunk, *timestamp_ns, (expected, found), *rows_differing)
             }
             Self::ChunkUnsigned { series, chunk, rows, first_timestamp_ns } => format!(
                 "chunk UNSIGNED: {series}, {}: {rows} points from {}, but no verified segment wrote that chunk",
@@ -193,14 +183,9 @@ impl Finding {
                 at(*first_timestamp_ns),
                 describe_value(&expected.0, expected.1)
             ),
-            Self::ChunkUncatalogued { chunk, rows, first_timestamp_ns } => format!(
-                "chunk of an UNCATALOGUED series id {}, {}: {} points from {}; the catalog holds no such series, so \
-                 no query shows them and no segment backs them",
-                chunk.series_id,
-                chunk_name(chunk),
-                rows.map_or("undecodable".to_owned(), |rows| rows.to_string()),
-                first_timestamp_ns.map_or("-".to_owned(), at)
-            ),
+            Self::ChunkUncatalogued { chunk, rows, first_timestamp_ns } => {
+                describe_chunk_uncatalogued(chunk, *rows, *first_timestamp_ns)
+            }
             Self::ChunkKeyMalformed { key_hex, value_bytes } => format!(
                 "the points column family holds a {value_bytes}-byte value under the key {key_hex}, which is not a \
                  points key (36 bytes)"
@@ -295,6 +280,45 @@ impl Finding {
     }
 }
 
+/// A time for humans: RFC 3339 and nanoseconds.
+fn time_and_ns(timestamp_ns: i64) -> String {
+    format!("{} ({timestamp_ns} ns)", format_rfc3339(timestamp_ns))
+}
+
+/// The line of a [`Finding::ChunkChanged`].
+fn describe_chunk_changed(
+    series: &str,
+    chunk: &PointKey,
+    timestamp_ns: i64,
+    (expected, found): (&Option<(Value, Quality)>, &Option<(Value, Quality)>),
+    rows_differing: u64,
+) -> String {
+    let shown = |point: &Option<(Value, Quality)>| {
+        point.as_ref().map_or("nothing".to_owned(), |(value, quality)| describe_value(value, *quality))
+    };
+    format!(
+        "chunk CHANGED: {series}, {}: at {} it holds {}, the segment signed {} ({rows_differing} rows differ, \
+         hidden behind later writes)",
+        chunk_name(chunk),
+        time_and_ns(timestamp_ns),
+        shown(found),
+        shown(expected)
+    )
+}
+
+/// The line of a [`Finding::ChunkUncatalogued`].
+fn describe_chunk_uncatalogued(chunk: &PointKey, rows: Option<u64>, first_timestamp_ns: Option<i64>) -> String {
+    format!(
+        "chunk of an UNCATALOGUED series id {}, {}: {} points from {}; the catalog holds no such series, so no \
+         query shows them and no segment backs them",
+        chunk.series_id,
+        chunk_name(chunk),
+        rows.map_or("undecodable".to_owned(), |rows| rows.to_string()),
+        first_timestamp_ns.map_or("-".to_owned(), time_and_ns)
+    )
+}
+
+/// A segment by its position, for humans.
 pub fn segment_name(key: SegmentKey) -> String {
     format!("segment {} of sender {} epoch {}", key.sequence, key.sender_id, key.epoch)
 }

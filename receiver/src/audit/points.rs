@@ -26,7 +26,7 @@ use diode_common::codec::SeriesColumns;
 use diode_common::keys::TrustedKeys;
 use diode_common::record::SeriesKey;
 use diode_common::seal;
-use diode_replica::{PointScan, Replica, ReplicaError, SegmentKey, SeriesInfo, bucket_start};
+use diode_replica::{Point, PointScan, Replica, ReplicaError, SegmentKey, SeriesInfo, bucket_start};
 
 use super::chunks;
 use super::findings::{Finding, Findings};
@@ -379,6 +379,9 @@ struct Compared<'a> {
     flagged: &'a mut Vec<i64>,
 }
 
+/// A signed record: its timestamp, and its part and row in the parts compared.
+type Record = (i64, u32, u32);
+
 /// Merges the replica's points of one series in `window` (ascending, one per timestamp) with the
 /// records of `parts` (in write order) resolved last-write-wins. `scan` is `None` for a series the
 /// replica does not catalogue: all its records are then missing. Returns `false` when the points
@@ -390,9 +393,45 @@ fn compare_series(
     window: (i64, i64),
     compared: Compared<'_>,
 ) -> bool {
-    let Compared { totals, findings, flagged } = compared;
-    // (timestamp, part, row): sorted, the last entry of each run of equal times is the winner.
-    let mut expected: Vec<(i64, u32, u32)> = Vec::new();
+    let expected = expected_records(parts, window);
+    let mut winners = last_writes(&expected).peekable();
+    let mut tally = Tally { series, parts, compared };
+    if let Some((series_id, scan)) = scan {
+        for point in scan {
+            let point = match point {
+                Ok(point) => point,
+                Err(error) => {
+                    tally.unreadable(series_id, window, &error);
+                    return false;
+                }
+            };
+            tally.compared.totals.scanned += 1;
+            while let Some(&winner) = winners.peek() {
+                if winner.0 >= point.timestamp_ns {
+                    break;
+                }
+                winners.next();
+                tally.deleted(winner);
+            }
+            match winners.peek() {
+                Some(&winner) if winner.0 == point.timestamp_ns => {
+                    winners.next();
+                    tally.matched_or_changed(winner, point);
+                }
+                _ => tally.added(series_id, point),
+            }
+        }
+    }
+    for winner in winners {
+        tally.deleted(winner);
+    }
+    true
+}
+
+/// Every record of `parts` in `window`, sorted by (time, part, row): within a run of equal times
+/// the last entry is the last write.
+fn expected_records(parts: &[Part<'_>], window: (i64, i64)) -> Vec<Record> {
+    let mut expected: Vec<Record> = Vec::new();
     let mut in_order = true;
     for (part_index, part) in parts.iter().enumerate() {
         for (row, &timestamp_ns) in part.columns.timestamps_ns.iter().enumerate() {
@@ -405,93 +444,92 @@ fn compare_series(
     if !in_order {
         expected.sort_unstable();
     }
-    let mut winners = expected
+    expected
+}
+
+/// The last entry of each run of equal times in sorted `expected`: the record that wins.
+fn last_writes(expected: &[Record]) -> impl Iterator<Item = Record> + '_ {
+    expected
         .iter()
         .enumerate()
         .filter(|(position, entry)| expected.get(position + 1).is_none_or(|next| next.0 != entry.0))
         .map(|(_, entry)| *entry)
-        .peekable();
-    let signed = |(timestamp_ns, part, row): (i64, u32, u32)| {
-        let part = &parts[part as usize];
-        let row = row as usize;
-        (timestamp_ns, part, row)
-    };
-    let deleted = |(timestamp_ns, part, row): (i64, &Part<'_>, usize),
-                   totals: &mut PointTotals,
-                   findings: &mut Findings,
-                   flagged: &mut Vec<i64>| {
-        totals.expected += 1;
-        totals.deleted += 1;
-        flagged.push(timestamp_ns);
-        findings.push(Finding::PointDeleted {
-            series: series.to_owned(),
+}
+
+/// Counts and names what [`compare_series`] finds for one series.
+struct Tally<'a, 'p> {
+    series: &'a str,
+    parts: &'a [Part<'p>],
+    compared: Compared<'a>,
+}
+
+impl Tally<'_, '_> {
+    fn signed(&self, (timestamp_ns, part, row): Record) -> (i64, &Part<'_>, usize) {
+        (timestamp_ns, &self.parts[part as usize], row as usize)
+    }
+
+    fn unreadable(&mut self, series_id: u32, window: (i64, i64), error: &ReplicaError) {
+        self.compared.totals.unreadable += 1;
+        self.compared.findings.push(Finding::PointsUnreadable {
+            series: self.series.to_owned(),
+            series_id,
+            from_ns: window.0,
+            to_ns: window.1,
+            message: error.to_string(),
+        });
+    }
+
+    /// A winning record with no point in the replica.
+    fn deleted(&mut self, winner: Record) {
+        let (timestamp_ns, part, row) = self.signed(winner);
+        let finding = Finding::PointDeleted {
+            series: self.series.to_owned(),
             timestamp_ns,
             expected: (part.columns.value(row), part.columns.qualities[row]),
             segment: part.segment,
-        });
-    };
+        };
+        let Compared { totals, findings, flagged } = &mut self.compared;
+        totals.expected += 1;
+        totals.deleted += 1;
+        flagged.push(timestamp_ns);
+        findings.push(finding);
+    }
 
-    if let Some((series_id, scan)) = scan {
-        for point in scan {
-            let point = match point {
-                Ok(point) => point,
-                Err(error) => {
-                    totals.unreadable += 1;
-                    findings.push(Finding::PointsUnreadable {
-                        series: series.to_owned(),
-                        series_id,
-                        from_ns: window.0,
-                        to_ns: window.1,
-                        message: error.to_string(),
-                    });
-                    return false;
-                }
-            };
-            totals.scanned += 1;
-            while let Some(&winner) = winners.peek() {
-                if winner.0 >= point.timestamp_ns {
-                    break;
-                }
-                winners.next();
-                deleted(signed(winner), totals, findings, flagged);
-            }
-            match winners.peek() {
-                Some(&winner) if winner.0 == point.timestamp_ns => {
-                    winners.next();
-                    totals.expected += 1;
-                    let (_, part, row) = signed(winner);
-                    let columns = part.columns;
-                    if value_at_equals(&columns.values, row, &point.value) && columns.qualities[row] == point.quality {
-                        totals.matched += 1;
-                    } else {
-                        totals.changed += 1;
-                        flagged.push(point.timestamp_ns);
-                        findings.push(Finding::PointChanged {
-                            series: series.to_owned(),
-                            timestamp_ns: point.timestamp_ns,
-                            expected: (columns.value(row), columns.qualities[row]),
-                            found: (point.value, point.quality),
-                            segment: part.segment,
-                        });
-                    }
-                }
-                _ => {
-                    totals.added += 1;
-                    flagged.push(point.timestamp_ns);
-                    findings.push(Finding::PointAdded {
-                        series: series.to_owned(),
-                        series_id,
-                        timestamp_ns: point.timestamp_ns,
-                        found: (point.value, point.quality),
-                    });
-                }
-            }
+    /// The replica's point at a winning record's time: the same value and quality, or changed.
+    fn matched_or_changed(&mut self, winner: Record, point: Point) {
+        let (_, part, row) = self.signed(winner);
+        let (columns, timestamp_ns) = (part.columns, point.timestamp_ns);
+        if value_at_equals(&columns.values, row, &point.value) && columns.qualities[row] == point.quality {
+            self.compared.totals.expected += 1;
+            self.compared.totals.matched += 1;
+            return;
         }
+        let finding = Finding::PointChanged {
+            series: self.series.to_owned(),
+            timestamp_ns,
+            expected: (columns.value(row), columns.qualities[row]),
+            found: (point.value, point.quality),
+            segment: part.segment,
+        };
+        let Compared { totals, findings, flagged } = &mut self.compared;
+        totals.expected += 1;
+        totals.changed += 1;
+        flagged.push(timestamp_ns);
+        findings.push(finding);
     }
-    for winner in winners {
-        deleted(signed(winner), totals, findings, flagged);
+
+    /// A point of the replica that no verified segment holds.
+    fn added(&mut self, series_id: u32, point: Point) {
+        let Compared { totals, findings, flagged } = &mut self.compared;
+        totals.added += 1;
+        flagged.push(point.timestamp_ns);
+        findings.push(Finding::PointAdded {
+            series: self.series.to_owned(),
+            series_id,
+            timestamp_ns: point.timestamp_ns,
+            found: (point.value, point.quality),
+        });
     }
-    true
 }
 
 #[cfg(test)]

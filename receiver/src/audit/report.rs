@@ -202,43 +202,8 @@ impl AuditReport {
                 "first_sealed_at": format_rfc3339(usage.first_sealed_at_ns),
                 "last_sealed_at": format_rfc3339(usage.last_sealed_at_ns),
             })).collect::<Vec<_>>(),
-            "epochs": self.epochs.iter().map(|epoch| json!({
-                "sender_id": epoch.sender_id,
-                "epoch": epoch.epoch,
-                "first_sequence": epoch.first_sequence,
-                "last_sequence": epoch.last_sequence,
-                "stored_segments": epoch.stored_segments,
-                "highest_known": epoch.highest_known,
-                "first_seen_at": time(epoch.first_seen_at_ns),
-                "first_sealed_at": time(epoch.first_sealed_at_ns),
-                "announced_by_beacon": epoch.announced_by_beacon,
-                "begins_at_genesis": epoch.begins_at_genesis,
-                "announcement": epoch.announcement.as_ref().map(|announcement| match &announcement.verified {
-                    Ok(signed) => json!({
-                        "received_at": format_rfc3339(announcement.received_at_ns),
-                        "verified": true,
-                        "key_id": signed.key_id.to_string(),
-                        "sent_at": format_rfc3339(signed.sent_at_ns),
-                        "epoch_started_at": format_rfc3339(signed.epoch_started_at_ns),
-                    }),
-                    Err(why) => json!({
-                        "received_at": format_rfc3339(announcement.received_at_ns),
-                        "verified": false,
-                        "why": why,
-                    }),
-                }),
-                "reason": epoch.reason,
-                "ended_at_sequence": epoch.ended_at_sequence,
-                "end_hash_verified": epoch.end_hash_verified,
-            })).collect::<Vec<_>>(),
-            "gaps": self.gaps.iter().map(|gap| json!({
-                "sender_id": gap.sender_id,
-                "epoch": gap.epoch,
-                "first_sequence": gap.first_sequence,
-                "last_sequence": gap.last_sequence,
-                "kind": match gap.kind { GapKind::NeverReceived => "never_received", GapKind::RemovedAfterApply => "removed_after_apply" },
-                "chain_unchecked_between": [gap.first_sequence.saturating_sub(1), gap.last_sequence.saturating_add(1)],
-            })).collect::<Vec<_>>(),
+            "epochs": self.epochs.iter().map(epoch_json).collect::<Vec<_>>(),
+            "gaps": self.gaps.iter().map(gap_json).collect::<Vec<_>>(),
             "points": {
                 "span": self.point_span.map(|(from, to)| json!({ "from_ns": from, "to_ns": to })),
                 "expected": self.points.expected,
@@ -265,6 +230,17 @@ impl AuditReport {
     /// The human summary.
     pub fn summary_text(&self) -> String {
         let mut out = String::new();
+        self.write_scope(&mut out);
+        self.write_segments(&mut out);
+        self.write_epochs(&mut out);
+        self.write_gaps(&mut out);
+        self.write_points(&mut out);
+        self.write_verdict(&mut out);
+        out
+    }
+
+    /// The replica, the sequences checked and the trusted keys.
+    fn write_scope(&self, out: &mut String) {
         let _ = writeln!(out, "audit of the replica {}", self.replica.display());
         if let Some((from, to)) = self.sequences {
             let _ = writeln!(out, "  sequences {from}..={to} of every stream");
@@ -279,6 +255,10 @@ impl AuditReport {
                 window(key.valid_until_ns, "no end")
             );
         }
+    }
+
+    /// Segments and chain links checked, and the keys that signed them.
+    fn write_segments(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "segments: {} stored, {} checked, {} verified ({} records signed); {} chain links checked",
@@ -298,6 +278,10 @@ impl AuditReport {
                 format_rfc3339(usage.last_sealed_at_ns)
             );
         }
+    }
+
+    /// Each epoch: what is stored of it, how it began and where it ended.
+    fn write_epochs(&self, out: &mut String) {
         let _ = writeln!(out, "epochs:");
         for epoch in &self.epochs {
             let sequences = match (epoch.first_sequence, epoch.last_sequence) {
@@ -328,6 +312,9 @@ impl AuditReport {
                 let _ = writeln!(out, "    ended at sequence {last} per the next epoch's signed beacon; {verified}");
             }
         }
+    }
+
+    fn write_gaps(&self, out: &mut String) {
         for gap in &self.gaps {
             let what = match gap.kind {
                 GapKind::NeverReceived => "never received (resend from the OT side)",
@@ -344,55 +331,93 @@ impl AuditReport {
                 gap.last_sequence.saturating_add(1)
             );
         }
-        match self.point_span {
-            Some(span) => {
-                let scope = match span {
-                    (i64::MIN, i64::MAX) => "all times".to_owned(),
-                    (from, to) => format!("{} .. {}", format_rfc3339(from), format_rfc3339(to)),
-                };
-                let p = &self.points;
-                let _ = writeln!(
-                    out,
-                    "points ({scope}): {} signed, {} in the replica, {} match; {} changed, {} deleted, {} added, {} \
-                     unreadable ({} windows, {} segment decodes)",
-                    p.expected,
-                    p.scanned,
-                    p.matched,
-                    p.changed,
-                    p.deleted,
-                    p.added,
-                    p.unreadable,
-                    p.windows,
-                    p.segment_decodes
-                );
-            }
-            None => {
-                let _ = writeln!(out, "points: nothing to compare");
-            }
-        }
-        if self.point_span.is_some() {
-            let p = &self.points;
-            let _ = writeln!(
-                out,
-                "chunks: {} stored for catalogued series, {} checked against their segments, {} exactly as signed",
-                p.chunks_stored, p.chunks_checked, p.chunks_matched
-            );
-        }
+    }
+
+    /// The point and chunk comparison's totals.
+    fn write_points(&self, out: &mut String) {
+        let Some(span) = self.point_span else {
+            let _ = writeln!(out, "points: nothing to compare");
+            return;
+        };
+        let scope = match span {
+            (i64::MIN, i64::MAX) => "all times".to_owned(),
+            (from, to) => format!("{} .. {}", format_rfc3339(from), format_rfc3339(to)),
+        };
+        let p = &self.points;
+        let _ = writeln!(
+            out,
+            "points ({scope}): {} signed, {} in the replica, {} match; {} changed, {} deleted, {} added, {} \
+             unreadable ({} windows, {} segment decodes)",
+            p.expected, p.scanned, p.matched, p.changed, p.deleted, p.added, p.unreadable, p.windows, p.segment_decodes
+        );
+        let _ = writeln!(
+            out,
+            "chunks: {} stored for catalogued series, {} checked against their segments, {} exactly as signed",
+            p.chunks_stored, p.chunks_checked, p.chunks_matched
+        );
+    }
+
+    /// CLEAN, or FAILED with the findings listed.
+    fn write_verdict(&self, out: &mut String) {
         if self.is_clean() {
             let _ = writeln!(out, "CLEAN: every point in the replica is backed by a verified, signed segment");
-        } else {
-            let counts: Vec<String> =
-                self.findings.counts.iter().map(|(kind, count)| format!("{count} {kind}")).collect();
-            let _ = writeln!(out, "FAILED: {} findings ({})", self.findings.total(), counts.join(", "));
-            for finding in &self.findings.listed {
-                let _ = writeln!(out, "  {}", finding.describe());
-            }
-            if self.findings.not_listed > 0 {
-                let _ = writeln!(out, "  ... and {} more (not listed)", self.findings.not_listed);
-            }
+            return;
         }
-        out
+        let counts: Vec<String> = self.findings.counts.iter().map(|(kind, count)| format!("{count} {kind}")).collect();
+        let _ = writeln!(out, "FAILED: {} findings ({})", self.findings.total(), counts.join(", "));
+        for finding in &self.findings.listed {
+            let _ = writeln!(out, "  {}", finding.describe());
+        }
+        if self.findings.not_listed > 0 {
+            let _ = writeln!(out, "  ... and {} more (not listed)", self.findings.not_listed);
+        }
     }
+}
+
+/// One epoch of the JSON report.
+fn epoch_json(epoch: &EpochReport) -> Json {
+    let time = |ns: Option<i64>| ns.map(format_rfc3339);
+    json!({
+        "sender_id": epoch.sender_id,
+        "epoch": epoch.epoch,
+        "first_sequence": epoch.first_sequence,
+        "last_sequence": epoch.last_sequence,
+        "stored_segments": epoch.stored_segments,
+        "highest_known": epoch.highest_known,
+        "first_seen_at": time(epoch.first_seen_at_ns),
+        "first_sealed_at": time(epoch.first_sealed_at_ns),
+        "announced_by_beacon": epoch.announced_by_beacon,
+        "begins_at_genesis": epoch.begins_at_genesis,
+        "announcement": epoch.announcement.as_ref().map(|announcement| match &announcement.verified {
+            Ok(signed) => json!({
+                "received_at": format_rfc3339(announcement.received_at_ns),
+                "verified": true,
+                "key_id": signed.key_id.to_string(),
+                "sent_at": format_rfc3339(signed.sent_at_ns),
+                "epoch_started_at": format_rfc3339(signed.epoch_started_at_ns),
+            }),
+            Err(why) => json!({
+                "received_at": format_rfc3339(announcement.received_at_ns),
+                "verified": false,
+                "why": why,
+            }),
+        }),
+        "reason": epoch.reason,
+        "ended_at_sequence": epoch.ended_at_sequence,
+        "end_hash_verified": epoch.end_hash_verified,
+    })
+}
+
+/// One gap of the JSON report.
+fn gap_json(gap: &GapReport) -> Json {
+    json!({
+        "sender_id": gap.sender_id,
+        "epoch": gap.epoch,
+        "first_sequence": gap.first_sequence,
+        "last_sequence": gap.last_sequence,
+        "kind": match gap.kind { GapKind::NeverReceived => "never_received", GapKind::RemovedAfterApply => "removed_after_apply" },
+        "chain_unchecked_between": [gap.first_sequence.saturating_sub(1), gap.last_sequence.saturating_add(1)],
+    })
 }
 
 /// Whether and how a signed beacon announced an epoch, for humans.
