@@ -17,10 +17,12 @@ use diode_common::codec::{SeriesColumns, decode_columns, encode_columns};
 use diode_common::keys::SenderKey;
 use diode_common::record::{Quality, SeriesKey, Value};
 use diode_common::seal::{self, ChainPosition, GENESIS_HASH};
-use diode_receiver::query::aggregate::{Aggregate, TwaMode, WindowSettings, Windows};
+use diode_receiver::query::core::aggregate::{Aggregate, TwaMode, WindowSettings, Windows};
+use diode_receiver::query::core::select::select_series;
+use diode_receiver::query::engine::run_query;
 use diode_receiver::query::output::{Format, RowWriter, TimeFormat};
+use diode_receiver::query::request::{QueryRequest, QueryText, Syntax};
 use diode_receiver::query::source::LockedReplica;
-use diode_receiver::query::{QueryRequest, QueryText, Syntax, run_query, select_series};
 
 #[path = "../../benches/support/measure.rs"]
 mod measure;

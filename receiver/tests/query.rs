@@ -14,12 +14,12 @@ use diode_common::keys::SenderKey;
 use diode_common::record::{Quality, Record, SeriesKey, Value};
 use diode_common::seal::{self, ChainPosition, GENESIS_HASH, SegmentHash};
 use diode_receiver::counters::{RateLimitedLog, ReceiverCounters};
-use diode_receiver::query::aggregate::TwaMode;
 use diode_receiver::query::cli::{write_query, write_series};
-use diode_receiver::query::interpolate::Method;
+use diode_receiver::query::core::aggregate::TwaMode;
+use diode_receiver::query::core::interpolate::Method;
 use diode_receiver::query::output::{Format, TimeFormat};
+use diode_receiver::query::request::{QueryRequest, QueryText, Syntax};
 use diode_receiver::query::source::{LockedReplica, PointSource};
-use diode_receiver::query::{QueryRequest, QueryText, Syntax};
 use diode_receiver::state::{AppState, Shared};
 use diode_replica::Replica;
 

@@ -14,6 +14,7 @@ use diode_common::seal::{self, HEADER_LENGTH, SegmentHeader};
 use diode_replica::{Replica, ReplicaError, SegmentKey, SeriesInfo};
 
 use super::findings::{describe_value, segment_name};
+use crate::query::core::select::{Selector, matching_series};
 use crate::time::format_rfc3339;
 
 /// The verified points of a checked proof and where they come from, for humans.
@@ -62,14 +63,13 @@ pub fn describe(checked: &CheckedProof) -> String {
 
 /// The catalogued series whose display form (`name` or `name{key=value,...}`) is `name`.
 pub fn find_series(replica: &Replica, name: &str) -> anyhow::Result<SeriesInfo> {
-    let matching: Vec<SeriesInfo> =
-        replica.series_list().into_iter().filter(|info| info.key.to_string() == name).collect();
+    let catalog = replica.series_list();
+    let matching = matching_series(&catalog, Selector::DisplayForm(name));
     match matching.len() {
-        1 => Ok(matching.into_iter().next().expect("one match")),
+        1 => Ok(matching[0].clone()),
         0 => {
-            let similar: Vec<String> = replica
-                .series_list()
-                .into_iter()
+            let similar: Vec<String> = catalog
+                .iter()
                 .map(|info| info.key.to_string())
                 .filter(|shown| shown.starts_with(name) || shown.contains(name))
                 .take(5)

@@ -7,10 +7,14 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use diode_replica::Replica;
 
-use super::aggregate::TwaMode;
-use super::interpolate::Method;
+use super::core::aggregate::TwaMode;
+use super::core::interpolate::Method;
+use super::core::select::{NoSeries, list_series, select_series};
+use super::engine::run_query;
+use super::error::QueryError;
+use super::listing::{series_columns, write_series_row};
 use super::output::{Format, RowWriter, TimeFormat, Trailer};
-use super::{QueryError, QueryRequest, QueryText, Syntax, check_kinds, list_series, run_query, select_series};
+use super::request::{QueryRequest, QueryText, Syntax, check_kinds};
 use crate::config::ReceiverConfig;
 use crate::time::now_ns;
 
@@ -116,7 +120,7 @@ pub fn series(args: SeriesArgs) -> anyhow::Result<()> {
     if let Ok(0) = result
         && let Some(pattern) = &args.pattern
     {
-        eprintln!("{}", super::not_found(&replica.series_list(), pattern));
+        eprintln!("{}", NoSeries::new(&replica.series_list(), pattern));
     }
     ignore_broken_pipe(result.map(|_| ()))
 }
@@ -130,9 +134,9 @@ pub fn write_series<W: Write>(
     out: W,
 ) -> Result<u64, QueryError> {
     let listed = list_series(replica.series_list(), pattern);
-    let mut writer = RowWriter::new(out, format, time_format, super::series_columns(format), "series", false)?;
+    let mut writer = RowWriter::new(out, format, time_format, series_columns(format), "series", false)?;
     for info in &listed {
-        super::write_series_row(info, format, &mut writer)?;
+        write_series_row(info, format, &mut writer)?;
     }
     writer.finish(&Trailer::default())?;
     Ok(listed.len() as u64)

@@ -39,11 +39,16 @@ use axum::response::{IntoResponse, Response};
 use diode_replica::SeriesInfo;
 use tokio::sync::mpsc;
 
+use super::core::aggregate::{Aggregate, TwaMode};
+use super::core::glob;
+use super::core::interpolate::Method;
+use super::core::select::{list_series, select_series};
+use super::engine::{NextPage, Resume, run_query};
+use super::error::QueryError;
+use super::listing::{series_columns, write_series_row};
 use super::output::{Format, RowWriter, TimeFormat, Trailer};
-use super::{
-    Mode, NextPage, QueryError, QueryRequest, QueryText, Resume, Syntax, check_kinds, glob, list_series, run_query,
-    select_series,
-};
+use super::request::{Mode, QueryRequest, QueryText, Syntax, check_kinds};
+use super::source::LockedReplica;
 use crate::locks;
 use crate::state::{AppState, Shared, authorised};
 use crate::time::{format_rfc3339, now_ns, parse_time};
@@ -160,10 +165,9 @@ pub async fn series_route(
         let format = parameters.format(&headers)?;
         let time_format = parameters.parsed("time_format", TimeFormat::parse)?.unwrap_or_default();
         let listed = list_series(catalog(&state.shared), parameters.get("match"));
-        let mut writer =
-            RowWriter::new(Vec::new(), format, time_format, super::series_columns(format), "series", false)?;
+        let mut writer = RowWriter::new(Vec::new(), format, time_format, series_columns(format), "series", false)?;
         for info in &listed {
-            super::write_series_row(info, format, &mut writer)?;
+            write_series_row(info, format, &mut writer)?;
         }
         Ok::<_, QueryError>((format, writer.finish(&Trailer::default())?))
     })();
@@ -195,9 +199,9 @@ impl HttpQuery {
             to: parameters.get("to").map(str::to_owned),
             every: parameters.get("every").map(str::to_owned),
             agg: parameters.get("agg").map(str::to_owned),
-            twa_mode: parameters.parsed("twa_mode", super::aggregate::TwaMode::parse)?,
+            twa_mode: parameters.parsed("twa_mode", TwaMode::parse)?,
             interpolate: parameters.get("interpolate").map(str::to_owned),
-            method: parameters.parsed("method", super::interpolate::Method::parse)?,
+            method: parameters.parsed("method", Method::parse)?,
             latest: parameters.flag("latest")?,
             good_only: parameters.flag("good_only")?,
         };
@@ -251,10 +255,10 @@ impl HttpQuery {
                 pairs.push(("every", format!("{}ns", settings.every_ns)));
                 let names: Vec<&str> = settings.aggregates.iter().map(|a| a.name()).collect();
                 pairs.push(("agg", names.join(",")));
-                if settings.wants(super::aggregate::Aggregate::Twa) {
+                if settings.wants(Aggregate::Twa) {
                     let mode = match settings.twa_mode {
-                        super::aggregate::TwaMode::Step => "step",
-                        super::aggregate::TwaMode::Linear => "linear",
+                        TwaMode::Step => "step",
+                        TwaMode::Linear => "linear",
                     };
                     pairs.push(("twa_mode", mode.to_owned()));
                 }
@@ -262,8 +266,8 @@ impl HttpQuery {
             Mode::Interpolate { step_ns, method } => {
                 pairs.push(("interpolate", format!("{step_ns}ns")));
                 let method = match method {
-                    super::interpolate::Method::Linear => "linear",
-                    super::interpolate::Method::Previous => "previous",
+                    Method::Linear => "linear",
+                    Method::Previous => "previous",
                 };
                 pairs.push(("method", method.to_owned()));
             }
@@ -370,7 +374,7 @@ fn stream_query(shared: &Shared, query: &HttpQuery, series: &[SeriesInfo], out: 
     let Ok(mut writer) = RowWriter::new(out, query.format, query.time_format, request.columns(), "rows", true) else {
         return;
     };
-    let source = super::source::LockedReplica(&shared.replica);
+    let source = LockedReplica(&shared.replica);
     let outcome = run_query(&source, series, request, Some(query.limit), query.resume.as_ref(), &mut writer);
     let several_series = series.len() > 1 || glob::is_glob(&request.selector);
     let trailer = match outcome {

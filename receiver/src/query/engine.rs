@@ -1,0 +1,165 @@
+//! Running a checked request over a point source: the rows of each series (raw points, the
+//! latest point, aggregate windows or interpolated instants, computed by [`super::core`]) written
+//! as they are computed, cut at a row limit with where the next page starts.
+
+use std::io::Write;
+
+use diode_common::record::{Quality, Value};
+use diode_replica::{Point, ReplicaError, SeriesInfo};
+
+use super::core::aggregate::{self, Aggregate, AggregateValue, Windows, carry_in_from, window_start};
+use super::core::interpolate::Interpolated;
+use super::error::QueryError;
+use super::output::{Cell, RowWriter};
+use super::request::{Mode, QueryRequest};
+use super::source::{PointSource, last_point_before};
+
+/// Where a paginated query resumes: series sorting before `series` are done; `series` starts at
+/// the request's `from`, and later series at `later_from_ns`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    pub series: String,
+    pub later_from_ns: i64,
+}
+
+/// Where the next page starts: `series` at `from_ns`, later series at the original `from`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextPage {
+    pub series: String,
+    pub from_ns: i64,
+}
+
+/// What [`run_query`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryOutcome {
+    pub rows: u64,
+    /// Set when the limit cut the answer short.
+    pub next: Option<NextPage>,
+}
+
+/// One output row before formatting.
+enum Row {
+    Point { timestamp_ns: i64, value: Option<(Value, Quality)> },
+    Window(aggregate::WindowRow),
+}
+
+impl Row {
+    fn position_ns(&self) -> i64 {
+        match self {
+            Row::Point { timestamp_ns, .. } => *timestamp_ns,
+            Row::Window(window) => window.start_ns,
+        }
+    }
+
+    fn write<W: Write>(&self, series: &str, out: &mut RowWriter<W>) -> std::io::Result<()> {
+        match self {
+            Row::Point { timestamp_ns, value: Some((value, quality)) } => out.write_row(&[
+                Cell::Text(series),
+                Cell::Time(*timestamp_ns),
+                Cell::Value(value),
+                Cell::Quality(*quality),
+            ]),
+            Row::Point { timestamp_ns, value: None } => {
+                out.write_row(&[Cell::Text(series), Cell::Time(*timestamp_ns), Cell::Null, Cell::Null])
+            }
+            Row::Window(window) => {
+                let mut cells = Vec::with_capacity(window.values.len() + 2);
+                cells.push(Cell::Text(series));
+                cells.push(Cell::Time(window.start_ns));
+                cells.extend(window.values.iter().map(|value| match value {
+                    AggregateValue::Null => Cell::Null,
+                    AggregateValue::Count(n) => Cell::Count(*n),
+                    AggregateValue::Number(x) => Cell::Number(*x),
+                    AggregateValue::Value(v) => Cell::Value(v),
+                }));
+                out.write_row(&cells)
+            }
+        }
+    }
+}
+
+type Rows<'a> = Box<dyn Iterator<Item = Result<Row, ReplicaError>> + 'a>;
+
+/// The rows of one series from `from_ns` on.
+fn series_rows<'a, S: PointSource>(
+    source: &'a S,
+    info: &SeriesInfo,
+    request: &QueryRequest,
+    from_ns: i64,
+) -> Result<Rows<'a>, ReplicaError> {
+    let (id, to_ns, good_only) = (info.id, request.to_ns, request.good_only);
+    let accept = move |point: &Point| !good_only || point.quality.is_good();
+    let point_row =
+        |point: Point| Row::Point { timestamp_ns: point.timestamp_ns, value: Some((point.value, point.quality)) };
+    Ok(match &request.mode {
+        Mode::Raw => Box::new(
+            source
+                .scan(id, from_ns, to_ns)
+                .filter(move |point| match point {
+                    Ok(point) => accept(point),
+                    Err(_) => true,
+                })
+                .map(move |point| point.map(point_row)),
+        ),
+        Mode::Latest => {
+            let upper_ns = to_ns.min(info.last_timestamp_ns);
+            let earliest_ns = from_ns.max(info.first_timestamp_ns);
+            let latest = last_point_before(source, id, upper_ns.saturating_add(1), earliest_ns, accept)?;
+            Box::new(latest.map(|point| Ok(point_row(point))).into_iter())
+        }
+        Mode::Aggregate(settings) => {
+            let first_start_ns = window_start(from_ns, settings.every_ns);
+            let end_ns = window_start(to_ns, settings.every_ns).saturating_add(settings.every_ns);
+            let (carry_in, scan_to_ns) = if settings.wants(Aggregate::Twa) {
+                // Any quality: a non-good carry-in still ends the value before it.
+                let carry_in = last_point_before(source, id, first_start_ns, info.first_timestamp_ns, |_| true)?;
+                (carry_in, i64::MAX)
+            } else {
+                (None, end_ns - 1)
+            };
+            let carry_in = carry_in.map(|point| carry_in_from(&point, settings.good_only));
+            let blocks = source.blocks(id, first_start_ns, scan_to_ns);
+            Box::new(Windows::new(settings.clone(), from_ns, to_ns, carry_in, blocks).map(|row| row.map(Row::Window)))
+        }
+        Mode::Interpolate { step_ns, method } => {
+            let carry_in = last_point_before(source, id, from_ns, info.first_timestamp_ns, accept)?;
+            let points = source.scan(id, from_ns, i64::MAX);
+            Box::new(
+                Interpolated::new(*method, good_only, from_ns, to_ns, *step_ns, carry_in, points)
+                    .map(|row| row.map(|row| Row::Point { timestamp_ns: row.timestamp_ns, value: row.value })),
+            )
+        }
+    })
+}
+
+/// Runs `request` over `series` (from [`select_series`]), writing rows to `out` as they are
+/// computed. With a `limit`, stops before the row that would exceed it and says where the next
+/// page starts. With `resume`, continues a previous page.
+pub fn run_query<S: PointSource, W: Write>(
+    source: &S,
+    series: &[SeriesInfo],
+    request: &QueryRequest,
+    limit: Option<u64>,
+    resume: Option<&Resume>,
+    out: &mut RowWriter<W>,
+) -> Result<QueryOutcome, QueryError> {
+    let mut written = 0u64;
+    for info in series {
+        let display = info.key.to_string();
+        let from_ns = match resume {
+            Some(resume) if display < resume.series => continue,
+            Some(resume) if display > resume.series => resume.later_from_ns,
+            _ => request.from_ns,
+        };
+        for row in series_rows(source, info, request, from_ns)? {
+            let row = row?;
+            if limit.is_some_and(|limit| written >= limit) {
+                let next = NextPage { series: display, from_ns: row.position_ns() };
+                return Ok(QueryOutcome { rows: written, next: Some(next) });
+            }
+            row.write(&display, out)?;
+            written += 1;
+        }
+    }
+    Ok(QueryOutcome { rows: written, next: None })
+}

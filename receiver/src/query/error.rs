@@ -1,0 +1,20 @@
+//! Why a query was refused or failed.
+
+use diode_replica::ReplicaError;
+
+use super::core::select::NoSeries;
+
+/// Why a query was refused or failed. Messages name the input and say what to write instead.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// An unknown series or a glob matching nothing.
+    #[error(transparent)]
+    NotFound(#[from] NoSeries),
+    /// A bad parameter: the message is complete.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+    #[error("cannot write the output: {0}")]
+    Output(#[from] std::io::Error),
+}

@@ -1,0 +1,390 @@
+//! A query as typed (CLI flags or HTTP parameters) and the checked request it becomes: the
+//! range, the mode (raw, latest, aggregate, interpolate) and its parameters, each refused with a
+//! message that names it and says what to write instead.
+
+use diode_common::record::{MAX_TIMESTAMP_NS, MIN_TIMESTAMP_NS, ValueKind};
+use diode_replica::SeriesInfo;
+
+use super::core::aggregate::{Aggregate, TwaMode, WindowSettings, window_count};
+use super::core::glob;
+use super::core::interpolate::{Method, instant_count};
+use super::error::QueryError;
+use crate::time::{format_rfc3339, parse_duration, parse_time};
+
+/// Most windows or interpolation instants one series may produce in one query: beyond this the
+/// step is surely a typo (1ms over a year), and the answer would be mostly empty rows.
+pub const MAX_ROWS_PER_SERIES: u64 = 100_000_000;
+
+/// How parameters are named in messages: `--every` on the command line, `every` over HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Syntax {
+    Cli,
+    Http,
+}
+
+impl Syntax {
+    pub fn name(self, parameter: &str) -> String {
+        match self {
+            Syntax::Cli => format!("--{}", parameter.replace('_', "-")),
+            Syntax::Http => parameter.to_owned(),
+        }
+    }
+}
+
+/// What a query computes per series.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    /// The recorded points.
+    Raw,
+    /// The last point.
+    Latest,
+    Aggregate(WindowSettings),
+    Interpolate {
+        step_ns: i64,
+        method: Method,
+    },
+}
+
+/// A parsed, checked query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryRequest {
+    pub selector: String,
+    pub from_ns: i64,
+    pub to_ns: i64,
+    pub mode: Mode,
+    pub good_only: bool,
+}
+
+/// A query as typed (CLI flags or HTTP parameters), before checking.
+#[derive(Debug, Clone, Default)]
+pub struct QueryText {
+    pub series: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub every: Option<String>,
+    pub agg: Option<String>,
+    pub twa_mode: Option<TwaMode>,
+    pub interpolate: Option<String>,
+    pub method: Option<Method>,
+    pub latest: bool,
+    pub good_only: bool,
+}
+
+/// A positive duration, with a message that names the parameter, the value and an example.
+pub fn parse_step(syntax: Syntax, parameter: &str, text: &str) -> Result<i64, QueryError> {
+    let name = syntax.name(parameter);
+    let example = "such as 1m, 15s, 1h30m or 500ms";
+    if text.trim_start().starts_with('-') {
+        return Err(QueryError::Invalid(format!("{name} {text:?} is negative; give a positive duration {example}")));
+    }
+    if let Ok(number) = text.trim().parse::<u64>() {
+        let problem = if number == 0 { "is zero" } else { "has no unit" };
+        return Err(QueryError::Invalid(format!("{name} {text:?} {problem}; give a positive duration {example}")));
+    }
+    match parse_duration(text) {
+        Ok(0) => Err(QueryError::Invalid(format!("{name} {text:?} is zero; give a positive duration {example}"))),
+        Ok(ns) => Ok(ns),
+        Err(error) => Err(QueryError::Invalid(format!(
+            "{name} {text:?} is not a duration ({error:#}); give a positive duration {example}"
+        ))),
+    }
+}
+
+fn parse_time_parameter(syntax: Syntax, parameter: &str, text: &str, now_ns: i64) -> Result<i64, QueryError> {
+    parse_time(text, now_ns).map_err(|error| QueryError::Invalid(format!("{} {error:#}", syntax.name(parameter))))
+}
+
+impl QueryRequest {
+    /// Checks a typed query. `now_ns` anchors `now` and relative times.
+    pub fn parse(text: &QueryText, syntax: Syntax, now_ns: i64) -> Result<QueryRequest, QueryError> {
+        let selector = check_selector(text, syntax)?;
+        check_combinations(text, syntax)?;
+        let (from_ns, to_ns) = parse_range(text, syntax, now_ns)?;
+        let mode = if text.latest {
+            Mode::Latest
+        } else if let Some(step) = &text.interpolate {
+            parse_interpolation(text, step, syntax, (from_ns, to_ns))?
+        } else if let Some(every) = &text.every {
+            parse_windows(text, every, syntax, (from_ns, to_ns))?
+        } else {
+            if text.twa_mode.is_some() {
+                return Err(twa_mode_without_twa(syntax));
+            }
+            Mode::Raw
+        };
+        Ok(QueryRequest { selector, from_ns, to_ns, mode, good_only: text.good_only })
+    }
+
+    /// Column names of the rows this query writes.
+    pub fn columns(&self) -> Vec<&'static str> {
+        match &self.mode {
+            Mode::Aggregate(settings) => {
+                let mut columns = vec!["series", "window_start"];
+                columns.extend(settings.aggregates.iter().map(|a| a.name()));
+                columns
+            }
+            _ => vec!["series", "time", "value", "quality"],
+        }
+    }
+}
+
+/// The series selector, trimmed: not empty, not absurdly long.
+fn check_selector(text: &QueryText, syntax: Syntax) -> Result<String, QueryError> {
+    let selector = text.series.trim().to_owned();
+    if selector.is_empty() {
+        return Err(QueryError::Invalid(format!(
+            "{} is empty; give a series name or a glob such as plant1/*/steam_temp",
+            syntax.name("series")
+        )));
+    }
+    if selector.len() > glob::MAX_PATTERN_BYTES {
+        return Err(QueryError::Invalid(format!(
+            "{} is {} bytes; the limit is {}",
+            syntax.name("series"),
+            selector.len(),
+            glob::MAX_PATTERN_BYTES
+        )));
+    }
+    Ok(selector)
+}
+
+/// Refuses parameters that do not go together, or one that needs another.
+fn check_combinations(text: &QueryText, syntax: Syntax) -> Result<(), QueryError> {
+    let name = |parameter: &str| syntax.name(parameter);
+    let invalid = |message: String| Err(QueryError::Invalid(message));
+    let conflicting = |a: &str, b: &str| invalid(format!("{} and {} cannot be combined", name(a), name(b)));
+    if text.latest {
+        for (given, parameter) in
+            [(text.every.is_some(), "every"), (text.agg.is_some(), "agg"), (text.interpolate.is_some(), "interpolate")]
+        {
+            if given {
+                return conflicting("latest", parameter);
+            }
+        }
+    }
+    if text.interpolate.is_some() {
+        for (given, parameter) in [(text.every.is_some(), "every"), (text.agg.is_some(), "agg")] {
+            if given {
+                return conflicting("interpolate", parameter);
+            }
+        }
+    }
+    if text.agg.is_some() && text.every.is_none() {
+        return invalid(format!(
+            "{} needs {} (the window length), e.g. {} 1m",
+            name("agg"),
+            name("every"),
+            name("every")
+        ));
+    }
+    if text.method.is_some() && text.interpolate.is_none() {
+        return invalid(format!("{} applies only with {}", name("method"), name("interpolate")));
+    }
+    Ok(())
+}
+
+/// `from` and `to` (defaults: the last hour; unbounded for `latest`), in order, clamped to the
+/// record limits.
+fn parse_range(text: &QueryText, syntax: Syntax, now_ns: i64) -> Result<(i64, i64), QueryError> {
+    let (default_from, default_to) = if text.latest { ("", "") } else { ("-1h", "now") };
+    let from_ns = match text.from.as_deref() {
+        Some(from) => parse_time_parameter(syntax, "from", from, now_ns)?,
+        None if text.latest => i64::MIN,
+        None => parse_time(default_from, now_ns).expect("valid default"),
+    };
+    let to_ns = match text.to.as_deref() {
+        Some(to) => parse_time_parameter(syntax, "to", to, now_ns)?,
+        None if text.latest => i64::MAX,
+        None => parse_time(default_to, now_ns).expect("valid default"),
+    };
+    if from_ns > to_ns {
+        return Err(QueryError::Invalid(format!(
+            "{} {} is after {} {}: the range is empty; swap them or move {}",
+            syntax.name("from"),
+            format_rfc3339(from_ns),
+            syntax.name("to"),
+            format_rfc3339(to_ns),
+            syntax.name("from"),
+        )));
+    }
+    // No point lies outside the record limits; clamping keeps window arithmetic in range.
+    Ok((from_ns.clamp(MIN_TIMESTAMP_NS, MAX_TIMESTAMP_NS), to_ns.clamp(MIN_TIMESTAMP_NS, MAX_TIMESTAMP_NS)))
+}
+
+/// `interpolate` with its `step` and method, within the row limit over `range`.
+fn parse_interpolation(text: &QueryText, step: &str, syntax: Syntax, range: (i64, i64)) -> Result<Mode, QueryError> {
+    let step_ns = parse_step(syntax, "interpolate", step)?;
+    let count = instant_count(range.0, range.1, step_ns);
+    within_row_limit(
+        count,
+        || format!("{} {step} makes {count} instants", syntax.name("interpolate")),
+        "a longer step",
+    )?;
+    Ok(Mode::Interpolate { step_ns, method: text.method.unwrap_or_default() })
+}
+
+/// `every` windows with their aggregates (default: mean), within the row limit over `range`.
+fn parse_windows(text: &QueryText, every: &str, syntax: Syntax, range: (i64, i64)) -> Result<Mode, QueryError> {
+    let every_ns = parse_step(syntax, "every", every)?;
+    let count = window_count(range.0, range.1, every_ns);
+    within_row_limit(count, || format!("{} {every} makes {count} windows", syntax.name("every")), "longer windows")?;
+    let aggregates = match &text.agg {
+        Some(list) => {
+            Aggregate::parse_list(list).map_err(|e| QueryError::Invalid(format!("{} {e}", syntax.name("agg"))))?
+        }
+        None => vec![Aggregate::Mean],
+    };
+    if text.twa_mode.is_some() && !aggregates.contains(&Aggregate::Twa) {
+        return Err(twa_mode_without_twa(syntax));
+    }
+    Ok(Mode::Aggregate(WindowSettings {
+        every_ns,
+        aggregates,
+        twa_mode: text.twa_mode.unwrap_or_default(),
+        good_only: text.good_only,
+    }))
+}
+
+fn twa_mode_without_twa(syntax: Syntax) -> QueryError {
+    QueryError::Invalid(format!("{} applies only with {} twa", syntax.name("twa_mode"), syntax.name("agg")))
+}
+
+/// Refuses numeric aggregates over a series that only ever held strings.
+pub fn check_kinds(request: &QueryRequest, series: &[SeriesInfo]) -> Result<(), QueryError> {
+    let Mode::Aggregate(settings) = &request.mode else { return Ok(()) };
+    let Some(numeric) = settings.aggregates.iter().find(|a| a.is_numeric()) else { return Ok(()) };
+    match series.iter().find(|info| info.kind == ValueKind::String && !info.mixed_kinds) {
+        Some(info) => Err(QueryError::Invalid(format!(
+            "{} holds strings, which have no {}; use count, first or last for it, or select only numeric series",
+            info.key,
+            numeric.name()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Refuses a query whose rows per series (`count`, as `what` says) exceed the limit, suggesting
+/// `remedy` or a shorter range.
+fn within_row_limit(count: u64, what: impl FnOnce() -> String, remedy: &str) -> Result<(), QueryError> {
+    if count <= MAX_ROWS_PER_SERIES {
+        return Ok(());
+    }
+    Err(QueryError::Invalid(format!(
+        "{} per series over this range; the limit is {MAX_ROWS_PER_SERIES}: use {remedy} or a shorter range",
+        what()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diode_common::record::SeriesKey;
+
+    const NOW: i64 = 1_767_225_600_000_000_000; // 2026-01-01T00:00:00Z
+
+    fn text(series: &str) -> QueryText {
+        QueryText { series: series.to_owned(), ..QueryText::default() }
+    }
+
+    fn error(text: &QueryText) -> String {
+        QueryRequest::parse(text, Syntax::Cli, NOW).unwrap_err().to_string()
+    }
+
+    fn info(id: u32, key: SeriesKey) -> SeriesInfo {
+        SeriesInfo {
+            id,
+            key,
+            kind: ValueKind::F64,
+            mixed_kinds: false,
+            first_timestamp_ns: 0,
+            last_timestamp_ns: 0,
+            point_count: 1,
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_last_hour_of_raw_values() {
+        let request = QueryRequest::parse(&text("a"), Syntax::Cli, NOW).unwrap();
+        assert_eq!((request.from_ns, request.to_ns, &request.mode), (NOW - 3_600_000_000_000, NOW, &Mode::Raw));
+    }
+
+    #[test]
+    fn an_inverted_range_names_both_times() {
+        let message = error(&QueryText {
+            from: Some("2026-01-02T00:00:00Z".into()),
+            to: Some("2026-01-01T00:00:00Z".into()),
+            ..text("a")
+        });
+        assert!(message.contains("--from 2026-01-02T00:00:00Z is after --to 2026-01-01T00:00:00Z"), "{message}");
+    }
+
+    #[test]
+    fn bad_durations_say_what_was_given_and_show_an_example() {
+        for (every, expected) in
+            [("0s", "is zero"), ("-5m", "is negative"), ("5 parsecs", "is not a duration"), ("", "is not a duration")]
+        {
+            let message = error(&QueryText { every: Some(every.into()), ..text("a") });
+            assert!(
+                message.contains(expected) && message.contains("--every") && message.contains("1h30m"),
+                "{message}"
+            );
+        }
+        let message = QueryRequest::parse(&QueryText { interpolate: Some("0".into()), ..text("a") }, Syntax::Http, NOW)
+            .unwrap_err()
+            .to_string();
+        assert!(message.starts_with("interpolate \"0\" is zero"), "{message}");
+        assert!(error(&QueryText { every: Some("60".into()), ..text("a") }).contains("\"60\" has no unit"));
+    }
+
+    #[test]
+    fn modes_that_do_not_mix_are_refused() {
+        assert!(
+            error(&QueryText { latest: true, every: Some("1m".into()), ..text("a") }).contains("cannot be combined")
+        );
+        assert!(
+            error(&QueryText { interpolate: Some("1m".into()), agg: Some("mean".into()), ..text("a") })
+                .contains("cannot be combined")
+        );
+        assert!(error(&QueryText { agg: Some("mean".into()), ..text("a") }).contains("needs --every"));
+        assert!(
+            error(&QueryText { twa_mode: Some(TwaMode::Linear), every: Some("1m".into()), ..text("a") })
+                .contains("--twa-mode")
+        );
+        assert!(error(&QueryText { method: Some(Method::Previous), ..text("a") }).contains("--method"));
+    }
+
+    #[test]
+    fn absurd_window_counts_are_refused() {
+        let message = error(&QueryText { every: Some("1ns".into()), from: Some("-1d".into()), ..text("a") });
+        assert!(message.contains("windows per series"), "{message}");
+    }
+
+    #[test]
+    fn every_without_agg_means_mean_and_latest_is_unbounded() {
+        let request =
+            QueryRequest::parse(&QueryText { every: Some("1m".into()), ..text("a") }, Syntax::Cli, NOW).unwrap();
+        assert!(matches!(&request.mode, Mode::Aggregate(s) if s.aggregates == vec![Aggregate::Mean]));
+        let request = QueryRequest::parse(&QueryText { latest: true, ..text("a") }, Syntax::Cli, NOW).unwrap();
+        assert_eq!((request.from_ns, request.to_ns), (MIN_TIMESTAMP_NS, MAX_TIMESTAMP_NS));
+    }
+
+    #[test]
+    fn string_series_refuse_numeric_aggregates() {
+        let mut strings = info(0, SeriesKey::new("valve/state"));
+        strings.kind = ValueKind::String;
+        let request = QueryRequest::parse(
+            &QueryText { every: Some("1m".into()), agg: Some("count,mean".into()), ..text("a") },
+            Syntax::Cli,
+            NOW,
+        )
+        .unwrap();
+        assert!(check_kinds(&request, &[strings.clone()]).unwrap_err().to_string().contains("no mean"));
+        let request = QueryRequest::parse(
+            &QueryText { every: Some("1m".into()), agg: Some("count,last".into()), ..text("a") },
+            Syntax::Cli,
+            NOW,
+        )
+        .unwrap();
+        assert!(check_kinds(&request, &[strings]).is_ok());
+    }
+}
