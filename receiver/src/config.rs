@@ -5,9 +5,38 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, ensure};
-use diode_common::keys::{TrustedKey, TrustedKeys, parse_public_key};
+use diode_common::keys::{KeyError, TrustedKey, TrustedKeys, parse_public_key};
 use serde::Deserialize;
+
+use crate::time::{TimeError, parse_rfc3339};
+
+/// Why a config file was refused, or a file it names could not be read. Messages name the file
+/// or the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("config file {path} is not valid")]
+    Invalid { path: PathBuf, source: Box<ConfigError> },
+    /// A setting out of its range or missing: the message names it and its range.
+    #[error("{0}")]
+    Setting(&'static str),
+    #[error("{key}: validity {text:?} is not an RFC 3339 time such as 2026-01-01T00:00:00Z")]
+    Validity { key: PathBuf, text: String, source: TimeError },
+    #[error("cannot read trusted key {path}")]
+    ReadTrustedKey { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    TrustedKey(#[from] KeyError),
+    #[error(transparent)]
+    Time(#[from] TimeError),
+}
+
+/// `Ok` when `holds`, otherwise the setting's message.
+fn ensure(holds: bool, message: &'static str) -> Result<(), ConfigError> {
+    if holds { Ok(()) } else { Err(ConfigError::Setting(message)) }
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -101,13 +130,13 @@ fn default_receive_buffer() -> usize {
 }
 
 impl ReceiverConfig {
-    pub fn load(path: &Path) -> anyhow::Result<ReceiverConfig> {
+    pub fn load(path: &Path) -> Result<ReceiverConfig, ConfigError> {
         let text =
-            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         let mut config: ReceiverConfig =
-            toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))?;
+            toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })?;
         config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
-        config.check().with_context(|| format!("config file {} is not valid", path.display()))?;
+        config.check().map_err(|source| ConfigError::Invalid { path: path.to_owned(), source: Box::new(source) })?;
         Ok(config)
     }
 
@@ -121,24 +150,23 @@ impl ReceiverConfig {
         }
     }
 
-    pub fn check(&self) -> anyhow::Result<()> {
-        ensure!(!self.keys.trusted.is_empty(), "keys.trusted is empty; add the sender's signing.pub");
+    pub fn check(&self) -> Result<(), ConfigError> {
+        ensure(!self.keys.trusted.is_empty(), "keys.trusted is empty; add the sender's signing.pub")?;
         let r = &self.reassembly;
-        ensure!(
+        ensure(
             (1..=65_536).contains(&r.max_segments_in_flight),
-            "reassembly.max_segments_in_flight must be 1..=65536"
-        );
-        ensure!((1..=65_536).contains(&r.max_buffered_mib), "reassembly.max_buffered_mib must be 1..=65536");
-        ensure!(r.segment_timeout_ms >= 100, "reassembly.segment_timeout_ms must be at least 100");
-        ensure!((1..=16 * 1024).contains(&r.max_segment_kib), "reassembly.max_segment_kib must be 1..=16384");
-        ensure!((1..=65_536).contains(&r.apply_queue_segments), "reassembly.apply_queue_segments must be 1..=65536");
+            "reassembly.max_segments_in_flight must be 1..=65536",
+        )?;
+        ensure((1..=65_536).contains(&r.max_buffered_mib), "reassembly.max_buffered_mib must be 1..=65536")?;
+        ensure(r.segment_timeout_ms >= 100, "reassembly.segment_timeout_ms must be at least 100")?;
+        ensure((1..=16 * 1024).contains(&r.max_segment_kib), "reassembly.max_segment_kib must be 1..=16384")?;
+        ensure((1..=65_536).contains(&r.apply_queue_segments), "reassembly.apply_queue_segments must be 1..=65536")?;
         for key in &self.keys.trusted {
             for text in [&key.valid_from, &key.valid_until].into_iter().flatten() {
-                crate::time::parse_rfc3339(text).with_context(|| {
-                    format!(
-                        "{}: validity {text:?} is not an RFC 3339 time such as 2026-01-01T00:00:00Z",
-                        key.public_key.display()
-                    )
+                parse_rfc3339(text).map_err(|source| ConfigError::Validity {
+                    key: key.public_key.clone(),
+                    text: text.clone(),
+                    source,
                 })?;
             }
         }
@@ -146,15 +174,15 @@ impl ReceiverConfig {
     }
 
     /// Reads every trusted public key file.
-    pub fn trusted_keys(&self) -> anyhow::Result<TrustedKeys> {
+    pub fn trusted_keys(&self) -> Result<TrustedKeys, ConfigError> {
         let mut keys = Vec::new();
         for entry in &self.keys.trusted {
             let contents = std::fs::read(&entry.public_key)
-                .with_context(|| format!("cannot read trusted key {}", entry.public_key.display()))?;
+                .map_err(|source| ConfigError::ReadTrustedKey { path: entry.public_key.clone(), source })?;
             let public_key = parse_public_key(&contents, &entry.public_key.display().to_string())?;
             let mut key = TrustedKey::new(public_key);
-            key.valid_from_ns = entry.valid_from.as_deref().map(crate::time::parse_rfc3339).transpose()?;
-            key.valid_until_ns = entry.valid_until.as_deref().map(crate::time::parse_rfc3339).transpose()?;
+            key.valid_from_ns = entry.valid_from.as_deref().map(parse_rfc3339).transpose()?;
+            key.valid_until_ns = entry.valid_until.as_deref().map(parse_rfc3339).transpose()?;
             keys.push(key);
         }
         Ok(TrustedKeys::new(keys))

@@ -6,7 +6,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::Context;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -26,13 +25,22 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/api/v1/query", get(query::http::query_route))
 }
 
-pub async fn serve(listen: SocketAddr, shared: Arc<Shared>, token: Option<String>) -> anyhow::Result<()> {
+/// Why the listener stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("cannot listen for HTTP on {listen}; change http.listen")]
+    Listen { listen: SocketAddr, source: std::io::Error },
+    #[error("HTTP server failed")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Serves every route on `listen` until the server fails.
+pub async fn serve(listen: SocketAddr, shared: Arc<Shared>, token: Option<String>) -> Result<(), HttpError> {
     let state = AppState { shared, token: token.map(Arc::from) };
     let app = routes().with_state(state);
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen for HTTP on {listen}; change http.listen"))?;
-    axum::serve(listener, app).await.context("HTTP server failed")
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.map_err(|source| HttpError::Listen { listen, source })?;
+    axum::serve(listener, app).await.map_err(HttpError::Serve)
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

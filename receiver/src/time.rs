@@ -1,19 +1,55 @@
 //! Times as users write them (RFC 3339, epoch numbers, `now`, `-1h`) and as diode stores them
 //! (i64 nanoseconds since the Unix epoch, UTC).
 
+use std::num::{ParseIntError, TryFromIntError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, bail};
+/// Why a time or a duration as written was refused. Each message quotes what was written.
+#[derive(Debug, thiserror::Error)]
+pub enum TimeError {
+    #[error("{text:?} is not an RFC 3339 time")]
+    NotRfc3339 { text: String, source: jiff::Error },
+    #[error("{text:?} is outside the supported range")]
+    OutsideRange { text: String, source: TryFromIntError },
+    #[error("empty duration; write e.g. 1m, 15s, 1h30m")]
+    EmptyDuration,
+    #[error("{text:?} is not a duration; write e.g. 1m, 15s, 1h30m, 500ms")]
+    NotADuration { text: String },
+    #[error("{text:?}: number too large")]
+    NumberTooLarge { text: String, source: ParseIntError },
+    #[error("{text:?}: unknown unit {unit:?}; use ns, us, ms, s, m, h, d or w")]
+    UnknownUnit { text: String, unit: String },
+    #[error("{text:?} is too long")]
+    DurationTooLong { text: String },
+    #[error("{text:?} is out of range")]
+    EpochOutOfRange { text: String },
+    #[error("{text:?} is not a time; write RFC 3339 (2026-01-01T00:00:00Z), an epoch number, now, or -1h")]
+    NotATime { text: String, source: Box<TimeError> },
+}
+
+impl TimeError {
+    /// The message followed by its causes, on one line (`a: b: c`), for messages that quote it.
+    pub fn with_causes(&self) -> String {
+        let mut line = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(error) = cause {
+            line.push_str(": ");
+            line.push_str(&error.to_string());
+            cause = error.source();
+        }
+        line
+    }
+}
 
 pub fn now_ns() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64)
 }
 
 /// `2026-01-01T00:00:00Z` or with an offset, to ns since the Unix epoch.
-pub fn parse_rfc3339(text: &str) -> anyhow::Result<i64> {
+pub fn parse_rfc3339(text: &str) -> Result<i64, TimeError> {
     let timestamp: jiff::Timestamp =
-        text.trim().parse().with_context(|| format!("{text:?} is not an RFC 3339 time"))?;
-    i64::try_from(timestamp.as_nanosecond()).with_context(|| format!("{text:?} is outside the supported range"))
+        text.trim().parse().map_err(|source| TimeError::NotRfc3339 { text: text.to_owned(), source })?;
+    i64::try_from(timestamp.as_nanosecond()).map_err(|source| TimeError::OutsideRange { text: text.to_owned(), source })
 }
 
 /// RFC 3339 in UTC with as many fractional digits as needed.
@@ -25,18 +61,19 @@ pub fn format_rfc3339(timestamp_ns: i64) -> String {
 }
 
 /// A duration such as `500ms`, `10s`, `1m`, `1h`, `1d`, `2w` (or a sum like `1h30m`), in ns.
-pub fn parse_duration(text: &str) -> anyhow::Result<i64> {
+pub fn parse_duration(text: &str) -> Result<i64, TimeError> {
     let mut rest = text.trim();
     if rest.is_empty() {
-        bail!("empty duration; write e.g. 1m, 15s, 1h30m");
+        return Err(TimeError::EmptyDuration);
     }
     let mut total: i64 = 0;
     while !rest.is_empty() {
         let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
         if digits == 0 {
-            bail!("{text:?} is not a duration; write e.g. 1m, 15s, 1h30m, 500ms");
+            return Err(TimeError::NotADuration { text: text.to_owned() });
         }
-        let number: i64 = rest[..digits].parse().with_context(|| format!("{text:?}: number too large"))?;
+        let number: i64 =
+            rest[..digits].parse().map_err(|source| TimeError::NumberTooLarge { text: text.to_owned(), source })?;
         rest = &rest[digits..];
         let unit_end = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let unit_ns: i64 = match &rest[..unit_end] {
@@ -48,20 +85,20 @@ pub fn parse_duration(text: &str) -> anyhow::Result<i64> {
             "h" => 3_600_000_000_000,
             "d" => 86_400_000_000_000,
             "w" => 604_800_000_000_000,
-            unit => bail!("{text:?}: unknown unit {unit:?}; use ns, us, ms, s, m, h, d or w"),
+            unit => return Err(TimeError::UnknownUnit { text: text.to_owned(), unit: unit.to_owned() }),
         };
         rest = &rest[unit_end..];
         total = number
             .checked_mul(unit_ns)
             .and_then(|ns| total.checked_add(ns))
-            .with_context(|| format!("{text:?} is too long"))?;
+            .ok_or_else(|| TimeError::DurationTooLong { text: text.to_owned() })?;
     }
     Ok(total)
 }
 
 /// A point in time as an analyst writes it: RFC 3339, `now`, `now-1h` or `-1h` (relative to now),
 /// or an epoch number whose size tells its unit (s, ms, us or ns).
-pub fn parse_time(text: &str, now_ns: i64) -> anyhow::Result<i64> {
+pub fn parse_time(text: &str, now_ns: i64) -> Result<i64, TimeError> {
     let text = text.trim();
     if text == "now" {
         return Ok(now_ns);
@@ -73,11 +110,9 @@ pub fn parse_time(text: &str, now_ns: i64) -> anyhow::Result<i64> {
     }
     if let Ok(number) = text.parse::<i64>() {
         let scale = diode_common::record::epoch_unit_ns_by_magnitude(number);
-        return number.checked_mul(scale).with_context(|| format!("{text:?} is out of range"));
+        return number.checked_mul(scale).ok_or_else(|| TimeError::EpochOutOfRange { text: text.to_owned() });
     }
-    parse_rfc3339(text).with_context(|| {
-        format!("{text:?} is not a time; write RFC 3339 (2026-01-01T00:00:00Z), an epoch number, now, or -1h")
-    })
+    parse_rfc3339(text).map_err(|source| TimeError::NotATime { text: text.to_owned(), source: Box::new(source) })
 }
 
 #[cfg(test)]

@@ -10,8 +10,9 @@ pub use diode_common::proof::{
     ChainRun, CheckedProof, CheckedSegment, MAX_PROOF_BYTES, MAX_PROOF_POINTS, Proof, ProofError, ProvenPoint,
     check_proof,
 };
+use diode_common::record::SeriesKey;
 use diode_common::seal::{self, HEADER_LENGTH, SegmentHeader};
-use diode_replica::{Replica, ReplicaError, SegmentKey, SeriesInfo};
+use diode_replica::{Point, Replica, ReplicaError, SegmentKey, SeriesInfo};
 
 use super::findings::{describe_value, segment_name};
 use crate::query::core::select::{Selector, matching_series};
@@ -61,8 +62,39 @@ pub fn describe(checked: &CheckedProof) -> String {
     out
 }
 
+/// Why a proof could not be exported: the series is not the one named, or the replica's points
+/// are not what its verified segments hold.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("the replica holds no series {name:?}; list them with `diode-receiver series --config FILE`")]
+    UnknownSeries { name: String },
+    #[error("the replica holds no series {name:?}; did you mean one of {similar:?}?")]
+    UnknownSeriesLike { name: String, similar: Vec<String> },
+    #[error("{count} series are shown as {name:?}; this cannot happen in a healthy replica")]
+    AmbiguousSeries { name: String, count: usize },
+    #[error("the time range is empty: --from is after --to")]
+    EmptyRange,
+    #[error("{series} holds more than {max} points in that range; prove a narrower range", max = MAX_PROOF_POINTS)]
+    TooManyPoints { series: SeriesKey },
+    #[error("{series} has no point between {from} and {to} in the replica")]
+    NoPoints { series: SeriesKey, from: String, to: String },
+    #[error(
+        "the replica's points of {series} in that range are not the ones its verified segments hold{}; run \
+         `diode-receiver audit verify` to see what differs",
+        refused_suffix(.refused)
+    )]
+    NotAsSigned { series: SeriesKey, refused: Vec<String> },
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+}
+
+/// ` (segments refused: a; b)`, or nothing when none was refused.
+fn refused_suffix(refused: &[String]) -> String {
+    if refused.is_empty() { String::new() } else { format!(" (segments refused: {})", refused.join("; ")) }
+}
+
 /// The catalogued series whose display form (`name` or `name{key=value,...}`) is `name`.
-pub fn find_series(replica: &Replica, name: &str) -> anyhow::Result<SeriesInfo> {
+pub fn find_series(replica: &Replica, name: &str) -> Result<SeriesInfo, ExportError> {
     let catalog = replica.series_list();
     let matching = matching_series(&catalog, Selector::DisplayForm(name));
     match matching.len() {
@@ -75,13 +107,12 @@ pub fn find_series(replica: &Replica, name: &str) -> anyhow::Result<SeriesInfo> 
                 .take(5)
                 .collect();
             if similar.is_empty() {
-                anyhow::bail!(
-                    "the replica holds no series {name:?}; list them with `diode-receiver series --config FILE`"
-                )
+                Err(ExportError::UnknownSeries { name: name.to_owned() })
+            } else {
+                Err(ExportError::UnknownSeriesLike { name: name.to_owned(), similar })
             }
-            anyhow::bail!("the replica holds no series {name:?}; did you mean one of {similar:?}?")
         }
-        _ => anyhow::bail!("{} series are shown as {name:?}; this cannot happen in a healthy replica", matching.len()),
+        count => Err(ExportError::AmbiguousSeries { name: name.to_owned(), count }),
     }
 }
 
@@ -97,32 +128,58 @@ pub fn export_proof(
     series: &SeriesInfo,
     from_ns: i64,
     to_ns: i64,
-) -> anyhow::Result<Proof> {
-    anyhow::ensure!(from_ns <= to_ns, "the time range is empty: --from is after --to");
+) -> Result<Proof, ExportError> {
+    if from_ns > to_ns {
+        return Err(ExportError::EmptyRange);
+    }
+    let claimed = claimed_points(replica, series, from_ns, to_ns)?;
+    let (sealed, refused) = segments_holding(replica, trusted, series, from_ns, to_ns)?;
+    let headers = chain_headers(replica, &sealed)?;
+    let segments = sealed.into_iter().map(|(_, bytes, _)| bytes).collect();
+    // A proof that cannot be assembled holds no points, so it is refused as not matching.
+    match Proof::assemble(series.key.clone(), segments, headers, from_ns..=to_ns) {
+        Ok(proof) if proves(&proof, &claimed) => Ok(proof),
+        _ => Err(ExportError::NotAsSigned { series: series.key.clone(), refused }),
+    }
+}
+
+/// The replica's points of `series` in the range: what the proof must prove.
+fn claimed_points(replica: &Replica, series: &SeriesInfo, from_ns: i64, to_ns: i64) -> Result<Vec<Point>, ExportError> {
     let mut claimed = Vec::new();
     for point in replica.scan(series.id, from_ns, to_ns) {
         claimed.push(point?);
-        anyhow::ensure!(
-            claimed.len() <= MAX_PROOF_POINTS,
-            "{} holds more than {MAX_PROOF_POINTS} points in that range; prove a narrower range",
-            series.key
-        );
+        if claimed.len() > MAX_PROOF_POINTS {
+            return Err(ExportError::TooManyPoints { series: series.key.clone() });
+        }
     }
-    anyhow::ensure!(
-        !claimed.is_empty(),
-        "{} has no point between {} and {} in the replica",
-        series.key,
-        format_rfc3339(from_ns),
-        format_rfc3339(to_ns)
-    );
+    if claimed.is_empty() {
+        return Err(ExportError::NoPoints {
+            series: series.key.clone(),
+            from: format_rfc3339(from_ns),
+            to: format_rfc3339(to_ns),
+        });
+    }
+    Ok(claimed)
+}
 
-    // Every verified segment holding a record of the series in the range, ascending by position.
-    let mut sealed: Vec<(SegmentKey, Vec<u8>, SegmentHeader)> = Vec::new();
+/// A stored segment as the proof takes it: its position, its sealed bytes and its header.
+type SealedAt = (SegmentKey, Vec<u8>, SegmentHeader);
+
+/// Every verified segment holding a record of `series` in the range, ascending by position, and
+/// why the others whose header overlaps the range were refused.
+fn segments_holding(
+    replica: &Replica,
+    trusted: &TrustedKeys,
+    series: &SeriesInfo,
+    from_ns: i64,
+    to_ns: i64,
+) -> Result<(Vec<SealedAt>, Vec<String>), ReplicaError> {
+    let mut sealed: Vec<SealedAt> = Vec::new();
     let mut refused: Vec<String> = Vec::new();
     for stored in replica.segments(SegmentKey::FIRST) {
         let stored = match stored {
             Ok(stored) => stored,
-            Err(error @ ReplicaError::Storage { .. }) => return Err(error.into()),
+            Err(error @ ReplicaError::Storage { .. }) => return Err(error),
             Err(damaged) => {
                 refused.push(damaged.to_string());
                 continue;
@@ -151,37 +208,22 @@ pub fn export_proof(
             sealed.push((stored.key, stored.sealed, segment.header));
         }
     }
+    Ok((sealed, refused))
+}
 
-    let headers = chain_headers(replica, &sealed)?;
-    let segments = sealed.into_iter().map(|(_, bytes, _)| bytes).collect();
-    let proof = Proof::assemble(series.key.clone(), segments, headers, from_ns..=to_ns)
-        .map_err(|error| anyhow::anyhow!("cannot assemble the proof of {}: {error}", series.key));
-    let matches = proof.as_ref().is_ok_and(|proof| {
-        claimed.len() == proof.points.len()
-            && claimed.iter().zip(&proof.points).all(|(point, proven)| {
-                point.timestamp_ns == proven.timestamp_ns
-                    && point.value.bit_eq(&proven.value)
-                    && point.quality == proven.quality
-            })
-    });
-    if !matches {
-        let refused =
-            if refused.is_empty() { String::new() } else { format!(" (segments refused: {})", refused.join("; ")) };
-        anyhow::bail!(
-            "the replica's points of {} in that range are not the ones its verified segments hold{refused}; run \
-             `diode-receiver audit verify` to see what differs",
-            series.key
-        );
-    }
-    proof
+/// Whether `proof` proves exactly the `claimed` points, bit for bit.
+fn proves(proof: &Proof, claimed: &[Point]) -> bool {
+    claimed.len() == proof.points.len()
+        && claimed.iter().zip(&proof.points).all(|(point, proven)| {
+            point.timestamp_ns == proven.timestamp_ns
+                && point.value.bit_eq(&proven.value)
+                && point.quality == proven.quality
+        })
 }
 
 /// The stored headers between consecutive proof segments of each stream, walking back from the
 /// later one while each header links to the one after it (a gap or a mismatch ends the walk).
-fn chain_headers(
-    replica: &Replica,
-    segments: &[(SegmentKey, Vec<u8>, SegmentHeader)],
-) -> anyhow::Result<Vec<[u8; HEADER_LENGTH]>> {
+fn chain_headers(replica: &Replica, segments: &[SealedAt]) -> Result<Vec<[u8; HEADER_LENGTH]>, ReplicaError> {
     let mut headers = Vec::new();
     for pair in segments.windows(2) {
         let ((earlier, _, _), (later, _, later_header)) = (&pair[0], &pair[1]);
@@ -195,7 +237,7 @@ fn chain_headers(
             let key = SegmentKey { sequence, ..*later };
             let stored = match replica.stored_segment(key) {
                 Ok(Some(stored)) => stored,
-                Err(error @ ReplicaError::Storage { .. }) => return Err(error.into()),
+                Err(error @ ReplicaError::Storage { .. }) => return Err(error),
                 // Not stored, or damaged: the chain cannot be followed past it.
                 Ok(None) | Err(_) => break,
             };

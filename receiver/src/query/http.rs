@@ -222,7 +222,7 @@ impl HttpQuery {
             (Some(series), later_from) => {
                 let later_from_ns = match later_from {
                     Some(text) => parse_time(text, now_ns)
-                        .map_err(|error| QueryError::Invalid(format!("later_from {error:#}")))?,
+                        .map_err(|error| QueryError::Invalid(format!("later_from {}", error.with_causes())))?,
                     None => request.from_ns,
                 };
                 Some(Resume { series: series.to_owned(), later_from_ns })

@@ -85,13 +85,15 @@ pub fn parse_step(syntax: Syntax, parameter: &str, text: &str) -> Result<i64, Qu
         Ok(0) => Err(QueryError::Invalid(format!("{name} {text:?} is zero; give a positive duration {example}"))),
         Ok(ns) => Ok(ns),
         Err(error) => Err(QueryError::Invalid(format!(
-            "{name} {text:?} is not a duration ({error:#}); give a positive duration {example}"
+            "{name} {text:?} is not a duration ({}); give a positive duration {example}",
+            error.with_causes()
         ))),
     }
 }
 
 fn parse_time_parameter(syntax: Syntax, parameter: &str, text: &str, now_ns: i64) -> Result<i64, QueryError> {
-    parse_time(text, now_ns).map_err(|error| QueryError::Invalid(format!("{} {error:#}", syntax.name(parameter))))
+    parse_time(text, now_ns)
+        .map_err(|error| QueryError::Invalid(format!("{} {}", syntax.name(parameter), error.with_causes())))
 }
 
 impl QueryRequest {

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 
-use anyhow::Context;
 use diode_common::beacon::Beacon;
 use diode_common::keys::{TrustedKeys, encode_hex};
 use diode_common::seal;
@@ -16,6 +15,15 @@ use crate::locks;
 use crate::state::Shared;
 use crate::time::now_ns;
 
+/// Why the apply thread stopped: the replica itself failed (a failing disk).
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("cannot record a beacon in the replica")]
+    RecordBeacon(#[source] ReplicaError),
+    #[error("cannot write to the replica")]
+    Write(#[source] ReplicaError),
+}
+
 /// Work for the apply thread.
 pub enum Work {
     Segment { bytes: Vec<u8>, recovered_by_fec: bool },
@@ -23,15 +31,14 @@ pub enum Work {
 }
 
 /// The apply loop: verify, check, apply exactly once; record beacons.
-pub fn apply_loop(queue: Receiver<Work>, trusted: TrustedKeys, shared: Arc<Shared>) -> anyhow::Result<()> {
+pub fn apply_loop(queue: Receiver<Work>, trusted: TrustedKeys, shared: Arc<Shared>) -> Result<(), ApplyError> {
     let counters = &shared.counters;
     for work in queue {
         match work {
             Work::Segment { bytes, .. } => apply_segment(&bytes, &trusted, &shared)?,
             Work::Beacon { beacon, raw } => {
                 let mut replica = locks::write(&shared.replica);
-                let head =
-                    replica.record_beacon(&beacon, &raw, now_ns()).context("cannot record a beacon in the replica")?;
+                let head = replica.record_beacon(&beacon, &raw, now_ns()).map_err(ApplyError::RecordBeacon)?;
                 if let HeadCheck::Differs { segment, signed_hash, stored_hash } = head {
                     counters.beacon_head_mismatches.fetch_add(1, Ordering::Relaxed);
                     shared.log.warn("beacon_head_mismatch", || {
@@ -63,7 +70,7 @@ fn gap_count(replica: &Replica) -> u64 {
 
 /// Verifies and applies one segment. Errors of the segment are counted and logged; only errors of
 /// the replica itself (a failing disk) stop the receiver.
-pub fn apply_segment(bytes: &[u8], trusted: &TrustedKeys, shared: &Shared) -> anyhow::Result<()> {
+pub fn apply_segment(bytes: &[u8], trusted: &TrustedKeys, shared: &Shared) -> Result<(), ApplyError> {
     let counters = &shared.counters;
     let (segment, series) = match seal::open_records(bytes, trusted) {
         Ok(opened) => opened,
@@ -92,7 +99,7 @@ pub fn apply_segment(bytes: &[u8], trusted: &TrustedKeys, shared: &Shared) -> an
             counters.reject(reason);
             shared.log.warn(reason, || format!("refused a segment: {error}"));
         }
-        Err(error) => return Err(error).context("cannot write to the replica"),
+        Err(error) => return Err(ApplyError::Write(error)),
     }
     Ok(())
 }

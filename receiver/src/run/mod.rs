@@ -57,7 +57,7 @@ pub fn run(config: ReceiverConfig) -> anyhow::Result<()> {
             let token = http.bearer_token.clone();
             tokio::spawn(async move {
                 if let Err(error) = crate::http::serve(listen, shared, token).await {
-                    tracing::error!("{error:#}");
+                    tracing::error!("{:#}", anyhow::Error::new(error));
                 }
             });
         }
