@@ -54,6 +54,13 @@ pub const MAC_LENGTH: usize = 16;
 pub const DATAGRAM_OVERHEAD: usize = HEADER_LENGTH + MAC_LENGTH;
 /// IPv6 (40) plus UDP (8) headers: we size for IPv6 so the same setting works on both.
 pub const IP_UDP_HEADER_LENGTH: usize = 48;
+/// IPv4 (20) plus UDP (8) headers.
+pub const IPV4_UDP_HEADER_LENGTH: usize = 28;
+
+/// Bytes the IP and UDP headers add to every datagram on the wire, for an IPv4 or IPv6 link.
+pub const fn ip_udp_overhead(ipv4: bool) -> usize {
+    if ipv4 { IPV4_UDP_HEADER_LENGTH } else { IP_UDP_HEADER_LENGTH }
+}
 /// Largest UDP payload without IPv6 jumbograms (65,535 − 8). Longer datagrams are rejected.
 pub const MAX_DATAGRAM_LENGTH: usize = 65_527;
 /// Smallest symbol [`max_symbol_size`] will choose: at 512 bytes a 16 MiB segment is exactly the

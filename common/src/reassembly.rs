@@ -1,8 +1,21 @@
 //! Reassembly: turns authenticated symbol datagrams, in any order, into whole segments.
 //!
-//! A sans-IO state machine: the caller feeds [`SymbolPacket`]s that [`crate::packet::decode_datagram`]
-//! has already authenticated, gives the time as `now_ms` (any monotonic millisecond clock), and
-//! calls [`Reassembler::poll_timeouts`] now and then. Nothing here blocks, sleeps or reads a clock.
+//! A sans-IO state machine with quinn-proto's verbs: inputs are `handle_*` calls, outputs are
+//! `poll_*` calls, and the caller owns every clock and socket.
+//!
+//! - [`Reassembler::handle_symbol`]: one [`SymbolPacket`] that [`crate::packet::decode_datagram`]
+//!   has already authenticated; returns the segment it completes, if any.
+//! - [`Reassembler::handle_epoch`]: a sender's epoch, from a verified beacon.
+//! - [`Reassembler::handle_dropped`]: the caller could not take a completed segment (shed, or
+//!   not applied), so a later copy of it is reassembled again.
+//! - [`Reassembler::handle_timeout`]: the time reached the deadline [`Reassembler::poll_timeout`]
+//!   gave; idle segments are abandoned.
+//! - [`Reassembler::poll_event`]: what happened to incomplete segments (abandoned, evicted,
+//!   superseded), oldest first.
+//! - [`Reassembler::poll_timeout`]: the next time `handle_timeout` has work to do, if any.
+//!
+//! Times are `now_ms` from any monotonic millisecond clock. Nothing here blocks, sleeps or reads a
+//! clock.
 //!
 //! Rules:
 //! - Each segment is yielded **once**: the ids of the last `completed_memory` completed segments
@@ -24,8 +37,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use crate::fec::{BlockDecoder, FecError, MAX_SEGMENT_LENGTH, SymbolOutcome};
 use crate::packet::{SegmentId, SymbolPacket};
 
-/// Most events kept between two calls of [`Reassembler::poll_timeouts`]; beyond, they are counted
-/// in [`ReassemblyStats::events_dropped`] and lost.
+/// Most events kept until [`Reassembler::poll_event`] takes them; beyond, they are counted in
+/// [`ReassemblyStats::events_dropped`] and lost.
 pub const MAX_PENDING_EVENTS: usize = 4096;
 
 /// Bounds on everything the reassembler holds.
@@ -118,7 +131,7 @@ impl CompletedSegment {
     }
 }
 
-/// Something that happened to an incomplete segment, reported by [`Reassembler::poll_timeouts`].
+/// Something that happened to an incomplete segment, reported by [`Reassembler::poll_event`].
 /// `symbols_needed` is the segment's `original_count`; `symbols_received` the distinct symbols
 /// that had arrived.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,7 +171,7 @@ pub struct ReassemblyStats {
     pub segments_superseded: u64,
     /// Senders whose newest epoch was forgotten to stay within `max_senders`.
     pub senders_forgotten: u64,
-    /// Events lost because more than [`MAX_PENDING_EVENTS`] waited for `poll_timeouts`.
+    /// Events lost because more than [`MAX_PENDING_EVENTS`] waited for `poll_event`.
     pub events_dropped: u64,
     /// Gauge: bytes of symbol data held now.
     pub buffered_bytes: usize,
@@ -231,6 +244,10 @@ pub struct Reassembler {
     senders: HashMap<u64, SenderState>,
     completed: CompletedMemory,
     pending_events: VecDeque<Event>,
+    /// Never later than the earliest time an in-flight segment goes idle: exact after
+    /// `handle_timeout`, lowered as segments start (a deadline that fires early finds nothing to
+    /// abandon and is recomputed).
+    next_timeout_ms: Option<u64>,
     stats: ReassemblyStats,
 }
 
@@ -253,6 +270,7 @@ impl Reassembler {
             senders: HashMap::new(),
             completed: CompletedMemory::default(),
             pending_events: VecDeque::new(),
+            next_timeout_ms: None,
             stats: ReassemblyStats::default(),
         }
     }
@@ -266,9 +284,10 @@ impl Reassembler {
     }
 
     /// Feeds one authenticated symbol. Returns the segment when this symbol completes it.
-    pub fn on_symbol(&mut self, packet: &SymbolPacket<'_>, now_ms: u64) -> Option<CompletedSegment> {
+    #[must_use = "a completed segment is yielded once; dropping it loses it until a resend"]
+    pub fn handle_symbol(&mut self, packet: &SymbolPacket<'_>, now_ms: u64) -> Option<CompletedSegment> {
         let id = packet.segment_id();
-        if !self.observe_epoch(id.sender_id, id.epoch, now_ms) {
+        if !self.handle_epoch(id.sender_id, id.epoch, now_ms) {
             self.stats.stale_epoch_symbols += 1;
             return None;
         }
@@ -288,7 +307,8 @@ impl Reassembler {
     /// Records that `sender_id` is at `epoch` (from a symbol, or from a verified beacon).
     /// A newer epoch drops the sender's in-flight segments of older epochs. Returns false if
     /// `epoch` is older than the newest seen from this sender.
-    pub fn observe_epoch(&mut self, sender_id: u64, epoch: u64, now_ms: u64) -> bool {
+    #[must_use = "false means the epoch is stale"]
+    pub fn handle_epoch(&mut self, sender_id: u64, epoch: u64, now_ms: u64) -> bool {
         match self.senders.get_mut(&sender_id) {
             Some(state) if epoch < state.newest_epoch => return false,
             Some(state) => {
@@ -361,6 +381,8 @@ impl Reassembler {
                     }
                 }
                 self.in_flight.insert(id, InFlight { decoder, last_activity_ms: now_ms });
+                let deadline = now_ms.saturating_add(self.limits.segment_timeout_ms);
+                self.next_timeout_ms = Some(self.next_timeout_ms.map_or(deadline, |next| next.min(deadline)));
                 self.stats.segments_in_flight = self.in_flight.len();
             }
         }
@@ -477,9 +499,9 @@ impl Reassembler {
         }
     }
 
-    /// Abandons incomplete segments idle for `segment_timeout_ms` and returns every event since
-    /// the last call (evictions and supersessions first, in the order they happened).
-    pub fn poll_timeouts(&mut self, now_ms: u64) -> Vec<Event> {
+    /// Abandons incomplete segments idle for `segment_timeout_ms` at `now_ms`; their
+    /// [`Event::Abandoned`] join the events [`Reassembler::poll_event`] yields.
+    pub fn handle_timeout(&mut self, now_ms: u64) {
         let mut idle: Vec<(u64, SegmentId)> = self
             .in_flight
             .iter()
@@ -490,13 +512,31 @@ impl Reassembler {
         for (_, id) in idle {
             self.remove(id, Removal::Abandoned);
         }
+        self.next_timeout_ms = self
+            .in_flight
+            .values()
+            .map(|entry| entry.last_activity_ms.saturating_add(self.limits.segment_timeout_ms))
+            .min();
         self.check_invariants();
-        self.pending_events.drain(..).collect()
+    }
+
+    /// The next event (evictions, supersessions and abandons, in the order they happened).
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.pending_events.pop_front()
+    }
+
+    /// When [`Reassembler::handle_timeout`] should next be called (same clock as `now_ms`), or
+    /// `None` while nothing is in flight. Never later than the real deadline; calling early is
+    /// harmless.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.next_timeout_ms
     }
 
     /// Forgets that a segment was completed, so that a later resend of it is reassembled again
-    /// (e.g. when the receiver could not verify or apply it). Returns whether it was remembered.
-    pub fn forget_completed(&mut self, id: SegmentId) -> bool {
+    /// (e.g. when the receiver shed it or could not apply it). Returns whether it was remembered.
+    pub fn handle_dropped(&mut self, id: SegmentId) -> bool {
         self.completed.forget(&id)
     }
 
@@ -542,6 +582,12 @@ mod tests {
 
     const SYMBOL_SIZE: u16 = 100;
 
+    /// Runs the timeout at `now_ms` and takes every event.
+    fn drain(reassembler: &mut Reassembler, now_ms: u64) -> Vec<Event> {
+        reassembler.handle_timeout(now_ms);
+        std::iter::from_fn(|| reassembler.poll_event()).collect()
+    }
+
     fn limits() -> ReassemblyLimits {
         ReassemblyLimits {
             max_segments_in_flight: 4,
@@ -585,14 +631,14 @@ mod tests {
         let segment = Segment::new(1, 1, 1, 450);
         let mut reassembler = Reassembler::new(limits());
         for index in 0..4 {
-            assert!(reassembler.on_symbol(&segment.packet(index), 0).is_none());
+            assert!(reassembler.handle_symbol(&segment.packet(index), 0).is_none());
         }
-        let done = reassembler.on_symbol(&segment.packet(4), 0).unwrap();
+        let done = reassembler.handle_symbol(&segment.packet(4), 0).unwrap();
         assert_eq!(done.bytes, segment.bytes);
         assert!(!done.recovered_by_fec);
         assert_eq!(done.id(), segment.id);
         for index in 0..segment.symbols.len() {
-            assert!(reassembler.on_symbol(&segment.packet(index), 5).is_none());
+            assert!(reassembler.handle_symbol(&segment.packet(index), 5).is_none());
         }
         let stats = reassembler.stats();
         assert_eq!(stats.segments_completed, 1);
@@ -607,7 +653,7 @@ mod tests {
         let total = segment.symbols.len();
         let mut done = None;
         for index in (total - 5)..total {
-            done = reassembler.on_symbol(&segment.packet(index), 0);
+            done = reassembler.handle_symbol(&segment.packet(index), 0);
         }
         let done = done.unwrap();
         assert!(done.recovered_by_fec);
@@ -619,8 +665,8 @@ mod tests {
     fn duplicates_are_counted_and_ignored() {
         let segment = Segment::new(1, 1, 1, 450);
         let mut reassembler = Reassembler::new(limits());
-        reassembler.on_symbol(&segment.packet(0), 0);
-        reassembler.on_symbol(&segment.packet(0), 0);
+        let _ = reassembler.handle_symbol(&segment.packet(0), 0);
+        let _ = reassembler.handle_symbol(&segment.packet(0), 0);
         assert_eq!(reassembler.stats().duplicate_symbols, 1);
         assert_eq!(reassembler.stats().buffered_bytes, 100);
     }
@@ -630,12 +676,12 @@ mod tests {
         let segment = Segment::new(1, 1, 1, 450);
         let other = Segment::new(1, 1, 1, 650);
         let mut reassembler = Reassembler::new(limits());
-        reassembler.on_symbol(&segment.packet(0), 0);
-        assert!(reassembler.on_symbol(&other.packet(1), 0).is_none());
+        let _ = reassembler.handle_symbol(&segment.packet(0), 0);
+        assert!(reassembler.handle_symbol(&other.packet(1), 0).is_none());
         assert_eq!(reassembler.stats().inconsistent_parameters, 1);
         let mut done = None;
         for index in 1..5 {
-            done = reassembler.on_symbol(&segment.packet(index), 0);
+            done = reassembler.handle_symbol(&segment.packet(index), 0);
         }
         assert_eq!(done.unwrap().bytes, segment.bytes);
     }
@@ -646,13 +692,13 @@ mod tests {
         let mut reassembler = Reassembler::new(limits());
         let mut bad = segment.packet(0);
         bad.symbol_index = 60_000;
-        assert!(reassembler.on_symbol(&bad, 0).is_none());
+        assert!(reassembler.handle_symbol(&bad, 0).is_none());
         let mut bad = segment.packet(0);
         bad.params.original_count = 9;
-        assert!(reassembler.on_symbol(&bad, 0).is_none());
+        assert!(reassembler.handle_symbol(&bad, 0).is_none());
         let mut bad = segment.packet(0);
         bad.symbol = &bad.symbol[..10];
-        assert!(reassembler.on_symbol(&bad, 0).is_none());
+        assert!(reassembler.handle_symbol(&bad, 0).is_none());
         assert_eq!(reassembler.stats().inconsistent_parameters, 3);
         assert_eq!(reassembler.stats().segments_in_flight, 0);
     }
@@ -661,7 +707,7 @@ mod tests {
     fn oversized_segments_are_refused() {
         let segment = Segment::new(1, 1, 1, 5_001);
         let mut reassembler = Reassembler::new(limits());
-        reassembler.on_symbol(&segment.packet(0), 0);
+        let _ = reassembler.handle_symbol(&segment.packet(0), 0);
         assert_eq!(reassembler.stats().oversized_segment_symbols, 1);
         assert_eq!(reassembler.stats().segments_in_flight, 0);
     }
@@ -671,13 +717,13 @@ mod tests {
         let old = Segment::new(1, 3, 10, 450);
         let new = Segment::new(1, 4, 0, 450);
         let mut reassembler = Reassembler::new(limits());
-        reassembler.on_symbol(&old.packet(0), 0);
-        reassembler.on_symbol(&new.packet(0), 1);
+        let _ = reassembler.handle_symbol(&old.packet(0), 0);
+        let _ = reassembler.handle_symbol(&new.packet(0), 1);
         assert_eq!(reassembler.stats().segments_superseded, 1);
-        assert!(reassembler.on_symbol(&old.packet(1), 2).is_none());
+        assert!(reassembler.handle_symbol(&old.packet(1), 2).is_none());
         assert_eq!(reassembler.stats().stale_epoch_symbols, 1);
         assert_eq!(
-            reassembler.poll_timeouts(2),
+            drain(&mut reassembler, 2),
             vec![Event::Superseded {
                 sender_id: 1,
                 epoch: 3,
@@ -694,11 +740,11 @@ mod tests {
     fn idle_segments_are_abandoned_after_the_timeout() {
         let segment = Segment::new(1, 1, 1, 450);
         let mut reassembler = Reassembler::new(limits());
-        reassembler.on_symbol(&segment.packet(0), 100);
-        reassembler.on_symbol(&segment.packet(1), 500);
-        assert!(reassembler.poll_timeouts(1_499).is_empty());
+        let _ = reassembler.handle_symbol(&segment.packet(0), 100);
+        let _ = reassembler.handle_symbol(&segment.packet(1), 500);
+        assert!(drain(&mut reassembler, 1_499).is_empty());
         assert_eq!(
-            reassembler.poll_timeouts(1_500),
+            drain(&mut reassembler, 1_500),
             vec![Event::Abandoned { sender_id: 1, epoch: 1, sequence: 1, symbols_received: 2, symbols_needed: 5 }]
         );
         assert_eq!(reassembler.stats().segments_abandoned, 1);
@@ -710,21 +756,20 @@ mod tests {
         let segments: Vec<Segment> = (0..6).map(|seq| Segment::new(1, 1, seq, 450)).collect();
         let mut reassembler = Reassembler::new(limits());
         for (time, segment) in segments.iter().enumerate() {
-            reassembler.on_symbol(&segment.packet(0), time as u64);
+            let _ = reassembler.handle_symbol(&segment.packet(0), time as u64);
         }
         // Here segment 0 is touched again, so segment 1 is the least recently active.
         let mut reassembler2 = Reassembler::new(limits());
         for (time, segment) in segments.iter().enumerate().take(4) {
-            reassembler2.on_symbol(&segment.packet(0), time as u64);
+            let _ = reassembler2.handle_symbol(&segment.packet(0), time as u64);
         }
-        reassembler2.on_symbol(&segments[0].packet(1), 10);
-        reassembler2.on_symbol(&segments[4].packet(0), 11);
-        let events = reassembler2.poll_timeouts(11);
+        let _ = reassembler2.handle_symbol(&segments[0].packet(1), 10);
+        let _ = reassembler2.handle_symbol(&segments[4].packet(0), 11);
+        let events = drain(&mut reassembler2, 11);
         assert!(matches!(events[..], [Event::Evicted { sequence: 1, .. }]));
 
         assert_eq!(reassembler.stats().segments_evicted, 2);
-        let evicted: Vec<u64> = reassembler
-            .poll_timeouts(6)
+        let evicted: Vec<u64> = drain(&mut reassembler, 6)
             .iter()
             .map(|event| match event {
                 Event::Evicted { sequence, .. } => *sequence,
@@ -741,16 +786,16 @@ mod tests {
         let mut reassembler = Reassembler::new(ReassemblyLimits { max_buffered_bytes: 6_000, ..limits() });
         for (time, segment) in small.iter().enumerate() {
             for index in 0..19 {
-                reassembler.on_symbol(&segment.packet(index), time as u64);
+                let _ = reassembler.handle_symbol(&segment.packet(index), time as u64);
             }
         }
         assert_eq!(reassembler.stats().buffered_bytes, 5_700);
         for index in 0..49 {
-            assert!(reassembler.on_symbol(&big.packet(index), 10).is_none());
+            assert!(reassembler.handle_symbol(&big.packet(index), 10).is_none());
             assert!(reassembler.stats().buffered_bytes <= 6_000);
         }
         assert_eq!(reassembler.stats().segments_evicted, 3);
-        let done = reassembler.on_symbol(&big.packet(49), 11).unwrap();
+        let done = reassembler.handle_symbol(&big.packet(49), 11).unwrap();
         assert_eq!(done.bytes, big.bytes);
     }
 
@@ -758,30 +803,30 @@ mod tests {
     fn completed_ids_fall_out_of_memory_and_can_be_yielded_again() {
         let mut reassembler = Reassembler::new(limits());
         let first = Segment::new(1, 1, 0, 100);
-        assert!(reassembler.on_symbol(&first.packet(0), 0).is_some());
+        assert!(reassembler.handle_symbol(&first.packet(0), 0).is_some());
         for seq in 1..=8 {
             let segment = Segment::new(1, 1, seq, 100);
-            assert!(reassembler.on_symbol(&segment.packet(0), 0).is_some());
+            assert!(reassembler.handle_symbol(&segment.packet(0), 0).is_some());
         }
         assert!(!reassembler.was_completed(first.id));
-        assert!(reassembler.on_symbol(&first.packet(1), 0).is_some());
+        assert!(reassembler.handle_symbol(&first.packet(1), 0).is_some());
     }
 
     #[test]
     fn a_forgotten_completion_can_be_reassembled_again() {
         let mut reassembler = Reassembler::new(limits());
         let segment = Segment::new(1, 1, 0, 100);
-        assert!(reassembler.on_symbol(&segment.packet(0), 0).is_some());
-        assert!(reassembler.on_symbol(&segment.packet(0), 0).is_none());
-        assert!(reassembler.forget_completed(segment.id));
-        assert!(reassembler.on_symbol(&segment.packet(0), 0).is_some());
+        assert!(reassembler.handle_symbol(&segment.packet(0), 0).is_some());
+        assert!(reassembler.handle_symbol(&segment.packet(0), 0).is_none());
+        assert!(reassembler.handle_dropped(segment.id));
+        assert!(reassembler.handle_symbol(&segment.packet(0), 0).is_some());
     }
 
     #[test]
     fn the_quietest_sender_is_forgotten_beyond_max_senders() {
         let mut reassembler = Reassembler::new(limits());
         for sender in 0..5 {
-            reassembler.observe_epoch(sender, 7, sender);
+            let _ = reassembler.handle_epoch(sender, 7, sender);
         }
         assert_eq!(reassembler.stats().senders_forgotten, 1);
         assert_eq!(reassembler.newest_epoch(0), None);

@@ -201,8 +201,8 @@ impl Receiver {
         self.now_ms = self.delivered / 20;
         self.process(datagram);
         if self.delivered.is_multiple_of(1000) {
-            let events = self.reassembler.poll_timeouts(self.now_ms);
-            self.events.extend(events);
+            self.reassembler.handle_timeout(self.now_ms);
+            self.events.extend(std::iter::from_fn(|| self.reassembler.poll_event()));
         }
     }
 
@@ -215,7 +215,7 @@ impl Receiver {
     fn process(&mut self, datagram: &[u8]) {
         match decode_datagram(datagram, &link_key()) {
             Ok(Datagram::Symbol(packet)) => {
-                if let Some(segment) = self.reassembler.on_symbol(&packet, self.now_ms) {
+                if let Some(segment) = self.reassembler.handle_symbol(&packet, self.now_ms) {
                     let expected = segment_content(self.content_seed, segment.sequence);
                     assert!(segment.bytes == expected, "segment {:?} came out altered", segment.id());
                     assert!(self.completed.insert(segment.id()), "segment {:?} came out twice", segment.id());
@@ -230,8 +230,9 @@ impl Receiver {
     /// Waits out the timeout so that every incomplete segment is reported.
     fn finish(&mut self) {
         let timeout_ms = self.reassembler.limits().segment_timeout_ms;
-        let events = self.reassembler.poll_timeouts(self.now_ms + timeout_ms);
-        self.events.extend(events);
+        self.reassembler.handle_timeout(self.now_ms + timeout_ms);
+        self.events.extend(std::iter::from_fn(|| self.reassembler.poll_event()));
+        assert_eq!(self.reassembler.poll_timeout(), None, "nothing in flight, nothing to wait for");
         assert_eq!(self.reassembler.stats().segments_in_flight, 0);
         assert_eq!(self.reassembler.stats().buffered_bytes, 0);
     }
@@ -683,13 +684,13 @@ fn a_flood_of_partial_segments_stays_within_the_memory_limits() {
             };
             encode_symbol(&packet, &key, &mut datagram).unwrap();
             let Ok(Datagram::Symbol(packet)) = decode_datagram(&datagram, &key) else { unreachable!() };
-            assert!(reassembler.on_symbol(&packet, now_ms).is_none());
+            assert!(reassembler.handle_symbol(&packet, now_ms).is_none());
             fed += 1;
             now_ms += 1;
             if fed.is_multiple_of(50)
                 && let Some(real) = real_datagrams.next()
                 && let Ok(Datagram::Symbol(packet)) = decode_datagram(&real, &key)
-                && let Some(done) = reassembler.on_symbol(&packet, now_ms)
+                && let Some(done) = reassembler.handle_symbol(&packet, now_ms)
             {
                 real_done = Some(done);
             }
@@ -698,9 +699,8 @@ fn a_flood_of_partial_segments_stays_within_the_memory_limits() {
             assert!(stats.segments_in_flight <= limits.max_segments_in_flight);
             peak_buffered = peak_buffered.max(stats.buffered_bytes);
         }
-        evicted_events += reassembler
-            .poll_timeouts(now_ms)
-            .iter()
+        reassembler.handle_timeout(now_ms);
+        evicted_events += std::iter::from_fn(|| reassembler.poll_event())
             .filter(|event| matches!(event, Event::Evicted { sender_id: 1, .. }))
             .count() as u64;
     }

@@ -20,7 +20,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use diode_common::line_protocol::{self, ParseOptions, Precision};
+use crate::line_protocol::{self, ParseOptions, Precision};
 use diode_common::record::Record;
 use serde::Deserialize;
 use serde_json::json;
