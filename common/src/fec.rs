@@ -403,6 +403,10 @@ pub enum SymbolOutcome {
     AlreadyComplete,
 }
 
+/// Bytes a stored symbol costs beyond its data: its `(index, Vec)` slot and the allocator's
+/// header for the copy. Counted so that a memory budget holds for small symbols too.
+pub const SYMBOL_OVERHEAD_BYTES: usize = std::mem::size_of::<(u16, Vec<u8>)>() + 16;
+
 /// Collects the symbols of one block, in any order, and rebuilds the segment.
 ///
 /// Memory grows with the symbols received (at most `original_count` of them are kept), not with
@@ -425,8 +429,21 @@ impl BlockDecoder {
             received: vec![0; (params.total_count() as usize).div_ceil(64)],
             originals: Vec::new(),
             repairs: Vec::new(),
-            buffered_bytes: 0,
+            buffered_bytes: Self::fixed_bytes(&params),
         })
+    }
+
+    /// What a decoder costs before any symbol: itself and its bitmap of received indices.
+    fn fixed_bytes(params: &FecParams) -> usize {
+        std::mem::size_of::<Self>() + (params.total_count() as usize).div_ceil(64) * 8
+    }
+
+    /// The most memory a decoder for `params` can hold while incomplete (`original_count - 1`
+    /// symbols): a caller with a memory budget refuses blocks that could not fit.
+    pub fn max_incomplete_bytes(params: &FecParams) -> usize {
+        Self::fixed_bytes(params)
+            + usize::from(params.original_count.saturating_sub(1))
+                * (usize::from(params.symbol_size) + SYMBOL_OVERHEAD_BYTES)
     }
 
     pub fn params(&self) -> &FecParams {
@@ -465,7 +482,7 @@ impl BlockDecoder {
         } else {
             self.repairs.push((index - self.params.original_count, symbol.to_vec()));
         }
-        self.buffered_bytes += symbol.len();
+        self.buffered_bytes += symbol.len() + SYMBOL_OVERHEAD_BYTES;
         debug_assert!(self.received_count() <= u32::from(self.params.original_count));
         Ok(SymbolOutcome::Stored)
     }
@@ -480,7 +497,8 @@ impl BlockDecoder {
         self.originals.len() as u32
     }
 
-    /// Bytes of symbol data held.
+    /// Memory held: symbol data, each symbol's bookkeeping ([`SYMBOL_OVERHEAD_BYTES`]) and the
+    /// decoder itself.
     pub fn buffered_bytes(&self) -> usize {
         self.buffered_bytes
     }

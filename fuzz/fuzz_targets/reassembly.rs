@@ -121,7 +121,7 @@ fuzz_target!(|data: &[u8]| {
             }
             6 => {
                 let id = id(&mut input);
-                let _ = reassembler.handle_epoch(id.sender_id, id.epoch, now_ms);
+                reassembler.handle_epoch(id.sender_id, id.epoch, now_ms);
             }
             _ => {
                 let id = id(&mut input);

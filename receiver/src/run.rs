@@ -141,7 +141,7 @@ pub fn receive_loop(
             }
             Datagram::Beacon(beacon_packet) => match Beacon::open(beacon_packet.body, &trusted) {
                 Ok(beacon) => {
-                    let _current = reassembler.handle_epoch(beacon.sender_id, beacon.epoch, now_ms);
+                    reassembler.handle_epoch(beacon.sender_id, beacon.epoch, now_ms);
                     let work = Work::Beacon { beacon: Box::new(beacon), raw: beacon_packet.body.to_vec() };
                     // Beacons are small and frequent; losing one to a full queue costs nothing.
                     let _ = queue.try_send(work);
@@ -190,7 +190,7 @@ fn report_events(shared: &Shared, reassembler: &mut Reassembler) {
                     format!("gave up segment {sequence} of epoch {epoch}: {symbols_received} of {symbols_needed} symbols arrived")
                 });
             }
-            Event::Evicted { .. } | Event::Superseded { .. } => {
+            Event::Evicted { .. } => {
                 shared.counters.segments_evicted.fetch_add(1, Ordering::Relaxed);
             }
         }
