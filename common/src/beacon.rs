@@ -38,6 +38,30 @@ pub const BEACON_FORMAT_VERSION: u8 = 1;
 const SIGNED_LENGTH: usize = 180;
 pub const BEACON_LENGTH: usize = SIGNED_LENGTH + 64;
 
+/// Where a beacon stands in its sender's stream, for keeping only the newest: compared as
+/// (epoch, head sequence, sent at). Within an epoch the head never goes back, and while the link
+/// is idle the sending time moves on; the beacon counter restarts with the process, so it is not
+/// used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BeaconOrder {
+    pub epoch: u64,
+    pub head_sequence: u64,
+    pub sent_at_ns: i64,
+}
+
+/// The sender id and [`BeaconOrder`] a beacon claims, read **without verifying** it: only for
+/// dropping a beacon that is not newer than one already verified (a replay) before paying for
+/// its signature check. Nothing read here may be trusted or stored. `None` if the bytes cannot be
+/// a beacon.
+pub fn peek_order(bytes: &[u8]) -> Option<(u64, BeaconOrder)> {
+    if bytes.len() != BEACON_LENGTH || bytes[0..4] != BEACON_MAGIC || bytes[4] != BEACON_FORMAT_VERSION {
+        return None;
+    }
+    let u64_at = |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    let order = BeaconOrder { epoch: u64_at(24), head_sequence: u64_at(32), sent_at_ns: u64_at(72) as i64 };
+    Some((u64_at(8), order))
+}
+
 /// Why the epoch a beacon reports began.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -91,6 +115,11 @@ pub struct Beacon {
 }
 
 impl Beacon {
+    /// Where this beacon stands in its sender's stream.
+    pub fn order(&self) -> BeaconOrder {
+        BeaconOrder { epoch: self.epoch, head_sequence: self.head_sequence, sent_at_ns: self.sent_at_ns }
+    }
+
     fn signed_bytes(&self) -> [u8; SIGNED_LENGTH] {
         let mut b = [0u8; SIGNED_LENGTH];
         b[0..4].copy_from_slice(&BEACON_MAGIC);
@@ -214,6 +243,19 @@ mod tests {
         let bytes = beacon(&key).sign(&key);
         assert_eq!(bytes.len(), BEACON_LENGTH);
         assert_eq!(Beacon::open(&bytes, &TrustedKeys::single(key.public_key())), Ok(beacon(&key)));
+    }
+
+    #[test]
+    fn peeking_reads_what_opening_verifies_and_orders_replays_first() {
+        let key = SenderKey::from_seed([1u8; 32]);
+        let older = beacon(&key);
+        let newer = Beacon { sent_at_ns: older.sent_at_ns + 1, ..beacon(&key) };
+        let next_epoch = Beacon { epoch: 3, head_sequence: 0, sent_at_ns: older.sent_at_ns - 5, ..beacon(&key) };
+        assert_eq!(peek_order(&older.sign(&key)), Some((1, older.order())));
+        assert!(older.order() < newer.order());
+        assert!(newer.order() < next_epoch.order(), "a new epoch is newer whatever its head and clock");
+        assert_eq!(peek_order(&older.sign(&key)[1..]), None);
+        assert_eq!(peek_order(b"not a beacon"), None);
     }
 
     #[test]
