@@ -143,9 +143,13 @@ pub fn parse_key_bytes(contents: &[u8], what: &str) -> Result<[u8; 32], KeyError
     }
     let text = std::str::from_utf8(contents)
         .map_err(|_| KeyError::BadKeyFile { what: what.to_owned(), length_bytes: contents.len() })?;
-    let bytes = decode_hex(text.trim())
-        .ok_or_else(|| KeyError::BadKeyFile { what: what.to_owned(), length_bytes: contents.len() })?;
-    bytes.try_into().map_err(|_| KeyError::BadKeyFile { what: what.to_owned(), length_bytes: contents.len() })
+    // The decoded copy is a secret too: wiped when it goes.
+    let bytes = zeroize::Zeroizing::new(
+        decode_hex(text.trim())
+            .ok_or_else(|| KeyError::BadKeyFile { what: what.to_owned(), length_bytes: contents.len() })?,
+    );
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map_err(|_| KeyError::BadKeyFile { what: what.to_owned(), length_bytes: contents.len() })
 }
 
 /// Reads an ed25519 public key (`signing.pub`).

@@ -38,11 +38,13 @@ pub struct Shared {
     pub stop: AtomicBool,
 }
 
+/// Reads `keys.link_key`, refusing a file that group or others can access (as the sender does).
 pub fn load_link_key(config: &ReceiverConfig) -> anyhow::Result<LinkKey> {
-    let path = &config.keys.link_key;
-    let contents = std::fs::read(path)
-        .with_context(|| format!("cannot read link key {}; copy link.key from the sender", path.display()))?;
-    Ok(LinkKey::from_bytes(diode_common::keys::parse_key_bytes(&contents, &path.display().to_string())?))
+    let key = diode_host::keyfile::read_secret_key(
+        &config.keys.link_key,
+        "copy link.key from the sender and `chmod 600` it",
+    )?;
+    Ok(LinkKey::from_bytes(*key))
 }
 
 pub fn open_socket(config: &ReceiverConfig) -> anyhow::Result<UdpSocket> {
