@@ -76,18 +76,18 @@ const FINGERPRINT_CONTEXT: &str = "diode 2025 link key fingerprint v1";
 
 /// Byte offsets of the header fields (the table in the module documentation).
 mod offset {
-    pub const MAGIC: usize = 0;
-    pub const VERSION: usize = 4;
-    pub const KIND: usize = 5;
-    pub const SENDER_ID: usize = 6;
-    pub const EPOCH: usize = 14;
-    pub const SEQUENCE: usize = 22;
-    pub const SYMBOL_INDEX: usize = 30;
-    pub const SEGMENT_LENGTH: usize = 32;
-    pub const SYMBOL_SIZE: usize = 36;
-    pub const ORIGINAL_COUNT: usize = 38;
-    pub const REPAIR_COUNT: usize = 40;
-    pub const BODY: usize = 42;
+    pub(crate) const MAGIC: usize = 0;
+    pub(crate) const VERSION: usize = 4;
+    pub(crate) const KIND: usize = 5;
+    pub(crate) const SENDER_ID: usize = 6;
+    pub(crate) const EPOCH: usize = 14;
+    pub(crate) const SEQUENCE: usize = 22;
+    pub(crate) const SYMBOL_INDEX: usize = 30;
+    pub(crate) const SEGMENT_LENGTH: usize = 32;
+    pub(crate) const SYMBOL_SIZE: usize = 36;
+    pub(crate) const ORIGINAL_COUNT: usize = 38;
+    pub(crate) const REPAIR_COUNT: usize = 40;
+    pub(crate) const BODY: usize = 42;
 }
 const _: () = assert!(offset::BODY == HEADER_LENGTH);
 
