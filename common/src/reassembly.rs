@@ -83,17 +83,32 @@ impl Default for ReassemblyLimits {
 /// Why a set of limits cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LimitsError {
+    /// `max_segments_in_flight` is 0: no segment could ever be reassembled.
     #[error("max_segments_in_flight is 0; at least 1 segment must be allowed in flight")]
     NoSegmentsInFlight,
+    /// `max_senders` is 0: no sender's epoch could be remembered.
     #[error("max_senders is 0; at least 1 sender must be allowed")]
     NoSenders,
+    /// `max_segment_length` is 0 or above the format's [`MAX_SEGMENT_LENGTH`].
     #[error("max_segment_length {max_segment_length} must be between 1 and {hard_limit} bytes")]
-    SegmentLength { max_segment_length: u32, hard_limit: u32 },
+    SegmentLength {
+        /// The configured limit, in bytes.
+        max_segment_length: u32,
+        /// [`MAX_SEGMENT_LENGTH`].
+        hard_limit: u32,
+    },
+    /// `max_buffered_bytes` is below `max_segment_length`, so a segment of the largest allowed
+    /// length could never be held whole.
     #[error(
         "max_buffered_bytes {max_buffered_bytes} is smaller than max_segment_length \
          {max_segment_length}: one whole segment must fit"
     )]
-    BufferTooSmall { max_buffered_bytes: usize, max_segment_length: u32 },
+    BufferTooSmall {
+        /// The configured memory budget, in bytes.
+        max_buffered_bytes: usize,
+        /// The configured segment length limit, in bytes.
+        max_segment_length: u32,
+    },
 }
 
 impl ReassemblyLimits {
@@ -126,15 +141,22 @@ impl ReassemblyLimits {
 /// A rebuilt segment, exactly the bytes the sender sealed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompletedSegment {
+    /// The sender named by the segment's symbol datagrams.
     pub sender_id: u64,
+    /// The epoch named by the segment's symbol datagrams.
     pub epoch: u64,
+    /// The sequence named by the segment's symbol datagrams.
     pub sequence: u64,
+    /// The sealed segment, `segment_length` bytes. Only the link MACs of its symbols were
+    /// checked: open it with [`crate::seal::open`] before trusting anything in it, including
+    /// whether it matches the id above.
     pub bytes: Vec<u8>,
     /// True if some original symbol was missing and the Reed-Solomon decoder rebuilt it.
     pub recovered_by_fec: bool,
 }
 
 impl CompletedSegment {
+    /// The segment's id, as its datagrams named it.
     pub fn id(&self) -> SegmentId {
         SegmentId { sender_id: self.sender_id, epoch: self.epoch, sequence: self.sequence }
     }
@@ -146,9 +168,31 @@ impl CompletedSegment {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// No new symbol for `segment_timeout_ms`.
-    Abandoned { sender_id: u64, epoch: u64, sequence: u64, symbols_received: u16, symbols_needed: u16 },
+    Abandoned {
+        /// The segment's sender.
+        sender_id: u64,
+        /// The segment's epoch.
+        epoch: u64,
+        /// The segment's sequence.
+        sequence: u64,
+        /// Distinct symbols that had arrived.
+        symbols_received: u16,
+        /// Symbols the segment needed: its `original_count`.
+        symbols_needed: u16,
+    },
     /// Dropped to stay within `max_segments_in_flight` or `max_buffered_bytes`.
-    Evicted { sender_id: u64, epoch: u64, sequence: u64, symbols_received: u16, symbols_needed: u16 },
+    Evicted {
+        /// The segment's sender.
+        sender_id: u64,
+        /// The segment's epoch.
+        epoch: u64,
+        /// The segment's sequence.
+        sequence: u64,
+        /// Distinct symbols that had arrived.
+        symbols_received: u16,
+        /// Symbols the segment needed: its `original_count`.
+        symbols_needed: u16,
+    },
 }
 
 /// Counters, for metrics. All are totals since creation except the two gauges at the end.
@@ -173,12 +217,17 @@ pub struct ReassemblyStats {
     pub oversized_segment_symbols: u64,
     /// Symbols that arrived after their segment had enough (only if one finish failed).
     pub surplus_symbols: u64,
+    /// Segments rebuilt and yielded (a segment yielded again after it left the completed memory
+    /// counts again).
     pub segments_completed: u64,
     /// Completed segments that needed the Reed-Solomon decoder.
     pub segments_recovered_by_fec: u64,
     /// Segments that had enough symbols but could not be decoded (should never happen: MDS).
     pub segments_failed_decoding: u64,
+    /// Incomplete segments abandoned after `segment_timeout_ms` without a new symbol
+    /// ([`Event::Abandoned`]).
     pub segments_abandoned: u64,
+    /// Incomplete segments evicted to stay within the limits ([`Event::Evicted`]).
     pub segments_evicted: u64,
     /// Senders whose newest epoch was forgotten to stay within `max_senders`.
     pub senders_forgotten: u64,
@@ -268,6 +317,8 @@ enum Removal {
 }
 
 impl Reassembler {
+    /// A reassembler that holds nothing yet and keeps within `limits`.
+    ///
     /// # Panics
     /// If `limits` fail [`ReassemblyLimits::validate`]: check them when loading the configuration.
     pub fn new(limits: ReassemblyLimits) -> Self {
@@ -285,10 +336,12 @@ impl Reassembler {
         }
     }
 
+    /// The limits it was created with.
     pub fn limits(&self) -> &ReassemblyLimits {
         &self.limits
     }
 
+    /// The counters and gauges so far, for metrics.
     pub fn stats(&self) -> &ReassemblyStats {
         &self.stats
     }
