@@ -27,12 +27,12 @@ use std::thread;
 use std::time::Duration;
 
 use diode_common::keys::SenderKey;
-use diode_sender::line_protocol::{ParseOptions, parse_lines};
 use diode_common::record::Record;
 use diode_sender::commit::{self, Committer};
 use diode_sender::config::FsyncPolicy;
 use diode_sender::import::{self, TimestampUnit};
 use diode_sender::ingest::{self, IngestState};
+use diode_sender::line_protocol::{ParseOptions, parse_lines};
 use diode_sender::pipeline::{Pipeline, PipelineSettings, SealedEntry};
 
 #[path = "../../benches/support/measure.rs"]
