@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use diode_common::packet;
 use diode_receiver::time::format_rfc3339;
 use diode_replica::Replica;
 use diode_tests::lab::{Lab, LabOptions, cpu_seconds};
@@ -226,7 +227,8 @@ fn measure(options: LabOptions) -> anyhow::Result<Measurement> {
     let seconds = started.elapsed().as_secs_f64();
     let receiver_cpu = cpu_seconds(receiver_pid).unwrap_or(0.0) - receiver_cpu_start;
     let relay = &lab.relay.counters;
-    let wire_bytes = relay.bytes_received.load(Ordering::Relaxed) + 28 * relay.received.load(Ordering::Relaxed);
+    let wire_bytes = relay.bytes_received.load(Ordering::Relaxed)
+        + packet::IPV4_UDP_HEADER_LENGTH as u64 * relay.received.load(Ordering::Relaxed);
     let _ = lab.wait_sender(Duration::from_secs(60));
     lab.stop_receiver()?;
     let verification = lab.verify_replica()?;

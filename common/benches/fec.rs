@@ -5,7 +5,7 @@
 //!   already cut) against `raptorq` (the
 //!   same symbol size, a multiple of raptorq's 8-byte alignment).
 //! - `fec_decode`: the same block with 8 % of its symbols lost (the same indices for both codes).
-//! - `receive_path`: `decode_datagram` alone, and `decode_datagram` + `Reassembler::on_symbol`,
+//! - `receive_path`: `decode_datagram` alone, and `decode_datagram` + `Reassembler::handle_symbol`,
 //!   per datagram, over all the datagrams of one 1 MiB segment.
 //!
 //! Throughput is reported in bytes of segment per second (elements per second for the receive
@@ -175,7 +175,7 @@ fn bench_receive_path(c: &mut Criterion) {
                 let mut completed = None;
                 for datagram in originals {
                     let Ok(Datagram::Symbol(packet)) = decode_datagram(datagram, &key) else { unreachable!() };
-                    completed = reassembler.on_symbol(&packet, 0).or(completed);
+                    completed = reassembler.handle_symbol(&packet, 0).or(completed);
                 }
                 completed.expect("the segment completes")
             },

@@ -33,18 +33,56 @@
 use crate::keys::{KeyId, SenderKey, TrustedKeys};
 use crate::seal::SegmentHash;
 
+/// The four bytes every beacon starts with.
 pub const BEACON_MAGIC: [u8; 4] = *b"DBCN";
+/// The only beacon format this build writes and reads.
 pub const BEACON_FORMAT_VERSION: u8 = 1;
 const SIGNED_LENGTH: usize = 180;
+/// Bytes of every beacon: the 180 signed bytes, then the 64-byte ed25519 signature.
 pub const BEACON_LENGTH: usize = SIGNED_LENGTH + 64;
+
+/// Where a beacon stands in its sender's stream, for keeping only the newest: compared as
+/// (epoch, head sequence, sent at). Within an epoch the head never goes back, and while the link
+/// is idle the sending time moves on; the beacon counter restarts with the process, so it is not
+/// used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BeaconOrder {
+    /// The beacon's epoch: a beacon of a later epoch is newer, whatever its head.
+    pub epoch: u64,
+    /// The head sequence it announces, which never goes back within an epoch.
+    pub head_sequence: u64,
+    /// When it was sent, in ns since the Unix epoch by the sender's clock: orders beacons that
+    /// announce the same head.
+    pub sent_at_ns: i64,
+}
+
+/// The sender id and [`BeaconOrder`] a beacon claims, read **without verifying** it: only for
+/// dropping a beacon that is not newer than one already verified (a replay) before paying for
+/// its signature check. Nothing read here may be trusted or stored. `None` if the bytes cannot be
+/// a beacon.
+pub fn peek_order(bytes: &[u8]) -> Option<(u64, BeaconOrder)> {
+    if bytes.len() != BEACON_LENGTH || bytes[0..4] != BEACON_MAGIC || bytes[4] != BEACON_FORMAT_VERSION {
+        return None;
+    }
+    let u64_at = |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    let order = BeaconOrder { epoch: u64_at(24), head_sequence: u64_at(32), sent_at_ns: u64_at(72) as i64 };
+    Some((u64_at(8), order))
+}
 
 /// Why the epoch a beacon reports began.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum EpochReason {
+    /// In every beacon but the first of each run of the sender's process, which states the
+    /// epoch's real reason.
     Continuing = 0,
+    /// The sender found no earlier epoch and no segment log: its first start.
     FirstStart = 1,
+    /// The sender had run before (its epoch file or a segment log remains), but its last epoch's
+    /// segment log or epoch file was gone (a replaced or wiped disk), so that chain could not go
+    /// on.
     SpoolLost = 2,
+    /// An operator ended the chain and started a new one (`diode-sender new-epoch`).
     Operator = 3,
 }
 
@@ -59,6 +97,7 @@ impl EpochReason {
         }
     }
 
+    /// A short lower-case name, for logs, status pages and audit reports.
     pub fn label(self) -> &'static str {
         match self {
             Self::Continuing => "continuing",
@@ -69,28 +108,64 @@ impl EpochReason {
     }
 }
 
+/// One beacon's fields: what [`Beacon::sign`] writes and [`Beacon::open`] returns once the
+/// signature verifies. Byte layout in the module documentation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Beacon {
+    /// Why the current epoch began ([`EpochReason::Continuing`] in all but the first beacon of a
+    /// process run). The receiver keeps the first signed beacon of each epoch, so an auditor can
+    /// see the reason under the sender's signature.
     pub epoch_reason: EpochReason,
+    /// The sending appliance, as in its segments' headers.
     pub sender_id: u64,
+    /// The key that signs the beacon: it must be trusted by the receiver and valid at
+    /// `sent_at_ns`.
     pub key_id: KeyId,
+    /// The sender's current epoch.
     pub epoch: u64,
+    /// The last segment of the epoch fully sent (not merely sealed, so an idle link shows no
+    /// transient gaps); 0 before the first. Every sequence up to it exists, so the receiver counts
+    /// those it lacks as missing.
     pub head_sequence: u64,
+    /// The head segment's hash ([`crate::seal::SegmentHeader::hash`]); zeros while
+    /// `head_sequence` is 0.
     pub head_hash: SegmentHash,
+    /// When the beacon was made, in ns since the Unix epoch by the sender's clock. The key's
+    /// validity window is checked at this instant.
     pub sent_at_ns: i64,
+    /// When the epoch began, in ns since the Unix epoch by the sender's clock.
     pub epoch_started_at_ns: i64,
+    /// The oldest sequence still in the sender's segment log: missing segments below it can no
+    /// longer be resent.
     pub oldest_retained_sequence: u64,
+    /// Records sealed into segments since the sender's process started: a progress figure for
+    /// status pages, checked against nothing.
     pub records_sealed: u64,
+    /// Datagrams (symbols and beacons) sent since the sender's process started, to compare with
+    /// what arrived.
     pub datagrams_sent: u64,
+    /// The epoch before this one (0: none). With the two fields below it says where the old
+    /// chain ended.
     pub previous_epoch: u64,
+    /// The last sequence sealed in the previous epoch (0: none, or its segment log was lost).
     pub previous_epoch_last_sequence: u64,
+    /// That segment's hash (zeros with sequence 0).
     pub previous_epoch_last_hash: SegmentHash,
+    /// Records accepted from the sources and not yet sealed: the sender's backlog.
     pub spooled_records: u64,
+    /// Counts the beacons of one process run, from 1. It restarts with the process, so it orders
+    /// nothing across restarts (see [`BeaconOrder`]).
     pub beacon_counter: u64,
+    /// The link rate the sender paces to, in kbit/s (saturating at `u32::MAX`).
     pub link_rate_kbit_s: u32,
 }
 
 impl Beacon {
+    /// Where this beacon stands in its sender's stream.
+    pub fn order(&self) -> BeaconOrder {
+        BeaconOrder { epoch: self.epoch, head_sequence: self.head_sequence, sent_at_ns: self.sent_at_ns }
+    }
+
     fn signed_bytes(&self) -> [u8; SIGNED_LENGTH] {
         let mut b = [0u8; SIGNED_LENGTH];
         b[0..4].copy_from_slice(&BEACON_MAGIC);
@@ -168,18 +243,38 @@ impl Beacon {
     }
 }
 
+/// Why [`Beacon::open`] refused a beacon. Each is a reason to drop the beacon and count it;
+/// nothing in a refused beacon may be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BeaconError {
+    /// The body is not [`BEACON_LENGTH`] bytes.
     #[error("beacon is {length_bytes} bytes; expected {BEACON_LENGTH}")]
-    WrongLength { length_bytes: usize },
+    WrongLength {
+        /// Bytes received.
+        length_bytes: usize,
+    },
+    /// The magic, format version, flags or epoch reason is not one this build knows.
     #[error("beacon magic, version, flags or epoch reason not supported by this build")]
     Unsupported,
+    /// The beacon names a key that is not among the trusted keys.
     #[error("beacon is signed by key {key_id}, which is not trusted")]
-    UnknownKey { key_id: KeyId },
+    UnknownKey {
+        /// The key id the beacon names.
+        key_id: KeyId,
+    },
+    /// The signature does not verify with the named key: the beacon was altered or forged.
     #[error("beacon signature by key {key_id} does not verify")]
-    BadSignature { key_id: KeyId },
+    BadSignature {
+        /// The key id the beacon names.
+        key_id: KeyId,
+    },
+    /// The key is trusted, but not at the beacon's `sent_at_ns` (not yet valid, retired or
+    /// revoked).
     #[error("key {key_id} is not valid at the beacon's sending time")]
-    KeyNotValidAt { key_id: KeyId },
+    KeyNotValidAt {
+        /// The key id the beacon names.
+        key_id: KeyId,
+    },
 }
 
 #[cfg(test)]
@@ -214,6 +309,19 @@ mod tests {
         let bytes = beacon(&key).sign(&key);
         assert_eq!(bytes.len(), BEACON_LENGTH);
         assert_eq!(Beacon::open(&bytes, &TrustedKeys::single(key.public_key())), Ok(beacon(&key)));
+    }
+
+    #[test]
+    fn peeking_reads_what_opening_verifies_and_orders_replays_first() {
+        let key = SenderKey::from_seed([1u8; 32]);
+        let older = beacon(&key);
+        let newer = Beacon { sent_at_ns: older.sent_at_ns + 1, ..beacon(&key) };
+        let next_epoch = Beacon { epoch: 3, head_sequence: 0, sent_at_ns: older.sent_at_ns - 5, ..beacon(&key) };
+        assert_eq!(peek_order(&older.sign(&key)), Some((1, older.order())));
+        assert!(older.order() < newer.order());
+        assert!(newer.order() < next_epoch.order(), "a new epoch is newer whatever its head and clock");
+        assert_eq!(peek_order(&older.sign(&key)[1..]), None);
+        assert_eq!(peek_order(b"not a beacon"), None);
     }
 
     #[test]

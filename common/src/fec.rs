@@ -23,43 +23,132 @@ pub const MAX_REPAIR_COUNT: u16 = 32_768;
 /// by outside data and must be handled, not unwrapped.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FecError {
+    /// A segment of no bytes was offered, or parameters announce a `segment_length` of 0.
     #[error("segment is empty: a block needs at least one byte")]
     EmptySegment,
+    /// The segment is longer than [`MAX_SEGMENT_LENGTH`].
     #[error("segment is {segment_length} bytes; the hard limit is {maximum} bytes")]
-    SegmentTooLong { segment_length: usize, maximum: u32 },
+    SegmentTooLong {
+        /// The segment's length, in bytes.
+        segment_length: usize,
+        /// [`MAX_SEGMENT_LENGTH`].
+        maximum: u32,
+    },
+    /// The symbol size is odd or below 2: GF(2^16) works on pairs of bytes.
     #[error("symbol size {symbol_size} bytes is invalid: it must be even and at least 2")]
-    InvalidSymbolSize { symbol_size: u16 },
+    InvalidSymbolSize {
+        /// The symbol size given, in bytes.
+        symbol_size: u16,
+    },
+    /// Cut into symbols of this size, the segment needs more than [`MAX_ORIGINAL_COUNT`]
+    /// originals.
     #[error(
         "{original_count} original symbols needed, more than the {maximum} a block can hold: \
          use a larger symbol size or a smaller segment"
     )]
-    TooManyOriginalSymbols { original_count: usize, maximum: u16 },
+    TooManyOriginalSymbols {
+        /// Original symbols the segment needs.
+        original_count: usize,
+        /// [`MAX_ORIGINAL_COUNT`].
+        maximum: u16,
+    },
+    /// More than [`MAX_REPAIR_COUNT`] repair symbols were asked for (the overhead is too high for
+    /// the segment) or announced.
     #[error("{repair_count} repair symbols asked for; at most {maximum} are possible")]
-    TooManyRepairSymbols { repair_count: usize, maximum: u16 },
+    TooManyRepairSymbols {
+        /// Repair symbols asked for.
+        repair_count: usize,
+        /// [`MAX_REPAIR_COUNT`].
+        maximum: u16,
+    },
+    /// The repair overhead is negative, NaN or infinite.
     #[error("repair overhead {repair_overhead} is invalid: it must be a finite number >= 0")]
-    InvalidRepairOverhead { repair_overhead: f64 },
+    InvalidRepairOverhead {
+        /// The overhead given, in repair symbols per original symbol.
+        repair_overhead: f64,
+    },
+    /// The announced `original_count` is not `ceil(segment_length / symbol_size)`: the
+    /// parameters contradict each other.
     #[error(
         "original count {original_count} does not fit a {segment_length}-byte segment cut into \
          {symbol_size}-byte symbols (expected {expected})"
     )]
-    OriginalCountMismatch { segment_length: u32, symbol_size: u16, original_count: u16, expected: usize },
+    OriginalCountMismatch {
+        /// The announced segment length, in bytes.
+        segment_length: u32,
+        /// The announced symbol size, in bytes.
+        symbol_size: u16,
+        /// The announced original count.
+        original_count: u16,
+        /// The original count the length and symbol size give.
+        expected: usize,
+    },
+    /// [`BlockEncoder::encode`] was given a segment whose length is not the parameters'
+    /// `segment_length`.
     #[error("segment is {found} bytes but the parameters say {expected}")]
-    SegmentLengthMismatch { expected: u32, found: usize },
+    SegmentLengthMismatch {
+        /// The parameters' `segment_length`.
+        expected: u32,
+        /// The segment's length, in bytes.
+        found: usize,
+    },
+    /// A symbol's index is not below the block's `original_count + repair_count`.
     #[error("symbol index {index} is outside the block's {total} symbols")]
-    SymbolIndexOutOfRange { index: u16, total: u32 },
+    SymbolIndexOutOfRange {
+        /// The symbol's index.
+        index: u16,
+        /// Symbols in the block, originals and repairs.
+        total: u32,
+    },
+    /// A symbol is not exactly `symbol_size` bytes.
     #[error("symbol is {found} bytes; this block's symbols are {expected} bytes")]
-    WrongSymbolLength { expected: u16, found: usize },
+    WrongSymbolLength {
+        /// The block's symbol size, in bytes.
+        expected: u16,
+        /// The symbol's length, in bytes.
+        found: usize,
+    },
+    /// [`BlockDecoder::finish`] was called before `original_count` distinct symbols had arrived
+    /// (check [`BlockDecoder::is_complete`] first), or the decoder failed to restore an original,
+    /// which an MDS code rules out.
     #[error("{received} distinct symbols received; {needed} are needed to rebuild the segment")]
-    NotEnoughSymbols { received: u32, needed: u16 },
+    NotEnoughSymbols {
+        /// Distinct symbols held.
+        received: u32,
+        /// The block's `original_count`.
+        needed: u16,
+    },
+    /// A design loss rate outside `[0, 1)`, or NaN.
     #[error("loss rate {loss_rate} is invalid: it must be in [0, 1)")]
-    InvalidLossRate { loss_rate: f64 },
+    InvalidLossRate {
+        /// The rate given: the probability that one symbol is lost.
+        loss_rate: f64,
+    },
+    /// A target block loss probability outside `(0, 1)`, or NaN.
     #[error("target block loss probability {probability} is invalid: it must be in (0, 1)")]
-    InvalidTargetProbability { probability: f64 },
+    InvalidTargetProbability {
+        /// The probability given.
+        probability: f64,
+    },
+    /// Even [`MAX_REPAIR_COUNT`] repair symbols leave the block's loss probability above the
+    /// target: the design loss rate is too high for blocks of this size.
     #[error(
         "no repair count up to {maximum} keeps a block of {original_count} symbols below loss \
          probability {target} at loss rate {loss_rate}: lower the design loss rate"
     )]
-    LossTargetUnreachable { original_count: u16, loss_rate: f64, target: f64, maximum: u16 },
+    LossTargetUnreachable {
+        /// Original symbols in the block.
+        original_count: u16,
+        /// The design loss rate per symbol.
+        loss_rate: f64,
+        /// The block loss probability asked for.
+        target: f64,
+        /// [`MAX_REPAIR_COUNT`].
+        maximum: u16,
+    },
+    /// The Reed-Solomon library refused the block or a symbol. Parameters that pass
+    /// [`FecParams::validate`] and symbols that pass the checks here should never cause it; it is
+    /// reported rather than unwrapped because the parameters come from the network.
     #[error("Reed-Solomon codec refused the block: {0}")]
     ReedSolomon(#[from] reed_solomon_simd::Error),
 }
@@ -296,6 +385,8 @@ impl std::fmt::Debug for BlockEncoder {
 }
 
 impl BlockEncoder {
+    /// An encoder without working memory: the first [`encode`](Self::encode) allocates it for
+    /// that block's shape, and later calls reuse it.
     pub fn new() -> Self {
         Self::default()
     }
@@ -346,6 +437,7 @@ impl std::fmt::Debug for EncodedBlock<'_> {
 }
 
 impl EncodedBlock<'_> {
+    /// The parameters the block was encoded with: what every symbol datagram of it carries.
     pub fn params(&self) -> &FecParams {
         &self.params
     }
@@ -403,6 +495,10 @@ pub enum SymbolOutcome {
     AlreadyComplete,
 }
 
+/// Bytes a stored symbol costs beyond its data: its `(index, Vec)` slot and the allocator's
+/// header for the copy. Counted so that a memory budget holds for small symbols too.
+pub const SYMBOL_OVERHEAD_BYTES: usize = std::mem::size_of::<(u16, Vec<u8>)>() + 16;
+
 /// Collects the symbols of one block, in any order, and rebuilds the segment.
 ///
 /// Memory grows with the symbols received (at most `original_count` of them are kept), not with
@@ -418,6 +514,9 @@ pub struct BlockDecoder {
 }
 
 impl BlockDecoder {
+    /// A decoder for one block, once `params` pass [`FecParams::validate`] (they come from the
+    /// network). Allocates only the bitmap of received indices, one bit per symbol; symbols take
+    /// memory as they arrive.
     pub fn new(params: FecParams) -> Result<Self, FecError> {
         params.validate()?;
         Ok(Self {
@@ -425,10 +524,25 @@ impl BlockDecoder {
             received: vec![0; (params.total_count() as usize).div_ceil(64)],
             originals: Vec::new(),
             repairs: Vec::new(),
-            buffered_bytes: 0,
+            buffered_bytes: Self::fixed_bytes(&params),
         })
     }
 
+    /// What a decoder costs before any symbol: itself and its bitmap of received indices.
+    fn fixed_bytes(params: &FecParams) -> usize {
+        std::mem::size_of::<Self>() + (params.total_count() as usize).div_ceil(64) * 8
+    }
+
+    /// The most memory a decoder for `params` can hold while incomplete (`original_count - 1`
+    /// symbols): a caller with a memory budget refuses blocks that could not fit.
+    pub fn max_incomplete_bytes(params: &FecParams) -> usize {
+        Self::fixed_bytes(params)
+            + usize::from(params.original_count.saturating_sub(1))
+                * (usize::from(params.symbol_size) + SYMBOL_OVERHEAD_BYTES)
+    }
+
+    /// The parameters this decoder was made with: every later symbol of the segment must carry
+    /// the same.
     pub fn params(&self) -> &FecParams {
         &self.params
     }
@@ -465,7 +579,7 @@ impl BlockDecoder {
         } else {
             self.repairs.push((index - self.params.original_count, symbol.to_vec()));
         }
-        self.buffered_bytes += symbol.len();
+        self.buffered_bytes += symbol.len() + SYMBOL_OVERHEAD_BYTES;
         debug_assert!(self.received_count() <= u32::from(self.params.original_count));
         Ok(SymbolOutcome::Stored)
     }
@@ -480,7 +594,8 @@ impl BlockDecoder {
         self.originals.len() as u32
     }
 
-    /// Bytes of symbol data held.
+    /// Memory held: symbol data, each symbol's bookkeeping ([`SYMBOL_OVERHEAD_BYTES`]) and the
+    /// decoder itself.
     pub fn buffered_bytes(&self) -> usize {
         self.buffered_bytes
     }

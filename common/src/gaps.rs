@@ -252,23 +252,48 @@ impl SequenceTracker {
 /// Why a tracker refused an update or a persisted tracker could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GapsError {
+    /// [`SequenceTracker::on_applied`] was given sequence 0, which no segment has.
     #[error("sequence 0 is not a valid segment sequence; sequences start at 1")]
     ZeroSequence,
+    /// A new isolated sequence would need more than [`MAX_APPLIED_RANGES`] ranges, or a persisted
+    /// tracker claims more.
     #[error(
         "the stream has {limit} disjoint runs of applied segments; resend the missing ranges so they merge \
          before more isolated segments can be tracked"
     )]
-    TooManyRanges { limit: usize },
+    TooManyRanges {
+        /// [`MAX_APPLIED_RANGES`].
+        limit: usize,
+    },
+    /// A persisted tracker is shorter than its header, or its length is not what its range count
+    /// requires.
     #[error("sequence tracker is {length_bytes} bytes; its header and ranges need {needed_bytes}")]
-    Truncated { length_bytes: usize, needed_bytes: usize },
+    Truncated {
+        /// Bytes given.
+        length_bytes: usize,
+        /// Bytes the header (and, once read, its range count) requires.
+        needed_bytes: usize,
+    },
+    /// The bytes do not start with [`TRACKER_MAGIC`]: not a persisted tracker.
     #[error("not a sequence tracker (bad magic)")]
     BadMagic,
+    /// A persisted tracker in a format version other than [`TRACKER_FORMAT_VERSION`], written by
+    /// another build.
     #[error(
         "sequence tracker format version {version} is not supported by this build (supports {TRACKER_FORMAT_VERSION})"
     )]
-    UnsupportedVersion { version: u8 },
+    UnsupportedVersion {
+        /// The version found.
+        version: u8,
+    },
+    /// A persisted tracker that parses but breaks a rule: non-zero reserved bytes, ranges out of
+    /// order, overlapping or touching the watermark, or a highest known sequence below the
+    /// highest applied.
     #[error("sequence tracker is inconsistent: {reason}")]
-    Inconsistent { reason: &'static str },
+    Inconsistent {
+        /// The rule it breaks.
+        reason: &'static str,
+    },
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@ const KEY_ID_CONTEXT: &str = "diode 2026 key id v1";
 pub struct KeyId(pub [u8; 8]);
 
 impl KeyId {
+    /// The id of `public_key`: what the sender writes into every segment and beacon it signs, and
+    /// what a receiver or an auditor recomputes from the public keys they trust.
     pub fn of(public_key: &VerifyingKey) -> KeyId {
         let derived = blake3::derive_key(KEY_ID_CONTEXT, public_key.as_bytes());
         let mut id = [0u8; 8];
@@ -58,14 +60,18 @@ impl SenderKey {
         SenderKey { signing_key, key_id }
     }
 
+    /// The id of this key's public half, named in the header of everything it signs.
     pub fn key_id(&self) -> KeyId {
         self.key_id
     }
 
+    /// The public half, for `signing.pub`: receivers and auditors verify with it.
     pub fn public_key(&self) -> VerifyingKey {
         self.signing_key.verifying_key()
     }
 
+    /// The 64-byte ed25519 signature of `message`. Deterministic: the same message always gives
+    /// the same signature.
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         use ed25519_dalek::Signer;
         self.signing_key.sign(message).to_bytes()
@@ -86,7 +92,10 @@ impl fmt::Debug for SenderKey {
 /// One public key a receiver trusts, with the window of sealing times in which it is valid.
 #[derive(Debug, Clone)]
 pub struct TrustedKey {
+    /// The ed25519 key that verifies signatures.
     pub public_key: VerifyingKey,
+    /// `KeyId::of(&public_key)`, which [`TrustedKey::new`] sets: segments and beacons are matched
+    /// to this key by it.
     pub key_id: KeyId,
     /// Segments sealed before this instant (ns) are refused; `None`: no lower bound.
     pub valid_from_ns: Option<i64>,
@@ -95,10 +104,14 @@ pub struct TrustedKey {
 }
 
 impl TrustedKey {
+    /// Trusts `public_key` at every sealing time; set `valid_from_ns` and `valid_until_ns` to
+    /// bound it when keys are rotated or revoked.
     pub fn new(public_key: VerifyingKey) -> TrustedKey {
         TrustedKey { key_id: KeyId::of(&public_key), public_key, valid_from_ns: None, valid_until_ns: None }
     }
 
+    /// Whether the key may sign at `sealed_at_ns` (a segment's sealing time or a beacon's sending
+    /// time, ns since the Unix epoch): at or after `valid_from_ns` and before `valid_until_ns`.
     pub fn is_valid_at(&self, sealed_at_ns: i64) -> bool {
         self.valid_from_ns.is_none_or(|from| sealed_at_ns >= from)
             && self.valid_until_ns.is_none_or(|until| sealed_at_ns < until)
@@ -112,22 +125,29 @@ pub struct TrustedKeys {
 }
 
 impl TrustedKeys {
+    /// Trusts exactly `keys`. With none, nothing verifies; if two share a key id, the first is
+    /// used.
     pub fn new(keys: Vec<TrustedKey>) -> TrustedKeys {
         TrustedKeys { keys }
     }
 
+    /// Trusts one key at every time: one sender, no rotation yet.
     pub fn single(public_key: VerifyingKey) -> TrustedKeys {
         TrustedKeys::new(vec![TrustedKey::new(public_key)])
     }
 
+    /// The trusted key with this id, or `None`: then whatever names the id is refused as signed by
+    /// an unknown key.
     pub fn get(&self, key_id: KeyId) -> Option<&TrustedKey> {
         self.keys.iter().find(|key| key.key_id == key_id)
     }
 
+    /// The keys, in the order given.
     pub fn iter(&self) -> impl Iterator<Item = &TrustedKey> {
         self.keys.iter()
     }
 
+    /// True if no key is trusted, so nothing can verify.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
@@ -143,9 +163,13 @@ pub fn parse_key_bytes(contents: &[u8], what: &str) -> Result<[u8; 32], KeyError
     }
     let text = std::str::from_utf8(contents)
         .map_err(|_| KeyError::BadKeyFile { what: what.to_owned(), length_bytes: contents.len() })?;
-    let bytes = decode_hex(text.trim())
-        .ok_or_else(|| KeyError::BadKeyFile { what: what.to_owned(), length_bytes: contents.len() })?;
-    bytes.try_into().map_err(|_| KeyError::BadKeyFile { what: what.to_owned(), length_bytes: contents.len() })
+    // The decoded copy is a secret too: wiped when it goes.
+    let bytes = zeroize::Zeroizing::new(
+        decode_hex(text.trim())
+            .ok_or_else(|| KeyError::BadKeyFile { what: what.to_owned(), length_bytes: contents.len() })?,
+    );
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map_err(|_| KeyError::BadKeyFile { what: what.to_owned(), length_bytes: contents.len() })
 }
 
 /// Reads an ed25519 public key (`signing.pub`).
@@ -160,6 +184,7 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Lower-case hexadecimal, two digits per byte: how key files, key ids and hashes are written.
 pub fn encode_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = String::with_capacity(bytes.len() * 2);
@@ -170,6 +195,8 @@ pub fn encode_hex(bytes: &[u8]) -> String {
     text
 }
 
+/// The bytes that hexadecimal digits (either case) stand for; `None` for an odd number of
+/// digits or any other character, white space included (trim first).
 pub fn decode_hex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
@@ -178,17 +205,34 @@ pub fn decode_hex(text: &str) -> Option<Vec<u8>> {
     text.as_bytes().chunks_exact(2).map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?)).collect()
 }
 
+/// Why a key file or a key id could not be read. The messages name the file or the text at
+/// fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
+    /// A key file holds neither 64 hexadecimal digits (white space around them allowed) nor
+    /// exactly 32 raw bytes.
     #[error(
         "{what} is {length_bytes} bytes and is neither 64 hexadecimal digits nor 32 raw bytes; \
          regenerate it with `diode-sender keygen`"
     )]
-    BadKeyFile { what: String, length_bytes: usize },
+    BadKeyFile {
+        /// The file, as the caller named it (usually its path).
+        what: String,
+        /// The file's length in bytes.
+        length_bytes: usize,
+    },
+    /// A public key file has the right form, but its 32 bytes are not a valid ed25519 public key.
     #[error("{what} does not hold a valid ed25519 public key; copy signing.pub from the sender again")]
-    NotAPublicKey { what: String },
+    NotAPublicKey {
+        /// The file, as the caller named it (usually its path).
+        what: String,
+    },
+    /// A key id given as text (configuration, command line) is not 16 hexadecimal digits.
     #[error("key id {text:?} is not 16 hexadecimal digits")]
-    BadKeyId { text: String },
+    BadKeyId {
+        /// The text as given.
+        text: String,
+    },
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@ pub mod codec;
 pub mod fec;
 pub mod gaps;
 pub mod keys;
-pub mod line_protocol;
 pub mod packet;
 pub mod plant;
 pub mod proof;

@@ -17,7 +17,7 @@
 //! | 5      | 1    | `kind`           | `1` = Symbol, `2` = Beacon                                        |
 //! | 6      | 8    | `sender_id`      | u64, the sending appliance                                        |
 //! | 14     | 8    | `epoch`          | u64, the sender's epoch                                           |
-//! | 22     | 8    | `sequence`       | u64, segment sequence number (Beacon: the beacon's own sequence)  |
+//! | 22     | 8    | `sequence`       | u64, segment sequence number (Beacon: the sender's head sequence) |
 //! | 30     | 2    | `symbol_index`   | u16, `0..original_count` originals, then repairs (Beacon: 0)      |
 //! | 32     | 4    | `segment_length` | u32, segment bytes before padding, 1..=16 MiB (Beacon: 0)         |
 //! | 36     | 2    | `symbol_size`    | u16, even, bytes per symbol (Beacon: 0)                           |
@@ -54,6 +54,13 @@ pub const MAC_LENGTH: usize = 16;
 pub const DATAGRAM_OVERHEAD: usize = HEADER_LENGTH + MAC_LENGTH;
 /// IPv6 (40) plus UDP (8) headers: we size for IPv6 so the same setting works on both.
 pub const IP_UDP_HEADER_LENGTH: usize = 48;
+/// IPv4 (20) plus UDP (8) headers.
+pub const IPV4_UDP_HEADER_LENGTH: usize = 28;
+
+/// Bytes the IP and UDP headers add to every datagram on the wire, for an IPv4 or IPv6 link.
+pub const fn ip_udp_overhead(ipv4: bool) -> usize {
+    if ipv4 { IPV4_UDP_HEADER_LENGTH } else { IP_UDP_HEADER_LENGTH }
+}
 /// Largest UDP payload without IPv6 jumbograms (65,535 − 8). Longer datagrams are rejected.
 pub const MAX_DATAGRAM_LENGTH: usize = 65_527;
 /// Smallest symbol [`max_symbol_size`] will choose: at 512 bytes a 16 MiB segment is exactly the
@@ -67,55 +74,119 @@ pub const DEFAULT_LINK_MTU: usize = 1500;
 const MAC_KEY_CONTEXT: &str = "diode 2025 datagram MAC v1";
 const FINGERPRINT_CONTEXT: &str = "diode 2025 link key fingerprint v1";
 
+/// Byte offsets of the header fields (the table in the module documentation).
 mod offset {
-    pub const MAGIC: usize = 0;
-    pub const VERSION: usize = 4;
-    pub const KIND: usize = 5;
-    pub const SENDER_ID: usize = 6;
-    pub const EPOCH: usize = 14;
-    pub const SEQUENCE: usize = 22;
-    pub const SYMBOL_INDEX: usize = 30;
-    pub const SEGMENT_LENGTH: usize = 32;
-    pub const SYMBOL_SIZE: usize = 36;
-    pub const ORIGINAL_COUNT: usize = 38;
-    pub const REPAIR_COUNT: usize = 40;
-    pub const BODY: usize = 42;
+    pub(crate) const MAGIC: usize = 0;
+    pub(crate) const VERSION: usize = 4;
+    pub(crate) const KIND: usize = 5;
+    pub(crate) const SENDER_ID: usize = 6;
+    pub(crate) const EPOCH: usize = 14;
+    pub(crate) const SEQUENCE: usize = 22;
+    pub(crate) const SYMBOL_INDEX: usize = 30;
+    pub(crate) const SEGMENT_LENGTH: usize = 32;
+    pub(crate) const SYMBOL_SIZE: usize = 36;
+    pub(crate) const ORIGINAL_COUNT: usize = 38;
+    pub(crate) const REPAIR_COUNT: usize = 40;
+    pub(crate) const BODY: usize = 42;
 }
 const _: () = assert!(offset::BODY == HEADER_LENGTH);
 
 /// Errors of the datagram codec. Every one is a reason to drop the datagram and count it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PacketError {
+    /// Shorter than a header and a MAC, so not a datagram of any kind.
     #[error("datagram is {length} bytes; the smallest valid one is {minimum}")]
-    TooShort { length: usize, minimum: usize },
+    TooShort {
+        /// Bytes received.
+        length: usize,
+        /// [`HEADER_LENGTH`] + [`MAC_LENGTH`].
+        minimum: usize,
+    },
+    /// Longer than [`MAX_DATAGRAM_LENGTH`], which no diode sender writes.
     #[error("datagram is {length} bytes; the largest valid one is {maximum}")]
-    TooLong { length: usize, maximum: usize },
+    TooLong {
+        /// Bytes received.
+        length: usize,
+        /// [`MAX_DATAGRAM_LENGTH`].
+        maximum: usize,
+    },
+    /// Does not start with [`MAGIC`]: other traffic reached the diode's port.
     #[error("datagram starts with {found:02x?}, not the diode magic \"DIOD\": not diode traffic")]
-    BadMagic { found: [u8; 4] },
+    BadMagic {
+        /// The first four bytes received.
+        found: [u8; 4],
+    },
+    /// The format version is not [`VERSION`]: the two appliances run releases that speak
+    /// different formats, and the MAC rule may differ too, so nothing further is read.
     #[error(
         "datagram format version {found}; this build reads version {supported}: upgrade the \
          older side"
     )]
-    UnsupportedVersion { found: u8, supported: u8 },
+    UnsupportedVersion {
+        /// The version byte received.
+        found: u8,
+        /// [`VERSION`].
+        supported: u8,
+    },
+    /// The MAC does not match: the datagram was forged or corrupted in transit, or the two
+    /// appliances hold different link keys (compare their [`LinkKey::fingerprint`]s).
     #[error("datagram MAC does not match: forged, corrupted, or the link keys differ")]
     BadMac,
+    /// An authenticated datagram whose `kind` is neither Symbol (1) nor Beacon (2).
     #[error("unknown datagram kind {found}")]
-    UnknownKind { found: u8 },
+    UnknownKind {
+        /// The `kind` byte received.
+        found: u8,
+    },
+    /// A symbol datagram's FEC parameters fail [`FecParams::validate`] (on decoding), or a symbol
+    /// to encode carries such parameters.
     #[error("symbol datagram carries inconsistent FEC parameters: {source}")]
-    InconsistentParameters { source: FecError },
+    InconsistentParameters {
+        /// The relation between the parameters that does not hold.
+        source: FecError,
+    },
+    /// A symbol's index is not below its block's `original_count + repair_count`.
     #[error("symbol index {index} is outside the block's {total} symbols")]
-    SymbolIndexOutOfRange { index: u16, total: u32 },
+    SymbolIndexOutOfRange {
+        /// The symbol index in the header.
+        index: u16,
+        /// Symbols in the block, originals and repairs.
+        total: u32,
+    },
+    /// A symbol's body is not exactly `symbol_size` bytes.
     #[error("symbol body is {found} bytes; the parameters say {expected}")]
-    WrongSymbolLength { expected: u16, found: usize },
+    WrongSymbolLength {
+        /// The parameters' `symbol_size`.
+        expected: u16,
+        /// Bytes of the body.
+        found: usize,
+    },
+    /// A beacon datagram whose symbol index or FEC fields are not all zero, as the layout
+    /// requires.
     #[error("beacon datagram has non-zero symbol index or FEC fields")]
     BeaconWithSymbolFields,
+    /// A body to encode would make the datagram longer than [`MAX_DATAGRAM_LENGTH`].
     #[error("body of {length} bytes does not fit in a datagram (at most {maximum})")]
-    BodyTooLong { length: usize, maximum: usize },
+    BodyTooLong {
+        /// Bytes of the body.
+        length: usize,
+        /// [`MAX_DATAGRAM_LENGTH`] − [`DATAGRAM_OVERHEAD`].
+        maximum: usize,
+    },
+    /// [`max_symbol_size`]: the link MTU leaves less than [`MIN_SYMBOL_SIZE`] bytes for a symbol
+    /// once the IPv6, UDP and datagram headers and the MAC are counted.
     #[error(
         "link MTU {link_mtu} leaves room for a {available}-byte symbol; at least {minimum} is \
          needed: raise the MTU"
     )]
-    MtuTooSmall { link_mtu: usize, available: usize, minimum: u16 },
+    MtuTooSmall {
+        /// The configured link MTU, in bytes.
+        link_mtu: usize,
+        /// Bytes the MTU leaves for the symbol.
+        available: usize,
+        /// [`MIN_SYMBOL_SIZE`].
+        minimum: u16,
+    },
 }
 
 /// Largest even symbol size whose datagram, with IPv6 and UDP headers, fits in `link_mtu`.
@@ -146,11 +217,15 @@ impl Drop for LinkKey {
 }
 
 impl LinkKey {
+    /// The link key whose 32 bytes are `key` (what `link.key` holds); derives the MAC key from it
+    /// once, here, rather than per datagram.
     pub fn from_bytes(key: [u8; 32]) -> Self {
         let mac_key = blake3::derive_key(MAC_KEY_CONTEXT, &key);
         Self { key, mac_key }
     }
 
+    /// The 32 secret bytes, for writing `link.key`. Never log or display them: show
+    /// [`LinkKey::fingerprint`] instead.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.key
     }
@@ -181,8 +256,12 @@ impl std::fmt::Debug for LinkKey {
 /// The identity of one segment on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SegmentId {
+    /// The sending appliance, as configured on it; one receiver may hear several.
     pub sender_id: u64,
+    /// The sender's epoch: one hash chain, numbered by the clock (its start in seconds, always
+    /// above the epoch before).
     pub epoch: u64,
+    /// The segment's place in its epoch's hash chain, from 1.
     pub sequence: u64,
 }
 
@@ -190,22 +269,31 @@ pub struct SegmentId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum PacketKind {
+    /// One FEC symbol of a segment ([`SymbolPacket`]).
     Symbol = 1,
+    /// A signed beacon ([`BeaconPacket`]).
     Beacon = 2,
 }
 
 /// One FEC symbol of one segment, borrowed from the datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SymbolPacket<'a> {
+    /// The sender of the segment (see [`SegmentId`]).
     pub sender_id: u64,
+    /// The segment's epoch.
     pub epoch: u64,
+    /// The segment's sequence in its epoch.
     pub sequence: u64,
+    /// `0..original_count` for the originals, then the repairs; below `params.total_count()`.
     pub symbol_index: u16,
+    /// How the segment is coded; every symbol of one copy of a segment carries the same.
     pub params: FecParams,
+    /// The symbol: exactly `params.symbol_size` bytes.
     pub symbol: &'a [u8],
 }
 
 impl SymbolPacket<'_> {
+    /// The segment this symbol belongs to.
     pub fn segment_id(&self) -> SegmentId {
         SegmentId { sender_id: self.sender_id, epoch: self.epoch, sequence: self.sequence }
     }
@@ -214,16 +302,23 @@ impl SymbolPacket<'_> {
 /// A beacon: an opaque, separately signed body (see `beacon.rs`), borrowed from the datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BeaconPacket<'a> {
+    /// The sender, as the datagram header says. The header is only covered by the link MAC: use
+    /// the fields of the signed body once it verifies.
     pub sender_id: u64,
+    /// The sender's epoch, from the header.
     pub epoch: u64,
+    /// The header's sequence field; the sender writes its head sequence there.
     pub sequence: u64,
+    /// The signed beacon, for [`crate::beacon::Beacon::open`].
     pub body: &'a [u8],
 }
 
 /// A datagram whose MAC checked out and whose fields are consistent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Datagram<'a> {
+    /// A symbol of a segment, for the reassembler.
     Symbol(SymbolPacket<'a>),
+    /// A beacon, whose body must still pass its signature check.
     Beacon(BeaconPacket<'a>),
 }
 

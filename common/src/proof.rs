@@ -19,7 +19,9 @@ use crate::keys::{KeyId, TrustedKeys};
 use crate::record::{MAX_STRING_VALUE_BYTES, Quality, SeriesKey, Value, ValueKind};
 use crate::seal::{self, GENESIS_HASH, HEADER_LENGTH, OpenError, SegmentHeader};
 
+/// The four bytes every proof file starts with.
 pub const PROOF_MAGIC: [u8; 4] = *b"DPRF";
+/// The only proof format version this build writes and reads.
 pub const PROOF_VERSION: u8 = 1;
 /// Largest proof file read.
 pub const MAX_PROOF_BYTES: usize = 1 << 30;
@@ -29,8 +31,11 @@ pub const MAX_PROOF_POINTS: usize = 1_000_000;
 /// Where a segment sits in its sender's chains: `(sender id, epoch, sequence)`, ordered that way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SegmentPosition {
+    /// The sending appliance.
     pub sender_id: u64,
+    /// The sender's epoch: one hash chain.
     pub epoch: u64,
+    /// The segment's place in that chain, from 1.
     pub sequence: u64,
 }
 
@@ -69,15 +74,20 @@ pub fn describe_point(value: &Value, quality: Quality) -> String {
 /// A point the proof claims, with the index (in the proof) of the segment that wrote it last.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProvenPoint {
+    /// The point's time, in ns since the Unix epoch.
     pub timestamp_ns: i64,
+    /// Index (from 0) into [`Proof::segments`] of the segment whose record wins this timestamp.
     pub segment_index: u32,
+    /// The value, bit for bit as that segment holds it.
     pub value: Value,
+    /// The quality, as that segment holds it.
     pub quality: Quality,
 }
 
 /// The content of a proof file, unchecked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Proof {
+    /// The series whose points are proven (name and tags, as the segments carry them).
     pub series: SeriesKey,
     /// The key ids of the segments, ascending, each once.
     pub key_ids: Vec<KeyId>,
@@ -92,16 +102,48 @@ pub struct Proof {
 /// Why a proof is refused. Every message names the part of the file that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ProofError {
+    /// The file does not parse: too large, truncated, a wrong magic or version, non-zero
+    /// reserved bytes, a count the rest cannot hold, an invalid series, invalid UTF-8 or a
+    /// boolean, or trailing bytes.
     #[error("the proof file is malformed at byte {offset}: {what}")]
-    Malformed { offset: usize, what: String },
+    Malformed {
+        /// Offset in the file of the field at fault.
+        offset: usize,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// A proof segment does not open or decode: its key, validity window, signature, payload
+    /// hash or payload fails.
     #[error("proof segment {index} ({name}) does not verify: {source}")]
-    Segment { index: usize, name: String, source: OpenError },
+    Segment {
+        /// The segment's index in the proof, from 0.
+        index: usize,
+        /// Its position, as its header claims it, or `unparseable`.
+        name: String,
+        /// The check that failed.
+        source: OpenError,
+    },
+    /// The chain headers do not link the proof's segments: a header out of order or outside its
+    /// stream's segments, or a link that does not match.
     #[error("the proof's hash chain is broken: {reason}")]
-    Chain { reason: String },
+    Chain {
+        /// Which header or link fails.
+        reason: String,
+    },
+    /// The listed points are not exactly the last writes of the series in the proof's segments
+    /// over the points' span, or a segment holds no record of the series in that span.
     #[error("the proof's points are not what its signed segments hold: {reason}")]
-    Points { reason: String },
+    Points {
+        /// The first difference found.
+        reason: String,
+    },
+    /// The parts of the file disagree: no segment, segments out of order, or key ids that are
+    /// not exactly the segments'.
     #[error("the proof is inconsistent: {reason}")]
-    Inconsistent { reason: String },
+    Inconsistent {
+        /// What disagrees.
+        reason: String,
+    },
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -117,6 +159,10 @@ fn put_text(out: &mut Vec<u8>, text: &str) {
 }
 
 impl Proof {
+    /// The proof file (layout in `docs/proof-format.md`), as [`Proof::from_bytes`] reads it back.
+    ///
+    /// # Panics
+    /// If a count or a length does not fit in a `u32`, which the file format cannot express.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(&PROOF_MAGIC);
@@ -290,27 +336,41 @@ impl<'a> Reader<'a> {
 /// A proof segment that verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckedSegment {
+    /// Where the segment sits in its sender's chains.
     pub position: SegmentPosition,
+    /// The key that signed it: one of the keys given, valid at `sealed_at_ns`.
     pub key_id: KeyId,
+    /// When it was sealed, in ns since the Unix epoch by the sender's clock.
     pub sealed_at_ns: i64,
+    /// Records it holds, of every series.
     pub record_count: u32,
 }
 
 /// Consecutive sequences of one stream whose hash chain the proof verifies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChainRun {
+    /// The stream's sender.
     pub sender_id: u64,
+    /// The stream's epoch.
     pub epoch: u64,
+    /// The first sequence of the run.
     pub first_sequence: u64,
+    /// The last sequence of the run, inclusive: each segment after the first links to the one
+    /// before it.
     pub last_sequence: u64,
 }
 
 /// What a proof establishes once checked.
 #[derive(Debug, Clone)]
 pub struct CheckedProof {
+    /// The series the points belong to.
     pub series: SeriesKey,
+    /// The points, each shown to be the last write of its timestamp in the signed segments.
     pub points: Vec<ProvenPoint>,
+    /// The segments behind the points, in proof order, each verified.
     pub segments: Vec<CheckedSegment>,
+    /// The runs of consecutive sequences whose links were verified, by sender and epoch, then
+    /// ascending.
     pub chain_runs: Vec<ChainRun>,
 }
 

@@ -1,8 +1,25 @@
 //! Reassembly: turns authenticated symbol datagrams, in any order, into whole segments.
 //!
-//! A sans-IO state machine: the caller feeds [`SymbolPacket`]s that [`crate::packet::decode_datagram`]
-//! has already authenticated, gives the time as `now_ms` (any monotonic millisecond clock), and
-//! calls [`Reassembler::poll_timeouts`] now and then. Nothing here blocks, sleeps or reads a clock.
+//! A sans-IO state machine with quinn-proto's verbs: inputs are `handle_*` calls, outputs are
+//! `poll_*` calls, and the caller owns every clock and socket.
+//!
+//! - [`Reassembler::handle_symbol`]: one [`SymbolPacket`] that [`crate::packet::decode_datagram`]
+//!   has already authenticated; returns the segment it completes, if any.
+//! - [`Reassembler::handle_symbol_unless_applied`]: the same, consulting the caller's persistent
+//!   set of applied segments before a new segment takes memory, so replayed symbols of segments
+//!   applied long ago (or before a restart) cost nothing.
+//! - [`Reassembler::handle_epoch`]: a sender's epoch, from a verified beacon (never from a
+//!   symbol: a symbol carries only a link MAC, not the sender's signature).
+//! - [`Reassembler::handle_dropped`]: the caller could not take a completed segment (shed, or
+//!   not applied), so a later copy of it is reassembled again.
+//! - [`Reassembler::handle_timeout`]: the time reached the deadline [`Reassembler::poll_timeout`]
+//!   gave; idle segments are abandoned.
+//! - [`Reassembler::poll_event`]: what happened to incomplete segments (abandoned, evicted),
+//!   oldest first.
+//! - [`Reassembler::poll_timeout`]: the next time `handle_timeout` has work to do, if any.
+//!
+//! Times are `now_ms` from any monotonic millisecond clock. Nothing here blocks, sleeps or reads a
+//! clock.
 //!
 //! Rules:
 //! - Each segment is yielded **once**: the ids of the last `completed_memory` completed segments
@@ -12,8 +29,12 @@
 //!   idempotently, so this costs work, not correctness.
 //! - A symbol whose FEC parameters differ from those of the first symbol seen for its segment is
 //!   counted and dropped.
-//! - Per sender, the newest epoch seen wins: in-flight segments of older epochs are dropped
-//!   ([`Event::Superseded`]) and later symbols of older epochs are counted as stale and dropped.
+//! - Every epoch is accepted. A resend of an older epoch (what `diode-receiver gaps` asks an
+//!   operator for) and the tail of an epoch still in flight when the next one starts are
+//!   reassembled like any other segment; the replica verifies each against its own neighbours.
+//!   Epochs are only moved by what is signed ([`Reassembler::handle_epoch`], from verified
+//!   beacons), and only for counting: symbols of epochs older than a sender's newest verified
+//!   epoch are counted in `older_epoch_symbols`.
 //! - Memory is bounded: at most `max_segments_in_flight` incomplete segments and
 //!   `max_buffered_bytes` of symbol data. Over a limit, the incomplete segment with the oldest
 //!   last activity is evicted ([`Event::Evicted`]), never the one being fed. A segment with no new
@@ -24,8 +45,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use crate::fec::{BlockDecoder, FecError, MAX_SEGMENT_LENGTH, SymbolOutcome};
 use crate::packet::{SegmentId, SymbolPacket};
 
-/// Most events kept between two calls of [`Reassembler::poll_timeouts`]; beyond, they are counted
-/// in [`ReassemblyStats::events_dropped`] and lost.
+/// Most events kept until [`Reassembler::poll_event`] takes them; beyond, they are counted in
+/// [`ReassemblyStats::events_dropped`] and lost.
 pub const MAX_PENDING_EVENTS: usize = 4096;
 
 /// Bounds on everything the reassembler holds.
@@ -33,7 +54,8 @@ pub const MAX_PENDING_EVENTS: usize = 4096;
 pub struct ReassemblyLimits {
     /// Incomplete segments held at once.
     pub max_segments_in_flight: usize,
-    /// Bytes of symbol data held at once, over all incomplete segments.
+    /// Bytes held at once over all incomplete segments: symbol data plus each symbol's and each
+    /// segment's bookkeeping (see [`BlockDecoder::buffered_bytes`]).
     pub max_buffered_bytes: usize,
     /// An incomplete segment with no new symbol for this long is abandoned.
     pub segment_timeout_ms: u64,
@@ -61,17 +83,32 @@ impl Default for ReassemblyLimits {
 /// Why a set of limits cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LimitsError {
+    /// `max_segments_in_flight` is 0: no segment could ever be reassembled.
     #[error("max_segments_in_flight is 0; at least 1 segment must be allowed in flight")]
     NoSegmentsInFlight,
+    /// `max_senders` is 0: no sender's epoch could be remembered.
     #[error("max_senders is 0; at least 1 sender must be allowed")]
     NoSenders,
+    /// `max_segment_length` is 0 or above the format's [`MAX_SEGMENT_LENGTH`].
     #[error("max_segment_length {max_segment_length} must be between 1 and {hard_limit} bytes")]
-    SegmentLength { max_segment_length: u32, hard_limit: u32 },
+    SegmentLength {
+        /// The configured limit, in bytes.
+        max_segment_length: u32,
+        /// [`MAX_SEGMENT_LENGTH`].
+        hard_limit: u32,
+    },
+    /// `max_buffered_bytes` is below `max_segment_length`, so a segment of the largest allowed
+    /// length could never be held whole.
     #[error(
         "max_buffered_bytes {max_buffered_bytes} is smaller than max_segment_length \
          {max_segment_length}: one whole segment must fit"
     )]
-    BufferTooSmall { max_buffered_bytes: usize, max_segment_length: u32 },
+    BufferTooSmall {
+        /// The configured memory budget, in bytes.
+        max_buffered_bytes: usize,
+        /// The configured segment length limit, in bytes.
+        max_segment_length: u32,
+    },
 }
 
 impl ReassemblyLimits {
@@ -89,8 +126,8 @@ impl ReassemblyLimits {
                 hard_limit: MAX_SEGMENT_LENGTH,
             });
         }
-        // An incomplete segment holds at most original_count - 1 symbols, which is less than
-        // segment_length bytes: so one segment always fits without evicting itself.
+        // Roughly one segment's data must fit; segments whose bookkeeping would not fit are
+        // refused symbol by symbol (`oversized_segment_symbols`), so the budget always holds.
         if self.max_buffered_bytes < self.max_segment_length as usize {
             return Err(LimitsError::BufferTooSmall {
                 max_buffered_bytes: self.max_buffered_bytes,
@@ -104,31 +141,58 @@ impl ReassemblyLimits {
 /// A rebuilt segment, exactly the bytes the sender sealed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompletedSegment {
+    /// The sender named by the segment's symbol datagrams.
     pub sender_id: u64,
+    /// The epoch named by the segment's symbol datagrams.
     pub epoch: u64,
+    /// The sequence named by the segment's symbol datagrams.
     pub sequence: u64,
+    /// The sealed segment, `segment_length` bytes. Only the link MACs of its symbols were
+    /// checked: open it with [`crate::seal::open`] before trusting anything in it, including
+    /// whether it matches the id above.
     pub bytes: Vec<u8>,
     /// True if some original symbol was missing and the Reed-Solomon decoder rebuilt it.
     pub recovered_by_fec: bool,
 }
 
 impl CompletedSegment {
+    /// The segment's id, as its datagrams named it.
     pub fn id(&self) -> SegmentId {
         SegmentId { sender_id: self.sender_id, epoch: self.epoch, sequence: self.sequence }
     }
 }
 
-/// Something that happened to an incomplete segment, reported by [`Reassembler::poll_timeouts`].
+/// Something that happened to an incomplete segment, reported by [`Reassembler::poll_event`].
 /// `symbols_needed` is the segment's `original_count`; `symbols_received` the distinct symbols
 /// that had arrived.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// No new symbol for `segment_timeout_ms`.
-    Abandoned { sender_id: u64, epoch: u64, sequence: u64, symbols_received: u16, symbols_needed: u16 },
+    Abandoned {
+        /// The segment's sender.
+        sender_id: u64,
+        /// The segment's epoch.
+        epoch: u64,
+        /// The segment's sequence.
+        sequence: u64,
+        /// Distinct symbols that had arrived.
+        symbols_received: u16,
+        /// Symbols the segment needed: its `original_count`.
+        symbols_needed: u16,
+    },
     /// Dropped to stay within `max_segments_in_flight` or `max_buffered_bytes`.
-    Evicted { sender_id: u64, epoch: u64, sequence: u64, symbols_received: u16, symbols_needed: u16 },
-    /// Dropped because its sender moved on to `new_epoch`.
-    Superseded { sender_id: u64, epoch: u64, sequence: u64, symbols_received: u16, symbols_needed: u16, new_epoch: u64 },
+    Evicted {
+        /// The segment's sender.
+        sender_id: u64,
+        /// The segment's epoch.
+        epoch: u64,
+        /// The segment's sequence.
+        sequence: u64,
+        /// Distinct symbols that had arrived.
+        symbols_received: u16,
+        /// Symbols the segment needed: its `original_count`.
+        symbols_needed: u16,
+    },
 }
 
 /// Counters, for metrics. All are totals since creation except the two gauges at the end.
@@ -140,25 +204,34 @@ pub struct ReassemblyStats {
     pub duplicate_symbols: u64,
     /// Symbols of a segment completed recently (unneeded repairs, duplicates, resends).
     pub symbols_for_completed_segments: u64,
-    /// Symbols of an epoch older than the newest seen from their sender.
-    pub stale_epoch_symbols: u64,
+    /// Symbols of an epoch older than their sender's newest verified epoch (accepted: resends of
+    /// an old epoch, or its tail still arriving after the next epoch began).
+    pub older_epoch_symbols: u64,
+    /// Symbols dropped before taking memory because the caller's applied set already holds their
+    /// segment (replays, late copies of segments applied before a restart).
+    pub symbols_for_applied_segments: u64,
     /// Symbols whose parameters, index or length disagree with their segment.
     pub inconsistent_parameters: u64,
-    /// Symbols of segments longer than `max_segment_length`.
+    /// Symbols of segments longer than `max_segment_length`, or whose symbols are so small that
+    /// the segment could not fit in `max_buffered_bytes` with its bookkeeping.
     pub oversized_segment_symbols: u64,
     /// Symbols that arrived after their segment had enough (only if one finish failed).
     pub surplus_symbols: u64,
+    /// Segments rebuilt and yielded (a segment yielded again after it left the completed memory
+    /// counts again).
     pub segments_completed: u64,
     /// Completed segments that needed the Reed-Solomon decoder.
     pub segments_recovered_by_fec: u64,
     /// Segments that had enough symbols but could not be decoded (should never happen: MDS).
     pub segments_failed_decoding: u64,
+    /// Incomplete segments abandoned after `segment_timeout_ms` without a new symbol
+    /// ([`Event::Abandoned`]).
     pub segments_abandoned: u64,
+    /// Incomplete segments evicted to stay within the limits ([`Event::Evicted`]).
     pub segments_evicted: u64,
-    pub segments_superseded: u64,
     /// Senders whose newest epoch was forgotten to stay within `max_senders`.
     pub senders_forgotten: u64,
-    /// Events lost because more than [`MAX_PENDING_EVENTS`] waited for `poll_timeouts`.
+    /// Events lost because more than [`MAX_PENDING_EVENTS`] waited for `poll_event`.
     pub events_dropped: u64,
     /// Gauge: bytes of symbol data held now.
     pub buffered_bytes: usize,
@@ -231,16 +304,21 @@ pub struct Reassembler {
     senders: HashMap<u64, SenderState>,
     completed: CompletedMemory,
     pending_events: VecDeque<Event>,
+    /// Never later than the earliest time an in-flight segment goes idle: exact after
+    /// `handle_timeout`, lowered as segments start (a deadline that fires early finds nothing to
+    /// abandon and is recomputed).
+    next_timeout_ms: Option<u64>,
     stats: ReassemblyStats,
 }
 
 enum Removal {
     Evicted,
     Abandoned,
-    Superseded { new_epoch: u64 },
 }
 
 impl Reassembler {
+    /// A reassembler that holds nothing yet and keeps within `limits`.
+    ///
     /// # Panics
     /// If `limits` fail [`ReassemblyLimits::validate`]: check them when loading the configuration.
     pub fn new(limits: ReassemblyLimits) -> Self {
@@ -253,24 +331,41 @@ impl Reassembler {
             senders: HashMap::new(),
             completed: CompletedMemory::default(),
             pending_events: VecDeque::new(),
+            next_timeout_ms: None,
             stats: ReassemblyStats::default(),
         }
     }
 
+    /// The limits it was created with.
     pub fn limits(&self) -> &ReassemblyLimits {
         &self.limits
     }
 
+    /// The counters and gauges so far, for metrics.
     pub fn stats(&self) -> &ReassemblyStats {
         &self.stats
     }
 
     /// Feeds one authenticated symbol. Returns the segment when this symbol completes it.
-    pub fn on_symbol(&mut self, packet: &SymbolPacket<'_>, now_ms: u64) -> Option<CompletedSegment> {
+    #[must_use = "a completed segment is yielded once; dropping it loses it until a resend"]
+    pub fn handle_symbol(&mut self, packet: &SymbolPacket<'_>, now_ms: u64) -> Option<CompletedSegment> {
+        self.handle_symbol_unless_applied(packet, now_ms, |_| false)
+    }
+
+    /// Feeds one authenticated symbol, first asking `is_applied` whether its segment is already
+    /// applied when the symbol would start a new incomplete segment (so at most once per segment
+    /// copy, never per symbol): an applied segment's symbols are counted and dropped before they
+    /// take memory or evict anything. Returns the segment when this symbol completes it.
+    #[must_use = "a completed segment is yielded once; dropping it loses it until a resend"]
+    pub fn handle_symbol_unless_applied(
+        &mut self,
+        packet: &SymbolPacket<'_>,
+        now_ms: u64,
+        is_applied: impl FnOnce(SegmentId) -> bool,
+    ) -> Option<CompletedSegment> {
         let id = packet.segment_id();
-        if !self.observe_epoch(id.sender_id, id.epoch, now_ms) {
-            self.stats.stale_epoch_symbols += 1;
-            return None;
+        if self.senders.get(&id.sender_id).is_some_and(|state| id.epoch < state.newest_epoch) {
+            self.stats.older_epoch_symbols += 1;
         }
         if self.completed.contains(&id) {
             self.stats.symbols_for_completed_segments += 1;
@@ -280,32 +375,29 @@ impl Reassembler {
             self.stats.oversized_segment_symbols += 1;
             return None;
         }
+        if !self.in_flight.contains_key(&id) && is_applied(id) {
+            self.stats.symbols_for_applied_segments += 1;
+            return None;
+        }
         let completed = self.feed(id, packet, now_ms);
         self.check_invariants();
         completed
     }
 
-    /// Records that `sender_id` is at `epoch` (from a symbol, or from a verified beacon).
-    /// A newer epoch drops the sender's in-flight segments of older epochs. Returns false if
-    /// `epoch` is older than the newest seen from this sender.
-    pub fn observe_epoch(&mut self, sender_id: u64, epoch: u64, now_ms: u64) -> bool {
+    /// Records that `sender_id` is at `epoch`, from a verified beacon: the only input that moves a
+    /// sender's epoch. Nothing is dropped for it; an older `epoch` changes nothing.
+    pub fn handle_epoch(&mut self, sender_id: u64, epoch: u64, now_ms: u64) {
         match self.senders.get_mut(&sender_id) {
-            Some(state) if epoch < state.newest_epoch => return false,
             Some(state) => {
                 state.last_heard_ms = state.last_heard_ms.max(now_ms);
-                if epoch == state.newest_epoch {
-                    return true;
-                }
-                state.newest_epoch = epoch;
+                state.newest_epoch = state.newest_epoch.max(epoch);
             }
             None => {
                 self.make_room_for_a_sender();
                 self.senders.insert(sender_id, SenderState { newest_epoch: epoch, last_heard_ms: now_ms });
             }
         }
-        // A new epoch, or a sender we had forgotten: older epochs may still be in flight.
-        self.drop_older_epochs(sender_id, epoch);
-        true
+        self.check_invariants();
     }
 
     fn make_room_for_a_sender(&mut self) {
@@ -320,18 +412,6 @@ impl Reassembler {
             };
             self.senders.remove(&quietest);
             self.stats.senders_forgotten += 1;
-        }
-    }
-
-    fn drop_older_epochs(&mut self, sender_id: u64, epoch: u64) {
-        if epoch == 0 {
-            return;
-        }
-        let start = SegmentId { sender_id, epoch: 0, sequence: 0 };
-        let end = SegmentId { sender_id, epoch, sequence: 0 };
-        let older: Vec<SegmentId> = self.in_flight.range(start..end).map(|(id, _)| *id).collect();
-        for id in older {
-            self.remove(id, Removal::Superseded { new_epoch: epoch });
         }
     }
 
@@ -355,12 +435,21 @@ impl Reassembler {
                     self.stats.inconsistent_parameters += 1;
                     return None;
                 }
+                // A segment that could not fit whole while incomplete would evict everything else
+                // and still overflow the budget.
+                if BlockDecoder::max_incomplete_bytes(&packet.params) > self.limits.max_buffered_bytes {
+                    self.stats.oversized_segment_symbols += 1;
+                    return None;
+                }
                 while self.in_flight.len() >= self.limits.max_segments_in_flight {
                     if !self.evict_oldest_except(id) {
                         break;
                     }
                 }
+                self.stats.buffered_bytes += decoder.buffered_bytes();
                 self.in_flight.insert(id, InFlight { decoder, last_activity_ms: now_ms });
+                let deadline = now_ms.saturating_add(self.limits.segment_timeout_ms);
+                self.next_timeout_ms = Some(self.next_timeout_ms.map_or(deadline, |next| next.min(deadline)));
                 self.stats.segments_in_flight = self.in_flight.len();
             }
         }
@@ -465,10 +554,6 @@ impl Reassembler {
                 self.stats.segments_abandoned += 1;
                 Event::Abandoned { sender_id, epoch, sequence, symbols_received, symbols_needed }
             }
-            Removal::Superseded { new_epoch } => {
-                self.stats.segments_superseded += 1;
-                Event::Superseded { sender_id, epoch, sequence, symbols_received, symbols_needed, new_epoch }
-            }
         };
         if self.pending_events.len() >= MAX_PENDING_EVENTS {
             self.stats.events_dropped += 1;
@@ -477,9 +562,9 @@ impl Reassembler {
         }
     }
 
-    /// Abandons incomplete segments idle for `segment_timeout_ms` and returns every event since
-    /// the last call (evictions and supersessions first, in the order they happened).
-    pub fn poll_timeouts(&mut self, now_ms: u64) -> Vec<Event> {
+    /// Abandons incomplete segments idle for `segment_timeout_ms` at `now_ms`; their
+    /// [`Event::Abandoned`] join the events [`Reassembler::poll_event`] yields.
+    pub fn handle_timeout(&mut self, now_ms: u64) {
         let mut idle: Vec<(u64, SegmentId)> = self
             .in_flight
             .iter()
@@ -490,13 +575,31 @@ impl Reassembler {
         for (_, id) in idle {
             self.remove(id, Removal::Abandoned);
         }
+        self.next_timeout_ms = self
+            .in_flight
+            .values()
+            .map(|entry| entry.last_activity_ms.saturating_add(self.limits.segment_timeout_ms))
+            .min();
         self.check_invariants();
-        self.pending_events.drain(..).collect()
+    }
+
+    /// The next event (evictions, supersessions and abandons, in the order they happened).
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.pending_events.pop_front()
+    }
+
+    /// When [`Reassembler::handle_timeout`] should next be called (same clock as `now_ms`), or
+    /// `None` while nothing is in flight. Never later than the real deadline; calling early is
+    /// harmless.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.next_timeout_ms
     }
 
     /// Forgets that a segment was completed, so that a later resend of it is reassembled again
-    /// (e.g. when the receiver could not verify or apply it). Returns whether it was remembered.
-    pub fn forget_completed(&mut self, id: SegmentId) -> bool {
+    /// (e.g. when the receiver shed it or could not apply it). Returns whether it was remembered.
+    pub fn handle_dropped(&mut self, id: SegmentId) -> bool {
         self.completed.forget(&id)
     }
 
@@ -505,7 +608,7 @@ impl Reassembler {
         self.completed.contains(&id)
     }
 
-    /// The newest epoch seen from `sender_id`, if it is remembered.
+    /// The newest verified epoch of `sender_id`, if it is remembered.
     pub fn newest_epoch(&self, sender_id: u64) -> Option<u64> {
         self.senders.get(&sender_id).map(|state| state.newest_epoch)
     }
@@ -541,6 +644,12 @@ mod tests {
     use crate::fec::{self, FecParams};
 
     const SYMBOL_SIZE: u16 = 100;
+
+    /// Runs the timeout at `now_ms` and takes every event.
+    fn drain(reassembler: &mut Reassembler, now_ms: u64) -> Vec<Event> {
+        reassembler.handle_timeout(now_ms);
+        std::iter::from_fn(|| reassembler.poll_event()).collect()
+    }
 
     fn limits() -> ReassemblyLimits {
         ReassemblyLimits {
@@ -585,14 +694,14 @@ mod tests {
         let segment = Segment::new(1, 1, 1, 450);
         let mut reassembler = Reassembler::new(limits());
         for index in 0..4 {
-            assert!(reassembler.on_symbol(&segment.packet(index), 0).is_none());
+            assert!(reassembler.handle_symbol(&segment.packet(index), 0).is_none());
         }
-        let done = reassembler.on_symbol(&segment.packet(4), 0).unwrap();
+        let done = reassembler.handle_symbol(&segment.packet(4), 0).unwrap();
         assert_eq!(done.bytes, segment.bytes);
         assert!(!done.recovered_by_fec);
         assert_eq!(done.id(), segment.id);
         for index in 0..segment.symbols.len() {
-            assert!(reassembler.on_symbol(&segment.packet(index), 5).is_none());
+            assert!(reassembler.handle_symbol(&segment.packet(index), 5).is_none());
         }
         let stats = reassembler.stats();
         assert_eq!(stats.segments_completed, 1);
@@ -607,7 +716,7 @@ mod tests {
         let total = segment.symbols.len();
         let mut done = None;
         for index in (total - 5)..total {
-            done = reassembler.on_symbol(&segment.packet(index), 0);
+            done = reassembler.handle_symbol(&segment.packet(index), 0);
         }
         let done = done.unwrap();
         assert!(done.recovered_by_fec);
@@ -619,10 +728,11 @@ mod tests {
     fn duplicates_are_counted_and_ignored() {
         let segment = Segment::new(1, 1, 1, 450);
         let mut reassembler = Reassembler::new(limits());
-        reassembler.on_symbol(&segment.packet(0), 0);
-        reassembler.on_symbol(&segment.packet(0), 0);
+        let _ = reassembler.handle_symbol(&segment.packet(0), 0);
+        let _ = reassembler.handle_symbol(&segment.packet(0), 0);
         assert_eq!(reassembler.stats().duplicate_symbols, 1);
-        assert_eq!(reassembler.stats().buffered_bytes, 100);
+        let empty = BlockDecoder::new(segment.params).unwrap().buffered_bytes();
+        assert_eq!(reassembler.stats().buffered_bytes, empty + 100 + fec::SYMBOL_OVERHEAD_BYTES);
     }
 
     #[test]
@@ -630,12 +740,12 @@ mod tests {
         let segment = Segment::new(1, 1, 1, 450);
         let other = Segment::new(1, 1, 1, 650);
         let mut reassembler = Reassembler::new(limits());
-        reassembler.on_symbol(&segment.packet(0), 0);
-        assert!(reassembler.on_symbol(&other.packet(1), 0).is_none());
+        let _ = reassembler.handle_symbol(&segment.packet(0), 0);
+        assert!(reassembler.handle_symbol(&other.packet(1), 0).is_none());
         assert_eq!(reassembler.stats().inconsistent_parameters, 1);
         let mut done = None;
         for index in 1..5 {
-            done = reassembler.on_symbol(&segment.packet(index), 0);
+            done = reassembler.handle_symbol(&segment.packet(index), 0);
         }
         assert_eq!(done.unwrap().bytes, segment.bytes);
     }
@@ -646,13 +756,13 @@ mod tests {
         let mut reassembler = Reassembler::new(limits());
         let mut bad = segment.packet(0);
         bad.symbol_index = 60_000;
-        assert!(reassembler.on_symbol(&bad, 0).is_none());
+        assert!(reassembler.handle_symbol(&bad, 0).is_none());
         let mut bad = segment.packet(0);
         bad.params.original_count = 9;
-        assert!(reassembler.on_symbol(&bad, 0).is_none());
+        assert!(reassembler.handle_symbol(&bad, 0).is_none());
         let mut bad = segment.packet(0);
         bad.symbol = &bad.symbol[..10];
-        assert!(reassembler.on_symbol(&bad, 0).is_none());
+        assert!(reassembler.handle_symbol(&bad, 0).is_none());
         assert_eq!(reassembler.stats().inconsistent_parameters, 3);
         assert_eq!(reassembler.stats().segments_in_flight, 0);
     }
@@ -661,44 +771,75 @@ mod tests {
     fn oversized_segments_are_refused() {
         let segment = Segment::new(1, 1, 1, 5_001);
         let mut reassembler = Reassembler::new(limits());
-        reassembler.on_symbol(&segment.packet(0), 0);
+        let _ = reassembler.handle_symbol(&segment.packet(0), 0);
         assert_eq!(reassembler.stats().oversized_segment_symbols, 1);
         assert_eq!(reassembler.stats().segments_in_flight, 0);
     }
 
     #[test]
-    fn a_newer_epoch_supersedes_older_segments_and_makes_them_stale() {
+    fn symbols_never_move_epochs_and_older_epochs_still_complete() {
         let old = Segment::new(1, 3, 10, 450);
         let new = Segment::new(1, 4, 0, 450);
         let mut reassembler = Reassembler::new(limits());
-        reassembler.on_symbol(&old.packet(0), 0);
-        reassembler.on_symbol(&new.packet(0), 1);
-        assert_eq!(reassembler.stats().segments_superseded, 1);
-        assert!(reassembler.on_symbol(&old.packet(1), 2).is_none());
-        assert_eq!(reassembler.stats().stale_epoch_symbols, 1);
-        assert_eq!(
-            reassembler.poll_timeouts(2),
-            vec![Event::Superseded {
-                sender_id: 1,
-                epoch: 3,
-                sequence: 10,
-                symbols_received: 1,
-                symbols_needed: 5,
-                new_epoch: 4,
-            }]
-        );
+        let _ = reassembler.handle_symbol(&old.packet(0), 0);
+        let _ = reassembler.handle_symbol(&new.packet(0), 1);
+        // Symbols alone say nothing about epochs: a MAC is not a signature.
+        assert_eq!(reassembler.newest_epoch(1), None);
+        reassembler.handle_epoch(1, 4, 1);
         assert_eq!(reassembler.newest_epoch(1), Some(4));
+        // Even a forged epoch far ahead, had it been verified, would not stop the old one.
+        let forged = Segment::new(1, u64::MAX, 0, 450);
+        let _ = reassembler.handle_symbol(&forged.packet(0), 1);
+        let mut done = None;
+        for index in 1..5 {
+            done = reassembler.handle_symbol(&old.packet(index), 2);
+        }
+        assert_eq!(done.map(|segment| segment.bytes), Some(old.bytes.clone()));
+        assert_eq!(reassembler.stats().older_epoch_symbols, 4);
+        assert!(drain(&mut reassembler, 2).is_empty());
+        // An older verified epoch does not move the newest back.
+        reassembler.handle_epoch(1, 2, 3);
+        assert_eq!(reassembler.newest_epoch(1), Some(4));
+    }
+
+    #[test]
+    fn symbols_of_applied_segments_take_no_memory() {
+        let applied = Segment::new(1, 3, 10, 450);
+        let live = Segment::new(1, 3, 11, 450);
+        let mut reassembler = Reassembler::new(limits());
+        let mut asked = 0;
+        for index in 0..5 {
+            let done = reassembler.handle_symbol_unless_applied(&applied.packet(index), 0, |id| {
+                asked += 1;
+                id == applied.id
+            });
+            assert!(done.is_none());
+        }
+        assert_eq!(asked, 5);
+        assert_eq!(reassembler.stats().symbols_for_applied_segments, 5);
+        assert_eq!(reassembler.stats().segments_in_flight, 0);
+        // The set is asked once per new segment, not once per symbol.
+        let mut asked = 0;
+        let mut done = None;
+        for index in 0..5 {
+            done = reassembler.handle_symbol_unless_applied(&live.packet(index), 0, |_| {
+                asked += 1;
+                false
+            });
+        }
+        assert_eq!(asked, 1);
+        assert!(done.is_some());
     }
 
     #[test]
     fn idle_segments_are_abandoned_after_the_timeout() {
         let segment = Segment::new(1, 1, 1, 450);
         let mut reassembler = Reassembler::new(limits());
-        reassembler.on_symbol(&segment.packet(0), 100);
-        reassembler.on_symbol(&segment.packet(1), 500);
-        assert!(reassembler.poll_timeouts(1_499).is_empty());
+        let _ = reassembler.handle_symbol(&segment.packet(0), 100);
+        let _ = reassembler.handle_symbol(&segment.packet(1), 500);
+        assert!(drain(&mut reassembler, 1_499).is_empty());
         assert_eq!(
-            reassembler.poll_timeouts(1_500),
+            drain(&mut reassembler, 1_500),
             vec![Event::Abandoned { sender_id: 1, epoch: 1, sequence: 1, symbols_received: 2, symbols_needed: 5 }]
         );
         assert_eq!(reassembler.stats().segments_abandoned, 1);
@@ -710,21 +851,20 @@ mod tests {
         let segments: Vec<Segment> = (0..6).map(|seq| Segment::new(1, 1, seq, 450)).collect();
         let mut reassembler = Reassembler::new(limits());
         for (time, segment) in segments.iter().enumerate() {
-            reassembler.on_symbol(&segment.packet(0), time as u64);
+            let _ = reassembler.handle_symbol(&segment.packet(0), time as u64);
         }
         // Here segment 0 is touched again, so segment 1 is the least recently active.
         let mut reassembler2 = Reassembler::new(limits());
         for (time, segment) in segments.iter().enumerate().take(4) {
-            reassembler2.on_symbol(&segment.packet(0), time as u64);
+            let _ = reassembler2.handle_symbol(&segment.packet(0), time as u64);
         }
-        reassembler2.on_symbol(&segments[0].packet(1), 10);
-        reassembler2.on_symbol(&segments[4].packet(0), 11);
-        let events = reassembler2.poll_timeouts(11);
+        let _ = reassembler2.handle_symbol(&segments[0].packet(1), 10);
+        let _ = reassembler2.handle_symbol(&segments[4].packet(0), 11);
+        let events = drain(&mut reassembler2, 11);
         assert!(matches!(events[..], [Event::Evicted { sequence: 1, .. }]));
 
         assert_eq!(reassembler.stats().segments_evicted, 2);
-        let evicted: Vec<u64> = reassembler
-            .poll_timeouts(6)
+        let evicted: Vec<u64> = drain(&mut reassembler, 6)
             .iter()
             .map(|event| match event {
                 Event::Evicted { sequence, .. } => *sequence,
@@ -737,51 +877,67 @@ mod tests {
     #[test]
     fn the_byte_limit_evicts_others_but_never_the_segment_being_fed() {
         let big = Segment::new(1, 1, 0, 5_000);
-        let small: Vec<Segment> = (1..4).map(|seq| Segment::new(1, 1, seq, 2_000)).collect();
-        let mut reassembler = Reassembler::new(ReassemblyLimits { max_buffered_bytes: 6_000, ..limits() });
+        let small: Vec<Segment> = (1..3).map(|seq| Segment::new(1, 1, seq, 2_000)).collect();
+        // Room for the big segment while incomplete, and for little else.
+        let limit = BlockDecoder::max_incomplete_bytes(&big.params) + 100;
+        let mut reassembler = Reassembler::new(ReassemblyLimits { max_buffered_bytes: limit, ..limits() });
         for (time, segment) in small.iter().enumerate() {
             for index in 0..19 {
-                reassembler.on_symbol(&segment.packet(index), time as u64);
+                let _ = reassembler.handle_symbol(&segment.packet(index), time as u64);
             }
         }
-        assert_eq!(reassembler.stats().buffered_bytes, 5_700);
+        let per_small = BlockDecoder::max_incomplete_bytes(&small[0].params);
+        assert_eq!(reassembler.stats().buffered_bytes, 2 * per_small);
         for index in 0..49 {
-            assert!(reassembler.on_symbol(&big.packet(index), 10).is_none());
-            assert!(reassembler.stats().buffered_bytes <= 6_000);
+            assert!(reassembler.handle_symbol(&big.packet(index), 10).is_none());
+            assert!(reassembler.stats().buffered_bytes <= limit);
         }
-        assert_eq!(reassembler.stats().segments_evicted, 3);
-        let done = reassembler.on_symbol(&big.packet(49), 11).unwrap();
+        assert_eq!(reassembler.stats().segments_evicted, 2);
+        let done = reassembler.handle_symbol(&big.packet(49), 11).unwrap();
         assert_eq!(done.bytes, big.bytes);
+        assert_eq!(reassembler.stats().buffered_bytes, 0);
+    }
+
+    #[test]
+    fn a_segment_whose_bookkeeping_cannot_fit_is_refused_not_let_overflow() {
+        let big = Segment::new(1, 1, 0, 5_000);
+        let limit = BlockDecoder::max_incomplete_bytes(&big.params) - 1;
+        let mut reassembler = Reassembler::new(ReassemblyLimits { max_buffered_bytes: limit, ..limits() });
+        for index in 0..50 {
+            assert!(reassembler.handle_symbol(&big.packet(index), 0).is_none());
+        }
+        assert_eq!(reassembler.stats().oversized_segment_symbols, 50);
+        assert_eq!(reassembler.stats().buffered_bytes, 0);
     }
 
     #[test]
     fn completed_ids_fall_out_of_memory_and_can_be_yielded_again() {
         let mut reassembler = Reassembler::new(limits());
         let first = Segment::new(1, 1, 0, 100);
-        assert!(reassembler.on_symbol(&first.packet(0), 0).is_some());
+        assert!(reassembler.handle_symbol(&first.packet(0), 0).is_some());
         for seq in 1..=8 {
             let segment = Segment::new(1, 1, seq, 100);
-            assert!(reassembler.on_symbol(&segment.packet(0), 0).is_some());
+            assert!(reassembler.handle_symbol(&segment.packet(0), 0).is_some());
         }
         assert!(!reassembler.was_completed(first.id));
-        assert!(reassembler.on_symbol(&first.packet(1), 0).is_some());
+        assert!(reassembler.handle_symbol(&first.packet(1), 0).is_some());
     }
 
     #[test]
     fn a_forgotten_completion_can_be_reassembled_again() {
         let mut reassembler = Reassembler::new(limits());
         let segment = Segment::new(1, 1, 0, 100);
-        assert!(reassembler.on_symbol(&segment.packet(0), 0).is_some());
-        assert!(reassembler.on_symbol(&segment.packet(0), 0).is_none());
-        assert!(reassembler.forget_completed(segment.id));
-        assert!(reassembler.on_symbol(&segment.packet(0), 0).is_some());
+        assert!(reassembler.handle_symbol(&segment.packet(0), 0).is_some());
+        assert!(reassembler.handle_symbol(&segment.packet(0), 0).is_none());
+        assert!(reassembler.handle_dropped(segment.id));
+        assert!(reassembler.handle_symbol(&segment.packet(0), 0).is_some());
     }
 
     #[test]
     fn the_quietest_sender_is_forgotten_beyond_max_senders() {
         let mut reassembler = Reassembler::new(limits());
         for sender in 0..5 {
-            reassembler.observe_epoch(sender, 7, sender);
+            reassembler.handle_epoch(sender, 7, sender);
         }
         assert_eq!(reassembler.stats().senders_forgotten, 1);
         assert_eq!(reassembler.newest_epoch(0), None);

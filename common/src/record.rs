@@ -35,6 +35,7 @@ pub fn epoch_unit_ns_by_magnitude(number: i64) -> i64 {
 /// tags, kept sorted by key so that equal series compare equal.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SeriesKey {
+    /// Non-empty UTF-8 of at most [`MAX_SERIES_NAME_BYTES`] bytes, without control characters.
     pub name: String,
     /// Sorted by key, keys unique.
     pub tags: Vec<(String, String)>,
@@ -115,9 +116,14 @@ fn validate_tag_part(part: &str) -> Result<(), RecordError> {
 /// A sample value. A series normally keeps one kind; the codec copes when it does not.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// A measurement. Sources refuse NaN and infinities ([`Record::validate`]); the codec
+    /// carries any bit pattern.
     F64(f64),
+    /// A count, a state number or any other integer.
     I64(i64),
+    /// An on/off signal: a pump running, a valve open.
     Bool(bool),
+    /// Text, such as a batch id or an alarm message; at most [`MAX_STRING_VALUE_BYTES`] bytes.
     String(String),
 }
 
@@ -125,13 +131,19 @@ pub enum Value {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum ValueKind {
+    /// [`Value::F64`], stored as 0.
     F64 = 0,
+    /// [`Value::I64`], stored as 1.
     I64 = 1,
+    /// [`Value::Bool`], stored as 2.
     Bool = 2,
+    /// [`Value::String`], stored as 3.
     String = 3,
 }
 
 impl ValueKind {
+    /// The kind stored as `byte` (the inverse of `kind as u8`), or `None` for a byte no kind
+    /// has.
     pub fn from_u8(byte: u8) -> Option<Self> {
         match byte {
             0 => Some(Self::F64),
@@ -142,6 +154,7 @@ impl ValueKind {
         }
     }
 
+    /// The name shown to people and in JSON: `float`, `integer`, `boolean` or `string`.
     pub fn name(self) -> &'static str {
         match self {
             Self::F64 => "float",
@@ -153,6 +166,7 @@ impl ValueKind {
 }
 
 impl Value {
+    /// Which of the four kinds this value is.
     pub fn kind(&self) -> ValueKind {
         match self {
             Self::F64(_) => ValueKind::F64,
@@ -202,12 +216,17 @@ pub struct Quality(pub u32);
 /// Severity of a [`Quality`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Severity {
+    /// Top bits `00`: the value can be used.
     Good,
+    /// Top bits `01`: the value may be used with care (a sensor out of calibration, a value
+    /// substituted by the collector).
     Uncertain,
+    /// Top bits `10` (and the reserved `11`): the value must not be used as a measurement.
     Bad,
 }
 
 impl Quality {
+    /// OPC UA `Good` (0): what sources record when they are given no quality.
     pub const GOOD: Quality = Quality(0);
     /// OPC UA `Uncertain` (0x40000000) with no sub-code.
     pub const UNCERTAIN: Quality = Quality(0x4000_0000);
@@ -225,6 +244,7 @@ impl Quality {
         Quality(top | (u32::from(sub_code & 0x3FFF) << 16))
     }
 
+    /// The severity in the top two bits; the reserved `11` reads as [`Severity::Bad`].
     pub fn severity(self) -> Severity {
         match self.0 >> 30 {
             0 => Severity::Good,
@@ -234,10 +254,12 @@ impl Quality {
         }
     }
 
+    /// The 14-bit sub-code in bits 16..30: which condition, within the severity.
     pub fn sub_code(self) -> u16 {
         ((self.0 >> 16) & 0x3FFF) as u16
     }
 
+    /// True if the severity is [`Severity::Good`], whatever the sub-code and flags.
     pub fn is_good(self) -> bool {
         self.severity() == Severity::Good
     }
@@ -275,10 +297,13 @@ impl fmt::Display for Quality {
 /// One sample of one series.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
+    /// The series the sample belongs to.
     pub series: SeriesKey,
     /// Nanoseconds since the Unix epoch, UTC.
     pub timestamp_ns: i64,
+    /// The sample; a float must be finite ([`Record::validate`]).
     pub value: Value,
+    /// The sample's OPC UA status; [`Quality::GOOD`] when the source gives none.
     pub quality: Quality,
 }
 
@@ -314,26 +339,64 @@ impl Record {
 /// Why a record was refused. Messages name the value and the rule.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RecordError {
+    /// The series name is empty.
     #[error("series name is empty; give every series a name such as plant1/boiler3/steam_temp")]
     EmptySeriesName,
+    /// The series name is longer than [`MAX_SERIES_NAME_BYTES`].
     #[error("series name is {length_bytes} bytes; the limit is {MAX_SERIES_NAME_BYTES}")]
-    SeriesNameTooLong { length_bytes: usize },
+    SeriesNameTooLong {
+        /// The name's length in bytes.
+        length_bytes: usize,
+    },
+    /// A series name, tag key or tag value contains a control character (a newline, a tab,
+    /// NUL), which would break line-oriented formats, CSV output and logs.
     #[error("{name:?} contains the control character {character:?}; names and tags must be printable")]
-    ControlCharacter { name: String, character: char },
+    ControlCharacter {
+        /// The name, tag key or tag value, as given.
+        name: String,
+        /// The first control character in it.
+        character: char,
+    },
+    /// The series has more than [`MAX_TAGS_PER_SERIES`] tags.
     #[error("series has {count} tags; the limit is {MAX_TAGS_PER_SERIES}")]
-    TooManyTags { count: usize },
+    TooManyTags {
+        /// How many tags it has.
+        count: usize,
+    },
+    /// Two tags share a key, or the tags are not sorted by key ([`SeriesKey::with_tags`] sorts
+    /// them).
     #[error("tag key {key:?} appears twice or tags are not sorted by key")]
-    TagsNotSortedOrDuplicated { key: String },
+    TagsNotSortedOrDuplicated {
+        /// The key at which the order breaks.
+        key: String,
+    },
+    /// A tag key or value is empty or longer than [`MAX_TAG_BYTES`].
     #[error("tag key or value {part:?} is empty or longer than {MAX_TAG_BYTES} bytes")]
-    BadTag { part: String },
+    BadTag {
+        /// The key or value, as given.
+        part: String,
+    },
+    /// The timestamp is outside [`MIN_TIMESTAMP_NS`]`..=`[`MAX_TIMESTAMP_NS`]: most often a
+    /// source whose precision (ns, µs, ms, s) is set wrongly, so its timestamps are scaled too far.
     #[error(
         "timestamp {timestamp_ns} ns is outside 1900-01-01..2262-04-11; check the source's precision (ns, us, ms, s)"
     )]
-    TimestampOutOfRange { timestamp_ns: i64 },
+    TimestampOutOfRange {
+        /// The timestamp, in ns since the Unix epoch.
+        timestamp_ns: i64,
+    },
+    /// A float value is NaN or infinite (the NaN policy is at [`Record::validate`]).
     #[error("value {value} is not finite; report a failed sensor with a bad quality, not NaN or infinity")]
-    NonFiniteValue { value: f64 },
+    NonFiniteValue {
+        /// The value given.
+        value: f64,
+    },
+    /// A string value is longer than [`MAX_STRING_VALUE_BYTES`].
     #[error("string value is {length_bytes} bytes; the limit is {MAX_STRING_VALUE_BYTES}")]
-    StringValueTooLong { length_bytes: usize },
+    StringValueTooLong {
+        /// The value's length in bytes.
+        length_bytes: usize,
+    },
 }
 
 #[cfg(test)]

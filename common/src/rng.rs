@@ -10,10 +10,13 @@ pub struct SeededRng {
 }
 
 impl SeededRng {
+    /// A generator whose whole sequence is fixed by `seed`, on every platform and in every
+    /// release (a test pins it).
     pub fn new(seed: u64) -> Self {
         Self { state: seed }
     }
 
+    /// The next 64 uniformly distributed bits; every other method draws from these.
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;

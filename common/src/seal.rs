@@ -27,11 +27,15 @@
 use crate::codec::{self, CodecError, SeriesColumns};
 use crate::keys::{KeyId, SenderKey, TrustedKeys};
 
+/// The four bytes every sealed segment starts with.
 pub const SEGMENT_MAGIC: [u8; 4] = *b"DSEG";
+/// The only segment format version this build writes and reads.
 pub const SEGMENT_FORMAT_VERSION: u8 = 1;
 /// Payload codec 1: `codec::encode_payload` (columnar, then zstd).
 pub const PAYLOAD_CODEC_COLUMNAR_ZSTD: u8 = 1;
+/// Bytes of the signed header (layout in the module documentation).
 pub const HEADER_LENGTH: usize = 136;
+/// Bytes of the ed25519 signature that follows the header.
 pub const SIGNATURE_LENGTH: usize = 64;
 /// Largest payload a segment may carry. Senders are configured far below it (default 1 MiB).
 pub const MAX_PAYLOAD_LENGTH: usize = 16 * 1024 * 1024 - HEADER_LENGTH - SIGNATURE_LENGTH;
@@ -44,16 +48,29 @@ pub const GENESIS_HASH: SegmentHash = [0u8; 32];
 /// The signed header of a segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentHeader {
+    /// The sending appliance.
     pub sender_id: u64,
+    /// The key that signed the header: it must be trusted and valid at `sealed_at_ns`.
     pub key_id: KeyId,
+    /// The sender's epoch; each epoch is a hash chain of its own.
     pub epoch: u64,
+    /// The segment's place in its epoch's chain: 1 for the first, then one more each time.
     pub sequence: u64,
+    /// [`SegmentHeader::hash`] of the segment before it in the epoch; [`GENESIS_HASH`] for
+    /// sequence 1.
     pub previous_hash: SegmentHash,
+    /// blake3 of the payload: the signature covers the payload through it.
     pub payload_hash: [u8; 32],
+    /// Bytes of the payload that follows the signature.
     pub payload_length: u32,
+    /// Records in the payload, at least 1 ([`decode_verified`] checks it against the payload).
     pub record_count: u32,
+    /// Earliest record timestamp, in ns since the Unix epoch: no record lies before it.
     pub min_timestamp_ns: i64,
+    /// Latest record timestamp, in ns since the Unix epoch: no record lies after it.
     pub max_timestamp_ns: i64,
+    /// When the segment was sealed, in ns since the Unix epoch by the sender's clock. The key's
+    /// validity window is checked at this instant.
     pub sealed_at_ns: i64,
 }
 
@@ -125,21 +142,31 @@ impl SegmentHeader {
 /// Where a new segment sits: what the sealer knows before it sees the payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChainPosition {
+    /// The sealing appliance.
     pub sender_id: u64,
+    /// The current epoch.
     pub epoch: u64,
+    /// The sequence the new segment takes: 1 for an epoch's first, else one more than the last
+    /// sealed.
     pub sequence: u64,
+    /// The last sealed segment's hash, or [`GENESIS_HASH`] for sequence 1.
     pub previous_hash: SegmentHash,
 }
 
 /// A sealed segment, as carried over the link and stored in the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedSegment {
+    /// The signed header.
     pub header: SegmentHeader,
+    /// ed25519 signature of the header's 136 bytes by the key `header.key_id` names.
     pub signature: [u8; SIGNATURE_LENGTH],
+    /// The encoded records ([`codec::encode_payload`]), `header.payload_length` bytes.
     pub payload: Vec<u8>,
 }
 
 impl SealedSegment {
+    /// The form carried over the link and kept in the audit log: header ‖ signature ‖ payload,
+    /// as [`parse`] and [`open`] read it back.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(HEADER_LENGTH + SIGNATURE_LENGTH + self.payload.len());
         bytes.extend_from_slice(&self.header.to_bytes());
@@ -148,6 +175,7 @@ impl SealedSegment {
         bytes
     }
 
+    /// This segment's link in the hash chain ([`SegmentHeader::hash`]).
     pub fn hash(&self) -> SegmentHash {
         self.header.hash()
     }
@@ -265,26 +293,70 @@ pub fn open_records(bytes: &[u8], trusted: &TrustedKeys) -> Result<(SealedSegmen
 /// Why a segment was refused. Each variant names the check that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    /// Shorter than a header and a signature.
     #[error("segment is truncated ({length_bytes} bytes)")]
-    Truncated { length_bytes: usize },
+    Truncated {
+        /// Bytes given.
+        length_bytes: usize,
+    },
+    /// Does not start with [`SEGMENT_MAGIC`].
     #[error("not a diode segment (bad magic)")]
     BadMagic,
+    /// A format version other than [`SEGMENT_FORMAT_VERSION`].
     #[error("segment format version {version} is not supported by this build (supports {SEGMENT_FORMAT_VERSION})")]
-    UnsupportedVersion { version: u8 },
+    UnsupportedVersion {
+        /// The version found.
+        version: u8,
+    },
+    /// A payload codec other than [`PAYLOAD_CODEC_COLUMNAR_ZSTD`], or flags other than 0.
     #[error("segment payload codec {codec} with flags {flags:#06x} is not supported by this build")]
-    UnsupportedCodec { codec: u8, flags: u16 },
+    UnsupportedCodec {
+        /// The payload codec byte found.
+        codec: u8,
+        /// The flags found.
+        flags: u16,
+    },
+    /// The bytes after the signature are not as many as the header's `payload_length`.
     #[error("segment declares a {declared_bytes}-byte payload but carries {actual_bytes} bytes")]
-    PayloadLengthMismatch { declared_bytes: u32, actual_bytes: usize },
+    PayloadLengthMismatch {
+        /// The header's `payload_length`.
+        declared_bytes: u32,
+        /// Bytes after the signature.
+        actual_bytes: usize,
+    },
+    /// Signed by a key that is not among the trusted keys.
     #[error("segment is signed by key {key_id}, which is not trusted; add its signing.pub to the trusted keys")]
-    UnknownKey { key_id: KeyId },
+    UnknownKey {
+        /// The key id in the header.
+        key_id: KeyId,
+    },
+    /// The key is trusted, but not at the segment's sealing time (not yet valid, retired or
+    /// revoked).
     #[error("key {key_id} is not valid at the segment's sealing time {sealed_at_ns} ns (retired or revoked)")]
-    KeyNotValidAt { key_id: KeyId, sealed_at_ns: i64 },
+    KeyNotValidAt {
+        /// The key id in the header.
+        key_id: KeyId,
+        /// The header's sealing time, in ns since the Unix epoch.
+        sealed_at_ns: i64,
+    },
+    /// The signature does not verify over the header: the header was altered or forged.
     #[error("signature by key {key_id} does not verify: the header was altered or forged")]
-    BadSignature { key_id: KeyId },
+    BadSignature {
+        /// The key id in the header.
+        key_id: KeyId,
+    },
+    /// The payload's blake3 is not the signed `payload_hash`: the payload was altered.
     #[error("payload does not match the signed blake3 hash: the payload was altered")]
     PayloadHashMismatch,
+    /// The signed header contradicts itself or its payload: no records, an inverted time range,
+    /// or a record count or time range the decoded payload does not match.
     #[error("segment header is inconsistent with its payload: {reason}")]
-    InconsistentHeader { reason: &'static str },
+    InconsistentHeader {
+        /// The claim that failed.
+        reason: &'static str,
+    },
+    /// The payload verified but does not decode: a sender fault, or a payload format this build
+    /// cannot read.
     #[error("segment payload cannot be decoded: {0}")]
     Payload(#[from] CodecError),
 }

@@ -201,8 +201,8 @@ impl Receiver {
         self.now_ms = self.delivered / 20;
         self.process(datagram);
         if self.delivered.is_multiple_of(1000) {
-            let events = self.reassembler.poll_timeouts(self.now_ms);
-            self.events.extend(events);
+            self.reassembler.handle_timeout(self.now_ms);
+            self.events.extend(std::iter::from_fn(|| self.reassembler.poll_event()));
         }
     }
 
@@ -215,7 +215,7 @@ impl Receiver {
     fn process(&mut self, datagram: &[u8]) {
         match decode_datagram(datagram, &link_key()) {
             Ok(Datagram::Symbol(packet)) => {
-                if let Some(segment) = self.reassembler.on_symbol(&packet, self.now_ms) {
+                if let Some(segment) = self.reassembler.handle_symbol(&packet, self.now_ms) {
                     let expected = segment_content(self.content_seed, segment.sequence);
                     assert!(segment.bytes == expected, "segment {:?} came out altered", segment.id());
                     assert!(self.completed.insert(segment.id()), "segment {:?} came out twice", segment.id());
@@ -230,8 +230,9 @@ impl Receiver {
     /// Waits out the timeout so that every incomplete segment is reported.
     fn finish(&mut self) {
         let timeout_ms = self.reassembler.limits().segment_timeout_ms;
-        let events = self.reassembler.poll_timeouts(self.now_ms + timeout_ms);
-        self.events.extend(events);
+        self.reassembler.handle_timeout(self.now_ms + timeout_ms);
+        self.events.extend(std::iter::from_fn(|| self.reassembler.poll_event()));
+        assert_eq!(self.reassembler.poll_timeout(), None, "nothing in flight, nothing to wait for");
         assert_eq!(self.reassembler.stats().segments_in_flight, 0);
         assert_eq!(self.reassembler.stats().buffered_bytes, 0);
     }
@@ -368,7 +369,7 @@ fn check_accounting(outcome: &Outcome) {
     assert_eq!(stats.segments_recovered_by_fec, receiver.recovered_by_fec);
     assert_eq!(stats.segments_evicted, 0);
     assert_eq!(stats.inconsistent_parameters, 0);
-    assert_eq!(stats.stale_epoch_symbols, 0);
+    assert_eq!(stats.older_epoch_symbols, 0);
     let abandoned: HashSet<SegmentId> = receiver
         .events
         .iter()
@@ -596,7 +597,7 @@ fn forged_and_corrupted_datagrams_never_touch_reassembly_state() {
 }
 
 #[test]
-fn symbols_of_an_older_epoch_are_dropped_and_counted() {
+fn an_older_epoch_still_completes_after_the_next_one_begins() {
     let content_seed = 0xE;
     let mut receiver = Receiver::new(content_seed, ReassemblyLimits::default());
     let repair = Repair::Floored { overhead: 0.15, design_loss: 0.05 };
@@ -620,33 +621,30 @@ fn symbols_of_an_older_epoch_are_dropped_and_counted() {
     }
     assert_eq!(receiver.completed.len(), 20);
     assert_eq!(receiver.stats().segments_in_flight, 5);
-    // The sender starts epoch 6 (e.g. after losing its spool).
+    // The sender starts epoch 6 (e.g. after losing its spool), and says so in a verified beacon.
+    receiver.reassembler.handle_epoch(SENDER_ID, 6, receiver.now_ms);
     for sequence in 0..10 {
         for datagram in datagrams_of(6, sequence) {
             receiver.deliver(&datagram);
         }
     }
-    assert_eq!(receiver.stats().segments_superseded, 5);
-    assert_eq!(receiver.stats().segments_in_flight, 0);
-    let completed_before = receiver.completed.len();
-    // Then the late and replayed epoch-5 datagrams show up.
+    // The tail of epoch 5 is still held: a new epoch drops nothing.
+    assert_eq!(receiver.stats().segments_in_flight, 5);
+    assert_eq!(receiver.completed.len(), 30);
+    // Then the late and replayed epoch-5 datagrams show up, and complete the tail.
     for datagram in &late {
         receiver.deliver(datagram);
     }
     receiver.finish();
     println!(
-        "[e: stale epoch] {} late epoch-5 datagrams after epoch 6 began: stale_epoch_symbols {}, \
-         superseded segments {}",
+        "[e: older epoch] {} late epoch-5 datagrams after epoch 6 began: older_epoch_symbols {}, completed {}",
         late.len(),
-        receiver.stats().stale_epoch_symbols,
-        receiver.stats().segments_superseded
+        receiver.stats().older_epoch_symbols,
+        receiver.completed.len()
     );
-    assert_eq!(receiver.stats().stale_epoch_symbols, late.len() as u64);
-    assert_eq!(receiver.completed.len(), completed_before);
-    assert_eq!(completed_before, 30);
-    let superseded =
-        receiver.events.iter().filter(|event| matches!(event, Event::Superseded { new_epoch: 6, .. })).count();
-    assert_eq!(superseded, 5);
+    assert_eq!(receiver.completed.len(), 35);
+    assert_eq!(receiver.stats().older_epoch_symbols, late.len() as u64);
+    assert!(receiver.events.is_empty(), "nothing abandoned or evicted: {:?}", receiver.events);
 }
 
 #[test]
@@ -683,13 +681,13 @@ fn a_flood_of_partial_segments_stays_within_the_memory_limits() {
             };
             encode_symbol(&packet, &key, &mut datagram).unwrap();
             let Ok(Datagram::Symbol(packet)) = decode_datagram(&datagram, &key) else { unreachable!() };
-            assert!(reassembler.on_symbol(&packet, now_ms).is_none());
+            assert!(reassembler.handle_symbol(&packet, now_ms).is_none());
             fed += 1;
             now_ms += 1;
             if fed.is_multiple_of(50)
                 && let Some(real) = real_datagrams.next()
                 && let Ok(Datagram::Symbol(packet)) = decode_datagram(&real, &key)
-                && let Some(done) = reassembler.on_symbol(&packet, now_ms)
+                && let Some(done) = reassembler.handle_symbol(&packet, now_ms)
             {
                 real_done = Some(done);
             }
@@ -698,9 +696,8 @@ fn a_flood_of_partial_segments_stays_within_the_memory_limits() {
             assert!(stats.segments_in_flight <= limits.max_segments_in_flight);
             peak_buffered = peak_buffered.max(stats.buffered_bytes);
         }
-        evicted_events += reassembler
-            .poll_timeouts(now_ms)
-            .iter()
+        reassembler.handle_timeout(now_ms);
+        evicted_events += std::iter::from_fn(|| reassembler.poll_event())
             .filter(|event| matches!(event, Event::Evicted { sender_id: 1, .. }))
             .count() as u64;
     }

@@ -6,7 +6,7 @@
 //! HTTP layer refuses other bodies with 400 before parsing).
 #![no_main]
 
-use diode_common::line_protocol::{ParseOptions, Precision, parse_lines};
+use diode_sender::line_protocol::{ParseOptions, Precision, parse_lines};
 use libfuzzer_sys::fuzz_target;
 
 const PRECISIONS: [Precision; 6] = [

@@ -96,7 +96,7 @@ fuzz_target!(|data: &[u8]| {
                 let Ok(Datagram::Symbol(packet)) = decode_datagram(&datagram, &key) else {
                     panic!("an encoded symbol must decode");
                 };
-                if let Some(done) = reassembler.on_symbol(&packet, now_ms) {
+                if let Some(done) = reassembler.handle_symbol(&packet, now_ms) {
                     assert_eq!(done.bytes, content(done.id(), done.bytes.len()));
                     assert_eq!(done.bytes.len(), segment_length);
                     assert!(
@@ -112,15 +112,20 @@ fuzz_target!(|data: &[u8]| {
             }
             4 => now_ms += u64::from(input.byte()) * 20,
             5 => {
-                let _ = reassembler.poll_timeouts(now_ms);
+                reassembler.handle_timeout(now_ms);
+                while reassembler.poll_event().is_some() {}
+                // The next deadline lies ahead: everything idle up to now was abandoned.
+                if let Some(deadline) = reassembler.poll_timeout() {
+                    assert!(deadline > now_ms);
+                }
             }
             6 => {
                 let id = id(&mut input);
-                reassembler.observe_epoch(id.sender_id, id.epoch, now_ms);
+                reassembler.handle_epoch(id.sender_id, id.epoch, now_ms);
             }
             _ => {
                 let id = id(&mut input);
-                let forgotten = reassembler.forget_completed(id);
+                let forgotten = reassembler.handle_dropped(id);
                 assert_eq!(forgotten, remembered.contains(&id));
                 remembered.retain(|remembered| *remembered != id);
             }
@@ -132,7 +137,8 @@ fuzz_target!(|data: &[u8]| {
             assert!(reassembler.was_completed(*id));
         }
     }
-    let _ = reassembler.poll_timeouts(now_ms + limits.segment_timeout_ms);
+    reassembler.handle_timeout(now_ms + limits.segment_timeout_ms);
+    assert_eq!(reassembler.poll_timeout(), None);
     assert_eq!(reassembler.stats().segments_in_flight, 0);
     assert_eq!(reassembler.stats().buffered_bytes, 0);
 });

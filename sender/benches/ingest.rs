@@ -27,12 +27,12 @@ use std::thread;
 use std::time::Duration;
 
 use diode_common::keys::SenderKey;
-use diode_common::line_protocol::{ParseOptions, parse_lines};
 use diode_common::record::Record;
 use diode_sender::commit::{self, Committer};
 use diode_sender::config::FsyncPolicy;
 use diode_sender::import::{self, TimestampUnit};
 use diode_sender::ingest::{self, IngestState};
+use diode_sender::line_protocol::{ParseOptions, parse_lines};
 use diode_sender::pipeline::{Pipeline, PipelineSettings, SealedEntry};
 
 #[path = "../../benches/support/measure.rs"]
@@ -49,7 +49,7 @@ const START_NS: i64 = 1_767_225_600_000_000_000;
 const TOKEN: &str = "bench-token";
 
 /// `boiler,plant=p1,unit=b3 steam_temp=512.3,pressure=41.07,running=true <ns>`: 3 points a line,
-/// 50 tag sets, as in `common/benches/line_protocol.rs`.
+/// 50 tag sets, as in `sender/benches/line_protocol.rs`.
 fn plant_body(body: usize, lines: usize) -> String {
     let mut text = String::with_capacity(lines * 90);
     for line in 0..lines {

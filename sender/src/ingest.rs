@@ -14,13 +14,13 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::line_protocol::{self, ParseOptions, Precision};
 use anyhow::Context;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use diode_common::line_protocol::{self, ParseOptions, Precision};
 use diode_common::record::Record;
 use serde::Deserialize;
 use serde_json::json;

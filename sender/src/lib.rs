@@ -2,8 +2,8 @@
 //! signed segments and sends them one way over UDP with forward error correction.
 //!
 //! Map: `config` (TOML), `keyfiles` (keygen and key loading), `framed_log` (the checksummed
-//! append-only storage), `pipeline` (spool → sealer → segment log), `ingest` (line protocol
-//! listeners) and `commit` (their group commit into the spool), `import` (CSV), `schedule` (FEC,
+//! append-only storage), `pipeline` (spool → sealer → segment log), `line_protocol` (the InfluxDB
+//! line protocol parser), `ingest` (line protocol listeners) and `commit` (their group commit into the spool), `import` (CSV), `schedule` (FEC,
 //! interleaving, carousel and pacing, pure), `link` (the sending thread), `run` (wiring),
 //! `resend`, `metrics`.
 #![forbid(unsafe_code)]
@@ -15,6 +15,7 @@ pub mod framed_log;
 pub mod import;
 pub mod ingest;
 pub mod keyfiles;
+pub mod line_protocol;
 pub mod link;
 pub mod logging;
 pub mod metrics;

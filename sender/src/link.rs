@@ -23,9 +23,9 @@ use crate::framed_log;
 use crate::pipeline::{EpochState, Progress, SealedEntry, SegmentIndex, split_segment_entry};
 use crate::schedule::{CodingSettings, EncodedSegment, Purpose, Scheduler, TokenBucket};
 
-/// Bytes an IPv4 + UDP header adds to every datagram on the wire (IPv6: 48).
+/// Bytes the IP and UDP headers add to every datagram sent to `destination`.
 pub fn ip_udp_overhead(destination: &SocketAddr) -> usize {
-    if destination.is_ipv4() { 28 } else { 48 }
+    packet::ip_udp_overhead(destination.is_ipv4())
 }
 
 /// Counters the link thread keeps for metrics and beacons.

@@ -61,7 +61,7 @@ struct Expected {
     precision: String,
 }
 
-/// The documented mapping (README, `common/src/line_protocol.rs`): field `f` of measurement `m`
+/// The documented mapping (README, `sender/src/line_protocol.rs`): field `f` of measurement `m`
 /// is series `m/f`; its tags are the line's tags, sorted, without the quality tag.
 fn series_of(measurement: &str, field: &str, tags: &serde_json::Map<String, serde_json::Value>) -> SeriesKey {
     let tags = tags

@@ -133,15 +133,20 @@ const COMPRESSION_ZSTD: u8 = 1;
 /// The values of one series' records, typed when they all have one kind.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Values {
+    /// Every record holds a float.
     F64(Vec<f64>),
+    /// Every record holds an integer.
     I64(Vec<i64>),
+    /// Every record holds a boolean.
     Bool(Vec<bool>),
+    /// Every record holds a string.
     String(Vec<String>),
     /// Records of more than one kind, in record order.
     Mixed(Vec<Value>),
 }
 
 impl Values {
+    /// How many values the column holds, whatever their kind.
     pub fn len(&self) -> usize {
         match self {
             Self::F64(values) => values.len(),
@@ -152,6 +157,7 @@ impl Values {
         }
     }
 
+    /// True if the column holds no value (it still has a kind: its variant).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -212,9 +218,14 @@ impl Values {
 /// the same length.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeriesColumns {
+    /// The series the records belong to.
     pub key: SeriesKey,
+    /// Each record's timestamp, in ns since the Unix epoch: in record order, not necessarily
+    /// sorted, duplicates kept.
     pub timestamps_ns: Vec<i64>,
+    /// Each record's value, in record order.
     pub values: Values,
+    /// Each record's quality, in record order.
     pub qualities: Vec<Quality>,
 }
 
@@ -234,10 +245,12 @@ impl SeriesColumns {
         self.qualities.push(quality);
     }
 
+    /// How many records the columns hold.
     pub fn len(&self) -> usize {
         self.timestamps_ns.len()
     }
 
+    /// True if the columns hold no record.
     pub fn is_empty(&self) -> bool {
         self.timestamps_ns.is_empty()
     }
@@ -585,52 +598,158 @@ fn read_series_table(reader: &mut Reader<'_>, budget: &mut DecodeBudget) -> Resu
     Ok(table)
 }
 
-/// Why a payload or chunk could not be decoded. Offsets count bytes from the start of the decoded
-/// payload, or of the column block for errors inside [`CodecError::InBlock`].
+/// Why a payload or chunk could not be decoded (or, for the limits, encoded). Offsets count bytes
+/// from the start of the stream the field was read from: the decoded payload, or one of its
+/// length-prefixed streams (the series table's two streams, the series ids, the 15 field
+/// streams).
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
+    /// Shorter than the [`PAYLOAD_HEADER_BYTES`]-byte payload header.
     #[error("payload is {length_bytes} bytes, shorter than its {PAYLOAD_HEADER_BYTES}-byte header: it was truncated")]
-    HeaderTruncated { length_bytes: usize },
+    HeaderTruncated {
+        /// Bytes given.
+        length_bytes: usize,
+    },
+    /// Does not start with [`PAYLOAD_MAGIC`].
     #[error("payload starts with {found:02X?}, not the magic \"DPAY\": these bytes are not a diode segment payload")]
-    BadMagic { found: [u8; 4] },
+    BadMagic {
+        /// The first four bytes.
+        found: [u8; 4],
+    },
+    /// A payload format version other than [`PAYLOAD_VERSION`].
     #[error(
         "payload format version {version} is not supported; this build reads version {PAYLOAD_VERSION}: upgrade the receiver"
     )]
-    UnsupportedVersion { version: u8 },
+    UnsupportedVersion {
+        /// The version found.
+        version: u8,
+    },
+    /// A compression code other than 0 (none) and 1 (zstd).
     #[error("payload compression code {code} is unknown; version 1 knows 0 (none) and 1 (zstd)")]
-    UnknownCompression { code: u8 },
+    UnknownCompression {
+        /// The code found.
+        code: u8,
+    },
+    /// The header declares more decoded bytes than [`MAX_PAYLOAD_DECODED_BYTES`]; refused before
+    /// anything is decompressed.
     #[error("payload declares {declared_bytes} decoded bytes; the limit is {MAX_PAYLOAD_DECODED_BYTES}")]
-    DecodedSizeTooLarge { declared_bytes: usize },
+    DecodedSizeTooLarge {
+        /// The decoded length the header declares.
+        declared_bytes: usize,
+    },
+    /// zstd refused the body: it is corrupt, or decompresses to more than the header declares.
     #[error("zstd could not decompress the payload body: {reason}")]
-    Decompress { reason: String },
+    Decompress {
+        /// zstd's message.
+        reason: String,
+    },
+    /// The body decoded to fewer (or, uncompressed, other) bytes than the header declares.
     #[error("payload body decompressed to {actual_bytes} bytes but its header declares {declared_bytes}")]
-    DecodedSizeMismatch { declared_bytes: usize, actual_bytes: usize },
+    DecodedSizeMismatch {
+        /// The decoded length the header declares.
+        declared_bytes: usize,
+        /// The decoded body's actual length.
+        actual_bytes: usize,
+    },
+    /// A field runs past the end of the stream it is read from.
     #[error(
         "{what} at byte {offset} needs {needed_bytes} bytes but only {remaining_bytes} remain: the data is truncated"
     )]
-    Truncated { what: &'static str, offset: usize, needed_bytes: u64, remaining_bytes: usize },
+    Truncated {
+        /// The field being read.
+        what: &'static str,
+        /// Where the field starts.
+        offset: usize,
+        /// Bytes it needs.
+        needed_bytes: u64,
+        /// Bytes left in the stream.
+        remaining_bytes: usize,
+    },
+    /// A varint longer than 10 bytes, or whose value does not fit in 64 bits.
     #[error("{what} at byte {offset} is a varint longer than 64 bits")]
-    VarintOverflow { what: &'static str, offset: usize },
+    VarintOverflow {
+        /// The field being read.
+        what: &'static str,
+        /// Where the varint starts.
+        offset: usize,
+    },
+    /// A field holds a value the format does not allow there: a count more than its data could
+    /// hold or above a limit, an index outside a table, a run past its column.
     #[error("{what} at byte {offset} is {value}; expected {expected}")]
-    OutOfRange { what: &'static str, offset: usize, value: u64, expected: &'static str },
+    OutOfRange {
+        /// The field being read.
+        what: &'static str,
+        /// Where the field starts.
+        offset: usize,
+        /// The value found.
+        value: u64,
+        /// What the format allows there.
+        expected: &'static str,
+    },
+    /// A value kind, integer mode or float or boolean encoding tag that format version 1 does not
+    /// define.
     #[error("{what} at byte {offset} has the unknown encoding tag {tag}; the payload may come from a newer sender")]
-    UnknownEncoding { what: &'static str, offset: usize, tag: u8 },
+    UnknownEncoding {
+        /// The field being read.
+        what: &'static str,
+        /// Where the tag is.
+        offset: usize,
+        /// The tag found.
+        tag: u8,
+    },
+    /// A series name, tag or string value is not valid UTF-8.
     #[error("{what} at byte {offset} is not valid UTF-8")]
-    InvalidUtf8 { what: &'static str, offset: usize },
+    InvalidUtf8 {
+        /// The field being read.
+        what: &'static str,
+        /// Where the text starts.
+        offset: usize,
+    },
+    /// Bytes are left over after the last field of a stream, or of the whole payload or chunk:
+    /// every byte must be accounted for.
     #[error("{what} ends at byte {offset} but {remaining_bytes} more bytes follow")]
-    TrailingBytes { what: &'static str, offset: usize, remaining_bytes: usize },
+    TrailingBytes {
+        /// The stream that should have ended.
+        what: &'static str,
+        /// Where it should have ended.
+        offset: usize,
+        /// Bytes left over.
+        remaining_bytes: usize,
+    },
+    /// More than [`MAX_RECORDS_PER_PAYLOAD`] records: found while decoding, or by
+    /// [`check_payload_limits`] before encoding.
     #[error("the payload holds more than {MAX_RECORDS_PER_PAYLOAD} records, the limit per payload")]
     TooManyRecords,
+    /// More than [`MAX_DECODED_TEXT_BYTES`] of text (string values, series names and tags) would
+    /// be materialised: found while decoding, or by [`check_payload_limits`] before encoding.
     #[error(
         "the payload's string values, series names and tags add up to more than {MAX_DECODED_TEXT_BYTES} bytes, the limit per payload"
     )]
     TooManyTextBytes,
+    /// More than [`MAX_SERIES_PER_PAYLOAD`] series table entries or column blocks.
     #[error("the payload has {count} series or column blocks; the limit is {MAX_SERIES_PER_PAYLOAD}")]
-    TooManySeries { count: u64 },
-    /// The message includes the reason, so it is not also reported as a `source`.
+    TooManySeries {
+        /// The count found, or given to [`check_payload_limits`].
+        count: u64,
+    },
+    /// An entry of the series table breaks the rules of [`SeriesKey::validate`]. The message
+    /// includes the reason, so it is not also reported as a `source`.
     #[error("series {index} of the payload's series table is invalid: {reason}")]
-    InvalidSeriesKey { index: usize, reason: RecordError },
-    /// The message includes the inner error, so it is not also reported as a `source`.
+    InvalidSeriesKey {
+        /// The entry's index in the table, from 0.
+        index: usize,
+        /// The rule it breaks.
+        reason: RecordError,
+    },
+    /// A column block of the payload does not decode. The message includes the inner error, so
+    /// it is not also reported as a `source`.
     #[error("column block {block} (series {series}): {error}")]
-    InBlock { block: usize, series: String, error: Box<CodecError> },
+    InBlock {
+        /// The block's index, from 0.
+        block: usize,
+        /// The block's series, as `name{key=value,...}`.
+        series: String,
+        /// What is wrong inside the block.
+        error: Box<CodecError>,
+    },
 }

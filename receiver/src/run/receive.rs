@@ -18,11 +18,13 @@ use super::apply::Work;
 use crate::config::ReceiverConfig;
 use crate::state::Shared;
 
+/// Reads `keys.link_key`, refusing a file that group or others can access (as the sender does).
 pub fn load_link_key(config: &ReceiverConfig) -> anyhow::Result<LinkKey> {
-    let path = &config.keys.link_key;
-    let contents = std::fs::read(path)
-        .with_context(|| format!("cannot read link key {}; copy link.key from the sender", path.display()))?;
-    Ok(LinkKey::from_bytes(diode_common::keys::parse_key_bytes(&contents, &path.display().to_string())?))
+    let key = diode_host::keyfile::read_secret_key(
+        &config.keys.link_key,
+        "copy link.key from the sender and `chmod 600` it",
+    )?;
+    Ok(LinkKey::from_bytes(*key))
 }
 
 pub fn open_socket(config: &ReceiverConfig) -> anyhow::Result<UdpSocket> {
@@ -55,7 +57,12 @@ pub fn reassembly_limits(config: &ReceiverConfig) -> ReassemblyLimits {
     }
 }
 
-/// The receive loop: datagrams in, completed segments and beacons out to the apply queue.
+/// Longest the receive loop waits for a datagram before it looks at the stop flag again.
+const STOP_CHECK: Duration = Duration::from_millis(100);
+
+/// The receive loop: datagrams in, completed segments and beacons out to the apply queue. It
+/// drives the reassembler with its verbs: `handle_*` for each datagram and when its
+/// `poll_timeout` deadline passes, `poll_event` after each.
 pub fn receive_loop(
     socket: UdpSocket,
     link_key: LinkKey,
@@ -67,13 +74,24 @@ pub fn receive_loop(
     let mut reassembler = Reassembler::new(limits);
     let started = Instant::now();
     let mut buffer = vec![0u8; 65_536];
-    let mut last_poll_ms = 0;
+    let mut read_timeout = None;
     let counters = &shared.counters;
     while !shared.stop.load(Ordering::Relaxed) {
         let now_ms = started.elapsed().as_millis() as u64;
-        if now_ms >= last_poll_ms + 100 {
-            report_events(&shared, reassembler.poll_timeouts(now_ms));
-            last_poll_ms = now_ms;
+        if reassembler.poll_timeout().is_some_and(|deadline| now_ms >= deadline) {
+            reassembler.handle_timeout(now_ms);
+            report_events(&shared, &mut reassembler);
+        }
+        // Wait for a datagram until the reassembler's next deadline, and never longer than
+        // STOP_CHECK so that a stop request is seen. A timeout shorter than needed only costs a
+        // loop, so the socket is only told when the wait must shrink or can grow back.
+        let wait = reassembler
+            .poll_timeout()
+            .map_or(STOP_CHECK, |deadline| Duration::from_millis(deadline.saturating_sub(now_ms)))
+            .clamp(Duration::from_millis(1), STOP_CHECK);
+        if read_timeout.is_none_or(|current| wait < current || (wait == STOP_CHECK && current != STOP_CHECK)) {
+            socket.set_read_timeout(Some(wait)).context("setting the link socket's read timeout")?;
+            read_timeout = Some(wait);
         }
         let length = match socket.recv(&mut buffer) {
             Ok(length) => length,
@@ -94,7 +112,7 @@ pub fn receive_loop(
         };
         match datagram {
             Datagram::Symbol(symbol) => {
-                if let Some(completed) = reassembler.on_symbol(&symbol, now_ms) {
+                if let Some(completed) = reassembler.handle_symbol(&symbol, now_ms) {
                     counters.segments_completed.fetch_add(1, Ordering::Relaxed);
                     if completed.recovered_by_fec {
                         counters.segments_recovered_by_fec.fetch_add(1, Ordering::Relaxed);
@@ -105,7 +123,7 @@ pub fn receive_loop(
             }
             Datagram::Beacon(beacon_packet) => match Beacon::open(beacon_packet.body, &trusted) {
                 Ok(beacon) => {
-                    reassembler.observe_epoch(beacon.sender_id, beacon.epoch, now_ms);
+                    reassembler.handle_epoch(beacon.sender_id, beacon.epoch, now_ms);
                     let work = Work::Beacon { beacon: Box::new(beacon), raw: beacon_packet.body.to_vec() };
                     // Beacons are small and frequent; losing one to a full queue costs nothing.
                     let _ = queue.try_send(work);
@@ -116,6 +134,7 @@ pub fn receive_loop(
                 }
             },
         }
+        report_events(&shared, &mut reassembler);
     }
     Ok(())
 }
@@ -131,7 +150,7 @@ fn offer(queue: &SyncSender<Work>, work: Work, shared: &Shared, reassembler: &mu
         Err(TrySendError::Full(_)) => {
             shared.counters.segments_shed.fetch_add(1, Ordering::Relaxed);
             // Forget it was completed, so the carousel's or a resend's copy is taken next time.
-            reassembler.forget_completed(id);
+            reassembler.handle_dropped(id);
             shared.log.warn("shed", || {
                 format!(
                     "apply queue full: shed segment {} of epoch {} (the carousel or a resend will bring it back)",
@@ -143,8 +162,9 @@ fn offer(queue: &SyncSender<Work>, work: Work, shared: &Shared, reassembler: &mu
     }
 }
 
-fn report_events(shared: &Shared, events: Vec<Event>) {
-    for event in events {
+/// Counts and logs what the reassembler reports about incomplete segments.
+fn report_events(shared: &Shared, reassembler: &mut Reassembler) {
+    while let Some(event) = reassembler.poll_event() {
         match event {
             Event::Abandoned { sequence, epoch, symbols_received, symbols_needed, .. } => {
                 shared.counters.segments_abandoned.fetch_add(1, Ordering::Relaxed);
@@ -152,7 +172,7 @@ fn report_events(shared: &Shared, events: Vec<Event>) {
                     format!("gave up segment {sequence} of epoch {epoch}: {symbols_received} of {symbols_needed} symbols arrived")
                 });
             }
-            Event::Evicted { .. } | Event::Superseded { .. } => {
+            Event::Evicted { .. } => {
                 shared.counters.segments_evicted.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -193,7 +213,7 @@ mod tests {
         let mut completed = None;
         for (index, symbol) in fec::encode(&segment, &params).unwrap().iter().enumerate() {
             let packet = SymbolPacket { sender_id: 1, epoch: 1, sequence, symbol_index: index as u16, params, symbol };
-            completed = completed.or(reassembler.on_symbol(&packet, 0).map(|c| c.bytes));
+            completed = completed.or(reassembler.handle_symbol(&packet, 0).map(|c| c.bytes));
         }
         completed
     }

@@ -61,7 +61,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::str::FromStr;
 
-use crate::record::{Quality, Record, SeriesKey, Value};
+use diode_common::record::{Quality, Record, SeriesKey, Value};
 
 /// Longest excerpt of a bad line quoted in a [`LineError`], in bytes; the rest is cut with `…` so
 /// that an error about a megabyte line stays readable and bounded.
@@ -711,7 +711,7 @@ fn unescape<'t>(raw: &'t str, escapable: &[u8]) -> Cow<'t, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{MAX_STRING_VALUE_BYTES, MAX_TAGS_PER_SERIES};
+    use diode_common::record::{MAX_STRING_VALUE_BYTES, MAX_TAGS_PER_SERIES};
 
     const NOW_NS: i64 = 1_700_000_000_123_456_789;
 
@@ -1416,7 +1416,7 @@ mod tests {
         use proptest::prelude::*;
 
         use super::*;
-        use crate::record::{MAX_TIMESTAMP_NS, MIN_TIMESTAMP_NS};
+        use diode_common::record::{MAX_TIMESTAMP_NS, MIN_TIMESTAMP_NS};
 
         #[derive(Debug, Clone)]
         enum WrittenValue {

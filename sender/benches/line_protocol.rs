@@ -7,7 +7,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use diode_common::line_protocol::{ParseOptions, parse_lines};
+use diode_sender::line_protocol::{ParseOptions, parse_lines};
 
 const LINES: usize = 5_000;
 const START_NS: i64 = 1_700_000_000_123_000_000;
