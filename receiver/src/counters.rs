@@ -6,6 +6,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
+use diode_common::reassembly::ReassemblyStats;
+
 use crate::locks;
 
 #[derive(Debug, Default)]
@@ -29,6 +31,14 @@ pub struct ReceiverCounters {
     pub announced_head: AtomicU64,
     pub applied_head: AtomicU64,
     pub gap_segments: AtomicU64,
+    /// Beacons dropped unverified because a newer one of their sender was already verified.
+    pub beacons_replayed: AtomicU64,
+    /// Writes to the replica that failed (full disk, I/O error); apply retries them.
+    pub replica_write_errors: AtomicU64,
+    /// 1 while apply is stopped by a failing replica write, 0 otherwise.
+    pub replica_write_blocked: AtomicU64,
+    /// The reassembler's own counters, copied by the receive thread.
+    pub reassembly: Mutex<ReassemblyStats>,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -44,7 +54,7 @@ impl ReceiverCounters {
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 12] = [
+        let counters: [(&str, &str, &AtomicU64); 14] = [
             ("diode_receiver_datagrams_received_total", "Datagrams received.", &self.datagrams_received),
             ("diode_receiver_bytes_received_total", "UDP payload bytes received.", &self.bytes_received),
             ("diode_receiver_segments_completed_total", "Segments rebuilt from symbols.", &self.segments_completed),
@@ -82,6 +92,16 @@ impl ReceiverCounters {
                  (a forked chain).",
                 &self.beacon_head_mismatches,
             ),
+            (
+                "diode_receiver_beacons_replayed_total",
+                "Beacons dropped before verification: not newer than one already verified (replays).",
+                &self.beacons_replayed,
+            ),
+            (
+                "diode_receiver_replica_write_errors_total",
+                "Replica writes that failed (full disk, I/O error); apply retries each until it succeeds.",
+                &self.replica_write_errors,
+            ),
         ];
         for (name, help, value) in counters {
             let _ =
@@ -94,7 +114,12 @@ impl ReceiverCounters {
         }
         let announced = self.announced_head.load(Ordering::Relaxed);
         let applied = self.applied_head.load(Ordering::Relaxed);
-        let gauges: [(&str, &str, i64); 4] = [
+        let gauges: [(&str, &str, i64); 5] = [
+            (
+                "diode_receiver_replica_write_blocked",
+                "1 while apply waits for a failing replica write to succeed (segments queue, then are shed).",
+                self.replica_write_blocked.load(Ordering::Relaxed) as i64,
+            ),
             (
                 "diode_receiver_lag_segments",
                 "Announced head minus highest applied sequence.",
@@ -119,7 +144,63 @@ impl ReceiverCounters {
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
         }
+        render_reassembly(&mut out, &locks::lock(&self.reassembly));
         out
+    }
+}
+
+/// The reassembler's counters and gauges as `diode_receiver_reassembly_*` metrics.
+fn render_reassembly(out: &mut String, stats: &ReassemblyStats) {
+    let counters: [(&str, &str, u64); 15] = [
+        ("symbols_accepted", "New symbols stored.", stats.symbols_accepted),
+        ("duplicate_symbols", "Symbols whose index had already arrived.", stats.duplicate_symbols),
+        (
+            "symbols_for_completed_segments",
+            "Symbols of recently completed segments (unneeded repairs, duplicates, resends).",
+            stats.symbols_for_completed_segments,
+        ),
+        (
+            "symbols_for_applied_segments",
+            "Symbols dropped before taking memory: their segment is already applied (replays).",
+            stats.symbols_for_applied_segments,
+        ),
+        (
+            "older_epoch_symbols",
+            "Symbols of an epoch older than their sender's newest verified one (resends, late tails; accepted).",
+            stats.older_epoch_symbols,
+        ),
+        (
+            "inconsistent_parameters",
+            "Symbols whose parameters disagree with their segment.",
+            stats.inconsistent_parameters,
+        ),
+        ("oversized_segment_symbols", "Symbols of segments too long for the limits.", stats.oversized_segment_symbols),
+        ("surplus_symbols", "Symbols after their segment had enough.", stats.surplus_symbols),
+        ("segments_completed", "Segments rebuilt.", stats.segments_completed),
+        ("segments_recovered_by_fec", "Segments that needed repair symbols.", stats.segments_recovered_by_fec),
+        ("segments_failed_decoding", "Segments that could not be decoded.", stats.segments_failed_decoding),
+        ("segments_abandoned", "Incomplete segments given up after the timeout.", stats.segments_abandoned),
+        ("segments_evicted", "Incomplete segments dropped to bound memory.", stats.segments_evicted),
+        ("senders_forgotten", "Senders forgotten to stay within the sender limit.", stats.senders_forgotten),
+        ("events_dropped", "Reassembly events lost because too many waited.", stats.events_dropped),
+    ];
+    for (name, help, value) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP diode_receiver_reassembly_{name}_total {help}\n# TYPE diode_receiver_reassembly_{name}_total \
+             counter\ndiode_receiver_reassembly_{name}_total {value}"
+        );
+    }
+    let gauges: [(&str, &str, usize); 2] = [
+        ("buffered_bytes", "Bytes held by incomplete segments, bookkeeping included.", stats.buffered_bytes),
+        ("segments_in_flight", "Incomplete segments held.", stats.segments_in_flight),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(
+            out,
+            "# HELP diode_receiver_reassembly_{name} {help}\n# TYPE diode_receiver_reassembly_{name} gauge\n\
+             diode_receiver_reassembly_{name} {value}"
+        );
     }
 }
 

@@ -2,11 +2,13 @@
 //! the replica behind its lock and the stop flag ([`Shared`]); and what every HTTP route gets
 //! ([`AppState`]), with the bearer-token check of the API routes ([`authorised`]).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use diode_common::beacon::Beacon;
 use diode_replica::Replica;
 
 use crate::counters::{RateLimitedLog, ReceiverCounters};
@@ -17,6 +19,17 @@ pub struct Shared {
     pub log: RateLimitedLog,
     pub replica: RwLock<Replica>,
     pub stop: AtomicBool,
+    /// Verified beacons waiting for the apply thread: the newest per sender only, so beacons never
+    /// take a place in the segment queue and a flood of them costs one slot per sender.
+    pub beacons: Mutex<BTreeMap<u64, VerifiedBeacon>>,
+}
+
+/// A beacon whose signature checked out, with the signed bytes kept for audits.
+pub struct VerifiedBeacon {
+    /// What it says.
+    pub beacon: Beacon,
+    /// Its signed bytes.
+    pub raw: Vec<u8>,
 }
 
 /// What every route gets: the running receiver's shared state and the optional bearer token.

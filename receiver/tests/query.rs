@@ -401,6 +401,7 @@ fn shared(replica: Replica) -> Arc<Shared> {
         log: RateLimitedLog::default(),
         replica: RwLock::new(replica),
         stop: AtomicBool::new(false),
+        beacons: std::sync::Mutex::new(std::collections::BTreeMap::new()),
     })
 }
 

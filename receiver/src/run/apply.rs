@@ -4,73 +4,136 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::Duration;
 
-use diode_common::beacon::Beacon;
 use diode_common::keys::{TrustedKeys, encode_hex};
 use diode_common::seal;
 use diode_replica::{ApplyOutcome, HeadCheck, Replica, ReplicaError};
 
 use crate::locks;
-use crate::state::Shared;
+use crate::state::{Shared, VerifiedBeacon};
 use crate::time::now_ns;
 
-/// Why the apply thread stopped: the replica itself failed (a failing disk).
+/// Why the apply thread stopped: the replica could not be reopened after a failed write.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    #[error("cannot record a beacon in the replica")]
-    RecordBeacon(#[source] ReplicaError),
-    #[error("cannot write to the replica")]
-    Write(#[source] ReplicaError),
+    #[error("cannot reopen the replica after a failed write")]
+    Reopen(#[source] ReplicaError),
 }
 
-/// Work for the apply thread.
+/// Work for the apply thread. Beacons do not come this way: they wait in [`Shared::beacons`].
 pub enum Work {
     Segment { bytes: Vec<u8>, recovered_by_fec: bool },
-    Beacon { beacon: Box<Beacon>, raw: Vec<u8> },
 }
 
-/// The apply loop: verify, check, apply exactly once; record beacons.
+/// Longest the apply thread waits for a segment before it records waiting beacons.
+const BEACON_CHECK: Duration = Duration::from_millis(100);
+/// First and longest wait before a failed replica write is tried again.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_LONGEST: Duration = Duration::from_secs(5);
+
+/// The apply loop: verify, check, apply exactly once; record the beacons waiting in the slot.
 pub fn apply_loop(queue: Receiver<Work>, trusted: TrustedKeys, shared: Arc<Shared>) -> Result<(), ApplyError> {
-    let counters = &shared.counters;
-    for work in queue {
-        match work {
-            Work::Segment { bytes, .. } => apply_segment(&bytes, &trusted, &shared)?,
-            Work::Beacon { beacon, raw } => {
-                let mut replica = locks::write(&shared.replica);
-                let head = replica.record_beacon(&beacon, &raw, now_ns()).map_err(ApplyError::RecordBeacon)?;
-                if let HeadCheck::Differs { segment, signed_hash, stored_hash } = head {
-                    counters.beacon_head_mismatches.fetch_add(1, Ordering::Relaxed);
-                    shared.log.warn("beacon_head_mismatch", || {
-                        format!(
-                            "the signed beacon of sender {} epoch {} says its head {} hashes to {}, the stored \
-                             segment to {}: a forked chain (state lost without a new epoch?) or a misused key; run \
-                             `diode-receiver audit verify` and compare with the sender",
-                            segment.sender_id,
-                            segment.epoch,
-                            segment.sequence,
-                            encode_hex(&signed_hash),
-                            encode_hex(&stored_hash)
-                        )
-                    });
+    loop {
+        match queue.recv_timeout(BEACON_CHECK) {
+            Ok(Work::Segment { bytes, .. }) => {
+                let mut retry = RETRY_FIRST;
+                while let Err(error) = apply_segment(&bytes, &trusted, &shared) {
+                    if !wait_out_write_failure(&shared, &error, &mut retry)? {
+                        return Ok(());
+                    }
                 }
-                counters.beacons_accepted.fetch_add(1, Ordering::Relaxed);
-                counters.last_beacon_received_ns.store(now_ns(), Ordering::Relaxed);
-                counters.announced_head.store(beacon.head_sequence, Ordering::Relaxed);
-                counters.gap_segments.store(gap_count(&replica), Ordering::Relaxed);
             }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
         }
+        record_waiting_beacons(&shared);
     }
-    Ok(())
+}
+
+/// After a failed replica write (a full disk, an I/O error): counts and logs it, waits (doubling
+/// `retry` up to [`RETRY_LONGEST`]), reopens the replica so RocksDB forgets the error, and says
+/// whether to try again (false once the receiver is stopping). Meanwhile the receive thread goes
+/// on: completed segments wait in the queue, then are shed and counted, and the carousel or a
+/// resend brings them back. Nothing acknowledged is lost: the OT side keeps every segment.
+fn wait_out_write_failure(shared: &Shared, error: &ReplicaError, retry: &mut Duration) -> Result<bool, ApplyError> {
+    shared.counters.replica_write_errors.fetch_add(1, Ordering::Relaxed);
+    shared.counters.replica_write_blocked.store(1, Ordering::Relaxed);
+    tracing::error!(
+        retry_in_ms = retry.as_millis() as u64,
+        "apply is stopped: {error}; free space or fix the disk under the replica, apply resumes by itself \
+         (segments arriving meanwhile are shed and come back with the carousel or a resend)"
+    );
+    let mut waited = Duration::ZERO;
+    while waited < *retry {
+        if shared.stop.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        std::thread::sleep(BEACON_CHECK.min(*retry - waited));
+        waited += BEACON_CHECK;
+    }
+    *retry = (*retry * 2).min(RETRY_LONGEST);
+    let mut replica = locks::write(&shared.replica);
+    let path = replica.path().to_owned();
+    // Reopening drops RocksDB's sticky background error; the WAL keeps what was written.
+    match Replica::open(&path) {
+        Ok(reopened) => *replica = reopened,
+        Err(error) => tracing::error!("cannot reopen the replica at {}: {error}", path.display()),
+    }
+    Ok(true)
+}
+
+/// Records every beacon waiting in the slot (the newest verified one of each sender).
+fn record_waiting_beacons(shared: &Shared) {
+    let waiting = std::mem::take(&mut *locks::lock(&shared.beacons));
+    for (_, verified) in waiting {
+        record_beacon(shared, &verified);
+    }
+}
+
+fn record_beacon(shared: &Shared, VerifiedBeacon { beacon, raw }: &VerifiedBeacon) {
+    let counters = &shared.counters;
+    let mut replica = locks::write(&shared.replica);
+    let head = match replica.record_beacon(beacon, raw, now_ns()) {
+        Ok(head) => head,
+        Err(error) => {
+            // A beacon is resent every second: losing one to a failing disk costs nothing.
+            counters.replica_write_errors.fetch_add(1, Ordering::Relaxed);
+            shared.log.warn("beacon_not_recorded", || format!("cannot record a beacon in the replica: {error}"));
+            return;
+        }
+    };
+    if let HeadCheck::Differs { segment, signed_hash, stored_hash } = head {
+        counters.beacon_head_mismatches.fetch_add(1, Ordering::Relaxed);
+        shared.log.warn("beacon_head_mismatch", || {
+            format!(
+                "the signed beacon of sender {} epoch {} says its head {} hashes to {}, the stored \
+                 segment to {}: a forked chain (state lost without a new epoch?) or a misused key; run \
+                 `diode-receiver audit verify` and compare with the sender",
+                segment.sender_id,
+                segment.epoch,
+                segment.sequence,
+                encode_hex(&signed_hash),
+                encode_hex(&stored_hash)
+            )
+        });
+    }
+    counters.beacons_accepted.fetch_add(1, Ordering::Relaxed);
+    counters.last_beacon_received_ns.store(now_ns(), Ordering::Relaxed);
+    counters.announced_head.store(beacon.head_sequence, Ordering::Relaxed);
+    counters.gap_segments.store(gap_count(&replica), Ordering::Relaxed);
 }
 
 fn gap_count(replica: &Replica) -> u64 {
     replica.gaps().iter().map(|gap| gap.last_sequence - gap.first_sequence + 1).sum()
 }
 
-/// Verifies and applies one segment. Errors of the segment are counted and logged; only errors of
-/// the replica itself (a failing disk) stop the receiver.
-pub fn apply_segment(bytes: &[u8], trusted: &TrustedKeys, shared: &Shared) -> Result<(), ApplyError> {
+/// Verifies and applies one segment. Whatever is wrong with the segment itself (signature,
+/// chain, payload, a sender producing series without bound, a stream with too many gaps) is
+/// counted by reason and logged, and only that segment is refused; the error returned is the
+/// replica's own (a failed write), which the caller retries.
+pub fn apply_segment(bytes: &[u8], trusted: &TrustedKeys, shared: &Shared) -> Result<(), ReplicaError> {
     let counters = &shared.counters;
     let (segment, series) = match seal::open_records(bytes, trusted) {
         Ok(opened) => opened,
@@ -89,17 +152,31 @@ pub fn apply_segment(bytes: &[u8], trusted: &TrustedKeys, shared: &Shared) -> Re
             counters.last_apply_ns.store(now_ns(), Ordering::Relaxed);
             counters.applied_head.fetch_max(segment.header.sequence, Ordering::Relaxed);
             counters.gap_segments.store(gap_count(&replica), Ordering::Relaxed);
+            counters.replica_write_blocked.store(0, Ordering::Relaxed);
         }
         Ok(ApplyOutcome::AlreadyApplied) => {
             counters.segments_already_applied.fetch_add(1, Ordering::Relaxed);
+            counters.replica_write_blocked.store(0, Ordering::Relaxed);
         }
-        Err(error @ (ReplicaError::ChainMismatch { .. } | ReplicaError::InconsistentSegment { .. })) => {
-            let reason =
-                if matches!(error, ReplicaError::ChainMismatch { .. }) { "chain_mismatch" } else { "bad_payload" };
-            counters.reject(reason);
-            shared.log.warn(reason, || format!("refused a segment: {error}"));
-        }
-        Err(error) => return Err(ApplyError::Write(error)),
+        Err(error) => match refusal_reason(&error) {
+            Some(reason) => {
+                counters.reject(reason);
+                shared.log.warn(reason, || format!("refused a segment: {error}"));
+            }
+            None => return Err(error),
+        },
     }
     Ok(())
+}
+
+/// The reason label of an error that belongs to one segment (refused, the rest goes on), or
+/// `None` for an error of the replica itself.
+fn refusal_reason(error: &ReplicaError) -> Option<&'static str> {
+    match error {
+        ReplicaError::ChainMismatch { .. } => Some("chain_mismatch"),
+        ReplicaError::InconsistentSegment { .. } => Some("bad_payload"),
+        ReplicaError::TooManySeries { .. } => Some("too_many_series"),
+        ReplicaError::Tracker { .. } => Some("too_many_ranges"),
+        _ => None,
+    }
 }

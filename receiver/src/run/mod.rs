@@ -35,6 +35,7 @@ pub fn run(config: ReceiverConfig) -> anyhow::Result<()> {
         log: RateLimitedLog::default(),
         replica: RwLock::new(replica),
         stop: AtomicBool::new(false),
+        beacons: std::sync::Mutex::new(std::collections::BTreeMap::new()),
     });
     let (queue_tx, queue_rx) = std::sync::mpsc::sync_channel(config.reassembly.apply_queue_segments);
     let receive = {

@@ -2,6 +2,7 @@
 //! and the loop that rebuilds segments from datagrams and hands them and beacons to the apply
 //! thread, shedding a completed segment whole when the apply queue is full.
 
+use std::collections::HashMap;
 use std::net::UdpSocket;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,13 +11,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use diode_common::beacon::Beacon;
+use diode_common::beacon::{BeaconOrder, peek_order};
 use diode_common::keys::TrustedKeys;
 use diode_common::packet::{self, Datagram, LinkKey};
 use diode_common::reassembly::{Event, Reassembler, ReassemblyLimits};
+use diode_replica::{Replica, SegmentKey};
 
 use super::apply::Work;
 use crate::config::ReceiverConfig;
-use crate::state::Shared;
+use crate::locks;
+use crate::state::{Shared, VerifiedBeacon};
 
 /// Reads `keys.link_key`, refusing a file that group or others can access (as the sender does).
 pub fn load_link_key(config: &ReceiverConfig) -> anyhow::Result<LinkKey> {
@@ -72,7 +76,9 @@ pub fn receive_loop(
     shared: Arc<Shared>,
 ) -> anyhow::Result<()> {
     let mut reassembler = Reassembler::new(limits);
+    let mut beacons = BeaconFilter::from_replica(&locks::read(&shared.replica));
     let started = Instant::now();
+    let mut last_stats_ms = 0;
     let mut buffer = vec![0u8; 65_536];
     let mut read_timeout = None;
     let counters = &shared.counters;
@@ -81,6 +87,10 @@ pub fn receive_loop(
         if reassembler.poll_timeout().is_some_and(|deadline| now_ms >= deadline) {
             reassembler.handle_timeout(now_ms);
             report_events(&shared, &mut reassembler);
+        }
+        if now_ms >= last_stats_ms + STATS_INTERVAL_MS {
+            *locks::lock(&counters.reassembly) = reassembler.stats().clone();
+            last_stats_ms = now_ms;
         }
         // Wait for a datagram until the reassembler's next deadline, and never longer than
         // STOP_CHECK so that a stop request is seen. A timeout shorter than needed only costs a
@@ -112,7 +122,18 @@ pub fn receive_loop(
         };
         match datagram {
             Datagram::Symbol(symbol) => {
-                if let Some(completed) = reassembler.handle_symbol(&symbol, now_ms) {
+                // Asked once per new segment copy: replays of applied segments take no memory. A
+                // replica busy applying is not waited for; the copy is then taken and found applied.
+                let is_applied = |id: packet::SegmentId| {
+                    shared.replica.try_read().is_ok_and(|replica| {
+                        replica.is_applied(SegmentKey {
+                            sender_id: id.sender_id,
+                            epoch: id.epoch,
+                            sequence: id.sequence,
+                        })
+                    })
+                };
+                if let Some(completed) = reassembler.handle_symbol_unless_applied(&symbol, now_ms, is_applied) {
                     counters.segments_completed.fetch_add(1, Ordering::Relaxed);
                     if completed.recovered_by_fec {
                         counters.segments_recovered_by_fec.fetch_add(1, Ordering::Relaxed);
@@ -121,22 +142,83 @@ pub fn receive_loop(
                     offer(&queue, work, &shared, &mut reassembler, completed_id(&symbol));
                 }
             }
-            Datagram::Beacon(beacon_packet) => match Beacon::open(beacon_packet.body, &trusted) {
-                Ok(beacon) => {
+            Datagram::Beacon(beacon_packet) => {
+                if let Some(beacon) = beacons.admit(beacon_packet.body, &trusted, &shared) {
                     reassembler.handle_epoch(beacon.sender_id, beacon.epoch, now_ms);
-                    let work = Work::Beacon { beacon: Box::new(beacon), raw: beacon_packet.body.to_vec() };
-                    // Beacons are small and frequent; losing one to a full queue costs nothing.
-                    let _ = queue.try_send(work);
+                    let sender_id = beacon.sender_id;
+                    let verified = VerifiedBeacon { beacon, raw: beacon_packet.body.to_vec() };
+                    locks::lock(&shared.beacons).insert(sender_id, verified);
                 }
-                Err(error) => {
-                    counters.reject("bad_beacon");
-                    shared.log.warn("bad_beacon", || format!("dropped a beacon: {error}"));
-                }
-            },
+            }
         }
         report_events(&shared, &mut reassembler);
     }
     Ok(())
+}
+
+/// How often the receive thread publishes the reassembler's counters for metrics.
+const STATS_INTERVAL_MS: u64 = 500;
+/// Senders whose newest verified beacon is remembered (beyond, beacons are simply verified).
+const MAX_BEACON_SENDERS: usize = 1024;
+
+/// Keeps only beacons newer than the newest verified one of their sender. A replayed beacon is
+/// dropped on what it claims before its signature is checked (a claim of being newer still has to
+/// verify), so a replay flood costs neither an ed25519 check nor a write, and an old beacon can
+/// never move the announced head back. Seeded from the replica's stored latest beacons, so a
+/// restart does not reopen the door.
+struct BeaconFilter {
+    newest: HashMap<u64, BeaconOrder>,
+}
+
+impl BeaconFilter {
+    fn from_replica(replica: &Replica) -> BeaconFilter {
+        let mut newest = HashMap::new();
+        for stream in replica.streams() {
+            if newest.contains_key(&stream.sender_id) {
+                continue;
+            }
+            if let Ok(Some((summary, _))) = replica.last_beacon(stream.sender_id) {
+                let order = BeaconOrder {
+                    epoch: summary.epoch,
+                    head_sequence: summary.head_sequence,
+                    sent_at_ns: summary.sent_at_ns,
+                };
+                newest.insert(stream.sender_id, order);
+            }
+        }
+        BeaconFilter { newest }
+    }
+
+    fn is_stale(&self, sender_id: u64, order: BeaconOrder) -> bool {
+        self.newest.get(&sender_id).is_some_and(|newest| order <= *newest)
+    }
+
+    /// The beacon in `bytes` if it is newer than every verified one of its sender and verifies.
+    fn admit(&mut self, bytes: &[u8], trusted: &TrustedKeys, shared: &Shared) -> Option<Beacon> {
+        if let Some((sender_id, order)) = peek_order(bytes)
+            && self.is_stale(sender_id, order)
+        {
+            shared.counters.beacons_replayed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        match Beacon::open(bytes, trusted) {
+            Ok(beacon) => {
+                if self.is_stale(beacon.sender_id, beacon.order()) {
+                    shared.counters.beacons_replayed.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+                if self.newest.len() < MAX_BEACON_SENDERS || self.newest.contains_key(&beacon.sender_id) {
+                    self.newest.insert(beacon.sender_id, beacon.order());
+                }
+                Some(beacon)
+            }
+            Err(error) => {
+                shared.counters.reject("bad_beacon");
+                shared.log.warn("bad_beacon", || format!("dropped a beacon: {error}"));
+                None
+            }
+        }
+    }
 }
 
 fn completed_id(symbol: &packet::SymbolPacket<'_>) -> packet::SegmentId {
@@ -203,7 +285,72 @@ mod tests {
             log: RateLimitedLog::default(),
             replica: RwLock::new(Replica::open(&dir.join("replica")).unwrap()),
             stop: AtomicBool::new(false),
+            beacons: std::sync::Mutex::new(std::collections::BTreeMap::new()),
         }
+    }
+
+    fn signed_beacon(key: &diode_common::keys::SenderKey, head_sequence: u64, sent_at_ns: i64) -> Vec<u8> {
+        use diode_common::beacon::EpochReason;
+        Beacon {
+            epoch_reason: EpochReason::Continuing,
+            sender_id: 9,
+            key_id: key.key_id(),
+            epoch: 4,
+            head_sequence,
+            head_hash: [1; 32],
+            sent_at_ns,
+            epoch_started_at_ns: 1,
+            oldest_retained_sequence: 1,
+            records_sealed: 0,
+            datagrams_sent: 0,
+            previous_epoch: 0,
+            previous_epoch_last_sequence: 0,
+            previous_epoch_last_hash: [0; 32],
+            spooled_records: 0,
+            beacon_counter: 1,
+            link_rate_kbit_s: 1,
+        }
+        .sign(key)
+    }
+
+    #[test]
+    fn replayed_beacons_are_dropped_before_their_signature_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared(dir.path());
+        let key = diode_common::keys::SenderKey::from_seed([5; 32]);
+        let trusted = TrustedKeys::single(key.public_key());
+        let mut filter = BeaconFilter::from_replica(&locks::read(&shared.replica));
+        let old = signed_beacon(&key, 10, 1_000);
+        let new = signed_beacon(&key, 11, 2_000);
+        assert!(filter.admit(&old, &trusted, &shared).is_some());
+        assert!(filter.admit(&new, &trusted, &shared).is_some());
+        // The old one again, ten times: never verified (an empty trust set would count bad_beacon
+        // if it were), never passed on.
+        let nobody = TrustedKeys::new(Vec::new());
+        for _ in 0..10 {
+            assert!(filter.admit(&old, &nobody, &shared).is_none());
+            assert!(filter.admit(&new, &nobody, &shared).is_none());
+        }
+        assert_eq!(shared.counters.beacons_replayed.load(Ordering::Relaxed), 20);
+        assert!(shared.counters.rejected().is_empty(), "{:?}", shared.counters.rejected());
+        // A forged claim of being newer still has to verify.
+        let forged = signed_beacon(&diode_common::keys::SenderKey::from_seed([6; 32]), 99, 9_000);
+        assert!(filter.admit(&forged, &trusted, &shared).is_none());
+        assert_eq!(shared.counters.rejected().get("bad_beacon"), Some(&1));
+    }
+
+    #[test]
+    fn the_newest_stored_beacon_still_filters_replays_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared(dir.path());
+        let key = diode_common::keys::SenderKey::from_seed([5; 32]);
+        let trusted = TrustedKeys::single(key.public_key());
+        let stored = signed_beacon(&key, 11, 2_000);
+        let beacon = Beacon::open(&stored, &trusted).unwrap();
+        locks::write(&shared.replica).record_beacon(&beacon, &stored, 3_000).unwrap();
+        let mut filter = BeaconFilter::from_replica(&locks::read(&shared.replica));
+        assert!(filter.admit(&signed_beacon(&key, 10, 1_000), &trusted, &shared).is_none());
+        assert!(filter.admit(&signed_beacon(&key, 11, 2_001), &trusted, &shared).is_some());
     }
 
     /// Feeds every symbol of a small segment to the reassembler; returns what completed.
