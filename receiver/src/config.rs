@@ -43,6 +43,8 @@ fn ensure(holds: bool, message: &'static str) -> Result<(), ConfigError> {
 pub struct ReceiverConfig {
     /// Where the RocksDB replica lives.
     pub replica_dir: PathBuf,
+    #[serde(default)]
+    pub replica: ReplicaSettings,
     pub link: LinkConfig,
     pub keys: KeysConfig,
     #[serde(default)]
@@ -51,6 +53,28 @@ pub struct ReceiverConfig {
     pub http: HttpConfig,
     #[serde(default)]
     pub log: LogConfig,
+}
+
+/// `[replica]`: how the replica writes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaSettings {
+    /// Whether each apply waits for the write-ahead log to reach the disk.
+    #[serde(default)]
+    pub sync: ReplicaSync,
+}
+
+/// `replica.sync`: `never` (default) or `always`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicaSync {
+    /// The write-ahead log is written to the OS, not synced: a killed receiver loses nothing, a
+    /// power cut can lose the last segments applied, which then show as gaps and are refilled.
+    #[default]
+    Never,
+    /// Every apply and beacon syncs the write-ahead log: nothing applied is lost to a power cut,
+    /// at the cost of one fsync per segment.
+    Always,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -269,6 +269,14 @@ impl Replica {
         Ok(())
     }
 
+    /// The options this replica was opened for writing with (read-only: the defaults).
+    pub fn options(&self) -> ReplicaOptions {
+        match self.access {
+            Access::ReadWrite { sync_writes } => ReplicaOptions { sync_writes },
+            Access::ReadOnly { .. } => ReplicaOptions::default(),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

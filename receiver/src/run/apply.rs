@@ -77,7 +77,7 @@ fn wait_out_write_failure(shared: &Shared, error: &ReplicaError, retry: &mut Dur
     let mut replica = locks::write(&shared.replica);
     let path = replica.path().to_owned();
     // Reopening drops RocksDB's sticky background error; the WAL keeps what was written.
-    match Replica::open(&path) {
+    match Replica::open_with(&path, replica.options()) {
         Ok(reopened) => *replica = reopened,
         Err(error) => tracing::error!("cannot reopen the replica at {}: {error}", path.display()),
     }

@@ -16,9 +16,9 @@ use std::thread;
 use std::time::Duration;
 
 use anyhow::Context;
-use diode_replica::Replica;
+use diode_replica::{Replica, ReplicaOptions};
 
-use crate::config::ReceiverConfig;
+use crate::config::{ReceiverConfig, ReplicaSync};
 use crate::counters::{RateLimitedLog, ReceiverCounters};
 use crate::locks;
 use crate::state::Shared;
@@ -26,7 +26,8 @@ use crate::state::Shared;
 pub fn run(config: ReceiverConfig) -> anyhow::Result<()> {
     let link_key = receive::load_link_key(&config)?;
     let trusted = config.trusted_keys()?;
-    let replica = Replica::open(&config.replica_dir)
+    let options = ReplicaOptions { sync_writes: config.replica.sync == ReplicaSync::Always };
+    let replica = Replica::open_with(&config.replica_dir, options)
         .with_context(|| format!("cannot open the replica in {}", config.replica_dir.display()))?;
     let socket = receive::open_socket(&config)?;
     tracing::info!(listen = %config.link.listen, replica = %config.replica_dir.display(), "diode-receiver starting");
