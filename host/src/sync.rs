@@ -4,28 +4,23 @@
 //! only in steps that leave it whole (a RocksDB batch is written atomically before the in-memory
 //! state follows it; the spool's counters move only after a durable append), so what a panicking
 //! holder leaves behind is still consistent, and an appliance on a security boundary must keep
-//! serving rather than answer 500 for ever. So a poisoned lock is taken as it is, with a warning.
+//! serving rather than answer 500 for ever. So a poisoned lock is taken as it is.
 
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-fn recovered<G>(poisoned: PoisonError<G>, what: &str) -> G {
-    tracing::warn!(lock = what, "a thread panicked while holding this lock; carrying on with its state");
-    poisoned.into_inner()
+/// Shared access to `lock`, poisoned or not.
+pub fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Locks `mutex`, recovering it if poisoned. `what` names it in the warning.
-pub fn lock<'a, T>(mutex: &'a Mutex<T>, what: &str) -> MutexGuard<'a, T> {
-    mutex.lock().unwrap_or_else(|poisoned| recovered(poisoned, what))
+/// Exclusive access to `lock`, poisoned or not.
+pub fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Takes `lock` for reading, recovering it if poisoned. `what` names it in the warning.
-pub fn read<'a, T>(lock: &'a RwLock<T>, what: &str) -> RwLockReadGuard<'a, T> {
-    lock.read().unwrap_or_else(|poisoned| recovered(poisoned, what))
-}
-
-/// Takes `lock` for writing, recovering it if poisoned. `what` names it in the warning.
-pub fn write<'a, T>(lock: &'a RwLock<T>, what: &str) -> RwLockWriteGuard<'a, T> {
-    lock.write().unwrap_or_else(|poisoned| recovered(poisoned, what))
+/// The guard of `mutex`, poisoned or not.
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -43,6 +38,6 @@ mod tests {
         })
         .join();
         assert!(shared.is_poisoned());
-        assert_eq!(*lock(&shared, "test"), 42);
+        assert_eq!(*lock(&shared), 42);
     }
 }

@@ -2,7 +2,6 @@
 //! (i64 nanoseconds since the Unix epoch, UTC).
 
 use std::num::{ParseIntError, TryFromIntError};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Why a time or a duration as written was refused. Each message quotes what was written.
 #[derive(Debug, thiserror::Error)]
@@ -41,9 +40,7 @@ impl TimeError {
     }
 }
 
-pub fn now_ns() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64)
-}
+pub use diode_host::clock::now_ns;
 
 /// `2026-01-01T00:00:00Z` or with an offset, to ns since the Unix epoch.
 pub fn parse_rfc3339(text: &str) -> Result<i64, TimeError> {

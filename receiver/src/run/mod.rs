@@ -69,7 +69,7 @@ pub fn run(config: ReceiverConfig) -> anyhow::Result<()> {
             }
         };
         tokio::select! {
-            _ = shutdown_signal() => {}
+            _ = diode_host::signals::shutdown_signal("stopping the receive and apply threads") => {}
             _ = stopped_by_thread => {}
         }
     });
@@ -85,20 +85,4 @@ pub fn run(config: ReceiverConfig) -> anyhow::Result<()> {
         "diode-receiver stopped"
     );
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
-    }
-    tracing::info!("shutdown requested");
 }
