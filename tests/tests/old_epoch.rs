@@ -31,8 +31,8 @@ fn a_resend_of_an_older_epoch_fills_its_gaps_after_a_new_epoch_began() {
     // (which name epoch 1's last sequence) reach the receiver: epoch 1 shows as a gap.
     let started = sender(&["new-epoch", "--config", config]);
     assert!(started.contains("started epoch"), "{started}");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replace("[simulator]\nenabled = true", "[simulator]\nenabled = false")).unwrap();
+    let text = std::fs::read_to_string(config).unwrap();
+    std::fs::write(config, text.replace("[simulator]\nenabled = true", "[simulator]\nenabled = false")).unwrap();
     lab.start_receiver().unwrap();
     lab.start_sender_until_stopped().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);

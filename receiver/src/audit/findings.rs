@@ -285,12 +285,15 @@ fn time_and_ns(timestamp_ns: i64) -> String {
     format!("{} ({timestamp_ns} ns)", format_rfc3339(timestamp_ns))
 }
 
+/// A point as a chunk holds it or a segment signed it, if there is one at that time.
+type MaybePoint = Option<(Value, Quality)>;
+
 /// The line of a [`Finding::ChunkChanged`].
 fn describe_chunk_changed(
     series: &str,
     chunk: &PointKey,
     timestamp_ns: i64,
-    (expected, found): (&Option<(Value, Quality)>, &Option<(Value, Quality)>),
+    (expected, found): (&MaybePoint, &MaybePoint),
     rows_differing: u64,
 ) -> String {
     let shown = |point: &Option<(Value, Quality)>| {

@@ -463,8 +463,9 @@ struct Tally<'a, 'p> {
     compared: Compared<'a>,
 }
 
-impl Tally<'_, '_> {
-    fn signed(&self, (timestamp_ns, part, row): Record) -> (i64, &Part<'_>, usize) {
+impl<'a, 'p> Tally<'a, 'p> {
+    /// A record's timestamp, part and row.
+    fn signed(&self, (timestamp_ns, part, row): Record) -> (i64, &'a Part<'p>, usize) {
         (timestamp_ns, &self.parts[part as usize], row as usize)
     }
 
