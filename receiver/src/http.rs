@@ -47,6 +47,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = state.shared.counters.render();
     let (points, series) = {
         let replica = locks::read(&state.shared.replica);
+        text.push_str(&status::stream_metrics(&replica.streams()));
         (replica.total_points(), replica.series_count())
     };
     text.push_str(&format!(
