@@ -5,7 +5,8 @@
 //! Ids grow strictly. Files are named by the id of their first frame, so whole files can be dropped
 //! once everything in them is no longer needed. On open, a torn or corrupt tail (a crash during an
 //! append) is cut off: such a frame was never acknowledged, because appends are acknowledged only
-//! after they return.
+//! after they return. A file left with no frame at all (a crash between its creation and its first
+//! frame reaching the disk) is removed.
 //!
 //! The log's writes go through [`Disk`] and [`LogFile`]: real files in production, and in tests
 //! real files that can be made to fail.
@@ -116,8 +117,8 @@ pub struct FramedLog {
 }
 
 impl FramedLog {
-    /// Opens (creating if needed) the log in `dir`, calling `visit` for every intact frame in order
-    /// and cutting off a damaged tail.
+    /// Opens (creating if needed) the log in `dir`, calling `visit` for every intact frame in order,
+    /// cutting off a damaged tail and removing files that hold no frame.
     pub fn open(dir: &Path, max_file_bytes: u64, visit: impl FnMut(RecoveredFrame)) -> io::Result<FramedLog> {
         Self::open_on(Arc::new(RealDisk), dir, max_file_bytes, visit)
     }
@@ -134,25 +135,47 @@ impl FramedLog {
         first_ids.sort_unstable();
         let mut log =
             FramedLog { dir: dir.to_owned(), max_file_bytes, disk, current: None, last_id: None, files: Vec::new() };
+        let mut removed = false;
         for (index, first_id) in first_ids.iter().copied().enumerate() {
             let path = log.path_of(first_id);
             let intact_bytes = log.recover_file(first_id, &mut visit)?;
             let file_bytes = fs::metadata(&path)?.len();
+            if file_bytes == 0 {
+                // Created, then a crash before its first frame reached the disk. Left in place, its
+                // name would be taken when the next append starts a file under the same id.
+                tracing::warn!(file = %path.display(), "removing an empty log file (created just before a crash)");
+                fs::remove_file(&path)?;
+                removed = true;
+                continue;
+            }
             if intact_bytes < file_bytes {
-                tracing::warn!(
-                    file = %path.display(), intact_bytes, file_bytes,
-                    "cutting a damaged tail off the log (an append interrupted by a crash)"
-                );
-                OpenOptions::new().write(true).open(&path)?.set_len(intact_bytes)?;
+                if intact_bytes == 0 {
+                    tracing::warn!(
+                        file = %path.display(), file_bytes,
+                        "removing a log file that holds no intact frame (its first append was interrupted by a crash)"
+                    );
+                    fs::remove_file(&path)?;
+                } else {
+                    tracing::warn!(
+                        file = %path.display(), intact_bytes, file_bytes,
+                        "cutting a damaged tail off the log (an append interrupted by a crash)"
+                    );
+                    OpenOptions::new().write(true).open(&path)?.set_len(intact_bytes)?;
+                    log.files.push((first_id, intact_bytes));
+                }
                 // Later files cannot be trusted to follow on from a damaged one.
                 for later in &first_ids[index + 1..] {
                     tracing::warn!(file = %log.path_of(*later).display(), "removing a log file that follows a damaged one");
                     fs::remove_file(log.path_of(*later))?;
                 }
-                log.files.push((first_id, intact_bytes));
+                removed = true;
                 break;
             }
             log.files.push((first_id, file_bytes));
+        }
+        if removed {
+            // Made durable before the next append may reuse a removed file's name.
+            log.disk.sync_dir(dir)?;
         }
         Ok(log)
     }
@@ -393,6 +416,30 @@ mod tests {
         let (_, frames) = recover(dir.path());
         assert_eq!(frames.len(), 2);
         assert_eq!(frames[1], (2, b"again".to_vec()));
+    }
+
+    /// A crash after a new file was created (and its name synced) but before its first frame was
+    /// on disk leaves it empty, or holding only a torn frame; the next append must still work.
+    #[test]
+    fn an_empty_or_torn_only_last_file_left_by_a_crash_does_not_block_appending() {
+        let torn_header = [7u8; 9];
+        for (frames_before, leftover) in [(1u64, &[][..]), (0, &[][..]), (1, &torn_header[..]), (0, &torn_header[..])] {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut log, _) = recover(dir.path());
+            for id in 1..=frames_before {
+                log.append(id, b"acknowledged", true).unwrap();
+            }
+            drop(log);
+            let next = frames_before + 1;
+            fs::write(file_path(dir.path(), next), leftover).unwrap();
+            let (mut log, frames) = recover(dir.path());
+            assert_eq!(frames.len() as u64, frames_before);
+            log.append(next, b"next", true).unwrap_or_else(|e| panic!("append after {leftover:?} left over: {e}"));
+            drop(log);
+            let (_, frames) = recover(dir.path());
+            assert_eq!(frames.last(), Some(&(next, b"next".to_vec())));
+            assert_eq!(frames.len() as u64, next);
+        }
     }
 
     #[test]

@@ -639,6 +639,31 @@ mod tests {
         assert_eq!(seal::open(bytes, &trusted).unwrap().header.previous_hash, head_hash);
     }
 
+    /// A crash right after the next spool file and the next segment log file were created, before
+    /// anything was written to them, leaves both empty; neither may block the restarted sender.
+    #[test]
+    fn empty_log_files_left_by_a_crash_block_neither_the_spool_nor_the_segment_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let segment_dir = {
+            let (mut pipeline, rx) = open(dir.path());
+            pipeline.submit(&mut records(0, 100), 0).unwrap(); // spool frame 1, sealed as segment 1
+            pipeline.submit(&mut records(100, 30), 0).unwrap(); // spool frame 2, pending
+            assert_eq!(sealed_values(&rx).len(), 1);
+            pipeline.segment_dir()
+        };
+        fs::File::create(crate::framed_log::file_path(&dir.path().join("spool"), 3)).unwrap();
+        fs::File::create(crate::framed_log::file_path(&segment_dir, 2)).unwrap();
+        let (mut pipeline, rx) = open(dir.path());
+        pipeline.submit(&mut records(130, 10), 0).unwrap();
+        pipeline.flush(0).unwrap();
+        assert_eq!(sealed_values(&rx), vec![(2, (100..140).collect())]);
+        drop(pipeline);
+        let (mut pipeline, rx) = open(dir.path());
+        pipeline.flush(0).unwrap();
+        assert!(sealed_values(&rx).is_empty(), "everything was sealed before the restart");
+        assert_eq!(pipeline.progress().head_sequence.load(Ordering::Relaxed), 2);
+    }
+
     #[test]
     fn a_full_spool_refuses_new_records_and_keeps_the_accepted_ones() {
         let dir = tempfile::tempdir().unwrap();
