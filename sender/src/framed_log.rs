@@ -5,11 +5,16 @@
 //! Ids grow strictly. Files are named by the id of their first frame, so whole files can be dropped
 //! once everything in them is no longer needed. On open, a torn or corrupt tail (a crash during an
 //! append) is cut off: such a frame was never acknowledged, because appends are acknowledged only
-//! after they return.
+//! after they return. A file left with no frame at all (a crash between its creation and its first
+//! frame reaching the disk) is removed.
+//!
+//! The log's writes go through [`Disk`] and [`LogFile`]: real files in production, and in tests
+//! real files that can be made to fail.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 const FRAME_HEADER_BYTES: usize = 4 + 8 + 8;
 /// Largest frame content accepted; a larger length on disk means corruption.
@@ -32,43 +37,145 @@ pub struct RecoveredFrame {
     pub content: Vec<u8>,
 }
 
+/// The directory operations of a log's writes.
+pub(crate) trait Disk: Send + Sync {
+    /// Creates `path`, which must not exist yet, for appending.
+    fn create_file(&self, path: &Path) -> io::Result<Box<dyn LogFile>>;
+    /// Creates the directory `path` (its parent exists).
+    fn create_dir(&self, path: &Path) -> io::Result<()>;
+    /// Makes the entries of directory `path` (files created or removed in it) durable.
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+}
+
+/// The file a log appends to.
+pub(crate) trait LogFile: Send {
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()>;
+    fn sync_data(&mut self) -> io::Result<()>;
+    fn sync_all(&mut self) -> io::Result<()>;
+}
+
+/// The machine's file system.
+pub(crate) struct RealDisk;
+
+impl Disk for RealDisk {
+    fn create_file(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
+        Ok(Box::new(OpenOptions::new().create_new(true).append(true).open(path)?))
+    }
+
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        fs::create_dir(path)
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        File::open(path)?.sync_all()
+    }
+}
+
+impl LogFile for File {
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        Write::write_all(self, bytes)
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        File::sync_data(self)
+    }
+
+    fn sync_all(&mut self) -> io::Result<()> {
+        File::sync_all(self)
+    }
+}
+
+/// Creates directory `path` and whatever of its parents is missing.
+pub(crate) fn create_dirs(disk: &dyn Disk, path: &Path) -> io::Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        create_dirs(disk, parent)?;
+    }
+    match disk.create_dir(path) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        other => other,
+    }
+}
+
+/// The file being appended to.
+struct Current {
+    first_id: u64,
+    file: Box<dyn LogFile>,
+    size: u64,
+}
+
 pub struct FramedLog {
     dir: PathBuf,
     max_file_bytes: u64,
-    current: Option<(u64, File, u64)>,
+    disk: Arc<dyn Disk>,
+    current: Option<Current>,
     last_id: Option<u64>,
     /// (first id, size in bytes) of every file, oldest first.
     files: Vec<(u64, u64)>,
 }
 
 impl FramedLog {
-    /// Opens (creating if needed) the log in `dir`, calling `visit` for every intact frame in order
-    /// and cutting off a damaged tail.
-    pub fn open(dir: &Path, max_file_bytes: u64, mut visit: impl FnMut(RecoveredFrame)) -> io::Result<FramedLog> {
-        fs::create_dir_all(dir)?;
+    /// Opens (creating if needed) the log in `dir`, calling `visit` for every intact frame in order,
+    /// cutting off a damaged tail and removing files that hold no frame.
+    pub fn open(dir: &Path, max_file_bytes: u64, visit: impl FnMut(RecoveredFrame)) -> io::Result<FramedLog> {
+        Self::open_on(Arc::new(RealDisk), dir, max_file_bytes, visit)
+    }
+
+    /// [`FramedLog::open`], writing through `disk`.
+    pub(crate) fn open_on(
+        disk: Arc<dyn Disk>,
+        dir: &Path,
+        max_file_bytes: u64,
+        mut visit: impl FnMut(RecoveredFrame),
+    ) -> io::Result<FramedLog> {
+        create_dirs(&*disk, dir)?;
         let mut first_ids = list_files(dir)?;
         first_ids.sort_unstable();
         let mut log =
-            FramedLog { dir: dir.to_owned(), max_file_bytes, current: None, last_id: None, files: Vec::new() };
+            FramedLog { dir: dir.to_owned(), max_file_bytes, disk, current: None, last_id: None, files: Vec::new() };
+        let mut removed = false;
         for (index, first_id) in first_ids.iter().copied().enumerate() {
             let path = log.path_of(first_id);
             let intact_bytes = log.recover_file(first_id, &mut visit)?;
             let file_bytes = fs::metadata(&path)?.len();
+            if file_bytes == 0 {
+                // Created, then a crash before its first frame reached the disk. Left in place, its
+                // name would be taken when the next append starts a file under the same id.
+                tracing::warn!(file = %path.display(), "removing an empty log file (created just before a crash)");
+                fs::remove_file(&path)?;
+                removed = true;
+                continue;
+            }
             if intact_bytes < file_bytes {
-                tracing::warn!(
-                    file = %path.display(), intact_bytes, file_bytes,
-                    "cutting a damaged tail off the log (an append interrupted by a crash)"
-                );
-                OpenOptions::new().write(true).open(&path)?.set_len(intact_bytes)?;
+                if intact_bytes == 0 {
+                    tracing::warn!(
+                        file = %path.display(), file_bytes,
+                        "removing a log file that holds no intact frame (its first append was interrupted by a crash)"
+                    );
+                    fs::remove_file(&path)?;
+                } else {
+                    tracing::warn!(
+                        file = %path.display(), intact_bytes, file_bytes,
+                        "cutting a damaged tail off the log (an append interrupted by a crash)"
+                    );
+                    OpenOptions::new().write(true).open(&path)?.set_len(intact_bytes)?;
+                    log.files.push((first_id, intact_bytes));
+                }
                 // Later files cannot be trusted to follow on from a damaged one.
                 for later in &first_ids[index + 1..] {
                     tracing::warn!(file = %log.path_of(*later).display(), "removing a log file that follows a damaged one");
                     fs::remove_file(log.path_of(*later))?;
                 }
-                log.files.push((first_id, intact_bytes));
+                removed = true;
                 break;
             }
             log.files.push((first_id, file_bytes));
+        }
+        if removed {
+            // Made durable before the next append may reuse a removed file's name.
+            log.disk.sync_dir(dir)?;
         }
         Ok(log)
     }
@@ -91,7 +198,7 @@ impl FramedLog {
     }
 
     fn path_of(&self, first_id: u64) -> PathBuf {
-        self.dir.join(format!("{FILE_PREFIX}{first_id:020}{FILE_SUFFIX}"))
+        file_path(&self.dir, first_id)
     }
 
     pub fn last_id(&self) -> Option<u64> {
@@ -109,13 +216,13 @@ impl FramedLog {
         assert!(self.last_id.is_none_or(|last| id > last), "frame ids must grow: {id} after {:?}", self.last_id);
         assert!(content.len() <= MAX_FRAME_BYTES, "frame of {} bytes exceeds the limit", content.len());
         let rotate = match &self.current {
-            Some((_, _, size)) => *size >= self.max_file_bytes,
+            Some(current) => current.size >= self.max_file_bytes,
             None => true,
         };
         if rotate {
             self.start_file(id)?;
         }
-        let (first_id, file, size) = self.current.as_mut().expect("a current file after rotation");
+        let Current { first_id, file, size } = self.current.as_mut().expect("a current file after rotation");
         let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + content.len());
         frame.extend_from_slice(&(content.len() as u32).to_le_bytes());
         frame.extend_from_slice(&id.to_le_bytes());
@@ -136,15 +243,15 @@ impl FramedLog {
     }
 
     fn start_file(&mut self, first_id: u64) -> io::Result<()> {
-        if let Some((_, file, _)) = self.current.take() {
-            file.sync_all()?;
+        if let Some(mut current) = self.current.take() {
+            current.file.sync_all()?;
         }
         let path = self.path_of(first_id);
-        let file = OpenOptions::new().create_new(true).append(true).open(&path)?;
+        let file = self.disk.create_file(&path)?;
         // Make the new file's name durable too.
-        File::open(&self.dir)?.sync_all()?;
+        self.disk.sync_dir(&self.dir)?;
         self.files.push((first_id, 0));
-        self.current = Some((first_id, file, 0));
+        self.current = Some(Current { first_id, file, size: 0 });
         Ok(())
     }
 
@@ -156,7 +263,7 @@ impl FramedLog {
     /// Removes whole files all of whose frames have ids `< keep_from_id`, except the one being
     /// written. Returns the bytes freed.
     pub fn drop_before(&mut self, keep_from_id: u64) -> io::Result<u64> {
-        let current_first = self.current.as_ref().map(|(id, _, _)| *id);
+        let current_first = self.current.as_ref().map(|current| current.first_id);
         let mut freed = 0;
         while self.files.len() >= 2 && self.files[1].0 <= keep_from_id {
             let (first_id, size) = self.files[0];
@@ -183,7 +290,7 @@ pub fn scan(dir: &Path, mut visit: impl FnMut(RecoveredFrame)) -> io::Result<()>
     let mut first_ids = list_files(dir)?;
     first_ids.sort_unstable();
     for first_id in first_ids {
-        let path = dir.join(format!("{FILE_PREFIX}{first_id:020}{FILE_SUFFIX}"));
+        let path = file_path(dir, first_id);
         let mut reader = BufReader::new(File::open(path)?);
         let mut offset = 0u64;
         while let Some((id, content)) = read_frame(&mut reader)? {
@@ -198,7 +305,7 @@ pub fn scan(dir: &Path, mut visit: impl FnMut(RecoveredFrame)) -> io::Result<()>
 /// Reads a frame from a log directory without opening the log (for readers in other threads or
 /// processes, such as `resend`).
 pub fn read_at(dir: &Path, location: FrameLocation) -> io::Result<Vec<u8>> {
-    let path = dir.join(format!("{FILE_PREFIX}{:020}{FILE_SUFFIX}", location.file_first_id));
+    let path = file_path(dir, location.file_first_id);
     let mut file = File::open(&path)?;
     file.seek(SeekFrom::Start(location.offset))?;
     match read_frame(&mut file)? {
@@ -208,6 +315,11 @@ pub fn read_at(dir: &Path, location: FrameLocation) -> io::Result<Vec<u8>> {
             format!("frame at {}:{} is damaged or missing", path.display(), location.offset),
         )),
     }
+}
+
+/// The file of a log in `dir` whose first frame is `first_id`.
+pub(crate) fn file_path(dir: &Path, first_id: u64) -> PathBuf {
+    dir.join(format!("{FILE_PREFIX}{first_id:020}{FILE_SUFFIX}"))
 }
 
 fn list_files(dir: &Path) -> io::Result<Vec<u64>> {
@@ -293,7 +405,7 @@ mod tests {
         let (mut log, _) = recover(dir.path());
         log.append(1, b"first", true).unwrap();
         log.append(2, b"second", true).unwrap();
-        let path = dir.path().join(format!("{FILE_PREFIX}{:020}{FILE_SUFFIX}", 1));
+        let path = file_path(dir.path(), 1);
         drop(log);
         let length = fs::metadata(&path).unwrap().len();
         OpenOptions::new().write(true).open(&path).unwrap().set_len(length - 3).unwrap();
@@ -306,6 +418,30 @@ mod tests {
         assert_eq!(frames[1], (2, b"again".to_vec()));
     }
 
+    /// A crash after a new file was created (and its name synced) but before its first frame was
+    /// on disk leaves it empty, or holding only a torn frame; the next append must still work.
+    #[test]
+    fn an_empty_or_torn_only_last_file_left_by_a_crash_does_not_block_appending() {
+        let torn_header = [7u8; 9];
+        for (frames_before, leftover) in [(1u64, &[][..]), (0, &[][..]), (1, &torn_header[..]), (0, &torn_header[..])] {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut log, _) = recover(dir.path());
+            for id in 1..=frames_before {
+                log.append(id, b"acknowledged", true).unwrap();
+            }
+            drop(log);
+            let next = frames_before + 1;
+            fs::write(file_path(dir.path(), next), leftover).unwrap();
+            let (mut log, frames) = recover(dir.path());
+            assert_eq!(frames.len() as u64, frames_before);
+            log.append(next, b"next", true).unwrap_or_else(|e| panic!("append after {leftover:?} left over: {e}"));
+            drop(log);
+            let (_, frames) = recover(dir.path());
+            assert_eq!(frames.last(), Some(&(next, b"next".to_vec())));
+            assert_eq!(frames.len() as u64, next);
+        }
+    }
+
     #[test]
     fn a_corrupted_frame_ends_recovery_there() {
         let dir = tempfile::tempdir().unwrap();
@@ -314,7 +450,7 @@ mod tests {
         let location = log.append(2, b"bbbb", true).unwrap();
         log.append(3, b"cccc", true).unwrap();
         drop(log);
-        let path = dir.path().join(format!("{FILE_PREFIX}{:020}{FILE_SUFFIX}", 1));
+        let path = file_path(dir.path(), 1);
         let mut bytes = fs::read(&path).unwrap();
         bytes[location.offset as usize + FRAME_HEADER_BYTES] ^= 1;
         fs::write(&path, bytes).unwrap();

@@ -24,7 +24,7 @@ use diode_common::record::{Record, RecordError};
 use diode_common::seal::{self, ChainPosition, GENESIS_HASH, SegmentHash};
 
 use crate::config::FsyncPolicy;
-use crate::framed_log::{FrameLocation, FramedLog};
+use crate::framed_log::{self, Disk, FrameLocation, FramedLog, RealDisk};
 
 const SPOOL_FILE_BYTES: u64 = 64 * 1024 * 1024;
 const SEGMENT_FILE_BYTES: u64 = 64 * 1024 * 1024;
@@ -131,14 +131,25 @@ impl Pipeline {
         now_ns: i64,
         output: std::sync::mpsc::SyncSender<SealedEntry>,
     ) -> anyhow::Result<Pipeline> {
+        Self::open_on(Arc::new(RealDisk), settings, key, now_ns, output)
+    }
+
+    /// [`Pipeline::open`], with the spool and the segment log writing through `disk`.
+    pub(crate) fn open_on(
+        disk: Arc<dyn Disk>,
+        settings: PipelineSettings,
+        key: SenderKey,
+        now_ns: i64,
+        output: std::sync::mpsc::SyncSender<SealedEntry>,
+    ) -> anyhow::Result<Pipeline> {
         fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("cannot create data_dir {}", settings.data_dir.display()))?;
         let lock = lock_data_dir(&settings.data_dir)?;
-        let epoch = load_or_start_epoch(&settings.data_dir, now_ns)?;
+        let epoch = load_or_start_epoch(&*disk, &settings.data_dir, now_ns)?;
         let segment_dir = segment_dir(&settings.data_dir, epoch.epoch);
         let mut index = SegmentIndex::default();
         let mut last_segment: Option<(u64, SegmentHash, u64)> = None;
-        let segments = FramedLog::open(&segment_dir, SEGMENT_FILE_BYTES, |frame| {
+        let segments = FramedLog::open_on(Arc::clone(&disk), &segment_dir, SEGMENT_FILE_BYTES, |frame| {
             if let Some((cursor, sealed)) = split_segment_entry(&frame.content)
                 && let Ok(segment) = seal::parse(sealed)
             {
@@ -160,7 +171,7 @@ impl Pipeline {
         let mut pending_frames = VecDeque::new();
         let spool_dir = settings.data_dir.join("spool");
         let mut damaged_frames = 0u64;
-        let spool = FramedLog::open(&spool_dir, SPOOL_FILE_BYTES, |frame| {
+        let spool = FramedLog::open_on(disk, &spool_dir, SPOOL_FILE_BYTES, |frame| {
             if frame.id > sealed_frame_id {
                 match codec::decode_payload(&frame.content) {
                     Ok(series) => {
@@ -413,7 +424,7 @@ fn epoch_file(data_dir: &Path) -> PathBuf {
 
 /// Reads the current epoch, or starts a new one: on first start, or when the segment log of the
 /// recorded epoch has gone (the chain cannot continue without its head).
-fn load_or_start_epoch(data_dir: &Path, now_ns: i64) -> anyhow::Result<EpochState> {
+fn load_or_start_epoch(disk: &dyn Disk, data_dir: &Path, now_ns: i64) -> anyhow::Result<EpochState> {
     let path = epoch_file(data_dir);
     let previous = match fs::read_to_string(&path) {
         Ok(text) => Some(parse_epoch(&text).with_context(|| format!("epoch file {} is damaged", path.display()))?),
@@ -428,7 +439,7 @@ fn load_or_start_epoch(data_dir: &Path, now_ns: i64) -> anyhow::Result<EpochStat
     }
     let had_segments = data_dir.join("segments").is_dir();
     let reason = if previous.is_some() || had_segments { EpochReason::SpoolLost } else { EpochReason::FirstStart };
-    start_epoch(data_dir, now_ns, reason, previous.as_ref())
+    start_epoch_on(disk, data_dir, now_ns, reason, previous.as_ref())
 }
 
 /// `diode-sender new-epoch`: ends the current chain and starts another, by an operator's decision.
@@ -442,6 +453,16 @@ pub fn start_epoch_after_current(data_dir: &Path, now_ns: i64) -> anyhow::Result
 
 /// Starts a new epoch.
 pub fn start_epoch(
+    data_dir: &Path,
+    now_ns: i64,
+    reason: EpochReason,
+    previous: Option<&EpochState>,
+) -> anyhow::Result<EpochState> {
+    start_epoch_on(&RealDisk, data_dir, now_ns, reason, previous)
+}
+
+fn start_epoch_on(
+    disk: &dyn Disk,
     data_dir: &Path,
     now_ns: i64,
     reason: EpochReason,
@@ -461,7 +482,7 @@ pub fn start_epoch(
         previous_last_sequence,
         previous_last_hash,
     };
-    fs::create_dir_all(segment_dir(data_dir, epoch))?;
+    framed_log::create_dirs(disk, &segment_dir(data_dir, epoch))?;
     let path = epoch_file(data_dir);
     let temporary = path.with_extension("new");
     fs::write(&temporary, format_epoch(&state)).with_context(|| format!("cannot write {}", temporary.display()))?;
@@ -616,6 +637,31 @@ mod tests {
         let content = crate::framed_log::read_at(&pipeline.segment_dir(), location).unwrap();
         let (_, bytes) = split_segment_entry(&content).unwrap();
         assert_eq!(seal::open(bytes, &trusted).unwrap().header.previous_hash, head_hash);
+    }
+
+    /// A crash right after the next spool file and the next segment log file were created, before
+    /// anything was written to them, leaves both empty; neither may block the restarted sender.
+    #[test]
+    fn empty_log_files_left_by_a_crash_block_neither_the_spool_nor_the_segment_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let segment_dir = {
+            let (mut pipeline, rx) = open(dir.path());
+            pipeline.submit(&mut records(0, 100), 0).unwrap(); // spool frame 1, sealed as segment 1
+            pipeline.submit(&mut records(100, 30), 0).unwrap(); // spool frame 2, pending
+            assert_eq!(sealed_values(&rx).len(), 1);
+            pipeline.segment_dir()
+        };
+        fs::File::create(crate::framed_log::file_path(&dir.path().join("spool"), 3)).unwrap();
+        fs::File::create(crate::framed_log::file_path(&segment_dir, 2)).unwrap();
+        let (mut pipeline, rx) = open(dir.path());
+        pipeline.submit(&mut records(130, 10), 0).unwrap();
+        pipeline.flush(0).unwrap();
+        assert_eq!(sealed_values(&rx), vec![(2, (100..140).collect())]);
+        drop(pipeline);
+        let (mut pipeline, rx) = open(dir.path());
+        pipeline.flush(0).unwrap();
+        assert!(sealed_values(&rx).is_empty(), "everything was sealed before the restart");
+        assert_eq!(pipeline.progress().head_sequence.load(Ordering::Relaxed), 2);
     }
 
     #[test]
