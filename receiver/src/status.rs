@@ -151,7 +151,8 @@ pub fn gaps_text(replica: &Replica) -> String {
 pub fn stream_metrics(streams: &[diode_replica::StreamStatus]) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let gauges: [(&str, &str, fn(&diode_replica::StreamStatus) -> u64); 4] = [
+    type Reading = fn(&diode_replica::StreamStatus) -> u64;
+    let gauges: [(&str, &str, Reading); 4] = [
         ("applied_head", "Highest sequence applied, per sender and epoch.", |s| s.highest_applied),
         ("known_head", "Highest sequence applied or announced, per sender and epoch.", |s| s.highest_known),
         ("lag_segments", "Known head minus applied head, per sender and epoch.", |s| {
