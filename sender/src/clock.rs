@@ -1,8 +1,4 @@
-//! Wall-clock time as nanoseconds since the Unix epoch, the unit of every timestamp in diode.
+//! Wall-clock time as nanoseconds since the Unix epoch, the unit of every timestamp in diode (one
+//! clock for both appliances: `diode_host::clock`).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Now, in ns since the Unix epoch (UTC). A clock before 1970 reads as 0.
-pub fn now_ns() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64)
-}
+pub use diode_host::clock::now_ns;

@@ -230,21 +230,9 @@ async fn wait_for_end(options: RunOptions, source_done: &AtomicBool) {
     }
 }
 
-/// SIGINT or SIGTERM.
+/// SIGINT or SIGTERM (the same handling as the receiver's, from `diode-host`).
 pub async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
-    }
-    tracing::info!("shutdown requested; sealing and sending what is pending");
+    diode_host::signals::shutdown_signal("sealing and sending what is pending").await;
 }
 
 fn spawn_ticker(
