@@ -455,6 +455,17 @@ pub struct BeaconSummary {
     pub previous_epoch_last_sequence: u64,
 }
 
+impl BeaconSummary {
+    /// Where the kept beacon stands in its sender's stream (see [`diode_common::beacon::BeaconOrder`]).
+    pub fn order(&self) -> diode_common::beacon::BeaconOrder {
+        diode_common::beacon::BeaconOrder {
+            epoch: self.epoch,
+            head_sequence: self.head_sequence,
+            sent_at_ns: self.sent_at_ns,
+        }
+    }
+}
+
 const BEACON_ENTRY_VERSION: u8 = 1;
 const BEACON_ENTRY_FIXED_LENGTH: usize = 1 + 8 * 9 + 32 + 4;
 

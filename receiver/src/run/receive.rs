@@ -178,12 +178,7 @@ impl BeaconFilter {
                 continue;
             }
             if let Ok(Some((summary, _))) = replica.last_beacon(stream.sender_id) {
-                let order = BeaconOrder {
-                    epoch: summary.epoch,
-                    head_sequence: summary.head_sequence,
-                    sent_at_ns: summary.sent_at_ns,
-                };
-                newest.insert(stream.sender_id, order);
+                newest.insert(stream.sender_id, summary.order());
             }
         }
         BeaconFilter { newest }
@@ -203,10 +198,8 @@ impl BeaconFilter {
         }
         match Beacon::open(bytes, trusted) {
             Ok(beacon) => {
-                if self.is_stale(beacon.sender_id, beacon.order()) {
-                    shared.counters.beacons_replayed.fetch_add(1, Ordering::Relaxed);
-                    return None;
-                }
+                // `peek_order` read these very bytes, so a verified beacon is known to be newer.
+                debug_assert_eq!(peek_order(bytes), Some((beacon.sender_id, beacon.order())));
                 if self.newest.len() < MAX_BEACON_SENDERS || self.newest.contains_key(&beacon.sender_id) {
                     self.newest.insert(beacon.sender_id, beacon.order());
                 }
