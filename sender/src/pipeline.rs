@@ -256,16 +256,19 @@ impl Pipeline {
         if used_bytes >= self.settings.spool_max_bytes {
             return Err(SubmitError::SpoolFull { used_bytes, limit_bytes: self.settings.spool_max_bytes });
         }
+        // One frame per max_records (a segment never splits a frame), written and synced together:
+        // all of them are accepted, or none.
+        let contents: Vec<Vec<u8>> = records
+            .chunks(self.settings.max_records)
+            .map(|chunk| codec::encode_payload(&codec::group_records(chunk), SPOOL_ZSTD_LEVEL))
+            .collect();
+        let first_id = self.last_frame_id + 1;
         let sync = self.settings.fsync == FsyncPolicy::Always;
-        let chunks: Vec<&[Record]> = records.chunks(self.settings.max_records).collect();
-        for (i, chunk) in chunks.iter().enumerate() {
-            let content = codec::encode_payload(&codec::group_records(chunk), SPOOL_ZSTD_LEVEL);
-            // Only the last frame of a batch needs the sync: it makes every earlier one durable too.
-            let sync_this = sync && i + 1 == chunks.len();
-            self.spool.append(self.last_frame_id + 1, &content, sync_this)?;
-            self.last_frame_id += 1;
-            self.pending_frames.push_back((self.last_frame_id, chunk.len()));
+        self.spool.append_all(first_id, &contents, sync).map_err(io::Error::from)?;
+        for (id, chunk) in (first_id..).zip(records.chunks(self.settings.max_records)) {
+            self.pending_frames.push_back((id, chunk.len()));
         }
+        self.last_frame_id += contents.len() as u64;
         let count = records.len() as u64;
         self.pending.append(records);
         self.pending_since_ns.get_or_insert(now_ns);
@@ -546,6 +549,7 @@ fn parse_epoch(text: &str) -> anyhow::Result<EpochState> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::framed_log::faults::FaultyDisk;
     use diode_common::keys::TrustedKeys;
     use diode_common::record::{Quality, SeriesKey, Value};
     use std::sync::mpsc::{Receiver, sync_channel};
@@ -579,6 +583,15 @@ mod tests {
         let (tx, rx) = sync_channel(1_000);
         let pipeline =
             Pipeline::open(settings(dir), SenderKey::from_seed([1; 32]), 1_700_000_000_000_000_000, tx).unwrap();
+        (pipeline, rx)
+    }
+
+    fn open_on(disk: &FaultyDisk, dir: &Path) -> (Pipeline, Receiver<SealedEntry>) {
+        let (tx, rx) = sync_channel(1_000);
+        let disk = Arc::new(disk.clone());
+        let pipeline =
+            Pipeline::open_on(disk, settings(dir), SenderKey::from_seed([1; 32]), 1_700_000_000_000_000_000, tx)
+                .unwrap();
         (pipeline, rx)
     }
 
@@ -662,6 +675,39 @@ mod tests {
         pipeline.flush(0).unwrap();
         assert!(sealed_values(&rx).is_empty(), "everything was sealed before the restart");
         assert_eq!(pipeline.progress().head_sequence.load(Ordering::Relaxed), 2);
+    }
+
+    /// A submit of several spool frames (more records than a segment holds) runs out of space in
+    /// its second frame: none of it may stay behind, neither on disk nor in what waits for sealing,
+    /// so that the client's retry is spooled and sealed exactly once.
+    #[test]
+    fn a_submit_of_several_frames_that_runs_out_of_space_part_way_accepts_none_of_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = FaultyDisk::new();
+        let (mut pipeline, rx) = open_on(&disk, dir.path());
+        pipeline.submit(&mut records(0, 100), 0).unwrap(); // one frame of 100 records, sealed
+        let frame_bytes = pipeline.spool.size_bytes();
+        disk.limit_space(frame_bytes + frame_bytes / 2); // the next submit's first frame and a half
+        let mut batch = records(100, 250); // three frames: 100, 100 and 50 records
+        let error = pipeline.submit(&mut batch, 0).unwrap_err().to_string();
+        assert!(error.contains("No space left on device"), "{error}");
+        assert_eq!(batch.len(), 250, "refused records are handed back untouched");
+        assert_eq!(pipeline.progress().records_accepted.load(Ordering::Relaxed), 100);
+        disk.free_space();
+        pipeline.submit(&mut batch, 0).unwrap();
+        pipeline.flush(0).unwrap();
+        let expected = vec![
+            (1, (0..100).collect()),
+            (2, (100..200).collect()),
+            (3, (200..300).collect()),
+            (4, (300..350).collect()),
+        ];
+        assert_eq!(sealed_values(&rx), expected);
+        drop(pipeline);
+        let (mut pipeline, rx) = open(dir.path());
+        pipeline.flush(0).unwrap();
+        assert!(sealed_values(&rx).is_empty(), "nothing left in the spool to seal again");
+        assert_eq!(pipeline.progress().head_sequence.load(Ordering::Relaxed), 4);
     }
 
     #[test]
