@@ -107,18 +107,20 @@ impl LogFile for File {
     }
 }
 
-/// Creates directory `path` and whatever of its parents is missing.
-pub(crate) fn create_dirs(disk: &dyn Disk, path: &Path) -> io::Result<()> {
+/// Creates directory `path` and whatever of its parents is missing, and makes each new entry
+/// durable by syncing the directory it was added to: a power cut must not take back a directory
+/// whose contents were synced (a segment log, or the spool, would then look lost).
+pub(crate) fn create_dirs_synced(disk: &dyn Disk, path: &Path) -> io::Result<()> {
     if path.is_dir() {
         return Ok(());
     }
-    if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
-        create_dirs(disk, parent)?;
-    }
+    let parent = path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    create_dirs_synced(disk, parent)?;
     match disk.create_dir(path) {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
-        other => other,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => return Ok(()),
+        result => result?,
     }
+    disk.sync_dir(parent)
 }
 
 /// Why an append failed.
@@ -187,7 +189,7 @@ impl FramedLog {
         max_file_bytes: u64,
         mut visit: impl FnMut(RecoveredFrame),
     ) -> io::Result<FramedLog> {
-        create_dirs(&*disk, dir)?;
+        create_dirs_synced(&*disk, dir)?;
         let mut first_ids = list_files(dir)?;
         first_ids.sort_unstable();
         let mut log = FramedLog {
@@ -510,6 +512,8 @@ pub(crate) mod faults {
         failing_syncs: u32,
         failing_truncates: u32,
         failing_dir_syncs: u32,
+        /// Directory operations, in order: what was done and to which path.
+        operations: Vec<(&'static str, PathBuf)>,
     }
 
     /// Cheap to clone; clones share their state, so a test keeps one to steer the disk a log uses.
@@ -551,6 +555,10 @@ pub(crate) mod faults {
             self.state().failing_dir_syncs = count;
         }
 
+        pub(crate) fn operations(&self) -> Vec<(&'static str, PathBuf)> {
+            self.state().operations.clone()
+        }
+
         fn applies_to(&self, path: &Path) -> bool {
             self.under.as_ref().is_none_or(|under| path.starts_with(under))
         }
@@ -565,6 +573,7 @@ pub(crate) mod faults {
 
     impl Disk for FaultyDisk {
         fn create_file(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
+            self.state().operations.push(("create_file", path.to_owned()));
             let file = OpenOptions::new().create_new(true).append(true).open(path)?;
             if !self.applies_to(path) {
                 return Ok(Box::new(file));
@@ -573,17 +582,21 @@ pub(crate) mod faults {
         }
 
         fn create_dir(&self, path: &Path) -> io::Result<()> {
+            self.state().operations.push(("create_dir", path.to_owned()));
             RealDisk.create_dir(path)
         }
 
         fn sync_dir(&self, path: &Path) -> io::Result<()> {
-            if self.applies_to(path) && take(&mut self.state().failing_dir_syncs) {
+            let mut state = self.state();
+            state.operations.push(("sync_dir", path.to_owned()));
+            if self.applies_to(path) && take(&mut state.failing_dir_syncs) {
                 return Err(io::Error::from_raw_os_error(EIO));
             }
             RealDisk.sync_dir(path)
         }
 
         fn remove_file(&self, path: &Path) -> io::Result<()> {
+            self.state().operations.push(("remove_file", path.to_owned()));
             RealDisk.remove_file(path)
         }
     }

@@ -485,7 +485,9 @@ fn start_epoch_on(
         previous_last_sequence,
         previous_last_hash,
     };
-    framed_log::create_dirs(disk, &segment_dir(data_dir, epoch))?;
+    // Synced: a power cut that took the directory back would make the next start take the epoch's
+    // segment log for lost and begin another epoch.
+    framed_log::create_dirs_synced(disk, &segment_dir(data_dir, epoch))?;
     let path = epoch_file(data_dir);
     let temporary = path.with_extension("new");
     fs::write(&temporary, format_epoch(&state)).with_context(|| format!("cannot write {}", temporary.display()))?;
@@ -708,6 +710,31 @@ mod tests {
         pipeline.flush(0).unwrap();
         assert!(sealed_values(&rx).is_empty(), "nothing left in the spool to seal again");
         assert_eq!(pipeline.progress().head_sequence.load(Ordering::Relaxed), 4);
+    }
+
+    /// A power cut after a new epoch's segment directory was made must not lose the directory:
+    /// the restart would take it for a lost segment log and start another epoch.
+    #[test]
+    fn creating_an_epochs_segment_directory_syncs_each_parent_it_adds_an_entry_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = FaultyDisk::new();
+        let state =
+            start_epoch_on(&disk, dir.path(), 1_700_000_000_000_000_000, EpochReason::FirstStart, None).unwrap();
+        let operations = disk.operations();
+        let created: Vec<&PathBuf> =
+            operations.iter().filter(|(what, _)| *what == "create_dir").map(|(_, path)| path).collect();
+        assert_eq!(created, vec![&dir.path().join("segments"), &segment_dir(dir.path(), state.epoch)]);
+        for (position, (what, path)) in operations.iter().enumerate() {
+            if *what == "create_dir" {
+                let parent = path.parent().unwrap().to_owned();
+                assert!(
+                    operations[position + 1..].contains(&("sync_dir", parent.clone())),
+                    "{} was created but {} not synced: {operations:?}",
+                    path.display(),
+                    parent.display()
+                );
+            }
+        }
     }
 
     #[test]
