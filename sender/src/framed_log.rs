@@ -156,6 +156,11 @@ impl From<LogError> for io::Error {
     }
 }
 
+/// ENOSPC, EDQUOT or EFBIG: the write needs room the disk does not have.
+pub(crate) fn is_disk_full(error: &io::Error) -> bool {
+    matches!(error.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::FileTooLarge)
+}
+
 /// The file being appended to.
 struct Current {
     first_id: u64,
@@ -527,6 +532,11 @@ pub(crate) mod faults {
     impl FaultyDisk {
         pub(crate) fn new() -> FaultyDisk {
             FaultyDisk::default()
+        }
+
+        /// The same disk, whose faults apply only under `path`.
+        pub(crate) fn only_under(&self, path: &Path) -> FaultyDisk {
+            FaultyDisk { state: Arc::clone(&self.state), under: Some(path.to_owned()) }
         }
 
         fn state(&self) -> std::sync::MutexGuard<'_, State> {

@@ -175,7 +175,7 @@ async fn write(state: IngestState, api: Api, params: WriteParams, headers: Heade
             response
         }
         Err(e @ SubmitError::Invalid { .. }) => error(api, StatusCode::BAD_REQUEST, "invalid", e.to_string(), None),
-        Err(e @ SubmitError::Io(_)) => {
+        Err(e @ (SubmitError::Storage(_) | SubmitError::Stopped)) => {
             tracing::error!("{e}");
             error(api, StatusCode::INTERNAL_SERVER_ERROR, "internal error", e.to_string(), None)
         }
