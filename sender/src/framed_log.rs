@@ -17,8 +17,8 @@
 //!   refuses every later write ([`LogError::Stuck`]) until it is opened again, which cuts the
 //!   tail off as after a crash.
 //!
-//! The log's writes go through [`Disk`] and [`LogFile`]: real files in production, and in tests a
-//! disk that runs out of space or fails a sync on demand ([`faults`]), over the same real files.
+//! The log's writes go through `Disk` and `LogFile`: real files in production, and in tests a
+//! disk that runs out of space or fails a sync on demand (`faults`), over the same real files.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};

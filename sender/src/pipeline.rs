@@ -124,7 +124,10 @@ pub enum PipelineError {
     Io { action: &'static str, path: PathBuf, cause: Arc<io::Error> },
     #[error("epoch file {} is damaged: {reason}", .path.display())]
     DamagedEpochFile { path: PathBuf, reason: String },
-    #[error("{frames} spool frames in {} pass their checksum but do not decode; this build cannot read them", .dir.display())]
+    #[error(
+        "{frames} spool frames in {} pass their checksum but do not decode; this build cannot read them",
+        .dir.display()
+    )]
     UndecodableSpool { frames: u64, dir: PathBuf },
     #[error("the link thread has stopped")]
     LinkStopped,

@@ -112,7 +112,8 @@ fn post(address: SocketAddr, body: &str) -> (u16, String) {
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         stream,
-        "POST /api/v2/write?bucket=historian&precision=ns HTTP/1.1\r\nHost: {address}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST /api/v2/write?bucket=historian&precision=ns HTTP/1.1\r\nHost: {address}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
