@@ -2,14 +2,23 @@
 //! and the sealed-segment log.
 //!
 //! A frame is `length u32 LE ‖ id u64 LE ‖ check (first 8 bytes of blake3(id ‖ content)) ‖ content`.
-//! Ids grow strictly. Files are named by the id of their first frame, so whole files can be dropped
-//! once everything in them is no longer needed. On open, a torn or corrupt tail (a crash during an
-//! append) is cut off: such a frame was never acknowledged, because appends are acknowledged only
-//! after they return. A file left with no frame at all (a crash between its creation and its first
-//! frame reaching the disk) is removed.
+//! Ids grow strictly. Files are named by the id of their first frame (or of a first append that
+//! failed: no id in a file is below its name), so whole files can be dropped once everything in
+//! them is no longer needed.
 //!
-//! The log's writes go through [`Disk`] and [`LogFile`]: real files in production, and in tests
-//! real files that can be made to fail.
+//! Faults:
+//! - A crash during an append leaves a torn or corrupt tail, cut off on open: such a frame was
+//!   never acknowledged, because appends are acknowledged only after they return. A file left with
+//!   no frame at all (a crash between its creation and its first frame reaching the disk) is
+//!   removed.
+//! - A failed append (ENOSPC, EIO, a failed fdatasync) is undone at once: the file is cut back to
+//!   where the append began, so nothing of it stays in front of later frames (where recovery would
+//!   stop, dropping them), and the same ids can be appended again. If even that fails, the log
+//!   refuses every later write ([`LogError::Stuck`]) until it is opened again, which cuts the
+//!   tail off as after a crash.
+//!
+//! The log's writes go through `Disk` and `LogFile`: real files in production, and in tests a
+//! disk that runs out of space or fails a sync on demand (`faults`), over the same real files.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
@@ -45,6 +54,7 @@ pub(crate) trait Disk: Send + Sync {
     fn create_dir(&self, path: &Path) -> io::Result<()>;
     /// Makes the entries of directory `path` (files created or removed in it) durable.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
 }
 
 /// The file a log appends to.
@@ -52,6 +62,8 @@ pub(crate) trait LogFile: Send {
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()>;
     fn sync_data(&mut self) -> io::Result<()>;
     fn sync_all(&mut self) -> io::Result<()>;
+    /// Cuts the file to `length` bytes; the next write goes there.
+    fn truncate(&mut self, length: u64) -> io::Result<()>;
 }
 
 /// The machine's file system.
@@ -69,6 +81,10 @@ impl Disk for RealDisk {
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         File::open(path)?.sync_all()
     }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
 }
 
 impl LogFile for File {
@@ -83,20 +99,66 @@ impl LogFile for File {
     fn sync_all(&mut self) -> io::Result<()> {
         File::sync_all(self)
     }
+
+    fn truncate(&mut self, length: u64) -> io::Result<()> {
+        self.set_len(length)?;
+        self.seek(SeekFrom::Start(length))?;
+        Ok(())
+    }
 }
 
-/// Creates directory `path` and whatever of its parents is missing.
-pub(crate) fn create_dirs(disk: &dyn Disk, path: &Path) -> io::Result<()> {
+/// Creates directory `path` and whatever of its parents is missing, and makes each new entry
+/// durable by syncing the directory it was added to: a power cut must not take back a directory
+/// whose contents were synced (a segment log, or the spool, would then look lost).
+pub(crate) fn create_dirs_synced(disk: &dyn Disk, path: &Path) -> io::Result<()> {
     if path.is_dir() {
         return Ok(());
     }
-    if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
-        create_dirs(disk, parent)?;
-    }
+    let parent = path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    create_dirs_synced(disk, parent)?;
     match disk.create_dir(path) {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
-        other => other,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => return Ok(()),
+        result => result?,
     }
+    disk.sync_dir(parent)
+}
+
+/// Why an append failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LogError {
+    /// Nothing of the append is left: the log is as it was, and the same ids can be appended again.
+    #[error("{0}")]
+    Failed(Arc<io::Error>),
+    /// A failed append could not be undone; the log refuses writes until it is opened again.
+    #[error(
+        "a failed write ({cause}) could not be undone ({undo}); the log refuses writes until it is opened again \
+         (a restart)"
+    )]
+    Stuck { cause: Arc<io::Error>, undo: Arc<io::Error> },
+}
+
+impl LogError {
+    fn failed(error: io::Error) -> LogError {
+        LogError::Failed(Arc::new(error))
+    }
+
+    /// The kind of the write's own failure.
+    pub fn kind(&self) -> io::ErrorKind {
+        match self {
+            LogError::Failed(cause) | LogError::Stuck { cause, .. } => cause.kind(),
+        }
+    }
+}
+
+impl From<LogError> for io::Error {
+    fn from(error: LogError) -> io::Error {
+        io::Error::new(error.kind(), error)
+    }
+}
+
+/// ENOSPC, EDQUOT or EFBIG: the write needs room the disk does not have.
+pub(crate) fn is_disk_full(error: &io::Error) -> bool {
+    matches!(error.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::FileTooLarge)
 }
 
 /// The file being appended to.
@@ -114,6 +176,8 @@ pub struct FramedLog {
     last_id: Option<u64>,
     /// (first id, size in bytes) of every file, oldest first.
     files: Vec<(u64, u64)>,
+    /// Set when a failed append could not be undone: every later append is refused with it.
+    stuck: Option<LogError>,
 }
 
 impl FramedLog {
@@ -130,11 +194,18 @@ impl FramedLog {
         max_file_bytes: u64,
         mut visit: impl FnMut(RecoveredFrame),
     ) -> io::Result<FramedLog> {
-        create_dirs(&*disk, dir)?;
+        create_dirs_synced(&*disk, dir)?;
         let mut first_ids = list_files(dir)?;
         first_ids.sort_unstable();
-        let mut log =
-            FramedLog { dir: dir.to_owned(), max_file_bytes, disk, current: None, last_id: None, files: Vec::new() };
+        let mut log = FramedLog {
+            dir: dir.to_owned(),
+            max_file_bytes,
+            disk,
+            current: None,
+            last_id: None,
+            files: Vec::new(),
+            stuck: None,
+        };
         let mut removed = false;
         for (index, first_id) in first_ids.iter().copied().enumerate() {
             let path = log.path_of(first_id);
@@ -211,45 +282,99 @@ impl FramedLog {
     }
 
     /// Appends a frame; `id` must exceed every id before it. With `sync`, the frame is on stable
-    /// storage when this returns.
-    pub fn append(&mut self, id: u64, content: &[u8], sync: bool) -> io::Result<FrameLocation> {
-        assert!(self.last_id.is_none_or(|last| id > last), "frame ids must grow: {id} after {:?}", self.last_id);
-        assert!(content.len() <= MAX_FRAME_BYTES, "frame of {} bytes exceeds the limit", content.len());
+    /// storage when this returns. On error nothing of it is left (see [`LogError`]).
+    pub fn append(&mut self, id: u64, content: &[u8], sync: bool) -> Result<FrameLocation, LogError> {
+        Ok(self.append_all(id, &[content], sync)?[0])
+    }
+
+    /// Appends frames with ids `first_id`, `first_id + 1`, … in one write, all of them or none:
+    /// on error nothing of them is left. `first_id` must exceed every id before it. With `sync`,
+    /// they are on stable storage when this returns.
+    pub fn append_all(
+        &mut self,
+        first_id: u64,
+        contents: &[impl AsRef<[u8]>],
+        sync: bool,
+    ) -> Result<Vec<FrameLocation>, LogError> {
+        if let Some(stuck) = &self.stuck {
+            return Err(stuck.clone());
+        }
+        assert!(!contents.is_empty(), "an append of no frame");
+        assert!(
+            self.last_id.is_none_or(|last| first_id > last),
+            "frame ids must grow: {first_id} after {:?}",
+            self.last_id
+        );
         let rotate = match &self.current {
             Some(current) => current.size >= self.max_file_bytes,
             None => true,
         };
         if rotate {
-            self.start_file(id)?;
+            self.start_file(first_id)?;
         }
-        let Current { first_id, file, size } = self.current.as_mut().expect("a current file after rotation");
-        let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + content.len());
-        frame.extend_from_slice(&(content.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&id.to_le_bytes());
-        frame.extend_from_slice(&check(id, content));
-        frame.extend_from_slice(content);
-        file.write_all(&frame)?;
-        if sync {
-            file.sync_data()?;
+        let current = self.current.as_mut().expect("a current file after rotation");
+        let total: usize = contents.iter().map(|content| FRAME_HEADER_BYTES + content.as_ref().len()).sum();
+        let mut bytes = Vec::with_capacity(total);
+        let mut locations = Vec::with_capacity(contents.len());
+        for (id, content) in (first_id..).zip(contents) {
+            let content = content.as_ref();
+            assert!(content.len() <= MAX_FRAME_BYTES, "frame of {} bytes exceeds the limit", content.len());
+            let offset = current.size + bytes.len() as u64;
+            locations.push(FrameLocation {
+                file_first_id: current.first_id,
+                offset,
+                content_bytes: content.len() as u32,
+            });
+            bytes.extend_from_slice(&(content.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(&id.to_le_bytes());
+            bytes.extend_from_slice(&check(id, content));
+            bytes.extend_from_slice(content);
         }
-        let location = FrameLocation { file_first_id: *first_id, offset: *size, content_bytes: content.len() as u32 };
-        *size += frame.len() as u64;
-        let first_id = *first_id;
-        if let Some(entry) = self.files.iter_mut().rev().find(|(id, _)| *id == first_id) {
-            entry.1 += frame.len() as u64;
+        let written =
+            current.file.write_all(&bytes).and_then(|()| if sync { current.file.sync_data() } else { Ok(()) });
+        if let Err(cause) = written {
+            // Whatever reached the file must not stay in front of the frames appended next (which
+            // recovery would then cut off), nor be taken for an acknowledged frame.
+            let undone = current.file.truncate(current.size);
+            return Err(self.failed(cause, undone));
         }
-        self.last_id = Some(id);
-        Ok(location)
+        current.size += bytes.len() as u64;
+        let file_first_id = current.first_id;
+        if let Some(entry) = self.files.iter_mut().rev().find(|(id, _)| *id == file_first_id) {
+            entry.1 += bytes.len() as u64;
+        }
+        self.last_id = Some(first_id + contents.len() as u64 - 1);
+        Ok(locations)
     }
 
-    fn start_file(&mut self, first_id: u64) -> io::Result<()> {
-        if let Some(mut current) = self.current.take() {
-            current.file.sync_all()?;
+    /// The error for a failed write, `undone` or not; a write that could not be undone makes the
+    /// log refuse every later one.
+    fn failed(&mut self, cause: io::Error, undone: io::Result<()>) -> LogError {
+        match undone {
+            Ok(()) => LogError::failed(cause),
+            Err(undo) => {
+                let error = LogError::Stuck { cause: Arc::new(cause), undo: Arc::new(undo) };
+                tracing::error!(dir = %self.dir.display(), "{error}");
+                self.stuck = Some(error.clone());
+                error
+            }
+        }
+    }
+
+    fn start_file(&mut self, first_id: u64) -> Result<(), LogError> {
+        // The file being left must be whole on disk before frames go to the next one.
+        if let Some(current) = &mut self.current {
+            current.file.sync_all().map_err(LogError::failed)?;
         }
         let path = self.path_of(first_id);
-        let file = self.disk.create_file(&path)?;
-        // Make the new file's name durable too.
-        self.disk.sync_dir(&self.dir)?;
+        let file = self.disk.create_file(&path).map_err(LogError::failed)?;
+        // The new file's name must be durable before a frame in it is acknowledged; if it cannot
+        // be made so, the file goes, or its name would be taken when the next append tries again.
+        if let Err(cause) = self.disk.sync_dir(&self.dir) {
+            drop(file);
+            let undone = self.disk.remove_file(&path);
+            return Err(self.failed(cause, undone));
+        }
         self.files.push((first_id, 0));
         self.current = Some(Current { first_id, file, size: 0 });
         Ok(())
@@ -374,6 +499,168 @@ fn read_exact_or_eof(reader: &mut impl Read, buffer: &mut [u8]) -> io::Result<bo
     Ok(true)
 }
 
+/// A disk that fails the way real ones do, over real files, for tests: a write beyond its free
+/// space writes what fits and then fails with "no space left on device" (as a full file system
+/// does), and syncs, truncations and directory syncs can be made to fail with an I/O error.
+#[cfg(test)]
+pub(crate) mod faults {
+    use super::*;
+    use std::sync::Mutex;
+
+    const ENOSPC: i32 = 28;
+    const EIO: i32 = 5;
+
+    #[derive(Default)]
+    struct State {
+        /// Bytes that may still be written; `None`: as much as the real disk takes.
+        space_left: Option<u64>,
+        failing_syncs: u32,
+        failing_truncates: u32,
+        failing_dir_syncs: u32,
+        /// Directory operations, in order: what was done and to which path.
+        operations: Vec<(&'static str, PathBuf)>,
+    }
+
+    /// Cheap to clone; clones share their state, so a test keeps one to steer the disk a log uses.
+    #[derive(Clone, Default)]
+    pub(crate) struct FaultyDisk {
+        state: Arc<Mutex<State>>,
+        /// Faults apply only to paths under this one (all paths when `None`).
+        under: Option<PathBuf>,
+    }
+
+    impl FaultyDisk {
+        pub(crate) fn new() -> FaultyDisk {
+            FaultyDisk::default()
+        }
+
+        /// The same disk, whose faults apply only under `path`.
+        pub(crate) fn only_under(&self, path: &Path) -> FaultyDisk {
+            FaultyDisk { state: Arc::clone(&self.state), under: Some(path.to_owned()) }
+        }
+
+        fn state(&self) -> std::sync::MutexGuard<'_, State> {
+            self.state.lock().unwrap()
+        }
+
+        /// From now on only `bytes` more can be written.
+        pub(crate) fn limit_space(&self, bytes: u64) {
+            self.state().space_left = Some(bytes);
+        }
+
+        /// No limit any more (an operator freed space).
+        pub(crate) fn free_space(&self) {
+            self.state().space_left = None;
+        }
+
+        pub(crate) fn fail_syncs(&self, count: u32) {
+            self.state().failing_syncs = count;
+        }
+
+        pub(crate) fn fail_truncates(&self, count: u32) {
+            self.state().failing_truncates = count;
+        }
+
+        pub(crate) fn fail_dir_syncs(&self, count: u32) {
+            self.state().failing_dir_syncs = count;
+        }
+
+        pub(crate) fn operations(&self) -> Vec<(&'static str, PathBuf)> {
+            self.state().operations.clone()
+        }
+
+        fn applies_to(&self, path: &Path) -> bool {
+            self.under.as_ref().is_none_or(|under| path.starts_with(under))
+        }
+    }
+
+    /// Takes one of `count` pending failures, if any.
+    fn take(count: &mut u32) -> bool {
+        let failing = *count > 0;
+        *count = count.saturating_sub(1);
+        failing
+    }
+
+    impl Disk for FaultyDisk {
+        fn create_file(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
+            self.state().operations.push(("create_file", path.to_owned()));
+            let file = OpenOptions::new().create_new(true).append(true).open(path)?;
+            if !self.applies_to(path) {
+                return Ok(Box::new(file));
+            }
+            Ok(Box::new(FaultyFile { disk: self.clone(), file, length: 0 }))
+        }
+
+        fn create_dir(&self, path: &Path) -> io::Result<()> {
+            self.state().operations.push(("create_dir", path.to_owned()));
+            RealDisk.create_dir(path)
+        }
+
+        fn sync_dir(&self, path: &Path) -> io::Result<()> {
+            let mut state = self.state();
+            state.operations.push(("sync_dir", path.to_owned()));
+            if self.applies_to(path) && take(&mut state.failing_dir_syncs) {
+                return Err(io::Error::from_raw_os_error(EIO));
+            }
+            RealDisk.sync_dir(path)
+        }
+
+        fn remove_file(&self, path: &Path) -> io::Result<()> {
+            self.state().operations.push(("remove_file", path.to_owned()));
+            RealDisk.remove_file(path)
+        }
+    }
+
+    struct FaultyFile {
+        disk: FaultyDisk,
+        file: File,
+        length: u64,
+    }
+
+    impl LogFile for FaultyFile {
+        fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+            let mut state = self.disk.state();
+            let room = state.space_left.map_or(bytes.len(), |left| left.min(bytes.len() as u64) as usize);
+            Write::write_all(&mut self.file, &bytes[..room])?;
+            self.length += room as u64;
+            if let Some(left) = &mut state.space_left {
+                *left -= room as u64;
+            }
+            if room < bytes.len() {
+                return Err(io::Error::from_raw_os_error(ENOSPC));
+            }
+            Ok(())
+        }
+
+        fn sync_data(&mut self) -> io::Result<()> {
+            if take(&mut self.disk.state().failing_syncs) {
+                return Err(io::Error::from_raw_os_error(EIO));
+            }
+            self.file.sync_data()
+        }
+
+        fn sync_all(&mut self) -> io::Result<()> {
+            if take(&mut self.disk.state().failing_syncs) {
+                return Err(io::Error::from_raw_os_error(EIO));
+            }
+            self.file.sync_all()
+        }
+
+        fn truncate(&mut self, length: u64) -> io::Result<()> {
+            let mut state = self.disk.state();
+            if take(&mut state.failing_truncates) {
+                return Err(io::Error::from_raw_os_error(EIO));
+            }
+            LogFile::truncate(&mut self.file, length)?;
+            if let Some(left) = &mut state.space_left {
+                *left += self.length.saturating_sub(length);
+            }
+            self.length = length;
+            Ok(())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,6 +669,17 @@ mod tests {
         let mut frames = Vec::new();
         let log = FramedLog::open(dir, 100, |frame| frames.push((frame.id, frame.content))).unwrap();
         (log, frames)
+    }
+
+    fn recover_on(disk: &faults::FaultyDisk, dir: &Path) -> (FramedLog, Vec<(u64, Vec<u8>)>) {
+        let mut frames = Vec::new();
+        let disk = Arc::new(disk.clone());
+        let log = FramedLog::open_on(disk, dir, 100, |frame| frames.push((frame.id, frame.content))).unwrap();
+        (log, frames)
+    }
+
+    fn frames(list: &[(u64, &str)]) -> Vec<(u64, Vec<u8>)> {
+        list.iter().map(|(id, content)| (*id, content.as_bytes().to_vec())).collect()
     }
 
     #[test]
@@ -440,6 +738,79 @@ mod tests {
             assert_eq!(frames.last(), Some(&(next, b"next".to_vec())));
             assert_eq!(frames.len() as u64, next);
         }
+    }
+
+    /// ENOSPC or EIO part way through a frame: the bytes that did land must not stay in front of
+    /// the frames appended after it, which were acknowledged.
+    #[test]
+    fn a_write_that_runs_out_of_space_part_way_is_undone_and_later_frames_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = faults::FaultyDisk::new();
+        let (mut log, _) = recover_on(&disk, dir.path());
+        log.append(1, b"first", true).unwrap();
+        disk.limit_space(10); // half of the next frame's header
+        assert!(log.append(2, b"second", true).is_err());
+        disk.free_space();
+        log.append(2, b"second", true).unwrap();
+        log.append(3, b"third", true).unwrap();
+        drop(log);
+        let (_, recovered) = recover(dir.path());
+        assert_eq!(recovered, frames(&[(1, "first"), (2, "second"), (3, "third")]));
+    }
+
+    /// A failed fdatasync: the frame was not acknowledged, so the caller writes the same id again.
+    #[test]
+    fn a_failed_sync_is_undone_so_the_same_id_can_be_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = faults::FaultyDisk::new();
+        let (mut log, _) = recover_on(&disk, dir.path());
+        log.append(1, b"first", true).unwrap();
+        disk.fail_syncs(1);
+        assert!(log.append(2, b"not synced", true).is_err());
+        log.append(2, b"second", true).unwrap();
+        log.append(3, b"third", true).unwrap();
+        drop(log);
+        let (_, recovered) = recover(dir.path());
+        assert_eq!(recovered, frames(&[(1, "first"), (2, "second"), (3, "third")]));
+    }
+
+    #[test]
+    fn a_failed_write_that_cannot_be_undone_refuses_every_later_write_until_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = faults::FaultyDisk::new();
+        let (mut log, _) = recover_on(&disk, dir.path());
+        log.append(1, b"first", true).unwrap();
+        disk.limit_space(10);
+        disk.fail_truncates(1);
+        assert!(log.append(2, b"second", true).is_err());
+        disk.free_space();
+        let refused = log.append(2, b"second", true).map(|_| ()).unwrap_err().to_string();
+        assert!(refused.contains("until") && refused.contains("restart"), "{refused}");
+        drop(log);
+        // Reopening cuts the torn frame off, as after a crash.
+        let (mut log, recovered) = recover_on(&disk, dir.path());
+        assert_eq!(recovered, frames(&[(1, "first")]));
+        log.append(2, b"second", true).unwrap();
+        drop(log);
+        let (_, recovered) = recover(dir.path());
+        assert_eq!(recovered, frames(&[(1, "first"), (2, "second")]));
+    }
+
+    /// The directory sync that makes a new file's name durable fails: the file must not be written
+    /// to (its frames could vanish with its name), and must not block the next try either.
+    #[test]
+    fn a_new_file_whose_name_cannot_be_synced_is_not_used_and_the_next_append_creates_it_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = faults::FaultyDisk::new();
+        let (mut log, _) = recover_on(&disk, dir.path());
+        log.append(1, &[1; 90], true).unwrap(); // fills the first 100-byte file
+        disk.fail_dir_syncs(1);
+        assert!(log.append(2, b"second", true).is_err());
+        log.append(2, b"second", true).unwrap();
+        drop(log);
+        let (_, recovered) = recover(dir.path());
+        assert_eq!(recovered.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(recovered[1].1, b"second");
     }
 
     #[test]

@@ -28,7 +28,7 @@ use tokio::io::AsyncBufReadExt;
 
 use crate::clock::now_ns;
 use crate::commit::Committer;
-use crate::pipeline::SubmitError;
+use crate::pipeline::{PipelineError, SubmitError};
 
 /// What the ingest listeners need.
 #[derive(Clone)]
@@ -163,23 +163,28 @@ async fn write(state: IngestState, api: Api, params: WriteParams, headers: Heade
     };
     match state.committer.submit(records).await.map_err(|(e, _)| e) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(SubmitError::SpoolFull { used_bytes, limit_bytes }) => {
-            let mut response = error(
-                api,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                format!("the spool is full ({used_bytes} of {limit_bytes} bytes): the link is behind; retry later"),
-                None,
-            );
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
-            response
+        Err(SubmitError::SpoolFull { used_bytes, limit_bytes }) => unavailable(
+            api,
+            format!("the spool is full ({used_bytes} of {limit_bytes} bytes): the link is behind; retry later"),
+        ),
+        // Nothing of the write was stored, and the same write succeeds once space is freed (the
+        // pipeline logs the full disk, once).
+        Err(e @ SubmitError::Storage(PipelineError::DiskFull { .. })) => {
+            unavailable(api, format!("{e}; nothing of this write was stored, retry later"))
         }
         Err(e @ SubmitError::Invalid { .. }) => error(api, StatusCode::BAD_REQUEST, "invalid", e.to_string(), None),
-        Err(e @ SubmitError::Io(_)) => {
+        Err(e @ (SubmitError::Storage(_) | SubmitError::Stopped)) => {
             tracing::error!("{e}");
             error(api, StatusCode::INTERNAL_SERVER_ERROR, "internal error", e.to_string(), None)
         }
     }
+}
+
+/// 503 with `Retry-After`: the spool cannot take the write now, and nothing of it was stored.
+fn unavailable(api: Api, message: String) -> Response {
+    let mut response = error(api, StatusCode::SERVICE_UNAVAILABLE, "unavailable", message, None);
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+    response
 }
 
 enum BodyError {
@@ -359,7 +364,7 @@ async fn spool_text(state: &IngestState, text: String) {
     while !records.is_empty() {
         match state.committer.submit(records).await {
             Ok(()) => return,
-            Err((SubmitError::SpoolFull { .. }, refused)) => {
+            Err((error, refused)) if error.is_full() => {
                 records = refused;
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
@@ -401,6 +406,8 @@ pub async fn serve_udp(listen: SocketAddr, state: IngestState) -> anyhow::Result
 mod tests {
     use super::*;
     use crate::config::FsyncPolicy;
+    use crate::framed_log::faults::FaultyDisk;
+    use crate::framed_log::{Disk, RealDisk};
     use crate::pipeline::{Pipeline, PipelineSettings, SealedEntry};
     use axum::body::Body;
     use axum::http::Request;
@@ -419,6 +426,11 @@ mod tests {
     }
 
     fn fixture(token: Option<&str>, spool_max_bytes: u64) -> Fixture {
+        fixture_on(Arc::new(RealDisk), token, spool_max_bytes)
+    }
+
+    /// A fixture whose spool and segment log write through `disk`.
+    fn fixture_on(disk: Arc<dyn Disk>, token: Option<&str>, spool_max_bytes: u64) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let settings = PipelineSettings {
             sender_id: 1,
@@ -432,7 +444,8 @@ mod tests {
             retention_bytes: 1 << 30,
         };
         let (tx, sealed) = std::sync::mpsc::sync_channel(100);
-        let pipeline = Arc::new(Mutex::new(Pipeline::open(settings, SenderKey::from_seed([3; 32]), 0, tx).unwrap()));
+        let pipeline = Pipeline::open_on(disk, settings, SenderKey::from_seed([3; 32]), 0, tx).unwrap();
+        let pipeline = Arc::new(Mutex::new(pipeline));
         let state = IngestState {
             committer: Committer::start(Arc::clone(&pipeline)).unwrap(),
             token: token.map(Arc::from),
@@ -572,6 +585,23 @@ mod tests {
         let (status, headers, _) = call(&fixture.state, post("/api/v2/write?bucket=b", "m f=2 2")).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(headers.get("retry-after").unwrap(), "5");
+    }
+
+    /// The spool's disk is full (ENOSPC): nothing of the write is stored, the collector is told to
+    /// come back, and the same write is accepted once space is freed.
+    #[tokio::test]
+    async fn a_full_disk_is_answered_503_with_retry_after_and_the_write_is_taken_once_space_is_freed() {
+        let disk = FaultyDisk::new();
+        let fixture = fixture_on(Arc::new(disk.clone()), None, 1 << 20);
+        disk.limit_space(0);
+        let (status, headers, json) = call(&fixture.state, post("/api/v2/write?bucket=b", "m f=1 1")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers.get("retry-after").unwrap(), "5");
+        let message = json["message"].as_str().unwrap();
+        assert!(message.contains("full") && message.contains("No space left on device"), "{message}");
+        disk.free_space();
+        assert_eq!(call(&fixture.state, post("/api/v2/write?bucket=b", "m f=1 1")).await.0, StatusCode::NO_CONTENT);
+        assert_eq!(records_sealed(&fixture).len(), 1);
     }
 
     #[tokio::test]

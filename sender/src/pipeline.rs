@@ -8,6 +8,16 @@
 //!   never seal a different segment under a sequence that was already sent;
 //! - each segment log entry names the last spool frame it covers, so a restart re-seals exactly the
 //!   spool frames after it: nothing twice, nothing lost.
+//!
+//! Failures of the disk (full, or failing):
+//! - a submit whose spool write fails accepts nothing: the write is undone (see `framed_log`) and
+//!   the records are handed back, so the source's retry makes no duplicate; a full disk is
+//!   [`PipelineError::DiskFull`], which sources answer as "retry later";
+//! - sealing is not part of accepting: once the spool frame is durable the records are accepted,
+//!   even if sealing them then fails (the segment log's disk full or failing). They stay pending
+//!   and in the spool, and sealing is tried again at the next tick (at most every
+//!   [`SEAL_RETRY_NS`]) and after a restart. A failed seal changes nothing: the next try seals the
+//!   same records under the same sequence.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs;
@@ -16,7 +26,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use anyhow::Context;
 use diode_common::beacon::EpochReason;
 use diode_common::codec::{self, SeriesColumns};
 use diode_common::keys::SenderKey;
@@ -24,12 +33,14 @@ use diode_common::record::{Record, RecordError};
 use diode_common::seal::{self, ChainPosition, GENESIS_HASH, SegmentHash};
 
 use crate::config::FsyncPolicy;
-use crate::framed_log::{self, Disk, FrameLocation, FramedLog, RealDisk};
+use crate::framed_log::{self, Disk, FrameLocation, FramedLog, LogError, RealDisk};
 
 const SPOOL_FILE_BYTES: u64 = 64 * 1024 * 1024;
 const SEGMENT_FILE_BYTES: u64 = 64 * 1024 * 1024;
 /// zstd level for spool frames: they are short-lived, so speed matters more than size.
 const SPOOL_ZSTD_LEVEL: i32 = 1;
+/// After a failed seal, the next try waits this long (sealing costs CPU; the disk needs an operator).
+pub const SEAL_RETRY_NS: i64 = 1_000_000_000;
 
 /// Settings of the durable path, from the config file.
 #[derive(Debug, Clone)]
@@ -90,14 +101,73 @@ pub struct Progress {
     pub oldest_retained_sequence: AtomicU64,
 }
 
-#[derive(Debug, thiserror::Error)]
+/// Why the durable path failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PipelineError {
+    #[error(
+        "another diode-sender (run or import) is using {}; stop it first, or send the data through its HTTP ingest",
+        .data_dir.display()
+    )]
+    Locked { data_dir: PathBuf },
+    /// The disk under `path` has no room (ENOSPC, EDQUOT, EFBIG). Nothing was written; the same
+    /// write succeeds once space is freed.
+    #[error("the disk holding {} is full ({cause}); free space on it and writes resume", .path.display())]
+    DiskFull { path: PathBuf, cause: Arc<io::Error> },
+    /// A failed write to the log in `path` could not be undone; that log refuses writes until the
+    /// sender restarts (which cuts the failed write off, as after a crash).
+    #[error(
+        "{} refuses writes until diode-sender restarts: a failed write ({cause}) could not be undone ({undo})",
+        .path.display()
+    )]
+    Stuck { path: PathBuf, cause: Arc<io::Error>, undo: Arc<io::Error> },
+    #[error("cannot {action} {}: {cause}", .path.display())]
+    Io { action: &'static str, path: PathBuf, cause: Arc<io::Error> },
+    #[error("epoch file {} is damaged: {reason}", .path.display())]
+    DamagedEpochFile { path: PathBuf, reason: String },
+    #[error(
+        "{frames} spool frames in {} pass their checksum but do not decode; this build cannot read them",
+        .dir.display()
+    )]
+    UndecodableSpool { frames: u64, dir: PathBuf },
+    #[error("the link thread has stopped")]
+    LinkStopped,
+}
+
+impl PipelineError {
+    fn io(action: &'static str, path: &Path, cause: io::Error) -> PipelineError {
+        PipelineError::Io { action, path: path.to_owned(), cause: Arc::new(cause) }
+    }
+
+    /// A failed append to the log in `path`.
+    fn log(action: &'static str, path: &Path, error: LogError) -> PipelineError {
+        let path = path.to_owned();
+        match error {
+            LogError::Failed(cause) if framed_log::is_disk_full(&cause) => PipelineError::DiskFull { path, cause },
+            LogError::Failed(cause) => PipelineError::Io { action, path, cause },
+            LogError::Stuck { cause, undo } => PipelineError::Stuck { path, cause, undo },
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SubmitError {
     #[error("record {index} refused: {source}")]
     Invalid { index: usize, source: RecordError },
     #[error("the spool is full ({used_bytes} of {limit_bytes} bytes); retry later")]
     SpoolFull { used_bytes: u64, limit_bytes: u64 },
-    #[error("the spool cannot be written: {0}")]
-    Io(#[from] io::Error),
+    /// The spool could not be written; nothing was accepted.
+    #[error(transparent)]
+    Storage(#[from] PipelineError),
+    #[error("the spool committer has stopped")]
+    Stopped,
+}
+
+impl SubmitError {
+    /// The spool, or the disk under it, is full: nothing was stored, and a source may submit the
+    /// same records again later (once the link has caught up, or space has been freed).
+    pub fn is_full(&self) -> bool {
+        matches!(self, SubmitError::SpoolFull { .. } | SubmitError::Storage(PipelineError::DiskFull { .. }))
+    }
 }
 
 pub struct Pipeline {
@@ -121,6 +191,10 @@ pub struct Pipeline {
     /// Id of the last spool frame covered by a sealed segment.
     sealed_frame_id: u64,
     output: std::sync::mpsc::SyncSender<SealedEntry>,
+    /// Whether writing the spool is failing (reported once per run of failures).
+    spool_failing: bool,
+    /// When sealing has been failing: not to be tried again before this time.
+    seal_retry_at_ns: Option<i64>,
 }
 
 impl Pipeline {
@@ -130,7 +204,7 @@ impl Pipeline {
         key: SenderKey,
         now_ns: i64,
         output: std::sync::mpsc::SyncSender<SealedEntry>,
-    ) -> anyhow::Result<Pipeline> {
+    ) -> Result<Pipeline, PipelineError> {
         Self::open_on(Arc::new(RealDisk), settings, key, now_ns, output)
     }
 
@@ -141,9 +215,9 @@ impl Pipeline {
         key: SenderKey,
         now_ns: i64,
         output: std::sync::mpsc::SyncSender<SealedEntry>,
-    ) -> anyhow::Result<Pipeline> {
+    ) -> Result<Pipeline, PipelineError> {
         fs::create_dir_all(&settings.data_dir)
-            .with_context(|| format!("cannot create data_dir {}", settings.data_dir.display()))?;
+            .map_err(|e| PipelineError::io("create data_dir", &settings.data_dir, e))?;
         let lock = lock_data_dir(&settings.data_dir)?;
         let epoch = load_or_start_epoch(&*disk, &settings.data_dir, now_ns)?;
         let segment_dir = segment_dir(&settings.data_dir, epoch.epoch);
@@ -162,7 +236,7 @@ impl Pipeline {
                 index.entries.insert(segment.header.sequence, entry);
             }
         })
-        .with_context(|| format!("cannot open the segment log in {}", segment_dir.display()))?;
+        .map_err(|e| PipelineError::io("open the segment log in", &segment_dir, e))?;
         let (next_sequence, previous_hash, sealed_frame_id) = match last_segment {
             Some((sequence, hash, cursor)) => (sequence + 1, hash, cursor),
             None => (1, GENESIS_HASH, 0),
@@ -183,12 +257,10 @@ impl Pipeline {
                 }
             }
         })
-        .with_context(|| format!("cannot open the spool in {}", spool_dir.display()))?;
-        anyhow::ensure!(
-            damaged_frames == 0,
-            "{damaged_frames} spool frames in {} pass their checksum but do not decode; this build cannot read them",
-            spool_dir.display()
-        );
+        .map_err(|e| PipelineError::io("open the spool in", &spool_dir, e))?;
+        if damaged_frames > 0 {
+            return Err(PipelineError::UndecodableSpool { frames: damaged_frames, dir: spool_dir });
+        }
         let last_frame_id = spool.last_id().unwrap_or(0).max(sealed_frame_id);
         let progress = Arc::new(Progress::default());
         progress.head_sequence.store(next_sequence - 1, Ordering::Relaxed);
@@ -218,6 +290,8 @@ impl Pipeline {
             last_frame_id,
             sealed_frame_id,
             output,
+            spool_failing: false,
+            seal_retry_at_ns: None,
         })
     }
 
@@ -244,6 +318,12 @@ impl Pipeline {
 
     /// Makes `records` durable in the spool; on `Ok` they will reach the link even across a crash
     /// and `records` is left empty. On `Err` nothing was accepted and `records` is untouched.
+    ///
+    /// Accepted records are sealed once a segment's worth is pending (or by age, in [`tick`]); a
+    /// seal that fails then does not make the submit fail: the records are durable, and sealing is
+    /// tried again later (see the module's "Failures of the disk").
+    ///
+    /// [`tick`]: Pipeline::tick
     pub fn submit(&mut self, records: &mut Vec<Record>, now_ns: i64) -> Result<(), SubmitError> {
         if let Some((index, source)) = records.iter().enumerate().find_map(|(i, r)| r.validate().err().map(|e| (i, e)))
         {
@@ -256,47 +336,98 @@ impl Pipeline {
         if used_bytes >= self.settings.spool_max_bytes {
             return Err(SubmitError::SpoolFull { used_bytes, limit_bytes: self.settings.spool_max_bytes });
         }
+        // One frame per max_records (a segment never splits a frame), written and synced together:
+        // all of them are accepted, or none.
+        let contents: Vec<Vec<u8>> = records
+            .chunks(self.settings.max_records)
+            .map(|chunk| codec::encode_payload(&codec::group_records(chunk), SPOOL_ZSTD_LEVEL))
+            .collect();
+        let first_id = self.last_frame_id + 1;
         let sync = self.settings.fsync == FsyncPolicy::Always;
-        let chunks: Vec<&[Record]> = records.chunks(self.settings.max_records).collect();
-        for (i, chunk) in chunks.iter().enumerate() {
-            let content = codec::encode_payload(&codec::group_records(chunk), SPOOL_ZSTD_LEVEL);
-            // Only the last frame of a batch needs the sync: it makes every earlier one durable too.
-            let sync_this = sync && i + 1 == chunks.len();
-            self.spool.append(self.last_frame_id + 1, &content, sync_this)?;
-            self.last_frame_id += 1;
-            self.pending_frames.push_back((self.last_frame_id, chunk.len()));
+        if let Err(error) = self.spool.append_all(first_id, &contents, sync) {
+            let error = PipelineError::log("write to the spool in", &self.spool_dir(), error);
+            if !self.spool_failing {
+                tracing::error!("{error}; sources are refused until it can be written");
+                self.spool_failing = true;
+            }
+            return Err(error.into());
         }
+        if self.spool_failing {
+            tracing::info!("the spool can be written again");
+            self.spool_failing = false;
+        }
+        for (id, chunk) in (first_id..).zip(records.chunks(self.settings.max_records)) {
+            self.pending_frames.push_back((id, chunk.len()));
+        }
+        self.last_frame_id += contents.len() as u64;
         let count = records.len() as u64;
         self.pending.append(records);
         self.pending_since_ns.get_or_insert(now_ns);
         self.progress.records_accepted.fetch_add(count, Ordering::Relaxed);
         self.progress.spooled_records.store(self.pending.len() as u64, Ordering::Relaxed);
         while self.pending.len() >= self.settings.max_records {
-            let sealed = self.seal_pending(now_ns).map_err(|e| SubmitError::Io(io::Error::other(format!("{e:#}"))))?;
-            if !sealed {
-                break;
+            match self.try_seal(now_ns) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(error) => {
+                    // Accepted all the same: the records are durable in the spool.
+                    tracing::error!("{error}");
+                    break;
+                }
             }
         }
         Ok(())
     }
 
-    /// Seals by age; call often (every few milliseconds).
-    pub fn tick(&mut self, now_ns: i64) -> anyhow::Result<()> {
+    /// Seals by age; call often (every few milliseconds). A failed seal is reported and tried again
+    /// later; the only error is a stopped link thread.
+    pub fn tick(&mut self, now_ns: i64) -> Result<(), PipelineError> {
         let due = self.pending_since_ns.is_some_and(|since| now_ns - since >= self.settings.max_age_ns);
         if due {
-            self.seal_pending(now_ns)?;
+            self.try_seal(now_ns)?;
         }
         Ok(())
     }
 
-    /// Seals everything pending now (used at shutdown and by tests).
-    pub fn flush(&mut self, now_ns: i64) -> anyhow::Result<()> {
+    /// Seals everything pending now (used at shutdown and by tests); a failed seal is returned.
+    pub fn flush(&mut self, now_ns: i64) -> Result<(), PipelineError> {
         while !self.pending.is_empty() {
             if !self.seal_pending(now_ns)? {
                 break;
             }
         }
         Ok(())
+    }
+
+    fn spool_dir(&self) -> PathBuf {
+        self.settings.data_dir.join("spool")
+    }
+
+    /// [`Pipeline::seal_pending`], unless a failed seal is waiting for its retry time. A failed seal
+    /// is reported (once per run of failures) and answered `Ok(false)`: nothing was sealed, and
+    /// everything stays pending. Only a stopped link thread is an error.
+    fn try_seal(&mut self, now_ns: i64) -> Result<bool, PipelineError> {
+        if self.seal_retry_at_ns.is_some_and(|at| now_ns < at) {
+            return Ok(false);
+        }
+        match self.seal_pending(now_ns) {
+            Ok(sealed) => {
+                if self.seal_retry_at_ns.take().is_some() {
+                    tracing::info!("sealing works again");
+                }
+                Ok(sealed)
+            }
+            Err(PipelineError::LinkStopped) => Err(PipelineError::LinkStopped),
+            Err(error) => {
+                if self.seal_retry_at_ns.is_none() {
+                    tracing::error!(
+                        "cannot seal: {error}; the accepted records stay in the spool and sealing is retried"
+                    );
+                }
+                self.seal_retry_at_ns = Some(now_ns.saturating_add(SEAL_RETRY_NS));
+                Ok(false)
+            }
+        }
     }
 
     fn unsent_bytes(&self) -> u64 {
@@ -306,8 +437,9 @@ impl Pipeline {
     }
 
     /// Seals up to `max_records` pending records. Returns false when the link's backlog is full,
-    /// in which case the records stay pending (and durable in the spool).
-    fn seal_pending(&mut self, now_ns: i64) -> anyhow::Result<bool> {
+    /// in which case the records stay pending (and durable in the spool). On error nothing changed:
+    /// the same records are still pending, to be sealed under the same sequence.
+    fn seal_pending(&mut self, now_ns: i64) -> Result<bool, PipelineError> {
         if self.pending.is_empty() {
             return Ok(true);
         }
@@ -316,19 +448,20 @@ impl Pipeline {
         }
         // Whole frames only, as many as fit in max_records (a frame never holds more than that).
         let mut take = 0;
+        let mut frames = 0;
         let mut cursor = self.sealed_frame_id;
-        while let Some(&(frame_id, count)) = self.pending_frames.front() {
+        for &(frame_id, count) in &self.pending_frames {
             if take > 0 && take + count > self.settings.max_records {
                 break;
             }
             take += count;
+            frames += 1;
             cursor = frame_id;
-            self.pending_frames.pop_front();
         }
-        debug_assert!(take > 0 && take <= self.pending.len());
-        let records: Vec<Record> = self.pending.drain(..take).collect();
+        assert!(take > 0 && take <= self.pending.len(), "pending frames and records out of step");
+        let records = &self.pending[..take];
         let segment =
-            seal::seal(self.position, &codec::group_records(&records), self.settings.zstd_level, now_ns, &self.key);
+            seal::seal(self.position, &codec::group_records(records), self.settings.zstd_level, now_ns, &self.key);
         let sealed = segment.to_bytes();
         let mut entry = Vec::with_capacity(8 + sealed.len());
         entry.extend_from_slice(&cursor.to_le_bytes());
@@ -337,7 +470,10 @@ impl Pipeline {
         let location = self
             .segments
             .append(sequence, &entry, true)
-            .with_context(|| format!("cannot write segment {sequence} to {}", self.segment_dir().display()))?;
+            .map_err(|e| PipelineError::log("write a segment to", &self.segment_dir(), e))?;
+        // Durable: from here on the segment is sealed, whatever else fails.
+        self.pending.drain(..take);
+        self.pending_frames.drain(..frames);
         self.index
             .write()
             .expect("segment index lock")
@@ -348,10 +484,15 @@ impl Pipeline {
         self.sealed_frame_id = cursor;
         self.pending_since_ns = (!self.pending.is_empty()).then_some(now_ns);
         self.progress.head_sequence.store(sequence, Ordering::Relaxed);
-        self.progress.records_sealed.fetch_add(records.len() as u64, Ordering::Relaxed);
+        self.progress.records_sealed.fetch_add(take as u64, Ordering::Relaxed);
         self.progress.spooled_records.store(self.pending.len() as u64, Ordering::Relaxed);
-        self.spool.drop_before(self.sealed_frame_id + 1).context("cannot remove sealed spool files")?;
-        self.enforce_retention()?;
+        // Freeing disk: a failure leaves files that the next seal tries to remove again.
+        if let Err(error) = self.spool.drop_before(self.sealed_frame_id + 1) {
+            tracing::warn!("cannot remove sealed spool files from {}: {error}", self.spool_dir().display());
+        }
+        if let Err(error) = self.enforce_retention() {
+            tracing::warn!("cannot remove old segment log files from {}: {error}", self.segment_dir().display());
+        }
         let entry = SealedEntry {
             epoch: self.epoch.epoch,
             sequence,
@@ -360,13 +501,13 @@ impl Pipeline {
         };
         // The link thread may be slow; blocking here is the backpressure that fills the spool.
         if self.output.send(entry).is_err() {
-            anyhow::bail!("the link thread has stopped");
+            return Err(PipelineError::LinkStopped);
         }
         Ok(true)
     }
 
     /// Drops the oldest segment log files beyond the retention budget, never unsent segments.
-    fn enforce_retention(&mut self) -> anyhow::Result<()> {
+    fn enforce_retention(&mut self) -> io::Result<()> {
         let sent_through = self.progress.sent_through.load(Ordering::Relaxed);
         let mut excess = self.segments.size_bytes().saturating_sub(self.settings.retention_bytes);
         let files = self.segments.files().to_vec();
@@ -381,7 +522,7 @@ impl Pipeline {
             keep_from = Some(next_first);
         }
         if let Some(keep_from) = keep_from {
-            self.segments.drop_before(keep_from).context("cannot remove old segment log files")?;
+            self.segments.drop_before(keep_from)?;
             let mut index = self.index.write().expect("segment index lock");
             index.entries = index.entries.split_off(&keep_from);
             self.progress.oldest_retained_sequence.store(keep_from, Ordering::Relaxed);
@@ -390,21 +531,18 @@ impl Pipeline {
     }
 }
 
-fn lock_data_dir(data_dir: &Path) -> anyhow::Result<fs::File> {
+fn lock_data_dir(data_dir: &Path) -> Result<fs::File, PipelineError> {
     let path = data_dir.join("lock");
     let file = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
+        .map_err(|e| PipelineError::io("create", &path, e))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => anyhow::bail!(
-            "another diode-sender (run or import) is using {}; stop it first, or send the data through its HTTP ingest",
-            data_dir.display()
-        ),
-        Err(fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+        Err(fs::TryLockError::WouldBlock) => Err(PipelineError::Locked { data_dir: data_dir.to_owned() }),
+        Err(fs::TryLockError::Error(e)) => Err(PipelineError::io("lock", &path, e)),
     }
 }
 
@@ -424,12 +562,12 @@ fn epoch_file(data_dir: &Path) -> PathBuf {
 
 /// Reads the current epoch, or starts a new one: on first start, or when the segment log of the
 /// recorded epoch has gone (the chain cannot continue without its head).
-fn load_or_start_epoch(disk: &dyn Disk, data_dir: &Path, now_ns: i64) -> anyhow::Result<EpochState> {
+fn load_or_start_epoch(disk: &dyn Disk, data_dir: &Path, now_ns: i64) -> Result<EpochState, PipelineError> {
     let path = epoch_file(data_dir);
     let previous = match fs::read_to_string(&path) {
-        Ok(text) => Some(parse_epoch(&text).with_context(|| format!("epoch file {} is damaged", path.display()))?),
+        Ok(text) => Some(parse_epoch(&text).map_err(|reason| PipelineError::DamagedEpochFile { path, reason })?),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        Err(e) => return Err(PipelineError::io("read", &path, e)),
     };
     if let Some(state) = &previous {
         if segment_dir(data_dir, state.epoch).is_dir() {
@@ -443,11 +581,11 @@ fn load_or_start_epoch(disk: &dyn Disk, data_dir: &Path, now_ns: i64) -> anyhow:
 }
 
 /// `diode-sender new-epoch`: ends the current chain and starts another, by an operator's decision.
-pub fn start_epoch_after_current(data_dir: &Path, now_ns: i64) -> anyhow::Result<EpochState> {
+pub fn start_epoch_after_current(data_dir: &Path, now_ns: i64) -> Result<EpochState, PipelineError> {
     let _lock = lock_data_dir(data_dir)?;
     let path = epoch_file(data_dir);
-    let text = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let current = parse_epoch(&text).with_context(|| format!("epoch file {} is damaged", path.display()))?;
+    let text = fs::read_to_string(&path).map_err(|e| PipelineError::io("read", &path, e))?;
+    let current = parse_epoch(&text).map_err(|reason| PipelineError::DamagedEpochFile { path, reason })?;
     start_epoch(data_dir, now_ns, EpochReason::Operator, Some(&current))
 }
 
@@ -457,7 +595,7 @@ pub fn start_epoch(
     now_ns: i64,
     reason: EpochReason,
     previous: Option<&EpochState>,
-) -> anyhow::Result<EpochState> {
+) -> Result<EpochState, PipelineError> {
     start_epoch_on(&RealDisk, data_dir, now_ns, reason, previous)
 }
 
@@ -467,7 +605,7 @@ fn start_epoch_on(
     now_ns: i64,
     reason: EpochReason,
     previous: Option<&EpochState>,
-) -> anyhow::Result<EpochState> {
+) -> Result<EpochState, PipelineError> {
     // Epoch numbers follow the clock (in seconds) so that a sender whose disk was replaced still
     // starts an epoch greater than any it used before.
     let clock_epoch = (now_ns / 1_000_000_000).max(1) as u64;
@@ -482,13 +620,17 @@ fn start_epoch_on(
         previous_last_sequence,
         previous_last_hash,
     };
-    framed_log::create_dirs(disk, &segment_dir(data_dir, epoch))?;
+    // Synced: a power cut that took the directory back would make the next start take the epoch's
+    // segment log for lost and begin another epoch.
+    let epoch_dir = segment_dir(data_dir, epoch);
+    framed_log::create_dirs_synced(disk, &epoch_dir).map_err(|e| PipelineError::io("create", &epoch_dir, e))?;
     let path = epoch_file(data_dir);
     let temporary = path.with_extension("new");
-    fs::write(&temporary, format_epoch(&state)).with_context(|| format!("cannot write {}", temporary.display()))?;
-    fs::File::open(&temporary)?.sync_all()?;
-    fs::rename(&temporary, &path).with_context(|| format!("cannot write {}", path.display()))?;
-    fs::File::open(data_dir)?.sync_all()?;
+    fs::write(&temporary, format_epoch(&state))
+        .and_then(|()| fs::File::open(&temporary)?.sync_all())
+        .map_err(|e| PipelineError::io("write", &temporary, e))?;
+    fs::rename(&temporary, &path).map_err(|e| PipelineError::io("write", &path, e))?;
+    disk.sync_dir(data_dir).map_err(|e| PipelineError::io("sync", data_dir, e))?;
     tracing::info!(epoch, reason = reason.label(), "started a new epoch");
     Ok(state)
 }
@@ -517,14 +659,16 @@ fn format_epoch(state: &EpochState) -> String {
     )
 }
 
-fn parse_epoch(text: &str) -> anyhow::Result<EpochState> {
-    let field = |name: &str| -> anyhow::Result<&str> {
+/// The epoch file's state, or what is wrong with it.
+fn parse_epoch(text: &str) -> Result<EpochState, String> {
+    let field = |name: &str| -> Result<&str, String> {
         text.lines()
             .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.trim_start().strip_prefix('=')))
             .map(str::trim)
-            .with_context(|| format!("missing {name}"))
+            .ok_or_else(|| format!("missing {name}"))
     };
-    let reason = match field("reason")?.parse::<u8>()? {
+    let number = |name: &str| -> Result<u64, String> { field(name)?.parse().map_err(|e| format!("{name}: {e}")) };
+    let reason = match field("reason")?.parse::<u8>().map_err(|e| format!("reason: {e}"))? {
         1 => EpochReason::FirstStart,
         2 => EpochReason::SpoolLost,
         3 => EpochReason::Operator,
@@ -532,13 +676,13 @@ fn parse_epoch(text: &str) -> anyhow::Result<EpochState> {
     };
     let hash = diode_common::keys::decode_hex(field("previous_last_hash")?)
         .and_then(|bytes| bytes.try_into().ok())
-        .context("previous_last_hash is not 64 hexadecimal digits")?;
+        .ok_or("previous_last_hash is not 64 hexadecimal digits")?;
     Ok(EpochState {
-        epoch: field("epoch")?.parse()?,
-        started_at_ns: field("started_at_ns")?.parse()?,
+        epoch: number("epoch")?,
+        started_at_ns: field("started_at_ns")?.parse().map_err(|e| format!("started_at_ns: {e}"))?,
         reason,
-        previous_epoch: field("previous_epoch")?.parse()?,
-        previous_last_sequence: field("previous_last_sequence")?.parse()?,
+        previous_epoch: number("previous_epoch")?,
+        previous_last_sequence: number("previous_last_sequence")?,
         previous_last_hash: hash,
     })
 }
@@ -546,6 +690,7 @@ fn parse_epoch(text: &str) -> anyhow::Result<EpochState> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::framed_log::faults::FaultyDisk;
     use diode_common::keys::TrustedKeys;
     use diode_common::record::{Quality, SeriesKey, Value};
     use std::sync::mpsc::{Receiver, sync_channel};
@@ -579,6 +724,15 @@ mod tests {
         let (tx, rx) = sync_channel(1_000);
         let pipeline =
             Pipeline::open(settings(dir), SenderKey::from_seed([1; 32]), 1_700_000_000_000_000_000, tx).unwrap();
+        (pipeline, rx)
+    }
+
+    fn open_on(disk: &FaultyDisk, dir: &Path) -> (Pipeline, Receiver<SealedEntry>) {
+        let (tx, rx) = sync_channel(1_000);
+        let disk = Arc::new(disk.clone());
+        let pipeline =
+            Pipeline::open_on(disk, settings(dir), SenderKey::from_seed([1; 32]), 1_700_000_000_000_000_000, tx)
+                .unwrap();
         (pipeline, rx)
     }
 
@@ -661,6 +815,91 @@ mod tests {
         let (mut pipeline, rx) = open(dir.path());
         pipeline.flush(0).unwrap();
         assert!(sealed_values(&rx).is_empty(), "everything was sealed before the restart");
+        assert_eq!(pipeline.progress().head_sequence.load(Ordering::Relaxed), 2);
+    }
+
+    /// A submit of several spool frames (more records than a segment holds) runs out of space in
+    /// its second frame: none of it may stay behind, neither on disk nor in what waits for sealing,
+    /// so that the client's retry is spooled and sealed exactly once.
+    #[test]
+    fn a_submit_of_several_frames_that_runs_out_of_space_part_way_accepts_none_of_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = FaultyDisk::new();
+        let (mut pipeline, rx) = open_on(&disk, dir.path());
+        pipeline.submit(&mut records(0, 100), 0).unwrap(); // one frame of 100 records, sealed
+        let frame_bytes = pipeline.spool.size_bytes();
+        disk.limit_space(frame_bytes + frame_bytes / 2); // the next submit's first frame and a half
+        let mut batch = records(100, 250); // three frames: 100, 100 and 50 records
+        let error = pipeline.submit(&mut batch, 0).unwrap_err().to_string();
+        assert!(error.contains("No space left on device"), "{error}");
+        assert_eq!(batch.len(), 250, "refused records are handed back untouched");
+        assert_eq!(pipeline.progress().records_accepted.load(Ordering::Relaxed), 100);
+        disk.free_space();
+        pipeline.submit(&mut batch, 0).unwrap();
+        pipeline.flush(0).unwrap();
+        let expected = vec![
+            (1, (0..100).collect()),
+            (2, (100..200).collect()),
+            (3, (200..300).collect()),
+            (4, (300..350).collect()),
+        ];
+        assert_eq!(sealed_values(&rx), expected);
+        drop(pipeline);
+        let (mut pipeline, rx) = open(dir.path());
+        pipeline.flush(0).unwrap();
+        assert!(sealed_values(&rx).is_empty(), "nothing left in the spool to seal again");
+        assert_eq!(pipeline.progress().head_sequence.load(Ordering::Relaxed), 4);
+    }
+
+    /// A power cut after a new epoch's segment directory was made must not lose the directory:
+    /// the restart would take it for a lost segment log and start another epoch.
+    #[test]
+    fn creating_an_epochs_segment_directory_syncs_each_parent_it_adds_an_entry_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = FaultyDisk::new();
+        let state =
+            start_epoch_on(&disk, dir.path(), 1_700_000_000_000_000_000, EpochReason::FirstStart, None).unwrap();
+        let operations = disk.operations();
+        let created: Vec<&PathBuf> =
+            operations.iter().filter(|(what, _)| *what == "create_dir").map(|(_, path)| path).collect();
+        assert_eq!(created, vec![&dir.path().join("segments"), &segment_dir(dir.path(), state.epoch)]);
+        for (position, (what, path)) in operations.iter().enumerate() {
+            if *what == "create_dir" {
+                let parent = path.parent().unwrap().to_owned();
+                assert!(
+                    operations[position + 1..].contains(&("sync_dir", parent.clone())),
+                    "{} was created but {} not synced: {operations:?}",
+                    path.display(),
+                    parent.display()
+                );
+            }
+        }
+    }
+
+    /// Sealing fails (the segment log's disk is full) after the records are durable in the spool:
+    /// they are accepted (the source must not send them again), and sealed once space is back.
+    #[test]
+    fn a_seal_that_fails_leaves_the_records_accepted_and_a_later_tick_seals_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let segment_disk = FaultyDisk::new().only_under(&dir.path().join("segments"));
+        let (mut pipeline, rx) = open_on(&segment_disk, dir.path());
+        segment_disk.limit_space(20); // not even one segment fits
+        pipeline.submit(&mut records(0, 150), 0).expect("durable in the spool, so accepted");
+        pipeline.submit(&mut records(150, 50), 0).expect("durable in the spool, so accepted");
+        pipeline.tick(SEAL_RETRY_NS).expect("a failed seal is retried at a later tick");
+        assert!(sealed_values(&rx).is_empty());
+        assert_eq!(pipeline.progress().records_accepted.load(Ordering::Relaxed), 200);
+        segment_disk.free_space();
+        pipeline.tick(2 * SEAL_RETRY_NS - 1).unwrap(); // not yet: a failed seal waits SEAL_RETRY_NS
+        assert!(sealed_values(&rx).is_empty());
+        pipeline.tick(2 * SEAL_RETRY_NS).unwrap();
+        assert_eq!(sealed_values(&rx), vec![(1, (0..100).collect())]);
+        pipeline.flush(2 * SEAL_RETRY_NS).unwrap();
+        assert_eq!(sealed_values(&rx), vec![(2, (100..200).collect())]);
+        drop(pipeline);
+        let (mut pipeline, rx) = open(dir.path());
+        pipeline.flush(0).unwrap();
+        assert!(sealed_values(&rx).is_empty(), "nothing left in the spool to seal again");
         assert_eq!(pipeline.progress().head_sequence.load(Ordering::Relaxed), 2);
     }
 

@@ -17,7 +17,7 @@ use crate::ingest::IngestState;
 use crate::keyfiles;
 use crate::link::{self, LinkContext, LinkCounters, LinkSettings};
 use crate::metrics::{self, SenderMetrics};
-use crate::pipeline::{Pipeline, PipelineSettings, SubmitError};
+use crate::pipeline::{Pipeline, PipelineSettings};
 use crate::schedule::CodingSettings;
 
 /// How `run` ends.
@@ -303,11 +303,11 @@ fn spawn_simulator(
                         produced += count;
                         full_since = None;
                     }
-                    Err(SubmitError::SpoolFull { .. }) => {
+                    Err(error) if error.is_full() => {
                         // A real plant source would buffer or drop; the simulator waits, like a
                         // collector retrying after 503, and regenerates nothing.
                         if full_since.is_none() {
-                            tracing::warn!("spool full: the simulator is waiting for the link to catch up");
+                            tracing::warn!("the simulator is waiting: {error}");
                         }
                         full_since.get_or_insert(now_ns());
                         thread::sleep(Duration::from_millis(50));
