@@ -285,15 +285,18 @@ fn time_and_ns(timestamp_ns: i64) -> String {
     format!("{} ({timestamp_ns} ns)", format_rfc3339(timestamp_ns))
 }
 
+/// A point's value and quality, or nothing.
+type MaybePoint = Option<(Value, Quality)>;
+
 /// The line of a [`Finding::ChunkChanged`].
 fn describe_chunk_changed(
     series: &str,
     chunk: &PointKey,
     timestamp_ns: i64,
-    (expected, found): (&Option<(Value, Quality)>, &Option<(Value, Quality)>),
+    (expected, found): (&MaybePoint, &MaybePoint),
     rows_differing: u64,
 ) -> String {
-    let shown = |point: &Option<(Value, Quality)>| {
+    let shown = |point: &MaybePoint| {
         point.as_ref().map_or("nothing".to_owned(), |(value, quality)| describe_value(value, *quality))
     };
     format!(
