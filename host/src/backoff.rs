@@ -50,7 +50,7 @@ pub struct RateLimitedWarning {
 impl RateLimitedWarning {
     /// Logs `message` at warn level unless it was logged less than [`WARNING_INTERVAL`] ago.
     pub fn warn(&self, message: impl FnOnce() -> String) {
-        let mut state = lock(&self.state, "rate-limited warning");
+        let mut state = lock(&self.state);
         let now = Instant::now();
         match &mut *state {
             Some((at, suppressed)) if now.duration_since(*at) < WARNING_INTERVAL => *suppressed += 1,

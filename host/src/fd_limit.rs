@@ -26,7 +26,7 @@ static RESERVED: Mutex<u64> = Mutex::new(0);
 /// to lower in the warning when it does not. Returns the soft limit now in force.
 pub fn reserve(descriptors: usize, setting: &str) -> u64 {
     let wanted = {
-        let mut reserved = lock(&RESERVED, "descriptor reservations");
+        let mut reserved = lock(&RESERVED);
         *reserved = reserved.saturating_add(descriptors as u64);
         reserved.saturating_add(BASE_DESCRIPTORS)
     };

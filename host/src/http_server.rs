@@ -110,7 +110,7 @@ impl Registry {
     }
 
     fn len(&self) -> usize {
-        lock(&self.open, "HTTP connections").len()
+        lock(&self.open).len()
     }
 
     fn register(&self) -> (u64, Arc<Connection>) {
@@ -122,17 +122,17 @@ impl Registry {
             evict: Notify::new(),
         });
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        lock(&self.open, "HTTP connections").insert(id, Arc::clone(&connection));
+        lock(&self.open).insert(id, Arc::clone(&connection));
         (id, connection)
     }
 
     fn remove(&self, id: u64) {
-        lock(&self.open, "HTTP connections").remove(&id);
+        lock(&self.open).remove(&id);
     }
 
     /// Closes the connection idle longest, if any is idle; it stops counting at once.
     fn evict_one(&self) -> bool {
-        let mut open = lock(&self.open, "HTTP connections");
+        let mut open = lock(&self.open);
         let victim = open
             .iter()
             .filter(|(_, connection)| connection.in_flight.load(Ordering::Acquire) == 0)
