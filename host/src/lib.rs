@@ -2,10 +2,14 @@
 //!
 //! `common` is the protocol and never touches the host; `sender` and `receiver` are the
 //! appliances. What sits between (the wall clock, logging set-up, SIGTERM, reading secret key
-//! files, and what to do with a lock whose holder panicked) lives here, so the two appliances
+//! files, what to do with a lock whose holder panicked, and serving HTTP and accepting connections
+//! so that slow or hostile clients cannot stop an appliance) lives here, so the two appliances
 //! cannot drift apart on it.
 
+pub mod backoff;
 pub mod clock;
+pub mod fd_limit;
+pub mod http_server;
 pub mod keyfile;
 pub mod logging;
 pub mod signals;

@@ -133,13 +133,38 @@ impl Default for ReassemblyConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Where `/metrics`, `/status` and `/api/v1/...` are served; unset: no HTTP listener.
     pub listen: Option<SocketAddr>,
     /// If set, API requests need `Authorization: Bearer <token>` (`/metrics` stays open).
     pub bearer_token: Option<String>,
+    /// Connections open at once; at the cap a new connection replaces the longest idle one.
+    pub max_connections: usize,
+    /// Time a request head may take from its first byte.
+    pub header_timeout_ms: u64,
+    /// Time a connection may stay open with no request.
+    pub idle_timeout_ms: u64,
+    /// Time a response may wait for its client to read any of it; a query whose client stops
+    /// reading ends after it and frees its slot.
+    pub write_timeout_ms: u64,
+    /// Time a query may run, waiting for its client included; then it ends with an error.
+    pub query_timeout_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            bearer_token: None,
+            max_connections: 1_024,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 75_000,
+            write_timeout_ms: 30_000,
+            query_timeout_ms: 30_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -185,6 +210,24 @@ impl ReceiverConfig {
         ensure(r.segment_timeout_ms >= 100, "reassembly.segment_timeout_ms must be at least 100")?;
         ensure((1..=16 * 1024).contains(&r.max_segment_kib), "reassembly.max_segment_kib must be 1..=16384")?;
         ensure((1..=65_536).contains(&r.apply_queue_segments), "reassembly.apply_queue_segments must be 1..=65536")?;
+        let http = &self.http;
+        ensure((1..=65_536).contains(&http.max_connections), "http.max_connections must be 1..=65536")?;
+        ensure(
+            (100..=3_600_000).contains(&http.header_timeout_ms),
+            "http.header_timeout_ms must be 100..=3600000 (an hour)",
+        )?;
+        ensure(
+            (100..=3_600_000).contains(&http.idle_timeout_ms),
+            "http.idle_timeout_ms must be 100..=3600000 (an hour)",
+        )?;
+        ensure(
+            (100..=3_600_000).contains(&http.write_timeout_ms),
+            "http.write_timeout_ms must be 100..=3600000 (an hour)",
+        )?;
+        ensure(
+            (100..=86_400_000).contains(&http.query_timeout_ms),
+            "http.query_timeout_ms must be 100..=86400000 (a day)",
+        )?;
         for key in &self.keys.trusted {
             for text in [&key.valid_from, &key.valid_until].into_iter().flatten() {
                 parse_rfc3339(text).map_err(|source| ConfigError::Validity {
@@ -239,6 +282,27 @@ mod tests {
     fn the_example_config_in_the_repository_is_valid() {
         let config: ReceiverConfig = toml::from_str(include_str!("../../config/receiver.toml")).unwrap();
         config.check().unwrap();
+    }
+
+    #[test]
+    fn http_limits_default_to_the_documented_values_and_name_the_setting_when_out_of_range() {
+        let config: ReceiverConfig = toml::from_str(MINIMAL).unwrap();
+        let http = &config.http;
+        assert_eq!(
+            (http.max_connections, http.header_timeout_ms, http.idle_timeout_ms, http.write_timeout_ms),
+            (1_024, 10_000, 75_000, 30_000)
+        );
+        assert_eq!(http.query_timeout_ms, 30_000);
+        let text = format!("{MINIMAL}\n[http]\nquery_timeout_ms = 0\n");
+        let error = toml::from_str::<ReceiverConfig>(&text).unwrap().check().unwrap_err().to_string();
+        assert!(error.contains("http.query_timeout_ms"), "{error}");
+        let text = format!("{MINIMAL}\n[http]\nmax_connections = 0\n");
+        let error = toml::from_str::<ReceiverConfig>(&text).unwrap().check().unwrap_err().to_string();
+        assert!(error.contains("http.max_connections"), "{error}");
+        let error = toml::from_str::<ReceiverConfig>(&format!("{MINIMAL}\n[http]\nmax_conections = 5\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("max_conections"), "{error}");
     }
 
     #[test]

@@ -1,16 +1,21 @@
 //! The receiver's read-only HTTP listener: `/metrics` (Prometheus), `/api/v1/status` and
 //! `/api/v1/gaps` (JSON), and the query routes `/api/v1/series` and `/api/v1/query` (handlers in
 //! [`crate::query::http`]). Optional bearer token on `/api/...`. The routes are assembled and
-//! served here only.
+//! served here only, by [`diode_host::http_server`]: a connection cap and header, idle and write
+//! timeouts (`[http]` in the config), so idle or slow clients cannot stop the listener.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use crate::config::HttpConfig;
+use crate::query::http::QueryLimits;
 use crate::state::{AppState, Shared, authorised};
 use crate::status;
 use crate::{locks, query};
@@ -30,17 +35,39 @@ pub fn routes() -> axum::Router<AppState> {
 pub enum HttpError {
     #[error("cannot listen for HTTP on {listen}; change http.listen")]
     Listen { listen: SocketAddr, source: std::io::Error },
-    #[error("HTTP server failed")]
-    Serve(#[source] std::io::Error),
 }
 
-/// Serves every route on `listen` until the server fails.
-pub async fn serve(listen: SocketAddr, shared: Arc<Shared>, token: Option<String>) -> Result<(), HttpError> {
-    let state = AppState { shared, token: token.map(Arc::from) };
-    let app = routes().with_state(state);
+/// The connection limits `[http]` sets.
+pub fn limits(config: &HttpConfig) -> diode_host::http_server::HttpLimits {
+    diode_host::http_server::HttpLimits {
+        max_connections: config.max_connections,
+        header_timeout: Duration::from_millis(config.header_timeout_ms),
+        idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+        write_timeout: Duration::from_millis(config.write_timeout_ms),
+    }
+}
+
+/// The query limits `[http]` sets.
+pub fn query_limits(config: &HttpConfig) -> QueryLimits {
+    QueryLimits {
+        timeout: Duration::from_millis(config.query_timeout_ms),
+        write_timeout: Duration::from_millis(config.write_timeout_ms),
+    }
+}
+
+/// Every route with its state and `[http]`'s query limits: what [`serve`] serves.
+pub fn app(shared: Arc<Shared>, config: &HttpConfig) -> axum::Router {
+    let state = AppState { shared, token: config.bearer_token.as_deref().map(Arc::from) };
+    routes().layer(Extension(query_limits(config))).with_state(state)
+}
+
+/// Serves every route on `listen` with `config`'s token and limits; returns only when `listen`
+/// cannot be bound.
+pub async fn serve(listen: SocketAddr, shared: Arc<Shared>, config: &HttpConfig) -> Result<(), HttpError> {
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|source| HttpError::Listen { listen, source })?;
-    axum::serve(listener, app).await.map_err(HttpError::Serve)
+    diode_host::http_server::serve(listener, app(shared, config), limits(config), "http.max_connections").await;
+    Ok(())
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

@@ -39,6 +39,13 @@ const LARGE_WRITE_BUFFER_BYTES: usize = 64 * 1024 * 1024;
 const SMALL_WRITE_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 /// Block cache shared by all column families.
 const BLOCK_CACHE_BYTES: usize = 128 * 1024 * 1024;
+/// Table files a writable replica keeps open at once (RocksDB's `max_open_files`); beyond it
+/// RocksDB closes the least recently used and reopens on demand. With 64 MiB table files this keeps
+/// about 32 GiB of points open, and it leaves the receiver's descriptors to its HTTP connections
+/// (`diode_host::fd_limit` counts it among the descriptors kept for everything else). Read-only
+/// replicas (RocksDB secondary instances) must open every file, so they keep RocksDB's unbounded
+/// setting; they are short-lived CLI processes.
+const MAX_OPEN_FILES: i32 = 512;
 
 /// How a replica is opened for writing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -101,8 +108,7 @@ fn database_options() -> Options {
     options.set_bytes_per_sync(1024 * 1024);
     options.set_max_total_wal_size(512 * 1024 * 1024);
     options.set_keep_log_file_num(5);
-    // Secondary (read-only) instances require every file to be opened up front.
-    options.set_max_open_files(-1);
+    options.set_max_open_files(MAX_OPEN_FILES);
     options
 }
 
@@ -242,6 +248,8 @@ impl Replica {
         let mut options = database_options();
         options.create_if_missing(false);
         options.create_missing_column_families(false);
+        // Secondary (read-only) instances require every file to be opened up front.
+        options.set_max_open_files(-1);
         let db =
             DB::open_cf_descriptors_as_secondary(&options, path, scratch.path.as_path(), column_family_descriptors())
                 .map_err(|source| open_error(path, source))?;

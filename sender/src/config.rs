@@ -190,6 +190,20 @@ pub struct IngestConfig {
     pub quality_field: Option<String>,
     /// A tag whose value is the record's quality (a status code, or good/uncertain/bad).
     pub quality_tag: Option<String>,
+    /// HTTP connections open at once; at the cap a new connection replaces the longest idle one.
+    pub max_connections: usize,
+    /// Time a request head may take from its first byte.
+    pub header_timeout_ms: u64,
+    /// Time an HTTP connection may stay open with no request.
+    pub idle_timeout_ms: u64,
+    /// Time a response may wait for its client to read any of it.
+    pub write_timeout_ms: u64,
+    /// Time a write's body may take to arrive once its head has.
+    pub body_timeout_ms: u64,
+    /// HTTP writes read, parsed and spooled at once; more are answered 503 with Retry-After.
+    pub max_concurrent_writes: usize,
+    /// TCP line protocol connections open at once; more are closed as they arrive.
+    pub tcp_max_connections: usize,
 }
 
 impl Default for IngestConfig {
@@ -202,15 +216,35 @@ impl Default for IngestConfig {
             max_body_bytes: 32 * 1024 * 1024,
             quality_field: None,
             quality_tag: None,
+            max_connections: 1_024,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 75_000,
+            write_timeout_ms: 30_000,
+            body_timeout_ms: 60_000,
+            max_concurrent_writes: 16,
+            tcp_max_connections: 256,
         }
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Where Prometheus scrapes `/metrics`; unset: no metrics listener.
     pub listen: Option<SocketAddr>,
+    /// Connections open at once on the metrics listener (timeouts as `[ingest]`'s defaults).
+    #[serde(default = "default_metrics_max_connections")]
+    pub max_connections: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { listen: None, max_connections: default_metrics_max_connections() }
+    }
+}
+
+fn default_metrics_max_connections() -> usize {
+    64
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -323,6 +357,7 @@ impl SenderConfig {
             "ingest.max_body_bytes = {} must be between 1024 and 1073741824",
             self.ingest.max_body_bytes
         );
+        self.check_connection_limits()?;
         let carousel = &self.carousel;
         ensure!(
             (0.0..=0.9).contains(&carousel.rate_fraction),
@@ -340,6 +375,33 @@ impl SenderConfig {
             "simulator.rate_hz = {} must be above 0 and at most 10000",
             simulator.rate_hz
         );
+        Ok(())
+    }
+
+    /// The connection caps and timeouts of the listeners.
+    fn check_connection_limits(&self) -> anyhow::Result<()> {
+        use anyhow::ensure;
+        let ingest = &self.ingest;
+        for (name, value) in [
+            ("ingest.max_connections", ingest.max_connections),
+            ("ingest.tcp_max_connections", ingest.tcp_max_connections),
+            ("metrics.max_connections", self.metrics.max_connections),
+        ] {
+            ensure!((1..=65_536).contains(&value), "{name} = {value} must be between 1 and 65536");
+        }
+        ensure!(
+            (1..=1_024).contains(&ingest.max_concurrent_writes),
+            "ingest.max_concurrent_writes = {} must be between 1 and 1024",
+            ingest.max_concurrent_writes
+        );
+        for (name, value) in [
+            ("ingest.header_timeout_ms", ingest.header_timeout_ms),
+            ("ingest.idle_timeout_ms", ingest.idle_timeout_ms),
+            ("ingest.write_timeout_ms", ingest.write_timeout_ms),
+            ("ingest.body_timeout_ms", ingest.body_timeout_ms),
+        ] {
+            ensure!((100..=3_600_000).contains(&value), "{name} = {value} must be between 100 and 3600000 (an hour)");
+        }
         Ok(())
     }
 }
@@ -395,6 +457,30 @@ mod tests {
         config.link.mtu = 100;
         let error = config.check().unwrap_err().to_string();
         assert!(error.contains("link.mtu = 100"), "{error}");
+    }
+
+    #[test]
+    fn connection_limits_default_to_the_documented_values_and_name_the_setting_when_out_of_range() {
+        let config: SenderConfig = toml::from_str(MINIMAL).unwrap();
+        let ingest = &config.ingest;
+        assert_eq!(
+            (ingest.max_connections, ingest.header_timeout_ms, ingest.idle_timeout_ms, ingest.write_timeout_ms),
+            (1_024, 10_000, 75_000, 30_000)
+        );
+        assert_eq!(
+            (ingest.body_timeout_ms, ingest.max_concurrent_writes, ingest.tcp_max_connections),
+            (60_000, 16, 256)
+        );
+        assert_eq!(config.metrics.max_connections, 64);
+        let text = format!("{MINIMAL}\n[ingest]\nmax_connections = 0\n");
+        let error = toml::from_str::<SenderConfig>(&text).unwrap().check().unwrap_err().to_string();
+        assert!(error.contains("ingest.max_connections = 0"), "{error}");
+        let text = format!("{MINIMAL}\n[ingest]\nheader_timeout_ms = 5\n");
+        let error = toml::from_str::<SenderConfig>(&text).unwrap().check().unwrap_err().to_string();
+        assert!(error.contains("ingest.header_timeout_ms = 5"), "{error}");
+        let text = format!("{MINIMAL}\n[metrics]\nmax_connections = 100000\n");
+        let error = toml::from_str::<SenderConfig>(&text).unwrap().check().unwrap_err().to_string();
+        assert!(error.contains("metrics.max_connections = 100000"), "{error}");
     }
 
     #[test]

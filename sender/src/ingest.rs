@@ -9,25 +9,40 @@
 //! durable. Writes that arrive together share one spool sync (`commit`). A body with a bad line is
 //! refused whole (400 naming the first bad line), so a writer can fix it and retry without creating
 //! duplicates.
+//!
+//! Slow and hostile clients cannot stop the listeners: HTTP is served by
+//! [`diode_host::http_server`] (connection cap, header, idle and write timeouts); a write's token
+//! is checked before its body is read, the body is bounded in size (compressed and decompressed)
+//! and in read time, and at most [`IngestLimits::max_concurrent_writes`] writes are read, parsed
+//! and spooled at once: a write beyond them is answered 503 with `Retry-After` at once, without
+//! reading its body (a collector retries it, as it retries a full spool). TCP connections are
+//! capped, their pending batches bounded in lines and bytes; accept and receive errors (out of
+//! descriptors) are logged, backed off and survived.
 
 use std::io::Read;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::line_protocol::{self, ParseOptions, Precision};
 use anyhow::Context;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use diode_common::record::Record;
+use diode_host::backoff::{Backoff, RateLimitedWarning};
+use diode_host::http_server::HttpLimits;
+use http_body::Body as _;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::io::AsyncBufReadExt;
 
 use crate::clock::now_ns;
 use crate::commit::Committer;
+use crate::config::IngestConfig;
 use crate::pipeline::{PipelineError, SubmitError};
 
 /// What the ingest listeners need.
@@ -41,10 +56,72 @@ pub struct IngestState {
     pub quality_tag: Option<String>,
 }
 
+/// How the ingest listeners protect themselves from slow and hostile clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngestLimits {
+    /// The HTTP listener's connection cap and timeouts.
+    pub http: HttpLimits,
+    /// HTTP writes whose bodies are read, parsed and spooled at once; more are answered 503.
+    pub max_concurrent_writes: usize,
+    /// Time a write's body may take to arrive, once its head has.
+    pub body_timeout: Duration,
+    /// TCP line protocol connections open at once; more are closed as they arrive.
+    pub tcp_max_connections: usize,
+}
+
+/// Default [`IngestLimits::max_concurrent_writes`]: twice the eight collectors of the ingest
+/// bench. Each write in progress may hold its body and its decompressed text (up to
+/// `ingest.max_body_bytes` each) and its records.
+pub const DEFAULT_MAX_CONCURRENT_WRITES: usize = 16;
+/// Default [`IngestLimits::body_timeout`]: a 32 MiB body at 5 Mbit/s.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default [`IngestLimits::tcp_max_connections`].
+pub const DEFAULT_TCP_MAX_CONNECTIONS: usize = 256;
+
+impl Default for IngestLimits {
+    fn default() -> Self {
+        IngestLimits {
+            http: HttpLimits::default(),
+            max_concurrent_writes: DEFAULT_MAX_CONCURRENT_WRITES,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            tcp_max_connections: DEFAULT_TCP_MAX_CONNECTIONS,
+        }
+    }
+}
+
+impl IngestLimits {
+    /// The limits `[ingest]` sets.
+    pub fn from_config(config: &IngestConfig) -> IngestLimits {
+        IngestLimits {
+            http: HttpLimits {
+                max_connections: config.max_connections,
+                header_timeout: Duration::from_millis(config.header_timeout_ms),
+                idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+                write_timeout: Duration::from_millis(config.write_timeout_ms),
+            },
+            max_concurrent_writes: config.max_concurrent_writes,
+            body_timeout: Duration::from_millis(config.body_timeout_ms),
+            tcp_max_connections: config.tcp_max_connections,
+        }
+    }
+}
+
+/// What the HTTP handlers share: the listeners' state and the write slots.
+#[derive(Clone)]
+struct HttpIngest {
+    state: IngestState,
+    /// One permit per write being read, parsed or spooled.
+    writes: Arc<tokio::sync::Semaphore>,
+    max_concurrent_writes: usize,
+    body_timeout: Duration,
+}
+
 /// The InfluxDB version reported by `/ping` and `/health`, which some clients check.
 const COMPATIBLE_VERSION: &str = "2.7.0";
 /// Seconds a client is told to wait when the spool is full.
 const RETRY_AFTER_SECONDS: &str = "5";
+/// Seconds a client is told to wait when every write slot is taken.
+const BUSY_RETRY_AFTER_SECONDS: &str = "1";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Api {
@@ -59,21 +136,36 @@ struct WriteParams {
     p: Option<String>,
 }
 
+/// The HTTP routes with the default [`IngestLimits`].
 pub fn router(state: IngestState) -> axum::Router {
+    router_with(state, &IngestLimits::default())
+}
+
+/// The HTTP routes with `limits`' write slots and body timeout.
+pub fn router_with(state: IngestState, limits: &IngestLimits) -> axum::Router {
+    let http = HttpIngest {
+        state,
+        writes: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_writes)),
+        max_concurrent_writes: limits.max_concurrent_writes,
+        body_timeout: limits.body_timeout,
+    };
     axum::Router::new()
         .route("/api/v2/write", post(write_v2))
         .route("/write", post(write_v1))
         .route("/ping", get(ping).head(ping))
         .route("/health", get(health))
-        .with_state(state)
+        .with_state(http)
 }
 
-pub async fn serve_http(listen: SocketAddr, state: IngestState) -> anyhow::Result<()> {
+/// Serves the HTTP routes on `listen` (see [`diode_host::http_server`]); returns only when the
+/// address cannot be bound.
+pub async fn serve_http(listen: SocketAddr, state: IngestState, limits: &IngestLimits) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen for line protocol over HTTP on {listen}; change ingest.http_listen"))?;
     tracing::info!(%listen, "accepting InfluxDB line protocol over HTTP");
-    axum::serve(listener, router(state)).await.context("the HTTP ingest server failed")
+    diode_host::http_server::serve(listener, router_with(state, limits), limits.http, "ingest.max_connections").await;
+    Ok(())
 }
 
 async fn ping() -> Response {
@@ -91,22 +183,25 @@ async fn health() -> Response {
     .into_response()
 }
 
+// The body is taken unread (`Body`, not `Bytes`): the token is checked and a write slot taken
+// before a byte of it is read, and its size is bounded by `ingest.max_body_bytes`, not by axum's
+// default limit.
 async fn write_v2(
-    State(state): State<IngestState>,
+    State(http): State<HttpIngest>,
     Query(params): Query<WriteParams>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    write(state, Api::V2, params, headers, body).await
+    write(http, Api::V2, params, headers, body).await
 }
 
 async fn write_v1(
-    State(state): State<IngestState>,
+    State(http): State<HttpIngest>,
     Query(params): Query<WriteParams>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    write(state, Api::V1, params, headers, body).await
+    write(http, Api::V1, params, headers, body).await
 }
 
 /// An error answered the way InfluxDB answers it.
@@ -134,13 +229,63 @@ fn authorised(state: &IngestState, api: Api, params: &WriteParams, headers: &Hea
     given.is_some_and(|token| diode_common::keys::constant_time_eq(token.as_bytes(), expected.as_bytes()))
 }
 
-async fn write(state: IngestState, api: Api, params: WriteParams, headers: HeaderMap, body: Bytes) -> Response {
-    if !authorised(&state, api, &params, &headers) {
+fn too_large(api: Api, max_body_bytes: usize) -> Response {
+    let message = format!("request body exceeds the {max_body_bytes} byte limit; send smaller batches");
+    error(api, StatusCode::PAYLOAD_TOO_LARGE, "request too large", message, None)
+}
+
+/// The body, read whole, never more than `limit` bytes.
+async fn read_body(mut body: Body, limit: usize, declared: Option<usize>) -> Result<Vec<u8>, BodyError> {
+    let mut bytes = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    while let Some(frame) = std::future::poll_fn(|context| Pin::new(&mut body).poll_frame(context)).await {
+        let frame = frame.map_err(|e| BodyError::Invalid(format!("the body could not be read: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > limit {
+                return Err(BodyError::TooLarge);
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(bytes)
+}
+
+async fn write(http: HttpIngest, api: Api, params: WriteParams, headers: HeaderMap, body: Body) -> Response {
+    let state = &http.state;
+    // Everything that can refuse a write without its body comes first: the body is never read
+    // for a write that would be refused anyway.
+    if !authorised(state, api, &params, &headers) {
         return error(api, StatusCode::UNAUTHORIZED, "unauthorized", "unauthorized access".into(), None);
     }
     let precision = match params.precision.as_deref().map(str::parse::<Precision>).transpose() {
         Ok(precision) => precision.unwrap_or(Precision::Nanoseconds),
         Err(e) => return error(api, StatusCode::BAD_REQUEST, "invalid", format!("invalid precision: {e}"), None),
+    };
+    let max_body_bytes = state.max_body_bytes;
+    let declared = body.size_hint().exact().map(|length| usize::try_from(length).unwrap_or(usize::MAX));
+    if declared.is_some_and(|length| length > max_body_bytes) {
+        return too_large(api, max_body_bytes);
+    }
+    // Held until the write is answered: bounds the bodies, texts and records held at once.
+    let Ok(_slot) = Arc::clone(&http.writes).try_acquire_owned() else {
+        let message = format!(
+            "{} writes are in progress already (ingest.max_concurrent_writes); retry in a moment",
+            http.max_concurrent_writes
+        );
+        let mut response = error(api, StatusCode::SERVICE_UNAVAILABLE, "unavailable", message, None);
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(BUSY_RETRY_AFTER_SECONDS));
+        return response;
+    };
+    let body = match tokio::time::timeout(http.body_timeout, read_body(body, max_body_bytes, declared)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(BodyError::TooLarge)) => return too_large(api, max_body_bytes),
+        Ok(Err(BodyError::Invalid(message))) => return error(api, StatusCode::BAD_REQUEST, "invalid", message, None),
+        Err(_) => {
+            let message = format!(
+                "the request body did not arrive within {} ms (ingest.body_timeout_ms)",
+                http.body_timeout.as_millis()
+            );
+            return error(api, StatusCode::REQUEST_TIMEOUT, "request timeout", message, None);
+        }
     };
     let gzip = headers.get(header::CONTENT_ENCODING).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
     let options = ParseOptions {
@@ -151,7 +296,6 @@ async fn write(state: IngestState, api: Api, params: WriteParams, headers: Heade
     };
     // Decompressing and parsing take milliseconds for a large body: off the async worker, so
     // concurrent writers parse on every core and the listeners stay responsive.
-    let max_body_bytes = state.max_body_bytes;
     let parsed = tokio::task::spawn_blocking(move || parse_body(&body, gzip, max_body_bytes, &options)).await;
     let records = match parsed {
         Ok(Ok(records)) => records,
@@ -252,18 +396,46 @@ fn parse_body(body: &[u8], gzip: bool, max_body_bytes: usize, options: &ParseOpt
 /// Raw line protocol over TCP, as Telegraf's socket_writer sends it: newline-delimited, each line
 /// acknowledged by nothing (TCP has no reply in this protocol), so lines are spooled in batches
 /// as they arrive. A bad line is logged and skipped; a full spool pauses reading (backpressure).
-pub async fn serve_tcp(listen: SocketAddr, state: IngestState) -> anyhow::Result<()> {
+/// At most [`IngestLimits::tcp_max_connections`] connections are served at once; a failed
+/// accept (out of descriptors) is logged, backed off and retried. Returns only when the address
+/// cannot be bound.
+pub async fn serve_tcp(listen: SocketAddr, state: IngestState, limits: &IngestLimits) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen for line protocol over TCP on {listen}; change ingest.tcp_listen"))?;
     tracing::info!(%listen, "accepting line protocol over TCP");
+    diode_host::fd_limit::reserve(limits.tcp_max_connections, "ingest.tcp_max_connections");
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.tcp_max_connections));
+    let (accept_failed, cap_reached) = (RateLimitedWarning::default(), RateLimitedWarning::default());
+    let mut backoff = Backoff::default();
     loop {
-        let (stream, peer) = listener.accept().await.context("accepting a TCP connection")?;
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => {
+                backoff.reset();
+                accepted
+            }
+            Err(error) => {
+                accept_failed
+                    .warn(|| format!("accepting a line protocol connection over TCP failed: {error}; retrying"));
+                tokio::time::sleep(backoff.next_wait()).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+            cap_reached.warn(|| {
+                format!(
+                    "{} line protocol connections are open (ingest.tcp_max_connections); closed a new one from {peer}",
+                    limits.tcp_max_connections
+                )
+            });
+            continue;
+        };
         let state = state.clone();
         tokio::spawn(async move {
             if let Err(e) = tcp_connection(stream, &state).await {
                 tracing::warn!(%peer, "line protocol connection ended: {e:#}");
             }
+            drop(permit);
         });
     }
 }
@@ -271,8 +443,11 @@ pub async fn serve_tcp(listen: SocketAddr, state: IngestState) -> anyhow::Result
 /// UDP datagrams being parsed and spooled at once.
 const UDP_DATAGRAMS_IN_FLIGHT: usize = 256;
 
-/// Lines gathered before they are spooled together.
+/// Lines gathered before they are spooled together…
 const TCP_BATCH_LINES: usize = 5_000;
+/// …or bytes: a batch is spooled once it holds this much (so at most this plus one line, which
+/// `ingest.max_body_bytes` bounds, is pending per connection).
+pub const TCP_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// A connection idle this long has its partial batch spooled.
 const TCP_IDLE_FLUSH: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -298,7 +473,7 @@ async fn tcp_connection(stream: impl tokio::io::AsyncRead + Unpin, state: &Inges
             Ok(Ok(_)) => {
                 take_line(&mut line, &mut batch);
                 count += 1;
-                if count >= TCP_BATCH_LINES {
+                if count >= TCP_BATCH_LINES || batch.len() >= TCP_BATCH_BYTES {
                     spool_text(state, std::mem::take(&mut batch)).await;
                     count = 0;
                 }
@@ -377,23 +552,55 @@ async fn spool_text(state: &IngestState, text: String) {
 }
 
 /// Raw line protocol over UDP, one batch per datagram (Telegraf's socket_writer with udp://).
+/// Returns only when the address cannot be bound.
 pub async fn serve_udp(listen: SocketAddr, state: IngestState) -> anyhow::Result<()> {
     let socket = tokio::net::UdpSocket::bind(listen)
         .await
         .with_context(|| format!("cannot listen for line protocol over UDP on {listen}; change ingest.udp_listen"))?;
     tracing::info!(%listen, "accepting line protocol over UDP");
+    receive_datagrams(&socket, state).await;
+    Ok(())
+}
+
+/// Where datagrams come from: a UDP socket, or a test's script of datagrams and errors.
+trait DatagramSource {
+    fn receive(&self, buffer: &mut [u8]) -> impl std::future::Future<Output = std::io::Result<usize>> + Send;
+}
+
+impl DatagramSource for tokio::net::UdpSocket {
+    async fn receive(&self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        self.recv_from(buffer).await.map(|(length, _)| length)
+    }
+}
+
+/// Spools every datagram `source` gives, for ever. A failed receive is logged (at most every ten
+/// seconds), backed off and retried.
+async fn receive_datagrams(source: &impl DatagramSource, state: IngestState) {
     let mut buffer = vec![0u8; 65_536];
     // Datagrams are spooled concurrently (and share syncs through group commit), so the socket is
     // read again at once instead of after each sync; bounded, so a flood waits in the socket.
     let in_flight = Arc::new(tokio::sync::Semaphore::new(UDP_DATAGRAMS_IN_FLIGHT));
+    let receive_failed = RateLimitedWarning::default();
+    let mut backoff = Backoff::default();
     loop {
-        let (length, _) = socket.recv_from(&mut buffer).await.context("receiving line protocol over UDP")?;
+        let length = match source.receive(&mut buffer).await {
+            Ok(length) => {
+                backoff.reset();
+                length
+            }
+            Err(error) => {
+                receive_failed.warn(|| format!("receiving line protocol over UDP failed: {error}; retrying"));
+                tokio::time::sleep(backoff.next_wait()).await;
+                continue;
+            }
+        };
         let Ok(text) = std::str::from_utf8(&buffer[..length]) else {
             tracing::warn!("skipped a UDP datagram that is not UTF-8 line protocol");
             continue;
         };
         let text = text.to_owned();
-        let permit = Arc::clone(&in_flight).acquire_owned().await.context("the UDP listener stopped")?;
+        // The semaphore is never closed.
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else { return };
         let state = state.clone();
         tokio::spawn(async move {
             spool_text(&state, text).await;
@@ -602,6 +809,200 @@ mod tests {
         disk.free_space();
         assert_eq!(call(&fixture.state, post("/api/v2/write?bucket=b", "m f=1 1")).await.0, StatusCode::NO_CONTENT);
         assert_eq!(records_sealed(&fixture).len(), 1);
+    }
+
+    /// A request body that never delivers a byte; it says when it is first polled.
+    struct Unread {
+        declared_length: Option<u64>,
+        polled: Arc<tokio::sync::Notify>,
+    }
+
+    impl http_body::Body for Unread {
+        type Data = axum::body::Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+            self.polled.notify_one();
+            std::task::Poll::Pending
+        }
+
+        fn size_hint(&self) -> http_body::SizeHint {
+            self.declared_length.map_or_else(http_body::SizeHint::default, http_body::SizeHint::with_exact)
+        }
+    }
+
+    fn unread(declared_length: Option<u64>) -> (Body, Arc<tokio::sync::Notify>) {
+        let polled = Arc::new(tokio::sync::Notify::new());
+        (Body::new(Unread { declared_length, polled: Arc::clone(&polled) }), polled)
+    }
+
+    /// A deadline guard for answers that must not wait for a body that never comes.
+    const GUARD: std::time::Duration = std::time::Duration::from_secs(10);
+
+    #[tokio::test]
+    async fn a_body_over_axums_two_mebibyte_default_but_within_max_body_bytes_is_accepted() {
+        let mut fixture = fixture(None, 1 << 30);
+        fixture.state.max_body_bytes = IngestConfig::default().max_body_bytes;
+        // 5.4 MB of line protocol: 300,000 lines of 18 bytes.
+        let body: String = (0..300_000).map(|i| format!("m,t=a f=1 {:08}\n", i + 1)).collect();
+        assert!(body.len() > 5_000_000, "{}", body.len());
+        let (status, _, json) = call(&fixture.state, post("/api/v2/write?bucket=b", body)).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{json}");
+        assert_eq!(records_sealed(&fixture).len(), 300_000);
+    }
+
+    #[tokio::test]
+    async fn a_wrong_token_is_refused_before_the_body_is_read() {
+        let fixture = fixture(Some("s3cret"), 1 << 20);
+        let (body, polled) = unread(None);
+        let request = Request::post("/api/v2/write?bucket=b").header("authorization", "Token nope").body(body).unwrap();
+        let answer = tokio::time::timeout(GUARD, call(&fixture.state, request)).await;
+        let (status, _, json) = answer.expect("answered without waiting for the body");
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(json["code"], "unauthorized");
+        assert!(tokio::time::timeout(std::time::Duration::ZERO, polled.notified()).await.is_err(), "the body was read");
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_over_max_body_bytes_is_refused_before_the_body_is_read() {
+        let fixture = fixture(None, 1 << 20);
+        let (body, polled) = unread(Some(1 << 30));
+        let answer = tokio::time::timeout(GUARD, call(&fixture.state, post("/api/v2/write?bucket=b", body))).await;
+        let (status, _, json) = answer.expect("answered without waiting for the body");
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(json["code"], "request too large");
+        assert!(tokio::time::timeout(std::time::Duration::ZERO, polled.notified()).await.is_err(), "the body was read");
+    }
+
+    #[tokio::test]
+    async fn writes_beyond_max_concurrent_writes_are_answered_503_with_retry_after() {
+        let fixture = fixture(None, 1 << 20);
+        let limits = IngestLimits { max_concurrent_writes: 1, ..IngestLimits::default() };
+        let router = router_with(fixture.state.clone(), &limits);
+        // The first write takes the only slot and waits for a body that never comes.
+        let (body, polled) = unread(None);
+        let first = tokio::spawn(router.clone().oneshot(post("/api/v2/write?bucket=b", body)));
+        tokio::time::timeout(GUARD, polled.notified()).await.expect("the first write reads its body");
+        let response = router.clone().oneshot(post("/api/v2/write?bucket=b", "m f=1 1")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers().get("retry-after").unwrap(), "1");
+        let json: serde_json::Value =
+            serde_json::from_slice(&axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap()).unwrap();
+        assert!(json["message"].as_str().unwrap().contains("ingest.max_concurrent_writes"), "{json}");
+        // The slot is free again once the first write is gone.
+        first.abort();
+        let _ = first.await;
+        let response = router.oneshot(post("/api/v2/write?bucket=b", "m f=1 1")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_does_not_arrive_within_the_body_timeout_is_answered_408() {
+        let fixture = fixture(None, 1 << 20);
+        let limits = IngestLimits { body_timeout: std::time::Duration::from_millis(50), ..IngestLimits::default() };
+        let (body, _) = unread(None);
+        let response = router_with(fixture.state.clone(), &limits).oneshot(post("/write?db=d", body)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tcp_batch_is_spooled_once_it_holds_four_mebibytes_not_only_after_five_thousand_lines() {
+        use tokio::io::AsyncWriteExt;
+        let mut fixture = fixture(None, 1 << 30);
+        fixture.state.max_body_bytes = 2 << 20;
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let state = fixture.state.clone();
+        let connection = tokio::spawn(async move { tcp_connection(server, &state).await });
+        // 150 lines of 60 KiB each (a long string field; 9 MB, far fewer than 5,000 lines), written
+        // without a pause: the clock is paused, so no idle flush can cut the batches; only their
+        // size does.
+        let text = "x".repeat(60 * 1024);
+        for i in 0..150 {
+            client.write_all(format!("m s=\"{text}\" {}\n", i + 1).as_bytes()).await.unwrap();
+        }
+        drop(client);
+        connection.await.unwrap().unwrap();
+        let writes = fixture.state.committer.counters().writes.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(writes >= 3, "9 MB of lines were spooled in {writes} batches");
+        assert_eq!(records_sealed(&fixture).len(), 150);
+    }
+
+    /// Datagrams and receive errors, in order; then nothing more, for ever.
+    struct Scripted(Mutex<std::collections::VecDeque<std::io::Result<&'static str>>>);
+
+    impl DatagramSource for Scripted {
+        async fn receive(&self, buffer: &mut [u8]) -> std::io::Result<usize> {
+            let next = self.0.lock().unwrap().pop_front();
+            match next {
+                Some(Ok(text)) => {
+                    buffer[..text.len()].copy_from_slice(text.as_bytes());
+                    Ok(text.len())
+                }
+                Some(Err(error)) => Err(error),
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_udp_receives_are_backed_off_and_the_listener_carries_on() {
+        let fixture = fixture(None, 1 << 20);
+        let script = Scripted(Mutex::new(
+            [
+                Err(std::io::Error::from_raw_os_error(24)),
+                Err(std::io::Error::from_raw_os_error(105)),
+                Ok("m f=1 1\n"),
+                Err(std::io::Error::from_raw_os_error(24)),
+                Ok("m f=2 2\n"),
+            ]
+            .into(),
+        ));
+        let state = fixture.state.clone();
+        let listener = tokio::spawn(async move { receive_datagrams(&script, state).await });
+        let counters = Arc::clone(fixture.state.committer.counters());
+        let deadline = tokio::time::Instant::now() + GUARD;
+        while counters.writes.load(std::sync::atomic::Ordering::Relaxed) < 2 {
+            assert!(tokio::time::Instant::now() < deadline, "the datagrams after the errors were not spooled");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(!listener.is_finished(), "the listener stopped");
+        listener.abort();
+        let mut values: Vec<Value> = records_sealed(&fixture).into_iter().map(|r| r.value).collect();
+        values.sort_by(|a, b| a.as_f64().partial_cmp(&b.as_f64()).unwrap());
+        assert_eq!(values, vec![Value::F64(1.0), Value::F64(2.0)]);
+    }
+
+    #[tokio::test]
+    async fn tcp_connections_beyond_the_cap_are_closed_as_they_arrive() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let fixture = fixture(None, 1 << 20);
+        let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let limits = IngestLimits { tcp_max_connections: 1, ..IngestLimits::default() };
+        let state = fixture.state.clone();
+        let listener = tokio::spawn(async move { serve_tcp(listen, state, &limits).await });
+        let mut first = loop {
+            if let Ok(stream) = tokio::net::TcpStream::connect(listen).await {
+                break stream;
+            }
+            tokio::task::yield_now().await;
+        };
+        let mut second = tokio::net::TcpStream::connect(listen).await.unwrap();
+        let mut byte = [0u8; 1];
+        let closed = tokio::time::timeout(GUARD, second.read(&mut byte)).await.expect("the second was closed");
+        assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+        // The first is served.
+        first.write_all(b"m f=7 7\n").await.unwrap();
+        drop(first);
+        let counters = Arc::clone(fixture.state.committer.counters());
+        let deadline = tokio::time::Instant::now() + GUARD;
+        while counters.writes.load(std::sync::atomic::Ordering::Relaxed) < 1 {
+            assert!(tokio::time::Instant::now() < deadline, "the first connection's line was not spooled");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        listener.abort();
     }
 
     #[tokio::test]

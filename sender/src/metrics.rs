@@ -110,8 +110,9 @@ impl SenderMetrics {
     }
 }
 
-/// Serves `/metrics` until the runtime stops.
-pub async fn serve(listen: SocketAddr, metrics: Arc<SenderMetrics>) -> anyhow::Result<()> {
+/// Serves `/metrics` until the runtime stops, with at most `max_connections` connections and the
+/// default timeouts of [`diode_host::http_server`]; returns only when `listen` cannot be bound.
+pub async fn serve(listen: SocketAddr, metrics: Arc<SenderMetrics>, max_connections: usize) -> anyhow::Result<()> {
     use anyhow::Context;
     use axum::routing::get;
     let app = axum::Router::new().route(
@@ -124,7 +125,9 @@ pub async fn serve(listen: SocketAddr, metrics: Arc<SenderMetrics>) -> anyhow::R
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen for metrics on {listen}; change metrics.listen"))?;
-    axum::serve(listener, app).await.context("metrics server failed")
+    let limits = diode_host::http_server::HttpLimits { max_connections, ..Default::default() };
+    diode_host::http_server::serve(listener, app, limits, "metrics.max_connections").await;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -140,9 +140,9 @@ pub fn run(config: SenderConfig, options: RunOptions) -> anyhow::Result<()> {
     });
     runtime.block_on(async {
         if let Some(listen) = config.metrics.listen {
-            let metrics = Arc::clone(&metrics);
+            let (metrics, max_connections) = (Arc::clone(&metrics), config.metrics.max_connections);
             tokio::spawn(async move {
-                if let Err(error) = metrics::serve(listen, metrics).await {
+                if let Err(error) = metrics::serve(listen, metrics, max_connections).await {
                     tracing::error!("{error:#}");
                 }
             });
@@ -189,13 +189,14 @@ fn start_ingest(config: &SenderConfig, committer: Committer) {
         quality_field: ingest.quality_field.clone(),
         quality_tag: ingest.quality_tag.clone(),
     };
+    let limits = crate::ingest::IngestLimits::from_config(ingest);
     if let Some(listen) = ingest.http_listen {
         let state = state.clone();
-        tokio::spawn(async move { report(crate::ingest::serve_http(listen, state).await) });
+        tokio::spawn(async move { report(crate::ingest::serve_http(listen, state, &limits).await) });
     }
     if let Some(listen) = ingest.tcp_listen {
         let state = state.clone();
-        tokio::spawn(async move { report(crate::ingest::serve_tcp(listen, state).await) });
+        tokio::spawn(async move { report(crate::ingest::serve_tcp(listen, state, &limits).await) });
     }
     if let Some(listen) = ingest.udp_listen {
         tokio::spawn(async move { report(crate::ingest::serve_udp(listen, state).await) });

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use diode_common::record::{SeriesKey, Value};
-use diode_receiver::replica::Replica;
+use diode_replica::Replica;
 use diode_tests::lab::{Lab, LabOptions, http_get};
 
 /// The tmpfs under the sender's data directory.

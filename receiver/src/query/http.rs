@@ -53,6 +53,22 @@ use crate::locks;
 use crate::state::{AppState, Shared, authorised};
 use crate::time::{format_rfc3339, now_ns, parse_time};
 
+/// How long a query may run and wait for its client (`http.query_timeout_ms`,
+/// `http.write_timeout_ms`); routes served without them take the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryLimits {
+    /// Time a query may run, waiting for its client included: it then ends with an error.
+    pub timeout: std::time::Duration,
+    /// Time a query waits for its client to take the next chunk of its answer.
+    pub write_timeout: std::time::Duration,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits { timeout: std::time::Duration::from_secs(30), write_timeout: std::time::Duration::from_secs(30) }
+    }
+}
+
 /// Rows per response when `limit` is not given.
 pub const DEFAULT_LIMIT: u64 = 100_000;
 /// Largest `limit` accepted.

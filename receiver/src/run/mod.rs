@@ -56,9 +56,9 @@ pub fn run(config: ReceiverConfig) -> anyhow::Result<()> {
     runtime.block_on(async {
         if let Some(listen) = http.listen {
             let shared = Arc::clone(&shared);
-            let token = http.bearer_token.clone();
+            let http = http.clone();
             tokio::spawn(async move {
-                if let Err(error) = crate::http::serve(listen, shared, token).await {
+                if let Err(error) = crate::http::serve(listen, shared, &http).await {
                     tracing::error!("{:#}", anyhow::Error::new(error));
                 }
             });
