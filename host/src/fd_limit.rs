@@ -63,8 +63,8 @@ fn raise_soft_limit(wanted: u64, setting: &str) -> u64 {
     if now < wanted {
         tracing::warn!(
             "the open-file limit is {now} (hard limit {maximum}) but the connection caps need {wanted}; raise \
-             LimitNOFILE in the service unit or lower {setting}: until then a full listener closes idle connections \
-             to accept new ones"
+             LimitNOFILE in the service unit or lower {setting}: until then a listener out of descriptors backs off \
+             and retries (an HTTP listener closes its longest idle connection first)"
         );
     }
     now

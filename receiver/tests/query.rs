@@ -204,14 +204,17 @@ fn minute_aggregates_match_hand_worked_values() {
 }
 
 #[test]
-fn empty_windows_are_reported_with_count_zero() {
+fn empty_windows_are_reported_with_count_zero_when_asked() {
     let (_directory, replica) = fixture();
-    // TEMP ends at 00:09:50; the 10-minute windows 00:00 and 00:10.
+    // TEMP ends at 00:09:50; the 10-minute windows 00:00 and 00:10. By default the empty one is
+    // left out; --empty-windows reports it.
     let query = QueryText {
         every: Some("10m".into()),
         agg: Some("count,mean".into()),
         ..text(TEMP, T0, T0 + 10 * 60 * SECOND)
     };
+    assert_eq!(csv_rows(&replica, &query).len(), 1);
+    let query = QueryText { empty_windows: true, ..query };
     let rows = csv_rows(&replica, &query);
     assert_eq!(rows[0][2..], ["60".to_owned(), "29.5".to_owned()]);
     assert_eq!(rows[1][2..], ["0".to_owned(), String::new()]);

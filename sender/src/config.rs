@@ -202,7 +202,7 @@ pub struct IngestConfig {
     pub body_timeout_ms: u64,
     /// HTTP writes read, parsed and spooled at once; more are answered 503 with Retry-After.
     pub max_concurrent_writes: usize,
-    /// TCP line protocol connections open at once; more are closed as they arrive.
+    /// TCP line protocol connections served at once; more wait in the listen backlog.
     pub tcp_max_connections: usize,
 }
 

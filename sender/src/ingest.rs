@@ -16,8 +16,8 @@
 //! and in read time, and at most [`IngestLimits::max_concurrent_writes`] writes are read, parsed
 //! and spooled at once: a write beyond them is answered 503 with `Retry-After` at once, without
 //! reading its body (a collector retries it, as it retries a full spool). TCP connections are
-//! capped, their pending batches bounded in lines and bytes; accept and receive errors (out of
-//! descriptors) are logged, backed off and survived.
+//! capped (more wait in the backlog, losing nothing), their pending batches bounded in lines and
+//! bytes; accept and receive errors (out of descriptors) are logged, backed off and survived.
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -65,7 +65,7 @@ pub struct IngestLimits {
     pub max_concurrent_writes: usize,
     /// Time a write's body may take to arrive, once its head has.
     pub body_timeout: Duration,
-    /// TCP line protocol connections open at once; more are closed as they arrive.
+    /// TCP line protocol connections served at once; more wait in the listen backlog.
     pub tcp_max_connections: usize,
 }
 
@@ -396,9 +396,9 @@ fn parse_body(body: &[u8], gzip: bool, max_body_bytes: usize, options: &ParseOpt
 /// Raw line protocol over TCP, as Telegraf's socket_writer sends it: newline-delimited, each line
 /// acknowledged by nothing (TCP has no reply in this protocol), so lines are spooled in batches
 /// as they arrive. A bad line is logged and skipped; a full spool pauses reading (backpressure).
-/// At most [`IngestLimits::tcp_max_connections`] connections are served at once; a failed
-/// accept (out of descriptors) is logged, backed off and retried. Returns only when the address
-/// cannot be bound.
+/// At most [`IngestLimits::tcp_max_connections`] connections are served at once (more wait in
+/// the backlog); a failed accept (out of descriptors) is logged, backed off and retried. Returns
+/// only when the address cannot be bound.
 pub async fn serve_tcp(listen: SocketAddr, state: IngestState, limits: &IngestLimits) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -409,6 +409,23 @@ pub async fn serve_tcp(listen: SocketAddr, state: IngestState, limits: &IngestLi
     let (accept_failed, cap_reached) = (RateLimitedWarning::default(), RateLimitedWarning::default());
     let mut backoff = Backoff::default();
     loop {
+        // At the cap, new connections wait in the kernel's backlog, their lines with them: closing
+        // them would lose what they sent (this protocol acknowledges nothing).
+        let permit = match Arc::clone(&connections).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                cap_reached.warn(|| {
+                    format!(
+                        "{} line protocol connections are open (ingest.tcp_max_connections); new ones wait until one \
+                         ends",
+                        limits.tcp_max_connections
+                    )
+                });
+                // The semaphore is never closed.
+                let Ok(permit) = Arc::clone(&connections).acquire_owned().await else { return Ok(()) };
+                permit
+            }
+        };
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => {
                 backoff.reset();
@@ -417,18 +434,10 @@ pub async fn serve_tcp(listen: SocketAddr, state: IngestState, limits: &IngestLi
             Err(error) => {
                 accept_failed
                     .warn(|| format!("accepting a line protocol connection over TCP failed: {error}; retrying"));
+                drop(permit);
                 tokio::time::sleep(backoff.next_wait()).await;
                 continue;
             }
-        };
-        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-            cap_reached.warn(|| {
-                format!(
-                    "{} line protocol connections are open (ingest.tcp_max_connections); closed a new one from {peer}",
-                    limits.tcp_max_connections
-                )
-            });
-            continue;
         };
         let state = state.clone();
         tokio::spawn(async move {
@@ -975,9 +984,19 @@ mod tests {
         assert_eq!(values, vec![Value::F64(1.0), Value::F64(2.0)]);
     }
 
+    /// Waits until `count` writes from the socket listeners are durable.
+    async fn wait_for_writes(fixture: &Fixture, count: u64) {
+        let counters = Arc::clone(fixture.state.committer.counters());
+        let deadline = tokio::time::Instant::now() + GUARD;
+        while counters.writes.load(std::sync::atomic::Ordering::Relaxed) < count {
+            assert!(tokio::time::Instant::now() < deadline, "{count} writes were not spooled");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     #[tokio::test]
-    async fn tcp_connections_beyond_the_cap_are_closed_as_they_arrive() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn a_tcp_connection_beyond_the_cap_waits_for_a_free_place_and_loses_nothing() {
+        use tokio::io::AsyncWriteExt;
         let fixture = fixture(None, 1 << 20);
         let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let limits = IngestLimits { tcp_max_connections: 1, ..IngestLimits::default() };
@@ -989,19 +1008,19 @@ mod tests {
             }
             tokio::task::yield_now().await;
         };
+        first.write_all(b"m f=1 1\n").await.unwrap();
+        // The second connection, beyond the cap, sends its line and closes at once.
         let mut second = tokio::net::TcpStream::connect(listen).await.unwrap();
-        let mut byte = [0u8; 1];
-        let closed = tokio::time::timeout(GUARD, second.read(&mut byte)).await.expect("the second was closed");
-        assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
-        // The first is served.
-        first.write_all(b"m f=7 7\n").await.unwrap();
+        second.write_all(b"m f=2 2\n").await.unwrap();
+        drop(second);
+        // The first's line is spooled (its idle flush); the second's waits for a place.
+        wait_for_writes(&fixture, 1).await;
+        let values: Vec<Value> = records_sealed(&fixture).into_iter().map(|r| r.value).collect();
+        assert_eq!(values, vec![Value::F64(1.0)]);
         drop(first);
-        let counters = Arc::clone(fixture.state.committer.counters());
-        let deadline = tokio::time::Instant::now() + GUARD;
-        while counters.writes.load(std::sync::atomic::Ordering::Relaxed) < 1 {
-            assert!(tokio::time::Instant::now() < deadline, "the first connection's line was not spooled");
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        wait_for_writes(&fixture, 2).await;
+        let values: Vec<Value> = records_sealed(&fixture).into_iter().map(|r| r.value).collect();
+        assert_eq!(values, vec![Value::F64(2.0)]);
         listener.abort();
     }
 

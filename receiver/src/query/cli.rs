@@ -10,12 +10,14 @@ use diode_replica::Replica;
 use super::core::aggregate::TwaMode;
 use super::core::interpolate::Method;
 use super::core::select::{NoSeries, list_series, select_series};
-use super::engine::run_query;
+use super::engine::{NextPage, run_query};
 use super::error::QueryError;
+use super::http::DEFAULT_LIMIT;
 use super::listing::{series_columns, write_series_row};
 use super::output::{Format, RowWriter, TimeFormat, Trailer};
-use super::request::{QueryRequest, QueryText, Syntax, check_kinds};
+use super::request::{QueryRequest, QueryText, Syntax, select_kinds};
 use crate::config::ReceiverConfig;
+use crate::time::format_rfc3339;
 use crate::time::now_ns;
 
 /// Output buffer of the CLI: large enough that writing is never the bottleneck.
@@ -76,6 +78,13 @@ pub struct QueryArgs {
     /// Skip points whose quality is not good (uncertain and bad).
     #[arg(long)]
     pub good_only: bool,
+    /// With --every: also report windows without data (count 0, nulls elsewhere), over the whole
+    /// range. By default they are left out, as PI and Prometheus do.
+    #[arg(long)]
+    pub empty_windows: bool,
+    /// Stop after this many rows, saying where the next would have started (as HTTP's limit).
+    #[arg(long, value_name = "ROWS", default_value_t = DEFAULT_LIMIT, value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: u64,
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
     #[arg(long, value_enum, default_value_t)]
@@ -95,6 +104,7 @@ impl QueryArgs {
             method: self.method,
             latest: self.latest,
             good_only: self.good_only,
+            empty_windows: self.empty_windows,
         }
     }
 }
@@ -146,10 +156,41 @@ pub fn query(args: QueryArgs) -> anyhow::Result<()> {
     let request = QueryRequest::parse(&args.to_text(), Syntax::Cli, now_ns())?;
     let replica = open_replica(&args.config)?;
     let stdout = BufWriter::with_capacity(STDOUT_BUFFER_BYTES, io::stdout().lock());
-    ignore_broken_pipe(write_query(&replica, &request, args.format, args.time_format, stdout).map(|_| ()))
+    let written = write_query_with(&replica, &request, (args.format, args.time_format), Some(args.limit), stdout);
+    let written = match written {
+        Err(QueryError::Output(error)) if error.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+        other => other?,
+    };
+    if let Some(note) = &written.note {
+        eprintln!("note: {note}");
+    }
+    match &written.next {
+        Some(next) => anyhow::bail!("{}", limit_reached(args.limit, next)),
+        None => Ok(()),
+    }
 }
 
-/// Runs a checked query over `replica`, streaming rows to `out`; returns the number of rows.
+/// What a query answered, beside its rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub rows: u64,
+    /// Set when the row limit cut the answer: where the next row would have started.
+    pub next: Option<NextPage>,
+    /// Series left out of the answer, and why.
+    pub note: Option<String>,
+}
+
+/// The message of an answer cut at `--limit`.
+pub fn limit_reached(limit: u64, next: &NextPage) -> String {
+    format!(
+        "stopped at --limit {limit} rows; the next row would have been {} at {}: narrow --series or the range, \
+         use longer --every windows, or raise --limit",
+        next.series,
+        format_rfc3339(next.from_ns)
+    )
+}
+
+/// Runs a checked query over `replica`, streaming every row to `out`; returns the number of rows.
 pub fn write_query<W: Write>(
     replica: &Replica,
     request: &QueryRequest,
@@ -157,10 +198,20 @@ pub fn write_query<W: Write>(
     time_format: TimeFormat,
     out: W,
 ) -> Result<u64, QueryError> {
-    let series = select_series(&replica.series_list(), &request.selector)?;
-    check_kinds(request, &series)?;
+    write_query_with(replica, request, (format, time_format), None, out).map(|written| written.rows)
+}
+
+/// Runs a checked query over `replica`, streaming rows to `out` up to `limit`.
+pub fn write_query_with<W: Write>(
+    replica: &Replica,
+    request: &QueryRequest,
+    (format, time_format): (Format, TimeFormat),
+    limit: Option<u64>,
+    out: W,
+) -> Result<Written, QueryError> {
+    let selected = select_kinds(request, select_series(&replica.series_list(), &request.selector)?)?;
     let mut writer = RowWriter::new(out, format, time_format, request.columns(), "rows", false)?;
-    let outcome = run_query(replica, &series, request, None, None, &mut writer)?;
+    let outcome = run_query(replica, &selected.series, request, limit, None, &mut writer)?;
     writer.finish(&Trailer::default())?;
-    Ok(outcome.rows)
+    Ok(Written { rows: outcome.rows, next: outcome.next, note: selected.note })
 }

@@ -3,6 +3,7 @@
 //! as they are computed, cut at a row limit with where the next page starts.
 
 use std::io::Write;
+use std::time::{Duration, Instant};
 
 use diode_common::record::{Quality, Value};
 use diode_replica::{Point, ReplicaError, SeriesInfo};
@@ -12,7 +13,7 @@ use super::core::interpolate::Interpolated;
 use super::error::QueryError;
 use super::output::{Cell, RowWriter};
 use super::request::{Mode, QueryRequest};
-use super::source::{PointSource, last_point_before};
+use super::source::{PointSource, UntilDeadline, last_point_before};
 
 /// Where a paginated query resumes: series sorting before `series` are done; `series` starts at
 /// the request's `from`, and later series at `later_from_ns`.
@@ -108,6 +109,15 @@ fn series_rows<'a, S: PointSource>(
             Box::new(latest.map(|point| Ok(point_row(point))).into_iter())
         }
         Mode::Aggregate(settings) => {
+            // Without empty windows, only the windows over the series' own data can have rows.
+            let (from_ns, to_ns) = if request.empty_windows {
+                (from_ns, to_ns)
+            } else {
+                (from_ns.max(info.first_timestamp_ns), to_ns.min(info.last_timestamp_ns))
+            };
+            if from_ns > to_ns {
+                return Ok(Box::new(std::iter::empty()));
+            }
             let first_start_ns = window_start(from_ns, settings.every_ns);
             let end_ns = window_start(to_ns, settings.every_ns).saturating_add(settings.every_ns);
             let (carry_in, scan_to_ns) = if settings.wants(Aggregate::Twa) {
@@ -119,7 +129,9 @@ fn series_rows<'a, S: PointSource>(
             };
             let carry_in = carry_in.map(|point| carry_in_from(&point, settings.good_only));
             let blocks = source.blocks(id, first_start_ns, scan_to_ns);
-            Box::new(Windows::new(settings.clone(), from_ns, to_ns, carry_in, blocks).map(|row| row.map(Row::Window)))
+            let windows = Windows::new(settings.clone(), from_ns, to_ns, carry_in, blocks);
+            let windows = if request.empty_windows { windows } else { windows.skip_empty() };
+            Box::new(windows.map(|row| row.map(Row::Window)))
         }
         Mode::Interpolate { step_ns, method } => {
             let carry_in = last_point_before(source, id, from_ns, info.first_timestamp_ns, accept)?;
@@ -143,6 +155,40 @@ pub fn run_query<S: PointSource, W: Write>(
     resume: Option<&Resume>,
     out: &mut RowWriter<W>,
 ) -> Result<QueryOutcome, QueryError> {
+    run(&UntilDeadline { source, deadline: None }, series, request, (limit, resume), None, out)
+}
+
+/// [`run_query`] that stops with [`QueryError::TimedOut`] once `timeout` has passed since
+/// `started`. No row is written after the deadline, so no row comes from a scan it cut short.
+pub fn run_query_until<S: PointSource, W: Write>(
+    source: &S,
+    series: &[SeriesInfo],
+    request: &QueryRequest,
+    (limit, resume): (Option<u64>, Option<&Resume>),
+    (started, timeout): (Instant, Duration),
+    out: &mut RowWriter<W>,
+) -> Result<QueryOutcome, QueryError> {
+    let deadline = started + timeout;
+    let source = UntilDeadline { source, deadline: Some(deadline) };
+    run(&source, series, request, (limit, resume), Some((deadline, timeout)), out)
+}
+
+fn run<S: PointSource, W: Write>(
+    source: &UntilDeadline<'_, S>,
+    series: &[SeriesInfo],
+    request: &QueryRequest,
+    (limit, resume): (Option<u64>, Option<&Resume>),
+    deadline: Option<(Instant, Duration)>,
+    out: &mut RowWriter<W>,
+) -> Result<QueryOutcome, QueryError> {
+    // Checked after each row is computed and before it is written: a row computed from a scan the
+    // deadline cut short is never written.
+    let check_deadline = || match deadline {
+        Some((deadline, timeout)) if Instant::now() >= deadline => {
+            Err(QueryError::TimedOut { timeout_ms: timeout.as_millis() })
+        }
+        _ => Ok(()),
+    };
     let mut written = 0u64;
     for info in series {
         let display = info.key.to_string();
@@ -153,6 +199,7 @@ pub fn run_query<S: PointSource, W: Write>(
         };
         for row in series_rows(source, info, request, from_ns)? {
             let row = row?;
+            check_deadline()?;
             if limit.is_some_and(|limit| written >= limit) {
                 let next = NextPage { series: display, from_ns: row.position_ns() };
                 return Ok(QueryOutcome { rows: written, next: Some(next) });
@@ -160,6 +207,8 @@ pub fn run_query<S: PointSource, W: Write>(
             row.write(&display, out)?;
             written += 1;
         }
+        // The series' rows may have ended because the deadline cut its scan.
+        check_deadline()?;
     }
     Ok(QueryOutcome { rows: written, next: None })
 }

@@ -17,4 +17,10 @@ pub enum QueryError {
     Replica(#[from] ReplicaError),
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
+    /// The query ran past its deadline (HTTP: `http.query_timeout_ms`).
+    #[error(
+        "the query ran longer than http.query_timeout_ms ({timeout_ms} ms) and was stopped; ask for a shorter range, \
+         fewer series or longer windows, or page with a smaller limit"
+    )]
+    TimedOut { timeout_ms: u128 },
 }

@@ -4,8 +4,15 @@
 //!
 //! - `GET /api/v1/series?match=GLOB&format=json|jsonl|csv|table&time_format=rfc3339|ns|ms`
 //! - `GET /api/v1/query?series=NAME|GLOB&from=T&to=T` plus `every`, `agg`, `twa_mode`,
-//!   `interpolate`, `method`, `latest`, `good_only`, `format`, `time_format`, `limit`; the same
-//!   meanings and defaults as `diode-receiver query` (see [`crate::query`]).
+//!   `empty_windows`, `interpolate`, `method`, `latest`, `good_only`, `format`, `time_format`,
+//!   `limit`; the same meanings and defaults as `diode-receiver query` (see [`crate::query`]).
+//!
+//! **Cost.** At most [`MAX_CONCURRENT_QUERIES`] queries and listings run at once, each on a
+//! blocking thread (picking series from the catalog and the "did you mean" search included), and
+//! both stream their answers. A query stops after `http.query_timeout_ms`, waiting for its client
+//! included ([`QueryLimits`]), with an error; a client that takes nothing of the answer for
+//! `http.write_timeout_ms` is disconnected and its query ends, freeing its slot. Numeric
+//! aggregates over a glob that also picks string series leave those out and say so in a `"note"`.
 //!
 //! CSV is chosen by `format=csv` or, without `format`, by `Accept: text/csv`.
 //!
@@ -30,7 +37,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -43,11 +52,11 @@ use super::core::aggregate::{Aggregate, TwaMode};
 use super::core::glob;
 use super::core::interpolate::Method;
 use super::core::select::{list_series, select_series};
-use super::engine::{NextPage, Resume, run_query};
+use super::engine::{NextPage, Resume, run_query_until};
 use super::error::QueryError;
 use super::listing::{series_columns, write_series_row};
 use super::output::{Format, RowWriter, TimeFormat, Trailer};
-use super::request::{Mode, QueryRequest, QueryText, Syntax, check_kinds};
+use super::request::{Mode, QueryRequest, QueryText, Selected, Syntax, select_kinds};
 use super::source::LockedReplica;
 use crate::locks;
 use crate::state::{AppState, Shared, authorised};
@@ -73,7 +82,7 @@ impl Default for QueryLimits {
 pub const DEFAULT_LIMIT: u64 = 100_000;
 /// Largest `limit` accepted.
 pub const MAX_LIMIT: u64 = 1_000_000;
-/// Queries running at once; more get 503. Each holds a blocking thread and up to
+/// Queries and listings running at once; more get 503. Each holds a blocking thread and up to
 /// [`CHANNEL_CHUNKS`] × [`CHUNK_BYTES`] of output.
 pub const MAX_CONCURRENT_QUERIES: usize = 4;
 /// Output is sent to the connection in chunks of about this size…
@@ -81,13 +90,14 @@ pub const CHUNK_BYTES: usize = 64 * 1024;
 /// …with at most this many waiting, so a slow client slows the query instead of growing memory.
 pub const CHANNEL_CHUNKS: usize = 4;
 
-const QUERY_PARAMETERS: [&str; 15] = [
+const QUERY_PARAMETERS: [&str; 16] = [
     "series",
     "from",
     "to",
     "every",
     "agg",
     "twa_mode",
+    "empty_windows",
     "interpolate",
     "method",
     "latest",
@@ -109,6 +119,7 @@ fn query_error_response(error: QueryError) -> Response {
         QueryError::NotFound(_) => StatusCode::NOT_FOUND,
         QueryError::Invalid(_) => StatusCode::BAD_REQUEST,
         QueryError::Replica(_) | QueryError::Output(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        QueryError::TimedOut { .. } => StatusCode::SERVICE_UNAVAILABLE,
     };
     error_response(status, error.to_string())
 }
@@ -167,30 +178,61 @@ fn catalog(shared: &Shared) -> Vec<SeriesInfo> {
     locks::read(&shared.replica).series_list()
 }
 
-/// `GET /api/v1/series`.
+fn busy() -> Response {
+    error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("{MAX_CONCURRENT_QUERIES} queries are running already; retry in a moment"),
+    )
+}
+
+/// `GET /api/v1/series`: streamed from a blocking thread, as queries are.
 pub async fn series_route(
     State(state): State<AppState>,
+    limits: Option<Extension<QueryLimits>>,
     headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
     if let Err(response) = authorised(&state, &headers) {
         return response;
     }
-    let listing = (|| {
+    let parsed = (|| {
         let parameters = parameters(query, &SERIES_PARAMETERS)?;
         let format = parameters.format(&headers)?;
         let time_format = parameters.parsed("time_format", TimeFormat::parse)?.unwrap_or_default();
-        let listed = list_series(catalog(&state.shared), parameters.get("match"));
-        let mut writer = RowWriter::new(Vec::new(), format, time_format, series_columns(format), "series", false)?;
-        for info in &listed {
-            write_series_row(info, format, &mut writer)?;
-        }
-        Ok::<_, QueryError>((format, writer.finish(&Trailer::default())?))
+        Ok::<_, QueryError>((format, time_format, parameters.get("match").map(str::to_owned)))
     })();
-    match listing {
-        Ok((format, body)) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
-        Err(error) => query_error_response(error),
+    let (format, time_format, pattern) = match parsed {
+        Ok(parsed) => parsed,
+        Err(error) => return query_error_response(error),
+    };
+    let Some(slot) = QuerySlot::take() else { return busy() };
+    let limits = limits.map(|Extension(limits)| limits).unwrap_or_default();
+    let (sender, receiver) = mpsc::channel(CHANNEL_CHUNKS);
+    let out = ChannelWriter::new(sender, tokio::runtime::Handle::current(), limits.write_timeout);
+    let shared = Arc::clone(&state.shared);
+    tokio::task::spawn_blocking(move || stream_listing(&shared, pattern.as_deref(), (format, time_format), out, slot));
+    ([(header::CONTENT_TYPE, format.content_type())], Body::from_stream(ChunkStream(receiver))).into_response()
+}
+
+/// Writes the series listing into the response body; stops when the client goes away.
+fn stream_listing(
+    shared: &Shared,
+    pattern: Option<&str>,
+    (format, time_format): (Format, TimeFormat),
+    out: ChannelWriter,
+    slot: QuerySlot,
+) {
+    let listed = list_series(catalog(shared), pattern);
+    let Ok(mut writer) = RowWriter::new(out, format, time_format, series_columns(format), "series", false) else {
+        return;
+    };
+    for info in &listed {
+        if write_series_row(info, format, &mut writer).is_err() {
+            return;
+        }
     }
+    drop(slot);
+    let _ = writer.finish(&Trailer::default());
 }
 
 /// A checked query request and what its next page needs.
@@ -220,6 +262,7 @@ impl HttpQuery {
             method: parameters.parsed("method", Method::parse)?,
             latest: parameters.flag("latest")?,
             good_only: parameters.flag("good_only")?,
+            empty_windows: parameters.flag("empty_windows")?,
         };
         let request = QueryRequest::parse(&text, Syntax::Http, now_ns)?;
         let limit = match parameters.get("limit") {
@@ -277,6 +320,9 @@ impl HttpQuery {
                         TwaMode::Linear => "linear",
                     };
                     pairs.push(("twa_mode", mode.to_owned()));
+                }
+                if request.empty_windows {
+                    pairs.push(("empty_windows", "true".to_owned()));
                 }
             }
             Mode::Interpolate { step_ns, method } => {
@@ -352,54 +398,77 @@ impl Drop for QuerySlot {
 /// `GET /api/v1/query`.
 pub async fn query_route(
     State(state): State<AppState>,
+    limits: Option<Extension<QueryLimits>>,
     headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
     if let Err(response) = authorised(&state, &headers) {
         return response;
     }
-    let prepared = (|| {
-        let parameters = parameters(query, &QUERY_PARAMETERS)?;
-        let query = HttpQuery::parse(&parameters, &headers, now_ns())?;
-        let series = select_series(&catalog(&state.shared), &query.request.selector)?;
-        check_kinds(&query.request, &series)?;
-        Ok::<_, QueryError>((query, series))
-    })();
-    let (query, series) = match prepared {
-        Ok(prepared) => prepared,
+    let started = Instant::now();
+    let limits = limits.map(|Extension(limits)| limits).unwrap_or_default();
+    let query = match parameters(query, &QUERY_PARAMETERS).and_then(|p| HttpQuery::parse(&p, &headers, now_ns())) {
+        Ok(query) => query,
         Err(error) => return query_error_response(error),
     };
-    let Some(slot) = QuerySlot::take() else {
-        return error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("{MAX_CONCURRENT_QUERIES} queries are running already; retry in a moment"),
-        );
+    let Some(slot) = QuerySlot::take() else { return busy() };
+    // Picking the series, and for an unknown name the nearest names, costs time in proportion to
+    // the catalog: on a blocking thread, under the slot.
+    let prepared = {
+        let (shared, request) = (Arc::clone(&state.shared), query.request.clone());
+        tokio::task::spawn_blocking(move || {
+            let series = select_series(&catalog(&shared), &request.selector)?;
+            select_kinds(&request, series)
+        })
+        .await
+    };
+    let selected = match prepared {
+        Ok(Ok(selected)) => selected,
+        Ok(Err(error)) => return query_error_response(error),
+        Err(error) => {
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, format!("the query task failed: {error}"));
+        }
     };
     let content_type = query.format.content_type();
     let (sender, receiver) = mpsc::channel(CHANNEL_CHUNKS);
+    let out = ChannelWriter::new(sender, tokio::runtime::Handle::current(), limits.write_timeout);
     let shared = Arc::clone(&state.shared);
-    tokio::task::spawn_blocking(move || stream_query(&shared, &query, &series, ChannelWriter::new(sender), slot));
+    let timing = (started, limits.timeout);
+    tokio::task::spawn_blocking(move || stream_query(&shared, &query, selected, timing, out, slot));
     ([(header::CONTENT_TYPE, content_type)], Body::from_stream(ChunkStream(receiver))).into_response()
 }
 
-/// Runs the query on a blocking thread, writing into the response body. The slot is given back
-/// before the last chunk goes out, so a client that sends its next request as soon as it has read
-/// a page finds the slot free.
-fn stream_query(shared: &Shared, query: &HttpQuery, series: &[SeriesInfo], out: ChannelWriter, slot: QuerySlot) {
+/// Runs the query on a blocking thread, writing into the response body, until `timing`'s timeout
+/// after its start. The slot is given back before the last chunk goes out, so a client that sends
+/// its next request as soon as it has read a page finds the slot free.
+fn stream_query(
+    shared: &Shared,
+    query: &HttpQuery,
+    selected: Selected,
+    timing: (Instant, Duration),
+    out: ChannelWriter,
+    slot: QuerySlot,
+) {
     let request = &query.request;
     let Ok(mut writer) = RowWriter::new(out, query.format, query.time_format, request.columns(), "rows", true) else {
         return;
     };
     let source = LockedReplica(&shared.replica);
-    let outcome = run_query(&source, series, request, Some(query.limit), query.resume.as_ref(), &mut writer);
+    let series = &selected.series;
+    let page = (Some(query.limit), query.resume.as_ref());
+    let outcome = run_query_until(&source, series, request, page, timing, &mut writer);
     let several_series = series.len() > 1 || glob::is_glob(&request.selector);
     let trailer = match outcome {
-        Ok(outcome) => Trailer { next: outcome.next.map(|next| query.next_url(&next, several_series)), error: None },
-        // The client went away; nobody is left to tell.
+        Ok(outcome) => Trailer {
+            next: outcome.next.map(|next| query.next_url(&next, several_series)),
+            error: None,
+            note: selected.note,
+        },
+        // The client went away or stopped reading; nobody is left to tell.
         Err(QueryError::Output(_)) => return,
         Err(error) => {
             tracing::warn!("query of {:?} failed: {error}", request.selector);
-            Trailer { next: None, error: Some(error.to_string()) }
+            Trailer { next: None, error: Some(error.to_string()), note: selected.note }
         }
     };
     drop(slot);
@@ -408,22 +477,35 @@ fn stream_query(shared: &Shared, query: &HttpQuery, series: &[SeriesInfo], out: 
 }
 
 /// `io::Write` into the response body: buffers [`CHUNK_BYTES`] and hands chunks to the
-/// connection, waiting when [`CHANNEL_CHUNKS`] are queued. Fails once the client has gone.
+/// connection, waiting when [`CHANNEL_CHUNKS`] are queued, at most the write timeout per chunk.
+/// Fails once the client has gone, or has taken nothing for the write timeout.
 struct ChannelWriter {
     sender: mpsc::Sender<Result<Bytes, io::Error>>,
     buffer: Vec<u8>,
+    runtime: tokio::runtime::Handle,
+    write_timeout: Duration,
 }
 
 impl ChannelWriter {
-    fn new(sender: mpsc::Sender<Result<Bytes, io::Error>>) -> ChannelWriter {
-        ChannelWriter { sender, buffer: Vec::with_capacity(CHUNK_BYTES) }
+    fn new(
+        sender: mpsc::Sender<Result<Bytes, io::Error>>,
+        runtime: tokio::runtime::Handle,
+        write_timeout: Duration,
+    ) -> ChannelWriter {
+        ChannelWriter { sender, buffer: Vec::with_capacity(CHUNK_BYTES), runtime, write_timeout }
     }
 
     fn send(&mut self) -> io::Result<()> {
         let chunk = Bytes::from(std::mem::replace(&mut self.buffer, Vec::with_capacity(CHUNK_BYTES)));
-        self.sender
-            .blocking_send(Ok(chunk))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the HTTP client went away"))
+        let sending = tokio::time::timeout(self.write_timeout, self.sender.send(Ok(chunk)));
+        match self.runtime.block_on(sending) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(io::Error::new(io::ErrorKind::BrokenPipe, "the HTTP client went away")),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the HTTP client took nothing for {} ms", self.write_timeout.as_millis()),
+            )),
+        }
     }
 }
 

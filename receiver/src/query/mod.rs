@@ -25,15 +25,25 @@
 //!
 //! **Windows** (`--every D`). Window k is `[k·D, (k+1)·D)` in ns since the Unix epoch (UTC), so
 //! a point exactly on a boundary belongs to the window that starts there and windows of a day
-//! start at 00:00 UTC. Every window that holds an instant of the range is reported, **whole**: it
-//! aggregates all its points even where it reaches before `from` or after `to`, so a window's
-//! figures never depend on the range asked. The last window may still be filling (`to` = now).
-//! Empty windows are reported: `count` 0 and null for every other aggregate (except `twa`, below).
+//! start at 00:00 UTC. Every window that holds an instant of the range and has data is reported,
+//! **whole**: it aggregates all its points even where it reaches before `from` or after `to`, so
+//! a window's figures never depend on the range asked. The last window may still be filling
+//! (`to` = now).
+//!
+//! **Empty windows** (no selected point, and for `twa` no time covered by a value) are left out,
+//! as PI and Prometheus leave them out, and a series' windows run only over its own data (from
+//! the window of its first point to the window of its last), so a range of decades over seconds
+//! of data costs what the data costs. `--empty-windows` (`empty_windows=true`) reports every
+//! window of the range instead: `count` 0 and null for every other aggregate (except `twa`,
+//! below).
 //!
 //! **Aggregates** over the window's selected points: `count` (points, strings included), `min`,
 //! `max`, `sum`, `mean` (over numbers: floats, integers, booleans as 0/1; strings have none),
 //! `stddev` (the *sample* standard deviation, dividing by n − 1; null below two numbers),
-//! `first` and `last` (the values of the earliest and latest point, as stored).
+//! `first` and `last` (the values of the earliest and latest point, as stored). A numeric
+//! aggregate over a selection that also holds series of strings only leaves those series out and
+//! names them in a note (HTTP: `"note"` in the trailer; CLI: on standard error); when every
+//! selected series holds strings, the query is refused.
 //!
 //! **`twa`**, the time-weighted average, follows OPC UA Part 13 TimeAverage2 (simple bounds):
 //! each point *governs* the time from its timestamp to the next point's. The window average is
@@ -65,7 +75,11 @@
 //! **Latest** (`--latest`): the last point of each series within the range (by default, the last
 //! point stored); with `--good-only`, the last good one.
 //!
-//! **Pagination** (HTTP `limit`): see [`http`].
+//! **Row limit.** HTTP pages with `limit` and `next` (see [`http`]). The CLI stops at `--limit`
+//! rows (default [`http::DEFAULT_LIMIT`], as HTTP), names the row it would have written next on
+//! standard error and exits non-zero, so a script cannot take a cut answer for a whole one.
+//!
+//! **Cost over HTTP**: a time limit, query slots and slow clients: see [`http`].
 
 pub mod cli;
 pub mod core;

@@ -5,7 +5,8 @@
 //! one object `{"<list>": [row, …]}` written row by row, with `"next"` after the list when the
 //! query is paginated (HTTP). A page that is cut short (HTTP `limit`) or fails after rows were
 //! sent ends with a trailer: `"next"`/`"error"` keys in JSON, a `{"next": …}` or `{"error": …}`
-//! line in JSON lines, a `# next: …` or `# error: …` line in CSV.
+//! line in JSON lines, a `# next: …` or `# error: …` line in CSV. A page that left series out
+//! (strings under numeric aggregates) says so the same way, as `"note"`.
 
 use std::io::{self, Write};
 
@@ -92,6 +93,8 @@ pub struct Trailer {
     pub next: Option<String>,
     /// Why the query stopped early, when it failed after rows were written.
     pub error: Option<String>,
+    /// What the answer left out, and why.
+    pub note: Option<String>,
 }
 
 /// Writes rows in one [`Format`]. Call [`finish`](Self::finish) at the end.
@@ -173,14 +176,16 @@ impl<W: Write> RowWriter<W> {
                     self.out.write_all(b",\"next\":")?;
                     write_json_string_or_null(&mut self.out, trailer.next.as_deref())?;
                 }
-                if let Some(error) = &trailer.error {
-                    self.out.write_all(b",\"error\":")?;
-                    serde_json::to_writer(&mut self.out, error)?;
+                for (key, text) in [("note", &trailer.note), ("error", &trailer.error)] {
+                    if let Some(text) = text {
+                        write!(self.out, ",\"{key}\":")?;
+                        serde_json::to_writer(&mut self.out, text)?;
+                    }
                 }
                 self.out.write_all(b"}\n")?;
             }
             Format::Jsonl => {
-                for (key, text) in [("next", &trailer.next), ("error", &trailer.error)] {
+                for (key, text) in [("next", &trailer.next), ("note", &trailer.note), ("error", &trailer.error)] {
                     if let Some(text) = text {
                         write!(self.out, "{{\"{key}\":")?;
                         serde_json::to_writer(&mut self.out, text)?;
@@ -192,7 +197,7 @@ impl<W: Write> RowWriter<W> {
                 if self.format == Format::Table {
                     self.flush_table_sample()?;
                 }
-                for (key, text) in [("next", &trailer.next), ("error", &trailer.error)] {
+                for (key, text) in [("next", &trailer.next), ("note", &trailer.note), ("error", &trailer.error)] {
                     if let Some(text) = text {
                         writeln!(self.out, "# {key}: {}", text.replace(['\n', '\r'], " "))?;
                     }
@@ -410,11 +415,23 @@ mod tests {
 
     #[test]
     fn empty_json_is_still_valid_and_trailers_close_it() {
-        let trailer = Trailer { next: Some("/api/v1/query?from=5".into()), error: None };
+        let trailer = Trailer { next: Some("/api/v1/query?from=5".into()), ..Trailer::default() };
         let json = render(Format::Json, TimeFormat::Ms, &[], &trailer);
         let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(parsed["rows"], serde_json::json!([]));
         assert_eq!(parsed["next"], "/api/v1/query?from=5");
+    }
+
+    #[test]
+    fn notes_close_json_and_end_csv_and_json_lines() {
+        let trailer = Trailer { note: Some("left out valve/state".into()), ..Trailer::default() };
+        let json: serde_json::Value =
+            serde_json::from_str(&render(Format::Json, TimeFormat::Ns, &[], &trailer)).unwrap();
+        assert_eq!(json["note"], "left out valve/state");
+        assert!(render(Format::Csv, TimeFormat::Ns, &[], &trailer).ends_with("# note: left out valve/state\n"));
+        assert!(
+            render(Format::Jsonl, TimeFormat::Ns, &[], &trailer).ends_with("{\"note\":\"left out valve/state\"}\n")
+        );
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub struct QueryRequest {
     pub to_ns: i64,
     pub mode: Mode,
     pub good_only: bool,
+    /// Aggregates: report windows without data too (count 0, nulls), over the whole range.
+    pub empty_windows: bool,
 }
 
 /// A query as typed (CLI flags or HTTP parameters), before checking.
@@ -68,6 +70,7 @@ pub struct QueryText {
     pub method: Option<Method>,
     pub latest: bool,
     pub good_only: bool,
+    pub empty_windows: bool,
 }
 
 /// A positive duration, with a message that names the parameter, the value and an example.
@@ -114,7 +117,14 @@ impl QueryRequest {
             }
             Mode::Raw
         };
-        Ok(QueryRequest { selector, from_ns, to_ns, mode, good_only: text.good_only })
+        Ok(QueryRequest {
+            selector,
+            from_ns,
+            to_ns,
+            mode,
+            good_only: text.good_only,
+            empty_windows: text.empty_windows,
+        })
     }
 
     /// Column names of the rows this query writes.
@@ -181,6 +191,9 @@ fn check_combinations(text: &QueryText, syntax: Syntax) -> Result<(), QueryError
     }
     if text.method.is_some() && text.interpolate.is_none() {
         return invalid(format!("{} applies only with {}", name("method"), name("interpolate")));
+    }
+    if text.empty_windows && text.every.is_none() {
+        return invalid(format!("{} applies only with {}", name("empty_windows"), name("every")));
     }
     Ok(())
 }
@@ -251,18 +264,49 @@ fn twa_mode_without_twa(syntax: Syntax) -> QueryError {
     QueryError::Invalid(format!("{} applies only with {} twa", syntax.name("twa_mode"), syntax.name("agg")))
 }
 
-/// Refuses numeric aggregates over a series that only ever held strings.
-pub fn check_kinds(request: &QueryRequest, series: &[SeriesInfo]) -> Result<(), QueryError> {
-    let Mode::Aggregate(settings) = &request.mode else { return Ok(()) };
-    let Some(numeric) = settings.aggregates.iter().find(|a| a.is_numeric()) else { return Ok(()) };
-    match series.iter().find(|info| info.kind == ValueKind::String && !info.mixed_kinds) {
-        Some(info) => Err(QueryError::Invalid(format!(
+/// Series a note names before it only counts the rest.
+const NAMED_IN_NOTES: usize = 5;
+
+/// The series a query answers for, and a note naming those it leaves out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selected {
+    pub series: Vec<SeriesInfo>,
+    /// Set when series were left out: which, and why.
+    pub note: Option<String>,
+}
+
+/// Numeric aggregates apply to the series with numbers: series that only ever held strings are
+/// left out and named in a note, or refused when every selected series holds strings.
+pub fn select_kinds(request: &QueryRequest, series: Vec<SeriesInfo>) -> Result<Selected, QueryError> {
+    let numeric = match &request.mode {
+        Mode::Aggregate(settings) => settings.aggregates.iter().find(|a| a.is_numeric()).copied(),
+        _ => None,
+    };
+    let Some(numeric) = numeric else { return Ok(Selected { series, note: None }) };
+    let holds_strings = |info: &SeriesInfo| info.kind == ValueKind::String && !info.mixed_kinds;
+    let (strings, numbers): (Vec<SeriesInfo>, Vec<SeriesInfo>) = series.into_iter().partition(holds_strings);
+    if numbers.is_empty() {
+        let info = strings.first().expect("select_series picks at least one series");
+        return Err(QueryError::Invalid(format!(
             "{} holds strings, which have no {}; use count, first or last for it, or select only numeric series",
             info.key,
             numeric.name()
-        ))),
-        None => Ok(()),
+        )));
     }
+    if strings.is_empty() {
+        return Ok(Selected { series: numbers, note: None });
+    }
+    let mut names: Vec<String> = strings.iter().take(NAMED_IN_NOTES).map(|info| info.key.to_string()).collect();
+    if strings.len() > NAMED_IN_NOTES {
+        names.push(format!("and {} more", strings.len() - NAMED_IN_NOTES));
+    }
+    let note = format!(
+        "left out {} series holding strings, which have no {}: {}; use count, first or last for them",
+        strings.len(),
+        numeric.name(),
+        names.join(", ")
+    );
+    Ok(Selected { series: numbers, note: Some(note) })
 }
 
 /// Refuses a query whose rows per series (`count`, as `what` says) exceed the limit, suggesting
@@ -380,13 +424,46 @@ mod tests {
             NOW,
         )
         .unwrap();
-        assert!(check_kinds(&request, &[strings.clone()]).unwrap_err().to_string().contains("no mean"));
+        assert!(select_kinds(&request, vec![strings.clone()]).unwrap_err().to_string().contains("no mean"));
         let request = QueryRequest::parse(
             &QueryText { every: Some("1m".into()), agg: Some("count,last".into()), ..text("a") },
             Syntax::Cli,
             NOW,
         )
         .unwrap();
-        assert!(check_kinds(&request, &[strings]).is_ok());
+        assert_eq!(select_kinds(&request, vec![strings]).unwrap().note, None);
+    }
+
+    #[test]
+    fn numeric_aggregates_over_a_mix_leave_out_the_string_series_and_name_them() {
+        let mut series: Vec<SeriesInfo> = (0..8)
+            .map(|id| {
+                let mut info = info(id, SeriesKey::new(format!("valve{id}/state")));
+                info.kind = ValueKind::String;
+                info
+            })
+            .collect();
+        series.push(info(8, SeriesKey::new("pump/flow")));
+        let request = QueryRequest::parse(
+            &QueryText { every: Some("1m".into()), agg: Some("mean".into()), ..text("*") },
+            Syntax::Cli,
+            NOW,
+        )
+        .unwrap();
+        let selected = select_kinds(&request, series).unwrap();
+        assert_eq!(selected.series.iter().map(|info| info.id).collect::<Vec<_>>(), vec![8]);
+        assert_eq!(
+            selected.note.unwrap(),
+            "left out 8 series holding strings, which have no mean: valve0/state, valve1/state, valve2/state, \
+             valve3/state, valve4/state, and 3 more; use count, first or last for them"
+        );
+    }
+
+    #[test]
+    fn empty_windows_apply_only_to_aggregates() {
+        assert!(
+            error(&QueryText { empty_windows: true, ..text("a") })
+                .contains("--empty-windows applies only with --every")
+        );
     }
 }

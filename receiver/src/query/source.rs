@@ -151,6 +151,42 @@ impl Iterator for BatchedScan<'_> {
     }
 }
 
+/// A source that stops yielding blocks once `deadline` (if any) has passed: the engine, which
+/// checks the same deadline before it writes a row, then ends the query with a timeout instead of
+/// rows computed from the cut scan.
+pub struct UntilDeadline<'a, S> {
+    pub source: &'a S,
+    pub deadline: Option<std::time::Instant>,
+}
+
+impl<S: PointSource> PointSource for UntilDeadline<'_, S> {
+    type Blocks<'a>
+        = DeadlineBlocks<S::Blocks<'a>>
+    where
+        Self: 'a;
+
+    fn blocks(&self, series_id: u32, from_ns: i64, to_ns_inclusive: i64) -> Self::Blocks<'_> {
+        DeadlineBlocks { blocks: self.source.blocks(series_id, from_ns, to_ns_inclusive), deadline: self.deadline }
+    }
+}
+
+/// See [`UntilDeadline`].
+pub struct DeadlineBlocks<I> {
+    blocks: I,
+    deadline: Option<std::time::Instant>,
+}
+
+impl<I: Iterator> Iterator for DeadlineBlocks<I> {
+    type Item = I::Item;
+
+    fn next(&mut self) -> Option<I::Item> {
+        if self.deadline.is_some_and(|deadline| std::time::Instant::now() >= deadline) {
+            return None;
+        }
+        self.blocks.next()
+    }
+}
+
 /// The last point with `earliest_ns <= timestamp < before_ns` that `accept` takes, scanning
 /// backwards in windows of one bucket, then two, four… (so a long gap costs a few seeks, and the
 /// window that finds the point holds at most about as much data as the gap it crossed).

@@ -292,9 +292,9 @@ impl TimeWeighted {
 }
 
 /// The windows from the one holding `from_ns` to the one holding `to_ns`, each whole, one row per
-/// window (empty ones too). `blocks` are ascending (within and across blocks) and start at or
-/// after the first window's start; for `twa` they should run past the last window (the engine
-/// stops one point after it).
+/// window (empty ones too, unless [`skip_empty`](Self::skip_empty)). `blocks` are ascending
+/// (within and across blocks) and start at or after the first window's start; for `twa` they
+/// should run past the last window (the engine stops one point after it).
 pub struct Windows<I: Iterator> {
     settings: WindowSettings,
     blocks: I,
@@ -310,6 +310,8 @@ pub struct Windows<I: Iterator> {
     keep_first: bool,
     keep_last: bool,
     wants_twa: bool,
+    /// Leave out windows with no data, jumping over runs of them.
+    skip_empty: bool,
 }
 
 impl<E, I: Iterator<Item = Result<SeriesColumns, E>>> Windows<I> {
@@ -337,7 +339,45 @@ impl<E, I: Iterator<Item = Result<SeriesColumns, E>>> Windows<I> {
             next_start_ns: (from_ns <= to_ns).then_some(first_start_ns),
             last_start_ns,
             previous: carry_in.map(|(timestamp_ns, value)| Node { timestamp_ns, value }),
+            skip_empty: false,
         }
+    }
+
+    /// Leaves out the windows with no data: no selected point, and (for `twa`) no time covered by
+    /// a value. Runs of windows without a point are jumped over, not computed one by one, so a
+    /// long range over sparse data costs what its data costs.
+    pub fn skip_empty(mut self) -> Self {
+        self.skip_empty = true;
+        self
+    }
+
+    /// Moves the next window past windows that cannot hold data: before the next point when no
+    /// value is carried into them, and after the last point's window.
+    fn skip_ahead(&mut self) -> Result<(), E> {
+        let Some(start_ns) = self.next_start_ns else { return Ok(()) };
+        let every_ns = self.settings.every_ns;
+        // A twa carries the last number into the windows after it, up to the next point.
+        let carried = self.wants_twa && self.previous.is_some_and(|node| node.value.is_some());
+        let next_point_ns =
+            if self.fill()? { Some(self.block.as_ref().expect("filled").timestamps_ns[self.row]) } else { None };
+        match next_point_ns {
+            Some(timestamp_ns) if !carried => {
+                let window_ns = window_start(timestamp_ns, every_ns);
+                if window_ns > start_ns {
+                    self.next_start_ns = (window_ns <= self.last_start_ns).then_some(window_ns);
+                }
+            }
+            Some(_) => {}
+            None => {
+                // The last point governs to the end of its own window, and no further.
+                let governs_here =
+                    carried && self.previous.is_some_and(|node| window_start(node.timestamp_ns, every_ns) >= start_ns);
+                if !governs_here {
+                    self.next_start_ns = None;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether a row is left to read, fetching the next non-empty block when this one is done.
@@ -361,7 +401,8 @@ impl<E, I: Iterator<Item = Result<SeriesColumns, E>>> Windows<I> {
         }
     }
 
-    fn window(&mut self, start_ns: i64) -> Result<WindowRow, E> {
+    /// The row of the window starting at `start_ns`, and whether it has no data.
+    fn window(&mut self, start_ns: i64) -> Result<(WindowRow, bool), E> {
         let end_ns = start_ns.saturating_add(self.settings.every_ns);
         let good_only = self.settings.good_only;
         let mode = self.settings.twa_mode;
@@ -431,8 +472,9 @@ impl<E, I: Iterator<Item = Result<SeriesColumns, E>>> Windows<I> {
             }
         }
         let twa = time_weighted.average();
+        let empty = statistics.count == 0 && twa.is_none();
         let values = self.settings.aggregates.iter().map(|&aggregate| statistics.result(aggregate, twa)).collect();
-        Ok(WindowRow { start_ns, values })
+        Ok((WindowRow { start_ns, values }, empty))
     }
 }
 
@@ -440,13 +482,25 @@ impl<E, I: Iterator<Item = Result<SeriesColumns, E>>> Iterator for Windows<I> {
     type Item = Result<WindowRow, E>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let start_ns = self.next_start_ns?;
-        self.next_start_ns = start_ns.checked_add(self.settings.every_ns).filter(|&next| next <= self.last_start_ns);
-        let row = self.window(start_ns);
-        if row.is_err() {
-            self.next_start_ns = None;
+        loop {
+            if self.skip_empty
+                && let Err(error) = self.skip_ahead()
+            {
+                self.next_start_ns = None;
+                return Some(Err(error));
+            }
+            let start_ns = self.next_start_ns?;
+            self.next_start_ns =
+                start_ns.checked_add(self.settings.every_ns).filter(|&next| next <= self.last_start_ns);
+            match self.window(start_ns) {
+                Ok((row, empty)) if !(empty && self.skip_empty) => return Some(Ok(row)),
+                Ok(_) => {}
+                Err(error) => {
+                    self.next_start_ns = None;
+                    return Some(Err(error));
+                }
+            }
         }
-        Some(row)
     }
 }
 
@@ -496,9 +550,41 @@ mod tests {
         points: &[Point],
         size: usize,
     ) -> Vec<WindowRow> {
+        windows_in_blocks(settings, (from_ns, to_ns), carry_in, points, size, false)
+    }
+
+    fn windows_in_blocks(
+        settings: WindowSettings,
+        (from_ns, to_ns): (i64, i64),
+        carry_in: Option<&Point>,
+        points: &[Point],
+        size: usize,
+        skip_empty: bool,
+    ) -> Vec<WindowRow> {
         let carry_in = carry_in.map(|point| carry_in_from(point, settings.good_only));
         let stream = blocks(points, size).into_iter().map(Ok::<_, Infallible>);
-        Windows::new(settings, from_ns, to_ns, carry_in, stream).map(|row| row.unwrap()).collect()
+        let windows = Windows::new(settings, from_ns, to_ns, carry_in, stream);
+        let windows = if skip_empty { windows.skip_empty() } else { windows };
+        windows.map(|row| row.unwrap()).collect()
+    }
+
+    /// The rows [`Windows::skip_empty`] keeps, the same however the points are cut into blocks.
+    fn run_skipping_empty(
+        settings: WindowSettings,
+        range: (i64, i64),
+        carry_in: Option<Point>,
+        points: &[Point],
+    ) -> Vec<WindowRow> {
+        let whole = windows_in_blocks(settings.clone(), range, carry_in.as_ref(), points, usize::MAX, true);
+        for size in [1, 2, 3, 7] {
+            let cut = windows_in_blocks(settings.clone(), range, carry_in.as_ref(), points, size, true);
+            assert_eq!(
+                cut.iter().map(|row| row.start_ns).collect::<Vec<_>>(),
+                whole.iter().map(|row| row.start_ns).collect::<Vec<_>>(),
+                "blocks of {size}"
+            );
+        }
+        whole
     }
 
     /// The rows over `points` in one block, checked to be the same however the points are cut
@@ -601,6 +687,34 @@ mod tests {
         assert_eq!(rows.len(), 3);
         assert_eq!(rows[1].values[0], AggregateValue::Count(0));
         assert!(rows[1].values[1..].iter().all(|v| *v == AggregateValue::Null));
+    }
+
+    #[test]
+    fn empty_windows_are_left_out_when_asked_and_runs_of_them_jumped_over() {
+        let points = [p(S, 5.0), p(25 * S, 7.0), p(1_000_000 * S, 9.0)];
+        // A million-second range of 10 s windows: three hold a point.
+        let rows = run_skipping_empty(settings(10 * S, &[Aggregate::Count]), (0, 2_000_000 * S), None, &points);
+        assert_eq!(
+            numbers(&rows),
+            vec![(0, vec![Some(1.0)]), (20 * S, vec![Some(1.0)]), (1_000_000 * S, vec![Some(1.0)])]
+        );
+        // A twa carries a value across the windows between points, so those stay; none after the
+        // last point's window, nor before the first point.
+        let rows = run_skipping_empty(
+            settings(10 * S, &[Aggregate::Twa, Aggregate::Count]),
+            (-100 * S, 100 * S),
+            None,
+            &[p(5 * S, 1.0), p(35 * S, 3.0)],
+        );
+        assert_eq!(
+            numbers(&rows),
+            vec![
+                (0, vec![Some(1.0), Some(1.0)]),
+                (10 * S, vec![Some(1.0), Some(0.0)]),
+                (20 * S, vec![Some(1.0), Some(0.0)]),
+                (30 * S, vec![Some(2.0), Some(1.0)])
+            ]
+        );
     }
 
     #[test]
@@ -778,8 +892,15 @@ mod tests {
             let carry_in = points.iter().rev().find(|point| point.timestamp_ns < first_start).cloned();
             let inside: Vec<Point> = points.iter().filter(|point| point.timestamp_ns >= first_start).cloned().collect();
             let aggregates = [Aggregate::Count, Aggregate::Sum, Aggregate::Min, Aggregate::Max, Aggregate::Twa];
-            let rows = run(settings(every, &aggregates), from, to, carry_in, &inside);
+            let rows = run(settings(every, &aggregates), from, to, carry_in.clone(), &inside);
             proptest::prop_assert_eq!(rows.len() as u64, window_count(from, to, every));
+            // Skipping empty windows leaves out exactly those with no point and no twa.
+            let kept = run_skipping_empty(settings(every, &aggregates), (from, to), carry_in, &inside);
+            let non_empty: Vec<&WindowRow> = rows
+                .iter()
+                .filter(|row| row.values[0] != AggregateValue::Count(0) || row.values[4] != AggregateValue::Null)
+                .collect();
+            proptest::prop_assert_eq!(kept.iter().collect::<Vec<_>>(), non_empty);
             for row in rows {
                 let end = row.start_ns + every;
                 let window: Vec<f64> = points

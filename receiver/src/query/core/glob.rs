@@ -14,6 +14,15 @@ pub const MAX_PATTERN_BYTES: usize = 20_000;
 /// How many suggestions an unknown-series error offers.
 pub const SUGGESTIONS: usize = 3;
 
+/// Longest name (or glob) suggestions are looked for, in bytes: a longer one is no typo of a
+/// series name, and comparing it with every name would only cost time.
+pub const MAX_SUGGESTION_NAME_BYTES: usize = 256;
+
+/// Most catalog entries compared with an unknown name. A larger catalog is narrowed to the names
+/// that sort nearest to it (half before, half after), so a typo near the end of a name still
+/// finds it while the cost stays bounded whatever the catalog's size.
+pub const MAX_SUGGESTION_CANDIDATES: usize = 100_000;
+
 /// Whether `pattern` uses `*` or `?`.
 pub fn is_glob(pattern: &str) -> bool {
     pattern.contains(['*', '?'])
@@ -83,11 +92,15 @@ pub fn edit_distance_within(a: &str, b: &str, limit: usize) -> Option<usize> {
 
 /// The [`SUGGESTIONS`] display names nearest to `wanted` by edit distance (ties: alphabetical).
 /// A tagged series is as near as the nearer of its display form and its bare name, so a typo in
-/// the name still finds it.
+/// the name still finds it. None for a `wanted` longer than [`MAX_SUGGESTION_NAME_BYTES`]; at
+/// most [`MAX_SUGGESTION_CANDIDATES`] entries are compared.
 pub fn suggestions(catalog: &[SeriesInfo], wanted: &str) -> Vec<String> {
+    if wanted.len() > MAX_SUGGESTION_NAME_BYTES {
+        return Vec::new();
+    }
     // (distance, name), kept sorted, at most SUGGESTIONS long.
     let mut best: Vec<(usize, String)> = Vec::with_capacity(SUGGESTIONS + 1);
-    for info in catalog {
+    for info in nearest_names(catalog, wanted, MAX_SUGGESTION_CANDIDATES) {
         let name = info.key.to_string();
         let limit = if best.len() == SUGGESTIONS { best[SUGGESTIONS - 1].0 } else { usize::MAX };
         let by_display = edit_distance_within(wanted, &name, limit);
@@ -102,6 +115,37 @@ pub fn suggestions(catalog: &[SeriesInfo], wanted: &str) -> Vec<String> {
         best.truncate(SUGGESTIONS);
     }
     best.into_iter().map(|(_, name)| name).collect()
+}
+
+/// `catalog` when it has at most `count` entries; otherwise the `count` entries whose names sort
+/// nearest to `wanted`, half before it and half after (one pass, no copy of the names).
+pub fn nearest_names<'c>(catalog: &'c [SeriesInfo], wanted: &str, count: usize) -> Vec<&'c SeriesInfo> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    if catalog.len() <= count {
+        return catalog.iter().collect();
+    }
+    let half = count / 2;
+    // The largest names below `wanted` (a min-heap drops the smallest) and the smallest at or
+    // above it (a max-heap drops the largest).
+    let mut below: BinaryHeap<Reverse<(&str, usize)>> = BinaryHeap::with_capacity(half + 1);
+    let mut above: BinaryHeap<(&str, usize)> = BinaryHeap::with_capacity(count - half + 1);
+    for (index, info) in catalog.iter().enumerate() {
+        let name = info.key.name.as_str();
+        if name < wanted {
+            below.push(Reverse((name, index)));
+            if below.len() > half {
+                below.pop();
+            }
+        } else {
+            above.push((name, index));
+            if above.len() > count - half {
+                above.pop();
+            }
+        }
+    }
+    let indices = below.into_iter().map(|Reverse((_, index))| index).chain(above.into_iter().map(|(_, index)| index));
+    indices.map(|index| &catalog[index]).collect()
 }
 
 #[cfg(test)]
@@ -141,6 +185,46 @@ mod tests {
         // Many stars over a long near-miss stay fast (no exponential blow-up).
         let text = "a".repeat(5_000);
         assert!(!glob_matches(&format!("{}b", "*a".repeat(50)), &text));
+    }
+
+    fn catalog(names: impl IntoIterator<Item = String>) -> Vec<SeriesInfo> {
+        names
+            .into_iter()
+            .enumerate()
+            .map(|(id, name)| SeriesInfo {
+                id: id as u32,
+                key: diode_common::record::SeriesKey::new(name),
+                kind: diode_common::record::ValueKind::F64,
+                mixed_kinds: false,
+                first_timestamp_ns: 0,
+                last_timestamp_ns: 0,
+                point_count: 1,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn names_longer_than_the_suggestion_limit_get_no_suggestions() {
+        let catalog = catalog(["plant1/boiler3/steam_temp".to_owned()]);
+        assert_eq!(suggestions(&catalog, "plant1/boiler3/steam_tmp"), vec!["plant1/boiler3/steam_temp"]);
+        let long = format!("plant1/boiler3/steam_tmp{}", "x".repeat(MAX_SUGGESTION_NAME_BYTES));
+        assert!(suggestions(&catalog, &long).is_empty());
+    }
+
+    #[test]
+    fn a_large_catalog_is_narrowed_to_the_names_sorting_nearest() {
+        let names = (0..1_000).map(|i| format!("plant/unit{i:04}/temp"));
+        let catalog = catalog(names);
+        let nearest: Vec<&str> =
+            nearest_names(&catalog, "plant/unit0500/tmp", 4).iter().map(|info| info.key.name.as_str()).collect();
+        let mut sorted = nearest.clone();
+        sorted.sort_unstable();
+        // "plant/unit0500/temp" sorts before "plant/unit0500/tmp": two names below it, two above.
+        assert_eq!(
+            sorted,
+            ["plant/unit0499/temp", "plant/unit0500/temp", "plant/unit0501/temp", "plant/unit0502/temp"]
+        );
+        assert_eq!(nearest_names(&catalog, "x", 2_000).len(), 1_000);
     }
 
     #[test]

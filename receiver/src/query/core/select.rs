@@ -65,16 +65,29 @@ pub fn list_series(catalog: Vec<SeriesInfo>, pattern: Option<&str>) -> Vec<Serie
 #[error("{0}")]
 pub struct NoSeries(String);
 
+/// Bytes of a selector an error message repeats.
+const ECHOED_SELECTOR_BYTES: usize = 256;
+
 impl NoSeries {
+    /// The message for `selector`, with the nearest names of `catalog` (see
+    /// [`glob::suggestions`], whose cost is bounded: run it off an async worker all the same).
     pub fn new(catalog: &[SeriesInfo], selector: &str) -> NoSeries {
-        let opening = if glob::is_glob(selector) {
-            format!("no series matches {selector:?}")
+        let echoed = if selector.len() > ECHOED_SELECTOR_BYTES {
+            let cut = (0..=ECHOED_SELECTOR_BYTES).rev().find(|&at| selector.is_char_boundary(at)).unwrap_or(0);
+            format!("{:?}… ({} bytes)", &selector[..cut], selector.len())
         } else {
-            format!("no series named {selector:?}")
+            format!("{selector:?}")
+        };
+        let opening = if glob::is_glob(selector) {
+            format!("no series matches {echoed}")
+        } else {
+            format!("no series named {echoed}")
         };
         let suggestions = glob::suggestions(catalog, selector);
-        if suggestions.is_empty() {
+        if catalog.is_empty() {
             NoSeries(format!("{opening}; the replica holds no series yet"))
+        } else if suggestions.is_empty() {
+            NoSeries(format!("{opening}; list the series with `diode-receiver series` or /api/v1/series"))
         } else {
             NoSeries(format!("{opening}; did you mean: {}", suggestions.join(", ")))
         }
@@ -117,6 +130,15 @@ mod tests {
         );
         let message = select_series(&[], "x").unwrap_err().to_string();
         assert!(message.contains("holds no series yet"), "{message}");
+    }
+
+    #[test]
+    fn a_very_long_unknown_selector_gets_no_suggestions_and_is_echoed_cut_short() {
+        let selector = format!("plant1/boiler3/steam_tmp{}", "y".repeat(20_000));
+        let message = select_series(&catalog(), &selector).unwrap_err().to_string();
+        assert!(!message.contains("did you mean"), "{message}");
+        assert!(message.contains("(20024 bytes)") && message.len() < 500, "{message}");
+        assert!(message.contains("list the series"), "{message}");
     }
 
     #[test]
