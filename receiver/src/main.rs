@@ -9,9 +9,15 @@ use diode_receiver::config::ReceiverConfig;
 use diode_receiver::replica::Replica;
 use diode_receiver::{audit, query, run, status};
 
+/// `-V`: the version and the commit it was built from (`build.rs`).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("DIODE_GIT_COMMIT"), ")");
+/// `--version`: the version, the commit and the enabled cargo features.
+const LONG_VERSION: &str =
+    concat!(env!("CARGO_PKG_VERSION"), "\ncommit: ", env!("DIODE_GIT_COMMIT"), "\nfeatures: ", env!("DIODE_FEATURES"));
+
 /// diode's IT appliance: rebuilds, verifies and applies what diode-sender sends into a replica.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version = VERSION, long_version = LONG_VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
