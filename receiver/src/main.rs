@@ -4,17 +4,46 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use diode_receiver::config::ReceiverConfig;
 use diode_receiver::{audit, query, run, status};
 use diode_replica::Replica;
 
+/// `-V`: the version and the commit it was built from (`build.rs`).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("DIODE_GIT_COMMIT"), ")");
+/// `--version`: the version, the commit and the enabled cargo features.
+const LONG_VERSION: &str =
+    concat!(env!("CARGO_PKG_VERSION"), "\ncommit: ", env!("DIODE_GIT_COMMIT"), "\nfeatures: ", env!("DIODE_FEATURES"));
+
 /// diode's IT appliance: rebuilds, verifies and applies what diode-sender sends into a replica.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(name = "diode-receiver", version = VERSION, long_version = LONG_VERSION, about)]
 struct Cli {
     #[command(subcommand)]
+    invocation: Invocation,
+}
+
+// The documented command line: `Cli` without the packaging helper. Completions and man pages
+// describe this one, so they do not offer `generate`.
+/// diode's IT appliance: rebuilds, verifies and applies what diode-sender sends into a replica.
+#[derive(Parser)]
+#[command(name = "diode-receiver", version = VERSION, long_version = LONG_VERSION, about)]
+struct Documented {
+    #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Subcommand)]
+enum Invocation {
+    #[command(flatten)]
+    Command(Command),
+    /// Write shell completions (bash, zsh, fish) or man pages into a directory, for packaging.
+    #[command(hide = true)]
+    Generate {
+        what: Generated,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -48,9 +77,20 @@ enum Command {
     Audit(audit::cli::AuditCommand),
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum Generated {
+    /// `BIN.bash`, `_BIN` (zsh) and `BIN.fish`.
+    Completions,
+    /// `BIN.1` and one page per subcommand (`BIN-run.1`, ...).
+    Man,
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match execute(cli.command) {
+    let result = match Cli::parse().invocation {
+        Invocation::Command(command) => execute(command),
+        Invocation::Generate { what, out } => generate(what, &out),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("diode-receiver: {error:#}");
@@ -94,4 +134,37 @@ fn execute(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn generate(what: Generated, out: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let write_error = || format!("cannot write into {}", out.display());
+    match what {
+        Generated::Completions => {
+            for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+                let path = clap_complete::generate_to(shell, &mut Documented::command(), "diode-receiver", out)
+                    .with_context(write_error)?;
+                println!("{}", path.display());
+            }
+        }
+        Generated::Man => {
+            let mut command = Documented::command().disable_help_subcommand(true);
+            command.build();
+            for page in man_pages(command, out).with_context(write_error)? {
+                println!("{}", page.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One page for the command and one for each visible subcommand, named as `clap_mangen` names
+/// them (`diode-receiver-audit-verify.1`).
+fn man_pages(command: clap::Command, out: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    for subcommand in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+        written.extend(man_pages(subcommand.clone(), out)?);
+    }
+    written.push(clap_mangen::Man::new(command).generate_to(out)?);
+    Ok(written)
 }

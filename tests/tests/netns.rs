@@ -1,10 +1,18 @@
 //! Real kernels in the loop: the sender and the receiver in two network namespaces joined by a
-//! veth pair (198.18.0.1 and 198.18.0.2, a benchmarking range that never leaves the namespaces),
-//! with nftables blocking the reverse direction entirely, dropping 2 % then 10 % of datagrams at
-//! random (`numgen random`), and a 5-second outage. The replica must end equal to the source, and
-//! the counter on the receiver side's reverse-direction rule must read zero packets.
+//! veth pair (198.18.0.1 and 198.18.0.2, a benchmarking range that never leaves the namespaces).
 //!
-//! Needs root, `ip` (iproute2) and `nft` (nftables); without them it says why and passes.
+//! - Convergence: nftables blocks the reverse direction entirely, drops 2 % then 10 % of datagrams
+//!   at random (`numgen random`), then everything for 5 seconds. The replica must end equal to the
+//!   source, and the counter on the receiver side's reverse-direction rule must read zero packets.
+//! - Link silence: the shipped rule files (`config/diode-receiver.nft`, `config/diode-sender.nft`)
+//!   loaded with the test's interface names, and a counter on the sender's interface ingress (ahead
+//!   of the sender's own drop rule) must read zero frames of any kind across everything that makes
+//!   a kernel talk: datagrams to a stopped receiver (ICMP port unreachable, shown to arrive before
+//!   the rules are loaded), a datagram to another port, an ARP request, IPv6 switched on
+//!   (neighbour and router solicitations, MLD reports), and a receiver restart mid-stream.
+//!
+//! Needs root, `ip` (iproute2), `nft` (nftables), `sysctl` and `bash`; without them it says why and
+//! passes.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -42,24 +50,68 @@ fn nft(namespace: &str, script: &str) -> Result<(), String> {
 struct Namespaces {
     sender: String,
     receiver: String,
+    /// The veth ends: in the sender's namespace and in the receiver's.
+    sender_link: String,
+    receiver_link: String,
 }
 
+/// How the link is set up.
+#[derive(Clone, Copy, PartialEq)]
+enum Link {
+    /// As the kernel comes: IPv6 on, neighbours found with ARP.
+    Default,
+    /// Nothing the kernel says unprompted: IPv6 off on both ends, and permanent neighbour entries
+    /// both ways (a diode link has no ARP), so every frame on the wire has a cause the test made.
+    Quiet,
+}
+
+const SENDER_MAC: &str = "02:00:c6:12:00:01";
+const RECEIVER_MAC: &str = "02:00:c6:12:00:02";
+
 impl Namespaces {
-    fn create() -> Result<Namespaces, String> {
+    /// `tag` keeps the names of tests running at the same time apart.
+    fn create(tag: &str, link: Link) -> Result<Namespaces, String> {
         let id = std::process::id() % 100_000;
-        let namespaces = Namespaces { sender: format!("diode-tx-{id}"), receiver: format!("diode-rx-{id}") };
-        let (tx_link, rx_link) = (format!("dtx{id}"), format!("drx{id}"));
+        let namespaces = Namespaces {
+            sender: format!("diode-{tag}tx-{id}"),
+            receiver: format!("diode-{tag}rx-{id}"),
+            sender_link: format!("d{tag}tx{id}"),
+            receiver_link: format!("d{tag}rx{id}"),
+        };
+        let (tx_link, rx_link) = (&namespaces.sender_link, &namespaces.receiver_link);
         run(&["ip", "netns", "add", &namespaces.sender])?;
         run(&["ip", "netns", "add", &namespaces.receiver])?;
-        run(&["ip", "link", "add", &tx_link, "type", "veth", "peer", "name", &rx_link])?;
-        run(&["ip", "link", "set", &tx_link, "netns", &namespaces.sender])?;
-        run(&["ip", "link", "set", &rx_link, "netns", &namespaces.receiver])?;
-        for (namespace, link, address) in
-            [(&namespaces.sender, &tx_link, SENDER_ADDRESS), (&namespaces.receiver, &rx_link, RECEIVER_ADDRESS)]
-        {
+        run(&[
+            "ip",
+            "link",
+            "add",
+            tx_link,
+            "address",
+            SENDER_MAC,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            rx_link,
+            "address",
+            RECEIVER_MAC,
+        ])?;
+        run(&["ip", "link", "set", tx_link, "netns", &namespaces.sender])?;
+        run(&["ip", "link", "set", rx_link, "netns", &namespaces.receiver])?;
+        for (namespace, link_name, address, peer, peer_mac) in [
+            (&namespaces.sender, tx_link, SENDER_ADDRESS, RECEIVER_ADDRESS, RECEIVER_MAC),
+            (&namespaces.receiver, rx_link, RECEIVER_ADDRESS, SENDER_ADDRESS, SENDER_MAC),
+        ] {
+            if link == Link::Quiet {
+                set_ipv6(namespace, link_name, false)?;
+            }
             let cidr = format!("{address}/30");
-            run(&["ip", "-n", namespace, "addr", "add", &cidr, "dev", link])?;
-            run(&["ip", "-n", namespace, "link", "set", link, "up"])?;
+            run(&["ip", "-n", namespace, "addr", "add", &cidr, "dev", link_name])?;
+            if link == Link::Quiet {
+                let lladdr = ["ip", "-n", namespace, "neigh", "replace", peer, "lladdr", peer_mac];
+                run(&[&lladdr[..], &["dev", link_name, "nud", "permanent"]].concat())?;
+            }
+            run(&["ip", "-n", namespace, "link", "set", link_name, "up"])?;
             run(&["ip", "-n", namespace, "link", "set", "lo", "up"])?;
         }
         Ok(namespaces)
@@ -105,10 +157,27 @@ impl Namespaces {
 }
 
 fn first_counter(namespace: &str, chain: &str) -> u64 {
-    let listing = run(&["ip", "netns", "exec", namespace, "nft", "list", "chain", "inet", "diode", chain])
-        .expect("an nftables chain");
-    let after = listing.split("counter packets ").nth(1).expect("a counter in the chain");
-    after.split_whitespace().next().and_then(|n| n.parse().ok()).expect("a packet count")
+    counters(namespace, "inet diode", chain)[0]
+}
+
+/// The packet counts of a chain's counters, in rule order.
+fn counters(namespace: &str, table: &str, chain: &str) -> Vec<u64> {
+    let mut command = vec!["ip", "netns", "exec", namespace, "nft", "list", "chain"];
+    command.extend(table.split(' '));
+    command.push(chain);
+    let listing = run(&command).expect("an nftables chain");
+    let counts: Vec<u64> = listing
+        .split("counter packets ")
+        .skip(1)
+        .map(|after| after.split_whitespace().next().and_then(|n| n.parse().ok()).expect("a packet count"))
+        .collect();
+    assert!(!counts.is_empty(), "no counter in {table} {chain}");
+    counts
+}
+
+fn set_ipv6(namespace: &str, link: &str, enabled: bool) -> Result<(), String> {
+    let setting = format!("net.ipv6.conf.{link}.disable_ipv6={}", u8::from(!enabled));
+    run(&["ip", "netns", "exec", namespace, "sysctl", "-q", "-w", &setting]).map(drop)
 }
 
 impl Drop for Namespaces {
@@ -122,7 +191,7 @@ fn prerequisites_missing() -> Option<String> {
     if run(&["id", "-u"]).map(|uid| uid.trim() != "0").unwrap_or(true) {
         return Some("not root".into());
     }
-    for tool in ["ip", "nft"] {
+    for tool in ["ip", "nft", "sysctl", "bash"] {
         if run(&["sh", "-c", &format!("command -v {tool}")]).is_err() {
             return Some(format!("{tool} is not installed"));
         }
@@ -163,6 +232,22 @@ fn write_configs(dir: &Path, options: &LabOptions) {
     std::fs::write(dir.join("receiver.toml"), receiver).expect("receiver config");
 }
 
+/// Polls (every 50 ms, up to `seconds`) until `condition` holds; panics with `what` otherwise.
+fn wait_for(seconds: u64, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while !condition() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_until_listening(namespace: &str) {
+    let port = format!(":{PORT}");
+    wait_for(20, "the receiver did not start", || {
+        run(&["ip", "netns", "exec", namespace, "ss", "-Huln", "sport", "=", &port]).is_ok_and(|s| !s.trim().is_empty())
+    });
+}
+
 fn points_in_replica(dir: &Path) -> u64 {
     Replica::open_read_only(&dir.join("replica")).map(|replica| replica.total_points()).unwrap_or(0)
 }
@@ -175,7 +260,7 @@ fn the_replica_converges_through_kernel_loss_and_an_outage_with_the_reverse_path
     }
     let bin = find_bin_dir().expect("release binaries");
     let dir = tempfile::tempdir().unwrap();
-    let namespaces = Namespaces::create().expect("network namespaces");
+    let namespaces = Namespaces::create("", Link::Default).expect("network namespaces");
     namespaces.receiver_rules().expect("receiver rules");
     namespaces.sender_rules(20).expect("sender rules");
     let output =
@@ -194,13 +279,7 @@ fn the_replica_converges_through_kernel_loss_and_an_outage_with_the_reverse_path
         &["run", "--config", &config("receiver.toml")],
         &dir.path().join("receiver.log"),
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !run(&["ip", "netns", "exec", &namespaces.receiver, "ss", "-Huln", "sport", "=", ":7400"])
-        .is_ok_and(|s| !s.trim().is_empty())
-    {
-        assert!(Instant::now() < deadline, "the receiver did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_listening(&namespaces.receiver);
     let mut sender = spawn_in(
         &namespaces.sender,
         &bin.join("diode-sender"),
@@ -229,6 +308,196 @@ fn the_replica_converges_through_kernel_loss_and_an_outage_with_the_reverse_path
     receiver.wait().unwrap();
 
     assert_eq!(namespaces.reverse_packets(), 0, "a packet left the receiver's namespace toward the sender");
+    let replica = Replica::open_read_only(&dir.path().join("replica")).unwrap();
+    let verification = verify(&replica, &expected_records(&options)).unwrap();
+    assert!(verification.is_exact(), "{verification:?}; logs in {}", dir.path().display());
+    assert!(replica.gaps().is_empty(), "gaps left: {:?}", replica.gaps());
+}
+
+/// A shipped rule file from `config/`, its `define` lines set for this test's link.
+fn shipped_rules(file: &str, defines: &[(&str, String)]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config").join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut set = 0;
+    let mut rules = String::new();
+    for line in text.lines() {
+        match defines.iter().find(|(name, _)| line.starts_with(&format!("define {name} "))) {
+            Some((name, value)) => {
+                rules.push_str(&format!("define {name} = {value}\n"));
+                set += 1;
+            }
+            None => rules.push_str(&format!("{line}\n")),
+        }
+    }
+    assert_eq!(set, defines.len(), "{file} must have one `define` line for each of {defines:?}");
+    rules
+}
+
+impl Namespaces {
+    /// Counters ahead of everything else on both ends of the link (priority -300; the shipped
+    /// rules use `filter`, 0): sender ingress (all frames, ICMP), receiver ingress (ARP) and
+    /// receiver egress (all frames, ICMP, IPv6). Reloading starts them from zero.
+    fn watch(&self) -> Result<(), String> {
+        let hook = |hook: &str, device: &str| {
+            format!("type filter hook {hook} device \"{device}\" priority -300; policy accept;")
+        };
+        let replace = "table netdev diode_watch\ndelete table netdev diode_watch\n";
+        nft(
+            &self.sender,
+            &format!(
+                "{replace}table netdev diode_watch {{\n chain ingress {{ {}\n  counter\n  meta l4proto icmp counter\n }}\n}}\n",
+                hook("ingress", &self.sender_link)
+            ),
+        )?;
+        nft(
+            &self.receiver,
+            &format!(
+                "{replace}table netdev diode_watch {{\n chain ingress {{ {}\n  ether type arp counter\n }}\n \
+                 chain egress {{ {}\n  counter\n  meta l4proto icmp counter\n  meta protocol ip6 counter\n }}\n}}\n",
+                hook("ingress", &self.receiver_link),
+                hook("egress", &self.receiver_link)
+            ),
+        )
+    }
+
+    /// Frames arriving on the sender's interface: all, ICMP.
+    fn arrived_at_sender(&self) -> (u64, u64) {
+        let counts = counters(&self.sender, "netdev diode_watch", "ingress");
+        (counts[0], counts[1])
+    }
+
+    /// Frames the receiver's kernel tried to send on the link: all, ICMP, IPv6.
+    fn receiver_kernel_sent(&self) -> (u64, u64, u64) {
+        let counts = counters(&self.receiver, "netdev diode_watch", "egress");
+        (counts[0], counts[1], counts[2])
+    }
+
+    fn arp_arrived_at_receiver(&self) -> u64 {
+        counters(&self.receiver, "netdev diode_watch", "ingress")[0]
+    }
+
+    /// The shipped files, loaded with this test's interface names and port.
+    fn load_shipped_rules(&self) -> Result<(), String> {
+        let quoted = |link: &str| format!("\"{link}\"");
+        let receiver = shipped_rules(
+            "diode-receiver.nft",
+            &[("LINK_IF", quoted(&self.receiver_link)), ("LISTEN_PORT", PORT.to_string())],
+        );
+        nft(&self.receiver, &receiver)?;
+        nft(&self.sender, &shipped_rules("diode-sender.nft", &[("LINK_IF", quoted(&self.sender_link))]))
+    }
+
+    /// The shipped receiver table's counters: datagrams accepted, frames dropped on arrival,
+    /// frames dropped on the way out.
+    fn receiver_table(&self) -> (u64, u64, u64) {
+        let ingress = counters(&self.receiver, "netdev diode_receiver", "ingress");
+        let egress = counters(&self.receiver, "netdev diode_receiver", "egress");
+        (ingress[0], ingress[1], egress[0])
+    }
+
+    /// One UDP datagram from the sender's namespace to the receiver's address.
+    fn probe(&self, port: u16) {
+        let script = format!("echo probe > /dev/udp/{RECEIVER_ADDRESS}/{port}");
+        run(&["ip", "netns", "exec", &self.sender, "bash", "-c", &script]).expect("a probe datagram");
+    }
+}
+
+#[test]
+fn the_receivers_kernel_sends_nothing_toward_the_sender_with_the_shipped_rules() {
+    if let Some(reason) = prerequisites_missing() {
+        eprintln!("skipping the link-silence test: {reason} (it needs root, iproute2, nftables, sysctl and bash)");
+        return;
+    }
+    let bin = find_bin_dir().expect("release binaries");
+    let dir = tempfile::tempdir().unwrap();
+    let namespaces = Namespaces::create("q", Link::Quiet).expect("network namespaces");
+    namespaces.watch().expect("watch counters");
+
+    // Without the receiver's rules, a datagram to a port nobody listens on is answered.
+    namespaces.probe(PORT);
+    wait_for(10, "no ICMP came back without the rules", || namespaces.arrived_at_sender().1 >= 1);
+    let before = namespaces.arrived_at_sender();
+    assert_eq!(before.0, before.1, "on the quiet link only the ICMP answers should arrive");
+
+    // From here on, with the shipped rules, nothing may arrive on the sender's interface.
+    namespaces.load_shipped_rules().expect("the shipped nftables rules load");
+    namespaces.watch().expect("watch counters, from zero");
+    // A datagram to another port: dropped on arrival (without the rules: ICMP port unreachable).
+    namespaces.probe(PORT + 1);
+    wait_for(10, "the datagram to another port did not arrive", || namespaces.receiver_table().1 >= 1);
+    // The sender asks for the receiver's address with ARP: the request arrives, no reply leaves.
+    run(&["ip", "-n", &namespaces.sender, "neigh", "del", RECEIVER_ADDRESS, "dev", &namespaces.sender_link]).unwrap();
+    namespaces.probe(PORT + 1);
+    wait_for(10, "no ARP request reached the receiver", || namespaces.arp_arrived_at_receiver() >= 1);
+    let permanent = ["neigh", "replace", RECEIVER_ADDRESS, "lladdr", RECEIVER_MAC, "nud", "permanent"];
+    run(&[&["ip", "-n", &namespaces.sender][..], &permanent, &["dev", &namespaces.sender_link]].concat()).unwrap();
+    // IPv6 on the receiver's link: duplicate address detection, MLD reports, router solicitations.
+    set_ipv6(&namespaces.receiver, &namespaces.receiver_link, true).unwrap();
+    wait_for(10, "the receiver's kernel sent no IPv6", || namespaces.receiver_kernel_sent().2 >= 1);
+
+    // A real run across a receiver restart; while it is stopped, the sender's datagrams keep coming.
+    let output =
+        Command::new(bin.join("diode-sender")).args(["keygen", "--dir"]).arg(dir.path().join("keys")).output().unwrap();
+    assert!(output.status.success());
+    // 100 series at 20 Hz for 10 s of plant time, produced in real time.
+    let start_ns = diode_receiver::time::now_ns();
+    let options =
+        LabOptions { series: 100, rate_hz: 20.0, max_records: 20_000, seed: 33, start_ns, ..LabOptions::default() };
+    write_configs(dir.path(), &options);
+    let config = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let start_receiver = |log: &str| {
+        let receiver = spawn_in(
+            &namespaces.receiver,
+            &bin.join("diode-receiver"),
+            &["run", "--config", &config("receiver.toml")],
+            &dir.path().join(log),
+        );
+        wait_until_listening(&namespaces.receiver);
+        receiver
+    };
+    let stop = |mut receiver: Child| {
+        let _ = Command::new("kill").args(["-TERM", &receiver.id().to_string()]).status();
+        receiver.wait().unwrap();
+    };
+    let receiver = start_receiver("receiver.log");
+    let mut sender = spawn_in(
+        &namespaces.sender,
+        &bin.join("diode-sender"),
+        &["run", "--config", &config("sender.toml"), "--exit-when-done", "--linger-ms", "5000"],
+        &dir.path().join("sender.log"),
+    );
+    wait_for(30, "nothing reached the replica", || points_in_replica(dir.path()) > 0);
+    stop(receiver);
+    let (accepted_at_stop, _, _) = namespaces.receiver_table();
+    let (_, icmp_at_stop, _) = namespaces.receiver_kernel_sent();
+    wait_for(20, "too few datagrams reached the stopped receiver", || {
+        namespaces.receiver_table().0 >= accepted_at_stop + 20
+    });
+    wait_for(20, "the kernel never tried to answer the stopped receiver's datagrams", || {
+        namespaces.receiver_kernel_sent().1 > icmp_at_stop
+    });
+    let receiver = start_receiver("receiver-restarted.log");
+    let finished = sender.wait().unwrap();
+    assert!(finished.success(), "sender failed; see {}", dir.path().join("sender.log").display());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while points_in_replica(dir.path()) < options.max_records && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop(receiver);
+
+    let (arrived, _) = namespaces.arrived_at_sender();
+    let (tried, tried_icmp, tried_ipv6) = namespaces.receiver_kernel_sent();
+    let (accepted, dropped_arriving, dropped_leaving) = namespaces.receiver_table();
+    eprintln!(
+        "without the rules: {} ICMP frames arrived at the sender for one datagram; with them: {arrived} frames \
+         arrived, while the receiver's kernel tried to send {tried} ({tried_icmp} ICMP, {tried_ipv6} IPv6) and the \
+         egress chain dropped {dropped_leaving}; {accepted} datagrams accepted, {dropped_arriving} other frames \
+         dropped on arrival",
+        before.1
+    );
+    assert_eq!(arrived, 0, "frames arrived on the sender's interface with the shipped rules loaded");
+    assert_eq!(dropped_leaving, tried, "the shipped egress chain must drop every frame the kernel tried to send");
+    assert_eq!(counters(&namespaces.sender, "netdev diode_sender", "ingress")[0], 0);
     let replica = Replica::open_read_only(&dir.path().join("replica")).unwrap();
     let verification = verify(&replica, &expected_records(&options)).unwrap();
     assert!(verification.is_exact(), "{verification:?}; logs in {}", dir.path().display());
