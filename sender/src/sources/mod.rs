@@ -8,6 +8,8 @@
 //! waits out a full spool, and rate-limited warnings so a misbehaving publisher cannot flood logs.
 
 pub mod json_payload;
+pub mod mqtt;
+pub mod opcua;
 pub mod sparkplug;
 
 use std::fmt::Write;
