@@ -582,7 +582,7 @@ impl OpcuaSource {
                     let mut pending = Vec::new();
                     for ((_, path), result) in chunk.iter().zip(&results) {
                         for reference in result.references.iter().flatten() {
-                            if reference.reference_type_id == NodeId::from(ReferenceTypeId::HasProperty) {
+                            if reference.reference_type_id == ReferenceTypeId::HasProperty {
                                 continue;
                             }
                             let node_id = reference.node_id.node_id.clone();
