@@ -254,7 +254,11 @@ impl OpcuaSource {
             .application_uri("urn:diode-sender")
             .product_uri("urn:diode-sender")
             .pki_dir(self.pki_dir())
-            .create_sample_keypair(false)
+            // Without a configured certificate the client makes itself one, once, in its PKI
+            // folder: an application instance needs one, even when security is None.
+            .create_sample_keypair(self.config.certificate_file.is_none())
+            .endpoint("plant", opcua::client::ClientEndpoint::new(self.config.endpoint.clone()))
+            .default_endpoint("plant")
             .trust_server_certs(false)
             .verify_server_certs(self.config.security_policy != SecurityPolicy::None)
             .session_retry_limit(0)
@@ -407,7 +411,7 @@ impl OpcuaSource {
                     if received == 0 {
                         bail!("the subscription stopped");
                     }
-                    let records = self.records(&variables, &mut batch, memory);
+                    let records = self.records(&variables, &mut batch, memory, warnings);
                     super::submit(&self.committer, &self.counters, warnings, records).await;
                 }
                 why = &mut *lost => bail!("{}", why.unwrap_or_else(|_| "session ended".to_owned())),
@@ -443,7 +447,13 @@ impl OpcuaSource {
     }
 
     /// Records for a batch of notifications (the batch is emptied); skipped values are counted.
-    fn records(&self, variables: &[Variable], batch: &mut Vec<(usize, DataValue)>, memory: &mut Memory) -> Vec<Record> {
+    fn records(
+        &self,
+        variables: &[Variable],
+        batch: &mut Vec<(usize, DataValue)>,
+        memory: &mut Memory,
+        warnings: &Warnings,
+    ) -> Vec<Record> {
         let now = now_ns();
         let mut records = Vec::with_capacity(batch.len());
         for (variable, data) in batch.drain(..) {
@@ -455,11 +465,18 @@ impl OpcuaSource {
                     memory.last.insert(key, (record.timestamp_ns, record.value.clone()));
                     records.push(record);
                 }
-                Err(Skipped::Unsupported) => {
-                    self.counters.unsupported.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(Skipped::Malformed) => {
-                    self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                Err(skipped) => {
+                    let counter = if skipped == Skipped::Unsupported {
+                        &self.counters.unsupported
+                    } else {
+                        &self.counters.malformed
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    warnings.warn("skipped_value", || {
+                        let mut shown = format!("{:?} ({:?})", data.value, data.status);
+                        shown.truncate(120);
+                        format!("{}: value {shown} not stored ({skipped:?})", variable.node_id)
+                    });
                 }
             }
         }
