@@ -133,18 +133,27 @@ pub fn value_of(variant: &Variant) -> Result<Value, Skipped> {
     }
 }
 
+/// A reported value's time: its SourceTimestamp, else its ServerTimestamp, else `now_ns`.
+pub fn time_of(data: &DataValue, now_ns: i64) -> i64 {
+    data.source_timestamp
+        .as_ref()
+        .and_then(unix_ns)
+        .or_else(|| data.server_timestamp.as_ref().and_then(unix_ns))
+        .unwrap_or(now_ns)
+}
+
+/// Whether a reported value carries no value (a Bad status: servers set the value to null).
+fn has_no_value(data: &DataValue) -> bool {
+    matches!(data.value, None | Some(Variant::Empty))
+}
+
 /// The record for one reported value of `series`, given the variable's last value.
 pub fn record_of(series: &SeriesKey, data: &DataValue, last: Option<&Value>, now_ns: i64) -> Result<Record, Skipped> {
     let value = match &data.value {
         Some(Variant::Empty) | None => last.cloned().ok_or(Skipped::Unsupported)?,
         Some(variant) => value_of(variant)?,
     };
-    let timestamp_ns = data
-        .source_timestamp
-        .as_ref()
-        .and_then(unix_ns)
-        .or_else(|| data.server_timestamp.as_ref().and_then(unix_ns))
-        .unwrap_or(now_ns);
+    let timestamp_ns = time_of(data, now_ns);
     let quality = Quality(data.status.map(|status| status.bits()).unwrap_or(0));
     let record = Record { series: series.clone(), timestamp_ns, value, quality };
     record.validate().map_err(|_| Skipped::Malformed)?;
@@ -393,8 +402,12 @@ impl OpcuaSource {
                 let backfilled =
                     self.backfill(session, &variables, &snapshot, from_default, subscribed_at_ns, warnings).await;
                 let records = backfilled.len() as u64;
+                let keys: HashMap<&SeriesKey, String> =
+                    variables.iter().map(|v| (&v.series, v.node_id.to_string())).collect();
                 for record in &backfilled {
-                    remember(memory, &variables, record);
+                    if let Some(key) = keys.get(&record.series) {
+                        remember(memory, key, record);
+                    }
                 }
                 super::submit(&self.committer, &self.counters, warnings, backfilled).await;
                 self.counters.backfilled_records.fetch_add(records, Ordering::Relaxed);
@@ -459,10 +472,18 @@ impl OpcuaSource {
         for (variable, data) in batch.drain(..) {
             let Some(variable) = variables.get(variable) else { continue };
             let key = variable.node_id.to_string();
-            let last = memory.last.get(&key).map(|(_, value)| value);
-            match record_of(&variable.series, &data, last, now) {
+            let last = memory.last.get(&key);
+            // A status without a value at or before the last value stored is one the history
+            // back-fill already stored (with the value that preceded it): not stored again with a
+            // later one.
+            if has_no_value(&data) && last.is_some_and(|(time_ns, _)| time_of(&data, now) <= *time_ns) {
+                continue;
+            }
+            match record_of(&variable.series, &data, last.map(|(_, value)| value), now) {
                 Ok(record) => {
-                    memory.last.insert(key, (record.timestamp_ns, record.value.clone()));
+                    if last.is_none_or(|(time_ns, _)| record.timestamp_ns >= *time_ns) {
+                        memory.last.insert(key, (record.timestamp_ns, record.value.clone()));
+                    }
                     records.push(record);
                 }
                 Err(skipped) => {
@@ -718,13 +739,11 @@ impl OpcuaSource {
     }
 }
 
-/// Notes a back-filled record as its variable's last value when it is the newest seen.
-fn remember(memory: &mut Memory, variables: &[Variable], record: &Record) {
-    let Some(variable) = variables.iter().find(|v| v.series == record.series) else { return };
-    let key = variable.node_id.to_string();
-    let newer = memory.last.get(&key).is_none_or(|(time_ns, _)| record.timestamp_ns >= *time_ns);
+/// Notes a back-filled record as its variable's (`key`) last value when it is the newest seen.
+fn remember(memory: &mut Memory, key: &str, record: &Record) {
+    let newer = memory.last.get(key).is_none_or(|(time_ns, _)| record.timestamp_ns >= *time_ns);
     if newer {
-        memory.last.insert(key, (record.timestamp_ns, record.value.clone()));
+        memory.last.insert(key.to_owned(), (record.timestamp_ns, record.value.clone()));
     }
 }
 
