@@ -74,6 +74,8 @@ class Publisher:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"plant-{args.seed}", clean_session=True)
         self.client.max_inflight_messages_set(200)
         self.client.max_queued_messages_set(0)
+        if args.tls_ca:
+            self.client.tls_set(ca_certs=args.tls_ca, certfile=args.tls_cert, keyfile=args.tls_key)
         self.client.connect(args.host, args.port)
         self.client.loop_start()
         self.sent = []
@@ -240,6 +242,9 @@ def main():
     parser.add_argument("--pace-every", type=int, default=10)
     parser.add_argument("--ready-metrics", required=True, help="the sender's /metrics URL")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--tls-ca", help="connect with TLS, trusting this CA (PEM)")
+    parser.add_argument("--tls-cert", help="client certificate (PEM)")
+    parser.add_argument("--tls-key", help="client key (PEM)")
     args = parser.parse_args()
 
     p = Publisher(args)

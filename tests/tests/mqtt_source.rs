@@ -53,10 +53,29 @@ fn free_port() -> u16 {
 struct Broker {
     child: Child,
     port: u16,
+    /// With TLS: the folder of `tests/python/make_certs.py`'s certificates.
+    certificates: Option<PathBuf>,
 }
 
 impl Broker {
     fn start(dir: &Path) -> Broker {
+        Self::start_with(dir, None)
+    }
+
+    /// A broker that speaks only TLS and requires a client certificate signed by the test CA.
+    fn start_tls(dir: &Path) -> Broker {
+        let certificates = dir.join("certificates");
+        let output = Command::new(python())
+            .arg(script("make_certs.py"))
+            .arg("--dir")
+            .arg(&certificates)
+            .output()
+            .expect("the certificate script runs");
+        assert!(output.status.success(), "make_certs.py failed: {}", String::from_utf8_lossy(&output.stderr));
+        Self::start_with(dir, Some(certificates))
+    }
+
+    fn start_with(dir: &Path, certificates: Option<PathBuf>) -> Broker {
         let binary = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
             .into_iter()
             .map(PathBuf::from)
@@ -64,18 +83,26 @@ impl Broker {
             .unwrap_or_else(|| panic!("mosquitto is not installed; run `source scripts/prepare`, which installs it"));
         let port = free_port();
         let config = dir.join("mosquitto.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 max_queued_messages 1000000\nmax_inflight_messages 1000\n\
-                 log_dest file {}\nlog_type error\nlog_type warning\nlog_type notice\n",
-                dir.join("mosquitto.log").display()
-            ),
-        )
-        .unwrap();
+        // `user root`: run as whoever starts it (as root, mosquitto would otherwise switch to the
+        // mosquitto user, who cannot read the test's private folder).
+        let mut text = format!(
+            "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+             max_queued_messages 1000000\nmax_inflight_messages 1000\n\
+             log_dest file {}\nlog_type error\nlog_type warning\nlog_type notice\n",
+            dir.join("mosquitto.log").display()
+        );
+        if let Some(certificates) = &certificates {
+            let file = |name: &str| certificates.join(name).display().to_string();
+            text.push_str(&format!(
+                "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+                file("ca.pem"),
+                file("server.pem"),
+                file("server.key")
+            ));
+        }
+        std::fs::write(&config, text).unwrap();
         let child = Command::new(binary).arg("-c").arg(&config).stdin(Stdio::null()).spawn().expect("mosquitto starts");
-        let broker = Broker { child, port };
+        let broker = Broker { child, port, certificates };
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "mosquitto did not listen on {port}; see {}", dir.display());
@@ -97,6 +124,16 @@ impl Drop for Broker {
 fn lab(dir: &Path, broker: &Broker) -> (Lab, SocketAddr) {
     let lab = Lab::new(dir, LabOptions { simulator: false, ..LabOptions::default() }).unwrap();
     let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let connection = match &broker.certificates {
+        None => format!("url = \"mqtt://127.0.0.1:{}\"", broker.port),
+        Some(certificates) => format!(
+            "url = \"mqtts://localhost:{}\"\nca_file = \"{}\"\nclient_cert_file = \"{}\"\nclient_key_file = \"{}\"",
+            broker.port,
+            certificates.join("ca.pem").display(),
+            certificates.join("client.pem").display(),
+            certificates.join("client.key").display()
+        ),
+    };
     let sources = format!(
         r#"
 [metrics]
@@ -104,7 +141,7 @@ listen = "{metrics}"
 
 [[sources.mqtt]]
 name = "{SOURCE}"
-url = "mqtt://127.0.0.1:{port}"
+{connection}
 client_id = "diode-sender-under-test"
 clean_session = false
 reconnect_min_ms = 100
@@ -120,8 +157,7 @@ topic = "plant/#"
 qos = 1
 format = "json"
 series = "json/{{2}}/{{3}}"
-"#,
-        port = broker.port
+"#
     );
     let mut config = std::fs::read_to_string(lab.sender_config()).unwrap();
     config.push_str(&sources);
@@ -145,6 +181,12 @@ fn spawn_publisher(dir: &Path, broker: &Broker, metrics: SocketAddr, extra: &[&s
         .args(["--port", &broker.port.to_string(), "--seed", "11"])
         .args(["--ready-metrics", &format!("http://{metrics}/metrics")])
         .args(extra)
+        .args(broker.certificates.iter().flat_map(|certificates| {
+            ["ca.pem", "client.pem", "client.key"]
+                .into_iter()
+                .zip(["--tls-ca", "--tls-cert", "--tls-key"])
+                .flat_map(|(file, option)| [option.to_owned(), certificates.join(file).display().to_string()])
+        }))
         .arg("--out")
         .arg(&out)
         .stdout(std::fs::File::create(dir.join("publisher.out")).unwrap())
@@ -317,5 +359,23 @@ fn malformed_payloads_are_counted_and_never_stall_the_source() {
     assert_eq!(source_counter(metrics, "malformed"), 3 * rounds, "each malformed payload is counted once");
     assert_eq!(source_counter(metrics, "sequence_gaps"), 0);
     assert_eq!(source_counter(metrics, "deaths"), 1);
+    assert_replica_matches(&mut lab, dir.path(), &expected);
+}
+
+#[test]
+fn mqtts_with_a_client_certificate_delivers_every_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_tls(dir.path());
+    let (mut lab, metrics) = lab(dir.path(), &broker);
+    lab.start_receiver().unwrap();
+    lab.start_sender_until_stopped().unwrap();
+    let (publisher, expectations) = spawn_publisher(
+        dir.path(),
+        &broker,
+        metrics,
+        &["--data-messages", "200", "--json-messages", "200", "--malformed", "0"],
+    );
+    println!("{}", wait_for_publisher(publisher, dir.path()).trim());
+    let expected = read_expected(&expectations);
     assert_replica_matches(&mut lab, dir.path(), &expected);
 }
