@@ -1,7 +1,8 @@
 """Certificates for the TLS tests, made with `cryptography` (installed with asyncua): a CA, a
 server certificate for localhost and 127.0.0.1 signed by it, and a client certificate signed by
-it, as PEM files in --dir (ca.pem, server.pem, server.key, client.pem, client.key), plus DER
-copies of the certificates (ca.der, server.der, client.der) for OPC UA.
+it, as PEM files in --dir (ca.pem, server.pem, server.key, client.pem, client.key; the keys also
+as server-key.pem and client-key.pem), plus DER copies of the certificates (ca.der, server.der,
+client.der) for OPC UA.
 """
 
 import argparse
@@ -36,9 +37,9 @@ def certificate(subject_key, subject, issuer_key, issuer, *, ca=False, usage=Non
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
     if not ca:
-        alternative = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-        if uri:
-            alternative.append(x509.UniformResourceIdentifier(uri))
+        # The application URI first: OPC UA stacks read it from the first alternative name.
+        alternative = [x509.UniformResourceIdentifier(uri)] if uri else []
+        alternative += [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
         builder = builder.add_extension(x509.SubjectAlternativeName(alternative), critical=False)
         builder = builder.add_extension(x509.ExtendedKeyUsage(usage), critical=False)
         builder = builder.add_extension(
@@ -67,6 +68,7 @@ def write(directory, stem, cert, private_key=None):
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
         (directory / f"{stem}.key").write_bytes(pem)
+        (directory / f"{stem}-key.pem").write_bytes(pem)  # asyncua tells PEM from DER by the name
 
 
 def main():

@@ -91,7 +91,14 @@ class Plant:
         server = Server()
         await server.init()
         server.set_endpoint(f"opc.tcp://127.0.0.1:{self.args.port}/diode/")
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        if self.args.secure:
+            # Basic256Sha256 SignAndEncrypt only, with the certificates of make_certs.py.
+            await server.set_application_uri("urn:diode:tests:server")
+            await server.load_certificate(f"{self.args.secure}/server.der")
+            await server.load_private_key(f"{self.args.secure}/server-key.pem")
+            server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+        else:
+            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         ns = await server.register_namespace(NAMESPACE)
         self.storage = HistorySQLite(self.args.history)
         await self.storage.init()
@@ -165,26 +172,30 @@ async def main():
     parser.add_argument("--history", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--wait-for-client", type=int, default=30, help="seconds to wait for the first client")
+    parser.add_argument("--secure", help="folder of make_certs.py's certificates: Basic256Sha256 SignAndEncrypt only")
+    parser.add_argument("--no-restart", action="store_true")
     args = parser.parse_args()
 
     plant = Plant(args)
     await plant.start()
     print(f"listening opc.tcp://127.0.0.1:{args.port}/diode/", flush=True)
-    # The schedule starts once diode has subscribed (a session exists), so it sees it all.
+    # The schedule starts once diode monitors every variable, so it sees it all.
     for _ in range(args.wait_for_client * 20):
-        if plant.server.iserver.subscription_service.subscriptions:
+        subscriptions = plant.server.iserver.subscription_service.subscriptions.values()
+        if sum(len(s.monitored_item_srv._monitored_items) for s in subscriptions) >= len(VARIABLES):
             break
         await asyncio.sleep(0.05)
     await plant.changes(args.changes)
-    await plant.server.stop()
-    await asyncio.sleep(args.down_ms / 1000)
-    await plant.start()
-    print("restarted", flush=True)
-    # Written before the client is back: only history has these.
-    ids = [v[0] for v in VARIABLES]
-    for _ in range(args.burst):
-        await plant.change(plant.rng.choice(ids))
-    await plant.changes(args.changes)
+    if not args.no_restart:
+        await plant.server.stop()
+        await asyncio.sleep(args.down_ms / 1000)
+        await plant.start()
+        print("restarted", flush=True)
+        # Written before the client is back: only history has these.
+        ids = [v[0] for v in VARIABLES]
+        for _ in range(args.burst):
+            await plant.change(plant.rng.choice(ids))
+        await plant.changes(args.changes)
     with open(args.out, "w") as out:
         for point in plant.published:
             out.write(json.dumps(point) + "\n")

@@ -5,8 +5,9 @@
 //! sender can subscribe again; the replica must still hold exactly every value the server
 //! published, at its source timestamp, with its status code as quality, in the series the
 //! documented mapping names (browse path or the node's series setting, tag `server`), and nothing
-//! else (not the property under a variable). Without the venv the test fails and says to run
-//! `source scripts/prepare`.
+//! else (not the property under a variable). The same over a Basic256Sha256 SignAndEncrypt
+//! session with the server's certificate pinned (certificates made by `tests/python/make_certs.py`).
+//! Without the venv the tests fail and say to run `source scripts/prepare`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
@@ -70,10 +71,11 @@ struct PlantServer {
 }
 
 impl PlantServer {
-    fn start(dir: &Path, port: u16) -> PlantServer {
+    fn start(dir: &Path, port: u16, extra: &[String]) -> PlantServer {
         let mut child = Command::new(python())
             .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/opcua_server.py"))
             .args(["--port", &port.to_string(), "--seed", "5"])
+            .args(extra)
             .arg("--history")
             .arg(dir.join("history.sqlite"))
             .arg("--out")
@@ -159,12 +161,46 @@ fn read_published(path: &Path) -> BTreeMap<SeriesKey, BTreeMap<i64, Published>> 
 #[test]
 fn the_replica_holds_every_value_status_and_source_time_the_server_published_across_its_restart() {
     let dir = tempfile::tempdir().unwrap();
+    let [data_gaps, backfilled, connects] = run_against_plant(dir.path(), &[], "", true);
+    assert!(data_gaps >= 1, "the restart is counted as a possible gap");
+    assert!(backfilled >= 1, "what the restart cost is read from history");
+    assert!(connects >= 2, "the sender reconnected");
+}
+
+#[test]
+fn a_signed_and_encrypted_session_with_the_server_certificate_pinned_delivers_every_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let certificates = dir.path().join("certificates");
+    let output = Command::new(python())
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/make_certs.py"))
+        .arg("--dir")
+        .arg(&certificates)
+        .output()
+        .expect("the certificate script runs");
+    assert!(output.status.success(), "make_certs.py failed: {}", String::from_utf8_lossy(&output.stderr));
+    let file = |name: &str| certificates.join(name).display().to_string();
+    let security = format!(
+        "security_policy = \"Basic256Sha256\"\nsecurity_mode = \"SignAndEncrypt\"\n\
+         certificate_file = \"{}\"\nprivate_key_file = \"{}\"\nserver_certificate_file = \"{}\"\n",
+        file("client.der"),
+        file("client.key"),
+        file("server.der")
+    );
+    let extra = ["--secure".to_owned(), certificates.display().to_string(), "--no-restart".to_owned()];
+    let [data_gaps, _, connects] = run_against_plant(dir.path(), &extra, &security, false);
+    assert_eq!((data_gaps, connects), (0, 1));
+}
+
+/// Runs the plant server with `extra` arguments and a lab whose sender monitors it (with
+/// `security` settings), waits for every published value in the replica, and compares; returns
+/// the sender's data gaps, back-filled records and connects.
+fn run_against_plant(dir: &Path, extra: &[String], security: &str, restarts: bool) -> [u64; 3] {
     let port = free_port();
-    let server = PlantServer::start(dir.path(), port);
-    let url = server.expect("listening ", Duration::from_secs(60), dir.path());
+    let server = PlantServer::start(dir, port, extra);
+    let url = server.expect("listening ", Duration::from_secs(60), dir);
     let endpoint = url.trim_start_matches("listening ").to_owned();
 
-    let mut lab = Lab::new(dir.path(), LabOptions { simulator: false, ..LabOptions::default() }).unwrap();
+    let mut lab = Lab::new(dir, LabOptions { simulator: false, ..LabOptions::default() }).unwrap();
     let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let sources = format!(
         r#"
@@ -174,7 +210,7 @@ listen = "{metrics}"
 [[sources.opcua]]
 name = "{SOURCE}"
 endpoint = "{endpoint}"
-publishing_interval_ms = 50
+{security}publishing_interval_ms = 50
 sampling_interval_ms = 0
 queue_size = 1000
 reconnect_min_ms = 200
@@ -195,9 +231,11 @@ filter = "*"
     lab.start_receiver().unwrap();
     lab.start_sender_until_stopped().unwrap();
 
-    server.expect("restarted", Duration::from_secs(120), dir.path());
-    let done = server.expect("done ", Duration::from_secs(180), dir.path());
-    let published = read_published(&dir.path().join("published.jsonl"));
+    if restarts {
+        server.expect("restarted", Duration::from_secs(120), dir);
+    }
+    let done = server.expect("done ", Duration::from_secs(180), dir);
+    let published = read_published(&dir.join("published.jsonl"));
     let points: u64 = published.values().map(|p| p.len() as u64).sum();
     println!("{done}: {points} points in {} series", published.len());
     assert_eq!(published.len(), 9, "every variable published");
@@ -207,18 +245,24 @@ filter = "*"
     assert!(
         lab.wait_for_points(points, Duration::from_secs(120)),
         "the replica did not reach the {points} points the server published; see {}",
-        dir.path().display()
+        dir.display()
     );
-    assert!(source_counter(metrics, "data_gaps") >= 1, "the restart is counted as a possible gap");
-    assert!(source_counter(metrics, "backfilled_records") >= 1, "what the restart cost is read from history");
-    assert!(source_counter(metrics, "connects") >= 2, "the sender reconnected");
+    // Read the counters while the sender runs.
+    let counters = ["data_gaps", "backfilled_records", "connects"].map(|family| source_counter(metrics, family));
+    println!("data gaps, back-filled records, connects: {counters:?}");
     drop(server);
     assert!(lab.stop_sender().unwrap().success());
     lab.stop_receiver().unwrap();
+    compare(&lab, &published);
+    counters
+}
 
+/// Every published value in its series with its value (bit for bit) and quality, at its source
+/// time, and nothing else.
+fn compare(lab: &Lab, published: &BTreeMap<SeriesKey, BTreeMap<i64, Published>>) {
     let replica = Replica::open_read_only(&lab.replica_dir()).unwrap();
     let mut findings = Vec::new();
-    for (series, points) in &published {
+    for (series, points) in published {
         let Some(id) = replica.series_id(series) else {
             findings.push(format!("series {series} is missing"));
             continue;
