@@ -231,6 +231,38 @@ def malformed(p):
     p.malformed += 3
 
 
+def bulk(args):
+    """Figures: births, then --bulk-sparkplug NDATA of 100 metrics by alias from 10 edge nodes, or
+    --bulk-json one-sample JSON messages, published as fast as the broker takes them, to be queued
+    for the sender's persistent session. Prints the number of points."""
+    p = Publisher(args)
+    points = 0
+    if args.bulk_sparkplug:
+        for node in range(10):
+            payload = sp.Payload(timestamp=BASE_MS, seq=0)
+            for i in range(100):
+                metric = payload.metrics.add(name=f"Area{i // 10}/Tag{i:03}", alias=i, datatype=sp.DOUBLE, timestamp=BASE_MS)
+                metric.double_value = float(i)
+            p.publish(f"spBv1.0/bulk/NBIRTH/edge{node}", payload.SerializeToString())
+            points += 100
+        for k in range(1, args.bulk_sparkplug // 10 + 1):
+            for node in range(10):
+                payload = sp.Payload(timestamp=BASE_MS + k * 100, seq=k % 256)
+                for i in range(100):
+                    payload.metrics.add(alias=i, timestamp=BASE_MS + k * 100, double_value=20.0 + (k * 31 + i) % 997 * 0.013)
+                p.publish(f"spBv1.0/bulk/NDATA/edge{node}", payload.SerializeToString())
+                points += 100
+    for i in range(args.bulk_json):
+        body = '{"timestamp": %d, "value": %.3f, "quality": 0}' % (BASE_MS + i, 20.0 + i % 997 * 0.013)
+        p.publish(f"plant/area{i % 10}/tag{i // 10 % 100}", body)
+        points += 1
+    for info in p.sent:
+        info.wait_for_publish(timeout=600)
+    p.client.loop_stop()
+    p.client.disconnect()
+    print(f"bulk {points}")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
@@ -240,12 +272,17 @@ def main():
     parser.add_argument("--json-messages", type=int, default=4000)
     parser.add_argument("--malformed", type=int, default=20, help="rounds of three malformed payloads")
     parser.add_argument("--pace-every", type=int, default=10)
-    parser.add_argument("--ready-metrics", required=True, help="the sender's /metrics URL")
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--ready-metrics", help="the sender's /metrics URL")
+    parser.add_argument("--out")
+    parser.add_argument("--bulk-sparkplug", type=int, default=0, help="figures: this many Sparkplug NDATA, nothing else")
+    parser.add_argument("--bulk-json", type=int, default=0, help="figures: this many one-sample JSON messages")
     parser.add_argument("--tls-ca", help="connect with TLS, trusting this CA (PEM)")
     parser.add_argument("--tls-cert", help="client certificate (PEM)")
     parser.add_argument("--tls-key", help="client key (PEM)")
     args = parser.parse_args()
+    if args.bulk_sparkplug or args.bulk_json:
+        args.pace_every = 1 << 62
+        return bulk(args)
 
     p = Publisher(args)
     p.wait_until_the_sender_listens()

@@ -379,3 +379,58 @@ fn mqtts_with_a_client_certificate_delivers_every_point() {
     let expected = read_expected(&expectations);
     assert_replica_matches(&mut lab, dir.path(), &expected);
 }
+
+/// A measurement for the README's figures, not a check (run it alone: `cargo test --release -p
+/// diode-tests --test mqtt_source -- --ignored --nocapture`): messages are queued in mosquitto for
+/// the sender's persistent session while it is stopped, then the sender starts and takes them all
+/// as fast as it can (decode, spool with fsync, acknowledge); the rate, the sender's and the
+/// broker's CPU are printed. No receiver runs, so the sender has the machine to itself.
+#[test]
+#[ignore = "a measurement for the README's figures"]
+fn sustained_rates_through_mosquitto() {
+    for (format, option, messages) in [("Sparkplug B", "--bulk-sparkplug", 20_000u64), ("JSON", "--bulk-json", 200_000)]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::start(dir.path());
+        let (mut lab, metrics) = lab(dir.path(), &broker);
+        // The first start creates the persistent session and its subscriptions.
+        lab.start_sender_until_stopped().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while source_counter(metrics, "connects") < 1 {
+            assert!(Instant::now() < deadline, "the sender did not connect");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(500)); // the SUBACK; a measurement, not a test
+        assert!(lab.stop_sender().unwrap().success());
+        let output = Command::new(python())
+            .arg(script("mqtt_publish.py"))
+            .args(["--port", &broker.port.to_string(), option, &messages.to_string()])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let points: u64 = stdout.trim().trim_start_matches("bulk ").parse().unwrap();
+        let broker_cpu_before = diode_tests::lab::cpu_seconds(broker.child.id()).unwrap_or(0.0);
+        let started = Instant::now();
+        lab.start_sender_until_stopped().unwrap();
+        let pid = lab.sender_pid().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let mut sender_cpu = 0.0;
+        while source_counter(metrics, "records") < points {
+            assert!(Instant::now() < deadline, "the sender did not take every queued message");
+            sender_cpu = diode_tests::lab::cpu_seconds(pid).unwrap_or(sender_cpu);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let wall = started.elapsed().as_secs_f64();
+        let sender_cpu = diode_tests::lab::cpu_seconds(pid).unwrap_or(sender_cpu);
+        let broker_cpu = diode_tests::lab::cpu_seconds(broker.child.id()).unwrap_or(0.0) - broker_cpu_before;
+        println!(
+            "MQTT {format}: {points} points in {} QoS 1 messages, {wall:.2} s from sender start: {:.0} points/s; \
+             sender {sender_cpu:.2} s CPU ({:.0} points per CPU-second), mosquitto {broker_cpu:.2} s CPU",
+            if format == "JSON" { messages } else { messages + 10 },
+            points as f64 / wall,
+            points as f64 / sender_cpu
+        );
+        lab.kill_sender();
+    }
+}
