@@ -300,3 +300,50 @@ fn compare(lab: &Lab, published: &BTreeMap<SeriesKey, BTreeMap<i64, Published>>)
         findings.iter().take(MAX_LISTED_MISMATCHES).cloned().collect::<Vec<_>>().join("\n")
     );
 }
+
+/// A measurement for the README's figures, not a check (run it alone: `cargo test --release -p
+/// diode-tests --test opcua_source -- --ignored --nocapture`): the asyncua server changes its
+/// variables as fast as it can and the sender spools every notification; the rate and both
+/// sides' CPU are printed. No receiver runs.
+#[test]
+#[ignore = "a measurement for the README's figures"]
+fn sustained_rate_from_an_asyncua_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let changes = 30_000;
+    let extra = ["--no-restart", "--interval-ms", "0", "--changes", &changes.to_string()].map(str::to_owned);
+    let port = free_port();
+    let server = PlantServer::start(dir.path(), port, &extra);
+    let url = server.expect("listening ", Duration::from_secs(60), dir.path());
+    let endpoint = url.trim_start_matches("listening ").to_owned();
+    let mut lab = Lab::new(dir.path(), LabOptions { simulator: false, ..LabOptions::default() }).unwrap();
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let sources = format!(
+        "\n[metrics]\nlisten = \"{metrics}\"\n\n[[sources.opcua]]\nname = \"{SOURCE}\"\nendpoint = \"{endpoint}\"\n\
+         publishing_interval_ms = 50\nsampling_interval_ms = 0\nqueue_size = 10000\n\n\
+         [[sources.opcua.browse]]\nroot = \"ns=2;s=Plant\"\n"
+    );
+    let mut config = std::fs::read_to_string(lab.sender_config()).unwrap();
+    config.push_str(&sources);
+    std::fs::write(lab.sender_config(), config).unwrap();
+    let server_cpu_before = diode_tests::lab::cpu_seconds(server.child.id()).unwrap_or(0.0);
+    let started = Instant::now();
+    lab.start_sender_until_stopped().unwrap();
+    let pid = lab.sender_pid().unwrap();
+    server.expect("done ", Duration::from_secs(600), dir.path());
+    let published = read_published(&dir.path().join("published.jsonl"));
+    let points: u64 = published.iter().filter(|(s, _)| s.name != "site/flow").map(|(_, p)| p.len() as u64).sum();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while source_counter(metrics, "records") < points {
+        assert!(Instant::now() < deadline, "the sender did not spool every value");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let sender_cpu = diode_tests::lab::cpu_seconds(pid).unwrap_or(0.0);
+    let server_cpu = diode_tests::lab::cpu_seconds(server.child.id()).unwrap_or(0.0) - server_cpu_before;
+    println!(
+        "OPC UA: {points} values in {wall:.2} s from sender start: {:.0} points/s; sender {sender_cpu:.2} s CPU \
+         ({:.0} points per CPU-second), asyncua server {server_cpu:.2} s CPU",
+        points as f64 / wall,
+        points as f64 / sender_cpu
+    );
+}
