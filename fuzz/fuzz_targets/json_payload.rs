@@ -24,7 +24,8 @@ fuzz_target!(|data: &[u8]| {
         value_type: if selector & 0x08 != 0 { ValueType::Auto } else { ValueType::Float },
     };
     let topic = TOPICS[usize::from(selector >> 4 & 0x03)];
-    let sentinel = Record { series: SeriesKey::new("s"), timestamp_ns: 0, value: Value::Bool(true), quality: Quality::GOOD };
+    let sentinel =
+        Record { series: SeriesKey::new("s"), timestamp_ns: 0, value: Value::Bool(true), quality: Quality::GOOD };
     let mut out = vec![sentinel.clone()];
     match mapping.decode(topic, payload, 1_767_225_600_000_000_000, &mut out) {
         Ok(_) => {
