@@ -27,6 +27,9 @@ pub struct SenderConfig {
     pub ingest: IngestConfig,
     #[serde(default)]
     pub simulator: SimulatorConfig,
+    /// Plant servers the sender connects out to (MQTT brokers, OPC UA servers).
+    #[serde(default)]
+    pub sources: SourcesConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
     #[serde(default)]
@@ -262,6 +265,519 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
+/// `[[sources.mqtt]]` and `[[sources.opcua]]`: clients the sender runs towards plant servers on
+/// the OT network. None by default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourcesConfig {
+    #[serde(default)]
+    pub mqtt: Vec<MqttSourceConfig>,
+    #[serde(default)]
+    pub opcua: Vec<OpcuaSourceConfig>,
+}
+
+/// One MQTT broker connection and its subscriptions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSourceConfig {
+    /// Names the source in logs and metrics; default: the broker URL.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `mqtt://host[:1883]` or `mqtts://host[:8883]` (TLS).
+    pub url: String,
+    /// The MQTT client id; with `clean_session = false` the broker keeps this client's
+    /// subscriptions and unacknowledged QoS 1 messages across reconnects and sender restarts.
+    #[serde(default = "default_mqtt_client_id")]
+    pub client_id: String,
+    #[serde(default)]
+    pub clean_session: bool,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// CA certificates (PEM) that sign the broker's certificate; required with mqtts://.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain and key (PEM) for brokers that require client authentication.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+    #[serde(default = "default_mqtt_keep_alive")]
+    pub keep_alive_s: u64,
+    /// Largest MQTT packet accepted, in bytes.
+    #[serde(default = "default_mqtt_max_packet")]
+    pub max_packet_bytes: usize,
+    /// Messages received but not yet durable (and so not yet acknowledged) at most.
+    #[serde(default = "default_mqtt_max_pending")]
+    pub max_pending_messages: usize,
+    #[serde(default = "default_reconnect_min")]
+    pub reconnect_min_ms: u64,
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max_ms: u64,
+    pub subscriptions: Vec<MqttSubscriptionConfig>,
+}
+
+/// The payload formats an MQTT subscription may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayloadFormat {
+    SparkplugB,
+    Json,
+    LineProtocol,
+}
+
+/// One topic filter and how its payloads are read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSubscriptionConfig {
+    /// An MQTT topic filter (`+` and `#` wildcards).
+    pub topic: String,
+    /// 0 (at most once) or 1 (acknowledged once durable: a sender crash means redelivery).
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+    pub format: PayloadFormat,
+    /// Sparkplug B: starts every series name (`<prefix><group>/<node>[/<device>]/<metric>`).
+    #[serde(default)]
+    pub series_prefix: String,
+    /// Sparkplug B: ask an edge node for a rebirth after a sequence gap or an unknown alias, at
+    /// most once per this interval; 0: never ask (the sender then publishes nothing).
+    #[serde(default = "default_rebirth_interval")]
+    pub rebirth_interval_ms: u64,
+    /// JSON: the series name, from the topic: `{topic}` and `{1}`, `{2}`, … (its levels).
+    #[serde(default = "default_json_series")]
+    pub series: String,
+    /// JSON pointers (RFC 6901) to the value, the time and the quality of a sample.
+    #[serde(default = "default_value_pointer")]
+    pub value_pointer: String,
+    #[serde(default = "default_time_pointer")]
+    pub time_pointer: String,
+    #[serde(default = "default_quality_pointer")]
+    pub quality_pointer: String,
+    /// JSON: unit of numeric times: auto, s, ms, us or ns.
+    #[serde(default = "default_time_unit")]
+    pub time_unit: crate::sources::json_payload::TimeUnit,
+    /// JSON: "float" stores every number as a float; "auto" keeps integers as integers.
+    #[serde(default = "default_value_type")]
+    pub value_type: crate::sources::json_payload::ValueType,
+    /// Line protocol: timestamp precision (ns, us, ms, s, m, h).
+    #[serde(default = "default_precision")]
+    pub precision: String,
+    /// Line protocol: the tag or field that carries a line's quality, as in `[ingest]`.
+    #[serde(default)]
+    pub quality_tag: Option<String>,
+    #[serde(default)]
+    pub quality_field: Option<String>,
+}
+
+/// OPC UA security policies diode offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SecurityPolicy {
+    None,
+    Basic256Sha256,
+}
+
+/// OPC UA message security modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SecurityMode {
+    None,
+    Sign,
+    SignAndEncrypt,
+}
+
+/// Deadband filters of monitored items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadbandType {
+    None,
+    Absolute,
+    Percent,
+}
+
+/// One OPC UA server connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpcuaSourceConfig {
+    /// Names the source in logs and metrics, and is the `server` tag of every series it
+    /// writes; default: the endpoint's host:port.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `opc.tcp://host:port[/path]`.
+    pub endpoint: String,
+    #[serde(default = "default_security_policy")]
+    pub security_policy: SecurityPolicy,
+    #[serde(default = "default_security_mode")]
+    pub security_mode: SecurityMode,
+    /// The sender's application instance certificate (DER) and private key (PEM); required
+    /// when security is not None.
+    #[serde(default)]
+    pub certificate_file: Option<PathBuf>,
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
+    /// The server certificate (DER) to accept, pinned: any other is refused.
+    #[serde(default)]
+    pub server_certificate_file: Option<PathBuf>,
+    /// A folder of trusted server certificates (DER, `*.der`): the server's must be among them.
+    #[serde(default)]
+    pub trusted_server_certificates_dir: Option<PathBuf>,
+    /// Empty: anonymous.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Starts every series name.
+    #[serde(default)]
+    pub series_prefix: String,
+    #[serde(default = "default_publishing_interval")]
+    pub publishing_interval_ms: u64,
+    #[serde(default = "default_sampling_interval")]
+    pub sampling_interval_ms: u64,
+    /// Values the server keeps per item between publishes.
+    #[serde(default = "default_queue_size")]
+    pub queue_size: u32,
+    #[serde(default = "default_deadband_type")]
+    pub deadband_type: DeadbandType,
+    #[serde(default)]
+    pub deadband_value: f64,
+    #[serde(default = "default_reconnect_min")]
+    pub reconnect_min_ms: u64,
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max_ms: u64,
+    /// After an outage, read what was missed from the server's history (HistoryRead raw).
+    #[serde(default = "default_true")]
+    pub history_backfill: bool,
+    /// How far back a backfill reaches at most, in seconds.
+    #[serde(default = "default_backfill_max")]
+    pub history_backfill_max_s: u64,
+    /// Variables found by browsing, at most (a bound on a misconfigured filter).
+    #[serde(default = "default_max_monitored")]
+    pub max_monitored_items: usize,
+    #[serde(default)]
+    pub nodes: Vec<OpcuaNodeConfig>,
+    #[serde(default)]
+    pub browse: Vec<OpcuaBrowseConfig>,
+}
+
+/// One variable by NodeId.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpcuaNodeConfig {
+    /// `ns=2;s=Line1.Temp`, `ns=3;i=1042`, …
+    pub node_id: String,
+    /// The series name (after `series_prefix`); default: the node's display name.
+    #[serde(default)]
+    pub series: Option<String>,
+}
+
+/// Every variable under a folder, found by browsing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpcuaBrowseConfig {
+    /// The folder (or object) browsed, as a NodeId.
+    pub root: String,
+    /// A glob (`*` any run of characters, `?` one) on the browse path below the root, e.g.
+    /// `Line1/*/Temp*`; a variable is taken when its path matches.
+    #[serde(default = "default_browse_filter")]
+    pub filter: String,
+    /// Levels below the root browsed at most.
+    #[serde(default = "default_browse_depth")]
+    pub max_depth: usize,
+}
+
+fn default_mqtt_client_id() -> String {
+    "diode-sender".to_owned()
+}
+fn default_mqtt_keep_alive() -> u64 {
+    30
+}
+fn default_mqtt_max_packet() -> usize {
+    1024 * 1024
+}
+fn default_mqtt_max_pending() -> usize {
+    10_000
+}
+fn default_reconnect_min() -> u64 {
+    500
+}
+fn default_reconnect_max() -> u64 {
+    30_000
+}
+fn default_qos() -> u8 {
+    1
+}
+fn default_rebirth_interval() -> u64 {
+    10_000
+}
+fn default_json_series() -> String {
+    "{topic}".to_owned()
+}
+fn default_value_pointer() -> String {
+    "/value".to_owned()
+}
+fn default_time_pointer() -> String {
+    "/timestamp".to_owned()
+}
+fn default_quality_pointer() -> String {
+    "/quality".to_owned()
+}
+fn default_time_unit() -> crate::sources::json_payload::TimeUnit {
+    crate::sources::json_payload::TimeUnit::Auto
+}
+fn default_value_type() -> crate::sources::json_payload::ValueType {
+    crate::sources::json_payload::ValueType::Float
+}
+fn default_precision() -> String {
+    "ns".to_owned()
+}
+fn default_security_policy() -> SecurityPolicy {
+    SecurityPolicy::None
+}
+fn default_security_mode() -> SecurityMode {
+    SecurityMode::None
+}
+fn default_publishing_interval() -> u64 {
+    1_000
+}
+fn default_sampling_interval() -> u64 {
+    1_000
+}
+fn default_queue_size() -> u32 {
+    10
+}
+fn default_deadband_type() -> DeadbandType {
+    DeadbandType::None
+}
+fn default_true() -> bool {
+    true
+}
+fn default_backfill_max() -> u64 {
+    86_400
+}
+fn default_max_monitored() -> usize {
+    10_000
+}
+fn default_browse_filter() -> String {
+    "*".to_owned()
+}
+fn default_browse_depth() -> usize {
+    8
+}
+
+impl MqttSourceConfig {
+    /// The name in logs and metrics.
+    pub fn display_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.url.clone())
+    }
+}
+
+impl OpcuaSourceConfig {
+    /// The name in logs and metrics and the `server` tag: `name`, else the endpoint's host:port.
+    pub fn display_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            let rest = self.endpoint.strip_prefix("opc.tcp://").unwrap_or(&self.endpoint);
+            rest.split('/').next().unwrap_or(rest).to_owned()
+        })
+    }
+}
+
+impl SourcesConfig {
+    /// Checks every source; errors name the setting as `sources.mqtt[i].…`.
+    pub fn check(&self) -> anyhow::Result<()> {
+        use anyhow::{bail, ensure};
+        for (i, mqtt) in self.mqtt.iter().enumerate() {
+            let at = format!("sources.mqtt[{i}]");
+            ensure!(
+                mqtt.url.starts_with("mqtt://") || mqtt.url.starts_with("mqtts://"),
+                "{at}.url = \"{}\" must start with mqtt:// or mqtts://",
+                mqtt.url
+            );
+            crate::sources::mqtt::broker_address(&mqtt.url).map_err(|e| anyhow::anyhow!("{at}.url: {e}"))?;
+            ensure!(
+                !mqtt.url.starts_with("mqtts://") || mqtt.ca_file.is_some(),
+                "{at}.ca_file is required with an mqtts:// url (the CA that signs the broker's certificate)"
+            );
+            ensure!(
+                mqtt.client_cert_file.is_some() == mqtt.client_key_file.is_some(),
+                "{at}.client_cert_file and {at}.client_key_file go together"
+            );
+            ensure!(mqtt.password.is_none() || mqtt.username.is_some(), "{at}.password is set without {at}.username");
+            ensure!(!mqtt.client_id.is_empty() && mqtt.client_id.len() <= 256, "{at}.client_id must be 1 to 256 bytes");
+            ensure!(
+                (5..=3_600).contains(&mqtt.keep_alive_s),
+                "{at}.keep_alive_s = {} must be between 5 and 3600",
+                mqtt.keep_alive_s
+            );
+            ensure!(
+                (1024..=256 * 1024 * 1024).contains(&mqtt.max_packet_bytes),
+                "{at}.max_packet_bytes = {} must be between 1024 and 268435456",
+                mqtt.max_packet_bytes
+            );
+            ensure!(
+                (1..=1_000_000).contains(&mqtt.max_pending_messages),
+                "{at}.max_pending_messages = {} must be between 1 and 1000000",
+                mqtt.max_pending_messages
+            );
+            check_reconnect(&at, mqtt.reconnect_min_ms, mqtt.reconnect_max_ms)?;
+            ensure!(!mqtt.subscriptions.is_empty(), "{at}.subscriptions is empty: add a [[{at}.subscriptions]] topic");
+            for (j, subscription) in mqtt.subscriptions.iter().enumerate() {
+                let at = format!("{at}.subscriptions[{j}]");
+                ensure!(subscription.qos <= 1, "{at}.qos = {} must be 0 or 1", subscription.qos);
+                check_topic_filter(&subscription.topic)
+                    .map_err(|e| anyhow::anyhow!("{at}.topic = \"{}\": {e}", subscription.topic))?;
+                match subscription.format {
+                    PayloadFormat::Json => {
+                        crate::sources::json_payload::SeriesTemplate::parse(&subscription.series)
+                            .map_err(|e| anyhow::anyhow!("{at}.series: {e}"))?;
+                        for (name, pointer) in [
+                            ("value_pointer", &subscription.value_pointer),
+                            ("time_pointer", &subscription.time_pointer),
+                            ("quality_pointer", &subscription.quality_pointer),
+                        ] {
+                            ensure!(
+                                pointer.is_empty() || pointer.starts_with('/'),
+                                "{at}.{name} = \"{pointer}\" is not a JSON pointer: it must be empty or start with /"
+                            );
+                        }
+                    }
+                    PayloadFormat::LineProtocol => {
+                        if let Err(e) = subscription.precision.parse::<crate::line_protocol::Precision>() {
+                            bail!("{at}.precision = \"{}\": {e}", subscription.precision);
+                        }
+                    }
+                    PayloadFormat::SparkplugB => {
+                        ensure!(
+                            subscription.topic.starts_with("spBv1.0/") || subscription.topic == "#",
+                            "{at}.topic = \"{}\" is not a Sparkplug B topic (spBv1.0/…)",
+                            subscription.topic
+                        );
+                    }
+                }
+            }
+        }
+        for (i, opcua) in self.opcua.iter().enumerate() {
+            let at = format!("sources.opcua[{i}]");
+            ensure!(
+                opcua.endpoint.starts_with("opc.tcp://"),
+                "{at}.endpoint = \"{}\" must start with opc.tcp://",
+                opcua.endpoint
+            );
+            let secure = opcua.security_policy != SecurityPolicy::None;
+            ensure!(
+                secure == (opcua.security_mode != SecurityMode::None),
+                "{at}: security_policy = {:?} and security_mode = {:?} do not go together (None with None; Basic256Sha256 with Sign or SignAndEncrypt)",
+                opcua.security_policy,
+                opcua.security_mode
+            );
+            if secure {
+                ensure!(
+                    opcua.certificate_file.is_some() && opcua.private_key_file.is_some(),
+                    "{at}: security_policy = {:?} needs certificate_file and private_key_file (the sender's application certificate)",
+                    opcua.security_policy
+                );
+                ensure!(
+                    opcua.server_certificate_file.is_some() || opcua.trusted_server_certificates_dir.is_some(),
+                    "{at}: security_policy = {:?} needs server_certificate_file (pinned) or trusted_server_certificates_dir",
+                    opcua.security_policy
+                );
+            }
+            ensure!(opcua.password.is_none() || opcua.username.is_some(), "{at}.password is set without {at}.username");
+            ensure!(
+                (10..=3_600_000).contains(&opcua.publishing_interval_ms),
+                "{at}.publishing_interval_ms = {} must be between 10 and 3600000",
+                opcua.publishing_interval_ms
+            );
+            ensure!(
+                opcua.sampling_interval_ms <= 3_600_000,
+                "{at}.sampling_interval_ms = {} must be at most 3600000 (0: the fastest the server offers)",
+                opcua.sampling_interval_ms
+            );
+            ensure!(
+                (1..=100_000).contains(&opcua.queue_size),
+                "{at}.queue_size = {} must be between 1 and 100000",
+                opcua.queue_size
+            );
+            ensure!(
+                opcua.deadband_value >= 0.0 && opcua.deadband_value.is_finite(),
+                "{at}.deadband_value = {} must be a finite number ≥ 0",
+                opcua.deadband_value
+            );
+            ensure!(
+                opcua.deadband_type != DeadbandType::Percent || opcua.deadband_value <= 100.0,
+                "{at}.deadband_value = {} must be at most 100 with deadband_type = \"percent\"",
+                opcua.deadband_value
+            );
+            check_reconnect(&at, opcua.reconnect_min_ms, opcua.reconnect_max_ms)?;
+            ensure!(
+                (1..=1_000_000).contains(&opcua.max_monitored_items),
+                "{at}.max_monitored_items = {} must be between 1 and 1000000",
+                opcua.max_monitored_items
+            );
+            ensure!(
+                !opcua.nodes.is_empty() || !opcua.browse.is_empty(),
+                "{at} names no variables: add [[{at}.nodes]] or [[{at}.browse]]"
+            );
+            for (j, node) in opcua.nodes.iter().enumerate() {
+                crate::sources::opcua::parse_node_id(&node.node_id)
+                    .map_err(|e| anyhow::anyhow!("{at}.nodes[{j}].node_id = \"{}\": {e}", node.node_id))?;
+            }
+            for (j, browse) in opcua.browse.iter().enumerate() {
+                crate::sources::opcua::parse_node_id(&browse.root)
+                    .map_err(|e| anyhow::anyhow!("{at}.browse[{j}].root = \"{}\": {e}", browse.root))?;
+                ensure!(
+                    (1..=32).contains(&browse.max_depth),
+                    "{at}.browse[{j}].max_depth = {} must be between 1 and 32",
+                    browse.max_depth
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let mqtt_paths =
+            self.mqtt.iter_mut().flat_map(|m| [&mut m.ca_file, &mut m.client_cert_file, &mut m.client_key_file]);
+        let opcua_paths = self.opcua.iter_mut().flat_map(|o| {
+            [
+                &mut o.certificate_file,
+                &mut o.private_key_file,
+                &mut o.server_certificate_file,
+                &mut o.trusted_server_certificates_dir,
+            ]
+        });
+        for path in mqtt_paths.chain(opcua_paths).flatten() {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
+    }
+}
+
+fn check_reconnect(at: &str, min_ms: u64, max_ms: u64) -> anyhow::Result<()> {
+    anyhow::ensure!((10..=600_000).contains(&min_ms), "{at}.reconnect_min_ms = {min_ms} must be between 10 and 600000");
+    anyhow::ensure!(
+        (min_ms..=3_600_000).contains(&max_ms),
+        "{at}.reconnect_max_ms = {max_ms} must be between reconnect_min_ms ({min_ms}) and 3600000"
+    );
+    Ok(())
+}
+
+/// An MQTT topic filter: not empty, `#` only as the whole last level, `+` only as a whole level.
+fn check_topic_filter(filter: &str) -> Result<(), &'static str> {
+    if filter.is_empty() || filter.len() > 65_535 {
+        return Err("a topic filter is 1 to 65535 bytes");
+    }
+    let levels: Vec<&str> = filter.split('/').collect();
+    for (i, level) in levels.iter().enumerate() {
+        if level.contains('#') && (*level != "#" || i + 1 != levels.len()) {
+            return Err("# must be the whole last level");
+        }
+        if level.contains('+') && *level != "+" {
+            return Err("+ must be a whole level");
+        }
+    }
+    Ok(())
+}
+
 fn default_bind() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 0))
 }
@@ -310,6 +826,7 @@ impl SenderConfig {
                 *path = base.join(&*path);
             }
         }
+        self.sources.resolve_paths(base);
     }
 
     pub fn check(&self) -> anyhow::Result<()> {
@@ -375,6 +892,7 @@ impl SenderConfig {
             "simulator.rate_hz = {} must be above 0 and at most 10000",
             simulator.rate_hz
         );
+        self.sources.check()?;
         Ok(())
     }
 
@@ -457,6 +975,81 @@ mod tests {
         config.link.mtu = 100;
         let error = config.check().unwrap_err().to_string();
         assert!(error.contains("link.mtu = 100"), "{error}");
+    }
+
+    const SOURCES: &str = r#"
+        [[sources.mqtt]]
+        url = "mqtt://broker.ot.local"
+        [[sources.mqtt.subscriptions]]
+        topic = "spBv1.0/plant/#"
+        format = "sparkplug_b"
+        [[sources.mqtt.subscriptions]]
+        topic = "plant/+/+"
+        format = "json"
+        series = "plant1/{2}/{3}"
+        [[sources.opcua]]
+        endpoint = "opc.tcp://plc1.ot.local:4840"
+        [[sources.opcua.browse]]
+        root = "ns=2;s=Line1"
+    "#;
+
+    fn with_sources(edit: impl Fn(&str) -> String) -> anyhow::Result<SenderConfig> {
+        let text = format!("{MINIMAL}\n{}", edit(SOURCES));
+        let config: SenderConfig = toml::from_str(&text)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn sources_take_the_documented_defaults() {
+        let config = with_sources(str::to_owned).unwrap();
+        let mqtt = &config.sources.mqtt[0];
+        assert_eq!((mqtt.client_id.as_str(), mqtt.clean_session, mqtt.keep_alive_s), ("diode-sender", false, 30));
+        assert_eq!(mqtt.subscriptions[0].qos, 1);
+        assert_eq!(mqtt.subscriptions[1].value_pointer, "/value");
+        assert_eq!(mqtt.display_name(), "mqtt://broker.ot.local");
+        let opcua = &config.sources.opcua[0];
+        assert_eq!((opcua.security_policy, opcua.security_mode), (SecurityPolicy::None, SecurityMode::None));
+        assert_eq!((opcua.publishing_interval_ms, opcua.queue_size, opcua.history_backfill), (1_000, 10, true));
+        assert_eq!(opcua.browse[0].filter, "*");
+        assert_eq!(opcua.display_name(), "plc1.ot.local:4840");
+    }
+
+    #[test]
+    fn a_misspelt_source_setting_is_an_error_naming_it() {
+        let error = with_sources(|s| s.replace("format = \"json\"", "format = \"json\"\nqso = 1")).unwrap_err();
+        assert!(format!("{error:#}").contains("qso"), "{error:#}");
+        let error = with_sources(|s| s.replace("sparkplug_b", "sparkplug")).unwrap_err();
+        assert!(format!("{error:#}").contains("sparkplug"), "{error:#}");
+    }
+
+    #[test]
+    fn out_of_range_source_settings_name_the_setting() {
+        let cases = [
+            (
+                "format = \"sparkplug_b\"",
+                "format = \"sparkplug_b\"\nqos = 2",
+                "sources.mqtt[0].subscriptions[0].qos = 2",
+            ),
+            ("plant1/{2}/{3}", "plant1/{x}", "sources.mqtt[0].subscriptions[1].series"),
+            ("mqtt://broker.ot.local", "mqtts://broker.ot.local", "sources.mqtt[0].ca_file"),
+            ("mqtt://broker.ot.local", "http://broker", "sources.mqtt[0].url"),
+            ("root = \"ns=2;s=Line1\"", "root = \"Line1\"", "sources.opcua[0].browse[0].root"),
+            (
+                "endpoint = \"opc.tcp://plc1.ot.local:4840\"",
+                "endpoint = \"opc.tcp://plc1:4840\"\nsecurity_mode = \"Sign\"",
+                "sources.opcua[0]",
+            ),
+            (
+                "endpoint = \"opc.tcp://plc1.ot.local:4840\"",
+                "endpoint = \"opc.tcp://plc1:4840\"\nqueue_size = 0",
+                "sources.opcua[0].queue_size = 0",
+            ),
+        ];
+        for (from, to, named) in cases {
+            let error = with_sources(|s| s.replacen(from, to, 1)).unwrap_err();
+            assert!(format!("{error:#}").contains(named), "{to}: {error:#}");
+        }
     }
 
     #[test]

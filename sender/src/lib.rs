@@ -3,9 +3,10 @@
 //!
 //! Map: `config` (TOML), `keyfiles` (keygen and key loading), `framed_log` (the checksummed
 //! append-only storage), `pipeline` (spool → sealer → segment log), `line_protocol` (the InfluxDB
-//! line protocol parser), `ingest` (line protocol listeners) and `commit` (their group commit into the spool), `import` (CSV), `schedule` (FEC,
-//! interleaving, carousel and pacing, pure), `link` (the sending thread), `run` (wiring),
-//! `resend`, `metrics`.
+//! line protocol parser), `ingest` (line protocol listeners) and `commit` (their group commit into
+//! the spool), `sources` (MQTT and OPC UA clients towards plant servers), `import` (CSV),
+//! `schedule` (FEC, interleaving, carousel and pacing, pure), `link` (the sending thread), `run`
+//! (wiring), `resend`, `metrics`.
 #![forbid(unsafe_code)]
 
 pub mod clock;
@@ -23,3 +24,4 @@ pub mod pipeline;
 pub mod resend;
 pub mod run;
 pub mod schedule;
+pub mod sources;

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use crate::commit::CommitCounters;
 use crate::link::LinkCounters;
 use crate::pipeline::Progress;
+use crate::sources::SourceRegistry;
 
 pub struct SenderMetrics {
     pub sender_id: u64,
@@ -15,6 +16,8 @@ pub struct SenderMetrics {
     pub progress: Arc<Progress>,
     pub link: Arc<LinkCounters>,
     pub ingest: Arc<CommitCounters>,
+    /// The MQTT and OPC UA sources' counters (`diode_sender_source_*`).
+    pub sources: Arc<SourceRegistry>,
 }
 
 impl SenderMetrics {
@@ -106,6 +109,7 @@ impl SenderMetrics {
         for (name, help, value) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
         }
+        self.sources.render(&mut out);
         out
     }
 }
@@ -142,6 +146,7 @@ mod tests {
             progress: Arc::default(),
             link: Arc::default(),
             ingest: Arc::new(CommitCounters::default()),
+            sources: Arc::default(),
         };
         metrics.ingest.writes.store(12, Ordering::Relaxed);
         metrics.ingest.groups.store(5, Ordering::Relaxed);

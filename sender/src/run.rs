@@ -19,6 +19,9 @@ use crate::link::{self, LinkContext, LinkCounters, LinkSettings};
 use crate::metrics::{self, SenderMetrics};
 use crate::pipeline::{Pipeline, PipelineSettings};
 use crate::schedule::CodingSettings;
+use crate::sources::SourceRegistry;
+use crate::sources::mqtt::MqttSource;
+use crate::sources::opcua::OpcuaSource;
 
 /// How `run` ends.
 #[derive(Debug, Clone, Copy, Default)]
@@ -137,6 +140,7 @@ pub fn run(config: SenderConfig, options: RunOptions) -> anyhow::Result<()> {
         progress: Arc::clone(&progress),
         link: Arc::clone(&counters),
         ingest: Arc::clone(committer.counters()),
+        sources: Arc::new(SourceRegistry::default()),
     });
     runtime.block_on(async {
         if let Some(listen) = config.metrics.listen {
@@ -147,6 +151,7 @@ pub fn run(config: SenderConfig, options: RunOptions) -> anyhow::Result<()> {
                 }
             });
         }
+        start_sources(&config, &committer, &metrics.sources);
         start_ingest(&config, committer);
         wait_for_end(options, &source_done).await;
     });
@@ -201,6 +206,40 @@ fn start_ingest(config: &SenderConfig, committer: Committer) {
     if let Some(listen) = ingest.udp_listen {
         tokio::spawn(async move { report(crate::ingest::serve_udp(listen, state).await) });
     }
+}
+
+/// The MQTT and OPC UA clients: each connects out to its plant server and spools through the
+/// same group commit as the listeners. Each keeps its state under `<data_dir>/sources/`.
+fn start_sources(config: &SenderConfig, committer: &Committer, registry: &SourceRegistry) {
+    let state_dir =
+        |kind: &str, name: &str| config.data_dir.join("sources").join(format!("{kind}-{}", file_name(name)));
+    for mqtt in &config.sources.mqtt {
+        let name = mqtt.display_name();
+        let source = MqttSource {
+            config: mqtt.clone(),
+            state_dir: state_dir("mqtt", &name),
+            committer: committer.clone(),
+            counters: registry.register("mqtt", &name),
+        };
+        tokio::spawn(async move { report(source.run().await.with_context(|| format!("MQTT source {name} stopped"))) });
+    }
+    for opcua in &config.sources.opcua {
+        let name = opcua.display_name();
+        let source = OpcuaSource {
+            config: opcua.clone(),
+            state_dir: state_dir("opcua", &name),
+            committer: committer.clone(),
+            counters: registry.register("opcua", &name),
+        };
+        tokio::spawn(
+            async move { report(source.run().await.with_context(|| format!("OPC UA source {name} stopped"))) },
+        );
+    }
+}
+
+/// A source name as a file name: letters, digits, `.`, `-` and `_` kept, anything else `_`.
+fn file_name(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' }).collect()
 }
 
 fn report(result: anyhow::Result<()>) {
