@@ -4,12 +4,12 @@
 //! sender's head (latest sequence and hash) so it can see gaps and lag while the link is idle, tell
 //! a quiet plant from a cut cable, and learn where each epoch began and why.
 //!
-//! Layout (big-endian), signed with ed25519 over bytes 0..180, then the 64-byte signature:
+//! Layout (big-endian), signed with ed25519 over bytes 0..212, then the 64-byte signature:
 //!
 //! | offset | size | field |
 //! |---:|---:|---|
 //! | 0 | 4 | magic `DBCN` |
-//! | 4 | 1 | format version (1) |
+//! | 4 | 1 | format version (2; 1 has no software field) |
 //! | 5 | 1 | epoch start reason (0 continuing, 1 first start, 2 spool lost, 3 operator) |
 //! | 6 | 2 | flags (0) |
 //! | 8 | 8 | sender id |
@@ -28,18 +28,40 @@
 //! | 160 | 8 | records waiting in the spool |
 //! | 168 | 8 | beacon counter (monotonic within a process run) |
 //! | 176 | 4 | link rate, kbit/s |
-//! | 180 | 64 | ed25519 signature |
+//! | 180 | 32 | the sender's software: version and commit, printable ASCII, zero-padded |
+//! | 212 | 64 | ed25519 signature |
+//!
+//! Format 1 (what senders before the software field write) is the same up to byte 180, where its
+//! signature begins (244 bytes in all). Receivers read both, so an IT appliance is upgraded before
+//! its OT one: a receiver that only knows format 1 refuses format 2 beacons (counting them as
+//! unsupported) while it goes on applying segments.
 
 use crate::keys::{KeyId, SenderKey, TrustedKeys};
 use crate::seal::SegmentHash;
 
 /// The four bytes every beacon starts with.
 pub const BEACON_MAGIC: [u8; 4] = *b"DBCN";
-/// The only beacon format this build writes and reads.
-pub const BEACON_FORMAT_VERSION: u8 = 1;
-const SIGNED_LENGTH: usize = 180;
-/// Bytes of every beacon: the 180 signed bytes, then the 64-byte ed25519 signature.
+/// The beacon format this build writes; it also reads format 1, which has no software field.
+pub const BEACON_FORMAT_VERSION: u8 = 2;
+const SIGNED_LENGTH_V1: usize = 180;
+const SIGNED_LENGTH: usize = SIGNED_LENGTH_V1 + SOFTWARE_LENGTH;
+/// Bytes of the software field: [`Beacon::software`] is at most this long.
+pub const SOFTWARE_LENGTH: usize = 32;
+/// Bytes of every beacon this build writes: the 212 signed bytes, then the 64-byte ed25519
+/// signature.
 pub const BEACON_LENGTH: usize = SIGNED_LENGTH + 64;
+/// Bytes of a format 1 beacon: 180 signed bytes and the signature.
+pub const BEACON_LENGTH_V1: usize = SIGNED_LENGTH_V1 + 64;
+
+/// The signed length of a beacon of `bytes.len()` bytes with format byte `version`, if it is one
+/// this build reads.
+fn signed_length(bytes: &[u8]) -> Option<usize> {
+    match (bytes.get(4), bytes.len()) {
+        (Some(1), BEACON_LENGTH_V1) => Some(SIGNED_LENGTH_V1),
+        (Some(2), BEACON_LENGTH) => Some(SIGNED_LENGTH),
+        _ => None,
+    }
+}
 
 /// Where a beacon stands in its sender's stream, for keeping only the newest: compared as
 /// (epoch, head sequence, sent at). Within an epoch the head never goes back, and while the link
@@ -61,7 +83,7 @@ pub struct BeaconOrder {
 /// its signature check. Nothing read here may be trusted or stored. `None` if the bytes cannot be
 /// a beacon.
 pub fn peek_order(bytes: &[u8]) -> Option<(u64, BeaconOrder)> {
-    if bytes.len() != BEACON_LENGTH || bytes[0..4] != BEACON_MAGIC || bytes[4] != BEACON_FORMAT_VERSION {
+    if signed_length(bytes).is_none() || bytes[0..4] != BEACON_MAGIC {
         return None;
     }
     let u64_at = |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
@@ -158,6 +180,38 @@ pub struct Beacon {
     pub beacon_counter: u64,
     /// The link rate the sender paces to, in kbit/s (saturating at `u32::MAX`).
     pub link_rate_kbit_s: u32,
+    /// The sender's software, as its `--version` prints it (version and commit), so a mismatched
+    /// pair shows on the receiver: printable ASCII, at most [`SOFTWARE_LENGTH`] bytes (longer is
+    /// cut when signing). Empty in format 1 beacons.
+    pub software: String,
+}
+
+/// `text` cut to [`SOFTWARE_LENGTH`] bytes of printable ASCII (anything else becomes `?`).
+fn software_field(text: &str) -> [u8; SOFTWARE_LENGTH] {
+    let mut field = [0u8; SOFTWARE_LENGTH];
+    for (slot, byte) in field.iter_mut().zip(text.bytes()) {
+        *slot = if byte.is_ascii_graphic() || byte == b' ' { byte } else { b'?' };
+    }
+    field
+}
+
+/// The software field's text: printable ASCII up to the zero padding. `None` if anything else is
+/// in it.
+fn software_text(field: &[u8]) -> Option<String> {
+    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
+    let (text, padding) = field.split_at(end);
+    let printable = text.iter().all(|&b| b.is_ascii_graphic() || b == b' ');
+    (printable && padding.iter().all(|&b| b == 0)).then(|| String::from_utf8_lossy(text).into_owned())
+}
+
+/// The sender software a stored beacon names, read **without verifying** it: for status pages
+/// showing beacons that were verified when they arrived. Empty for format 1 beacons; `None` if
+/// the bytes are no beacon this build reads.
+pub fn peek_software(bytes: &[u8]) -> Option<String> {
+    match signed_length(bytes)? {
+        SIGNED_LENGTH => software_text(&bytes[SIGNED_LENGTH_V1..SIGNED_LENGTH]),
+        _ => Some(String::new()),
+    }
 }
 
 impl Beacon {
@@ -187,6 +241,7 @@ impl Beacon {
         b[160..168].copy_from_slice(&self.spooled_records.to_be_bytes());
         b[168..176].copy_from_slice(&self.beacon_counter.to_be_bytes());
         b[176..180].copy_from_slice(&self.link_rate_kbit_s.to_be_bytes());
+        b[180..212].copy_from_slice(&software_field(&self.software));
         b
     }
 
@@ -200,19 +255,20 @@ impl Beacon {
         bytes
     }
 
-    /// Parses and verifies a beacon; total over any input.
+    /// Parses and verifies a beacon of format 1 or 2; total over any input.
     pub fn open(bytes: &[u8], trusted: &TrustedKeys) -> Result<Beacon, BeaconError> {
-        if bytes.len() != BEACON_LENGTH {
+        if bytes.len() != BEACON_LENGTH && bytes.len() != BEACON_LENGTH_V1 {
             return Err(BeaconError::WrongLength { length_bytes: bytes.len() });
         }
-        if bytes[0..4] != BEACON_MAGIC || bytes[4] != BEACON_FORMAT_VERSION || bytes[6..8] != [0, 0] {
+        let signed_length = signed_length(bytes).ok_or(BeaconError::Unsupported)?;
+        if bytes[0..4] != BEACON_MAGIC || bytes[6..8] != [0, 0] {
             return Err(BeaconError::Unsupported);
         }
         let key_id = KeyId(bytes[16..24].try_into().expect("8 bytes"));
         let key = trusted.get(key_id).ok_or(BeaconError::UnknownKey { key_id })?;
-        let signature = ed25519_dalek::Signature::from_bytes(bytes[SIGNED_LENGTH..].try_into().expect("64 bytes"));
+        let signature = ed25519_dalek::Signature::from_bytes(bytes[signed_length..].try_into().expect("64 bytes"));
         key.public_key
-            .verify_strict(&bytes[..SIGNED_LENGTH], &signature)
+            .verify_strict(&bytes[..signed_length], &signature)
             .map_err(|_| BeaconError::BadSignature { key_id })?;
         let u64_at = |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
         let i64_at = |at: usize| i64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
@@ -235,6 +291,12 @@ impl Beacon {
             spooled_records: u64_at(160),
             beacon_counter: u64_at(168),
             link_rate_kbit_s: u32::from_be_bytes(bytes[176..180].try_into().expect("4 bytes")),
+            software: match signed_length {
+                SIGNED_LENGTH => {
+                    software_text(&bytes[SIGNED_LENGTH_V1..SIGNED_LENGTH]).ok_or(BeaconError::Unsupported)?
+                }
+                _ => String::new(),
+            },
         };
         if !key.is_valid_at(beacon.sent_at_ns) {
             return Err(BeaconError::KeyNotValidAt { key_id });
@@ -247,8 +309,8 @@ impl Beacon {
 /// nothing in a refused beacon may be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BeaconError {
-    /// The body is not [`BEACON_LENGTH`] bytes.
-    #[error("beacon is {length_bytes} bytes; expected {BEACON_LENGTH}")]
+    /// The body is neither [`BEACON_LENGTH`] nor [`BEACON_LENGTH_V1`] bytes.
+    #[error("beacon is {length_bytes} bytes; expected {BEACON_LENGTH} (or {BEACON_LENGTH_V1} in format 1)")]
     WrongLength {
         /// Bytes received.
         length_bytes: usize,
@@ -300,7 +362,46 @@ mod tests {
             spooled_records: 12,
             beacon_counter: 3,
             link_rate_kbit_s: 100_000,
+            software: "0.1.0 (0123456789ab)".to_owned(),
         }
+    }
+
+    /// A format 1 beacon, as senders before the software field sign it.
+    fn sign_format_1(beacon: &Beacon, key: &SenderKey) -> Vec<u8> {
+        let mut signed = beacon.signed_bytes()[..SIGNED_LENGTH_V1].to_vec();
+        signed[4] = 1;
+        let signature = key.sign(&signed);
+        signed.extend_from_slice(&signature);
+        signed
+    }
+
+    #[test]
+    fn a_format_1_beacon_still_opens_with_no_software_and_peeks_alike() {
+        let key = SenderKey::from_seed([1u8; 32]);
+        let bytes = sign_format_1(&beacon(&key), &key);
+        assert_eq!(bytes.len(), BEACON_LENGTH_V1);
+        let opened = Beacon::open(&bytes, &TrustedKeys::single(key.public_key())).unwrap();
+        assert_eq!(opened, Beacon { software: String::new(), ..beacon(&key) });
+        assert_eq!(peek_order(&bytes), Some((1, beacon(&key).order())));
+        assert_eq!(peek_software(&bytes), Some(String::new()));
+        // A format 1 beacon's bytes claiming format 2 (or the reverse) are refused, not misread.
+        let mut claimed = bytes.clone();
+        claimed[4] = 2;
+        assert_eq!(Beacon::open(&claimed, &TrustedKeys::single(key.public_key())), Err(BeaconError::Unsupported));
+        assert_eq!(peek_order(&claimed), None);
+    }
+
+    #[test]
+    fn the_software_field_is_cut_to_its_length_made_printable_and_read_back() {
+        let key = SenderKey::from_seed([1u8; 32]);
+        let trusted = TrustedKeys::single(key.public_key());
+        let long = Beacon { software: format!("1.2.3 ({})\n", "f".repeat(40)), ..beacon(&key) };
+        let opened = Beacon::open(&long.sign(&key), &trusted).unwrap();
+        assert_eq!(opened.software, format!("1.2.3 ({}", "f".repeat(SOFTWARE_LENGTH - 7)));
+        let odd = Beacon { software: "0.1\u{e9}\t".to_owned(), ..beacon(&key) };
+        assert_eq!(Beacon::open(&odd.sign(&key), &trusted).unwrap().software, "0.1???");
+        assert_eq!(peek_software(&beacon(&key).sign(&key)).as_deref(), Some("0.1.0 (0123456789ab)"));
+        assert_eq!(peek_software(b"not a beacon"), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use diode_common::beacon::{Beacon, peek_order};
+use diode_common::beacon::{Beacon, peek_order, peek_software};
 use diode_common::keys::{SenderKey, TrustedKeys};
 use libfuzzer_sys::fuzz_target;
 
@@ -18,4 +18,8 @@ fuzz_target!(|bytes: &[u8]| {
     assert!(Beacon::open(bytes, trusted()).is_err());
     // The unverified peek used to drop replays is total too.
     let _ = peek_order(bytes);
+    // And so is the software field's reader that status pages use on stored beacons.
+    if let Some(software) = peek_software(bytes) {
+        assert!(software.bytes().all(|b| b.is_ascii_graphic() || b == b' '), "{software:?}");
+    }
 });

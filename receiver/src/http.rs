@@ -74,7 +74,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = state.shared.counters.render();
     let (points, series) = {
         let replica = locks::read(&state.shared.replica);
-        text.push_str(&status::stream_metrics(&replica.streams()));
+        let streams = replica.streams();
+        text.push_str(&status::stream_metrics(&streams));
+        text.push_str(&status::software_metrics(&streams));
         (replica.total_points(), replica.series_count())
     };
     text.push_str(&format!(

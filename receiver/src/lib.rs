@@ -7,6 +7,10 @@
 //! `diode-replica` crate.
 #![forbid(unsafe_code)]
 
+/// This build of diode-receiver: its version and the git commit it was built from, as `--version`
+/// prints it and as `status` and the metrics show it beside each sender's.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("DIODE_GIT_COMMIT"), ")");
+
 pub mod audit;
 pub mod config;
 pub mod counters;

@@ -9,15 +9,13 @@ use diode_receiver::config::ReceiverConfig;
 use diode_receiver::{audit, query, run, status};
 use diode_replica::Replica;
 
-/// `-V`: the version and the commit it was built from (`build.rs`).
-const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("DIODE_GIT_COMMIT"), ")");
 /// `--version`: the version, the commit and the enabled cargo features.
 const LONG_VERSION: &str =
     concat!(env!("CARGO_PKG_VERSION"), "\ncommit: ", env!("DIODE_GIT_COMMIT"), "\nfeatures: ", env!("DIODE_FEATURES"));
 
 /// diode's IT appliance: rebuilds, verifies and applies what diode-sender sends into a replica.
 #[derive(Parser)]
-#[command(name = "diode-receiver", version = VERSION, long_version = LONG_VERSION, about)]
+#[command(name = "diode-receiver", version = diode_receiver::VERSION, long_version = LONG_VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     invocation: Invocation,
@@ -27,7 +25,7 @@ struct Cli {
 // describe this one, so they do not offer `generate`.
 /// diode's IT appliance: rebuilds, verifies and applies what diode-sender sends into a replica.
 #[derive(Parser)]
-#[command(name = "diode-receiver", version = VERSION, long_version = LONG_VERSION, about)]
+#[command(name = "diode-receiver", version = diode_receiver::VERSION, long_version = LONG_VERSION, about)]
 struct Documented {
     #[command(subcommand)]
     command: Command,

@@ -51,6 +51,7 @@ pub fn status_json(replica: &Replica, counters: Option<&ReceiverCounters>) -> Va
                     "oldest_retained_sequence": b.oldest_retained_sequence,
                     "records_sealed": b.records_sealed,
                     "spooled_records": b.spooled_records,
+                    "sender_software": b.software,
                 })
             });
             json!({
@@ -68,6 +69,7 @@ pub fn status_json(replica: &Replica, counters: Option<&ReceiverCounters>) -> Va
         })
         .collect();
     let mut status = json!({
+        "receiver_software": crate::VERSION,
         "replica": replica.path().display().to_string(),
         "series": replica.series_count(),
         "points": replica.total_points(),
@@ -95,6 +97,7 @@ pub fn status_json(replica: &Replica, counters: Option<&ReceiverCounters>) -> Va
 pub fn status_text(replica: &Replica) -> String {
     let now = now_ns();
     let mut out = String::new();
+    let _ = writeln!(out, "receiver  {}", crate::VERSION);
     let _ = writeln!(out, "replica   {}", replica.path().display());
     let _ = writeln!(out, "series    {}", replica.series_count());
     let _ = writeln!(out, "points    {}", replica.total_points());
@@ -123,10 +126,22 @@ pub fn status_text(replica: &Replica) -> String {
                 beacon.epoch,
                 beacon.spooled_records
             );
+            let _ = writeln!(out, "  {}", software_line(&beacon.software));
         }
     }
     out.push_str(&gaps_text(replica));
     out
+}
+
+/// What `status` says of a sender's software beside this receiver's.
+fn software_line(sender: &str) -> String {
+    if sender.is_empty() {
+        "sender software not announced (a sender older than its beacons' software field)".to_owned()
+    } else if sender == crate::VERSION {
+        format!("sender software {sender}, the same as this receiver's")
+    } else {
+        format!("sender software {sender}; this receiver is {}: a mismatched pair", crate::VERSION)
+    }
 }
 
 pub fn gaps_text(replica: &Replica) -> String {
@@ -175,6 +190,44 @@ pub fn stream_metrics(streams: &[diode_replica::StreamStatus]) -> String {
     out
 }
 
+/// A label value in the text exposition format: backslash, double quote and newline escaped.
+fn label_value(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// `diode_receiver_build_info` (this build) and `diode_receiver_sender_build_info` (each sender's
+/// software, from its latest beacon), so a mismatched pair shows on a dashboard.
+pub fn software_metrics(streams: &[diode_replica::StreamStatus]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP diode_receiver_build_info This build's version and commit.\n\
+         # TYPE diode_receiver_build_info gauge\ndiode_receiver_build_info{{version=\"{}\"}} 1",
+        label_value(crate::VERSION)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP diode_receiver_sender_build_info Each sender's software, as its latest beacon names it \
+         (empty: not announced).\n# TYPE diode_receiver_sender_build_info gauge"
+    );
+    let mut senders = std::collections::BTreeMap::new();
+    for stream in streams {
+        if let Some(beacon) = &stream.last_beacon {
+            senders.insert(stream.sender_id, beacon.software.as_str());
+        }
+    }
+    for (sender, software) in senders {
+        let mismatch = u8::from(software != crate::VERSION);
+        let _ = writeln!(
+            out,
+            "diode_receiver_sender_build_info{{sender=\"{sender}\",version=\"{}\",differs=\"{mismatch}\"}} 1",
+            label_value(software)
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,6 +246,36 @@ mod tests {
             seen_in_segment: true,
             last_beacon: None,
         }
+    }
+
+    #[test]
+    fn each_senders_software_is_shown_beside_this_receivers_and_a_mismatch_is_named() {
+        let beacon =
+            |software: &str| diode_replica::BeaconSummary { software: software.to_owned(), ..Default::default() };
+        let mut same = stream(1, 5, 5, 0);
+        same.last_beacon = Some(beacon(crate::VERSION));
+        let mut older = stream(1, 5, 5, 0);
+        older.sender_id = 2;
+        older.last_beacon = Some(beacon("0.0.9 (\"odd\")"));
+        let text = software_metrics(&[same, older, stream(2, 1, 1, 0)]);
+        assert!(text.contains(&format!("diode_receiver_build_info{{version=\"{}\"}} 1", crate::VERSION)), "{text}");
+        assert!(
+            text.contains(&format!(
+                "diode_receiver_sender_build_info{{sender=\"1\",version=\"{}\",differs=\"0\"}} 1",
+                crate::VERSION
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "diode_receiver_sender_build_info{sender=\"2\",version=\"0.0.9 (\\\"odd\\\")\",differs=\"1\"} 1"
+            ),
+            "{text}"
+        );
+        assert_eq!(text.matches("diode_receiver_sender_build_info{").count(), 2, "one line per sender: {text}");
+        assert!(software_line("0.0.9 (x)").contains("mismatched pair"));
+        assert!(software_line(crate::VERSION).contains("the same as this receiver's"));
+        assert!(software_line("").contains("not announced"));
     }
 
     #[test]

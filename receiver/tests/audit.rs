@@ -155,6 +155,7 @@ fn epoch_beacon(
         spooled_records: 0,
         beacon_counter: 1,
         link_rate_kbit_s: 1_000,
+        software: "0.1.0 (test)".to_owned(),
     };
     let raw = beacon.sign(&key);
     (beacon, raw)

@@ -64,6 +64,7 @@ impl Replica {
             spooled_records: beacon.spooled_records,
             previous_epoch: beacon.previous_epoch,
             previous_epoch_last_sequence: beacon.previous_epoch_last_sequence,
+            software: beacon.software.clone(),
         };
         // The first beacon of each epoch is kept for audits: why it began, where the last ended.
         let epoch_beacon_key = layout::epoch_beacon_key(beacon.sender_id, beacon.epoch);

@@ -440,7 +440,7 @@ pub fn decode_stream_entry(entry: &[u8]) -> Result<(i64, u8, &[u8]), &'static st
 }
 
 /// What the replica keeps of a sender's latest beacon besides its raw signed bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BeaconSummary {
     pub received_at_ns: i64,
     pub sent_at_ns: i64,
@@ -453,6 +453,9 @@ pub struct BeaconSummary {
     pub spooled_records: u64,
     pub previous_epoch: u64,
     pub previous_epoch_last_sequence: u64,
+    /// The sender's software as the beacon names it (empty for format 1 beacons); read from the
+    /// kept raw bytes, not stored apart.
+    pub software: String,
 }
 
 impl BeaconSummary {
@@ -511,13 +514,15 @@ pub fn decode_beacon_entry(entry: &[u8]) -> Result<(BeaconSummary, &[u8]), &'sta
         spooled_records: u64_at(entry, 81).ok_or(truncated)?,
         previous_epoch: u64_at(entry, 89).ok_or(truncated)?,
         previous_epoch_last_sequence: u64_at(entry, 97).ok_or(truncated)?,
+        software: String::new(),
     };
     let raw_length = u32_at(entry, 105).ok_or(truncated)? as usize;
     let raw = &entry[BEACON_ENTRY_FIXED_LENGTH..];
     if raw.len() != raw_length {
         return Err("beacon entry's raw length does not match its bytes");
     }
-    Ok((summary, raw))
+    let software = diode_common::beacon::peek_software(raw).ok_or("beacon entry's raw bytes are no beacon")?;
+    Ok((BeaconSummary { software, ..summary }, raw))
 }
 
 /// Replica-wide counters, persisted with every apply.
@@ -617,10 +622,34 @@ mod tests {
             spooled_records: 8,
             previous_epoch: 9,
             previous_epoch_last_sequence: 10,
+            software: "0.1.0 (abc)".to_owned(),
         };
-        let entry = encode_beacon_entry(&summary, b"raw");
-        assert_eq!(decode_beacon_entry(&entry), Ok((summary, &b"raw"[..])));
+        let key = diode_common::keys::SenderKey::from_seed([1; 32]);
+        let raw = diode_common::beacon::Beacon {
+            epoch_reason: diode_common::beacon::EpochReason::Continuing,
+            sender_id: 1,
+            key_id: key.key_id(),
+            epoch: 3,
+            head_sequence: 4,
+            head_hash: [5; 32],
+            sent_at_ns: 2,
+            epoch_started_at_ns: 0,
+            oldest_retained_sequence: 6,
+            records_sealed: 7,
+            datagrams_sent: 0,
+            previous_epoch: 9,
+            previous_epoch_last_sequence: 10,
+            previous_epoch_last_hash: [0; 32],
+            spooled_records: 8,
+            beacon_counter: 1,
+            link_rate_kbit_s: 1,
+            software: "0.1.0 (abc)".to_owned(),
+        }
+        .sign(&key);
+        let entry = encode_beacon_entry(&summary, &raw);
+        assert_eq!(decode_beacon_entry(&entry), Ok((summary, &raw[..])));
         assert!(decode_beacon_entry(&entry[..entry.len() - 1]).is_err());
+        assert!(decode_beacon_entry(&encode_beacon_entry(&BeaconSummary::default(), b"raw")).is_err(), "not a beacon");
     }
 
     #[test]

@@ -137,6 +137,7 @@ fn beacon(epoch: u64, head_sequence: u64, sent_at_ns: i64) -> (Beacon, Vec<u8>) 
         spooled_records: 0,
         beacon_counter: 1,
         link_rate_kbit_s: 1_000,
+        software: "0.1.0 (test)".to_owned(),
     };
     let raw = beacon.sign(&key);
     (beacon, raw)

@@ -9,6 +9,10 @@
 //! (wiring), `resend`, `metrics`.
 #![forbid(unsafe_code)]
 
+/// This build of diode-sender: its version and the git commit it was built from, as `--version`
+/// prints it and as its beacons carry it to the receiver.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("DIODE_GIT_COMMIT"), ")");
+
 pub mod clock;
 pub mod commit;
 pub mod config;

@@ -316,6 +316,7 @@ fn send_beacon(
         spooled_records: context.progress.spooled_records.load(Ordering::Relaxed),
         beacon_counter: counter,
         link_rate_kbit_s: (context.settings.rate_bytes_per_s * 8.0 / 1000.0).min(f64::from(u32::MAX)) as u32,
+        software: crate::VERSION.to_owned(),
     };
     let body = beacon.sign(&context.key);
     if packet::encode_beacon(beacon.sender_id, epoch.epoch, head_sequence, &body, &context.link_key, datagram).is_ok() {

@@ -7,15 +7,13 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use diode_sender::config::{LogFormat, SenderConfig};
 use diode_sender::{import, keyfiles, logging, pipeline, resend, run};
 
-/// `-V`: the version and the commit it was built from (`build.rs`).
-const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("DIODE_GIT_COMMIT"), ")");
 /// `--version`: the version, the commit and the enabled cargo features.
 const LONG_VERSION: &str =
     concat!(env!("CARGO_PKG_VERSION"), "\ncommit: ", env!("DIODE_GIT_COMMIT"), "\nfeatures: ", env!("DIODE_FEATURES"));
 
 /// diode's OT appliance: seals plant historian records and sends them one way to diode-receiver.
 #[derive(Parser)]
-#[command(name = "diode-sender", version = VERSION, long_version = LONG_VERSION, about)]
+#[command(name = "diode-sender", version = diode_sender::VERSION, long_version = LONG_VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     invocation: Invocation,
@@ -25,7 +23,7 @@ struct Cli {
 // describe this one, so they do not offer `generate`.
 /// diode's OT appliance: seals plant historian records and sends them one way to diode-receiver.
 #[derive(Parser)]
-#[command(name = "diode-sender", version = VERSION, long_version = LONG_VERSION, about)]
+#[command(name = "diode-sender", version = diode_sender::VERSION, long_version = LONG_VERSION, about)]
 struct Documented {
     #[command(subcommand)]
     command: Command,

@@ -53,6 +53,12 @@ impl SenderMetrics {
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
         }
+        let _ = writeln!(
+            out,
+            "# HELP diode_sender_build_info This build's version and commit (the receiver shows the same from beacons).\n\
+             # TYPE diode_sender_build_info gauge\ndiode_sender_build_info{{version=\"{}\"}} 1",
+            crate::VERSION.replace('\\', "\\\\").replace('"', "\\\"")
+        );
         let counters: [(&str, &str, u64); 11] = [
             (
                 "diode_sender_records_accepted_total",

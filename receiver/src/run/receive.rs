@@ -302,6 +302,7 @@ mod tests {
             spooled_records: 0,
             beacon_counter: 1,
             link_rate_kbit_s: 1,
+            software: "0.1.0 (test)".to_owned(),
         }
         .sign(key)
     }
