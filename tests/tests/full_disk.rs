@@ -1,9 +1,16 @@
-//! A real full disk under the sender: its data directory (spool and segment log) on a small
-//! tmpfs, filled through the HTTP ingest. While the disk is full, writes are answered 503 with
-//! `Retry-After` and a message that says so, and the process stays up; once space is freed, writes
-//! are accepted again; and after a restart every point that was answered 204 reaches the replica.
+//! Real full disks, on small tmpfs mounts.
 //!
-//! Needs root (to mount the tmpfs); without it, it says why and passes.
+//! Under the sender: its data directory (spool and segment log) filled through the HTTP ingest.
+//! While the disk is full, writes are answered 503 with `Retry-After` and a message that says so,
+//! and the process stays up; once space is freed, writes are accepted again; and after a restart
+//! every point that was answered 204 reaches the replica.
+//!
+//! Under the receiver: the replica's directory filled while segments arrive. Apply stops with a
+//! clear log and metric, the receiver keeps receiving (shedding what its bounded queue cannot
+//! hold) and answering, resumes by itself once space is freed, and a resend of the gaps it reports
+//! leaves the replica exact.
+//!
+//! Needs root (to mount a tmpfs); without it, each test says why and passes.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -211,4 +218,111 @@ fn a_full_disk_under_the_sender_is_answered_503_and_every_acknowledged_point_arr
         }
     }
     assert_eq!(found.len() as u64, expected_points, "no point that was never acknowledged");
+}
+
+/// The tmpfs under the receiver's replica, and the room left beside the ballast there.
+const REPLICA_DISK_BYTES: u64 = 256 * 1024 * 1024;
+const REPLICA_ROOM_BYTES: u64 = 64 * 1024;
+
+/// Polls `condition` every 50 ms until it holds or `timeout` passes; says whether it held.
+fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    condition()
+}
+
+#[test]
+fn a_full_disk_under_the_receiver_stops_apply_not_the_receiver_and_a_resend_of_its_gaps_makes_the_replica_exact() {
+    if let Some(reason) = prerequisites_missing() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Declared before the lab, so dropped after it: the receiver is gone before the unmount.
+    let disk = match Tmpfs::mount(&dir.path().join("replica"), REPLICA_DISK_BYTES) {
+        Ok(disk) => disk,
+        Err(reason) => {
+            eprintln!("skipped: cannot mount a tmpfs ({reason})");
+            return;
+        }
+    };
+    // 1,000 segments of 1,000 records: four times what the apply queue holds.
+    let options = LabOptions {
+        series: 1_000,
+        max_records: 1_000_000,
+        segment_max_records: 1_000,
+        carousel: false,
+        ..LabOptions::default()
+    };
+    let mut lab = Lab::new(dir.path(), options).unwrap();
+    lab.start_receiver().unwrap();
+    let ballast = disk.path.join("ballast");
+    fill_leaving(&ballast, REPLICA_ROOM_BYTES);
+    lab.start_sender_until_stopped().unwrap();
+
+    assert!(
+        wait_until(Duration::from_secs(120), || lab.metric("diode_receiver_replica_write_blocked") == 1.0),
+        "apply never reported the full disk: {:?}",
+        lab.metrics()
+    );
+    // Blocked, the receiver goes on receiving: completed segments wait in the bounded queue, then
+    // are shed and counted; it answers its metrics and status meanwhile.
+    assert!(
+        wait_until(Duration::from_secs(120), || lab.metric("diode_receiver_segments_shed_total") > 0.0),
+        "no segment was shed while apply was stopped: {:?}",
+        lab.metrics()
+    );
+    http_get(lab.receiver_http, "/api/v1/status").expect("the receiver answers while its disk is full");
+    assert!(lab.metric("diode_receiver_replica_write_errors_total") >= 1.0);
+    let log = std::fs::read_to_string(lab.dir.join("receiver.log")).unwrap();
+    assert!(log.contains("apply is stopped") && log.contains("free space or fix the disk under the replica"), "{log}");
+
+    // Space is freed: apply resumes by itself, and the beacons that follow tell the receiver the
+    // sender's head, so every shed segment shows as a gap.
+    std::fs::remove_file(&ballast).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || lab.metric("diode_receiver_replica_write_blocked") == 0.0),
+        "apply did not resume once space was freed"
+    );
+    let beacons = lab.metric("diode_receiver_beacons_accepted_total");
+    assert!(
+        wait_until(Duration::from_secs(60), || lab.metric("diode_receiver_beacons_accepted_total") > beacons + 1.0),
+        "no beacon recorded after apply resumed"
+    );
+    assert!(lab.stop_sender().unwrap().success());
+    let gaps = |lab: &Lab| -> Vec<serde_json::Value> {
+        let body: serde_json::Value =
+            serde_json::from_str(&http_get(lab.receiver_http, "/api/v1/gaps").unwrap()).unwrap();
+        body["gaps"].as_array().unwrap().clone()
+    };
+    assert!(!gaps(&lab).is_empty(), "segments were shed, so the replica must report gaps");
+
+    // The operator runs the resends `gaps` prints, again if a resend outran apply and was shed in
+    // turn (each round's segments are a subset of the last's gaps, so this ends).
+    for round in 1.. {
+        let missing = gaps(&lab);
+        if missing.is_empty() {
+            break;
+        }
+        assert!(round <= 5, "gaps left after {} rounds of resends: {missing:?}", round - 1);
+        for gap in &missing {
+            let output = Command::new(diode_tests::lab::find_bin_dir().unwrap().join("diode-sender"))
+                .args(["resend", "--config", lab.sender_config().to_str().unwrap()])
+                .args(["--epoch", &gap["epoch"].to_string()])
+                .args(["--from", &gap["first_sequence"].to_string(), "--to", &gap["last_sequence"].to_string()])
+                .output()
+                .unwrap();
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        }
+        lab.wait_for_points(1_000_000, Duration::from_secs(30));
+    }
+    assert!(lab.wait_for_points(1_000_000, Duration::from_secs(30)), "the resends did not fill the replica");
+    lab.stop_receiver().unwrap();
+    let verification = lab.verify_replica().unwrap();
+    assert!(verification.is_exact(), "{verification:?}");
 }
