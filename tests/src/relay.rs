@@ -41,9 +41,19 @@ pub struct Relay {
     pub counters: Arc<RelayCounters>,
     /// While set, every datagram is dropped (an outage).
     pub outage: Arc<AtomicBool>,
+    /// While `Some`, a copy of every datagram received (up to its capacity), as an attacker on
+    /// the link segment would capture them for a replay.
+    pub capture: Arc<Mutex<Option<Capture>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     model: Arc<Mutex<LossModel>>,
+}
+
+/// Datagrams copied off the link, in arrival order.
+#[derive(Debug, Default)]
+pub struct Capture {
+    pub datagrams: Vec<Vec<u8>>,
+    pub capacity: usize,
 }
 
 impl Relay {
@@ -61,12 +71,31 @@ impl Relay {
         let stop = Arc::new(AtomicBool::new(false));
         let outage = Arc::new(AtomicBool::new(false));
         let model = Arc::new(Mutex::new(model));
+        let capture = Arc::new(Mutex::new(None));
         let thread = {
-            let (counters, stop, outage, model) =
-                (Arc::clone(&counters), Arc::clone(&stop), Arc::clone(&outage), Arc::clone(&model));
-            thread::spawn(move || relay_loop(socket, forward_to, &model, &counters, &stop, &outage))
+            let (counters, stop, outage, model, capture) = (
+                Arc::clone(&counters),
+                Arc::clone(&stop),
+                Arc::clone(&outage),
+                Arc::clone(&model),
+                Arc::clone(&capture),
+            );
+            thread::spawn(move || {
+                let link = Link { forward_to, model: &model, counters: &counters, stop: &stop, outage: &outage };
+                relay_loop(socket, &link, &capture)
+            })
         };
-        Ok(Relay { listen, counters, outage, stop, thread: Some(thread), model })
+        Ok(Relay { listen, counters, outage, capture, stop, thread: Some(thread), model })
+    }
+
+    /// Starts copying every datagram received, up to `capacity` of them.
+    pub fn start_capture(&self, capacity: usize) {
+        *self.capture.lock().expect("capture lock") = Some(Capture { datagrams: Vec::new(), capacity });
+    }
+
+    /// Stops copying and returns what was copied.
+    pub fn take_capture(&self) -> Vec<Vec<u8>> {
+        self.capture.lock().expect("capture lock").take().map(|capture| capture.datagrams).unwrap_or_default()
     }
 
     /// Changes the loss model while running (the seed continues).
@@ -88,14 +117,17 @@ impl Drop for Relay {
     }
 }
 
-fn relay_loop(
-    socket: UdpSocket,
+/// Where the relay forwards to and what steers it.
+struct Link<'a> {
     forward_to: SocketAddr,
-    model: &Mutex<LossModel>,
-    counters: &RelayCounters,
-    stop: &AtomicBool,
-    outage: &AtomicBool,
-) {
+    model: &'a Mutex<LossModel>,
+    counters: &'a RelayCounters,
+    stop: &'a AtomicBool,
+    outage: &'a AtomicBool,
+}
+
+fn relay_loop(socket: UdpSocket, link: &Link<'_>, capture: &Mutex<Option<Capture>>) {
+    let Link { forward_to, model, counters, stop, outage } = *link;
     let out = UdpSocket::bind("127.0.0.1:0").expect("a loopback socket for the relay");
     let seed = model.lock().expect("model lock").seed;
     let mut rng = SeededRng::new(seed);
@@ -119,6 +151,11 @@ fn relay_loop(
         last_activity = Instant::now();
         counters.received.fetch_add(1, Ordering::Relaxed);
         counters.bytes_received.fetch_add(length as u64, Ordering::Relaxed);
+        if let Some(capture) = capture.lock().expect("capture lock").as_mut()
+            && capture.datagrams.len() < capture.capacity
+        {
+            capture.datagrams.push(buffer[..length].to_vec());
+        }
         index += 1;
         let model = model.lock().expect("model lock").clone();
         let in_burst = model.burst_every > 0 && index % model.burst_every < model.burst_length;

@@ -32,21 +32,27 @@ fn a_million_points_cross_a_lossy_link_exactly_and_a_resend_changes_nothing() {
     // Every beacon's signed head is the segment the replica stored at that position.
     assert!(lab.metric("diode_receiver_beacons_accepted_total") > 0.0);
     assert_eq!(lab.metric("diode_receiver_beacon_head_mismatches_total"), 0.0);
-    // The sender's software, as its `-V` prints it, reaches the receiver's metrics in its beacons:
-    // built from one checkout, the pair matches.
-    let version = std::process::Command::new(diode_tests::lab::find_bin_dir().unwrap().join("diode-sender"))
-        .arg("-V")
-        .output()
-        .unwrap();
-    let version = String::from_utf8(version.stdout).unwrap();
-    let software = version.trim().strip_prefix("diode-sender ").unwrap();
-    let info = format!("diode_receiver_sender_build_info{{sender=\"1\",version=\"{software}\",differs=\"0\"}}");
+    // The sender's software, as its `-V` prints it, reaches the receiver's metrics in its beacons,
+    // compared with the receiver's own.
+    let software = |binary: &str| {
+        let output = std::process::Command::new(diode_tests::lab::find_bin_dir().unwrap().join(binary))
+            .arg("-V")
+            .output()
+            .unwrap();
+        let version = String::from_utf8(output.stdout).unwrap();
+        version.trim().strip_prefix(&format!("{binary} ")).unwrap().to_owned()
+    };
+    let (sender, receiver) = (software("diode-sender"), software("diode-receiver"));
+    let differs = u8::from(sender != receiver);
+    let info = format!("diode_receiver_sender_build_info{{sender=\"1\",version=\"{sender}\",differs=\"{differs}\"}}");
+    let metrics = lab.metrics().unwrap();
     assert_eq!(
-        lab.metric(&info),
-        1.0,
-        "{info} missing from {:?}",
-        lab.metrics().unwrap().keys().filter(|k| k.contains("build")).collect::<Vec<_>>()
+        metrics.get(&info),
+        Some(&1.0),
+        "{info} missing: {:?}",
+        metrics.keys().filter(|k| k.contains("build")).collect::<Vec<_>>()
     );
+    assert_eq!(metrics.get(&format!("diode_receiver_build_info{{version=\"{receiver}\"}}")), Some(&1.0));
     let segments = lab.metric("diode_receiver_segments_applied_total") as u64;
 
     // Send every segment again to a restarted receiver (whose reassembler has forgotten them):
