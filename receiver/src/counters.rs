@@ -149,9 +149,11 @@ impl ReceiverCounters {
     }
 }
 
-/// The reassembler's counters and gauges as `diode_receiver_reassembly_*` metrics.
+/// The reassembler's counters and gauges as `diode_receiver_reassembly_*` metrics. Segments
+/// completed, recovered by FEC, abandoned and evicted are not repeated here: the receive loop
+/// counts each of its events once, as `diode_receiver_segments_*_total`.
 fn render_reassembly(out: &mut String, stats: &ReassemblyStats) {
-    let counters: [(&str, &str, u64); 15] = [
+    let counters: [(&str, &str, u64); 11] = [
         ("symbols_accepted", "New symbols stored.", stats.symbols_accepted),
         ("duplicate_symbols", "Symbols whose index had already arrived.", stats.duplicate_symbols),
         (
@@ -176,11 +178,7 @@ fn render_reassembly(out: &mut String, stats: &ReassemblyStats) {
         ),
         ("oversized_segment_symbols", "Symbols of segments too long for the limits.", stats.oversized_segment_symbols),
         ("surplus_symbols", "Symbols after their segment had enough.", stats.surplus_symbols),
-        ("segments_completed", "Segments rebuilt.", stats.segments_completed),
-        ("segments_recovered_by_fec", "Segments that needed repair symbols.", stats.segments_recovered_by_fec),
         ("segments_failed_decoding", "Segments that could not be decoded.", stats.segments_failed_decoding),
-        ("segments_abandoned", "Incomplete segments given up after the timeout.", stats.segments_abandoned),
-        ("segments_evicted", "Incomplete segments dropped to bound memory.", stats.segments_evicted),
         ("senders_forgotten", "Senders forgotten to stay within the sender limit.", stats.senders_forgotten),
         ("events_dropped", "Reassembly events lost because too many waited.", stats.events_dropped),
     ];

@@ -80,7 +80,7 @@ impl Replica {
             .state
             .beacons
             .get(&beacon.sender_id)
-            .is_none_or(|kept| (beacon.epoch, beacon.sent_at_ns) >= (kept.epoch, kept.sent_at_ns));
+            .is_none_or(|kept| beacon.order() >= kept.order());
         if is_latest {
             batch.put_cf(meta, layout::beacon_key(beacon.sender_id), layout::encode_beacon_entry(&summary, raw));
         }
