@@ -10,7 +10,7 @@
 //! ids); once it is written, *commit* makes the same changes visible in memory. Nothing in memory
 //! changes before the batch is durable, so a failed write leaves the replica exactly as it was.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use diode_common::codec::{SeriesColumns, encode_columns};
 use diode_common::keys::encode_hex;
@@ -225,7 +225,7 @@ impl Replica {
         let series_cf = self.cf(CF_SERIES);
         let catalog = &self.state.catalog;
         let mut canonical_key = Vec::with_capacity(256);
-        let mut new_ids: HashMap<&SeriesKey, u32> = HashMap::new();
+        let mut new_ids: foldhash::HashMap<&SeriesKey, u32> = foldhash::HashMap::default();
         let mut by_id: Vec<(u32, usize)> = Vec::with_capacity(series.len());
         for (index, columns) in series.iter().enumerate().filter(|(_, columns)| !columns.is_empty()) {
             let key = &columns.key;

@@ -3,7 +3,7 @@
 //! sequence tracker, the senders' latest beacons and the counters. Every change to it follows a
 //! written batch; nothing here touches RocksDB.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use diode_common::gaps::SequenceTracker;
 use diode_common::record::{SeriesKey, ValueKind};
@@ -66,7 +66,8 @@ impl CatalogEntry {
 /// The series catalog, in memory: ids are indexes into `entries`.
 #[derive(Debug, Default)]
 pub(crate) struct Catalog {
-    pub(crate) ids: HashMap<SeriesKey, u32>,
+    /// Each series' id, by key (a fast hasher: every apply looks up each series it carries).
+    pub(crate) ids: foldhash::HashMap<SeriesKey, u32>,
     pub(crate) entries: Vec<CatalogEntry>,
 }
 

@@ -102,7 +102,6 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 
 use crate::record::{MAX_TAGS_PER_SERIES, Quality, Record, RecordError, SeriesKey, Value};
 use columns::{ColumnReader, ColumnWriter, DecodeBudget};
@@ -288,7 +287,8 @@ impl SeriesColumns {
 /// Groups records by series, in order of each series' first appearance. Within a series the input
 /// order is kept: late, out-of-order and duplicate timestamps are normal and round-trip as they are.
 pub fn group_records(records: &[Record]) -> Vec<SeriesColumns> {
-    let mut index_of: HashMap<&SeriesKey, usize> = HashMap::new();
+    // foldhash rather than SipHash: hashing each record's key was a tenth of the sender's CPU.
+    let mut index_of: foldhash::HashMap<&SeriesKey, usize> = foldhash::HashMap::default();
     let mut groups: Vec<SeriesColumns> = Vec::new();
     let mut previous: Option<(&SeriesKey, usize)> = None;
     for record in records {
