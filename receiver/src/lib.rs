@@ -3,7 +3,7 @@
 //!
 //! Map: `config` (TOML), `run` (starts the receive and apply threads and the HTTP listener),
 //! `state` (what they share), `counters` (metrics), `http` (metrics and API), `status` (status and
-//! gap reports), `query`, `audit`, `time`. The replica itself (the RocksDB layout) is the
+//! gap reports), `query`, `prometheus` (the Prometheus-compatible API over `query`'s scans), `audit`, `time`. The replica itself (the RocksDB layout) is the
 //! `diode-replica` crate.
 #![forbid(unsafe_code)]
 
@@ -13,6 +13,7 @@ pub mod counters;
 pub mod http;
 pub mod locks;
 pub mod logging;
+pub mod prometheus;
 pub mod query;
 pub mod run;
 pub mod state;
