@@ -11,7 +11,7 @@
 //! `(t − range, t]` in a sliding window (Prometheus 3's left-open windows). When the steps are
 //! farther apart than the window, each step reads only its own window instead.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use super::functions::{RangeFunction, Sample, kahan_sum};
 use super::mapping::{Labels, METRIC_NAME_LABEL as METRIC_NAME, matches};
@@ -209,8 +209,57 @@ impl<'a> Cursor<'a> {
         Ok(Some(self.block[self.at]))
     }
 
-    fn advance(&mut self) {
-        self.at += 1;
+    /// Moves past every sample up to `t_ns` (inclusive), returning the last of them.
+    fn last_until(&mut self, t_ns: i64) -> Result<Option<Sample>, EvalError> {
+        let mut last = None;
+        while self.peek()?.is_some() {
+            let rest = &self.block[self.at..];
+            let taken = rest.partition_point(|s| s.timestamp_ns <= t_ns);
+            if taken > 0 {
+                last = Some(rest[taken - 1]);
+            }
+            self.at += taken;
+            if taken < rest.len() {
+                break;
+            }
+        }
+        Ok(last)
+    }
+
+    /// Appends every sample up to `t_ns` (inclusive) to `out`, a block slice at a time.
+    fn take_until(&mut self, t_ns: i64, out: &mut Vec<Sample>) -> Result<(), EvalError> {
+        while self.peek()?.is_some() {
+            let rest = &self.block[self.at..];
+            let taken = rest.partition_point(|s| s.timestamp_ns <= t_ns);
+            out.extend_from_slice(&rest[..taken]);
+            self.at += taken;
+            if taken < rest.len() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The samples of a sliding window: a buffer whose front is dropped by moving `start`, compacted
+/// once the dropped part outgrows the rest.
+struct Window {
+    buffer: Vec<Sample>,
+    start: usize,
+}
+
+impl Window {
+    fn samples(&self) -> &[Sample] {
+        &self.buffer[self.start..]
+    }
+
+    /// Drops the samples at or before `bound_ns`.
+    fn drop_until(&mut self, bound_ns: i64) {
+        self.start += self.samples().partition_point(|s| s.timestamp_ns <= bound_ns);
+        if self.start > 1_024 && self.start > self.buffer.len() / 2 {
+            self.buffer.drain(..self.start);
+            self.start = 0;
+        }
     }
 }
 
@@ -289,13 +338,7 @@ impl Evaluator<'_> {
                 let mut last: Option<Sample> = None;
                 for (index, value) in values.iter_mut().enumerate() {
                     let t = steps.at(index) - offset_ns;
-                    while let Some(sample) = cursor.peek()? {
-                        if sample.timestamp_ns > t {
-                            break;
-                        }
-                        last = Some(sample);
-                        cursor.advance();
-                    }
+                    last = cursor.last_until(t)?.or(last);
                     *value = last.filter(|s| s.timestamp_ns > t - lookback_ns).map(|s| s.value);
                 }
             } else {
@@ -333,23 +376,15 @@ impl Evaluator<'_> {
             if steps.step_ns <= range_ns {
                 let from_ns = steps.start_ns - offset_ns - range_ns + 1;
                 let mut cursor = Cursor::new(self.source.blocks(entry.id, from_ns, steps.last() - offset_ns));
-                let mut window: VecDeque<Sample> = VecDeque::new();
+                let mut window = Window { buffer: Vec::new(), start: 0 };
                 for (index, value) in values.iter_mut().enumerate() {
                     let t = steps.at(index) - offset_ns;
-                    while let Some(sample) = cursor.peek()? {
-                        if sample.timestamp_ns > t {
-                            break;
-                        }
-                        window.push_back(sample);
-                        cursor.advance();
-                        if window.len() > room {
-                            return Err(EvalError::TooManySamples { limit: self.limits.max_samples });
-                        }
+                    cursor.take_until(t, &mut window.buffer)?;
+                    window.drop_until(t - range_ns);
+                    if window.buffer.len() > room {
+                        return Err(EvalError::TooManySamples { limit: self.limits.max_samples });
                     }
-                    while window.front().is_some_and(|s| s.timestamp_ns <= t - range_ns) {
-                        window.pop_front();
-                    }
-                    *value = function.apply(window.make_contiguous(), t, range_ns, quantiles[index]);
+                    *value = function.apply(window.samples(), t, range_ns, quantiles[index]);
                 }
             } else {
                 let mut window = Vec::new();

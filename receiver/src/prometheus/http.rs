@@ -193,25 +193,40 @@ pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
 
 /// Unix seconds with up to three decimals, as Prometheus writes times.
 pub fn format_time_ms(ms: i64) -> String {
+    let mut out = String::new();
+    write_time_ms(ms, &mut out);
+    out
+}
+
+fn write_time_ms(ms: i64, out: &mut String) {
+    use std::fmt::Write;
     let sign = if ms < 0 { "-" } else { "" };
     let (seconds, fraction) = (ms.unsigned_abs() / 1000, ms.unsigned_abs() % 1000);
-    if fraction == 0 {
-        return format!("{sign}{seconds}");
-    }
-    let digits = format!("{fraction:03}");
-    format!("{sign}{seconds}.{}", digits.trim_end_matches('0'))
+    let _ = match fraction {
+        0 => write!(out, "{sign}{seconds}"),
+        f if f % 100 == 0 => write!(out, "{sign}{seconds}.{}", f / 100),
+        f if f % 10 == 0 => write!(out, "{sign}{seconds}.{:02}", f / 10),
+        f => write!(out, "{sign}{seconds}.{f:03}"),
+    };
 }
 
 /// A value as Prometheus writes it: shortest form, `+Inf`, `-Inf`, `NaN`.
 pub fn format_value(value: f64) -> String {
+    let mut out = String::new();
+    write_value(value, &mut out);
+    out
+}
+
+fn write_value(value: f64, out: &mut String) {
+    use std::fmt::Write;
     if value.is_nan() {
-        "NaN".to_owned()
+        out.push_str("NaN");
     } else if value == f64::INFINITY {
-        "+Inf".to_owned()
+        out.push_str("+Inf");
     } else if value == f64::NEG_INFINITY {
-        "-Inf".to_owned()
+        out.push_str("-Inf");
     } else {
-        format!("{value}")
+        let _ = write!(out, "{value}");
     }
 }
 
@@ -234,9 +249,9 @@ fn json_labels(labels: &[(String, String)], out: &mut String) {
 
 fn json_pair(ms: i64, value: f64, out: &mut String) {
     out.push('[');
-    out.push_str(&format_time_ms(ms));
+    write_time_ms(ms, out);
     out.push_str(",\"");
-    out.push_str(&format_value(value));
+    write_value(value, out);
     out.push_str("\"]");
 }
 
