@@ -149,7 +149,7 @@ pub fn raw_samples(
     at_ns: i64,
     limits: Limits,
 ) -> Result<Vec<(Labels, Vec<Sample>)>, EvalError> {
-    let end_ns = at_ns - matrix.selector.offset_ns;
+    let end_ns = at_ns.saturating_sub(matrix.selector.offset_ns);
     let range_ns = matrix.range_ns;
     let mut held = 0usize;
     let mut answer = Vec::new();
@@ -333,19 +333,20 @@ impl Evaluator<'_> {
             self.hold(steps.count)?;
             let mut values = vec![None; steps.count];
             if steps.step_ns <= lookback_ns {
-                let from_ns = steps.start_ns - offset_ns - lookback_ns + 1;
-                let mut cursor = Cursor::new(self.source.blocks(entry.id, from_ns, steps.last() - offset_ns));
+                let from_ns = steps.start_ns.saturating_sub(offset_ns).saturating_sub(lookback_ns).saturating_add(1);
+                let mut cursor =
+                    Cursor::new(self.source.blocks(entry.id, from_ns, steps.last().saturating_sub(offset_ns)));
                 let mut last: Option<Sample> = None;
                 for (index, value) in values.iter_mut().enumerate() {
-                    let t = steps.at(index) - offset_ns;
+                    let t = steps.at(index).saturating_sub(offset_ns);
                     last = cursor.last_until(t)?.or(last);
-                    *value = last.filter(|s| s.timestamp_ns > t - lookback_ns).map(|s| s.value);
+                    *value = last.filter(|s| s.timestamp_ns > t.saturating_sub(lookback_ns)).map(|s| s.value);
                 }
             } else {
                 for (index, value) in values.iter_mut().enumerate() {
-                    let t = steps.at(index) - offset_ns;
+                    let t = steps.at(index).saturating_sub(offset_ns);
                     let mut last = None;
-                    for block in self.source.blocks(entry.id, t - lookback_ns + 1, t) {
+                    for block in self.source.blocks(entry.id, t.saturating_sub(lookback_ns).saturating_add(1), t) {
                         last = block.map_err(EvalError::Source)?.last().copied().or(last);
                     }
                     *value = last.map(|s: Sample| s.value);
@@ -374,13 +375,14 @@ impl Evaluator<'_> {
             let room = self.limits.max_samples.saturating_sub(self.held_samples);
             let mut values = vec![None; steps.count];
             if steps.step_ns <= range_ns {
-                let from_ns = steps.start_ns - offset_ns - range_ns + 1;
-                let mut cursor = Cursor::new(self.source.blocks(entry.id, from_ns, steps.last() - offset_ns));
+                let from_ns = steps.start_ns.saturating_sub(offset_ns).saturating_sub(range_ns).saturating_add(1);
+                let mut cursor =
+                    Cursor::new(self.source.blocks(entry.id, from_ns, steps.last().saturating_sub(offset_ns)));
                 let mut window = Window { buffer: Vec::new(), start: 0 };
                 for (index, value) in values.iter_mut().enumerate() {
-                    let t = steps.at(index) - offset_ns;
+                    let t = steps.at(index).saturating_sub(offset_ns);
                     cursor.take_until(t, &mut window.buffer)?;
-                    window.drop_until(t - range_ns);
+                    window.drop_until(t.saturating_sub(range_ns));
                     if window.buffer.len() > room {
                         return Err(EvalError::TooManySamples { limit: self.limits.max_samples });
                     }
@@ -389,9 +391,9 @@ impl Evaluator<'_> {
             } else {
                 let mut window = Vec::new();
                 for (index, value) in values.iter_mut().enumerate() {
-                    let t = steps.at(index) - offset_ns;
+                    let t = steps.at(index).saturating_sub(offset_ns);
                     window.clear();
-                    for block in self.source.blocks(entry.id, t - range_ns + 1, t) {
+                    for block in self.source.blocks(entry.id, t.saturating_sub(range_ns).saturating_add(1), t) {
                         window.extend(block.map_err(EvalError::Source)?);
                         if window.len() > room {
                             return Err(EvalError::TooManySamples { limit: self.limits.max_samples });

@@ -146,7 +146,7 @@ fn extrapolated_delta(window: &[Sample], end_ns: i64, range_ns: i64, counter: bo
         }
     }
     let seconds = |ns: i64| ns as f64 / 1e9;
-    let start_ns = end_ns - range_ns;
+    let start_ns = end_ns.saturating_sub(range_ns);
     let mut to_start = seconds(first.timestamp_ns - start_ns);
     let mut to_end = seconds(end_ns - last.timestamp_ns);
     let sampled = seconds(last.timestamp_ns - first.timestamp_ns);
