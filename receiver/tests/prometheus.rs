@@ -433,3 +433,82 @@ fn the_shipped_plant_overview_dashboard_queries_are_answered() {
     }
     assert_eq!(answered, 10);
 }
+
+/// A client that asks for a large answer and never reads it, with a small receive buffer so the
+/// server's writes stop soon.
+fn stuck_reader(address: SocketAddr, path: &str) -> socket2::Socket {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&address.into()).unwrap();
+    (&socket).write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).unwrap();
+    socket
+}
+
+#[test]
+fn prometheus_queries_share_the_query_slots_of_api_v1_query() {
+    let _one = one_at_a_time();
+    let directory = tempfile::tempdir().unwrap();
+    let mut replica = replica(directory.path());
+    // 300,000 more points: far more JSON than the socket buffers hold.
+    let key = SenderKey::from_seed([7u8; 32]);
+    let mut previous_hash = seal::seal(
+        ChainPosition { sender_id: 1, epoch: 1, sequence: 1, previous_hash: GENESIS_HASH },
+        &group_records(&records()),
+        3,
+        T0_S * SECOND_NS,
+        &key,
+    )
+    .hash();
+    for segment in 0..100i64 {
+        let big: Vec<Record> = (0..3_000i64)
+            .map(|i| {
+                let second_tenths = segment * 3_000 + i;
+                Record {
+                    series: SeriesKey::new("plant1/big"),
+                    timestamp_ns: T0_S * SECOND_NS + second_tenths * SECOND_NS / 10,
+                    value: Value::F64(i as f64 + 0.25),
+                    quality: Quality::GOOD,
+                }
+            })
+            .collect();
+        let position = ChainPosition { sender_id: 1, epoch: 1, sequence: segment as u64 + 2, previous_hash };
+        let sealed = seal::seal(position, &group_records(&big), 3, T0_S * SECOND_NS, &key);
+        let series: Vec<SeriesColumns> = seal::decode_verified(&sealed).expect("decodes");
+        replica.apply(&sealed, &series, T0_S * SECOND_NS).expect("apply");
+        previous_hash = sealed.hash();
+    }
+    let config = HttpConfig { write_timeout_ms: 2_000, query_timeout_ms: 600_000, ..HttpConfig::default() };
+    let (address, _runtime) = serve(replica, config);
+    let big = format!("/api/v1/query?series=plant1/big&from={T0_S}&to={}&limit=1000000", T0_S + 86_400);
+    let mut stuck: Vec<socket2::Socket> = (0..4).map(|_| stuck_reader(address, &big)).collect();
+    for socket in &mut stuck {
+        socket.set_read_timeout(Some(GUARD)).unwrap();
+        let mut status = [0u8; 12];
+        socket.read_exact(&mut status).unwrap();
+        assert_eq!(&status, b"HTTP/1.1 200");
+    }
+    let prometheus = format!("/prometheus/api/v1/query?query=plant1%3Aboiler3%3Asteam_temp&time={}", T0_S + 600);
+    // While the four hold every slot, a Prometheus query is answered 503 unavailable…
+    let deadline = std::time::Instant::now() + GUARD;
+    let busy = loop {
+        let response = request(address, "GET", &prometheus, None, None);
+        if response.status == 503 {
+            break response;
+        }
+        assert!(std::time::Instant::now() < deadline, "the four large queries never held every slot");
+    };
+    assert_eq!(busy.body["errorType"], json!("unavailable"), "{}", busy.body);
+    // …and answered once the write timeout has ended them.
+    let deadline = std::time::Instant::now() + GUARD;
+    loop {
+        let response = request(address, "GET", &prometheus, None, None);
+        if response.status == 200 {
+            assert_eq!(response.body["data"]["result"][0]["value"][1], json!("60"));
+            break;
+        }
+        assert_eq!(response.body["errorType"], json!("unavailable"), "{}", response.body);
+        assert!(std::time::Instant::now() < deadline, "clients that stopped reading kept every query slot");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(stuck);
+}
