@@ -3,8 +3,8 @@
 //!
 //! Map: `config` (TOML), `run` (starts the receive and apply threads and the HTTP listener),
 //! `state` (what they share), `counters` (metrics), `http` (metrics and API), `status` (status and
-//! gap reports), `query`, `prometheus` (the Prometheus-compatible API over `query`'s scans), `audit`, `time`. The replica itself (the RocksDB layout) is the
-//! `diode-replica` crate.
+//! gap reports), `query`, `prometheus` (the Prometheus-compatible API over `query`'s scans),
+//! `audit`, `time`. The replica itself (the RocksDB layout) is the `diode-replica` crate.
 #![forbid(unsafe_code)]
 
 pub mod audit;
