@@ -2,8 +2,9 @@
 //! `/api/v1/gaps` (JSON), and the query routes `/api/v1/series` and `/api/v1/query` (handlers in
 //! [`crate::query::http`]), and the Prometheus-compatible API under `/prometheus` (handlers in
 //! [`crate::prometheus::http`]). Optional bearer token on `/api/...` and `/prometheus/...`. The
-//! routes are assembled and served here only, by [`diode_host::http_server`]: a connection cap and header, idle and write
-//! timeouts (`[http]` in the config), so idle or slow clients cannot stop the listener.
+//! routes are assembled and served here only, by [`diode_host::http_server`]: a connection cap
+//! and header, idle and write timeouts (`[http]` in the config), so idle or slow clients cannot
+//! stop the listener.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
