@@ -1,8 +1,10 @@
 //! The receiver's read-only HTTP listener: `/metrics` (Prometheus), `/api/v1/status` and
 //! `/api/v1/gaps` (JSON), and the query routes `/api/v1/series` and `/api/v1/query` (handlers in
-//! [`crate::query::http`]). Optional bearer token on `/api/...`. The routes are assembled and
-//! served here only, by [`diode_host::http_server`]: a connection cap and header, idle and write
-//! timeouts (`[http]` in the config), so idle or slow clients cannot stop the listener.
+//! [`crate::query::http`]), and the Prometheus-compatible API under `/prometheus` (handlers in
+//! [`crate::prometheus::http`]). Optional bearer token on `/api/...` and `/prometheus/...`. The
+//! routes are assembled and served here only, by [`diode_host::http_server`]: a connection cap
+//! and header, idle and write timeouts (`[http]` in the config), so idle or slow clients cannot
+//! stop the listener.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +30,7 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/api/v1/gaps", get(gaps_json))
         .route("/api/v1/series", get(query::http::series_route))
         .route("/api/v1/query", get(query::http::query_route))
+        .nest("/prometheus", crate::prometheus::http::routes())
 }
 
 /// Why the listener stopped.

@@ -375,13 +375,14 @@ pub fn percent_encode(text: &str) -> String {
     encoded
 }
 
-/// A slot among [`MAX_CONCURRENT_QUERIES`], released when dropped.
-struct QuerySlot;
+/// A slot among [`MAX_CONCURRENT_QUERIES`], released when dropped. The Prometheus API takes
+/// its slots here too.
+pub(crate) struct QuerySlot;
 
 static QUERIES_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
 impl QuerySlot {
-    fn take() -> Option<QuerySlot> {
+    pub(crate) fn take() -> Option<QuerySlot> {
         QUERIES_IN_FLIGHT
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAX_CONCURRENT_QUERIES).then_some(n + 1))
             .ok()
