@@ -3,7 +3,7 @@
 //!
 //! Map: `config` (TOML), `run` (starts the receive and apply threads and the HTTP listener),
 //! `state` (what they share), `counters` (metrics), `http` (metrics and API), `status` (status and
-//! gap reports), `query`, `audit`, `time`. The replica itself (the RocksDB layout) is the
+//! gap reports), `query`, `audit`, `time`, `replicate` (further replicas over QUIC, IT side only). The replica itself (the RocksDB layout) is the
 //! `diode-replica` crate.
 #![forbid(unsafe_code)]
 
@@ -14,6 +14,7 @@ pub mod http;
 pub mod locks;
 pub mod logging;
 pub mod query;
+pub mod replicate;
 pub mod run;
 pub mod state;
 pub mod status;

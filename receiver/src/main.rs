@@ -75,6 +75,39 @@ enum Command {
     /// Verify the replica against its signed segments; export and check proofs.
     #[command(subcommand)]
     Audit(audit::cli::AuditCommand),
+    /// Write the certificates for replication between receivers over QUIC (mutual TLS).
+    #[command(subcommand)]
+    TlsKeygen(TlsKeygen),
+}
+
+#[derive(Subcommand)]
+enum TlsKeygen {
+    /// A private certificate authority: DIR/ca.crt (give it to every receiver) and DIR/ca.key (0600;
+    /// keep it offline, it signs the receivers' certificates).
+    Ca {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// A receiver's certificate signed by the authority: DIR/NAME.crt and DIR/NAME.key (0600).
+    Cert {
+        /// The authority's directory (ca.crt and ca.key).
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// The receiver's name: a DNS name or IP address that downstreams dial (`upstream.server_name`).
+        #[arg(long)]
+        name: String,
+        /// Further names or addresses for the certificate.
+        #[arg(long = "also")]
+        more_names: Vec<String>,
+        #[arg(long)]
+        dir: PathBuf,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -124,6 +157,18 @@ fn execute(command: Command) -> anyhow::Result<()> {
         Command::Series(args) => query::cli::series(args),
         Command::Query(args) => query::cli::query(args),
         Command::Audit(command) => audit::cli::run(command),
+        Command::TlsKeygen(command) => {
+            let written = match command {
+                TlsKeygen::Ca { dir, force } => diode_receiver::replicate::tls::generate_authority(&dir, force)?,
+                TlsKeygen::Cert { ca_dir, name, more_names, dir, force } => {
+                    diode_receiver::replicate::tls::generate_certificate(&ca_dir, &name, &more_names, &dir, force)?
+                }
+            };
+            for path in written {
+                println!("{}", path.display());
+            }
+            Ok(())
+        }
         Command::Gaps { config, json } => {
             let replica = open_read_only(&config)?;
             if json {

@@ -405,6 +405,7 @@ fn shared(replica: Replica) -> Arc<Shared> {
         replica: RwLock::new(replica),
         stop: AtomicBool::new(false),
         beacons: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+        replication: Default::default(),
     })
 }
 

@@ -211,6 +211,7 @@ fn serve(replica: Replica, config: HttpConfig) -> (SocketAddr, tokio::runtime::R
         replica: RwLock::new(replica),
         stop: AtomicBool::new(false),
         beacons: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+        replication: Default::default(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
