@@ -113,6 +113,10 @@ pub struct ServeConfig {
     /// from the audit log instead.
     #[serde(default = "default_feed_segments")]
     pub feed_segments: usize,
+    /// KiB each connection may have sent and not yet had acknowledged: its buffer. A downstream
+    /// that stops reading holds up only its own connection once this is full.
+    #[serde(default = "default_send_window_kib")]
+    pub send_window_kib: u64,
 }
 
 /// `[upstream]`: the receiver this one replicates from over QUIC, instead of `[link]`.
@@ -139,6 +143,10 @@ fn default_max_downstreams() -> usize {
 
 fn default_feed_segments() -> usize {
     64
+}
+
+fn default_send_window_kib() -> u64 {
+    32 * 1024
 }
 
 fn default_downstream_name() -> String {
@@ -321,6 +329,10 @@ impl ReceiverConfig {
         if let Some(serve) = &self.serve {
             ensure((1..=1_024).contains(&serve.max_downstreams), "serve.max_downstreams must be 1..=1024")?;
             ensure((1..=65_536).contains(&serve.feed_segments), "serve.feed_segments must be 1..=65536")?;
+            ensure(
+                (64..=1_048_576).contains(&serve.send_window_kib),
+                "serve.send_window_kib must be 64..=1048576 (64 KiB to 1 GiB)",
+            )?;
         }
         if let Some(upstream) = &self.upstream {
             ensure(

@@ -44,6 +44,7 @@ pub fn start(config: &ReceiverConfig, shared: &Arc<Shared>, queue: Option<SyncSe
             },
             max_downstreams: serve.max_downstreams,
             feed_segments: serve.feed_segments,
+            send_window_bytes: serve.send_window_kib * 1024,
         };
         let endpoint = upstream::bind(&settings)?;
         // Started now, so segments applied before the first downstream connects are not waited for.

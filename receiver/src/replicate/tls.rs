@@ -35,8 +35,9 @@ const VALIDITY_YEARS: i32 = 10;
 /// [`IDLE_TIMEOUT`] ends the connection (and a downstream reconnects).
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// QUIC flow control: what one stream and one connection may have in flight. This bounds each
-/// connection's buffers at both ends, and is large enough for a whole default segment.
+/// QUIC flow control: what one stream and one connection may receive in flight, large enough for
+/// the largest segment. What a sender buffers is bounded by its send window (for an upstream,
+/// `serve.send_window_kib`; for a downstream, which sends only small reports, this default).
 const STREAM_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 const CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
 
@@ -248,22 +249,23 @@ fn rustls_error(files: &TlsFiles) -> impl Fn(rustls::Error) -> TlsError + '_ {
 }
 
 /// QUIC transport settings both sides use.
-fn transport() -> Arc<quinn::TransportConfig> {
+fn transport(send_window_bytes: u64) -> Arc<quinn::TransportConfig> {
     let mut transport = quinn::TransportConfig::default();
     transport
         .keep_alive_interval(Some(KEEP_ALIVE))
         .max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("30 s is a valid idle timeout")))
         .stream_receive_window(STREAM_WINDOW_BYTES.into())
         .receive_window(CONNECTION_WINDOW_BYTES.into())
-        .send_window(u64::from(CONNECTION_WINDOW_BYTES))
+        .send_window(send_window_bytes)
         .max_concurrent_uni_streams(0u8.into())
         .max_concurrent_bidi_streams(1u8.into());
     Arc::new(transport)
 }
 
 /// The upstream's QUIC server configuration: presents `files.certificate`, and requires every
-/// client to present a certificate signed by `files.ca_certificate`.
-pub fn server_config(files: &TlsFiles) -> Result<quinn::ServerConfig, TlsError> {
+/// client to present a certificate signed by `files.ca_certificate`. Each connection buffers at
+/// most `send_window_bytes` not yet acknowledged by its downstream.
+pub fn server_config(files: &TlsFiles, send_window_bytes: u64) -> Result<quinn::ServerConfig, TlsError> {
     let chain = read_certificates(&files.certificate)?;
     let key = read_key(&files.private_key)?;
     let verifier =
@@ -280,7 +282,7 @@ pub fn server_config(files: &TlsFiles) -> Result<quinn::ServerConfig, TlsError> 
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|error| TlsError::Authority { path: files.certificate.clone(), reason: error.to_string() })?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(transport());
+    config.transport_config(transport(send_window_bytes));
     Ok(config)
 }
 
@@ -299,7 +301,7 @@ pub fn client_config(files: &TlsFiles) -> Result<quinn::ClientConfig, TlsError> 
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|error| TlsError::Authority { path: files.certificate.clone(), reason: error.to_string() })?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(transport());
+    config.transport_config(transport(u64::from(CONNECTION_WINDOW_BYTES)));
     Ok(config)
 }
 
@@ -338,7 +340,7 @@ mod tests {
             private_key: dir.path().join("node.key"),
             ca_certificate: ca.join(CA_CERTIFICATE_FILE),
         };
-        server_config(&files).unwrap();
+        server_config(&files, 1 << 20).unwrap();
         client_config(&files).unwrap();
         fs::set_permissions(&files.private_key, fs::Permissions::from_mode(0o640)).unwrap();
         let error = client_config(&files).unwrap_err().to_string();

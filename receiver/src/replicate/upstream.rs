@@ -40,6 +40,8 @@ pub struct ServeSettings {
     pub max_downstreams: usize,
     /// Applied segments the feed holds for connections that are behind.
     pub feed_segments: usize,
+    /// Bytes each connection may have sent and not yet acknowledged (its buffer).
+    pub send_window_bytes: u64,
 }
 
 /// Why serving could not start.
@@ -72,7 +74,7 @@ pub enum ConnectionError {
 
 /// The QUIC endpoint `[serve]` describes, bound (inside a tokio runtime).
 pub fn bind(settings: &ServeSettings) -> Result<quinn::Endpoint, ServeError> {
-    let config = tls::server_config(&settings.tls)?;
+    let config = tls::server_config(&settings.tls, settings.send_window_bytes)?;
     quinn::Endpoint::server(config, settings.listen)
         .map_err(|source| ServeError::Listen { listen: settings.listen, source })
 }
