@@ -272,3 +272,103 @@ fn a_downstream_whose_certificate_another_authority_signed_is_refused_at_the_han
     stranger.stop().unwrap();
     a.stop().unwrap();
 }
+
+#[test]
+fn a_tree_of_receivers_survives_an_upstream_restart_mid_stream_and_ends_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut lab, serve) = serving_lab(dir.path(), realtime_options(14), &["site-a", "site-a2"]);
+    lab.start_receiver().unwrap();
+    // site-a follows the upstream and serves site-a2 in turn.
+    let a_serves = free_udp_address().unwrap();
+    let tls = dir.path().join("tls");
+    let signing_pub = dir.path().join("keys/signing.pub");
+    let mut a =
+        Downstream::new(&dir.path().join("site-a"), "site-a", serve, &tls, &signing_pub, Some(a_serves)).unwrap();
+    let mut a2 = downstream(dir.path(), "site-a2", a_serves);
+    a.start().unwrap();
+    a2.start().unwrap();
+    lab.start_sender().unwrap();
+    assert!(wait_until(WAIT, || points(&a2) >= 20_000), "site-a2 did not reach 20,000 points");
+    // The upstream restarts mid-stream; the downstreams reconnect and resume.
+    lab.stop_receiver().unwrap();
+    lab.start_receiver().unwrap();
+    lab.wait_sender(WAIT).unwrap();
+    assert!(lab.wait_for_points(100_000, WAIT), "the upstream did not get every point back");
+    for downstream in [&a, &a2] {
+        assert!(
+            wait_until(WAIT, || points(downstream) >= 100_000),
+            "{} has {} points",
+            downstream.name,
+            points(downstream)
+        );
+    }
+    assert!(metric_sum(&a.metrics().unwrap(), "diode_receiver_upstream_connects") >= 2.0, "site-a never reconnected");
+    a2.stop().unwrap();
+    a.stop().unwrap();
+    lab.stop_receiver().unwrap();
+    assert!(lab.verify_replica().unwrap().is_exact());
+    for downstream in [&a, &a2] {
+        let difference = compare_replicas(&lab.replica_dir(), &downstream.replica_dir()).unwrap();
+        assert!(difference.is_equal(), "{}: {difference:?}", downstream.name);
+    }
+}
+
+/// Figures for the README: replication throughput from a filled upstream to one downstream, then
+/// to three at once (each starting empty, so the whole audit log is sent), and the upstream's CPU
+/// time per downstream. `cargo test --release -p diode-tests --test replication -- --ignored
+/// --nocapture`.
+#[test]
+#[ignore = "measurement; prints figures"]
+fn replication_throughput_to_one_and_to_three_downstreams() {
+    let dir = tempfile::tempdir().unwrap();
+    let total: u64 = 10_000_000;
+    let options = LabOptions {
+        series: 5_000,
+        rate_hz: 10.0,
+        max_records: total,
+        segment_max_records: 50_000,
+        seed: 15,
+        linger_ms: 500,
+        ..LabOptions::default()
+    };
+    let names = ["one", "three-a", "three-b", "three-c"];
+    let (mut lab, serve) = serving_lab(dir.path(), options, &names);
+    lab.start_receiver().unwrap();
+    lab.start_sender().unwrap();
+    lab.wait_sender(Duration::from_secs(600)).unwrap();
+    assert!(lab.wait_for_points(total, Duration::from_secs(600)));
+    let upstream_pid = lab.receiver_pid().unwrap();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    eprintln!("load before: {}", load.trim());
+    for group in [&names[..1], &names[1..]] {
+        let mut downstreams: Vec<Downstream> = group.iter().map(|name| downstream(dir.path(), name, serve)).collect();
+        let cpu_before = diode_tests::lab::cpu_seconds(upstream_pid).unwrap();
+        let started = std::time::Instant::now();
+        for downstream in &mut downstreams {
+            downstream.start().unwrap();
+        }
+        for downstream in &downstreams {
+            assert!(wait_until(Duration::from_secs(600), || points(downstream) >= total));
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let cpu = diode_tests::lab::cpu_seconds(upstream_pid).unwrap() - cpu_before;
+        let bytes: f64 = downstreams
+            .iter()
+            .map(|d| metric_sum(&d.metrics().unwrap(), "diode_receiver_upstream_bytes_received"))
+            .sum();
+        let count = downstreams.len() as f64;
+        eprintln!(
+            "{} downstream(s): {total} points each in {seconds:.2} s (start and connect included): \
+             {:.2} M points/s per downstream, {:.1} MB/s in all; upstream CPU {cpu:.2} s, {:.2} s per downstream",
+            downstreams.len(),
+            total as f64 / seconds / 1e6,
+            bytes / seconds / 1e6,
+            cpu / count,
+        );
+        for downstream in &mut downstreams {
+            downstream.stop().unwrap();
+        }
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    eprintln!("load after: {}", load.trim());
+}

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use diode_replica::{ReplicaError, SegmentKey};
@@ -84,11 +84,14 @@ pub async fn serve(endpoint: quinn::Endpoint, settings: ServeSettings, shared: A
     let feed = shared.replication.start_feed(settings.feed_segments);
     tracing::info!(listen = %settings.listen, "serving replication to downstream receivers over QUIC");
     let mut next_number = 0u64;
+    // Connections being served or still in their handshake: at most `max_downstreams`.
+    let active = Arc::new(AtomicUsize::new(0));
     while let Some(incoming) = endpoint.accept().await {
-        if locks::lock(&shared.replication.downstreams).len() >= settings.max_downstreams {
+        if active.load(Ordering::Relaxed) >= settings.max_downstreams {
             shared.log.warn("replication_refused", || {
                 format!(
-                    "refused a replication connection from {}: {} downstreams are connected (serve.max_downstreams)",
+                    "refused a replication connection from {}: {} downstreams are connected or connecting \
+                     (serve.max_downstreams)",
                     incoming.remote_address(),
                     settings.max_downstreams
                 )
@@ -97,13 +100,15 @@ pub async fn serve(endpoint: quinn::Endpoint, settings: ServeSettings, shared: A
             continue;
         }
         next_number += 1;
-        let (shared, feed, number) = (Arc::clone(&shared), feed.clone(), next_number);
+        active.fetch_add(1, Ordering::Relaxed);
+        let (shared, feed, number, active) = (Arc::clone(&shared), feed.clone(), next_number, Arc::clone(&active));
         tokio::spawn(async move {
             let peer = incoming.remote_address();
             if let Err(error) = connection(incoming, &shared, &feed, number).await {
                 shared.log.warn("replication_connection", || format!("replication to {peer} ended: {error}"));
             }
             locks::lock(&shared.replication.downstreams).remove(&number);
+            active.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
