@@ -5,7 +5,9 @@
 //! The receive thread never blocks on the apply thread: when the apply queue is full it sheds the
 //! newly completed segment whole (counted; the carousel or a resend brings it back), so a slow
 //! disk can never make the kernel drop datagrams of segments already half received.
-//! Nothing here ever sends a packet.
+//! Nothing on the link path ever sends a packet. A receiver with `[upstream]` instead of `[link]`
+//! has no receive thread: [`crate::replicate`] feeds the same apply queue from another receiver
+//! over QUIC (IT side only), and `[serve]` starts serving downstreams.
 
 pub mod apply;
 pub mod receive;
