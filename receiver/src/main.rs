@@ -147,10 +147,20 @@ fn execute(command: Command) -> anyhow::Result<()> {
         }
         Command::Status { config, json } => {
             let replica = open_read_only(&config)?;
+            // Replication connections live in the running receiver: asked over its HTTP listener.
+            let replication = diode_receiver::replicate::status::fetch(&ReceiverConfig::load(&config)?);
             if json {
-                println!("{}", serde_json::to_string_pretty(&status::status_json(&replica, None))?);
+                let mut report = status::status_json(&replica, None);
+                if let (Some(object), Some(replication)) = (report.as_object_mut(), replication) {
+                    let value = replication.unwrap_or_else(|why| serde_json::json!({ "error": why }));
+                    object.insert("replication".to_owned(), value);
+                }
+                println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", status::status_text(&replica));
+                if let Some(replication) = replication {
+                    print!("{}", diode_receiver::replicate::status::text(&replication));
+                }
             }
             Ok(())
         }

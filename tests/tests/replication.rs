@@ -303,6 +303,11 @@ fn a_tree_of_receivers_survives_an_upstream_restart_mid_stream_and_ends_exact() 
         );
     }
     assert!(metric_sum(&a.metrics().unwrap(), "diode_receiver_upstream_connects") >= 2.0, "site-a never reconnected");
+    // `status` shows both of site-a's sides, asked from the running receiver.
+    let status = receiver_command(&["status", "--config", a.config().to_str().unwrap()]).unwrap();
+    assert!(status.contains("serving   1 downstream(s) connected"), "{status}");
+    assert!(status.contains("site-a2 (127.0.0.1:") && status.contains("points; lag"), "{status}");
+    assert!(status.contains(&format!("upstream  {serve} connected: received")), "{status}");
     a2.stop().unwrap();
     a.stop().unwrap();
     lab.stop_receiver().unwrap();

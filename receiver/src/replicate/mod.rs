@@ -11,6 +11,7 @@
 
 pub mod downstream;
 pub mod protocol;
+pub mod status;
 pub mod tls;
 pub mod upstream;
 
