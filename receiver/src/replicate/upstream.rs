@@ -150,7 +150,7 @@ async fn connection(
     locks::lock(&shared.replication.downstreams).insert(number, Arc::clone(&stats));
     tracing::info!(%peer, name = %hello.name, "a downstream receiver connected");
     send.write_all(&protocol::encode(&ToDownstream::Welcome { version: PROTOCOL_VERSION })).await?;
-    let progress = {
+    let mut progress = {
         let (shared, stats) = (Arc::clone(shared), Arc::clone(&stats));
         tokio::spawn(async move { read_progress(&mut receive, &shared, &stats).await })
     };
@@ -173,8 +173,11 @@ async fn connection(
         }
     };
     let outcome = tokio::select! {
-        outcome = result => outcome,
-        read = progress => match read {
+        outcome = result => {
+            progress.abort();
+            outcome
+        }
+        read = &mut progress => match read {
             Ok(Err(error)) => Err(error),
             _ => Ok(()),
         },
