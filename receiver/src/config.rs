@@ -45,7 +45,15 @@ pub struct ReceiverConfig {
     pub replica_dir: PathBuf,
     #[serde(default)]
     pub replica: ReplicaSettings,
-    pub link: LinkConfig,
+    /// The diode link. A receiver has either `[link]` or `[upstream]`.
+    #[serde(default)]
+    pub link: Option<LinkConfig>,
+    /// Another receiver to replicate from over QUIC, instead of the diode link.
+    #[serde(default)]
+    pub upstream: Option<UpstreamConfig>,
+    /// Serve this receiver's verified segments to downstream receivers over QUIC.
+    #[serde(default)]
+    pub serve: Option<ServeConfig>,
     pub keys: KeysConfig,
     #[serde(default)]
     pub reassembly: ReassemblyConfig,
@@ -87,11 +95,70 @@ pub struct LinkConfig {
     pub receive_buffer_bytes: usize,
 }
 
+/// `[serve]`: replication to downstream receivers over QUIC (IT side only).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// UDP address QUIC listens on.
+    pub listen: SocketAddr,
+    /// This receiver's certificate, its private key (0600) and the authority that signed the
+    /// downstreams' certificates (`diode-receiver tls-keygen`).
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+    pub ca_certificate: PathBuf,
+    /// Downstreams connected at once; more are refused.
+    #[serde(default = "default_max_downstreams")]
+    pub max_downstreams: usize,
+    /// Applied segments held for downstreams that are behind; one further behind catches up
+    /// from the audit log instead.
+    #[serde(default = "default_feed_segments")]
+    pub feed_segments: usize,
+    /// KiB each connection may have sent and not yet had acknowledged: its buffer. A downstream
+    /// that stops reading holds up only its own connection once this is full.
+    #[serde(default = "default_send_window_kib")]
+    pub send_window_kib: u64,
+}
+
+/// `[upstream]`: the receiver this one replicates from over QUIC, instead of `[link]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The upstream's `serve.listen` address.
+    pub address: SocketAddr,
+    /// A name in the upstream's certificate (its `tls-keygen cert --name`).
+    pub server_name: String,
+    /// This receiver's name in the upstream's status and metrics.
+    #[serde(default = "default_downstream_name")]
+    pub name: String,
+    /// This receiver's certificate, its private key (0600) and the authority that signed the
+    /// upstream's certificate.
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+    pub ca_certificate: PathBuf,
+}
+
+fn default_max_downstreams() -> usize {
+    16
+}
+
+fn default_feed_segments() -> usize {
+    64
+}
+
+fn default_send_window_kib() -> u64 {
+    32 * 1024
+}
+
+fn default_downstream_name() -> String {
+    "downstream".to_owned()
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeysConfig {
-    /// The link key shared with the sender (32 bytes, hex).
-    pub link_key: PathBuf,
+    /// The link key shared with the sender (32 bytes, hex); needed with `[link]` only.
+    #[serde(default)]
+    pub link_key: Option<PathBuf>,
     /// Public keys whose segments are accepted, with optional validity windows.
     pub trusted: Vec<TrustedKeyConfig>,
 }
@@ -190,8 +257,15 @@ impl ReceiverConfig {
     }
 
     fn resolve_paths(&mut self, base: &Path) {
-        let mut paths = vec![&mut self.replica_dir, &mut self.keys.link_key];
+        let mut paths = vec![&mut self.replica_dir];
+        paths.extend(self.keys.link_key.as_mut());
         paths.extend(self.keys.trusted.iter_mut().map(|key| &mut key.public_key));
+        if let Some(serve) = &mut self.serve {
+            paths.extend([&mut serve.certificate, &mut serve.private_key, &mut serve.ca_certificate]);
+        }
+        if let Some(upstream) = &mut self.upstream {
+            paths.extend([&mut upstream.certificate, &mut upstream.private_key, &mut upstream.ca_certificate]);
+        }
         for path in paths {
             if path.is_relative() {
                 *path = base.join(&*path);
@@ -201,6 +275,7 @@ impl ReceiverConfig {
 
     pub fn check(&self) -> Result<(), ConfigError> {
         ensure(!self.keys.trusted.is_empty(), "keys.trusted is empty; add the sender's signing.pub")?;
+        self.check_replication()?;
         let r = &self.reassembly;
         ensure(
             (1..=65_536).contains(&r.max_segments_in_flight),
@@ -236,6 +311,42 @@ impl ReceiverConfig {
                     source,
                 })?;
             }
+        }
+        Ok(())
+    }
+
+    /// `[link]` or `[upstream]` (exactly one), and the limits of `[serve]` and `[upstream]`.
+    fn check_replication(&self) -> Result<(), ConfigError> {
+        ensure(
+            self.link.is_some() != self.upstream.is_some(),
+            "set either [link] (segments from the diode) or [upstream] (segments from another receiver over QUIC), \
+             exactly one of them",
+        )?;
+        ensure(
+            self.link.is_none() || self.keys.link_key.is_some(),
+            "keys.link_key is missing; [link] needs the link key copied from the sender",
+        )?;
+        if let Some(serve) = &self.serve {
+            ensure((1..=1_024).contains(&serve.max_downstreams), "serve.max_downstreams must be 1..=1024")?;
+            ensure((1..=65_536).contains(&serve.feed_segments), "serve.feed_segments must be 1..=65536")?;
+            ensure(
+                (64..=1_048_576).contains(&serve.send_window_kib),
+                "serve.send_window_kib must be 64..=1048576 (64 KiB to 1 GiB)",
+            )?;
+        }
+        if let Some(upstream) = &self.upstream {
+            ensure(
+                crate::replicate::protocol::is_valid_name(&upstream.name),
+                "upstream.name must be 1 to 64 characters of A-Z a-z 0-9 . _ -",
+            )?;
+            ensure(
+                !upstream.server_name.is_empty() && upstream.server_name.len() <= 253,
+                "upstream.server_name must be a name in the upstream's certificate (1 to 253 characters)",
+            )?;
+            ensure(
+                self.serve.as_ref().is_none_or(|serve| serve.listen != upstream.address),
+                "serve.listen and upstream.address are the same address; a receiver cannot follow itself",
+            )?;
         }
         Ok(())
     }

@@ -1,10 +1,10 @@
 //! The receiver's read-only HTTP listener: `/metrics` (Prometheus), `/api/v1/status` and
-//! `/api/v1/gaps` (JSON), and the query routes `/api/v1/series` and `/api/v1/query` (handlers in
-//! [`crate::query::http`]), and the Prometheus-compatible API under `/prometheus` (handlers in
-//! [`crate::prometheus::http`]). Optional bearer token on `/api/...` and `/prometheus/...`. The
-//! routes are assembled and served here only, by [`diode_host::http_server`]: a connection cap
-//! and header, idle and write timeouts (`[http]` in the config), so idle or slow clients cannot
-//! stop the listener.
+//! `/api/v1/gaps` and `/api/v1/replication` (JSON), the query routes `/api/v1/series` and
+//! `/api/v1/query` (handlers in [`crate::query::http`]), and the Prometheus-compatible API under
+//! `/prometheus` (handlers in [`crate::prometheus::http`]). Optional bearer token on `/api/...` and
+//! `/prometheus/...`. The routes are assembled and served here only, by
+//! [`diode_host::http_server`]: a connection cap and header, idle and write timeouts (`[http]` in
+//! the config), so idle or slow clients cannot stop the listener.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +28,7 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status_json))
         .route("/api/v1/gaps", get(gaps_json))
+        .route("/api/v1/replication", get(replication_json))
         .route("/api/v1/series", get(query::http::series_route))
         .route("/api/v1/query", get(query::http::query_route))
         .nest("/prometheus", crate::prometheus::http::routes())
@@ -88,15 +89,29 @@ async fn metrics(State(state): State<AppState>) -> Response {
          # HELP diode_receiver_replica_series Series in the replica's catalog.\n\
          # TYPE diode_receiver_replica_series gauge\ndiode_receiver_replica_series {series}\n"
     ));
+    text.push_str(&state.shared.replication.render_metrics());
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn replication_json(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(response) = authorised(&state, &headers) {
+        return response;
+    }
+    axum::Json(state.shared.replication.status_json()).into_response()
 }
 
 async fn status_json(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Err(response) = authorised(&state, &headers) {
         return response;
     }
-    let replica = locks::read(&state.shared.replica);
-    axum::Json(status::status_json(&replica, Some(&state.shared.counters))).into_response()
+    let mut status = {
+        let replica = locks::read(&state.shared.replica);
+        status::status_json(&replica, Some(&state.shared.counters))
+    };
+    if let Some(object) = status.as_object_mut() {
+        object.insert("replication".to_owned(), state.shared.replication.status_json());
+    }
+    axum::Json(status).into_response()
 }
 
 async fn gaps_json(State(state): State<AppState>, headers: HeaderMap) -> Response {

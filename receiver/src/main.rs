@@ -73,6 +73,39 @@ enum Command {
     /// Verify the replica against its signed segments; export and check proofs.
     #[command(subcommand)]
     Audit(audit::cli::AuditCommand),
+    /// Write the certificates for replication between receivers over QUIC (mutual TLS).
+    #[command(subcommand)]
+    TlsKeygen(TlsKeygen),
+}
+
+#[derive(Subcommand)]
+enum TlsKeygen {
+    /// A private certificate authority: DIR/ca.crt (give it to every receiver) and DIR/ca.key (0600;
+    /// keep it offline, it signs the receivers' certificates).
+    Ca {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// A receiver's certificate signed by the authority: DIR/NAME.crt and DIR/NAME.key (0600).
+    Cert {
+        /// The authority's directory (ca.crt and ca.key).
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// The receiver's name: a DNS name or IP address that downstreams dial (`upstream.server_name`).
+        #[arg(long)]
+        name: String,
+        /// Further names or addresses for the certificate.
+        #[arg(long = "also")]
+        more_names: Vec<String>,
+        #[arg(long)]
+        dir: PathBuf,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -112,16 +145,38 @@ fn execute(command: Command) -> anyhow::Result<()> {
         }
         Command::Status { config, json } => {
             let replica = open_read_only(&config)?;
+            // Replication connections live in the running receiver: asked over its HTTP listener.
+            let replication = diode_receiver::replicate::status::fetch(&ReceiverConfig::load(&config)?);
             if json {
-                println!("{}", serde_json::to_string_pretty(&status::status_json(&replica, None))?);
+                let mut report = status::status_json(&replica, None);
+                if let (Some(object), Some(replication)) = (report.as_object_mut(), replication) {
+                    let value = replication.unwrap_or_else(|why| serde_json::json!({ "error": why }));
+                    object.insert("replication".to_owned(), value);
+                }
+                println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", status::status_text(&replica));
+                if let Some(replication) = replication {
+                    print!("{}", diode_receiver::replicate::status::text(&replication));
+                }
             }
             Ok(())
         }
         Command::Series(args) => query::cli::series(args),
         Command::Query(args) => query::cli::query(args),
         Command::Audit(command) => audit::cli::run(command),
+        Command::TlsKeygen(command) => {
+            let written = match command {
+                TlsKeygen::Ca { dir, force } => diode_receiver::replicate::tls::generate_authority(&dir, force)?,
+                TlsKeygen::Cert { ca_dir, name, more_names, dir, force } => {
+                    diode_receiver::replicate::tls::generate_certificate(&ca_dir, &name, &more_names, &dir, force)?
+                }
+            };
+            for path in written {
+                println!("{}", path.display());
+            }
+            Ok(())
+        }
         Command::Gaps { config, json } => {
             let replica = open_read_only(&config)?;
             if json {

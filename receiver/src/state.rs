@@ -22,6 +22,23 @@ pub struct Shared {
     /// Verified beacons waiting for the apply thread: the newest per sender only, so beacons never
     /// take a place in the segment queue and a flood of them costs one slot per sender.
     pub beacons: Mutex<BTreeMap<u64, VerifiedBeacon>>,
+    /// Replication over QUIC: the feed of applied segments and each connection's status.
+    pub replication: crate::replicate::Replication,
+}
+
+impl Shared {
+    /// A receiver's state before anything has run: zero counters, nothing waiting, no replication
+    /// connection, serving `replica`.
+    pub fn new(replica: Replica) -> Shared {
+        Shared {
+            counters: ReceiverCounters::default(),
+            log: RateLimitedLog::default(),
+            replica: RwLock::new(replica),
+            stop: AtomicBool::new(false),
+            beacons: Mutex::new(BTreeMap::new()),
+            replication: crate::replicate::Replication::default(),
+        }
+    }
 }
 
 /// A beacon whose signature checked out, with the signed bytes kept for audits.

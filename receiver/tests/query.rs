@@ -5,15 +5,14 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use diode_common::codec::{SeriesColumns, group_records};
 use diode_common::keys::SenderKey;
 use diode_common::record::{Quality, Record, SeriesKey, Value};
 use diode_common::seal::{self, ChainPosition, GENESIS_HASH, SegmentHash};
-use diode_receiver::counters::{RateLimitedLog, ReceiverCounters};
 use diode_receiver::query::cli::{write_query, write_series};
 use diode_receiver::query::core::aggregate::TwaMode;
 use diode_receiver::query::core::interpolate::Method;
@@ -399,13 +398,7 @@ fn serve(shared: Arc<Shared>, token: Option<&str>) -> (SocketAddr, tokio::runtim
 }
 
 fn shared(replica: Replica) -> Arc<Shared> {
-    Arc::new(Shared {
-        counters: ReceiverCounters::default(),
-        log: RateLimitedLog::default(),
-        replica: RwLock::new(replica),
-        stop: AtomicBool::new(false),
-        beacons: std::sync::Mutex::new(std::collections::BTreeMap::new()),
-    })
+    Arc::new(Shared::new(replica))
 }
 
 #[test]

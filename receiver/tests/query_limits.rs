@@ -8,8 +8,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use diode_common::codec::{SeriesColumns, group_records};
@@ -17,7 +16,6 @@ use diode_common::keys::SenderKey;
 use diode_common::record::{Quality, Record, SeriesKey, Value};
 use diode_common::seal::{self, ChainPosition, GENESIS_HASH, SegmentHash};
 use diode_receiver::config::HttpConfig;
-use diode_receiver::counters::{RateLimitedLog, ReceiverCounters};
 use diode_receiver::query::cli::{limit_reached, write_query_with};
 use diode_receiver::query::http::DEFAULT_LIMIT;
 use diode_receiver::query::output::{Format, TimeFormat};
@@ -205,13 +203,7 @@ fn get(address: SocketAddr, path: &str) -> Response {
 /// Serves `replica` with the receiver's routes and `config`'s limits, as `diode-receiver run`
 /// does, on 127.0.0.1.
 fn serve(replica: Replica, config: HttpConfig) -> (SocketAddr, tokio::runtime::Runtime) {
-    let shared = Arc::new(Shared {
-        counters: ReceiverCounters::default(),
-        log: RateLimitedLog::default(),
-        replica: RwLock::new(replica),
-        stop: AtomicBool::new(false),
-        beacons: std::sync::Mutex::new(std::collections::BTreeMap::new()),
-    });
+    let shared = Arc::new(Shared::new(replica));
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let address = listener.local_addr().unwrap();

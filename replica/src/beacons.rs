@@ -76,11 +76,7 @@ impl Replica {
         if !epoch_beacon_kept {
             batch.put_cf(meta, epoch_beacon_key, layout::encode_epoch_beacon_entry(received_at_ns, raw));
         }
-        let is_latest = self
-            .state
-            .beacons
-            .get(&beacon.sender_id)
-            .is_none_or(|kept| beacon.order() >= kept.order());
+        let is_latest = self.state.beacons.get(&beacon.sender_id).is_none_or(|kept| beacon.order() >= kept.order());
         if is_latest {
             batch.put_cf(meta, layout::beacon_key(beacon.sender_id), layout::encode_beacon_entry(&summary, raw));
         }

@@ -5,3 +5,4 @@
 
 pub mod lab;
 pub mod relay;
+pub mod replicas;

@@ -102,7 +102,6 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
-
 use crate::record::{MAX_TAGS_PER_SERIES, Quality, Record, RecordError, SeriesKey, Value};
 use columns::{ColumnReader, ColumnWriter, DecodeBudget};
 use wire::{Reader, put_bytes, put_signed_varint, put_varint};

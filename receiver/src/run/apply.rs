@@ -153,6 +153,14 @@ pub fn apply_segment(bytes: &[u8], trusted: &TrustedKeys, shared: &Shared) -> Re
             counters.applied_head.fetch_max(segment.header.sequence, Ordering::Relaxed);
             counters.gap_segments.store(gap_count(&replica), Ordering::Relaxed);
             counters.replica_write_blocked.store(0, Ordering::Relaxed);
+            drop(replica);
+            let header = &segment.header;
+            shared.replication.publish(|| crate::replicate::AppliedSegment {
+                sender_id: header.sender_id,
+                epoch: header.epoch,
+                sequence: header.sequence,
+                sealed: Arc::from(bytes),
+            });
         }
         Ok(ApplyOutcome::AlreadyApplied) => {
             counters.segments_already_applied.fetch_add(1, Ordering::Relaxed);

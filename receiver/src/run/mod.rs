@@ -5,13 +5,15 @@
 //! The receive thread never blocks on the apply thread: when the apply queue is full it sheds the
 //! newly completed segment whole (counted; the carousel or a resend brings it back), so a slow
 //! disk can never make the kernel drop datagrams of segments already half received.
-//! Nothing here ever sends a packet.
+//! Nothing on the link path ever sends a packet. A receiver with `[upstream]` instead of `[link]`
+//! has no receive thread: [`crate::replicate`] feeds the same apply queue from another receiver
+//! over QUIC (IT side only), and `[serve]` starts serving downstreams.
 
 pub mod apply;
 pub mod receive;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::Duration;
 
@@ -19,33 +21,32 @@ use anyhow::Context;
 use diode_replica::{Replica, ReplicaOptions};
 
 use crate::config::{ReceiverConfig, ReplicaSync};
-use crate::counters::{RateLimitedLog, ReceiverCounters};
 use crate::locks;
 use crate::state::Shared;
 
 pub fn run(config: ReceiverConfig) -> anyhow::Result<()> {
-    let link_key = receive::load_link_key(&config)?;
     let trusted = config.trusted_keys()?;
     let options = ReplicaOptions { sync_writes: config.replica.sync == ReplicaSync::Always };
     let replica = Replica::open_with(&config.replica_dir, options)
         .with_context(|| format!("cannot open the replica in {}", config.replica_dir.display()))?;
-    let socket = receive::open_socket(&config)?;
-    tracing::info!(listen = %config.link.listen, replica = %config.replica_dir.display(), "diode-receiver starting");
-    let shared = Arc::new(Shared {
-        counters: ReceiverCounters::default(),
-        log: RateLimitedLog::default(),
-        replica: RwLock::new(replica),
-        stop: AtomicBool::new(false),
-        beacons: std::sync::Mutex::new(std::collections::BTreeMap::new()),
-    });
+    let shared = Arc::new(Shared::new(replica));
     let (queue_tx, queue_rx) = std::sync::mpsc::sync_channel(config.reassembly.apply_queue_segments);
-    let receive = {
+    // Fed by the diode link (the receive thread) or by an upstream receiver (a task below).
+    let (receive, upstream_queue) = if config.link.is_some() {
+        let link_key = receive::load_link_key(&config)?;
+        let socket = receive::open_socket(&config)?;
+        let listen = socket.local_addr().map(|address| address.to_string()).unwrap_or_default();
+        tracing::info!(%listen, replica = %config.replica_dir.display(), "diode-receiver starting");
         let shared = Arc::clone(&shared);
         let trusted = trusted.clone();
         let limits = receive::reassembly_limits(&config);
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("receive".into())
-            .spawn(move || receive::receive_loop(socket, link_key, trusted, limits, queue_tx, shared))?
+            .spawn(move || receive::receive_loop(socket, link_key, trusted, limits, queue_tx, shared))?;
+        (Some(thread), None)
+    } else {
+        tracing::info!(replica = %config.replica_dir.display(), "diode-receiver starting, fed by an upstream receiver");
+        (None, Some(queue_tx))
     };
     let apply = {
         let shared = Arc::clone(&shared);
@@ -54,6 +55,7 @@ pub fn run(config: ReceiverConfig) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let http = config.http.clone();
     runtime.block_on(async {
+        crate::replicate::start(&config, &shared, upstream_queue)?;
         if let Some(listen) = http.listen {
             let shared = Arc::clone(&shared);
             let http = http.clone();
@@ -64,7 +66,8 @@ pub fn run(config: ReceiverConfig) -> anyhow::Result<()> {
             });
         }
         let stopped_by_thread = async {
-            while !shared.stop.load(Ordering::Relaxed) && !apply.is_finished() && !receive.is_finished() {
+            let receive_finished = || receive.as_ref().is_some_and(|thread| thread.is_finished());
+            while !shared.stop.load(Ordering::Relaxed) && !apply.is_finished() && !receive_finished() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         };
@@ -72,9 +75,15 @@ pub fn run(config: ReceiverConfig) -> anyhow::Result<()> {
             _ = diode_host::signals::shutdown_signal("stopping the receive and apply threads") => {}
             _ = stopped_by_thread => {}
         }
-    });
+        anyhow::Ok(())
+    })?;
     shared.stop.store(true, Ordering::Relaxed);
-    let receive_result = receive.join().map_err(|_| anyhow::anyhow!("the receive thread panicked"))?;
+    // Ends the replication tasks, so a downstream's feed closes and the apply thread sees its end.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    let receive_result = match receive {
+        Some(thread) => thread.join().map_err(|_| anyhow::anyhow!("the receive thread panicked"))?,
+        None => Ok(()),
+    };
     let apply_result = apply.join().map_err(|_| anyhow::anyhow!("the apply thread panicked"))?;
     locks::read(&shared.replica).flush().context("cannot flush the replica")?;
     receive_result?;

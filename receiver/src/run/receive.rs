@@ -24,23 +24,22 @@ use crate::state::{Shared, VerifiedBeacon};
 
 /// Reads `keys.link_key`, refusing a file that group or others can access (as the sender does).
 pub fn load_link_key(config: &ReceiverConfig) -> anyhow::Result<LinkKey> {
-    let key = diode_host::keyfile::read_secret_key(
-        &config.keys.link_key,
-        "copy link.key from the sender and `chmod 600` it",
-    )?;
+    let path = config.keys.link_key.as_ref().context("keys.link_key is missing; [link] needs it")?;
+    let key = diode_host::keyfile::read_secret_key(path, "copy link.key from the sender and `chmod 600` it")?;
     Ok(LinkKey::from_bytes(*key))
 }
 
 pub fn open_socket(config: &ReceiverConfig) -> anyhow::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let listen = config.link.listen;
+    let link = config.link.as_ref().context("[link] is missing")?;
+    let listen = link.listen;
     let domain = if listen.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
     let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).context("cannot create a UDP socket")?;
-    socket.set_recv_buffer_size(config.link.receive_buffer_bytes).context("cannot set the UDP receive buffer")?;
+    socket.set_recv_buffer_size(link.receive_buffer_bytes).context("cannot set the UDP receive buffer")?;
     let granted = socket.recv_buffer_size().unwrap_or(0);
-    if granted < config.link.receive_buffer_bytes {
+    if granted < link.receive_buffer_bytes {
         tracing::warn!(
-            requested = config.link.receive_buffer_bytes,
+            requested = link.receive_buffer_bytes,
             granted,
             "the kernel granted a smaller UDP receive buffer; raise net.core.rmem_max to avoid drops in bursts"
         );
@@ -263,23 +262,14 @@ fn packet_error_reason(error: &packet::PacketError) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::RwLock;
-    use std::sync::atomic::AtomicBool;
 
     use super::*;
-    use crate::counters::{RateLimitedLog, ReceiverCounters};
     use diode_common::fec::{self, FecParams};
     use diode_common::packet::SymbolPacket;
     use diode_replica::Replica;
 
     fn shared(dir: &std::path::Path) -> Shared {
-        Shared {
-            counters: ReceiverCounters::default(),
-            log: RateLimitedLog::default(),
-            replica: RwLock::new(Replica::open(&dir.join("replica")).unwrap()),
-            stop: AtomicBool::new(false),
-            beacons: std::sync::Mutex::new(std::collections::BTreeMap::new()),
-        }
+        Shared::new(Replica::open(&dir.join("replica")).unwrap())
     }
 
     fn signed_beacon(key: &diode_common::keys::SenderKey, head_sequence: u64, sent_at_ns: i64) -> Vec<u8> {

@@ -1,0 +1,320 @@
+//! Replication between receivers over QUIC, on the IT side only: a receiver that serves
+//! (`[serve]`) sends the sealed segments it has verified and applied to downstream receivers; a
+//! receiver with `[upstream]` instead of `[link]` takes its segments from one and verifies each
+//! again, exactly as it would from the diode link, before the same apply path stores it.
+//!
+//! `protocol` is the wire format (no IO); `tls` the certificates and mutual TLS; `upstream` the
+//! serving side (one task per downstream, never slowing apply); `downstream` the receiving side
+//! (connect, resume from its own position, reconnect with back-off). [`Replication`] is what they
+//! share with the apply thread and the HTTP routes: the feed of applied segments and the status of
+//! every connection. Nothing here ever talks towards OT: the diode link stays UDP and one way.
+
+pub mod downstream;
+pub mod protocol;
+pub mod status;
+pub mod tls;
+pub mod upstream;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use std::sync::mpsc::SyncSender;
+
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use crate::config::ReceiverConfig;
+use crate::locks;
+use crate::run::apply::Work;
+use crate::state::Shared;
+
+/// Starts what the config asks for (inside the runtime): serving downstreams (`[serve]`) and
+/// following an upstream (`[upstream]`, which feeds `queue`, the apply thread's). Certificates
+/// and addresses are checked here, so a mistake stops the receiver at start with its cause.
+pub fn start(config: &ReceiverConfig, shared: &Arc<Shared>, queue: Option<SyncSender<Work>>) -> Result<(), StartError> {
+    if let Some(serve) = &config.serve {
+        let settings = upstream::ServeSettings {
+            listen: serve.listen,
+            tls: tls::TlsFiles {
+                certificate: serve.certificate.clone(),
+                private_key: serve.private_key.clone(),
+                ca_certificate: serve.ca_certificate.clone(),
+            },
+            max_downstreams: serve.max_downstreams,
+            feed_segments: serve.feed_segments,
+            send_window_bytes: serve.send_window_kib * 1024,
+        };
+        let endpoint = upstream::bind(&settings)?;
+        // Started now, so segments applied before the first downstream connects are not waited for.
+        shared.replication.start_feed(settings.feed_segments);
+        tokio::spawn(upstream::serve(endpoint, settings, Arc::clone(shared)));
+    }
+    if let (Some(upstream), Some(queue)) = (&config.upstream, queue) {
+        let settings = downstream::UpstreamSettings {
+            address: upstream.address,
+            server_name: upstream.server_name.clone(),
+            name: upstream.name.clone(),
+            tls: tls::TlsFiles {
+                certificate: upstream.certificate.clone(),
+                private_key: upstream.private_key.clone(),
+                ca_certificate: upstream.ca_certificate.clone(),
+            },
+        };
+        let endpoint = downstream::endpoint(&settings)?;
+        tokio::spawn(downstream::follow(endpoint, settings, Arc::clone(shared), queue));
+    }
+    Ok(())
+}
+
+/// Why replication could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("[serve]: {0}")]
+    Serve(#[from] upstream::ServeError),
+    #[error("[upstream]: {0}")]
+    Follow(#[from] downstream::FollowError),
+}
+
+/// Why reading a frame failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("the stream ended inside a frame")]
+    Truncated,
+    #[error("cannot read from the peer: {0}")]
+    Read(#[from] quinn::ReadError),
+    #[error(transparent)]
+    Protocol(#[from] protocol::ProtocolError),
+}
+
+/// Reads one frame's body (at most `limit` bytes); `None` when the peer ended the stream cleanly
+/// between frames.
+pub async fn read_frame(receive: &mut quinn::RecvStream, limit: usize) -> Result<Option<Vec<u8>>, FrameError> {
+    let mut header = [0u8; protocol::FRAME_HEADER_BYTES];
+    let mut filled = 0;
+    while filled < header.len() {
+        match receive.read(&mut header[filled..]).await? {
+            Some(read) => filled += read,
+            None if filled == 0 => return Ok(None),
+            None => return Err(FrameError::Truncated),
+        }
+    }
+    let length = protocol::frame_length(header, limit)?;
+    let mut body = vec![0u8; length];
+    receive.read_exact(&mut body).await.map_err(|error| match error {
+        quinn::ReadExactError::FinishedEarly(_) => FrameError::Truncated,
+        quinn::ReadExactError::ReadError(error) => FrameError::Read(error),
+    })?;
+    Ok(Some(body))
+}
+
+/// A segment the apply thread has just stored, as the upstream's connections push it.
+#[derive(Debug, Clone)]
+pub struct AppliedSegment {
+    pub sender_id: u64,
+    pub epoch: u64,
+    pub sequence: u64,
+    /// The sealed bytes, exactly as stored in the audit log.
+    pub sealed: Arc<[u8]>,
+}
+
+/// Replication state of a running receiver, shared by the apply thread, the replication tasks and
+/// the HTTP routes. Empty (and free) on a receiver that neither serves nor has an upstream.
+#[derive(Default)]
+pub struct Replication {
+    /// Set when the receiver serves downstreams: every applied segment is published here. Sending
+    /// never blocks; a connection that falls more than the channel's capacity behind catches up
+    /// from the audit log instead.
+    feed: OnceLock<broadcast::Sender<AppliedSegment>>,
+    /// The downstreams connected now (upstream side), by connection number.
+    pub downstreams: Mutex<BTreeMap<u64, Arc<DownstreamConnection>>>,
+    /// The link to this receiver's upstream (downstream side), if it has one.
+    pub upstream: OnceLock<Arc<UpstreamLink>>,
+}
+
+impl Replication {
+    /// Starts the feed with room for `capacity` segments and returns its sender.
+    pub fn start_feed(&self, capacity: usize) -> broadcast::Sender<AppliedSegment> {
+        self.feed.get_or_init(|| broadcast::channel(capacity).0).clone()
+    }
+
+    /// Publishes a segment just applied, if the receiver serves; never blocks. `make` runs only
+    /// when someone may listen.
+    pub fn publish(&self, make: impl FnOnce() -> AppliedSegment) {
+        if let Some(feed) = self.feed.get()
+            && feed.receiver_count() > 0
+        {
+            // An error means every receiver left in the meantime: nothing to do.
+            let _ = feed.send(make());
+        }
+    }
+
+    /// Prometheus lines for every connection (both sides).
+    pub fn render_metrics(&self) -> String {
+        let mut out = String::new();
+        let downstreams: Vec<_> = locks::lock(&self.downstreams).values().cloned().collect();
+        if self.feed.get().is_some() {
+            out.push_str(
+                "# HELP diode_receiver_replication_downstreams Downstream receivers connected now.\n\
+                 # TYPE diode_receiver_replication_downstreams gauge\n",
+            );
+            let _ = writeln!(out, "diode_receiver_replication_downstreams {}", downstreams.len());
+            let gauges: [(&str, &str, ConnectionGauge); 5] = [
+                ("segments_sent", "Segments sent to the downstream on this connection.", |c| {
+                    c.segments_sent.load(Ordering::Relaxed)
+                }),
+                ("bytes_sent", "Segment bytes sent to the downstream on this connection.", |c| {
+                    c.bytes_sent.load(Ordering::Relaxed)
+                }),
+                ("downstream_segments", "Segments in the downstream's replica, as it last reported.", |c| {
+                    c.downstream_segments.load(Ordering::Relaxed)
+                }),
+                ("downstream_refused", "Segments the downstream refused (signature, hash, chain).", |c| {
+                    c.downstream_refused.load(Ordering::Relaxed)
+                }),
+                ("lag_segments", "Segments of this replica the downstream does not report holding.", |c| {
+                    c.lag_segments.load(Ordering::Relaxed)
+                }),
+            ];
+            for (name, help, value) in gauges {
+                let _ = writeln!(
+                    out,
+                    "# HELP diode_receiver_replication_{name} {help}\n# TYPE diode_receiver_replication_{name} gauge"
+                );
+                for connection in &downstreams {
+                    let _ = writeln!(
+                        out,
+                        "diode_receiver_replication_{name}{{peer=\"{}\",name=\"{}\"}} {}",
+                        connection.peer,
+                        connection.name,
+                        value(connection)
+                    );
+                }
+            }
+        }
+        if let Some(link) = self.upstream.get() {
+            let values = [
+                ("connected", "1 while connected to the upstream.", u64::from(link.connected.load(Ordering::Relaxed))),
+                (
+                    "segments_received",
+                    "Segments received from the upstream.",
+                    link.segments_received.load(Ordering::Relaxed),
+                ),
+                (
+                    "bytes_received",
+                    "Segment bytes received from the upstream.",
+                    link.bytes_received.load(Ordering::Relaxed),
+                ),
+                (
+                    "connects",
+                    "Connections to the upstream made (the first one and every reconnect).",
+                    link.connects.load(Ordering::Relaxed),
+                ),
+                (
+                    "connect_failures",
+                    "Connection attempts or connections to the upstream that failed.",
+                    link.failures.load(Ordering::Relaxed),
+                ),
+            ];
+            for (name, help, value) in values {
+                let _ = writeln!(
+                    out,
+                    "# HELP diode_receiver_upstream_{name} {help}\n# TYPE diode_receiver_upstream_{name} gauge\n\
+                     diode_receiver_upstream_{name}{{upstream=\"{}\"}} {value}",
+                    link.address
+                );
+            }
+        }
+        out
+    }
+
+    /// The connections of both sides, for `/api/v1/replication` and `/api/v1/status`.
+    pub fn status_json(&self) -> Value {
+        let downstreams: Vec<Value> =
+            locks::lock(&self.downstreams).values().map(|connection| connection.to_json()).collect();
+        let upstream = self.upstream.get().map(|link| link.to_json());
+        json!({ "serving": self.feed.get().is_some(), "downstreams": downstreams, "upstream": upstream })
+    }
+}
+
+/// How one per-connection gauge is read.
+type ConnectionGauge = fn(&DownstreamConnection) -> u64;
+
+/// One downstream connected to this receiver.
+#[derive(Debug)]
+pub struct DownstreamConnection {
+    pub peer: SocketAddr,
+    /// The name the downstream gave in its hello.
+    pub name: String,
+    pub connected_at_ns: i64,
+    pub segments_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    /// Times the connection fell behind the live feed and caught up from the audit log.
+    pub catch_ups: AtomicU64,
+    pub downstream_segments: AtomicU64,
+    pub downstream_points: AtomicU64,
+    pub downstream_refused: AtomicU64,
+    /// This replica's segments minus the downstream's, when it last reported (saturating).
+    pub lag_segments: AtomicU64,
+    pub last_progress_ns: AtomicI64,
+}
+
+impl DownstreamConnection {
+    fn to_json(&self) -> Value {
+        json!({
+            "peer": self.peer.to_string(),
+            "name": self.name,
+            "connected_at_ns": self.connected_at_ns,
+            "segments_sent": self.segments_sent.load(Ordering::Relaxed),
+            "bytes_sent": self.bytes_sent.load(Ordering::Relaxed),
+            "catch_ups": self.catch_ups.load(Ordering::Relaxed),
+            "position": {
+                "segments": self.downstream_segments.load(Ordering::Relaxed),
+                "points": self.downstream_points.load(Ordering::Relaxed),
+                "refused": self.downstream_refused.load(Ordering::Relaxed),
+                "reported_at_ns": self.last_progress_ns.load(Ordering::Relaxed),
+            },
+            "lag_segments": self.lag_segments.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// This receiver's link to its upstream.
+#[derive(Debug)]
+pub struct UpstreamLink {
+    pub address: SocketAddr,
+    pub connected: AtomicBool,
+    pub segments_received: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub connects: AtomicU64,
+    pub failures: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl UpstreamLink {
+    pub fn new(address: SocketAddr) -> UpstreamLink {
+        UpstreamLink {
+            address,
+            connected: AtomicBool::new(false),
+            segments_received: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
+            connects: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "address": self.address.to_string(),
+            "connected": self.connected.load(Ordering::Relaxed),
+            "segments_received": self.segments_received.load(Ordering::Relaxed),
+            "bytes_received": self.bytes_received.load(Ordering::Relaxed),
+            "connects": self.connects.load(Ordering::Relaxed),
+            "failures": self.failures.load(Ordering::Relaxed),
+            "last_error": *locks::lock(&self.last_error),
+        })
+    }
+}
