@@ -9,6 +9,7 @@
 pub mod backoff;
 pub mod clock;
 pub mod fd_limit;
+pub mod generated;
 pub mod http_server;
 pub mod keyfile;
 pub mod logging;

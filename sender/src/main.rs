@@ -223,34 +223,15 @@ fn execute(command: Command) -> anyhow::Result<()> {
 
 fn generate(what: Generated, out: &std::path::Path) -> anyhow::Result<()> {
     use anyhow::Context;
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let write_error = || format!("cannot write into {}", out.display());
-    match what {
+    let written = match what {
         Generated::Completions => {
-            for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
-                let path = clap_complete::generate_to(shell, &mut Documented::command(), "diode-sender", out)
-                    .with_context(write_error)?;
-                println!("{}", path.display());
-            }
+            diode_host::generated::write_completions(&mut Documented::command(), "diode-sender", out)
         }
-        Generated::Man => {
-            let mut command = Documented::command().disable_help_subcommand(true);
-            command.build();
-            for page in man_pages(command, out).with_context(write_error)? {
-                println!("{}", page.display());
-            }
-        }
+        Generated::Man => diode_host::generated::write_man_pages(Documented::command(), out),
+    }
+    .with_context(|| format!("cannot write into {}", out.display()))?;
+    for path in written {
+        println!("{}", path.display());
     }
     Ok(())
-}
-
-/// One page for the command and one for each visible subcommand, named as `clap_mangen` names
-/// them (`diode-receiver-audit-verify.1`).
-fn man_pages(command: clap::Command, out: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut written = Vec::new();
-    for subcommand in command.get_subcommands().filter(|s| !s.is_hide_set()) {
-        written.extend(man_pages(subcommand.clone(), out)?);
-    }
-    written.push(clap_mangen::Man::new(command).generate_to(out)?);
-    Ok(written)
 }
