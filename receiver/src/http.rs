@@ -75,6 +75,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let (points, series) = {
         let replica = locks::read(&state.shared.replica);
         text.push_str(&status::stream_metrics(&replica.streams()));
+        let sinks = locks::lock(&state.shared.counters.sinks).clone();
+        text.push_str(&crate::sinks::metrics(&sinks, replica.last_apply_number()));
         (replica.total_points(), replica.series_count())
     };
     text.push_str(&format!(

@@ -3,7 +3,7 @@
 //!
 //! Map: `config` (TOML), `run` (starts the receive and apply threads and the HTTP listener),
 //! `state` (what they share), `counters` (metrics), `http` (metrics and API), `status` (status and
-//! gap reports), `query`, `audit`, `time`. The replica itself (the RocksDB layout) is the
+//! gap reports), `sinks` (PostgreSQL and Parquet fed from the replica), `query`, `audit`, `time`. The replica itself (the RocksDB layout) is the
 //! `diode-replica` crate.
 #![forbid(unsafe_code)]
 
@@ -15,6 +15,7 @@ pub mod locks;
 pub mod logging;
 pub mod query;
 pub mod run;
+pub mod sinks;
 pub mod state;
 pub mod status;
 pub mod time;
