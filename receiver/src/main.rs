@@ -75,6 +75,9 @@ enum Command {
     /// Verify the replica against its signed segments; export and check proofs.
     #[command(subcommand)]
     Audit(audit::cli::AuditCommand),
+    /// Export the replica for data lakes (Parquet files in Hive partitions).
+    #[command(subcommand)]
+    Export(diode_receiver::sinks::export_cli::ExportCommand),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -124,6 +127,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
         Command::Series(args) => query::cli::series(args),
         Command::Query(args) => query::cli::query(args),
         Command::Audit(command) => audit::cli::run(command),
+        Command::Export(command) => diode_receiver::sinks::export_cli::run(command),
         Command::Gaps { config, json } => {
             let replica = open_read_only(&config)?;
             if json {

@@ -15,6 +15,8 @@
 //! Failures are counted, logged and retried with a doubling wait; they never stop the receiver.
 
 pub mod config;
+pub mod export_cli;
+pub mod parquet;
 pub mod postgres;
 
 use std::collections::HashMap;
@@ -115,7 +117,9 @@ pub fn start(config: &SinksConfig, shared: &Arc<Shared>) -> std::io::Result<Vec<
     for sink in &config.postgres {
         sinks.push((Box::new(postgres::PostgresSink::new(sink.clone())), sink.name.clone(), sink.limits()));
     }
-    // PARQUET_START
+    for sink in &config.parquet {
+        sinks.push((Box::new(parquet::ParquetSink::new(sink.clone())), sink.name.clone(), sink.limits()));
+    }
     let mut threads = Vec::new();
     for (sink, name, limits) in sinks {
         threads.push(spawn(sink, &name, limits, shared)?);

@@ -26,8 +26,18 @@ pub const SECOND: i64 = 1_000_000_000;
 /// 45 s before `T0` so hours are crossed), a third of them carrying a corrected value of an
 /// earlier timestamp; returned shuffled (a late segment fills a gap), with a few applied twice.
 pub fn plant_segments(seed: u64, count: usize, points_per_segment: usize) -> Vec<(SealedSegment, Vec<SeriesColumns>)> {
+    plant_segments_at_rate(seed, count, points_per_segment, 4.0)
+}
+
+/// [`plant_segments`] with the plant's mean sampling rate per series.
+pub fn plant_segments_at_rate(
+    seed: u64,
+    count: usize,
+    points_per_segment: usize,
+    base_rate_hz: f64,
+) -> Vec<(SealedSegment, Vec<SeriesColumns>)> {
     let start_ns = T0 - 45 * SECOND;
-    let mut plant = PlantSimulator::new(PlantConfig { seed, series_count: 40, base_rate_hz: 4.0, start_ns });
+    let mut plant = PlantSimulator::new(PlantConfig { seed, series_count: 40, base_rate_hz, start_ns });
     let key = SenderKey::from_seed([5u8; 32]);
     let mut rng = SeededRng::new(seed);
     let mut previous_hash = GENESIS_HASH;
