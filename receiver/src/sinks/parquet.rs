@@ -27,7 +27,8 @@ use diode_common::codec::{SeriesColumns, Values};
 use diode_common::record::Value;
 use diode_replica::{BUCKET_NS, Replica, SeriesInfo, bucket_start};
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::schema::types::ColumnPath;
 use parquet::file::properties::WriterProperties;
 
 use super::config::ParquetSinkConfig;
@@ -155,7 +156,9 @@ impl Rows {
         let count = columns.len();
         self.series_keys.append_value_n(key, count);
         self.times.extend_from_slice(&columns.timestamps_ns);
-        self.qualities.append_slice(&columns.qualities.iter().map(|quality| quality.0).collect::<Vec<_>>());
+        for quality in &columns.qualities {
+            self.qualities.append_value(quality.0);
+        }
         match &columns.values {
             Values::F64(values) => {
                 self.f64s.append_slice(values);
@@ -286,9 +289,17 @@ pub fn write_hour(
 fn open_writer(folder: &Path, temporary: &Path, schema: &Arc<Schema>) -> Result<ArrowWriter<File>, ParquetError> {
     std::fs::create_dir_all(folder).map_err(|source| ParquetError::Io { path: folder.to_owned(), source })?;
     let file = File::create(temporary).map_err(|source| ParquetError::Io { path: temporary.to_owned(), source })?;
+    // Dictionaries only where values repeat (names, tags, quality codes): building one for
+    // measurements costs a hash per value and is thrown away. Sorted times delta-encode well.
     let properties = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("1 is a valid zstd level")))
         .set_max_row_group_row_count(Some(1024 * 1024))
+        .set_dictionary_enabled(false)
+        .set_column_dictionary_enabled(ColumnPath::from("series"), true)
+        .set_column_dictionary_enabled(ColumnPath::from("tags"), true)
+        .set_column_dictionary_enabled(ColumnPath::from("quality"), true)
+        .set_column_dictionary_enabled(ColumnPath::from("value_text"), true)
+        .set_column_encoding(ColumnPath::from("time"), Encoding::DELTA_BINARY_PACKED)
         .build();
     ArrowWriter::try_new(file, Arc::clone(schema), Some(properties))
         .map_err(|source| ParquetError::Encode { path: temporary.to_owned(), source })
