@@ -8,6 +8,8 @@
 //! upserts every point it is given, in apply order, therefore ends equal to the replica, and a
 //! resent or corrected value reaches it as an update of the same (series, time), never a second row.
 
+use std::collections::HashMap;
+
 use diode_common::codec::SeriesColumns;
 use diode_common::seal;
 use rocksdb::WriteBatch;
@@ -74,16 +76,17 @@ impl Replica {
         let mut applied = Vec::new();
         let mut points = 0usize;
         let mut apply_number = after;
+        let mut winners = WinnersCache::default();
         while apply_number < self.last_apply_number() && applied.len() < max_segments.max(1) && points < max_points {
             apply_number += 1;
-            let segment = self.read_one_applied(apply_number)?;
+            let segment = self.read_one_applied(apply_number, &mut winners)?;
             points += segment.point_count();
             applied.push(segment);
         }
         Ok(applied)
     }
 
-    fn read_one_applied(&self, apply_number: u64) -> Result<AppliedSegment, ReplicaError> {
+    fn read_one_applied(&self, apply_number: u64, winners: &mut WinnersCache) -> Result<AppliedSegment, ReplicaError> {
         let what = || format!("apply log entry {apply_number}");
         let entry = self
             .db
@@ -111,7 +114,7 @@ impl Replica {
         for group in by_id.chunk_by(|a, b| a.0 == b.0) {
             parts.clear();
             parts.extend(group.iter().map(|&(_, index)| &payload[index]));
-            if let Some(columns) = self.winning_points(group[0].0, &parts, key)? {
+            if let Some(columns) = self.winning_points(group[0].0, &parts, key, winners)? {
                 series.push(AppliedSeries { series_id: group[0].0, columns });
             }
         }
@@ -126,6 +129,7 @@ impl Replica {
         series_id: u32,
         parts: &[&SeriesColumns],
         segment: SegmentKey,
+        winners: &mut WinnersCache,
     ) -> Result<Option<SeriesColumns>, ReplicaError> {
         let mut buckets: Vec<(i64, SeriesColumns)> = Vec::new();
         chunks::for_each_bucket(parts, |bucket_start_ns, columns| buckets.push((bucket_start_ns, columns.clone())));
@@ -138,10 +142,13 @@ impl Replica {
                 sequence: segment.sequence,
                 sender_id: segment.sender_id,
             };
-            let overridden = self.later_timestamps(own)?;
             let Some(mut sorted) = chunks::merge_bucket(vec![columns], i64::MIN, i64::MAX) else { continue };
-            if !overridden.is_empty() {
-                sorted = chunks::without_timestamps(&sorted, &overridden);
+            if self.has_later_chunk(own)? {
+                let bucket = winners.bucket(self, own)?;
+                let own_index = bucket.index_of(own);
+                sorted = chunks::keep_rows_where(&sorted, |timestamp_ns| {
+                    own_index.is_some() && bucket.winner.get(&timestamp_ns) == own_index.as_ref()
+                });
             }
             if sorted.is_empty() {
                 continue;
@@ -154,9 +161,9 @@ impl Replica {
         Ok(merged)
     }
 
-    /// Timestamps held by the chunks after `own` in its bucket (later in last-write-wins order),
-    /// sorted. Usually none: one seek that finds the next bucket or series.
-    fn later_timestamps(&self, own: PointKey) -> Result<Vec<i64>, ReplicaError> {
+    /// Whether a chunk after `own` (later in last-write-wins order) exists in its bucket. Usually
+    /// not, when a sink keeps up: one seek that finds the next bucket or series.
+    fn has_later_chunk(&self, own: PointKey) -> Result<bool, ReplicaError> {
         let mut raw = self.db.raw_iterator_cf(self.cf(CF_POINTS));
         let own_key = own.to_bytes();
         raw.seek(own_key);
@@ -166,23 +173,37 @@ impl Replica {
             return Err(ReplicaError::corrupt(&self.path, &what, "is missing though its segment is applied"));
         }
         raw.next();
-        let mut later = Vec::new();
+        let later = raw.key().is_some_and(|key| key.starts_with(&own_key[..POINT_BUCKET_PREFIX_LENGTH]));
+        raw.status().map_err(|source| ReplicaError::storage(&self.path, "reading points", source))?;
+        Ok(later)
+    }
+
+    /// Which chunk wins each timestamp of one bucket (the last in key order holding it).
+    fn bucket_winners(&self, own: PointKey) -> Result<BucketWinners, ReplicaError> {
+        let prefix = &own.to_bytes()[..POINT_BUCKET_PREFIX_LENGTH];
+        let mut raw = self.db.raw_iterator_cf(self.cf(CF_POINTS));
+        raw.seek(prefix);
+        let mut bucket = BucketWinners::default();
         while let (Some(key), Some(value)) = (raw.key(), raw.value()) {
-            if !key.starts_with(&own_key[..POINT_BUCKET_PREFIX_LENGTH]) {
+            if !key.starts_with(prefix) {
                 break;
             }
+            let key = PointKey::from_bytes(key)
+                .ok_or_else(|| ReplicaError::corrupt(&self.path, "a points key", "is not 36 bytes"))?;
             // Only the timestamps are used; the key is a placeholder.
-            let placeholder = diode_common::record::SeriesKey::new("later chunk");
+            let placeholder = diode_common::record::SeriesKey::new("chunk");
             let chunk = diode_common::codec::decode_columns(value, placeholder).map_err(|error| {
-                ReplicaError::corrupt(&self.path, &format!("a later chunk of series {}", own.series_id), error)
+                ReplicaError::corrupt(&self.path, &format!("a chunk of series {}", own.series_id), error)
             })?;
-            later.extend_from_slice(&chunk.timestamps_ns);
+            let index = bucket.chunks.len() as u32;
+            bucket.chunks.push((key.epoch, key.sequence, key.sender_id));
+            for &timestamp_ns in &chunk.timestamps_ns {
+                bucket.winner.insert(timestamp_ns, index);
+            }
             raw.next();
         }
         raw.status().map_err(|source| ReplicaError::storage(&self.path, "reading points", source))?;
-        later.sort_unstable();
-        later.dedup();
-        Ok(later)
+        Ok(bucket)
     }
 
     /// The cursor of sink `name`, if it ever stored one.
@@ -271,5 +292,48 @@ impl Replica {
             .get_pinned_cf(self.cf(CF_META), layout::apply_log_key(apply_number))
             .map(|entry| entry.is_some())
             .map_err(|source| ReplicaError::storage(&self.path, "reading the apply log", source))
+    }
+}
+
+/// Most timestamps [`WinnersCache`] holds before it starts over: bounds a sink's memory however
+/// large the buckets it backfills.
+const WINNERS_BUDGET: usize = 4_000_000;
+
+/// Winners of the buckets one [`Replica::read_applied`] call met, so a batch that backfills many
+/// segments of one bucket reads and decodes that bucket once, not once per segment.
+#[derive(Default)]
+struct WinnersCache {
+    buckets: HashMap<(u32, i64), BucketWinners>,
+    timestamps: usize,
+}
+
+impl WinnersCache {
+    fn bucket(&mut self, replica: &Replica, own: PointKey) -> Result<&BucketWinners, ReplicaError> {
+        let key = (own.series_id, own.bucket_start_ns);
+        if !self.buckets.contains_key(&key) {
+            let bucket = replica.bucket_winners(own)?;
+            if self.timestamps + bucket.winner.len() > WINNERS_BUDGET {
+                self.buckets.clear();
+                self.timestamps = 0;
+            }
+            self.timestamps += bucket.winner.len();
+            self.buckets.insert(key, bucket);
+        }
+        Ok(&self.buckets[&key])
+    }
+}
+
+/// One bucket's chunks in key order (epoch, sequence, sender) and, per timestamp, the index of
+/// the last chunk holding it.
+#[derive(Default)]
+struct BucketWinners {
+    chunks: Vec<(u64, u64, u64)>,
+    winner: HashMap<i64, u32>,
+}
+
+impl BucketWinners {
+    /// The index of `own`'s chunk.
+    fn index_of(&self, own: PointKey) -> Option<u32> {
+        self.chunks.binary_search(&(own.epoch, own.sequence, own.sender_id)).ok().map(|index| index as u32)
     }
 }

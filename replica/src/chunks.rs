@@ -180,11 +180,11 @@ pub(crate) fn append_all(into: &mut SeriesColumns, from: &SeriesColumns) {
     append_rows(into, from, 0..from.len());
 }
 
-/// The rows of `columns` whose timestamps are not in `excluded` (sorted ascending).
-pub(crate) fn without_timestamps(columns: &SeriesColumns, excluded: &[i64]) -> SeriesColumns {
+/// The rows of `columns` whose timestamps `keep` accepts.
+pub(crate) fn keep_rows_where(columns: &SeriesColumns, mut keep: impl FnMut(i64) -> bool) -> SeriesColumns {
     let mut kept = SeriesColumns::new(columns.key.clone());
     for (row, &timestamp_ns) in columns.timestamps_ns.iter().enumerate() {
-        if excluded.binary_search(&timestamp_ns).is_err() {
+        if keep(timestamp_ns) {
             kept.push(timestamp_ns, columns.value(row), columns.qualities[row]);
         }
     }

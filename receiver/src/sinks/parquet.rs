@@ -28,8 +28,8 @@ use diode_common::record::Value;
 use diode_replica::{BUCKET_NS, Replica, SeriesInfo, bucket_start};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
-use parquet::schema::types::ColumnPath;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use super::config::ParquetSinkConfig;
 use super::{Batch, Sink, SinkError};
