@@ -231,3 +231,43 @@ fn measure_export_points_per_second() {
         bytes as f64 / summary.points as f64
     );
 }
+
+#[test]
+fn the_export_command_writes_the_folder_duckdb_reads_from_a_replica_it_only_reads() {
+    let Some(python) = python() else { return };
+    let directory = tempfile::tempdir().unwrap();
+    let replica_dir = directory.path().join("replica");
+    {
+        let shared = shared(Replica::open(&replica_dir).unwrap());
+        apply(&shared, &plant_segments_at_rate(35, 20, 400, 0.05));
+    }
+    let config = directory.path().join("receiver.toml");
+    std::fs::write(
+        &config,
+        "replica_dir = \"replica\"\n[link]\nlisten = \"127.0.0.1:7400\"\n[keys]\nlink_key = \"link.key\"\n\
+         [[keys.trusted]]\npublic_key = \"signing.pub\"\n",
+    )
+    .unwrap();
+    let out = directory.path().join("lake");
+    let output = Command::new(env!("CARGO_BIN_EXE_diode-receiver"))
+        .args(["export", "parquet", "--config"])
+        .arg(&config)
+        .args(["--from", "2023-12-31T23:00:00Z", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(printed.starts_with("wrote ") && printed.contains("hour files"), "{printed}");
+    let replica = Replica::open_read_only(&replica_dir).unwrap();
+    check_folder_equals_replica(&python, &out, &replica);
+    let error = Command::new(env!("CARGO_BIN_EXE_diode-receiver"))
+        .args(["export", "parquet", "--config"])
+        .arg(&config)
+        .args(["--from", "yesterday-ish", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!error.status.success());
+    assert!(String::from_utf8_lossy(&error.stderr).contains("--from"), "the bad option is named");
+}
