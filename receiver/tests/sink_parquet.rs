@@ -198,6 +198,20 @@ fn the_continuous_sink_writes_every_closed_hour_and_rewrites_hours_that_late_dat
     let replica = shared.replica.read().unwrap();
     check_folder_equals_replica(&python, out.path(), &replica);
     assert_eq!(replica.sink_cursor("lake").unwrap().unwrap().apply_number, 60);
+    // What /api/v1/status, `status` and /metrics show of it.
+    let status = diode_receiver::status::status_json(&replica, Some(&shared.counters));
+    let sink = &status["sinks"][0];
+    assert_eq!((sink["name"].as_str(), sink["kind"].as_str()), (Some("lake"), Some("parquet")));
+    assert_eq!((sink["cursor"].as_u64(), sink["lag_segments"].as_u64()), (Some(60), Some(0)));
+    assert_eq!(sink["errors"].as_u64(), Some(0));
+    assert!(diode_receiver::status::status_text(&replica).contains("sink lake: exported through apply 60 of 60"));
+    let metrics = diode_receiver::sinks::metrics(&shared.counters.sinks.lock().unwrap(), 60);
+    for line in [
+        "diode_receiver_sink_cursor{sink=\"lake\",kind=\"parquet\"} 60",
+        "diode_receiver_sink_lag_segments{sink=\"lake\",kind=\"parquet\"} 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} missing from\n{metrics}");
+    }
 }
 
 /// Export speed on one core: `cargo test --release -p diode-receiver --test sink_parquet --
