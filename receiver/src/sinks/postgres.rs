@@ -400,8 +400,30 @@ fn put_value(out: &mut BytesMut, value: &Value) {
     }
 }
 
+/// The text column of a string point. PostgreSQL's `text` cannot hold U+0000, which diode's
+/// strings may: each is written as U+2400 (SYMBOL FOR NULL, `␀`) rather than failing the batch
+/// forever.
 fn put_text(out: &mut BytesMut, value: &str) {
     out.put_slice(&[0xff; 12]);
-    out.put_i32(value.len() as i32);
-    out.put_slice(value.as_bytes());
+    if value.contains('\0') {
+        let replaced = value.replace('\0', "\u{2400}");
+        out.put_i32(replaced.len() as i32);
+        out.put_slice(replaced.as_bytes());
+    } else {
+        out.put_i32(value.len() as i32);
+        out.put_slice(value.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nul_in_a_string_value_is_written_as_the_symbol_for_null() {
+        let mut out = BytesMut::new();
+        put_text(&mut out, "a\0b");
+        assert_eq!(&out[12..16], &5i32.to_be_bytes());
+        assert_eq!(&out[16..], "a\u{2400}b".as_bytes());
+    }
 }
