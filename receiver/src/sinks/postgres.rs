@@ -1,6 +1,7 @@
 //! The PostgreSQL sink (TimescaleDB when the extension is installed): each batch is one
-//! transaction that copies the points into a temporary staging table (binary `COPY`), upserts
-//! them into the points table, upserts the series it names and moves the sink's cursor row, so a
+//! transaction that copies the points (binary `COPY`) straight into the points table, or, when
+//! some are there already (corrections), into a temporary staging table and upserts them from it;
+//! it also upserts the series it names and moves the sink's cursor row, so a
 //! crash anywhere before the commit leaves nothing and a crash after it repeats nothing.
 //!
 //! Tables (`<schema>.<prefix>…`, created if missing):
@@ -218,7 +219,7 @@ impl Sink for PostgresSink {
         let client = self.client.as_mut().ok_or_else(|| SinkError::Target("PostgreSQL: not connected".to_owned()))?;
         let runtime = self.runtime.as_ref().expect("a connected sink has its runtime");
         Self::block_on(runtime, timeout, "exporting a batch", async {
-            let transaction = client.transaction().await.map_err(|error| describe("beginning", &error))?;
+            let mut transaction = client.transaction().await.map_err(|error| describe("beginning", &error))?;
             if !new_series.ids.is_empty() {
                 transaction
                     .execute(
@@ -234,32 +235,33 @@ impl Sink for PostgresSink {
                     .await
                     .map_err(|error| describe("upserting series", &error))?;
             }
-            let sink = transaction
-                .copy_in(&format!(
-                    "COPY {} (series_id, time, time_ns, value_f64, value_i64, value_bool, value_text, quality) \
-                     FROM STDIN (FORMAT binary)",
-                    statements.staging
-                ))
-                .await
-                .map_err(|error| describe("starting the copy", &error))?;
-            futures_util::pin_mut!(sink);
-            for chunk in copy {
-                sink.send(chunk).await.map_err(|error| describe("copying points", &error))?;
+            // Usually every point is new: copy straight into the points table, inside a savepoint.
+            // A point already there (a correction) fails that copy; then the batch goes through
+            // the staging table and an upsert instead.
+            let direct = transaction.savepoint("direct_copy").await.map_err(|error| describe("a savepoint", &error))?;
+            match copy_in(&direct, &statements.points, &copy).await {
+                Ok(()) => direct.commit().await.map_err(|error| describe("releasing the savepoint", &error))?,
+                Err(error) if error.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                    direct.rollback().await.map_err(|error| describe("rolling back the savepoint", &error))?;
+                    copy_in(&transaction, &statements.staging, &copy)
+                        .await
+                        .map_err(|error| describe("copying points", &error))?;
+                    transaction
+                        .execute(
+                            &format!(
+                                "INSERT INTO {} SELECT * FROM {} ON CONFLICT (series_id, time, time_ns) DO UPDATE SET \
+                                 value_f64 = EXCLUDED.value_f64, value_i64 = EXCLUDED.value_i64, \
+                                 value_bool = EXCLUDED.value_bool, value_text = EXCLUDED.value_text, \
+                                 quality = EXCLUDED.quality",
+                                statements.points, statements.staging
+                            ),
+                            &[],
+                        )
+                        .await
+                        .map_err(|error| describe("upserting points", &error))?;
+                }
+                Err(error) => return Err(describe("copying points", &error)),
             }
-            sink.finish().await.map_err(|error| describe("finishing the copy", &error))?;
-            transaction
-                .execute(
-                    &format!(
-                        "INSERT INTO {} SELECT * FROM {} ON CONFLICT (series_id, time, time_ns) DO UPDATE SET \
-                         value_f64 = EXCLUDED.value_f64, value_i64 = EXCLUDED.value_i64, \
-                         value_bool = EXCLUDED.value_bool, value_text = EXCLUDED.value_text, \
-                         quality = EXCLUDED.quality",
-                        statements.points, statements.staging
-                    ),
-                    &[],
-                )
-                .await
-                .map_err(|error| describe("upserting points", &error))?;
             let moved = transaction
                 .execute(
                     &format!(
@@ -286,6 +288,26 @@ impl Sink for PostgresSink {
     fn idle(&mut self, _shared: &Shared) -> Result<u64, SinkError> {
         Ok(self.cursor)
     }
+}
+
+/// Binary COPY of `copy` into `table` (its columns in the points table's order).
+async fn copy_in(
+    transaction: &tokio_postgres::Transaction<'_>,
+    table: &str,
+    copy: &[Bytes],
+) -> Result<(), tokio_postgres::Error> {
+    let sink = transaction
+        .copy_in(&format!(
+            "COPY {table} (series_id, time, time_ns, value_f64, value_i64, value_bool, value_text, quality) \
+             FROM STDIN (FORMAT binary)"
+        ))
+        .await?;
+    futures_util::pin_mut!(sink);
+    for chunk in copy {
+        sink.send(chunk.clone()).await?;
+    }
+    sink.finish().await?;
+    Ok(())
 }
 
 struct Statements {
