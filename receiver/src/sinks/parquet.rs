@@ -28,7 +28,7 @@ use diode_common::record::Value;
 use diode_replica::{BUCKET_NS, Replica, SeriesInfo, bucket_start};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use super::config::ParquetSinkConfig;
@@ -300,6 +300,8 @@ fn open_writer(folder: &Path, temporary: &Path, schema: &Arc<Schema>) -> Result<
         .set_column_dictionary_enabled(ColumnPath::from("quality"), true)
         .set_column_dictionary_enabled(ColumnPath::from("value_text"), true)
         .set_column_encoding(ColumnPath::from("time"), Encoding::DELTA_BINARY_PACKED)
+        // Min and max per column chunk (what readers prune row groups with), not per page.
+        .set_statistics_enabled(EnabledStatistics::Chunk)
         .build();
     ArrowWriter::try_new(file, Arc::clone(schema), Some(properties))
         .map_err(|source| ParquetError::Encode { path: temporary.to_owned(), source })
