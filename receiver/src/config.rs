@@ -31,6 +31,9 @@ pub enum ConfigError {
     TrustedKey(#[from] KeyError),
     #[error(transparent)]
     Time(#[from] TimeError),
+    /// A sink setting out of its range: the message names the sink and the setting.
+    #[error("{0}")]
+    Sink(String),
 }
 
 /// `Ok` when `holds`, otherwise the setting's message.
@@ -61,6 +64,9 @@ pub struct ReceiverConfig {
     pub http: HttpConfig,
     #[serde(default)]
     pub log: LogConfig,
+    /// `[[sinks.postgres]]`, `[[sinks.parquet]]`: where the replica's data flows on to.
+    #[serde(default)]
+    pub sinks: crate::sinks::config::SinksConfig,
 }
 
 /// `[replica]`: how the replica writes.
@@ -271,6 +277,7 @@ impl ReceiverConfig {
                 *path = base.join(&*path);
             }
         }
+        self.sinks.resolve_paths(base);
     }
 
     pub fn check(&self) -> Result<(), ConfigError> {
@@ -303,6 +310,7 @@ impl ReceiverConfig {
             (100..=86_400_000).contains(&http.query_timeout_ms),
             "http.query_timeout_ms must be 100..=86400000 (a day)",
         )?;
+        self.sinks.check()?;
         for key in &self.keys.trusted {
             for text in [&key.valid_from, &key.valid_until].into_iter().flatten() {
                 parse_rfc3339(text).map_err(|source| ConfigError::Validity {

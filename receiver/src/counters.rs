@@ -37,6 +37,8 @@ pub struct ReceiverCounters {
     pub replica_write_errors: AtomicU64,
     /// 1 while apply is stopped by a failing replica write, 0 otherwise.
     pub replica_write_blocked: AtomicU64,
+    /// The running sinks' figures (each sink's thread updates its own).
+    pub sinks: Mutex<Vec<std::sync::Arc<crate::sinks::SinkStats>>>,
     /// The reassembler's own counters, copied by the receive thread.
     pub reassembly: Mutex<ReassemblyStats>,
     rejected: Mutex<BTreeMap<&'static str, u64>>,

@@ -81,6 +81,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
         let streams = replica.streams();
         text.push_str(&status::stream_metrics(&streams));
         text.push_str(&status::software_metrics(&streams));
+        let sinks = locks::lock(&state.shared.counters.sinks).clone();
+        text.push_str(&crate::sinks::metrics(&sinks, replica.last_apply_number()));
         (replica.total_points(), replica.series_count())
     };
     text.push_str(&format!(

@@ -3,9 +3,10 @@
 //!
 //! Map: `config` (TOML), `run` (starts the receive and apply threads and the HTTP listener),
 //! `state` (what they share), `counters` (metrics), `http` (metrics and API), `status` (status and
-//! gap reports), `query`, `prometheus` (the Prometheus-compatible API over `query`'s scans),
-//! `audit`, `time`, `replicate` (further replicas over QUIC, IT side only). The replica itself (the
-//! RocksDB layout) is the `diode-replica` crate.
+//! gap reports), `sinks` (PostgreSQL and Parquet fed from the replica), `query`, `prometheus`
+//! (the Prometheus-compatible API over `query`'s scans), `audit`, `time`, `replicate` (further
+//! replicas over QUIC, IT side only). The replica itself (the RocksDB layout) is the
+//! `diode-replica` crate.
 #![forbid(unsafe_code)]
 
 /// This build of diode-receiver: its version and the git commit it was built from, as `--version`
@@ -22,6 +23,7 @@ pub mod prometheus;
 pub mod query;
 pub mod replicate;
 pub mod run;
+pub mod sinks;
 pub mod state;
 pub mod status;
 pub mod time;

@@ -73,6 +73,9 @@ enum Command {
     /// Verify the replica against its signed segments; export and check proofs.
     #[command(subcommand)]
     Audit(audit::cli::AuditCommand),
+    /// Export the replica for data lakes (Parquet files in Hive partitions).
+    #[command(subcommand)]
+    Export(diode_receiver::sinks::export_cli::ExportCommand),
     /// Write the certificates for replication between receivers over QUIC (mutual TLS).
     #[command(subcommand)]
     TlsKeygen(TlsKeygen),
@@ -177,6 +180,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Export(command) => diode_receiver::sinks::export_cli::run(command),
         Command::Gaps { config, json } => {
             let replica = open_read_only(&config)?;
             if json {

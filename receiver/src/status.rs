@@ -76,9 +76,12 @@ pub fn status_json(replica: &Replica, counters: Option<&ReceiverCounters>) -> Va
         "streams": streams,
         "gaps": gaps_json(replica)["gaps"],
     });
+    status["sinks"] = crate::sinks::status_json(replica, None)["sinks"].take();
     if let Some(counters) = counters {
         let rejected: serde_json::Map<String, Value> =
             counters.rejected().into_iter().map(|(reason, count)| (reason.to_owned(), json!(count))).collect();
+        let sinks = crate::locks::lock(&counters.sinks).clone();
+        status["sinks"] = crate::sinks::status_json(replica, Some(&sinks))["sinks"].take();
         status["counters"] = json!({
             "datagrams_received": counters.datagrams_received.load(Ordering::Relaxed),
             "segments_applied": counters.segments_applied.load(Ordering::Relaxed),
@@ -129,6 +132,7 @@ pub fn status_text(replica: &Replica) -> String {
             let _ = writeln!(out, "  {}", software_line(&beacon.software));
         }
     }
+    out.push_str(&crate::sinks::status_text(replica));
     out.push_str(&gaps_text(replica));
     out
 }

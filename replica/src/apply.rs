@@ -208,6 +208,12 @@ impl Replica {
         counters.segments_applied += 1;
         counters.points_applied += u64::from(header.record_count);
         batch.put_cf(self.cf(CF_META), META_COUNTERS, counters.to_bytes());
+        // The apply log: this segment's apply number is the new segments-applied count.
+        batch.put_cf(
+            self.cf(CF_META),
+            layout::apply_log_key(counters.segments_applied),
+            layout::encode_apply_log_entry(position),
+        );
         staged.counters = counters;
         staged.checkpoint = self.stage_statistics(&mut batch, &staged.statistics, counters.segments_applied);
         Ok((batch, staged))

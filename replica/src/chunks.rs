@@ -175,6 +175,22 @@ fn append_rows(into: &mut SeriesColumns, from: &SeriesColumns, rows: Range<usize
     }
 }
 
+/// Appends every row of `from` to `into`.
+pub(crate) fn append_all(into: &mut SeriesColumns, from: &SeriesColumns) {
+    append_rows(into, from, 0..from.len());
+}
+
+/// The rows of `columns` whose timestamps `keep` accepts.
+pub(crate) fn keep_rows_where(columns: &SeriesColumns, mut keep: impl FnMut(i64) -> bool) -> SeriesColumns {
+    let mut kept = SeriesColumns::new(columns.key.clone());
+    for (row, &timestamp_ns) in columns.timestamps_ns.iter().enumerate() {
+        if keep(timestamp_ns) {
+            kept.push(timestamp_ns, columns.value(row), columns.qualities[row]);
+        }
+    }
+    kept
+}
+
 /// Every chunk strictly ascending and each chunk entirely after the one before it.
 fn already_in_order(chunks: &[SeriesColumns]) -> bool {
     let mut previous = None::<i64>;

@@ -313,6 +313,84 @@ pub const META_EPOCH_BEACON: u8 = b'E';
 /// Meta key prefix of a statistics delta: `'D' ‖ delta number u64 BE`.
 pub const META_STATISTICS_DELTA: u8 = b'D';
 
+/// Meta key prefix of the apply log: `'A' ‖ apply number u64 BE`. The apply number of a segment
+/// is the replica's `segments applied` counter once it is applied (1, 2, 3, …), so the log lists
+/// every applied segment in the order it was applied, with no holes.
+pub const META_APPLY_LOG: u8 = b'A';
+
+/// Meta key prefix of a sink's cursor: `'K' ‖ sink name (UTF-8)`.
+pub const META_SINK_CURSOR: u8 = b'K';
+
+pub fn apply_log_key(apply_number: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = META_APPLY_LOG;
+    key[1..9].copy_from_slice(&apply_number.to_be_bytes());
+    key
+}
+
+const APPLY_LOG_ENTRY_VERSION: u8 = 1;
+/// Bytes of an apply log entry.
+pub const APPLY_LOG_ENTRY_LENGTH: usize = 1 + SEGMENT_KEY_LENGTH;
+
+/// Apply log entry: `version u8 (1) ‖ segment key (sender id ‖ epoch ‖ sequence)`.
+pub fn encode_apply_log_entry(segment: SegmentKey) -> [u8; APPLY_LOG_ENTRY_LENGTH] {
+    let mut entry = [0u8; APPLY_LOG_ENTRY_LENGTH];
+    entry[0] = APPLY_LOG_ENTRY_VERSION;
+    entry[1..].copy_from_slice(&segment.to_bytes());
+    entry
+}
+
+/// Inverse of [`encode_apply_log_entry`].
+pub fn decode_apply_log_entry(entry: &[u8]) -> Result<SegmentKey, &'static str> {
+    if entry.first() != Some(&APPLY_LOG_ENTRY_VERSION) {
+        return Err("apply log entry has an unknown version or is empty");
+    }
+    if entry.len() != APPLY_LOG_ENTRY_LENGTH {
+        return Err("apply log entry is not 25 bytes");
+    }
+    SegmentKey::from_bytes(&entry[1..]).ok_or("apply log entry holds no segment key")
+}
+
+/// Longest sink name, in bytes.
+pub const MAX_SINK_NAME_BYTES: usize = 64;
+
+pub fn sink_cursor_key(name: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + name.len());
+    key.push(META_SINK_CURSOR);
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
+pub fn parse_sink_cursor_key(key: &[u8]) -> Option<&str> {
+    match key.split_first() {
+        Some((&META_SINK_CURSOR, name)) if !name.is_empty() && name.len() <= MAX_SINK_NAME_BYTES => {
+            std::str::from_utf8(name).ok()
+        }
+        _ => None,
+    }
+}
+
+const SINK_CURSOR_VERSION: u8 = 1;
+const SINK_CURSOR_LENGTH: usize = 17;
+
+/// Sink cursor entry: `version u8 (1) ‖ apply number u64 BE (every segment up to it is exported)
+/// ‖ updated at, ns i64 BE`.
+pub fn encode_sink_cursor(apply_number: u64, updated_at_ns: i64) -> [u8; SINK_CURSOR_LENGTH] {
+    let mut entry = [0u8; SINK_CURSOR_LENGTH];
+    entry[0] = SINK_CURSOR_VERSION;
+    entry[1..9].copy_from_slice(&apply_number.to_be_bytes());
+    entry[9..17].copy_from_slice(&updated_at_ns.to_be_bytes());
+    entry
+}
+
+/// Inverse of [`encode_sink_cursor`]: (apply number, updated at).
+pub fn decode_sink_cursor(entry: &[u8]) -> Result<(u64, i64), &'static str> {
+    if entry.first() != Some(&SINK_CURSOR_VERSION) || entry.len() != SINK_CURSOR_LENGTH {
+        return Err("sink cursor has an unknown version or is not 17 bytes");
+    }
+    Ok((u64_at(entry, 1).ok_or("truncated")?, i64_at(entry, 9).ok_or("truncated")?))
+}
+
 pub fn statistics_delta_key(delta_number: u64) -> [u8; 9] {
     let mut key = [0u8; 9];
     key[0] = META_STATISTICS_DELTA;
@@ -660,5 +738,24 @@ mod tests {
             assert!(decode_epoch_beacon_entry(&entry[..length]).is_err(), "length {length}");
         }
         assert_eq!(parse_stream_key(&epoch_beacon_key(1, 2)), None, "another prefix than stream entries");
+    }
+
+    #[test]
+    fn apply_log_entries_and_sink_cursors_round_trip_and_refuse_damage() {
+        let segment = SegmentKey { sender_id: 7, epoch: 8, sequence: 9 };
+        assert_eq!(decode_apply_log_entry(&encode_apply_log_entry(segment)), Ok(segment));
+        assert_eq!(apply_log_key(42)[1..], 42u64.to_be_bytes());
+        let entry = encode_apply_log_entry(segment);
+        for length in 0..entry.len() {
+            assert!(decode_apply_log_entry(&entry[..length]).is_err(), "length {length}");
+        }
+        assert_eq!(decode_sink_cursor(&encode_sink_cursor(5, -6)), Ok((5, -6)));
+        assert!(decode_sink_cursor(&encode_sink_cursor(5, 6)[..16]).is_err());
+        assert_eq!(parse_sink_cursor_key(&sink_cursor_key("warehouse")), Some("warehouse"));
+        assert_eq!(parse_sink_cursor_key(&[META_SINK_CURSOR]), None, "a name is never empty");
+        assert!(
+            apply_log_key(u64::MAX).as_slice() < [META_BEACON].as_slice(),
+            "the apply log sorts before the beacons"
+        );
     }
 }

@@ -27,6 +27,8 @@
 //! | `meta` | `'B'` ‖ sender id u64 | the sender's latest beacon: summary fields ‖ raw signed bytes (see `layout::encode_beacon_entry`) |
 //! | `meta` | `'E'` ‖ sender id u64 ‖ epoch u64 | the first beacon received of that epoch: version u8 (1) ‖ received at i64 ‖ raw signed bytes (kept for audits) |
 //! | `meta` | `'D'` ‖ delta number u64 | statistics delta of one apply: version u8 (1) ‖ (series id u32 ‖ statistics)* |
+//! | `meta` | `'A'` ‖ apply number u64 | the apply log: version u8 (1) ‖ segment key (sender id u64 ‖ epoch u64 ‖ sequence u64) |
+//! | `meta` | `'K'` ‖ sink name (UTF-8, 1–64 bytes) | a sink's cursor: version u8 (1) ‖ apply number u64 (exported up to it) ‖ updated at i64 |
 //!
 //! \* sign bit flipped. The canonical series key is `name length u32 ‖ name ‖ tag count u32 ‖
 //! (key length u32 ‖ key ‖ value length u32 ‖ value)*`.
@@ -46,15 +48,24 @@
 //! changed since the last checkpoint and deletes the deltas, in the same batch. Opening reads the
 //! `'S'` entries and folds the remaining deltas over them in order.
 //!
+//! Apply log: each apply also writes `'A'` ‖ its apply number (the new segments-applied count,
+//! so 1, 2, 3, … without holes) naming the segment, in the same batch. Sinks follow it from their
+//! cursor (`'K'` entries): late segments that fill gaps and resent or corrected values come in the
+//! order they were applied, and [`Replica::read_applied`] hands each segment's points that still
+//! win last-write-wins. The log is 34 bytes a segment and is kept (a new sink backfills from 1);
+//! opening skips it, and a replica written before the log existed gains it at its first writable
+//! open (its segments numbered in key order).
+//!
 //! # Modules
 //!
 //! `open` opens the replica and holds its RocksDB tuning; `apply` applies a segment
-//! and checks the chain; `beacons` records beacons and checks heads; `reads` answers from memory and
+//! and checks the chain; `applies` reads the apply log and keeps sink cursors; `beacons` records beacons and checks heads; `reads` answers from memory and
 //! scans RocksDB (`scan` merges points, `raw` lists chunks as stored); `state` is what is kept in
 //! memory; `layout` is every key and value as bytes; `chunks` splits records into chunks and merges
 //! them back; `error` says what went wrong.
 #![forbid(unsafe_code)]
 
+mod applies;
 mod apply;
 mod beacons;
 mod chunks;
@@ -66,11 +77,14 @@ mod reads;
 mod scan;
 mod state;
 
+pub use applies::{AppliedSegment, AppliedSeries, SinkCursor};
 pub use apply::{ApplyOutcome, MAX_SERIES};
 pub use beacons::HeadCheck;
 pub use chunks::Point;
 pub use error::{ChainLink, ReplicaError};
-pub use layout::{BUCKET_NS, BeaconSummary, Counters, LAYOUT_VERSION, PointKey, SegmentKey, bucket_start};
+pub use layout::{
+    BUCKET_NS, BeaconSummary, Counters, LAYOUT_VERSION, MAX_SINK_NAME_BYTES, PointKey, SegmentKey, bucket_start,
+};
 pub use open::{Replica, ReplicaOptions};
 pub use raw::{ChunkScan, RawChunk};
 pub use reads::{Gap, StreamStatus};

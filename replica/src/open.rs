@@ -233,6 +233,7 @@ impl Replica {
         }
         replica.check_layout_version()?;
         replica.state = replica.load_state()?;
+        replica.complete_apply_log()?;
         Ok(replica)
     }
 
@@ -345,6 +346,11 @@ impl Replica {
         let mut raw = self.db.raw_iterator_cf(self.cf(CF_META));
         raw.seek_to_first();
         while let (Some(key), Some(value)) = (raw.key(), raw.value()) {
+            if key.first() == Some(&layout::META_APPLY_LOG) {
+                // One entry per applied segment, none of it held in memory: skip the whole log.
+                raw.seek([layout::META_APPLY_LOG + 1]);
+                continue;
+            }
             if key == META_COUNTERS {
                 state.counters = Counters::from_bytes(value)
                     .map_err(|reason| ReplicaError::corrupt(&self.path, "the counters", reason))?;

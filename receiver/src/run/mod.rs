@@ -1,5 +1,6 @@
 //! `diode-receiver run`: the receive thread rebuilds segments from datagrams, the apply thread
-//! verifies and applies them, and the HTTP listener serves metrics, status and queries. This module
+//! verifies and applies them, each sink's thread follows the replica (`crate::sinks`), and the
+//! HTTP listener serves metrics, status and queries. This module
 //! only starts them and stops them: the receive side is [`receive`], the apply side [`apply`].
 //!
 //! The receive thread never blocks on the apply thread: when the apply queue is full it sheds the
@@ -52,6 +53,7 @@ pub fn run(config: ReceiverConfig) -> anyhow::Result<()> {
         let shared = Arc::clone(&shared);
         thread::Builder::new().name("apply".into()).spawn(move || apply::apply_loop(queue_rx, trusted, shared))?
     };
+    let sinks = crate::sinks::start(&config.sinks, &shared)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let http = config.http.clone();
     runtime.block_on(async {
@@ -85,6 +87,12 @@ pub fn run(config: ReceiverConfig) -> anyhow::Result<()> {
         None => Ok(()),
     };
     let apply_result = apply.join().map_err(|_| anyhow::anyhow!("the apply thread panicked"))?;
+    for sink in sinks {
+        // A sink's failures are its own: logged and retried there, never a stopped receiver.
+        if sink.join().is_err() {
+            tracing::error!("a sink thread panicked");
+        }
+    }
     locks::read(&shared.replica).flush().context("cannot flush the replica")?;
     receive_result?;
     apply_result?;

@@ -1,0 +1,443 @@
+//! Parquet for data lakes: one file per hour of data time in Hive partitions
+//! (`<dir>/date=YYYY-MM-DD/hour=HH/part-0.parquet`), zstd, typed columns, written under a
+//! temporary name, synced and renamed, so a reader sees the old file or the new, never a part.
+//!
+//! An hour's file is always written whole from the replica (its merged, last-write-wins points),
+//! never appended: exporting an hour again, after late data, replaces the file with the hour as
+//! the replica now holds it, so no point is ever in two files or twice in one. The continuous
+//! sink ([`ParquetSink`]) marks the hours each applied segment touched and writes an hour once the
+//! wall clock is `close_after_s` past its end; its cursor stays before the first segment whose
+//! hour is not written yet, so a restart marks those hours again. `diode-receiver export parquet`
+//! ([`export`]) writes a range of hours from a read-only replica.
+//!
+//! Columns: `series` (string, dictionary-encoded), `tags` (string: a JSON object), `time`
+//! (timestamp, ns, UTC), `value_f64`, `value_i64`, `value_bool`, `value_text` (the one of the
+//! point's kind set, the others null), `quality` (uint32, OPC UA status code).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use arrow_array::builder::{BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, StringBuilder, UInt32Builder};
+use arrow_array::types::Int32Type;
+use arrow_array::{ArrayRef, DictionaryArray, RecordBatch, StringArray, TimestampNanosecondArray};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use diode_common::codec::{SeriesColumns, Values};
+use diode_common::record::Value;
+use diode_replica::{BUCKET_NS, Replica, SeriesInfo, bucket_start};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+
+use super::config::ParquetSinkConfig;
+use super::{Batch, Sink, SinkError};
+use crate::locks;
+use crate::query::core::glob::glob_matches;
+use crate::state::Shared;
+use crate::time::now_ns;
+
+/// Rows per Arrow record batch (and at most per Parquet row group flush).
+const ROWS_PER_BATCH: usize = 128 * 1024;
+/// Name of every hour's file inside its partition folder.
+const FILE_NAME: &str = "part-0.parquet";
+
+/// Why an export failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ParquetError {
+    #[error("cannot write {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot encode {path} as Parquet: {source}")]
+    Encode { path: PathBuf, source: parquet::errors::ParquetError },
+    #[error("cannot build the columns of {path}: {source}")]
+    Arrow { path: PathBuf, source: arrow_schema::ArrowError },
+    #[error(transparent)]
+    Replica(#[from] diode_replica::ReplicaError),
+}
+
+impl From<ParquetError> for SinkError {
+    fn from(error: ParquetError) -> SinkError {
+        match error {
+            ParquetError::Replica(error) => SinkError::Replica(error),
+            other => SinkError::Target(other.to_string()),
+        }
+    }
+}
+
+/// Read access to the replica: a read-only replica of the CLI, or the running receiver's, locked
+/// only for one series' scan at a time so apply is never held up for a whole hour.
+pub trait ReplicaAccess {
+    fn with_replica<R>(&self, read: impl FnOnce(&Replica) -> R) -> R;
+}
+
+impl ReplicaAccess for Replica {
+    fn with_replica<R>(&self, read: impl FnOnce(&Replica) -> R) -> R {
+        read(self)
+    }
+}
+
+impl ReplicaAccess for RwLock<Replica> {
+    fn with_replica<R>(&self, read: impl FnOnce(&Replica) -> R) -> R {
+        read(&locks::read(self))
+    }
+}
+
+/// Which series go into the files: glob patterns on the name; none: all.
+#[derive(Debug, Clone, Default)]
+pub struct SeriesFilter {
+    pub patterns: Vec<String>,
+}
+
+impl SeriesFilter {
+    pub fn matches(&self, info: &SeriesInfo) -> bool {
+        self.patterns.is_empty() || self.patterns.iter().any(|pattern| glob_matches(pattern, &info.key.name))
+    }
+}
+
+/// The file of the hour starting at `hour_start_ns` under `directory`.
+pub fn hour_path(directory: &Path, hour_start_ns: i64) -> PathBuf {
+    let time = jiff::Timestamp::from_nanosecond(i128::from(hour_start_ns)).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    // A timestamp formats in UTC.
+    directory
+        .join(format!("date={}", time.strftime("%Y-%m-%d")))
+        .join(format!("hour={}", time.strftime("%H")))
+        .join(FILE_NAME)
+}
+
+pub fn schema() -> Arc<Schema> {
+    let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    Arc::new(Schema::new(vec![
+        Field::new("series", dictionary.clone(), false),
+        Field::new("tags", dictionary, false),
+        Field::new("time", DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), false),
+        Field::new("value_f64", DataType::Float64, true),
+        Field::new("value_i64", DataType::Int64, true),
+        Field::new("value_bool", DataType::Boolean, true),
+        Field::new("value_text", DataType::Utf8, true),
+        Field::new("quality", DataType::UInt32, false),
+    ]))
+}
+
+/// Columns of one record batch being filled.
+struct Rows {
+    series_keys: Int32Builder,
+    names: Vec<String>,
+    tags: Vec<String>,
+    times: Vec<i64>,
+    f64s: Float64Builder,
+    i64s: Int64Builder,
+    bools: BooleanBuilder,
+    texts: StringBuilder,
+    qualities: UInt32Builder,
+}
+
+impl Rows {
+    fn new() -> Rows {
+        Rows {
+            series_keys: Int32Builder::with_capacity(ROWS_PER_BATCH),
+            names: Vec::new(),
+            tags: Vec::new(),
+            times: Vec::with_capacity(ROWS_PER_BATCH),
+            f64s: Float64Builder::with_capacity(ROWS_PER_BATCH),
+            i64s: Int64Builder::with_capacity(ROWS_PER_BATCH),
+            bools: BooleanBuilder::with_capacity(ROWS_PER_BATCH),
+            texts: StringBuilder::new(),
+            qualities: UInt32Builder::with_capacity(ROWS_PER_BATCH),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.times.len()
+    }
+
+    /// Appends `columns` (one series) as rows, all with dictionary key `key`.
+    fn append(&mut self, key: i32, columns: &SeriesColumns) {
+        let count = columns.len();
+        self.series_keys.append_value_n(key, count);
+        self.times.extend_from_slice(&columns.timestamps_ns);
+        for quality in &columns.qualities {
+            self.qualities.append_value(quality.0);
+        }
+        match &columns.values {
+            Values::F64(values) => {
+                self.f64s.append_slice(values);
+                self.null_except_f64(count);
+            }
+            Values::I64(values) => {
+                self.i64s.append_slice(values);
+                self.f64s.append_nulls(count);
+                self.bools.append_nulls(count);
+                self.texts.extend(std::iter::repeat_n(None::<&str>, count));
+            }
+            _ => (0..count).for_each(|row| self.append_value(&columns.value(row))),
+        }
+    }
+
+    fn null_except_f64(&mut self, count: usize) {
+        self.i64s.append_nulls(count);
+        self.bools.append_nulls(count);
+        self.texts.extend(std::iter::repeat_n(None::<&str>, count));
+    }
+
+    fn append_value(&mut self, value: &Value) {
+        self.f64s.append_option(if let Value::F64(v) = value { Some(*v) } else { None });
+        self.i64s.append_option(if let Value::I64(v) = value { Some(*v) } else { None });
+        self.bools.append_option(if let Value::Bool(v) = value { Some(*v) } else { None });
+        self.texts.append_option(if let Value::String(v) = value { Some(v.as_str()) } else { None });
+    }
+
+    fn finish(&mut self, schema: &Arc<Schema>) -> Result<RecordBatch, arrow_schema::ArrowError> {
+        let keys = self.series_keys.finish();
+        let names = Arc::new(StringArray::from(std::mem::take(&mut self.names)));
+        let tags = Arc::new(StringArray::from(std::mem::take(&mut self.tags)));
+        let series = DictionaryArray::<Int32Type>::try_new(keys.clone(), names)?;
+        let tags = DictionaryArray::<Int32Type>::try_new(keys, tags)?;
+        let times = TimestampNanosecondArray::from(std::mem::take(&mut self.times)).with_timezone("UTC");
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(series),
+            Arc::new(tags),
+            Arc::new(times),
+            Arc::new(self.f64s.finish()),
+            Arc::new(self.i64s.finish()),
+            Arc::new(self.bools.finish()),
+            Arc::new(self.texts.finish()),
+            Arc::new(self.qualities.finish()),
+        ];
+        RecordBatch::try_new(Arc::clone(schema), columns)
+    }
+}
+
+fn tags_json(info: &SeriesInfo) -> String {
+    let tags: serde_json::Map<String, serde_json::Value> =
+        info.key.tags.iter().map(|(key, value)| (key.clone(), serde_json::Value::from(value.as_str()))).collect();
+    serde_json::Value::Object(tags).to_string()
+}
+
+/// Writes the hour starting at `hour_start_ns` (every matching series, as the replica holds it
+/// now) to its file under `directory`, replacing it atomically; removes the file when the hour
+/// holds no point. Returns the points written.
+pub fn write_hour(
+    replica: &impl ReplicaAccess,
+    series: &[SeriesInfo],
+    directory: &Path,
+    hour_start_ns: i64,
+) -> Result<u64, ParquetError> {
+    let path = hour_path(directory, hour_start_ns);
+    let folder = path.parent().expect("an hour file has a folder").to_owned();
+    let temporary = folder.join(format!(".{FILE_NAME}.tmp"));
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ParquetError::Io { path, source }
+    };
+    let hour_end_ns = hour_start_ns.saturating_add(BUCKET_NS - 1);
+    let in_hour: Vec<&SeriesInfo> = series
+        .iter()
+        .filter(|info| info.first_timestamp_ns <= hour_end_ns && info.last_timestamp_ns >= hour_start_ns)
+        .collect();
+    let schema = schema();
+    let mut writer: Option<ArrowWriter<File>> = None;
+    let mut rows = Rows::new();
+    let mut written = 0u64;
+    for info in in_hour {
+        let blocks: Vec<SeriesColumns> = replica.with_replica(|replica| {
+            replica.scan_columns(info.id, hour_start_ns, hour_end_ns).collect::<Result<Vec<_>, _>>()
+        })?;
+        if blocks.is_empty() {
+            continue;
+        }
+        let key = rows.names.len() as i32;
+        rows.names.push(info.key.name.clone());
+        rows.tags.push(tags_json(info));
+        for block in &blocks {
+            rows.append(key, block);
+            written += block.len() as u64;
+        }
+        if rows.len() >= ROWS_PER_BATCH {
+            let writer = match writer.as_mut() {
+                Some(writer) => writer,
+                None => writer.insert(open_writer(&folder, &temporary, &schema)?),
+            };
+            let batch = rows.finish(&schema).map_err(|source| ParquetError::Arrow { path: path.clone(), source })?;
+            writer.write(&batch).map_err(|source| ParquetError::Encode { path: path.clone(), source })?;
+        }
+    }
+    if written == 0 {
+        match std::fs::remove_file(&path) {
+            Ok(()) => sync_folder(&folder)?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(io(&path)(error)),
+        }
+        return Ok(0);
+    }
+    let mut writer = match writer {
+        Some(writer) => writer,
+        None => open_writer(&folder, &temporary, &schema)?,
+    };
+    if rows.len() > 0 {
+        let batch = rows.finish(&schema).map_err(|source| ParquetError::Arrow { path: path.clone(), source })?;
+        writer.write(&batch).map_err(|source| ParquetError::Encode { path: path.clone(), source })?;
+    }
+    let file = writer.into_inner().map_err(|source| ParquetError::Encode { path: path.clone(), source })?;
+    file.sync_all().map_err(io(&temporary))?;
+    drop(file);
+    std::fs::rename(&temporary, &path).map_err(io(&path))?;
+    sync_folder(&folder)?;
+    Ok(written)
+}
+
+fn open_writer(folder: &Path, temporary: &Path, schema: &Arc<Schema>) -> Result<ArrowWriter<File>, ParquetError> {
+    std::fs::create_dir_all(folder).map_err(|source| ParquetError::Io { path: folder.to_owned(), source })?;
+    let file = File::create(temporary).map_err(|source| ParquetError::Io { path: temporary.to_owned(), source })?;
+    // Dictionaries only where values repeat (names, tags, quality codes): building one for
+    // measurements costs a hash per value and is thrown away. Sorted times delta-encode well.
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("1 is a valid zstd level")))
+        .set_max_row_group_row_count(Some(1024 * 1024))
+        .set_dictionary_enabled(false)
+        .set_column_dictionary_enabled(ColumnPath::from("series"), true)
+        .set_column_dictionary_enabled(ColumnPath::from("tags"), true)
+        .set_column_dictionary_enabled(ColumnPath::from("quality"), true)
+        .set_column_dictionary_enabled(ColumnPath::from("value_text"), true)
+        .set_column_encoding(ColumnPath::from("time"), Encoding::DELTA_BINARY_PACKED)
+        // Min and max per column chunk (what readers prune row groups with), not per page.
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .build();
+    ArrowWriter::try_new(file, Arc::clone(schema), Some(properties))
+        .map_err(|source| ParquetError::Encode { path: temporary.to_owned(), source })
+}
+
+fn sync_folder(folder: &Path) -> Result<(), ParquetError> {
+    File::open(folder)
+        .and_then(|handle| handle.sync_all())
+        .map_err(|source| ParquetError::Io { path: folder.to_owned(), source })
+}
+
+/// The catalog's series that `filter` selects, in id order.
+pub fn selected_series(replica: &impl ReplicaAccess, filter: &SeriesFilter) -> Vec<SeriesInfo> {
+    replica.with_replica(|replica| replica.series_list().into_iter().filter(|info| filter.matches(info)).collect())
+}
+
+/// What [`export`] wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExportSummary {
+    pub hours: u64,
+    pub points: u64,
+}
+
+/// Writes every hour overlapping `from_ns..=to_ns` (whole hours) that holds points of the
+/// selected series; `progress(hours done, hours in all, points so far)` after each hour.
+pub fn export(
+    replica: &Replica,
+    filter: &SeriesFilter,
+    from_ns: i64,
+    to_ns: i64,
+    directory: &Path,
+    mut progress: impl FnMut(u64, u64, u64),
+) -> Result<ExportSummary, ParquetError> {
+    let series = selected_series(replica, filter);
+    let first = series.iter().map(|info| info.first_timestamp_ns).min().unwrap_or(i64::MAX).max(from_ns);
+    let last = series.iter().map(|info| info.last_timestamp_ns).max().unwrap_or(i64::MIN).min(to_ns);
+    let mut summary = ExportSummary::default();
+    if first > last {
+        return Ok(summary);
+    }
+    let (first_hour, last_hour) = (bucket_start(first), bucket_start(last));
+    let total = ((last_hour - first_hour) / BUCKET_NS + 1) as u64;
+    for index in 0..total {
+        let hour = first_hour + index as i64 * BUCKET_NS;
+        let points = write_hour(replica, &series, directory, hour)?;
+        if points > 0 {
+            summary.hours += 1;
+            summary.points += points;
+        }
+        progress(index + 1, total, summary.points);
+    }
+    Ok(summary)
+}
+
+/// The continuous Parquet sink.
+pub struct ParquetSink {
+    config: ParquetSinkConfig,
+    filter: SeriesFilter,
+    /// Hours touched and not written yet, with the first apply number that touched each.
+    dirty: BTreeMap<i64, u64>,
+    /// The last apply number read.
+    position: u64,
+}
+
+impl ParquetSink {
+    pub fn new(config: ParquetSinkConfig) -> ParquetSink {
+        let filter = SeriesFilter { patterns: config.series.clone() };
+        ParquetSink { config, filter, dirty: BTreeMap::new(), position: 0 }
+    }
+
+    /// Everything before the first segment whose hour is not written yet.
+    fn durable(&self) -> u64 {
+        self.dirty.values().min().map_or(self.position, |first| first - 1)
+    }
+
+    /// Writes every dirty hour that has closed.
+    fn write_closed(&mut self, shared: &Shared) -> Result<(), SinkError> {
+        let close_after_ns = i64::try_from(self.config.close_after_s).unwrap_or(i64::MAX).saturating_mul(1_000_000_000);
+        let now = now_ns();
+        let closed: Vec<i64> = self
+            .dirty
+            .keys()
+            .copied()
+            .filter(|hour| hour.saturating_add(BUCKET_NS).saturating_add(close_after_ns) <= now)
+            .collect();
+        if closed.is_empty() {
+            return Ok(());
+        }
+        let series = selected_series(&shared.replica, &self.filter);
+        for hour in closed {
+            write_hour(&shared.replica, &series, &self.config.directory, hour)?;
+            self.dirty.remove(&hour);
+        }
+        Ok(())
+    }
+}
+
+impl Sink for ParquetSink {
+    fn kind(&self) -> &'static str {
+        "parquet"
+    }
+
+    fn start(&mut self, stored: u64, _shared: &Shared) -> Result<u64, SinkError> {
+        std::fs::create_dir_all(&self.config.directory).map_err(|error| {
+            SinkError::Target(format!("cannot create the Parquet folder {}: {error}", self.config.directory.display()))
+        })?;
+        self.dirty.clear();
+        self.position = stored;
+        Ok(stored)
+    }
+
+    fn export(&mut self, batch: &Batch, shared: &Shared) -> Result<u64, SinkError> {
+        for segment in &batch.segments {
+            for series in &segment.series {
+                let selected = batch.series.get(&series.series_id).is_some_and(|info| self.filter.matches(info));
+                if !selected {
+                    continue;
+                }
+                // Ascending timestamps: each hour starts a run.
+                let mut previous_hour = None;
+                for &timestamp_ns in &series.columns.timestamps_ns {
+                    let hour = bucket_start(timestamp_ns);
+                    if previous_hour != Some(hour) {
+                        self.dirty.entry(hour).or_insert(segment.apply_number);
+                        previous_hour = Some(hour);
+                    }
+                }
+            }
+            self.position = segment.apply_number;
+        }
+        self.write_closed(shared)?;
+        Ok(self.durable())
+    }
+
+    fn idle(&mut self, shared: &Shared) -> Result<u64, SinkError> {
+        self.write_closed(shared)?;
+        Ok(self.durable())
+    }
+}
