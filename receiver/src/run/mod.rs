@@ -23,6 +23,8 @@ use crate::counters::{RateLimitedLog, ReceiverCounters};
 use crate::locks;
 use crate::state::Shared;
 
+/// `diode-receiver run`: opens the replica, starts the receive and apply threads and the HTTP
+/// listener, and runs until stopped by a signal or until a thread fails.
 pub fn run(config: ReceiverConfig) -> anyhow::Result<()> {
     let link_key = receive::load_link_key(&config)?;
     let trusted = config.trusted_keys()?;
