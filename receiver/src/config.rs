@@ -160,8 +160,8 @@ pub struct TrustedKeyConfig {
 /// `[reassembly]`: bounds on the segments being rebuilt from symbols, checked as datagrams
 /// arrive.
 pub struct ReassemblyConfig {
-    /// Incomplete segments held at once; beyond it the oldest is dropped (and counted). Default
-    /// 256.
+    /// Incomplete segments held at once; beyond it the one idle longest is evicted (and counted).
+    /// Default 256.
     pub max_segments_in_flight: usize,
     /// MiB held at once over all incomplete segments, bookkeeping included; default 256.
     pub max_buffered_mib: usize,

@@ -22,7 +22,7 @@ pub enum TimeError {
         /// The failed conversion.
         source: TryFromIntError,
     },
-    /// A duration that is empty (or only a sign).
+    /// A duration that is empty (or only spaces).
     #[error("empty duration; write e.g. 1m, 15s, 1h30m")]
     EmptyDuration,
     /// Not a run of number–unit pairs.
@@ -31,7 +31,7 @@ pub enum TimeError {
         /// What was written.
         text: String,
     },
-    /// A number in a duration beyond u64.
+    /// A number in a duration beyond i64.
     #[error("{text:?}: number too large")]
     NumberTooLarge {
         /// What was written.

@@ -81,8 +81,8 @@ pub enum ReplicaError {
         expected: u32,
     },
     #[error("RocksDB failed while {action} in the replica at {path}: {source}")]
-    /// A RocksDB read or write failed (disk full, I/O error). The receiver stops applying and
-    /// retries; nothing of a failed write is kept.
+    /// A RocksDB read or write failed (disk full, I/O error). A failed write leaves nothing
+    /// behind, and the receiver's apply retries it until it succeeds.
     Storage {
         /// The replica directory.
         path: PathBuf,

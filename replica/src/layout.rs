@@ -461,7 +461,8 @@ pub struct BeaconSummary {
     pub sent_at_ns: i64,
     /// The sender's epoch when it sent the beacon.
     pub epoch: u64,
-    /// The last sequence the sender had sealed in that epoch (0: none yet).
+    /// The head it announced: the last sequence whose first transmission the sender had
+    /// completed in that epoch (0: none yet).
     pub head_sequence: u64,
     /// That head segment's hash; zeros while `head_sequence` is 0.
     pub head_hash: SegmentHash,

@@ -41,8 +41,8 @@ pub struct ResendSummary {
     pub missing: Vec<u64>,
 }
 
-/// Sends the requested range of sealed segments again, from the segment log, with full FEC,
-/// beside a running sender (whose link it does not disturb beyond the shared rate).
+/// Sends the requested range of sealed segments again from the segment log, with FEC as
+/// configured, paced at the request's rate (a running sender shares the link: mind the sum).
 pub fn resend(config: &SenderConfig, request: &ResendRequest) -> anyhow::Result<ResendSummary> {
     if request.from_sequence == 0 || request.from_sequence > request.to_sequence {
         bail!(

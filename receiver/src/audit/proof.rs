@@ -72,7 +72,7 @@ pub enum ExportError {
         /// The series as asked for.
         name: String,
     },
-    /// No series by that name, but some whose names are close (a missing tag, another case).
+    /// No series by that name, but some with similar names, which the message lists.
     #[error("the replica holds no series {name:?}; did you mean one of {similar:?}?")]
     UnknownSeriesLike {
         /// The series as asked for.

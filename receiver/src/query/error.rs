@@ -16,7 +16,7 @@ pub enum QueryError {
     /// Reading the replica failed (damage, I/O); the message says what to do.
     #[error(transparent)]
     Replica(#[from] ReplicaError),
-    /// Writing the answer failed (the client went away, a full disk for `--output`).
+    /// Writing the answer failed (the HTTP client went away, or standard output failed).
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
     /// The query ran past its deadline (HTTP: `http.query_timeout_ms`).
