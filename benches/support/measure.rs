@@ -9,18 +9,18 @@ use std::hint::black_box;
 use std::time::Instant;
 
 /// Runs per figure; the best is reported.
-pub const RUNS: usize = 3;
+pub(crate) const RUNS: usize = 3;
 
 /// On-CPU seconds of this thread (Linux `/proc/thread-self/schedstat`, nanoseconds). `None`
 /// elsewhere.
-pub fn thread_cpu_seconds() -> Option<f64> {
+pub(crate) fn thread_cpu_seconds() -> Option<f64> {
     let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
     Some(text.split_whitespace().next()?.parse::<u64>().ok()? as f64 / 1e9)
 }
 
 /// On-CPU seconds of the whole process, all threads (Linux `/proc/self/stat`, 10 ms ticks).
 /// `None` elsewhere.
-pub fn process_cpu_seconds() -> Option<f64> {
+pub(crate) fn process_cpu_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
@@ -30,14 +30,16 @@ pub fn process_cpu_seconds() -> Option<f64> {
 
 /// Wall and on-CPU seconds of one run.
 #[derive(Debug, Clone, Copy)]
-pub struct Timing {
-    pub wall: f64,
-    pub cpu: Option<f64>,
+pub(crate) struct Timing {
+    /// Elapsed wall-clock seconds.
+    pub(crate) wall: f64,
+    /// On-CPU seconds from the bench's chosen clock; `None` where that clock is unavailable.
+    pub(crate) cpu: Option<f64>,
 }
 
 impl Timing {
     /// `items` per second, wall and per CPU-second (left out when the CPU clock did not move).
-    pub fn describe(self, items: f64, unit: &str) -> String {
+    pub(crate) fn describe(self, items: f64, unit: &str) -> String {
         let rate = |seconds: f64| items / seconds / 1e6;
         match self.cpu.filter(|&cpu| cpu > 0.0) {
             Some(cpu) => format!(
@@ -54,7 +56,7 @@ impl Timing {
 /// Best of [`RUNS`] runs by wall time (the on-CPU time is the best too), with the last run's
 /// result. `cpu` measures this thread or the whole process; `prepare` runs before each timed run,
 /// untimed.
-pub fn best_of<S, T>(
+pub(crate) fn best_of<S, T>(
     cpu: fn() -> Option<f64>,
     mut prepare: impl FnMut() -> S,
     mut run: impl FnMut(S) -> T,

@@ -14,21 +14,56 @@ use crate::time::{TimeError, parse_rfc3339};
 /// or the setting.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The config file is missing or unreadable.
     #[error("cannot read config file {path}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, has an unknown or misspelt key, or a value of the wrong type;
+    /// the source names the line.
     #[error("config file {path} is not valid")]
-    Parse { path: PathBuf, source: toml::de::Error },
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// What the TOML reader said, with the line.
+        source: toml::de::Error,
+    },
+    /// The file parses but a setting is out of its range; the source names it.
     #[error("config file {path} is not valid")]
-    Invalid { path: PathBuf, source: Box<ConfigError> },
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// The setting that failed its check.
+        source: Box<ConfigError>,
+    },
     /// A setting out of its range or missing: the message names it and its range.
     #[error("{0}")]
     Setting(&'static str),
+    /// A trusted key's `valid_from` or `valid_until` is not an RFC 3339 time.
     #[error("{key}: validity {text:?} is not an RFC 3339 time such as 2026-01-01T00:00:00Z")]
-    Validity { key: PathBuf, text: String, source: TimeError },
+    Validity {
+        /// The trusted key's `public_key` file, naming the entry.
+        key: PathBuf,
+        /// The text given.
+        text: String,
+        /// Why it does not parse.
+        source: TimeError,
+    },
+    /// A trusted key's `public_key` file is missing or unreadable.
     #[error("cannot read trusted key {path}")]
-    ReadTrustedKey { path: PathBuf, source: std::io::Error },
+    ReadTrustedKey {
+        /// The public key file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// A trusted key's file does not hold a public key as `diode-sender keygen` writes it.
     #[error(transparent)]
     TrustedKey(#[from] KeyError),
+    /// A validity time that passed the check at load could not be read back (not expected).
     #[error(transparent)]
     Time(#[from] TimeError),
     /// A sink setting out of its range: the message names the sink and the setting.
@@ -41,27 +76,34 @@ fn ensure(holds: bool, message: &'static str) -> Result<(), ConfigError> {
     if holds { Ok(()) } else { Err(ConfigError::Setting(message)) }
 }
 
+/// The whole of `receiver.toml` (see `config/receiver.toml`, which documents every setting with
+/// its default). Read once at start by [`ReceiverConfig::load`]; nothing changes it while running.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiverConfig {
-    /// Where the RocksDB replica lives.
+    /// Where the RocksDB replica lives; created on first start.
     pub replica_dir: PathBuf,
+    /// `[replica]`: how the replica writes.
     #[serde(default)]
     pub replica: ReplicaSettings,
-    /// The diode link. A receiver has either `[link]` or `[upstream]`.
+    /// `[link]`: where datagrams arrive. A receiver has either `[link]` or `[upstream]`.
     #[serde(default)]
     pub link: Option<LinkConfig>,
-    /// Another receiver to replicate from over QUIC, instead of the diode link.
+    /// `[upstream]`: another receiver to replicate from over QUIC, instead of the diode link.
     #[serde(default)]
     pub upstream: Option<UpstreamConfig>,
-    /// Serve this receiver's verified segments to downstream receivers over QUIC.
+    /// `[serve]`: serve this receiver's verified segments to downstream receivers over QUIC.
     #[serde(default)]
     pub serve: Option<ServeConfig>,
+    /// `[keys]`: the link key (with `[link]`) and the trusted signing keys; required.
     pub keys: KeysConfig,
+    /// `[reassembly]`: the bounds on segments being rebuilt and waiting to be applied.
     #[serde(default)]
     pub reassembly: ReassemblyConfig,
+    /// `[http]`: the metrics, status and query listener; off unless `listen` is set.
     #[serde(default)]
     pub http: HttpConfig,
+    /// `[log]`: the log line format.
     #[serde(default)]
     pub log: LogConfig,
     /// `[[sinks.postgres]]`, `[[sinks.parquet]]`: where the replica's data flows on to.
@@ -91,12 +133,14 @@ pub enum ReplicaSync {
     Always,
 }
 
+/// `[link]`: the receiving end of the one-way link.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LinkConfig {
     /// Address the datagrams arrive on.
     pub listen: SocketAddr,
-    /// Kernel receive buffer in bytes; large, since nothing can slow the sender down.
+    /// Kernel receive buffer in bytes; large, since nothing can slow the sender down. Default
+    /// 32 MiB; raise `net.core.rmem_max` to at least this.
     #[serde(default = "default_receive_buffer")]
     pub receive_buffer_bytes: usize,
 }
@@ -107,10 +151,12 @@ pub struct LinkConfig {
 pub struct ServeConfig {
     /// UDP address QUIC listens on.
     pub listen: SocketAddr,
-    /// This receiver's certificate, its private key (0600) and the authority that signed the
-    /// downstreams' certificates (`diode-receiver tls-keygen`).
+    /// This receiver's certificate (PEM, from `diode-receiver tls-keygen cert`).
     pub certificate: PathBuf,
+    /// Its private key (PEM); refused unless only its owner can read it (0600).
     pub private_key: PathBuf,
+    /// The authority that signed the downstreams' certificates (`tls-keygen ca`): only
+    /// downstreams presenting a certificate it signed are served.
     pub ca_certificate: PathBuf,
     /// Downstreams connected at once; more are refused.
     #[serde(default = "default_max_downstreams")]
@@ -136,10 +182,12 @@ pub struct UpstreamConfig {
     /// This receiver's name in the upstream's status and metrics.
     #[serde(default = "default_downstream_name")]
     pub name: String,
-    /// This receiver's certificate, its private key (0600) and the authority that signed the
-    /// upstream's certificate.
+    /// This receiver's certificate (PEM, from `diode-receiver tls-keygen cert`), presented to the
+    /// upstream.
     pub certificate: PathBuf,
+    /// Its private key (PEM); refused unless only its owner can read it (0600).
     pub private_key: PathBuf,
+    /// The authority that signed the upstream's certificate: any other upstream is refused.
     pub ca_certificate: PathBuf,
 }
 
@@ -159,6 +207,7 @@ fn default_downstream_name() -> String {
     "downstream".to_owned()
 }
 
+/// `[keys]`: what authenticates datagrams and segments.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeysConfig {
@@ -169,12 +218,13 @@ pub struct KeysConfig {
     pub trusted: Vec<TrustedKeyConfig>,
 }
 
+/// `[[keys.trusted]]`: one sender signing key whose segments and beacons are accepted.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrustedKeyConfig {
     /// A `signing.pub` written by `diode-sender keygen`.
     pub public_key: PathBuf,
-    /// Segments sealed before this instant (RFC 3339) are refused.
+    /// Segments sealed before this instant (RFC 3339) are refused; unset: no lower bound.
     pub valid_from: Option<String>,
     /// Segments sealed at or after this instant (RFC 3339) are refused: set it to retire or
     /// revoke the key.
@@ -183,14 +233,21 @@ pub struct TrustedKeyConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+/// `[reassembly]`: bounds on the segments being rebuilt from symbols, checked as datagrams
+/// arrive.
 pub struct ReassemblyConfig {
+    /// Incomplete segments held at once; beyond it the one idle longest is evicted (and counted).
+    /// Default 256.
     pub max_segments_in_flight: usize,
+    /// MiB held at once over all incomplete segments, bookkeeping included; default 256.
     pub max_buffered_mib: usize,
+    /// An incomplete segment with no new symbol for this long is given up (the carousel or a
+    /// resend brings it back); default 30,000.
     pub segment_timeout_ms: u64,
-    /// Largest segment accepted, in KiB (the sender's segments must fit).
+    /// Largest segment accepted, in KiB (the sender's segments must fit); default 16,384.
     pub max_segment_kib: u32,
     /// Verified segments waiting to be applied; when full, newly completed segments are shed
-    /// (whole, never partly) and counted, to be filled by the carousel or a resend.
+    /// (whole, never partly) and counted, to be filled by the carousel or a resend. Default 256.
     pub apply_queue_segments: usize,
 }
 
@@ -206,6 +263,7 @@ impl Default for ReassemblyConfig {
     }
 }
 
+/// `[http]`: the one HTTP listener, for Prometheus, status and queries.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
@@ -214,15 +272,17 @@ pub struct HttpConfig {
     /// If set, API requests need `Authorization: Bearer <token>` (`/metrics` stays open).
     pub bearer_token: Option<String>,
     /// Connections open at once; at the cap a new connection replaces the longest idle one.
+    /// Default 1024.
     pub max_connections: usize,
-    /// Time a request head may take from its first byte.
+    /// Time a request head may take from its first byte; default 10,000 ms.
     pub header_timeout_ms: u64,
-    /// Time a connection may stay open with no request.
+    /// Time a connection may stay open with no request; default 75,000 ms.
     pub idle_timeout_ms: u64,
     /// Time a response may wait for its client to read any of it; a query whose client stops
-    /// reading ends after it and frees its slot.
+    /// reading ends after it and frees its slot. Default 30,000 ms.
     pub write_timeout_ms: u64,
     /// Time a query may run, waiting for its client included; then it ends with an error.
+    /// Default 30,000 ms.
     pub query_timeout_ms: u64,
 }
 
@@ -242,7 +302,9 @@ impl Default for HttpConfig {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// `[log]`: logging settings (the level comes from `RUST_LOG`).
 pub struct LogConfig {
+    /// One JSON object per line instead of text; default false.
     #[serde(default)]
     pub json: bool,
 }
@@ -252,6 +314,7 @@ fn default_receive_buffer() -> usize {
 }
 
 impl ReceiverConfig {
+    /// Reads, parses and checks a config file; relative paths become relative to its folder.
     pub fn load(path: &Path) -> Result<ReceiverConfig, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
@@ -280,6 +343,8 @@ impl ReceiverConfig {
         self.sinks.resolve_paths(base);
     }
 
+    /// Checks every setting against its bounds and every validity time; the error names the
+    /// setting and its range.
     pub fn check(&self) -> Result<(), ConfigError> {
         ensure(!self.keys.trusted.is_empty(), "keys.trusted is empty; add the sender's signing.pub")?;
         self.check_replication()?;

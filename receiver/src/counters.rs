@@ -10,26 +10,44 @@ use diode_common::reassembly::ReassemblyStats;
 
 use crate::locks;
 
+/// Every counter of a running receiver, shown on `/metrics` (`diode_receiver_*`) and in status.
+/// The receive thread keeps the datagram, reassembly and beacon ones, the apply thread the rest.
 #[derive(Debug, Default)]
 pub struct ReceiverCounters {
+    /// Datagrams received, whatever became of them.
     pub datagrams_received: AtomicU64,
+    /// UDP payload bytes received.
     pub bytes_received: AtomicU64,
+    /// Segments rebuilt from symbols.
     pub segments_completed: AtomicU64,
+    /// Of those, segments that needed repair symbols.
     pub segments_recovered_by_fec: AtomicU64,
+    /// Segments applied to the replica.
     pub segments_applied: AtomicU64,
+    /// Segments received again after their apply (carousel, resend); they change nothing.
     pub segments_already_applied: AtomicU64,
+    /// Segments dropped whole because the apply queue was full; the carousel or a resend brings
+    /// them back.
     pub segments_shed: AtomicU64,
+    /// Incomplete segments given up after `reassembly.segment_timeout_ms`.
     pub segments_abandoned: AtomicU64,
+    /// Incomplete segments dropped to stay within the reassembly bounds.
     pub segments_evicted: AtomicU64,
+    /// Points written to the replica.
     pub points_applied: AtomicU64,
+    /// Beacons whose signature checked out.
     pub beacons_accepted: AtomicU64,
     /// Beacons whose signed head is not the stored segment at that position (a forked chain).
     pub beacon_head_mismatches: AtomicU64,
+    /// When the last verified beacon arrived, in ns since the Unix epoch (0: none yet).
     pub last_beacon_received_ns: AtomicI64,
+    /// When the last segment was applied, in ns since the Unix epoch (0: none yet).
     pub last_apply_ns: AtomicI64,
     /// Head sequence announced by the latest beacon, and the highest applied, for the lag gauge.
     pub announced_head: AtomicU64,
+    /// See `announced_head`.
     pub applied_head: AtomicU64,
+    /// Segments missing across every stream, as the replica's gap report counts them.
     pub gap_segments: AtomicU64,
     /// Beacons dropped unverified because a newer one of their sender was already verified.
     pub beacons_replayed: AtomicU64,
@@ -45,10 +63,12 @@ pub struct ReceiverCounters {
 }
 
 impl ReceiverCounters {
+    /// Counts one datagram or segment refused for `reason` (`diode_receiver_rejected_total`).
     pub fn reject(&self, reason: &'static str) {
         *locks::lock(&self.rejected).entry(reason).or_default() += 1;
     }
 
+    /// The refusals so far, by reason.
     pub fn rejected(&self) -> BTreeMap<&'static str, u64> {
         locks::lock(&self.rejected).clone()
     }
@@ -212,6 +232,8 @@ pub struct RateLimitedLog {
 }
 
 impl RateLimitedLog {
+    /// Logs `detail()` for `reason` unless one was logged in the last second; `detail` is only
+    /// called when logged.
     pub fn warn(&self, reason: &'static str, detail: impl FnOnce() -> String) {
         let mut last = locks::lock(&self.last);
         let now = Instant::now();

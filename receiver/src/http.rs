@@ -37,8 +37,14 @@ pub fn routes() -> axum::Router<AppState> {
 /// Why the listener stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
+    /// The listen address is taken or not local; change `http.listen`.
     #[error("cannot listen for HTTP on {listen}; change http.listen")]
-    Listen { listen: SocketAddr, source: std::io::Error },
+    Listen {
+        /// The address from `http.listen`.
+        listen: SocketAddr,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
 }
 
 /// The connection limits `[http]` sets.

@@ -15,9 +15,13 @@ use crate::counters::{RateLimitedLog, ReceiverCounters};
 
 /// The state of a running receiver, shared by the receive and apply threads and the HTTP routes.
 pub struct Shared {
+    /// Every counter the metrics show; the receive and apply threads add to them.
     pub counters: ReceiverCounters,
+    /// Rate-limited logging of refused input, per reason.
     pub log: RateLimitedLog,
+    /// The replica: the apply thread writes, routes read.
     pub replica: RwLock<Replica>,
+    /// Set to stop the threads (on a signal, or when one of them fails).
     pub stop: AtomicBool,
     /// Verified beacons waiting for the apply thread: the newest per sender only, so beacons never
     /// take a place in the segment queue and a flood of them costs one slot per sender.
@@ -52,7 +56,9 @@ pub struct VerifiedBeacon {
 /// What every route gets: the running receiver's shared state and the optional bearer token.
 #[derive(Clone)]
 pub struct AppState {
+    /// The running receiver.
     pub shared: Arc<Shared>,
+    /// `http.bearer_token`: when set, API routes require it.
     pub token: Option<Arc<str>>,
 }
 

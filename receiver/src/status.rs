@@ -18,6 +18,7 @@ pub fn resend_command(gap: &Gap) -> String {
     )
 }
 
+/// `/api/v1/gaps` and `diode-receiver gaps --json`: every missing range with the command that resends it.
 pub fn gaps_json(replica: &Replica) -> Value {
     let gaps: Vec<Value> = replica
         .gaps()
@@ -36,6 +37,8 @@ pub fn gaps_json(replica: &Replica) -> Value {
     json!({ "gaps": gaps })
 }
 
+/// `/api/v1/status` and `diode-receiver status --json`: each stream's progress and latest beacon, the replica's
+/// counters, and (from a running receiver) its live counters.
 pub fn status_json(replica: &Replica, counters: Option<&ReceiverCounters>) -> Value {
     let now = now_ns();
     let streams: Vec<Value> = replica
@@ -148,6 +151,7 @@ fn software_line(sender: &str) -> String {
     }
 }
 
+/// `diode-receiver gaps`: the missing ranges for a terminal, each with its resend command.
 pub fn gaps_text(replica: &Replica) -> String {
     let gaps = replica.gaps();
     let mut out = String::new();

@@ -6,24 +6,67 @@ use std::num::{ParseIntError, TryFromIntError};
 /// Why a time or a duration as written was refused. Each message quotes what was written.
 #[derive(Debug, thiserror::Error)]
 pub enum TimeError {
+    /// Not an RFC 3339 time such as `2026-01-01T00:00:00Z`.
     #[error("{text:?} is not an RFC 3339 time")]
-    NotRfc3339 { text: String, source: jiff::Error },
+    NotRfc3339 {
+        /// What was written.
+        text: String,
+        /// What the time parser said.
+        source: jiff::Error,
+    },
+    /// A valid RFC 3339 time outside what i64 nanoseconds hold (about 1677 to 2262).
     #[error("{text:?} is outside the supported range")]
-    OutsideRange { text: String, source: TryFromIntError },
+    OutsideRange {
+        /// What was written.
+        text: String,
+        /// The failed conversion.
+        source: TryFromIntError,
+    },
+    /// A duration that is empty (or only spaces).
     #[error("empty duration; write e.g. 1m, 15s, 1h30m")]
     EmptyDuration,
+    /// Not a run of number–unit pairs.
     #[error("{text:?} is not a duration; write e.g. 1m, 15s, 1h30m, 500ms")]
-    NotADuration { text: String },
+    NotADuration {
+        /// What was written.
+        text: String,
+    },
+    /// A number in a duration beyond i64.
     #[error("{text:?}: number too large")]
-    NumberTooLarge { text: String, source: ParseIntError },
+    NumberTooLarge {
+        /// What was written.
+        text: String,
+        /// What the number parser said.
+        source: ParseIntError,
+    },
+    /// A unit other than ns, us, ms, s, m, h, d or w.
     #[error("{text:?}: unknown unit {unit:?}; use ns, us, ms, s, m, h, d or w")]
-    UnknownUnit { text: String, unit: String },
+    UnknownUnit {
+        /// What was written.
+        text: String,
+        /// The unit that is not known.
+        unit: String,
+    },
+    /// A duration longer than i64 nanoseconds hold (about 292 years).
     #[error("{text:?} is too long")]
-    DurationTooLong { text: String },
+    DurationTooLong {
+        /// What was written.
+        text: String,
+    },
+    /// An epoch number whose nanoseconds do not fit in i64.
     #[error("{text:?} is out of range")]
-    EpochOutOfRange { text: String },
+    EpochOutOfRange {
+        /// What was written.
+        text: String,
+    },
+    /// Not a time in any accepted form; the source says why it is not the form it looked like.
     #[error("{text:?} is not a time; write RFC 3339 (2026-01-01T00:00:00Z), an epoch number, now, or -1h")]
-    NotATime { text: String, source: Box<TimeError> },
+    NotATime {
+        /// What was written.
+        text: String,
+        /// Why the likeliest form failed.
+        source: Box<TimeError>,
+    },
 }
 
 impl TimeError {

@@ -26,6 +26,7 @@ use crate::open::Replica;
 pub struct AppliedSegment {
     /// Its place in the apply log: 1 for the first segment the replica applied.
     pub apply_number: u64,
+    /// Which segment it was: sender, epoch and sequence.
     pub segment: SegmentKey,
     /// When the receiver applied it (ns since the Unix epoch).
     pub applied_at_ns: i64,
@@ -46,6 +47,7 @@ impl AppliedSegment {
 pub struct AppliedSeries {
     /// The replica's id of the series ([`Replica::series_info`] gives its name and tags).
     pub series_id: u32,
+    /// Its winning points: timestamps, values and qualities, ascending by time.
     pub columns: SeriesColumns,
 }
 

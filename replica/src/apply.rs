@@ -40,7 +40,12 @@ const STATISTICS_DELTAS_PER_CHECKPOINT: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApplyOutcome {
     /// The segment was written: `points` records, of which `new_series` series were new.
-    Applied { points: u64, new_series: u32 },
+    Applied {
+        /// Records written (the segment's record count).
+        points: u64,
+        /// Series the segment added to the catalog.
+        new_series: u32,
+    },
     /// The segment was applied before; nothing was written.
     AlreadyApplied,
 }

@@ -20,7 +20,14 @@ pub enum HeadCheck {
     Matches,
     /// Two signed segments claim one place: the sender's chain forked (state lost without a new
     /// epoch) or a trusted key signed segments it should not have.
-    Differs { segment: SegmentKey, signed_hash: SegmentHash, stored_hash: SegmentHash },
+    Differs {
+        /// The head's position.
+        segment: SegmentKey,
+        /// The head hash the beacon signed.
+        signed_hash: SegmentHash,
+        /// The hash of the segment stored at that position.
+        stored_hash: SegmentHash,
+    },
 }
 
 impl Replica {

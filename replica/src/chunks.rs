@@ -16,15 +16,18 @@ use crate::layout::{SeriesStatistics, bucket_start};
 /// One sample read back from the replica.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {
+    /// Data time, in ns since the Unix epoch, as the source stamped it.
     pub timestamp_ns: i64,
+    /// The sample's value, of its series' kind.
     pub value: Value,
+    /// The source's quality for the sample.
     pub quality: Quality,
 }
 
 /// Calls `emit(bucket start, columns)` once per bucket the records of `parts` (all of one series,
 /// in payload order) fall in, ascending by bucket, with the records of that bucket in input order.
 /// The common case (one entry, one bucket) passes the entry itself without copying.
-pub fn for_each_bucket(parts: &[&SeriesColumns], mut emit: impl FnMut(i64, &SeriesColumns)) {
+pub(crate) fn for_each_bucket(parts: &[&SeriesColumns], mut emit: impl FnMut(i64, &SeriesColumns)) {
     let non_empty: Vec<&SeriesColumns> = parts.iter().copied().filter(|part| !part.is_empty()).collect();
     if let [only] = non_empty.as_slice()
         && let Some((min_ns, max_ns)) = only.min_max_timestamp()
@@ -69,7 +72,10 @@ fn kinds_of(values: &Values) -> Option<(ValueKind, u8)> {
 
 /// Statistics of `parts` (one series of one segment) folded into `previous`. `None` when `parts`
 /// holds no records and there were no statistics before.
-pub fn fold_statistics(previous: Option<SeriesStatistics>, parts: &[&SeriesColumns]) -> Option<SeriesStatistics> {
+pub(crate) fn fold_statistics(
+    previous: Option<SeriesStatistics>,
+    parts: &[&SeriesColumns],
+) -> Option<SeriesStatistics> {
     let mut statistics = previous;
     for part in parts {
         let (Some((first_kind, kinds)), Some((min_ns, max_ns))) = (kinds_of(&part.values), part.min_max_timestamp())
@@ -101,7 +107,7 @@ pub fn fold_statistics(previous: Option<SeriesStatistics>, parts: &[&SeriesColum
 /// points whose timestamps lie in `from_ns..=to_ns`, ascending by time, one per timestamp: for
 /// equal timestamps the last chunk wins, and within a chunk the later record. `None` when no point
 /// is in range. The common case (one chunk, applied in order) hands the decoded chunk back whole.
-pub fn merge_bucket(mut chunks: Vec<SeriesColumns>, from_ns: i64, to_ns: i64) -> Option<SeriesColumns> {
+pub(crate) fn merge_bucket(mut chunks: Vec<SeriesColumns>, from_ns: i64, to_ns: i64) -> Option<SeriesColumns> {
     if already_in_order(&chunks) {
         // Applied in order with no duplicates: each chunk's rows in range are one run.
         let mut merged: Option<SeriesColumns> = None;

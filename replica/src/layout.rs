@@ -17,12 +17,12 @@ pub const LAYOUT_VERSION: u32 = 1;
 /// into one chunk per bucket they fall in, so a range query reads whole buckets.
 pub const BUCKET_NS: i64 = 3_600 * 1_000_000_000;
 
-pub const CF_POINTS: &str = "points";
-pub const CF_SERIES: &str = "series";
-pub const CF_SEGMENTS: &str = "segments";
-pub const CF_META: &str = "meta";
+pub(crate) const CF_POINTS: &str = "points";
+pub(crate) const CF_SERIES: &str = "series";
+pub(crate) const CF_SEGMENTS: &str = "segments";
+pub(crate) const CF_META: &str = "meta";
 /// Every column family the replica uses (RocksDB's `default` is left empty).
-pub const COLUMN_FAMILIES: [&str; 4] = [CF_POINTS, CF_SERIES, CF_SEGMENTS, CF_META];
+pub(crate) const COLUMN_FAMILIES: [&str; 4] = [CF_POINTS, CF_SERIES, CF_SEGMENTS, CF_META];
 
 /// Start of the bucket holding `timestamp_ns`. Monotonic; never overflows (the partial bucket at
 /// the very bottom of the `i64` range starts at `i64::MIN`).
@@ -31,12 +31,12 @@ pub fn bucket_start(timestamp_ns: i64) -> i64 {
 }
 
 /// `i64` → `u64` preserving order (flip the sign bit), for big-endian keys.
-pub fn order_preserving(value: i64) -> u64 {
+pub(crate) fn order_preserving(value: i64) -> u64 {
     (value as u64) ^ (1 << 63)
 }
 
 /// Inverse of [`order_preserving`].
-pub fn from_order_preserving(value: u64) -> i64 {
+pub(crate) fn from_order_preserving(value: u64) -> i64 {
     (value ^ (1 << 63)) as i64
 }
 
@@ -56,23 +56,30 @@ fn i64_at(bytes: &[u8], at: usize) -> Option<i64> {
 // points
 
 /// Bytes of a points key.
-pub const POINT_KEY_LENGTH: usize = 36;
+pub(crate) const POINT_KEY_LENGTH: usize = 36;
 /// Bytes of the `series id ‖ bucket` prefix shared by every chunk of one bucket.
-pub const POINT_BUCKET_PREFIX_LENGTH: usize = 12;
+pub(crate) const POINT_BUCKET_PREFIX_LENGTH: usize = 12;
 
 /// Key of one chunk: `series id u32 ‖ bucket start (sign-flipped i64) ‖ epoch u64 ‖ sequence u64
 /// ‖ sender id u64`, all big-endian. Within a bucket, chunks sort by (epoch, sequence, sender id):
 /// the order in which last-write-wins resolves duplicate timestamps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PointKey {
+    /// The replica's own id of the series (see [`SeriesInfo`](crate::SeriesInfo)), not the
+    /// segment-local one.
     pub series_id: u32,
+    /// Start of the chunk's bucket, in ns since the Unix epoch; a multiple of [`BUCKET_NS`].
     pub bucket_start_ns: i64,
+    /// Epoch of the segment the chunk came from.
     pub epoch: u64,
+    /// Sequence of that segment in its epoch.
     pub sequence: u64,
+    /// Sender that signed that segment.
     pub sender_id: u64,
 }
 
 impl PointKey {
+    /// The key's 36 stored bytes.
     pub fn to_bytes(self) -> [u8; POINT_KEY_LENGTH] {
         let mut key = [0u8; POINT_KEY_LENGTH];
         key[..POINT_BUCKET_PREFIX_LENGTH].copy_from_slice(&bucket_prefix(self.series_id, self.bucket_start_ns));
@@ -82,6 +89,7 @@ impl PointKey {
         key
     }
 
+    /// Reads a stored key; `None` when it is not 36 bytes.
     pub fn from_bytes(key: &[u8]) -> Option<PointKey> {
         if key.len() != POINT_KEY_LENGTH {
             return None;
@@ -97,7 +105,7 @@ impl PointKey {
 }
 
 /// `series id ‖ bucket start`: where a scan of that bucket seeks.
-pub fn bucket_prefix(series_id: u32, bucket_start_ns: i64) -> [u8; POINT_BUCKET_PREFIX_LENGTH] {
+pub(crate) fn bucket_prefix(series_id: u32, bucket_start_ns: i64) -> [u8; POINT_BUCKET_PREFIX_LENGTH] {
     let mut prefix = [0u8; POINT_BUCKET_PREFIX_LENGTH];
     prefix[..4].copy_from_slice(&series_id.to_be_bytes());
     prefix[4..].copy_from_slice(&order_preserving(bucket_start_ns).to_be_bytes());
@@ -106,7 +114,7 @@ pub fn bucket_prefix(series_id: u32, bucket_start_ns: i64) -> [u8; POINT_BUCKET_
 
 /// The smallest key above every chunk of `series_id` in buckets up to `last_bucket_start_ns`:
 /// the exclusive upper bound of a scan. `None` when no such key exists (nothing bounds the scan).
-pub fn scan_upper_bound(series_id: u32, last_bucket_start_ns: i64) -> Option<Vec<u8>> {
+pub(crate) fn scan_upper_bound(series_id: u32, last_bucket_start_ns: i64) -> Option<Vec<u8>> {
     match order_preserving(last_bucket_start_ns).checked_add(1) {
         Some(next) => {
             let mut bound = series_id.to_be_bytes().to_vec();
@@ -121,14 +129,17 @@ pub fn scan_upper_bound(series_id: u32, last_bucket_start_ns: i64) -> Option<Vec
 // segments
 
 /// Bytes of a segments key.
-pub const SEGMENT_KEY_LENGTH: usize = 24;
+pub(crate) const SEGMENT_KEY_LENGTH: usize = 24;
 
 /// Where a segment sits: `sender id u64 ‖ epoch u64 ‖ sequence u64`, big-endian, so the audit log
 /// of one stream is one contiguous, ordered range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SegmentKey {
+    /// The sender that signed the segment.
     pub sender_id: u64,
+    /// The sender's epoch the segment belongs to.
     pub epoch: u64,
+    /// The segment's sequence in its epoch, from 1.
     pub sequence: u64,
 }
 
@@ -136,6 +147,7 @@ impl SegmentKey {
     /// The lowest key: a scan from here covers the whole audit log.
     pub const FIRST: SegmentKey = SegmentKey { sender_id: 0, epoch: 0, sequence: 0 };
 
+    /// The key's 24 stored bytes.
     pub fn to_bytes(self) -> [u8; SEGMENT_KEY_LENGTH] {
         let mut key = [0u8; SEGMENT_KEY_LENGTH];
         key[0..8].copy_from_slice(&self.sender_id.to_be_bytes());
@@ -144,6 +156,7 @@ impl SegmentKey {
         key
     }
 
+    /// Reads a stored key; `None` when it is not 24 bytes.
     pub fn from_bytes(key: &[u8]) -> Option<SegmentKey> {
         if key.len() != SEGMENT_KEY_LENGTH {
             return None;
@@ -153,13 +166,13 @@ impl SegmentKey {
 }
 
 /// Version byte of an audit entry.
-pub const AUDIT_ENTRY_VERSION: u8 = 1;
+pub(crate) const AUDIT_ENTRY_VERSION: u8 = 1;
 /// Bytes before the sealed segment in an audit entry.
-pub const AUDIT_ENTRY_PREFIX_LENGTH: usize = 9;
+pub(crate) const AUDIT_ENTRY_PREFIX_LENGTH: usize = 9;
 
 /// Audit entry: `version u8 (1) ‖ applied at, ns i64 BE ‖ the sealed segment exactly as received
 /// (header ‖ signature ‖ payload, SealedSegment::to_bytes)`.
-pub fn encode_audit_entry(applied_at_ns: i64, segment: &SealedSegment) -> Vec<u8> {
+pub(crate) fn encode_audit_entry(applied_at_ns: i64, segment: &SealedSegment) -> Vec<u8> {
     let mut entry =
         Vec::with_capacity(AUDIT_ENTRY_PREFIX_LENGTH + HEADER_LENGTH + SIGNATURE_LENGTH + segment.payload.len());
     entry.push(AUDIT_ENTRY_VERSION);
@@ -171,7 +184,7 @@ pub fn encode_audit_entry(applied_at_ns: i64, segment: &SealedSegment) -> Vec<u8
 }
 
 /// Splits an audit entry into (applied at, sealed bytes).
-pub fn decode_audit_entry(entry: &[u8]) -> Result<(i64, &[u8]), &'static str> {
+pub(crate) fn decode_audit_entry(entry: &[u8]) -> Result<(i64, &[u8]), &'static str> {
     if entry.first() != Some(&AUDIT_ENTRY_VERSION) {
         return Err("audit entry version is not 1");
     }
@@ -187,14 +200,14 @@ pub fn decode_audit_entry(entry: &[u8]) -> Result<(i64, &[u8]), &'static str> {
 // series
 
 /// Series CF key prefix: canonical series key → id.
-pub const SERIES_BY_KEY: u8 = b'K';
+pub(crate) const SERIES_BY_KEY: u8 = b'K';
 /// Series CF key prefix: id → canonical series key (never rewritten).
-pub const SERIES_IDENTITY: u8 = b'I';
+pub(crate) const SERIES_IDENTITY: u8 = b'I';
 /// Series CF key prefix: id → statistics (rewritten by every segment that touches the series).
-pub const SERIES_STATISTICS: u8 = b'S';
+pub(crate) const SERIES_STATISTICS: u8 = b'S';
 
 /// `prefix ‖ id u32 BE`.
-pub fn series_id_key(prefix: u8, series_id: u32) -> [u8; 5] {
+pub(crate) fn series_id_key(prefix: u8, series_id: u32) -> [u8; 5] {
     let mut key = [prefix, 0, 0, 0, 0];
     key[1..].copy_from_slice(&series_id.to_be_bytes());
     key
@@ -203,7 +216,7 @@ pub fn series_id_key(prefix: u8, series_id: u32) -> [u8; 5] {
 /// Canonical encoding of a series key: `name length u32 ‖ name ‖ tag count u32 ‖ (key length u32
 /// ‖ key ‖ value length u32 ‖ value) * tag count`, lengths big-endian, strings UTF-8. Tags are kept
 /// in the key's (sorted) order, so equal keys encode equally.
-pub fn encode_series_key(key: &SeriesKey, out: &mut Vec<u8>) {
+pub(crate) fn encode_series_key(key: &SeriesKey, out: &mut Vec<u8>) {
     let put = |out: &mut Vec<u8>, text: &str| {
         out.extend_from_slice(&(text.len() as u32).to_be_bytes());
         out.extend_from_slice(text.as_bytes());
@@ -217,7 +230,7 @@ pub fn encode_series_key(key: &SeriesKey, out: &mut Vec<u8>) {
 }
 
 /// Inverse of [`encode_series_key`]; the whole input must be consumed.
-pub fn decode_series_key(bytes: &[u8]) -> Result<SeriesKey, &'static str> {
+pub(crate) fn decode_series_key(bytes: &[u8]) -> Result<SeriesKey, &'static str> {
     let mut at = 0usize;
     let text = |at: &mut usize| -> Result<String, &'static str> {
         let length = u32_at(bytes, *at).ok_or("series key truncated in a length")? as usize;
@@ -246,11 +259,11 @@ pub fn decode_series_key(bytes: &[u8]) -> Result<SeriesKey, &'static str> {
 }
 
 /// Bytes of a statistics value.
-pub const SERIES_STATISTICS_LENGTH: usize = 26;
+pub(crate) const SERIES_STATISTICS_LENGTH: usize = 26;
 
 /// Running statistics of one series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SeriesStatistics {
+pub(crate) struct SeriesStatistics {
     /// Kind of the first value written.
     pub kind: ValueKind,
     /// Bit `k` set when a value of kind `k` (`ValueKind as u8`) was written.
@@ -263,7 +276,7 @@ pub struct SeriesStatistics {
 
 impl SeriesStatistics {
     /// `kind u8 ‖ kinds seen u8 ‖ first timestamp i64 ‖ last timestamp i64 ‖ point count u64`, BE.
-    pub fn to_bytes(self) -> [u8; SERIES_STATISTICS_LENGTH] {
+    pub(crate) fn to_bytes(self) -> [u8; SERIES_STATISTICS_LENGTH] {
         let mut bytes = [0u8; SERIES_STATISTICS_LENGTH];
         bytes[0] = self.kind as u8;
         bytes[1] = self.kinds_seen;
@@ -273,7 +286,7 @@ impl SeriesStatistics {
         bytes
     }
 
-    pub fn from_bytes(bytes: &[u8]) -> Result<SeriesStatistics, &'static str> {
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Result<SeriesStatistics, &'static str> {
         if bytes.len() != SERIES_STATISTICS_LENGTH {
             return Err("series statistics are not 26 bytes");
         }
@@ -299,29 +312,29 @@ impl SeriesStatistics {
 // meta
 
 /// Meta key of the layout version (`u32 BE`).
-pub const META_LAYOUT_VERSION: &[u8] = b"V";
+pub(crate) const META_LAYOUT_VERSION: &[u8] = b"V";
 /// Meta key of the counters.
-pub const META_COUNTERS: &[u8] = b"C";
+pub(crate) const META_COUNTERS: &[u8] = b"C";
 /// Meta key prefix of a stream entry: `'S' ‖ sender id ‖ epoch`.
-pub const META_STREAM: u8 = b'S';
+pub(crate) const META_STREAM: u8 = b'S';
 /// Meta key prefix of a sender's latest beacon: `'B' ‖ sender id`.
-pub const META_BEACON: u8 = b'B';
+pub(crate) const META_BEACON: u8 = b'B';
 
 /// Meta key prefix of the beacon that first announced an epoch: `'E' ‖ sender id ‖ epoch`.
-pub const META_EPOCH_BEACON: u8 = b'E';
+pub(crate) const META_EPOCH_BEACON: u8 = b'E';
 
 /// Meta key prefix of a statistics delta: `'D' ‖ delta number u64 BE`.
-pub const META_STATISTICS_DELTA: u8 = b'D';
+pub(crate) const META_STATISTICS_DELTA: u8 = b'D';
 
 /// Meta key prefix of the apply log: `'A' ‖ apply number u64 BE`. The apply number of a segment
 /// is the replica's `segments applied` counter once it is applied (1, 2, 3, …), so the log lists
 /// every applied segment in the order it was applied, with no holes.
-pub const META_APPLY_LOG: u8 = b'A';
+pub(crate) const META_APPLY_LOG: u8 = b'A';
 
 /// Meta key prefix of a sink's cursor: `'K' ‖ sink name (UTF-8)`.
-pub const META_SINK_CURSOR: u8 = b'K';
+pub(crate) const META_SINK_CURSOR: u8 = b'K';
 
-pub fn apply_log_key(apply_number: u64) -> [u8; 9] {
+pub(crate) fn apply_log_key(apply_number: u64) -> [u8; 9] {
     let mut key = [0u8; 9];
     key[0] = META_APPLY_LOG;
     key[1..9].copy_from_slice(&apply_number.to_be_bytes());
@@ -330,10 +343,10 @@ pub fn apply_log_key(apply_number: u64) -> [u8; 9] {
 
 const APPLY_LOG_ENTRY_VERSION: u8 = 1;
 /// Bytes of an apply log entry.
-pub const APPLY_LOG_ENTRY_LENGTH: usize = 1 + SEGMENT_KEY_LENGTH;
+pub(crate) const APPLY_LOG_ENTRY_LENGTH: usize = 1 + SEGMENT_KEY_LENGTH;
 
 /// Apply log entry: `version u8 (1) ‖ segment key (sender id ‖ epoch ‖ sequence)`.
-pub fn encode_apply_log_entry(segment: SegmentKey) -> [u8; APPLY_LOG_ENTRY_LENGTH] {
+pub(crate) fn encode_apply_log_entry(segment: SegmentKey) -> [u8; APPLY_LOG_ENTRY_LENGTH] {
     let mut entry = [0u8; APPLY_LOG_ENTRY_LENGTH];
     entry[0] = APPLY_LOG_ENTRY_VERSION;
     entry[1..].copy_from_slice(&segment.to_bytes());
@@ -341,7 +354,7 @@ pub fn encode_apply_log_entry(segment: SegmentKey) -> [u8; APPLY_LOG_ENTRY_LENGT
 }
 
 /// Inverse of [`encode_apply_log_entry`].
-pub fn decode_apply_log_entry(entry: &[u8]) -> Result<SegmentKey, &'static str> {
+pub(crate) fn decode_apply_log_entry(entry: &[u8]) -> Result<SegmentKey, &'static str> {
     if entry.first() != Some(&APPLY_LOG_ENTRY_VERSION) {
         return Err("apply log entry has an unknown version or is empty");
     }
@@ -354,14 +367,14 @@ pub fn decode_apply_log_entry(entry: &[u8]) -> Result<SegmentKey, &'static str> 
 /// Longest sink name, in bytes.
 pub const MAX_SINK_NAME_BYTES: usize = 64;
 
-pub fn sink_cursor_key(name: &str) -> Vec<u8> {
+pub(crate) fn sink_cursor_key(name: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + name.len());
     key.push(META_SINK_CURSOR);
     key.extend_from_slice(name.as_bytes());
     key
 }
 
-pub fn parse_sink_cursor_key(key: &[u8]) -> Option<&str> {
+pub(crate) fn parse_sink_cursor_key(key: &[u8]) -> Option<&str> {
     match key.split_first() {
         Some((&META_SINK_CURSOR, name)) if !name.is_empty() && name.len() <= MAX_SINK_NAME_BYTES => {
             std::str::from_utf8(name).ok()
@@ -375,7 +388,7 @@ const SINK_CURSOR_LENGTH: usize = 17;
 
 /// Sink cursor entry: `version u8 (1) ‖ apply number u64 BE (every segment up to it is exported)
 /// ‖ updated at, ns i64 BE`.
-pub fn encode_sink_cursor(apply_number: u64, updated_at_ns: i64) -> [u8; SINK_CURSOR_LENGTH] {
+pub(crate) fn encode_sink_cursor(apply_number: u64, updated_at_ns: i64) -> [u8; SINK_CURSOR_LENGTH] {
     let mut entry = [0u8; SINK_CURSOR_LENGTH];
     entry[0] = SINK_CURSOR_VERSION;
     entry[1..9].copy_from_slice(&apply_number.to_be_bytes());
@@ -384,21 +397,21 @@ pub fn encode_sink_cursor(apply_number: u64, updated_at_ns: i64) -> [u8; SINK_CU
 }
 
 /// Inverse of [`encode_sink_cursor`]: (apply number, updated at).
-pub fn decode_sink_cursor(entry: &[u8]) -> Result<(u64, i64), &'static str> {
+pub(crate) fn decode_sink_cursor(entry: &[u8]) -> Result<(u64, i64), &'static str> {
     if entry.first() != Some(&SINK_CURSOR_VERSION) || entry.len() != SINK_CURSOR_LENGTH {
         return Err("sink cursor has an unknown version or is not 17 bytes");
     }
     Ok((u64_at(entry, 1).ok_or("truncated")?, i64_at(entry, 9).ok_or("truncated")?))
 }
 
-pub fn statistics_delta_key(delta_number: u64) -> [u8; 9] {
+pub(crate) fn statistics_delta_key(delta_number: u64) -> [u8; 9] {
     let mut key = [0u8; 9];
     key[0] = META_STATISTICS_DELTA;
     key[1..9].copy_from_slice(&delta_number.to_be_bytes());
     key
 }
 
-pub fn parse_statistics_delta_key(key: &[u8]) -> Option<u64> {
+pub(crate) fn parse_statistics_delta_key(key: &[u8]) -> Option<u64> {
     if key.len() != 9 || key[0] != META_STATISTICS_DELTA {
         return None;
     }
@@ -410,7 +423,7 @@ const STATISTICS_DELTA_ENTRY_LENGTH: usize = 4 + SERIES_STATISTICS_LENGTH;
 
 /// Statistics delta: `version u8 (1) ‖ (series id u32 BE ‖ statistics, 26 bytes)*`: the new
 /// statistics of every series one segment touched.
-pub fn encode_statistics_delta(statistics: &[(u32, SeriesStatistics)]) -> Vec<u8> {
+pub(crate) fn encode_statistics_delta(statistics: &[(u32, SeriesStatistics)]) -> Vec<u8> {
     let mut delta = Vec::with_capacity(1 + STATISTICS_DELTA_ENTRY_LENGTH * statistics.len());
     delta.push(STATISTICS_DELTA_VERSION);
     for (id, entry) in statistics {
@@ -421,7 +434,7 @@ pub fn encode_statistics_delta(statistics: &[(u32, SeriesStatistics)]) -> Vec<u8
 }
 
 /// Inverse of [`encode_statistics_delta`].
-pub fn decode_statistics_delta(delta: &[u8]) -> Result<Vec<(u32, SeriesStatistics)>, &'static str> {
+pub(crate) fn decode_statistics_delta(delta: &[u8]) -> Result<Vec<(u32, SeriesStatistics)>, &'static str> {
     if delta.first() != Some(&STATISTICS_DELTA_VERSION) {
         return Err("statistics delta has an unknown version or is empty");
     }
@@ -435,7 +448,7 @@ pub fn decode_statistics_delta(delta: &[u8]) -> Result<Vec<(u32, SeriesStatistic
         .collect()
 }
 
-pub fn stream_key(sender_id: u64, epoch: u64) -> [u8; 17] {
+pub(crate) fn stream_key(sender_id: u64, epoch: u64) -> [u8; 17] {
     let mut key = [0u8; 17];
     key[0] = META_STREAM;
     key[1..9].copy_from_slice(&sender_id.to_be_bytes());
@@ -443,28 +456,28 @@ pub fn stream_key(sender_id: u64, epoch: u64) -> [u8; 17] {
     key
 }
 
-pub fn parse_stream_key(key: &[u8]) -> Option<(u64, u64)> {
+pub(crate) fn parse_stream_key(key: &[u8]) -> Option<(u64, u64)> {
     if key.len() != 17 || key[0] != META_STREAM {
         return None;
     }
     Some((u64_at(key, 1)?, u64_at(key, 9)?))
 }
 
-pub fn beacon_key(sender_id: u64) -> [u8; 9] {
+pub(crate) fn beacon_key(sender_id: u64) -> [u8; 9] {
     let mut key = [0u8; 9];
     key[0] = META_BEACON;
     key[1..9].copy_from_slice(&sender_id.to_be_bytes());
     key
 }
 
-pub fn parse_beacon_key(key: &[u8]) -> Option<u64> {
+pub(crate) fn parse_beacon_key(key: &[u8]) -> Option<u64> {
     if key.len() != 9 || key[0] != META_BEACON {
         return None;
     }
     u64_at(key, 1)
 }
 
-pub fn epoch_beacon_key(sender_id: u64, epoch: u64) -> [u8; 17] {
+pub(crate) fn epoch_beacon_key(sender_id: u64, epoch: u64) -> [u8; 17] {
     let mut key = stream_key(sender_id, epoch);
     key[0] = META_EPOCH_BEACON;
     key
@@ -476,7 +489,7 @@ const EPOCH_BEACON_ENTRY_PREFIX_LENGTH: usize = 9;
 /// Epoch beacon entry: `version u8 (1) ‖ received at, ns i64 BE ‖ the raw signed beacon`, kept
 /// once per epoch (the first beacon received of it) so that an audit can show, with the sender's
 /// signature, why every epoch began and where the one before it ended.
-pub fn encode_epoch_beacon_entry(received_at_ns: i64, raw: &[u8]) -> Vec<u8> {
+pub(crate) fn encode_epoch_beacon_entry(received_at_ns: i64, raw: &[u8]) -> Vec<u8> {
     let mut entry = Vec::with_capacity(EPOCH_BEACON_ENTRY_PREFIX_LENGTH + raw.len());
     entry.push(EPOCH_BEACON_ENTRY_VERSION);
     entry.extend_from_slice(&received_at_ns.to_be_bytes());
@@ -485,7 +498,7 @@ pub fn encode_epoch_beacon_entry(received_at_ns: i64, raw: &[u8]) -> Vec<u8> {
 }
 
 /// Inverse of [`encode_epoch_beacon_entry`]: (received at, raw signed beacon).
-pub fn decode_epoch_beacon_entry(entry: &[u8]) -> Result<(i64, &[u8]), &'static str> {
+pub(crate) fn decode_epoch_beacon_entry(entry: &[u8]) -> Result<(i64, &[u8]), &'static str> {
     if entry.first() != Some(&EPOCH_BEACON_ENTRY_VERSION) {
         return Err("epoch beacon entry has an unknown version or is empty");
     }
@@ -494,13 +507,13 @@ pub fn decode_epoch_beacon_entry(entry: &[u8]) -> Result<(i64, &[u8]), &'static 
 }
 
 /// Stream entry flag: a beacon announced this epoch.
-pub const STREAM_ANNOUNCED_BY_BEACON: u8 = 1;
+pub(crate) const STREAM_ANNOUNCED_BY_BEACON: u8 = 1;
 /// Stream entry flag: a segment of this epoch was applied.
-pub const STREAM_SEEN_IN_SEGMENT: u8 = 2;
+pub(crate) const STREAM_SEEN_IN_SEGMENT: u8 = 2;
 const STREAM_ENTRY_VERSION: u8 = 1;
 
 /// Stream entry: `version u8 (1) ‖ first seen at, ns i64 BE ‖ flags u8 ‖ SequenceTracker bytes`.
-pub fn encode_stream_entry(first_seen_at_ns: i64, flags: u8, tracker: &[u8]) -> Vec<u8> {
+pub(crate) fn encode_stream_entry(first_seen_at_ns: i64, flags: u8, tracker: &[u8]) -> Vec<u8> {
     let mut entry = Vec::with_capacity(10 + tracker.len());
     entry.push(STREAM_ENTRY_VERSION);
     entry.extend_from_slice(&first_seen_at_ns.to_be_bytes());
@@ -510,7 +523,7 @@ pub fn encode_stream_entry(first_seen_at_ns: i64, flags: u8, tracker: &[u8]) -> 
 }
 
 /// Splits a stream entry into (first seen at, flags, tracker bytes).
-pub fn decode_stream_entry(entry: &[u8]) -> Result<(i64, u8, &[u8]), &'static str> {
+pub(crate) fn decode_stream_entry(entry: &[u8]) -> Result<(i64, u8, &[u8]), &'static str> {
     if entry.first() != Some(&STREAM_ENTRY_VERSION) || entry.len() < 10 {
         return Err("stream entry has an unknown version or is truncated");
     }
@@ -520,16 +533,26 @@ pub fn decode_stream_entry(entry: &[u8]) -> Result<(i64, u8, &[u8]), &'static st
 /// What the replica keeps of a sender's latest beacon besides its raw signed bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BeaconSummary {
+    /// When the receiver recorded the beacon, in ns since the Unix epoch by the receiver's clock.
     pub received_at_ns: i64,
+    /// When the sender made the beacon, in ns since the Unix epoch by the sender's clock.
     pub sent_at_ns: i64,
+    /// The sender's epoch when it sent the beacon.
     pub epoch: u64,
+    /// The head it announced: the last sequence whose first transmission the sender had
+    /// completed in that epoch (0: none yet).
     pub head_sequence: u64,
+    /// That head segment's hash; zeros while `head_sequence` is 0.
     pub head_hash: SegmentHash,
     /// Sequences below this can no longer be resent by the sender.
     pub oldest_retained_sequence: u64,
+    /// Records the sender had sealed since its process started: a progress figure for status.
     pub records_sealed: u64,
+    /// Records the sender had accepted and not yet sealed: its backlog.
     pub spooled_records: u64,
+    /// The epoch before the beacon's (0: none).
     pub previous_epoch: u64,
+    /// The last sequence sealed in that previous epoch (0: none, or the sender lost its log).
     pub previous_epoch_last_sequence: u64,
     /// The sender's software as the beacon names it (empty for format 1 beacons); read from the
     /// kept raw bytes, not stored apart.
@@ -553,7 +576,7 @@ const BEACON_ENTRY_FIXED_LENGTH: usize = 1 + 8 * 9 + 32 + 4;
 /// Beacon entry: `version u8 (1) ‖ received at i64 ‖ sent at i64 ‖ epoch u64 ‖ head sequence u64
 /// ‖ head hash [32] ‖ oldest retained u64 ‖ records sealed u64 ‖ spooled records u64 ‖ previous
 /// epoch u64 ‖ previous epoch's last sequence u64 ‖ raw length u32 ‖ raw signed beacon bytes`, BE.
-pub fn encode_beacon_entry(summary: &BeaconSummary, raw: &[u8]) -> Vec<u8> {
+pub(crate) fn encode_beacon_entry(summary: &BeaconSummary, raw: &[u8]) -> Vec<u8> {
     let mut entry = Vec::with_capacity(BEACON_ENTRY_FIXED_LENGTH + raw.len());
     entry.push(BEACON_ENTRY_VERSION);
     entry.extend_from_slice(&summary.received_at_ns.to_be_bytes());
@@ -576,7 +599,7 @@ pub fn encode_beacon_entry(summary: &BeaconSummary, raw: &[u8]) -> Vec<u8> {
 }
 
 /// Inverse of [`encode_beacon_entry`]: (summary, raw bytes).
-pub fn decode_beacon_entry(entry: &[u8]) -> Result<(BeaconSummary, &[u8]), &'static str> {
+pub(crate) fn decode_beacon_entry(entry: &[u8]) -> Result<(BeaconSummary, &[u8]), &'static str> {
     if entry.first() != Some(&BEACON_ENTRY_VERSION) || entry.len() < BEACON_ENTRY_FIXED_LENGTH {
         return Err("beacon entry has an unknown version or is truncated");
     }
@@ -606,8 +629,11 @@ pub fn decode_beacon_entry(entry: &[u8]) -> Result<(BeaconSummary, &[u8]), &'sta
 /// Replica-wide counters, persisted with every apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Counters {
+    /// Segments applied since the replica was created (replays of applied ones are not counted).
     pub segments_applied: u64,
+    /// Records those segments wrote.
     pub points_applied: u64,
+    /// Verified beacons recorded, including older ones that only taught heads.
     pub beacons_recorded: u64,
 }
 
@@ -621,6 +647,7 @@ impl Counters {
         bytes
     }
 
+    /// Reads the stored counters; an error names what is wrong with the bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Counters, &'static str> {
         if bytes.len() != 24 {
             return Err("counters are not 24 bytes");

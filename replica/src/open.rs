@@ -286,10 +286,13 @@ impl Replica {
         }
     }
 
+    /// The replica directory, as given at open (for messages).
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// Whether this is a read-only instance (a query or an audit beside the running receiver),
+    /// which refuses every write with [`ReplicaError::ReadOnly`](crate::ReplicaError::ReadOnly).
     pub fn is_read_only(&self) -> bool {
         matches!(self.access, Access::ReadOnly { .. })
     }

@@ -19,9 +19,13 @@ use crate::state::SeriesInfo;
 /// One missing range of one stream: what an operator asks the sender to resend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Gap {
+    /// The sender whose segments are missing.
     pub sender_id: u64,
+    /// The epoch they belong to.
     pub epoch: u64,
+    /// The first missing sequence.
     pub first_sequence: u64,
+    /// The last missing sequence (inclusive; `>= first_sequence`).
     pub last_sequence: u64,
 }
 
@@ -35,19 +39,25 @@ impl Gap {
 /// State of one `(sender id, epoch)` stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamStatus {
+    /// The sender of the stream.
     pub sender_id: u64,
+    /// The stream's epoch.
     pub epoch: u64,
     /// Every sequence up to this one is applied.
     pub contiguous_through: u64,
+    /// The highest sequence applied (0: none yet).
     pub highest_applied: u64,
     /// Highest sequence applied or announced by a beacon.
     pub highest_known: u64,
     /// Sequences in `1..=highest_known` not applied, ascending.
     pub missing: Vec<RangeInclusive<u64>>,
+    /// Number of sequences in `missing`, summed over its ranges.
     pub missing_count: u64,
     /// When the receiver first heard of this epoch (segment applied or beacon received).
     pub first_seen_at_ns: i64,
+    /// A beacon has named this epoch (as its own, or as the one before it).
     pub announced_by_beacon: bool,
+    /// At least one segment of this epoch was applied.
     pub seen_in_segment: bool,
     /// The sender's latest beacon, whatever epoch it reports.
     pub last_beacon: Option<BeaconSummary>,
@@ -107,14 +117,19 @@ impl Replica {
         (0..self.state.catalog.entries.len() as u32).filter_map(|id| self.state.catalog.info(id)).collect()
     }
 
+    /// The catalog entry of `series_id`; `None` when the replica has no such id.
     pub fn series_info(&self, series_id: u32) -> Option<SeriesInfo> {
         self.state.catalog.info(series_id)
     }
 
+    /// The replica's id of the series named `key` (name and tags); `None` when no segment has
+    /// written it.
     pub fn series_id(&self, key: &SeriesKey) -> Option<u32> {
         self.state.catalog.ids.get(key).copied()
     }
 
+    /// Series in the catalog (at most [`MAX_SERIES`](crate::MAX_SERIES)); ids run from 0 to this,
+    /// exclusive.
     pub fn series_count(&self) -> u32 {
         self.state.catalog.entries.len() as u32
     }
@@ -197,6 +212,7 @@ impl Replica {
         self.state.catalog.entries.iter().map(|entry| entry.statistics.point_count).sum()
     }
 
+    /// The replica-wide counters as of the last apply or beacon.
     pub fn counters(&self) -> Counters {
         self.state.counters
     }

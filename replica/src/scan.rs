@@ -118,6 +118,7 @@ pub struct Points<B> {
 }
 
 impl<B> Points<B> {
+    /// Reads `blocks` (each a run of one series' columns, in time order) as single points.
     pub fn new(blocks: B) -> Points<B> {
         Points { blocks, block: None, row: 0 }
     }
@@ -154,6 +155,7 @@ pub type PointScan<'a> = Points<ColumnScan<'a>>;
 /// A segment as stored in the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredSegment {
+    /// Where the segment sits: sender, epoch and sequence.
     pub key: SegmentKey,
     /// When the receiver applied it (receiver clock, ns since the Unix epoch).
     pub applied_at_ns: i64,

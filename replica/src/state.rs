@@ -13,13 +13,17 @@ use crate::layout::{self, BeaconSummary, Counters, SeriesStatistics};
 /// One series in the catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeriesInfo {
+    /// The replica's own id of the series, assigned in order of first write and never reused.
     pub id: u32,
+    /// The series' name and tags, as the sender's segments define them.
     pub key: SeriesKey,
     /// Kind of the first value written.
     pub kind: ValueKind,
     /// Values of more than one kind were written.
     pub mixed_kinds: bool,
+    /// Earliest data time written, in ns since the Unix epoch.
     pub first_timestamp_ns: i64,
+    /// Latest data time written, in ns since the Unix epoch.
     pub last_timestamp_ns: i64,
     /// Points written. An estimate of the points a scan returns: a timestamp written by several
     /// segments (a resent or corrected value) counts each time.

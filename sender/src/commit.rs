@@ -40,7 +40,9 @@ struct Write {
 /// How much grouping happened, for tests and figures.
 #[derive(Debug, Default)]
 pub struct CommitCounters {
+    /// Writes (batches from sources) committed.
     pub writes: AtomicU64,
+    /// Spool appends they were grouped into: `writes / groups` is the grouping achieved.
     pub groups: AtomicU64,
 }
 
@@ -79,6 +81,7 @@ impl Committer {
         answer.await.unwrap_or_else(|_| Err((SubmitError::Stopped, Vec::new())))
     }
 
+    /// The committer's counters, shared with metrics.
     pub fn counters(&self) -> &Arc<CommitCounters> {
         &self.counters
     }

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+/// The whole of `sender.toml` (see `config/sender.toml`, which documents every setting with its
+/// default). Read once at start by [`SenderConfig::load`]; nothing changes it while running.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SenderConfig {
@@ -15,83 +17,101 @@ pub struct SenderConfig {
     pub sender_id: u64,
     /// Where the spool and the sealed-segment log live.
     pub data_dir: PathBuf,
+    /// `[keys]`: the signing and link key files; required.
     pub keys: KeysConfig,
+    /// `[link]`: where and how fast datagrams go, and how much FEC they carry; required.
     pub link: LinkConfig,
+    /// `[segments]`: when records are sealed into a segment and how long segments are kept.
     #[serde(default)]
     pub segments: SegmentConfig,
+    /// `[spool]`: the disk budget and durability of accepted, not yet sealed records.
     #[serde(default)]
     pub spool: SpoolConfig,
+    /// `[carousel]`: background re-sending of recent segments; on by default.
     #[serde(default)]
     pub carousel: CarouselConfig,
+    /// `[ingest]`: the line protocol listeners; all off by default.
     #[serde(default)]
     pub ingest: IngestConfig,
+    /// `[simulator]`: a built-in plant for demos and tests; off by default.
     #[serde(default)]
     pub simulator: SimulatorConfig,
     /// Plant servers the sender connects out to (MQTT brokers, OPC UA servers).
     #[serde(default)]
     pub sources: SourcesConfig,
+    /// `[metrics]`: the Prometheus listener; off unless `listen` is set.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// `[log]`: the log line format.
     #[serde(default)]
     pub log: LogConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// `[keys]`: the secret key files `diode-sender keygen` writes; both must be mode 0600.
 pub struct KeysConfig {
+    /// The ed25519 key that signs every segment and beacon; the receiver trusts its public half.
     pub signing_key: PathBuf,
+    /// The key shared with the receiver that authenticates every datagram on the link.
     pub link_key: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// `[link]`: the one-way link to the receiver: destination, pacing and FEC.
 pub struct LinkConfig {
     /// The receiver's address. Datagrams go there and nothing ever comes back.
     pub destination: SocketAddr,
-    /// Local address to send from; the default lets the kernel choose.
+    /// Local address to send from; the default, `0.0.0.0:0`, lets the kernel choose.
     #[serde(default = "default_bind")]
     pub bind: SocketAddr,
-    /// Link MTU in bytes (IP header included).
+    /// Link MTU in bytes (IP header included); default 1500, 576 to 65535.
     #[serde(default = "default_mtu")]
     pub mtu: usize,
-    /// Paced rate, counting every byte the link carries (IP and UDP headers included).
+    /// Paced rate in Mbit/s, counting every byte the link carries (IP and UDP headers, FEC and
+    /// carousel included); default 100. Set it below the diode's capacity.
     #[serde(default = "default_rate")]
     pub rate_mbit_s: f64,
-    /// Repair symbols as a fraction of original symbols (0.2 = 20 %).
+    /// Repair symbols as a fraction of original symbols (0.2 = 20 %, the default).
     #[serde(default = "default_overhead")]
     pub repair_overhead: f64,
-    /// Repair symbols every segment gets at least, however small.
+    /// Repair symbols every segment gets at least, however small; default 2.
     #[serde(default = "default_min_repair")]
     pub min_repair_symbols: u16,
     /// Random loss rate (0.05 = 5 %) that even the smallest segment must survive: small segments
-    /// get more repair symbols than `repair_overhead` alone would give them.
+    /// get more repair symbols than `repair_overhead` alone would give them. Default 0.05.
     #[serde(default = "default_design_loss")]
     pub design_loss_rate: f64,
-    /// Segments whose symbols are interleaved, so a burst of loss spreads over several.
+    /// Segments whose symbols are interleaved, so a burst of loss spreads over several; default 8.
     #[serde(default = "default_interleave")]
     pub interleave_segments: usize,
-    /// Send every segment's repair symbols a second time after this delay; 0 turns it off.
+    /// Send every segment's repair symbols a second time after this delay; 0 (the default) turns
+    /// it off.
     #[serde(default)]
     pub repeat_repair_after_ms: u64,
-    /// Seconds between signed beacons.
+    /// Milliseconds between signed beacons; default 1000.
     #[serde(default = "default_beacon_interval")]
     pub beacon_interval_ms: u64,
-    /// Kernel send buffer in bytes.
+    /// Kernel send buffer in bytes; default 4 MiB.
     #[serde(default = "default_send_buffer")]
     pub send_buffer_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+/// `[segments]`: when waiting records are sealed into a signed segment, and how much of the
+/// sealed-segment log is kept.
 pub struct SegmentConfig {
-    /// Seal when this many records are waiting.
+    /// Seal when this many records are waiting; default 50,000.
     pub max_records: usize,
-    /// Seal when the oldest waiting record has waited this long.
+    /// Seal when the oldest waiting record has waited this long; default 1000 ms.
     pub max_age_ms: u64,
+    /// zstd compression level of segment payloads; default 3.
     pub zstd_level: i32,
-    /// How much of the sealed-segment log is kept for carousel and resend, in MiB.
+    /// How much of the sealed-segment log is kept for carousel and resend, in MiB; default 1024.
     pub retention_mib: u64,
-    /// Sealed but unsent bytes at which sealing pauses (and the spool starts to fill).
+    /// Sealed but unsent MiB at which sealing pauses (and the spool starts to fill); default 256.
     pub max_unsent_mib: u64,
 }
 
@@ -103,6 +123,7 @@ impl Default for SegmentConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
+/// `spool.fsync`: when accepted records reach the disk.
 pub enum FsyncPolicy {
     /// fsync before every acknowledgement: nothing acknowledged is ever lost.
     Always,
@@ -113,9 +134,12 @@ pub enum FsyncPolicy {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+/// `[spool]`: the write-ahead store of accepted records, before they are sealed.
 pub struct SpoolConfig {
-    /// Records accepted but not yet sealed may take this much disk before sources get "full".
+    /// Records accepted but not yet sealed may take this many MiB of disk before sources are told
+    /// "full"; default 1024.
     pub max_mib: u64,
+    /// When an acknowledged record is on disk; default `always`.
     pub fsync: FsyncPolicy,
 }
 
@@ -127,15 +151,20 @@ impl Default for SpoolConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+/// `[carousel]`: re-sends recent segments in the background, so a receiver that missed some
+/// catches up without an operator. The window is the most recent segments within all three
+/// bounds.
 pub struct CarouselConfig {
+    /// Whether the carousel runs; default on.
     pub enabled: bool,
-    /// Re-send the most recent segments, oldest first, round and round: at most this many,
+    /// Re-send the most recent segments, oldest first, round and round: at most this many
+    /// (default 2000),
     pub window_segments: u64,
-    /// at most this many MiB of them,
+    /// at most this many MiB of them (default 256),
     pub window_mib: u64,
-    /// and none sealed longer ago than this.
+    /// and none sealed longer ago than this many seconds (default 3600).
     pub window_seconds: u64,
-    /// Share of the link rate the carousel may use.
+    /// Share of `link.rate_mbit_s` the carousel may use; default 0.1.
     pub rate_fraction: f64,
 }
 
@@ -147,16 +176,22 @@ impl Default for CarouselConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+/// `[simulator]`: a built-in plant that produces seeded samples, for demos, tests and capacity
+/// measurements.
 pub struct SimulatorConfig {
+    /// Whether the simulator runs; default off.
     pub enabled: bool,
+    /// Series it writes; default 1000.
     pub series: usize,
+    /// Samples per second of each series; default 1.
     pub rate_hz: f64,
+    /// Seed of its values: the same seed gives the same records; default 1.
     pub seed: u64,
     /// Stop after this many records (0: run until stopped). Used by demos and tests.
     #[serde(default)]
     pub max_records: u64,
     /// Produce samples as fast as the spool accepts them instead of in real time: the benchmark
-    /// mode, which measures the sender's capacity.
+    /// mode, which measures the sender's capacity. Default: real time.
     #[serde(default = "default_realtime")]
     pub realtime: bool,
     /// Timestamp of the first sample (ns since the Unix epoch); default: the start time. Fixing it
@@ -187,25 +222,27 @@ pub struct IngestConfig {
     pub udp_listen: Option<SocketAddr>,
     /// If set, HTTP writes need `Authorization: Token <token>` (or v1's `p=<token>`).
     pub token: Option<String>,
-    /// Largest HTTP body (after gunzip) and longest TCP line, in bytes.
+    /// Largest HTTP body (after gunzip) and longest TCP line, in bytes; default 32 MiB.
     pub max_body_bytes: usize,
     /// A field whose integer value is the record's quality (an OPC UA status code).
     pub quality_field: Option<String>,
     /// A tag whose value is the record's quality (a status code, or good/uncertain/bad).
     pub quality_tag: Option<String>,
     /// HTTP connections open at once; at the cap a new connection replaces the longest idle one.
+    /// Default 1024.
     pub max_connections: usize,
-    /// Time a request head may take from its first byte.
+    /// Time a request head may take from its first byte; default 10,000 ms.
     pub header_timeout_ms: u64,
-    /// Time an HTTP connection may stay open with no request.
+    /// Time an HTTP connection may stay open with no request; default 75,000 ms.
     pub idle_timeout_ms: u64,
-    /// Time a response may wait for its client to read any of it.
+    /// Time a response may wait for its client to read any of it; default 30,000 ms.
     pub write_timeout_ms: u64,
-    /// Time a write's body may take to arrive once its head has.
+    /// Time a write's body may take to arrive once its head has; default 60,000 ms.
     pub body_timeout_ms: u64,
     /// HTTP writes read, parsed and spooled at once; more are answered 503 with Retry-After.
+    /// Default 16.
     pub max_concurrent_writes: usize,
-    /// TCP line protocol connections served at once; more wait in the listen backlog.
+    /// TCP line protocol connections served at once; more wait in the listen backlog. Default 256.
     pub tcp_max_connections: usize,
 }
 
@@ -230,12 +267,14 @@ impl Default for IngestConfig {
     }
 }
 
+/// `[metrics]`: the Prometheus listener.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Where Prometheus scrapes `/metrics`; unset: no metrics listener.
     pub listen: Option<SocketAddr>,
-    /// Connections open at once on the metrics listener (timeouts as `[ingest]`'s defaults).
+    /// Connections open at once on the metrics listener (timeouts as `[ingest]`'s defaults);
+    /// default 64.
     #[serde(default = "default_metrics_max_connections")]
     pub max_connections: usize,
 }
@@ -252,15 +291,20 @@ fn default_metrics_max_connections() -> usize {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
+/// `log.format`: how log lines are written (the level comes from `RUST_LOG`).
 pub enum LogFormat {
+    /// Human-readable lines, the default.
     #[default]
     Text,
+    /// One JSON object per line, for log collectors.
     Json,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// `[log]`: logging settings.
 pub struct LogConfig {
+    /// The log line format; default `text`.
     #[serde(default)]
     pub format: LogFormat,
 }
@@ -270,8 +314,10 @@ pub struct LogConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourcesConfig {
+    /// One entry per `[[sources.mqtt]]` block.
     #[serde(default)]
     pub mqtt: Vec<MqttSourceConfig>,
+    /// One entry per `[[sources.opcua]]` block.
     #[serde(default)]
     pub opcua: Vec<OpcuaSourceConfig>,
 }
@@ -287,12 +333,17 @@ pub struct MqttSourceConfig {
     pub url: String,
     /// The MQTT client id; with `clean_session = false` the broker keeps this client's
     /// subscriptions and unacknowledged QoS 1 messages across reconnects and sender restarts.
+    /// Default `diode-sender`.
     #[serde(default = "default_mqtt_client_id")]
     pub client_id: String,
+    /// Ask the broker to forget this client's session at each connect; default false, so no
+    /// QoS 1 message is lost while the sender is away.
     #[serde(default)]
     pub clean_session: bool,
+    /// MQTT user name; unset: connect without one.
     #[serde(default)]
     pub username: Option<String>,
+    /// MQTT password, sent with `username`.
     #[serde(default)]
     pub password: Option<String>,
     /// CA certificates (PEM) that sign the broker's certificate; required with mqtts://.
@@ -301,20 +352,27 @@ pub struct MqttSourceConfig {
     /// Client certificate chain and key (PEM) for brokers that require client authentication.
     #[serde(default)]
     pub client_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of `client_cert_file`.
     #[serde(default)]
     pub client_key_file: Option<PathBuf>,
+    /// MQTT keep-alive interval in seconds; default 30.
     #[serde(default = "default_mqtt_keep_alive")]
     pub keep_alive_s: u64,
-    /// Largest MQTT packet accepted, in bytes.
+    /// Largest MQTT packet accepted, in bytes; default 1 MiB.
     #[serde(default = "default_mqtt_max_packet")]
     pub max_packet_bytes: usize,
-    /// Messages received but not yet durable (and so not yet acknowledged) at most.
+    /// Messages received but not yet durable (and so not yet acknowledged) at most; when full the
+    /// sender stops reading and the broker holds the rest. Default 10,000.
     #[serde(default = "default_mqtt_max_pending")]
     pub max_pending_messages: usize,
+    /// First reconnect delay after a lost connection, doubling up to `reconnect_max_ms`; default
+    /// 500.
     #[serde(default = "default_reconnect_min")]
     pub reconnect_min_ms: u64,
+    /// Longest reconnect delay; default 30,000.
     #[serde(default = "default_reconnect_max")]
     pub reconnect_max_ms: u64,
+    /// `[[sources.mqtt.subscriptions]]`: the topic filters read; at least one.
     pub subscriptions: Vec<MqttSubscriptionConfig>,
 }
 
@@ -322,8 +380,11 @@ pub struct MqttSourceConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PayloadFormat {
+    /// `sparkplug_b`: Sparkplug B births, data and deaths.
     SparkplugB,
+    /// `json`: one object (or an array of objects) per message, read through JSON pointers.
     Json,
+    /// `line_protocol`: InfluxDB line protocol, mapped as on the HTTP listener.
     LineProtocol,
 }
 
@@ -336,6 +397,7 @@ pub struct MqttSubscriptionConfig {
     /// 0 (at most once) or 1 (acknowledged once durable: a sender crash means redelivery).
     #[serde(default = "default_qos")]
     pub qos: u8,
+    /// How the subscription's payloads are decoded; required.
     pub format: PayloadFormat,
     /// Sparkplug B: starts every series name (`<prefix><group>/<node>[/<device>]/<metric>`).
     #[serde(default)]
@@ -347,11 +409,13 @@ pub struct MqttSubscriptionConfig {
     /// JSON: the series name, from the topic: `{topic}` and `{1}`, `{2}`, … (its levels).
     #[serde(default = "default_json_series")]
     pub series: String,
-    /// JSON pointers (RFC 6901) to the value, the time and the quality of a sample.
+    /// JSON: a JSON pointer (RFC 6901) to a sample's value; default `/value`.
     #[serde(default = "default_value_pointer")]
     pub value_pointer: String,
+    /// JSON: a pointer to a sample's time; default `/timestamp` (absent: the receiving clock).
     #[serde(default = "default_time_pointer")]
     pub time_pointer: String,
+    /// JSON: a pointer to a sample's quality; default `/quality` (absent: good).
     #[serde(default = "default_quality_pointer")]
     pub quality_pointer: String,
     /// JSON: unit of numeric times: auto, s, ms, us or ns.
@@ -363,9 +427,10 @@ pub struct MqttSubscriptionConfig {
     /// Line protocol: timestamp precision (ns, us, ms, s, m, h).
     #[serde(default = "default_precision")]
     pub precision: String,
-    /// Line protocol: the tag or field that carries a line's quality, as in `[ingest]`.
+    /// Line protocol: the tag that carries a line's quality, as in `[ingest]`.
     #[serde(default)]
     pub quality_tag: Option<String>,
+    /// Line protocol: the field that carries a line's quality, as in `[ingest]`.
     #[serde(default)]
     pub quality_field: Option<String>,
 }
@@ -373,15 +438,20 @@ pub struct MqttSubscriptionConfig {
 /// OPC UA security policies diode offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum SecurityPolicy {
+    /// No security: only with security mode `None`.
     None,
+    /// Basic256Sha256, with security mode `Sign` or `SignAndEncrypt`.
     Basic256Sha256,
 }
 
 /// OPC UA message security modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum SecurityMode {
+    /// Messages neither signed nor encrypted.
     None,
+    /// Messages signed, readable on the wire.
     Sign,
+    /// Messages signed and encrypted.
     SignAndEncrypt,
 }
 
@@ -389,8 +459,11 @@ pub enum SecurityMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeadbandType {
+    /// Every change of value, status or timestamp is reported.
     None,
+    /// Changes larger than `deadband_value`, in the variable's units.
     Absolute,
+    /// Changes larger than `deadband_value` percent of the variable's EURange.
     Percent,
 }
 
@@ -404,14 +477,17 @@ pub struct OpcuaSourceConfig {
     pub name: Option<String>,
     /// `opc.tcp://host:port[/path]`.
     pub endpoint: String,
+    /// Default `None`; `Basic256Sha256` needs the certificate settings below.
     #[serde(default = "default_security_policy")]
     pub security_policy: SecurityPolicy,
+    /// Default `None`; must be `Sign` or `SignAndEncrypt` with `Basic256Sha256`.
     #[serde(default = "default_security_mode")]
     pub security_mode: SecurityMode,
     /// The sender's application instance certificate (DER) and private key (PEM); required
     /// when security is not None.
     #[serde(default)]
     pub certificate_file: Option<PathBuf>,
+    /// The private key (PEM) of `certificate_file`.
     #[serde(default)]
     pub private_key_file: Option<PathBuf>,
     /// The server certificate (DER) to accept, pinned: any other is refused.
@@ -420,40 +496,51 @@ pub struct OpcuaSourceConfig {
     /// A folder of trusted server certificates (DER, `*.der`): the server's must be among them.
     #[serde(default)]
     pub trusted_server_certificates_dir: Option<PathBuf>,
-    /// Empty: anonymous.
+    /// OPC UA user name; unset: anonymous.
     #[serde(default)]
     pub username: Option<String>,
+    /// Password sent with `username`.
     #[serde(default)]
     pub password: Option<String>,
     /// Starts every series name.
     #[serde(default)]
     pub series_prefix: String,
+    /// How often the server publishes the subscription's changes; default 1000 ms.
     #[serde(default = "default_publishing_interval")]
     pub publishing_interval_ms: u64,
+    /// How often the server samples each variable (0: as fast as it can); default 1000 ms.
     #[serde(default = "default_sampling_interval")]
     pub sampling_interval_ms: u64,
-    /// Values the server keeps per item between publishes.
+    /// Values the server keeps per item between publishes; default 10.
     #[serde(default = "default_queue_size")]
     pub queue_size: u32,
+    /// Which changes the server reports; default `none` (every change).
     #[serde(default = "default_deadband_type")]
     pub deadband_type: DeadbandType,
+    /// The deadband's size, in units or percent by `deadband_type`; default 0.
     #[serde(default)]
     pub deadband_value: f64,
+    /// First reconnect delay after a lost connection, doubling up to `reconnect_max_ms`; default
+    /// 500.
     #[serde(default = "default_reconnect_min")]
     pub reconnect_min_ms: u64,
+    /// Longest reconnect delay; default 30,000.
     #[serde(default = "default_reconnect_max")]
     pub reconnect_max_ms: u64,
     /// After an outage, read what was missed from the server's history (HistoryRead raw).
     #[serde(default = "default_true")]
     pub history_backfill: bool,
-    /// How far back a backfill reaches at most, in seconds.
+    /// How far back a backfill reaches at most, in seconds; default 86,400.
     #[serde(default = "default_backfill_max")]
     pub history_backfill_max_s: u64,
-    /// Variables found by browsing, at most (a bound on a misconfigured filter).
+    /// Variables monitored at most (a bound on a browse filter that matches too much); default
+    /// 10,000.
     #[serde(default = "default_max_monitored")]
     pub max_monitored_items: usize,
+    /// `[[sources.opcua.nodes]]`: variables monitored by NodeId.
     #[serde(default)]
     pub nodes: Vec<OpcuaNodeConfig>,
+    /// `[[sources.opcua.browse]]`: folders whose matching variables are monitored.
     #[serde(default)]
     pub browse: Vec<OpcuaBrowseConfig>,
 }
@@ -583,156 +670,184 @@ impl OpcuaSourceConfig {
 impl SourcesConfig {
     /// Checks every source; errors name the setting as `sources.mqtt[i].…`.
     pub fn check(&self) -> anyhow::Result<()> {
-        use anyhow::{bail, ensure};
         for (i, mqtt) in self.mqtt.iter().enumerate() {
-            let at = format!("sources.mqtt[{i}]");
-            ensure!(
-                mqtt.url.starts_with("mqtt://") || mqtt.url.starts_with("mqtts://"),
-                "{at}.url = \"{}\" must start with mqtt:// or mqtts://",
-                mqtt.url
-            );
-            crate::sources::mqtt::broker_address(&mqtt.url).map_err(|e| anyhow::anyhow!("{at}.url: {e}"))?;
-            ensure!(
-                !mqtt.url.starts_with("mqtts://") || mqtt.ca_file.is_some(),
-                "{at}.ca_file is required with an mqtts:// url (the CA that signs the broker's certificate)"
-            );
-            ensure!(
-                mqtt.client_cert_file.is_some() == mqtt.client_key_file.is_some(),
-                "{at}.client_cert_file and {at}.client_key_file go together"
-            );
-            ensure!(mqtt.password.is_none() || mqtt.username.is_some(), "{at}.password is set without {at}.username");
-            ensure!(!mqtt.client_id.is_empty() && mqtt.client_id.len() <= 256, "{at}.client_id must be 1 to 256 bytes");
-            ensure!(
-                (5..=3_600).contains(&mqtt.keep_alive_s),
-                "{at}.keep_alive_s = {} must be between 5 and 3600",
-                mqtt.keep_alive_s
-            );
-            ensure!(
-                (1024..=256 * 1024 * 1024).contains(&mqtt.max_packet_bytes),
-                "{at}.max_packet_bytes = {} must be between 1024 and 268435456",
-                mqtt.max_packet_bytes
-            );
-            ensure!(
-                (1..=1_000_000).contains(&mqtt.max_pending_messages),
-                "{at}.max_pending_messages = {} must be between 1 and 1000000",
-                mqtt.max_pending_messages
-            );
-            check_reconnect(&at, mqtt.reconnect_min_ms, mqtt.reconnect_max_ms)?;
-            ensure!(!mqtt.subscriptions.is_empty(), "{at}.subscriptions is empty: add a [[{at}.subscriptions]] topic");
-            for (j, subscription) in mqtt.subscriptions.iter().enumerate() {
-                let at = format!("{at}.subscriptions[{j}]");
-                ensure!(subscription.qos <= 1, "{at}.qos = {} must be 0 or 1", subscription.qos);
-                check_topic_filter(&subscription.topic)
-                    .map_err(|e| anyhow::anyhow!("{at}.topic = \"{}\": {e}", subscription.topic))?;
-                match subscription.format {
-                    PayloadFormat::Json => {
-                        crate::sources::json_payload::SeriesTemplate::parse(&subscription.series)
-                            .map_err(|e| anyhow::anyhow!("{at}.series: {e}"))?;
-                        for (name, pointer) in [
-                            ("value_pointer", &subscription.value_pointer),
-                            ("time_pointer", &subscription.time_pointer),
-                            ("quality_pointer", &subscription.quality_pointer),
-                        ] {
-                            ensure!(
-                                pointer.is_empty() || pointer.starts_with('/'),
-                                "{at}.{name} = \"{pointer}\" is not a JSON pointer: it must be empty or start with /"
-                            );
-                        }
-                    }
-                    PayloadFormat::LineProtocol => {
-                        if let Err(e) = subscription.precision.parse::<crate::line_protocol::Precision>() {
-                            bail!("{at}.precision = \"{}\": {e}", subscription.precision);
-                        }
-                    }
-                    PayloadFormat::SparkplugB => {
-                        ensure!(
-                            subscription.topic.starts_with("spBv1.0/") || subscription.topic == "#",
-                            "{at}.topic = \"{}\" is not a Sparkplug B topic (spBv1.0/…)",
-                            subscription.topic
-                        );
-                    }
-                }
-            }
+            mqtt.check(&format!("sources.mqtt[{i}]"))?;
         }
         for (i, opcua) in self.opcua.iter().enumerate() {
-            let at = format!("sources.opcua[{i}]");
-            ensure!(
-                opcua.endpoint.starts_with("opc.tcp://"),
-                "{at}.endpoint = \"{}\" must start with opc.tcp://",
-                opcua.endpoint
-            );
-            let secure = opcua.security_policy != SecurityPolicy::None;
-            ensure!(
-                secure == (opcua.security_mode != SecurityMode::None),
-                "{at}: security_policy = {:?} and security_mode = {:?} do not go together (None with None; Basic256Sha256 with Sign or SignAndEncrypt)",
-                opcua.security_policy,
-                opcua.security_mode
-            );
-            if secure {
-                ensure!(
-                    opcua.certificate_file.is_some() && opcua.private_key_file.is_some(),
-                    "{at}: security_policy = {:?} needs certificate_file and private_key_file (the sender's application certificate)",
-                    opcua.security_policy
-                );
-                ensure!(
-                    opcua.server_certificate_file.is_some() || opcua.trusted_server_certificates_dir.is_some(),
-                    "{at}: security_policy = {:?} needs server_certificate_file (pinned) or trusted_server_certificates_dir",
-                    opcua.security_policy
-                );
+            opcua.check(&format!("sources.opcua[{i}]"))?;
+        }
+        Ok(())
+    }
+}
+
+impl MqttSourceConfig {
+    /// Checks one broker connection and its subscriptions; `at` names it in errors.
+    fn check(&self, at: &str) -> anyhow::Result<()> {
+        use anyhow::ensure;
+        let mqtt = self;
+        ensure!(
+            mqtt.url.starts_with("mqtt://") || mqtt.url.starts_with("mqtts://"),
+            "{at}.url = \"{}\" must start with mqtt:// or mqtts://",
+            mqtt.url
+        );
+        crate::sources::mqtt::broker_address(&mqtt.url).map_err(|e| anyhow::anyhow!("{at}.url: {e}"))?;
+        ensure!(
+            !mqtt.url.starts_with("mqtts://") || mqtt.ca_file.is_some(),
+            "{at}.ca_file is required with an mqtts:// url (the CA that signs the broker's certificate)"
+        );
+        ensure!(
+            mqtt.client_cert_file.is_some() == mqtt.client_key_file.is_some(),
+            "{at}.client_cert_file and {at}.client_key_file go together"
+        );
+        ensure!(mqtt.password.is_none() || mqtt.username.is_some(), "{at}.password is set without {at}.username");
+        ensure!(!mqtt.client_id.is_empty() && mqtt.client_id.len() <= 256, "{at}.client_id must be 1 to 256 bytes");
+        ensure!(
+            (5..=3_600).contains(&mqtt.keep_alive_s),
+            "{at}.keep_alive_s = {} must be between 5 and 3600",
+            mqtt.keep_alive_s
+        );
+        ensure!(
+            (1024..=256 * 1024 * 1024).contains(&mqtt.max_packet_bytes),
+            "{at}.max_packet_bytes = {} must be between 1024 and 268435456",
+            mqtt.max_packet_bytes
+        );
+        ensure!(
+            (1..=1_000_000).contains(&mqtt.max_pending_messages),
+            "{at}.max_pending_messages = {} must be between 1 and 1000000",
+            mqtt.max_pending_messages
+        );
+        check_reconnect(at, mqtt.reconnect_min_ms, mqtt.reconnect_max_ms)?;
+        ensure!(!mqtt.subscriptions.is_empty(), "{at}.subscriptions is empty: add a [[{at}.subscriptions]] topic");
+        for (j, subscription) in mqtt.subscriptions.iter().enumerate() {
+            subscription.check(&format!("{at}.subscriptions[{j}]"))?;
+        }
+        Ok(())
+    }
+}
+
+impl MqttSubscriptionConfig {
+    /// Checks one subscription against its payload format; `at` names it in errors.
+    fn check(&self, at: &str) -> anyhow::Result<()> {
+        use anyhow::{bail, ensure};
+        let subscription = self;
+        ensure!(subscription.qos <= 1, "{at}.qos = {} must be 0 or 1", subscription.qos);
+        check_topic_filter(&subscription.topic)
+            .map_err(|e| anyhow::anyhow!("{at}.topic = \"{}\": {e}", subscription.topic))?;
+        match subscription.format {
+            PayloadFormat::Json => {
+                crate::sources::json_payload::SeriesTemplate::parse(&subscription.series)
+                    .map_err(|e| anyhow::anyhow!("{at}.series: {e}"))?;
+                for (name, pointer) in [
+                    ("value_pointer", &subscription.value_pointer),
+                    ("time_pointer", &subscription.time_pointer),
+                    ("quality_pointer", &subscription.quality_pointer),
+                ] {
+                    ensure!(
+                        pointer.is_empty() || pointer.starts_with('/'),
+                        "{at}.{name} = \"{pointer}\" is not a JSON pointer: it must be empty or start with /"
+                    );
+                }
             }
-            ensure!(opcua.password.is_none() || opcua.username.is_some(), "{at}.password is set without {at}.username");
-            ensure!(
-                (10..=3_600_000).contains(&opcua.publishing_interval_ms),
-                "{at}.publishing_interval_ms = {} must be between 10 and 3600000",
-                opcua.publishing_interval_ms
-            );
-            ensure!(
-                opcua.sampling_interval_ms <= 3_600_000,
-                "{at}.sampling_interval_ms = {} must be at most 3600000 (0: the fastest the server offers)",
-                opcua.sampling_interval_ms
-            );
-            ensure!(
-                (1..=100_000).contains(&opcua.queue_size),
-                "{at}.queue_size = {} must be between 1 and 100000",
-                opcua.queue_size
-            );
-            ensure!(
-                opcua.deadband_value >= 0.0 && opcua.deadband_value.is_finite(),
-                "{at}.deadband_value = {} must be a finite number ≥ 0",
-                opcua.deadband_value
-            );
-            ensure!(
-                opcua.deadband_type != DeadbandType::Percent || opcua.deadband_value <= 100.0,
-                "{at}.deadband_value = {} must be at most 100 with deadband_type = \"percent\"",
-                opcua.deadband_value
-            );
-            check_reconnect(&at, opcua.reconnect_min_ms, opcua.reconnect_max_ms)?;
-            ensure!(
-                (1..=1_000_000).contains(&opcua.max_monitored_items),
-                "{at}.max_monitored_items = {} must be between 1 and 1000000",
-                opcua.max_monitored_items
-            );
-            ensure!(
-                !opcua.nodes.is_empty() || !opcua.browse.is_empty(),
-                "{at} names no variables: add [[{at}.nodes]] or [[{at}.browse]]"
-            );
-            for (j, node) in opcua.nodes.iter().enumerate() {
-                crate::sources::opcua::parse_node_id(&node.node_id)
-                    .map_err(|e| anyhow::anyhow!("{at}.nodes[{j}].node_id = \"{}\": {e}", node.node_id))?;
+            PayloadFormat::LineProtocol => {
+                if let Err(e) = subscription.precision.parse::<crate::line_protocol::Precision>() {
+                    bail!("{at}.precision = \"{}\": {e}", subscription.precision);
+                }
             }
-            for (j, browse) in opcua.browse.iter().enumerate() {
-                crate::sources::opcua::parse_node_id(&browse.root)
-                    .map_err(|e| anyhow::anyhow!("{at}.browse[{j}].root = \"{}\": {e}", browse.root))?;
+            PayloadFormat::SparkplugB => {
                 ensure!(
-                    (1..=32).contains(&browse.max_depth),
-                    "{at}.browse[{j}].max_depth = {} must be between 1 and 32",
-                    browse.max_depth
+                    subscription.topic.starts_with("spBv1.0/") || subscription.topic == "#",
+                    "{at}.topic = \"{}\" is not a Sparkplug B topic (spBv1.0/…)",
+                    subscription.topic
                 );
             }
         }
         Ok(())
     }
+}
 
+impl OpcuaSourceConfig {
+    /// Checks one server connection and the variables it names; `at` names it in errors.
+    fn check(&self, at: &str) -> anyhow::Result<()> {
+        use anyhow::ensure;
+        let opcua = self;
+        ensure!(
+            opcua.endpoint.starts_with("opc.tcp://"),
+            "{at}.endpoint = \"{}\" must start with opc.tcp://",
+            opcua.endpoint
+        );
+        let secure = opcua.security_policy != SecurityPolicy::None;
+        ensure!(
+            secure == (opcua.security_mode != SecurityMode::None),
+            "{at}: security_policy = {:?} and security_mode = {:?} do not go together (None with None; Basic256Sha256 with Sign or SignAndEncrypt)",
+            opcua.security_policy,
+            opcua.security_mode
+        );
+        if secure {
+            ensure!(
+                opcua.certificate_file.is_some() && opcua.private_key_file.is_some(),
+                "{at}: security_policy = {:?} needs certificate_file and private_key_file (the sender's application certificate)",
+                opcua.security_policy
+            );
+            ensure!(
+                opcua.server_certificate_file.is_some() || opcua.trusted_server_certificates_dir.is_some(),
+                "{at}: security_policy = {:?} needs server_certificate_file (pinned) or trusted_server_certificates_dir",
+                opcua.security_policy
+            );
+        }
+        ensure!(opcua.password.is_none() || opcua.username.is_some(), "{at}.password is set without {at}.username");
+        ensure!(
+            (10..=3_600_000).contains(&opcua.publishing_interval_ms),
+            "{at}.publishing_interval_ms = {} must be between 10 and 3600000",
+            opcua.publishing_interval_ms
+        );
+        ensure!(
+            opcua.sampling_interval_ms <= 3_600_000,
+            "{at}.sampling_interval_ms = {} must be at most 3600000 (0: the fastest the server offers)",
+            opcua.sampling_interval_ms
+        );
+        ensure!(
+            (1..=100_000).contains(&opcua.queue_size),
+            "{at}.queue_size = {} must be between 1 and 100000",
+            opcua.queue_size
+        );
+        ensure!(
+            opcua.deadband_value >= 0.0 && opcua.deadband_value.is_finite(),
+            "{at}.deadband_value = {} must be a finite number ≥ 0",
+            opcua.deadband_value
+        );
+        ensure!(
+            opcua.deadband_type != DeadbandType::Percent || opcua.deadband_value <= 100.0,
+            "{at}.deadband_value = {} must be at most 100 with deadband_type = \"percent\"",
+            opcua.deadband_value
+        );
+        check_reconnect(at, opcua.reconnect_min_ms, opcua.reconnect_max_ms)?;
+        ensure!(
+            (1..=1_000_000).contains(&opcua.max_monitored_items),
+            "{at}.max_monitored_items = {} must be between 1 and 1000000",
+            opcua.max_monitored_items
+        );
+        ensure!(
+            !opcua.nodes.is_empty() || !opcua.browse.is_empty(),
+            "{at} names no variables: add [[{at}.nodes]] or [[{at}.browse]]"
+        );
+        for (j, node) in opcua.nodes.iter().enumerate() {
+            crate::sources::opcua::parse_node_id(&node.node_id)
+                .map_err(|e| anyhow::anyhow!("{at}.nodes[{j}].node_id = \"{}\": {e}", node.node_id))?;
+        }
+        for (j, browse) in opcua.browse.iter().enumerate() {
+            crate::sources::opcua::parse_node_id(&browse.root)
+                .map_err(|e| anyhow::anyhow!("{at}.browse[{j}].root = \"{}\": {e}", browse.root))?;
+            ensure!(
+                (1..=32).contains(&browse.max_depth),
+                "{at}.browse[{j}].max_depth = {} must be between 1 and 32",
+                browse.max_depth
+            );
+        }
+        Ok(())
+    }
+}
+
+impl SourcesConfig {
     fn resolve_paths(&mut self, base: &Path) {
         let mqtt_paths =
             self.mqtt.iter_mut().flat_map(|m| [&mut m.ca_file, &mut m.client_cert_file, &mut m.client_key_file]);
@@ -829,6 +944,8 @@ impl SenderConfig {
         self.sources.resolve_paths(base);
     }
 
+    /// Checks every setting against its bounds; the error names the setting, its value and the
+    /// allowed range.
     pub fn check(&self) -> anyhow::Result<()> {
         use anyhow::ensure;
         let link = &self.link;

@@ -34,15 +34,21 @@ const FILE_SUFFIX: &str = ".frames";
 /// Where a frame lives, for reading it back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameLocation {
+    /// The id of the first frame in its file, which names the file.
     pub file_first_id: u64,
+    /// Byte offset of the frame in that file.
     pub offset: u64,
+    /// Bytes of the frame's content (header and checksum excluded).
     pub content_bytes: u32,
 }
 
 /// One recovered frame, in id order.
 pub struct RecoveredFrame {
+    /// The id it was appended with.
     pub id: u64,
+    /// Where it is.
     pub location: FrameLocation,
+    /// Its content, checksum verified.
     pub content: Vec<u8>,
 }
 
@@ -134,7 +140,12 @@ pub enum LogError {
         "a failed write ({cause}) could not be undone ({undo}); the log refuses writes until it is opened again \
          (a restart)"
     )]
-    Stuck { cause: Arc<io::Error>, undo: Arc<io::Error> },
+    Stuck {
+        /// Why the append failed.
+        cause: Arc<io::Error>,
+        /// Why undoing it failed.
+        undo: Arc<io::Error>,
+    },
 }
 
 impl LogError {
@@ -168,6 +179,8 @@ struct Current {
     size: u64,
 }
 
+/// An append-only log of checksummed frames with increasing ids, in files of bounded size in one
+/// directory; the spool and the segment log are each one.
 pub struct FramedLog {
     dir: PathBuf,
     max_file_bytes: u64,
@@ -272,6 +285,7 @@ impl FramedLog {
         file_path(&self.dir, first_id)
     }
 
+    /// The id of the last frame appended or recovered; `None` while the log is empty.
     pub fn last_id(&self) -> Option<u64> {
         self.last_id
     }

@@ -34,12 +34,19 @@ const BATCH_RECORDS: usize = 50_000;
 /// Bad rows listed in full; the rest are counted.
 const MAX_LISTED_BAD_ROWS: usize = 100;
 
+/// `import --precision`: the unit of numeric timestamps in the CSV (RFC 3339 text is read as it
+/// is).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimestampUnit {
+    /// Judge s, ms, us or ns by each number's magnitude.
     Auto,
+    /// Seconds since the Unix epoch.
     Seconds,
+    /// Milliseconds since the Unix epoch.
     Milliseconds,
+    /// Microseconds since the Unix epoch.
     Microseconds,
+    /// Nanoseconds since the Unix epoch.
     Nanoseconds,
 }
 
@@ -57,10 +64,14 @@ impl std::str::FromStr for TimestampUnit {
     }
 }
 
+/// What an import (or a dry run) read and spooled, printed for the operator.
 #[derive(Debug, Default)]
 pub struct ImportSummary {
+    /// Data rows read, good and bad.
     pub rows: u64,
+    /// Records spooled (or, in a dry run, that would be).
     pub records: u64,
+    /// Rows skipped because they do not parse.
     pub bad_rows: u64,
     /// `file:line: reason`, the first [`MAX_LISTED_BAD_ROWS`].
     pub listed_bad_rows: Vec<String>,

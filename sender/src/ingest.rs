@@ -50,9 +50,13 @@ use crate::pipeline::{PipelineError, SubmitError};
 pub struct IngestState {
     /// The spool, through group commit.
     pub committer: Committer,
+    /// `ingest.token`: when set, HTTP writes must present it.
     pub token: Option<Arc<str>>,
+    /// `ingest.max_body_bytes`: the largest body (after gunzip) and the longest TCP line.
     pub max_body_bytes: usize,
+    /// `ingest.quality_field`: the field read as a record's quality, not stored.
     pub quality_field: Option<String>,
+    /// `ingest.quality_tag`: the tag read as a record's quality, not stored.
     pub quality_tag: Option<String>,
 }
 

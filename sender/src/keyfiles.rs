@@ -19,8 +19,11 @@ use diode_common::packet::LinkKey;
 use diode_host::keyfile::read_secret_key;
 use zeroize::Zeroizing;
 
+/// The ed25519 secret key that signs segments and beacons; stays on the sender, mode 0600.
 pub const SIGNING_KEY_FILE: &str = "signing.key";
+/// Its public half, to copy to the receiver's trusted keys.
 pub const PUBLIC_KEY_FILE: &str = "signing.pub";
+/// The link key shared with the receiver (copied to it), mode 0600.
 pub const LINK_KEY_FILE: &str = "link.key";
 /// Suffix of a key file being written; renamed away once complete.
 const STAGING_SUFFIX: &str = ".new";
@@ -29,7 +32,9 @@ const KEYGEN_REMEDY: &str = "create keys with `diode-sender keygen --dir DIR`";
 
 /// What `keygen` wrote.
 pub struct GeneratedKeys {
+    /// The new signing key's id, as the receiver's trusted keys and audits name it.
     pub key_id: String,
+    /// The files written.
     pub files: Vec<PathBuf>,
 }
 

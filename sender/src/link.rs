@@ -31,40 +31,70 @@ pub fn ip_udp_overhead(destination: &SocketAddr) -> usize {
 /// Counters the link thread keeps for metrics and beacons.
 #[derive(Debug, Default)]
 pub struct LinkCounters {
+    /// Datagrams the kernel accepted (symbols and beacons), since the process started.
     pub datagrams_sent: AtomicU64,
+    /// Bytes those datagrams take on the wire, IP and UDP headers included.
     pub wire_bytes_sent: AtomicU64,
+    /// Symbols sent in segments' first pass.
     pub live_datagrams: AtomicU64,
+    /// Repair symbols sent again under `link.repeat_repair_after_ms`.
     pub repeat_datagrams: AtomicU64,
+    /// Symbols the carousel re-sent.
     pub carousel_datagrams: AtomicU64,
+    /// Signed beacons sent.
     pub beacons_sent: AtomicU64,
+    /// Segments whose first pass is complete.
     pub segments_sent: AtomicU64,
+    /// Sends the kernel refused (full buffer, interface down); those datagrams are lost like
+    /// any other, and FEC, the carousel and resend cover them.
     pub send_errors: AtomicU64,
+    /// Segments the carousel has taken up for a pass.
     pub carousel_segments: AtomicU64,
 }
 
+/// The link thread's settings, from `[link]` and `[carousel]`, in bytes and nanoseconds.
 pub struct LinkSettings {
+    /// `link.destination`: the receiver's address.
     pub destination: SocketAddr,
+    /// `link.bind`: the local address sent from.
     pub bind: SocketAddr,
+    /// `link.send_buffer_bytes`: the kernel send buffer asked for.
     pub send_buffer_bytes: usize,
+    /// `link.rate_mbit_s` in bytes per second on the wire: the pace of every datagram.
     pub rate_bytes_per_s: f64,
+    /// How segments become symbols.
     pub coding: CodingSettings,
     /// The carousel goes round the most recent segments within all three bounds.
     pub carousel_window_segments: u64,
+    /// The window's size in bytes of sealed segments.
     pub carousel_window_bytes: u64,
+    /// The window's age: segments sealed longer ago than this many ns are left out.
     pub carousel_window_ns: i64,
+    /// The carousel's share of the rate, in bytes per second; `None`: carousel off.
     pub carousel_rate_bytes_per_s: Option<f64>,
+    /// Time between signed beacons, in ns.
     pub beacon_interval_ns: i64,
+    /// The data directory, where the link keeps its sent cursor.
     pub data_dir: PathBuf,
 }
 
+/// Everything the link thread needs, handed over when it starts.
 pub struct LinkContext {
+    /// Its settings.
     pub settings: LinkSettings,
+    /// Signs the beacons.
     pub key: Arc<SenderKey>,
+    /// Authenticates every datagram.
     pub link_key: LinkKey,
+    /// The current epoch, named in beacons.
     pub epoch: EpochState,
+    /// The current epoch's segment log, read by the carousel.
     pub segment_dir: PathBuf,
+    /// Where retained segments are in that log, shared with the sealer.
     pub index: Arc<RwLock<SegmentIndex>>,
+    /// The sealer's progress; the link sets `sent_through`.
     pub progress: Arc<Progress>,
+    /// The link's counters, read by metrics.
     pub counters: Arc<LinkCounters>,
     /// Set to finish: the thread sends what is queued, a last beacon, and returns.
     pub stop: Arc<AtomicBool>,

@@ -10,11 +10,17 @@ use crate::link::LinkCounters;
 use crate::pipeline::Progress;
 use crate::sources::SourceRegistry;
 
+/// Everything `/metrics` renders: shared counters, read at each scrape.
 pub struct SenderMetrics {
+    /// `sender_id`, a label of every series.
     pub sender_id: u64,
+    /// The current epoch, a label of every series.
     pub epoch: u64,
+    /// The durable path's progress (`diode_sender_records_*`, head and retention).
     pub progress: Arc<Progress>,
+    /// The link thread's counters (datagrams, bytes, beacons, carousel).
     pub link: Arc<LinkCounters>,
+    /// Group commit counters of the ingest listeners.
     pub ingest: Arc<CommitCounters>,
     /// The MQTT and OPC UA sources' counters (`diode_sender_source_*`).
     pub sources: Arc<SourceRegistry>,

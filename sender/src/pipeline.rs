@@ -45,90 +45,159 @@ pub const SEAL_RETRY_NS: i64 = 1_000_000_000;
 /// Settings of the durable path, from the config file.
 #[derive(Debug, Clone)]
 pub struct PipelineSettings {
+    /// `sender_id`: written into every segment header.
     pub sender_id: u64,
+    /// `data_dir`: holds the spool, the segment logs and the epoch file.
     pub data_dir: PathBuf,
+    /// `segments.max_records`: a segment is sealed once this many records wait.
     pub max_records: usize,
+    /// `segments.max_age_ms`, in ns: a segment is sealed once its oldest record waited this long.
     pub max_age_ns: i64,
+    /// `segments.zstd_level`: compression of segment payloads.
     pub zstd_level: i32,
+    /// `spool.max_mib`, in bytes: above it submits are refused with [`SubmitError::SpoolFull`].
     pub spool_max_bytes: u64,
+    /// `spool.fsync`: whether a spool write is synced before it is acknowledged.
     pub fsync: FsyncPolicy,
+    /// `segments.max_unsent_mib`, in bytes: sealing pauses while this much is sealed but unsent.
     pub max_unsent_bytes: u64,
+    /// `segments.retention_mib`, in bytes: older segment log files are deleted beyond it.
     pub retention_bytes: u64,
 }
 
 /// A segment ready for the link.
 #[derive(Debug, Clone)]
 pub struct SealedEntry {
+    /// The epoch it was sealed in.
     pub epoch: u64,
+    /// Its sequence in that epoch, from 1.
     pub sequence: u64,
+    /// The sealed segment (header ‖ signature ‖ payload), shared with the link's carousel.
     pub bytes: Arc<Vec<u8>>,
+    /// Records it carries.
     pub record_count: u32,
 }
 
 /// The identity and history of the current epoch, persisted in `data_dir/epoch`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EpochState {
+    /// The epoch number; a new epoch is always higher than every earlier one.
     pub epoch: u64,
+    /// When it began, in ns since the Unix epoch by the sender's clock.
     pub started_at_ns: i64,
+    /// Why it began, as the first beacon of each run states under the signature.
     pub reason: EpochReason,
+    /// The epoch before it (0: none).
     pub previous_epoch: u64,
+    /// The last sequence sealed in that epoch (0: none, or its segment log was lost).
     pub previous_last_sequence: u64,
+    /// That segment's hash (zeros with sequence 0).
     pub previous_last_hash: SegmentHash,
 }
 
 /// Where sealed segments of the current epoch are, shared with the link thread and `resend`.
 #[derive(Debug, Default)]
 pub struct SegmentIndex {
+    /// Every retained segment by sequence; the sealer adds, retention removes.
     pub entries: BTreeMap<u64, IndexEntry>,
 }
 
+/// One retained segment in the segment log.
 #[derive(Debug, Clone, Copy)]
 pub struct IndexEntry {
+    /// Where its frame is in the segment log files.
     pub location: FrameLocation,
+    /// The sealed segment's size, in bytes (carousel and unsent budgets count it).
     pub size_bytes: u64,
+    /// When it was sealed, in ns since the Unix epoch (the carousel's window is by this age).
     pub sealed_at_ns: i64,
 }
 
 /// Shared view of the pipeline's progress, read by the link thread and metrics.
 #[derive(Debug, Default)]
 pub struct Progress {
+    /// Latest sequence sealed in the current epoch (0: none); set by the sealer.
     pub head_sequence: AtomicU64,
+    /// Records sealed since the process started; set by the sealer, carried in beacons.
     pub records_sealed: AtomicU64,
+    /// Records accepted into the spool since the process started.
     pub records_accepted: AtomicU64,
+    /// Records accepted and not yet sealed: the backlog, carried in beacons.
     pub spooled_records: AtomicU64,
     /// Highest sequence whose first transmission finished (set by the link thread).
     pub sent_through: AtomicU64,
+    /// Oldest sequence still in the segment log (set by retention): below it, no resend.
     pub oldest_retained_sequence: AtomicU64,
 }
 
 /// Why the durable path failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PipelineError {
+    /// Another process holds `data_dir`'s lock; nothing was opened.
     #[error(
         "another diode-sender (run or import) is using {}; stop it first, or send the data through its HTTP ingest",
         .data_dir.display()
     )]
-    Locked { data_dir: PathBuf },
+    Locked {
+        /// The data directory in use.
+        data_dir: PathBuf,
+    },
     /// The disk under `path` has no room (ENOSPC, EDQUOT, EFBIG). Nothing was written; the same
     /// write succeeds once space is freed.
     #[error("the disk holding {} is full ({cause}); free space on it and writes resume", .path.display())]
-    DiskFull { path: PathBuf, cause: Arc<io::Error> },
+    DiskFull {
+        /// The log directory being written.
+        path: PathBuf,
+        /// The operating system's error.
+        cause: Arc<io::Error>,
+    },
     /// A failed write to the log in `path` could not be undone; that log refuses writes until the
     /// sender restarts (which cuts the failed write off, as after a crash).
     #[error(
         "{} refuses writes until diode-sender restarts: a failed write ({cause}) could not be undone ({undo})",
         .path.display()
     )]
-    Stuck { path: PathBuf, cause: Arc<io::Error>, undo: Arc<io::Error> },
+    Stuck {
+        /// The log directory.
+        path: PathBuf,
+        /// Why the write failed.
+        cause: Arc<io::Error>,
+        /// Why undoing it failed.
+        undo: Arc<io::Error>,
+    },
+    /// A file operation on the data directory failed (other than a full disk).
     #[error("cannot {action} {}: {cause}", .path.display())]
-    Io { action: &'static str, path: PathBuf, cause: Arc<io::Error> },
+    Io {
+        /// What was being done ("create", "lock", "write").
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        cause: Arc<io::Error>,
+    },
+    /// The epoch file does not decode: the sender will not guess its epoch or chain, so it stops
+    /// until the file is restored.
     #[error("epoch file {} is damaged: {reason}", .path.display())]
-    DamagedEpochFile { path: PathBuf, reason: String },
+    DamagedEpochFile {
+        /// The epoch file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Spool frames are intact on disk but written by a build with another record format; the
+    /// sender stops rather than drop them.
     #[error(
         "{frames} spool frames in {} pass their checksum but do not decode; this build cannot read them",
         .dir.display()
     )]
-    UndecodableSpool { frames: u64, dir: PathBuf },
+    UndecodableSpool {
+        /// How many frames do not decode.
+        frames: u64,
+        /// The spool directory.
+        dir: PathBuf,
+    },
+    /// The link thread has ended, so sealed segments can no longer be handed on; the sender is
+    /// shutting down or the link failed (see its log).
     #[error("the link thread has stopped")]
     LinkStopped,
 }
@@ -149,15 +218,29 @@ impl PipelineError {
     }
 }
 
+/// Why a batch of records was not accepted; in every case none of the batch was.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SubmitError {
+    /// A record is invalid (name, tag or string too long, …); the whole batch is refused.
     #[error("record {index} refused: {source}")]
-    Invalid { index: usize, source: RecordError },
+    Invalid {
+        /// The record's position in the batch, from 0.
+        index: usize,
+        /// What is wrong with it.
+        source: RecordError,
+    },
+    /// The spool has reached `spool.max_mib` (the link is behind): sources answer "retry later".
     #[error("the spool is full ({used_bytes} of {limit_bytes} bytes); retry later")]
-    SpoolFull { used_bytes: u64, limit_bytes: u64 },
+    SpoolFull {
+        /// Bytes the spool holds.
+        used_bytes: u64,
+        /// Its limit, in bytes.
+        limit_bytes: u64,
+    },
     /// The spool could not be written; nothing was accepted.
     #[error(transparent)]
     Storage(#[from] PipelineError),
+    /// The group-commit thread has ended (the sender is shutting down); nothing was accepted.
     #[error("the spool committer has stopped")]
     Stopped,
 }
@@ -170,6 +253,8 @@ impl SubmitError {
     }
 }
 
+/// The durable path itself: spool, sealer and segment log of one data directory, owned by one
+/// process at a time.
 pub struct Pipeline {
     /// Held for the pipeline's life: one process at a time owns a data_dir.
     _lock: fs::File,
@@ -295,18 +380,22 @@ impl Pipeline {
         })
     }
 
+    /// The current epoch, as loaded or started at open.
     pub fn epoch(&self) -> &EpochState {
         &self.epoch
     }
 
+    /// The index of retained segments, shared with the link thread and `resend`.
     pub fn index(&self) -> Arc<RwLock<SegmentIndex>> {
         Arc::clone(&self.index)
     }
 
+    /// The progress counters, shared with the link thread and metrics.
     pub fn progress(&self) -> Arc<Progress> {
         Arc::clone(&self.progress)
     }
 
+    /// The current epoch's segment log directory.
     pub fn segment_dir(&self) -> PathBuf {
         segment_dir(&self.settings.data_dir, self.epoch.epoch)
     }
@@ -552,6 +641,7 @@ pub fn split_segment_entry(content: &[u8]) -> Option<(u64, &[u8])> {
     Some((cursor, &content[8..]))
 }
 
+/// The segment log directory of `epoch`: `data_dir/segments/epoch-<20 digits>`.
 pub fn segment_dir(data_dir: &Path, epoch: u64) -> PathBuf {
     data_dir.join("segments").join(format!("epoch-{epoch:020}"))
 }

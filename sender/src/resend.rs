@@ -17,20 +17,32 @@ use crate::pipeline::{segment_dir, split_segment_entry};
 use crate::run::{coding_settings, rate_bytes_per_s};
 use crate::schedule::{EncodedSegment, TokenBucket};
 
+/// What `diode-sender resend` was asked to send again.
 pub struct ResendRequest {
+    /// `--epoch`: the epoch whose segments are sent; `None`: the current one.
     pub epoch: Option<u64>,
+    /// `--from`: the first sequence, from 1.
     pub from_sequence: u64,
+    /// `--to`: the last sequence, inclusive.
     pub to_sequence: u64,
+    /// `--rate-mbit-s`: the pace; `None`: `link.rate_mbit_s`.
     pub rate_mbit_s: Option<f64>,
+    /// Draw a progress bar on the terminal.
     pub show_progress: bool,
 }
 
+/// What a resend did, printed for the operator.
 pub struct ResendSummary {
+    /// Segments sent again.
     pub segments_sent: u64,
+    /// Datagrams those took.
     pub datagrams_sent: u64,
+    /// Sequences of the range no longer (or never) in the segment log: they cannot be resent.
     pub missing: Vec<u64>,
 }
 
+/// Sends the requested range of sealed segments again from the segment log, with FEC as
+/// configured, paced at the request's rate (a running sender shares the link: mind the sum).
 pub fn resend(config: &SenderConfig, request: &ResendRequest) -> anyhow::Result<ResendSummary> {
     if request.from_sequence == 0 || request.from_sequence > request.to_sequence {
         bail!(

@@ -38,6 +38,7 @@ const TICK: Duration = Duration::from_millis(5);
 /// How often the simulator produces a batch.
 const SIMULATOR_STEP_NS: i64 = 10_000_000;
 
+/// The durable path's settings from the config, in bytes and nanoseconds.
 pub fn pipeline_settings(config: &SenderConfig) -> PipelineSettings {
     PipelineSettings {
         sender_id: config.sender_id,
@@ -52,6 +53,7 @@ pub fn pipeline_settings(config: &SenderConfig) -> PipelineSettings {
     }
 }
 
+/// How segments become symbols, from `[link]`; an MTU too small for a symbol is an error.
 pub fn coding_settings(config: &SenderConfig) -> anyhow::Result<CodingSettings> {
     let symbol_size = packet::max_symbol_size(config.link.mtu)
         .with_context(|| format!("link.mtu = {} leaves no room for a symbol", config.link.mtu))?;
@@ -67,10 +69,34 @@ pub fn coding_settings(config: &SenderConfig) -> anyhow::Result<CodingSettings> 
     })
 }
 
+/// `link.rate_mbit_s` in bytes per second.
 pub fn rate_bytes_per_s(config: &SenderConfig) -> f64 {
     config.link.rate_mbit_s * 1e6 / 8.0
 }
 
+/// The link thread's settings from `[link]` and `[carousel]`, in bytes and nanoseconds.
+fn link_settings(config: &SenderConfig) -> anyhow::Result<LinkSettings> {
+    Ok(LinkSettings {
+        destination: config.link.destination,
+        bind: config.link.bind,
+        send_buffer_bytes: config.link.send_buffer_bytes,
+        rate_bytes_per_s: rate_bytes_per_s(config),
+        coding: coding_settings(config)?,
+        carousel_window_segments: config.carousel.window_segments.max(1),
+        carousel_window_bytes: config.carousel.window_mib * MIB,
+        carousel_window_ns: (config.carousel.window_seconds as i64).saturating_mul(1_000_000_000),
+        carousel_rate_bytes_per_s: config
+            .carousel
+            .enabled
+            .then_some(rate_bytes_per_s(config) * config.carousel.rate_fraction),
+        beacon_interval_ns: config.link.beacon_interval_ms as i64 * 1_000_000,
+        data_dir: config.data_dir.clone(),
+    })
+}
+
+/// `diode-sender run`: opens the pipeline, starts the link thread, the sources, the listeners and
+/// metrics, and runs until stopped (or, with `exit_when_done`, until the simulator is done); then
+/// seals what is pending and lets the link drain before returning.
 pub fn run(config: SenderConfig, options: RunOptions) -> anyhow::Result<()> {
     let key = keyfiles::load_signing_key(&config.keys.signing_key)?;
     let link_key = keyfiles::load_link_key(&config.keys.link_key)?;
@@ -86,22 +112,7 @@ pub fn run(config: SenderConfig, options: RunOptions) -> anyhow::Result<()> {
     let counters = Arc::new(LinkCounters::default());
     let stop_link = Arc::new(AtomicBool::new(false));
     let link_context = LinkContext {
-        settings: LinkSettings {
-            destination: config.link.destination,
-            bind: config.link.bind,
-            send_buffer_bytes: config.link.send_buffer_bytes,
-            rate_bytes_per_s: rate_bytes_per_s(&config),
-            coding: coding_settings(&config)?,
-            carousel_window_segments: config.carousel.window_segments.max(1),
-            carousel_window_bytes: config.carousel.window_mib * MIB,
-            carousel_window_ns: (config.carousel.window_seconds as i64).saturating_mul(1_000_000_000),
-            carousel_rate_bytes_per_s: config
-                .carousel
-                .enabled
-                .then_some(rate_bytes_per_s(&config) * config.carousel.rate_fraction),
-            beacon_interval_ns: config.link.beacon_interval_ms as i64 * 1_000_000,
-            data_dir: config.data_dir.clone(),
-        },
+        settings: link_settings(&config)?,
         key: Arc::new(key),
         link_key,
         epoch: epoch.clone(),

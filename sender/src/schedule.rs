@@ -15,9 +15,13 @@ use diode_common::packet::SymbolPacket;
 /// How segments become symbols.
 #[derive(Debug, Clone)]
 pub struct CodingSettings {
+    /// Written into every symbol's header.
     pub sender_id: u64,
+    /// Bytes of each symbol: the most a datagram of `link.mtu` carries.
     pub symbol_size: u16,
+    /// `link.repair_overhead`: repair symbols per original symbol.
     pub repair_overhead: f64,
+    /// `link.min_repair_symbols`: repair symbols every segment gets at least.
     pub min_repair: u16,
     /// Random loss rate every segment, however small, is coded to survive with probability at
     /// least `1 - MAX_BLOCK_LOSS_PROBABILITY` (a floor under `repair_overhead` for small segments).
@@ -34,13 +38,19 @@ pub const MAX_BLOCK_LOSS_PROBABILITY: f64 = 1e-6;
 /// One segment cut into symbols.
 #[derive(Debug)]
 pub struct EncodedSegment {
+    /// The segment's epoch.
     pub epoch: u64,
+    /// Its sequence in that epoch.
     pub sequence: u64,
+    /// Its FEC block: symbol size, original and repair counts.
     pub params: FecParams,
+    /// Original symbols then repair symbols, indexed as on the wire.
     pub symbols: Vec<Vec<u8>>,
 }
 
 impl EncodedSegment {
+    /// Cuts a sealed segment into symbols, with enough repair symbols for `repair_overhead`,
+    /// `min_repair` and the design loss rate, whichever asks most.
     pub fn encode(
         settings: &CodingSettings,
         epoch: u64,
@@ -55,6 +65,7 @@ impl EncodedSegment {
         Ok(EncodedSegment { epoch, sequence, params, symbols })
     }
 
+    /// Symbol `index` as a packet ready to be written into a datagram.
     pub fn packet(&self, sender_id: u64, index: u16) -> SymbolPacket<'_> {
         SymbolPacket {
             sender_id,
@@ -70,16 +81,22 @@ impl EncodedSegment {
 /// Why a datagram is sent; counted separately in the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Purpose {
+    /// The segment's first pass.
     Live,
+    /// Its repair symbols sent again after `link.repeat_repair_after_ms`.
     RepairRepeat,
+    /// A carousel pass over a recent segment.
     Carousel,
 }
 
 /// The next datagram to send: a symbol of a segment.
 #[derive(Debug, Clone)]
 pub struct Slot {
+    /// The segment the symbol belongs to.
     pub segment: Arc<EncodedSegment>,
+    /// The symbol's index in it.
     pub index: u16,
+    /// Why it is sent.
     pub purpose: Purpose,
 }
 
@@ -93,6 +110,7 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
+    /// A full bucket filling at `rate_bytes_per_s` up to `burst_bytes`; both must be positive.
     pub fn new(rate_bytes_per_s: f64, burst_bytes: f64, now_ns: i64) -> TokenBucket {
         assert!(rate_bytes_per_s > 0.0 && burst_bytes > 0.0);
         TokenBucket { rate_bytes_per_s, burst_bytes, tokens: burst_bytes, last_ns: now_ns }
@@ -113,6 +131,7 @@ impl TokenBucket {
         if missing <= 0.0 { 0 } else { (missing / self.rate_bytes_per_s * 1e9).ceil() as i64 }
     }
 
+    /// Whether `cost_bytes` may be spent now.
     pub fn has(&mut self, cost_bytes: usize, now_ns: i64) -> bool {
         self.wait_ns(cost_bytes, now_ns) == 0
     }
@@ -157,6 +176,8 @@ struct CarouselPass {
     next_index: usize,
 }
 
+/// Decides which symbol goes next: due repair repeats first, then the carousel within its share
+/// of the rate, then live segments interleaved in groups. Pure: the caller brings the time.
 pub struct Scheduler {
     settings: CodingSettings,
     waiting: VecDeque<Arc<EncodedSegment>>,
@@ -188,6 +209,7 @@ impl Scheduler {
         }
     }
 
+    /// The coding settings it was made with.
     pub fn settings(&self) -> &CodingSettings {
         &self.settings
     }
@@ -207,6 +229,7 @@ impl Scheduler {
         self.carousel.is_none() && self.carousel_bucket.as_mut().is_some_and(|bucket| bucket.has(1500, now_ns))
     }
 
+    /// Hands the carousel its next segment, sent whole at the carousel's rate.
     pub fn push_carousel(&mut self, segment: Arc<EncodedSegment>) {
         self.carousel = Some(CarouselPass { segment, next_index: 0 });
     }
@@ -293,6 +316,7 @@ impl Scheduler {
         self.repeats.front().map(|(due, _)| *due)
     }
 
+    /// Nothing live or repeated left to send (the carousel does not count).
     pub fn is_idle(&self) -> bool {
         self.waiting.is_empty() && self.current.segments.is_empty() && self.repeat.is_none() && self.repeats.is_empty()
     }

@@ -12,6 +12,7 @@ use super::verify::{VerifyOptions, verify_replica};
 use crate::config::ReceiverConfig;
 use crate::time::{format_rfc3339, now_ns, parse_time};
 
+/// `diode-receiver audit`: its subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum AuditCommand {
     /// Re-verify every stored segment, the hash chains, and every point of the replica against
@@ -23,8 +24,10 @@ pub enum AuditCommand {
     CheckProof(CheckProofArgs),
 }
 
+/// `audit verify`'s arguments.
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
+    /// The receiver's config file (its replica is opened read-only, beside a running receiver).
     #[arg(long)]
     pub config: PathBuf,
     /// Check only segments from this sequence on (in every stream).
@@ -42,8 +45,10 @@ pub struct VerifyArgs {
     pub memory_budget_points: u64,
 }
 
+/// `audit proof`'s arguments.
 #[derive(Debug, clap::Args)]
 pub struct ProofArgs {
+    /// The receiver's config file (its replica is opened read-only, beside a running receiver).
     #[arg(long)]
     pub config: PathBuf,
     /// The series as `diode-receiver series` shows it: `name` or `name{key=value,...}`.
@@ -63,6 +68,7 @@ pub struct ProofArgs {
     pub out: PathBuf,
 }
 
+/// `audit check-proof`'s arguments.
 #[derive(Debug, clap::Args)]
 pub struct CheckProofArgs {
     /// The proof file.
@@ -72,6 +78,7 @@ pub struct CheckProofArgs {
     pub pubkey: Vec<PathBuf>,
 }
 
+/// Runs an audit subcommand; `audit verify` fails when there is any finding.
 pub fn run(command: AuditCommand) -> anyhow::Result<()> {
     match command {
         AuditCommand::Verify(args) => verify(args),

@@ -18,64 +18,206 @@ pub use diode_common::proof::describe_point as describe_value;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Finding {
     /// A stored segment fails a check: `check` is the short label of `OpenError::reason_label`.
-    SegmentInvalid { segment: SegmentKey, check: &'static str, message: String },
+    SegmentInvalid {
+        /// The segment's position: sender, epoch and sequence.
+        segment: SegmentKey,
+        /// The failed check's short label (`OpenError::reason_label`).
+        check: &'static str,
+        /// The full reason, for the report.
+        message: String,
+    },
     /// An audit entry is stored under another position than its header names.
-    SegmentMisplaced { stored_at: SegmentKey, header_says: SegmentKey },
+    SegmentMisplaced {
+        /// The position the entry is stored under.
+        stored_at: SegmentKey,
+        /// The position its signed header names.
+        header_says: SegmentKey,
+    },
     /// An audit entry cannot be read as one (its key is not a position, or its value is not an
     /// audit entry): `entry` is its position when the key is one.
-    AuditEntryUnreadable { entry: Option<SegmentKey>, key_hex: String, reason: String },
+    AuditEntryUnreadable {
+        /// Its position, when the key decodes as one.
+        entry: Option<SegmentKey>,
+        /// The raw key, in hex.
+        key_hex: String,
+        /// Why it cannot be read.
+        reason: String,
+    },
     /// Segment `segment` does not link to the stored segment before it (or to the genesis hash).
-    ChainBroken { segment: SegmentKey, expected_previous_hash: String, found_previous_hash: String },
+    ChainBroken {
+        /// The segment's position: sender, epoch and sequence.
+        segment: SegmentKey,
+        /// The stored predecessor's hash, in hex.
+        expected_previous_hash: String,
+        /// The previous hash the segment names, in hex.
+        found_previous_hash: String,
+    },
     /// The receiver's tracker says these sequences were applied, but their audit entries are gone.
-    SegmentsRemoved { sender_id: u64, epoch: u64, first_sequence: u64, last_sequence: u64 },
+    SegmentsRemoved {
+        /// The sender of the stream.
+        sender_id: u64,
+        /// The stream's epoch.
+        epoch: u64,
+        /// The first sequence of the range.
+        first_sequence: u64,
+        /// The last sequence of the range (inclusive).
+        last_sequence: u64,
+    },
     /// Audit entries the receiver's tracker never recorded as applied (inserted afterwards?).
-    SegmentsUnrecorded { sender_id: u64, epoch: u64, first_sequence: u64, last_sequence: u64 },
+    SegmentsUnrecorded {
+        /// The sender of the stream.
+        sender_id: u64,
+        /// The stream's epoch.
+        epoch: u64,
+        /// The first sequence of the range.
+        first_sequence: u64,
+        /// The last sequence of the range (inclusive).
+        last_sequence: u64,
+    },
     /// The replica's point differs from the last-write-wins record of the signed segments.
     PointChanged {
+        /// The series (name and tags).
         series: String,
+        /// The point's data time, in ns since the Unix epoch.
         timestamp_ns: i64,
+        /// The value and quality the signed segments give.
         expected: (Value, Quality),
+        /// The value and quality the replica holds.
         found: (Value, Quality),
+        /// The segment that signed the expected value (the last write at that time).
         segment: SegmentKey,
     },
     /// A signed point is missing from the replica.
-    PointDeleted { series: String, timestamp_ns: i64, expected: (Value, Quality), segment: SegmentKey },
+    PointDeleted {
+        /// The series (name and tags).
+        series: String,
+        /// The point's data time, in ns since the Unix epoch.
+        timestamp_ns: i64,
+        /// The value and quality the signed segments give.
+        expected: (Value, Quality),
+        /// The segment that signed it (the last write at that time).
+        segment: SegmentKey,
+    },
     /// The replica holds a point that no verified segment contains.
-    PointAdded { series: String, series_id: u32, timestamp_ns: i64, found: (Value, Quality) },
+    PointAdded {
+        /// The series (name and tags).
+        series: String,
+        /// The replica's id of the series.
+        series_id: u32,
+        /// The point's data time, in ns since the Unix epoch.
+        timestamp_ns: i64,
+        /// The value and quality the replica holds.
+        found: (Value, Quality),
+    },
     /// The beacon the replica kept for an epoch does not verify (altered, or not a beacon of that
     /// sender and epoch), though its key is trusted.
-    BeaconInvalid { sender_id: u64, epoch: u64, message: String },
+    BeaconInvalid {
+        /// The sender of the stream.
+        sender_id: u64,
+        /// The stream's epoch.
+        epoch: u64,
+        /// Why it does not verify.
+        message: String,
+    },
     /// The sender's signed beacon says its previous epoch ended with a segment whose hash differs
     /// from the stored, verified segment at that position: two signed segments claim one place.
-    EpochEndMismatch { segment: SegmentKey, beacon_hash: String, stored_hash: String },
+    EpochEndMismatch {
+        /// The segment's position: sender, epoch and sequence.
+        segment: SegmentKey,
+        /// The hash the signed beacon names, in hex.
+        beacon_hash: String,
+        /// The hash of the stored, verified segment there, in hex.
+        stored_hash: String,
+    },
     /// A signed beacon (the one kept of an epoch, or the sender's latest) names as its head a
     /// segment whose hash differs from the stored, verified segment at that position.
-    BeaconHeadMismatch { segment: SegmentKey, beacon_hash: String, stored_hash: String },
+    BeaconHeadMismatch {
+        /// The segment's position: sender, epoch and sequence.
+        segment: SegmentKey,
+        /// The hash the signed beacon names, in hex.
+        beacon_hash: String,
+        /// The hash of the stored, verified segment there, in hex.
+        stored_hash: String,
+    },
     /// Points of a series could not be read back (a damaged chunk); the range was not checked.
-    PointsUnreadable { series: String, series_id: u32, from_ns: i64, to_ns: i64, message: String },
+    PointsUnreadable {
+        /// The series (name and tags).
+        series: String,
+        /// The replica's id of the series.
+        series_id: u32,
+        /// Start of the range not checked, in ns since the Unix epoch.
+        from_ns: i64,
+        /// End of the range not checked (inclusive), in ns since the Unix epoch.
+        to_ns: i64,
+        /// The full reason, for the report.
+        message: String,
+    },
     /// A stored chunk differs from what its segment signed for that series and bucket where the
     /// visible points do not show it (a superseded value): the first such timestamp, with what the
     /// segment signed there and what the chunk holds (`None`: no row at that time).
     ChunkChanged {
+        /// The series (name and tags).
         series: String,
+        /// The chunk's key: series id, bucket and the segment that wrote it.
         chunk: PointKey,
+        /// The first differing data time, in ns since the Unix epoch.
         timestamp_ns: i64,
+        /// What the segment signed at that time; `None`: no row.
         expected: Option<(Value, Quality)>,
+        /// What the chunk holds at that time; `None`: no row.
         found: Option<(Value, Quality)>,
+        /// Rows of the chunk that differ from what the segment signed.
         rows_differing: u64,
     },
     /// A chunk is stored under a segment that wrote no such chunk (not stored, not verified, or
     /// without records of that series in that bucket), and some of its points hide behind others.
-    ChunkUnsigned { series: String, chunk: PointKey, rows: u64, first_timestamp_ns: i64 },
+    ChunkUnsigned {
+        /// The series (name and tags).
+        series: String,
+        /// The chunk's key: series id, bucket and the segment that wrote it.
+        chunk: PointKey,
+        /// Rows the chunk holds.
+        rows: u64,
+        /// Data time of its first row, in ns since the Unix epoch.
+        first_timestamp_ns: i64,
+    },
     /// A chunk a verified segment wrote is gone, and some of its points were hidden behind later
     /// writes (the visible ones are named as deleted points).
-    ChunkDeleted { series: String, chunk: PointKey, rows: u64, first_timestamp_ns: i64, expected: (Value, Quality) },
+    ChunkDeleted {
+        /// The series (name and tags).
+        series: String,
+        /// The chunk's key: series id, bucket and the segment that wrote it.
+        chunk: PointKey,
+        /// Rows the chunk holds.
+        rows: u64,
+        /// Data time of its first row, in ns since the Unix epoch.
+        first_timestamp_ns: i64,
+        /// The value and quality the segment signed at its first row.
+        expected: (Value, Quality),
+    },
     /// A chunk under a series id the catalog does not hold: no query shows it, no segment backs it.
-    ChunkUncatalogued { chunk: PointKey, rows: Option<u64>, first_timestamp_ns: Option<i64> },
+    ChunkUncatalogued {
+        /// The chunk's key: series id, bucket and the segment that wrote it.
+        chunk: PointKey,
+        /// Rows it holds; `None` when the chunk does not decode.
+        rows: Option<u64>,
+        /// Data time of its first row; `None` when it does not decode.
+        first_timestamp_ns: Option<i64>,
+    },
     /// An entry of the points column family whose key is not a points key.
-    ChunkKeyMalformed { key_hex: String, value_bytes: u64 },
+    ChunkKeyMalformed {
+        /// The raw key, in hex.
+        key_hex: String,
+        /// Size of the entry's value, in bytes.
+        value_bytes: u64,
+    },
     /// Fewer (or more) chunks of catalogued series were checked than the inventory counted.
-    ChunksUnaccounted { stored: u64, checked: u64 },
+    ChunksUnaccounted {
+        /// Chunks the inventory counted.
+        stored: u64,
+        /// Chunks the point check went through.
+        checked: u64,
+    },
 }
 
 impl Finding {
@@ -197,6 +339,7 @@ impl Finding {
         }
     }
 
+    /// The finding as a JSON object, with `kind` and its fields (values with kind and quality).
     pub fn to_json(&self) -> Json {
         let mut object = match self {
             Self::SegmentInvalid { segment, check, message } => {
@@ -355,17 +498,23 @@ fn point_json((value, quality): &(Value, Quality)) -> Json {
 /// Findings as they are collected: every one counted, the first `limit` kept.
 #[derive(Debug, Clone, Default)]
 pub struct Findings {
+    /// The first `limit` findings, in the order found.
     pub listed: Vec<Finding>,
+    /// Every finding counted by [`Finding::kind`], listed or not.
     pub counts: BTreeMap<&'static str, u64>,
+    /// Findings counted but not kept.
     pub not_listed: u64,
+    /// How many are kept (the audit options' `max_findings_listed`).
     pub limit: usize,
 }
 
 impl Findings {
+    /// No findings yet; at most `limit` will be kept.
     pub fn new(limit: usize) -> Findings {
         Findings { limit, ..Findings::default() }
     }
 
+    /// Counts a finding, and keeps it while fewer than `limit` are.
     pub fn push(&mut self, finding: Finding) {
         *self.counts.entry(finding.kind()).or_insert(0) += 1;
         if self.listed.len() < self.limit {
@@ -386,10 +535,12 @@ impl Findings {
         self.listed.extend(other.listed.into_iter().take(room));
     }
 
+    /// Findings of every kind; 0 means the replica is backed by its signed segments.
     pub fn total(&self) -> u64 {
         self.counts.values().sum()
     }
 
+    /// Findings of one kind.
     pub fn count(&self, kind: &str) -> u64 {
         self.counts.get(kind).copied().unwrap_or(0)
     }

@@ -32,7 +32,7 @@ impl Default for VerifyOptions {
 }
 
 /// A progress bar on stderr, or a hidden one.
-pub fn progress_bar(visible: bool, length: u64, what: &str) -> indicatif::ProgressBar {
+pub(super) fn progress_bar(visible: bool, length: u64, what: &str) -> indicatif::ProgressBar {
     if !visible {
         return indicatif::ProgressBar::hidden();
     }

@@ -66,24 +66,61 @@ pub fn describe(checked: &CheckedProof) -> String {
 /// are not what its verified segments hold.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
+    /// No series by that name, and none close to it.
     #[error("the replica holds no series {name:?}; list them with `diode-receiver series --config FILE`")]
-    UnknownSeries { name: String },
+    UnknownSeries {
+        /// The series as asked for.
+        name: String,
+    },
+    /// No series by that name, but some with similar names, which the message lists.
     #[error("the replica holds no series {name:?}; did you mean one of {similar:?}?")]
-    UnknownSeriesLike { name: String, similar: Vec<String> },
+    UnknownSeriesLike {
+        /// The series as asked for.
+        name: String,
+        /// Close names that exist.
+        similar: Vec<String>,
+    },
+    /// Several series print as the same name: the replica is not healthy.
     #[error("{count} series are shown as {name:?}; this cannot happen in a healthy replica")]
-    AmbiguousSeries { name: String, count: usize },
+    AmbiguousSeries {
+        /// The series as asked for.
+        name: String,
+        /// How many print so.
+        count: usize,
+    },
+    /// `--from` is after `--to`.
     #[error("the time range is empty: --from is after --to")]
     EmptyRange,
+    /// The range holds more than [`MAX_PROOF_POINTS`]: a proof must stay small enough to check.
     #[error("{series} holds more than {max} points in that range; prove a narrower range", max = MAX_PROOF_POINTS)]
-    TooManyPoints { series: SeriesKey },
+    TooManyPoints {
+        /// The series.
+        series: SeriesKey,
+    },
+    /// Nothing to prove in the range.
     #[error("{series} has no point between {from} and {to} in the replica")]
-    NoPoints { series: SeriesKey, from: String, to: String },
+    NoPoints {
+        /// The series.
+        series: SeriesKey,
+        /// Start of the range, as RFC 3339.
+        from: String,
+        /// End of the range, as RFC 3339.
+        to: String,
+    },
+    /// The replica's points differ from what the verified segments hold: no proof is written for
+    /// data the segments do not back.
     #[error(
         "the replica's points of {series} in that range are not the ones its verified segments hold{}; run \
          `diode-receiver audit verify` to see what differs",
         refused_suffix(.refused)
     )]
-    NotAsSigned { series: SeriesKey, refused: Vec<String> },
+    NotAsSigned {
+        /// The series.
+        series: SeriesKey,
+        /// Segments of the range that failed verification, each with why.
+        refused: Vec<String>,
+    },
+    /// Reading the replica failed.
     #[error(transparent)]
     Replica(#[from] ReplicaError),
 }

@@ -3,7 +3,7 @@
 use std::ops::RangeInclusive;
 
 /// Ascending, disjoint ranges `a` minus ascending, disjoint ranges `b`.
-pub fn subtract_ranges(a: &[RangeInclusive<u64>], b: &[RangeInclusive<u64>]) -> Vec<RangeInclusive<u64>> {
+pub(super) fn subtract_ranges(a: &[RangeInclusive<u64>], b: &[RangeInclusive<u64>]) -> Vec<RangeInclusive<u64>> {
     let mut out = Vec::new();
     let mut cut = b.iter().peekable();
     for range in a {
@@ -39,7 +39,7 @@ pub fn subtract_ranges(a: &[RangeInclusive<u64>], b: &[RangeInclusive<u64>]) -> 
 }
 
 /// Intersects ascending, disjoint ranges with one range.
-pub fn clip_ranges(ranges: &[RangeInclusive<u64>], within: &RangeInclusive<u64>) -> Vec<RangeInclusive<u64>> {
+pub(super) fn clip_ranges(ranges: &[RangeInclusive<u64>], within: &RangeInclusive<u64>) -> Vec<RangeInclusive<u64>> {
     ranges
         .iter()
         .filter_map(|range| {

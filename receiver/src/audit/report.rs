@@ -19,28 +19,39 @@ pub const REPORT_VERSION: u32 = 2;
 /// A trusted key and its validity window, as the audit used it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrustedKeySummary {
+    /// The key's id.
     pub key_id: KeyId,
+    /// Start of its validity, in ns since the Unix epoch; `None`: none.
     pub valid_from_ns: Option<i64>,
+    /// End of its validity (exclusive), in ns since the Unix epoch; `None`: none.
     pub valid_until_ns: Option<i64>,
 }
 
 /// How many verified segments one key signed, and when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyUsage {
+    /// The key's id.
     pub key_id: KeyId,
+    /// Verified segments it signed.
     pub segments: u64,
+    /// Earliest sealing time among them, in ns since the Unix epoch (sender's clock).
     pub first_sealed_at_ns: i64,
+    /// Latest sealing time among them.
     pub last_sealed_at_ns: i64,
 }
 
 /// One `(sender, epoch)` stream: where it begins and what the audit saw of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EpochReport {
+    /// The stream's sender.
     pub sender_id: u64,
+    /// The stream's epoch.
     pub epoch: u64,
     /// Lowest and highest stored sequence (within the selected range); `None`: nothing stored.
     pub first_sequence: Option<u64>,
+    /// See `first_sequence`.
     pub last_sequence: Option<u64>,
+    /// Audit entries of the stream (within the selected range).
     pub stored_segments: u64,
     /// The receiver's tracker: highest sequence applied or announced.
     pub highest_known: u64,
@@ -60,6 +71,7 @@ pub struct EpochReport {
     /// The last sequence of this epoch, from a signed beacon of the next epoch, and whether the
     /// stored segment there has the hash the beacon names (`None`: not stored).
     pub ended_at_sequence: Option<u64>,
+    /// See `ended_at_sequence`.
     pub end_hash_verified: Option<bool>,
 }
 
@@ -75,8 +87,11 @@ pub struct Announcement {
 /// What a verified epoch beacon says about its epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedAnnouncement {
+    /// The key that signed it.
     pub key_id: KeyId,
+    /// When the sender made it, in ns since the Unix epoch (sender's clock).
     pub sent_at_ns: i64,
+    /// When the epoch began, by the sender's clock.
     pub epoch_started_at_ns: i64,
 }
 
@@ -89,12 +104,18 @@ pub enum GapKind {
     RemovedAfterApply,
 }
 
+/// Missing sequences of one stream, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GapReport {
+    /// The stream's sender.
     pub sender_id: u64,
+    /// The stream's epoch.
     pub epoch: u64,
+    /// First sequence of the gap.
     pub first_sequence: u64,
+    /// Last sequence of the gap (inclusive).
     pub last_sequence: u64,
+    /// Never received, or removed after apply.
     pub kind: GapKind,
 }
 
@@ -105,23 +126,31 @@ pub struct PointTotals {
     pub expected: u64,
     /// Points read back from the replica.
     pub scanned: u64,
+    /// Points identical in the replica and the signed segments.
     pub matched: u64,
+    /// Points whose value or quality differs (each a finding).
     pub changed: u64,
+    /// Signed points missing from the replica (each a finding).
     pub deleted: u64,
+    /// Replica points no verified segment contains (each a finding).
     pub added: u64,
     /// Series × windows that could not be read.
     pub unreadable: u64,
     /// Time windows the comparison was cut into (bounded memory), and segment decodes it took.
     pub windows: u64,
+    /// Segment payloads decoded for the comparison.
     pub segment_decodes: u64,
     /// Chunks of catalogued series in the span (the inventory), chunks checked against their
     /// segments, and chunks exactly as their segment wrote them.
     pub chunks_stored: u64,
+    /// See `chunks_stored`.
     pub chunks_checked: u64,
+    /// See `chunks_stored`.
     pub chunks_matched: u64,
 }
 
 impl PointTotals {
+    /// Adds `other`'s totals (of another window or series) to these.
     pub fn add(&mut self, other: &PointTotals) {
         self.expected += other.expected;
         self.scanned += other.scanned;
@@ -141,8 +170,11 @@ impl PointTotals {
 /// Everything `audit verify` found.
 #[derive(Debug, Clone)]
 pub struct AuditReport {
+    /// The replica directory audited.
     pub replica: PathBuf,
+    /// The `--from-seq`/`--to-seq` range selected; `None`: every sequence.
     pub sequences: Option<(u64, u64)>,
+    /// The keys the audit trusted.
     pub trusted_keys: Vec<TrustedKeySummary>,
     /// Audit entries read.
     pub segments_stored: u64,
@@ -152,16 +184,23 @@ pub struct AuditReport {
     pub segments_verified: u64,
     /// Records carried by verified selected segments.
     pub records_signed: u64,
+    /// Chain links checked between stored neighbours.
     pub links_checked: u64,
+    /// Which keys signed the verified segments.
     pub keys_used: Vec<KeyUsage>,
+    /// Every stream, in order.
     pub epochs: Vec<EpochReport>,
+    /// Sequences the chain cannot be checked across.
     pub gaps: Vec<GapReport>,
     /// The data-time span whose points were compared; `None`: nothing to compare.
     pub point_span: Option<(i64, i64)>,
+    /// The point comparison's totals.
     pub points: PointTotals,
+    /// What the signed segments do not back.
     pub findings: Findings,
     /// Seconds spent walking the audit log, and in all (the rest compares points).
     pub walk_seconds: f64,
+    /// See `walk_seconds`.
     pub elapsed_seconds: f64,
 }
 
@@ -171,6 +210,7 @@ impl AuditReport {
         self.findings.total() == 0
     }
 
+    /// The report as JSON (layout [`REPORT_VERSION`]), for `audit verify --json`.
     pub fn to_json(&self) -> Json {
         let time = |ns: Option<i64>| ns.map(format_rfc3339);
         json!({

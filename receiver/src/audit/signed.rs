@@ -10,7 +10,7 @@ use diode_replica::SegmentKey;
 
 /// A stored segment that verified, as the walk over the audit log saw it.
 #[derive(Debug, Clone)]
-pub struct SignedSegment {
+pub(super) struct SignedSegment {
     pub key: SegmentKey,
     /// The header hash seen by the walk: the comparison decodes only these exact segments.
     pub header_hash: SegmentHash,
@@ -23,20 +23,20 @@ pub struct SignedSegment {
 
 /// One series' records of one decoded segment, in payload order.
 #[derive(Clone, Copy)]
-pub struct SignedPart<'a> {
+pub(super) struct SignedPart<'a> {
     pub columns: &'a SeriesColumns,
     pub segment: SegmentKey,
 }
 
 /// Last-write-wins rank of a segment, as the replica resolves duplicates: the highest
 /// (epoch, sequence) wins, ties between senders go to the higher sender id.
-pub fn write_order(key: SegmentKey) -> (u64, u64, u64) {
+pub(super) fn write_order(key: SegmentKey) -> (u64, u64, u64) {
     (key.epoch, key.sequence, key.sender_id)
 }
 
 /// Whether the value at `row` of `values` is bit-for-bit `other` (so `-0.0 != 0.0`, and NaN
 /// payloads compare by their bits), without cloning strings.
-pub fn value_at_equals(values: &Values, row: usize, other: &Value) -> bool {
+pub(super) fn value_at_equals(values: &Values, row: usize, other: &Value) -> bool {
     match (values, other) {
         (Values::F64(values), Value::F64(other)) => values[row].to_bits() == other.to_bits(),
         (Values::I64(values), Value::I64(other)) => values[row] == *other,

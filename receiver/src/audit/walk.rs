@@ -228,7 +228,7 @@ impl Walk<'_> {
     }
 
     /// The data-time span the selected segments that verified cover, if any.
-    pub fn selected_span(&self) -> Option<(i64, i64)> {
+    pub(super) fn selected_span(&self) -> Option<(i64, i64)> {
         self.signed
             .iter()
             .filter(|segment| segment.selected)
@@ -238,7 +238,7 @@ impl Walk<'_> {
 
     /// Reports the failed segments outside the selected sequences whose time range overlaps
     /// `point_span`, the span whose points are compared.
-    pub fn report_unselected_failures(&mut self, point_span: Option<(i64, i64)>) {
+    pub(super) fn report_unselected_failures(&mut self, point_span: Option<(i64, i64)>) {
         let overlaps = |range: Option<(i64, i64)>| match (point_span, range) {
             (Some((from, to)), Some((min, max))) => min <= to && max >= from,
             _ => false,
@@ -251,7 +251,7 @@ impl Walk<'_> {
     }
 
     /// Takes the segments that verified and hold data time in `span`: the ones to decode.
-    pub fn take_signed_within(&mut self, span: (i64, i64)) -> Vec<SignedSegment> {
+    pub(super) fn take_signed_within(&mut self, span: (i64, i64)) -> Vec<SignedSegment> {
         std::mem::take(&mut self.signed)
             .into_iter()
             .filter(|s| s.max_timestamp_ns >= span.0 && s.min_timestamp_ns <= span.1)

@@ -20,7 +20,9 @@ use super::parse::{Aggregation, Expr, Grouping, Operator, RangeSelector, Selecto
 /// A series as queries see it: its replica id and its labels (see [`super::mapping`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeriesEntry {
+    /// The series' id in the replica's catalog, the key its samples are read by.
     pub id: u32,
+    /// The series' Prometheus labels, the metric name among them.
     pub labels: Labels,
 }
 
@@ -29,14 +31,20 @@ pub type SampleBlocks<'a> = Box<dyn Iterator<Item = Result<Vec<Sample>, String>>
 
 /// Where samples come from: the samples of `series_id` with `from_ns <= t <= to_ns`.
 pub trait SampleSource {
+    /// The samples of `series_id` in `[from_ns, to_ns]` (ns since the Unix epoch), in blocks,
+    /// ascending; an `Err` carries why the read failed and ends the evaluation as
+    /// [`EvalError::Source`].
     fn blocks(&self, series_id: u32, from_ns: i64, to_ns: i64) -> SampleBlocks<'_>;
 }
 
 /// The instants a query is evaluated at: `start_ns + i · step_ns` for `i < count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Steps {
+    /// The first instant, ns since the Unix epoch.
     pub start_ns: i64,
+    /// Between two instants, in ns; positive (1 for an instant query).
     pub step_ns: i64,
+    /// How many instants; at least 1.
     pub count: usize,
 }
 
@@ -75,7 +83,10 @@ pub enum EvalError {
         "query processing would load too many samples into memory (more than {limit}); ask for a shorter range, \
          a longer step or fewer series"
     )]
-    TooManySamples { limit: usize },
+    TooManySamples {
+        /// [`Limits::max_samples`], the most the query may hold at once.
+        limit: usize,
+    },
     /// The replica failed: 500.
     #[error("reading the replica failed: {0}")]
     Source(String),
@@ -84,14 +95,19 @@ pub enum EvalError {
 /// A node's value: one number per step, or series with an optional value per step.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// One number per step, in step order.
     Scalar(Vec<f64>),
+    /// An instant vector: each series with its value at each step.
     Vector(Vec<StepSeries>),
 }
 
 /// One series of an instant vector over the steps.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepSeries {
+    /// The result's labels, sorted by name; the metric name dropped where Prometheus drops it
+    /// (arithmetic, unary minus, functions but `last_over_time`).
     pub labels: Labels,
+    /// One entry per step, in step order; `None` where the series has no value at that step.
     pub values: Vec<Option<f64>>,
 }
 

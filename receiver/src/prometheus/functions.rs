@@ -5,23 +5,38 @@
 /// One numeric sample: time in ns since the Unix epoch, value.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sample {
+    /// When the value was taken, ns since the Unix epoch.
     pub timestamp_ns: i64,
+    /// The value as a number (an integer or boolean point converted, true as 1).
     pub value: f64,
 }
 
 /// A function of the subset that takes a range vector.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RangeFunction {
+    /// `rate`: the per-second increase of a counter over the window, resets accounted for,
+    /// extrapolated to the window's edges.
     Rate,
+    /// `increase`: the increase of a counter over the window, resets accounted for,
+    /// extrapolated to the window's edges.
     Increase,
+    /// `delta`: the last value less the first of a gauge, extrapolated to the window's edges.
     Delta,
+    /// `irate`: the per-second rate between the window's last two samples.
     Irate,
+    /// `avg_over_time`: the mean of the window's values.
     AvgOverTime,
+    /// `min_over_time`: the smallest of the window's values.
     MinOverTime,
+    /// `max_over_time`: the largest of the window's values.
     MaxOverTime,
+    /// `sum_over_time`: the total of the window's values.
     SumOverTime,
+    /// `count_over_time`: how many samples the window holds.
     CountOverTime,
+    /// `last_over_time`: the window's last value.
     LastOverTime,
+    /// `stddev_over_time`: the population standard deviation of the window's values.
     StddevOverTime,
     /// `quantile_over_time(φ, …)`: φ comes per step.
     QuantileOverTime,

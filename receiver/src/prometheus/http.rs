@@ -72,8 +72,12 @@ pub fn routes() -> axum::Router<AppState> {
 /// A Prometheus API error.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
+    /// The HTTP status answered, such as 400 or 422.
     pub status: StatusCode,
+    /// The response's `errorType`: `bad_data`, `execution`, `timeout`, `unavailable` or
+    /// `internal`, as Prometheus names them.
     pub error_type: &'static str,
+    /// The response's `error`: what is wrong, naming the parameter or the construct.
     pub message: String,
 }
 
@@ -480,10 +484,18 @@ pub fn answer(
 
 /// A checked query, borrowed: the expression, its steps and how to read the replica.
 pub struct QueryPlanView<'a> {
+    /// The parsed expression, already checked against the subset.
     pub expr: &'a Expr,
+    /// The instants evaluated: one for `/api/v1/query`, `start` to `end` by `step` for
+    /// `/api/v1/query_range`.
     pub steps: Steps,
+    /// Whether the answer is an instant query's (a vector, a scalar, or the raw samples of a
+    /// top-level range selector) rather than a range query's matrix.
     pub instant: bool,
+    /// How far back an instant selector looks for a sample, in ns: `lookback_delta`, by
+    /// default 5 minutes.
     pub lookback_ns: i64,
+    /// The `include_bad` parameter: whether points of bad quality count as samples.
     pub include_bad: bool,
 }
 

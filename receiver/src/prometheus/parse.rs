@@ -20,6 +20,8 @@ pub const MAX_DEPTH: usize = 200;
 /// A parsed expression.
 #[derive(Debug, Clone)]
 pub enum Expr {
+    /// A number literal such as `2`, `1.5e3`, `0x1f`, `Inf` or `NaN`: the same scalar at every
+    /// step.
     Number(f64),
     /// An instant vector selector.
     Selector(Selector),
@@ -28,30 +30,51 @@ pub enum Expr {
     Range(RangeSelector),
     /// A range function over a range selector; `quantile` is φ of `quantile_over_time`.
     Call {
+        /// Which function, such as `rate` or `avg_over_time`.
         function: RangeFunction,
+        /// φ, the first argument of `quantile_over_time` (a scalar expression, read per step);
+        /// `None` for every other function.
         quantile: Option<Box<Expr>>,
+        /// The range vector the function runs over, one window per step.
         range: RangeSelector,
     },
+    /// An aggregation such as `sum by (site) (x)`: one series per group of the inner vector's
+    /// series.
     Aggregate {
+        /// Which aggregation: `sum`, `avg`, `min`, `max` or `count`.
         aggregation: Aggregation,
+        /// `by (…)` or `without (…)`; `None` aggregates every series into one without labels.
         grouping: Option<Grouping>,
+        /// The instant vector aggregated.
         expr: Box<Expr>,
     },
+    /// A binary operation such as `a / b`, `x > bool 10` or `a + on (site) b`.
     Binary {
+        /// The arithmetic or comparison operator.
         operator: Operator,
+        /// The `bool` modifier: a comparison gives 1 or 0 instead of filtering. Only set on
+        /// comparisons; required between two scalars.
         return_bool: bool,
+        /// `on (…)` or `ignoring (…)` for one-to-one vector matching; `None` matches on every
+        /// label but the metric name. Only set when both sides are instant vectors.
         matching: Option<Grouping>,
+        /// The left operand.
         lhs: Box<Expr>,
+        /// The right operand.
         rhs: Box<Expr>,
     },
+    /// Unary minus, `-x`: every value negated; vector results lose the metric name.
     Negate(Box<Expr>),
 }
 
 /// What an expression evaluates to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ValueType {
+    /// One number per step, such as `2` or `2 * 3`.
     Scalar,
+    /// An instant vector: series with one value per step, such as `x` or `rate(x[5m])`.
     Vector,
+    /// A range vector: series with every sample of a window, such as `x[5m]`.
     Matrix,
 }
 
@@ -88,31 +111,44 @@ impl Expr {
 /// `offset_ns`.
 #[derive(Debug, Clone)]
 pub struct Selector {
+    /// The matchers: a leading metric name first, then those between the braces. A series is
+    /// picked when it passes every one; at least one refuses the empty value, as Prometheus
+    /// requires.
     pub matchers: Vec<Matcher>,
+    /// The `offset` modifier in ns: positive looks back (`offset 1h`), negative forward
+    /// (`offset -1h`); 0 without one.
     pub offset_ns: i64,
 }
 
 /// A selector with the length of its window.
 #[derive(Debug, Clone)]
 pub struct RangeSelector {
+    /// The series picked and their offset.
     pub selector: Selector,
+    /// The window's length in ns, the `[d]` of `x[d]`: each step reads `(t − range, t]`.
+    /// Positive.
     pub range_ns: i64,
 }
 
 /// One label matcher.
 #[derive(Debug, Clone)]
 pub struct Matcher {
+    /// The label compared, `__name__` for the metric name.
     pub label: String,
+    /// The comparison and the value or regular expression compared with.
     pub op: MatchOp,
 }
 
 /// How a matcher compares a label's value ("" when the series lacks the label).
 #[derive(Debug, Clone)]
 pub enum MatchOp {
+    /// `label="value"`: the value is exactly this.
     Equal(String),
+    /// `label!="value"`: the value is anything but this.
     NotEqual(String),
     /// Fully anchored, as PromQL's regular expressions are.
     Matches(regex::Regex),
+    /// `label!~"re"`: the value does not match the fully anchored expression.
     NotMatches(regex::Regex),
 }
 
@@ -131,38 +167,59 @@ impl Matcher {
 /// `by (…)` / `on (…)` (include) or `without (…)` / `ignoring (…)` (exclude).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Grouping {
+    /// `by (…)` or `on (…)`: only these labels count.
     Include(Vec<String>),
+    /// `without (…)` or `ignoring (…)`: every label counts but these and the metric name.
     Exclude(Vec<String>),
 }
 
 /// The aggregations of the subset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Aggregation {
+    /// `sum`: the total of the group's values at each step.
     Sum,
+    /// `avg`: the mean of the group's values at each step.
     Avg,
+    /// `min`: the smallest of the group's values at each step.
     Min,
+    /// `max`: the largest of the group's values at each step.
     Max,
+    /// `count`: how many of the group's series have a value at each step.
     Count,
 }
 
 /// The binary operators of the subset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operator {
+    /// `+`.
     Add,
+    /// `-`.
     Sub,
+    /// `*`.
     Mul,
+    /// `/`: division by zero gives ±Inf or NaN, as in Prometheus.
     Div,
+    /// `%`: the remainder, with the sign of the left operand.
     Mod,
+    /// `^`: power, right-associative and binding tightest.
     Pow,
+    /// `==`.
     Eq,
+    /// `!=`.
     Ne,
+    /// `>`.
     Gt,
+    /// `<`.
     Lt,
+    /// `>=`.
     Ge,
+    /// `<=`.
     Le,
 }
 
 impl Operator {
+    /// Whether the operator compares (`==`, `!=`, `>`, `<`, `>=`, `<=`): such an operator
+    /// filters a vector, or gives 1 and 0 with `bool`.
     pub fn is_comparison(self) -> bool {
         matches!(self, Operator::Eq | Operator::Ne | Operator::Gt | Operator::Lt | Operator::Ge | Operator::Le)
     }
@@ -199,7 +256,12 @@ impl Operator {
 pub enum ParseError {
     /// Not PromQL (or not well-typed), at a byte position.
     #[error("parse error at position {position}: {message}")]
-    Invalid { position: usize, message: String },
+    Invalid {
+        /// Byte offset into the expression where reading stopped.
+        position: usize,
+        /// What was expected or what is wrong there, such as an unclosed brace.
+        message: String,
+    },
     /// PromQL outside the subset.
     #[error("not supported by diode's PromQL subset: {0}")]
     Unsupported(String),

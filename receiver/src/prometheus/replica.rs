@@ -14,7 +14,10 @@ use crate::query::source::PointSource;
 
 /// Samples from `source`, with or without bad-quality points.
 pub struct ReplicaSamples<'a, S> {
+    /// The replica's scans; the HTTP API passes them wrapped to stop at the query's deadline.
     pub source: &'a S,
+    /// Whether points of bad quality (OPC UA severity Bad) are samples; uncertain and good
+    /// ones always are.
     pub include_bad: bool,
 }
 

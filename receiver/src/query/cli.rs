@@ -23,6 +23,7 @@ use crate::time::now_ns;
 /// Output buffer of the CLI: large enough that writing is never the bottleneck.
 const STDOUT_BUFFER_BYTES: usize = 64 * 1024;
 
+/// `diode-receiver series`: the catalog, one row per series.
 #[derive(Debug, clap::Args)]
 pub struct SeriesArgs {
     /// The receiver's config file (the replica is found through it).
@@ -33,8 +34,10 @@ pub struct SeriesArgs {
     /// form, or a bare name (every tag set of it).
     #[arg(long = "match", value_name = "GLOB")]
     pub pattern: Option<String>,
+    /// How rows are written.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
+    /// How times are written.
     #[arg(long, value_enum, default_value_t)]
     pub time_format: TimeFormat,
 }
@@ -85,13 +88,16 @@ pub struct QueryArgs {
     /// Stop after this many rows, saying where the next would have started (as HTTP's limit).
     #[arg(long, value_name = "ROWS", default_value_t = DEFAULT_LIMIT, value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: u64,
+    /// How rows are written.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
+    /// How times are written.
     #[arg(long, value_enum, default_value_t)]
     pub time_format: TimeFormat,
 }
 
 impl QueryArgs {
+    /// The flags as a query to check, spelt as HTTP spells them.
     pub fn to_text(&self) -> QueryText {
         QueryText {
             series: self.series.clone(),
@@ -123,6 +129,8 @@ fn ignore_broken_pipe(result: Result<(), QueryError>) -> anyhow::Result<()> {
     }
 }
 
+/// `diode-receiver series`: lists the matching series of the replica (read-only) with their kinds,
+/// time spans and point counts.
 pub fn series(args: SeriesArgs) -> anyhow::Result<()> {
     let replica = open_replica(&args.config)?;
     let stdout = BufWriter::with_capacity(STDOUT_BUFFER_BYTES, io::stdout().lock());
@@ -152,6 +160,8 @@ pub fn write_series<W: Write>(
     Ok(listed.len() as u64)
 }
 
+/// `diode-receiver query`: runs the query on the replica (read-only) and streams its rows to
+/// standard output; fails when `--limit` cut the answer, naming where the next row was.
 pub fn query(args: QueryArgs) -> anyhow::Result<()> {
     let request = QueryRequest::parse(&args.to_text(), Syntax::Cli, now_ns())?;
     let replica = open_replica(&args.config)?;
@@ -173,6 +183,7 @@ pub fn query(args: QueryArgs) -> anyhow::Result<()> {
 /// What a query answered, beside its rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
+    /// Rows written.
     pub rows: u64,
     /// Set when the row limit cut the answer: where the next row would have started.
     pub next: Option<NextPage>,

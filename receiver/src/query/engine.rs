@@ -19,20 +19,25 @@ use super::source::{PointSource, UntilDeadline, last_point_before};
 /// the request's `from`, and later series at `later_from_ns`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resume {
+    /// The series (name and tags, as listed) the page starts at.
     pub series: String,
+    /// Where the series after it start, in ns since the Unix epoch (the original `from`).
     pub later_from_ns: i64,
 }
 
 /// Where the next page starts: `series` at `from_ns`, later series at the original `from`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NextPage {
+    /// The series the next page starts at.
     pub series: String,
+    /// Where in it, in ns since the Unix epoch.
     pub from_ns: i64,
 }
 
 /// What [`run_query`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryOutcome {
+    /// Rows written.
     pub rows: u64,
     /// Set when the limit cut the answer short.
     pub next: Option<NextPage>,

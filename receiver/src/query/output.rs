@@ -17,11 +17,13 @@ use crate::time::format_rfc3339;
 /// Rows a table reads before it fixes its column widths.
 pub const TABLE_SAMPLE_ROWS: usize = 100;
 
+/// How query and listing rows are written (`--format`, HTTP `format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Format {
     /// Aligned columns for people.
     #[default]
     Table,
+    /// Comma-separated values with a header line, fields quoted where needed.
     Csv,
     /// One JSON document.
     Json,
@@ -30,6 +32,7 @@ pub enum Format {
 }
 
 impl Format {
+    /// Reads an HTTP `format` value (`ndjson` is taken for `jsonl`).
     pub fn parse(text: &str) -> Result<Format, String> {
         match text {
             "table" => Ok(Format::Table),
@@ -40,6 +43,7 @@ impl Format {
         }
     }
 
+    /// The HTTP `Content-Type` of an answer in this format.
     pub fn content_type(self) -> &'static str {
         match self {
             Format::Table => "text/plain; charset=utf-8",
@@ -50,6 +54,7 @@ impl Format {
     }
 }
 
+/// How times are written (`--time-format`, HTTP `time_format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum TimeFormat {
     /// `2026-01-01T00:00:00.5Z` (UTC, as many fractional digits as needed).
@@ -62,6 +67,7 @@ pub enum TimeFormat {
 }
 
 impl TimeFormat {
+    /// Reads an HTTP `time_format` value.
     pub fn parse(text: &str) -> Result<TimeFormat, String> {
         match text {
             "rfc3339" => Ok(TimeFormat::Rfc3339),
@@ -75,14 +81,23 @@ impl TimeFormat {
 /// One cell of a row.
 #[derive(Debug, Clone, Copy)]
 pub enum Cell<'a> {
+    /// Text as it is (a series name, a kind).
     Text(&'a str),
+    /// A time in ns since the Unix epoch, written in the writer's [`TimeFormat`].
     Time(i64),
+    /// A stored value, as its kind writes it.
     Value(&'a Value),
+    /// A computed number (an aggregate).
     Number(f64),
+    /// A count.
     Count(u64),
+    /// A quality (an OPC UA status code), as it prints.
     Quality(Quality),
+    /// A series' tags.
     Tags(&'a [(String, String)]),
+    /// A yes/no column.
     Flag(bool),
+    /// No value (an empty window, before the first point).
     Null,
 }
 
@@ -114,6 +129,8 @@ pub struct RowWriter<W: Write> {
 }
 
 impl<W: Write> RowWriter<W> {
+    /// A writer of rows with these `columns`; JSON lists them under `list_key`, and with
+    /// `paginated` always writes `"next"`. Writes the header (CSV) or the opening (JSON) now.
     pub fn new(
         out: W,
         format: Format,
@@ -145,10 +162,12 @@ impl<W: Write> RowWriter<W> {
         Ok(writer)
     }
 
+    /// Rows written so far.
     pub fn rows_written(&self) -> u64 {
         self.rows
     }
 
+    /// Writes one row; `cells` match the columns given at creation, in order.
     pub fn write_row(&mut self, cells: &[Cell<'_>]) -> io::Result<()> {
         debug_assert_eq!(cells.len(), self.columns.len());
         match self.format {

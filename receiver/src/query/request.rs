@@ -18,11 +18,14 @@ pub const MAX_ROWS_PER_SERIES: u64 = 100_000_000;
 /// How parameters are named in messages: `--every` on the command line, `every` over HTTP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Syntax {
+    /// Command-line flags: `--good-only`.
     Cli,
+    /// HTTP query parameters: `good_only`.
     Http,
 }
 
 impl Syntax {
+    /// `parameter` (as HTTP spells it) as this syntax spells it.
     pub fn name(self, parameter: &str) -> String {
         match self {
             Syntax::Cli => format!("--{}", parameter.replace('_', "-")),
@@ -38,9 +41,13 @@ pub enum Mode {
     Raw,
     /// The last point.
     Latest,
+    /// Aggregates over fixed windows (`every`).
     Aggregate(WindowSettings),
+    /// Values at evenly spaced instants from `from` to `to`.
     Interpolate {
+        /// Spacing of the instants, in ns.
         step_ns: i64,
+        /// How values between points are read.
         method: Method,
     },
 }
@@ -48,10 +55,15 @@ pub enum Mode {
 /// A parsed, checked query.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryRequest {
+    /// The series: an exact display form, a bare name (every tag set) or a glob.
     pub selector: String,
+    /// Start of the range, inclusive, in ns since the Unix epoch.
     pub from_ns: i64,
+    /// End of the range, inclusive, in ns since the Unix epoch.
     pub to_ns: i64,
+    /// What is computed per series.
     pub mode: Mode,
+    /// Skip points whose quality is not good.
     pub good_only: bool,
     /// Aggregates: report windows without data too (count 0, nulls), over the whole range.
     pub empty_windows: bool,
@@ -60,16 +72,27 @@ pub struct QueryRequest {
 /// A query as typed (CLI flags or HTTP parameters), before checking.
 #[derive(Debug, Clone, Default)]
 pub struct QueryText {
+    /// `series`: the selector.
     pub series: String,
+    /// `from`: start, as written (RFC 3339, epoch number, `now`, `-1h`).
     pub from: Option<String>,
+    /// `to`: end, written like `from`.
     pub to: Option<String>,
+    /// `every`: window length for aggregates, as a duration.
     pub every: Option<String>,
+    /// `agg`: comma-separated aggregates.
     pub agg: Option<String>,
+    /// `twa_mode`: how `twa` joins points.
     pub twa_mode: Option<TwaMode>,
+    /// `interpolate`: spacing of interpolation instants, as a duration.
     pub interpolate: Option<String>,
+    /// `method`: how interpolation reads between points.
     pub method: Option<Method>,
+    /// `latest`: only the last point of each series.
     pub latest: bool,
+    /// `good_only`: skip points whose quality is not good.
     pub good_only: bool,
+    /// `empty_windows`: report windows without data too.
     pub empty_windows: bool,
 }
 
@@ -270,6 +293,7 @@ const NAMED_IN_NOTES: usize = 5;
 /// The series a query answers for, and a note naming those it leaves out.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Selected {
+    /// The series answered for, in display order.
     pub series: Vec<SeriesInfo>,
     /// Set when series were left out: which, and why.
     pub note: Option<String>,

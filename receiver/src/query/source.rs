@@ -26,6 +26,7 @@ const MAX_BUCKETS_PER_LOCK: i64 = 32_768;
 
 /// Something that scans one series' points, ascending by time, last write already applied.
 pub trait PointSource {
+    /// The blocks of one scan.
     type Blocks<'a>: Iterator<Item = Result<SeriesColumns, ReplicaError>> + 'a
     where
         Self: 'a;
@@ -155,7 +156,9 @@ impl Iterator for BatchedScan<'_> {
 /// checks the same deadline before it writes a row, then ends the query with a timeout instead of
 /// rows computed from the cut scan.
 pub struct UntilDeadline<'a, S> {
+    /// The source scanned.
     pub source: &'a S,
+    /// When to stop; `None`: never.
     pub deadline: Option<std::time::Instant>,
 }
 

@@ -29,6 +29,7 @@ use crate::state::Shared;
 
 /// First and longest wait before connecting again.
 const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+/// Longest wait before connecting again: the wait doubles from [`RECONNECT_FIRST`] up to this.
 const RECONNECT_LONGEST: Duration = Duration::from_secs(10);
 /// How long a connection attempt (handshake included) and the upstream's welcome may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,19 +39,26 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// What `[upstream]` sets.
 #[derive(Debug, Clone)]
 pub struct UpstreamSettings {
+    /// The upstream's UDP address and port, `upstream.address`.
     pub address: SocketAddr,
     /// The name in the upstream's certificate to check (a DNS name or an IP address).
     pub server_name: String,
     /// This receiver's name, shown in the upstream's status and metrics.
     pub name: String,
+    /// This receiver's client certificate and key, and the CA that the upstream's certificate
+    /// must chain to.
     pub tls: TlsFiles,
 }
 
 /// Why following the upstream could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum FollowError {
+    /// A certificate, key or CA file of `[upstream]` is missing, unreadable or invalid; the
+    /// cause names the file.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// No local UDP socket could be opened to connect from (no address of the upstream's family
+    /// on this host, or the host is out of sockets).
     #[error("cannot open a UDP socket for QUIC: {0}")]
     Socket(std::io::Error),
 }
@@ -58,18 +66,30 @@ pub enum FollowError {
 /// Why one connection to the upstream ended (logged, then retried).
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
+    /// The connection could not be started, such as a `server_name` that is not a valid name.
     #[error("cannot connect: {0}")]
     Connect(#[from] quinn::ConnectError),
+    /// The handshake failed or the connection was lost: the upstream is down or unreachable,
+    /// refused this receiver's certificate, or presented one not valid for `server_name` or not
+    /// signed by `ca_certificate`.
     #[error("the connection failed: {0}")]
     Connection(#[from] quinn::ConnectionError),
+    /// The handshake or the upstream's welcome took longer than 10 s: the upstream is
+    /// unreachable or not listening on that port.
     #[error("no answer within {CONNECT_TIMEOUT:?}")]
     Timeout,
+    /// The upstream's first message was not a welcome, or it sent a second one: not a diode
+    /// upstream of this version.
     #[error("the upstream's first message was not a welcome")]
     NoWelcome,
+    /// A frame from the upstream was cut short, over its limit or not a valid message (a
+    /// version mismatch among them).
     #[error(transparent)]
     Frame(#[from] FrameError),
+    /// Sending the hello to the upstream failed: the connection is gone.
     #[error("cannot send to the upstream: {0}")]
     Write(#[from] quinn::WriteError),
+    /// The receiver is shutting down; not retried and not counted as a failure.
     #[error("the receiver is stopping")]
     Stopping,
 }

@@ -72,8 +72,12 @@ pub fn start(config: &ReceiverConfig, shared: &Arc<Shared>, queue: Option<SyncSe
 /// Why replication could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The `[serve]` section cannot be put to work: a certificate or key, or the listen
+    /// address; the cause names which.
     #[error("[serve]: {0}")]
     Serve(#[from] upstream::ServeError),
+    /// The `[upstream]` section cannot be put to work: a certificate or key, or the local
+    /// endpoint; the cause names which.
     #[error("[upstream]: {0}")]
     Follow(#[from] downstream::FollowError),
 }
@@ -81,10 +85,15 @@ pub enum StartError {
 /// Why reading a frame failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
+    /// The peer ended the stream part way through a frame: it stopped or lost the connection
+    /// mid-message. The side that reads reconnects or drops the connection.
     #[error("the stream ended inside a frame")]
     Truncated,
+    /// QUIC could not read: the connection was closed, reset or timed out.
     #[error("cannot read from the peer: {0}")]
     Read(#[from] quinn::ReadError),
+    /// A frame over the reader's limit (see [`protocol::frame_length`]), or a body that is not
+    /// a valid message.
     #[error(transparent)]
     Protocol(#[from] protocol::ProtocolError),
 }
@@ -113,8 +122,11 @@ pub async fn read_frame(receive: &mut quinn::RecvStream, limit: usize) -> Result
 /// A segment the apply thread has just stored, as the upstream's connections push it.
 #[derive(Debug, Clone)]
 pub struct AppliedSegment {
+    /// The sender's id, from the segment's header.
     pub sender_id: u64,
+    /// The sender's epoch, from the segment's header.
     pub epoch: u64,
+    /// The segment's sequence within its (sender id, epoch) stream, from 1.
     pub sequence: u64,
     /// The sealed bytes, exactly as stored in the audit log.
     pub sealed: Arc<[u8]>,
@@ -245,19 +257,28 @@ type ConnectionGauge = fn(&DownstreamConnection) -> u64;
 /// One downstream connected to this receiver.
 #[derive(Debug)]
 pub struct DownstreamConnection {
+    /// The downstream's address and port, as QUIC sees it.
     pub peer: SocketAddr,
     /// The name the downstream gave in its hello.
     pub name: String,
+    /// When the downstream's hello was accepted, ns since the Unix epoch.
     pub connected_at_ns: i64,
+    /// Segments sent on this connection, catch-up and live.
     pub segments_sent: AtomicU64,
+    /// Sealed segment bytes sent on this connection, without framing.
     pub bytes_sent: AtomicU64,
     /// Times the connection fell behind the live feed and caught up from the audit log.
     pub catch_ups: AtomicU64,
+    /// Segments in the downstream's replica, from its last `Progress`.
     pub downstream_segments: AtomicU64,
+    /// Points in the downstream's replica, from its last `Progress`.
     pub downstream_points: AtomicU64,
+    /// Segments the downstream refused since it started (signature, hash, chain), from its last
+    /// `Progress`; a rising count means it does not trust what this receiver sends.
     pub downstream_refused: AtomicU64,
     /// This replica's segments minus the downstream's, when it last reported (saturating).
     pub lag_segments: AtomicU64,
+    /// When the last `Progress` arrived, ns since the Unix epoch; 0 before the first.
     pub last_progress_ns: AtomicI64,
 }
 
@@ -284,16 +305,25 @@ impl DownstreamConnection {
 /// This receiver's link to its upstream.
 #[derive(Debug)]
 pub struct UpstreamLink {
+    /// The upstream's address, `[upstream] address`.
     pub address: SocketAddr,
+    /// Whether a connection is up and welcomed now.
     pub connected: AtomicBool,
+    /// Segments received from the upstream since start, over every connection.
     pub segments_received: AtomicU64,
+    /// Sealed segment bytes received from the upstream since start, without framing.
     pub bytes_received: AtomicU64,
+    /// Connections made: the first one and every reconnect.
     pub connects: AtomicU64,
+    /// Connection attempts that failed and connections that ended in an error.
     pub failures: AtomicU64,
+    /// Why the last attempt or connection failed, for status; cleared once a connection is
+    /// welcomed.
     pub last_error: Mutex<Option<String>>,
 }
 
 impl UpstreamLink {
+    /// A link to `address`, not yet connected, every count 0.
     pub fn new(address: SocketAddr) -> UpstreamLink {
         UpstreamLink {
             address,

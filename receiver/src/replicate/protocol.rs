@@ -41,10 +41,12 @@ pub const MAX_UPSTREAM_FRAME_BYTES: usize = 2 * 1024 * 1024;
 /// Largest frame an upstream may send: the largest segment a receiver accepts (16 MiB, the bound
 /// of `reassembly.max_segment_kib`) and the message around it.
 pub const MAX_DOWNSTREAM_FRAME_BYTES: usize = 16 * 1024 * 1024 + 1024;
-/// Most streams a `Hello` describes, and most ranges in all its positions together. A downstream
-/// with more sends fewer (it then claims less than it holds, and the upstream sends some segments
-/// again, which the downstream finds already applied).
+/// Most streams a `Hello` describes. A downstream with more sends fewer (it then claims less than
+/// it holds, and the upstream sends some segments again, which the downstream finds already
+/// applied).
 pub const MAX_POSITION_STREAMS: usize = 16_384;
+/// Most ranges in all of a `Hello`'s positions together; a downstream with more sends fewer, as
+/// for [`MAX_POSITION_STREAMS`].
 pub const MAX_POSITION_RANGES: usize = 65_536;
 /// Longest downstream name, and the characters it may use (it becomes a metrics label).
 pub const MAX_NAME_BYTES: usize = 64;
@@ -64,7 +66,10 @@ pub enum ToUpstream {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToDownstream {
     /// Answer to `Hello`: the version the upstream speaks.
-    Welcome { version: u16 },
+    Welcome {
+        /// [`PROTOCOL_VERSION`] of the upstream; the downstream ends the connection on any other.
+        version: u16,
+    },
     /// One sealed segment, exactly as stored in the upstream's audit log.
     Segment(SealedBytes),
 }
@@ -72,6 +77,7 @@ pub enum ToDownstream {
 /// The downstream's greeting.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
+    /// [`PROTOCOL_VERSION`] of the downstream; the upstream ends the connection on any other.
     pub version: u16,
     /// The downstream's name for status and metrics (`[A-Za-z0-9._-]`, at most [`MAX_NAME_BYTES`]).
     pub name: String,
@@ -82,7 +88,9 @@ pub struct Hello {
 /// The sequences a downstream holds of one (sender id, epoch) stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamPosition {
+    /// The sender's id, as in the segment headers of the stream.
     pub sender_id: u64,
+    /// The sender's epoch; each epoch numbers its segments from 1.
     pub epoch: u64,
     /// Ascending, disjoint, non-adjacent ranges of held sequences (each `1 <= first <= last`).
     pub held: Vec<SequenceRange>,
@@ -91,7 +99,9 @@ pub struct StreamPosition {
 /// Sequences `first..=last`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SequenceRange {
+    /// The first sequence held; at least 1.
     pub first: u64,
+    /// The last sequence held; at least `first`.
     pub last: u64,
 }
 
@@ -144,20 +154,59 @@ impl<'de> Deserialize<'de> for SealedBytes {
 /// Why bytes are not a valid message; the message says which rule was broken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
+    /// A frame header announces more bytes than the reader accepts: the peer is not a diode
+    /// receiver of this version, or is faulty. The connection ends.
     #[error("a frame of {length} bytes is over the limit of {limit} bytes")]
-    FrameTooLong { length: usize, limit: usize },
+    FrameTooLong {
+        /// The body length the header announced, in bytes.
+        length: usize,
+        /// The reader's limit, [`MAX_UPSTREAM_FRAME_BYTES`] or [`MAX_DOWNSTREAM_FRAME_BYTES`].
+        limit: usize,
+    },
+    /// The frame's body does not decode as a message of this protocol.
     #[error("the frame is not a valid message: {0}")]
     Malformed(String),
+    /// The body decodes as a message with bytes left over, which a correct peer never sends.
     #[error("the frame holds {extra} bytes after its message")]
-    TrailingBytes { extra: usize },
+    TrailingBytes {
+        /// Bytes after the message's end.
+        extra: usize,
+    },
+    /// The two receivers run different protocol versions: upgrade the older one so both speak
+    /// the same.
     #[error("the peer speaks protocol version {found}; this receiver speaks version {expected}")]
-    Version { found: u16, expected: u16 },
+    Version {
+        /// The version the peer sent.
+        found: u16,
+        /// [`PROTOCOL_VERSION`], this receiver's.
+        expected: u16,
+    },
+    /// The downstream's name breaks the rules of [`MAX_NAME_BYTES`]; fix `name` in the
+    /// downstream's `[upstream]` section.
     #[error("the downstream name {name:?} is not 1 to {MAX_NAME_BYTES} characters of A-Z a-z 0-9 . _ -")]
-    Name { name: String },
+    Name {
+        /// The name as sent.
+        name: String,
+    },
+    /// A `Hello` lists more streams or ranges than [`MAX_POSITION_STREAMS`] or
+    /// [`MAX_POSITION_RANGES`] allow.
     #[error("the hello describes {found} streams or ranges; at most {limit} are allowed")]
-    TooManyPositions { found: usize, limit: usize },
+    TooManyPositions {
+        /// How many streams or ranges it lists.
+        found: usize,
+        /// The limit broken.
+        limit: usize,
+    },
+    /// A stream's ranges are not ascending, disjoint and non-adjacent, or one starts at 0 or
+    /// ends before it starts.
     #[error("the position of sender {sender_id} epoch {epoch} is not ascending, disjoint ranges of sequences from 1")]
-    Ranges { sender_id: u64, epoch: u64 },
+    Ranges {
+        /// The stream's sender id.
+        sender_id: u64,
+        /// The stream's epoch.
+        epoch: u64,
+    },
+    /// A `Segment` message carries no bytes, so no segment.
     #[error("a segment message holds no bytes")]
     EmptySegment,
 }

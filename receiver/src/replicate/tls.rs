@@ -24,8 +24,11 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::protocol::ALPN;
 
-/// The certificate authority's files in its directory.
+/// The certificate authority's certificate in its directory: given to every receiver as
+/// `ca_certificate`.
 pub const CA_CERTIFICATE_FILE: &str = "ca.crt";
+/// The certificate authority's private key in its directory (mode 0600): only `tls-keygen cert`
+/// reads it; no receiver needs it.
 pub const CA_PRIVATE_KEY_FILE: &str = "ca.key";
 /// The authority's subject; fixed, so a certificate signed later names the same issuer.
 const CA_COMMON_NAME: &str = "diode replication CA";
@@ -34,32 +37,89 @@ const VALIDITY_YEARS: i32 = 10;
 /// QUIC: a ping when idle this long keeps NAT and firewall state alive; silence for
 /// [`IDLE_TIMEOUT`] ends the connection (and a downstream reconnects).
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// QUIC: a connection silent this long ends (see [`KEEP_ALIVE`]).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// QUIC flow control: what one stream and one connection may receive in flight, large enough for
 /// the largest segment. What a sender buffers is bounded by its send window (for an upstream,
 /// `serve.send_window_kib`; for a downstream, which sends only small reports, this default).
 const STREAM_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+/// QUIC flow control: what one connection may receive in flight, over all its streams.
 const CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
 
 /// Why certificates could not be written or loaded; each message names the file and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// A certificate or key file is missing or unreadable: make it with `tls-keygen`, or fix
+    /// the path in the config.
     #[error("cannot read {path}: {source}; {remedy}")]
-    Read { path: PathBuf, source: std::io::Error, remedy: &'static str },
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+        /// What to run to make the file.
+        remedy: &'static str,
+    },
+    /// The file reads but holds no PEM certificate or private key: a wrong path (a key given
+    /// as the certificate, or the reverse) or a damaged file.
     #[error("{path} holds no {what} in PEM form; {remedy}")]
-    Pem { path: PathBuf, what: &'static str, remedy: &'static str },
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What it should hold: `certificate` or `private key`.
+        what: &'static str,
+        /// What to run to make the file.
+        remedy: &'static str,
+    },
+    /// A private key's permissions let group or others read it; it is refused until it is
+    /// `chmod 600`.
     #[error("private key {path} has mode {mode:o}; private keys must be private: run `chmod 600 {path}`")]
-    ReadableByOthers { path: PathBuf, mode: u32 },
+    ReadableByOthers {
+        /// The private key file.
+        path: PathBuf,
+        /// Its permission bits, such as 644 in octal.
+        mode: u32,
+    },
+    /// `tls-keygen` would overwrite a certificate or key; `--force` replaces it.
     #[error("{path} already exists; pass --force to replace it")]
-    Exists { path: PathBuf },
+    Exists {
+        /// The file that exists.
+        path: PathBuf,
+    },
+    /// `tls-keygen` could not create its folder or write a file (permissions, a full disk).
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        /// The file or folder.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// `tls-keygen` could not generate a key or sign a certificate.
     #[error("cannot make the certificate: {0}")]
     Generate(#[from] rcgen::Error),
+    /// The certificate and private key load but TLS refuses them together, most often because
+    /// the key is not the certificate's: give the `NAME.key` made with that `NAME.crt`.
     #[error("the certificate and key {certificate} / {private_key} cannot be used for TLS: {source}")]
-    Rustls { certificate: PathBuf, private_key: PathBuf, source: rustls::Error },
+    Rustls {
+        /// The certificate file.
+        certificate: PathBuf,
+        /// The private key file.
+        private_key: PathBuf,
+        /// What TLS said.
+        source: rustls::Error,
+    },
+    /// The authority's certificate or key cannot be used: not a valid CA certificate, a
+    /// `ca.key` that is not `ca.crt`'s, or a TLS setup QUIC cannot run on.
     #[error("the certificate authority {path} cannot be used: {reason}")]
-    Authority { path: PathBuf, reason: String },
+    Authority {
+        /// The authority's certificate or key file (or the receiver's certificate, when QUIC
+        /// refuses the TLS setup).
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A name given to `tls-keygen cert` is neither a DNS name of `[A-Za-z0-9._-]` nor an IP
+    /// address.
     #[error("{0:?} is not a usable name: use letters, digits, '.', '_' and '-' (a DNS name or an IP address)")]
     Name(String),
 }

@@ -30,13 +30,18 @@ use crate::time::now_ns;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Catch-up reads at most this many bytes (or [`CATCH_UP_BATCH_SEGMENTS`]) under one read lock.
 const CATCH_UP_BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// Catch-up reads at most this many segments (or [`CATCH_UP_BATCH_BYTES`]) under one read lock.
 const CATCH_UP_BATCH_SEGMENTS: usize = 256;
 
 /// What `[serve]` sets.
 #[derive(Debug, Clone)]
 pub struct ServeSettings {
+    /// The UDP address and port the QUIC endpoint listens on, `serve.listen`.
     pub listen: SocketAddr,
+    /// This receiver's certificate and key, and the CA that downstreams' certificates must chain
+    /// to.
     pub tls: TlsFiles,
+    /// Most downstreams connected or connecting at once; more are refused and logged.
     pub max_downstreams: usize,
     /// Applied segments the feed holds for connections that are behind.
     pub feed_segments: usize,
@@ -47,27 +52,46 @@ pub struct ServeSettings {
 /// Why serving could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// A certificate, key or CA file of `[serve]` is missing, unreadable or invalid; the cause
+    /// names the file.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The UDP port cannot be bound: in use by another process, or an address this host does
+    /// not have.
     #[error("cannot listen for replication (QUIC) on {listen}; change serve.listen")]
-    Listen { listen: SocketAddr, source: std::io::Error },
+    Listen {
+        /// `serve.listen`.
+        listen: SocketAddr,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
 }
 
 /// Why one connection ended early (logged; the downstream reconnects).
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
+    /// The QUIC or TLS handshake failed: most often a downstream certificate not signed by
+    /// `serve.ca_certificate`, an expired one, or a client that does not speak this protocol.
     #[error("the TLS handshake failed: {0}")]
     Handshake(quinn::ConnectionError),
+    /// The connection was lost or closed after the handshake (the downstream stopped, the
+    /// network failed or idled out).
     #[error("the connection failed: {0}")]
     Connection(#[from] quinn::ConnectionError),
+    /// The downstream opened no stream or sent no hello within 10 s.
     #[error("no hello within {HELLO_TIMEOUT:?}")]
     HelloTimeout,
+    /// The downstream's first message was not a hello, or it sent a second hello: not a diode
+    /// downstream of this version.
     #[error("the downstream's first message was not a hello")]
     NoHello,
+    /// A frame from the downstream was cut short, over its limit or not a valid message.
     #[error(transparent)]
     Frame(#[from] FrameError),
+    /// Sending to the downstream failed: the connection is gone.
     #[error("cannot send to the downstream: {0}")]
     Write(#[from] quinn::WriteError),
+    /// Catch-up could not read this receiver's replica or audit log; the cause says what failed.
     #[error("cannot read the replica: {0}")]
     Replica(#[from] ReplicaError),
 }
@@ -312,6 +336,7 @@ pub struct Held {
 }
 
 impl Held {
+    /// Whether `sequence` is held or was sent.
     pub fn contains(&self, sequence: u64) -> bool {
         self.ranges.range(..=sequence).next_back().is_some_and(|(_, &end)| sequence <= end)
     }

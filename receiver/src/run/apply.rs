@@ -18,13 +18,22 @@ use crate::time::now_ns;
 /// Why the apply thread stopped: the replica could not be reopened after a failed write.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
+    /// The replica could not be reopened after a failed write (the source says why). The apply
+    /// loop does not return it today: a failed reopen is logged and retried with back-off.
     #[error("cannot reopen the replica after a failed write")]
     Reopen(#[source] ReplicaError),
 }
 
 /// Work for the apply thread. Beacons do not come this way: they wait in [`Shared::beacons`].
 pub enum Work {
-    Segment { bytes: Vec<u8>, recovered_by_fec: bool },
+    /// A reassembled segment whose datagrams' MACs checked out; signature and chain are checked
+    /// by the apply thread.
+    Segment {
+        /// The sealed segment: header ‖ signature ‖ payload.
+        bytes: Vec<u8>,
+        /// Some of its original symbols were rebuilt from repair symbols (counted).
+        recovered_by_fec: bool,
+    },
 }
 
 /// Longest the apply thread waits for a segment before it records waiting beacons.

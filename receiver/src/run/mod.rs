@@ -25,6 +25,8 @@ use crate::config::{ReceiverConfig, ReplicaSync};
 use crate::locks;
 use crate::state::Shared;
 
+/// `diode-receiver run`: opens the replica, starts the receive and apply threads and the HTTP
+/// listener, and runs until stopped by a signal or until a thread fails.
 pub fn run(config: ReceiverConfig) -> anyhow::Result<()> {
     let trusted = config.trusted_keys()?;
     let options = ReplicaOptions { sync_writes: config.replica.sync == ReplicaSync::Always };

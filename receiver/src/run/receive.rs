@@ -29,6 +29,7 @@ pub fn load_link_key(config: &ReceiverConfig) -> anyhow::Result<LinkKey> {
     Ok(LinkKey::from_bytes(*key))
 }
 
+/// The one UDP socket, bound to `link.listen` with the configured receive buffer, read only.
 pub fn open_socket(config: &ReceiverConfig) -> anyhow::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let link = config.link.as_ref().context("[link] is missing")?;
@@ -50,6 +51,7 @@ pub fn open_socket(config: &ReceiverConfig) -> anyhow::Result<UdpSocket> {
     Ok(socket)
 }
 
+/// The reassembler's bounds from `[reassembly]`, in bytes and counts.
 pub fn reassembly_limits(config: &ReceiverConfig) -> ReassemblyLimits {
     ReassemblyLimits {
         max_segments_in_flight: config.reassembly.max_segments_in_flight,

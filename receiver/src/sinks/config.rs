@@ -11,8 +11,10 @@ use crate::config::ConfigError;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinksConfig {
+    /// `[[sinks.postgres]]`: each a PostgreSQL database fed with the replica's points.
     #[serde(default)]
     pub postgres: Vec<PostgresSinkConfig>,
+    /// `[[sinks.parquet]]`: each a folder of hourly Parquet files in Hive partitions.
     #[serde(default)]
     pub parquet: Vec<ParquetSinkConfig>,
 }
@@ -26,6 +28,7 @@ pub struct SinkLimits {
     pub batch_segments: usize,
     /// First wait after a failure; doubled after each one, up to `retry_longest_ms`.
     pub retry_first_ms: u64,
+    /// Longest wait between retries, in ms.
     pub retry_longest_ms: u64,
 }
 
@@ -64,6 +67,7 @@ pub struct PostgresSinkConfig {
     /// First wait after a failure; doubled after each one, up to `retry_longest_ms`.
     #[serde(default = "default_retry_first_ms")]
     pub retry_first_ms: u64,
+    /// Longest wait between retries, in ms (default 30,000).
     #[serde(default = "default_retry_longest_ms")]
     pub retry_longest_ms: u64,
 }
@@ -72,6 +76,7 @@ pub struct PostgresSinkConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ParquetSinkConfig {
+    /// Names the sink in status, metrics and its cursor (`[A-Za-z0-9_-]`, 1 to 64 bytes, unique).
     pub name: String,
     /// Folder of the Hive-partitioned files (`date=YYYY-MM-DD/hour=HH/part-0.parquet`).
     pub directory: PathBuf,
@@ -91,6 +96,7 @@ pub struct ParquetSinkConfig {
     /// First wait after a failure; doubled after each one, up to `retry_longest_ms`.
     #[serde(default = "default_retry_first_ms")]
     pub retry_first_ms: u64,
+    /// Longest wait between retries, in ms (default 30,000).
     #[serde(default = "default_retry_longest_ms")]
     pub retry_longest_ms: u64,
 }
@@ -172,6 +178,8 @@ impl SinksConfig {
         }
     }
 
+    /// Checks every sink's settings, naming the sink and the setting that is wrong; names must be
+    /// unique across all sinks, since each names a cursor in the replica.
     pub fn check(&self) -> Result<(), ConfigError> {
         let mut names = std::collections::BTreeSet::new();
         let all = self

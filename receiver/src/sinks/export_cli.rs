@@ -19,6 +19,7 @@ pub enum ExportCommand {
     Parquet(ParquetArgs),
 }
 
+/// `diode-receiver export parquet`: what to export and where.
 #[derive(Debug, clap::Args)]
 pub struct ParquetArgs {
     /// The receiver's config file (the replica is found through it).
@@ -42,6 +43,8 @@ pub struct ParquetArgs {
     pub quiet: bool,
 }
 
+/// Runs `diode-receiver export …`: reads the replica (read-only, beside a running receiver) and
+/// writes each whole hour of the selected series, printing where the files went.
 pub fn run(command: ExportCommand) -> anyhow::Result<()> {
     let ExportCommand::Parquet(args) = command;
     let config = ReceiverConfig::load(&args.config)?;

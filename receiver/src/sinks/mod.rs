@@ -50,11 +50,14 @@ pub enum SinkError {
 /// One batch handed to a sink: applied segments in apply order, and the catalog entries of every
 /// series they name.
 pub struct Batch {
+    /// The applied segments, by ascending apply number, each with the points that still win.
     pub segments: Vec<AppliedSegment>,
+    /// Name, tags and type of every series the segments carry, by series id.
     pub series: HashMap<u32, SeriesInfo>,
 }
 
 impl Batch {
+    /// Points in the batch, over all its segments.
     pub fn point_count(&self) -> usize {
         self.segments.iter().map(AppliedSegment::point_count).sum()
     }
@@ -81,16 +84,21 @@ pub trait Sink: Send {
 /// Live figures of one sink, for `/metrics` and `/api/v1/status`.
 #[derive(Debug)]
 pub struct SinkStats {
+    /// The sink's `name` from its configuration.
     pub name: String,
+    /// `postgres` or `parquet`.
     pub kind: &'static str,
     /// The durable cursor: every segment up to this apply number is in the target.
     pub cursor: AtomicU64,
+    /// Points written to the target since the receiver started.
     pub points_exported: AtomicU64,
+    /// Applied segments written to the target since the receiver started.
     pub segments_exported: AtomicU64,
     /// Failed steps (each retried).
     pub errors: AtomicU64,
     /// 1 while the sink is connected and following, 0 while it waits to retry.
     pub up: AtomicBool,
+    /// The latest failure's message, kept until the next success clears it.
     pub last_error: Mutex<Option<String>>,
 }
 

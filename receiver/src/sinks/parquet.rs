@@ -46,12 +46,32 @@ const FILE_NAME: &str = "part-0.parquet";
 /// Why an export failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ParquetError {
+    /// Creating, writing, syncing or renaming a file or folder failed (a full disk, permissions):
+    /// the hour's previous file, if any, is left as it was.
     #[error("cannot write {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// The Parquet writer refused the columns: a bug, since the schema is fixed.
     #[error("cannot encode {path} as Parquet: {source}")]
-    Encode { path: PathBuf, source: parquet::errors::ParquetError },
+    Encode {
+        /// The file being written.
+        path: PathBuf,
+        /// What the writer said.
+        source: parquet::errors::ParquetError,
+    },
+    /// The Arrow columns could not be built from the points: a bug, since the schema is fixed.
     #[error("cannot build the columns of {path}: {source}")]
-    Arrow { path: PathBuf, source: arrow_schema::ArrowError },
+    Arrow {
+        /// The file being written.
+        path: PathBuf,
+        /// What Arrow said.
+        source: arrow_schema::ArrowError,
+    },
+    /// Reading the replica failed.
     #[error(transparent)]
     Replica(#[from] diode_replica::ReplicaError),
 }
@@ -68,6 +88,7 @@ impl From<ParquetError> for SinkError {
 /// Read access to the replica: a read-only replica of the CLI, or the running receiver's, locked
 /// only for one series' scan at a time so apply is never held up for a whole hour.
 pub trait ReplicaAccess {
+    /// Runs `read` with the replica, locked (if at all) only for the call.
     fn with_replica<R>(&self, read: impl FnOnce(&Replica) -> R) -> R;
 }
 
@@ -86,10 +107,12 @@ impl ReplicaAccess for RwLock<Replica> {
 /// Which series go into the files: glob patterns on the name; none: all.
 #[derive(Debug, Clone, Default)]
 pub struct SeriesFilter {
+    /// Globs on the series name (`*` and `?`).
     pub patterns: Vec<String>,
 }
 
 impl SeriesFilter {
+    /// Whether the series goes into the files.
     pub fn matches(&self, info: &SeriesInfo) -> bool {
         self.patterns.is_empty() || self.patterns.iter().any(|pattern| glob_matches(pattern, &info.key.name))
     }
@@ -105,6 +128,8 @@ pub fn hour_path(directory: &Path, hour_start_ns: i64) -> PathBuf {
         .join(FILE_NAME)
 }
 
+/// The files' columns: series name and tags (dictionary-encoded), time (UTC, ns), one value
+/// column per type, and quality.
 pub fn schema() -> Arc<Schema> {
     let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
     Arc::new(Schema::new(vec![
@@ -321,7 +346,9 @@ pub fn selected_series(replica: &impl ReplicaAccess, filter: &SeriesFilter) -> V
 /// What [`export`] wrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ExportSummary {
+    /// Hour files written.
     pub hours: u64,
+    /// Points written in them.
     pub points: u64,
 }
 
@@ -367,6 +394,7 @@ pub struct ParquetSink {
 }
 
 impl ParquetSink {
+    /// A sink writing as `config` says; it learns where to resume when started.
     pub fn new(config: ParquetSinkConfig) -> ParquetSink {
         let filter = SeriesFilter { patterns: config.series.clone() };
         ParquetSink { config, filter, dirty: BTreeMap::new(), position: 0 }

@@ -58,6 +58,7 @@ fn describe(action: &str, error: &tokio_postgres::Error) -> SinkError {
 }
 
 impl PostgresSink {
+    /// A sink writing as `config` says; it connects (and creates its tables) when started.
     pub fn new(config: PostgresSinkConfig) -> PostgresSink {
         PostgresSink { config, runtime: None, client: None, known_series: HashSet::new(), cursor: 0 }
     }
@@ -348,6 +349,7 @@ impl PostgresSink {
     }
 }
 
+/// The name of a value type in the series table's `kind` column.
 pub fn kind_name(kind: ValueKind) -> &'static str {
     match kind {
         ValueKind::F64 => "f64",

@@ -27,12 +27,16 @@ pub const MAX_SAMPLES_PER_MESSAGE: usize = 100_000;
 pub enum TimeUnit {
     /// Seconds, milliseconds, microseconds or nanoseconds, judged by magnitude.
     Auto,
+    /// `s`: seconds since the Unix epoch.
     #[serde(rename = "s")]
     Seconds,
+    /// `ms`: milliseconds since the Unix epoch.
     #[serde(rename = "ms")]
     Milliseconds,
+    /// `us`: microseconds since the Unix epoch.
     #[serde(rename = "us")]
     Microseconds,
+    /// `ns`: nanoseconds since the Unix epoch.
     #[serde(rename = "ns")]
     Nanoseconds,
 }
@@ -114,33 +118,64 @@ impl SeriesTemplate {
 /// Where a JSON document keeps each part of a sample.
 #[derive(Debug, Clone)]
 pub struct JsonMapping {
+    /// Names the series from the topic (`series` setting).
     pub series: SeriesTemplate,
+    /// JSON pointer to the value; an object there gives one series per scalar member.
     pub value_pointer: String,
+    /// JSON pointer to the time; nothing there: the receiving clock.
     pub time_pointer: String,
+    /// Unit of numeric times.
     pub time_unit: TimeUnit,
+    /// JSON pointer to the quality; nothing there: good.
     pub quality_pointer: String,
+    /// Whether numbers are all stored as floats.
     pub value_type: ValueType,
 }
 
 /// Why a message, or a sample of it, was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JsonError {
+    /// The payload does not parse as JSON; the message is refused whole.
     #[error("not JSON: {0}")]
     NotJson(String),
+    /// The payload parses but is not an object or an array of objects.
     #[error("the document is neither an object nor an array of objects")]
     NotAnObject,
+    /// The `series` template uses `{n}` beyond the topic's levels: check the template against
+    /// the topic filter.
     #[error("the series template names a topic level the topic does not have")]
     TopicTooShort,
+    /// An object has nothing at `value_pointer` (the pointer is named).
     #[error("no value at {0}")]
     NoValue(String),
+    /// The value is an array (or a nested object) or a number out of range: diode cannot store it.
     #[error("the value at {pointer} is {found}; expected a number, boolean or string")]
-    BadValue { pointer: String, found: &'static str },
+    BadValue {
+        /// Where the value was looked for.
+        pointer: String,
+        /// The JSON type found there.
+        found: &'static str,
+    },
+    /// The time is neither an epoch number nor RFC 3339 text, or is out of range.
     #[error("the time at {pointer} cannot be read: {why}")]
-    BadTime { pointer: String, why: String },
+    BadTime {
+        /// Where the time was looked for.
+        pointer: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The quality is neither a status code nor good, uncertain or bad.
     #[error("the quality at {pointer} cannot be read: {why}")]
-    BadQuality { pointer: String, why: String },
+    BadQuality {
+        /// Where the quality was looked for.
+        pointer: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The sample makes an invalid record (a name or string too long, a NaN, …).
     #[error("record refused: {0}")]
     Invalid(String),
+    /// The message holds more than [`MAX_SAMPLES_PER_MESSAGE`] samples; refused whole.
     #[error("more than {MAX_SAMPLES_PER_MESSAGE} samples in one message")]
     TooManySamples,
 }

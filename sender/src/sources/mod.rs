@@ -57,8 +57,11 @@ pub struct SourceCounters {
 
 /// One registered source: its kind (`mqtt`, `opcua`), its name, its counters.
 pub struct SourceEntry {
+    /// `mqtt` or `opcua`: the `kind` label.
     pub kind: &'static str,
+    /// The source's display name: the `source` label.
     pub name: String,
+    /// Its counters, updated by the source's task.
     pub counters: Arc<SourceCounters>,
 }
 
@@ -69,6 +72,7 @@ pub struct SourceRegistry {
 }
 
 impl SourceRegistry {
+    /// Adds a source to `/metrics` and gives it its counters.
     pub fn register(&self, kind: &'static str, name: &str) -> Arc<SourceCounters> {
         let counters = Arc::new(SourceCounters::default());
         let entry = SourceEntry { kind, name: name.to_owned(), counters: Arc::clone(&counters) };
@@ -164,6 +168,7 @@ pub struct Warnings {
 }
 
 impl Warnings {
+    /// Warnings of the source named `source`, which every message names.
     pub fn new(source: &str) -> Self {
         Self { source: source.to_owned(), last: Mutex::new(Vec::new()) }
     }
@@ -205,6 +210,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// Starts at `min`; a `max` below `min` is taken as `min`.
     pub fn new(min: Duration, max: Duration) -> Self {
         Self { min, max: max.max(min), current: min }
     }

@@ -107,10 +107,15 @@ pub struct Decoding {
 /// What a batch gave.
 #[derive(Default)]
 pub struct BatchOutcome {
+    /// Records decoded, to spool.
     pub records: Vec<Record>,
+    /// Messages that did not decode (counted and acknowledged: resending would not mend them).
     pub malformed: u64,
+    /// Values of a kind diode does not store (arrays, data sets, …), skipped.
     pub unsupported: u64,
+    /// Sparkplug sequence gaps, unknown aliases and data before a birth.
     pub sequence_gaps: u64,
+    /// Sparkplug NDEATH and DDEATH messages handled.
     pub deaths: u64,
     /// (group, edge node) to ask for a rebirth.
     pub rebirths: Vec<(String, String)>,
@@ -249,10 +254,13 @@ fn decoder(subscription: &MqttSubscriptionConfig) -> anyhow::Result<Decoder> {
 
 /// Everything one MQTT source needs to run.
 pub struct MqttSource {
+    /// Its `[[sources.mqtt]]` settings.
     pub config: MqttSourceConfig,
     /// Where this source keeps its state (the Sparkplug births log).
     pub state_dir: PathBuf,
+    /// The spool, through group commit: messages are acknowledged once it says durable.
     pub committer: Committer,
+    /// Its counters on `/metrics`.
     pub counters: Arc<SourceCounters>,
 }
 
@@ -489,6 +497,7 @@ struct LiveBirths {
 }
 
 impl BirthsLog {
+    /// Opens (or creates) the log at `path`, cutting off a torn last entry.
     pub fn open(path: &Path) -> io::Result<BirthsLog> {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir)?;

@@ -181,10 +181,13 @@ struct Memory {
 
 /// Everything one OPC UA source needs to run.
 pub struct OpcuaSource {
+    /// Its `[[sources.opcua]]` settings.
     pub config: OpcuaSourceConfig,
     /// Where this source keeps its PKI folder (own certificate, trusted server certificates).
     pub state_dir: PathBuf,
+    /// The spool, through group commit.
     pub committer: Committer,
+    /// Its counters on `/metrics`.
     pub counters: Arc<SourceCounters>,
 }
 

@@ -50,14 +50,19 @@ pub const MAX_METRICS_PER_BIRTH: usize = 100_000;
 /// The Tahu `Payload` message (the fields diode reads; others are skipped by the decoder).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Payload {
+    /// When the payload was made, in ms since the Unix epoch; the fallback time of its metrics.
     #[prost(uint64, optional, tag = "1")]
     pub timestamp: Option<u64>,
+    /// The metrics it carries (births define them, data messages give values).
     #[prost(message, repeated, tag = "2")]
     pub metrics: Vec<Metric>,
+    /// The message's sequence number, 0 to 255 and wrapping; absent in NDEATH.
     #[prost(uint64, optional, tag = "3")]
     pub seq: Option<u64>,
+    /// Tahu's payload UUID; not used.
     #[prost(string, optional, tag = "4")]
     pub uuid: Option<String>,
+    /// Tahu's opaque body; not used.
     #[prost(bytes = "vec", optional, tag = "5")]
     pub body: Option<Vec<u8>>,
 }
@@ -66,22 +71,31 @@ pub struct Payload {
 /// read: a metric carrying them has no value here and is counted as unsupported.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Metric {
+    /// The metric's name; in data messages it may be left out for `alias`.
     #[prost(string, optional, tag = "1")]
     pub name: Option<String>,
+    /// The number a birth assigns to the name, so data messages can be shorter.
     #[prost(uint64, optional, tag = "2")]
     pub alias: Option<u64>,
+    /// The value's time, in ms since the Unix epoch.
     #[prost(uint64, optional, tag = "3")]
     pub timestamp: Option<u64>,
+    /// Tahu's datatype number; given in births, remembered per metric for data.
     #[prost(uint32, optional, tag = "4")]
     pub datatype: Option<u32>,
+    /// A store-and-forward value, stored like the others at its own time.
     #[prost(bool, optional, tag = "5")]
     pub is_historical: Option<bool>,
+    /// A value the node says need not be historized; stored anyway.
     #[prost(bool, optional, tag = "6")]
     pub is_transient: Option<bool>,
+    /// The metric has no value: stored as 0, false or "" with quality bad.
     #[prost(bool, optional, tag = "7")]
     pub is_null: Option<bool>,
+    /// Properties, of which diode reads only `Quality`.
     #[prost(message, optional, tag = "9")]
     pub properties: Option<PropertySet>,
+    /// The value, by wire type; its meaning comes from `datatype`.
     #[prost(oneof = "MetricValue", tags = "10, 11, 12, 13, 14, 15, 16")]
     pub value: Option<MetricValue>,
 }
@@ -89,18 +103,25 @@ pub struct Metric {
 /// `Payload.Metric.value`.
 #[derive(Clone, PartialEq, prost::Oneof)]
 pub enum MetricValue {
+    /// Int8..Int32 and UInt8..UInt32, in 32 bits.
     #[prost(uint32, tag = "10")]
     IntValue(u32),
+    /// Int64, UInt64 and DateTime.
     #[prost(uint64, tag = "11")]
     LongValue(u64),
+    /// Float.
     #[prost(float, tag = "12")]
     FloatValue(f32),
+    /// Double.
     #[prost(double, tag = "13")]
     DoubleValue(f64),
+    /// Boolean.
     #[prost(bool, tag = "14")]
     BooleanValue(bool),
+    /// String, Text and UUID.
     #[prost(string, tag = "15")]
     StringValue(String),
+    /// Bytes and File: not stored.
     #[prost(bytes = "vec", tag = "16")]
     BytesValue(Vec<u8>),
 }
@@ -108,8 +129,10 @@ pub enum MetricValue {
 /// `Payload.PropertySet`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct PropertySet {
+    /// Property names, paired by position with `values`.
     #[prost(string, repeated, tag = "1")]
     pub keys: Vec<String>,
+    /// Property values, paired by position with `keys`.
     #[prost(message, repeated, tag = "2")]
     pub values: Vec<PropertyValue>,
 }
@@ -117,10 +140,13 @@ pub struct PropertySet {
 /// `Payload.PropertyValue` (nested property sets, field 9 and up, are not read).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct PropertyValue {
+    /// Tahu's datatype number of the property.
     #[prost(uint32, optional, tag = "1")]
     pub r#type: Option<u32>,
+    /// The property has no value.
     #[prost(bool, optional, tag = "2")]
     pub is_null: Option<bool>,
+    /// The property's scalar value.
     #[prost(oneof = "PropertyScalar", tags = "3, 4, 5, 6, 7, 8")]
     pub value: Option<PropertyScalar>,
 }
@@ -128,47 +154,59 @@ pub struct PropertyValue {
 /// `Payload.PropertyValue.value`, scalars only.
 #[derive(Clone, PartialEq, prost::Oneof)]
 pub enum PropertyScalar {
+    /// Int8..Int32, UInt8..UInt32.
     #[prost(uint32, tag = "3")]
     IntValue(u32),
+    /// Int64, UInt64 and DateTime.
     #[prost(uint64, tag = "4")]
     LongValue(u64),
+    /// Float.
     #[prost(float, tag = "5")]
     FloatValue(f32),
+    /// Double.
     #[prost(double, tag = "6")]
     DoubleValue(f64),
+    /// Boolean.
     #[prost(bool, tag = "7")]
     BooleanValue(bool),
+    /// String and Text.
     #[prost(string, tag = "8")]
     StringValue(String),
 }
 
 /// Sparkplug datatypes diode stores (Tahu's numbering).
 mod datatype {
-    pub const INT8: u32 = 1;
-    pub const INT16: u32 = 2;
-    pub const INT32: u32 = 3;
-    pub const INT64: u32 = 4;
-    pub const UINT8: u32 = 5;
-    pub const UINT16: u32 = 6;
-    pub const UINT32: u32 = 7;
-    pub const UINT64: u32 = 8;
-    pub const FLOAT: u32 = 9;
-    pub const DOUBLE: u32 = 10;
-    pub const BOOLEAN: u32 = 11;
-    pub const STRING: u32 = 12;
-    pub const DATETIME: u32 = 13;
-    pub const TEXT: u32 = 14;
-    pub const UUID: u32 = 15;
+    pub(super) const INT8: u32 = 1;
+    pub(super) const INT16: u32 = 2;
+    pub(super) const INT32: u32 = 3;
+    pub(super) const INT64: u32 = 4;
+    pub(super) const UINT8: u32 = 5;
+    pub(super) const UINT16: u32 = 6;
+    pub(super) const UINT32: u32 = 7;
+    pub(super) const UINT64: u32 = 8;
+    pub(super) const FLOAT: u32 = 9;
+    pub(super) const DOUBLE: u32 = 10;
+    pub(super) const BOOLEAN: u32 = 11;
+    pub(super) const STRING: u32 = 12;
+    pub(super) const DATETIME: u32 = 13;
+    pub(super) const TEXT: u32 = 14;
+    pub(super) const UUID: u32 = 15;
 }
 
 /// The kinds of Sparkplug message diode handles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageType {
+    /// NBIRTH: an edge node names its metrics; restarts its sequence at 0.
     NodeBirth,
+    /// NDEATH: the node's will, published by the broker when the node is gone.
     NodeDeath,
+    /// DBIRTH: a device of the node names its metrics.
     DeviceBirth,
+    /// DDEATH: a device is gone.
     DeviceDeath,
+    /// NDATA: values of the node's metrics.
     NodeData,
+    /// DDATA: values of a device's metrics.
     DeviceData,
     /// NCMD, DCMD and STATE: commands and host state, not plant data; ignored.
     Other,
@@ -177,19 +215,27 @@ pub enum MessageType {
 /// A parsed Sparkplug topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topic<'a> {
+    /// The group id, the second topic level.
     pub group: &'a str,
+    /// The message type, the third level.
     pub message_type: MessageType,
+    /// The edge node id, the fourth level.
     pub node: &'a str,
+    /// The device id, the fifth level, for DBIRTH, DDATA and DDEATH.
     pub device: Option<&'a str>,
 }
 
 /// Why a message was refused whole.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SparkplugError {
+    /// The topic is not a Sparkplug B topic: check the subscription's topic filter.
     #[error("topic is not spBv1.0/<group>/<type>/<edge node>[/<device>]")]
     BadTopic,
+    /// The payload does not decode as protobuf; counted malformed.
     #[error("payload is not a Sparkplug B protobuf: {0}")]
     BadPayload(String),
+    /// A birth over the limits ([`MAX_NODES`], [`MAX_DEVICES_PER_NODE`],
+    /// [`MAX_METRICS_PER_BIRTH`]) or defining a metric twice; counted malformed.
     #[error("birth refused: {0}")]
     BirthRefused(String),
 }
@@ -198,6 +244,7 @@ pub enum SparkplugError {
 /// request to publish.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Outcome {
+    /// Records to spool, in message order.
     pub records: Vec<Record>,
     /// Sequence gaps, unknown aliases and data from a node not seen born.
     pub sequence_gaps: u64,

@@ -15,12 +15,19 @@ use diode_replica::Point;
 /// One aggregate a query can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Aggregate {
+    /// Smallest number in the window.
     Min,
+    /// Largest number in the window.
     Max,
+    /// Arithmetic mean of the numbers (each point weighs the same, whatever its spacing).
     Mean,
+    /// Sum of the numbers.
     Sum,
+    /// Points in the window, of any kind.
     Count,
+    /// The window's earliest point, as stored.
     First,
+    /// The window's latest point, as stored.
     Last,
     /// Time-weighted average, see [`TwaMode`].
     Twa,
@@ -29,6 +36,7 @@ pub enum Aggregate {
 }
 
 impl Aggregate {
+    /// Every aggregate, in the order messages list them.
     pub const ALL: [Aggregate; 9] = [
         Aggregate::Min,
         Aggregate::Max,
@@ -41,6 +49,7 @@ impl Aggregate {
         Aggregate::Stddev,
     ];
 
+    /// The name a query uses for it (`--agg`, HTTP `agg`) and its column's name.
     pub fn name(self) -> &'static str {
         match self {
             Aggregate::Min => "min",
@@ -89,6 +98,7 @@ pub enum TwaMode {
 }
 
 impl TwaMode {
+    /// Reads `step` or `linear`; the error names the text and the choices.
     pub fn parse(text: &str) -> Result<TwaMode, String> {
         match text {
             "step" => Ok(TwaMode::Step),
@@ -116,7 +126,9 @@ pub fn window_count(from_ns: i64, to_ns: i64, every_ns: i64) -> u64 {
 pub enum AggregateValue {
     /// No data: an empty window, no numbers, or (stddev) fewer than two.
     Null,
+    /// `count`.
     Count(u64),
+    /// Every other aggregate of numbers (integers and booleans count as numbers).
     Number(f64),
     /// `first` and `last` give the value as stored (strings included).
     Value(Value),
@@ -125,21 +137,27 @@ pub enum AggregateValue {
 /// The aggregates of one window `[start_ns, start_ns + every)`, in the order asked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WindowRow {
+    /// The window's start, in ns since the Unix epoch.
     pub start_ns: i64,
+    /// One value per aggregate asked for, in the order asked.
     pub values: Vec<AggregateValue>,
 }
 
 /// What to compute.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WindowSettings {
+    /// The window length, in ns; windows start at multiples of it since the Unix epoch.
     pub every_ns: i64,
+    /// The aggregates asked for, in order.
     pub aggregates: Vec<Aggregate>,
+    /// How `twa` joins points.
     pub twa_mode: TwaMode,
     /// Count only good-quality points; for `twa`, time governed by a non-good point is left out.
     pub good_only: bool,
 }
 
 impl WindowSettings {
+    /// Whether `aggregate` was asked for.
     pub fn wants(&self, aggregate: Aggregate) -> bool {
         self.aggregates.contains(&aggregate)
     }

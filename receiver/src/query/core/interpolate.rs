@@ -18,6 +18,7 @@ pub enum Method {
 }
 
 impl Method {
+    /// Reads `linear` or `previous`; the error names the text and the choices.
     pub fn parse(text: &str) -> Result<Method, String> {
         match text {
             "linear" => Ok(Method::Linear),
@@ -38,7 +39,9 @@ pub fn instant_count(from_ns: i64, to_ns: i64, step_ns: i64) -> u64 {
 /// The value at one instant; `None` before the first point and after the last.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InterpolatedRow {
+    /// The instant, in ns since the Unix epoch.
     pub timestamp_ns: i64,
+    /// The value there and the quality it takes from the points it came from.
     pub value: Option<(Value, Quality)>,
 }
 

@@ -4,18 +4,18 @@
 use diode_replica::Point;
 
 /// Like `Peekable`, but an error is handed out by [`peek`](Self::peek) itself rather than kept.
-pub struct Lookahead<I> {
+pub(super) struct Lookahead<I> {
     inner: I,
     peeked: Option<Point>,
 }
 
 impl<E, I: Iterator<Item = Result<Point, E>>> Lookahead<I> {
-    pub fn new(inner: I) -> Self {
+    pub(super) fn new(inner: I) -> Self {
         Lookahead { inner, peeked: None }
     }
 
     /// The next point without taking it; `Ok(None)` at the end.
-    pub fn peek(&mut self) -> Result<Option<&Point>, E> {
+    pub(super) fn peek(&mut self) -> Result<Option<&Point>, E> {
         if self.peeked.is_none() {
             self.peeked = self.inner.next().transpose()?;
         }
@@ -23,7 +23,7 @@ impl<E, I: Iterator<Item = Result<Point, E>>> Lookahead<I> {
     }
 
     /// Takes the next point (after a successful [`peek`](Self::peek), the one peeked).
-    pub fn take(&mut self) -> Result<Option<Point>, E> {
+    pub(super) fn take(&mut self) -> Result<Option<Point>, E> {
         match self.peeked.take() {
             Some(point) => Ok(Some(point)),
             None => self.inner.next().transpose(),
