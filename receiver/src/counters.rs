@@ -56,7 +56,7 @@ pub struct ReceiverCounters {
     /// 1 while apply is stopped by a failing replica write, 0 otherwise.
     pub replica_write_blocked: AtomicU64,
     /// The running sinks' figures (each sink's thread updates its own).
-    pub sinks: Mutex<Vec<std::sync::Arc<crate::sinks::SinkStats>>>,
+    pub sinks: Mutex<Vec<std::sync::Arc<crate::sinks::stats::SinkStats>>>,
     /// The reassembler's own counters, copied by the receive thread.
     pub reassembly: Mutex<ReassemblyStats>,
     rejected: Mutex<BTreeMap<&'static str, u64>>,

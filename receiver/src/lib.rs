@@ -15,6 +15,7 @@ pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("DIODE_G
 
 pub mod audit;
 pub mod config;
+pub mod config_error;
 pub mod counters;
 pub mod http;
 pub mod locks;

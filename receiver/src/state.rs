@@ -27,7 +27,7 @@ pub struct Shared {
     /// take a place in the segment queue and a flood of them costs one slot per sender.
     pub beacons: Mutex<BTreeMap<u64, VerifiedBeacon>>,
     /// Replication over QUIC: the feed of applied segments and each connection's status.
-    pub replication: crate::replicate::Replication,
+    pub replication: crate::replicate::feed::Replication,
 }
 
 impl Shared {
@@ -40,9 +40,21 @@ impl Shared {
             replica: RwLock::new(replica),
             stop: AtomicBool::new(false),
             beacons: Mutex::new(BTreeMap::new()),
-            replication: crate::replicate::Replication::default(),
+            replication: crate::replicate::feed::Replication::default(),
         }
     }
+}
+
+/// Work for the apply thread. Beacons do not come this way: they wait in [`Shared::beacons`].
+pub enum Work {
+    /// A reassembled segment whose datagrams' MACs checked out; signature and chain are checked
+    /// by the apply thread.
+    Segment {
+        /// The sealed segment: header ‖ signature ‖ payload.
+        bytes: Vec<u8>,
+        /// Some of its original symbols were rebuilt from repair symbols (counted).
+        recovered_by_fec: bool,
+    },
 }
 
 /// A beacon whose signature checked out, with the signed bytes kept for audits.

@@ -690,7 +690,7 @@ impl MqttSourceConfig {
             "{at}.url = \"{}\" must start with mqtt:// or mqtts://",
             mqtt.url
         );
-        crate::sources::mqtt::broker_address(&mqtt.url).map_err(|e| anyhow::anyhow!("{at}.url: {e}"))?;
+        crate::sources::addresses::broker_address(&mqtt.url).map_err(|e| anyhow::anyhow!("{at}.url: {e}"))?;
         ensure!(
             !mqtt.url.starts_with("mqtts://") || mqtt.ca_file.is_some(),
             "{at}.ca_file is required with an mqtts:// url (the CA that signs the broker's certificate)"
@@ -831,11 +831,11 @@ impl OpcuaSourceConfig {
             "{at} names no variables: add [[{at}.nodes]] or [[{at}.browse]]"
         );
         for (j, node) in opcua.nodes.iter().enumerate() {
-            crate::sources::opcua::parse_node_id(&node.node_id)
+            crate::sources::addresses::parse_node_id(&node.node_id)
                 .map_err(|e| anyhow::anyhow!("{at}.nodes[{j}].node_id = \"{}\": {e}", node.node_id))?;
         }
         for (j, browse) in opcua.browse.iter().enumerate() {
-            crate::sources::opcua::parse_node_id(&browse.root)
+            crate::sources::addresses::parse_node_id(&browse.root)
                 .map_err(|e| anyhow::anyhow!("{at}.browse[{j}].root = \"{}\": {e}", browse.root))?;
             ensure!(
                 (1..=32).contains(&browse.max_depth),

@@ -24,8 +24,8 @@ use super::protocol::{
 use super::tls::{self, TlsError, TlsFiles};
 use super::{FrameError, UpstreamLink, read_frame};
 use crate::locks;
-use crate::run::apply::Work;
 use crate::state::Shared;
+use crate::state::Work;
 
 /// First and longest wait before connecting again.
 const RECONNECT_FIRST: Duration = Duration::from_millis(100);

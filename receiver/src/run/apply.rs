@@ -24,17 +24,7 @@ pub enum ApplyError {
     Reopen(#[source] ReplicaError),
 }
 
-/// Work for the apply thread. Beacons do not come this way: they wait in [`Shared::beacons`].
-pub enum Work {
-    /// A reassembled segment whose datagrams' MACs checked out; signature and chain are checked
-    /// by the apply thread.
-    Segment {
-        /// The sealed segment: header ‖ signature ‖ payload.
-        bytes: Vec<u8>,
-        /// Some of its original symbols were rebuilt from repair symbols (counted).
-        recovered_by_fec: bool,
-    },
-}
+pub use crate::state::Work;
 
 /// Longest the apply thread waits for a segment before it records waiting beacons.
 const BEACON_CHECK: Duration = Duration::from_millis(100);
@@ -164,7 +154,7 @@ pub fn apply_segment(bytes: &[u8], trusted: &TrustedKeys, shared: &Shared) -> Re
             counters.replica_write_blocked.store(0, Ordering::Relaxed);
             drop(replica);
             let header = &segment.header;
-            shared.replication.publish(|| crate::replicate::AppliedSegment {
+            shared.replication.publish(|| crate::replicate::feed::AppliedSegment {
                 sender_id: header.sender_id,
                 epoch: header.epoch,
                 sequence: header.sequence,

@@ -17,9 +17,9 @@ use diode_common::packet::{self, Datagram, LinkKey};
 use diode_common::reassembly::{Event, Reassembler, ReassemblyLimits};
 use diode_replica::{Replica, SegmentKey};
 
-use super::apply::Work;
 use crate::config::ReceiverConfig;
 use crate::locks;
+use crate::state::Work;
 use crate::state::{Shared, VerifiedBeacon};
 
 /// Reads `keys.link_key`, refusing a file that group or others can access (as the sender does).

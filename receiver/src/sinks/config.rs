@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use crate::config_error::ConfigError;
 
 /// `[sinks]`: every sink the receiver feeds from its replica.
 #[derive(Debug, Clone, Default, Deserialize)]

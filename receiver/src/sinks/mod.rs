@@ -18,10 +18,13 @@ pub mod config;
 pub mod export_cli;
 pub mod parquet;
 pub mod postgres;
+pub mod stats;
+
+pub use stats::SinkStats;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -79,42 +82,6 @@ pub trait Sink: Send {
     fn export(&mut self, batch: &Batch, shared: &Shared) -> Result<u64, SinkError>;
     /// Called when there is nothing new to read; returns the durable cursor.
     fn idle(&mut self, shared: &Shared) -> Result<u64, SinkError>;
-}
-
-/// Live figures of one sink, for `/metrics` and `/api/v1/status`.
-#[derive(Debug)]
-pub struct SinkStats {
-    /// The sink's `name` from its configuration.
-    pub name: String,
-    /// `postgres` or `parquet`.
-    pub kind: &'static str,
-    /// The durable cursor: every segment up to this apply number is in the target.
-    pub cursor: AtomicU64,
-    /// Points written to the target since the receiver started.
-    pub points_exported: AtomicU64,
-    /// Applied segments written to the target since the receiver started.
-    pub segments_exported: AtomicU64,
-    /// Failed steps (each retried).
-    pub errors: AtomicU64,
-    /// 1 while the sink is connected and following, 0 while it waits to retry.
-    pub up: AtomicBool,
-    /// The latest failure's message, kept until the next success clears it.
-    pub last_error: Mutex<Option<String>>,
-}
-
-impl SinkStats {
-    fn new(name: &str, kind: &'static str) -> SinkStats {
-        SinkStats {
-            name: name.to_owned(),
-            kind,
-            cursor: AtomicU64::new(0),
-            points_exported: AtomicU64::new(0),
-            segments_exported: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            up: AtomicBool::new(false),
-            last_error: Mutex::new(None),
-        }
-    }
 }
 
 /// Starts one thread per configured sink. Configuration errors were refused at load; everything

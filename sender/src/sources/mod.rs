@@ -7,6 +7,7 @@
 //! This module holds what they share: per-source counters for `/metrics`, the submit loop that
 //! waits out a full spool, and rate-limited warnings so a misbehaving publisher cannot flood logs.
 
+pub mod addresses;
 pub mod json_payload;
 pub mod mqtt;
 pub mod opcua;

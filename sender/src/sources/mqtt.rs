@@ -46,33 +46,7 @@ const MAX_BATCH_RECORDS: usize = 200_000;
 /// A births log this much larger than the births it holds is rewritten.
 const BIRTHS_LOG_SLACK_BYTES: u64 = 4 * 1024 * 1024;
 
-/// Host, port and whether TLS is used, from `mqtt://host[:port]` or `mqtts://host[:port]`.
-pub fn broker_address(url: &str) -> Result<(String, u16, bool), String> {
-    let (rest, tls, default_port) = if let Some(rest) = url.strip_prefix("mqtts://") {
-        (rest, true, 8883)
-    } else if let Some(rest) = url.strip_prefix("mqtt://") {
-        (rest, false, 1883)
-    } else {
-        return Err(format!("\"{url}\" must start with mqtt:// or mqtts://"));
-    };
-    let rest = rest.trim_end_matches('/');
-    if rest.is_empty() || rest.contains('/') || rest.contains('@') {
-        return Err(format!("\"{url}\" must be mqtt[s]://host[:port] (credentials go in username and password)"));
-    }
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
-            let port =
-                port.parse::<u16>().map_err(|_| format!("\"{url}\": port \"{port}\" is not a number up to 65535"))?;
-            (host, port)
-        }
-        _ => (rest, default_port),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return Err(format!("\"{url}\" has no host"));
-    }
-    Ok((host.to_owned(), port, tls))
-}
+pub use super::addresses::broker_address;
 
 /// Whether `topic` matches the MQTT topic filter `filter` (`+` one level, `#` the rest).
 pub fn topic_matches(filter: &str, topic: &str) -> bool {

@@ -57,10 +57,7 @@ const NODES_PER_REQUEST: usize = 500;
 /// Unix epoch in OPC UA ticks (100 ns since 1601-01-01).
 const UNIX_EPOCH_TICKS: i64 = 116_444_736_000_000_000;
 
-/// Parses a NodeId as OPC UA writes it (`ns=2;s=Line1.Temp`, `i=2258`, `ns=3;g=…`, `ns=1;b=…`).
-pub fn parse_node_id(text: &str) -> Result<NodeId, String> {
-    NodeId::from_str(text).map_err(|_| "not a NodeId: write it as ns=2;s=Name, ns=3;i=1042, i=2258, …".to_owned())
-}
+pub use super::addresses::parse_node_id;
 
 /// ns since the Unix epoch for an OPC UA DateTime (`None` for a null one).
 pub fn unix_ns(time: &DateTime) -> Option<i64> {
