@@ -83,7 +83,14 @@ impl Replica {
         if !epoch_beacon_kept {
             batch.put_cf(meta, epoch_beacon_key, layout::encode_epoch_beacon_entry(received_at_ns, raw));
         }
-        let is_latest = self.state.beacons.get(&beacon.sender_id).is_none_or(|kept| beacon.order() >= kept.order());
+        // By epoch and sending time, not by head: a later beacon naming a lower head in the same
+        // epoch (a sender that lost state without starting a new epoch) is kept, so the audit
+        // sees the fork it signed.
+        let is_latest = self
+            .state
+            .beacons
+            .get(&beacon.sender_id)
+            .is_none_or(|kept| (beacon.epoch, beacon.sent_at_ns) >= (kept.epoch, kept.sent_at_ns));
         if is_latest {
             batch.put_cf(meta, layout::beacon_key(beacon.sender_id), layout::encode_beacon_entry(&summary, raw));
         }
