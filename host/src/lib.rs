@@ -8,6 +8,7 @@
 
 pub mod backoff;
 pub mod clock;
+pub mod exposition;
 pub mod fd_limit;
 pub mod generated;
 pub mod http_server;

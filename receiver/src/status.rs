@@ -198,11 +198,6 @@ pub fn stream_metrics(streams: &[diode_replica::StreamStatus]) -> String {
     out
 }
 
-/// A label value in the text exposition format: backslash, double quote and newline escaped.
-fn label_value(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
 /// `diode_receiver_build_info` (this build) and `diode_receiver_sender_build_info` (each sender's
 /// software, from its latest beacon), so a mismatched pair shows on a dashboard.
 pub fn software_metrics(streams: &[diode_replica::StreamStatus]) -> String {
@@ -212,7 +207,7 @@ pub fn software_metrics(streams: &[diode_replica::StreamStatus]) -> String {
         out,
         "# HELP diode_receiver_build_info This build's version and commit.\n\
          # TYPE diode_receiver_build_info gauge\ndiode_receiver_build_info{{version=\"{}\"}} 1",
-        label_value(crate::VERSION)
+        diode_host::exposition::label_value(crate::VERSION)
     );
     let _ = writeln!(
         out,
@@ -230,7 +225,7 @@ pub fn software_metrics(streams: &[diode_replica::StreamStatus]) -> String {
         let _ = writeln!(
             out,
             "diode_receiver_sender_build_info{{sender=\"{sender}\",version=\"{}\",differs=\"{mismatch}\"}} 1",
-            label_value(software)
+            diode_host::exposition::label_value(software)
         );
     }
     out

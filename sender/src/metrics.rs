@@ -63,7 +63,7 @@ impl SenderMetrics {
             out,
             "# HELP diode_sender_build_info This build's version and commit (the receiver shows the same from beacons).\n\
              # TYPE diode_sender_build_info gauge\ndiode_sender_build_info{{version=\"{}\"}} 1",
-            crate::VERSION.replace('\\', "\\\\").replace('"', "\\\"")
+            diode_host::exposition::label_value(crate::VERSION)
         );
         let counters: [(&str, &str, u64); 11] = [
             (

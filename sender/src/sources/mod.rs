@@ -106,16 +106,11 @@ impl SourceRegistry {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for entry in entries.iter() {
                 let value = get(&entry.counters).load(Ordering::Relaxed);
-                let source = label_value(&entry.name);
+                let source = diode_host::exposition::label_value(&entry.name);
                 let _ = writeln!(out, "{name}{{kind=\"{}\",source=\"{source}\"}} {value}", entry.kind);
             }
         }
     }
-}
-
-/// A Prometheus label value: backslash, quote and newline escaped.
-fn label_value(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// How long a source waits before offering records again to a spool that could not be written.
