@@ -103,6 +103,29 @@ fn validate_name(name: &str) -> Result<(), RecordError> {
     Ok(())
 }
 
+/// The timestamp rule of [`Record::validate`]: within [`MIN_TIMESTAMP_NS`]..=[`MAX_TIMESTAMP_NS`].
+pub fn validate_timestamp(timestamp_ns: i64) -> Result<(), RecordError> {
+    if (MIN_TIMESTAMP_NS..=MAX_TIMESTAMP_NS).contains(&timestamp_ns) {
+        Ok(())
+    } else {
+        Err(RecordError::TimestampOutOfRange { timestamp_ns })
+    }
+}
+
+/// The float rule of [`Record::validate`]: finite.
+pub fn validate_f64(value: f64) -> Result<(), RecordError> {
+    if value.is_finite() { Ok(()) } else { Err(RecordError::NonFiniteValue { value }) }
+}
+
+/// The string rule of [`Record::validate`]: at most [`MAX_STRING_VALUE_BYTES`].
+pub fn validate_string(value: &str) -> Result<(), RecordError> {
+    if value.len() > MAX_STRING_VALUE_BYTES {
+        Err(RecordError::StringValueTooLong { length_bytes: value.len() })
+    } else {
+        Ok(())
+    }
+}
+
 fn validate_tag_part(part: &str) -> Result<(), RecordError> {
     if part.is_empty() || part.len() > MAX_TAG_BYTES {
         return Err(RecordError::BadTag { part: part.to_owned() });
@@ -315,15 +338,11 @@ impl Record {
     /// because NaN breaks aggregates and has no portable textual form in CSV or JSON.
     pub fn validate(&self) -> Result<(), RecordError> {
         self.series.validate()?;
-        if !(MIN_TIMESTAMP_NS..=MAX_TIMESTAMP_NS).contains(&self.timestamp_ns) {
-            return Err(RecordError::TimestampOutOfRange { timestamp_ns: self.timestamp_ns });
-        }
+        validate_timestamp(self.timestamp_ns)?;
         match &self.value {
-            Value::F64(v) if !v.is_finite() => Err(RecordError::NonFiniteValue { value: *v }),
-            Value::String(s) if s.len() > MAX_STRING_VALUE_BYTES => {
-                Err(RecordError::StringValueTooLong { length_bytes: s.len() })
-            }
-            _ => Ok(()),
+            Value::F64(v) => validate_f64(*v),
+            Value::String(s) => validate_string(s),
+            Value::I64(_) | Value::Bool(_) => Ok(()),
         }
     }
 

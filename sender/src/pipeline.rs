@@ -253,6 +253,23 @@ impl SubmitError {
     }
 }
 
+/// One accepted spool frame waiting to be sealed.
+struct PendingFrame {
+    /// The frame's id in the spool.
+    id: u64,
+    /// Its records, grouped by series (as [`codec::group_records`] groups them).
+    series: Vec<SeriesColumns>,
+    /// How many records it holds.
+    records: usize,
+}
+
+impl PendingFrame {
+    fn new(id: u64, series: Vec<SeriesColumns>) -> PendingFrame {
+        let records = series.iter().map(SeriesColumns::len).sum();
+        PendingFrame { id, series, records }
+    }
+}
+
 /// The durable path itself: spool, sealer and segment log of one data directory, owned by one
 /// process at a time.
 pub struct Pipeline {
@@ -266,10 +283,12 @@ pub struct Pipeline {
     index: Arc<RwLock<SegmentIndex>>,
     progress: Arc<Progress>,
     position: ChainPosition,
-    pending: Vec<Record>,
-    /// (spool frame id, records) of every frame in `pending`, oldest first: segments end on frame
-    /// boundaries so that the spool cursor a segment records is exact.
-    pending_frames: VecDeque<(u64, usize)>,
+    /// Every accepted spool frame not yet sealed, oldest first, grouped by series as it was
+    /// written: segments end on frame boundaries so that the spool cursor a segment records is
+    /// exact, and a seal merges its frames' groups instead of grouping every record again.
+    pending: VecDeque<PendingFrame>,
+    /// Records in `pending`.
+    pending_records: usize,
     pending_since_ns: Option<i64>,
     /// Id of the last spool frame whose records are all in `pending` or sealed.
     last_frame_id: u64,
@@ -326,18 +345,13 @@ impl Pipeline {
             Some((sequence, hash, cursor)) => (sequence + 1, hash, cursor),
             None => (1, GENESIS_HASH, 0),
         };
-        let mut pending = Vec::new();
-        let mut pending_frames = VecDeque::new();
+        let mut pending = VecDeque::new();
         let spool_dir = settings.data_dir.join("spool");
         let mut damaged_frames = 0u64;
         let spool = FramedLog::open_on(disk, &spool_dir, SPOOL_FILE_BYTES, |frame| {
             if frame.id > sealed_frame_id {
                 match codec::decode_payload(&frame.content) {
-                    Ok(series) => {
-                        let before = pending.len();
-                        pending.extend(series.iter().flat_map(SeriesColumns::records));
-                        pending_frames.push_back((frame.id, pending.len() - before));
-                    }
+                    Ok(series) => pending.push_back(PendingFrame::new(frame.id, series)),
                     Err(_) => damaged_frames += 1,
                 }
             }
@@ -347,14 +361,15 @@ impl Pipeline {
             return Err(PipelineError::UndecodableSpool { frames: damaged_frames, dir: spool_dir });
         }
         let last_frame_id = spool.last_id().unwrap_or(0).max(sealed_frame_id);
+        let pending_records: usize = pending.iter().map(|frame| frame.records).sum();
         let progress = Arc::new(Progress::default());
         progress.head_sequence.store(next_sequence - 1, Ordering::Relaxed);
-        progress.spooled_records.store(pending.len() as u64, Ordering::Relaxed);
+        progress.spooled_records.store(pending_records as u64, Ordering::Relaxed);
         progress
             .oldest_retained_sequence
             .store(index.entries.keys().next().copied().unwrap_or(next_sequence), Ordering::Relaxed);
         if !pending.is_empty() {
-            tracing::info!(records = pending.len(), "recovered accepted records from the spool; sealing them first");
+            tracing::info!(records = pending_records, "recovered accepted records from the spool; sealing them first");
         }
         let position =
             ChainPosition { sender_id: settings.sender_id, epoch: epoch.epoch, sequence: next_sequence, previous_hash };
@@ -370,7 +385,7 @@ impl Pipeline {
             progress,
             position,
             pending,
-            pending_frames,
+            pending_records,
             pending_since_ns,
             last_frame_id,
             sealed_frame_id,
@@ -414,23 +429,25 @@ impl Pipeline {
     ///
     /// [`tick`]: Pipeline::tick
     pub fn submit(&mut self, records: &mut Vec<Record>, now_ns: i64) -> Result<(), SubmitError> {
-        if let Some((index, source)) = records.iter().enumerate().find_map(|(i, r)| r.validate().err().map(|e| (i, e)))
-        {
-            return Err(SubmitError::Invalid { index, source });
-        }
         if records.is_empty() {
             return Ok(());
+        }
+        // One frame per max_records (a segment never splits a frame), written and synced together:
+        // all of them are accepted, or none. Grouped once: the spool frame and, later, the seal
+        // use the same groups; each series' key is checked once per frame, not once per record.
+        let frames: Vec<Vec<SeriesColumns>> = records.chunks(self.settings.max_records).map(codec::group_records).collect();
+        if frames.iter().flatten().any(|columns| columns.validate().is_err())
+            && let Some((index, source)) =
+                records.iter().enumerate().find_map(|(i, r)| r.validate().err().map(|e| (i, e)))
+        {
+            return Err(SubmitError::Invalid { index, source });
         }
         let used_bytes = self.spool.size_bytes();
         if used_bytes >= self.settings.spool_max_bytes {
             return Err(SubmitError::SpoolFull { used_bytes, limit_bytes: self.settings.spool_max_bytes });
         }
-        // One frame per max_records (a segment never splits a frame), written and synced together:
-        // all of them are accepted, or none.
-        let contents: Vec<Vec<u8>> = records
-            .chunks(self.settings.max_records)
-            .map(|chunk| codec::encode_payload(&codec::group_records(chunk), SPOOL_ZSTD_LEVEL))
-            .collect();
+        let contents: Vec<Vec<u8>> =
+            frames.iter().map(|series| codec::encode_payload(series, SPOOL_ZSTD_LEVEL)).collect();
         let first_id = self.last_frame_id + 1;
         let sync = self.settings.fsync == FsyncPolicy::Always;
         if let Err(error) = self.spool.append_all(first_id, &contents, sync) {
@@ -445,16 +462,15 @@ impl Pipeline {
             tracing::info!("the spool can be written again");
             self.spool_failing = false;
         }
-        for (id, chunk) in (first_id..).zip(records.chunks(self.settings.max_records)) {
-            self.pending_frames.push_back((id, chunk.len()));
-        }
         self.last_frame_id += contents.len() as u64;
-        let count = records.len() as u64;
-        self.pending.append(records);
+        self.pending.extend((first_id..).zip(frames).map(|(id, series)| PendingFrame::new(id, series)));
+        let count = records.len();
+        self.pending_records += count;
+        records.clear();
         self.pending_since_ns.get_or_insert(now_ns);
-        self.progress.records_accepted.fetch_add(count, Ordering::Relaxed);
-        self.progress.spooled_records.store(self.pending.len() as u64, Ordering::Relaxed);
-        while self.pending.len() >= self.settings.max_records {
+        self.progress.records_accepted.fetch_add(count as u64, Ordering::Relaxed);
+        self.progress.spooled_records.store(self.pending_records as u64, Ordering::Relaxed);
+        while self.pending_records >= self.settings.max_records {
             match self.try_seal(now_ns) {
                 Ok(true) => {}
                 Ok(false) => break,
@@ -539,18 +555,22 @@ impl Pipeline {
         let mut take = 0;
         let mut frames = 0;
         let mut cursor = self.sealed_frame_id;
-        for &(frame_id, count) in &self.pending_frames {
-            if take > 0 && take + count > self.settings.max_records {
+        for frame in &self.pending {
+            if take > 0 && take + frame.records > self.settings.max_records {
                 break;
             }
-            take += count;
+            take += frame.records;
             frames += 1;
-            cursor = frame_id;
+            cursor = frame.id;
         }
-        assert!(take > 0 && take <= self.pending.len(), "pending frames and records out of step");
-        let records = &self.pending[..take];
-        let segment =
-            seal::seal(self.position, &codec::group_records(records), self.settings.zstd_level, now_ns, &self.key);
+        let merged;
+        let series = if frames == 1 {
+            &self.pending[0].series
+        } else {
+            merged = codec::merge_groups(self.pending.iter().take(frames).map(|frame| frame.series.as_slice()));
+            &merged
+        };
+        let segment = seal::seal(self.position, series, self.settings.zstd_level, now_ns, &self.key);
         let sealed = segment.to_bytes();
         let mut entry = Vec::with_capacity(8 + sealed.len());
         entry.extend_from_slice(&cursor.to_le_bytes());
@@ -561,8 +581,8 @@ impl Pipeline {
             .append(sequence, &entry, true)
             .map_err(|e| PipelineError::log("write a segment to", &self.segment_dir(), e))?;
         // Durable: from here on the segment is sealed, whatever else fails.
-        self.pending.drain(..take);
-        self.pending_frames.drain(..frames);
+        self.pending.drain(..frames);
+        self.pending_records -= take;
         self.index
             .write()
             .expect("segment index lock")
@@ -574,7 +594,7 @@ impl Pipeline {
         self.pending_since_ns = (!self.pending.is_empty()).then_some(now_ns);
         self.progress.head_sequence.store(sequence, Ordering::Relaxed);
         self.progress.records_sealed.fetch_add(take as u64, Ordering::Relaxed);
-        self.progress.spooled_records.store(self.pending.len() as u64, Ordering::Relaxed);
+        self.progress.spooled_records.store(self.pending_records as u64, Ordering::Relaxed);
         // Freeing disk: a failure leaves files that the next seal tries to remove again.
         if let Err(error) = self.spool.drop_before(self.sealed_frame_id + 1) {
             tracing::warn!("cannot remove sealed spool files from {}: {error}", self.spool_dir().display());

@@ -102,7 +102,7 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
-use crate::record::{MAX_TAGS_PER_SERIES, Quality, Record, RecordError, SeriesKey, Value};
+use crate::record::{self, MAX_TAGS_PER_SERIES, Quality, Record, RecordError, SeriesKey, Value};
 use columns::{ColumnReader, ColumnWriter, DecodeBudget};
 use wire::{Reader, put_bytes, put_signed_varint, put_varint};
 
@@ -243,6 +243,52 @@ impl SeriesColumns {
         self.qualities.push(quality);
     }
 
+    /// Appends every sample of `other` (whatever its key), as pushing them one by one would.
+    pub fn append(&mut self, other: &SeriesColumns) {
+        if other.is_empty() {
+            return;
+        }
+        if self.is_empty() {
+            self.values = match &other.values {
+                // Pushed one by one, a mixed column of one kind would end up typed.
+                Values::Mixed(more) => {
+                    let mut values = Values::empty_for(&more[0]);
+                    more.iter().for_each(|value| values.push(value.clone()));
+                    values
+                }
+                typed => typed.clone(),
+            };
+        } else {
+            match (&mut self.values, &other.values) {
+                (Values::F64(values), Values::F64(more)) => values.extend_from_slice(more),
+                (Values::I64(values), Values::I64(more)) => values.extend_from_slice(more),
+                (Values::Bool(values), Values::Bool(more)) => values.extend_from_slice(more),
+                (Values::String(values), Values::String(more)) => values.extend_from_slice(more),
+                (values, more) => (0..more.len()).for_each(|index| values.push(more.get(index))),
+            }
+        }
+        self.timestamps_ns.extend_from_slice(&other.timestamps_ns);
+        self.qualities.extend_from_slice(&other.qualities);
+    }
+
+    /// Checks every record the columns hold as [`Record::validate`] would, the key once: the
+    /// first error found, not necessarily the first record's (find that with
+    /// [`Record::validate`]).
+    pub fn validate(&self) -> Result<(), RecordError> {
+        self.key.validate()?;
+        self.timestamps_ns.iter().try_for_each(|&timestamp_ns| record::validate_timestamp(timestamp_ns))?;
+        match &self.values {
+            Values::F64(values) => values.iter().try_for_each(|&value| record::validate_f64(value)),
+            Values::String(values) => values.iter().try_for_each(|value| record::validate_string(value)),
+            Values::I64(_) | Values::Bool(_) => Ok(()),
+            Values::Mixed(values) => values.iter().try_for_each(|value| match value {
+                Value::F64(value) => record::validate_f64(*value),
+                Value::String(value) => record::validate_string(value),
+                Value::I64(_) | Value::Bool(_) => Ok(()),
+            }),
+        }
+    }
+
     /// How many records the columns hold.
     pub fn len(&self) -> usize {
         self.timestamps_ns.len()
@@ -281,6 +327,26 @@ impl SeriesColumns {
             && self.qualities == other.qualities
             && self.values.bit_eq(&other.values)
     }
+}
+
+/// Merges groups made by [`group_records`] from consecutive runs of records into the groups
+/// [`group_records`] would make from all of them at once: series in order of first appearance,
+/// each series' columns in run order. Costs a lookup per series per run instead of one per record.
+pub fn merge_groups<'a>(runs: impl IntoIterator<Item = &'a [SeriesColumns]>) -> Vec<SeriesColumns> {
+    let mut index_of: foldhash::HashMap<&'a SeriesKey, usize> = foldhash::HashMap::default();
+    let mut groups: Vec<SeriesColumns> = Vec::new();
+    for run in runs {
+        for columns in run {
+            match index_of.entry(&columns.key) {
+                std::collections::hash_map::Entry::Occupied(slot) => groups[*slot.get()].append(columns),
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(groups.len());
+                    groups.push(columns.clone());
+                }
+            }
+        }
+    }
+    groups
 }
 
 /// Groups records by series, in order of each series' first appearance. Within a series the input

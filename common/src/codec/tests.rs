@@ -578,6 +578,28 @@ proptest! {
     }
 
     #[test]
+    fn merged_groups_of_consecutive_runs_equal_the_groups_of_all_records(
+        records in arbitrary_records(false),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..4),
+    ) {
+        let mut cuts: Vec<usize> = cuts.iter().map(|cut| cut.index(records.len() + 1)).collect();
+        cuts.push(0);
+        cuts.push(records.len());
+        cuts.sort_unstable();
+        let runs: Vec<Vec<SeriesColumns>> = cuts.windows(2).map(|w| group_records(&records[w[0]..w[1]])).collect();
+        let merged = merge_groups(runs.iter().map(Vec::as_slice));
+        let expected = group_records(&records);
+        prop_assert_eq!(merged.len(), expected.len());
+        for (a, e) in merged.iter().zip(&expected) {
+            prop_assert!(a.bit_eq(e), "merged {:?}\nexpected {:?}", a, e);
+        }
+        let decoded: Vec<Vec<SeriesColumns>> =
+            runs.iter().map(|run| decode_payload(&encode_payload(run, ZSTD_LEVEL)).unwrap()).collect();
+        let merged_decoded = merge_groups(decoded.iter().map(Vec::as_slice));
+        prop_assert_eq!(encode_payload(&merged_decoded, ZSTD_LEVEL), encode_payload(&expected, ZSTD_LEVEL));
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
         let _ = decode_payload(&bytes);
         let _ = decode_payload(&uncompressed_payload(&bytes));
