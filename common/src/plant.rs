@@ -537,7 +537,7 @@ mod tests {
         assert_eq!(keys.len(), 1_000, "series names are unique");
         assert!(simulator.series().iter().all(|key| key.validate().is_ok()));
         assert!(simulator.series()[0].name.starts_with("plant1/area1/boiler1/"), "{}", simulator.series()[0]);
-        assert!(simulator.series().iter().any(|key| key.tags == [("unit".to_owned(), "degC".to_owned())]));
+        assert!(simulator.series().iter().any(|key| *key.tags == [("unit".to_owned(), "degC".to_owned())]));
         assert!(simulator.series().iter().any(|key| key.tags.is_empty()));
         let records = generate(&mut simulator, 60);
         let mut series_of_kind: [HashSet<&SeriesKey>; 4] = Default::default();

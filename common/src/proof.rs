@@ -169,7 +169,7 @@ impl Proof {
         out.extend_from_slice(&[PROOF_VERSION, 0, 0, 0]);
         put_text(&mut out, &self.series.name);
         put_u32(&mut out, self.series.tags.len());
-        for (key, value) in &self.series.tags {
+        for (key, value) in self.series.tags.iter() {
             put_text(&mut out, key);
             put_text(&mut out, value);
         }
@@ -227,7 +227,7 @@ impl Proof {
         for _ in 0..tag_count {
             tags.push((reader.text("tag key")?, reader.text("tag value")?));
         }
-        let series = SeriesKey { name, tags };
+        let series = SeriesKey { name: name.into(), tags: tags.into() };
         series.validate().map_err(|error| reader.error(8, &format!("the series is invalid: {error}")))?;
 
         let key_count = reader.count(8, "key id count")?;

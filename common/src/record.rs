@@ -4,6 +4,8 @@
 //! protocol, CSV, simulator) rejects the same things with the same words.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 /// Longest series name accepted, in bytes (UTF-8). Plant tag paths are far shorter; the bound keeps
 /// segment definitions and replica keys small.
@@ -33,24 +35,42 @@ pub fn epoch_unit_ns_by_magnitude(number: i64) -> i64 {
 
 /// Identity of a series: a slash-separated name such as `plant1/boiler3/steam_temp` plus optional
 /// tags, kept sorted by key so that equal series compare equal.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// Name and tags are shared (`Arc`): every record carries its series, so cloning a key is two
+/// reference counts rather than an allocation per string, and two keys cloned from one compare
+/// equal without reading their text.
+#[derive(Debug, Clone, Eq, PartialOrd, Ord)]
 pub struct SeriesKey {
     /// Non-empty UTF-8 of at most [`MAX_SERIES_NAME_BYTES`] bytes, without control characters.
-    pub name: String,
+    pub name: Arc<str>,
     /// Sorted by key, keys unique.
-    pub tags: Vec<(String, String)>,
+    pub tags: Arc<[(String, String)]>,
+}
+
+impl PartialEq for SeriesKey {
+    fn eq(&self, other: &Self) -> bool {
+        (Arc::ptr_eq(&self.name, &other.name) || self.name == other.name)
+            && (Arc::ptr_eq(&self.tags, &other.tags) || self.tags == other.tags)
+    }
+}
+
+impl Hash for SeriesKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+        self.tags.hash(state);
+    }
 }
 
 impl SeriesKey {
     /// A series without tags.
-    pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into(), tags: Vec::new() }
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
+        Self { name: name.into(), tags: Arc::new([]) }
     }
 
     /// A series with tags; tags are sorted by key. Duplicate keys are caught by [`validate`](Self::validate).
-    pub fn with_tags(name: impl Into<String>, mut tags: Vec<(String, String)>) -> Self {
+    pub fn with_tags(name: impl Into<Arc<str>>, mut tags: Vec<(String, String)>) -> Self {
         tags.sort();
-        Self { name: name.into(), tags }
+        Self { name: name.into(), tags: tags.into() }
     }
 
     /// Checks the limits and character rules every source applies.
@@ -64,7 +84,7 @@ impl SeriesKey {
                 return Err(RecordError::TagsNotSortedOrDuplicated { key: window[1].0.clone() });
             }
         }
-        for (key, value) in &self.tags {
+        for (key, value) in self.tags.iter() {
             validate_tag_part(key)?;
             validate_tag_part(value)?;
         }
@@ -436,9 +456,9 @@ mod tests {
     #[test]
     fn empty_and_over_long_names_are_refused() {
         let mut r = record(Value::I64(1));
-        r.series.name.clear();
+        r.series.name = "".into();
         assert_eq!(r.validate(), Err(RecordError::EmptySeriesName));
-        r.series.name = "x".repeat(MAX_SERIES_NAME_BYTES + 1);
+        r.series.name = "x".repeat(MAX_SERIES_NAME_BYTES + 1).into();
         assert!(matches!(r.validate(), Err(RecordError::SeriesNameTooLong { .. })));
     }
 

@@ -73,7 +73,7 @@ fn check_folder_equals_replica(python: &Path, folder: &Path, replica: &Replica) 
     let by_name: BTreeMap<(String, String), u32> = replica
         .series_list()
         .into_iter()
-        .map(|info| ((info.key.name.clone(), tags_json(replica, info.id)), info.id))
+        .map(|info| ((info.key.name.to_string(), tags_json(replica, info.id)), info.id))
         .collect();
     for row in seen["series"].as_array().unwrap() {
         let id = by_name[&(row[0].as_str().unwrap().to_owned(), row[1].as_str().unwrap().to_owned())];
@@ -160,7 +160,7 @@ fn an_export_of_some_series_and_hours_holds_exactly_those() {
     let shared = shared(Replica::open(directory.path()).unwrap());
     apply(&shared, &plant_segments_at_rate(32, 30, 400, 0.05));
     let replica = shared.replica.read().unwrap();
-    let name = replica.series_list()[0].key.name.clone();
+    let name = replica.series_list()[0].key.name.to_string();
     let out = tempfile::tempdir().unwrap();
     let filter = SeriesFilter { patterns: vec![name.clone()] };
     let summary = parquet::export(&replica, &filter, T0, T0 + 30 * 60 * SECOND, out.path(), |_, _, _| {}).unwrap();
@@ -169,7 +169,7 @@ fn an_export_of_some_series_and_hours_holds_exactly_those() {
     let expected: usize = replica
         .series_list()
         .iter()
-        .filter(|info| info.key.name == name)
+        .filter(|info| *info.key.name == *name)
         .map(|info| replica.scan(info.id, T0, T0 + BUCKET_NS - 1).count())
         .sum();
     assert_eq!(seen["count"].as_u64().unwrap(), expected as u64);

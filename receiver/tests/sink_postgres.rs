@@ -217,8 +217,8 @@ fn the_points_table_equals_the_replica_after_shuffled_arrivals_corrections_and_a
     assert_eq!(series.len(), replica.series_count() as usize);
     for info in replica.series_list() {
         let (name, tags) = &series[&info.id];
-        assert_eq!(name, &info.key.name);
-        for (key, value) in &info.key.tags {
+        assert_eq!(name.as_str(), &*info.key.name);
+        for (key, value) in info.key.tags.iter() {
             assert!(tags.contains(&format!("\"{key}\": \"{value}\"")), "{tags} lacks {key}={value}");
         }
     }

@@ -223,7 +223,7 @@ pub(crate) fn encode_series_key(key: &SeriesKey, out: &mut Vec<u8>) {
     };
     put(out, &key.name);
     out.extend_from_slice(&(key.tags.len() as u32).to_be_bytes());
-    for (tag, value) in &key.tags {
+    for (tag, value) in key.tags.iter() {
         put(out, tag);
         put(out, value);
     }
@@ -255,7 +255,7 @@ pub(crate) fn decode_series_key(bytes: &[u8]) -> Result<SeriesKey, &'static str>
     if at != bytes.len() {
         return Err("series key has trailing bytes");
     }
-    Ok(SeriesKey { name, tags })
+    Ok(SeriesKey { name: name.into(), tags: tags.into() })
 }
 
 /// Bytes of a statistics value.

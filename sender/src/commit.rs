@@ -329,7 +329,7 @@ mod tests {
         disk.free_space();
         fixture.pipeline.lock().unwrap().flush(now_ns()).unwrap();
         let trusted = diode_common::keys::TrustedKeys::single(SenderKey::from_seed([4; 32]).public_key());
-        let mut sealed: Vec<(String, i64)> = fixture
+        let mut sealed: Vec<(std::sync::Arc<str>, i64)> = fixture
             .sealed
             .try_iter()
             .flat_map(|entry| {
@@ -338,7 +338,7 @@ mod tests {
             })
             .collect();
         sealed.sort();
-        let mut expected: Vec<(String, i64)> =
+        let mut expected: Vec<(std::sync::Arc<str>, i64)> =
             (0..5).flat_map(|write| records(write, 30)).map(|r| (r.series.name, r.timestamp_ns)).collect();
         expected.sort();
         assert_eq!(sealed, expected, "every record sealed once");

@@ -710,10 +710,10 @@ mod tests {
         assert_eq!(status, StatusCode::NO_CONTENT);
         let records = records_sealed(&fixture);
         assert_eq!(records.len(), 2);
-        let temp = records.iter().find(|r| r.series.name == "boiler/steam_temp").unwrap();
+        let temp = records.iter().find(|r| &*r.series.name == "boiler/steam_temp").unwrap();
         assert_eq!(temp.timestamp_ns, 1_700_000_000_123_000_000);
         assert_eq!(temp.value, Value::F64(512.5));
-        assert_eq!(temp.series.tags, vec![("unit".to_owned(), "b3".to_owned())]);
+        assert_eq!(*temp.series.tags, [("unit".to_owned(), "b3".to_owned())]);
     }
 
     #[tokio::test(start_paused = true)]

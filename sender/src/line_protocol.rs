@@ -604,9 +604,9 @@ fn build_series(section: &SeriesSection<'_>, raw_key: &str) -> SeriesKey {
     name.push_str(&section.measurement);
     name.push('/');
     name.push_str(&key);
-    let tags =
+    let tags: Vec<(String, String)> =
         section.tags.iter().map(|(key, value)| (String::from(key.as_ref()), String::from(value.as_ref()))).collect();
-    SeriesKey { name, tags }
+    SeriesKey { name: name.into(), tags: tags.into() }
 }
 
 /// Parses what follows the field set: nothing, or spaces, a timestamp and optional spaces.
@@ -788,29 +788,29 @@ mod tests {
     #[test]
     fn an_escaped_space_in_a_tag_value_is_kept() {
         let r = single(r"cpu,host=server\ 01 value=1 1");
-        assert_eq!(r.series.tags, vec![("host".to_string(), "server 01".to_string())]);
+        assert_eq!(*r.series.tags, [("host".to_string(), "server 01".to_string())]);
     }
 
     #[test]
     fn escaped_commas_and_spaces_in_a_measurement_are_kept() {
-        assert_eq!(single(r"my\ plant\,north value=1 1").series.name, "my plant,north/value");
+        assert_eq!(&*single(r"my\ plant\,north value=1 1").series.name, "my plant,north/value");
     }
 
     #[test]
     fn an_equals_sign_in_a_measurement_needs_no_escape() {
-        assert_eq!(single("a=b value=1 1").series.name, "a=b/value");
+        assert_eq!(&*single("a=b value=1 1").series.name, "a=b/value");
         assert_eq!(single("a=b,t=v value=1 1").series, series("a=b/value", &[("t", "v")]));
     }
 
     #[test]
     fn escaped_commas_equals_signs_and_spaces_in_tag_keys_and_values_are_kept() {
         let r = single(r"m,tag\ key\,1\=x=tag\ value\,2\=y f=1 1");
-        assert_eq!(r.series.tags, vec![("tag key,1=x".to_string(), "tag value,2=y".to_string())]);
+        assert_eq!(*r.series.tags, [("tag key,1=x".to_string(), "tag value,2=y".to_string())]);
     }
 
     #[test]
     fn escaped_commas_equals_signs_and_spaces_in_field_keys_are_kept() {
-        assert_eq!(single(r"m field\ key\,1\=x=1 1").series.name, "m/field key,1=x");
+        assert_eq!(&*single(r"m field\ key\,1\=x=1 1").series.name, "m/field key,1=x");
     }
 
     #[test]
@@ -1074,7 +1074,7 @@ mod tests {
         let mut out = parse("m f=1 1");
         assert_eq!(parse_lines("m g=2 2\nm h=3 3", &options(), &mut out), Ok(2));
         assert_eq!(out.len(), 3);
-        assert_eq!(out[2].series.name, "m/h");
+        assert_eq!(&*out[2].series.name, "m/h");
     }
 
     #[test]
@@ -1271,7 +1271,7 @@ mod tests {
         assert_eq!(records.len(), 2);
         for r in &records {
             assert_eq!(r.quality, Quality::BAD);
-            assert_eq!(r.series.tags, vec![("unit".to_string(), "b3".to_string())]);
+            assert_eq!(*r.series.tags, [("unit".to_string(), "b3".to_string())]);
         }
         let table = [
             ("good", Quality::GOOD),
@@ -1295,7 +1295,7 @@ mod tests {
         let records = parse_with("m f=1,quality=2156527616i,g=2 1", &quality_options());
         assert_eq!(records.len(), 2);
         assert!(records.iter().all(|r| r.quality == Quality(0x808A_0000)));
-        assert_eq!(records[1].series.name, "m/g");
+        assert_eq!(&*records[1].series.name, "m/g");
         for (written, meant) in
             [("0u", Quality::GOOD), ("\"bad\"", Quality::BAD), ("\"0x40000000\"", Quality::UNCERTAIN)]
         {

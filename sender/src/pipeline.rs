@@ -435,7 +435,8 @@ impl Pipeline {
         // One frame per max_records (a segment never splits a frame), written and synced together:
         // all of them are accepted, or none. Grouped once: the spool frame and, later, the seal
         // use the same groups; each series' key is checked once per frame, not once per record.
-        let frames: Vec<Vec<SeriesColumns>> = records.chunks(self.settings.max_records).map(codec::group_records).collect();
+        let frames: Vec<Vec<SeriesColumns>> =
+            records.chunks(self.settings.max_records).map(codec::group_records).collect();
         if frames.iter().flatten().any(|columns| columns.validate().is_err())
             && let Some((index, source)) =
                 records.iter().enumerate().find_map(|(i, r)| r.validate().err().map(|e| (i, e)))

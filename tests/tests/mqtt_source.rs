@@ -273,7 +273,7 @@ fn compare(replica: &Replica, expected: &BTreeMap<String, BTreeMap<i64, Expected
         }
     }
     for info in replica.series_list() {
-        if !expected.contains_key(&info.key.name) && info.key.name != PROBE_SERIES {
+        if !expected.contains_key(&*info.key.name) && &*info.key.name != PROBE_SERIES {
             findings.push(format!("series {} ({} points) was never published", info.key, info.point_count));
         }
     }

@@ -331,7 +331,7 @@ fn sustained_rate_from_an_asyncua_server() {
     let pid = lab.sender_pid().unwrap();
     server.expect("done ", Duration::from_secs(600), dir.path());
     let published = read_published(&dir.path().join("published.jsonl"));
-    let points: u64 = published.iter().filter(|(s, _)| s.name != "site/flow").map(|(_, p)| p.len() as u64).sum();
+    let points: u64 = published.iter().filter(|(s, _)| &*s.name != "site/flow").map(|(_, p)| p.len() as u64).sum();
     let deadline = Instant::now() + Duration::from_secs(120);
     while source_counter(metrics, "records") < points {
         assert!(Instant::now() < deadline, "the sender did not spool every value");

@@ -473,7 +473,7 @@ fn write_series_table(table: &[&SeriesKey], out: &mut Vec<u8>) {
         put_varint(&mut prefixes, shared as u64);
         put_bytes(&mut entries, &key.name.as_bytes()[shared..]);
         put_varint(&mut entries, key.tags.len() as u64);
-        for (tag_key, tag_value) in &key.tags {
+        for (tag_key, tag_value) in key.tags.iter() {
             put_bytes(&mut entries, tag_key.as_bytes());
             put_bytes(&mut entries, tag_value.as_bytes());
         }
@@ -628,7 +628,7 @@ fn read_series_table(reader: &mut Reader<'_>, budget: &mut DecodeBudget) -> Resu
     }
     let mut table: Vec<SeriesKey> = Vec::with_capacity(count as usize);
     for index in 0..count as usize {
-        let previous_name = table.last().map_or("", |key| key.name.as_str());
+        let previous_name = table.last().map_or("", |key| &*key.name);
         let shared = prefixes.varint_at_most(
             "series name shared prefix",
             previous_name.len() as u64,
@@ -654,7 +654,7 @@ fn read_series_table(reader: &mut Reader<'_>, budget: &mut DecodeBudget) -> Resu
             budget.take_text_bytes(tag_key.len() + tag_value.len(), 1)?;
             key_tags.push((tag_key, tag_value));
         }
-        let key = SeriesKey { name, tags: key_tags };
+        let key = SeriesKey { name: name.into(), tags: key_tags.into() };
         key.validate().map_err(|reason| CodecError::InvalidSeriesKey { index, reason })?;
         table.push(key);
     }

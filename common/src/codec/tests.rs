@@ -104,7 +104,7 @@ fn series_are_grouped_in_order_of_first_appearance() {
     let b = SeriesKey::new("a/second");
     let records = vec![record(&a, 3, Value::I64(1)), record(&b, 1, Value::I64(2)), record(&a, 2, Value::I64(3))];
     let grouped = group_records(&records);
-    assert_eq!(grouped.iter().map(|c| c.key.name.as_str()).collect::<Vec<_>>(), ["z/first", "a/second"]);
+    assert_eq!(grouped.iter().map(|c| &*c.key.name).collect::<Vec<_>>(), ["z/first", "a/second"]);
     assert_eq!(grouped[0].timestamps_ns, [3, 2]);
     assert_eq!(grouped[0].records().collect::<Vec<_>>(), vec![records[0].clone(), records[2].clone()]);
     assert_eq!(grouped[0].min_max_timestamp(), Some((2, 3)));
@@ -409,7 +409,7 @@ fn handmade_body(name: &str, blocks: usize, block_count_claimed: Option<u64>) ->
 fn a_handmade_payload_of_empty_blocks_decodes() {
     let decoded = decode_payload(&uncompressed_payload(&handmade_body("plant1/x", 3, None))).unwrap();
     assert_eq!(decoded.len(), 3);
-    assert!(decoded.iter().all(|columns| columns.is_empty() && columns.key.name == "plant1/x"));
+    assert!(decoded.iter().all(|columns| columns.is_empty() && &*columns.key.name == "plant1/x"));
 }
 
 #[test]

@@ -86,7 +86,7 @@ pub fn tag_key(label: &str) -> Option<String> {
 pub fn labels(key: &SeriesKey) -> Labels {
     let mut labels = Vec::with_capacity(key.tags.len() + 2);
     labels.push((METRIC_NAME_LABEL.to_owned(), metric_name(&key.name)));
-    labels.push((NAME_LABEL.to_owned(), key.name.clone()));
+    labels.push((NAME_LABEL.to_owned(), key.name.to_string()));
     labels.extend(key.tags.iter().map(|(k, v)| (label_name(k), v.clone())));
     labels.sort();
     labels

@@ -272,7 +272,7 @@ pub fn write_hour(
             continue;
         }
         let key = rows.names.len() as i32;
-        rows.names.push(info.key.name.clone());
+        rows.names.push(info.key.name.to_string());
         rows.tags.push(tags_json(info));
         for block in &blocks {
             rows.append(key, block);

@@ -341,7 +341,7 @@ impl PostgresSink {
                 .map(|(key, value)| (key.clone(), serde_json::Value::from(value.as_str())))
                 .collect();
             rows.ids.push(id as i32);
-            rows.names.push(info.key.name.clone());
+            rows.names.push(info.key.name.to_string());
             rows.tags.push(serde_json::Value::Object(tags).to_string());
             rows.kinds.push(kind_name(info.kind).to_owned());
         }

@@ -379,7 +379,7 @@ mod tests {
             decode(&mapping("{topic}"), "line/temp", r#"{"ts": 1767225600123, "value": 20, "q": 1073741824}"#).unwrap();
         assert_eq!(decoded.refused, 0);
         assert_eq!(records.len(), 1);
-        assert_eq!(records[0].series.name, "line/temp");
+        assert_eq!(&*records[0].series.name, "line/temp");
         assert_eq!(records[0].timestamp_ns, 1_767_225_600_123_000_000);
         assert_eq!(records[0].value, Value::F64(20.0));
         assert_eq!(records[0].quality, Quality::UNCERTAIN);
@@ -400,7 +400,7 @@ mod tests {
     fn an_object_value_gives_one_series_per_member_and_an_array_many_samples() {
         let payload = r#"[{"ts": 1, "value": {"temp": 1.5, "run": true, "mode": "auto", "gone": null}}, {"value": 2}]"#;
         let (records, _) = decode(&mapping("m"), "t", payload).unwrap();
-        let mut names: Vec<(&str, i64)> = records.iter().map(|r| (r.series.name.as_str(), r.timestamp_ns)).collect();
+        let mut names: Vec<(&str, i64)> = records.iter().map(|r| (&*r.series.name, r.timestamp_ns)).collect();
         names.sort();
         assert_eq!(
             names,

@@ -724,7 +724,11 @@ mod tests {
     }
 
     fn values(outcome: &Outcome) -> Vec<(String, i64, Value, Quality)> {
-        outcome.records.iter().map(|r| (r.series.name.clone(), r.timestamp_ns, r.value.clone(), r.quality)).collect()
+        outcome
+            .records
+            .iter()
+            .map(|r| (r.series.name.to_string(), r.timestamp_ns, r.value.clone(), r.quality))
+            .collect()
     }
 
     #[test]

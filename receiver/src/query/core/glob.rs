@@ -131,7 +131,7 @@ pub fn nearest_names<'c>(catalog: &'c [SeriesInfo], wanted: &str, count: usize) 
     let mut below: BinaryHeap<Reverse<(&str, usize)>> = BinaryHeap::with_capacity(half + 1);
     let mut above: BinaryHeap<(&str, usize)> = BinaryHeap::with_capacity(count - half + 1);
     for (index, info) in catalog.iter().enumerate() {
-        let name = info.key.name.as_str();
+        let name = &*info.key.name;
         if name < wanted {
             below.push(Reverse((name, index)));
             if below.len() > half {
@@ -216,7 +216,7 @@ mod tests {
         let names = (0..1_000).map(|i| format!("plant/unit{i:04}/temp"));
         let catalog = catalog(names);
         let nearest: Vec<&str> =
-            nearest_names(&catalog, "plant/unit0500/tmp", 4).iter().map(|info| info.key.name.as_str()).collect();
+            nearest_names(&catalog, "plant/unit0500/tmp", 4).iter().map(|info| &*info.key.name).collect();
         let mut sorted = nearest.clone();
         sorted.sort_unstable();
         // "plant/unit0500/temp" sorts before "plant/unit0500/tmp": two names below it, two above.

@@ -24,7 +24,7 @@ impl Selector<'_> {
         match self {
             Selector::All => true,
             Selector::Pattern(pattern) if glob::is_glob(pattern) => glob::glob_matches(pattern, display),
-            Selector::Pattern(name) => display == name || info.key.name == name,
+            Selector::Pattern(name) => display == name || &*info.key.name == name,
             Selector::DisplayForm(name) => display == name,
         }
     }
