@@ -73,6 +73,13 @@ impl SeriesKey {
         Self { name: name.into(), tags: tags.into() }
     }
 
+    /// The addresses of the shared name and tags. Two keys with one identity are equal (as long
+    /// as both are alive: an address is reused only after its text is freed); equal keys may
+    /// have different identities.
+    pub fn identity(&self) -> (usize, usize) {
+        (Arc::as_ptr(&self.name).cast::<u8>() as usize, Arc::as_ptr(&self.tags).cast::<u8>() as usize)
+    }
+
     /// Checks the limits and character rules every source applies.
     pub fn validate(&self) -> Result<(), RecordError> {
         validate_name(&self.name)?;

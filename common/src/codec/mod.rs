@@ -233,9 +233,27 @@ impl SeriesColumns {
         Self { key, timestamps_ns: Vec::new(), values: Values::F64(Vec::new()), qualities: Vec::new() }
     }
 
+    /// Empty columns for `key` with room for `count` samples, typed for `first`'s kind.
+    pub fn with_capacity(key: SeriesKey, first: &Value, count: usize) -> Self {
+        let values = match first {
+            Value::F64(_) => Values::F64(Vec::with_capacity(count)),
+            Value::I64(_) => Values::I64(Vec::with_capacity(count)),
+            Value::Bool(_) => Values::Bool(Vec::with_capacity(count)),
+            Value::String(_) => Values::String(Vec::with_capacity(count)),
+        };
+        Self { key, timestamps_ns: Vec::with_capacity(count), values, qualities: Vec::with_capacity(count) }
+    }
+
     /// Appends one sample.
     pub fn push(&mut self, timestamp_ns: i64, value: Value, quality: Quality) {
-        if self.timestamps_ns.is_empty() && self.values.is_empty() {
+        let same_kind = matches!(
+            (&self.values, &value),
+            (Values::F64(_), Value::F64(_))
+                | (Values::I64(_), Value::I64(_))
+                | (Values::Bool(_), Value::Bool(_))
+                | (Values::String(_), Value::String(_))
+        );
+        if !same_kind && self.timestamps_ns.is_empty() && self.values.is_empty() {
             self.values = Values::empty_for(&value);
         }
         self.timestamps_ns.push(timestamp_ns);
@@ -354,18 +372,43 @@ pub fn merge_groups<'a>(runs: impl IntoIterator<Item = &'a [SeriesColumns]>) -> 
 pub fn group_records(records: &[Record]) -> Vec<SeriesColumns> {
     // foldhash rather than SipHash: hashing each record's key was a tenth of the sender's CPU.
     let mut index_of: foldhash::HashMap<&SeriesKey, usize> = foldhash::HashMap::default();
-    let mut groups: Vec<SeriesColumns> = Vec::new();
-    let mut previous: Option<(&SeriesKey, usize)> = None;
-    for record in records {
+    // Records of one series usually share its key's text (sources clone one key), so most are
+    // found by the key's identity, two words, without hashing or comparing its text. Exact: every
+    // record is borrowed for the whole call, so no identity is reused by another key meanwhile.
+    let mut index_of_identity: foldhash::HashMap<(usize, usize), usize> = foldhash::HashMap::default();
+    // First pass: each record's group, and each group's first record and size, so the columns
+    // are allocated once at their final size.
+    let mut first_and_count: Vec<(usize, usize)> = Vec::new();
+    let mut slots: Vec<usize> = Vec::with_capacity(records.len());
+    let mut previous: Option<((usize, usize), usize)> = None;
+    for (position, record) in records.iter().enumerate() {
+        let identity = record.series.identity();
         let index = match previous {
-            // Sources often send runs of one series: skip the hash lookup for them.
-            Some((key, index)) if *key == record.series => index,
-            _ => *index_of.entry(&record.series).or_insert_with(|| {
-                groups.push(SeriesColumns::new(record.series.clone()));
-                groups.len() - 1
-            }),
+            // Sources often send runs of one series.
+            Some((previous_identity, index)) if previous_identity == identity => index,
+            _ => match index_of_identity.get(&identity) {
+                Some(&index) => index,
+                None => {
+                    let index = *index_of.entry(&record.series).or_insert_with(|| {
+                        first_and_count.push((position, 0));
+                        first_and_count.len() - 1
+                    });
+                    index_of_identity.insert(identity, index);
+                    index
+                }
+            },
         };
-        previous = Some((&record.series, index));
+        previous = Some((identity, index));
+        first_and_count[index].1 += 1;
+        slots.push(index);
+    }
+    let mut groups: Vec<SeriesColumns> = first_and_count
+        .iter()
+        .map(|&(first, count)| {
+            SeriesColumns::with_capacity(records[first].series.clone(), &records[first].value, count)
+        })
+        .collect();
+    for (record, &index) in records.iter().zip(&slots) {
         groups[index].push(record.timestamp_ns, record.value.clone(), record.quality);
     }
     groups
