@@ -17,7 +17,7 @@ use diode_common::codec::{SeriesColumns, decode_columns, encode_columns};
 use diode_common::keys::SenderKey;
 use diode_common::record::{Quality, SeriesKey, Value};
 use diode_common::seal::{self, ChainPosition, GENESIS_HASH};
-use diode_receiver::query::core::aggregate::{Aggregate, TwaMode, WindowSettings, Windows};
+use diode_receiver::query::core::aggregate::{Aggregate, Basis, TwaMode, WindowSettings, Windows};
 use diode_receiver::query::core::select::select_series;
 use diode_receiver::query::engine::run_query;
 use diode_receiver::query::output::{Format, RowWriter, TimeFormat};
@@ -154,6 +154,7 @@ fn main() {
         every_ns: 60 * SECOND_NS,
         aggregates: vec![Aggregate::Mean],
         twa_mode: TwaMode::Step,
+        basis: Basis::Event,
         good_only: false,
     };
     let (timing, _) = best_of(|| {

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use diode_replica::Replica;
 
-use super::core::aggregate::TwaMode;
-use super::core::interpolate::Method;
+use super::core::aggregate::{Basis, TwaMode};
+use super::core::bounds::Boundary;
+use super::core::interpolate::{AtMode, Method};
 use super::core::select::{NoSeries, list_series, select_series};
 use super::engine::{NextPage, run_query};
 use super::error::QueryError;
@@ -63,18 +64,42 @@ pub struct QueryArgs {
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     pub every: Option<String>,
     /// Aggregates per window, comma-separated: min, max, mean, sum, count, first, last, twa
-    /// (time-weighted average), stddev (sample). Default: mean.
+    /// (time-weighted average), stddev (sample), stddev_population, range (max − min), delta
+    /// (last − first), percent_good, percent_bad, duration_good, duration_bad (seconds),
+    /// time_in_state (booleans: seconds true and false). Default: mean.
     #[arg(long, value_name = "AGG[,AGG...]")]
     pub agg: Option<String>,
     /// How twa joins points: step (a value holds until the next) or linear. Default: step.
     #[arg(long, value_enum)]
     pub twa_mode: Option<TwaMode>,
+    /// What mean, stddev and stddev_population weigh each value by: event (every point the
+    /// same) or time (how long each value held, stepped). Default: event.
+    #[arg(long, value_enum)]
+    pub basis: Option<Basis>,
     /// Values at --from, --from + DURATION, ... up to --to; no extrapolation past the data.
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     pub interpolate: Option<String>,
     /// How --interpolate reads between points. Default: linear.
     #[arg(long, value_enum)]
     pub method: Option<Method>,
+    /// Raw reads: which points around the range are added. inside: none; outside: the last point
+    /// before --from and the first after --to; interpolated: values interpolated at --from and
+    /// --to. No point is added at an end where a point lies exactly. Default: inside.
+    #[arg(long, value_enum)]
+    pub boundary: Option<Boundary>,
+    /// Values at these times, comma-separated (written like --from), per series (at most
+    /// 10,000). --from and --to, when given, keep only the times between them.
+    #[arg(long, value_name = "TIME[,TIME...]", allow_hyphen_values = true)]
+    pub at: Option<String>,
+    /// How --at reads each time: interpolated (the point there, else the line between the points
+    /// around it; nothing past the last point) or previous (the last point at or before it, still
+    /// held past the last point). Default: interpolated.
+    #[arg(long, value_enum)]
+    pub at_mode: Option<AtMode>,
+    /// At most five points per interval (first, last, min, max and the first bad one) over this
+    /// many equal intervals of the range (1 to 10,000), for drawing a trend.
+    #[arg(long, value_name = "INTERVALS")]
+    pub plot: Option<String>,
     /// The last point of each series (at or before --to, if given).
     #[arg(long)]
     pub latest: bool,
@@ -106,8 +131,13 @@ impl QueryArgs {
             every: self.every.clone(),
             agg: self.agg.clone(),
             twa_mode: self.twa_mode,
+            basis: self.basis,
             interpolate: self.interpolate.clone(),
             method: self.method,
+            boundary: self.boundary,
+            at: self.at.clone(),
+            at_mode: self.at_mode,
+            plot: self.plot.clone(),
             latest: self.latest,
             good_only: self.good_only,
             empty_windows: self.empty_windows,

@@ -3,9 +3,10 @@
 //! series) or 503 (too many queries at once).
 //!
 //! - `GET /api/v1/series?match=GLOB&format=json|jsonl|csv|table&time_format=rfc3339|ns|ms`
-//! - `GET /api/v1/query?series=NAME|GLOB&from=T&to=T` plus `every`, `agg`, `twa_mode`,
-//!   `empty_windows`, `interpolate`, `method`, `latest`, `good_only`, `format`, `time_format`,
-//!   `limit`; the same meanings and defaults as `diode-receiver query` (see [`crate::query`]).
+//! - `GET /api/v1/query?series=NAME|GLOB&from=T&to=T` plus `every`, `agg`, `twa_mode`, `basis`,
+//!   `empty_windows`, `interpolate`, `method`, `boundary`, `at`, `at_mode`, `plot`, `latest`,
+//!   `good_only`, `format`, `time_format`, `limit`; the same meanings and defaults as
+//!   `diode-receiver query` (see [`crate::query`]).
 //!
 //! **Cost.** At most [`MAX_CONCURRENT_QUERIES`] queries and listings run at once, each on a
 //! blocking thread (picking series from the catalog and the "did you mean" search included), and
@@ -22,7 +23,10 @@
 //! interpolation instant; all past the last row returned) and `to` fixed, so `now` and `-1h` do
 //! not move between pages. When the query spans several series, `next` also names
 //! `resume_series` (series sorting before it are done) and `later_from` (where the series after
-//! it start: the original `from`). In JSON `next` is always present (`null` on the last page);
+//! it start: the original `from`). Plot reads and raw reads with `boundary=outside` or
+//! `interpolated`, whose rows depend on where the range starts, keep `from` instead and name
+//! `resume_series` and `resume_from` (the time of the first row not returned: that series' rows
+//! before it are left out). In JSON `next` is always present (`null` on the last page);
 //! in JSON lines it is a final `{"next": ...}` line, in CSV a final `# next: ...` line. Pages
 //! are cut on rows, never inside a row, so following `next` until it is null returns every row
 //! exactly once (points applied meanwhile after the cut appear on later pages).
@@ -48,9 +52,10 @@ use axum::response::{IntoResponse, Response};
 use diode_replica::SeriesInfo;
 use tokio::sync::mpsc;
 
-use super::core::aggregate::{Aggregate, TwaMode};
+use super::core::aggregate::{Aggregate, Basis, TwaMode};
+use super::core::bounds::Boundary;
 use super::core::glob;
-use super::core::interpolate::Method;
+use super::core::interpolate::{AtMode, Method};
 use super::core::select::{list_series, select_series};
 use super::engine::{NextPage, Resume, run_query_until};
 use super::error::QueryError;
@@ -90,22 +95,28 @@ pub const CHUNK_BYTES: usize = 64 * 1024;
 /// …with at most this many waiting, so a slow client slows the query instead of growing memory.
 pub const CHANNEL_CHUNKS: usize = 4;
 
-const QUERY_PARAMETERS: [&str; 16] = [
+const QUERY_PARAMETERS: [&str; 22] = [
     "series",
     "from",
     "to",
     "every",
     "agg",
     "twa_mode",
+    "basis",
     "empty_windows",
     "interpolate",
     "method",
+    "boundary",
+    "at",
+    "at_mode",
+    "plot",
     "latest",
     "good_only",
     "format",
     "time_format",
     "limit",
     "resume_series",
+    "resume_from",
     "later_from",
 ];
 const SERIES_PARAMETERS: [&str; 3] = ["match", "format", "time_format"];
@@ -258,8 +269,13 @@ impl HttpQuery {
             every: parameters.get("every").map(str::to_owned),
             agg: parameters.get("agg").map(str::to_owned),
             twa_mode: parameters.parsed("twa_mode", TwaMode::parse)?,
+            basis: parameters.parsed("basis", Basis::parse)?,
             interpolate: parameters.get("interpolate").map(str::to_owned),
             method: parameters.parsed("method", Method::parse)?,
+            boundary: parameters.parsed("boundary", Boundary::parse)?,
+            at: parameters.get("at").map(str::to_owned),
+            at_mode: parameters.parsed("at_mode", AtMode::parse)?,
+            plot: parameters.get("plot").map(str::to_owned),
             latest: parameters.flag("latest")?,
             good_only: parameters.flag("good_only")?,
             empty_windows: parameters.flag("empty_windows")?,
@@ -276,20 +292,7 @@ impl HttpQuery {
                 }
             },
         };
-        let resume = match (parameters.get("resume_series"), parameters.get("later_from")) {
-            (None, None) => None,
-            (Some(series), later_from) => {
-                let later_from_ns = match later_from {
-                    Some(text) => parse_time(text, now_ns)
-                        .map_err(|error| QueryError::Invalid(format!("later_from {}", error.with_causes())))?,
-                    None => request.from_ns,
-                };
-                Some(Resume { series: series.to_owned(), later_from_ns })
-            }
-            (None, Some(_)) => {
-                return Err(QueryError::Invalid("later_from applies only with resume_series".to_owned()));
-            }
-        };
+        let resume = parse_resume(parameters, &request, now_ns)?;
         Ok(HttpQuery {
             format: parameters.format(headers)?,
             time_format: parameters.parsed("time_format", TimeFormat::parse)?.unwrap_or_default(),
@@ -302,38 +305,15 @@ impl HttpQuery {
     /// The URL of the page starting at `next`.
     fn next_url(&self, next: &NextPage, several_series: bool) -> String {
         let request = &self.request;
+        // Modes whose rows depend on where the range starts keep `from` and resume at the row.
+        let inside_range = request.mode.resumes_inside_range();
+        let from_ns = if inside_range { request.from_ns } else { next.from_ns };
         let mut pairs: Vec<(&str, String)> = vec![
             ("series", request.selector.clone()),
-            ("from", format_rfc3339(next.from_ns)),
+            ("from", format_rfc3339(from_ns)),
             ("to", format_rfc3339(request.to_ns)),
         ];
-        match &request.mode {
-            Mode::Raw => {}
-            Mode::Latest => pairs.push(("latest", "true".to_owned())),
-            Mode::Aggregate(settings) => {
-                pairs.push(("every", format!("{}ns", settings.every_ns)));
-                let names: Vec<&str> = settings.aggregates.iter().map(|a| a.name()).collect();
-                pairs.push(("agg", names.join(",")));
-                if settings.wants(Aggregate::Twa) {
-                    let mode = match settings.twa_mode {
-                        TwaMode::Step => "step",
-                        TwaMode::Linear => "linear",
-                    };
-                    pairs.push(("twa_mode", mode.to_owned()));
-                }
-                if request.empty_windows {
-                    pairs.push(("empty_windows", "true".to_owned()));
-                }
-            }
-            Mode::Interpolate { step_ns, method } => {
-                pairs.push(("interpolate", format!("{step_ns}ns")));
-                let method = match method {
-                    Method::Linear => "linear",
-                    Method::Previous => "previous",
-                };
-                pairs.push(("method", method.to_owned()));
-            }
-        }
+        pairs.extend(mode_parameters(request));
         if request.good_only {
             pairs.push(("good_only", "true".to_owned()));
         }
@@ -351,15 +331,87 @@ impl HttpQuery {
         };
         pairs.push(("time_format", time_format.to_owned()));
         pairs.push(("limit", self.limit.to_string()));
-        if several_series {
+        if several_series || inside_range {
             let later_from_ns = self.resume.as_ref().map_or(request.from_ns, |resume| resume.later_from_ns);
             pairs.push(("resume_series", next.series.clone()));
+            if inside_range {
+                pairs.push(("resume_from", format_rfc3339(next.from_ns)));
+            }
             pairs.push(("later_from", format_rfc3339(later_from_ns)));
         }
         let query: Vec<String> =
             pairs.iter().map(|(name, value)| format!("{name}={}", percent_encode(value))).collect();
         format!("/api/v1/query?{}", query.join("&"))
     }
+}
+
+/// The parameters that choose `request`'s mode, as a next page's URL repeats them.
+fn mode_parameters(request: &QueryRequest) -> Vec<(&'static str, String)> {
+    let mut pairs = Vec::new();
+    match &request.mode {
+        Mode::Raw { boundary } => {
+            if *boundary != Boundary::Inside {
+                pairs.push(("boundary", boundary.name().to_owned()));
+            }
+        }
+        Mode::At { instants_ns, mode } => {
+            let instants: Vec<String> = instants_ns.iter().map(|&at_ns| format_rfc3339(at_ns)).collect();
+            pairs.push(("at", instants.join(",")));
+            pairs.push(("at_mode", mode.name().to_owned()));
+        }
+        Mode::Plot { intervals, .. } => pairs.push(("plot", intervals.to_string())),
+        Mode::Latest => pairs.push(("latest", "true".to_owned())),
+        Mode::Aggregate(settings) => {
+            pairs.push(("every", format!("{}ns", settings.every_ns)));
+            let names: Vec<&str> = settings.aggregates.iter().map(|a| a.name()).collect();
+            pairs.push(("agg", names.join(",")));
+            if settings.wants(Aggregate::Twa) {
+                pairs.push(("twa_mode", settings.twa_mode.name().to_owned()));
+            }
+            if settings.aggregates.iter().any(|a| a.has_basis()) {
+                pairs.push(("basis", settings.basis.name().to_owned()));
+            }
+            if request.empty_windows {
+                pairs.push(("empty_windows", "true".to_owned()));
+            }
+        }
+        Mode::Interpolate { step_ns, method } => {
+            pairs.push(("interpolate", format!("{step_ns}ns")));
+            let method = match method {
+                Method::Linear => "linear",
+                Method::Previous => "previous",
+            };
+            pairs.push(("method", method.to_owned()));
+        }
+    }
+    pairs
+}
+
+/// `resume_series`, `resume_from` and `later_from`: where a page of `request` resumes.
+fn parse_resume(parameters: &Parameters, request: &QueryRequest, now_ns: i64) -> Result<Option<Resume>, QueryError> {
+    let time = |name: &str, text: &str| {
+        parse_time(text, now_ns).map_err(|error| QueryError::Invalid(format!("{name} {}", error.with_causes())))
+    };
+    let Some(series) = parameters.get("resume_series") else {
+        for name in ["later_from", "resume_from"] {
+            if parameters.get(name).is_some() {
+                return Err(QueryError::Invalid(format!("{name} applies only with resume_series")));
+            }
+        }
+        return Ok(None);
+    };
+    let later_from_ns = parameters.get("later_from").map(|text| time("later_from", text)).transpose()?;
+    let resume_from_ns = parameters.get("resume_from").map(|text| time("resume_from", text)).transpose()?;
+    if resume_from_ns.is_some() && !request.mode.resumes_inside_range() {
+        return Err(QueryError::Invalid(
+            "resume_from applies only to plot reads and raw reads with boundary=outside or interpolated".to_owned(),
+        ));
+    }
+    Ok(Some(Resume {
+        series: series.to_owned(),
+        later_from_ns: later_from_ns.unwrap_or(request.from_ns),
+        resume_from_ns,
+    }))
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters.
@@ -581,7 +633,7 @@ mod tests {
         assert_eq!(
             query.next_url(&next, true),
             "/api/v1/query?series=plant1%2F%2A&from=2025-12-31T23%3A59%3A00Z&to=2026-01-01T00%3A00%3A00Z\
-             &every=60000000000ns&agg=mean%2Ctwa&twa_mode=step&format=json&time_format=rfc3339&limit=10\
+             &every=60000000000ns&agg=mean%2Ctwa&twa_mode=step&basis=event&format=json&time_format=rfc3339&limit=10\
              &resume_series=plant1%2Fb%7Bu%3DC%7D&later_from=2025-12-31T23%3A00%3A00Z"
         );
     }

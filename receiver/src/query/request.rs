@@ -5,15 +5,21 @@
 use diode_common::record::{MAX_TIMESTAMP_NS, MIN_TIMESTAMP_NS, ValueKind};
 use diode_replica::SeriesInfo;
 
-use super::core::aggregate::{Aggregate, TwaMode, WindowSettings, window_count};
+use super::core::aggregate::{Aggregate, Basis, Needs, TwaMode, WindowSettings, window_count};
+use super::core::bounds::Boundary;
 use super::core::glob;
-use super::core::interpolate::{Method, instant_count};
+use super::core::interpolate::{AtMode, Method, instant_count};
+use super::core::plot::{MAX_PLOT_INTERVALS, interval_width};
 use super::error::QueryError;
 use crate::time::{format_rfc3339, parse_duration, parse_time};
 
 /// Most windows or interpolation instants one series may produce in one query: beyond this the
 /// step is surely a typo (1ms over a year), and the answer would be mostly empty rows.
 pub const MAX_ROWS_PER_SERIES: u64 = 100_000_000;
+
+/// Most instants one `at` query may list: each costs a row per series, and a longer list is a
+/// regular grid better asked with `interpolate`.
+pub const MAX_AT_TIMES: usize = 10_000;
 
 /// How parameters are named in messages: `--every` on the command line, `every` over HTTP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,8 +43,11 @@ impl Syntax {
 /// What a query computes per series.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Mode {
-    /// The recorded points.
-    Raw,
+    /// The recorded points, with bounding values as `boundary` says.
+    Raw {
+        /// Which points around the range are added.
+        boundary: Boundary,
+    },
     /// The last point.
     Latest,
     /// Aggregates over fixed windows (`every`).
@@ -50,6 +59,28 @@ pub enum Mode {
         /// How values between points are read.
         method: Method,
     },
+    /// Values at listed instants (OPC UA ReadAtTime).
+    At {
+        /// The instants, ascending and without repeats, in ns since the Unix epoch.
+        instants_ns: Vec<i64>,
+        /// How a value is read at each.
+        mode: AtMode,
+    },
+    /// At most five points per interval, for drawing (PI PlotValues).
+    Plot {
+        /// How many intervals the range is cut into.
+        intervals: u64,
+        /// Their width, in ns, from `from` on.
+        width_ns: i64,
+    },
+}
+
+impl Mode {
+    /// Whether a page of this mode resumes at a row's time inside its range (`resume_from`)
+    /// rather than with `from` moved to it: modes whose rows depend on where the range starts.
+    pub fn resumes_inside_range(&self) -> bool {
+        matches!(self, Mode::Raw { boundary: Boundary::Outside | Boundary::Interpolated } | Mode::Plot { .. })
+    }
 }
 
 /// A parsed, checked query.
@@ -84,6 +115,16 @@ pub struct QueryText {
     pub agg: Option<String>,
     /// `twa_mode`: how `twa` joins points.
     pub twa_mode: Option<TwaMode>,
+    /// `basis`: what `mean`, `stddev` and `stddev_population` weigh each value by.
+    pub basis: Option<Basis>,
+    /// `boundary`: which points around the range a raw read adds.
+    pub boundary: Option<Boundary>,
+    /// `at`: comma-separated instants to read each series at.
+    pub at: Option<String>,
+    /// `at_mode`: how `at` reads a value at each instant.
+    pub at_mode: Option<AtMode>,
+    /// `plot`: the number of intervals of a plot read.
+    pub plot: Option<String>,
     /// `interpolate`: spacing of interpolation instants, as a duration.
     pub interpolate: Option<String>,
     /// `method`: how interpolation reads between points.
@@ -134,11 +175,12 @@ impl QueryRequest {
             parse_interpolation(text, step, syntax, (from_ns, to_ns))?
         } else if let Some(every) = &text.every {
             parse_windows(text, every, syntax, (from_ns, to_ns))?
+        } else if let Some(at) = &text.at {
+            Mode::At { instants_ns: parse_instants(at, syntax, now_ns)?, mode: text.at_mode.unwrap_or_default() }
+        } else if let Some(plot) = &text.plot {
+            parse_plot(plot, syntax, (from_ns, to_ns))?
         } else {
-            if text.twa_mode.is_some() {
-                return Err(twa_mode_without_twa(syntax));
-            }
-            Mode::Raw
+            Mode::Raw { boundary: text.boundary.unwrap_or_default() }
         };
         Ok(QueryRequest {
             selector,
@@ -155,7 +197,7 @@ impl QueryRequest {
         match &self.mode {
             Mode::Aggregate(settings) => {
                 let mut columns = vec!["series", "window_start"];
-                columns.extend(settings.aggregates.iter().map(|a| a.name()));
+                columns.extend(settings.aggregates.iter().flat_map(|a| a.columns()));
                 columns
             }
             _ => vec!["series", "time", "value", "quality"],
@@ -187,22 +229,19 @@ fn check_selector(text: &QueryText, syntax: Syntax) -> Result<String, QueryError
 fn check_combinations(text: &QueryText, syntax: Syntax) -> Result<(), QueryError> {
     let name = |parameter: &str| syntax.name(parameter);
     let invalid = |message: String| Err(QueryError::Invalid(message));
-    let conflicting = |a: &str, b: &str| invalid(format!("{} and {} cannot be combined", name(a), name(b)));
-    if text.latest {
-        for (given, parameter) in
-            [(text.every.is_some(), "every"), (text.agg.is_some(), "agg"), (text.interpolate.is_some(), "interpolate")]
-        {
-            if given {
-                return conflicting("latest", parameter);
-            }
-        }
-    }
-    if text.interpolate.is_some() {
-        for (given, parameter) in [(text.every.is_some(), "every"), (text.agg.is_some(), "agg")] {
-            if given {
-                return conflicting("interpolate", parameter);
-            }
-        }
+    // One way of reading per query; `agg` belongs with `every`.
+    let windows = if text.every.is_some() { "every" } else { "agg" };
+    let modes = [
+        (text.latest, "latest"),
+        (text.interpolate.is_some(), "interpolate"),
+        (text.every.is_some() || text.agg.is_some(), windows),
+        (text.at.is_some(), "at"),
+        (text.plot.is_some(), "plot"),
+    ];
+    let mut given = modes.iter().filter(|(given, _)| *given).map(|(_, parameter)| *parameter);
+    let first = given.next();
+    if let (Some(first), Some(second)) = (first, given.next()) {
+        return invalid(format!("{} and {} cannot be combined", name(first), name(second)));
     }
     if text.agg.is_some() && text.every.is_none() {
         return invalid(format!(
@@ -212,11 +251,19 @@ fn check_combinations(text: &QueryText, syntax: Syntax) -> Result<(), QueryError
             name("every")
         ));
     }
-    if text.method.is_some() && text.interpolate.is_none() {
-        return invalid(format!("{} applies only with {}", name("method"), name("interpolate")));
+    if let (Some(_), Some(mode)) = (text.boundary, first) {
+        return invalid(format!("{} applies only to raw reads, not with {}", name("boundary"), name(mode)));
     }
-    if text.empty_windows && text.every.is_none() {
-        return invalid(format!("{} applies only with {}", name("empty_windows"), name("every")));
+    for (given, parameter, present, needed) in [
+        (text.method.is_some(), "method", text.interpolate.is_some(), "interpolate"),
+        (text.twa_mode.is_some(), "twa_mode", text.every.is_some(), "every"),
+        (text.basis.is_some(), "basis", text.every.is_some(), "every"),
+        (text.empty_windows, "empty_windows", text.every.is_some(), "every"),
+        (text.at_mode.is_some(), "at_mode", text.at.is_some(), "at"),
+    ] {
+        if given && !present {
+            return invalid(format!("{} applies only with {}", name(parameter), name(needed)));
+        }
     }
     Ok(())
 }
@@ -224,15 +271,17 @@ fn check_combinations(text: &QueryText, syntax: Syntax) -> Result<(), QueryError
 /// `from` and `to` (defaults: the last hour; unbounded for `latest`), in order, clamped to the
 /// record limits.
 fn parse_range(text: &QueryText, syntax: Syntax, now_ns: i64) -> Result<(i64, i64), QueryError> {
-    let (default_from, default_to) = if text.latest { ("", "") } else { ("-1h", "now") };
+    // `latest` and `at` read around their own times: no bound unless asked.
+    let unbounded = text.latest || text.at.is_some();
+    let (default_from, default_to) = if unbounded { ("", "") } else { ("-1h", "now") };
     let from_ns = match text.from.as_deref() {
         Some(from) => parse_time_parameter(syntax, "from", from, now_ns)?,
-        None if text.latest => i64::MIN,
+        None if unbounded => i64::MIN,
         None => parse_time(default_from, now_ns).expect("valid default"),
     };
     let to_ns = match text.to.as_deref() {
         Some(to) => parse_time_parameter(syntax, "to", to, now_ns)?,
-        None if text.latest => i64::MAX,
+        None if unbounded => i64::MAX,
         None => parse_time(default_to, now_ns).expect("valid default"),
     };
     if from_ns > to_ns {
@@ -261,6 +310,48 @@ fn parse_interpolation(text: &QueryText, step: &str, syntax: Syntax, range: (i64
     Ok(Mode::Interpolate { step_ns, method: text.method.unwrap_or_default() })
 }
 
+/// The instants of `at`: times as `from` takes them, comma-separated, at most [`MAX_AT_TIMES`];
+/// sorted, repeats dropped.
+fn parse_instants(text: &str, syntax: Syntax, now_ns: i64) -> Result<Vec<i64>, QueryError> {
+    let name = syntax.name("at");
+    let given = text.split(',').count();
+    if given > MAX_AT_TIMES {
+        return Err(QueryError::Invalid(format!(
+            "{name} lists {given} times; the limit is {MAX_AT_TIMES}: split the query, or use {} for a regular grid",
+            syntax.name("interpolate")
+        )));
+    }
+    let mut instants = Vec::with_capacity(given);
+    for part in text.split(',').map(str::trim) {
+        if part.is_empty() {
+            return Err(QueryError::Invalid(format!(
+                "{name} {text:?} has an empty time; give times separated by commas, e.g. {name} -1h,now"
+            )));
+        }
+        let at_ns =
+            parse_time(part, now_ns).map_err(|error| QueryError::Invalid(format!("{name} {}", error.with_causes())))?;
+        instants.push(at_ns.clamp(MIN_TIMESTAMP_NS, MAX_TIMESTAMP_NS));
+    }
+    instants.sort_unstable();
+    instants.dedup();
+    Ok(instants)
+}
+
+/// `plot` with its number of intervals (1 to [`MAX_PLOT_INTERVALS`]) over `range`.
+fn parse_plot(text: &str, syntax: Syntax, (from_ns, to_ns): (i64, i64)) -> Result<Mode, QueryError> {
+    match text.trim().parse::<u64>() {
+        Ok(intervals @ 1..=MAX_PLOT_INTERVALS) => {
+            Ok(Mode::Plot { intervals, width_ns: interval_width(from_ns, to_ns, intervals) })
+        }
+        _ => Err(QueryError::Invalid(format!(
+            "{} {text:?} is not a number of intervals from 1 to {MAX_PLOT_INTERVALS}; give about the trend's width \
+             in pixels, e.g. {} 1000",
+            syntax.name("plot"),
+            syntax.name("plot")
+        ))),
+    }
+}
+
 /// `every` windows with their aggregates (default: mean), within the row limit over `range`.
 fn parse_windows(text: &QueryText, every: &str, syntax: Syntax, range: (i64, i64)) -> Result<Mode, QueryError> {
     let every_ns = parse_step(syntax, "every", every)?;
@@ -275,16 +366,39 @@ fn parse_windows(text: &QueryText, every: &str, syntax: Syntax, range: (i64, i64
     if text.twa_mode.is_some() && !aggregates.contains(&Aggregate::Twa) {
         return Err(twa_mode_without_twa(syntax));
     }
+    if text.basis.is_some() && !aggregates.iter().any(|a| a.has_basis()) {
+        return Err(basis_without_aggregate(syntax));
+    }
+    if text.good_only
+        && let Some(quality) = aggregates.iter().find(|a| a.measures_quality())
+    {
+        return Err(QueryError::Invalid(format!(
+            "{} {} measures quality, which {} would leave out; drop {} for it",
+            syntax.name("agg"),
+            quality.name(),
+            syntax.name("good_only"),
+            syntax.name("good_only")
+        )));
+    }
     Ok(Mode::Aggregate(WindowSettings {
         every_ns,
         aggregates,
         twa_mode: text.twa_mode.unwrap_or_default(),
+        basis: text.basis.unwrap_or_default(),
         good_only: text.good_only,
     }))
 }
 
 fn twa_mode_without_twa(syntax: Syntax) -> QueryError {
     QueryError::Invalid(format!("{} applies only with {} twa", syntax.name("twa_mode"), syntax.name("agg")))
+}
+
+fn basis_without_aggregate(syntax: Syntax) -> QueryError {
+    QueryError::Invalid(format!(
+        "{} applies only with {} mean, stddev or stddev_population",
+        syntax.name("basis"),
+        syntax.name("agg")
+    ))
 }
 
 /// Series a note names before it only counts the rest.
@@ -299,38 +413,44 @@ pub struct Selected {
     pub note: Option<String>,
 }
 
-/// Numeric aggregates apply to the series with numbers: series that only ever held strings are
-/// left out and named in a note, or refused when every selected series holds strings.
+/// Aggregates apply to the series whose values they can use: numeric ones to series with
+/// numbers (not only strings), `time_in_state` to series with booleans. Other series are left out
+/// and named in a note, or the query is refused when no selected series is left.
 pub fn select_kinds(request: &QueryRequest, series: Vec<SeriesInfo>) -> Result<Selected, QueryError> {
-    let numeric = match &request.mode {
-        Mode::Aggregate(settings) => settings.aggregates.iter().find(|a| a.is_numeric()).copied(),
-        _ => None,
-    };
-    let Some(numeric) = numeric else { return Ok(Selected { series, note: None }) };
-    let holds_strings = |info: &SeriesInfo| info.kind == ValueKind::String && !info.mixed_kinds;
-    let (strings, numbers): (Vec<SeriesInfo>, Vec<SeriesInfo>) = series.into_iter().partition(holds_strings);
-    if numbers.is_empty() {
-        let info = strings.first().expect("select_series picks at least one series");
-        return Err(QueryError::Invalid(format!(
-            "{} holds strings, which have no {}; use count, first or last for it, or select only numeric series",
-            info.key,
-            numeric.name()
-        )));
+    let Mode::Aggregate(settings) = &request.mode else { return Ok(Selected { series, note: None }) };
+    let mut series = series;
+    let mut notes = Vec::new();
+    for needs in [Needs::Numbers, Needs::Booleans] {
+        let Some(aggregate) = settings.aggregates.iter().find(|a| a.needs() == needs).copied() else { continue };
+        let (what, usable): (&str, fn(&SeriesInfo) -> bool) = match needs {
+            Needs::Numbers => ("strings", |info| info.kind != ValueKind::String || info.mixed_kinds),
+            _ => ("values other than booleans", |info| info.kind == ValueKind::Bool || info.mixed_kinds),
+        };
+        let (kept, left_out): (Vec<SeriesInfo>, Vec<SeriesInfo>) = series.into_iter().partition(usable);
+        if kept.is_empty() {
+            let info = left_out.first().expect("select_series picks at least one series");
+            return Err(QueryError::Invalid(format!(
+                "{} holds {what}, which have no {}; use count, first or last for it, or select other series",
+                info.key,
+                aggregate.name()
+            )));
+        }
+        if !left_out.is_empty() {
+            let mut names: Vec<String> =
+                left_out.iter().take(NAMED_IN_NOTES).map(|info| info.key.to_string()).collect();
+            if left_out.len() > NAMED_IN_NOTES {
+                names.push(format!("and {} more", left_out.len() - NAMED_IN_NOTES));
+            }
+            notes.push(format!(
+                "left out {} series holding {what}, which have no {}: {}; use count, first or last for them",
+                left_out.len(),
+                aggregate.name(),
+                names.join(", ")
+            ));
+        }
+        series = kept;
     }
-    if strings.is_empty() {
-        return Ok(Selected { series: numbers, note: None });
-    }
-    let mut names: Vec<String> = strings.iter().take(NAMED_IN_NOTES).map(|info| info.key.to_string()).collect();
-    if strings.len() > NAMED_IN_NOTES {
-        names.push(format!("and {} more", strings.len() - NAMED_IN_NOTES));
-    }
-    let note = format!(
-        "left out {} series holding strings, which have no {}: {}; use count, first or last for them",
-        strings.len(),
-        numeric.name(),
-        names.join(", ")
-    );
-    Ok(Selected { series: numbers, note: Some(note) })
+    Ok(Selected { series, note: (!notes.is_empty()).then(|| notes.join("; ")) })
 }
 
 /// Refuses a query whose rows per series (`count`, as `what` says) exceed the limit, suggesting
@@ -375,7 +495,10 @@ mod tests {
     #[test]
     fn defaults_are_the_last_hour_of_raw_values() {
         let request = QueryRequest::parse(&text("a"), Syntax::Cli, NOW).unwrap();
-        assert_eq!((request.from_ns, request.to_ns, &request.mode), (NOW - 3_600_000_000_000, NOW, &Mode::Raw));
+        assert_eq!(
+            (request.from_ns, request.to_ns, &request.mode),
+            (NOW - 3_600_000_000_000, NOW, &Mode::Raw { boundary: Boundary::Inside })
+        );
     }
 
     #[test]

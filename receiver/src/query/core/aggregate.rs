@@ -4,13 +4,17 @@
 //!
 //! The points arrive as blocks of columns (the replica's buckets) and each window folds over a
 //! run of a block's columns, so a float series costs a few instructions per point: no point is
-//! built unless `first`/`last` asks for its value.
+//! built unless `first`/`last` asks for its value. The aggregates weighted by time fold the spans
+//! each point governs ([`super::weighted`]).
 
 use std::ops::Range;
 
 use diode_common::codec::{SeriesColumns, Values};
 use diode_common::record::Value;
 use diode_replica::Point;
+
+pub use super::weighted::TwaMode;
+use super::weighted::{Node, TimeWeighted, number_at};
 
 /// One aggregate a query can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -19,7 +23,8 @@ pub enum Aggregate {
     Min,
     /// Largest number in the window.
     Max,
-    /// Arithmetic mean of the numbers (each point weighs the same, whatever its spacing).
+    /// Mean of the numbers: each point weighs the same ([`Basis::Event`]) or as long as it held
+    /// ([`Basis::Time`]).
     Mean,
     /// Sum of the numbers.
     Sum,
@@ -31,13 +36,62 @@ pub enum Aggregate {
     Last,
     /// Time-weighted average, see [`TwaMode`].
     Twa,
-    /// Sample standard deviation (divides by n − 1).
+    /// Sample standard deviation (divides by n − 1; see [`Basis`] for the time-weighted one).
     Stddev,
+    /// Population standard deviation (divides by n; see [`Basis`] for the time-weighted one).
+    StddevPopulation,
+    /// Largest minus smallest number.
+    Range,
+    /// Latest minus earliest number.
+    Delta,
+    /// Percentage of the time governed by a point that good points governed.
+    PercentGood,
+    /// Percentage of the time governed by a point that bad points governed.
+    PercentBad,
+    /// Seconds governed by good points.
+    DurationGood,
+    /// Seconds governed by bad points.
+    DurationBad,
+    /// Seconds a boolean held true, and false: two columns, `time_true` and `time_false`.
+    TimeInState,
 }
+
+/// The kind of values an aggregate needs from a series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    /// Any value (`count`, `first`, `last`, the quality aggregates).
+    Anything,
+    /// Numbers: floats, integers and booleans as 0/1 (strings have none).
+    Numbers,
+    /// Booleans (`time_in_state`).
+    Booleans,
+}
+
+/// Names in declaration order, so that `NAMES[aggregate as usize]` is the aggregate's (a static,
+/// so that [`Aggregate::columns`] can hand out a slice of one).
+static NAMES: [&str; 17] = [
+    "min",
+    "max",
+    "mean",
+    "sum",
+    "count",
+    "first",
+    "last",
+    "twa",
+    "stddev",
+    "stddev_population",
+    "range",
+    "delta",
+    "percent_good",
+    "percent_bad",
+    "duration_good",
+    "duration_bad",
+    "time_in_state",
+];
 
 impl Aggregate {
     /// Every aggregate, in the order messages list them.
-    pub const ALL: [Aggregate; 9] = [
+    pub const ALL: [Aggregate; 17] = [
         Aggregate::Min,
         Aggregate::Max,
         Aggregate::Mean,
@@ -47,26 +101,60 @@ impl Aggregate {
         Aggregate::Last,
         Aggregate::Twa,
         Aggregate::Stddev,
+        Aggregate::StddevPopulation,
+        Aggregate::Range,
+        Aggregate::Delta,
+        Aggregate::PercentGood,
+        Aggregate::PercentBad,
+        Aggregate::DurationGood,
+        Aggregate::DurationBad,
+        Aggregate::TimeInState,
     ];
 
-    /// The name a query uses for it (`--agg`, HTTP `agg`) and its column's name.
+    /// The name a query uses for it (`--agg`, HTTP `agg`).
     pub fn name(self) -> &'static str {
+        NAMES[self as usize]
+    }
+
+    /// The names of its columns: its name, except `time_in_state`'s two.
+    pub fn columns(self) -> &'static [&'static str] {
         match self {
-            Aggregate::Min => "min",
-            Aggregate::Max => "max",
-            Aggregate::Mean => "mean",
-            Aggregate::Sum => "sum",
-            Aggregate::Count => "count",
-            Aggregate::First => "first",
-            Aggregate::Last => "last",
-            Aggregate::Twa => "twa",
-            Aggregate::Stddev => "stddev",
+            Aggregate::TimeInState => &["time_true", "time_false"],
+            _ => std::slice::from_ref(&NAMES[self as usize]),
+        }
+    }
+
+    /// What kind of values it needs.
+    pub fn needs(self) -> Needs {
+        match self {
+            Aggregate::Count
+            | Aggregate::First
+            | Aggregate::Last
+            | Aggregate::PercentGood
+            | Aggregate::PercentBad
+            | Aggregate::DurationGood
+            | Aggregate::DurationBad => Needs::Anything,
+            Aggregate::TimeInState => Needs::Booleans,
+            _ => Needs::Numbers,
         }
     }
 
     /// Whether the aggregate needs numbers (strings have none).
     pub fn is_numeric(self) -> bool {
-        !matches!(self, Aggregate::Count | Aggregate::First | Aggregate::Last)
+        self.needs() == Needs::Numbers
+    }
+
+    /// Whether it measures quality (and so cannot be combined with `good_only`).
+    pub fn measures_quality(self) -> bool {
+        matches!(
+            self,
+            Aggregate::PercentGood | Aggregate::PercentBad | Aggregate::DurationGood | Aggregate::DurationBad
+        )
+    }
+
+    /// Whether [`Basis`] changes it.
+    pub fn has_basis(self) -> bool {
+        matches!(self, Aggregate::Mean | Aggregate::Stddev | Aggregate::StddevPopulation)
     }
 
     /// A comma-separated list such as `mean,max,twa`. The error completes "agg …".
@@ -87,23 +175,31 @@ impl Aggregate {
     }
 }
 
-/// How a time-weighted average joins points.
+/// What `mean`, `stddev` and `stddev_population` weigh each value by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum TwaMode {
-    /// Each value holds until the next point (OPC UA SteppedInterpolation).
+pub enum Basis {
+    /// Each point weighs the same, however long its value held.
     #[default]
-    Step,
-    /// Straight lines between points (OPC UA SlopedInterpolation).
-    Linear,
+    Event,
+    /// Each value weighs as long as it held in the window (stepped: until the next point).
+    Time,
 }
 
-impl TwaMode {
-    /// Reads `step` or `linear`; the error names the text and the choices.
-    pub fn parse(text: &str) -> Result<TwaMode, String> {
+impl Basis {
+    /// Reads `event` or `time`; the error names the text and the choices.
+    pub fn parse(text: &str) -> Result<Basis, String> {
         match text {
-            "step" => Ok(TwaMode::Step),
-            "linear" => Ok(TwaMode::Linear),
-            _ => Err(format!("{text:?} is not a twa mode; use step or linear")),
+            "event" => Ok(Basis::Event),
+            "time" => Ok(Basis::Time),
+            _ => Err(format!("{text:?} is not a basis; use event or time")),
+        }
+    }
+
+    /// The name a query uses for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Basis::Event => "event",
+            Basis::Time => "time",
         }
     }
 }
@@ -139,7 +235,7 @@ pub enum AggregateValue {
 pub struct WindowRow {
     /// The window's start, in ns since the Unix epoch.
     pub start_ns: i64,
-    /// One value per aggregate asked for, in the order asked.
+    /// One value per column of the aggregates asked for ([`Aggregate::columns`]), in order.
     pub values: Vec<AggregateValue>,
 }
 
@@ -152,7 +248,10 @@ pub struct WindowSettings {
     pub aggregates: Vec<Aggregate>,
     /// How `twa` joins points.
     pub twa_mode: TwaMode,
-    /// Count only good-quality points; for `twa`, time governed by a non-good point is left out.
+    /// What `mean`, `stddev` and `stddev_population` weigh each value by.
+    pub basis: Basis,
+    /// Count only good-quality points; for the time-weighted aggregates, time governed by a
+    /// non-good point is left out.
     pub good_only: bool,
 }
 
@@ -160,6 +259,28 @@ impl WindowSettings {
     /// Whether `aggregate` was asked for.
     pub fn wants(&self, aggregate: Aggregate) -> bool {
         self.aggregates.contains(&aggregate)
+    }
+
+    /// Whether an aggregate asked for weighs values by time, so that it needs the point before
+    /// the first window (the carry-in) and the point after the last.
+    pub fn is_time_weighted(&self) -> bool {
+        self.aggregates.iter().any(|&aggregate| {
+            aggregate == Aggregate::Twa
+                || aggregate == Aggregate::TimeInState
+                || aggregate.measures_quality()
+                || (aggregate.has_basis() && self.basis == Basis::Time)
+        })
+    }
+
+    /// Whether the time `node` governs gives some aggregate asked for a value.
+    fn carries(&self, node: &Node) -> bool {
+        self.aggregates.iter().any(|&aggregate| match aggregate {
+            Aggregate::Twa => node.value.is_some(),
+            Aggregate::TimeInState => node.state.is_some(),
+            _ if aggregate.measures_quality() => true,
+            _ if aggregate.has_basis() && self.basis == Basis::Time => node.value.is_some(),
+            _ => false,
+        })
     }
 }
 
@@ -172,10 +293,13 @@ struct Statistics {
     min: f64,
     max: f64,
     /// Shifted sums for the variance, `Σ(x − shift)` and `Σ(x − shift)²` with `shift` the first
-    /// number: as stable as Welford's method for data far from zero, without a division per point.
+    /// number (so also `delta`'s start): as stable as Welford's method for data far from zero,
+    /// without a division per point.
     shift: f64,
     shifted_sum: f64,
     shifted_squares: f64,
+    /// The latest number, `delta`'s end.
+    latest: f64,
     first: Option<Value>,
     last: Option<Value>,
 }
@@ -189,6 +313,7 @@ impl Statistics {
         self.sum += x;
         self.min = self.min.min(x);
         self.max = self.max.max(x);
+        self.latest = x;
         let d = x - self.shift;
         self.shifted_sum += d;
         self.shifted_squares += d * d;
@@ -217,102 +342,58 @@ impl Statistics {
         }
     }
 
-    fn result(&mut self, aggregate: Aggregate, twa: Option<f64>) -> AggregateValue {
-        let number = |present: bool, x: f64| if present { AggregateValue::Number(x) } else { AggregateValue::Null };
+    /// `Σ(x − mean)²` over the numbers.
+    fn squared_deviations(&self) -> f64 {
         let n = self.numbers as f64;
-        match aggregate {
+        (self.shifted_squares - self.shifted_sum * self.shifted_sum / n).max(0.0)
+    }
+
+    /// Pushes `aggregate`'s columns for the window onto `out`.
+    fn push_results(
+        &mut self,
+        aggregate: Aggregate,
+        (weighted, basis): (&TimeWeighted, Basis),
+        out: &mut Vec<AggregateValue>,
+    ) {
+        let number = |present: bool, x: f64| if present { AggregateValue::Number(x) } else { AggregateValue::Null };
+        let optional = |x: Option<f64>| x.map_or(AggregateValue::Null, AggregateValue::Number);
+        let n = self.numbers as f64;
+        let by_time = basis == Basis::Time;
+        let value = match aggregate {
             Aggregate::Count => AggregateValue::Count(self.count),
             Aggregate::Min => number(self.numbers > 0, self.min),
             Aggregate::Max => number(self.numbers > 0, self.max),
             Aggregate::Sum => number(self.numbers > 0, self.sum),
+            Aggregate::Range => number(self.numbers > 0, self.max - self.min),
+            Aggregate::Delta => number(self.numbers > 0, self.latest - self.shift),
+            Aggregate::Mean if by_time => optional(weighted.held_mean()),
             Aggregate::Mean => number(self.numbers > 0, self.sum / n),
-            Aggregate::Stddev => {
-                let variance = (self.shifted_squares - self.shifted_sum * self.shifted_sum / n) / (n - 1.0);
-                number(self.numbers > 1, variance.max(0.0).sqrt())
-            }
+            Aggregate::Stddev if by_time => optional(weighted.held_stddev_sample()),
+            Aggregate::Stddev => number(self.numbers > 1, (self.squared_deviations() / (n - 1.0)).sqrt()),
+            Aggregate::StddevPopulation if by_time => optional(weighted.held_stddev_population()),
+            Aggregate::StddevPopulation => number(self.numbers > 0, (self.squared_deviations() / n).sqrt()),
             Aggregate::First => self.first.take().map_or(AggregateValue::Null, AggregateValue::Value),
             Aggregate::Last => self.last.take().map_or(AggregateValue::Null, AggregateValue::Value),
-            Aggregate::Twa => twa.map_or(AggregateValue::Null, AggregateValue::Number),
-        }
-    }
-}
-
-/// A point as the time-weighted average sees it: its time and its number, `None` when the time it
-/// governs is left out (not good under `good_only`, or not a number).
-#[derive(Debug, Clone, Copy)]
-struct Node {
-    timestamp_ns: i64,
-    value: Option<f64>,
-}
-
-/// The number of row `row`, if it has one (booleans count as 0 and 1; strings have none).
-fn number_at(values: &Values, row: usize) -> Option<f64> {
-    match values {
-        Values::F64(values) => Some(values[row]),
-        Values::I64(values) => Some(values[row] as f64),
-        Values::Bool(values) => Some(f64::from(u8::from(values[row]))),
-        Values::String(_) => None,
-        Values::Mixed(values) => values[row].as_f64(),
-    }
-}
-
-impl Node {
-    fn at(block: &SeriesColumns, row: usize, good_only: bool) -> Node {
-        let left_out = good_only && !block.qualities[row].is_good();
-        let value = if left_out { None } else { number_at(&block.values, row) };
-        Node { timestamp_ns: block.timestamps_ns[row], value }
-    }
-}
-
-fn nanoseconds_between(earlier_ns: i64, later_ns: i64) -> f64 {
-    match later_ns.checked_sub(earlier_ns) {
-        Some(difference) => difference as f64,
-        // Only across more than 292 years.
-        None => (i128::from(later_ns) - i128::from(earlier_ns)) as f64,
-    }
-}
-
-/// Area and covered duration of one window's time-weighted average.
-#[derive(Default)]
-struct TimeWeighted {
-    area: f64,
-    duration_ns: f64,
-}
-
-impl TimeWeighted {
-    /// Adds `[from_ns, to_ns)`, governed by `governing` (at or before `from_ns`) and followed by
-    /// `next` (at or after `to_ns`, if known). Left out when `governing` is left out. In linear mode
-    /// the line runs to `next`; when `next` is unknown or left out, `governing` holds (TimeAverage2:
-    /// "a sub-interval that ends at a Bad value uses the Good starting value").
-    fn add(&mut self, mode: TwaMode, governing: Node, next: Option<Node>, from_ns: i64, to_ns: i64) {
-        let Some(start_value) = governing.value else { return };
-        if to_ns <= from_ns {
-            return;
-        }
-        let width = nanoseconds_between(from_ns, to_ns);
-        let mean_value = match (mode, next) {
-            (TwaMode::Linear, Some(Node { timestamp_ns, value: Some(end_value) })) => {
-                let span = nanoseconds_between(governing.timestamp_ns, timestamp_ns);
-                let at = |t: i64| {
-                    start_value + (end_value - start_value) * (nanoseconds_between(governing.timestamp_ns, t) / span)
-                };
-                (at(from_ns) + at(to_ns)) / 2.0
+            Aggregate::Twa => optional(weighted.average()),
+            Aggregate::PercentGood => optional(weighted.good_percent()),
+            Aggregate::PercentBad => optional(weighted.bad_percent()),
+            Aggregate::DurationGood => optional(weighted.good_seconds()),
+            Aggregate::DurationBad => optional(weighted.bad_seconds()),
+            Aggregate::TimeInState => {
+                let (on, off) = weighted.state_seconds().unzip();
+                out.push(optional(on));
+                optional(off)
             }
-            _ => start_value,
         };
-        self.area += mean_value * width;
-        self.duration_ns += width;
-    }
-
-    fn average(&self) -> Option<f64> {
-        (self.duration_ns > 0.0).then(|| self.area / self.duration_ns)
+        out.push(value);
     }
 }
 
 /// The windows from the one holding `from_ns` to the one holding `to_ns`, each whole, one row per
 /// window (empty ones too, unless [`skip_empty`](Self::skip_empty)). `blocks` are ascending
-/// (within and across blocks) and start at or after the first window's start; for `twa` they
-/// should run past the last window (the engine stops one point after it).
+/// (within and across blocks) and start at or after the first window's start; for the
+/// time-weighted aggregates ([`WindowSettings::is_time_weighted`]) they should run past the last
+/// window (the engine stops one point after it).
 pub struct Windows<I: Iterator> {
     settings: WindowSettings,
     blocks: I,
@@ -323,32 +404,28 @@ pub struct Windows<I: Iterator> {
     exhausted: bool,
     next_start_ns: Option<i64>,
     last_start_ns: i64,
-    /// The last point seen before the current window, as the twa sees it (the carry-in).
+    /// The last point seen before the current window, as the time-weighted aggregates see it (the
+    /// carry-in).
     previous: Option<Node>,
     keep_first: bool,
     keep_last: bool,
-    wants_twa: bool,
+    time_weighted: bool,
     /// Leave out windows with no data, jumping over runs of them.
     skip_empty: bool,
 }
 
 impl<E, I: Iterator<Item = Result<SeriesColumns, E>>> Windows<I> {
-    /// `carry_in` is the timestamp and number (`None`: left out) of the last point (of any
-    /// quality) before the first window, if any; only `twa` uses it.
-    pub fn new(
-        settings: WindowSettings,
-        from_ns: i64,
-        to_ns: i64,
-        carry_in: Option<(i64, Option<f64>)>,
-        blocks: I,
-    ) -> Self {
+    /// `carry_in` is the last point (of any quality) before the first window, if any; only the
+    /// time-weighted aggregates use it.
+    pub fn new(settings: WindowSettings, from_ns: i64, to_ns: i64, carry_in: Option<&Point>, blocks: I) -> Self {
         assert!(settings.every_ns > 0, "window length must be positive");
         let first_start_ns = window_start(from_ns, settings.every_ns);
         let last_start_ns = window_start(to_ns, settings.every_ns);
+        let previous = carry_in.map(|point| Node::of_point(point, settings.good_only));
         Windows {
             keep_first: settings.wants(Aggregate::First),
             keep_last: settings.wants(Aggregate::Last),
-            wants_twa: settings.wants(Aggregate::Twa),
+            time_weighted: settings.is_time_weighted(),
             settings,
             blocks,
             block: None,
@@ -356,13 +433,12 @@ impl<E, I: Iterator<Item = Result<SeriesColumns, E>>> Windows<I> {
             exhausted: false,
             next_start_ns: (from_ns <= to_ns).then_some(first_start_ns),
             last_start_ns,
-            previous: carry_in.map(|(timestamp_ns, value)| Node { timestamp_ns, value }),
+            previous,
             skip_empty: false,
         }
     }
-
-    /// Leaves out the windows with no data: no selected point, and (for `twa`) no time covered by
-    /// a value. Runs of windows without a point are jumped over, not computed one by one, so a
+    /// Leaves out the windows with no data: no selected point, and no value from the time-weighted
+    /// aggregates. Runs of windows without a point are jumped over, not computed one by one, so a
     /// long range over sparse data costs what its data costs.
     pub fn skip_empty(mut self) -> Self {
         self.skip_empty = true;
@@ -374,8 +450,9 @@ impl<E, I: Iterator<Item = Result<SeriesColumns, E>>> Windows<I> {
     fn skip_ahead(&mut self) -> Result<(), E> {
         let Some(start_ns) = self.next_start_ns else { return Ok(()) };
         let every_ns = self.settings.every_ns;
-        // A twa carries the last number into the windows after it, up to the next point.
-        let carried = self.wants_twa && self.previous.is_some_and(|node| node.value.is_some());
+        // A time-weighted aggregate carries the last point into the windows after it, up to the
+        // next point.
+        let carried = self.time_weighted && self.previous.is_some_and(|node| self.settings.carries(&node));
         let next_point_ns =
             if self.fill()? { Some(self.block.as_ref().expect("filled").timestamps_ns[self.row]) } else { None };
         match next_point_ns {
@@ -425,7 +502,7 @@ impl<E, I: Iterator<Item = Result<SeriesColumns, E>>> Windows<I> {
         let good_only = self.settings.good_only;
         let mode = self.settings.twa_mode;
         let mut statistics = Statistics::default();
-        let mut time_weighted = TimeWeighted::default();
+        let mut weighted = TimeWeighted::default();
         let mut cursor_ns = start_ns;
         while self.fill()? {
             let block = self.block.as_ref().expect("filled");
@@ -442,11 +519,11 @@ impl<E, I: Iterator<Item = Result<SeriesColumns, E>>> Windows<I> {
                 break;
             }
             let rows = self.row..self.row + inside;
-            if self.wants_twa {
+            if self.time_weighted {
                 for row in rows.clone() {
                     let node = Node::at(block, row, good_only);
                     if let Some(governing) = self.previous {
-                        time_weighted.add(mode, governing, Some(node), cursor_ns, node.timestamp_ns);
+                        weighted.add(mode, governing, Some(node), cursor_ns, node.timestamp_ns);
                     }
                     cursor_ns = node.timestamp_ns;
                     self.previous = Some(node);
@@ -471,7 +548,7 @@ impl<E, I: Iterator<Item = Result<SeriesColumns, E>>> Windows<I> {
                 break;
             }
         }
-        if self.wants_twa
+        if self.time_weighted
             && let Some(governing) = self.previous
         {
             let next = if self.fill()? {
@@ -480,18 +557,19 @@ impl<E, I: Iterator<Item = Result<SeriesColumns, E>>> Windows<I> {
                 None
             };
             match next {
-                Some(next) => time_weighted.add(mode, governing, Some(next), cursor_ns, end_ns),
+                Some(next) => weighted.add(mode, governing, Some(next), cursor_ns, end_ns),
                 // The series' last point holds to the end of its own window; a window after the
                 // end of the data has no average.
-                None if governing.timestamp_ns >= start_ns => {
-                    time_weighted.add(mode, governing, None, cursor_ns, end_ns)
-                }
+                None if governing.timestamp_ns >= start_ns => weighted.add(mode, governing, None, cursor_ns, end_ns),
                 None => {}
             }
         }
-        let twa = time_weighted.average();
-        let empty = statistics.count == 0 && twa.is_none();
-        let values = self.settings.aggregates.iter().map(|&aggregate| statistics.result(aggregate, twa)).collect();
+        let mut values = Vec::with_capacity(self.settings.aggregates.len() + 1);
+        for &aggregate in &self.settings.aggregates {
+            statistics.push_results(aggregate, (&weighted, self.settings.basis), &mut values);
+        }
+        let no_value = values.iter().all(|value| matches!(value, AggregateValue::Null | AggregateValue::Count(_)));
+        let empty = statistics.count == 0 && no_value;
         Ok((WindowRow { start_ns, values }, empty))
     }
 }
@@ -522,30 +600,21 @@ impl<E, I: Iterator<Item = Result<SeriesColumns, E>>> Iterator for Windows<I> {
     }
 }
 
-/// The carry-in [`Windows::new`] takes, from the last point before the first window.
-pub fn carry_in_from(point: &Point, good_only: bool) -> (i64, Option<f64>) {
-    let left_out = good_only && !point.quality.is_good();
-    (point.timestamp_ns, if left_out { None } else { point.value.as_f64() })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::query::core::points_for_tests::{S, bad, p};
     use diode_common::record::{Quality, SeriesKey};
     use std::convert::Infallible;
 
-    const S: i64 = 1_000_000_000;
-
-    fn p(timestamp_ns: i64, value: f64) -> Point {
-        Point { timestamp_ns, value: Value::F64(value), quality: Quality::GOOD }
-    }
-
-    fn bad(timestamp_ns: i64, value: f64) -> Point {
-        Point { timestamp_ns, value: Value::F64(value), quality: Quality::BAD }
-    }
-
     fn settings(every_ns: i64, aggregates: &[Aggregate]) -> WindowSettings {
-        WindowSettings { every_ns, aggregates: aggregates.to_vec(), twa_mode: TwaMode::Step, good_only: false }
+        WindowSettings {
+            every_ns,
+            aggregates: aggregates.to_vec(),
+            twa_mode: TwaMode::Step,
+            basis: Basis::Event,
+            good_only: false,
+        }
     }
 
     /// `points` as blocks of `size` points.
@@ -579,7 +648,6 @@ mod tests {
         size: usize,
         skip_empty: bool,
     ) -> Vec<WindowRow> {
-        let carry_in = carry_in.map(|point| carry_in_from(point, settings.good_only));
         let stream = blocks(points, size).into_iter().map(Ok::<_, Infallible>);
         let windows = Windows::new(settings, from_ns, to_ns, carry_in, stream);
         let windows = if skip_empty { windows.skip_empty() } else { windows };
@@ -944,6 +1012,154 @@ mod tests {
         }
     }
 
+    fn with_basis(basis: Basis, every_ns: i64, aggregates: &[Aggregate]) -> WindowSettings {
+        WindowSettings { basis, ..settings(every_ns, aggregates) }
+    }
+
+    fn quality_point(timestamp_ns: i64, value: f64, quality: Quality) -> Point {
+        Point { timestamp_ns, value: Value::F64(value), quality }
+    }
+
+    fn boolean(timestamp_ns: i64, state: bool) -> Point {
+        Point { timestamp_ns, value: Value::Bool(state), quality: Quality::GOOD }
+    }
+
+    #[test]
+    fn range_delta_and_population_stddev_by_hand() {
+        // 2, 4, 4, 4, 5, 5, 7, 9 at 0..7 s: range 9 − 2 = 7; delta 9 − 2 = 7 (last − first);
+        // mean 5, squared deviations 32: population variance 32/8 = 4, stddev 2.
+        let values = [2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0];
+        let points: Vec<Point> = values.iter().enumerate().map(|(i, &v)| p(i as i64 * S, v)).collect();
+        let aggregates = [Aggregate::Range, Aggregate::Delta, Aggregate::StddevPopulation];
+        let rows = run(settings(10 * S, &aggregates), 0, 9 * S, None, &points);
+        assert_eq!(numbers(&rows), vec![(0, vec![Some(7.0), Some(7.0), Some(2.0)])]);
+        // Falling: 4, −1, 6, 3: range 6 − (−1) = 7, delta 3 − 4 = −1. One point: 0, 0, 0.
+        let points = [p(S, 4.0), p(2 * S, -1.0), p(3 * S, 6.0), p(4 * S, 3.0)];
+        let rows = run(settings(10 * S, &aggregates), 0, 9 * S, None, &points);
+        assert_eq!(numbers(&rows)[0].1[..2], [Some(7.0), Some(-1.0)]);
+        let rows = run(settings(10 * S, &aggregates), 0, 9 * S, None, &[p(S, 8.0)]);
+        assert_eq!(numbers(&rows), vec![(0, vec![Some(0.0), Some(0.0), Some(0.0)])]);
+    }
+
+    #[test]
+    fn time_basis_weighs_each_value_by_how_long_it_held() {
+        // Window [0, 60 s): 10 carried in from −10 s holds [0, 20); 40 at 20 s holds [20, 30);
+        // 10 at 30 s holds [30, 60) (the next point is at 70 s).
+        // Weights: 10 for 50 s, 40 for 10 s. Mean (10·50 + 40·10) / 60 = 900 / 60 = 15.
+        // Σw·(x − 15)² = 50·25 + 10·625 = 7500: population variance 7500 / 60 = 125.
+        // Sample (spans as reliability weights): Σw² = 20² + 10² + 30² = 1400 (s²), so the
+        // divisor is 60 − 1400/60 = 110/3 s and the variance 7500 · 3 / 110 = 22500 / 110.
+        let carry_in = p(-10 * S, 10.0);
+        let points = [p(20 * S, 40.0), p(30 * S, 10.0), p(70 * S, 0.0)];
+        let aggregates = [Aggregate::Mean, Aggregate::StddevPopulation, Aggregate::Stddev];
+        let rows = run(with_basis(Basis::Time, 60 * S, &aggregates), 0, 0, Some(carry_in.clone()), &points);
+        let values = &numbers(&rows)[0].1;
+        assert!(close(values[0], 15.0), "{values:?}");
+        assert!(close(values[1], 125f64.sqrt()), "{values:?}");
+        assert!(close(values[2], (22_500.0f64 / 110.0).sqrt()), "{values:?}");
+        // Event basis: the two points inside, 40 and 10: mean 25, population stddev 15, sample
+        // stddev √450.
+        let rows = run(with_basis(Basis::Event, 60 * S, &aggregates), 0, 0, Some(carry_in), &points);
+        let values = &numbers(&rows)[0].1;
+        assert!(close(values[0], 25.0) && close(values[1], 15.0) && close(values[2], 450f64.sqrt()), "{values:?}");
+    }
+
+    #[test]
+    fn time_basis_over_equal_spans_is_the_event_basis() {
+        // 2, 4, 4, 5 each held 10 s (next point at 40 s): mean 3.75, squared deviations
+        // 3.0625 + 0.0625 + 0.0625 + 1.5625 = 4.75; sample variance 4.75 / 3, population 4.75 / 4.
+        let points = [p(0, 2.0), p(10 * S, 4.0), p(20 * S, 4.0), p(30 * S, 5.0), p(40 * S, 0.0)];
+        let aggregates = [Aggregate::Mean, Aggregate::Stddev, Aggregate::StddevPopulation];
+        let rows = run(with_basis(Basis::Time, 40 * S, &aggregates), 0, 0, None, &points);
+        let values = &numbers(&rows)[0].1;
+        assert!(close(values[0], 3.75), "{values:?}");
+        assert!(close(values[1], (4.75f64 / 3.0).sqrt()), "{values:?}");
+        assert!(close(values[2], (4.75f64 / 4.0).sqrt()), "{values:?}");
+        // A single value held all the window: no sample stddev, population stddev 0.
+        let rows = run(with_basis(Basis::Time, 10 * S, &aggregates), 0, 0, None, &[p(0, 7.0), p(20 * S, 1.0)]);
+        assert_eq!(numbers(&rows)[0].1, vec![Some(7.0), None, Some(0.0)]);
+    }
+
+    #[test]
+    fn quality_durations_weigh_each_quality_by_the_time_it_governs() {
+        // Window [0, 60 s): good 1 carried in from −5 s governs [0, 10); bad at 10 s [10, 25);
+        // uncertain at 25 s [25, 40) (neither good nor bad); good at 40 s [40, 60).
+        // Good 10 + 20 = 30 s of 60 (50 %); bad 15 s (25 %).
+        let carry_in = p(-5 * S, 1.0);
+        let points = [
+            quality_point(10 * S, 2.0, Quality::BAD),
+            quality_point(25 * S, 3.0, Quality::UNCERTAIN),
+            p(40 * S, 4.0),
+            p(70 * S, 5.0),
+        ];
+        let aggregates =
+            [Aggregate::PercentGood, Aggregate::PercentBad, Aggregate::DurationGood, Aggregate::DurationBad];
+        let rows = run(settings(60 * S, &aggregates), 0, 0, Some(carry_in), &points);
+        assert_eq!(numbers(&rows), vec![(0, vec![Some(50.0), Some(25.0), Some(30.0), Some(15.0)])]);
+    }
+
+    #[test]
+    fn quality_durations_cover_only_time_some_point_governs() {
+        // No carry-in: [0, 20 s) before the first point counts as neither good nor bad, and is
+        // left out of the percentages' whole. 20 s good governs [20, 40); 40 s bad, the series'
+        // last point, governs to the end of its window, [40, 60). Good 20 s, bad 20 s: 50 % each.
+        // The next window, after the last point, has no data and is left out.
+        let points = [p(20 * S, 1.0), quality_point(40 * S, 0.0, Quality::BAD)];
+        let aggregates = [Aggregate::PercentGood, Aggregate::DurationGood, Aggregate::DurationBad];
+        let rows = run_skipping_empty(settings(60 * S, &aggregates), (0, 119 * S), None, &points);
+        assert_eq!(numbers(&rows), vec![(0, vec![Some(50.0), Some(20.0), Some(20.0)])]);
+        // A bad value carried across windows without points fills them: 100 % bad.
+        let points = [quality_point(0, 0.0, Quality::BAD), p(150 * S, 1.0)];
+        let rows = run_skipping_empty(settings(60 * S, &[Aggregate::PercentBad]), (0, 119 * S), None, &points);
+        assert_eq!(numbers(&rows), vec![(0, vec![Some(100.0)]), (60 * S, vec![Some(100.0)])]);
+    }
+
+    #[test]
+    fn time_in_state_counts_seconds_true_and_false_and_count_counts_booleans() {
+        // Window [0, 60 s): false carried in from −1 s holds [0, 15); true at 15 s [15, 50);
+        // false at 50 s [50, 60) (next point at 75 s). True 35 s; false 15 + 10 = 25 s.
+        // count: the two points inside; mean over 1 and 0: 0.5.
+        let aggregates = [Aggregate::TimeInState, Aggregate::Count, Aggregate::Mean];
+        let points = [boolean(15 * S, true), boolean(50 * S, false), boolean(75 * S, true)];
+        let rows = run(settings(60 * S, &aggregates), 0, 0, Some(boolean(-S, false)), &points);
+        assert_eq!(numbers(&rows), vec![(0, vec![Some(35.0), Some(25.0), Some(2.0), Some(0.5)])]);
+        assert_eq!(Aggregate::TimeInState.columns(), ["time_true", "time_false"], "one aggregate, two columns");
+        // Numbers hold no state: no time in either.
+        let rows = run(settings(60 * S, &[Aggregate::TimeInState]), 0, 0, None, &[p(S, 1.0)]);
+        assert_eq!(numbers(&rows), vec![(0, vec![None, None])]);
+    }
+
+    #[test]
+    fn good_only_leaves_non_good_time_out_of_the_time_basis_and_states() {
+        // Good only: the bad true at 20 s governs [20, 40) which is left out. Window [0, 60):
+        // true at 0 s [0, 20), bad [20, 40), false at 40 s [40, 60): true 20 s, false 20 s.
+        let points =
+            [boolean(0, true), Point { quality: Quality::BAD, ..boolean(20 * S, true) }, boolean(40 * S, false)];
+        let good_only = WindowSettings { good_only: true, ..settings(60 * S, &[Aggregate::TimeInState]) };
+        let rows = run(good_only, 0, 0, None, &points);
+        assert_eq!(numbers(&rows), vec![(0, vec![Some(20.0), Some(20.0)])]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_time_basis_mean_is_the_step_twa(
+            raw in proptest::collection::btree_map(0i64..2_000, -100i32..100, 1..40),
+            every in 1i64..400,
+        ) {
+            let points: Vec<Point> = raw.iter().map(|(&t, &v)| p(t, f64::from(v))).collect();
+            let aggregates = [Aggregate::Twa, Aggregate::Mean];
+            let rows = run(with_basis(Basis::Time, every, &aggregates), 0, 2_000, None, &points);
+            for row in rows {
+                match (&row.values[0], &row.values[1]) {
+                    (AggregateValue::Number(twa), AggregateValue::Number(mean)) => {
+                        proptest::prop_assert!((twa - mean).abs() <= 1e-9 * twa.abs().max(1.0), "{} vs {}", twa, mean)
+                    }
+                    (twa, mean) => proptest::prop_assert_eq!(twa, mean),
+                }
+            }
+        }
+    }
+
     #[test]
     fn aggregate_lists_parse_and_refuse_unknowns_and_repeats() {
         assert_eq!(
@@ -952,5 +1168,10 @@ mod tests {
         );
         assert!(Aggregate::parse_list("median").unwrap_err().contains("stddev"));
         assert!(Aggregate::parse_list("mean,mean").unwrap_err().contains("twice"));
+        for aggregate in Aggregate::ALL {
+            assert_eq!(Aggregate::parse_list(aggregate.name()).unwrap(), vec![aggregate]);
+        }
+        assert_eq!(Aggregate::StddevPopulation.name(), "stddev_population");
+        assert_eq!(Aggregate::DurationBad.columns(), ["duration_bad"]);
     }
 }

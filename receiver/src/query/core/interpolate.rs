@@ -1,5 +1,6 @@
-//! Values at regular instants (`query --interpolate …`): the pure core, over a stream of points.
-//! The exact definition is in the module docs of [`crate::query`].
+//! Values at instants: regular ones (`query --interpolate …`) or listed ones (`query --at …`),
+//! the pure core, over a stream of points. The exact definitions are in the module docs of
+//! [`crate::query`]; [`value_at`] is also how raw reads' interpolated boundaries are read.
 
 use diode_common::record::{Quality, Severity, Value};
 use diode_replica::Point;
@@ -24,6 +25,38 @@ impl Method {
             "linear" => Ok(Method::Linear),
             "previous" => Ok(Method::Previous),
             _ => Err(format!("{text:?} is not an interpolation method; use linear or previous")),
+        }
+    }
+}
+
+/// How `--at` reads a series at each instant (OPC UA ReadAtTime).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum AtMode {
+    /// The point at the instant, else the straight line between the points around it (floats and
+    /// integers; booleans and strings take the previous value), as `--interpolate` with `linear`
+    /// reads; no value before the first point or after the last.
+    #[default]
+    Interpolated,
+    /// The last point at or before the instant, still held after the series' last point (the
+    /// value a display of "now" shows); no value before the first point.
+    Previous,
+}
+
+impl AtMode {
+    /// Reads `interpolated` or `previous`; the error names the text and the choices.
+    pub fn parse(text: &str) -> Result<AtMode, String> {
+        match text {
+            "interpolated" => Ok(AtMode::Interpolated),
+            "previous" => Ok(AtMode::Previous),
+            _ => Err(format!("{text:?} is not an at mode; use interpolated or previous")),
+        }
+    }
+
+    /// The name a query uses for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            AtMode::Interpolated => "interpolated",
+            AtMode::Previous => "previous",
         }
     }
 }
@@ -78,21 +111,65 @@ fn between(method: Method, before: &Point, after: &Point, at_ns: i64) -> (Value,
     (before.value.clone(), before.quality)
 }
 
-/// Values at `from_ns + k·step_ns` for every such instant up to `to_ns`.
+/// The value at `at_ns` read from `before` (the last selected point at or before it) and `after`
+/// (the first selected point after it): `before`'s own when it is exactly at the instant, else
+/// between the two as `method` says; `None` before the first point and after the last.
+pub fn value_at(method: Method, before: Option<&Point>, after: Option<&Point>, at_ns: i64) -> Option<(Value, Quality)> {
+    match (before, after) {
+        (Some(before), _) if before.timestamp_ns == at_ns => Some((before.value.clone(), before.quality)),
+        (Some(before), Some(after)) => Some(between(method, before, after, at_ns)),
+        // After the last point (no extrapolation) or before the first.
+        _ => None,
+    }
+}
+
+/// The instants an [`Interpolated`] reads at, ascending.
+#[derive(Debug, Clone)]
+pub enum Instants {
+    /// `next_ns, next_ns + step_ns, …` up to `to_ns`.
+    Steps {
+        /// The next instant, `None` when done.
+        next_ns: Option<i64>,
+        /// Spacing, in ns.
+        step_ns: i64,
+        /// The last instant allowed, inclusive.
+        to_ns: i64,
+    },
+    /// Listed instants, ascending and without repeats.
+    Listed(std::vec::IntoIter<i64>),
+}
+
+impl Iterator for Instants {
+    type Item = i64;
+
+    fn next(&mut self) -> Option<i64> {
+        match self {
+            Instants::Steps { next_ns, step_ns, to_ns } => {
+                let at_ns = (*next_ns)?;
+                *next_ns = at_ns.checked_add(*step_ns).filter(|&next| next <= *to_ns);
+                Some(at_ns)
+            }
+            Instants::Listed(instants) => instants.next(),
+        }
+    }
+}
+
+/// Values at each of some ascending instants.
 pub struct Interpolated<I: Iterator> {
     method: Method,
     good_only: bool,
-    step_ns: i64,
-    to_ns: i64,
-    next_instant_ns: Option<i64>,
+    instants: Instants,
+    /// After the last point, the last value still holds (`--at-mode previous`).
+    hold_last: bool,
     points: Lookahead<I>,
     /// The last selected point at or before the instant being computed.
     previous: Option<Point>,
 }
 
 impl<E, I: Iterator<Item = Result<Point, E>>> Interpolated<I> {
-    /// `carry_in` is the last point before `from_ns` (a good one under `good_only`); `points` runs
-    /// ascending from `from_ns` and should not stop at `to_ns` (the engine reads one point past).
+    /// Values at `from_ns + k·step_ns` for every such instant up to `to_ns`. `carry_in` is the
+    /// last point before `from_ns` (a good one under `good_only`); `points` runs ascending from
+    /// `from_ns` and should not stop at `to_ns` (the engine reads one point past).
     pub fn new(
         method: Method,
         good_only: bool,
@@ -103,12 +180,30 @@ impl<E, I: Iterator<Item = Result<Point, E>>> Interpolated<I> {
         points: I,
     ) -> Self {
         assert!(step_ns > 0, "interpolation step must be positive");
+        let instants = Instants::Steps { next_ns: (from_ns <= to_ns).then_some(from_ns), step_ns, to_ns };
         Interpolated {
             method,
             good_only,
-            step_ns,
-            to_ns,
-            next_instant_ns: (from_ns <= to_ns).then_some(from_ns),
+            instants,
+            hold_last: false,
+            points: Lookahead::new(points),
+            previous: carry_in.filter(|point| !good_only || point.quality.is_good()),
+        }
+    }
+
+    /// Values at `instants` (ascending), read as `mode` says. `carry_in` is the last point before
+    /// the first instant (a good one under `good_only`); `points` runs ascending from the first
+    /// instant on, past the last.
+    pub fn at_instants(mode: AtMode, good_only: bool, instants: Instants, carry_in: Option<Point>, points: I) -> Self {
+        let method = match mode {
+            AtMode::Interpolated => Method::Linear,
+            AtMode::Previous => Method::Previous,
+        };
+        Interpolated {
+            method,
+            good_only,
+            instants,
+            hold_last: mode == AtMode::Previous,
             points: Lookahead::new(points),
             previous: carry_in.filter(|point| !good_only || point.quality.is_good()),
         }
@@ -129,10 +224,8 @@ impl<E, I: Iterator<Item = Result<Point, E>>> Interpolated<I> {
             }
         }
         let value = match (&self.previous, self.points.peek()?) {
-            (Some(before), _) if before.timestamp_ns == at_ns => Some((before.value.clone(), before.quality)),
-            (Some(before), Some(after)) => Some(between(self.method, before, after, at_ns)),
-            // After the last point (no extrapolation) or before the first.
-            _ => None,
+            (Some(last), None) if self.hold_last => Some((last.value.clone(), last.quality)),
+            (before, after) => value_at(self.method, before.as_ref(), after, at_ns),
         };
         Ok(InterpolatedRow { timestamp_ns: at_ns, value })
     }
@@ -142,11 +235,10 @@ impl<E, I: Iterator<Item = Result<Point, E>>> Iterator for Interpolated<I> {
     type Item = Result<InterpolatedRow, E>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let at_ns = self.next_instant_ns?;
-        self.next_instant_ns = at_ns.checked_add(self.step_ns).filter(|&next| next <= self.to_ns);
+        let at_ns = self.instants.next()?;
         let row = self.at(at_ns);
         if row.is_err() {
-            self.next_instant_ns = None;
+            self.instants = Instants::Listed(Vec::new().into_iter());
         }
         Some(row)
     }
@@ -155,13 +247,8 @@ impl<E, I: Iterator<Item = Result<Point, E>>> Iterator for Interpolated<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::query::core::points_for_tests::{S, p};
     use std::convert::Infallible;
-
-    const S: i64 = 1_000_000_000;
-
-    fn p(timestamp_ns: i64, value: f64) -> Point {
-        Point { timestamp_ns, value: Value::F64(value), quality: Quality::GOOD }
-    }
 
     fn run(
         method: Method,
@@ -283,6 +370,24 @@ mod tests {
         .map(Result::unwrap)
         .collect();
         assert_eq!(rows[0].value, Some((Value::F64(1.25), Quality::GOOD)));
+    }
+
+    #[test]
+    fn at_listed_instants_previous_holds_the_last_value_and_interpolated_does_not() {
+        // Points 1 at 10 s and 3 at 20 s; instants 5, 15, 20 and 30 s. Interpolated: nothing
+        // before the first point, 2 on the line, 3 at the point, nothing past the last point.
+        // Previous: nothing before, 1, 3, and 3 still held at 30 s.
+        let read = |mode: AtMode| -> Vec<Option<f64>> {
+            let instants = Instants::Listed(vec![5 * S, 15 * S, 20 * S, 30 * S].into_iter());
+            let stream = two_points().into_iter().map(Ok::<_, Infallible>);
+            Interpolated::at_instants(mode, false, instants, None, stream)
+                .map(|row| row.unwrap().value.and_then(|(value, _)| value.as_f64()))
+                .collect()
+        };
+        assert_eq!(read(AtMode::Interpolated), vec![None, Some(2.0), Some(3.0), None]);
+        assert_eq!(read(AtMode::Previous), vec![None, Some(1.0), Some(3.0), Some(3.0)]);
+        assert_eq!(AtMode::parse("previous"), Ok(AtMode::Previous));
+        assert!(AtMode::parse("nearest").unwrap_err().contains("interpolated or previous"));
     }
 
     #[test]
