@@ -69,7 +69,7 @@ enum Command {
     /// List series with type, first and last time and point count.
     Series(query::cli::SeriesArgs),
     /// Raw values, aggregates, interpolated values or the latest values of series.
-    Query(query::cli::QueryArgs),
+    Query(Box<query::cli::QueryArgs>),
     /// Verify the replica against its signed segments; export and check proofs.
     #[command(subcommand)]
     Audit(audit::cli::AuditCommand),
@@ -166,7 +166,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Series(args) => query::cli::series(args),
-        Command::Query(args) => query::cli::query(args),
+        Command::Query(args) => query::cli::query(*args),
         Command::Audit(command) => audit::cli::run(command),
         Command::TlsKeygen(command) => {
             let written = match command {
