@@ -47,7 +47,7 @@ pub struct ReceiverConfig {
     /// `[log]`: the log line format.
     #[serde(default)]
     pub log: LogConfig,
-    /// `[[sinks.postgres]]`, `[[sinks.parquet]]`: where the replica's data flows on to.
+    /// `[[sinks.postgres]]`, `[[sinks.parquet]]`, `[[sinks.nats]]`: where the replica's data flows on to.
     #[serde(default)]
     pub sinks: crate::sinks::config::SinksConfig,
 }

@@ -45,10 +45,6 @@ fn postgres_bin_dir() -> Option<PathBuf> {
     dirs.pop()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 impl PostgresServer {
     /// Starts a server, or `None` (after saying why) when PostgreSQL is not installed.
     fn start() -> Option<PostgresServer> {
@@ -182,11 +178,6 @@ fn table_points(connection: &str) -> (PointTable, SeriesTable) {
     })
 }
 
-fn stop(shared: &Shared, thread: std::thread::JoinHandle<()>) {
-    shared.stop.store(true, Ordering::Relaxed);
-    thread.join().unwrap();
-}
-
 #[test]
 fn the_points_table_equals_the_replica_after_shuffled_arrivals_corrections_and_a_server_killed_mid_stream() {
     let Some(server) = PostgresServer::start() else { return };
@@ -276,20 +267,7 @@ fn an_unreachable_server_is_a_counted_retried_error_that_names_the_problem() {
 #[ignore = "a measurement, not a check"]
 fn measure_points_per_second_into_a_local_server() {
     let Some(server) = PostgresServer::start() else { return };
-    let directory = tempfile::tempdir().unwrap();
-    let shared = shared(Replica::open(directory.path()).unwrap());
-    let segments = plant_segments(23, 400, 5_000);
-    apply(&shared, &segments);
-    let points = shared.replica.read().unwrap().counters().points_applied;
-    let start = Instant::now();
-    let (mut cursor, mut read) = (0, 0usize);
-    loop {
-        let batch = shared.replica.read().unwrap().read_applied(cursor, 1_024, 200_000).unwrap();
-        let Some(last) = batch.last() else { break };
-        cursor = last.apply_number;
-        read += batch.iter().map(|segment| segment.point_count()).sum::<usize>();
-    }
-    println!("replica reads alone: {read} points at {:.0} points/s", read as f64 / start.elapsed().as_secs_f64());
+    let (_directory, shared, points) = measured_replica(23);
     let start = Instant::now();
     let thread = start_sink(&shared, sink_config("bench", server.connection()), SinkLimits::default());
     wait_until("everything is exported", Duration::from_secs(600), || sink_cursor(&shared, "bench") == 400);

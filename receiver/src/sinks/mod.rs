@@ -1,5 +1,6 @@
 //! Sinks: the replica's data flowing on, after apply, into engines IT already runs: PostgreSQL
-//! (`postgres`) and Parquet files for data lakes (`parquet`). This module is the shared driver.
+//! (`postgres`), Parquet files for data lakes (`parquet`) and NATS JetStream streams (`nats`).
+//! This module is the shared driver.
 //!
 //! Each sink runs on a thread of its own and follows the replica's apply log
 //! ([`Replica::read_applied`]) from its cursor: every applied segment, in apply order, with the
@@ -7,7 +8,8 @@
 //! apply number through which its target now durably holds everything (its *durable cursor*);
 //! the driver stores that in the replica (`meta 'K'`), where `status` and `/metrics` read it. A
 //! sink whose target keeps its own cursor transactionally (PostgreSQL) is resumed from the
-//! target's, so a crash between the target's commit and the replica's copy repeats nothing.
+//! target's, so a crash between the target's commit and the replica's copy repeats nothing; one
+//! whose target drops what it already holds (NATS, by message id) resumes from the replica's copy.
 //!
 //! Never in apply's way: the driver takes the replica's read lock only to read one bounded batch
 //! (`batch_points`, `batch_segments`) and to store the cursor, and never while it talks to the
@@ -16,6 +18,7 @@
 
 pub mod config;
 pub mod export_cli;
+pub mod nats;
 pub mod parquet;
 pub mod postgres;
 pub mod stats;
@@ -73,7 +76,7 @@ impl Batch {
 
 /// What a sink does; the driver calls it from the sink's own thread.
 pub trait Sink: Send {
-    /// `postgres`, `parquet`.
+    /// `postgres`, `parquet`, `nats`.
     fn kind(&self) -> &'static str;
     /// Connects and prepares the target, and says where to resume: the apply number through which
     /// the target holds everything. `stored` is the replica's copy of the cursor (0: none).
@@ -94,6 +97,9 @@ pub fn start(config: &SinksConfig, shared: &Arc<Shared>) -> std::io::Result<Vec<
     }
     for sink in &config.parquet {
         sinks.push((Box::new(parquet::ParquetSink::new(sink.clone())), sink.name.clone(), sink.limits()));
+    }
+    for sink in &config.nats {
+        sinks.push((Box::new(nats::NatsSink::new(sink.clone())), sink.name.clone(), sink.limits()));
     }
     let mut threads = Vec::new();
     for (sink, name, limits) in sinks {

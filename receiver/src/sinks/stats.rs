@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 pub struct SinkStats {
     /// The sink's `name` from its configuration.
     pub name: String,
-    /// `postgres` or `parquet`.
+    /// `postgres`, `parquet` or `nats`.
     pub kind: &'static str,
     /// The durable cursor: every segment up to this apply number is in the target.
     pub cursor: AtomicU64,
