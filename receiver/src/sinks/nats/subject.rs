@@ -106,7 +106,7 @@ pub fn parse_series_token(token: &str) -> Option<SeriesKey> {
         let (tag, value) = pair.split_once('=')?;
         pairs.push((unescape(tag)?, unescape(value)?));
     }
-    Some(SeriesKey { name, tags: pairs })
+    Some(SeriesKey { name: name.into(), tags: pairs.into() })
 }
 
 /// The subject of a series' points: `<prefix>.points.<sender id>.<series token>`.
@@ -170,7 +170,7 @@ mod tests {
     fn any_series() -> impl Strategy<Value = SeriesKey> {
         let text = "[^\\p{Cc}]{1,12}";
         (text, proptest::collection::btree_map(text, text, 0..4))
-            .prop_map(|(name, tags)| SeriesKey { name, tags: tags.into_iter().collect() })
+            .prop_map(|(name, tags)| SeriesKey { name: name.into(), tags: tags.into_iter().collect() })
     }
 
     proptest! {
@@ -192,8 +192,10 @@ mod tests {
         fn different_series_never_share_a_token(first in any_series(), second in any_series()) {
             prop_assert_eq!(first == second, full_series_token(&first) == full_series_token(&second));
             let (mut renamed, mut retagged) = (first.clone(), first.clone());
-            renamed.name.push('.');
-            retagged.tags.push(("\u{10FFFF}".to_owned(), String::new() + "="));
+            renamed.name = format!("{}.", first.name).into();
+            let mut tags = first.tags.to_vec();
+            tags.push(("\u{10FFFF}".to_owned(), String::new() + "="));
+            retagged.tags = tags.into();
             prop_assert_ne!(full_series_token(&renamed), full_series_token(&first));
             prop_assert_ne!(full_series_token(&retagged), full_series_token(&first));
         }
