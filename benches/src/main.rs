@@ -49,6 +49,9 @@ enum Command {
         overhead: f64,
         #[arg(long, default_value_t = 800.0)]
         rate_mbit_s: f64,
+        /// Seal on a thread of its own (`segments.sealer_thread`); false seals on the simulator's.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        sealer_thread: bool,
     },
     /// What FEC alone recovers (no carousel, no resend) for loss rates, bursts and overheads.
     LossTable {
@@ -60,8 +63,8 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Demo { dir, seconds, loss } => demo(dir, seconds, loss),
-        Command::Throughput { points, series, loss, overhead, rate_mbit_s } => {
-            throughput(points, series, loss, overhead, rate_mbit_s)
+        Command::Throughput { points, series, loss, overhead, rate_mbit_s, sealer_thread } => {
+            throughput(points, series, loss, overhead, rate_mbit_s, sealer_thread)
         }
         Command::LossTable { points } => loss_table(points),
     }
@@ -242,7 +245,14 @@ fn measure(options: LabOptions) -> anyhow::Result<Measurement> {
     })
 }
 
-fn throughput(points: u64, series: usize, loss: f64, overhead: f64, rate_mbit_s: f64) -> anyhow::Result<()> {
+fn throughput(
+    points: u64,
+    series: usize,
+    loss: f64,
+    overhead: f64,
+    rate_mbit_s: f64,
+    sealer_thread: bool,
+) -> anyhow::Result<()> {
     let options = LabOptions {
         series,
         max_records: points,
@@ -253,6 +263,7 @@ fn throughput(points: u64, series: usize, loss: f64, overhead: f64, rate_mbit_s:
         // The carousel would add its background re-sends to the wire bytes; FEC alone carries this.
         carousel: false,
         linger_ms: 500,
+        sealer_thread,
         ..LabOptions::default()
     };
     let m = measure(options)?;

@@ -183,6 +183,9 @@ impl SealedSegment {
 
 /// Encodes `series`, hashes and signs: the OT side's only way to make a segment.
 ///
+/// The same as [`encode_for_seal`] then [`seal_encoded`]; a sender that encodes on another thread
+/// than the one that keeps the chain calls those two itself.
+///
 /// Panics if `series` holds no records or more than `u32::MAX` of them: the sealer never seals an
 /// empty segment and bounds segments far below that.
 pub fn seal(
@@ -192,6 +195,30 @@ pub fn seal(
     sealed_at_ns: i64,
     key: &SenderKey,
 ) -> SealedSegment {
+    seal_encoded(position, encode_for_seal(series, zstd_level), sealed_at_ns, key)
+}
+
+/// A segment's payload, encoded and hashed, waiting for its place in the chain: everything of a
+/// seal that does not depend on the previous segment, so it can be done away from the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedPayload {
+    /// The encoded records ([`codec::encode_payload`]).
+    pub payload: Vec<u8>,
+    /// BLAKE3 of `payload`.
+    pub payload_hash: [u8; 32],
+    /// Records in the payload.
+    pub record_count: u32,
+    /// Smallest and largest record timestamp, in ns since the Unix epoch.
+    pub min_timestamp_ns: i64,
+    /// See `min_timestamp_ns`.
+    pub max_timestamp_ns: i64,
+}
+
+/// Encodes and hashes the payload of a segment holding `series` (the costly part of a seal).
+///
+/// Panics if `series` holds no records or more than `u32::MAX` of them, or if the payload exceeds
+/// the format's limit: the sealer bounds segments far below both.
+pub fn encode_for_seal(series: &[SeriesColumns], zstd_level: i32) -> EncodedPayload {
     let record_count: usize = series.iter().map(SeriesColumns::len).sum();
     assert!(record_count > 0, "a segment must hold at least one record");
     let record_count = u32::try_from(record_count).expect("segment record count bounded by the sealer");
@@ -201,13 +228,26 @@ pub fn seal(
         .fold((i64::MAX, i64::MIN), |(lo, hi), (a, b)| (lo.min(a), hi.max(b)));
     let payload = codec::encode_payload(series, zstd_level);
     assert!(payload.len() <= MAX_PAYLOAD_LENGTH, "payload of {} bytes exceeds the format limit", payload.len());
+    let payload_hash = *blake3::hash(&payload).as_bytes();
+    EncodedPayload { payload, payload_hash, record_count, min_timestamp_ns, max_timestamp_ns }
+}
+
+/// Puts an encoded payload at `position` in its chain and signs the header: the cheap, ordered
+/// part of a seal (one ed25519 signature).
+pub fn seal_encoded(
+    position: ChainPosition,
+    encoded: EncodedPayload,
+    sealed_at_ns: i64,
+    key: &SenderKey,
+) -> SealedSegment {
+    let EncodedPayload { payload, payload_hash, record_count, min_timestamp_ns, max_timestamp_ns } = encoded;
     let header = SegmentHeader {
         sender_id: position.sender_id,
         key_id: key.key_id(),
         epoch: position.epoch,
         sequence: position.sequence,
         previous_hash: position.previous_hash,
-        payload_hash: *blake3::hash(&payload).as_bytes(),
+        payload_hash,
         payload_length: payload.len() as u32,
         record_count,
         min_timestamp_ns,

@@ -113,11 +113,21 @@ pub struct SegmentConfig {
     pub retention_mib: u64,
     /// Sealed but unsent MiB at which sealing pauses (and the spool starts to fill); default 256.
     pub max_unsent_mib: u64,
+    /// Seal on a thread of its own (true, the default), so sources go on while a segment is
+    /// encoded, or on the thread that accepted the records (false: one core for both).
+    pub sealer_thread: bool,
 }
 
 impl Default for SegmentConfig {
     fn default() -> Self {
-        Self { max_records: 50_000, max_age_ms: 1_000, zstd_level: 3, retention_mib: 1024, max_unsent_mib: 256 }
+        Self {
+            max_records: 50_000,
+            max_age_ms: 1_000,
+            zstd_level: 3,
+            retention_mib: 1024,
+            max_unsent_mib: 256,
+            sealer_thread: true,
+        }
     }
 }
 

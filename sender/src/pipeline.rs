@@ -9,6 +9,13 @@
 //! - each segment log entry names the last spool frame it covers, so a restart re-seals exactly the
 //!   spool frames after it: nothing twice, nothing lost.
 //!
+//! Where sealing runs: with a sealing thread attached ([`Pipeline::attach_sealer`], the default
+//! `segments.sealer_thread`), a submit only makes its spool frame durable and wakes that thread,
+//! which takes the oldest frames ([`Pipeline::take_seal_job`]), encodes them without the
+//! pipeline's lock ([`SealJob::encode`]: merging, columnar encoding, zstd, BLAKE3) and puts the
+//! result in the chain ([`Pipeline::finish_seal`]: signature, segment log); one job is out at a
+//! time, so the chain stays one line. Without one, a submit seals on its own thread.
+//!
 //! Failures of the disk (full, or failing):
 //! - a submit whose spool write fails accepts nothing: the write is undone (see `framed_log`) and
 //!   the records are handed back, so the source's retry makes no duplicate; a full disk is
@@ -257,8 +264,9 @@ impl SubmitError {
 struct PendingFrame {
     /// The frame's id in the spool.
     id: u64,
-    /// Its records, grouped by series (as [`codec::group_records`] groups them).
-    series: Vec<SeriesColumns>,
+    /// Its records, grouped by series (as [`codec::group_records`] groups them); shared with a
+    /// seal in progress on the sealing thread.
+    series: Arc<Vec<SeriesColumns>>,
     /// How many records it holds.
     records: usize,
 }
@@ -266,7 +274,7 @@ struct PendingFrame {
 impl PendingFrame {
     fn new(id: u64, series: Vec<SeriesColumns>) -> PendingFrame {
         let records = series.iter().map(SeriesColumns::len).sum();
-        PendingFrame { id, series, records }
+        PendingFrame { id, series: Arc::new(series), records }
     }
 }
 
@@ -299,6 +307,47 @@ pub struct Pipeline {
     spool_failing: bool,
     /// When sealing has been failing: not to be tried again before this time.
     seal_retry_at_ns: Option<i64>,
+    /// A [`SealJob`] is out (being encoded on the sealing thread): its frames stay pending until
+    /// [`Pipeline::finish_seal`], and no other seal may take them.
+    seal_in_flight: bool,
+    /// Set by [`Pipeline::attach_sealer`]: submits wake the sealing thread instead of sealing on
+    /// the submitting thread.
+    wake_sealer: Option<std::sync::mpsc::SyncSender<()>>,
+}
+
+/// The frames of one segment to be, taken by [`Pipeline::take_seal_job`]: encode them
+/// ([`SealJob::encode`], the costly part, without the pipeline's lock), then hand the result to
+/// [`Pipeline::finish_seal`].
+pub struct SealJob {
+    frames: Vec<Arc<Vec<SeriesColumns>>>,
+    /// Records in `frames`.
+    records: usize,
+    /// Id of the last spool frame of the job: the segment's spool cursor.
+    cursor: u64,
+    zstd_level: i32,
+}
+
+impl SealJob {
+    /// Merges the frames' series and encodes the payload: everything of a seal but its place in
+    /// the chain and the signature.
+    pub fn encode(self) -> EncodedSeal {
+        let encoded = if let [frame] = self.frames.as_slice() {
+            seal::encode_for_seal(frame, self.zstd_level)
+        } else {
+            let merged = codec::merge_groups(self.frames.iter().map(|frame| frame.as_slice()));
+            seal::encode_for_seal(&merged, self.zstd_level)
+        };
+        EncodedSeal { encoded, frames: self.frames.len(), records: self.records, cursor: self.cursor }
+    }
+}
+
+/// An encoded [`SealJob`], ready for [`Pipeline::finish_seal`].
+pub struct EncodedSeal {
+    encoded: seal::EncodedPayload,
+    /// Pending frames it covers, from the oldest.
+    frames: usize,
+    records: usize,
+    cursor: u64,
 }
 
 impl Pipeline {
@@ -392,6 +441,8 @@ impl Pipeline {
             output,
             spool_failing: false,
             seal_retry_at_ns: None,
+            seal_in_flight: false,
+            wake_sealer: None,
         })
     }
 
@@ -471,6 +522,13 @@ impl Pipeline {
         self.pending_since_ns.get_or_insert(now_ns);
         self.progress.records_accepted.fetch_add(count as u64, Ordering::Relaxed);
         self.progress.spooled_records.store(self.pending_records as u64, Ordering::Relaxed);
+        if let Some(wake) = &self.wake_sealer {
+            if self.pending_records >= self.settings.max_records {
+                // Full: the sealing thread is already woken, and finds every due segment.
+                let _ = wake.try_send(());
+            }
+            return Ok(());
+        }
         while self.pending_records >= self.settings.max_records {
             match self.try_seal(now_ns) {
                 Ok(true) => {}
@@ -517,20 +575,10 @@ impl Pipeline {
             return Ok(false);
         }
         match self.seal_pending(now_ns) {
-            Ok(sealed) => {
-                if self.seal_retry_at_ns.take().is_some() {
-                    tracing::info!("sealing works again");
-                }
-                Ok(sealed)
-            }
+            Ok(sealed) => Ok(sealed),
             Err(PipelineError::LinkStopped) => Err(PipelineError::LinkStopped),
             Err(error) => {
-                if self.seal_retry_at_ns.is_none() {
-                    tracing::error!(
-                        "cannot seal: {error}; the accepted records stay in the spool and sealing is retried"
-                    );
-                }
-                self.seal_retry_at_ns = Some(now_ns.saturating_add(SEAL_RETRY_NS));
+                self.seal_failed(&error, now_ns);
                 Ok(false)
             }
         }
@@ -542,39 +590,77 @@ impl Pipeline {
         index.entries.range(sent_through + 1..).map(|(_, entry)| entry.size_bytes).sum()
     }
 
-    /// Seals up to `max_records` pending records. Returns false when the link's backlog is full,
-    /// in which case the records stay pending (and durable in the spool). On error nothing changed:
-    /// the same records are still pending, to be sealed under the same sequence.
-    fn seal_pending(&mut self, now_ns: i64) -> Result<bool, PipelineError> {
-        if self.pending.is_empty() {
-            return Ok(true);
+    /// Hands sealing to a thread of its own: from now on a submit only wakes the returned receiver
+    /// (once a segment's worth is pending), and that thread seals with
+    /// [`take_seal_job`](Self::take_seal_job), [`SealJob::encode`] without the lock, and
+    /// [`finish_seal`](Self::finish_seal). Sources then go on while a segment is encoded.
+    pub fn attach_sealer(&mut self) -> std::sync::mpsc::Receiver<()> {
+        let (wake, woken) = std::sync::mpsc::sync_channel(1);
+        self.wake_sealer = Some(wake);
+        woken
+    }
+
+    /// The channel to the link thread, for a sealing thread that sends what
+    /// [`finish_seal`](Self::finish_seal) sealed (in the order it sealed them).
+    pub fn output(&self) -> std::sync::mpsc::SyncSender<SealedEntry> {
+        self.output.clone()
+    }
+
+    /// The oldest pending frames that make a segment, if one is due (a segment's worth pending,
+    /// or the oldest record `max_age` old), no seal is out already, no failed seal is waiting for
+    /// its retry time and the link's backlog has room. The frames stay pending until
+    /// [`finish_seal`](Self::finish_seal).
+    pub fn take_seal_job(&mut self, now_ns: i64) -> Option<SealJob> {
+        let aged = self.pending_since_ns.is_some_and(|since| now_ns - since >= self.settings.max_age_ns);
+        let due = self.pending_records >= self.settings.max_records || aged;
+        if self.seal_in_flight
+            || self.pending.is_empty()
+            || !due
+            || self.seal_retry_at_ns.is_some_and(|at| now_ns < at)
+            || self.unsent_bytes() >= self.settings.max_unsent_bytes
+        {
+            return None;
         }
-        if self.unsent_bytes() >= self.settings.max_unsent_bytes {
-            return Ok(false);
-        }
-        // Whole frames only, as many as fit in max_records (a frame never holds more than that).
-        let mut take = 0;
-        let mut frames = 0;
-        let mut cursor = self.sealed_frame_id;
+        self.seal_in_flight = true;
+        Some(self.seal_job())
+    }
+
+    /// Whole frames only, from the oldest, as many as fit in max_records (a frame never holds
+    /// more than that).
+    fn seal_job(&self) -> SealJob {
+        let mut job = SealJob {
+            frames: Vec::new(),
+            records: 0,
+            cursor: self.sealed_frame_id,
+            zstd_level: self.settings.zstd_level,
+        };
         for frame in &self.pending {
-            if take > 0 && take + frame.records > self.settings.max_records {
+            if job.records > 0 && job.records + frame.records > self.settings.max_records {
                 break;
             }
-            take += frame.records;
-            frames += 1;
-            cursor = frame.id;
+            job.records += frame.records;
+            job.frames.push(Arc::clone(&frame.series));
+            job.cursor = frame.id;
         }
-        let merged;
-        let series = if frames == 1 {
-            &self.pending[0].series
-        } else {
-            merged = codec::merge_groups(self.pending.iter().take(frames).map(|frame| frame.series.as_slice()));
-            &merged
-        };
-        let segment = seal::seal(self.position, series, self.settings.zstd_level, now_ns, &self.key);
+        job
+    }
+
+    /// Puts an encoded job in the chain: signs it under the next sequence, writes it to the
+    /// segment log (synced) and drops its frames from the pending queue and the spool. Returns the
+    /// entry for the link, which the caller sends. On error nothing changed: the same frames are
+    /// still pending, to be sealed under the same sequence; report it with
+    /// [`seal_failed`](Self::seal_failed).
+    pub fn finish_seal(&mut self, job: EncodedSeal, now_ns: i64) -> Result<SealedEntry, PipelineError> {
+        self.seal_in_flight = false;
+        debug_assert_eq!(
+            self.pending.get(job.frames - 1).map(|frame| frame.id),
+            Some(job.cursor),
+            "a seal job's frames are still the oldest pending"
+        );
+        let segment = seal::seal_encoded(self.position, job.encoded, now_ns, &self.key);
         let sealed = segment.to_bytes();
         let mut entry = Vec::with_capacity(8 + sealed.len());
-        entry.extend_from_slice(&cursor.to_le_bytes());
+        entry.extend_from_slice(&job.cursor.to_le_bytes());
         entry.extend_from_slice(&sealed);
         let sequence = self.position.sequence;
         let location = self
@@ -582,8 +668,8 @@ impl Pipeline {
             .append(sequence, &entry, true)
             .map_err(|e| PipelineError::log("write a segment to", &self.segment_dir(), e))?;
         // Durable: from here on the segment is sealed, whatever else fails.
-        self.pending.drain(..frames);
-        self.pending_records -= take;
+        self.pending.drain(..job.frames);
+        self.pending_records -= job.records;
         self.index
             .write()
             .expect("segment index lock")
@@ -591,11 +677,14 @@ impl Pipeline {
             .insert(sequence, IndexEntry { location, size_bytes: sealed.len() as u64, sealed_at_ns: now_ns });
         self.position.previous_hash = segment.hash();
         self.position.sequence += 1;
-        self.sealed_frame_id = cursor;
+        self.sealed_frame_id = job.cursor;
         self.pending_since_ns = (!self.pending.is_empty()).then_some(now_ns);
         self.progress.head_sequence.store(sequence, Ordering::Relaxed);
-        self.progress.records_sealed.fetch_add(take as u64, Ordering::Relaxed);
+        self.progress.records_sealed.fetch_add(job.records as u64, Ordering::Relaxed);
         self.progress.spooled_records.store(self.pending_records as u64, Ordering::Relaxed);
+        if self.seal_retry_at_ns.take().is_some() {
+            tracing::info!("sealing works again");
+        }
         // Freeing disk: a failure leaves files that the next seal tries to remove again.
         if let Err(error) = self.spool.drop_before(self.sealed_frame_id + 1) {
             tracing::warn!("cannot remove sealed spool files from {}: {error}", self.spool_dir().display());
@@ -603,12 +692,35 @@ impl Pipeline {
         if let Err(error) = self.enforce_retention() {
             tracing::warn!("cannot remove old segment log files from {}: {error}", self.segment_dir().display());
         }
-        let entry = SealedEntry {
+        Ok(SealedEntry {
             epoch: self.epoch.epoch,
             sequence,
             bytes: Arc::new(sealed),
             record_count: segment.header.record_count,
-        };
+        })
+    }
+
+    /// Reports a failed seal (once per run of failures) and holds sealing back for
+    /// [`SEAL_RETRY_NS`]: sealing costs CPU, and a failing disk needs an operator.
+    pub fn seal_failed(&mut self, error: &PipelineError, now_ns: i64) {
+        if self.seal_retry_at_ns.is_none() {
+            tracing::error!("cannot seal: {error}; the accepted records stay in the spool and sealing is retried");
+        }
+        self.seal_retry_at_ns = Some(now_ns.saturating_add(SEAL_RETRY_NS));
+    }
+
+    /// Seals up to `max_records` pending records on this thread. Returns false when the link's
+    /// backlog is full or a seal is out on the sealing thread, in which case the records stay
+    /// pending (and durable in the spool). On error nothing changed: the same records are still
+    /// pending, to be sealed under the same sequence.
+    fn seal_pending(&mut self, now_ns: i64) -> Result<bool, PipelineError> {
+        if self.pending.is_empty() {
+            return Ok(true);
+        }
+        if self.seal_in_flight || self.unsent_bytes() >= self.settings.max_unsent_bytes {
+            return Ok(false);
+        }
+        let entry = self.finish_seal(self.seal_job().encode(), now_ns)?;
         // The link thread may be slow; blocking here is the backpressure that fills the spool.
         if self.output.send(entry).is_err() {
             return Err(PipelineError::LinkStopped);
@@ -1065,5 +1177,79 @@ mod tests {
         assert_eq!(pipeline.epoch().reason, EpochReason::SpoolLost);
         assert!(pipeline.epoch().epoch > first_epoch);
         assert_eq!(pipeline.epoch().previous_epoch, first_epoch);
+    }
+
+    /// Seals every due job the way the sealing thread does: take under the lock, encode apart,
+    /// finish, send.
+    fn seal_on_the_sealing_thread(pipeline: &mut Pipeline, now_ns: i64) {
+        let output = pipeline.output();
+        while let Some(job) = pipeline.take_seal_job(now_ns) {
+            let encoded = job.encode();
+            match pipeline.finish_seal(encoded, now_ns) {
+                Ok(entry) => output.send(entry).unwrap(),
+                Err(error) => {
+                    pipeline.seal_failed(&error, now_ns);
+                    return;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_segment_encoded_on_the_sealing_thread_is_the_one_sealing_inline_makes() {
+        let (inline_dir, threaded_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (mut inline, inline_rx) = open(inline_dir.path());
+        let (mut threaded, threaded_rx) = open(threaded_dir.path());
+        let woken = threaded.attach_sealer();
+        for (from, count) in [(0, 40), (40, 40), (80, 70), (150, 100), (250, 3)] {
+            inline.submit(&mut records(from, count), 0).unwrap();
+            threaded.submit(&mut records(from, count), 0).unwrap();
+        }
+        assert!(threaded_rx.try_recv().is_err(), "a submit with a sealing thread seals nothing itself");
+        assert!(woken.try_recv().is_ok(), "and wakes the sealing thread once a segment's worth is pending");
+        seal_on_the_sealing_thread(&mut threaded, 0);
+        inline.flush(1_000).unwrap();
+        seal_on_the_sealing_thread(&mut threaded, 1_000); // the last 3 records, by age
+        let inline: Vec<Vec<u8>> = inline_rx.try_iter().map(|entry| entry.bytes.to_vec()).collect();
+        let threaded: Vec<Vec<u8>> = threaded_rx.try_iter().map(|entry| entry.bytes.to_vec()).collect();
+        assert_eq!(inline.len(), 4, "frames of 40+40, 70, 100 and 3 records make four segments");
+        assert_eq!(threaded, inline, "the same bytes, signatures and chain");
+    }
+
+    #[test]
+    fn frames_out_on_the_sealing_thread_are_neither_taken_again_nor_flushed_until_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut pipeline, rx) = open(dir.path());
+        let _woken = pipeline.attach_sealer();
+        pipeline.submit(&mut records(0, 100), 0).unwrap();
+        pipeline.submit(&mut records(100, 100), 0).unwrap();
+        let job = pipeline.take_seal_job(0).expect("a segment's worth is pending");
+        assert!(pipeline.take_seal_job(0).is_none(), "one seal out at a time: the chain is one line");
+        pipeline.flush(0).unwrap();
+        assert!(rx.try_recv().is_err(), "a flush does not seal frames a job holds");
+        pipeline.submit(&mut records(200, 50), 0).unwrap();
+        let entry = pipeline.finish_seal(job.encode(), 0).unwrap();
+        pipeline.output().send(entry).unwrap();
+        seal_on_the_sealing_thread(&mut pipeline, 0);
+        assert_eq!(sealed_values(&rx), vec![(1, (0..100).collect()), (2, (100..200).collect())]);
+        assert!(pipeline.take_seal_job(999).is_none(), "50 records are not due before max_age");
+        seal_on_the_sealing_thread(&mut pipeline, 1_000);
+        assert_eq!(sealed_values(&rx), vec![(3, (200..250).collect())]);
+    }
+
+    #[test]
+    fn a_seal_that_fails_on_the_sealing_thread_is_retried_under_the_same_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let segment_disk = FaultyDisk::new().only_under(&dir.path().join("segments"));
+        let (mut pipeline, rx) = open_on(&segment_disk, dir.path());
+        let _woken = pipeline.attach_sealer();
+        segment_disk.limit_space(20);
+        pipeline.submit(&mut records(0, 100), 0).expect("durable in the spool, so accepted");
+        seal_on_the_sealing_thread(&mut pipeline, 0);
+        assert!(sealed_values(&rx).is_empty());
+        segment_disk.free_space();
+        assert!(pipeline.take_seal_job(SEAL_RETRY_NS - 1).is_none(), "a failed seal waits SEAL_RETRY_NS");
+        seal_on_the_sealing_thread(&mut pipeline, SEAL_RETRY_NS);
+        assert_eq!(sealed_values(&rx), vec![(1, (0..100).collect())]);
     }
 }

@@ -17,7 +17,7 @@ use crate::ingest::IngestState;
 use crate::keyfiles;
 use crate::link::{self, LinkContext, LinkCounters, LinkSettings};
 use crate::metrics::{self, SenderMetrics};
-use crate::pipeline::{Pipeline, PipelineSettings};
+use crate::pipeline::{Pipeline, PipelineError, PipelineSettings, SealedEntry};
 use crate::schedule::CodingSettings;
 use crate::sources::SourceRegistry;
 use crate::sources::mqtt::MqttSource;
@@ -131,7 +131,7 @@ pub fn run(config: SenderConfig, options: RunOptions) -> anyhow::Result<()> {
     let pipeline = Arc::new(Mutex::new(pipeline));
     let stop_sources = Arc::new(AtomicBool::new(false));
     let source_done = Arc::new(AtomicBool::new(false));
-    let ticker = spawn_ticker(Arc::clone(&pipeline), Arc::clone(&stop_sources))?;
+    let ticker = spawn_sealer(Arc::clone(&pipeline), Arc::clone(&stop_sources), config.segments.sealer_thread)?;
     let simulator = if config.simulator.enabled {
         Some(spawn_simulator(&config, Arc::clone(&pipeline), Arc::clone(&stop_sources), Arc::clone(&source_done))?)
     } else {
@@ -286,20 +286,55 @@ pub async fn shutdown_signal() {
     diode_host::signals::shutdown_signal("sealing and sending what is pending").await;
 }
 
-fn spawn_ticker(
+/// The sealing thread. With `segments.sealer_thread` it seals every due segment as soon as a
+/// submit wakes it (or its age comes), encoding without the pipeline's lock so sources go on
+/// meanwhile; without, it only seals by age, and submits seal on their own thread.
+fn spawn_sealer(
     pipeline: Arc<Mutex<Pipeline>>,
     stop: Arc<AtomicBool>,
+    own_thread: bool,
 ) -> anyhow::Result<thread::JoinHandle<anyhow::Result<()>>> {
+    let (woken, output) = {
+        let mut locked = pipeline.lock().expect("pipeline lock");
+        (own_thread.then(|| locked.attach_sealer()), locked.output())
+    };
     thread::Builder::new()
         .name("sealer".into())
         .spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                pipeline.lock().expect("pipeline lock").tick(now_ns())?;
-                thread::sleep(TICK);
+                let Some(woken) = &woken else {
+                    pipeline.lock().expect("pipeline lock").tick(now_ns())?;
+                    thread::sleep(TICK);
+                    continue;
+                };
+                let _ = woken.recv_timeout(TICK);
+                seal_due(&pipeline, &output)?;
             }
             Ok(())
         })
         .context("cannot start the sealing thread")
+}
+
+/// Seals every due segment, each encoded outside the pipeline's lock; stops at the first failure
+/// (reported, and retried after `SEAL_RETRY_NS`). Only a stopped link thread is an error.
+fn seal_due(pipeline: &Mutex<Pipeline>, output: &std::sync::mpsc::SyncSender<SealedEntry>) -> anyhow::Result<()> {
+    loop {
+        let Some(job) = pipeline.lock().expect("pipeline lock").take_seal_job(now_ns()) else {
+            return Ok(());
+        };
+        let encoded = job.encode();
+        let sealed = {
+            let mut locked = pipeline.lock().expect("pipeline lock");
+            let now = now_ns();
+            locked.finish_seal(encoded, now).map_err(|error| locked.seal_failed(&error, now))
+        };
+        let Ok(entry) = sealed else { return Ok(()) };
+        // The link thread may be slow; blocking here (without the lock) is the backpressure that
+        // fills the spool.
+        if output.send(entry).is_err() {
+            return Err(PipelineError::LinkStopped.into());
+        }
+    }
 }
 
 /// The built-in plant: produces records in real time (timestamps are the wall clock), as a

@@ -46,6 +46,8 @@ pub struct LabOptions {
     pub quality_tag: Option<String>,
     /// `ingest.quality_field`: the field that carries a line's quality.
     pub quality_field: Option<String>,
+    /// `segments.sealer_thread`: seal on a thread of its own (the default) or on the submitting one.
+    pub sealer_thread: bool,
 }
 
 impl Default for LabOptions {
@@ -72,6 +74,7 @@ impl Default for LabOptions {
             ingest_token: None,
             quality_tag: None,
             quality_field: None,
+            sealer_thread: true,
         }
     }
 }
@@ -178,6 +181,7 @@ beacon_interval_ms = 500
 [segments]
 max_records = {max_records}
 max_age_ms = {max_age}
+sealer_thread = {sealer_thread}
 
 [spool]
 fsync = "always"
@@ -207,6 +211,7 @@ start_ns = {start_ns}
             repeat = o.repeat_repair_after_ms,
             max_records = o.segment_max_records,
             max_age = o.segment_max_age_ms,
+            sealer_thread = o.sealer_thread,
             carousel = o.carousel,
             carousel_fraction = o.carousel_rate_fraction,
             ingest = self.sender_ingest,
