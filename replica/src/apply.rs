@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use diode_common::codec::{SeriesColumns, encode_columns};
+use diode_common::codec::{ChunkEncoder, SeriesColumns};
 use diode_common::keys::encode_hex;
 use diode_common::record::SeriesKey;
 use diode_common::seal::{GENESIS_HASH, SealedSegment, SegmentHash, SegmentHeader};
@@ -279,6 +279,7 @@ impl Replica {
     ) {
         let points_cf = self.cf(CF_POINTS);
         let mut chunk = Vec::with_capacity(64 * 1024);
+        let mut encoder = ChunkEncoder::default();
         let mut parts: Vec<&SeriesColumns> = Vec::new();
         for group in by_id.chunk_by(|a, b| a.0 == b.0) {
             let id = group[0].0;
@@ -289,7 +290,7 @@ impl Replica {
             staged.statistics.push((id, statistics));
             chunks::for_each_bucket(&parts, |bucket_start_ns, columns| {
                 chunk.clear();
-                encode_columns(columns, &mut chunk);
+                encoder.encode(columns, &mut chunk);
                 let key = PointKey {
                     series_id: id,
                     bucket_start_ns,

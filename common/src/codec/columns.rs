@@ -142,9 +142,21 @@ pub(super) struct ColumnWriter {
     fields: [Vec<u8>; FIELD_COUNT],
     /// Reused for the medians of the integer modes, to save an allocation per column.
     scratch: Vec<i64>,
+    /// Reused for a series' timestamps in ticks, an integer column's deltas and a float column's
+    /// decimal integers: a writer that encodes many series allocates these once.
+    ticks: Vec<i64>,
+    deltas: Vec<i64>,
+    decimals: Vec<i64>,
 }
 
 impl ColumnWriter {
+    /// Empties the field streams, keeping their memory for the next series.
+    pub(super) fn clear(&mut self) {
+        for field in &mut self.fields {
+            field.clear();
+        }
+    }
+
     fn field(&mut self, field: Field) -> &mut Vec<u8> {
         &mut self.fields[field as usize]
     }
@@ -190,8 +202,11 @@ impl ColumnWriter {
         }
         self.field(Field::TickExponents).push(exponent);
         put_varint(self.field(Field::TickFactors), factor as u64);
-        let ticks: Vec<i64> = timestamps_ns.iter().map(|&t| t.wrapping_sub(base_ns) / tick).collect();
+        let mut ticks = std::mem::take(&mut self.ticks);
+        ticks.clear();
+        ticks.extend(timestamps_ns.iter().map(|&t| t.wrapping_sub(base_ns) / tick));
         self.write_integers(&ticks, TIMESTAMP_INTEGERS);
+        self.ticks = ticks;
     }
 
     /// Writes `values` in whichever integer mode promises the fewest bits: deltas (noisy or
@@ -204,7 +219,16 @@ impl ColumnWriter {
             put_signed_varint(self.field(fields.head), first);
             return;
         }
-        let deltas: Vec<i64> = values.windows(2).map(|pair| pair[1].wrapping_sub(pair[0])).collect();
+        let mut deltas = std::mem::take(&mut self.deltas);
+        deltas.clear();
+        deltas.extend(values.windows(2).map(|pair| pair[1].wrapping_sub(pair[0])));
+        self.write_integer_body(values, &deltas, fields);
+        self.deltas = deltas;
+    }
+
+    /// [`write_integers`](Self::write_integers) for two or more values, given their deltas.
+    fn write_integer_body(&mut self, values: &[i64], deltas: &[i64], fields: IntegerFields) {
+        let first = values[0];
         let delta_bits = estimated_bits(first) + deltas.iter().map(|&d| estimated_bits(d)).sum::<u64>();
         let delta_of_delta_bits = estimated_bits(first)
             + estimated_bits(deltas[0])
@@ -239,7 +263,7 @@ impl ColumnWriter {
             self.field(Field::Encodings).push(INTEGERS_DELTA);
             put_signed_varint(self.field(fields.head), first);
             let body = self.field(fields.body);
-            for &delta in &deltas {
+            for &delta in deltas {
                 put_signed_varint(body, delta);
             }
         }
@@ -273,10 +297,11 @@ impl ColumnWriter {
         let xor_stream_bytes = xor_bits.0.div_ceil(8);
         let xor_bytes = varint_len(xor_stream_bytes as u64) + xor_stream_bytes;
 
-        let decimal = decimal_integers(values);
-        let decimal_bytes = decimal.as_ref().map(|(_, integers)| estimated_integer_bytes(integers));
+        let mut integers = std::mem::take(&mut self.decimals);
+        let decimal = decimal_integers(values, &mut integers);
+        let decimal_bytes = decimal.map(|_| estimated_integer_bytes(&integers));
         match (decimal, decimal_bytes) {
-            (Some((digits, integers)), Some(bytes)) if bytes <= xor_bytes && bytes <= raw_bytes => {
+            (Some(digits), Some(bytes)) if bytes <= xor_bytes && bytes <= raw_bytes => {
                 self.field(Field::Encodings).extend_from_slice(&[F64_DECIMAL, digits]);
                 self.write_integers(&integers, VALUE_INTEGERS);
             }
@@ -294,6 +319,7 @@ impl ColumnWriter {
                 }
             }
         }
+        self.decimals = integers;
     }
 
     fn write_bools(&mut self, values: &[bool]) {
@@ -369,12 +395,13 @@ impl ColumnWriter {
     }
 
     fn write_qualities(&mut self, qualities: &[Quality]) {
-        let runs = runs(qualities.iter().copied());
-        let last = runs.len().saturating_sub(1);
         let out = self.field(Field::Qualities);
-        for (index, (quality, length)) in runs.into_iter().enumerate() {
+        let mut rest = qualities;
+        while let Some(&quality) = rest.first() {
+            let length = rest.iter().take_while(|&&q| q == quality).count();
+            rest = &rest[length..];
             put_varint(out, u64::from(quality.0));
-            put_run_length(out, length, index == last);
+            put_run_length(out, length, rest.is_empty());
         }
     }
 }
@@ -449,8 +476,9 @@ fn decimal_integer(value: f64, digits: usize) -> Option<i64> {
     ((integer as f64 / power).to_bits() == value.to_bits()).then_some(integer)
 }
 
-/// The fewest decimal digits that represent every value exactly, and the integers, if any.
-fn decimal_integers(values: &[f64]) -> Option<(u8, Vec<i64>)> {
+/// The fewest decimal digits that represent every value exactly, with the integers in `integers`
+/// (cleared first), if any.
+fn decimal_integers(values: &[f64], integers: &mut Vec<i64>) -> Option<u8> {
     // `integer / 10^d` also holds at every larger `d` (while integers stay below 2^53), so the
     // column needs the largest of the values' own digit counts; the final pass re-checks all.
     let mut digits = 0;
@@ -462,13 +490,16 @@ fn decimal_integers(values: &[f64]) -> Option<(u8, Vec<i64>)> {
             }
         }
     }
-    let integers = values.iter().map(|&value| decimal_integer(value, digits)).collect::<Option<Vec<i64>>>()?;
-    Some((digits as u8, integers))
+    integers.clear();
+    for &value in values {
+        integers.push(decimal_integer(value, digits)?);
+    }
+    Some(digits as u8)
 }
 
 #[cfg(test)]
 pub(super) fn decimal_digits_for_tests(values: &[f64]) -> Option<u8> {
-    decimal_integers(values).map(|(digits, _)| digits)
+    decimal_integers(values, &mut Vec::new())
 }
 
 /// Where Gorilla XOR bits go: a real writer, or a counter used to size the encoding first.

@@ -420,9 +420,24 @@ pub fn group_records(records: &[Record]) -> Vec<SeriesColumns> {
 /// # Panics
 /// If the columns have different lengths: a bug in the caller.
 pub fn encode_columns(columns: &SeriesColumns, out: &mut Vec<u8>) {
-    let mut writer = ColumnWriter::default();
-    writer.write_series(columns, 0);
-    writer.finish(out);
+    ChunkEncoder::default().encode(columns, out);
+}
+
+/// [`encode_columns`] for many series in a row: keeps its working memory (field streams,
+/// deltas, scratch) from one series to the next, so a replica applying a segment of thousands of
+/// series allocates it once instead of per series. Gives exactly [`encode_columns`]'s bytes.
+#[derive(Debug, Default)]
+pub struct ChunkEncoder {
+    writer: ColumnWriter,
+}
+
+impl ChunkEncoder {
+    /// Appends the encoding of `columns` to `out`, as [`encode_columns`] does.
+    pub fn encode(&mut self, columns: &SeriesColumns, out: &mut Vec<u8>) {
+        self.writer.clear();
+        self.writer.write_series(columns, 0);
+        self.writer.finish(out);
+    }
 }
 
 /// Decodes what [`encode_columns`] wrote, giving the columns the `key` stored beside them.

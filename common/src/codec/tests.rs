@@ -578,6 +578,19 @@ proptest! {
     }
 
     #[test]
+    fn a_reused_chunk_encoder_gives_the_bytes_of_a_fresh_one(records in arbitrary_records(false)) {
+        let mut encoder = ChunkEncoder::default();
+        // Twice over, so every series follows one of another kind and length.
+        for columns in group_records(&records).iter().chain(group_records(&records).iter().rev()) {
+            let (mut fresh, mut reused) = (Vec::new(), vec![7u8]);
+            encode_columns(columns, &mut fresh);
+            encoder.encode(columns, &mut reused);
+            prop_assert_eq!(&reused[..1], &[7u8][..], "encode appends to what the buffer holds");
+            prop_assert_eq!(&reused[1..], &fresh[..]);
+        }
+    }
+
+    #[test]
     fn merged_groups_of_consecutive_runs_equal_the_groups_of_all_records(
         records in arbitrary_records(false),
         cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..4),
