@@ -5,7 +5,7 @@
 //! - the spool alone (`Pipeline::submit` of parsed records: encode, append, fdatasync, and the
 //!   sealing of every 50,000 records into a signed segment), under `fsync = "always"` and `"never"`;
 //! - HTTP: the sender's InfluxDB endpoint (`ingest::router`) served as `diode-sender run` serves it
-//!   (one async worker, submits on the blocking pool, a 5 ms sealing tick), over a real spool in a
+//!   (one async worker, submits on the blocking pool, `run`'s sealing thread), over a real spool in a
 //!   temporary folder, with 5,000-line bodies posted over keep-alive connections by 1 to 8
 //!   concurrent clients, plain and gzip;
 //! - CSV import (`import::import`) of a generated file of millions of rows, and its dry run
@@ -34,6 +34,7 @@ use diode_sender::import::{self, TimestampUnit};
 use diode_sender::ingest::{self, IngestState};
 use diode_sender::line_protocol::{ParseOptions, parse_lines};
 use diode_sender::pipeline::{Pipeline, PipelineSettings, SealedEntry};
+use diode_sender::run;
 
 #[path = "../../benches/support/measure.rs"]
 mod measure;
@@ -128,16 +129,6 @@ fn now_ns() -> i64 {
     diode_sender::clock::now_ns()
 }
 
-/// The sealing tick of `diode-sender run`: seals by age every 5 ms.
-fn ticker(pipeline: Arc<Mutex<Pipeline>>, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
-    thread::spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            pipeline.lock().expect("pipeline lock").tick(now_ns()).expect("tick");
-            thread::sleep(Duration::from_millis(5));
-        }
-    })
-}
-
 /// A keep-alive HTTP/1.1 client that posts prepared bodies and reads each status.
 struct Client {
     stream: TcpStream,
@@ -201,12 +192,12 @@ struct Server {
     address: SocketAddr,
     runtime: tokio::runtime::Runtime,
     spool: Spool,
-    stop_ticker: Arc<AtomicBool>,
-    ticker: thread::JoinHandle<()>,
+    stop_sealer: Arc<AtomicBool>,
+    sealer: thread::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Server {
-    fn start(fsync: FsyncPolicy, grouped: bool) -> Server {
+    fn start(fsync: FsyncPolicy, grouped: bool, sealer_thread: bool) -> Server {
         let spool = Spool::new(fsync);
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
@@ -224,14 +215,15 @@ impl Server {
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
         let address = listener.local_addr().expect("address");
         runtime.spawn(async move { axum::serve(listener, ingest::router(state)).await });
-        let stop_ticker = Arc::new(AtomicBool::new(false));
-        let ticker = ticker(Arc::clone(&spool.pipeline), Arc::clone(&stop_ticker));
-        Server { address, runtime, spool, stop_ticker, ticker }
+        let stop_sealer = Arc::new(AtomicBool::new(false));
+        let sealer = run::spawn_sealer(Arc::clone(&spool.pipeline), Arc::clone(&stop_sealer), sealer_thread)
+            .expect("sealing thread");
+        Server { address, runtime, spool, stop_sealer, sealer }
     }
 
     fn stop(self) -> u64 {
-        self.stop_ticker.store(true, Ordering::Relaxed);
-        self.ticker.join().expect("ticker");
+        self.stop_sealer.store(true, Ordering::Relaxed);
+        self.sealer.join().expect("sealing thread").expect("sealing");
         self.runtime.shutdown_timeout(Duration::from_secs(5));
         self.spool.finish()
     }
@@ -303,15 +295,20 @@ struct HttpCase {
     gzip: bool,
     fsync: FsyncPolicy,
     grouped: bool,
+    /// Seal on a thread of its own (`segments.sealer_thread`, the default) or on the committing one.
+    sealer_thread: bool,
 }
 
 fn bench_http() {
-    let case = |lines, clients, gzip, fsync| HttpCase { lines, clients, gzip, fsync, grouped: true };
+    let case =
+        |lines, clients, gzip, fsync| HttpCase { lines, clients, gzip, fsync, grouped: true, sealer_thread: true };
+    let inline = |lines, clients| HttpCase { sealer_thread: false, ..case(lines, clients, false, FsyncPolicy::Always) };
     let ungrouped = |lines, clients| HttpCase { grouped: false, ..case(lines, clients, false, FsyncPolicy::Always) };
     let cases = [
         case(LINES_PER_BODY, 1, false, FsyncPolicy::Always),
         case(LINES_PER_BODY, 2, false, FsyncPolicy::Always),
         case(LINES_PER_BODY, 4, false, FsyncPolicy::Always),
+        inline(LINES_PER_BODY, 4),
         ungrouped(LINES_PER_BODY, 4),
         case(LINES_PER_BODY, 8, false, FsyncPolicy::Always),
         case(LINES_PER_BODY, 1, true, FsyncPolicy::Always),
@@ -324,14 +321,14 @@ fn bench_http() {
         ungrouped(1_000, 8),
         case(1_000, 8, false, FsyncPolicy::Never),
     ];
-    for HttpCase { lines, clients, gzip, fsync, grouped } in cases {
+    for HttpCase { lines, clients, gzip, fsync, grouped, sealer_thread } in cases {
         let texts: Vec<String> = (0..BODIES).map(|body| plant_body(body, lines)).collect();
         let bodies: Vec<Vec<u8>> =
             texts.iter().map(|text| if gzip { self::gzip(text) } else { text.clone().into_bytes() }).collect();
         let requests = LINES_PER_RUN / lines;
         let (timing, sealed) = best_of(
             process_cpu_seconds,
-            || Server::start(fsync, grouped),
+            || Server::start(fsync, grouped, sealer_thread),
             |server| {
                 post_all(server.address, &bodies, requests, clients, gzip);
                 server.stop()
@@ -342,7 +339,11 @@ fn bench_http() {
             "HTTP, {lines}-line bodies, {clients} client{}, {}, fsync = {fsync:?}{}: {} ({:.0} requests/s)",
             if clients == 1 { "" } else { "s" },
             if gzip { "gzip" } else { "plain" },
-            if grouped { "" } else { ", one sync per write (no group commit)" },
+            match (grouped, sealer_thread) {
+                (true, true) => "",
+                (true, false) => ", sealing on the committing thread",
+                (false, _) => ", one sync per write (no group commit)",
+            },
             timing.describe(sealed as f64, "points"),
             requests as f64 / timing.wall
         );

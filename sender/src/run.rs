@@ -286,10 +286,12 @@ pub async fn shutdown_signal() {
     diode_host::signals::shutdown_signal("sealing and sending what is pending").await;
 }
 
-/// The sealing thread. With `segments.sealer_thread` it seals every due segment as soon as a
-/// submit wakes it (or its age comes), encoding without the pipeline's lock so sources go on
-/// meanwhile; without, it only seals by age, and submits seal on their own thread.
-fn spawn_sealer(
+/// Starts the sealing thread, as `run` does (also used by the ingest bench). With `own_thread`
+/// (`segments.sealer_thread`) it seals every due segment as soon as a submit wakes it (or its age
+/// comes), encoding without the pipeline's lock so sources go on meanwhile; without, it only
+/// seals by age every 5 ms, and submits seal on their own thread. It ends once `stop` is set;
+/// seal what is left with [`Pipeline::flush`] after joining it.
+pub fn spawn_sealer(
     pipeline: Arc<Mutex<Pipeline>>,
     stop: Arc<AtomicBool>,
     own_thread: bool,
