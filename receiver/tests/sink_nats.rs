@@ -6,7 +6,10 @@
 //! latest apply of each point equals the replica; a sink sent back to an older cursor republishes
 //! and the stream drops every copy by `Nats-Msg-Id`. A wrong password, an unreachable server and
 //! a user without publish permission are counted, retried errors that name the problem while
-//! apply goes on. Skips (and says why) where the server binary is missing.
+//! apply goes on. Over mutual TLS, with certificates made by `diode-receiver tls-keygen`, a sink
+//! exports every point; an untrusted server certificate, a missing client certificate and one the
+//! server does not trust are counted, retried errors that name the certificate at fault. Skips
+//! (and says why) where the server binary is missing.
 
 mod sinks_common;
 
@@ -17,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use async_nats::ConnectOptions;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use diode_common::keys::{SenderKey, TrustedKeys};
 use diode_common::record::{SeriesKey, Value};
@@ -196,8 +200,13 @@ struct Read {
 
 /// Every message of the stream, in stream order, read by a consumer through `url`.
 fn read_stream(url: &str) -> Vec<Read> {
+    read_stream_with(url, ConnectOptions::new())
+}
+
+/// [`read_stream`], the consumer connecting with `options` (TLS).
+fn read_stream_with(url: &str, options: ConnectOptions) -> Vec<Read> {
     runtime().block_on(async {
-        let client = async_nats::connect(url).await.unwrap();
+        let client = options.connect(url).await.unwrap();
         let stream = async_nats::jetstream::new(client).get_stream(STREAM).await.unwrap();
         let total = stream.cached_info().state.messages as usize;
         let consumer = stream
@@ -430,6 +439,129 @@ fn bad_credentials_an_unreachable_server_and_a_missing_permission_are_counted_re
     let thread = start_sink(&shared, config, limits);
     wait_until("the right password exports everything", GUARD, || sink_cursor(&shared, "right") == 12);
     stop(&shared, thread);
+}
+
+/// Runs `diode-receiver tls-keygen` with `args`, as an operator would.
+fn tls_keygen(args: &[&str]) {
+    let output = Command::new(env!("CARGO_BIN_EXE_diode-receiver")).arg("tls-keygen").args(args).output().unwrap();
+    assert!(output.status.success(), "tls-keygen {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// Certificates made with `tls-keygen`: an authority in `ours` that signed the server's
+/// (`nats-1`, also for 127.0.0.1) and the receiver's; another authority in `theirs` that signed a
+/// stranger's.
+struct Certificates {
+    ours: PathBuf,
+    theirs: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Certificates {
+    fn new() -> Certificates {
+        let dir = tempfile::tempdir().unwrap();
+        let (ours, theirs) = (dir.path().join("ours"), dir.path().join("theirs"));
+        let (ours_text, theirs_text) = (ours.to_str().unwrap(), theirs.to_str().unwrap());
+        tls_keygen(&["ca", "--dir", ours_text]);
+        tls_keygen(&["cert", "--ca-dir", ours_text, "--name", "nats-1", "--also", "127.0.0.1", "--dir", ours_text]);
+        tls_keygen(&["cert", "--ca-dir", ours_text, "--name", "receiver", "--dir", ours_text]);
+        tls_keygen(&["ca", "--dir", theirs_text]);
+        tls_keygen(&["cert", "--ca-dir", theirs_text, "--name", "stranger", "--dir", theirs_text]);
+        Certificates { ours, theirs, _dir: dir }
+    }
+
+    /// The server's `tls` block: its certificate, and only clients `ours` signed (mutual TLS).
+    fn server_block(&self) -> String {
+        format!(
+            "tls {{ cert_file: {:?}, key_file: {:?}, ca_file: {:?}, verify: true, timeout: 2 }}",
+            self.ours.join("nats-1.crt"),
+            self.ours.join("nats-1.key"),
+            self.ours.join("ca.crt")
+        )
+    }
+
+    /// A sink's TLS settings: the authority it trusts, and the client certificate it presents
+    /// (`NAME` in that authority's folder), if any.
+    fn sink_settings(authority: &Path, client: Option<(&Path, &str)>) -> String {
+        let mut text = format!("tls_ca_certificate = {:?}\n", authority.join("ca.crt"));
+        if let Some((folder, name)) = client {
+            text.push_str(&format!(
+                "tls_client_certificate = {:?}\ntls_client_key = {:?}\n",
+                folder.join(format!("{name}.crt")),
+                folder.join(format!("{name}.key"))
+            ));
+        }
+        text
+    }
+
+    /// How a consumer connects: trusting `ours`, presenting the receiver's certificate.
+    fn consumer_options(&self) -> ConnectOptions {
+        ConnectOptions::new()
+            .require_tls(true)
+            .add_root_certificates(self.ours.join("ca.crt"))
+            .add_client_certificate(self.ours.join("receiver.crt"), self.ours.join("receiver.key"))
+    }
+}
+
+#[test]
+fn over_mutual_tls_every_point_is_exported_and_an_untrusted_server_or_a_refused_client_is_a_counted_retried_error() {
+    let certificates = Certificates::new();
+    let Some(server) = Cluster::start(1, &certificates.server_block()) else { return };
+    let directory = tempfile::tempdir().unwrap();
+    let shared = shared(Replica::open(directory.path()).unwrap());
+    let segments = plant_segments(34, 12, 200);
+    apply(&shared, &segments[..6]);
+    let limits = SinkLimits { retry_first_ms: 20, retry_longest_ms: 40, ..SinkLimits::default() };
+    let (ours, theirs) = (certificates.ours.as_path(), certificates.theirs.as_path());
+    let settings = |authority: &Path, client: Option<(&Path, &str)>| {
+        format!("timeout_ms = 2000\n{}", Certificates::sink_settings(authority, client))
+    };
+    let failing = [
+        // The server's certificate is not signed by the authority this sink trusts.
+        (
+            "untrusted-server",
+            settings(theirs, Some((ours, "receiver"))),
+            "not signed by the authority in tls_ca_certificate",
+        ),
+        // The server requires a client certificate; this sink has none.
+        ("no-client-certificate", settings(ours, None), "requires a client certificate"),
+        // The server does not trust the authority that signed this sink's certificate.
+        ("stranger", settings(ours, Some((theirs, "stranger"))), "refused this receiver's client certificate"),
+    ];
+    let mut threads: Vec<_> = failing
+        .iter()
+        .map(|(name, extra, _)| start_sink(&shared, sink_config(name, &server.urls(), extra), limits))
+        .collect();
+    let config = sink_config("mutual-tls", &server.urls(), &settings(ours, Some((ours, "receiver"))));
+    threads.push(start_sink(&shared, config, limits));
+    for (name, _, _) in &failing {
+        wait_until(&format!("{name} fails twice"), GUARD, || sink_errors(&shared, name) >= 2);
+        eprintln!("{name}: {}", sink_last_error(&shared, name).unwrap());
+    }
+    for (name, _, expected) in &failing {
+        let message = sink_last_error(&shared, name).unwrap();
+        assert!(message.contains("TLS") && message.contains(expected), "{name}: {message}");
+    }
+    apply(&shared, &segments[6..]);
+    assert_eq!(last(&shared), 12, "apply goes on while some sinks fail");
+    wait_until("the sink with the right certificates exports everything", GUARD, || {
+        sink_cursor(&shared, "mutual-tls") == 12
+    });
+    let metrics = diode_receiver::sinks::metrics(&shared.counters.sinks.lock().unwrap(), 12);
+    for (name, _, _) in &failing {
+        assert!(metrics.contains(&format!("diode_receiver_sink_up{{sink=\"{name}\",kind=\"nats\"}} 0")), "{metrics}");
+        assert_eq!(sink_cursor(&shared, name), 0, "{name} exported nothing");
+    }
+    assert_eq!(sink_errors(&shared, "mutual-tls"), 0, "{:?}", sink_last_error(&shared, "mutual-tls"));
+    shared.stop.store(true, Ordering::Relaxed);
+    threads.into_iter().for_each(|thread| thread.join().unwrap());
+
+    // A consumer over the same mutual TLS reads every point once; folded, the stream is the replica.
+    let messages = read_stream_with(&server.url(0), certificates.consumer_options());
+    let replica = shared.replica.read().unwrap();
+    let folded = fold(&messages.iter().collect::<Vec<_>>(), &replica);
+    let expected = replica_points(&replica);
+    assert_eq!(folded.len(), expected.len());
+    assert!(folded == expected, "the stream, folded by apply number, differs from the replica");
 }
 
 /// Points per second into a three-node cluster (stream of three replicas): `cargo test --release

@@ -32,6 +32,7 @@ pub mod body;
 pub mod subject;
 
 use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -92,6 +93,86 @@ fn with_hint(error: SinkError, hint: &str) -> SinkError {
     match error {
         SinkError::Target(text) => SinkError::Target(format!("{text}{hint}")),
         other => other,
+    }
+}
+
+/// The TLS error behind `error`, if the connection failed in TLS: rustls's own, or the one inside
+/// an I/O error (async-nats reports a failed handshake as an I/O error).
+fn tls_cause<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(error);
+    while let Some(cause) = next {
+        if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        let inner = cause.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref);
+        if let Some(tls) = inner.and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+            return Some(tls);
+        }
+        next = cause.source();
+    }
+    None
+}
+
+/// What to check after a failed connection: the credentials, the TLS files or the network.
+fn connect_hint(error: &async_nats::ConnectError, config: &NatsSinkConfig) -> String {
+    if let Some(tls) = tls_cause(error) {
+        return format!("; TLS: {}", tls_hint(tls, config));
+    }
+    match error.kind() {
+        ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
+            "; check user and password_file (or token_file) against the servers' authorization".to_owned()
+        }
+        ConnectErrorKind::Tls => {
+            "; TLS: check that tls_ca_certificate, tls_client_certificate and tls_client_key are readable PEM files"
+                .to_owned()
+        }
+        _ => "; are the servers running and reachable from this host?".to_owned(),
+    }
+}
+
+/// Which side refused which certificate in a failed TLS handshake, and what to change.
+fn tls_hint(error: &rustls::Error, config: &NatsSinkConfig) -> String {
+    use rustls::{AlertDescription as Alert, CertificateError as Refused};
+    let shown = |path: &Option<PathBuf>| path.as_ref().map_or_else(String::new, |path| format!(" {}", path.display()));
+    let (ca, client) = (shown(&config.tls_ca_certificate), shown(&config.tls_client_certificate));
+    match error {
+        rustls::Error::InvalidCertificate(Refused::UnknownIssuer | Refused::BadSignature) => format!(
+            "the server's certificate is not signed by the authority in tls_ca_certificate{ca}: give the authority \
+             that signed the servers' cert_file"
+        ),
+        rustls::Error::InvalidCertificate(Refused::NotValidForName | Refused::NotValidForNameContext { .. }) => {
+            "the server's certificate does not name the host in servers: dial a name or address the certificate \
+             holds, or add that one to it"
+                .to_owned()
+        }
+        rustls::Error::InvalidCertificate(
+            Refused::Expired
+            | Refused::ExpiredContext { .. }
+            | Refused::NotValidYet
+            | Refused::NotValidYetContext { .. },
+        ) => "the server's certificate is not valid now: renew it, or check the clocks".to_owned(),
+        rustls::Error::InvalidCertificate(_) => {
+            format!("the server's certificate was refused: check it against tls_ca_certificate{ca}")
+        }
+        rustls::Error::AlertReceived(
+            Alert::CertificateRequired | Alert::BadCertificate | Alert::UnknownCA | Alert::CertificateUnknown,
+        ) if config.tls_client_certificate.is_none() => "the server requires a client certificate: set \
+             tls_client_certificate and tls_client_key (signed by the authority in the servers' ca_file)"
+            .to_owned(),
+        rustls::Error::AlertReceived(
+            Alert::BadCertificate
+            | Alert::UnknownCA
+            | Alert::CertificateUnknown
+            | Alert::CertificateExpired
+            | Alert::UnsupportedCertificate,
+        ) => format!(
+            "the server refused this receiver's client certificate{client}: it must be signed by the authority in \
+             the servers' ca_file, and valid now"
+        ),
+        _ => format!(
+            "check tls_ca_certificate{ca}, tls_client_certificate{client} and tls_client_key against the servers' \
+             tls settings"
+        ),
     }
 }
 
@@ -372,17 +453,12 @@ impl Sink for NatsSink {
         let (servers, prefix, max_message) =
             (self.config.servers.clone(), self.config.subject_prefix.clone(), self.config.max_message_bytes);
         let max_in_flight = self.config.max_in_flight;
+        let config = self.config.clone();
         let runtime = self.runtime()?;
         let jetstream = runtime.block_on(async {
             let client = options.connect(servers.clone()).await.map_err(|error| {
-                let hint = match error.kind() {
-                    ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
-                        "; check user and password_file (or token_file) against the servers' authorization"
-                    }
-                    ConnectErrorKind::Tls => "; check tls_ca_certificate and the servers' certificates",
-                    _ => "; are the servers running and reachable from this host?",
-                };
-                with_hint(describe(&format!("connecting to {}", servers.join(", ")), &error), hint)
+                let hint = connect_hint(&error, &config);
+                with_hint(describe(&format!("connecting to {}", servers.join(", ")), &error), &hint)
             })?;
             let max_payload = client.server_info().max_payload;
             if max_payload < max_message + HEADER_ROOM_BYTES {
@@ -470,6 +546,40 @@ impl Sink for NatsSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config(extra: &str) -> NatsSinkConfig {
+        toml::from_str(&format!("name = \"bus\"\nservers = [\"nats://127.0.0.1:4222\"]\n{extra}")).unwrap()
+    }
+
+    /// A handshake failure as async-nats reports it: an I/O error around rustls's.
+    fn failed_handshake(tls: rustls::Error) -> async_nats::ConnectError {
+        async_nats::ConnectError::with_source(ConnectErrorKind::Io, std::io::Error::other(tls))
+    }
+
+    #[test]
+    fn a_failed_tls_handshake_says_which_side_refused_which_certificate() {
+        let trusting = config("tls_ca_certificate = \"/etc/diode/nats-ca.crt\"\n");
+        let presenting = config(
+            "tls_ca_certificate = \"/etc/diode/nats-ca.crt\"\ntls_client_certificate = \"/etc/diode/r.crt\"\n\
+             tls_client_key = \"/etc/diode/r.key\"\n",
+        );
+        let untrusted = failed_handshake(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer));
+        let hint = connect_hint(&untrusted, &trusting);
+        assert!(
+            hint.starts_with("; TLS: the server's certificate is not signed") && hint.contains("nats-ca.crt"),
+            "{hint}"
+        );
+        let required = failed_handshake(rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired));
+        assert!(connect_hint(&required, &trusting).contains("requires a client certificate"));
+        let refused = failed_handshake(rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA));
+        let hint = connect_hint(&refused, &presenting);
+        assert!(hint.contains("refused this receiver's client certificate /etc/diode/r.crt"), "{hint}");
+        let unreachable = async_nats::ConnectError::with_source(
+            ConnectErrorKind::Io,
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        );
+        assert!(connect_hint(&unreachable, &trusting).contains("reachable"));
+    }
 
     #[test]
     fn a_stream_subject_captures_the_prefix_only_when_it_matches_everything_under_it() {
