@@ -357,6 +357,9 @@ fn replication_throughput_to_one_and_to_three_downstreams() {
         }
         let seconds = started.elapsed().as_secs_f64();
         let cpu = diode_tests::lab::cpu_seconds(upstream_pid).unwrap() - cpu_before;
+        // Each downstream's own CPU (verify and apply): what bounds the rate on a shared machine.
+        let downstream_cpu: Vec<f64> =
+            downstreams.iter().map(|d| d.pid().and_then(diode_tests::lab::cpu_seconds).unwrap_or(f64::NAN)).collect();
         let bytes: f64 = downstreams
             .iter()
             .map(|d| metric_sum(&d.metrics().unwrap(), "diode_receiver_upstream_bytes_received"))
@@ -370,6 +373,14 @@ fn replication_throughput_to_one_and_to_three_downstreams() {
             bytes / seconds / 1e6,
             cpu / count,
         );
+        for (downstream, cpu) in downstreams.iter().zip(&downstream_cpu) {
+            eprintln!(
+                "  {}: CPU {cpu:.2} s, {:.2} µs per point, {:.2} M points per CPU-second",
+                downstream.name,
+                cpu * 1e6 / total as f64,
+                total as f64 / cpu / 1e6
+            );
+        }
         for downstream in &mut downstreams {
             downstream.stop().unwrap();
         }
