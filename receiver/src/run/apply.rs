@@ -15,15 +15,6 @@ use crate::locks;
 use crate::state::{Shared, VerifiedBeacon};
 use crate::time::now_ns;
 
-/// Why the apply thread stopped: the replica could not be reopened after a failed write.
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    /// The replica could not be reopened after a failed write (the source says why). The apply
-    /// loop does not return it today: a failed reopen is logged and retried with back-off.
-    #[error("cannot reopen the replica after a failed write")]
-    Reopen(#[source] ReplicaError),
-}
-
 pub use crate::state::Work;
 
 /// Longest the apply thread waits for a segment before it records waiting beacons.
@@ -33,19 +24,22 @@ const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_LONGEST: Duration = Duration::from_secs(5);
 
 /// The apply loop: verify, check, apply exactly once; record the beacons waiting in the slot.
-pub fn apply_loop(queue: Receiver<Work>, trusted: TrustedKeys, shared: Arc<Shared>) -> Result<(), ApplyError> {
+///
+/// It never fails: a segment's own faults are counted and logged, and a failing replica write is
+/// retried (with a reopen) until it succeeds or the receiver stops.
+pub fn apply_loop(queue: Receiver<Work>, trusted: TrustedKeys, shared: Arc<Shared>) {
     loop {
         match queue.recv_timeout(BEACON_CHECK) {
             Ok(Work::Segment { bytes, .. }) => {
                 let mut retry = RETRY_FIRST;
                 while let Err(error) = apply_segment(&bytes, &trusted, &shared) {
-                    if !wait_out_write_failure(&shared, &error, &mut retry)? {
-                        return Ok(());
+                    if !wait_out_write_failure(&shared, &error, &mut retry) {
+                        return;
                     }
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            Err(RecvTimeoutError::Disconnected) => return,
         }
         record_waiting_beacons(&shared);
     }
@@ -56,7 +50,7 @@ pub fn apply_loop(queue: Receiver<Work>, trusted: TrustedKeys, shared: Arc<Share
 /// whether to try again (false once the receiver is stopping). Meanwhile the receive thread goes
 /// on: completed segments wait in the queue, then are shed and counted, and the carousel or a
 /// resend brings them back. Nothing acknowledged is lost: the OT side keeps every segment.
-fn wait_out_write_failure(shared: &Shared, error: &ReplicaError, retry: &mut Duration) -> Result<bool, ApplyError> {
+fn wait_out_write_failure(shared: &Shared, error: &ReplicaError, retry: &mut Duration) -> bool {
     shared.counters.replica_write_errors.fetch_add(1, Ordering::Relaxed);
     shared.counters.replica_write_blocked.store(1, Ordering::Relaxed);
     tracing::error!(
@@ -67,7 +61,7 @@ fn wait_out_write_failure(shared: &Shared, error: &ReplicaError, retry: &mut Dur
     let mut waited = Duration::ZERO;
     while waited < *retry {
         if shared.stop.load(Ordering::Relaxed) {
-            return Ok(false);
+            return false;
         }
         std::thread::sleep(BEACON_CHECK.min(*retry - waited));
         waited += BEACON_CHECK;
@@ -80,7 +74,7 @@ fn wait_out_write_failure(shared: &Shared, error: &ReplicaError, retry: &mut Dur
         Ok(reopened) => *replica = reopened,
         Err(error) => tracing::error!("cannot reopen the replica at {}: {error}", path.display()),
     }
-    Ok(true)
+    true
 }
 
 /// Records every beacon waiting in the slot (the newest verified one of each sender).
