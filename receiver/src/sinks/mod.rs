@@ -14,6 +14,7 @@
 //! Never in apply's way: the driver takes the replica's read lock only to read one bounded batch
 //! (`batch_points`, `batch_segments`) and to store the cursor, and never while it talks to the
 //! target; a sink that is down or slow only falls behind (its lag grows) and catches up later.
+//! The next batch is read while the sink exports the previous one, so a sink holds at most two.
 //! Failures are counted, logged and retried with a doubling wait; they never stop the receiver.
 
 pub mod config;
