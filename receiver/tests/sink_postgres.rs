@@ -261,22 +261,29 @@ fn an_unreachable_server_is_a_counted_retried_error_that_names_the_problem() {
     stop(&shared, thread);
 }
 
-/// Points per second into a local server: `cargo test --release -p diode-receiver --test
-/// sink_postgres -- --ignored --nocapture`.
+/// Points per second into a local server: `cargo test --release --workspace --test
+/// sink_postgres -- --ignored --nocapture`. Also the CPU time of this process (the sink, and
+/// the replica reads it makes) and of the server's processes over the export.
 #[test]
 #[ignore = "a measurement, not a check"]
 fn measure_points_per_second_into_a_local_server() {
     let Some(server) = PostgresServer::start() else { return };
     let (_directory, shared, points) = measured_replica(23);
+    let postmaster: u32 =
+        std::fs::read_to_string(server.data.join("postmaster.pid")).unwrap().lines().next().unwrap().parse().unwrap();
+    let (ours, theirs) = (cpu_seconds(std::process::id(), false), cpu_seconds(postmaster, true));
     let start = Instant::now();
     let thread = start_sink(&shared, sink_config("bench", server.connection()), SinkLimits::default());
     wait_until("everything is exported", Duration::from_secs(600), || sink_cursor(&shared, "bench") == 400);
-    let elapsed = start.elapsed();
+    let elapsed = start.elapsed().as_secs_f64();
+    let (ours, theirs) = (cpu_seconds(std::process::id(), false) - ours, cpu_seconds(postmaster, true) - theirs);
     stop(&shared, thread);
     println!(
-        "postgres sink: {points} points in {:.2} s = {:.0} points/s (batches of {} points)",
-        elapsed.as_secs_f64(),
-        points as f64 / elapsed.as_secs_f64(),
-        SinkLimits::default().batch_points
+        "postgres sink: {points} points in {elapsed:.2} s = {:.0} points/s (batches of {} points); CPU s: \
+         {ours:.2} sink process ({:.0} points per CPU second), {theirs:.2} server; load average {}",
+        points as f64 / elapsed,
+        SinkLimits::default().batch_points,
+        points as f64 / ours,
+        load_average()
     );
 }

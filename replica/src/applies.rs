@@ -199,6 +199,7 @@ impl Replica {
             })?;
             let index = bucket.chunks.len() as u32;
             bucket.chunks.push((key.epoch, key.sequence, key.sender_id));
+            bucket.winner.reserve(chunk.timestamps_ns.len());
             for &timestamp_ns in &chunk.timestamps_ns {
                 bucket.winner.insert(timestamp_ns, index);
             }
@@ -330,7 +331,8 @@ impl WinnersCache {
 #[derive(Default)]
 struct BucketWinners {
     chunks: Vec<(u64, u64, u64)>,
-    winner: HashMap<i64, u32>,
+    /// Hashed with foldhash: a sink's read looks up every point of a bucket with later chunks.
+    winner: foldhash::HashMap<i64, u32>,
 }
 
 impl BucketWinners {

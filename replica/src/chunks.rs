@@ -188,13 +188,30 @@ pub(crate) fn append_all(into: &mut SeriesColumns, from: &SeriesColumns) {
 
 /// The rows of `columns` whose timestamps `keep` accepts.
 pub(crate) fn keep_rows_where(columns: &SeriesColumns, mut keep: impl FnMut(i64) -> bool) -> SeriesColumns {
-    let mut kept = SeriesColumns::new(columns.key.clone());
-    for (row, &timestamp_ns) in columns.timestamps_ns.iter().enumerate() {
-        if keep(timestamp_ns) {
-            kept.push(timestamp_ns, columns.value(row), columns.qualities[row]);
-        }
+    fn pick<T: Clone>(column: &[T], rows: &[usize]) -> Vec<T> {
+        rows.iter().map(|&row| column[row].clone()).collect()
     }
-    kept
+    let rows: Vec<usize> = (0..columns.len()).filter(|&row| keep(columns.timestamps_ns[row])).collect();
+    let values = match &columns.values {
+        Values::F64(values) => Values::F64(pick(values, &rows)),
+        Values::I64(values) => Values::I64(pick(values, &rows)),
+        Values::Bool(values) => Values::Bool(pick(values, &rows)),
+        Values::String(values) => Values::String(pick(values, &rows)),
+        Values::Mixed(_) => {
+            // Kept rows of one kind become a column of that kind, as apply would have stored them.
+            let mut kept = SeriesColumns::new(columns.key.clone());
+            for row in rows {
+                kept.push(columns.timestamps_ns[row], columns.value(row), columns.qualities[row]);
+            }
+            return kept;
+        }
+    };
+    SeriesColumns {
+        key: columns.key.clone(),
+        timestamps_ns: pick(&columns.timestamps_ns, &rows),
+        values,
+        qualities: pick(&columns.qualities, &rows),
+    }
 }
 
 /// Every chunk strictly ascending and each chunk entirely after the one before it.

@@ -14,6 +14,7 @@
 //! Never in apply's way: the driver takes the replica's read lock only to read one bounded batch
 //! (`batch_points`, `batch_segments`) and to store the cursor, and never while it talks to the
 //! target; a sink that is down or slow only falls behind (its lag grows) and catches up later.
+//! The next batch is read while the sink exports the previous one, so a sink holds at most two.
 //! Failures are counted, logged and retried with a doubling wait; they never stop the receiver.
 
 pub mod config;
@@ -185,15 +186,32 @@ fn follow(
     }
     record_cursor(stats, shared, position)?;
     stats.up.store(true, Ordering::Relaxed);
+    let mut next = read_batch(shared, position, limits)?;
     while !stopping(shared) {
-        let batch = read_batch(shared, position, limits)?;
+        let batch = next;
         let durable = if batch.segments.is_empty() {
             let durable = sink.idle(shared)?;
             wait(shared, IDLE_POLL);
+            next = read_batch(shared, position, limits)?;
             durable
         } else {
             position = batch.last_apply_number();
-            let durable = sink.export(&batch, shared)?;
+            // The next batch is read while this one is exported, so the replica's reads and the
+            // target's work overlap: at most two batches are held at once.
+            let (exported, read) = std::thread::scope(|scope| {
+                let reader = std::thread::Builder::new()
+                    .name(format!("sink-{}-read", stats.name))
+                    .spawn_scoped(scope, || read_batch(shared, position, limits));
+                let exported = sink.export(&batch, shared);
+                let read = match reader {
+                    Ok(reader) => reader.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                    // No thread to spare: read after the export instead.
+                    Err(_) => read_batch(shared, position, limits),
+                };
+                (exported, read)
+            });
+            let durable = exported?;
+            next = read?;
             stats.points_exported.fetch_add(batch.point_count() as u64, Ordering::Relaxed);
             stats.segments_exported.fetch_add(batch.segments.len() as u64, Ordering::Relaxed);
             *retry = first_retry;

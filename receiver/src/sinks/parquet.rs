@@ -19,9 +19,12 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use arrow_array::builder::{BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, StringBuilder, UInt32Builder};
-use arrow_array::types::Int32Type;
-use arrow_array::{ArrayRef, DictionaryArray, RecordBatch, StringArray, TimestampNanosecondArray};
+use arrow_array::builder::{BooleanBufferBuilder, NullBufferBuilder, StringBuilder};
+use arrow_array::types::{ArrowPrimitiveType, Float64Type, Int32Type, Int64Type};
+use arrow_array::{
+    ArrayRef, BooleanArray, DictionaryArray, Int32Array, PrimitiveArray, RecordBatch, StringArray,
+    TimestampNanosecondArray, UInt32Array,
+};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use diode_common::codec::{SeriesColumns, Values};
 use diode_common::record::Value;
@@ -144,93 +147,164 @@ pub fn schema() -> Arc<Schema> {
     ]))
 }
 
-/// Columns of one record batch being filled.
+/// The scanned series of one record batch, turned into Arrow columns only when the batch is
+/// full: each column is then one allocation of its exact size, filled a series' run at a time.
+#[derive(Default)]
 struct Rows {
-    series_keys: Int32Builder,
+    /// Each scanned block with its series' dictionary key.
+    blocks: Vec<(i32, SeriesColumns)>,
+    /// The dictionaries: each series' name and tags, by key.
     names: Vec<String>,
     tags: Vec<String>,
-    times: Vec<i64>,
-    f64s: Float64Builder,
-    i64s: Int64Builder,
-    bools: BooleanBuilder,
-    texts: StringBuilder,
-    qualities: UInt32Builder,
+    /// Rows in `blocks`.
+    len: usize,
 }
 
 impl Rows {
-    fn new() -> Rows {
-        Rows {
-            series_keys: Int32Builder::with_capacity(ROWS_PER_BATCH),
-            names: Vec::new(),
-            tags: Vec::new(),
-            times: Vec::with_capacity(ROWS_PER_BATCH),
-            f64s: Float64Builder::with_capacity(ROWS_PER_BATCH),
-            i64s: Int64Builder::with_capacity(ROWS_PER_BATCH),
-            bools: BooleanBuilder::with_capacity(ROWS_PER_BATCH),
-            texts: StringBuilder::new(),
-            qualities: UInt32Builder::with_capacity(ROWS_PER_BATCH),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.times.len()
-    }
-
-    /// Appends `columns` (one series) as rows, all with dictionary key `key`.
-    fn append(&mut self, key: i32, columns: &SeriesColumns) {
-        let count = columns.len();
-        self.series_keys.append_value_n(key, count);
-        self.times.extend_from_slice(&columns.timestamps_ns);
-        for quality in &columns.qualities {
-            self.qualities.append_value(quality.0);
-        }
-        match &columns.values {
-            Values::F64(values) => {
-                self.f64s.append_slice(values);
-                self.null_except_f64(count);
-            }
-            Values::I64(values) => {
-                self.i64s.append_slice(values);
-                self.f64s.append_nulls(count);
-                self.bools.append_nulls(count);
-                self.texts.extend(std::iter::repeat_n(None::<&str>, count));
-            }
-            _ => (0..count).for_each(|row| self.append_value(&columns.value(row))),
-        }
-    }
-
-    fn null_except_f64(&mut self, count: usize) {
-        self.i64s.append_nulls(count);
-        self.bools.append_nulls(count);
-        self.texts.extend(std::iter::repeat_n(None::<&str>, count));
-    }
-
-    fn append_value(&mut self, value: &Value) {
-        self.f64s.append_option(if let Value::F64(v) = value { Some(*v) } else { None });
-        self.i64s.append_option(if let Value::I64(v) = value { Some(*v) } else { None });
-        self.bools.append_option(if let Value::Bool(v) = value { Some(*v) } else { None });
-        self.texts.append_option(if let Value::String(v) = value { Some(v.as_str()) } else { None });
+    /// Adds one series' blocks under a new dictionary key; returns their points.
+    fn push_series(&mut self, info: &SeriesInfo, blocks: Vec<SeriesColumns>) -> u64 {
+        let key = self.names.len() as i32;
+        self.names.push(info.key.name.to_string());
+        self.tags.push(tags_json(info));
+        let points: usize = blocks.iter().map(SeriesColumns::len).sum();
+        self.len += points;
+        self.blocks.extend(blocks.into_iter().map(|block| (key, block)));
+        points as u64
     }
 
     fn finish(&mut self, schema: &Arc<Schema>) -> Result<RecordBatch, arrow_schema::ArrowError> {
-        let keys = self.series_keys.finish();
-        let names = Arc::new(StringArray::from(std::mem::take(&mut self.names)));
-        let tags = Arc::new(StringArray::from(std::mem::take(&mut self.tags)));
-        let series = DictionaryArray::<Int32Type>::try_new(keys.clone(), names)?;
-        let tags = DictionaryArray::<Int32Type>::try_new(keys, tags)?;
-        let times = TimestampNanosecondArray::from(std::mem::take(&mut self.times)).with_timezone("UTC");
+        let Rows { blocks, names, tags, len } = std::mem::take(self);
+        let (mut keys, mut times, mut qualities) =
+            (Vec::with_capacity(len), Vec::with_capacity(len), Vec::with_capacity(len));
+        for (key, block) in &blocks {
+            keys.extend(std::iter::repeat_n(*key, block.len()));
+            times.extend_from_slice(&block.timestamps_ns);
+            qualities.extend(block.qualities.iter().map(|quality| quality.0));
+        }
+        let keys = Int32Array::from(keys);
+        let series = DictionaryArray::<Int32Type>::try_new(keys.clone(), Arc::new(StringArray::from(names)))?;
+        let tags = DictionaryArray::<Int32Type>::try_new(keys, Arc::new(StringArray::from(tags)))?;
+        let f64s = primitive_column::<Float64Type>(
+            &blocks,
+            len,
+            |values| match values {
+                Values::F64(values) => Some(values),
+                _ => None,
+            },
+            |value| if let Value::F64(value) = value { Some(*value) } else { None },
+        );
+        let i64s = primitive_column::<Int64Type>(
+            &blocks,
+            len,
+            |values| match values {
+                Values::I64(values) => Some(values),
+                _ => None,
+            },
+            |value| if let Value::I64(value) = value { Some(*value) } else { None },
+        );
         let columns: Vec<ArrayRef> = vec![
             Arc::new(series),
             Arc::new(tags),
-            Arc::new(times),
-            Arc::new(self.f64s.finish()),
-            Arc::new(self.i64s.finish()),
-            Arc::new(self.bools.finish()),
-            Arc::new(self.texts.finish()),
-            Arc::new(self.qualities.finish()),
+            Arc::new(TimestampNanosecondArray::from(times).with_timezone("UTC")),
+            f64s,
+            i64s,
+            bool_column(&blocks, len),
+            text_column(&blocks, len),
+            Arc::new(UInt32Array::from(qualities)),
         ];
         RecordBatch::try_new(Arc::clone(schema), columns)
     }
+}
+
+/// A value column of a primitive type: the values of the blocks of that kind (`whole`) and of
+/// the rows of that kind in mixed blocks (`one`), null in every other row.
+fn primitive_column<T: ArrowPrimitiveType>(
+    blocks: &[(i32, SeriesColumns)],
+    len: usize,
+    whole: impl Fn(&Values) -> Option<&Vec<T::Native>>,
+    one: impl Fn(&Value) -> Option<T::Native>,
+) -> ArrayRef {
+    let any =
+        blocks.iter().any(|(_, block)| whole(&block.values).is_some() || matches!(block.values, Values::Mixed(_)));
+    if !any {
+        return Arc::new(PrimitiveArray::<T>::new_null(len));
+    }
+    let mut values: Vec<T::Native> = Vec::with_capacity(len);
+    let mut nulls = NullBufferBuilder::new(len);
+    for (_, block) in blocks {
+        if let Some(slice) = whole(&block.values) {
+            values.extend_from_slice(slice);
+            nulls.append_n_non_nulls(slice.len());
+        } else if let Values::Mixed(mixed) = &block.values {
+            for value in mixed {
+                let value = one(value);
+                nulls.append(value.is_some());
+                values.push(value.unwrap_or_default());
+            }
+        } else {
+            values.resize(values.len() + block.len(), T::Native::default());
+            nulls.append_n_nulls(block.len());
+        }
+    }
+    Arc::new(PrimitiveArray::<T>::new(values.into(), nulls.finish()))
+}
+
+/// The `value_bool` column: the booleans, null in rows of other kinds.
+fn bool_column(blocks: &[(i32, SeriesColumns)], len: usize) -> ArrayRef {
+    let any = blocks.iter().any(|(_, block)| matches!(block.values, Values::Bool(_) | Values::Mixed(_)));
+    if !any {
+        return Arc::new(BooleanArray::new_null(len));
+    }
+    let (mut values, mut nulls) = (BooleanBufferBuilder::new(len), NullBufferBuilder::new(len));
+    for (_, block) in blocks {
+        match &block.values {
+            Values::Bool(bools) => {
+                values.append_slice(bools);
+                nulls.append_n_non_nulls(bools.len());
+            }
+            Values::Mixed(mixed) => {
+                for value in mixed {
+                    let value = if let Value::Bool(value) = value { Some(*value) } else { None };
+                    nulls.append(value.is_some());
+                    values.append(value.unwrap_or_default());
+                }
+            }
+            _ => {
+                values.append_n(block.len(), false);
+                nulls.append_n_nulls(block.len());
+            }
+        }
+    }
+    Arc::new(BooleanArray::new(values.finish(), nulls.finish()))
+}
+
+/// The `value_text` column: the strings, null in rows of other kinds.
+fn text_column(blocks: &[(i32, SeriesColumns)], len: usize) -> ArrayRef {
+    let text = |value: &Value| if let Value::String(text) = value { Some(text.len()) } else { None };
+    let bytes: Option<usize> = blocks
+        .iter()
+        .filter_map(|(_, block)| match &block.values {
+            Values::String(texts) => Some(texts.iter().map(String::len).sum()),
+            Values::Mixed(mixed) => mixed.iter().filter_map(text).reduce(|a, b| a + b),
+            _ => None,
+        })
+        .reduce(|a, b| a + b);
+    let Some(bytes) = bytes else {
+        return Arc::new(StringArray::new_null(len));
+    };
+    let mut texts = StringBuilder::with_capacity(len, bytes);
+    for (_, block) in blocks {
+        match &block.values {
+            Values::String(strings) => strings.iter().for_each(|text| texts.append_value(text)),
+            Values::Mixed(mixed) => {
+                for value in mixed {
+                    texts.append_option(if let Value::String(text) = value { Some(text) } else { None });
+                }
+            }
+            _ => texts.append_nulls(block.len()),
+        }
+    }
+    Arc::new(texts.finish())
 }
 
 fn tags_json(info: &SeriesInfo) -> String {
@@ -262,7 +336,7 @@ pub fn write_hour(
         .collect();
     let schema = schema();
     let mut writer: Option<ArrowWriter<File>> = None;
-    let mut rows = Rows::new();
+    let mut rows = Rows::default();
     let mut written = 0u64;
     for info in in_hour {
         let blocks: Vec<SeriesColumns> = replica.with_replica(|replica| {
@@ -271,14 +345,8 @@ pub fn write_hour(
         if blocks.is_empty() {
             continue;
         }
-        let key = rows.names.len() as i32;
-        rows.names.push(info.key.name.to_string());
-        rows.tags.push(tags_json(info));
-        for block in &blocks {
-            rows.append(key, block);
-            written += block.len() as u64;
-        }
-        if rows.len() >= ROWS_PER_BATCH {
+        written += rows.push_series(info, blocks);
+        if rows.len >= ROWS_PER_BATCH {
             let writer = match writer.as_mut() {
                 Some(writer) => writer,
                 None => writer.insert(open_writer(&folder, &temporary, &schema)?),
@@ -299,7 +367,7 @@ pub fn write_hour(
         Some(writer) => writer,
         None => open_writer(&folder, &temporary, &schema)?,
     };
-    if rows.len() > 0 {
+    if rows.len > 0 {
         let batch = rows.finish(&schema).map_err(|source| ParquetError::Arrow { path: path.clone(), source })?;
         writer.write(&batch).map_err(|source| ParquetError::Encode { path: path.clone(), source })?;
     }
