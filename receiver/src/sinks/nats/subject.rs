@@ -39,8 +39,9 @@ fn escape_into(text: &str, out: &mut String) {
     }
 }
 
-/// Reverses [`escape_into`]; `None` when `text` is not an escaped text (a byte that should have
-/// been escaped, a bad `%XX`, or bytes that are not UTF-8).
+/// Reverses [`escape_into`]; `None` when `text` is not what it writes (a byte that should have
+/// been escaped, an escaped byte that should not have been, a bad `%XX`, or bytes that are not
+/// UTF-8).
 fn unescape(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -52,7 +53,12 @@ fn unescape(text: &str) -> Option<String> {
             if hex.bytes().any(|digit| digit.is_ascii_lowercase()) {
                 return None;
             }
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            let escaped = u8::from_str_radix(hex, 16).ok()?;
+            if is_kept(escaped) {
+                // `escape_into` never escapes these: one text, one token.
+                return None;
+            }
+            out.push(escaped);
             index += 3;
         } else if is_kept(byte) {
             out.push(byte);
@@ -94,7 +100,9 @@ pub fn series_token(key: &SeriesKey) -> String {
     if token.len() <= MAX_SERIES_TOKEN_BYTES { token } else { format!("~{}", digest(&token)) }
 }
 
-/// The series a full token names; `None` for a digest token or text that is not a token.
+/// The series a full token names; `None` for a digest token, text that is not a token, or a
+/// series no source could have sent (one [`SeriesKey::validate`] refuses: an over-long name,
+/// tags out of order or repeated, …). What it gives back has exactly `token` as its full token.
 pub fn parse_series_token(token: &str) -> Option<SeriesKey> {
     let (name, tags) = match token.split_once('~') {
         Some((name, tags)) => (name, Some(tags)),
@@ -106,7 +114,8 @@ pub fn parse_series_token(token: &str) -> Option<SeriesKey> {
         let (tag, value) = pair.split_once('=')?;
         pairs.push((unescape(tag)?, unescape(value)?));
     }
-    Some(SeriesKey { name: name.into(), tags: pairs.into() })
+    let key = SeriesKey { name: name.into(), tags: pairs.into() };
+    key.validate().ok().map(|()| key)
 }
 
 /// The subject of a series' points: `<prefix>.points.<sender id>.<series token>`.
@@ -161,7 +170,8 @@ mod tests {
         assert_eq!(token, format!("~{}", digest(&full_series_token(&long))));
         assert_eq!(token.len(), 33);
         assert_eq!(parse_series_token(&token), None);
-        for bad in ["", "%", "%2", "%2e", "a.b", "a b", "a~b", "a~b=c,", "%FF", "~"] {
+        let unsorted = format!("{}~b=1,a=2", "s");
+        for bad in ["", "%", "%2", "%2e", "a.b", "a b", "a~b", "a~b=c,", "%FF", "~", "%41", "a~b=1,b=2", &unsorted] {
             assert_eq!(parse_series_token(bad), None, "{bad:?}");
         }
     }
@@ -186,6 +196,14 @@ mod tests {
             }
             prop_assert!(!token.is_empty() && !token.starts_with('$'));
             prop_assert!(token.bytes().all(|byte| byte.is_ascii_graphic() && !b".*>".contains(&byte)), "{}", token);
+        }
+
+        #[test]
+        fn text_that_reads_as_a_series_is_exactly_that_series_token(text in "([a-c/~=,%]|%[0-9A-Fa-f]{2}){0,16}") {
+            if let Some(series) = parse_series_token(&text) {
+                prop_assert!(series.validate().is_ok());
+                prop_assert_eq!(full_series_token(&series), text);
+            }
         }
 
         #[test]
