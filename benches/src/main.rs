@@ -53,6 +53,20 @@ enum Command {
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         sealer_thread: bool,
     },
+    /// A plant running live: the simulator in real time, segments sealed by age (1 s), so each
+    /// segment holds about one point per series; prints bytes per point in the sender's segment
+    /// log, on the wire and in the replica (as written, then compacted), and a count over it all.
+    Live {
+        #[arg(long, default_value_t = 5_000)]
+        series: usize,
+        #[arg(long, default_value_t = 1.0)]
+        rate_hz: f64,
+        #[arg(long, default_value_t = 90)]
+        seconds: u64,
+        /// Fraction of datagrams the relay drops.
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
+    },
     /// What FEC alone recovers (no carousel, no resend) for loss rates, bursts and overheads.
     LossTable {
         #[arg(long, default_value_t = 1_000_000)]
@@ -66,6 +80,7 @@ fn main() -> anyhow::Result<()> {
         Command::Throughput { points, series, loss, overhead, rate_mbit_s, sealer_thread } => {
             throughput(points, series, loss, overhead, rate_mbit_s, sealer_thread)
         }
+        Command::Live { series, rate_hz, seconds, loss } => live(series, rate_hz, seconds, loss),
         Command::LossTable { points } => loss_table(points),
     }
 }
@@ -292,6 +307,106 @@ fn throughput(
     );
     anyhow::ensure!(m.exact, "the replica is not exact");
     Ok(())
+}
+
+fn live(series: usize, rate_hz: f64, seconds: u64, loss: f64) -> anyhow::Result<()> {
+    let points = (series as f64 * rate_hz) as u64 * seconds;
+    let options = LabOptions {
+        series,
+        rate_hz,
+        max_records: points,
+        realtime: true,
+        start_ns: diode_receiver::time::now_ns(),
+        loss: LossModel { seed: 3, loss, ..LossModel::default() },
+        // The carousel would add its background re-sends to the wire bytes; FEC alone carries this.
+        carousel: false,
+        linger_ms: 500,
+        ..LabOptions::default()
+    };
+    let dir = tempfile::Builder::new().prefix("diode-live-").tempdir()?;
+    let mut lab = Lab::new(dir.path(), options)?;
+    lab.start_receiver()?;
+    let receiver_pid = lab.receiver_pid().context("receiver pid")?;
+    lab.start_sender()?;
+    let sender_pid = lab.sender_pid().context("sender pid")?;
+    println!(
+        "live plant: {series} series at {rate_hz} Hz for {seconds} s ({points} points), segments sealed every second"
+    );
+    let mut sender_cpu = 0.0;
+    while lab.sender_running() {
+        sender_cpu = cpu_seconds(sender_pid).unwrap_or(sender_cpu);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    lab.wait_sender(Duration::from_secs(10))?;
+    lab.wait_for_points(points, Duration::from_secs(60));
+    let receiver_cpu = cpu_seconds(receiver_pid).unwrap_or(0.0);
+    let segments = lab.metric("diode_receiver_segments_applied_total");
+    let relay = &lab.relay.counters;
+    let wire_bytes = relay.bytes_received.load(Ordering::Relaxed)
+        + packet::IPV4_UDP_HEADER_LENGTH as u64 * relay.received.load(Ordering::Relaxed);
+    let segment_log_bytes = folder_bytes(&dir.path().join("sender-state").join("segments"))?;
+    lab.stop_receiver()?;
+    let verification = lab.verify_replica()?;
+    let per_point = |bytes: u64| bytes as f64 / points as f64;
+    println!("  segments applied            {segments:.0} ({:.1} points each)", points as f64 / segments.max(1.0));
+    println!("  segment log (sender)        {:.2} bytes per point", per_point(segment_log_bytes));
+    println!(
+        "  wire                        {:.2} bytes per point (IP/UDP headers and 20 % FEC included)",
+        per_point(wire_bytes)
+    );
+    println!("  sender CPU                  {:.2} s, {:.2} µs per point", sender_cpu, sender_cpu * 1e6 / points as f64);
+    println!(
+        "  receiver CPU                {:.2} s, {:.2} µs per point",
+        receiver_cpu,
+        receiver_cpu * 1e6 / points as f64
+    );
+    let replica = Replica::open(&lab.replica_dir())?;
+    for state in ["as written (memtables flushed)", "compacted to the last level"] {
+        if state.starts_with("compacted") {
+            replica.compact()?;
+        }
+        let tables = replica.table_bytes()?;
+        let of = |family: &str| tables.iter().find(|(name, _)| *name == family).map_or(0, |(_, bytes)| *bytes);
+        let total: u64 = tables.iter().map(|(_, bytes)| bytes).sum();
+        let started = Instant::now();
+        let counted = count_points(&replica)?;
+        let count_seconds = started.elapsed().as_secs_f64();
+        println!("  replica, {state}:");
+        println!(
+            "    {:.2} bytes per point in all: points {:.2}, audit log {:.2}, series {:.2}, meta {:.2}",
+            per_point(total),
+            per_point(of("points")),
+            per_point(of("segments")),
+            per_point(of("series")),
+            per_point(of("meta"))
+        );
+        println!("    a count of all {counted} points: {:.2} M points/s", counted as f64 / count_seconds / 1e6);
+    }
+    anyhow::ensure!(verification.is_exact(), "the replica is not exact: {verification:?}");
+    println!("  replica exact               true");
+    Ok(())
+}
+
+/// Every point of every series, counted through the column scans queries use.
+fn count_points(replica: &Replica) -> anyhow::Result<u64> {
+    let mut count = 0;
+    for info in replica.series_list() {
+        for block in replica.scan_columns(info.id, i64::MIN, i64::MAX) {
+            count += block?.len() as u64;
+        }
+    }
+    Ok(count)
+}
+
+/// Bytes of the files under `folder`, recursively.
+fn folder_bytes(folder: &std::path::Path) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(folder).with_context(|| format!("cannot list {}", folder.display()))? {
+        let entry = entry?;
+        let metadata = entry.metadata()?;
+        total += if metadata.is_dir() { folder_bytes(&entry.path())? } else { metadata.len() };
+    }
+    Ok(total)
 }
 
 fn loss_table(points: u64) -> anyhow::Result<()> {

@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use diode_common::gaps::SequenceTracker;
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Options, WriteBatch,
-    WriteOptions,
+    BlockBasedOptions, BottommostLevelCompaction, Cache, ColumnFamily, ColumnFamilyDescriptor, CompactOptions, DB,
+    DBCompressionType, Options, WriteBatch, WriteOptions,
 };
 
 use crate::error::ReplicaError;
@@ -458,6 +458,40 @@ impl Replica {
         let mut write_options = WriteOptions::default();
         write_options.set_sync(sync);
         self.db.write_opt(batch, &write_options).map_err(|source| ReplicaError::storage(&self.path, action, source))
+    }
+
+    /// Flushes, then compacts every column family down to its last level (where tables are
+    /// zstd-compressed), waiting until done: what the replica takes on disk once RocksDB's own
+    /// background compaction has caught up. It rewrites every table file, so it costs a full
+    /// read and write of the replica; measurements use it, an appliance need not.
+    pub fn compact(&self) -> Result<(), ReplicaError> {
+        self.flush()?;
+        if self.is_read_only() {
+            return Ok(());
+        }
+        let mut options = CompactOptions::default();
+        options.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
+        options.set_change_level(true);
+        for name in COLUMN_FAMILIES {
+            self.db.compact_range_cf_opt(self.cf(name), None::<&[u8]>, None::<&[u8]>, &options);
+        }
+        Ok(())
+    }
+
+    /// Bytes of table files per column family (`points`, `series`, `segments`, `meta`), as
+    /// RocksDB counts them (`rocksdb.total-sst-files-size`); memtables and the write-ahead log are
+    /// not included (see [`flush`](Self::flush)).
+    pub fn table_bytes(&self) -> Result<Vec<(&'static str, u64)>, ReplicaError> {
+        COLUMN_FAMILIES
+            .iter()
+            .map(|&name| {
+                let bytes = self
+                    .db
+                    .property_int_value_cf(self.cf(name), "rocksdb.total-sst-files-size")
+                    .map_err(|source| ReplicaError::storage(&self.path, "reading table file sizes", source))?;
+                Ok((name, bytes.unwrap_or(0)))
+            })
+            .collect()
     }
 
     /// Syncs the write-ahead log and flushes memtables to table files. Not needed for durability

@@ -573,3 +573,23 @@ fn another_rocksdb_database_is_not_taken_over() {
     let missing = Replica::open_read_only(&directory.path().join("nothing-here")).unwrap_err();
     assert!(matches!(missing, ReplicaError::NotFound { .. }), "{missing}");
 }
+
+#[test]
+fn compacting_keeps_every_point_and_table_sizes_count_what_is_on_disk() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut replica = Replica::open(directory.path()).unwrap();
+    for segment in plant_segments(30, 200) {
+        apply_at(&mut replica, &segment);
+    }
+    let before = all_points(&replica);
+    replica.flush().unwrap();
+    let written: BTreeMap<&str, u64> = replica.table_bytes().unwrap().into_iter().collect();
+    assert_eq!(written.keys().copied().collect::<Vec<_>>(), ["meta", "points", "segments", "series"]);
+    assert!(written["points"] > 0 && written["segments"] > 0, "{written:?}");
+    replica.compact().unwrap();
+    let compacted: BTreeMap<&str, u64> = replica.table_bytes().unwrap().into_iter().collect();
+    assert!(compacted["points"] > 0 && compacted["points"] <= written["points"], "{written:?} then {compacted:?}");
+    assert_eq!(all_points(&replica), before);
+    drop(replica);
+    assert_eq!(all_points(&Replica::open(directory.path()).unwrap()), before, "and after a reopen");
+}
