@@ -102,6 +102,8 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
+use std::cell::RefCell;
+
 use crate::record::{self, MAX_TAGS_PER_SERIES, Quality, Record, RecordError, SeriesKey, Value};
 use columns::{ColumnReader, ColumnWriter, DecodeBudget};
 use wire::{Reader, put_bytes, put_signed_varint, put_varint};
@@ -469,7 +471,7 @@ pub fn encode_payload(series: &[SeriesColumns], zstd_level: i32) -> Vec<u8> {
     let level = zstd_level.clamp(*zstd::compression_level_range().start(), *zstd::compression_level_range().end());
     // zstd only fails here when it cannot allocate its context; the uncompressed form is still a
     // valid payload, so fall back to it rather than panic.
-    let (compression, body) = match zstd::bulk::compress(&decoded, level) {
+    let (compression, body) = match zstd_compress(&decoded, level) {
         Ok(compressed) => (COMPRESSION_ZSTD, compressed),
         Err(_) => (COMPRESSION_NONE, decoded),
     };
@@ -658,7 +660,7 @@ fn decompress_payload(bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
     let decoded = match compression {
         COMPRESSION_NONE => body.to_vec(),
         // The capacity bounds the allocation: zstd refuses to produce more than declared.
-        COMPRESSION_ZSTD => zstd::bulk::decompress(body, declared_bytes)
+        COMPRESSION_ZSTD => zstd_decompress(body, declared_bytes)
             .map_err(|error| CodecError::Decompress { reason: error.to_string() })?,
         code => return Err(CodecError::UnknownCompression { code }),
     };
@@ -666,6 +668,35 @@ fn decompress_payload(bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
         return Err(CodecError::DecodedSizeMismatch { declared_bytes, actual_bytes: decoded.len() });
     }
     Ok(decoded)
+}
+
+thread_local! {
+    /// One zstd compression context per thread, with its level, and one decompression context:
+    /// making a context (about a megabyte to allocate and clear) cost more than compressing a
+    /// small payload, and spool frames and live segments are small and many.
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// `zstd::bulk::compress`, with this thread's context: the same bytes.
+fn zstd_compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with_borrow_mut(|slot| {
+        if !matches!(slot, Some((current, _)) if *current == level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        let (_, compressor) = slot.as_mut().expect("set just above");
+        compressor.compress(data)
+    })
+}
+
+/// `zstd::bulk::decompress`, with this thread's context: at most `capacity` bytes.
+fn zstd_decompress(data: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with_borrow_mut(|slot| {
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        slot.as_mut().expect("set just above").decompress(data, capacity)
+    })
 }
 
 fn read_series_table(reader: &mut Reader<'_>, budget: &mut DecodeBudget) -> Result<Vec<SeriesKey>, CodecError> {

@@ -215,6 +215,21 @@ fn strings_keep_unicode_empty_and_long_values() {
 }
 
 #[test]
+fn contexts_kept_per_thread_compress_and_decompress_as_fresh_ones_do() {
+    let mut plant = PlantSimulator::new(PlantConfig { seed: 3, series_count: 300, base_rate_hz: 2.0, start_ns: 0 });
+    let mut records = Vec::new();
+    for (step, level) in [(1, 1), (2, 3), (30, 3), (3, 1), (40, 19), (4, 3)] {
+        records.clear();
+        plant.generate_until(step * 1_000_000_000, &mut records);
+        let decoded = encode_decoded_payload(&group_records(&records));
+        let fresh = zstd::bulk::compress(&decoded, level).unwrap();
+        assert_eq!(zstd_compress(&decoded, level).unwrap(), fresh, "level {level}, {} bytes", decoded.len());
+        assert_eq!(zstd_decompress(&fresh, decoded.len()).unwrap(), decoded);
+        assert!(zstd_decompress(&fresh, decoded.len() - 1).is_err(), "never more than the capacity");
+    }
+}
+
+#[test]
 fn columns_round_trip_alone_as_the_replica_stores_them() {
     for columns in group_records(&varied_records()) {
         let mut bytes = Vec::new();
