@@ -191,12 +191,28 @@ impl Values {
 
     /// An empty column typed for `value`'s kind.
     fn empty_for(value: &Value) -> Self {
+        Self::with_capacity_for(value, 0)
+    }
+
+    /// An empty column typed for `value`'s kind, with room for `count` values.
+    fn with_capacity_for(value: &Value, count: usize) -> Self {
         match value {
-            Value::F64(_) => Self::F64(Vec::new()),
-            Value::I64(_) => Self::I64(Vec::new()),
-            Value::Bool(_) => Self::Bool(Vec::new()),
-            Value::String(_) => Self::String(Vec::new()),
+            Value::F64(_) => Self::F64(Vec::with_capacity(count)),
+            Value::I64(_) => Self::I64(Vec::with_capacity(count)),
+            Value::Bool(_) => Self::Bool(Vec::with_capacity(count)),
+            Value::String(_) => Self::String(Vec::with_capacity(count)),
         }
+    }
+
+    /// Whether the column is typed (not mixed) for `value`'s kind.
+    fn holds_kind_of(&self, value: &Value) -> bool {
+        matches!(
+            (self, value),
+            (Self::F64(_), Value::F64(_))
+                | (Self::I64(_), Value::I64(_))
+                | (Self::Bool(_), Value::Bool(_))
+                | (Self::String(_), Value::String(_))
+        )
     }
 
     /// Same variant and bit-identical values (see [`Value::bit_eq`]).
@@ -237,25 +253,13 @@ impl SeriesColumns {
 
     /// Empty columns for `key` with room for `count` samples, typed for `first`'s kind.
     pub fn with_capacity(key: SeriesKey, first: &Value, count: usize) -> Self {
-        let values = match first {
-            Value::F64(_) => Values::F64(Vec::with_capacity(count)),
-            Value::I64(_) => Values::I64(Vec::with_capacity(count)),
-            Value::Bool(_) => Values::Bool(Vec::with_capacity(count)),
-            Value::String(_) => Values::String(Vec::with_capacity(count)),
-        };
+        let values = Values::with_capacity_for(first, count);
         Self { key, timestamps_ns: Vec::with_capacity(count), values, qualities: Vec::with_capacity(count) }
     }
 
     /// Appends one sample.
     pub fn push(&mut self, timestamp_ns: i64, value: Value, quality: Quality) {
-        let same_kind = matches!(
-            (&self.values, &value),
-            (Values::F64(_), Value::F64(_))
-                | (Values::I64(_), Value::I64(_))
-                | (Values::Bool(_), Value::Bool(_))
-                | (Values::String(_), Value::String(_))
-        );
-        if !same_kind && self.timestamps_ns.is_empty() && self.values.is_empty() {
+        if !self.values.holds_kind_of(&value) && self.timestamps_ns.is_empty() && self.values.is_empty() {
             self.values = Values::empty_for(&value);
         }
         self.timestamps_ns.push(timestamp_ns);
