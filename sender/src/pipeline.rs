@@ -31,7 +31,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use diode_common::beacon::EpochReason;
 use diode_common::codec::{self, SeriesColumns};
@@ -546,8 +546,7 @@ impl Pipeline {
     /// Seals by age; call often (every few milliseconds). A failed seal is reported and tried again
     /// later; the only error is a stopped link thread.
     pub fn tick(&mut self, now_ns: i64) -> Result<(), PipelineError> {
-        let due = self.pending_since_ns.is_some_and(|since| now_ns - since >= self.settings.max_age_ns);
-        if due {
+        if self.aged(now_ns) {
             self.try_seal(now_ns)?;
         }
         Ok(())
@@ -571,7 +570,7 @@ impl Pipeline {
     /// is reported (once per run of failures) and answered `Ok(false)`: nothing was sealed, and
     /// everything stays pending. Only a stopped link thread is an error.
     fn try_seal(&mut self, now_ns: i64) -> Result<bool, PipelineError> {
-        if self.seal_retry_at_ns.is_some_and(|at| now_ns < at) {
+        if self.waiting_for_retry(now_ns) {
             return Ok(false);
         }
         match self.seal_pending(now_ns) {
@@ -584,6 +583,16 @@ impl Pipeline {
         }
     }
 
+    /// The oldest pending record has waited `max_age`.
+    fn aged(&self, now_ns: i64) -> bool {
+        self.pending_since_ns.is_some_and(|since| now_ns - since >= self.settings.max_age_ns)
+    }
+
+    /// A failed seal is waiting for its retry time.
+    fn waiting_for_retry(&self, now_ns: i64) -> bool {
+        self.seal_retry_at_ns.is_some_and(|at| now_ns < at)
+    }
+
     fn unsent_bytes(&self) -> u64 {
         let sent_through = self.progress.sent_through.load(Ordering::Relaxed);
         let index = self.index.read().expect("segment index lock");
@@ -591,19 +600,12 @@ impl Pipeline {
     }
 
     /// Hands sealing to a thread of its own: from now on a submit only wakes the returned receiver
-    /// (once a segment's worth is pending), and that thread seals with
-    /// [`take_seal_job`](Self::take_seal_job), [`SealJob::encode`] without the lock, and
-    /// [`finish_seal`](Self::finish_seal). Sources then go on while a segment is encoded.
+    /// (once a segment's worth is pending), and that thread seals with [`seal_due`]. Sources then
+    /// go on while a segment is encoded.
     pub fn attach_sealer(&mut self) -> std::sync::mpsc::Receiver<()> {
         let (wake, woken) = std::sync::mpsc::sync_channel(1);
         self.wake_sealer = Some(wake);
         woken
-    }
-
-    /// The channel to the link thread, for a sealing thread that sends what
-    /// [`finish_seal`](Self::finish_seal) sealed (in the order it sealed them).
-    pub fn output(&self) -> std::sync::mpsc::SyncSender<SealedEntry> {
-        self.output.clone()
     }
 
     /// The oldest pending frames that make a segment, if one is due (a segment's worth pending,
@@ -611,12 +613,11 @@ impl Pipeline {
     /// its retry time and the link's backlog has room. The frames stay pending until
     /// [`finish_seal`](Self::finish_seal).
     pub fn take_seal_job(&mut self, now_ns: i64) -> Option<SealJob> {
-        let aged = self.pending_since_ns.is_some_and(|since| now_ns - since >= self.settings.max_age_ns);
-        let due = self.pending_records >= self.settings.max_records || aged;
+        let due = self.pending_records >= self.settings.max_records || self.aged(now_ns);
         if self.seal_in_flight
             || self.pending.is_empty()
             || !due
-            || self.seal_retry_at_ns.is_some_and(|at| now_ns < at)
+            || self.waiting_for_retry(now_ns)
             || self.unsent_bytes() >= self.settings.max_unsent_bytes
         {
             return None;
@@ -750,6 +751,31 @@ impl Pipeline {
             self.progress.oldest_retained_sequence.store(keep_from, Ordering::Relaxed);
         }
         Ok(())
+    }
+}
+
+/// What the sealing thread does when woken: seals every due segment, each taken from `pipeline`
+/// under its lock ([`Pipeline::take_seal_job`]), encoded without it, then signed, written
+/// ([`Pipeline::finish_seal`]) and sent to the link without it, so a slow link blocks only this
+/// thread (the backpressure that fills the spool). Stops at the first failed seal, reported with
+/// [`Pipeline::seal_failed`] and retried after [`SEAL_RETRY_NS`]. Only a stopped link thread is
+/// an error. `now_ns` gives the time each step is taken at.
+pub fn seal_due(pipeline: &Mutex<Pipeline>, now_ns: impl Fn() -> i64) -> Result<(), PipelineError> {
+    let output = pipeline.lock().expect("pipeline lock").output.clone();
+    loop {
+        let Some(job) = pipeline.lock().expect("pipeline lock").take_seal_job(now_ns()) else {
+            return Ok(());
+        };
+        let encoded = job.encode();
+        let sealed = {
+            let mut locked = pipeline.lock().expect("pipeline lock");
+            let now = now_ns();
+            locked.finish_seal(encoded, now).map_err(|error| locked.seal_failed(&error, now))
+        };
+        let Ok(entry) = sealed else { return Ok(()) };
+        if output.send(entry).is_err() {
+            return Err(PipelineError::LinkStopped);
+        }
     }
 }
 
@@ -1179,20 +1205,9 @@ mod tests {
         assert_eq!(pipeline.epoch().previous_epoch, first_epoch);
     }
 
-    /// Seals every due job the way the sealing thread does: take under the lock, encode apart,
-    /// finish, send.
-    fn seal_on_the_sealing_thread(pipeline: &mut Pipeline, now_ns: i64) {
-        let output = pipeline.output();
-        while let Some(job) = pipeline.take_seal_job(now_ns) {
-            let encoded = job.encode();
-            match pipeline.finish_seal(encoded, now_ns) {
-                Ok(entry) => output.send(entry).unwrap(),
-                Err(error) => {
-                    pipeline.seal_failed(&error, now_ns);
-                    return;
-                }
-            }
-        }
+    /// Seals every due job as the sealing thread does, at `now_ns`.
+    fn seal_on_the_sealing_thread(pipeline: &Mutex<Pipeline>, now_ns: i64) {
+        seal_due(pipeline, || now_ns).unwrap();
     }
 
     #[test]
@@ -1207,9 +1222,10 @@ mod tests {
         }
         assert!(threaded_rx.try_recv().is_err(), "a submit with a sealing thread seals nothing itself");
         assert!(woken.try_recv().is_ok(), "and wakes the sealing thread once a segment's worth is pending");
-        seal_on_the_sealing_thread(&mut threaded, 0);
+        let threaded = Mutex::new(threaded);
+        seal_on_the_sealing_thread(&threaded, 0);
         inline.flush(1_000).unwrap();
-        seal_on_the_sealing_thread(&mut threaded, 1_000); // the last 3 records, by age
+        seal_on_the_sealing_thread(&threaded, 1_000); // the last 3 records, by age
         let inline: Vec<Vec<u8>> = inline_rx.try_iter().map(|entry| entry.bytes.to_vec()).collect();
         let threaded: Vec<Vec<u8>> = threaded_rx.try_iter().map(|entry| entry.bytes.to_vec()).collect();
         assert_eq!(inline.len(), 4, "frames of 40+40, 70, 100 and 3 records make four segments");
@@ -1229,11 +1245,12 @@ mod tests {
         assert!(rx.try_recv().is_err(), "a flush does not seal frames a job holds");
         pipeline.submit(&mut records(200, 50), 0).unwrap();
         let entry = pipeline.finish_seal(job.encode(), 0).unwrap();
-        pipeline.output().send(entry).unwrap();
-        seal_on_the_sealing_thread(&mut pipeline, 0);
+        pipeline.output.send(entry).unwrap();
+        let pipeline = Mutex::new(pipeline);
+        seal_on_the_sealing_thread(&pipeline, 0);
         assert_eq!(sealed_values(&rx), vec![(1, (0..100).collect()), (2, (100..200).collect())]);
-        assert!(pipeline.take_seal_job(999).is_none(), "50 records are not due before max_age");
-        seal_on_the_sealing_thread(&mut pipeline, 1_000);
+        assert!(pipeline.lock().unwrap().take_seal_job(999).is_none(), "50 records are not due before max_age");
+        seal_on_the_sealing_thread(&pipeline, 1_000);
         assert_eq!(sealed_values(&rx), vec![(3, (200..250).collect())]);
     }
 
@@ -1245,11 +1262,15 @@ mod tests {
         let _woken = pipeline.attach_sealer();
         segment_disk.limit_space(20);
         pipeline.submit(&mut records(0, 100), 0).expect("durable in the spool, so accepted");
-        seal_on_the_sealing_thread(&mut pipeline, 0);
+        let pipeline = Mutex::new(pipeline);
+        seal_on_the_sealing_thread(&pipeline, 0);
         assert!(sealed_values(&rx).is_empty());
         segment_disk.free_space();
-        assert!(pipeline.take_seal_job(SEAL_RETRY_NS - 1).is_none(), "a failed seal waits SEAL_RETRY_NS");
-        seal_on_the_sealing_thread(&mut pipeline, SEAL_RETRY_NS);
+        assert!(
+            pipeline.lock().unwrap().take_seal_job(SEAL_RETRY_NS - 1).is_none(),
+            "a failed seal waits SEAL_RETRY_NS"
+        );
+        seal_on_the_sealing_thread(&pipeline, SEAL_RETRY_NS);
         assert_eq!(sealed_values(&rx), vec![(1, (0..100).collect())]);
     }
 }

@@ -17,7 +17,7 @@ use crate::ingest::IngestState;
 use crate::keyfiles;
 use crate::link::{self, LinkContext, LinkCounters, LinkSettings};
 use crate::metrics::{self, SenderMetrics};
-use crate::pipeline::{Pipeline, PipelineError, PipelineSettings, SealedEntry};
+use crate::pipeline::{Pipeline, PipelineSettings, seal_due};
 use crate::schedule::CodingSettings;
 use crate::sources::SourceRegistry;
 use crate::sources::mqtt::MqttSource;
@@ -296,10 +296,7 @@ pub fn spawn_sealer(
     stop: Arc<AtomicBool>,
     own_thread: bool,
 ) -> anyhow::Result<thread::JoinHandle<anyhow::Result<()>>> {
-    let (woken, output) = {
-        let mut locked = pipeline.lock().expect("pipeline lock");
-        (own_thread.then(|| locked.attach_sealer()), locked.output())
-    };
+    let woken = own_thread.then(|| pipeline.lock().expect("pipeline lock").attach_sealer());
     thread::Builder::new()
         .name("sealer".into())
         .spawn(move || {
@@ -310,33 +307,11 @@ pub fn spawn_sealer(
                     continue;
                 };
                 let _ = woken.recv_timeout(TICK);
-                seal_due(&pipeline, &output)?;
+                seal_due(&pipeline, now_ns)?;
             }
             Ok(())
         })
         .context("cannot start the sealing thread")
-}
-
-/// Seals every due segment, each encoded outside the pipeline's lock; stops at the first failure
-/// (reported, and retried after `SEAL_RETRY_NS`). Only a stopped link thread is an error.
-fn seal_due(pipeline: &Mutex<Pipeline>, output: &std::sync::mpsc::SyncSender<SealedEntry>) -> anyhow::Result<()> {
-    loop {
-        let Some(job) = pipeline.lock().expect("pipeline lock").take_seal_job(now_ns()) else {
-            return Ok(());
-        };
-        let encoded = job.encode();
-        let sealed = {
-            let mut locked = pipeline.lock().expect("pipeline lock");
-            let now = now_ns();
-            locked.finish_seal(encoded, now).map_err(|error| locked.seal_failed(&error, now))
-        };
-        let Ok(entry) = sealed else { return Ok(()) };
-        // The link thread may be slow; blocking here (without the lock) is the backpressure that
-        // fills the spool.
-        if output.send(entry).is_err() {
-            return Err(PipelineError::LinkStopped.into());
-        }
-    }
 }
 
 /// The built-in plant: produces records in real time (timestamps are the wall clock), as a
