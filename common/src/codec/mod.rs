@@ -682,11 +682,18 @@ thread_local! {
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
-/// `zstd::bulk::compress`, with this thread's context: the same bytes.
+/// `zstd::bulk::compress`, with this thread's context: the same bytes. A thread that alternates
+/// levels (spool frames at 1, segments at 3, when one thread does both) sets the level on its
+/// context rather than making another.
 fn zstd_compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
     COMPRESSOR.with_borrow_mut(|slot| {
-        if !matches!(slot, Some((current, _)) if *current == level) {
-            *slot = Some((level, zstd::bulk::Compressor::new(level)?));
+        match slot {
+            Some((current, compressor)) if *current != level => {
+                compressor.set_compression_level(level)?;
+                *current = level;
+            }
+            Some(_) => {}
+            None => *slot = Some((level, zstd::bulk::Compressor::new(level)?)),
         }
         let (_, compressor) = slot.as_mut().expect("set just above");
         compressor.compress(data)
