@@ -244,9 +244,7 @@ fn measure(options: LabOptions) -> anyhow::Result<Measurement> {
     }
     let seconds = started.elapsed().as_secs_f64();
     let receiver_cpu = cpu_seconds(receiver_pid).unwrap_or(0.0) - receiver_cpu_start;
-    let relay = &lab.relay.counters;
-    let wire_bytes = relay.bytes_received.load(Ordering::Relaxed)
-        + packet::IPV4_UDP_HEADER_LENGTH as u64 * relay.received.load(Ordering::Relaxed);
+    let wire_bytes = wire_bytes(&lab);
     let _ = lab.wait_sender(Duration::from_secs(60));
     lab.stop_receiver()?;
     let verification = lab.verify_replica()?;
@@ -341,9 +339,7 @@ fn live(series: usize, rate_hz: f64, seconds: u64, loss: f64) -> anyhow::Result<
     lab.wait_for_points(points, Duration::from_secs(60));
     let receiver_cpu = cpu_seconds(receiver_pid).unwrap_or(0.0);
     let segments = lab.metric("diode_receiver_segments_applied_total");
-    let relay = &lab.relay.counters;
-    let wire_bytes = relay.bytes_received.load(Ordering::Relaxed)
-        + packet::IPV4_UDP_HEADER_LENGTH as u64 * relay.received.load(Ordering::Relaxed);
+    let wire_bytes = wire_bytes(&lab);
     let segment_log_bytes = folder_bytes(&dir.path().join("sender-state").join("segments"))?;
     lab.stop_receiver()?;
     let verification = lab.verify_replica()?;
@@ -385,6 +381,13 @@ fn live(series: usize, rate_hz: f64, seconds: u64, loss: f64) -> anyhow::Result<
     anyhow::ensure!(verification.is_exact(), "the replica is not exact: {verification:?}");
     println!("  replica exact               true");
     Ok(())
+}
+
+/// Bytes the relay carried, as the link would: datagrams with their IPv4 and UDP headers.
+fn wire_bytes(lab: &Lab) -> u64 {
+    let relay = &lab.relay.counters;
+    relay.bytes_received.load(Ordering::Relaxed)
+        + packet::IPV4_UDP_HEADER_LENGTH as u64 * relay.received.load(Ordering::Relaxed)
 }
 
 /// Every point of every series, counted through the column scans queries use.
