@@ -125,7 +125,9 @@ pub struct RowWriter<W: Write> {
     /// Table: the first rows, until the widths are known.
     sample: Vec<Vec<(String, bool)>>,
     widths: Option<Vec<usize>>,
+    /// CSV: a cell's text and the row being built, kept from row to row.
     scratch: String,
+    line: String,
 }
 
 impl<W: Write> RowWriter<W> {
@@ -150,6 +152,7 @@ impl<W: Write> RowWriter<W> {
             sample: Vec::new(),
             widths: None,
             scratch: String::new(),
+            line: String::new(),
         };
         match format {
             Format::Csv => {
@@ -227,42 +230,29 @@ impl<W: Write> RowWriter<W> {
         Ok(self.out)
     }
 
-    fn time_text(&mut self, timestamp_ns: i64) {
-        self.scratch.clear();
-        match self.time_format {
-            TimeFormat::Rfc3339 => self.scratch.push_str(&format_rfc3339(timestamp_ns)),
-            TimeFormat::Ns => self.scratch.push_str(&timestamp_ns.to_string()),
-            TimeFormat::Ms => self.scratch.push_str(&timestamp_ns.div_euclid(1_000_000).to_string()),
-        }
-    }
-
     /// Plain text of a cell (CSV before escaping, and tables); `true` when it reads as a number.
-    fn plain(&mut self, cell: &Cell<'_>) -> (String, bool) {
-        match cell {
-            Cell::Text(text) => ((*text).to_owned(), false),
-            Cell::Time(t) => {
-                self.time_text(*t);
-                (self.scratch.clone(), self.time_format != TimeFormat::Rfc3339)
-            }
-            Cell::Value(value) => (value.to_string(), !matches!(value, Value::String(_))),
-            Cell::Number(x) => (x.to_string(), true),
-            Cell::Count(n) => (n.to_string(), true),
-            Cell::Quality(q) => (q.to_string(), false),
-            Cell::Tags(tags) => (tags.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","), false),
-            Cell::Flag(flag) => (flag.to_string(), false),
-            Cell::Null => (String::new(), false),
-        }
+    fn plain(&self, cell: &Cell<'_>) -> (String, bool) {
+        let mut text = String::new();
+        let numeric = plain_text(self.time_format, cell, &mut text);
+        (text, numeric)
     }
 
+    /// Builds the row in a reused line buffer and writes it at once: no allocation per cell.
     fn write_csv(&mut self, cells: &[Cell<'_>]) -> io::Result<()> {
+        let (mut line, mut text) = (std::mem::take(&mut self.line), std::mem::take(&mut self.scratch));
+        line.clear();
         for (index, cell) in cells.iter().enumerate() {
             if index > 0 {
-                self.out.write_all(b",")?;
+                line.push(',');
             }
-            let (text, _) = self.plain(cell);
-            self.out.write_all(csv_field(&text).as_bytes())?;
+            text.clear();
+            plain_text(self.time_format, cell, &mut text);
+            push_csv_field(&mut line, &text);
         }
-        self.out.write_all(b"\n")
+        line.push('\n');
+        let written = self.out.write_all(line.as_bytes());
+        (self.line, self.scratch) = (line, text);
+        written
     }
 
     fn write_json_object(&mut self, cells: &[Cell<'_>]) -> io::Result<()> {
@@ -373,10 +363,50 @@ fn write_json_string_or_null(out: &mut impl Write, text: Option<&str>) -> io::Re
 /// A CSV field, quoted (RFC 4180) when it holds a comma, a quote, a line break or a leading `#`
 /// (so it cannot be taken for a trailer line).
 pub fn csv_field(text: &str) -> String {
+    let mut field = String::with_capacity(text.len());
+    push_csv_field(&mut field, text);
+    field
+}
+
+/// Appends [`csv_field`]`(text)` to `out`.
+fn push_csv_field(out: &mut String, text: &str) {
     if text.contains([',', '"', '\n', '\r']) || text.starts_with('#') {
-        format!("\"{}\"", text.replace('"', "\"\""))
+        out.push('"');
+        out.push_str(&text.replace('"', "\"\""));
+        out.push('"');
     } else {
-        text.to_owned()
+        out.push_str(text);
+    }
+}
+
+/// Appends the plain text of `cell` (CSV before escaping, and tables) to `text`; `true` when it
+/// reads as a number.
+fn plain_text(time_format: TimeFormat, cell: &Cell<'_>, text: &mut String) -> bool {
+    use std::fmt::Write as _;
+    // Writing to a String cannot fail.
+    let _ = match cell {
+        Cell::Text(cell) => text.write_str(cell),
+        Cell::Time(t) => match time_format {
+            TimeFormat::Rfc3339 => text.write_str(&format_rfc3339(*t)),
+            TimeFormat::Ns => write!(text, "{t}"),
+            TimeFormat::Ms => write!(text, "{}", t.div_euclid(1_000_000)),
+        },
+        Cell::Value(value) => write!(text, "{value}"),
+        Cell::Number(x) => write!(text, "{x}"),
+        Cell::Count(n) => write!(text, "{n}"),
+        Cell::Quality(q) => write!(text, "{q}"),
+        Cell::Tags(tags) => tags.iter().enumerate().try_for_each(|(index, (k, v))| {
+            let separator = if index > 0 { "," } else { "" };
+            write!(text, "{separator}{k}={v}")
+        }),
+        Cell::Flag(flag) => write!(text, "{flag}"),
+        Cell::Null => Ok(()),
+    };
+    match cell {
+        Cell::Time(_) => time_format != TimeFormat::Rfc3339,
+        Cell::Value(value) => !matches!(value, Value::String(_)),
+        Cell::Number(_) | Cell::Count(_) => true,
+        _ => false,
     }
 }
 
