@@ -218,12 +218,14 @@ pub(crate) fn keep_rows_where(columns: &SeriesColumns, mut keep: impl FnMut(i64)
 fn already_in_order(chunks: &[SeriesColumns]) -> bool {
     let mut previous = None::<i64>;
     for chunk in chunks {
-        for &timestamp_ns in &chunk.timestamps_ns {
-            if previous.is_some_and(|p| p >= timestamp_ns) {
-                return false;
-            }
-            previous = Some(timestamp_ns);
+        let timestamps = &chunk.timestamps_ns;
+        let (Some(&first), Some(&last)) = (timestamps.first(), timestamps.last()) else { continue };
+        // Without an early exit, so the comparisons run several at a time.
+        let ascending = timestamps.windows(2).fold(true, |ascending, pair| ascending & (pair[0] < pair[1]));
+        if previous.is_some_and(|p| p >= first) || !ascending {
+            return false;
         }
+        previous = Some(last);
     }
     true
 }
