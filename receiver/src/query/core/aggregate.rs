@@ -319,9 +319,26 @@ impl Statistics {
         self.shifted_squares += d * d;
     }
 
-    /// Folds in a run of numbers, all selected.
+    /// Folds in a run of numbers, all selected: [`add_number`](Self::add_number) for each, in
+    /// order (so with the same results), with the sums held in registers across the run.
     fn add_numbers(&mut self, numbers: &[f64]) {
-        numbers.iter().for_each(|&x| self.add_number(x));
+        let Some((&first, rest)) = numbers.split_first() else { return };
+        self.add_number(first);
+        let shift = self.shift;
+        let (mut sum, mut min, mut max) = (self.sum, self.min, self.max);
+        let (mut shifted_sum, mut shifted_squares) = (self.shifted_sum, self.shifted_squares);
+        for &x in rest {
+            sum += x;
+            min = min.min(x);
+            max = max.max(x);
+            let d = x - shift;
+            shifted_sum += d;
+            shifted_squares += d * d;
+        }
+        (self.sum, self.min, self.max) = (sum, min, max);
+        (self.shifted_sum, self.shifted_squares) = (shifted_sum, shifted_squares);
+        self.numbers += rest.len() as u64;
+        self.latest = numbers[numbers.len() - 1];
     }
 
     /// Folds in `rows` of `block`, those `selected` says.
