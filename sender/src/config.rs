@@ -116,6 +116,10 @@ pub struct SegmentConfig {
     /// Seal on a thread of its own (true, the default), so sources go on while a segment is
     /// encoded, or on the thread that accepted the records (false: one core for both).
     pub sealer_thread: bool,
+    /// Threads that encode segments for the sealing thread, so several segments are encoded at
+    /// once on as many cores while it signs and writes them in order; 0 encodes on the sealing
+    /// thread itself. Default: the machine's cores, at most 8. Unused without `sealer_thread`.
+    pub encoder_threads: usize,
 }
 
 impl Default for SegmentConfig {
@@ -127,6 +131,7 @@ impl Default for SegmentConfig {
             retention_mib: 1024,
             max_unsent_mib: 256,
             sealer_thread: true,
+            encoder_threads: std::thread::available_parallelism().map_or(1, |cores| cores.get().min(8)),
         }
     }
 }
