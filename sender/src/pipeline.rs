@@ -14,8 +14,9 @@
 //! which takes the oldest frames ([`Pipeline::take_seal_job`]), has them encoded without the
 //! pipeline's lock ([`SealJob::encode`]: merging, columnar encoding, zstd, BLAKE3) by its
 //! [`Encoders`], and puts each result in the chain in the order the jobs were taken
-//! ([`Pipeline::finish_seal`]: sequence, signature, segment log), so the chain stays one line
-//! while several segments are encoded at once (`segments.encoder_threads`). Without a sealing
+//! ([`Pipeline::finish_seals`]: sequence, signature, segment log; the ones encoded by then in one
+//! write and one sync), so the chain stays one line while several segments are encoded at once
+//! (`segments.encoder_threads`). Without a sealing
 //! thread, a submit seals on its own thread.
 //!
 //! Failures of the disk (full, or failing):
@@ -682,41 +683,64 @@ impl Pipeline {
     /// If `job` is not the oldest job out, or was released by [`seal_failed`](Self::seal_failed):
     /// a bug in the caller ([`seal_due`] finishes jobs in order and drops released ones).
     pub fn finish_seal(&mut self, job: EncodedSeal, now_ns: i64) -> Result<SealedEntry, PipelineError> {
+        let mut entries = self.finish_seals(vec![job], now_ns)?;
+        Ok(entries.pop().expect("one entry per job"))
+    }
+
+    /// [`finish_seal`](Self::finish_seal) for the oldest jobs out, in order, written to the
+    /// segment log in one write and made durable by one sync: all of them or, on error, none.
+    pub fn finish_seals(&mut self, jobs: Vec<EncodedSeal>, now_ns: i64) -> Result<Vec<SealedEntry>, PipelineError> {
         assert!(
-            job.generation == self.job_generation && self.taken.jobs > 0,
+            jobs.iter().all(|job| job.generation == self.job_generation) && self.taken.jobs >= jobs.len(),
             "a seal job released by a failed seal is never finished"
         );
-        debug_assert_eq!(
-            self.pending.get(job.frames - 1).map(|frame| frame.id),
-            Some(job.cursor),
-            "a seal job's frames are still the oldest pending"
-        );
-        let segment = seal::seal_encoded(self.position, job.encoded, now_ns, &self.key);
-        let sealed = segment.to_bytes();
-        let mut entry = Vec::with_capacity(8 + sealed.len());
-        entry.extend_from_slice(&job.cursor.to_le_bytes());
-        entry.extend_from_slice(&sealed);
-        let sequence = self.position.sequence;
-        let location = self
+        let mut position = self.position;
+        let mut covered_frames = 0;
+        let mut sealed = Vec::with_capacity(jobs.len());
+        let mut log_entries = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            covered_frames += job.frames;
+            debug_assert_eq!(
+                self.pending.get(covered_frames - 1).map(|frame| frame.id),
+                Some(job.cursor),
+                "seal jobs are finished in the order they were taken"
+            );
+            let segment = seal::seal_encoded(position, job.encoded, now_ns, &self.key);
+            let bytes = segment.to_bytes();
+            let mut entry = Vec::with_capacity(8 + bytes.len());
+            entry.extend_from_slice(&job.cursor.to_le_bytes());
+            entry.extend_from_slice(&bytes);
+            log_entries.push(entry);
+            position.previous_hash = segment.hash();
+            position.sequence += 1;
+            sealed.push((job.frames, job.records, job.cursor, segment.header.record_count, bytes));
+        }
+        let Some(first) = sealed.first().map(|_| self.position.sequence) else { return Ok(Vec::new()) };
+        let locations = self
             .segments
-            .append(sequence, &entry, true)
+            .append_all(first, &log_entries, true)
             .map_err(|e| PipelineError::log("write a segment to", &self.segment_dir(), e))?;
-        // Durable: from here on the segment is sealed, whatever else fails.
-        self.pending.drain(..job.frames);
-        self.pending_records -= job.records;
-        self.taken.jobs -= 1;
-        self.taken.frames -= job.frames;
-        self.taken.records -= job.records;
-        self.index
-            .write()
-            .expect("segment index lock")
-            .entries
-            .insert(sequence, IndexEntry { location, size_bytes: sealed.len() as u64, sealed_at_ns: now_ns });
-        self.position.previous_hash = segment.hash();
-        self.position.sequence += 1;
-        self.sealed_frame_id = job.cursor;
-        self.progress.head_sequence.store(sequence, Ordering::Relaxed);
-        self.progress.records_sealed.fetch_add(job.records as u64, Ordering::Relaxed);
+        // Durable: from here on the segments are sealed, whatever else fails.
+        self.position = position;
+        let mut entries = Vec::with_capacity(sealed.len());
+        for ((sequence, (frames, records, cursor, record_count, bytes)), location) in
+            (first..).zip(sealed).zip(locations)
+        {
+            self.pending.drain(..frames);
+            self.pending_records -= records;
+            self.taken.jobs -= 1;
+            self.taken.frames -= frames;
+            self.taken.records -= records;
+            self.index
+                .write()
+                .expect("segment index lock")
+                .entries
+                .insert(sequence, IndexEntry { location, size_bytes: bytes.len() as u64, sealed_at_ns: now_ns });
+            self.sealed_frame_id = cursor;
+            self.progress.head_sequence.store(sequence, Ordering::Relaxed);
+            self.progress.records_sealed.fetch_add(records as u64, Ordering::Relaxed);
+            entries.push(SealedEntry { epoch: self.epoch.epoch, sequence, bytes: Arc::new(bytes), record_count });
+        }
         self.progress.spooled_records.store(self.pending_records as u64, Ordering::Relaxed);
         if self.seal_retry_at_ns.take().is_some() {
             tracing::info!("sealing works again");
@@ -728,12 +752,7 @@ impl Pipeline {
         if let Err(error) = self.enforce_retention() {
             tracing::warn!("cannot remove old segment log files from {}: {error}", self.segment_dir().display());
         }
-        Ok(SealedEntry {
-            epoch: self.epoch.epoch,
-            sequence,
-            bytes: Arc::new(sealed),
-            record_count: segment.header.record_count,
-        })
+        Ok(entries)
     }
 
     /// Reports a failed seal (once per run of failures) and holds sealing back for
@@ -825,19 +844,27 @@ pub fn seal_due(
             }
         }
         let Some(oldest) = out.pop_front() else { return Ok(()) };
-        let encoded = oldest.wait();
+        // The oldest job, and every one behind it already encoded: one write and one sync for
+        // them all.
+        let mut ready = vec![oldest.wait()];
+        while let Some(encoded) = out.front().and_then(Encoding::ready) {
+            out.pop_front();
+            ready.push(encoded);
+        }
         let sealed = {
             let mut locked = pipeline.lock().expect("pipeline lock");
             let now = now_ns();
-            locked.finish_seal(encoded, now).map_err(|error| locked.seal_failed(&error, now))
+            locked.finish_seals(ready, now).map_err(|error| locked.seal_failed(&error, now))
         };
-        let Ok(entry) = sealed else {
+        let Ok(entries) = sealed else {
             // Released: their frames are taken again when the seal is retried.
             out.into_iter().for_each(|encoding| drop(encoding.wait()));
             return Ok(());
         };
-        if output.send(entry).is_err() {
-            return Err(PipelineError::LinkStopped);
+        for entry in entries {
+            if output.send(entry).is_err() {
+                return Err(PipelineError::LinkStopped);
+            }
         }
     }
 }
@@ -852,11 +879,8 @@ pub struct Encoders {
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
-/// A job being encoded by [`Encoders`].
-enum Encoding {
-    Done(Box<EncodedSeal>),
-    Out(std::sync::mpsc::Receiver<EncodedSeal>),
-}
+/// A job being encoded by [`Encoders`] (or already encoded).
+struct Encoding(std::sync::mpsc::Receiver<EncodedSeal>);
 
 impl Encoding {
     /// The encoded job.
@@ -864,10 +888,12 @@ impl Encoding {
     /// # Panics
     /// If encoding it panicked (a bug), as encoding it on this thread would have.
     fn wait(self) -> EncodedSeal {
-        match self {
-            Encoding::Done(encoded) => *encoded,
-            Encoding::Out(result) => result.recv().expect("an encoding thread panicked"),
-        }
+        self.0.recv().expect("an encoding thread panicked")
+    }
+
+    /// The encoded job, if it is ready now (then this encoding is spent).
+    fn ready(&self) -> Option<EncodedSeal> {
+        self.0.try_recv().ok()
     }
 }
 
@@ -904,12 +930,18 @@ impl Encoders {
     }
 
     fn encode(&self, job: SealJob) -> Encoding {
-        let Some(jobs) = &self.jobs else { return Encoding::Done(Box::new(job.encode())) };
-        let (result, answer) = std::sync::mpsc::sync_channel(1);
-        match jobs.send((job, result)) {
-            Ok(()) => Encoding::Out(answer),
-            Err(std::sync::mpsc::SendError((job, _))) => Encoding::Done(Box::new(job.encode())),
-        }
+        let (result, encoding) = std::sync::mpsc::sync_channel(1);
+        let job = match &self.jobs {
+            Some(jobs) => match jobs.send((job, result)) {
+                Ok(()) => return Encoding(encoding),
+                // Every encoding thread is gone: encode here.
+                Err(std::sync::mpsc::SendError((job, result))) => (job, result),
+            },
+            None => (job, result),
+        };
+        let (job, result) = job;
+        let _ = result.send(job.encode());
+        Encoding(encoding)
     }
 }
 
@@ -1441,6 +1473,39 @@ mod tests {
         let expected: Vec<(u64, Vec<i64>)> =
             (0..6).map(|index| (index as u64 + 1, (index * 100..index * 100 + 100).collect())).collect();
         assert_eq!(sealed, expected);
+    }
+
+    #[test]
+    fn encoded_jobs_finished_together_are_written_and_synced_all_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let segment_disk = FaultyDisk::new().only_under(&dir.path().join("segments"));
+        let (mut pipeline, rx) = open_on(&segment_disk, dir.path());
+        let _woken = pipeline.attach_sealer();
+        for from in (0..300).step_by(100) {
+            pipeline.submit(&mut records(from, 100), 0).unwrap();
+        }
+        let jobs = |pipeline: &mut Pipeline| -> Vec<EncodedSeal> {
+            std::iter::from_fn(|| pipeline.take_seal_job(0)).map(SealJob::encode).collect()
+        };
+        let encoded = jobs(&mut pipeline);
+        assert_eq!(encoded.len(), 3);
+        // Room for the first segment, not for all three.
+        segment_disk.limit_space(600);
+        let error = pipeline.finish_seals(encoded, 0).expect_err("the three segments do not fit");
+        pipeline.seal_failed(&error, 0);
+        assert_eq!(pipeline.progress().head_sequence.load(Ordering::Relaxed), 0, "none of them is sealed");
+        segment_disk.free_space();
+        let encoded = jobs(&mut pipeline);
+        assert!(encoded.is_empty(), "a failed seal holds sealing back");
+        let mut pipeline = pipeline;
+        let retried: Vec<EncodedSeal> =
+            std::iter::from_fn(|| pipeline.take_seal_job(SEAL_RETRY_NS)).map(SealJob::encode).collect();
+        for entry in pipeline.finish_seals(retried, SEAL_RETRY_NS).unwrap() {
+            pipeline.output.send(entry).unwrap();
+        }
+        let expected: Vec<(u64, Vec<i64>)> =
+            (0..3).map(|index| (index as u64 + 1, (index * 100..index * 100 + 100).collect())).collect();
+        assert_eq!(sealed_values(&rx), expected);
     }
 
     #[test]
