@@ -10,7 +10,10 @@
 
 use std::collections::HashMap;
 
-use super::wire::{BitReader, BitWriter, Reader, put_bytes, put_signed_varint, put_varint, varint_len, zigzag};
+use super::wire::{
+    BitReader, BitWriter, MAX_VARINT_BYTES, Reader, put_bytes, put_signed_varint, put_varint, unzigzag, varint_len,
+    zigzag,
+};
 use super::{CodecError, MAX_DECODED_TEXT_BYTES, MAX_RECORDS_PER_PAYLOAD, SeriesColumns, Values};
 use crate::record::{Quality, SeriesKey, Value, ValueKind};
 
@@ -658,54 +661,63 @@ impl<'a> ColumnReader<'a> {
                 expected: "a tick of factor * 10^exponent between 1 and 2^63 - 1 nanoseconds",
             });
         };
-        self.read_integers(count, TIMESTAMP_INTEGERS, "timestamps", &mut timestamps)?;
-        for timestamp in &mut timestamps {
-            *timestamp = base_ns.wrapping_add(timestamp.wrapping_mul(tick));
-        }
+        timestamps.resize(count, 0);
+        let to_ns = |ticks: i64| base_ns.wrapping_add(ticks.wrapping_mul(tick));
+        self.read_integers(TIMESTAMP_INTEGERS, "timestamps", &mut timestamps, to_ns)?;
         Ok(timestamps)
     }
 
-    fn read_integers(
+    /// Fills `out` with an integer column of `out.len()` values, each as `finish` makes it (a
+    /// timestamp from ticks, a float from a decimal integer): one pass, from the varints to the
+    /// column.
+    fn read_integers<T>(
         &mut self,
-        count: usize,
         fields: IntegerFields,
         what: &'static str,
-        out: &mut Vec<i64>,
+        out: &mut [T],
+        finish: impl Fn(i64) -> T,
     ) -> Result<(), CodecError> {
-        if count == 0 {
+        if out.is_empty() {
             return Ok(());
         }
         let encodings = self.field(Field::Encodings);
         let offset = encodings.position();
         let mode = encodings.u8("integer mode")?;
         match mode {
-            INTEGERS_DELTA | INTEGERS_DELTA_OF_DELTA => {
+            INTEGERS_DELTA => {
+                let mut value = self.field(fields.head).signed_varint(what)?;
+                out[0] = finish(value);
+                read_signed_varints(self.field(fields.body), what, &mut out[1..], |delta| {
+                    value = value.wrapping_add(delta);
+                    finish(value)
+                })?;
+            }
+            INTEGERS_DELTA_OF_DELTA => {
                 let head = self.field(fields.head);
                 let mut value = head.signed_varint(what)?;
-                let mut delta =
-                    if mode == INTEGERS_DELTA_OF_DELTA && count > 1 { head.signed_varint(what)? } else { 0 };
-                out.push(value);
-                let body = self.field(fields.body);
-                for index in 1..count {
-                    delta = match mode {
-                        INTEGERS_DELTA => body.signed_varint(what)?,
-                        _ if index == 1 => delta,
-                        _ => delta.wrapping_add(body.signed_varint(what)?),
-                    };
-                    value = value.wrapping_add(delta);
-                    out.push(value);
+                out[0] = finish(value);
+                if out.len() == 1 {
+                    return Ok(());
                 }
+                let mut delta = head.signed_varint(what)?;
+                value = value.wrapping_add(delta);
+                out[1] = finish(value);
+                read_signed_varints(self.field(fields.body), what, &mut out[2..], |delta_of_delta| {
+                    delta = delta.wrapping_add(delta_of_delta);
+                    value = value.wrapping_add(delta);
+                    finish(value)
+                })?;
             }
             INTEGERS_LINEAR => {
                 let head = self.field(fields.head);
                 let base = head.signed_varint(what)?;
                 let slope = head.signed_varint(what)?;
-                let body = self.field(fields.body);
                 let mut line = base;
-                for _ in 0..count {
-                    out.push(line.wrapping_add(body.signed_varint(what)?));
+                read_signed_varints(self.field(fields.body), what, out, |residual| {
+                    let value = line.wrapping_add(residual);
                     line = line.wrapping_add(slope);
-                }
+                    finish(value)
+                })?;
             }
             tag => return Err(CodecError::UnknownEncoding { what: "integer mode", offset, tag }),
         }
@@ -719,8 +731,8 @@ impl<'a> ColumnReader<'a> {
         Ok(match ValueKind::from_u8(tag) {
             Some(ValueKind::F64) => Values::F64(self.read_f64s(count)?),
             Some(ValueKind::I64) => {
-                let mut values = Vec::with_capacity(count);
-                self.read_integers(count, VALUE_INTEGERS, "integer values", &mut values)?;
+                let mut values = vec![0; count];
+                self.read_integers(VALUE_INTEGERS, "integer values", &mut values, |value| value)?;
                 Values::I64(values)
             }
             Some(ValueKind::Bool) => Values::Bool(self.read_bools(count)?),
@@ -731,24 +743,28 @@ impl<'a> ColumnReader<'a> {
     }
 
     fn read_f64s(&mut self, count: usize) -> Result<Vec<f64>, CodecError> {
-        let mut values = Vec::with_capacity(count);
         if count == 0 {
-            return Ok(values);
+            return Ok(Vec::new());
         }
         let encodings = self.field(Field::Encodings);
         let offset = encodings.position();
         match encodings.u8("float encoding")? {
             F64_RAW => {
                 let bytes = self.field(Field::FloatBits).bytes("raw floats", 8 * count as u64)?;
-                values.extend(bytes.chunks_exact(8).map(|chunk| {
-                    let mut bits = [0u8; 8];
-                    bits.copy_from_slice(chunk);
-                    f64::from_bits(u64::from_le_bytes(bits))
-                }));
+                Ok(bytes
+                    .chunks_exact(8)
+                    .map(|chunk| {
+                        let mut bits = [0u8; 8];
+                        bits.copy_from_slice(chunk);
+                        f64::from_bits(u64::from_le_bytes(bits))
+                    })
+                    .collect())
             }
             F64_XOR => {
                 let stream = self.field(Field::FloatBits).length_prefixed("XOR floats")?;
+                let mut values = Vec::with_capacity(count);
                 read_xor(stream, count, &mut values)?;
+                Ok(values)
             }
             F64_DECIMAL => {
                 let digits_offset = encodings.position();
@@ -761,13 +777,12 @@ impl<'a> ColumnReader<'a> {
                         expected: "between 0 and 9",
                     });
                 };
-                let mut integers = Vec::with_capacity(count);
-                self.read_integers(count, VALUE_INTEGERS, "decimal floats", &mut integers)?;
-                values.extend(integers.into_iter().map(|integer| integer as f64 / power));
+                let mut values = vec![0.0; count];
+                self.read_integers(VALUE_INTEGERS, "decimal floats", &mut values, |integer| integer as f64 / power)?;
+                Ok(values)
             }
-            tag => return Err(CodecError::UnknownEncoding { what: "float encoding", offset, tag }),
+            tag => Err(CodecError::UnknownEncoding { what: "float encoding", offset, tag }),
         }
-        Ok(values)
     }
 
     fn read_bools(&mut self, count: usize) -> Result<Vec<bool>, CodecError> {
@@ -868,8 +883,8 @@ impl<'a> ColumnReader<'a> {
             decoded += length;
         }
         let mut floats = self.read_f64s(counts[ValueKind::F64 as usize])?.into_iter();
-        let mut integers = Vec::with_capacity(counts[ValueKind::I64 as usize]);
-        self.read_integers(counts[ValueKind::I64 as usize], VALUE_INTEGERS, "mixed integer values", &mut integers)?;
+        let mut integers = vec![0; counts[ValueKind::I64 as usize]];
+        self.read_integers(VALUE_INTEGERS, "mixed integer values", &mut integers, |value| value)?;
         let mut integers = integers.into_iter();
         let mut bools = self.read_bools(counts[ValueKind::Bool as usize])?.into_iter();
         let mut strings = self.read_strings(counts[ValueKind::String as usize], budget)?.into_iter();
@@ -932,6 +947,11 @@ fn read_xor(stream: &[u8], count: usize, values: &mut Vec<f64>) -> Result<(), Co
     values.push(f64::from_bits(previous));
     let mut window: Option<(u32, u32)> = None;
     for _ in 1..count {
+        if let Some(next) = next_xor_whole(&mut reader, previous, &mut window) {
+            previous = next;
+            values.push(f64::from_bits(previous));
+            continue;
+        }
         if reader.read_bit(WHAT)? {
             let (leading, meaningful) = if reader.read_bit(WHAT)? {
                 let leading = reader.read(6, WHAT)? as u32;
@@ -965,6 +985,107 @@ fn read_xor(stream: &[u8], count: usize, values: &mut Vec<f64>) -> Result<(), Co
     Ok(())
 }
 
+/// [`read_xor`]'s next value when the stream surely holds all of it (control bits, window and
+/// meaningful bits) and it is valid, read with two loads; `None` leaves the reader where it was,
+/// for the checked reads to decode it or say what is wrong.
+#[inline]
+fn next_xor_whole(reader: &mut BitReader<'_>, previous: u64, window: &mut Option<(u32, u32)>) -> Option<u64> {
+    // Two control bits, 6 + 6 bits of window, up to 64 meaningful bits.
+    if reader.available_bits() < 2 + 12 + 64 {
+        return None;
+    }
+    let head = reader.peek_64();
+    if head >> 63 == 0 {
+        reader.skip(1);
+        return Some(previous);
+    }
+    let (leading, trailing, header_bits) = if head >> 62 & 1 == 0 {
+        let (leading, trailing) = (*window)?;
+        (leading, trailing, 2)
+    } else {
+        let leading = (head >> 56 & 0x3F) as u32;
+        let meaningful = (head >> 50 & 0x3F) as u32 + 1;
+        if leading + meaningful > 64 {
+            return None;
+        }
+        let trailing = 64 - leading - meaningful;
+        *window = Some((leading, trailing));
+        (leading, trailing, 14)
+    };
+    let meaningful = 64 - leading - trailing;
+    reader.skip(header_bits);
+    let bits = reader.peek_64() >> (64 - meaningful);
+    reader.skip(meaningful);
+    Some(previous ^ (bits << trailing))
+}
+
+/// The unread bytes of `reader`.
+fn unread<'a>(reader: &Reader<'a>) -> &'a [u8] {
+    let mut rest = reader.clone();
+    rest.bytes("unread bytes", rest.remaining() as u64).unwrap_or_default()
+}
+
+/// The varint at the start of `bytes` and its length, if `bytes` holds a whole, valid one.
+#[inline]
+fn varint_prefix(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for (index, &byte) in bytes.iter().take(MAX_VARINT_BYTES).enumerate() {
+        let group = u64::from(byte & 0x7F);
+        // The tenth byte may only carry the 64th bit.
+        if index == MAX_VARINT_BYTES - 1 && group > 1 {
+            return None;
+        }
+        value |= group << (7 * index);
+        if byte & 0x80 == 0 {
+            return Some((value, index + 1));
+        }
+    }
+    None
+}
+
+/// Fills `out` with `map` of each of the next `out.len()` signed varints of `reader`, in order:
+/// the same values, and the same error at the same place, as that many
+/// [`Reader::signed_varint`] calls. Eight one-byte varints (the usual deltas and residuals) are
+/// recognised and decoded at once, without a check per byte; whatever the fast loop cannot decode
+/// whole (the end of the input, a bad varint) is left to `signed_varint`, which reports it.
+#[inline]
+fn read_signed_varints<T>(
+    reader: &mut Reader<'_>,
+    what: &'static str,
+    out: &mut [T],
+    mut map: impl FnMut(i64) -> T,
+) -> Result<(), CodecError> {
+    const CONTINUATION_BITS: u64 = 0x8080_8080_8080_8080;
+    let bytes = unread(reader);
+    let (mut filled, mut position) = (0, 0);
+    while out.len() - filled >= 8 {
+        let Some(word) = bytes.get(position..position + 8) else { break };
+        let word: [u8; 8] = word.try_into().expect("eight bytes");
+        let continued = u64::from_le_bytes(word) & CONTINUATION_BITS;
+        if continued == 0 {
+            for (slot, byte) in out[filled..filled + 8].iter_mut().zip(word) {
+                *slot = map(unzigzag(u64::from(byte)));
+            }
+            (filled, position) = (filled + 8, position + 8);
+            continue;
+        }
+        // The one-byte varints before the first longer one (fewer than eight), then that one.
+        let singles = (continued.trailing_zeros() / 8) as usize;
+        for (slot, &byte) in out[filled..filled + singles].iter_mut().zip(&word) {
+            *slot = map(unzigzag(u64::from(byte)));
+        }
+        (filled, position) = (filled + singles, position + singles);
+        let Some((value, length)) = varint_prefix(&bytes[position..]) else { break };
+        out[filled] = map(unzigzag(value));
+        (filled, position) = (filled + 1, position + length);
+    }
+    reader.bytes(what, position as u64)?;
+    for slot in &mut out[filled..] {
+        *slot = map(reader.signed_varint(what)?);
+    }
+    Ok(())
+}
+
 /// A run length between 1 and `left`; 0 stands for `left` (see [`put_run_length`]).
 fn read_run(reader: &mut Reader<'_>, what: &'static str, left: usize) -> Result<usize, CodecError> {
     let offset = reader.position();
@@ -981,4 +1102,67 @@ fn read_run(reader: &mut Reader<'_>, what: &'static str, left: usize) -> Result<
         });
     }
     Ok(length as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Bytes that are mostly one-byte varints, with longer ones, over-long ones and stray
+    /// continuation bytes mixed in.
+    fn varint_bytes() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(
+            prop_oneof![
+                6 => (0u8..0x80).prop_map(|byte| vec![byte]),
+                2 => any::<i64>().prop_map(|value| {
+                    let mut out = Vec::new();
+                    put_signed_varint(&mut out, value);
+                    out
+                }),
+                1 => proptest::collection::vec(0x80u8.., 1..12),
+                1 => proptest::collection::vec(any::<u8>(), 1..12),
+            ],
+            0..64,
+        )
+        .prop_map(|parts| parts.concat())
+    }
+
+    proptest! {
+        /// The batched reader gives what one `signed_varint` call per value gives: the same
+        /// values, the same error, and the reader left at the same place.
+        #[test]
+        fn signed_varints_read_in_batches_as_one_by_one(bytes in varint_bytes(), count in 0usize..80) {
+            let mut one_by_one = Reader::new(&bytes);
+            let expected: Result<Vec<i64>, CodecError> =
+                (0..count).map(|_| one_by_one.signed_varint("test")).collect();
+            let mut batched = Reader::new(&bytes);
+            let mut values = vec![0; count];
+            let got = read_signed_varints(&mut batched, "test", &mut values, |value| value).map(|()| values);
+            prop_assert_eq!(format!("{got:?}"), format!("{expected:?}"));
+            if expected.is_ok() {
+                prop_assert_eq!(batched.position(), one_by_one.position());
+            }
+        }
+
+        /// Bits read with one load each are the bits, most significant first, and running past
+        /// the end is refused.
+        #[test]
+        fn bits_read_at_any_offset(bytes in proptest::collection::vec(any::<u8>(), 0..24), counts in proptest::collection::vec(0u32..=64, 1..12)) {
+            let mut reader = BitReader::new(&bytes);
+            let mut position = 0usize;
+            for count in counts {
+                let got = reader.read(count, "test");
+                if position + count as usize > bytes.len() * 8 {
+                    prop_assert!(got.is_err());
+                    break;
+                }
+                let expected = (position..position + count as usize)
+                    .fold(0u64, |value, bit| (value << 1) | u64::from(bytes[bit / 8] >> (7 - bit % 8) & 1));
+                prop_assert_eq!(got.unwrap(), expected);
+                position += count as usize;
+            }
+        }
+    }
 }

@@ -237,19 +237,43 @@ impl<'a> BitReader<'a> {
                 remaining_bytes: available_bits / 8,
             });
         }
-        let mut value: u64 = 0;
-        let mut left = count;
-        while left > 0 {
-            let byte = self.bytes[self.bit_position / 8];
-            let used = (self.bit_position % 8) as u32;
-            let free = 8 - used;
-            let take = free.min(left);
-            let chunk = (byte >> (free - take)) & (((1u16 << take) - 1) as u8);
-            value = (value << take) | u64::from(chunk);
-            self.bit_position += take as usize;
-            left -= take;
-        }
+        let value = self.peek().checked_shr(64u32.saturating_sub(count)).unwrap_or(0);
+        self.bit_position += count as usize;
         Ok(value)
+    }
+
+    /// The 64 bits from the current position on (zeros past the end), from one unaligned load
+    /// rather than a loop over bytes.
+    #[inline]
+    fn peek(&self) -> u64 {
+        let byte = self.bit_position / 8;
+        let mut window = [0u8; 9];
+        match self.bytes.get(byte..byte + 9) {
+            Some(bytes) => window.copy_from_slice(bytes),
+            None => {
+                let tail = self.bytes.get(byte..).unwrap_or_default();
+                window[..tail.len()].copy_from_slice(tail);
+            }
+        }
+        let [b0, b1, b2, b3, b4, b5, b6, b7, b8] = window;
+        let wide = u128::from(u64::from_be_bytes([b0, b1, b2, b3, b4, b5, b6, b7])) << 8 | u128::from(b8);
+        (wide >> (8 - self.bit_position % 8)) as u64
+    }
+
+    /// Bits left to read.
+    pub(super) fn available_bits(&self) -> usize {
+        self.bytes.len() * 8 - self.bit_position
+    }
+
+    /// The next 64 bits without reading them (zeros past the end).
+    pub(super) fn peek_64(&self) -> u64 {
+        self.peek()
+    }
+
+    /// Moves past `count` bits the caller has checked are there ([`available_bits`](Self::available_bits)).
+    pub(super) fn skip(&mut self, count: u32) {
+        debug_assert!(count as usize <= self.available_bits());
+        self.bit_position = (self.bit_position + count as usize).min(self.bytes.len() * 8);
     }
 
     /// The byte the next bit comes from, for error messages.
