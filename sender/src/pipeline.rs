@@ -285,11 +285,10 @@ impl PendingFrame {
 }
 
 /// The oldest pending frames handed to seal jobs that are not finished yet (encoding, or
-/// encoded and waiting for their turn in the chain).
+/// encoded and waiting for their turn in the chain). Every job holds at least one frame, so no
+/// job is out when `frames` is 0.
 #[derive(Debug, Default, Clone, Copy)]
 struct TakenFrames {
-    /// Jobs out.
-    jobs: usize,
     /// Pending frames, from the oldest, that those jobs hold.
     frames: usize,
     /// Records in those frames.
@@ -667,7 +666,6 @@ impl Pipeline {
             job.frames.push(Arc::clone(&frame.series));
             job.cursor = frame.id;
         }
-        self.taken.jobs += 1;
         self.taken.frames += job.frames.len();
         self.taken.records += job.records;
         job
@@ -691,9 +689,14 @@ impl Pipeline {
     /// segment log in one write and made durable by one sync: all of them or, on error, none.
     pub fn finish_seals(&mut self, jobs: Vec<EncodedSeal>, now_ns: i64) -> Result<Vec<SealedEntry>, PipelineError> {
         assert!(
-            jobs.iter().all(|job| job.generation == self.job_generation) && self.taken.jobs >= jobs.len(),
+            jobs.iter().all(|job| job.generation == self.job_generation)
+                && jobs.iter().map(|job| job.frames).sum::<usize>() <= self.taken.frames,
             "a seal job released by a failed seal is never finished"
         );
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let first = self.position.sequence;
         let mut position = self.position;
         let mut covered_frames = 0;
         let mut sealed = Vec::with_capacity(jobs.len());
@@ -715,7 +718,6 @@ impl Pipeline {
             position.sequence += 1;
             sealed.push((job.frames, job.records, job.cursor, segment.header.record_count, bytes));
         }
-        let Some(first) = sealed.first().map(|_| self.position.sequence) else { return Ok(Vec::new()) };
         let locations = self
             .segments
             .append_all(first, &log_entries, true)
@@ -723,17 +725,15 @@ impl Pipeline {
         // Durable: from here on the segments are sealed, whatever else fails.
         self.position = position;
         let mut entries = Vec::with_capacity(sealed.len());
+        let mut index = self.index.write().expect("segment index lock");
         for ((sequence, (frames, records, cursor, record_count, bytes)), location) in
             (first..).zip(sealed).zip(locations)
         {
             self.pending.drain(..frames);
             self.pending_records -= records;
-            self.taken.jobs -= 1;
             self.taken.frames -= frames;
             self.taken.records -= records;
-            self.index
-                .write()
-                .expect("segment index lock")
+            index
                 .entries
                 .insert(sequence, IndexEntry { location, size_bytes: bytes.len() as u64, sealed_at_ns: now_ns });
             self.sealed_frame_id = cursor;
@@ -741,6 +741,7 @@ impl Pipeline {
             self.progress.records_sealed.fetch_add(records as u64, Ordering::Relaxed);
             entries.push(SealedEntry { epoch: self.epoch.epoch, sequence, bytes: Arc::new(bytes), record_count });
         }
+        drop(index);
         self.progress.spooled_records.store(self.pending_records as u64, Ordering::Relaxed);
         if self.seal_retry_at_ns.take().is_some() {
             tracing::info!("sealing works again");
@@ -781,7 +782,7 @@ impl Pipeline {
         if self.pending.is_empty() {
             return Ok(true);
         }
-        if self.taken.jobs > 0 || self.unsent_bytes() >= self.settings.max_unsent_bytes {
+        if self.taken.frames > 0 || self.unsent_bytes() >= self.settings.max_unsent_bytes {
             return Ok(false);
         }
         let job = self.seal_job().encode();
@@ -1453,15 +1454,27 @@ mod tests {
         assert_eq!(threaded, inline, "the same bytes, signatures and chain, in order");
     }
 
+    /// A pipeline with a sealing thread attached whose segment log is on a disk the test can
+    /// fill, holding `segments` frames of 100 records (a segment's worth each), none sealed.
+    fn segments_pending_on_a_faulty_disk(dir: &Path, segments: i64) -> (Pipeline, Receiver<SealedEntry>, FaultyDisk) {
+        let segment_disk = FaultyDisk::new().only_under(&dir.join("segments"));
+        let (mut pipeline, rx) = open_on(&segment_disk, dir);
+        drop(pipeline.attach_sealer());
+        for from in (0..segments * 100).step_by(100) {
+            pipeline.submit(&mut records(from, 100), 0).unwrap();
+        }
+        (pipeline, rx, segment_disk)
+    }
+
+    /// What `segments` frames of 100 records seal into: sequence n holds values (n-1)*100 onwards.
+    fn hundreds(segments: i64) -> Vec<(u64, Vec<i64>)> {
+        (0..segments).map(|index| (index as u64 + 1, (index * 100..index * 100 + 100).collect())).collect()
+    }
+
     #[test]
     fn a_failed_seal_releases_the_jobs_out_behind_it_and_the_retry_seals_every_record_once_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let segment_disk = FaultyDisk::new().only_under(&dir.path().join("segments"));
-        let (mut pipeline, rx) = open_on(&segment_disk, dir.path());
-        let _woken = pipeline.attach_sealer();
-        for from in (0..600).step_by(100) {
-            pipeline.submit(&mut records(from, 100), 0).unwrap();
-        }
+        let (pipeline, rx, segment_disk) = segments_pending_on_a_faulty_disk(dir.path(), 6);
         segment_disk.limit_space(20);
         let pipeline = Mutex::new(pipeline);
         let encoders = Encoders::spawn(2).unwrap();
@@ -1469,25 +1482,17 @@ mod tests {
         assert!(sealed_values(&rx).is_empty(), "the first seal failed, and the jobs behind it were dropped");
         segment_disk.free_space();
         seal_due(&pipeline, &encoders, || SEAL_RETRY_NS).unwrap();
-        let sealed = sealed_values(&rx);
-        let expected: Vec<(u64, Vec<i64>)> =
-            (0..6).map(|index| (index as u64 + 1, (index * 100..index * 100 + 100).collect())).collect();
-        assert_eq!(sealed, expected);
+        assert_eq!(sealed_values(&rx), hundreds(6));
     }
 
     #[test]
     fn encoded_jobs_finished_together_are_written_and_synced_all_or_none() {
         let dir = tempfile::tempdir().unwrap();
-        let segment_disk = FaultyDisk::new().only_under(&dir.path().join("segments"));
-        let (mut pipeline, rx) = open_on(&segment_disk, dir.path());
-        let _woken = pipeline.attach_sealer();
-        for from in (0..300).step_by(100) {
-            pipeline.submit(&mut records(from, 100), 0).unwrap();
-        }
-        let jobs = |pipeline: &mut Pipeline| -> Vec<EncodedSeal> {
-            std::iter::from_fn(|| pipeline.take_seal_job(0)).map(SealJob::encode).collect()
+        let (mut pipeline, rx, segment_disk) = segments_pending_on_a_faulty_disk(dir.path(), 3);
+        let jobs = |pipeline: &mut Pipeline, now_ns: i64| -> Vec<EncodedSeal> {
+            std::iter::from_fn(|| pipeline.take_seal_job(now_ns)).map(SealJob::encode).collect()
         };
-        let encoded = jobs(&mut pipeline);
+        let encoded = jobs(&mut pipeline, 0);
         assert_eq!(encoded.len(), 3);
         // Room for the first segment, not for all three.
         segment_disk.limit_space(600);
@@ -1495,17 +1500,12 @@ mod tests {
         pipeline.seal_failed(&error, 0);
         assert_eq!(pipeline.progress().head_sequence.load(Ordering::Relaxed), 0, "none of them is sealed");
         segment_disk.free_space();
-        let encoded = jobs(&mut pipeline);
-        assert!(encoded.is_empty(), "a failed seal holds sealing back");
-        let mut pipeline = pipeline;
-        let retried: Vec<EncodedSeal> =
-            std::iter::from_fn(|| pipeline.take_seal_job(SEAL_RETRY_NS)).map(SealJob::encode).collect();
+        assert!(jobs(&mut pipeline, 0).is_empty(), "a failed seal holds sealing back");
+        let retried = jobs(&mut pipeline, SEAL_RETRY_NS);
         for entry in pipeline.finish_seals(retried, SEAL_RETRY_NS).unwrap() {
             pipeline.output.send(entry).unwrap();
         }
-        let expected: Vec<(u64, Vec<i64>)> =
-            (0..3).map(|index| (index as u64 + 1, (index * 100..index * 100 + 100).collect())).collect();
-        assert_eq!(sealed_values(&rx), expected);
+        assert_eq!(sealed_values(&rx), hundreds(3));
     }
 
     #[test]
