@@ -52,6 +52,10 @@ enum Command {
         /// Seal on a thread of its own (`segments.sealer_thread`); false seals on the simulator's.
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         sealer_thread: bool,
+        /// Threads encoding segments for the sealing thread (`segments.encoder_threads`; unset:
+        /// the sender's default, one per core).
+        #[arg(long)]
+        encoder_threads: Option<usize>,
     },
     /// A plant running live: the simulator in real time, segments sealed by age (1 s), so each
     /// segment holds about one point per series; prints bytes per point in the sender's segment
@@ -77,8 +81,8 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Demo { dir, seconds, loss } => demo(dir, seconds, loss),
-        Command::Throughput { points, series, loss, overhead, rate_mbit_s, sealer_thread } => {
-            throughput(points, series, loss, overhead, rate_mbit_s, sealer_thread)
+        Command::Throughput { points, series, loss, overhead, rate_mbit_s, sealer_thread, encoder_threads } => {
+            throughput(points, series, loss, overhead, rate_mbit_s, sealer_thread, encoder_threads)
         }
         Command::Live { series, rate_hz, seconds, loss } => live(series, rate_hz, seconds, loss),
         Command::LossTable { points } => loss_table(points),
@@ -265,6 +269,7 @@ fn throughput(
     overhead: f64,
     rate_mbit_s: f64,
     sealer_thread: bool,
+    encoder_threads: Option<usize>,
 ) -> anyhow::Result<()> {
     let options = LabOptions {
         series,
@@ -277,6 +282,7 @@ fn throughput(
         carousel: false,
         linger_ms: 500,
         sealer_thread,
+        encoder_threads,
         ..LabOptions::default()
     };
     let m = measure(options)?;

@@ -6,7 +6,10 @@
 //! second per series, default 1.0 as the simulator's default plant; 10.0 makes every hour hold
 //! 36 million points, which the audit processes in several passes), `DIODE_AUDIT_BENCH_THREADS`
 //! (default: every core), `DIODE_AUDIT_BENCH_BUDGET_POINTS` (the audit's memory budget, default
-//! as `audit verify`). Prints plain figures; building the replica is not timed.
+//! as `audit verify`), `DIODE_AUDIT_BENCH_REPLICA` (a directory: the replica is built there and
+//! kept, and a replica already there is audited as it is, so that two builds of the audit can be
+//! compared on one replica; its points and rate are then whatever it was built with). Prints plain
+//! figures; building the replica is not timed.
 
 use std::time::Instant;
 
@@ -61,11 +64,19 @@ fn main() {
     let threads: usize = setting("DIODE_AUDIT_BENCH_THREADS", defaults.threads);
     let memory_budget_points: u64 = setting("DIODE_AUDIT_BENCH_BUDGET_POINTS", defaults.memory_budget_points);
 
-    let directory = tempfile::tempdir().expect("temp dir");
+    let temporary = tempfile::tempdir().expect("temp dir");
+    let kept = std::env::var_os("DIODE_AUDIT_BENCH_REPLICA").map(std::path::PathBuf::from);
+    let directory = kept.as_deref().unwrap_or(temporary.path());
     let key = SenderKey::from_seed([7u8; 32]);
-    let (segments, build_seconds) = build(directory.path(), points, rate_hz, &key);
+    let (segments, build_seconds) = if directory.join("CURRENT").exists() {
+        let replica = Replica::open_read_only(directory).expect("open the kept replica");
+        println!("reusing the replica in {}", directory.display());
+        (replica.counters().segments_applied, 0.0)
+    } else {
+        build(directory, points, rate_hz, &key)
+    };
     let points = segments * POINTS_PER_SEGMENT as u64;
-    let size_bytes: u64 = std::fs::read_dir(directory.path())
+    let size_bytes: u64 = std::fs::read_dir(directory)
         .expect("replica dir")
         .filter_map(|entry| entry.ok()?.metadata().ok())
         .map(|metadata| metadata.len())
@@ -76,7 +87,7 @@ fn main() {
         size_bytes as f64 / (1024.0 * 1024.0)
     );
 
-    let replica = Replica::open_read_only(directory.path()).expect("open read-only");
+    let replica = Replica::open_read_only(directory).expect("open read-only");
     let options = VerifyOptions { threads, memory_budget_points, ..defaults };
     let report = verify_replica(&replica, &TrustedKeys::single(key.public_key()), &options).expect("verify");
     assert!(report.is_clean(), "{}", report.summary_text());

@@ -178,15 +178,50 @@ fn last(shared: &Shared) -> u64 {
     shared.replica.read().unwrap().last_apply_number()
 }
 
-/// The stream's message count and its leader's server name, asked through `url`.
-fn stream_state(url: &str) -> (u64, String) {
+/// Retries a JetStream request until it answers, for at most [`GUARD`]: while a node is down or
+/// just back, the cluster elects stream and meta leaders, and requests time out meanwhile.
+async fn answered<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
+    what: &str,
+    mut request: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + GUARD;
+    loop {
+        match request().await {
+            Ok(answer) => return answer,
+            Err(error) if Instant::now() < deadline => eprintln!("{what}: {error}; asking again"),
+            Err(error) => panic!("{what}: no answer within {GUARD:?}: {error}"),
+        }
+    }
+}
+
+/// The stream's info, asked through `url` until the cluster answers.
+fn stream_info(url: &str) -> async_nats::jetstream::stream::Info {
     runtime().block_on(async {
         let client = async_nats::connect(url).await.unwrap();
-        let mut stream = async_nats::jetstream::new(client).get_stream(STREAM).await.unwrap();
-        let info = stream.info().await.unwrap();
-        let leader = info.cluster.as_ref().and_then(|cluster| cluster.leader.clone()).unwrap_or_default();
-        (info.state.messages, leader)
+        let jetstream = async_nats::jetstream::new(client);
+        // Finding the stream asks the cluster for its info.
+        answered("finding the stream", || jetstream.get_stream(STREAM)).await.cached_info().clone()
     })
+}
+
+/// The stream's message count and its leader's server name, asked through `url`.
+fn stream_state(url: &str) -> (u64, String) {
+    let info = stream_info(url);
+    let leader = info.cluster.as_ref().and_then(|cluster| cluster.leader.clone()).unwrap_or_default();
+    (info.state.messages, leader)
+}
+
+/// Waits until the stream has a leader and both other replicas are online and current: a node
+/// restarted after a kill has caught up.
+fn wait_until_the_stream_is_whole(url: &str) {
+    wait_until("every replica of the stream is current", GUARD, || {
+        let info = stream_info(url);
+        info.cluster.as_ref().is_some_and(|cluster| {
+            cluster.leader.as_ref().is_some_and(|leader| !leader.is_empty())
+                && cluster.replicas.len() == 2
+                && cluster.replicas.iter().all(|replica| replica.current && !replica.offline)
+        })
+    });
 }
 
 /// One message as a consumer reads it.
@@ -207,17 +242,19 @@ fn read_stream(url: &str) -> Vec<Read> {
 fn read_stream_with(url: &str, options: ConnectOptions) -> Vec<Read> {
     runtime().block_on(async {
         let client = options.connect(url).await.unwrap();
-        let stream = async_nats::jetstream::new(client).get_stream(STREAM).await.unwrap();
+        let jetstream = async_nats::jetstream::new(client);
+        let stream = answered("finding the stream", || jetstream.get_stream(STREAM)).await;
         let total = stream.cached_info().state.messages as usize;
-        let consumer = stream
-            .create_consumer(pull::Config {
+        let consumer = answered("creating a consumer", || {
+            stream.create_consumer(pull::Config {
                 deliver_policy: DeliverPolicy::All,
                 ack_policy: AckPolicy::None,
                 ..pull::Config::default()
             })
-            .await
-            .unwrap();
-        let mut messages = consumer.stream().max_messages_per_batch(1_000).messages().await.unwrap();
+        })
+        .await;
+        let mut messages =
+            answered("pulling from the consumer", || consumer.stream().max_messages_per_batch(1_000).messages()).await;
         let mut read = Vec::with_capacity(total);
         while read.len() < total {
             let message = tokio::time::timeout(GUARD, messages.next()).await.expect("the consumer delivers");
@@ -338,6 +375,7 @@ fn a_consumer_reads_every_point_once_after_a_cluster_node_is_killed_mid_stream_a
         sink_last_error(&shared, "stream")
     );
     let survivor = cluster.url((killed + 1) % 3);
+    wait_until_the_stream_is_whole(&survivor);
     let (count, _) = stream_state(&survivor);
 
     // Sent back to an older cursor, the sink publishes those segments again: the stream drops them.

@@ -4,9 +4,11 @@
 
 use std::ops::RangeInclusive;
 
+use diode_common::codec::SeriesColumns;
 use diode_common::record::SeriesKey;
 use rocksdb::{DBRawIterator, ReadOptions};
 
+use crate::chunks::merge_bucket;
 use crate::error::{ReplicaError, describe_segment};
 use crate::layout::{
     self, BeaconSummary, CF_POINTS, CF_SEGMENTS, Counters, STREAM_ANNOUNCED_BY_BEACON, STREAM_SEEN_IN_SEGMENT,
@@ -153,6 +155,15 @@ impl Replica {
         ColumnScan::new(Some(raw), &self.path, key, series_id, from_ns, to_ns_inclusive)
     }
 
+    /// Merges the decoded chunks of one bucket of one series, given in key order (as
+    /// [`series_chunks`](Self::series_chunks) yields them), exactly as [`scan_columns`](Self::scan_columns)
+    /// does: the points with `from_ns <= timestamp <= to_ns_inclusive`, ascending, one per
+    /// timestamp, last write wins. `None` when no point is in range. For a reader that needs the
+    /// chunks themselves as well as the points they show (the audit), so reads and decodes them once.
+    pub fn merge_chunks(chunks: Vec<SeriesColumns>, from_ns: i64, to_ns_inclusive: i64) -> Option<SeriesColumns> {
+        merge_bucket(chunks, from_ns, to_ns_inclusive)
+    }
+
     /// A raw iterator over the points keys of `series_id` in the buckets that overlap
     /// `from_ns..=to_ns_inclusive`: positioned at the first, bounded after the last.
     pub(crate) fn points_iterator(&self, series_id: u32, from_ns: i64, to_ns_inclusive: i64) -> DBRawIterator<'_> {
@@ -163,6 +174,25 @@ impl Replica {
         let mut raw = self.db.raw_iterator_cf_opt(self.cf(CF_POINTS), read_options);
         raw.seek(layout::bucket_prefix(series_id, layout::bucket_start(from_ns)));
         raw
+    }
+
+    /// Calls `visit(key, value)` for every entry of the points column family, in key order, as
+    /// [`point_chunks`](Self::point_chunks)`(0)` yields them but without copying keys or values:
+    /// the key decoded (or its raw bytes when it is not a points key) and the stored value. For a
+    /// reader that walks every chunk and looks at few values (the audit's inventory). Stops at the
+    /// first RocksDB read error.
+    pub fn for_each_point_chunk(
+        &self,
+        mut visit: impl FnMut(Result<layout::PointKey, &[u8]>, &[u8]),
+    ) -> Result<(), ReplicaError> {
+        let mut raw = self.db.raw_iterator_cf(self.cf(CF_POINTS));
+        raw.seek_to_first();
+        while raw.valid() {
+            let (key, value) = (raw.key().unwrap_or_default(), raw.value().unwrap_or_default());
+            visit(layout::PointKey::from_bytes(key).ok_or(key), value);
+            raw.next();
+        }
+        raw.status().map_err(|source| ReplicaError::storage(&self.path, "scanning points chunks", source))
     }
 
     /// The sealed bytes (header ‖ signature ‖ payload) of a stored segment.

@@ -9,9 +9,13 @@
 //!   temporary folder, with 5,000-line bodies posted over keep-alive connections by 1 to 8
 //!   concurrent clients, plain and gzip;
 //! - CSV import (`import::import`) of a generated file of millions of rows, and its dry run
-//!   (parsing and checking only).
+//!   (parsing and checking only);
+//! - sealing alone by encoding threads (`segments.encoder_threads`): 2,000,000 plant records,
+//!   already durable in the spool, sealed into 40 segments by `run`'s sealing loop with 0, 1 and 2
+//!   encoding threads; then, from each seal's encoding and chain-and-write times measured one by
+//!   one, the rate the same loop reaches with 1 to 8 encoding threads on as many free cores.
 //!
-//! Run with `cargo bench -p diode-sender --bench ingest [-- parse|spool|http|csv]`. Prints plain
+//! Run with `cargo bench -p diode-sender --bench ingest [-- parse|spool|http|csv|seal]`. Prints plain
 //! figures, best of three runs, with on-CPU time beside wall time so they can be read apart from
 //! how busy the machine was.
 //! `DIODE_INGEST_BENCH_CSV_ROWS` changes the CSV size (default 3,000,000);
@@ -33,8 +37,8 @@ use diode_sender::config::FsyncPolicy;
 use diode_sender::import::{self, TimestampUnit};
 use diode_sender::ingest::{self, IngestState};
 use diode_sender::line_protocol::{ParseOptions, parse_lines};
-use diode_sender::pipeline::{Pipeline, PipelineSettings, SealedEntry};
-use diode_sender::run;
+use diode_sender::pipeline::{Encoders, Pipeline, PipelineSettings, SealedEntry, seal_due};
+use diode_sender::run::{self, Sealing};
 
 #[path = "../../benches/support/measure.rs"]
 mod measure;
@@ -198,6 +202,11 @@ struct Server {
 
 impl Server {
     fn start(fsync: FsyncPolicy, grouped: bool, sealer_thread: bool) -> Server {
+        let sealing = if sealer_thread {
+            Sealing::Thread { encoder_threads: diode_sender::config::SegmentConfig::default().encoder_threads }
+        } else {
+            Sealing::OnSubmit
+        };
         let spool = Spool::new(fsync);
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
@@ -216,8 +225,8 @@ impl Server {
         let address = listener.local_addr().expect("address");
         runtime.spawn(async move { axum::serve(listener, ingest::router(state)).await });
         let stop_sealer = Arc::new(AtomicBool::new(false));
-        let sealer = run::spawn_sealer(Arc::clone(&spool.pipeline), Arc::clone(&stop_sealer), sealer_thread)
-            .expect("sealing thread");
+        let sealer =
+            run::spawn_sealer(Arc::clone(&spool.pipeline), Arc::clone(&stop_sealer), sealing).expect("sealing thread");
         Server { address, runtime, spool, stop_sealer, sealer }
     }
 
@@ -404,6 +413,105 @@ fn bench_csv(rows: usize) {
     }
 }
 
+/// Records of the sealing section: 40 segments' worth of a 5,000-series plant.
+const SEAL_RECORDS: usize = 2_000_000;
+const SEAL_SEGMENT_RECORDS: usize = 50_000;
+
+/// A spool holding `records` durably, unsealed, with a sealing thread attached (so submits seal
+/// nothing themselves), submitted in segment-sized writes.
+fn spool_with(records: &[Record]) -> Spool {
+    let spool = Spool::new(FsyncPolicy::Always);
+    let mut pipeline = spool.pipeline.lock().expect("pipeline lock");
+    drop(pipeline.attach_sealer());
+    for part in records.chunks(SEAL_SEGMENT_RECORDS) {
+        pipeline.submit(&mut part.to_vec(), now_ns()).expect("submit");
+    }
+    drop(pipeline);
+    spool
+}
+
+fn bench_seal() {
+    let config =
+        diode_common::plant::PlantConfig { seed: 9, series_count: 5_000, base_rate_hz: 10.0, start_ns: START_NS };
+    let mut plant = diode_common::plant::PlantSimulator::new(config);
+    let mut records = Vec::with_capacity(SEAL_RECORDS + 10_000);
+    let mut until = START_NS;
+    while records.len() < SEAL_RECORDS {
+        until += 100_000_000;
+        plant.generate_until(until, &mut records);
+    }
+    records.truncate(SEAL_RECORDS);
+    // Every job is due: all are full but the last, which is aged by this clock.
+    let later = || now_ns() + 2_000_000_000;
+    for threads in [0, 1, 2] {
+        let (timing, sealed) = best_of(
+            process_cpu_seconds,
+            || (spool_with(&records), Encoders::spawn(threads).expect("encoding threads")),
+            |(spool, encoders)| {
+                seal_due(&spool.pipeline, &encoders, later).expect("sealing");
+                drop(encoders);
+                spool.finish()
+            },
+        );
+        assert_eq!(sealed as usize, SEAL_RECORDS);
+        println!(
+            "sealing, {threads} encoding threads (0: on the sealing thread): {}",
+            timing.describe(sealed as f64, "records")
+        );
+    }
+
+    // The same seals one by one: each job's encoding (which threads share) and its place in the
+    // chain, signature and synced write (which stay on the sealing thread, in order).
+    let spool = spool_with(&records);
+    let (mut encoding, mut chaining) = (0.0, 0.0);
+    loop {
+        let Some(job) = spool.pipeline.lock().expect("pipeline lock").take_seal_job(later()) else { break };
+        let started = std::time::Instant::now();
+        let encoded = job.encode();
+        encoding += started.elapsed().as_secs_f64();
+        let started = std::time::Instant::now();
+        let entry = spool.pipeline.lock().expect("pipeline lock").finish_seal(encoded, now_ns()).expect("seal");
+        chaining += started.elapsed().as_secs_f64();
+        spool.pipeline.lock().expect("pipeline lock").progress().sent_through.store(entry.sequence, Ordering::Relaxed);
+    }
+    assert_eq!(spool.finish() as usize, SEAL_RECORDS);
+    // The same seals encoded first, then put in the chain together: one write, one sync.
+    let spool = spool_with(&records);
+    let jobs: Vec<_> = {
+        let mut pipeline = spool.pipeline.lock().expect("pipeline lock");
+        std::iter::from_fn(|| pipeline.take_seal_job(later())).collect()
+    };
+    let encoded: Vec<_> = jobs.into_iter().map(|job| job.encode()).collect();
+    let started = std::time::Instant::now();
+    let entries = spool.pipeline.lock().expect("pipeline lock").finish_seals(encoded, now_ns()).expect("seal");
+    let chaining_together = started.elapsed().as_secs_f64();
+    let last = entries.last().expect("segments").sequence;
+    spool.pipeline.lock().expect("pipeline lock").progress().sent_through.store(last, Ordering::Relaxed);
+    assert_eq!(spool.finish() as usize, SEAL_RECORDS);
+    let per_record = |seconds: f64| seconds * 1e6 / SEAL_RECORDS as f64;
+    println!(
+        "sealing, one by one: encoding {:.2} µs per record; chain, signature and synced write {:.3} µs per record \
+         one segment at a time, {:.3} µs when all {} segments share one write and sync",
+        per_record(encoding),
+        per_record(chaining),
+        per_record(chaining_together),
+        entries.len()
+    );
+    // With n encoding threads on n free cores beside the sealing thread, a segment leaves every
+    // max(encoding / n, chain): the sealing thread's part is the serial one. Segments that are
+    // encoded by the time the sealing thread comes to them share one write and sync, so the
+    // chain's cost per segment lies between the two figures above.
+    for threads in [1usize, 2, 4, 8] {
+        let rate = |chain: f64| 1e-6 * SEAL_RECORDS as f64 / (encoding / threads as f64).max(chain);
+        println!(
+            "  modelled with {threads} encoding threads on free cores: {:.2} M records/s (one sync per segment) \
+             to {:.2} M records/s (shared syncs)",
+            rate(chaining),
+            rate(chaining_together)
+        );
+    }
+}
+
 fn main() {
     let texts: Vec<String> = (0..BODIES).map(|body| plant_body(body, LINES_PER_BODY)).collect();
     let options = ParseOptions::new(START_NS);
@@ -434,6 +542,9 @@ fn main() {
     }
     if wanted("http") {
         bench_http();
+    }
+    if wanted("seal") {
+        bench_seal();
     }
     if wanted("csv") {
         let rows = std::env::var("DIODE_INGEST_BENCH_CSV_ROWS").ok().and_then(|r| r.parse().ok()).unwrap_or(3_000_000);

@@ -116,6 +116,10 @@ pub struct SegmentConfig {
     /// Seal on a thread of its own (true, the default), so sources go on while a segment is
     /// encoded, or on the thread that accepted the records (false: one core for both).
     pub sealer_thread: bool,
+    /// Threads that encode segments for the sealing thread, so several segments are encoded at
+    /// once on as many cores while it signs and writes them in order; 0 encodes on the sealing
+    /// thread itself. Default: the machine's cores, at most 8. Unused without `sealer_thread`.
+    pub encoder_threads: usize,
 }
 
 impl Default for SegmentConfig {
@@ -127,6 +131,7 @@ impl Default for SegmentConfig {
             retention_mib: 1024,
             max_unsent_mib: 256,
             sealer_thread: true,
+            encoder_threads: std::thread::available_parallelism().map_or(1, |cores| cores.get().min(8)),
         }
     }
 }
@@ -993,6 +998,11 @@ impl SenderConfig {
             segments.max_age_ms
         );
         ensure!((1..=19).contains(&segments.zstd_level), "segments.zstd_level must be between 1 and 19");
+        ensure!(
+            segments.encoder_threads <= 64,
+            "segments.encoder_threads = {} must be between 0 and 64 (one per core is enough)",
+            segments.encoder_threads
+        );
         ensure!(segments.retention_mib >= 1, "segments.retention_mib must be at least 1");
         ensure!(segments.max_unsent_mib >= 1, "segments.max_unsent_mib must be at least 1");
         ensure!(self.spool.max_mib >= 1, "spool.max_mib must be at least 1");
@@ -1102,6 +1112,10 @@ mod tests {
         config.link.mtu = 100;
         let error = config.check().unwrap_err().to_string();
         assert!(error.contains("link.mtu = 100"), "{error}");
+        let mut config: SenderConfig = toml::from_str(MINIMAL).unwrap();
+        config.segments.encoder_threads = 1_000;
+        let error = config.check().unwrap_err().to_string();
+        assert!(error.contains("segments.encoder_threads = 1000 must be between 0 and 64"), "{error}");
     }
 
     const SOURCES: &str = r#"

@@ -11,10 +11,13 @@
 //!
 //! Where sealing runs: with a sealing thread attached ([`Pipeline::attach_sealer`], the default
 //! `segments.sealer_thread`), a submit only makes its spool frame durable and wakes that thread,
-//! which takes the oldest frames ([`Pipeline::take_seal_job`]), encodes them without the
-//! pipeline's lock ([`SealJob::encode`]: merging, columnar encoding, zstd, BLAKE3) and puts the
-//! result in the chain ([`Pipeline::finish_seal`]: signature, segment log); one job is out at a
-//! time, so the chain stays one line. Without one, a submit seals on its own thread.
+//! which takes the oldest frames ([`Pipeline::take_seal_job`]), has them encoded without the
+//! pipeline's lock ([`SealJob::encode`]: merging, columnar encoding, zstd, BLAKE3) by its
+//! [`Encoders`], and puts each result in the chain in the order the jobs were taken
+//! ([`Pipeline::finish_seals`]: sequence, signature, segment log; the ones encoded by then in one
+//! write and one sync), so the chain stays one line while several segments are encoded at once
+//! (`segments.encoder_threads`). Without a sealing
+//! thread, a submit seals on its own thread.
 //!
 //! Failures of the disk (full, or failing):
 //! - a submit whose spool write fails accepts nothing: the write is undone (see `framed_log`) and
@@ -269,13 +272,27 @@ struct PendingFrame {
     series: Arc<Vec<SeriesColumns>>,
     /// How many records it holds.
     records: usize,
+    /// When it was accepted (or recovered from the spool at open): its records' wait for a seal
+    /// starts here.
+    accepted_ns: i64,
 }
 
 impl PendingFrame {
-    fn new(id: u64, series: Vec<SeriesColumns>) -> PendingFrame {
+    fn new(id: u64, series: Vec<SeriesColumns>, accepted_ns: i64) -> PendingFrame {
         let records = series.iter().map(SeriesColumns::len).sum();
-        PendingFrame { id, series: Arc::new(series), records }
+        PendingFrame { id, series: Arc::new(series), records, accepted_ns }
     }
+}
+
+/// The oldest pending frames handed to seal jobs that are not finished yet (encoding, or
+/// encoded and waiting for their turn in the chain). Every job holds at least one frame, so no
+/// job is out when `frames` is 0.
+#[derive(Debug, Default, Clone, Copy)]
+struct TakenFrames {
+    /// Pending frames, from the oldest, that those jobs hold.
+    frames: usize,
+    /// Records in those frames.
+    records: usize,
 }
 
 /// The durable path itself: spool, sealer and segment log of one data directory, owned by one
@@ -297,7 +314,6 @@ pub struct Pipeline {
     pending: VecDeque<PendingFrame>,
     /// Records in `pending`.
     pending_records: usize,
-    pending_since_ns: Option<i64>,
     /// Id of the last spool frame whose records are all in `pending` or sealed.
     last_frame_id: u64,
     /// Id of the last spool frame covered by a sealed segment.
@@ -307,9 +323,12 @@ pub struct Pipeline {
     spool_failing: bool,
     /// When sealing has been failing: not to be tried again before this time.
     seal_retry_at_ns: Option<i64>,
-    /// A [`SealJob`] is out (being encoded on the sealing thread): its frames stay pending until
+    /// [`SealJob`]s out (being encoded for the sealing thread): their frames stay pending until
     /// [`Pipeline::finish_seal`], and no other seal may take them.
-    seal_in_flight: bool,
+    taken: TakenFrames,
+    /// Counts releases of the jobs out ([`Pipeline::seal_failed`]): a job taken before one is
+    /// never finished.
+    job_generation: u64,
     /// Set by [`Pipeline::attach_sealer`]: submits wake the sealing thread instead of sealing on
     /// the submitting thread.
     wake_sealer: Option<std::sync::mpsc::SyncSender<()>>,
@@ -319,6 +338,7 @@ pub struct Pipeline {
 /// ([`SealJob::encode`], the costly part, without the pipeline's lock), then hand the result to
 /// [`Pipeline::finish_seal`].
 pub struct SealJob {
+    generation: u64,
     frames: Vec<Arc<Vec<SeriesColumns>>>,
     /// Records in `frames`.
     records: usize,
@@ -337,12 +357,14 @@ impl SealJob {
             let merged = codec::merge_groups(self.frames.iter().map(|frame| frame.as_slice()));
             seal::encode_for_seal(&merged, self.zstd_level)
         };
-        EncodedSeal { encoded, frames: self.frames.len(), records: self.records, cursor: self.cursor }
+        let frames = self.frames.len();
+        EncodedSeal { generation: self.generation, encoded, frames, records: self.records, cursor: self.cursor }
     }
 }
 
 /// An encoded [`SealJob`], ready for [`Pipeline::finish_seal`].
 pub struct EncodedSeal {
+    generation: u64,
     encoded: seal::EncodedPayload,
     /// Pending frames it covers, from the oldest.
     frames: usize,
@@ -400,7 +422,7 @@ impl Pipeline {
         let spool = FramedLog::open_on(disk, &spool_dir, SPOOL_FILE_BYTES, |frame| {
             if frame.id > sealed_frame_id {
                 match codec::decode_payload(&frame.content) {
-                    Ok(series) => pending.push_back(PendingFrame::new(frame.id, series)),
+                    Ok(series) => pending.push_back(PendingFrame::new(frame.id, series, now_ns)),
                     Err(_) => damaged_frames += 1,
                 }
             }
@@ -422,7 +444,6 @@ impl Pipeline {
         }
         let position =
             ChainPosition { sender_id: settings.sender_id, epoch: epoch.epoch, sequence: next_sequence, previous_hash };
-        let pending_since_ns = (!pending.is_empty()).then_some(now_ns);
         Ok(Pipeline {
             _lock: lock,
             settings,
@@ -435,13 +456,13 @@ impl Pipeline {
             position,
             pending,
             pending_records,
-            pending_since_ns,
             last_frame_id,
             sealed_frame_id,
             output,
             spool_failing: false,
             seal_retry_at_ns: None,
-            seal_in_flight: false,
+            taken: TakenFrames::default(),
+            job_generation: 0,
             wake_sealer: None,
         })
     }
@@ -515,15 +536,14 @@ impl Pipeline {
             self.spool_failing = false;
         }
         self.last_frame_id += contents.len() as u64;
-        self.pending.extend((first_id..).zip(frames).map(|(id, series)| PendingFrame::new(id, series)));
+        self.pending.extend((first_id..).zip(frames).map(|(id, series)| PendingFrame::new(id, series, now_ns)));
         let count = records.len();
         self.pending_records += count;
         records.clear();
-        self.pending_since_ns.get_or_insert(now_ns);
         self.progress.records_accepted.fetch_add(count as u64, Ordering::Relaxed);
         self.progress.spooled_records.store(self.pending_records as u64, Ordering::Relaxed);
         if let Some(wake) = &self.wake_sealer {
-            if self.pending_records >= self.settings.max_records {
+            if self.pending_records - self.taken.records >= self.settings.max_records {
                 // Full: the sealing thread is already woken, and finds every due segment.
                 let _ = wake.try_send(());
             }
@@ -583,9 +603,11 @@ impl Pipeline {
         }
     }
 
-    /// The oldest pending record has waited `max_age`.
+    /// The oldest pending record that no seal job holds has waited `max_age`.
     fn aged(&self, now_ns: i64) -> bool {
-        self.pending_since_ns.is_some_and(|since| now_ns - since >= self.settings.max_age_ns)
+        self.pending
+            .get(self.taken.frames)
+            .is_some_and(|frame| now_ns.saturating_sub(frame.accepted_ns) >= self.settings.max_age_ns)
     }
 
     /// A failed seal is waiting for its retry time.
@@ -608,34 +630,35 @@ impl Pipeline {
         woken
     }
 
-    /// The oldest pending frames that make a segment, if one is due (a segment's worth pending,
-    /// or the oldest record `max_age` old), no seal is out already, no failed seal is waiting for
-    /// its retry time and the link's backlog has room. The frames stay pending until
-    /// [`finish_seal`](Self::finish_seal).
+    /// The oldest pending frames that no job holds yet and that make a segment, if one is due (a
+    /// segment's worth of them, or the oldest of them `max_age` old), no failed seal is waiting
+    /// for its retry time and the link's backlog has room. The frames stay pending until
+    /// [`finish_seal`](Self::finish_seal); jobs must be finished in the order they were taken.
     pub fn take_seal_job(&mut self, now_ns: i64) -> Option<SealJob> {
-        let due = self.pending_records >= self.settings.max_records || self.aged(now_ns);
-        if self.seal_in_flight
-            || self.pending.is_empty()
+        let untaken = self.pending_records - self.taken.records;
+        let due = untaken >= self.settings.max_records || self.aged(now_ns);
+        if self.pending.len() == self.taken.frames
             || !due
             || self.waiting_for_retry(now_ns)
             || self.unsent_bytes() >= self.settings.max_unsent_bytes
         {
             return None;
         }
-        self.seal_in_flight = true;
         Some(self.seal_job())
     }
 
-    /// Whole frames only, from the oldest, as many as fit in max_records (a frame never holds
-    /// more than that).
-    fn seal_job(&self) -> SealJob {
+    /// Takes whole frames only, from the oldest that no job holds, as many as fit in max_records
+    /// (a frame never holds more than that).
+    fn seal_job(&mut self) -> SealJob {
+        let before = self.taken.frames.checked_sub(1).map(|last| self.pending[last].id);
         let mut job = SealJob {
+            generation: self.job_generation,
             frames: Vec::new(),
             records: 0,
-            cursor: self.sealed_frame_id,
+            cursor: before.unwrap_or(self.sealed_frame_id),
             zstd_level: self.settings.zstd_level,
         };
-        for frame in &self.pending {
+        for frame in self.pending.iter().skip(self.taken.frames) {
             if job.records > 0 && job.records + frame.records > self.settings.max_records {
                 break;
             }
@@ -643,45 +666,82 @@ impl Pipeline {
             job.frames.push(Arc::clone(&frame.series));
             job.cursor = frame.id;
         }
+        self.taken.frames += job.frames.len();
+        self.taken.records += job.records;
         job
     }
 
-    /// Puts an encoded job in the chain: signs it under the next sequence, writes it to the
-    /// segment log (synced) and drops its frames from the pending queue and the spool. Returns the
-    /// entry for the link, which the caller sends. On error nothing changed: the same frames are
-    /// still pending, to be sealed under the same sequence; report it with
-    /// [`seal_failed`](Self::seal_failed).
+    /// Puts the oldest encoded job in the chain: signs it under the next sequence, writes it to
+    /// the segment log (synced) and drops its frames from the pending queue and the spool. Returns
+    /// the entry for the link, which the caller sends. On error nothing changed: the same frames
+    /// are still pending, to be sealed under the same sequence; report it with
+    /// [`seal_failed`](Self::seal_failed), which also releases every other job out.
+    ///
+    /// # Panics
+    /// If `job` is not the oldest job out, or was released by [`seal_failed`](Self::seal_failed):
+    /// a bug in the caller ([`seal_due`] finishes jobs in order and drops released ones).
     pub fn finish_seal(&mut self, job: EncodedSeal, now_ns: i64) -> Result<SealedEntry, PipelineError> {
-        self.seal_in_flight = false;
-        debug_assert_eq!(
-            self.pending.get(job.frames - 1).map(|frame| frame.id),
-            Some(job.cursor),
-            "a seal job's frames are still the oldest pending"
+        let mut entries = self.finish_seals(vec![job], now_ns)?;
+        Ok(entries.pop().expect("one entry per job"))
+    }
+
+    /// [`finish_seal`](Self::finish_seal) for the oldest jobs out, in order, written to the
+    /// segment log in one write and made durable by one sync: all of them or, on error, none.
+    pub fn finish_seals(&mut self, jobs: Vec<EncodedSeal>, now_ns: i64) -> Result<Vec<SealedEntry>, PipelineError> {
+        assert!(
+            jobs.iter().all(|job| job.generation == self.job_generation)
+                && jobs.iter().map(|job| job.frames).sum::<usize>() <= self.taken.frames,
+            "a seal job released by a failed seal is never finished"
         );
-        let segment = seal::seal_encoded(self.position, job.encoded, now_ns, &self.key);
-        let sealed = segment.to_bytes();
-        let mut entry = Vec::with_capacity(8 + sealed.len());
-        entry.extend_from_slice(&job.cursor.to_le_bytes());
-        entry.extend_from_slice(&sealed);
-        let sequence = self.position.sequence;
-        let location = self
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let first = self.position.sequence;
+        let mut position = self.position;
+        let mut covered_frames = 0;
+        let mut sealed = Vec::with_capacity(jobs.len());
+        let mut log_entries = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            covered_frames += job.frames;
+            debug_assert_eq!(
+                self.pending.get(covered_frames - 1).map(|frame| frame.id),
+                Some(job.cursor),
+                "seal jobs are finished in the order they were taken"
+            );
+            let segment = seal::seal_encoded(position, job.encoded, now_ns, &self.key);
+            let bytes = segment.to_bytes();
+            let mut entry = Vec::with_capacity(8 + bytes.len());
+            entry.extend_from_slice(&job.cursor.to_le_bytes());
+            entry.extend_from_slice(&bytes);
+            log_entries.push(entry);
+            position.previous_hash = segment.hash();
+            position.sequence += 1;
+            sealed.push((job.frames, job.records, job.cursor, segment.header.record_count, bytes));
+        }
+        let locations = self
             .segments
-            .append(sequence, &entry, true)
+            .append_all(first, &log_entries, true)
             .map_err(|e| PipelineError::log("write a segment to", &self.segment_dir(), e))?;
-        // Durable: from here on the segment is sealed, whatever else fails.
-        self.pending.drain(..job.frames);
-        self.pending_records -= job.records;
-        self.index
-            .write()
-            .expect("segment index lock")
-            .entries
-            .insert(sequence, IndexEntry { location, size_bytes: sealed.len() as u64, sealed_at_ns: now_ns });
-        self.position.previous_hash = segment.hash();
-        self.position.sequence += 1;
-        self.sealed_frame_id = job.cursor;
-        self.pending_since_ns = (!self.pending.is_empty()).then_some(now_ns);
-        self.progress.head_sequence.store(sequence, Ordering::Relaxed);
-        self.progress.records_sealed.fetch_add(job.records as u64, Ordering::Relaxed);
+        // Durable: from here on the segments are sealed, whatever else fails.
+        self.position = position;
+        let mut entries = Vec::with_capacity(sealed.len());
+        let mut index = self.index.write().expect("segment index lock");
+        for ((sequence, (frames, records, cursor, record_count, bytes)), location) in
+            (first..).zip(sealed).zip(locations)
+        {
+            self.pending.drain(..frames);
+            self.pending_records -= records;
+            self.taken.frames -= frames;
+            self.taken.records -= records;
+            index
+                .entries
+                .insert(sequence, IndexEntry { location, size_bytes: bytes.len() as u64, sealed_at_ns: now_ns });
+            self.sealed_frame_id = cursor;
+            self.progress.head_sequence.store(sequence, Ordering::Relaxed);
+            self.progress.records_sealed.fetch_add(records as u64, Ordering::Relaxed);
+            entries.push(SealedEntry { epoch: self.epoch.epoch, sequence, bytes: Arc::new(bytes), record_count });
+        }
+        drop(index);
         self.progress.spooled_records.store(self.pending_records as u64, Ordering::Relaxed);
         if self.seal_retry_at_ns.take().is_some() {
             tracing::info!("sealing works again");
@@ -693,21 +753,25 @@ impl Pipeline {
         if let Err(error) = self.enforce_retention() {
             tracing::warn!("cannot remove old segment log files from {}: {error}", self.segment_dir().display());
         }
-        Ok(SealedEntry {
-            epoch: self.epoch.epoch,
-            sequence,
-            bytes: Arc::new(sealed),
-            record_count: segment.header.record_count,
-        })
+        Ok(entries)
     }
 
     /// Reports a failed seal (once per run of failures) and holds sealing back for
-    /// [`SEAL_RETRY_NS`]: sealing costs CPU, and a failing disk needs an operator.
+    /// [`SEAL_RETRY_NS`]: sealing costs CPU, and a failing disk needs an operator. Every job out
+    /// is released: its frames are taken again, from the oldest, when sealing is retried, and
+    /// the jobs themselves must be dropped, never finished.
     pub fn seal_failed(&mut self, error: &PipelineError, now_ns: i64) {
+        self.release_seal_jobs();
         if self.seal_retry_at_ns.is_none() {
             tracing::error!("cannot seal: {error}; the accepted records stay in the spool and sealing is retried");
         }
         self.seal_retry_at_ns = Some(now_ns.saturating_add(SEAL_RETRY_NS));
+    }
+
+    /// Every job out is dropped: its frames are taken again, from the oldest.
+    fn release_seal_jobs(&mut self) {
+        self.taken = TakenFrames::default();
+        self.job_generation += 1;
     }
 
     /// Seals up to `max_records` pending records on this thread. Returns false when the link's
@@ -718,10 +782,11 @@ impl Pipeline {
         if self.pending.is_empty() {
             return Ok(true);
         }
-        if self.seal_in_flight || self.unsent_bytes() >= self.settings.max_unsent_bytes {
+        if self.taken.frames > 0 || self.unsent_bytes() >= self.settings.max_unsent_bytes {
             return Ok(false);
         }
-        let entry = self.finish_seal(self.seal_job().encode(), now_ns)?;
+        let job = self.seal_job().encode();
+        let entry = self.finish_seal(job, now_ns).inspect_err(|_| self.release_seal_jobs())?;
         // The link thread may be slow; blocking here is the backpressure that fills the spool.
         if self.output.send(entry).is_err() {
             return Err(PipelineError::LinkStopped);
@@ -754,27 +819,138 @@ impl Pipeline {
     }
 }
 
-/// What the sealing thread does when woken: seals every due segment, each taken from `pipeline`
-/// under its lock ([`Pipeline::take_seal_job`]), encoded without it, then signed, written
-/// ([`Pipeline::finish_seal`]) and sent to the link without it, so a slow link blocks only this
-/// thread (the backpressure that fills the spool). Stops at the first failed seal, reported with
-/// [`Pipeline::seal_failed`] and retried after [`SEAL_RETRY_NS`]. Only a stopped link thread is
-/// an error. `now_ns` gives the time each step is taken at.
-pub fn seal_due(pipeline: &Mutex<Pipeline>, now_ns: impl Fn() -> i64) -> Result<(), PipelineError> {
+/// What the sealing thread does when woken: seals every due segment. Each job is taken from
+/// `pipeline` under its lock ([`Pipeline::take_seal_job`]), encoded without it by `encoders`
+/// (up to [`Encoders::jobs_out`] at once), then, in the order taken, signed and written
+/// ([`Pipeline::finish_seal`]) and sent to the link without the lock, so a slow link blocks only
+/// this thread (the backpressure that fills the spool). Stops at the first failed seal, reported
+/// with [`Pipeline::seal_failed`] (the other jobs out are dropped) and retried after
+/// [`SEAL_RETRY_NS`]. Only a stopped link thread is an error. `now_ns` gives the time each step
+/// is taken at.
+pub fn seal_due(
+    pipeline: &Mutex<Pipeline>,
+    encoders: &Encoders,
+    now_ns: impl Fn() -> i64,
+) -> Result<(), PipelineError> {
     let output = pipeline.lock().expect("pipeline lock").output.clone();
+    let mut out: VecDeque<Encoding> = VecDeque::new();
     loop {
-        let Some(job) = pipeline.lock().expect("pipeline lock").take_seal_job(now_ns()) else {
-            return Ok(());
-        };
-        let encoded = job.encode();
+        if out.len() < encoders.jobs_out() {
+            let mut locked = pipeline.lock().expect("pipeline lock");
+            while out.len() < encoders.jobs_out() {
+                let Some(job) = locked.take_seal_job(now_ns()) else { break };
+                drop(locked);
+                out.push_back(encoders.encode(job));
+                locked = pipeline.lock().expect("pipeline lock");
+            }
+        }
+        let Some(oldest) = out.pop_front() else { return Ok(()) };
+        // The oldest job, and every one behind it already encoded: one write and one sync for
+        // them all.
+        let mut ready = vec![oldest.wait()];
+        while let Some(encoded) = out.front().and_then(Encoding::ready) {
+            out.pop_front();
+            ready.push(encoded);
+        }
         let sealed = {
             let mut locked = pipeline.lock().expect("pipeline lock");
             let now = now_ns();
-            locked.finish_seal(encoded, now).map_err(|error| locked.seal_failed(&error, now))
+            locked.finish_seals(ready, now).map_err(|error| locked.seal_failed(&error, now))
         };
-        let Ok(entry) = sealed else { return Ok(()) };
-        if output.send(entry).is_err() {
-            return Err(PipelineError::LinkStopped);
+        let Ok(entries) = sealed else {
+            // Released: their frames are taken again when the seal is retried.
+            out.into_iter().for_each(|encoding| drop(encoding.wait()));
+            return Ok(());
+        };
+        for entry in entries {
+            if output.send(entry).is_err() {
+                return Err(PipelineError::LinkStopped);
+            }
+        }
+    }
+}
+
+/// Where seal jobs are encoded: on the sealing thread itself ([`Encoders::inline`]), or on a
+/// pool of threads of their own ([`Encoders::spawn`]), so that while the sealing thread signs,
+/// writes and syncs one segment the next ones are being encoded, on as many cores as there are
+/// threads. Encoding is the costly part of a seal (merging, columns, zstd, BLAKE3) and needs no
+/// order; only its place in the chain does, and that stays on the sealing thread.
+pub struct Encoders {
+    jobs: Option<std::sync::mpsc::Sender<(SealJob, std::sync::mpsc::SyncSender<EncodedSeal>)>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// A job being encoded by [`Encoders`] (or already encoded).
+struct Encoding(std::sync::mpsc::Receiver<EncodedSeal>);
+
+impl Encoding {
+    /// The encoded job.
+    ///
+    /// # Panics
+    /// If encoding it panicked (a bug), as encoding it on this thread would have.
+    fn wait(self) -> EncodedSeal {
+        self.0.recv().expect("an encoding thread panicked")
+    }
+
+    /// The encoded job, if it is ready now (then this encoding is spent).
+    fn ready(&self) -> Option<EncodedSeal> {
+        self.0.try_recv().ok()
+    }
+}
+
+impl Encoders {
+    /// Jobs encoded on the thread that seals, one at a time.
+    pub fn inline() -> Encoders {
+        Encoders { jobs: None, threads: Vec::new() }
+    }
+
+    /// `threads` encoding threads (none: [`Encoders::inline`]).
+    pub fn spawn(threads: usize) -> io::Result<Encoders> {
+        if threads == 0 {
+            return Ok(Encoders::inline());
+        }
+        let (jobs, queue) = std::sync::mpsc::channel::<(SealJob, std::sync::mpsc::SyncSender<EncodedSeal>)>();
+        let queue = Arc::new(Mutex::new(queue));
+        let threads = (0..threads)
+            .map(|index| {
+                let queue = Arc::clone(&queue);
+                std::thread::Builder::new().name(format!("encoder-{index}")).spawn(move || {
+                    loop {
+                        let Ok((job, result)) = queue.lock().expect("encoder queue lock").recv() else { return };
+                        let _ = result.send(job.encode());
+                    }
+                })
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Encoders { jobs: Some(jobs), threads })
+    }
+
+    /// Jobs the sealing thread keeps out: one being finished while every thread encodes another.
+    pub fn jobs_out(&self) -> usize {
+        self.threads.len() + 1
+    }
+
+    fn encode(&self, job: SealJob) -> Encoding {
+        let (result, encoding) = std::sync::mpsc::sync_channel(1);
+        let job = match &self.jobs {
+            Some(jobs) => match jobs.send((job, result)) {
+                Ok(()) => return Encoding(encoding),
+                // Every encoding thread is gone: encode here.
+                Err(std::sync::mpsc::SendError((job, result))) => (job, result),
+            },
+            None => (job, result),
+        };
+        let (job, result) = job;
+        let _ = result.send(job.encode());
+        Encoding(encoding)
+    }
+}
+
+impl Drop for Encoders {
+    fn drop(&mut self) {
+        self.jobs.take();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
         }
     }
 }
@@ -1207,7 +1383,7 @@ mod tests {
 
     /// Seals every due job as the sealing thread does, at `now_ns`.
     fn seal_on_the_sealing_thread(pipeline: &Mutex<Pipeline>, now_ns: i64) {
-        seal_due(pipeline, || now_ns).unwrap();
+        seal_due(pipeline, &Encoders::inline(), || now_ns).unwrap();
     }
 
     #[test]
@@ -1239,19 +1415,97 @@ mod tests {
         let _woken = pipeline.attach_sealer();
         pipeline.submit(&mut records(0, 100), 0).unwrap();
         pipeline.submit(&mut records(100, 100), 0).unwrap();
-        let job = pipeline.take_seal_job(0).expect("a segment's worth is pending");
-        assert!(pipeline.take_seal_job(0).is_none(), "one seal out at a time: the chain is one line");
+        let first = pipeline.take_seal_job(0).expect("a segment's worth is pending");
+        let second = pipeline.take_seal_job(0).expect("and another, after the first job's frames");
+        assert!(pipeline.take_seal_job(0).is_none(), "every frame is out");
         pipeline.flush(0).unwrap();
         assert!(rx.try_recv().is_err(), "a flush does not seal frames a job holds");
         pipeline.submit(&mut records(200, 50), 0).unwrap();
-        let entry = pipeline.finish_seal(job.encode(), 0).unwrap();
-        pipeline.output.send(entry).unwrap();
+        let (first, second) = (first.encode(), second.encode());
+        for job in [first, second] {
+            let entry = pipeline.finish_seal(job, 0).unwrap();
+            pipeline.output.send(entry).unwrap();
+        }
         let pipeline = Mutex::new(pipeline);
         seal_on_the_sealing_thread(&pipeline, 0);
         assert_eq!(sealed_values(&rx), vec![(1, (0..100).collect()), (2, (100..200).collect())]);
         assert!(pipeline.lock().unwrap().take_seal_job(999).is_none(), "50 records are not due before max_age");
         seal_on_the_sealing_thread(&pipeline, 1_000);
         assert_eq!(sealed_values(&rx), vec![(3, (200..250).collect())]);
+    }
+
+    #[test]
+    fn segments_encoded_on_several_threads_are_the_ones_sealing_inline_makes() {
+        let (inline_dir, threaded_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (mut inline, inline_rx) = open(inline_dir.path());
+        let (mut threaded, threaded_rx) = open(threaded_dir.path());
+        let _woken = threaded.attach_sealer();
+        for from in (0..2_000).step_by(50) {
+            inline.submit(&mut records(from, 50), 0).unwrap();
+            threaded.submit(&mut records(from, 50), 0).unwrap();
+        }
+        inline.flush(0).unwrap();
+        let threaded = Mutex::new(threaded);
+        let encoders = Encoders::spawn(3).unwrap();
+        seal_due(&threaded, &encoders, || 0).unwrap();
+        let inline: Vec<Vec<u8>> = inline_rx.try_iter().map(|entry| entry.bytes.to_vec()).collect();
+        let threaded: Vec<Vec<u8>> = threaded_rx.try_iter().map(|entry| entry.bytes.to_vec()).collect();
+        assert_eq!(inline.len(), 20);
+        assert_eq!(threaded, inline, "the same bytes, signatures and chain, in order");
+    }
+
+    /// A pipeline with a sealing thread attached whose segment log is on a disk the test can
+    /// fill, holding `segments` frames of 100 records (a segment's worth each), none sealed.
+    fn segments_pending_on_a_faulty_disk(dir: &Path, segments: i64) -> (Pipeline, Receiver<SealedEntry>, FaultyDisk) {
+        let segment_disk = FaultyDisk::new().only_under(&dir.join("segments"));
+        let (mut pipeline, rx) = open_on(&segment_disk, dir);
+        drop(pipeline.attach_sealer());
+        for from in (0..segments * 100).step_by(100) {
+            pipeline.submit(&mut records(from, 100), 0).unwrap();
+        }
+        (pipeline, rx, segment_disk)
+    }
+
+    /// What `segments` frames of 100 records seal into: sequence n holds values (n-1)*100 onwards.
+    fn hundreds(segments: i64) -> Vec<(u64, Vec<i64>)> {
+        (0..segments).map(|index| (index as u64 + 1, (index * 100..index * 100 + 100).collect())).collect()
+    }
+
+    #[test]
+    fn a_failed_seal_releases_the_jobs_out_behind_it_and_the_retry_seals_every_record_once_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pipeline, rx, segment_disk) = segments_pending_on_a_faulty_disk(dir.path(), 6);
+        segment_disk.limit_space(20);
+        let pipeline = Mutex::new(pipeline);
+        let encoders = Encoders::spawn(2).unwrap();
+        seal_due(&pipeline, &encoders, || 0).unwrap();
+        assert!(sealed_values(&rx).is_empty(), "the first seal failed, and the jobs behind it were dropped");
+        segment_disk.free_space();
+        seal_due(&pipeline, &encoders, || SEAL_RETRY_NS).unwrap();
+        assert_eq!(sealed_values(&rx), hundreds(6));
+    }
+
+    #[test]
+    fn encoded_jobs_finished_together_are_written_and_synced_all_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut pipeline, rx, segment_disk) = segments_pending_on_a_faulty_disk(dir.path(), 3);
+        let jobs = |pipeline: &mut Pipeline, now_ns: i64| -> Vec<EncodedSeal> {
+            std::iter::from_fn(|| pipeline.take_seal_job(now_ns)).map(SealJob::encode).collect()
+        };
+        let encoded = jobs(&mut pipeline, 0);
+        assert_eq!(encoded.len(), 3);
+        // Room for the first segment, not for all three.
+        segment_disk.limit_space(600);
+        let error = pipeline.finish_seals(encoded, 0).expect_err("the three segments do not fit");
+        pipeline.seal_failed(&error, 0);
+        assert_eq!(pipeline.progress().head_sequence.load(Ordering::Relaxed), 0, "none of them is sealed");
+        segment_disk.free_space();
+        assert!(jobs(&mut pipeline, 0).is_empty(), "a failed seal holds sealing back");
+        let retried = jobs(&mut pipeline, SEAL_RETRY_NS);
+        for entry in pipeline.finish_seals(retried, SEAL_RETRY_NS).unwrap() {
+            pipeline.output.send(entry).unwrap();
+        }
+        assert_eq!(sealed_values(&rx), hundreds(3));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::ingest::IngestState;
 use crate::keyfiles;
 use crate::link::{self, LinkContext, LinkCounters, LinkSettings};
 use crate::metrics::{self, SenderMetrics};
-use crate::pipeline::{Pipeline, PipelineSettings, seal_due};
+use crate::pipeline::{Encoders, Pipeline, PipelineSettings, seal_due};
 use crate::schedule::CodingSettings;
 use crate::sources::SourceRegistry;
 use crate::sources::mqtt::MqttSource;
@@ -131,7 +131,12 @@ pub fn run(config: SenderConfig, options: RunOptions) -> anyhow::Result<()> {
     let pipeline = Arc::new(Mutex::new(pipeline));
     let stop_sources = Arc::new(AtomicBool::new(false));
     let source_done = Arc::new(AtomicBool::new(false));
-    let ticker = spawn_sealer(Arc::clone(&pipeline), Arc::clone(&stop_sources), config.segments.sealer_thread)?;
+    let sealing = if config.segments.sealer_thread {
+        Sealing::Thread { encoder_threads: config.segments.encoder_threads }
+    } else {
+        Sealing::OnSubmit
+    };
+    let ticker = spawn_sealer(Arc::clone(&pipeline), Arc::clone(&stop_sources), sealing)?;
     let simulator = if config.simulator.enabled {
         Some(spawn_simulator(&config, Arc::clone(&pipeline), Arc::clone(&stop_sources), Arc::clone(&source_done))?)
     } else {
@@ -286,28 +291,47 @@ pub async fn shutdown_signal() {
     diode_host::signals::shutdown_signal("sealing and sending what is pending").await;
 }
 
-/// Starts the sealing thread, as `run` does (also used by the ingest bench). With `own_thread`
-/// (`segments.sealer_thread`) it seals every due segment as soon as a submit wakes it (or its age
-/// comes), encoding without the pipeline's lock so sources go on meanwhile; without, it only
-/// seals by age every 5 ms, and submits seal on their own thread. It ends once `stop` is set;
+/// Where segments are sealed (`segments.sealer_thread`, `segments.encoder_threads`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sealing {
+    /// On a thread of its own, which has segments encoded by `encoder_threads` threads (0: by
+    /// itself) and puts them in the chain in order.
+    Thread {
+        /// Encoding threads.
+        encoder_threads: usize,
+    },
+    /// On the thread that submits a segment's worth of records; a thread only seals by age.
+    OnSubmit,
+}
+
+/// Starts the sealing thread, as `run` does (also used by the ingest bench). With
+/// [`Sealing::Thread`] it seals every due segment as soon as a submit wakes it (or its age comes),
+/// encoding without the pipeline's lock so sources go on meanwhile; with [`Sealing::OnSubmit`] it
+/// only seals by age every 5 ms, and submits seal on their own thread. It ends once `stop` is set;
 /// seal what is left with [`Pipeline::flush`] after joining it.
 pub fn spawn_sealer(
     pipeline: Arc<Mutex<Pipeline>>,
     stop: Arc<AtomicBool>,
-    own_thread: bool,
+    sealing: Sealing,
 ) -> anyhow::Result<thread::JoinHandle<anyhow::Result<()>>> {
-    let woken = own_thread.then(|| pipeline.lock().expect("pipeline lock").attach_sealer());
+    let own_thread = match sealing {
+        Sealing::Thread { encoder_threads } => Some((
+            pipeline.lock().expect("pipeline lock").attach_sealer(),
+            Encoders::spawn(encoder_threads).context("cannot start the encoding threads")?,
+        )),
+        Sealing::OnSubmit => None,
+    };
     thread::Builder::new()
         .name("sealer".into())
         .spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                let Some(woken) = &woken else {
+                let Some((woken, encoders)) = &own_thread else {
                     pipeline.lock().expect("pipeline lock").tick(now_ns())?;
                     thread::sleep(TICK);
                     continue;
                 };
                 let _ = woken.recv_timeout(TICK);
-                seal_due(&pipeline, now_ns)?;
+                seal_due(&pipeline, encoders, now_ns)?;
             }
             Ok(())
         })

@@ -48,6 +48,8 @@ pub struct LabOptions {
     pub quality_field: Option<String>,
     /// `segments.sealer_thread`: seal on a thread of its own (the default) or on the submitting one.
     pub sealer_thread: bool,
+    /// `segments.encoder_threads` (unset: the sender's default, one per core).
+    pub encoder_threads: Option<usize>,
 }
 
 impl Default for LabOptions {
@@ -75,6 +77,7 @@ impl Default for LabOptions {
             quality_tag: None,
             quality_field: None,
             sealer_thread: true,
+            encoder_threads: None,
         }
     }
 }
@@ -182,6 +185,7 @@ beacon_interval_ms = 500
 max_records = {max_records}
 max_age_ms = {max_age}
 sealer_thread = {sealer_thread}
+{encoder_threads}
 
 [spool]
 fsync = "always"
@@ -212,6 +216,8 @@ start_ns = {start_ns}
             max_records = o.segment_max_records,
             max_age = o.segment_max_age_ms,
             sealer_thread = o.sealer_thread,
+            encoder_threads =
+                o.encoder_threads.map(|threads| format!("encoder_threads = {threads}")).unwrap_or_default(),
             carousel = o.carousel,
             carousel_fraction = o.carousel_rate_fraction,
             ingest = self.sender_ingest,

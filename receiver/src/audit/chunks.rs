@@ -13,6 +13,9 @@
 //!   that window decoded: each stored chunk's rows are compared, in order, with the rows its
 //!   segment (named by the chunk key) holds for the series in that bucket, and expected chunks that
 //!   are absent are found. The chunks checked must add up to the inventory's count.
+//!   [`SeriesChunks`] does the same on the one read of the chunks that also gives the point
+//!   comparison its merged points; [`check_series`] (on a read of its own) is what runs when a
+//!   chunk cannot be read or decoded, to name it.
 //!
 //! A difference the point comparison already named (a changed, deleted or added visible point at
 //! that timestamp) is not named again; a chunk finding names what only the chunks show: a
@@ -22,14 +25,16 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
-use diode_common::codec::{SeriesColumns, Values, decode_columns};
+use diode_common::codec::{SeriesColumns, decode_columns};
 use diode_common::keys::encode_hex;
 use diode_common::record::{Quality, SeriesKey, Value};
-use diode_replica::{BUCKET_NS, PointKey, Replica, ReplicaError, SegmentKey, SeriesInfo, bucket_start};
+use diode_replica::{
+    BUCKET_NS, ChunkScan, PointKey, RawChunk, Replica, ReplicaError, SegmentKey, SeriesInfo, bucket_start,
+};
 
 use super::findings::{Finding, Findings, segment_name};
 use super::report::PointTotals;
-use super::signed::{SignedPart, value_at_equals};
+use super::signed::{SignedPart, values_equal, values_equal_rows};
 
 /// Whether the bucket starting at `bucket_start_ns` overlaps `span`.
 fn bucket_overlaps(bucket_start_ns: i64, span: (i64, i64)) -> bool {
@@ -50,32 +55,31 @@ pub(super) fn inventory(
     findings: &mut Findings,
 ) -> Result<u64, ReplicaError> {
     let mut catalogued_chunks = 0u64;
-    for chunk in replica.point_chunks(0) {
-        let chunk = chunk?;
-        let key = match chunk.key {
+    replica.for_each_point_chunk(|key, value| {
+        let key = match key {
             Ok(key) => key,
             Err(key_bytes) => {
                 findings.push(Finding::ChunkKeyMalformed {
-                    key_hex: encode_hex(&key_bytes),
-                    value_bytes: chunk.value.len() as u64,
+                    key_hex: encode_hex(key_bytes),
+                    value_bytes: value.len() as u64,
                 });
-                continue;
+                return;
             }
         };
         if !bucket_overlaps(key.bucket_start_ns, span) {
-            continue;
+            return;
         }
         if key.series_id < catalogued {
             catalogued_chunks += 1;
-            continue;
+            return;
         }
-        let decoded = decode_columns(&chunk.value, SeriesKey::new("")).ok();
+        let decoded = decode_columns(value, SeriesKey::new("")).ok();
         findings.push(Finding::ChunkUncatalogued {
             chunk: key,
             rows: decoded.as_ref().map(|columns| columns.len() as u64),
             first_timestamp_ns: decoded.and_then(|columns| columns.timestamps_ns.first().copied()),
         });
-    }
+    })?;
     Ok(catalogued_chunks)
 }
 
@@ -120,16 +124,9 @@ fn expected_chunks(parts: &[SignedPart<'_>], window: (i64, i64)) -> BTreeMap<Chu
 
 /// Whether row `i` of `a` and row `j` of `b` hold the same time, value (bit for bit) and quality.
 fn same_row(a: &SeriesColumns, i: usize, b: &SeriesColumns, j: usize) -> bool {
-    if a.timestamps_ns[i] != b.timestamps_ns[j] || a.qualities[i] != b.qualities[j] {
-        return false;
-    }
-    match (&a.values, &b.values) {
-        (Values::F64(x), Values::F64(y)) => x[i].to_bits() == y[j].to_bits(),
-        (Values::I64(x), Values::I64(y)) => x[i] == y[j],
-        (Values::Bool(x), Values::Bool(y)) => x[i] == y[j],
-        (Values::String(x), Values::String(y)) => x[i] == y[j],
-        _ => value_at_equals(&a.values, i, &b.value(j)),
-    }
+    a.timestamps_ns[i] == b.timestamps_ns[j]
+        && a.qualities[i] == b.qualities[j]
+        && values_equal(&a.values, i, &b.values, j)
 }
 
 /// A row as a comparable value, for the (rare) detailed diff of a chunk that differs.
@@ -222,7 +219,11 @@ impl Expectation<'_, '_> {
         })
     }
 
+    /// Whether the stored chunk's rows in `window` are exactly the expected rows, in order.
     fn matches(&self, stored: &SeriesColumns, window: (i64, i64)) -> bool {
+        if stored.timestamps_ns.iter().all(|timestamp_ns| (window.0..=window.1).contains(timestamp_ns)) {
+            return self.matches_whole(stored);
+        }
         let mut signed = self.rows();
         for (row, timestamp_ns) in stored.timestamps_ns.iter().enumerate() {
             if !(window.0..=window.1).contains(timestamp_ns) {
@@ -234,6 +235,25 @@ impl Expectation<'_, '_> {
             }
         }
         signed.next().is_none()
+    }
+
+    /// [`matches`](Self::matches) for a chunk whose rows all lie in the window: the expected runs,
+    /// one after the other, are the stored columns, compared a run of columns at a time.
+    fn matches_whole(&self, stored: &SeriesColumns) -> bool {
+        let mut position = 0;
+        for &(part, start, end) in self.runs.iter().flatten() {
+            let columns = self.parts[part as usize].columns;
+            let (signed, here) = (start as usize..end as usize, position..position + (end - start) as usize);
+            if here.end > stored.len()
+                || columns.timestamps_ns[signed.clone()] != stored.timestamps_ns[here.clone()]
+                || columns.qualities[signed.clone()] != stored.qualities[here.clone()]
+                || !values_equal_rows(&columns.values, signed, &stored.values, here.clone())
+            {
+                return false;
+            }
+            position = here.end;
+        }
+        position == stored.len()
     }
 }
 
@@ -268,6 +288,154 @@ pub(super) fn check_series(
     }
     for (order, runs) in expected {
         check.absent_chunk(order, Expectation { parts, runs: Some(runs) });
+    }
+}
+
+/// The rows of `columns` whose time lies in `window`, in order.
+fn rows_in(columns: &SeriesColumns, window: (i64, i64)) -> Vec<Row> {
+    (0..columns.len())
+        .filter(|&row| (window.0..=window.1).contains(&columns.timestamps_ns[row]))
+        .map(|row| Row::of(columns, row))
+        .collect()
+}
+
+/// Why [`SeriesChunks`] stopped before the end: the chunks are not all readable as stored chunks,
+/// and the comparisons must read them on their own to name what is wrong.
+#[derive(Debug)]
+pub(super) struct Unusable(String);
+
+impl std::fmt::Display for Unusable {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
+/// The stored chunks of one series in one window, read and decoded once for both comparisons.
+///
+/// As an iterator it yields, bucket by bucket, the block of points the replica's own scan shows
+/// for that bucket (the bucket's chunks merged last-write-wins by
+/// [`Replica::merge_chunks`], the scan's merge), for the point comparison; on the way each chunk
+/// is compared with the chunk its segment wrote, as [`check_series`] does, and [`finish`] then
+/// names what differs, once the point comparison has said which timestamps it already named.
+/// Memory: one bucket's chunks, as the scan.
+///
+/// Anything that is not a well-formed, decodable chunk (a RocksDB error, a key that is not a
+/// points key, a value that does not decode) ends the iteration with an [`Unusable`] error: the
+/// caller then discards what this pass found and runs the scan and [`check_series`] instead,
+/// which name it.
+///
+/// [`finish`]: SeriesChunks::finish
+pub(super) struct SeriesChunks<'r, 'a, 'p> {
+    chunks: std::iter::Peekable<ChunkScan<'r>>,
+    info: &'a SeriesInfo,
+    parts: &'a [SignedPart<'p>],
+    window: (i64, i64),
+    expected: BTreeMap<ChunkOrder, Vec<Run>>,
+    checked: u64,
+    matched: u64,
+    /// Stored chunks that differ from what their segment wrote: key, rows in the window, the
+    /// runs their segment wrote (`None`: none).
+    differing: Vec<(PointKey, Vec<Row>, Option<Vec<Run>>)>,
+    unusable: bool,
+}
+
+impl<'r, 'a, 'p> SeriesChunks<'r, 'a, 'p> {
+    pub(super) fn new(
+        replica: &'r Replica,
+        info: &'a SeriesInfo,
+        parts: &'a [SignedPart<'p>],
+        window: (i64, i64),
+    ) -> SeriesChunks<'r, 'a, 'p> {
+        SeriesChunks {
+            chunks: replica.series_chunks(info.id, window.0, window.1).peekable(),
+            info,
+            parts,
+            window,
+            expected: expected_chunks(parts, window),
+            checked: 0,
+            matched: 0,
+            differing: Vec::new(),
+            unusable: false,
+        }
+    }
+
+    fn unusable(&mut self, reason: String) -> Option<Result<SeriesColumns, Unusable>> {
+        self.unusable = true;
+        Some(Err(Unusable(reason)))
+    }
+
+    /// Compares one decoded stored chunk with what its segment wrote.
+    fn check(&mut self, key: PointKey, stored: &SeriesColumns) {
+        self.checked += 1;
+        let runs = self.expected.remove(&order_of(key.bucket_start_ns, segment_of(&key)));
+        let expectation = Expectation { parts: self.parts, runs };
+        if expectation.matches(stored, self.window) {
+            self.matched += u64::from(expectation.runs.is_some());
+        } else {
+            self.differing.push((key, rows_in(stored, self.window), expectation.runs));
+        }
+    }
+
+    /// Counts the chunks checked and names the stored chunks that differ and the expected ones
+    /// that are absent, leaving out the timestamps in `flagged` (ascending): those the point
+    /// comparison named. Call once the iteration has ended without an error.
+    pub(super) fn finish(self, flagged: &[i64], totals: &mut PointTotals, findings: &mut Findings) {
+        totals.chunks_checked += self.checked;
+        totals.chunks_matched += self.matched;
+        let window = self.window;
+        let mut check =
+            SeriesCheck { info: self.info, series: self.info.key.to_string(), window, flagged, totals, findings };
+        for (key, stored_rows, runs) in self.differing {
+            check.differing_chunk(key, stored_rows, Expectation { parts: self.parts, runs });
+        }
+        for (order, runs) in self.expected {
+            check.absent_chunk(order, Expectation { parts: self.parts, runs: Some(runs) });
+        }
+    }
+}
+
+impl Iterator for SeriesChunks<'_, '_, '_> {
+    type Item = Result<SeriesColumns, Unusable>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.unusable {
+            return None;
+        }
+        loop {
+            let mut bucket: Option<i64> = None;
+            let mut decoded = Vec::new();
+            loop {
+                let next_in_bucket = match self.chunks.peek() {
+                    None => false,
+                    Some(Ok(RawChunk { key: Ok(key), .. })) => bucket.is_none_or(|start| start == key.bucket_start_ns),
+                    Some(_) => true,
+                };
+                if !next_in_bucket {
+                    break;
+                }
+                let (key, value) = match self.chunks.next() {
+                    Some(Ok(RawChunk { key: Ok(key), value })) => (key, value),
+                    Some(Ok(RawChunk { key: Err(_), .. })) => {
+                        return self.unusable("a key that is not a points key".into());
+                    }
+                    Some(Err(error)) => return self.unusable(error.to_string()),
+                    None => break,
+                };
+                let stored = match decode_columns(&value, self.info.key.clone()) {
+                    Ok(stored) => stored,
+                    Err(error) => return self.unusable(error.to_string()),
+                };
+                self.check(key, &stored);
+                bucket = Some(key.bucket_start_ns);
+                decoded.push(stored);
+            }
+            if decoded.is_empty() {
+                return None;
+            }
+            if let Some(block) = Replica::merge_chunks(decoded, self.window.0, self.window.1) {
+                return Some(Ok(block));
+            }
+        }
     }
 }
 
@@ -314,15 +482,16 @@ impl SeriesCheck<'_> {
 
     /// Compares one stored chunk with the chunk its segment wrote (if it wrote one).
     fn stored_chunk(&mut self, key: PointKey, stored: &SeriesColumns, expectation: Expectation<'_, '_>) {
-        let window = self.window;
-        if expectation.matches(stored, window) {
+        if expectation.matches(stored, self.window) {
             self.totals.chunks_matched += u64::from(expectation.runs.is_some());
             return;
         }
-        let stored_rows: Vec<Row> = (0..stored.len())
-            .filter(|&row| (window.0..=window.1).contains(&stored.timestamps_ns[row]))
-            .map(|row| Row::of(stored, row))
-            .collect();
+        self.differing_chunk(key, rows_in(stored, self.window), expectation);
+    }
+
+    /// Names a stored chunk (its rows in the window: `stored_rows`) that differs from the chunk its
+    /// segment wrote, or that no segment wrote, where the point comparison did not already.
+    fn differing_chunk(&mut self, key: PointKey, stored_rows: Vec<Row>, expectation: Expectation<'_, '_>) {
         if expectation.runs.is_none() {
             if let Some(first) = self.hidden(&stored_rows).first() {
                 self.findings.push(Finding::ChunkUnsigned {

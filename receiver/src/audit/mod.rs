@@ -13,8 +13,8 @@
 //! - **the report** ([`report`], its findings in [`findings`]): totals, epochs, gaps and findings,
 //!   as a human summary and as JSON.
 //!
-//! `signed` holds what the walk hands the comparisons, `options` how verify runs, `ranges`
-//! the sequence-range arithmetic. [`proof`] exports the segments and chain links behind some points
+//! `signed` holds what the walk hands the comparisons, `options` how verify runs, `parallel` how
+//! the work is spread over threads, `ranges` the sequence-range arithmetic. [`proof`] exports the segments and chain links behind some points
 //! of one series into a self-contained binary proof file (`docs/proof-format.md`); the file's codec
 //! and its offline check, which needs only the sender's public keys, are `diode_common::proof`.
 //! [`cli`] is `diode-receiver audit verify | proof | check-proof`.
@@ -24,6 +24,7 @@ pub mod cli;
 mod epochs;
 pub mod findings;
 mod options;
+mod parallel;
 mod points;
 pub mod proof;
 mod ranges;

@@ -6,18 +6,22 @@
 //! from the signed headers' record counts and time ranges; half, because segments straddling in
 //! from the window before count too). For each window, the segments whose signed time range
 //! overlaps it are decoded (once each; one still needed by the next window stays cached while the
-//! cache fits the budget), their records are indexed by series, and every catalogued series is
-//! scanned over the window and merged, in time order, against its expected records sorted by
-//! (time, write order). A window holding more than the budget (a very busy hour) is processed in
-//! several passes, each keeping the series of one residue class of the series id, at the price of
-//! decoding its segments once per pass. Series are compared in parallel on `threads` workers; the
-//! replica's reads are thread-safe.
+//! cache fits the budget), their records are indexed by series, and the points of every
+//! catalogued series over the window (each bucket's stored chunks merged by the replica's own
+//! scan merge) are merged, in time order and a column at a time, against its expected records
+//! sorted by (time, write order). A window holding more than the budget (a very busy hour) is
+//! processed in several passes, each keeping the series of one residue class of the series id, at
+//! the price of decoding its segments once per pass. Segments are decoded and series compared on
+//! `threads` workers, each taking the next few as it is done; the results are put back in order,
+//! so the report does not depend on the scheduling. The replica's reads are thread-safe.
 //!
 //! Windows tile the whole compared span (all of `i64` for a full audit), so a point added at any
 //! time in any catalogued series is found, whatever the catalog's statistics claim. In the same
 //! pass, per series and window, `chunks.rs` compares the stored chunks themselves with what their
-//! segments wrote (which finds superseded values and copies that the merged points hide), after an
-//! inventory of the whole points column family (which finds chunks outside the catalog).
+//! segments wrote (which finds superseded values and copies that the merged points hide); both
+//! comparisons take the chunks from one read (`chunks::SeriesChunks`), each decoded once. Beside
+//! the windows, on a thread of its own, an inventory of the whole points column family finds the
+//! chunks outside the catalog.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -26,13 +30,14 @@ use diode_common::codec::SeriesColumns;
 use diode_common::keys::TrustedKeys;
 use diode_common::record::SeriesKey;
 use diode_common::seal;
-use diode_replica::{Point, PointScan, Replica, ReplicaError, SegmentKey, SeriesInfo, bucket_start};
+use diode_replica::{Replica, ReplicaError, SegmentKey, SeriesInfo, bucket_start};
 
 use super::chunks;
 use super::findings::{Finding, Findings};
 use super::options::{VerifyOptions, progress_bar};
+use super::parallel;
 use super::report::PointTotals;
-use super::signed::{SignedPart as Part, SignedSegment, value_at_equals, write_order};
+use super::signed::{SignedPart as Part, SignedSegment, values_equal, write_order};
 
 /// One decoded segment, holding the series of one pass.
 struct Decoded {
@@ -98,9 +103,7 @@ pub(super) fn compare(
     let total_records: u64 = segments.iter().map(|segment| u64::from(segment.record_count)).sum();
     let bar = progress_bar(options.progress, total_records, "checking points");
     let catalog = replica.series_list();
-    let mut findings = Findings::new(options.max_findings_listed);
     let catalogued = u32::try_from(catalog.len()).expect("the catalog holds at most MAX_SERIES series");
-    let chunks_stored = chunks::inventory(replica, span, catalogued, &mut findings)?;
     let mut comparison = Comparison {
         replica,
         trusted,
@@ -112,22 +115,31 @@ pub(super) fn compare(
         max_findings_listed: options.max_findings_listed,
         cache: HashMap::new(),
         failed: HashSet::new(),
-        totals: PointTotals { chunks_stored, ..PointTotals::default() },
-        findings,
+        totals: PointTotals::default(),
+        findings: Findings::new(options.max_findings_listed),
     };
-    // Segments overlapping the current window, by index into `segments`.
-    let mut active: Vec<usize> = Vec::new();
-    let mut next = 0;
-    for &(from_ns, to_ns) in &windows {
-        let segments = &comparison.segments;
-        while next < segments.len() && segments[next].min_timestamp_ns <= to_ns {
-            bar.inc(u64::from(segments[next].record_count));
-            active.push(next);
-            next += 1;
-        }
-        active.retain(|&index| segments[index].max_timestamp_ns >= from_ns && !comparison.failed.contains(&index));
-        comparison.window(&active, (from_ns, to_ns))?;
-    }
+    // The inventory of the points column family (every chunk read once, one after the other) runs
+    // beside the windows on a thread of its own, unless there is one thread; its findings come
+    // first.
+    let inventory = || {
+        let mut findings = Findings::new(options.max_findings_listed);
+        chunks::inventory(replica, span, catalogued, &mut findings).map(|stored| (stored, findings))
+    };
+    let (inventory, compared) = if comparison.threads == 1 {
+        let inventory = inventory()?;
+        (Ok(inventory), comparison.all_windows(&windows, &bar))
+    } else {
+        std::thread::scope(|scope| {
+            let inventory = scope.spawn(inventory);
+            let compared = comparison.all_windows(&windows, &bar);
+            (inventory.join().expect("the inventory panicked"), compared)
+        })
+    };
+    let (chunks_stored, mut findings) = inventory?;
+    compared?;
+    comparison.totals.chunks_stored = chunks_stored;
+    findings.merge(std::mem::take(&mut comparison.findings));
+    comparison.findings = findings;
     bar.finish_and_clear();
     let totals = comparison.totals;
     if totals.chunks_checked != totals.chunks_stored {
@@ -159,6 +171,24 @@ struct Comparison<'a> {
 }
 
 impl Comparison<'_> {
+    /// Compares every window in turn, holding the segments that overlap the current one.
+    fn all_windows(&mut self, windows: &[(i64, i64)], bar: &indicatif::ProgressBar) -> Result<(), ReplicaError> {
+        // Segments overlapping the current window, by index into `segments`.
+        let mut active: Vec<usize> = Vec::new();
+        let mut next = 0;
+        for &(from_ns, to_ns) in windows {
+            let segments = &self.segments;
+            while next < segments.len() && segments[next].min_timestamp_ns <= to_ns {
+                bar.inc(u64::from(segments[next].record_count));
+                active.push(next);
+                next += 1;
+            }
+            active.retain(|&index| segments[index].max_timestamp_ns >= from_ns && !self.failed.contains(&index));
+            self.window(&active, (from_ns, to_ns))?;
+        }
+        Ok(())
+    }
+
     /// Compares one window, in as many passes as the budget needs.
     fn window(&mut self, active: &[usize], (from_ns, to_ns): (i64, i64)) -> Result<(), ReplicaError> {
         self.totals.windows += 1;
@@ -241,19 +271,11 @@ fn decode_all(
             .map(|&index| Ok((index, decode(replica, trusted, &segments[index], ranks[index], pass)?)))
             .collect()
     };
-    if threads == 1 || which.len() < 2 {
-        return decode_some(which);
+    let mut all = Vec::with_capacity(which.len());
+    for decoded in parallel::in_batches(which, 1, threads, decode_some) {
+        all.extend(decoded?);
     }
-    let chunk_length = which.len().div_ceil(threads);
-    let decode_some = &decode_some;
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = which.chunks(chunk_length).map(|chunk| scope.spawn(move || decode_some(chunk))).collect();
-        let mut all = Vec::with_capacity(which.len());
-        for worker in workers {
-            all.extend(worker.join().expect("a decode worker panicked")?);
-        }
-        Ok(all)
-    })
+    Ok(all)
 }
 
 /// Reads and decodes one segment the walk verified, checking that it is still the same segment.
@@ -291,6 +313,9 @@ fn decode(
         .collect();
     Ok(Ok(Decoded { rank, key: signed.key, parts }))
 }
+
+/// Series a compare thread takes at a time.
+const SERIES_PER_BATCH: usize = 8;
 
 /// Compares every series of `pass` over one window.
 fn compare_window(
@@ -333,9 +358,24 @@ fn compare_window(
             let end = index.partition_point(|entry| entry.0 <= info.id);
             parts.clear();
             parts.extend(index[start..end].iter().map(part_of));
-            flagged.clear();
-            let scan = replica.scan(info.id, window.0, window.1);
             let series = info.key.to_string();
+            // The chunks read once for both comparisons; what they find is kept only if every
+            // chunk could be read and decoded (else both run on their own reads and name why).
+            flagged.clear();
+            let mut read_once = chunks::SeriesChunks::new(replica, info, &parts, window);
+            let mut series_totals = PointTotals::default();
+            let mut series_findings = Findings::new(max_findings_listed);
+            let compared =
+                Compared { totals: &mut series_totals, findings: &mut series_findings, flagged: &mut flagged };
+            if compare_series(&series, Some((info.id, &mut read_once)), &parts, window, compared) {
+                flagged.sort_unstable();
+                read_once.finish(&flagged, &mut series_totals, &mut series_findings);
+                totals.add(&series_totals);
+                findings.merge(series_findings);
+                continue;
+            }
+            flagged.clear();
+            let scan = replica.scan_columns(info.id, window.0, window.1);
             let compared = Compared { totals: &mut totals, findings: &mut findings, flagged: &mut flagged };
             if compare_series(&series, Some((info.id, scan)), &parts, window, compared) {
                 flagged.sort_unstable();
@@ -344,29 +384,19 @@ fn compare_window(
         }
         (totals, findings)
     };
-    let (mut totals, mut findings) = if threads == 1 || series.len() < 2 {
-        work(&series)
-    } else {
-        let chunk_length = series.len().div_ceil(threads);
-        let work = &work;
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = series.chunks(chunk_length).map(|chunk| scope.spawn(move || work(chunk))).collect();
-            let mut totals = PointTotals::default();
-            let mut findings = Findings::new(max_findings_listed);
-            for worker in workers {
-                let (t, f) = worker.join().expect("a compare worker panicked");
-                totals.add(&t);
-                findings.merge(f);
-            }
-            (totals, findings)
-        })
-    };
+    let mut totals = PointTotals::default();
+    let mut findings = Findings::new(max_findings_listed);
+    for (batch_totals, batch_findings) in parallel::in_batches(&series, SERIES_PER_BATCH, threads, work) {
+        totals.add(&batch_totals);
+        findings.merge(batch_findings);
+    }
     let mut flagged = Vec::new();
     for (key, mut parts) in uncatalogued {
         parts.sort_by_key(|(rank, _)| *rank);
         let parts: Vec<Part<'_>> = parts.into_iter().map(|(_, part)| part).collect();
         let compared = Compared { totals: &mut totals, findings: &mut findings, flagged: &mut flagged };
-        compare_series(&key.to_string(), None, &parts, window, compared);
+        let no_scan: Option<(u32, std::iter::Empty<Result<SeriesColumns, ReplicaError>>)> = None;
+        compare_series(&key.to_string(), no_scan, &parts, window, compared);
     }
     (totals, findings)
 }
@@ -382,13 +412,14 @@ struct Compared<'a> {
 /// A signed record: its timestamp, and its part and row in the parts compared.
 type Record = (i64, u32, u32);
 
-/// Merges the replica's points of one series in `window` (ascending, one per timestamp) with the
-/// records of `parts` (in write order) resolved last-write-wins. `scan` is `None` for a series the
-/// replica does not catalogue: all its records are then missing. Returns `false` when the points
-/// could not be read (a `points_unreadable` finding).
+/// Merges the replica's points of one series in `window` (blocks of columns as the replica's scan
+/// gives them: ascending, one point per timestamp) with the records of `parts` (in write order)
+/// resolved last-write-wins. `scan` is `None` for a series the replica does not catalogue: all its
+/// records are then missing. Returns `false` when the points could not be read (a
+/// `points_unreadable` finding).
 fn compare_series(
     series: &str,
-    scan: Option<(u32, PointScan<'_>)>,
+    scan: Option<(u32, impl Iterator<Item = Result<SeriesColumns, impl std::fmt::Display>>)>,
     parts: &[Part<'_>],
     window: (i64, i64),
     compared: Compared<'_>,
@@ -396,29 +427,31 @@ fn compare_series(
     let expected = expected_records(parts, window);
     let mut winners = last_writes(&expected).peekable();
     let mut tally = Tally { series, parts, compared };
-    if let Some((series_id, scan)) = scan {
-        for point in scan {
-            let point = match point {
-                Ok(point) => point,
+    if let Some((series_id, blocks)) = scan {
+        for block in blocks {
+            let block = match block {
+                Ok(block) => block,
                 Err(error) => {
                     tally.unreadable(series_id, window, &error);
                     return false;
                 }
             };
-            tally.compared.totals.scanned += 1;
-            while let Some(&winner) = winners.peek() {
-                if winner.0 >= point.timestamp_ns {
-                    break;
-                }
-                winners.next();
-                tally.deleted(winner);
-            }
-            match winners.peek() {
-                Some(&winner) if winner.0 == point.timestamp_ns => {
+            tally.compared.totals.scanned += block.len() as u64;
+            for (row, &timestamp_ns) in block.timestamps_ns.iter().enumerate() {
+                while let Some(&winner) = winners.peek() {
+                    if winner.0 >= timestamp_ns {
+                        break;
+                    }
                     winners.next();
-                    tally.matched_or_changed(winner, point);
+                    tally.deleted(winner);
                 }
-                _ => tally.added(series_id, point),
+                match winners.peek() {
+                    Some(&winner) if winner.0 == timestamp_ns => {
+                        winners.next();
+                        tally.matched_or_changed(winner, &block, row);
+                    }
+                    _ => tally.added(series_id, &block, row),
+                }
             }
         }
     }
@@ -469,7 +502,7 @@ impl<'a, 'p> Tally<'a, 'p> {
         (timestamp_ns, &self.parts[part as usize], row as usize)
     }
 
-    fn unreadable(&mut self, series_id: u32, window: (i64, i64), error: &ReplicaError) {
+    fn unreadable(&mut self, series_id: u32, window: (i64, i64), error: &dyn std::fmt::Display) {
         self.compared.totals.unreadable += 1;
         self.compared.findings.push(Finding::PointsUnreadable {
             series: self.series.to_owned(),
@@ -496,11 +529,14 @@ impl<'a, 'p> Tally<'a, 'p> {
         findings.push(finding);
     }
 
-    /// The replica's point at a winning record's time: the same value and quality, or changed.
-    fn matched_or_changed(&mut self, winner: Record, point: Point) {
-        let (_, part, row) = self.signed(winner);
-        let (columns, timestamp_ns) = (part.columns, point.timestamp_ns);
-        if value_at_equals(&columns.values, row, &point.value) && columns.qualities[row] == point.quality {
+    /// The replica's point at a winning record's time (row `row` of `block`): the same value and
+    /// quality, or changed.
+    fn matched_or_changed(&mut self, winner: Record, block: &SeriesColumns, row: usize) {
+        let (timestamp_ns, part, signed_row) = self.signed(winner);
+        let columns = part.columns;
+        if columns.qualities[signed_row] == block.qualities[row]
+            && values_equal(&columns.values, signed_row, &block.values, row)
+        {
             self.compared.totals.expected += 1;
             self.compared.totals.matched += 1;
             return;
@@ -508,8 +544,8 @@ impl<'a, 'p> Tally<'a, 'p> {
         let finding = Finding::PointChanged {
             series: self.series.to_owned(),
             timestamp_ns,
-            expected: (columns.value(row), columns.qualities[row]),
-            found: (point.value, point.quality),
+            expected: (columns.value(signed_row), columns.qualities[signed_row]),
+            found: (block.value(row), block.qualities[row]),
             segment: part.segment,
         };
         let Compared { totals, findings, flagged } = &mut self.compared;
@@ -519,16 +555,17 @@ impl<'a, 'p> Tally<'a, 'p> {
         findings.push(finding);
     }
 
-    /// A point of the replica that no verified segment holds.
-    fn added(&mut self, series_id: u32, point: Point) {
+    /// A point of the replica (row `row` of `block`) that no verified segment holds.
+    fn added(&mut self, series_id: u32, block: &SeriesColumns, row: usize) {
         let Compared { totals, findings, flagged } = &mut self.compared;
+        let timestamp_ns = block.timestamps_ns[row];
         totals.added += 1;
-        flagged.push(point.timestamp_ns);
+        flagged.push(timestamp_ns);
         findings.push(Finding::PointAdded {
             series: self.series.to_owned(),
             series_id,
-            timestamp_ns: point.timestamp_ns,
-            found: (point.value, point.quality),
+            timestamp_ns,
+            found: (block.value(row), block.qualities[row]),
         });
     }
 }

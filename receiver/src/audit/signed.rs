@@ -3,6 +3,8 @@
 //! the last-write-wins order of segments; and the bit-for-bit equality of values both comparisons
 //! judge by.
 
+use std::ops::Range;
+
 use diode_common::codec::{SeriesColumns, Values};
 use diode_common::record::Value;
 use diode_common::seal::SegmentHash;
@@ -44,5 +46,29 @@ pub(super) fn value_at_equals(values: &Values, row: usize, other: &Value) -> boo
         (Values::String(values), Value::String(other)) => values[row] == *other,
         (Values::Mixed(values), other) => values[row].bit_eq(other),
         _ => false,
+    }
+}
+
+/// Whether row `i` of `a` and row `j` of `b` hold the same value, bit for bit, as
+/// [`value_at_equals`] judges it, without building a [`Value`] when both columns have one kind.
+pub(super) fn values_equal(a: &Values, i: usize, b: &Values, j: usize) -> bool {
+    match (a, b) {
+        (Values::F64(x), Values::F64(y)) => x[i].to_bits() == y[j].to_bits(),
+        (Values::I64(x), Values::I64(y)) => x[i] == y[j],
+        (Values::Bool(x), Values::Bool(y)) => x[i] == y[j],
+        (Values::String(x), Values::String(y)) => x[i] == y[j],
+        _ => value_at_equals(a, i, &b.get(j)),
+    }
+}
+
+/// Whether rows `a_rows` of `a` and rows `b_rows` of `b` (as many) hold the same values, bit for
+/// bit, as [`values_equal`] judges them row by row.
+pub(super) fn values_equal_rows(a: &Values, a_rows: Range<usize>, b: &Values, b_rows: Range<usize>) -> bool {
+    match (a, b) {
+        (Values::F64(x), Values::F64(y)) => x[a_rows].iter().zip(&y[b_rows]).all(|(x, y)| x.to_bits() == y.to_bits()),
+        (Values::I64(x), Values::I64(y)) => x[a_rows] == y[b_rows],
+        (Values::Bool(x), Values::Bool(y)) => x[a_rows] == y[b_rows],
+        (Values::String(x), Values::String(y)) => x[a_rows] == y[b_rows],
+        _ => a_rows.zip(b_rows).all(|(i, j)| values_equal(a, i, b, j)),
     }
 }

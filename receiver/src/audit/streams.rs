@@ -19,7 +19,7 @@ pub(super) type Unrecorded = Vec<(u64, u64, RangeInclusive<u64>)>;
 /// stored sequences.
 pub(super) fn compare_with_tracker(
     replica: &Replica,
-    walk: &Walk<'_>,
+    walk: &Walk,
     selected: &RangeInclusive<u64>,
 ) -> (Vec<EpochReport>, Vec<GapReport>, Unrecorded) {
     let trackers: BTreeMap<(u64, u64), _> =

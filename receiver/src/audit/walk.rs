@@ -8,11 +8,12 @@ use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
 use diode_common::keys::{KeyId, TrustedKeys, encode_hex};
-use diode_common::seal::{self, GENESIS_HASH, SegmentHash, SegmentHeader};
+use diode_common::seal::{self, GENESIS_HASH, OpenError, SegmentHash, SegmentHeader};
 use diode_replica::{Replica, ReplicaError, SegmentKey, StoredSegment};
 
 use super::findings::{Finding, Findings, hash_hex};
 use super::options::{VerifyOptions, progress_bar};
+use super::parallel;
 use super::report::KeyUsage;
 use super::signed::SignedSegment;
 
@@ -48,8 +49,7 @@ struct UnselectedFailure {
 
 /// What the walk saw: the streams, the segments that verified, the keys used, the counts and the
 /// findings so far.
-pub(super) struct Walk<'a> {
-    trusted: &'a TrustedKeys,
+pub(super) struct Walk {
     selected: RangeInclusive<u64>,
     pub streams: BTreeMap<(u64, u64), StreamWalk>,
     pub signed: Vec<SignedSegment>,
@@ -67,14 +67,13 @@ pub(super) struct Walk<'a> {
 /// `selected` (in every stream) fully and the others only for what the point comparison needs.
 /// A damaged entry is named and the walk goes on with the next one. Errors only when the log
 /// cannot be read.
-pub(super) fn walk_audit_log<'a>(
+pub(super) fn walk_audit_log(
     replica: &Replica,
-    trusted: &'a TrustedKeys,
+    trusted: &TrustedKeys,
     selected: RangeInclusive<u64>,
     options: &VerifyOptions,
-) -> Result<Walk<'a>, ReplicaError> {
+) -> Result<Walk, ReplicaError> {
     let mut walk = Walk {
-        trusted,
         selected,
         streams: BTreeMap::new(),
         signed: Vec::new(),
@@ -88,22 +87,68 @@ pub(super) fn walk_audit_log<'a>(
         links_checked: 0,
     };
     let bar = progress_bar(options.progress, replica.counters().segments_applied, "verifying segments");
-    // A damaged entry is named and the walk goes on with the next one (the scan skips it).
-    for item in replica.segments(SegmentKey::FIRST) {
-        match item {
-            Ok(stored) => walk.visit(&stored),
-            Err(ReplicaError::AuditEntryDamaged { key, key_bytes, reason, .. }) => {
-                walk.visit_damaged(key, &key_bytes, reason);
-            }
-            Err(error) => return Err(error),
+    let threads = options.threads.max(1);
+    let mut entries = replica.segments(SegmentKey::FIRST);
+    let mut batch: Vec<Result<StoredSegment, ReplicaError>> = Vec::new();
+    loop {
+        // A batch of entries in key order, read here, checked on their own on every thread, then
+        // visited in order (the chain and the bookkeeping are sequential).
+        batch.clear();
+        let mut batch_bytes = 0;
+        while batch.len() < BATCH_SEGMENTS && batch_bytes < BATCH_BYTES {
+            let Some(item) = entries.next() else { break };
+            batch_bytes += item.as_ref().map_or(0, |stored| stored.sealed.len());
+            batch.push(item);
         }
-        bar.inc(1);
+        if batch.is_empty() {
+            break;
+        }
+        let checks = check_all(&batch, trusted, threads);
+        // A damaged entry is named and the walk goes on with the next one (the scan skips it).
+        for (item, checked) in batch.drain(..).zip(checks) {
+            match (item, checked) {
+                (Ok(stored), Some(checked)) => walk.visit(&stored, checked),
+                (Err(ReplicaError::AuditEntryDamaged { key, key_bytes, reason, .. }), _) => {
+                    walk.visit_damaged(key, &key_bytes, reason);
+                }
+                (Err(error), _) => return Err(error),
+                (Ok(_), None) => unreachable!("every stored segment is checked"),
+            }
+            bar.inc(1);
+        }
     }
     bar.finish_and_clear();
     Ok(walk)
 }
 
-impl Walk<'_> {
+/// Most stored segments, and about the most sealed bytes, the walk holds at once.
+const BATCH_SEGMENTS: usize = 256;
+const BATCH_BYTES: usize = 32 << 20;
+
+/// One stored segment checked on its own: its header and header hash, and whether its signature,
+/// key and payload hash verify; or why it does not parse.
+type Checked = Result<(SegmentHeader, SegmentHash, Result<(), OpenError>), OpenError>;
+
+fn check(stored: &StoredSegment, trusted: &TrustedKeys) -> Checked {
+    let segment = seal::parse(&stored.sealed)?;
+    let verified = seal::verify(&segment, trusted);
+    let hash = segment.header.hash();
+    Ok((segment.header, hash, verified))
+}
+
+/// [`check`] of every stored segment of `batch`, on `threads` threads, in batch order.
+fn check_all(
+    batch: &[Result<StoredSegment, ReplicaError>],
+    trusted: &TrustedKeys,
+    threads: usize,
+) -> Vec<Option<Checked>> {
+    let check_some = |items: &[Result<StoredSegment, ReplicaError>]| -> Vec<Option<Checked>> {
+        items.iter().map(|item| item.as_ref().ok().map(|stored| check(stored, trusted))).collect()
+    };
+    parallel::in_batches(batch, 4, threads, check_some).into_iter().flatten().collect()
+}
+
+impl Walk {
     fn report(&mut self, selected: bool, time_range: Option<(i64, i64)>, finding: Finding) {
         if selected {
             self.findings.push(finding);
@@ -158,8 +203,9 @@ impl Walk<'_> {
         self.report(selected, None, finding);
     }
 
-    /// Checks one stored segment on its own and against the stored segment before it.
-    fn visit(&mut self, stored: &StoredSegment) {
+    /// Takes in one stored segment, `checked` on its own ([`check`]), and checks it against the
+    /// stored segment before it.
+    fn visit(&mut self, stored: &StoredSegment, checked: Checked) {
         let key = stored.key;
         self.segments_stored += 1;
         let selected = self.selected.contains(&key.sequence);
@@ -168,8 +214,8 @@ impl Walk<'_> {
         stream.add_stored(key.sequence);
         let previous = stream.previous.take();
 
-        let segment = match seal::parse(&stored.sealed) {
-            Ok(segment) => segment,
+        let (header, hash, verified) = match checked {
+            Ok(checked) => checked,
             Err(error) => {
                 stream.previous = Some((key.sequence, None));
                 let finding =
@@ -178,8 +224,7 @@ impl Walk<'_> {
                 return;
             }
         };
-        let header = &segment.header;
-        let hash = header.hash();
+        let header = &header;
         stream.previous = Some((key.sequence, Some(hash)));
         let time_range = Some((header.min_timestamp_ns, header.max_timestamp_ns));
 
@@ -198,7 +243,7 @@ impl Walk<'_> {
             self.report(selected, time_range, Finding::SegmentMisplaced { stored_at: key, header_says: named });
             return;
         }
-        if let Err(error) = seal::verify(&segment, self.trusted) {
+        if let Err(error) = verified {
             let finding =
                 Finding::SegmentInvalid { segment: key, check: error.reason_label(), message: error.to_string() };
             self.report(selected, time_range, finding);
