@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
@@ -235,7 +236,7 @@ pub fn run_query<S: PointSource + Sync, W: Write>(
     out: &mut RowWriter<W>,
 ) -> Result<QueryOutcome, QueryError> {
     let source = UntilDeadline { source, deadline: None };
-    run(&source, series, request, (limit, resume), (None, query_threads()), out)
+    run(&source, series, request, (limit, resume), (None, Threads::Shared), out)
 }
 
 /// [`run_query`] that stops with [`QueryError::TimedOut`] once `timeout` has passed since
@@ -250,7 +251,7 @@ pub fn run_query_until<S: PointSource + Sync, W: Write>(
 ) -> Result<QueryOutcome, QueryError> {
     let deadline = started + timeout;
     let source = UntilDeadline { source, deadline: Some(deadline) };
-    run(&source, series, request, (limit, resume), (Some((deadline, timeout)), query_threads()), out)
+    run(&source, series, request, (limit, resume), (Some((deadline, timeout)), Threads::Shared), out)
 }
 
 /// An aggregate series is computed in units of at least this many windows and
@@ -269,12 +270,56 @@ const ROWS_PER_BATCH: usize = 512;
 /// query holds at most `(BATCHES_AHEAD + 1) * ROWS_PER_BATCH` rows per unit under way.
 const BATCHES_AHEAD: usize = 8;
 
-/// Most threads one query computes on.
+/// Most worker threads the queries of one process compute on at once.
 const MAX_QUERY_THREADS: usize = 8;
 
-/// The threads a query computes on: one per core, at most [`MAX_QUERY_THREADS`].
-fn query_threads() -> usize {
+/// Worker threads the queries of this process hold now. They share one per core (at most
+/// [`MAX_QUERY_THREADS`]): a query borrows the cores no other query is computing on, and computes
+/// on its own thread when none is free, so concurrent queries never run more threads than before
+/// they computed in parallel plus the machine's cores, and the apply thread keeps its share.
+static WORKERS_TAKEN: AtomicUsize = AtomicUsize::new(0);
+
+/// The worker threads all queries may hold at once: one per core, at most [`MAX_QUERY_THREADS`].
+fn worker_budget() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(MAX_QUERY_THREADS)
+}
+
+/// Worker threads borrowed from the process's budget, given back when dropped.
+struct Borrowed(usize);
+
+impl Borrowed {
+    /// Up to `wanted` workers, or none when fewer than two are free (one worker beside a waiting
+    /// writer computes no faster than the calling thread alone).
+    fn take(wanted: usize) -> Self {
+        let budget = worker_budget();
+        let mut taken = WORKERS_TAKEN.load(Ordering::Relaxed);
+        loop {
+            let count = wanted.min(budget.saturating_sub(taken));
+            if count < 2 {
+                return Borrowed(0);
+            }
+            match WORKERS_TAKEN.compare_exchange_weak(taken, taken + count, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return Borrowed(count),
+                Err(now) => taken = now,
+            }
+        }
+    }
+}
+
+impl Drop for Borrowed {
+    fn drop(&mut self) {
+        WORKERS_TAKEN.fetch_sub(self.0, Ordering::AcqRel);
+    }
+}
+
+/// The threads a query computes on.
+#[derive(Debug, Clone, Copy)]
+enum Threads {
+    /// Workers borrowed from the process's budget when the query has more than one unit.
+    Shared,
+    /// Exactly this many workers (1: the calling thread alone), whatever other queries hold.
+    #[cfg(test)]
+    Exactly(usize),
 }
 
 /// A piece of a query computed on its own: the rows of one series, or for aggregates the rows of
@@ -471,11 +516,38 @@ fn run<S: PointSource + Sync, W: Write>(
     series: &[SeriesInfo],
     request: &QueryRequest,
     (limit, resume): (Option<u64>, Option<&Resume>),
-    (deadline, threads): (Option<(Instant, Duration)>, usize),
+    (deadline, threads): (Option<(Instant, Duration)>, Threads),
     out: &mut RowWriter<W>,
 ) -> Result<QueryOutcome, QueryError> {
     let mut output = Output { series, limit, deadline, out, written: 0, display: None };
-    let mut units = units(series, request, resume);
+    let mut rest = units(series, request, resume).peekable();
+    let first = rest.next();
+    let several = rest.peek().is_some();
+    let mut units = first.into_iter().chain(rest);
+    let (threads, _borrowed) = match threads {
+        Threads::Shared if several => {
+            let borrowed = Borrowed::take(worker_budget());
+            (borrowed.0, Some(borrowed))
+        }
+        // A query of one unit (one series' raw rows, a few days of one series' windows) has
+        // nothing to share out: it costs no thread.
+        Threads::Shared => (0, None),
+        #[cfg(test)]
+        Threads::Exactly(count) => (count, None),
+    };
+    run_units(source, series, request, &mut output, &mut units, threads)
+}
+
+/// Computes `units` on `threads` workers (on the calling thread when fewer than two) and writes
+/// their rows in order.
+fn run_units<S: PointSource + Sync, W: Write>(
+    source: &UntilDeadline<'_, S>,
+    series: &[SeriesInfo],
+    request: &QueryRequest,
+    output: &mut Output<'_, W>,
+    units: &mut impl Iterator<Item = Unit>,
+    threads: usize,
+) -> Result<QueryOutcome, QueryError> {
     if threads <= 1 {
         for unit in units {
             if let Some(next) = output.write_unit(unit, unit_rows(source, series, request, unit)?)? {
@@ -494,7 +566,7 @@ fn run<S: PointSource + Sync, W: Write>(
             scope.spawn(move || work(source, series, request, jobs));
         }
         let mut in_flight = VecDeque::new();
-        let outcome = write_in_order(&mut output, &mut units, (&job_sender, &mut in_flight), threads + 1);
+        let outcome = write_in_order(output, units, (&job_sender, &mut in_flight), threads + 1);
         // Ends the workers: no more jobs, and the rows of those under way go nowhere.
         drop(job_sender);
         drop(in_flight);
@@ -610,7 +682,8 @@ mod tests {
         let mut out =
             RowWriter::new(Vec::new(), Format::Csv, TimeFormat::Ns, request.columns(), "rows", false).unwrap();
         let source = UntilDeadline { source, deadline: None };
-        let outcome = run(&source, series, &request, (limit, None), (None, threads), &mut out).expect("query");
+        let outcome =
+            run(&source, series, &request, (limit, None), (None, Threads::Exactly(threads)), &mut out).expect("query");
         let text = String::from_utf8(out.finish(&Default::default()).unwrap()).unwrap();
         format!("{text}{outcome:?}")
     }
