@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use diode_common::packet;
 use diode_common::plant::{PlantConfig, PlantSimulator};
+use diode_host::clock::thread_cpu_ns;
 
 use crate::clock::now_ns;
 use crate::commit::Committer;
@@ -368,6 +369,9 @@ fn spawn_simulator(
             let mut batch = Vec::new();
             let mut until_ns = start_ns;
             let mut full_since: Option<i64> = None;
+            // What generating the records cost this thread (the rest of its time is submitting
+            // them, as any source does): the harness tells the plant's cost from the sender's.
+            let mut generating_cpu_ns = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 if settings.max_records > 0 && produced >= settings.max_records {
                     break;
@@ -378,7 +382,11 @@ fn spawn_simulator(
                     if settings.realtime && wait_ns > 0 {
                         thread::sleep(Duration::from_nanos(wait_ns as u64));
                     }
+                    let cpu_before_ns = thread_cpu_ns();
                     plant.generate_until(until_ns, &mut batch);
+                    if let (Some(before), Some(after)) = (cpu_before_ns, thread_cpu_ns()) {
+                        generating_cpu_ns += after.saturating_sub(before);
+                    }
                     if settings.max_records > 0 {
                         batch.truncate((settings.max_records - produced) as usize);
                     }
@@ -402,7 +410,7 @@ fn spawn_simulator(
                     Err(error) => return Err(error).context("the simulator could not submit records"),
                 }
             }
-            tracing::info!(records = produced, "simulator finished");
+            tracing::info!(records = produced, generating_cpu_ms = generating_cpu_ns / 1_000_000, "simulator finished");
             done.store(true, Ordering::Relaxed);
             Ok(())
         })

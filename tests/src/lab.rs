@@ -324,6 +324,15 @@ listen = "{http}"
         self.receiver.as_ref().map(Child::id)
     }
 
+    /// What the built-in simulator said its record generation cost (its `simulator finished` log
+    /// line), in CPU seconds; `None` before it finished.
+    pub fn simulator_generating_cpu_seconds(&self) -> Option<f64> {
+        let log = std::fs::read_to_string(self.dir.join("sender.log")).ok()?;
+        let line = log.lines().rev().find(|line| line.contains("simulator finished"))?;
+        let value = line.split_once("generating_cpu_ms=")?.1.split(|c: char| !c.is_ascii_digit()).next()?;
+        Some(value.parse::<f64>().ok()? / 1e3)
+    }
+
     pub fn sender_running(&mut self) -> bool {
         self.sender.as_mut().is_some_and(|child| child.try_wait().ok().flatten().is_none())
     }
@@ -550,6 +559,25 @@ pub fn http_post(address: SocketAddr, path: &str, body: &str) -> anyhow::Result<
     stream.read_to_string(&mut response)?;
     let status = response.split_whitespace().nth(1).context("malformed HTTP response")?;
     Ok(status.parse()?)
+}
+
+/// CPU seconds (user + system) each thread of a process has used so far, from /proc, summed by
+/// thread name without its number (`encoder-0` and `encoder-1` are `encoder`), largest first.
+pub fn thread_cpu_seconds(pid: u32) -> Vec<(String, f64)> {
+    let mut by_name: HashMap<String, f64> = HashMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+        let Some((head, after_name)) = stat.rsplit_once(')') else { continue };
+        let Some((_, name)) = head.split_once('(') else { continue };
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let ticks = |index: usize| fields.get(index).and_then(|field| field.parse::<f64>().ok()).unwrap_or(0.0);
+        let name = name.trim_end_matches(|c: char| c.is_ascii_digit()).trim_end_matches('-');
+        *by_name.entry(name.to_owned()).or_default() += (ticks(11) + ticks(12)) / 100.0;
+    }
+    let mut threads: Vec<(String, f64)> = by_name.into_iter().collect();
+    threads.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    threads
 }
 
 /// CPU seconds (user + system) a process has used so far, from /proc.
