@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 use diode_common::packet;
 use diode_receiver::time::format_rfc3339;
 use diode_replica::Replica;
-use diode_tests::lab::{Lab, LabOptions, cpu_seconds, thread_cpu_seconds};
+use diode_tests::lab::{Lab, LabOptions, ThreadCpu, cpu_seconds};
 use diode_tests::relay::LossModel;
 
 #[derive(Parser)]
@@ -239,19 +239,17 @@ fn measure(options: LabOptions) -> anyhow::Result<Measurement> {
     lab.start_receiver()?;
     let receiver_pid = lab.receiver_pid().context("receiver pid")?;
     let receiver_cpu_start = cpu_seconds(receiver_pid).unwrap_or(0.0);
-    let receiver_threads_start = thread_cpu_seconds(receiver_pid);
+    let mut receiver_threads_start = ThreadCpu::default();
+    receiver_threads_start.read(receiver_pid);
     let started = Instant::now();
     lab.start_sender()?;
     let sender_pid = lab.sender_pid().context("sender pid")?;
     let mut sender_cpu = 0.0;
-    let mut sender_threads = Vec::new();
+    let mut sender_threads = ThreadCpu::default();
     let deadline = started + Duration::from_secs(600);
     while (lab.metric("diode_receiver_replica_points") as u64) < points && Instant::now() < deadline {
         sender_cpu = cpu_seconds(sender_pid).unwrap_or(sender_cpu);
-        let threads = thread_cpu_seconds(sender_pid);
-        if !threads.is_empty() {
-            sender_threads = threads;
-        }
+        sender_threads.read(sender_pid);
         std::thread::sleep(Duration::from_millis(10));
         if !lab.sender_running() && !lab.wait_for_points(points, Duration::from_secs(20)) {
             break;
@@ -260,10 +258,9 @@ fn measure(options: LabOptions) -> anyhow::Result<Measurement> {
     let seconds = started.elapsed().as_secs_f64();
     let receiver_cpu = cpu_seconds(receiver_pid).unwrap_or(0.0) - receiver_cpu_start;
     // What each thread used during the run (threads started since count from zero).
-    let mut receiver_threads = thread_cpu_seconds(receiver_pid);
-    for (name, seconds) in &mut receiver_threads {
-        *seconds -= receiver_threads_start.iter().find(|(started, _)| started == name).map_or(0.0, |(_, s)| *s);
-    }
+    let mut receiver_threads = receiver_threads_start.clone();
+    receiver_threads.read(receiver_pid);
+    let receiver_threads = receiver_threads.by_name(&receiver_threads_start);
     let wire_bytes = wire_bytes(&lab);
     let _ = lab.wait_sender(Duration::from_secs(60));
     let generating_cpu = lab.simulator_generating_cpu_seconds();
@@ -275,7 +272,7 @@ fn measure(options: LabOptions) -> anyhow::Result<Measurement> {
         wire_bytes,
         sender_cpu,
         receiver_cpu,
-        sender_threads,
+        sender_threads: sender_threads.by_name(&ThreadCpu::default()),
         receiver_threads,
         generating_cpu,
         exact: verification.is_exact(),

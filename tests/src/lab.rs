@@ -329,7 +329,18 @@ listen = "{http}"
     pub fn simulator_generating_cpu_seconds(&self) -> Option<f64> {
         let log = std::fs::read_to_string(self.dir.join("sender.log")).ok()?;
         let line = log.lines().rev().find(|line| line.contains("simulator finished"))?;
-        let value = line.split_once("generating_cpu_ms=")?.1.split(|c: char| !c.is_ascii_digit()).next()?;
+        // Without the terminal colours the log may carry (`\x1b[…m`).
+        let mut plain = String::with_capacity(line.len());
+        let mut in_escape = false;
+        for c in line.chars() {
+            match (in_escape, c) {
+                (false, '\x1b') => in_escape = true,
+                (false, c) => plain.push(c),
+                (true, 'm') => in_escape = false,
+                (true, _) => {}
+            }
+        }
+        let value = plain.split_once("generating_cpu_ms=")?.1.split(|c: char| !c.is_ascii_digit()).next()?;
         Some(value.parse::<f64>().ok()? / 1e3)
     }
 
@@ -561,23 +572,42 @@ pub fn http_post(address: SocketAddr, path: &str, body: &str) -> anyhow::Result<
     Ok(status.parse()?)
 }
 
-/// CPU seconds (user + system) each thread of a process has used so far, from /proc, summed by
-/// thread name without its number (`encoder-0` and `encoder-1` are `encoder`), largest first.
-pub fn thread_cpu_seconds(pid: u32) -> Vec<(String, f64)> {
-    let mut by_name: HashMap<String, f64> = HashMap::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
-    for task in tasks.flatten() {
-        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
-        let Some((head, after_name)) = stat.rsplit_once(')') else { continue };
-        let Some((_, name)) = head.split_once('(') else { continue };
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
-        let ticks = |index: usize| fields.get(index).and_then(|field| field.parse::<f64>().ok()).unwrap_or(0.0);
-        let name = name.trim_end_matches(|c: char| c.is_ascii_digit()).trim_end_matches('-');
-        *by_name.entry(name.to_owned()).or_default() += (ticks(11) + ticks(12)) / 100.0;
+/// CPU seconds (user + system) of a process's threads, by thread id, as read from /proc. A thread
+/// that has ended is no longer listed there, so [`ThreadCpu`] keeps what each was last seen at.
+#[derive(Debug, Default, Clone)]
+pub struct ThreadCpu {
+    /// Thread id → (name, CPU seconds when last read).
+    threads: HashMap<u32, (String, f64)>,
+}
+
+impl ThreadCpu {
+    /// Reads the threads of `pid` now, keeping those that have ended since the last read.
+    pub fn read(&mut self, pid: u32) {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return };
+        for task in tasks.flatten() {
+            let Some(tid) = task.file_name().to_str().and_then(|tid| tid.parse::<u32>().ok()) else { continue };
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+            let Some((head, after_name)) = stat.rsplit_once(')') else { continue };
+            let Some((_, name)) = head.split_once('(') else { continue };
+            let fields: Vec<&str> = after_name.split_whitespace().collect();
+            let ticks = |index: usize| fields.get(index).and_then(|field| field.parse::<f64>().ok()).unwrap_or(0.0);
+            self.threads.insert(tid, (name.to_owned(), (ticks(11) + ticks(12)) / 100.0));
+        }
     }
-    let mut threads: Vec<(String, f64)> = by_name.into_iter().collect();
-    threads.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    threads
+
+    /// Seconds by thread name without its number (`encoder-0` and `encoder-1` are `encoder`),
+    /// less what `before` had seen of the same threads, largest first.
+    pub fn by_name(&self, before: &ThreadCpu) -> Vec<(String, f64)> {
+        let mut by_name: HashMap<String, f64> = HashMap::new();
+        for (tid, (name, seconds)) in &self.threads {
+            let earlier = before.threads.get(tid).map_or(0.0, |(_, seconds)| *seconds);
+            let name = name.trim_end_matches(|c: char| c.is_ascii_digit()).trim_end_matches('-');
+            *by_name.entry(name.to_owned()).or_default() += seconds - earlier;
+        }
+        let mut threads: Vec<(String, f64)> = by_name.into_iter().collect();
+        threads.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        threads
+    }
 }
 
 /// CPU seconds (user + system) a process has used so far, from /proc.
