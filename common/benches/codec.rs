@@ -1,5 +1,6 @@
 //! Segment payload codec: encode and decode throughput on plant-like data, and the bytes per
-//! record it costs for several segment durations (printed before the timings).
+//! record it costs for several segment durations (printed before the timings); and the fast
+//! effort at zstd level 1 that the sender's spool frames use.
 //!
 //! `cargo bench -p diode-common --bench codec`
 
@@ -7,7 +8,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use diode_common::codec::{SeriesColumns, decode_payload, encode_payload, group_records};
+use diode_common::codec::{Effort, SeriesColumns, decode_payload, encode_payload, encode_payload_with, group_records};
 use diode_common::plant::{PlantConfig, PlantSimulator};
 use diode_common::record::Record;
 
@@ -90,6 +91,21 @@ fn codec(c: &mut Criterion) {
         group.throughput(Throughput::Elements(case.records as u64));
         group.bench_with_input(BenchmarkId::new("encode", case.name), &case.series, |b, series| {
             b.iter(|| encode_payload(black_box(series), ZSTD_LEVEL))
+        });
+        let spool_frame = encode_payload_with(&case.series, 1, Effort::Fast);
+        eprintln!(
+            "{}: as a spool frame (fast effort, zstd level 1) {} bytes ({:.3} bytes/record)",
+            case.name,
+            spool_frame.len(),
+            spool_frame.len() as f64 / case.records as f64
+        );
+        group.bench_with_input(
+            BenchmarkId::new("encode_spool_frame_smallest", case.name),
+            &case.series,
+            |b, series| b.iter(|| encode_payload_with(black_box(series), 1, Effort::Smallest)),
+        );
+        group.bench_with_input(BenchmarkId::new("encode_spool_frame_fast", case.name), &case.series, |b, series| {
+            b.iter(|| encode_payload_with(black_box(series), 1, Effort::Fast))
         });
         group.bench_with_input(BenchmarkId::new("decode", case.name), &payload, |b, payload| {
             b.iter(|| decode_payload(black_box(payload)).expect("the payload decodes"))

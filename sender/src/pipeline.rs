@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use diode_common::beacon::EpochReason;
-use diode_common::codec::{self, SeriesColumns};
+use diode_common::codec::{self, Effort, SeriesColumns};
 use diode_common::keys::SenderKey;
 use diode_common::record::{Record, RecordError};
 use diode_common::seal::{self, ChainPosition, GENESIS_HASH, SegmentHash};
@@ -47,7 +47,8 @@ use crate::framed_log::{self, Disk, FrameLocation, FramedLog, LogError, RealDisk
 
 const SPOOL_FILE_BYTES: u64 = 64 * 1024 * 1024;
 const SEGMENT_FILE_BYTES: u64 = 64 * 1024 * 1024;
-/// zstd level for spool frames: they are short-lived, so speed matters more than size.
+/// zstd level for spool frames: they are short-lived, so speed matters more than size (and they are
+/// encoded with [`Effort::Fast`]: about a tenth more bytes for two thirds of the encoding time).
 const SPOOL_ZSTD_LEVEL: i32 = 1;
 /// After a failed seal, the next try waits this long (sealing costs CPU; the disk needs an operator).
 pub const SEAL_RETRY_NS: i64 = 1_000_000_000;
@@ -520,7 +521,7 @@ impl Pipeline {
             return Err(SubmitError::SpoolFull { used_bytes, limit_bytes: self.settings.spool_max_bytes });
         }
         let contents: Vec<Vec<u8>> =
-            frames.iter().map(|series| codec::encode_payload(series, SPOOL_ZSTD_LEVEL)).collect();
+            frames.iter().map(|series| codec::encode_payload_with(series, SPOOL_ZSTD_LEVEL, Effort::Fast)).collect();
         let first_id = self.last_frame_id + 1;
         let sync = self.settings.fsync == FsyncPolicy::Always;
         if let Err(error) = self.spool.append_all(first_id, &contents, sync) {

@@ -139,9 +139,24 @@ impl DecodeBudget {
 // ---------------------------------------------------------------------------------------------
 // Encoding
 
+/// How hard an encoder looks for the smallest form of each column. Either gives bytes every
+/// decoder reads; only their size and the encoder's time differ.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Effort {
+    /// Every integer mode, lines included (their medians are most of the encoding's time), and
+    /// decimal floats where they are smaller: what the wire and the replica store.
+    #[default]
+    Smallest,
+    /// Integers as deltas or deltas of deltas only: for bytes kept a short while, such as the
+    /// sender's spool frames, which live until they are sealed.
+    Fast,
+}
+
 /// Collects the field streams of one or more series; [`finish`](Self::finish) writes them out.
 #[derive(Debug, Default)]
 pub(super) struct ColumnWriter {
+    /// How hard to look for the smallest form of each column.
+    effort: Effort,
     fields: [Vec<u8>; FIELD_COUNT],
     /// Reused for the medians of the integer modes, to save an allocation per column.
     scratch: Vec<i64>,
@@ -153,6 +168,11 @@ pub(super) struct ColumnWriter {
 }
 
 impl ColumnWriter {
+    /// A writer that looks as hard as `effort` says for each column's smallest form.
+    pub(super) fn with_effort(effort: Effort) -> Self {
+        Self { effort, ..Self::default() }
+    }
+
     /// Empties the field streams, keeping their memory for the next series.
     pub(super) fn clear(&mut self) {
         for field in &mut self.fields {
@@ -236,6 +256,11 @@ impl ColumnWriter {
         let delta_of_delta_bits = estimated_bits(first)
             + estimated_bits(deltas[0])
             + deltas.windows(2).map(|pair| estimated_bits(pair[1].wrapping_sub(pair[0]))).sum::<u64>();
+        if self.effort == Effort::Fast {
+            // Deltas or deltas of deltas only: the line's medians cost more than the rest.
+            self.write_deltas(values, deltas, fields, delta_of_delta_bits < delta_bits);
+            return;
+        }
         let period = median(&mut self.scratch, deltas.iter().copied());
         let (mut linear_bits, mut base) = linear_fit(&mut self.scratch, values, period);
         let mut slope = period;
@@ -254,7 +279,15 @@ impl ColumnWriter {
             for (index, value) in values.iter().enumerate() {
                 put_signed_varint(body, value.wrapping_sub(base.wrapping_add((index as i64).wrapping_mul(slope))));
             }
-        } else if delta_of_delta_bits < delta_bits {
+        } else {
+            self.write_deltas(values, deltas, fields, delta_of_delta_bits < delta_bits);
+        }
+    }
+
+    /// Writes two or more integers as deltas of deltas or as deltas.
+    fn write_deltas(&mut self, values: &[i64], deltas: &[i64], fields: IntegerFields, of_deltas: bool) {
+        let first = values[0];
+        if of_deltas {
             self.field(Field::Encodings).push(INTEGERS_DELTA_OF_DELTA);
             put_signed_varint(self.field(fields.head), first);
             put_signed_varint(self.field(fields.head), deltas[0]);

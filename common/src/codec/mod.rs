@@ -105,6 +105,7 @@ mod tests;
 use std::cell::RefCell;
 
 use crate::record::{self, MAX_TAGS_PER_SERIES, Quality, Record, RecordError, SeriesKey, Value};
+pub use columns::Effort;
 use columns::{ColumnReader, ColumnWriter, DecodeBudget};
 use wire::{Reader, put_bytes, put_signed_varint, put_varint};
 
@@ -468,7 +469,15 @@ pub fn decode_columns(bytes: &[u8], key: SeriesKey) -> Result<SeriesColumns, Cod
 /// # Panics
 /// If some columns have different lengths: a bug in the caller.
 pub fn encode_payload(series: &[SeriesColumns], zstd_level: i32) -> Vec<u8> {
-    let decoded = encode_decoded_payload(series);
+    encode_payload_with(series, zstd_level, Effort::Smallest)
+}
+
+/// [`encode_payload`], looking as hard as `effort` says for the smallest form of each column.
+///
+/// # Panics
+/// If some columns have different lengths: a bug in the caller.
+pub fn encode_payload_with(series: &[SeriesColumns], zstd_level: i32, effort: Effort) -> Vec<u8> {
+    let decoded = encode_decoded_payload(series, effort);
     // A decoded payload above 4 GiB cannot be decoded anyway (the limit is 64 MiB); saturate
     // rather than wrap so the decoder refuses it with a clear message.
     let decoded_length = u32::try_from(decoded.len()).unwrap_or(u32::MAX);
@@ -488,7 +497,7 @@ pub fn encode_payload(series: &[SeriesColumns], zstd_level: i32) -> Vec<u8> {
     payload
 }
 
-fn encode_decoded_payload(series: &[SeriesColumns]) -> Vec<u8> {
+fn encode_decoded_payload(series: &[SeriesColumns], effort: Effort) -> Vec<u8> {
     // The table is the sorted, distinct keys; ids[block] is the table index of block's key.
     let mut order: Vec<usize> = (0..series.len()).collect();
     order.sort_unstable_by(|&a, &b| series[a].key.cmp(&series[b].key));
@@ -510,7 +519,7 @@ fn encode_decoded_payload(series: &[SeriesColumns]) -> Vec<u8> {
     put_signed_varint(&mut out, base_ns);
     put_varint(&mut out, series.len() as u64);
     let mut id_steps = Vec::with_capacity(series.len());
-    let mut columns_writer = ColumnWriter::default();
+    let mut columns_writer = ColumnWriter::with_effort(effort);
     let mut previous_id: i64 = -1;
     for (columns, &id) in series.iter().zip(&ids) {
         // Ids as the step from the previous block's: 0 when blocks follow the table's order.

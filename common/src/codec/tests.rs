@@ -221,7 +221,7 @@ fn contexts_kept_per_thread_compress_and_decompress_as_fresh_ones_do() {
     for (step, level) in [(1, 1), (2, 3), (30, 3), (3, 1), (40, 19), (4, 3)] {
         records.clear();
         plant.generate_until(step * 1_000_000_000, &mut records);
-        let decoded = encode_decoded_payload(&group_records(&records));
+        let decoded = encode_decoded_payload(&group_records(&records), Effort::Smallest);
         let fresh = zstd::bulk::compress(&decoded, level).unwrap();
         assert_eq!(zstd_compress(&decoded, level).unwrap(), fresh, "level {level}, {} bytes", decoded.len());
         assert_eq!(zstd_decompress(&fresh, decoded.len()).unwrap(), decoded);
@@ -470,6 +470,32 @@ fn plant_payload_bytes(series_count: usize, base_rate_hz: f64, seconds: i64, seg
         bytes_total += payload.len();
     }
     (records_total, bytes_total)
+}
+
+#[test]
+fn fast_effort_round_trips_every_kind_and_costs_little_more_on_plant_data() {
+    let grouped = group_records(&varied_records());
+    let payload = encode_payload_with(&grouped, ZSTD_LEVEL, Effort::Fast);
+    assert_same_columns(&decode_payload(&payload).expect("a fast payload decodes"), &grouped);
+
+    let config =
+        PlantConfig { seed: 7, series_count: 1_000, base_rate_hz: PLANT_TEST_RATE_HZ, ..PlantConfig::default() };
+    let start_ns = config.start_ns;
+    let mut simulator = PlantSimulator::new(config);
+    let mut records = Vec::new();
+    simulator.generate_until(start_ns + 5_000 * MS, &mut records);
+    let grouped = group_records(&records);
+    let smallest = encode_payload_with(&grouped, 1, Effort::Smallest);
+    let fast = encode_payload_with(&grouped, 1, Effort::Fast);
+    assert_same_columns(&decode_payload(&fast).expect("a fast payload decodes"), &grouped);
+    let ratio = fast.len() as f64 / smallest.len() as f64;
+    eprintln!(
+        "zstd level 1, {} records: smallest {} bytes, fast {} bytes ({ratio:.2} times)",
+        records.len(),
+        smallest.len(),
+        fast.len()
+    );
+    assert!((1.0..1.6).contains(&ratio), "fast is {ratio:.2} times the smallest form");
 }
 
 #[test]
