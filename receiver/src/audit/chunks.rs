@@ -98,25 +98,35 @@ fn order_of(bucket_start_ns: i64, segment: SegmentKey) -> ChunkOrder {
 fn expected_chunks(parts: &[SignedPart<'_>], window: (i64, i64)) -> BTreeMap<ChunkOrder, Vec<Run>> {
     let mut expected: BTreeMap<ChunkOrder, Vec<Run>> = BTreeMap::new();
     for (part_index, part) in parts.iter().enumerate() {
-        let mut run: Option<(ChunkOrder, u32, u32)> = None;
+        let mut close = |(bucket_start_ns, start, end): (i64, u32, u32)| {
+            expected.entry(order_of(bucket_start_ns, part.segment)).or_default().push((part_index as u32, start, end));
+        };
+        // (bucket start, first row, row after the last) of the run being gathered.
+        let mut run: Option<(i64, u32, u32)> = None;
+        // The bucket of the previous row, [start, end): rows of one bucket follow each other, so
+        // most rows need no division to find theirs.
+        let mut bucket = (i64::MAX, i64::MIN);
         for (row, &timestamp_ns) in part.columns.timestamps_ns.iter().enumerate() {
             if !(window.0..=window.1).contains(&timestamp_ns) {
                 continue;
             }
-            let order = order_of(bucket_start(timestamp_ns), part.segment);
+            if !(bucket.0 <= timestamp_ns && timestamp_ns < bucket.1) {
+                let start_ns = bucket_start(timestamp_ns);
+                bucket = (start_ns, start_ns.saturating_add(BUCKET_NS));
+            }
             let row = row as u32;
             match &mut run {
-                Some((open, _, end)) if *open == order && *end == row => *end = row + 1,
+                Some((open, _, end)) if *open == bucket.0 && *end == row => *end = row + 1,
                 _ => {
-                    if let Some((order, start, end)) = run.take() {
-                        expected.entry(order).or_default().push((part_index as u32, start, end));
+                    if let Some(closed) = run.take() {
+                        close(closed);
                     }
-                    run = Some((order, row, row + 1));
+                    run = Some((bucket.0, row, row + 1));
                 }
             }
         }
-        if let Some((order, start, end)) = run {
-            expected.entry(order).or_default().push((part_index as u32, start, end));
+        if let Some(closed) = run {
+            close(closed);
         }
     }
     expected
