@@ -21,6 +21,10 @@ use diode_common::seal::{self, ChainPosition, GENESIS_HASH};
 use diode_receiver::audit::verify::{VerifyOptions, verify_replica};
 use diode_replica::Replica;
 
+/// The allocator the appliance's binary uses, so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const POINTS_PER_SEGMENT: usize = 50_000;
 const SERIES: usize = 1_000;
 const TARGET_POINTS: f64 = 100_000_000.0;

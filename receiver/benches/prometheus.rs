@@ -29,6 +29,10 @@ use diode_replica::Replica;
 #[path = "../../benches/support/measure.rs"]
 mod measure;
 
+/// The allocator the appliance's binary uses, so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// 2025-01-01T00:00:00Z.
 const START_NS: i64 = 1_735_689_600_000_000_000;
 const SECOND_NS: i64 = 1_000_000_000;
