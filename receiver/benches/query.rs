@@ -30,7 +30,7 @@ use diode_receiver::query::source::LockedReplica;
 #[path = "../../benches/support/measure.rs"]
 mod measure;
 
-use diode_replica::{Point, Replica};
+use diode_replica::{Point, Replica, SeriesInfo};
 use measure::Timing;
 
 /// The allocator the appliance's binary uses, so the figures are the binary's.
@@ -87,6 +87,16 @@ fn best_of<T>(mut run: impl FnMut() -> T) -> (Timing, T) {
 /// Best of [`measure::RUNS`] runs of `run`, timed on the process's CPU clock (every thread).
 fn best_of_all_threads<T>(mut run: impl FnMut() -> T) -> (Timing, T) {
     measure::best_of(measure::process_cpu_seconds, || (), |()| run())
+}
+
+/// Best of [`measure::RUNS`] runs of `request` as CSV to a sink, on the process's CPU clock; and
+/// the rows it gave.
+fn timed_query(replica: &Replica, series: &[SeriesInfo], request: &QueryRequest) -> (Timing, u64) {
+    best_of_all_threads(|| {
+        let mut out =
+            RowWriter::new(io::sink(), Format::Csv, TimeFormat::Ns, request.columns(), "rows", false).expect("writer");
+        run_query(replica, series, request, None, None, &mut out).expect("query").rows
+    })
 }
 
 /// Points of a scan, each checked (a figure that skipped errors would flatter the scan).
@@ -156,11 +166,7 @@ fn main() {
 
     for agg in ["mean", "twa", "min,max,mean,count,stddev"] {
         let request = request(from_ns, to_ns, Some("1m"), Some(agg));
-        let (timing, rows) = best_of_all_threads(|| {
-            let mut out = RowWriter::new(io::sink(), Format::Csv, TimeFormat::Ns, request.columns(), "rows", false)
-                .expect("writer");
-            run_query(&replica, &series, &request, None, None, &mut out).expect("query").rows
-        });
+        let (timing, rows) = timed_query(&replica, &series, &request);
         println!(
             "1-minute {agg} over {days} days ({rows} windows, CSV to a sink, {threads} threads): {}",
             timing.describe(points as f64, "points")
@@ -236,11 +242,7 @@ fn many_series(threads: usize) {
     let (from_ns, to_ns) = (START_NS, START_NS + hours * POINTS_PER_SEGMENT * SECOND_NS - 1);
     for agg in ["mean", "twa"] {
         let request = request_for(selector, from_ns, to_ns, Some("1m"), Some(agg));
-        let (timing, rows) = best_of_all_threads(|| {
-            let mut out = RowWriter::new(io::sink(), Format::Csv, TimeFormat::Ns, request.columns(), "rows", false)
-                .expect("writer");
-            run_query(&replica, &series, &request, None, None, &mut out).expect("query").rows
-        });
+        let (timing, rows) = timed_query(&replica, &series, &request);
         println!(
             "1-minute {agg} over {MANY} series of {DAYS} days ({rows} windows, CSV to a sink, {threads} threads): {}",
             timing.describe(points as f64, "points")
