@@ -365,6 +365,12 @@ impl Record {
     /// because NaN breaks aggregates and has no portable textual form in CSV or JSON.
     pub fn validate(&self) -> Result<(), RecordError> {
         self.series.validate()?;
+        self.validate_sample()
+    }
+
+    /// [`validate`](Self::validate) without the series: the timestamp and the value. For a source
+    /// that has checked its record's series once already (a parser's cached series).
+    pub fn validate_sample(&self) -> Result<(), RecordError> {
         validate_timestamp(self.timestamp_ns)?;
         match &self.value {
             Value::F64(v) => validate_f64(*v),

@@ -243,17 +243,26 @@ impl Server {
 }
 
 /// Posts `requests` bodies from `clients` concurrent connections.
-fn post_all(address: SocketAddr, bodies: &[Vec<u8>], requests: usize, clients: usize, gzip: bool) {
+/// Posts the bodies from `clients` keep-alive connections; returns the CPU seconds the clients'
+/// threads used (they run in this process, so a process CPU figure counts them too).
+fn post_all(address: SocketAddr, bodies: &[Vec<u8>], requests: usize, clients: usize, gzip: bool) -> f64 {
     let mut connections: Vec<Client> = (0..clients).map(|_| Client::connect(address)).collect();
     thread::scope(|scope| {
-        for (index, client) in connections.iter_mut().enumerate() {
-            scope.spawn(move || {
-                for request in (index..requests).step_by(clients) {
-                    client.post(&bodies[request % bodies.len()], gzip);
-                }
-            });
-        }
-    });
+        let threads: Vec<_> = connections
+            .iter_mut()
+            .enumerate()
+            .map(|(index, client)| {
+                scope.spawn(move || {
+                    let started = thread_cpu_seconds().unwrap_or(0.0);
+                    for request in (index..requests).step_by(clients) {
+                        client.post(&bodies[request % bodies.len()], gzip);
+                    }
+                    thread_cpu_seconds().unwrap_or(0.0) - started
+                })
+            })
+            .collect();
+        threads.into_iter().map(|thread| thread.join().expect("client thread")).sum()
+    })
 }
 
 fn bench_parse(texts: &[String], points_per_body: usize) {
@@ -339,17 +348,19 @@ fn bench_http() {
         let bodies: Vec<Vec<u8>> =
             texts.iter().map(|text| if gzip { self::gzip(text) } else { text.clone().into_bytes() }).collect();
         let requests = LINES_PER_RUN / lines;
-        let (timing, sealed) = best_of(
+        let (timing, (sealed, clients_cpu)) = best_of(
             process_cpu_seconds,
             || Server::start(fsync, grouped, sealer_thread),
             |server| {
-                post_all(server.address, &bodies, requests, clients, gzip);
-                server.stop()
+                let clients_cpu = post_all(server.address, &bodies, requests, clients, gzip);
+                (server.stop(), clients_cpu)
             },
         );
         assert_eq!(sealed as usize, requests * lines * 3);
+        // The sender's own CPU: the process's less what the clients' threads used (last run).
+        let sender_cpu = timing.cpu.map(|cpu| cpu - clients_cpu).filter(|&cpu| cpu > 0.0);
         println!(
-            "HTTP, {lines}-line bodies, {clients} client{}, {}, fsync = {fsync:?}{}: {} ({:.0} requests/s)",
+            "HTTP, {lines}-line bodies, {clients} client{}, {}, fsync = {fsync:?}{}: {} ({:.0} requests/s); without the clients' {clients_cpu:.2} s: {}",
             if clients == 1 { "" } else { "s" },
             if gzip { "gzip" } else { "plain" },
             match (grouped, sealer_thread) {
@@ -358,7 +369,9 @@ fn bench_http() {
                 (false, _) => ", one sync per write (no group commit)",
             },
             timing.describe(sealed as f64, "points"),
-            requests as f64 / timing.wall
+            requests as f64 / timing.wall,
+            sender_cpu
+                .map_or("?".to_owned(), |cpu| format!("{:.2} M points per CPU-second", sealed as f64 / cpu / 1e6))
         );
     }
 }

@@ -50,14 +50,13 @@
 //! Lines are scanned byte by byte once, with no regular expressions; names without escapes are
 //! borrowed from the body rather than copied. The measurement-and-tags part of a line is parsed
 //! once per distinct raw text and cached for the call (at most 4096 of them); once such a part
-//! repeats, the series of each of its fields is cached too, so a repeated series costs a clone of
-//! its key. A body of all-different series pays only for what its records own. Floats use
+//! repeats, the series of each of its fields is checked and cached too, so a repeated series costs
+//! a clone of its key and no second check. A body of all-different series pays only for what its records own. Floats use
 //! `str::parse::<f64>` (correctly rounded, fast enough: allocation of the records' strings, not
 //! number parsing, dominates). `benches/line_protocol.rs` measures 1.2 to 1.7 million points/s on
 //! one core of a shared machine.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::str::FromStr;
 
@@ -248,19 +247,22 @@ struct SeriesSection<'a> {
 /// A field parsed but not yet a record: its line's timestamp comes after it.
 struct PendingField {
     series: SeriesKey,
+    /// The series passed [`SeriesKey::validate`] already (it came from the cache).
+    series_valid: bool,
     value: Value,
 }
 
 struct LineParser<'a, 'o> {
     options: &'o ParseOptions,
-    sections: HashMap<&'a str, SeriesSection<'a>>,
+    /// foldhash, seeded per process: a body's sections cannot be chosen to collide.
+    sections: foldhash::HashMap<&'a str, SeriesSection<'a>>,
     /// Reused for every line so that parsing a line allocates only what its records own.
     pending: Vec<PendingField>,
 }
 
 impl<'a, 'o> LineParser<'a, 'o> {
     fn new(options: &'o ParseOptions) -> Self {
-        Self { options, sections: HashMap::new(), pending: Vec::new() }
+        Self { options, sections: foldhash::HashMap::default(), pending: Vec::new() }
     }
 
     /// Parses one non-blank, non-comment line (no leading blanks, no line ending).
@@ -299,7 +301,9 @@ impl<'a, 'o> LineParser<'a, 'o> {
         }
         for field in pending.drain(..) {
             let record = Record { series: field.series, timestamp_ns, value: field.value, quality };
-            record.validate().map_err(|error| format!("series {}: {error}", cut(&record.series.name, 100)))?;
+            // A cached series was checked when it was cached: a repeated series costs no scan.
+            let checked = if field.series_valid { record.validate_sample() } else { record.validate() };
+            checked.map_err(|error| format!("series {}: {error}", cut(&record.series.name, 100)))?;
             out.push(record);
         }
         Ok(())
@@ -371,14 +375,14 @@ fn parse_fields<'a>(
             *field_quality =
                 Some(quality_from_field(&value).map_err(|why| format!("quality field {raw_key:?} {why}"))?);
         } else {
-            let series = series_for_field(section, raw_key);
+            let (series, series_valid) = series_for_field(section, raw_key);
             if pending.iter().any(|field| field.series.name == series.name) {
                 return Err(format!(
                     "duplicate fields: field key {:?} appears twice; one series has one value per instant",
                     unescape(raw_key, KEY_ESCAPES)
                 ));
             }
-            pending.push(PendingField { series, value });
+            pending.push(PendingField { series, series_valid, value });
         }
         match after_value.as_bytes().first() {
             None | Some(b' ') => return Ok(after_value),
@@ -581,20 +585,23 @@ fn parse_boolean(token: &str) -> Result<Value, String> {
     }
 }
 
-/// The series `raw_key` names in `section`: cloned from the cache, or built (and cached when the
-/// section repeats). Validation is left to [`Record::validate`], which every record passes.
-fn series_for_field<'a>(section: &mut SeriesSection<'a>, raw_key: &'a str) -> SeriesKey {
+/// The series `raw_key` names in `section`, and whether it is known to pass
+/// [`SeriesKey::validate`]: cloned from the cache (only valid series are cached), or built (and,
+/// when the section repeats, checked and cached). Every record still passes [`Record::validate`]
+/// or, for a series known valid, [`Record::validate_sample`].
+fn series_for_field<'a>(section: &mut SeriesSection<'a>, raw_key: &'a str) -> (SeriesKey, bool) {
     if !section.repeated {
-        return build_series(section, raw_key);
+        return (build_series(section, raw_key), false);
     }
     if let Some((_, series)) = section.series_by_field.iter().find(|(key, _)| *key == raw_key) {
-        return series.clone();
+        return (series.clone(), true);
     }
     let series = build_series(section, raw_key);
-    if section.series_by_field.len() < MAX_CACHED_FIELDS_PER_SECTION {
+    let valid = series.validate().is_ok();
+    if valid && section.series_by_field.len() < MAX_CACHED_FIELDS_PER_SECTION {
         section.series_by_field.push((raw_key, series.clone()));
     }
-    series
+    (series, valid)
 }
 
 /// `measurement/field_key` with the section's tags (already sorted and unique).
@@ -1254,6 +1261,9 @@ mod tests {
     fn record_validation_refusals_are_reported_for_their_line() {
         assert_refused("m f=1 1\nm,t=a\u{1}b f=1", 2, "control character");
         assert_refused("m,t=a\tb f=1", 1, "control character");
+        // A section seen before: its new series is checked before it could be cached.
+        assert_refused("m,t=a f=1\nm,t=a g\u{1}h=1", 2, "control character");
+        assert_refused(&format!("m,t=a f=1\nm,t=a {}=1", "g".repeat(600)), 2, "series name is");
         assert_refused(&format!("{} f=1", "m".repeat(600)), 1, "series name is");
         let many_tags: Vec<String> = (0..=MAX_TAGS_PER_SERIES).map(|i| format!("t{i:02}=v")).collect();
         assert_refused(&format!("m,{} f=1", many_tags.join(",")), 1, "tags; the limit is 32");
