@@ -71,13 +71,14 @@ pub fn app(shared: Arc<Shared>, config: &HttpConfig) -> axum::Router {
     routes().layer(Extension(query_limits(config))).with_state(state)
 }
 
-/// Serves every route on `listen` with `config`'s token and limits; returns only when `listen`
-/// cannot be bound.
-pub async fn serve(listen: SocketAddr, shared: Arc<Shared>, config: &HttpConfig) -> Result<(), HttpError> {
-    let listener =
-        tokio::net::TcpListener::bind(listen).await.map_err(|source| HttpError::Listen { listen, source })?;
+/// The listener for [`serve`] (`http.listen`).
+pub async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener, HttpError> {
+    tokio::net::TcpListener::bind(listen).await.map_err(|source| HttpError::Listen { listen, source })
+}
+
+/// Serves every route on `listener` with `config`'s token and limits, for ever.
+pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, config: &HttpConfig) {
     diode_host::http_server::serve(listener, app(shared, config), limits(config), "http.max_connections").await;
-    Ok(())
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

@@ -161,15 +161,19 @@ pub fn router_with(state: IngestState, limits: &IngestLimits) -> axum::Router {
         .with_state(http)
 }
 
-/// Serves the HTTP routes on `listen` (see [`diode_host::http_server`]); returns only when the
-/// address cannot be bound.
-pub async fn serve_http(listen: SocketAddr, state: IngestState, limits: &IngestLimits) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen)
+/// The listener for [`serve_http`] (`ingest.http_listen`).
+pub async fn bind_http(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen for line protocol over HTTP on {listen}; change ingest.http_listen"))?;
-    tracing::info!(%listen, "accepting InfluxDB line protocol over HTTP");
+        .with_context(|| format!("cannot listen for line protocol over HTTP on {listen}; change ingest.http_listen"))
+}
+
+/// Serves the HTTP routes on `listener` (see [`diode_host::http_server`]), for ever.
+pub async fn serve_http(listener: tokio::net::TcpListener, state: IngestState, limits: &IngestLimits) {
+    if let Ok(listen) = listener.local_addr() {
+        tracing::info!(%listen, "accepting InfluxDB line protocol over HTTP");
+    }
     diode_host::http_server::serve(listener, router_with(state, limits), limits.http, "ingest.max_connections").await;
-    Ok(())
 }
 
 async fn ping() -> Response {
@@ -401,13 +405,12 @@ fn parse_body(body: &[u8], gzip: bool, max_body_bytes: usize, options: &ParseOpt
 /// acknowledged by nothing (TCP has no reply in this protocol), so lines are spooled in batches
 /// as they arrive. A bad line is logged and skipped; a full spool pauses reading (backpressure).
 /// At most [`IngestLimits::tcp_max_connections`] connections are served at once (more wait in
-/// the backlog); a failed accept (out of descriptors) is logged, backed off and retried. Returns
-/// only when the address cannot be bound.
-pub async fn serve_tcp(listen: SocketAddr, state: IngestState, limits: &IngestLimits) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen for line protocol over TCP on {listen}; change ingest.tcp_listen"))?;
-    tracing::info!(%listen, "accepting line protocol over TCP");
+/// the backlog); a failed accept (out of descriptors) is logged, backed off and retried. Serves
+/// for ever.
+pub async fn serve_tcp(listener: tokio::net::TcpListener, state: IngestState, limits: &IngestLimits) {
+    if let Ok(listen) = listener.local_addr() {
+        tracing::info!(%listen, "accepting line protocol over TCP");
+    }
     diode_host::fd_limit::reserve(limits.tcp_max_connections, "ingest.tcp_max_connections");
     let connections = Arc::new(tokio::sync::Semaphore::new(limits.tcp_max_connections));
     let (accept_failed, cap_reached) = (RateLimitedWarning::default(), RateLimitedWarning::default());
@@ -426,7 +429,7 @@ pub async fn serve_tcp(listen: SocketAddr, state: IngestState, limits: &IngestLi
                     )
                 });
                 // The semaphore is never closed.
-                let Ok(permit) = Arc::clone(&connections).acquire_owned().await else { return Ok(()) };
+                let Ok(permit) = Arc::clone(&connections).acquire_owned().await else { return };
                 permit
             }
         };
@@ -564,15 +567,27 @@ async fn spool_text(state: &IngestState, text: String) {
     }
 }
 
-/// Raw line protocol over UDP, one batch per datagram (Telegraf's socket_writer with udp://).
-/// Returns only when the address cannot be bound.
-pub async fn serve_udp(listen: SocketAddr, state: IngestState) -> anyhow::Result<()> {
-    let socket = tokio::net::UdpSocket::bind(listen)
+/// The listener for [`serve_tcp`] (`ingest.tcp_listen`).
+pub async fn bind_tcp(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen for line protocol over UDP on {listen}; change ingest.udp_listen"))?;
-    tracing::info!(%listen, "accepting line protocol over UDP");
+        .with_context(|| format!("cannot listen for line protocol over TCP on {listen}; change ingest.tcp_listen"))
+}
+
+/// The socket for [`serve_udp`] (`ingest.udp_listen`).
+pub async fn bind_udp(listen: SocketAddr) -> anyhow::Result<tokio::net::UdpSocket> {
+    tokio::net::UdpSocket::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen for line protocol over UDP on {listen}; change ingest.udp_listen"))
+}
+
+/// Raw line protocol over UDP, one batch per datagram (Telegraf's socket_writer with udp://),
+/// for ever.
+pub async fn serve_udp(socket: tokio::net::UdpSocket, state: IngestState) {
+    if let Ok(listen) = socket.local_addr() {
+        tracing::info!(%listen, "accepting line protocol over UDP");
+    }
     receive_datagrams(&socket, state).await;
-    Ok(())
 }
 
 /// Where datagrams come from: a UDP socket, or a test's script of datagrams and errors.
@@ -1002,16 +1017,12 @@ mod tests {
     async fn a_tcp_connection_beyond_the_cap_waits_for_a_free_place_and_loses_nothing() {
         use tokio::io::AsyncWriteExt;
         let fixture = fixture(None, 1 << 20);
-        let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let listener = bind_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let listen = listener.local_addr().unwrap();
         let limits = IngestLimits { tcp_max_connections: 1, ..IngestLimits::default() };
         let state = fixture.state.clone();
-        let listener = tokio::spawn(async move { serve_tcp(listen, state, &limits).await });
-        let mut first = loop {
-            if let Ok(stream) = tokio::net::TcpStream::connect(listen).await {
-                break stream;
-            }
-            tokio::task::yield_now().await;
-        };
+        let listener = tokio::spawn(async move { serve_tcp(listener, state, &limits).await });
+        let mut first = tokio::net::TcpStream::connect(listen).await.unwrap();
         first.write_all(b"m f=1 1\n").await.unwrap();
         // The second connection, beyond the cap, sends its line and closes at once.
         let mut second = tokio::net::TcpStream::connect(listen).await.unwrap();

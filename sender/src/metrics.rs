@@ -126,10 +126,9 @@ impl SenderMetrics {
     }
 }
 
-/// Serves `/metrics` until the runtime stops, with at most `max_connections` connections and the
-/// default timeouts of [`diode_host::http_server`]; returns only when `listen` cannot be bound.
-pub async fn serve(listen: SocketAddr, metrics: Arc<SenderMetrics>, max_connections: usize) -> anyhow::Result<()> {
-    use anyhow::Context;
+/// Serves `/metrics` on `listener` until the runtime stops, with at most `max_connections`
+/// connections and the default timeouts of [`diode_host::http_server`].
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<SenderMetrics>, max_connections: usize) {
     use axum::routing::get;
     let app = axum::Router::new().route(
         "/metrics",
@@ -138,12 +137,16 @@ pub async fn serve(listen: SocketAddr, metrics: Arc<SenderMetrics>, max_connecti
             async move { ([("content-type", "text/plain; version=0.0.4")], metrics.render()) }
         }),
     );
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen for metrics on {listen}; change metrics.listen"))?;
     let limits = diode_host::http_server::HttpLimits { max_connections, ..Default::default() };
     diode_host::http_server::serve(listener, app, limits, "metrics.max_connections").await;
-    Ok(())
+}
+
+/// The listener for [`serve`] (`metrics.listen`).
+pub async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    use anyhow::Context;
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {listen}; change metrics.listen"))
 }
 
 #[cfg(test)]

@@ -101,6 +101,14 @@ fn link_settings(config: &SenderConfig) -> anyhow::Result<LinkSettings> {
 pub fn run(config: SenderConfig, options: RunOptions) -> anyhow::Result<()> {
     let key = keyfiles::load_signing_key(&config.keys.signing_key)?;
     let link_key = keyfiles::load_link_key(&config.keys.link_key)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    // Before anything starts: an address that cannot be bound stops the sender here, saying
+    // which setting to change, instead of leaving it running without that listener.
+    let listeners = runtime.block_on(Listeners::bind(&config))?;
     let (segment_tx, segment_rx) = std::sync::mpsc::sync_channel(64);
     let pipeline = Pipeline::open(pipeline_settings(&config), key.clone(), now_ns(), segment_tx)?;
     let epoch = pipeline.epoch().clone();
@@ -145,11 +153,6 @@ pub fn run(config: SenderConfig, options: RunOptions) -> anyhow::Result<()> {
         None
     };
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
     let committer = Committer::start(Arc::clone(&pipeline)).context("cannot start the spool committer thread")?;
     let metrics = Arc::new(SenderMetrics {
         sender_id: config.sender_id,
@@ -160,16 +163,12 @@ pub fn run(config: SenderConfig, options: RunOptions) -> anyhow::Result<()> {
         sources: Arc::new(SourceRegistry::default()),
     });
     runtime.block_on(async {
-        if let Some(listen) = config.metrics.listen {
+        if let Some(listener) = listeners.metrics {
             let (metrics, max_connections) = (Arc::clone(&metrics), config.metrics.max_connections);
-            tokio::spawn(async move {
-                if let Err(error) = metrics::serve(listen, metrics, max_connections).await {
-                    tracing::error!("{error:#}");
-                }
-            });
+            tokio::spawn(metrics::serve(listener, metrics, max_connections));
         }
         start_sources(&config, &committer, &metrics.sources);
-        start_ingest(&config, committer);
+        start_ingest(&config, committer, listeners.ingest);
         wait_for_end(options, &source_done).await;
     });
 
@@ -202,7 +201,49 @@ pub fn run(config: SenderConfig, options: RunOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn start_ingest(config: &SenderConfig, committer: Committer) {
+/// The sockets the configuration asks the sender to listen on, bound by [`Listeners::bind`].
+struct Listeners {
+    metrics: Option<tokio::net::TcpListener>,
+    ingest: IngestListeners,
+}
+
+/// `[ingest]`'s listeners.
+struct IngestListeners {
+    http: Option<tokio::net::TcpListener>,
+    tcp: Option<tokio::net::TcpListener>,
+    udp: Option<tokio::net::UdpSocket>,
+}
+
+impl Listeners {
+    /// Binds every address `[metrics]` and `[ingest]` name; the first that cannot be bound is the
+    /// error, naming its setting.
+    async fn bind(config: &SenderConfig) -> anyhow::Result<Listeners> {
+        let ingest = &config.ingest;
+        Ok(Listeners {
+            metrics: match config.metrics.listen {
+                Some(listen) => Some(metrics::bind(listen).await?),
+                None => None,
+            },
+            ingest: IngestListeners {
+                http: match ingest.http_listen {
+                    Some(listen) => Some(crate::ingest::bind_http(listen).await?),
+                    None => None,
+                },
+                tcp: match ingest.tcp_listen {
+                    Some(listen) => Some(crate::ingest::bind_tcp(listen).await?),
+                    None => None,
+                },
+                udp: match ingest.udp_listen {
+                    Some(listen) => Some(crate::ingest::bind_udp(listen).await?),
+                    None => None,
+                },
+            },
+        })
+    }
+}
+
+/// Serves the ingest listeners (`[ingest]`) through `committer`.
+fn start_ingest(config: &SenderConfig, committer: Committer, listeners: IngestListeners) {
     let ingest = &config.ingest;
     let state = IngestState {
         committer,
@@ -212,16 +253,16 @@ fn start_ingest(config: &SenderConfig, committer: Committer) {
         quality_tag: ingest.quality_tag.clone(),
     };
     let limits = crate::ingest::IngestLimits::from_config(ingest);
-    if let Some(listen) = ingest.http_listen {
+    if let Some(listener) = listeners.http {
         let state = state.clone();
-        tokio::spawn(async move { report(crate::ingest::serve_http(listen, state, &limits).await) });
+        tokio::spawn(async move { crate::ingest::serve_http(listener, state, &limits).await });
     }
-    if let Some(listen) = ingest.tcp_listen {
+    if let Some(listener) = listeners.tcp {
         let state = state.clone();
-        tokio::spawn(async move { report(crate::ingest::serve_tcp(listen, state, &limits).await) });
+        tokio::spawn(async move { crate::ingest::serve_tcp(listener, state, &limits).await });
     }
-    if let Some(listen) = ingest.udp_listen {
-        tokio::spawn(async move { report(crate::ingest::serve_udp(listen, state).await) });
+    if let Some(socket) = listeners.udp {
+        tokio::spawn(crate::ingest::serve_udp(socket, state));
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -14,6 +14,7 @@ use diode_common::plant::{PlantConfig, PlantSimulator};
 use diode_common::record::{Record, SeriesKey};
 use diode_replica::Replica;
 
+use crate::ports::free_address;
 use crate::relay::{LossModel, Relay};
 
 /// Everything a lab run can vary.
@@ -113,14 +114,6 @@ pub fn find_bin_dir() -> anyhow::Result<PathBuf> {
     )
 }
 
-fn free_udp_port() -> anyhow::Result<SocketAddr> {
-    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
-}
-
-fn free_tcp_port() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
 impl Lab {
     /// Generates keys and configs in `dir` and starts the relay.
     pub fn new(dir: &Path, options: LabOptions) -> anyhow::Result<Lab> {
@@ -131,9 +124,9 @@ impl Lab {
             let output = Command::new(bin_dir.join("diode-sender")).args(["keygen", "--dir"]).arg(&keys).output()?;
             anyhow::ensure!(output.status.success(), "keygen failed: {}", String::from_utf8_lossy(&output.stderr));
         }
-        let receiver_udp = free_udp_port()?;
-        let receiver_http = free_tcp_port()?;
-        let sender_ingest = free_tcp_port()?;
+        let receiver_udp = free_address();
+        let receiver_http = free_address();
+        let sender_ingest = free_address();
         let relay = Relay::start(receiver_udp, options.loss.clone())?;
         let lab = Lab {
             dir: dir.to_owned(),
@@ -273,10 +266,10 @@ listen = "{http}"
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.metrics().is_err() {
             if Instant::now() > deadline {
-                bail!("the receiver did not start; see {}", self.dir.join("receiver.log").display());
+                bail!("the receiver did not start in 30 s; its log ends:\n{}", self.log_tail("receiver.log"));
             }
             if let Some(status) = self.receiver.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                bail!("the receiver exited ({status}); see {}", self.dir.join("receiver.log").display());
+                bail!("the receiver exited ({status}); its log ends:\n{}", self.log_tail("receiver.log"));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -303,7 +296,15 @@ listen = "{http}"
         )?);
         let deadline = Instant::now() + Duration::from_secs(30);
         while http_get(self.sender_ingest, "/health").is_err() {
-            anyhow::ensure!(Instant::now() < deadline, "the sender's ingest listener did not start");
+            if Instant::now() > deadline {
+                bail!(
+                    "the sender's ingest listener did not start in 30 s; its log ends:\n{}",
+                    self.log_tail("sender.log")
+                );
+            }
+            if let Some(status) = self.sender.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!("the sender exited ({status}); its log ends:\n{}", self.log_tail("sender.log"));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(())
@@ -314,6 +315,19 @@ listen = "{http}"
         let child = self.sender.as_ref().context("no sender running")?;
         let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
         self.wait_sender(Duration::from_secs(60))
+    }
+
+    /// The last lines of one of the lab's logs (`sender.log`, `receiver.log`), for an error: the
+    /// lab's directory is usually a temporary one, gone by the time anyone reads the error.
+    pub fn log_tail(&self, name: &str) -> String {
+        const LINES: usize = 40;
+        match std::fs::read_to_string(self.dir.join(name)) {
+            Ok(log) => {
+                let lines: Vec<&str> = log.lines().collect();
+                lines[lines.len().saturating_sub(LINES)..].join("\n")
+            }
+            Err(error) => format!("({name} cannot be read: {error})"),
+        }
     }
 
     pub fn sender_pid(&self) -> Option<u32> {
@@ -358,7 +372,7 @@ listen = "{http}"
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                bail!("the sender did not finish in {timeout:?}; see {}", self.dir.join("sender.log").display());
+                bail!("the sender did not finish in {timeout:?}; its log ends:\n{}", self.log_tail("sender.log"));
             }
             std::thread::sleep(Duration::from_millis(20));
         }

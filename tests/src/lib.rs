@@ -4,5 +4,6 @@
 #![forbid(unsafe_code)]
 
 pub mod lab;
+pub mod ports;
 pub mod relay;
 pub mod replicas;

@@ -60,9 +60,9 @@ pub fn serve_section(listen: SocketAddr, tls: &Path) -> String {
     )
 }
 
-/// A free UDP port on loopback.
+/// A free UDP port on loopback (see [`crate::ports`]).
 pub fn free_udp_address() -> anyhow::Result<SocketAddr> {
-    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
+    Ok(crate::ports::free_address())
 }
 
 /// A receiver fed by an upstream receiver over QUIC, run as a process.
@@ -86,7 +86,7 @@ impl Downstream {
         serve: Option<SocketAddr>,
     ) -> anyhow::Result<Downstream> {
         std::fs::create_dir_all(dir)?;
-        let http = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let http = crate::ports::free_address();
         let mut config = format!(
             "replica_dir = \"replica\"\n\n[upstream]\naddress = \"{upstream}\"\nserver_name = \"{UPSTREAM_NAME}\"\n\
              name = \"{name}\"\ncertificate = \"{crt}\"\nprivate_key = \"{key}\"\nca_certificate = \"{ca}\"\n\n\

@@ -17,6 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use diode_tests::lab::{Lab, LabOptions, find_bin_dir};
+use diode_tests::ports::free_address as free_port;
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 
 /// Idle connections opened against each HTTP listener.
@@ -157,10 +158,6 @@ fn wait_until_closed(slowloris: &Slowloris) {
         assert!(Instant::now() < deadline, "the slowloris connection is still open after a minute");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
 /// Adds `text` to the `[ingest]` section of the lab's sender config.

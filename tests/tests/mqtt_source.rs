@@ -9,7 +9,7 @@
 //! tests fail and say to run `source scripts/prepare`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use diode_common::record::{Quality, SeriesKey, Value};
 use diode_replica::Replica;
 use diode_tests::lab::{Lab, LabOptions, http_get};
+use diode_tests::ports::free_port;
 
 const SOURCE: &str = "plant-broker";
 /// The probe the publisher sends until the sender is subscribed; not part of the comparison.
@@ -43,10 +44,6 @@ fn python() -> PathBuf {
 
 fn script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python").join(name)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A mosquitto broker of the test's own, on loopback; killed when dropped.

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use diode_common::record::{Quality, SeriesKey, Value};
 use diode_replica::Replica;
 use diode_tests::lab::{Lab, LabOptions, http_get};
+use diode_tests::ports::free_port;
 
 const SOURCE: &str = "plant-opcua";
 const MAX_LISTED_MISMATCHES: usize = 20;
@@ -39,10 +40,6 @@ fn python() -> PathBuf {
         ),
         Err(error) => panic!("no Python at {} ({error}); run `source scripts/prepare`", python.display()),
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// The series each variable is stored under: browse path below (and including) the browsed

@@ -170,3 +170,30 @@ fn forged_and_tampered_datagrams_never_reach_the_replica() {
     let verification = lab.verify_replica().unwrap();
     assert!(verification.is_exact(), "{verification:?}");
 }
+
+#[test]
+fn an_address_already_taken_stops_either_appliance_at_start_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::new(dir.path(), LabOptions { series: 10, max_records: 1_000, ..LabOptions::default() }).unwrap();
+    // Another process holds the receiver's HTTP address: the receiver exits, and says so.
+    let taken = std::net::TcpListener::bind(lab.receiver_http).unwrap();
+    let error = lab.start_receiver().unwrap_err().to_string();
+    assert!(error.contains("the receiver exited"), "{error}");
+    assert!(error.contains(&format!("cannot listen for HTTP on {}; change http.listen", lab.receiver_http)), "{error}");
+    drop(taken);
+    lab.start_receiver().unwrap();
+
+    // Likewise the sender's ingest address: it exits before spooling or sending anything.
+    let taken = std::net::TcpListener::bind(lab.sender_ingest).unwrap();
+    let error = lab.start_sender_until_stopped().unwrap_err().to_string();
+    assert!(error.contains("the sender exited"), "{error}");
+    let expected =
+        format!("cannot listen for line protocol over HTTP on {}; change ingest.http_listen", lab.sender_ingest);
+    assert!(error.contains(&expected), "{error}");
+    assert!(!error.contains("diode-sender starting"), "the sender started before binding its listeners: {error}");
+    drop(taken);
+    lab.start_sender().unwrap();
+    assert!(lab.wait_sender(Duration::from_secs(120)).unwrap().success(), "the sender failed");
+    assert!(lab.wait_for_points(1_000, Duration::from_secs(60)), "the replica did not reach 1,000 points");
+    lab.stop_receiver().unwrap();
+}

@@ -32,6 +32,13 @@ pub fn run(config: ReceiverConfig) -> anyhow::Result<()> {
     let options = ReplicaOptions { sync_writes: config.replica.sync == ReplicaSync::Always };
     let replica = Replica::open_with(&config.replica_dir, options)
         .with_context(|| format!("cannot open the replica in {}", config.replica_dir.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    // Before any thread starts: an address that cannot be bound stops the receiver here, saying
+    // which setting to change, instead of leaving it running without its API and metrics.
+    let http_listener = match config.http.listen {
+        Some(listen) => Some(runtime.block_on(crate::http::bind(listen))?),
+        None => None,
+    };
     let shared = Arc::new(Shared::new(replica));
     let (queue_tx, queue_rx) = std::sync::mpsc::sync_channel(config.reassembly.apply_queue_segments);
     // Fed by the diode link (the receive thread) or by an upstream receiver (a task below).
@@ -56,18 +63,12 @@ pub fn run(config: ReceiverConfig) -> anyhow::Result<()> {
         thread::Builder::new().name("apply".into()).spawn(move || apply::apply_loop(queue_rx, trusted, shared))?
     };
     let sinks = crate::sinks::start(&config.sinks, &shared)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let http = config.http.clone();
     runtime.block_on(async {
         crate::replicate::start(&config, &shared, upstream_queue)?;
-        if let Some(listen) = http.listen {
+        if let Some(listener) = http_listener {
             let shared = Arc::clone(&shared);
-            let http = http.clone();
-            tokio::spawn(async move {
-                if let Err(error) = crate::http::serve(listen, shared, &http).await {
-                    tracing::error!("{:#}", anyhow::Error::new(error));
-                }
-            });
+            tokio::spawn(async move { crate::http::serve(listener, shared, &http).await });
         }
         let stopped_by_thread = async {
             let receive_finished = || receive.as_ref().is_some_and(|thread| thread.is_finished());

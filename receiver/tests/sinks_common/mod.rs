@@ -139,10 +139,12 @@ fn print_replica_reads_alone(shared: &Shared) {
     println!("replica reads alone: {read} points at {:.0} points/s", read as f64 / start.elapsed().as_secs_f64());
 }
 
-/// A loopback port nothing listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+/// Loopback ports for the servers the sink tests start (shared with the end-to-end tests'
+/// crate, which this one cannot depend on).
+#[path = "../../../tests/src/ports.rs"]
+mod ports;
+#[allow(unused_imports)] // Not every sink test starts a server.
+pub use ports::free_port;
 
 /// Stops the receiver's threads (here: the sink's) and waits for the sink's thread.
 pub fn stop(shared: &Shared, thread: std::thread::JoinHandle<()>) {

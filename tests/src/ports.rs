@@ -1,0 +1,60 @@
+//! Loopback ports for the servers the tests start as child processes.
+//!
+//! A port the kernel picks for `bind(127.0.0.1:0)` comes from its ephemeral range, the range it
+//! also takes the local port of every outgoing connection from. Between the moment a test frees
+//! such a port and the moment its child binds it, any client connection on the machine may take
+//! it, and so may the test's own polling of the not-yet-listening port (a loopback connection to
+//! a port in that range can be given that same port as its source, and connects to itself). The
+//! child's bind then fails. The ports here come from below the ephemeral range, where the kernel
+//! never picks a port by itself, and are checked free for both TCP and UDP when handed out; the
+//! only remaining race is with another test process's choice, which starts elsewhere in the
+//! range (it depends on the process id) and is told apart by the child's "cannot listen" error.
+//!
+//! Also compiled into `receiver/tests/sinks_common` (`#[path]`), which cannot depend on this crate.
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The lowest port handed out: above the ports services are commonly configured on.
+const LOWEST: u32 = 20_000;
+/// Where the kernel's ephemeral range starts when `/proc` does not say (Linux's default).
+const DEFAULT_EPHEMERAL_LOW: u32 = 32_768;
+
+/// Candidates handed out by this process so far; with the process id, where the next one is.
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// The first port of the kernel's ephemeral range (`net.ipv4.ip_local_port_range`).
+fn ephemeral_low() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(DEFAULT_EPHEMERAL_LOW)
+}
+
+/// A loopback port free for both TCP and UDP now, outside the kernel's ephemeral range, never
+/// handed out before by this process.
+pub fn free_port() -> u16 {
+    let low = LOWEST;
+    // A range moved down below 20,000 by the machine's operator leaves the ports above it.
+    let (low, high) = match ephemeral_low() {
+        ephemeral if ephemeral > low + 1_000 => (low, ephemeral),
+        _ => (61_000, 65_535),
+    };
+    let span = high - low;
+    // Successive processes start far apart (a prime stride), and each walks its own sequence.
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (low + (start + n.wrapping_mul(104_729)) % span) as u16;
+        let free = TcpListener::bind(("127.0.0.1", port)).is_ok() && UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {low}..{high}");
+}
+
+/// [`free_port`] as a loopback address.
+pub fn free_address() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
