@@ -14,18 +14,13 @@ pub(crate) const RUNS: usize = 3;
 /// On-CPU seconds of this thread (Linux `/proc/thread-self/schedstat`, nanoseconds). `None`
 /// elsewhere.
 pub(crate) fn thread_cpu_seconds() -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    Some(text.split_whitespace().next()?.parse::<u64>().ok()? as f64 / 1e9)
+    Some(diode_host::clock::thread_cpu_ns()? as f64 / 1e9)
 }
 
 /// On-CPU seconds of the whole process, all threads (Linux `/proc/self/stat`, 10 ms ticks).
 /// `None` elsewhere.
 pub(crate) fn process_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
+    Some(diode_host::process::stat(std::process::id())?.cpu_seconds)
 }
 
 /// Wall and on-CPU seconds of one run.

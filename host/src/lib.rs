@@ -14,5 +14,6 @@ pub mod generated;
 pub mod http_server;
 pub mod keyfile;
 pub mod logging;
+pub mod process;
 pub mod signals;
 pub mod sync;

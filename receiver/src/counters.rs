@@ -136,7 +136,7 @@ impl ReceiverCounters {
         }
         let announced = self.announced_head.load(Ordering::Relaxed);
         let applied = self.applied_head.load(Ordering::Relaxed);
-        let gauges: [(&str, &str, i64); 5] = [
+        let gauges: [(&str, &str, i64); 3] = [
             (
                 "diode_receiver_replica_write_blocked",
                 "1 while apply waits for a failing replica write to succeed (segments queue, then are shed).",
@@ -152,19 +152,26 @@ impl ReceiverCounters {
                 "Missing sequences known to the replica.",
                 self.gap_segments.load(Ordering::Relaxed) as i64,
             ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        }
+        // Instants as Prometheus names them: seconds since the Unix epoch (0: not yet).
+        let instants = [
             (
-                "diode_receiver_last_beacon_received_ns",
+                "diode_receiver_last_beacon_received_timestamp_seconds",
                 "When the latest verified beacon arrived.",
                 self.last_beacon_received_ns.load(Ordering::Relaxed),
             ),
             (
-                "diode_receiver_last_apply_ns",
+                "diode_receiver_last_apply_timestamp_seconds",
                 "When a segment was last applied.",
                 self.last_apply_ns.load(Ordering::Relaxed),
             ),
         ];
-        for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        for (name, help, ns) in instants {
+            let seconds = ns as f64 / 1e9;
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {seconds}");
         }
         render_reassembly(&mut out, &locks::lock(&self.reassembly));
         out

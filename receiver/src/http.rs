@@ -99,6 +99,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
          # TYPE diode_receiver_replica_series gauge\ndiode_receiver_replica_series {series}\n"
     ));
     text.push_str(&state.shared.replication.render_metrics());
+    diode_host::process::render_metrics(&mut text, "diode_receiver");
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }
 

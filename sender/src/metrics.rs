@@ -122,6 +122,7 @@ impl SenderMetrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
         }
         self.sources.render(&mut out);
+        diode_host::process::render_metrics(&mut out, "diode_sender");
         out
     }
 }
@@ -171,8 +172,10 @@ mod tests {
         {
             assert_eq!(text.lines().filter(|l| *l == line).count(), 1, "{line} in\n{text}");
         }
-        let samples = text.lines().filter(|l| !l.starts_with('#')).count();
-        let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
+        // One sample per metric, but the CPU by thread, which has one per thread name.
+        let by_thread = "diode_sender_thread_cpu_seconds_total";
+        let samples = text.lines().filter(|l| !l.starts_with('#') && !l.starts_with(by_thread)).count();
+        let types = text.lines().filter(|l| l.starts_with("# TYPE ") && !l.contains(by_thread)).count();
         assert_eq!(samples, types, "one sample per metric");
     }
 }

@@ -597,15 +597,8 @@ pub struct ThreadCpu {
 impl ThreadCpu {
     /// Reads the threads of `pid` now, keeping those that have ended since the last read.
     pub fn read(&mut self, pid: u32) {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return };
-        for task in tasks.flatten() {
-            let Some(tid) = task.file_name().to_str().and_then(|tid| tid.parse::<u32>().ok()) else { continue };
-            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
-            let Some((head, after_name)) = stat.rsplit_once(')') else { continue };
-            let Some((_, name)) = head.split_once('(') else { continue };
-            let fields: Vec<&str> = after_name.split_whitespace().collect();
-            let ticks = |index: usize| fields.get(index).and_then(|field| field.parse::<f64>().ok()).unwrap_or(0.0);
-            self.threads.insert(tid, (name.to_owned(), (ticks(11) + ticks(12)) / 100.0));
+        for thread in diode_host::process::threads(pid) {
+            self.threads.insert(thread.tid, (thread.name, thread.cpu_seconds));
         }
     }
 
@@ -624,12 +617,7 @@ impl ThreadCpu {
     }
 }
 
-/// CPU seconds (user + system) a process has used so far, from /proc.
+/// CPU seconds (user + system) a process has used so far, from /proc; `None` once it has gone.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_name = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
+    Some(diode_host::process::stat(pid)?.cpu_seconds)
 }

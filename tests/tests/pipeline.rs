@@ -195,5 +195,38 @@ fn an_address_already_taken_stops_either_appliance_at_start_naming_the_setting()
     lab.start_sender().unwrap();
     assert!(lab.wait_sender(Duration::from_secs(120)).unwrap().success(), "the sender failed");
     assert!(lab.wait_for_points(1_000, Duration::from_secs(60)), "the replica did not reach 1,000 points");
+
+    // The receiver's metrics include the standard process figures and its threads' CPU, in a
+    // form Prometheus's own checker accepts.
+    let metrics = lab.metrics().unwrap();
+    assert!(metrics["process_cpu_seconds_total"] > 0.0, "{metrics:?}");
+    assert!(metrics["process_resident_memory_bytes"] > 0.0, "{metrics:?}");
+    assert!(metrics.contains_key("diode_receiver_thread_cpu_seconds_total{thread=\"apply\"}"), "{metrics:?}");
+    let text = diode_tests::lab::http_get(lab.receiver_http, "/metrics").unwrap();
+    match promtool_check_metrics(&text) {
+        Some(Err(problems)) => panic!("promtool check metrics: {problems}\n{text}"),
+        Some(Ok(())) => {}
+        None => eprintln!("skipped the promtool check: promtool is not installed (scripts/prepare installs it)"),
+    }
     lab.stop_receiver().unwrap();
+}
+
+/// `promtool check metrics` on `text`: `None` when promtool is not installed.
+fn promtool_check_metrics(text: &str) -> Option<Result<(), String>> {
+    use std::io::Write;
+    let mut child = match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(error) => panic!("cannot run promtool: {error}"),
+    };
+    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write to promtool");
+    let output = child.wait_with_output().expect("promtool");
+    let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    Some(if output.status.success() && said.trim().is_empty() { Ok(()) } else { Err(said) })
 }

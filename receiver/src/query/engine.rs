@@ -279,22 +279,25 @@ const MAX_QUERY_THREADS: usize = 8;
 /// they computed in parallel plus the machine's cores, and the apply thread keeps its share.
 static WORKERS_TAKEN: AtomicUsize = AtomicUsize::new(0);
 
-/// The worker threads all queries may hold at once: one per core, at most [`MAX_QUERY_THREADS`].
+/// The worker threads all queries may hold at once: one per core, at most [`MAX_QUERY_THREADS`];
+/// read once (`available_parallelism` reads cgroup files on Linux).
 fn worker_budget() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(MAX_QUERY_THREADS)
+    static BUDGET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BUDGET
+        .get_or_init(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(MAX_QUERY_THREADS))
 }
 
 /// Worker threads borrowed from the process's budget, given back when dropped.
 struct Borrowed(usize);
 
 impl Borrowed {
-    /// Up to `wanted` workers, or none when fewer than two are free (one worker beside a waiting
-    /// writer computes no faster than the calling thread alone).
-    fn take(wanted: usize) -> Self {
+    /// Every worker no other query holds, or none when fewer than two are free (one worker beside
+    /// a waiting writer computes no faster than the calling thread alone).
+    fn take() -> Self {
         let budget = worker_budget();
         let mut taken = WORKERS_TAKEN.load(Ordering::Relaxed);
         loop {
-            let count = wanted.min(budget.saturating_sub(taken));
+            let count = budget.saturating_sub(taken);
             if count < 2 {
                 return Borrowed(0);
             }
@@ -526,7 +529,7 @@ fn run<S: PointSource + Sync, W: Write>(
     let mut units = first.into_iter().chain(rest);
     let (threads, _borrowed) = match threads {
         Threads::Shared if several => {
-            let borrowed = Borrowed::take(worker_budget());
+            let borrowed = Borrowed::take();
             (borrowed.0, Some(borrowed))
         }
         // A query of one unit (one series' raw rows, a few days of one series' windows) has

@@ -167,34 +167,25 @@ pub fn sink_errors(shared: &Shared, name: &str) -> u64 {
 }
 
 /// CPU seconds (user and system) the process `pid` and, with `children`, the processes whose
-/// parent it is have used so far, from `/proc/<pid>/stat` (clock ticks of 10 ms, Linux's
-/// `USER_HZ`). A process gone before the call counts for nothing.
+/// parent it is have used so far, from `/proc/<pid>/stat`. A process gone before the call counts
+/// for nothing.
 pub fn cpu_seconds(pid: u32, children: bool) -> f64 {
-    fn ticks(pid: &str) -> Option<(u64, u32)> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Fields after the command (which may hold spaces): state ppid … utime(14) stime(15).
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let ppid = fields.get(1)?.parse().ok()?;
-        Some((fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?, ppid))
-    }
-    let mut total = ticks(&pid.to_string()).map_or(0, |(ticks, _)| ticks);
+    use diode_host::process::stat;
+    let mut total = stat(pid).map_or(0.0, |stat| stat.cpu_seconds);
     if children {
         for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some((ticks, parent)) = name.parse::<u32>().ok().and_then(|_| ticks(&name))
-                && parent == pid
-            {
-                total += ticks;
+            let child = entry.file_name().to_str().and_then(|name| name.parse().ok()).and_then(stat);
+            if let Some(child) = child.filter(|child| child.parent == pid) {
+                total += child.cpu_seconds;
             }
         }
     }
-    total as f64 / 100.0
+    total
 }
 
-/// CPU seconds the calling thread has used so far (`/proc/thread-self/schedstat`, in ns).
+/// CPU seconds the calling thread has used so far.
 pub fn thread_cpu_seconds() -> f64 {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
-    text.split_whitespace().next().unwrap().parse::<u64>().unwrap() as f64 / 1e9
+    diode_host::clock::thread_cpu_ns().expect("/proc/thread-self/schedstat") as f64 / 1e9
 }
 
 /// The machine's load average over the last minute, as `uptime` shows it.
