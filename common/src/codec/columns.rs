@@ -327,6 +327,10 @@ impl ColumnWriter {
         if values.is_empty() {
             return;
         }
+        if self.effort == Effort::Fast {
+            self.write_f64s_fast(values);
+            return;
+        }
         let raw_bytes = 8 * values.len();
         let mut xor_bits = BitCounter::default();
         write_xor(values, &mut xor_bits);
@@ -354,6 +358,23 @@ impl ColumnWriter {
                     out.extend_from_slice(&value.to_bits().to_le_bytes());
                 }
             }
+        }
+        self.decimals = integers;
+    }
+
+    /// [`write_f64s`](Self::write_f64s) without sizing the forms against each other: decimals when
+    /// every value is one (readings usually are), XOR otherwise. One pass fewer over the column (two
+    /// for decimals), for frames that are read back once.
+    fn write_f64s_fast(&mut self, values: &[f64]) {
+        let mut integers = std::mem::take(&mut self.decimals);
+        if let Some(digits) = decimal_integers(values, &mut integers) {
+            self.field(Field::Encodings).extend_from_slice(&[F64_DECIMAL, digits]);
+            self.write_integers(&integers, VALUE_INTEGERS);
+        } else {
+            self.field(Field::Encodings).push(F64_XOR);
+            let mut writer = BitWriter::with_capacity(values.len() * 2);
+            write_xor(values, &mut writer);
+            put_bytes(self.field(Field::FloatBits), &writer.into_bytes());
         }
         self.decimals = integers;
     }
