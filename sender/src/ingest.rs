@@ -302,18 +302,24 @@ async fn write(http: HttpIngest, api: Api, params: WriteParams, headers: HeaderM
         quality_field: state.quality_field.clone(),
         quality_tag: state.quality_tag.clone(),
     };
-    // Decompressing and parsing take milliseconds for a large body: off the async worker, so
-    // concurrent writers parse on every core and the listeners stay responsive.
-    let parsed = tokio::task::spawn_blocking(move || parse_body(&body, gzip, max_body_bytes, &options)).await;
-    let records = match parsed {
-        Ok(Ok(records)) => records,
+    // Decompressing, parsing and encoding the spool frames take milliseconds for a large body:
+    // off the async worker, so concurrent writers do that on every core, the committing thread
+    // only appends and syncs, and the listeners stay responsive.
+    let committer = state.committer.clone();
+    let prepared = tokio::task::spawn_blocking(move || {
+        parse_body(&body, gzip, max_body_bytes, &options).map(|records| committer.prepare(&records))
+    })
+    .await;
+    let submitted = match prepared {
+        Ok(Ok(Ok(prepared))) => state.committer.submit_prepared(prepared).await.map_err(|(e, _)| e),
+        Ok(Ok(Err(invalid))) => Err(invalid),
         Ok(Err(refusal)) => return error(api, refusal.status, refusal.code, refusal.message, refusal.line),
         Err(e) => {
             let message = format!("the parsing task failed: {e}");
             return error(api, StatusCode::INTERNAL_SERVER_ERROR, "internal error", message, None);
         }
     };
-    match state.committer.submit(records).await.map_err(|(e, _)| e) {
+    match submitted {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(SubmitError::SpoolFull { used_bytes, limit_bytes }) => unavailable(
             api,

@@ -285,6 +285,51 @@ impl PendingFrame {
     }
 }
 
+/// Records grouped by series into spool frames and encoded: the costly part of a submit, which
+/// needs no lock, so writers prepare their own in parallel and the committing thread only appends
+/// and syncs ([`Pipeline::submit_prepared`]).
+#[derive(Debug, Default)]
+pub struct PreparedFrames {
+    frames: Vec<Vec<SeriesColumns>>,
+    /// Each frame encoded for the spool.
+    contents: Vec<Vec<u8>>,
+    records: usize,
+}
+
+impl PreparedFrames {
+    /// `records` in frames of at most `max_records` (a segment never splits a frame), grouped once:
+    /// the spool frame and, later, the seal use the same groups, and each series' key is checked
+    /// once per frame, not once per record. Refuses the whole batch, naming the first invalid
+    /// record.
+    pub fn prepare(records: &[Record], max_records: usize) -> Result<PreparedFrames, SubmitError> {
+        let frames: Vec<Vec<SeriesColumns>> = records.chunks(max_records.max(1)).map(codec::group_records).collect();
+        if frames.iter().flatten().any(|columns| columns.validate().is_err())
+            && let Some((index, source)) =
+                records.iter().enumerate().find_map(|(i, r)| r.validate().err().map(|e| (i, e)))
+        {
+            return Err(SubmitError::Invalid { index, source });
+        }
+        let contents =
+            frames.iter().map(|series| codec::encode_payload_with(series, SPOOL_ZSTD_LEVEL, Effort::Fast)).collect();
+        Ok(PreparedFrames { frames, contents, records: records.len() })
+    }
+
+    /// Records in the frames.
+    pub fn records(&self) -> usize {
+        self.records
+    }
+
+    /// The records again (grouped by series, each series' in their order), for a write that
+    /// was refused and is to be retried or handed back.
+    pub fn into_records(self) -> Vec<Record> {
+        let mut records = Vec::with_capacity(self.records);
+        for series in self.frames.iter().flatten() {
+            records.extend(series.records());
+        }
+        records
+    }
+}
+
 /// The oldest pending frames handed to seal jobs that are not finished yet (encoding, or
 /// encoded and waiting for their turn in the chain). Every job holds at least one frame, so no
 /// job is out when `frames` is 0.
@@ -505,23 +550,33 @@ impl Pipeline {
         if records.is_empty() {
             return Ok(());
         }
-        // One frame per max_records (a segment never splits a frame), written and synced together:
-        // all of them are accepted, or none. Grouped once: the spool frame and, later, the seal
-        // use the same groups; each series' key is checked once per frame, not once per record.
-        let frames: Vec<Vec<SeriesColumns>> =
-            records.chunks(self.settings.max_records).map(codec::group_records).collect();
-        if frames.iter().flatten().any(|columns| columns.validate().is_err())
-            && let Some((index, source)) =
-                records.iter().enumerate().find_map(|(i, r)| r.validate().err().map(|e| (i, e)))
-        {
-            return Err(SubmitError::Invalid { index, source });
+        let mut prepared = vec![PreparedFrames::prepare(records, self.settings.max_records)?];
+        self.submit_prepared(&mut prepared, now_ns)?;
+        records.clear();
+        Ok(())
+    }
+
+    /// Records per spool frame and per segment (`segments.max_records`): what
+    /// [`PreparedFrames::prepare`] is given for this pipeline.
+    pub fn max_records(&self) -> usize {
+        self.settings.max_records
+    }
+
+    /// [`submit`](Self::submit) of writes already grouped and encoded (by [`PreparedFrames::prepare`]
+    /// with [`max_records`](Self::max_records)), so that the costly part ran outside the lock:
+    /// every write's frames are appended and synced together, all accepted or none. On `Ok`,
+    /// `writes` is left empty; on `Err`, untouched.
+    pub fn submit_prepared(&mut self, writes: &mut Vec<PreparedFrames>, now_ns: i64) -> Result<(), SubmitError> {
+        let count: usize = writes.iter().map(PreparedFrames::records).sum();
+        if count == 0 {
+            writes.clear();
+            return Ok(());
         }
         let used_bytes = self.spool.size_bytes();
         if used_bytes >= self.settings.spool_max_bytes {
             return Err(SubmitError::SpoolFull { used_bytes, limit_bytes: self.settings.spool_max_bytes });
         }
-        let contents: Vec<Vec<u8>> =
-            frames.iter().map(|series| codec::encode_payload_with(series, SPOOL_ZSTD_LEVEL, Effort::Fast)).collect();
+        let contents: Vec<&[u8]> = writes.iter().flat_map(|write| write.contents.iter().map(Vec::as_slice)).collect();
         let first_id = self.last_frame_id + 1;
         let sync = self.settings.fsync == FsyncPolicy::Always;
         if let Err(error) = self.spool.append_all(first_id, &contents, sync) {
@@ -537,10 +592,9 @@ impl Pipeline {
             self.spool_failing = false;
         }
         self.last_frame_id += contents.len() as u64;
+        let frames = writes.drain(..).flat_map(|write| write.frames);
         self.pending.extend((first_id..).zip(frames).map(|(id, series)| PendingFrame::new(id, series, now_ns)));
-        let count = records.len();
         self.pending_records += count;
-        records.clear();
         self.progress.records_accepted.fetch_add(count as u64, Ordering::Relaxed);
         self.progress.spooled_records.store(self.pending_records as u64, Ordering::Relaxed);
         if let Some(wake) = &self.wake_sealer {
