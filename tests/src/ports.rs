@@ -23,22 +23,28 @@ const DEFAULT_EPHEMERAL_LOW: u32 = 32_768;
 /// Candidates handed out by this process so far; with the process id, where the next one is.
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// The first port of the kernel's ephemeral range (`net.ipv4.ip_local_port_range`).
-fn ephemeral_low() -> u32 {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse().ok())
-        .unwrap_or(DEFAULT_EPHEMERAL_LOW)
+/// Where the kernel's ephemeral range ends when `/proc` does not say (Linux's default).
+const DEFAULT_EPHEMERAL_HIGH: u32 = 60_999;
+
+/// The kernel's ephemeral range (`net.ipv4.ip_local_port_range`), first and last port.
+fn ephemeral_range() -> (u32, u32) {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let mut ports = text.split_whitespace().map(|port| port.parse().ok());
+    match (ports.next().flatten(), ports.next().flatten()) {
+        (Some(low), Some(high)) => (low, high),
+        _ => (DEFAULT_EPHEMERAL_LOW, DEFAULT_EPHEMERAL_HIGH),
+    }
 }
 
 /// A loopback port free for both TCP and UDP now, outside the kernel's ephemeral range, never
 /// handed out before by this process.
 pub fn free_port() -> u16 {
-    let low = LOWEST;
-    // A range moved down below 20,000 by the machine's operator leaves the ports above it.
-    let (low, high) = match ephemeral_low() {
-        ephemeral if ephemeral > low + 1_000 => (low, ephemeral),
-        _ => (61_000, 65_535),
+    // Below the ephemeral range; above it when the machine's operator moved the range down.
+    let (low, high) = match ephemeral_range() {
+        (ephemeral_low, _) if ephemeral_low > LOWEST + 1_000 => (LOWEST, ephemeral_low),
+        (_, ephemeral_high) if ephemeral_high + 1_000 < 65_535 => (ephemeral_high + 1, 65_536),
+        // No room outside it: anywhere above the common service ports.
+        _ => (LOWEST, 65_536),
     };
     let span = high - low;
     // Successive processes start far apart (a prime stride), and each walks its own sequence.
