@@ -20,7 +20,6 @@
 //! bytes; accept and receive errors (out of descriptors) are logged, backed off and survived.
 
 use std::io::Read;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -159,13 +158,6 @@ pub fn router_with(state: IngestState, limits: &IngestLimits) -> axum::Router {
         .route("/ping", get(ping).head(ping))
         .route("/health", get(health))
         .with_state(http)
-}
-
-/// The listener for [`serve_http`] (`ingest.http_listen`).
-pub async fn bind_http(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen for line protocol over HTTP on {listen}; change ingest.http_listen"))
 }
 
 /// Serves the HTTP routes on `listener` (see [`diode_host::http_server`]), for ever.
@@ -571,20 +563,6 @@ async fn spool_text(state: &IngestState, text: String) {
             }
         }
     }
-}
-
-/// The listener for [`serve_tcp`] (`ingest.tcp_listen`).
-pub async fn bind_tcp(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen for line protocol over TCP on {listen}; change ingest.tcp_listen"))
-}
-
-/// The socket for [`serve_udp`] (`ingest.udp_listen`).
-pub async fn bind_udp(listen: SocketAddr) -> anyhow::Result<tokio::net::UdpSocket> {
-    tokio::net::UdpSocket::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen for line protocol over UDP on {listen}; change ingest.udp_listen"))
 }
 
 /// Raw line protocol over UDP, one batch per datagram (Telegraf's socket_writer with udp://),
@@ -1023,7 +1001,7 @@ mod tests {
     async fn a_tcp_connection_beyond_the_cap_waits_for_a_free_place_and_loses_nothing() {
         use tokio::io::AsyncWriteExt;
         let fixture = fixture(None, 1 << 20);
-        let listener = bind_tcp("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let listen = listener.local_addr().unwrap();
         let limits = IngestLimits { tcp_max_connections: 1, ..IngestLimits::default() };
         let state = fixture.state.clone();

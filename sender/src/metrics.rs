@@ -1,7 +1,6 @@
 //! Prometheus-format metrics for diode-sender, served on `metrics.listen` at `/metrics`.
 
 use std::fmt::Write;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -140,14 +139,6 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<SenderMetrics
     );
     let limits = diode_host::http_server::HttpLimits { max_connections, ..Default::default() };
     diode_host::http_server::serve(listener, app, limits, "metrics.max_connections").await;
-}
-
-/// The listener for [`serve`] (`metrics.listen`).
-pub async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    use anyhow::Context;
-    tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen for metrics on {listen}; change metrics.listen"))
 }
 
 #[cfg(test)]

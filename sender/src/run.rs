@@ -218,28 +218,42 @@ impl Listeners {
     /// Binds every address `[metrics]` and `[ingest]` name; the first that cannot be bound is the
     /// error, naming its setting.
     async fn bind(config: &SenderConfig) -> anyhow::Result<Listeners> {
+        use tokio::net::{TcpListener, UdpSocket};
         let ingest = &config.ingest;
         Ok(Listeners {
-            metrics: match config.metrics.listen {
-                Some(listen) => Some(metrics::bind(listen).await?),
-                None => None,
-            },
+            metrics: bind_if_set(config.metrics.listen, TcpListener::bind, "metrics", "metrics.listen").await?,
             ingest: IngestListeners {
-                http: match ingest.http_listen {
-                    Some(listen) => Some(crate::ingest::bind_http(listen).await?),
-                    None => None,
-                },
-                tcp: match ingest.tcp_listen {
-                    Some(listen) => Some(crate::ingest::bind_tcp(listen).await?),
-                    None => None,
-                },
-                udp: match ingest.udp_listen {
-                    Some(listen) => Some(crate::ingest::bind_udp(listen).await?),
-                    None => None,
-                },
+                http: bind_if_set(
+                    ingest.http_listen,
+                    TcpListener::bind,
+                    "line protocol over HTTP",
+                    "ingest.http_listen",
+                )
+                .await?,
+                tcp: bind_if_set(ingest.tcp_listen, TcpListener::bind, "line protocol over TCP", "ingest.tcp_listen")
+                    .await?,
+                udp: bind_if_set(ingest.udp_listen, UdpSocket::bind, "line protocol over UDP", "ingest.udp_listen")
+                    .await?,
             },
         })
     }
+}
+
+/// `listen` bound by `bind`, when the configuration sets it; the error says what the socket was
+/// for and which setting to change.
+async fn bind_if_set<T, F>(
+    listen: Option<std::net::SocketAddr>,
+    bind: impl FnOnce(std::net::SocketAddr) -> F,
+    what: &str,
+    setting: &str,
+) -> anyhow::Result<Option<T>>
+where
+    F: std::future::Future<Output = std::io::Result<T>>,
+{
+    let Some(listen) = listen else { return Ok(None) };
+    let bound =
+        bind(listen).await.with_context(|| format!("cannot listen for {what} on {listen}; change {setting}"))?;
+    Ok(Some(bound))
 }
 
 /// Serves the ingest listeners (`[ingest]`) through `committer`.
