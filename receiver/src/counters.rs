@@ -35,6 +35,10 @@ pub struct ReceiverCounters {
     pub segments_evicted: AtomicU64,
     /// Points written to the replica.
     pub points_applied: AtomicU64,
+    /// Closed hours of one series merged into one replica entry.
+    pub buckets_merged: AtomicU64,
+    /// Chunks those merges joined.
+    pub chunks_merged: AtomicU64,
     /// Beacons whose signature checked out.
     pub beacons_accepted: AtomicU64,
     /// Beacons whose signed head is not the stored segment at that position (a forked chain).
@@ -76,7 +80,7 @@ impl ReceiverCounters {
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 14] = [
+        let counters: [(&str, &str, &AtomicU64); 16] = [
             ("diode_receiver_datagrams_received_total", "Datagrams received.", &self.datagrams_received),
             ("diode_receiver_bytes_received_total", "UDP payload bytes received.", &self.bytes_received),
             ("diode_receiver_segments_completed_total", "Segments rebuilt from symbols.", &self.segments_completed),
@@ -91,6 +95,8 @@ impl ReceiverCounters {
                 "Segments received again after apply (carousel, resend).",
                 &self.segments_already_applied,
             ),
+            ("diode_receiver_buckets_merged_total", "Closed hours of series merged.", &self.buckets_merged),
+            ("diode_receiver_chunks_merged_total", "Chunks joined by those merges.", &self.chunks_merged),
             (
                 "diode_receiver_segments_shed_total",
                 "Segments dropped whole because the apply queue was full.",
@@ -156,7 +162,13 @@ impl ReceiverCounters {
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
         }
-        // Instants as Prometheus names them: seconds since the Unix epoch (0: not yet).
+        self.render_instants(&mut out);
+        render_reassembly(&mut out, &locks::lock(&self.reassembly));
+        out
+    }
+
+    /// Instants as Prometheus names them: seconds since the Unix epoch (0: not yet).
+    fn render_instants(&self, out: &mut String) {
         let instants = [
             (
                 "diode_receiver_last_beacon_received_timestamp_seconds",
@@ -173,8 +185,6 @@ impl ReceiverCounters {
             let seconds = ns as f64 / 1e9;
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {seconds}");
         }
-        render_reassembly(&mut out, &locks::lock(&self.reassembly));
-        out
     }
 }
 

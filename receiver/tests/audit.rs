@@ -18,7 +18,7 @@ use diode_receiver::audit::findings::Finding;
 use diode_receiver::audit::proof::{check_proof, describe, export_proof};
 use diode_receiver::audit::report::{AuditReport, GapKind};
 use diode_receiver::audit::verify::{VerifyOptions, verify_replica};
-use diode_replica::{BUCKET_NS, Replica, SegmentKey};
+use diode_replica::{BUCKET_NS, Replica, SegmentKey, encode_merged_bucket};
 
 const T0: i64 = 1_704_067_200_000_000_000;
 const SECOND: i64 = 1_000_000_000;
@@ -199,11 +199,29 @@ fn rewrite_chunk(path: &Path, name: &str, sequence: u64, change: impl FnOnce(&Se
     let db = raw_db(path);
     let points = db.cf_handle("points").unwrap();
     let key = point_key(id, time_of(sequence, 0), sequence);
-    let stored = db.get_cf(points, &key).unwrap().expect("the chunk exists");
-    let columns = decode_columns(&stored, SeriesKey::new(name)).unwrap();
-    let mut bytes = Vec::new();
-    encode_columns(&change(&columns), &mut bytes);
-    db.put_cf(points, &key, bytes).unwrap();
+    if let Some(stored) = db.get_cf(points, &key).unwrap() {
+        let columns = decode_columns(&stored, SeriesKey::new(name)).unwrap();
+        let mut bytes = Vec::new();
+        encode_columns(&change(&columns), &mut bytes);
+        db.put_cf(points, &key, bytes).unwrap();
+        return;
+    }
+    // Merged: the chunk is a part of its bucket's entry, under the bucket prefix.
+    let prefix = &key[..12];
+    let stored = db.get_cf(points, prefix).unwrap().expect("the chunk exists, on its own or merged");
+    let bucket_start_ns = time_of(sequence, 0) - time_of(sequence, 0).rem_euclid(BUCKET_NS);
+    let mut chunks = Replica::merged_bucket_chunks(id, bucket_start_ns, &stored).unwrap();
+    let part = chunks.iter_mut().find(|(key, _)| key.sequence == sequence).expect("the part exists");
+    part.1 = change(&part.1);
+    db.put_cf(points, prefix, encode_merged_bucket(&chunks)).unwrap();
+}
+
+/// Merges every hour of the replica at `path` into one entry per series, as the receiver does
+/// once an hour has closed.
+fn merge_hours(path: &Path) {
+    let mut replica = Replica::open(path).unwrap();
+    let report = replica.merge_all_buckets().unwrap();
+    assert_eq!(report.buckets_merged, SERIES.len() as u64, "all test data lies in one hour");
 }
 
 /// The columns without row `skip`, and with `replace` applied to the rest.
@@ -260,8 +278,20 @@ fn a_tiny_memory_budget_gives_the_same_verdict_in_more_windows_and_passes() {
 
 #[test]
 fn a_changed_point_value_is_named_by_series_and_timestamp() {
+    check_a_changed_point_value_is_named_by_series_and_timestamp(false);
+}
+
+#[test]
+fn a_changed_point_value_is_named_by_series_and_timestamp_in_a_merged_hour() {
+    check_a_changed_point_value_is_named_by_series_and_timestamp(true);
+}
+
+fn check_a_changed_point_value_is_named_by_series_and_timestamp(merged: bool) {
     let directory = tempfile::tempdir().unwrap();
     build_replica(directory.path());
+    if merged {
+        merge_hours(directory.path());
+    }
     rewrite_chunk(directory.path(), "plant/a", 3, |columns| {
         copy_rows(columns, None, |row, value| if row == 5 { value + 1.0 } else { value })
     });
@@ -294,8 +324,20 @@ fn a_changed_point_quality_is_named_too() {
 
 #[test]
 fn a_deleted_point_is_named_by_series_and_timestamp() {
+    check_a_deleted_point_is_named_by_series_and_timestamp(false);
+}
+
+#[test]
+fn a_deleted_point_is_named_by_series_and_timestamp_in_a_merged_hour() {
+    check_a_deleted_point_is_named_by_series_and_timestamp(true);
+}
+
+fn check_a_deleted_point_is_named_by_series_and_timestamp(merged: bool) {
     let directory = tempfile::tempdir().unwrap();
     build_replica(directory.path());
+    if merged {
+        merge_hours(directory.path());
+    }
     rewrite_chunk(directory.path(), "plant/b", 2, |columns| copy_rows(columns, Some(7), |_, value| value));
     let report = audit(directory.path(), &trust(&[&key_a()]));
     assert_eq!(kinds(&report), vec!["point_deleted"], "{}", report.summary_text());
@@ -368,8 +410,20 @@ fn visible_value(path: &Path, name: &str, timestamp_ns: i64) -> Value {
 
 #[test]
 fn a_replica_with_superseded_chunks_verifies_clean_and_accounts_for_every_chunk() {
+    check_a_replica_with_superseded_chunks_verifies_clean_and_accounts_for_every_chunk(false);
+}
+
+#[test]
+fn a_replica_with_superseded_chunks_verifies_clean_and_accounts_for_every_chunk_once_its_hour_is_merged() {
+    check_a_replica_with_superseded_chunks_verifies_clean_and_accounts_for_every_chunk(true);
+}
+
+fn check_a_replica_with_superseded_chunks_verifies_clean_and_accounts_for_every_chunk(merged: bool) {
     let directory = tempfile::tempdir().unwrap();
     build_replica_with_correction(directory.path());
+    if merged {
+        merge_hours(directory.path());
+    }
     let report = audit(directory.path(), &trust(&[&key_a()]));
     assert!(report.is_clean(), "{}", report.summary_text());
     let chunks = SEGMENTS * SERIES.len() as u64 + 1;
@@ -382,8 +436,20 @@ fn a_replica_with_superseded_chunks_verifies_clean_and_accounts_for_every_chunk(
 
 #[test]
 fn a_tampered_superseded_value_is_named_though_no_query_shows_it() {
+    check_a_tampered_superseded_value_is_named_though_no_query_shows_it(false);
+}
+
+#[test]
+fn a_tampered_superseded_value_is_named_though_no_query_shows_it_in_a_merged_hour() {
+    check_a_tampered_superseded_value_is_named_though_no_query_shows_it(true);
+}
+
+fn check_a_tampered_superseded_value_is_named_though_no_query_shows_it(merged: bool) {
     let directory = tempfile::tempdir().unwrap();
     build_replica_with_correction(directory.path());
+    if merged {
+        merge_hours(directory.path());
+    }
     let visible = visible_value(directory.path(), "plant/a", time_of(2, 5));
     rewrite_chunk(directory.path(), "plant/a", 2, |columns| {
         copy_rows(columns, None, |row, value| if row == 5 { -7.0 } else { value })
@@ -1035,4 +1101,33 @@ fn the_commands_verify_export_and_check_and_fail_on_tampering() {
     assert_eq!(json["findings"][0]["kind"], serde_json::json!("point_deleted"));
     assert_eq!(json["findings"][0]["series"], serde_json::json!("plant/c"));
     assert_eq!(json["findings"][0]["timestamp_ns"], serde_json::json!(time_of(5, 0)));
+}
+
+#[test]
+fn a_merged_hour_that_does_not_decode_is_named_by_series_and_the_rest_is_verified() {
+    let directory = tempfile::tempdir().unwrap();
+    build_replica(directory.path());
+    merge_hours(directory.path());
+    let id = series_id(directory.path(), "plant/b");
+    {
+        let db = raw_db(directory.path());
+        let points = db.cf_handle("points").unwrap();
+        let prefix = point_key(id, T0, 1)[..12].to_vec();
+        let stored = db.get_cf(points, &prefix).unwrap().unwrap();
+        db.put_cf(points, &prefix, &stored[..stored.len() - 5]).unwrap();
+    }
+    let report = audit(directory.path(), &trust(&[&key_a()]));
+    assert_eq!(
+        kinds(&report),
+        vec!["points_unreadable"],
+        "each chunk named, all accounted for: {}",
+        report.summary_text()
+    );
+    assert_eq!(report.points.chunks_checked, SEGMENTS * SERIES.len() as u64);
+    assert!(
+        report.findings.listed.iter().all(|finding| finding.describe().contains("plant/b")),
+        "{}",
+        report.summary_text()
+    );
+    assert_eq!(report.points.matched, 2 * SEGMENTS * ROWS as u64, "plant/a and plant/c are verified");
 }

@@ -12,8 +12,9 @@ use std::collections::HashMap;
 
 use diode_common::codec::SeriesColumns;
 use diode_common::seal;
-use rocksdb::WriteBatch;
+use rocksdb::{ReadOptions, WriteBatch};
 
+use crate::bucket::{self, Bucket};
 use crate::chunks;
 use crate::error::{ReplicaError, describe_segment};
 use crate::layout::{
@@ -164,48 +165,63 @@ impl Replica {
     }
 
     /// Whether a chunk after `own` (later in last-write-wins order) exists in its bucket. Usually
-    /// not, when a sink keeps up: one seek that finds the next bucket or series.
+    /// not, when a sink keeps up: one seek that finds the next bucket or series. Once the bucket
+    /// is merged, `own` is a part of its merged entry.
     fn has_later_chunk(&self, own: PointKey) -> Result<bool, ReplicaError> {
+        let storage = |source| ReplicaError::storage(&self.path, "reading points", source);
         let mut raw = self.db.raw_iterator_cf(self.cf(CF_POINTS));
         let own_key = own.to_bytes();
+        let prefix = &own_key[..POINT_BUCKET_PREFIX_LENGTH];
         raw.seek(own_key);
-        if raw.key() != Some(own_key.as_slice()) {
-            raw.status().map_err(|source| ReplicaError::storage(&self.path, "reading points", source))?;
+        let found = raw.key() == Some(own_key.as_slice());
+        if found {
+            raw.next();
+        }
+        // Either the entry after `own`, or (not stored on its own) the first stored chunk after it.
+        let stored_later = raw.key().is_some_and(|key| key.starts_with(prefix));
+        raw.status().map_err(storage)?;
+        if found && stored_later {
+            return Ok(true);
+        }
+        // The bucket's merged entry (which sorts before every chunk key) may hold `own`, or a part
+        // after it when `own` filled a gap after the merge.
+        let merged = self.db.get_pinned_cf(self.cf(CF_POINTS), prefix).map_err(storage)?;
+        let parts = match merged.as_deref().map(layout::decode_merged_table) {
+            Some(Ok((parts, _))) => parts,
+            Some(Err(reason)) => {
+                return Err(ReplicaError::corrupt(&self.path, &bucket::describe_entry(prefix), reason));
+            }
+            None => Vec::new(),
+        };
+        let key_of = |part: &layout::MergedPart| part.key(own.series_id, own.bucket_start_ns);
+        if !found && !parts.iter().any(|part| key_of(part) == own) {
             let what = format!("the chunk of series {} bucket {}", own.series_id, own.bucket_start_ns);
             return Err(ReplicaError::corrupt(&self.path, &what, "is missing though its segment is applied"));
         }
-        raw.next();
-        let later = raw.key().is_some_and(|key| key.starts_with(&own_key[..POINT_BUCKET_PREFIX_LENGTH]));
-        raw.status().map_err(|source| ReplicaError::storage(&self.path, "reading points", source))?;
-        Ok(later)
+        Ok(stored_later || parts.iter().any(|part| key_of(part) > own))
     }
 
     /// Which chunk wins each timestamp of one bucket (the last in key order holding it).
     fn bucket_winners(&self, own: PointKey) -> Result<BucketWinners, ReplicaError> {
         let prefix = &own.to_bytes()[..POINT_BUCKET_PREFIX_LENGTH];
-        let mut raw = self.db.raw_iterator_cf(self.cf(CF_POINTS));
+        let mut read_options = ReadOptions::default();
+        if let Some(bound) = layout::scan_upper_bound(own.series_id, own.bucket_start_ns) {
+            read_options.set_iterate_upper_bound(bound);
+        }
+        let mut raw = self.db.raw_iterator_cf_opt(self.cf(CF_POINTS), read_options);
         raw.seek(prefix);
         let mut bucket = BucketWinners::default();
-        while let (Some(key), Some(value)) = (raw.key(), raw.value()) {
-            if !key.starts_with(prefix) {
-                break;
-            }
-            let key = PointKey::from_bytes(key)
-                .ok_or_else(|| ReplicaError::corrupt(&self.path, "a points key", "is not 36 bytes"))?;
-            // Only the timestamps are used; the key is a placeholder.
-            let placeholder = diode_common::record::SeriesKey::new("chunk");
-            let chunk = diode_common::codec::decode_columns(value, placeholder).map_err(|error| {
-                ReplicaError::corrupt(&self.path, &format!("a chunk of series {}", own.series_id), error)
-            })?;
+        // Only the timestamps are used; the key is a placeholder.
+        let placeholder = diode_common::record::SeriesKey::new("chunk");
+        let Some(stored) = Bucket::read(&mut raw, &placeholder, &self.path)? else { return Ok(bucket) };
+        for (key, chunk) in stored.into_chunks() {
             let index = bucket.chunks.len() as u32;
             bucket.chunks.push((key.epoch, key.sequence, key.sender_id));
             bucket.winner.reserve(chunk.timestamps_ns.len());
             for &timestamp_ns in &chunk.timestamps_ns {
                 bucket.winner.insert(timestamp_ns, index);
             }
-            raw.next();
         }
-        raw.status().map_err(|source| ReplicaError::storage(&self.path, "reading points", source))?;
         Ok(bucket)
     }
 

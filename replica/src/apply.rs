@@ -277,7 +277,7 @@ impl Replica {
         by_id: &[(u32, usize)],
         position: SegmentKey,
     ) {
-        let points_cf = self.cf(CF_POINTS);
+        let (points_cf, meta_cf) = (self.cf(CF_POINTS), self.cf(CF_META));
         let mut chunk = Vec::with_capacity(64 * 1024);
         let mut encoder = ChunkEncoder::default();
         let mut parts: Vec<&SeriesColumns> = Vec::new();
@@ -299,6 +299,11 @@ impl Replica {
                     sender_id: position.sender_id,
                 };
                 batch.put_cf(points_cf, key.to_bytes(), &chunk);
+                // Marked once, by the apply that first writes into the bucket since it was merged.
+                if !self.state.pending.buckets.contains_key(&(bucket_start_ns, id)) {
+                    batch.put_cf(meta_cf, layout::pending_merge_key(id, bucket_start_ns), []);
+                }
+                staged.touched.push((bucket_start_ns, id));
             });
         }
     }
@@ -400,6 +405,13 @@ impl Replica {
         if let Some((key, stream)) = staged.stream {
             self.state.streams.insert(key, stream);
         }
+        let pending = &mut self.state.pending;
+        for bucket in staged.touched {
+            pending.buckets.insert(bucket, staged.counters.segments_applied);
+        }
+        for &(_, statistics) in &staged.statistics {
+            pending.newest_ns = pending.newest_ns.max(statistics.last_timestamp_ns);
+        }
         self.state.counters = staged.counters;
     }
 }
@@ -414,6 +426,8 @@ struct Staged {
     checkpoint: bool,
     stream: Option<((u64, u64), StreamState)>,
     counters: Counters,
+    /// Every (bucket start, series id) a chunk was written into.
+    touched: Vec<(i64, u32)>,
 }
 
 #[cfg(test)]

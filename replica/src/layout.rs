@@ -11,7 +11,7 @@ use diode_common::seal::{HEADER_LENGTH, SIGNATURE_LENGTH, SealedSegment, Segment
 
 /// Version of the replica layout this build reads and writes. A replica written under another
 /// version is refused at open rather than misread.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Width of a points bucket in data time: one hour. A segment's points of one series are split
 /// into one chunk per bucket they fall in, so a range query reads whole buckets.
@@ -123,6 +123,152 @@ pub(crate) fn scan_upper_bound(series_id: u32, last_bucket_start_ns: i64) -> Opt
         }
         None => series_id.checked_add(1).map(|next| next.to_be_bytes().to_vec()),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// merged buckets
+
+/// A points key of exactly the bucket prefix (`series id ‖ bucket start`, 12 bytes) holds a
+/// merged bucket: the chunks of that series and bucket that were stored when the hour closed,
+/// joined into one entry. It sorts before every 36-byte chunk key of its bucket.
+pub(crate) fn is_merged_key(key: &[u8]) -> bool {
+    key.len() == POINT_BUCKET_PREFIX_LENGTH
+}
+
+/// `(series id, bucket start)` of a merged bucket's key.
+pub(crate) fn parse_merged_key(key: &[u8]) -> Option<(u32, i64)> {
+    if !is_merged_key(key) {
+        return None;
+    }
+    Some((u32_at(key, 0)?, from_order_preserving(u64_at(key, 4)?)))
+}
+
+/// Version byte of a merged bucket's value.
+const MERGED_BUCKET_VERSION: u8 = 1;
+
+/// One chunk inside a merged bucket: the segment it came from (its key's last three fields) and
+/// how many of the merged rows are its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct MergedPart {
+    pub(crate) epoch: u64,
+    pub(crate) sequence: u64,
+    pub(crate) sender_id: u64,
+    pub(crate) rows: u32,
+}
+
+impl MergedPart {
+    /// The key this part had as a chunk of its own.
+    pub(crate) fn key(&self, series_id: u32, bucket_start_ns: i64) -> PointKey {
+        PointKey { series_id, bucket_start_ns, epoch: self.epoch, sequence: self.sequence, sender_id: self.sender_id }
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn take_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *bytes.get(*at)?;
+        *at += 1;
+        if shift == 63 && byte > 1 {
+            return None;
+        }
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// Merged bucket value: `version u8 (1) ‖ part count varint ‖ epochs ‖ sequences ‖ senders ‖
+/// rows ‖ the merged rows as codec::encode_columns`. The parts are in key order (epoch, sequence,
+/// sender id), strictly ascending, and each of the first three columns holds the difference from
+/// the part before (wrapping, as a varint; the first from 0), so a live hour of one part per
+/// consecutive segment is a run of equal bytes that RocksDB's compression all but removes. The
+/// rows are every part's rows, in part order and within a part in input order: exactly the
+/// records the parts held as chunks of their own. Appends the table; the caller appends the rows.
+pub(crate) fn encode_merged_table(parts: &[MergedPart], out: &mut Vec<u8>) {
+    out.push(MERGED_BUCKET_VERSION);
+    put_varint(out, parts.len() as u64);
+    for field in [|p: &MergedPart| p.epoch, |p: &MergedPart| p.sequence, |p: &MergedPart| p.sender_id] {
+        let mut previous = 0u64;
+        for part in parts {
+            put_varint(out, field(part).wrapping_sub(previous));
+            previous = field(part);
+        }
+    }
+    for part in parts {
+        put_varint(out, u64::from(part.rows));
+    }
+}
+
+/// Reads a merged bucket's table: its parts and the bytes of the merged rows. Refuses a table
+/// whose parts are not strictly ascending or hold no rows, so a reader never interleaves them
+/// wrongly with the chunks stored after the merge.
+pub(crate) fn decode_merged_table(value: &[u8]) -> Result<(Vec<MergedPart>, &[u8]), &'static str> {
+    if value.first() != Some(&MERGED_BUCKET_VERSION) {
+        return Err("merged bucket version is not 1");
+    }
+    let mut at = 1;
+    let count = take_varint(value, &mut at).ok_or("merged bucket table is truncated")?;
+    // Each part takes at least four bytes of table: a longer count cannot be true.
+    if count == 0 || count > (value.len() / 4) as u64 {
+        return Err("merged bucket names no part, or more parts than its bytes can hold");
+    }
+    let count = count as usize;
+    let mut parts = vec![MergedPart { epoch: 0, sequence: 0, sender_id: 0, rows: 0 }; count];
+    for field in 0..3 {
+        let mut previous = 0u64;
+        for part in parts.iter_mut() {
+            let value = previous.wrapping_add(take_varint(value, &mut at).ok_or("merged bucket table is truncated")?);
+            match field {
+                0 => part.epoch = value,
+                1 => part.sequence = value,
+                _ => part.sender_id = value,
+            }
+            previous = value;
+        }
+    }
+    for part in parts.iter_mut() {
+        let rows = take_varint(value, &mut at).ok_or("merged bucket table is truncated")?;
+        part.rows = u32::try_from(rows).map_err(|_| "merged bucket part holds more rows than a chunk can")?;
+        if part.rows == 0 {
+            return Err("merged bucket part holds no rows");
+        }
+    }
+    if parts.windows(2).any(|pair| {
+        (pair[0].epoch, pair[0].sequence, pair[0].sender_id) >= (pair[1].epoch, pair[1].sequence, pair[1].sender_id)
+    }) {
+        return Err("merged bucket parts are not in key order");
+    }
+    Ok((parts, &value[at..]))
+}
+
+/// Meta key prefix of a bucket waiting to be merged once its hour closes: `'M' ‖ series id u32 ‖
+/// bucket start (sign-flipped i64)`, empty value. Written in the batch of the apply that first
+/// writes a chunk into the bucket (and again by an apply that writes into a merged one); deleted
+/// in the batch that merges it.
+pub(crate) const META_PENDING_MERGE: u8 = b'M';
+
+pub(crate) fn pending_merge_key(series_id: u32, bucket_start_ns: i64) -> [u8; 13] {
+    let mut key = [0u8; 13];
+    key[0] = META_PENDING_MERGE;
+    key[1..].copy_from_slice(&bucket_prefix(series_id, bucket_start_ns));
+    key
+}
+
+pub(crate) fn parse_pending_merge_key(key: &[u8]) -> Option<(u32, i64)> {
+    if key.first() != Some(&META_PENDING_MERGE) {
+        return None;
+    }
+    parse_merged_key(&key[1..])
 }
 
 // ---------------------------------------------------------------------------------------------

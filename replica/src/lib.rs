@@ -9,7 +9,7 @@
 //! the OS before `apply` returns, so a crashed (killed) receiver loses nothing that `apply`
 //! acknowledged. Power loss is covered only with [`ReplicaOptions::sync_writes`].
 //!
-//! # Layout, version 1 ([`LAYOUT_VERSION`])
+//! # Layout, version 2 ([`LAYOUT_VERSION`])
 //!
 //! All integers in keys are big-endian, so RocksDB's byte order is numeric order; `i64`
 //! timestamps in keys have their sign bit flipped so that negative times sort first.
@@ -17,6 +17,7 @@
 //! | column family | key | value |
 //! |---|---|---|
 //! | `points` | series id u32 ‖ bucket start i64* ‖ epoch u64 ‖ sequence u64 ‖ sender id u64 (36 bytes) | `codec::encode_columns` of the series' records of that segment in that one-hour bucket, in input order |
+//! | `points` | series id u32 ‖ bucket start i64* (12 bytes: a merged bucket) | version u8 (1) ‖ part count ‖ the parts' epochs, sequences and sender ids (each a varint difference from the part before) ‖ their row counts ‖ `codec::encode_columns` of every part's rows in part order (see `merge`) |
 //! | `series` | `'K'` ‖ canonical series key | series id u32 |
 //! | `series` | `'I'` ‖ series id u32 | canonical series key (written once) |
 //! | `series` | `'S'` ‖ series id u32 | statistics as of the last checkpoint: first kind u8 ‖ kinds seen u8 ‖ first ts i64 ‖ last ts i64 ‖ point count u64 |
@@ -29,6 +30,7 @@
 //! | `meta` | `'D'` ‖ delta number u64 | statistics delta of one apply: version u8 (1) ‖ (series id u32 ‖ statistics)* |
 //! | `meta` | `'A'` ‖ apply number u64 | the apply log: version u8 (1) ‖ segment key (sender id u64 ‖ epoch u64 ‖ sequence u64) |
 //! | `meta` | `'K'` ‖ sink name (UTF-8, 1–64 bytes) | a sink's cursor: version u8 (1) ‖ apply number u64 (exported up to it) ‖ updated at i64 |
+//! | `meta` | `'M'` ‖ series id u32 ‖ bucket start i64* | empty: the bucket has chunks written since it was last merged, and is merged once its hour closes |
 //!
 //! \* sign bit flipped. The canonical series key is `name length u32 ‖ name ‖ tag count u32 ‖
 //! (key length u32 ‖ key ‖ value length u32 ‖ value)*`.
@@ -40,6 +42,14 @@
 //! from the highest (epoch, sequence) wins, ties between senders go to the higher sender id, and
 //! within one segment the later record in input order wins. Series ids are assigned by the replica
 //! in order of first appearance, from 0, and never change.
+//!
+//! Merged buckets: once an hour has closed, [`Replica::merge_closed_buckets`] rewrites a
+//! bucket's chunks as one entry under the bucket prefix, which sorts before the bucket's chunk
+//! keys. It keeps every part's rows and names each part's segment, so readers split it back into
+//! the very chunks apply wrote, interleaved by key with chunks applied after the merge: queries,
+//! sinks and the audit read exactly what they read before. Version 1 had no merged buckets; this
+//! build reads it, and at its first writable open marks every bucket of several chunks and stores
+//! version 2.
 //!
 //! Series statistics: rewriting a `'S'` entry for every series a segment touches would double the
 //! memtable inserts of an apply (one per chunk is the floor), so each apply writes one `'D'` delta
@@ -62,15 +72,18 @@
 //! and checks the chain; `applies` reads the apply log and keeps sink cursors; `beacons` records beacons and checks heads; `reads` answers from memory and
 //! scans RocksDB (`scan` merges points, `raw` lists chunks as stored); `state` is what is kept in
 //! memory; `layout` is every key and value as bytes; `chunks` splits records into chunks and merges
-//! them back; `error` says what went wrong.
+//! them back; `bucket` reads one bucket's entries (chunks and a merged entry) as chunks; `merge`
+//! merges closed hours; `error` says what went wrong.
 #![forbid(unsafe_code)]
 
 mod applies;
 mod apply;
 mod beacons;
+mod bucket;
 mod chunks;
 mod error;
 mod layout;
+mod merge;
 mod open;
 mod raw;
 mod reads;
@@ -85,8 +98,9 @@ pub use error::{ChainLink, ReplicaError};
 pub use layout::{
     BUCKET_NS, BeaconSummary, Counters, LAYOUT_VERSION, MAX_SINK_NAME_BYTES, PointKey, SegmentKey, bucket_start,
 };
+pub use merge::{CLOSE_AFTER_NS, MergeReport, QUIET_APPLIES, encode_merged_bucket};
 pub use open::{Replica, ReplicaOptions};
-pub use raw::{ChunkScan, RawChunk};
+pub use raw::{ChunkScan, ChunkValue, PointsEntry, RawChunk};
 pub use reads::{Gap, StreamStatus};
 pub use scan::{ColumnScan, PointScan, Points, SegmentScan, StoredSegment};
 pub use state::SeriesInfo;

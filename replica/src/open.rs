@@ -214,6 +214,7 @@ impl Replica {
             state: State::default(),
         };
         match replica.stored_layout_version()? {
+            Some(1) => replica.upgrade_from_layout_1()?,
             Some(_) => {}
             None if !replica.is_empty()? => {
                 return Err(ReplicaError::NotAReplica {
@@ -320,7 +321,9 @@ impl Replica {
 
     fn check_layout_version(&self) -> Result<(), ReplicaError> {
         match self.stored_layout_version()? {
-            Some(LAYOUT_VERSION) => Ok(()),
+            // Version 1 has no merged buckets: this build reads it as it is, and upgrades it at
+            // its first writable open.
+            Some(LAYOUT_VERSION | 1) => Ok(()),
             Some(found) => {
                 Err(ReplicaError::LayoutVersion { path: self.path.clone(), found, expected: LAYOUT_VERSION })
             }
@@ -382,6 +385,9 @@ impl Replica {
                     state.journal.mark_dirty(id);
                 }
                 state.journal.pending_deltas.push(number);
+            } else if let Some((series_id, bucket_start_ns)) = layout::parse_pending_merge_key(key) {
+                // Quiet since before the open: merged as soon as its hour has closed.
+                state.pending.buckets.insert((bucket_start_ns, series_id), 0);
             } else if key.first() == Some(&META_BEACON) {
                 let sender_id = layout::parse_beacon_key(key)
                     .ok_or_else(|| ReplicaError::corrupt(&self.path, "a beacon key", "is not 9 bytes"))?;
@@ -396,6 +402,8 @@ impl Replica {
         if let Some(id) = state.catalog.entries.iter().position(|entry| entry.statistics.kinds_seen == 0) {
             return Err(ReplicaError::corrupt(&self.path, &format!("series {id}"), "has no statistics"));
         }
+        state.pending.newest_ns =
+            state.catalog.entries.iter().map(|entry| entry.statistics.last_timestamp_ns).max().unwrap_or(i64::MIN);
         Ok(state)
     }
 
@@ -445,6 +453,33 @@ impl Replica {
         // Statistics of series created since the last checkpoint are in the deltas: the caller
         // folds those in and then checks that every series has statistics.
         Ok(catalog)
+    }
+
+    /// Layout 1 to 2: marks every bucket holding more than one chunk to be merged, then stores
+    /// the new version. One walk of the points keys; marks written before a crash are written
+    /// again by the next open.
+    fn upgrade_from_layout_1(&self) -> Result<(), ReplicaError> {
+        let (points, meta) = (self.cf(CF_POINTS), self.cf(CF_META));
+        let mut raw = self.db.raw_iterator_cf(points);
+        raw.seek_to_first();
+        let (mut batch, mut previous, mut marked) = (WriteBatch::default(), None::<(u32, i64)>, None::<(u32, i64)>);
+        while let Some(key) = raw.key() {
+            if let Some(point) = layout::PointKey::from_bytes(key) {
+                let bucket = (point.series_id, point.bucket_start_ns);
+                if previous == Some(bucket) && marked != Some(bucket) {
+                    batch.put_cf(meta, layout::pending_merge_key(bucket.0, bucket.1), []);
+                    marked = Some(bucket);
+                }
+                previous = Some(bucket);
+            }
+            if batch.len() >= 10_000 {
+                self.write(std::mem::take(&mut batch), true, "marking buckets to merge")?;
+            }
+            raw.next();
+        }
+        raw.status().map_err(|source| ReplicaError::storage(&self.path, "reading points keys", source))?;
+        batch.put_cf(meta, META_LAYOUT_VERSION, LAYOUT_VERSION.to_be_bytes());
+        self.write(batch, true, "upgrading the layout")
     }
 
     pub(crate) fn require_writable(&self) -> Result<bool, ReplicaError> {

@@ -15,6 +15,7 @@ use crate::layout::{
     SegmentKey,
 };
 use crate::open::Replica;
+use crate::raw::PointsEntry;
 use crate::scan::{ColumnScan, PointScan, Points, SegmentScan, StoredSegment};
 use crate::state::SeriesInfo;
 
@@ -176,20 +177,25 @@ impl Replica {
         raw
     }
 
-    /// Calls `visit(key, value)` for every entry of the points column family, in key order, as
-    /// [`point_chunks`](Self::point_chunks)`(0)` yields them but without copying keys or values:
-    /// the key decoded (or its raw bytes when it is not a points key) and the stored value. For a
-    /// reader that walks every chunk and looks at few values (the audit's inventory). Stops at the
-    /// first RocksDB read error.
-    pub fn for_each_point_chunk(
-        &self,
-        mut visit: impl FnMut(Result<layout::PointKey, &[u8]>, &[u8]),
-    ) -> Result<(), ReplicaError> {
+    /// Calls `visit` for every entry of the points column family, in key order, without copying
+    /// keys or values: a chunk stored on its own, a merged bucket (with the keys of the chunks it
+    /// holds, read from its table alone), or a key neither apply nor a merge writes. For a reader
+    /// that walks every chunk and looks at few values (the audit's inventory). Stops at the first
+    /// RocksDB read error.
+    pub fn for_each_point_chunk(&self, mut visit: impl FnMut(PointsEntry<'_>)) -> Result<(), ReplicaError> {
         let mut raw = self.db.raw_iterator_cf(self.cf(CF_POINTS));
         raw.seek_to_first();
         while raw.valid() {
             let (key, value) = (raw.key().unwrap_or_default(), raw.value().unwrap_or_default());
-            visit(layout::PointKey::from_bytes(key).ok_or(key), value);
+            if let Some(chunk) = layout::PointKey::from_bytes(key) {
+                visit(PointsEntry::Chunk(chunk, value));
+            } else if let Some((series_id, bucket_start_ns)) = layout::parse_merged_key(key) {
+                let chunks = layout::decode_merged_table(value)
+                    .map(|(parts, _)| parts.iter().map(|part| part.key(series_id, bucket_start_ns)).collect());
+                visit(PointsEntry::Merged { key, series_id, bucket_start_ns, chunks, value });
+            } else {
+                visit(PointsEntry::Malformed(key, value));
+            }
             raw.next();
         }
         raw.status().map_err(|source| ReplicaError::storage(&self.path, "scanning points chunks", source))

@@ -7,13 +7,14 @@
 
 use std::path::Path;
 
-use diode_common::codec::{SeriesColumns, decode_columns};
+use diode_common::codec::SeriesColumns;
 use diode_common::record::SeriesKey;
 use rocksdb::DBRawIterator;
 
+use crate::bucket::{Bucket, bucket_of};
 use crate::chunks::{Point, merge_bucket};
 use crate::error::ReplicaError;
-use crate::layout::{POINT_BUCKET_PREFIX_LENGTH, PointKey, SegmentKey, decode_audit_entry};
+use crate::layout::{SegmentKey, decode_audit_entry};
 
 /// The points of one series in a time range as columns, one block per stored bucket that has
 /// points in range, ascending by time; see [`Replica::scan_columns`](crate::Replica::scan_columns).
@@ -43,48 +44,12 @@ impl<'a> ColumnScan<'a> {
     /// `Ok(Some(None))` for a bucket with no point in range.
     fn next_bucket(&mut self) -> Result<Option<Option<SeriesColumns>>, ReplicaError> {
         let Some(raw) = self.raw.as_mut() else { return Ok(None) };
-        if !raw.valid() {
-            raw.status().map_err(|source| ReplicaError::storage(self.path, "scanning points", source))?;
+        if raw.key().and_then(bucket_of).is_some_and(|(series_id, _)| series_id != self.series_id) {
             return Ok(None);
         }
-        let first_key = raw.key().unwrap_or_default();
-        let Some(first) = PointKey::from_bytes(first_key) else {
-            return Err(ReplicaError::corrupt(self.path, "a points key", "is not 36 bytes"));
-        };
-        if first.series_id != self.series_id {
-            return Ok(None);
-        }
-        let prefix: [u8; POINT_BUCKET_PREFIX_LENGTH] =
-            first_key[..POINT_BUCKET_PREFIX_LENGTH].try_into().expect("checked length");
-        let mut chunks = Vec::new();
-        while raw.valid() {
-            let (Some(key), Some(value)) = (raw.key(), raw.value()) else { break };
-            if !key.starts_with(&prefix) {
-                break;
-            }
-            if PointKey::from_bytes(key).is_none() {
-                // Not written by apply: refused rather than merged into answers (audit names it).
-                let what = format!("a points entry {}", describe_point_key(key));
-                return Err(ReplicaError::corrupt(self.path, &what, "has a key apply never writes (not 36 bytes)"));
-            }
-            let chunk = decode_columns(value, self.key.clone()).map_err(|error| {
-                ReplicaError::corrupt(self.path, &format!("the points chunk {}", describe_point_key(key)), error)
-            })?;
-            chunks.push(chunk);
-            raw.next();
-        }
-        raw.status().map_err(|source| ReplicaError::storage(self.path, "scanning points", source))?;
-        Ok(Some(merge_bucket(chunks, self.from_ns, self.to_ns)))
-    }
-}
-
-fn describe_point_key(key: &[u8]) -> String {
-    match PointKey::from_bytes(key) {
-        Some(k) => format!(
-            "of series {} bucket {} from sender {} epoch {} sequence {}",
-            k.series_id, k.bucket_start_ns, k.sender_id, k.epoch, k.sequence
-        ),
-        None => format!("with a {}-byte key", key.len()),
+        // A key apply never writes is refused rather than merged into answers (audit names it).
+        let Some(bucket) = Bucket::read(raw, &self.key, self.path)? else { return Ok(None) };
+        Ok(Some(merge_bucket(bucket.into_blocks(), self.from_ns, self.to_ns)))
     }
 }
 

@@ -9,6 +9,7 @@ use diode_common::gaps::SequenceTracker;
 use diode_common::record::{SeriesKey, ValueKind};
 
 use crate::layout::{self, BeaconSummary, Counters, SeriesStatistics};
+use crate::merge::PendingMerges;
 
 /// One series in the catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,4 +124,6 @@ pub(crate) struct State {
     pub(crate) streams: BTreeMap<(u64, u64), StreamState>,
     pub(crate) beacons: BTreeMap<u64, BeaconSummary>,
     pub(crate) counters: Counters,
+    /// Buckets waiting to be merged once their hour closes.
+    pub(crate) pending: PendingMerges,
 }

@@ -29,7 +29,8 @@ use diode_common::codec::{SeriesColumns, decode_columns};
 use diode_common::keys::encode_hex;
 use diode_common::record::{Quality, SeriesKey, Value};
 use diode_replica::{
-    BUCKET_NS, ChunkScan, PointKey, RawChunk, Replica, ReplicaError, SegmentKey, SeriesInfo, bucket_start,
+    BUCKET_NS, ChunkScan, ChunkValue, PointKey, PointsEntry, RawChunk, Replica, ReplicaError, SegmentKey, SeriesInfo,
+    bucket_start,
 };
 
 use super::findings::{Finding, Findings, segment_name};
@@ -55,14 +56,38 @@ pub(super) fn inventory(
     findings: &mut Findings,
 ) -> Result<u64, ReplicaError> {
     let mut catalogued_chunks = 0u64;
-    replica.for_each_point_chunk(|key, value| {
-        let key = match key {
-            Ok(key) => key,
-            Err(key_bytes) => {
+    replica.for_each_point_chunk(|entry| {
+        let (key, value) = match entry {
+            PointsEntry::Chunk(key, value) => (key, value),
+            PointsEntry::Malformed(key_bytes, value) => {
                 findings.push(Finding::ChunkKeyMalformed {
                     key_hex: encode_hex(key_bytes),
                     value_bytes: value.len() as u64,
                 });
+                return;
+            }
+            PointsEntry::Merged { key, series_id, bucket_start_ns, chunks, value } => {
+                if !bucket_overlaps(bucket_start_ns, span) {
+                    return;
+                }
+                if series_id < catalogued {
+                    // A table that cannot be read is the series check's finding (points_unreadable).
+                    catalogued_chunks += chunks.map_or(0, |keys| keys.len() as u64);
+                    return;
+                }
+                match Replica::merged_bucket_chunks(series_id, bucket_start_ns, value) {
+                    Ok(chunks) => {
+                        for (chunk, columns) in chunks {
+                            findings.push(Finding::ChunkUncatalogued {
+                                chunk,
+                                rows: Some(columns.len() as u64),
+                                first_timestamp_ns: columns.timestamps_ns.first().copied(),
+                            });
+                        }
+                    }
+                    Err(_) => findings
+                        .push(Finding::ChunkKeyMalformed { key_hex: encode_hex(key), value_bytes: value.len() as u64 }),
+                }
                 return;
             }
         };
@@ -292,8 +317,9 @@ pub(super) fn check_series(
         // A malformed key is the inventory's finding.
         let Ok(key) = chunk.key else { continue };
         check.totals.chunks_checked += 1;
-        let Some(stored) = check.decode(key, &chunk.value) else { continue };
+        // Expected or not, a chunk that does not decode is named once, as unreadable.
         let runs = expected.remove(&order_of(key.bucket_start_ns, segment_of(&key)));
+        let Some(stored) = check.decode(key, chunk.value) else { continue };
         check.stored_chunk(key, &stored, Expectation { parts, runs });
     }
     for (order, runs) in expected {
@@ -431,7 +457,7 @@ impl Iterator for SeriesChunks<'_, '_, '_> {
                     Some(Err(error)) => return self.unusable(error.to_string()),
                     None => break,
                 };
-                let stored = match decode_columns(&value, self.info.key.clone()) {
+                let stored = match value.into_columns(self.info.key.clone()) {
                     Ok(stored) => stored,
                     Err(error) => return self.unusable(error.to_string()),
                 };
@@ -477,8 +503,8 @@ impl SeriesCheck<'_> {
     }
 
     /// The stored chunk's columns, or `None` (and a finding) when it cannot be decoded.
-    fn decode(&mut self, key: PointKey, value: &[u8]) -> Option<SeriesColumns> {
-        match decode_columns(value, self.info.key.clone()) {
+    fn decode(&mut self, key: PointKey, value: ChunkValue) -> Option<SeriesColumns> {
+        match value.into_columns(self.info.key.clone()) {
             Ok(stored) => Some(stored),
             Err(error) => {
                 let bucket = (key.bucket_start_ns, key.bucket_start_ns.saturating_add(BUCKET_NS - 1));

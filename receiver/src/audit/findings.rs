@@ -330,7 +330,7 @@ impl Finding {
             }
             Self::ChunkKeyMalformed { key_hex, value_bytes } => format!(
                 "the points column family holds a {value_bytes}-byte value under the key {key_hex}, which is not a \
-                 points key (36 bytes)"
+                 points key (36 bytes) nor a merged bucket that can be read (12 bytes)"
             ),
             Self::ChunksUnaccounted { stored, checked } => format!(
                 "the audit checked {checked} chunks of catalogued series but the replica holds {stored}: it changed \

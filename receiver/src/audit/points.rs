@@ -377,10 +377,11 @@ fn compare_window(
             flagged.clear();
             let scan = replica.scan_columns(info.id, window.0, window.1);
             let compared = Compared { totals: &mut totals, findings: &mut findings, flagged: &mut flagged };
-            if compare_series(&series, Some((info.id, scan)), &parts, window, compared) {
-                flagged.sort_unstable();
-                chunks::check_series(replica, info, &parts, window, &flagged, &mut totals, &mut findings);
-            }
+            // Every chunk is checked even when the points could not all be read: the check names
+            // each chunk that does not decode, and accounts for the rest.
+            compare_series(&series, Some((info.id, scan)), &parts, window, compared);
+            flagged.sort_unstable();
+            chunks::check_series(replica, info, &parts, window, &flagged, &mut totals, &mut findings);
         }
         (totals, findings)
     };

@@ -1,0 +1,326 @@
+//! Merged closed hours: a replica whose buckets are merged, at any moment and in any arrival
+//! order of the segments, reads exactly as one never merged (points, every chunk as stored, what
+//! sinks read); closed hours merge by themselves, a restart forgets none waiting, and a replica of
+//! layout 1 is upgraded with every bucket it holds marked.
+
+use std::path::Path;
+
+use diode_common::codec::{SeriesColumns, group_records};
+use diode_common::keys::SenderKey;
+use diode_common::record::{Quality, Record, SeriesKey, Value};
+use diode_common::rng::SeededRng;
+use diode_common::seal::{self, ChainPosition, GENESIS_HASH, SealedSegment, SegmentHash};
+use diode_replica::{BUCKET_NS, CLOSE_AFTER_NS, PointKey, QUIET_APPLIES, Replica};
+
+const T0: i64 = 1_704_067_200_000_000_000;
+const SECOND: i64 = 1_000_000_000;
+
+type Segment = (SealedSegment, Vec<SeriesColumns>);
+
+/// Seals consecutive segments of one chain.
+struct Chain {
+    key: SenderKey,
+    epoch: u64,
+    next_sequence: u64,
+    previous_hash: SegmentHash,
+}
+
+impl Chain {
+    fn new(epoch: u64) -> Chain {
+        Chain { key: SenderKey::from_seed([5u8; 32]), epoch, next_sequence: 1, previous_hash: GENESIS_HASH }
+    }
+
+    fn seal(&mut self, records: &[Record]) -> Segment {
+        let position = ChainPosition {
+            sender_id: 1,
+            epoch: self.epoch,
+            sequence: self.next_sequence,
+            previous_hash: self.previous_hash,
+        };
+        let segment = seal::seal(position, &group_records(records), 3, T0, &self.key);
+        self.next_sequence += 1;
+        self.previous_hash = segment.hash();
+        let decoded = seal::decode_verified(&segment).expect("a sealed segment decodes");
+        (segment, decoded)
+    }
+}
+
+fn record(series: &str, timestamp_ns: i64, value: Value) -> Record {
+    Record { series: SeriesKey::new(series), timestamp_ns, value, quality: Quality::GOOD }
+}
+
+fn apply(replica: &mut Replica, (segment, series): &Segment) {
+    replica.apply(segment, series, T0).expect("apply");
+}
+
+/// Everything a reader sees, as comparable text: each series' points, every chunk with its key
+/// and rows, and what a sink reads from the first apply on.
+fn view(replica: &Replica) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let mut points = Vec::new();
+    for info in replica.series_list() {
+        for point in replica.scan(info.id, i64::MIN, i64::MAX) {
+            points.push(format!("{} {:?}", info.key, point.expect("scan")));
+        }
+    }
+    let chunks = replica
+        .point_chunks(0)
+        .map(|chunk| {
+            let chunk = chunk.expect("chunk");
+            let columns = chunk.value.into_columns(SeriesKey::new("")).expect("decodes");
+            format!("{:?} {:?}", chunk.key, columns)
+        })
+        .collect();
+    let applied = replica
+        .read_applied(0, 100_000, usize::MAX)
+        .expect("read applied")
+        .iter()
+        .map(|segment| format!("{segment:?}"))
+        .collect();
+    (points, chunks, applied)
+}
+
+/// Asserts two views are equal, naming the first difference.
+fn assert_same(
+    merged: &(Vec<String>, Vec<String>, Vec<String>),
+    plain: &(Vec<String>, Vec<String>, Vec<String>),
+    context: &str,
+) {
+    for (what, a, b) in
+        [("points", &merged.0, &plain.0), ("chunks", &merged.1, &plain.1), ("sink reads", &merged.2, &plain.2)]
+    {
+        if let Some(index) = (0..a.len().max(b.len())).find(|&i| a.get(i) != b.get(i)) {
+            panic!(
+                "{context}: {what} differ at {index} (of {} merged, {} plain):\nmerged {:?}\nplain  {:?}",
+                a.len(),
+                b.len(),
+                a.get(index),
+                b.get(index)
+            );
+        }
+    }
+}
+
+/// Points entries by key length: (chunks stored on their own, merged buckets).
+fn entries(replica: &Replica) -> (usize, usize) {
+    let (mut stored, mut merged) = (0, 0);
+    replica
+        .for_each_point_chunk(|entry| match entry {
+            diode_replica::PointsEntry::Chunk(..) => stored += 1,
+            diode_replica::PointsEntry::Merged { .. } => merged += 1,
+            diode_replica::PointsEntry::Malformed(..) => panic!("a malformed key"),
+        })
+        .expect("walk");
+    (stored, merged)
+}
+
+/// Segments of three series over about three hours: a few points each, some timestamps written
+/// again (corrections), some points in an hour already past, kinds that change.
+fn plant_segments(rng: &mut SeededRng, count: usize) -> Vec<Segment> {
+    let mut chain = Chain::new(1);
+    let mut segments = Vec::new();
+    for index in 0..count {
+        let now = T0 + index as i64 * 4 * 60 * SECOND;
+        let mut records = Vec::new();
+        for (series, name) in ["a", "b", "c"].iter().enumerate() {
+            for point in 0..rng.below(4) {
+                let timestamp_ns = match rng.below(6) {
+                    0 => T0 + rng.below(index as u64 + 1) as i64 * 4 * 60 * SECOND, // again, or earlier
+                    1 => now - BUCKET_NS,                                           // an hour back
+                    _ => now + point as i64 * SECOND,
+                };
+                let value = if series == 2 && rng.below(5) == 0 {
+                    Value::I64(rng.below(100) as i64)
+                } else {
+                    Value::F64(rng.below(1_000) as f64 / 8.0)
+                };
+                records.push(record(name, timestamp_ns, value));
+            }
+        }
+        records.push(record("a", now, Value::F64(index as f64)));
+        segments.push(chain.seal(&records));
+    }
+    segments
+}
+
+#[test]
+fn merging_at_any_moment_changes_nothing_a_reader_sees_whatever_the_arrival_order() {
+    for seed in 1..=6u64 {
+        let mut rng = SeededRng::new(seed);
+        let segments = plant_segments(&mut rng, 48);
+        // Arrival: mostly in order, a fifth held back to the end (gaps filled late, into merged hours).
+        let (mut order, mut late): (Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new());
+        for index in 0..segments.len() {
+            if rng.below(5) == 0 { late.push(index) } else { order.push(index) }
+        }
+        order.extend(late.iter().rev());
+        let (plain_dir, merged_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut plain = Replica::open(plain_dir.path()).unwrap();
+        let mut merged = Replica::open(merged_dir.path()).unwrap();
+        let mut buckets_merged = 0;
+        for (step, &index) in order.iter().enumerate() {
+            apply(&mut plain, &segments[index]);
+            apply(&mut merged, &segments[index]);
+            match rng.below(4) {
+                0 => buckets_merged += merged.merge_all_buckets().unwrap().buckets_merged,
+                1 => buckets_merged += merged.merge_closed_buckets(rng.below(40) as usize).unwrap().buckets_merged,
+                _ => {}
+            }
+            if step % 8 == 7 {
+                assert_same(&view(&merged), &view(&plain), &format!("seed {seed}, after {} applies", step + 1));
+            }
+        }
+        buckets_merged += merged.merge_all_buckets().unwrap().buckets_merged;
+        assert!(buckets_merged > 0, "seed {seed}: nothing was merged");
+        assert_eq!(merged.buckets_waiting_to_merge(), 0);
+        assert_same(&view(&merged), &view(&plain), &format!("seed {seed}, all merged"));
+        let ((plain_stored, plain_merged), (stored, merged_entries)) = (entries(&plain), entries(&merged));
+        assert_eq!(plain_merged, 0);
+        assert!(stored + merged_entries < plain_stored, "seed {seed}: {stored} + {merged_entries} of {plain_stored}");
+    }
+}
+
+/// Two series, one point each per segment, a segment a minute: a live plant, sped up.
+fn live_segments(minutes: i64) -> Vec<Segment> {
+    let mut chain = Chain::new(1);
+    (0..minutes)
+        .map(|minute| {
+            let at = T0 + minute * 60 * SECOND;
+            chain.seal(&[record("a", at, Value::F64(minute as f64)), record("b", at, Value::I64(minute))])
+        })
+        .collect()
+}
+
+#[test]
+fn closed_hours_merge_by_themselves_within_a_budget_and_a_restart_forgets_none_waiting() {
+    const { assert!(CLOSE_AFTER_NS == 10 * 60 * SECOND && QUIET_APPLIES == 64, "the test's timing assumes these") };
+    let directory = tempfile::tempdir().unwrap();
+    let segments = live_segments(3 * 60 + 11);
+    let mut replica = Replica::open(directory.path()).unwrap();
+    for segment in &segments {
+        apply(&mut replica, segment);
+    }
+    let before = view(&replica);
+    assert_eq!(replica.buckets_waiting_to_merge(), 8, "two series, four hours");
+    // Hours 0 and 1 are closed (11 minutes of hour 3 are in) and quiet (71 applies since hour 1).
+    let first = replica.merge_closed_buckets(1).unwrap();
+    assert_eq!((first.buckets_merged, first.chunks_merged, first.buckets_waiting), (1, 60, 3));
+    let rest = replica.merge_closed_buckets(usize::MAX).unwrap();
+    assert_eq!((rest.buckets_merged, rest.buckets_waiting), (3, 0));
+    assert_eq!(replica.merge_closed_buckets(usize::MAX).unwrap().buckets_merged, 0, "hours 2 and 3 are open");
+    assert_eq!(entries(&replica), (2 * 60 + 2 * 11, 4));
+    assert_eq!(view(&replica), before);
+    drop(replica);
+    let mut replica = Replica::open(directory.path()).unwrap();
+    assert_eq!(replica.buckets_waiting_to_merge(), 4, "the open hours are still marked");
+    assert_eq!(view(&replica), before);
+    // Hour 3 is quiet once 64 applies have passed since its last: minute 239 + 65.
+    let more = live_segments(5 * 60 + 5);
+    for segment in &more[segments.len()..] {
+        apply(&mut replica, segment);
+    }
+    assert_eq!(replica.merge_closed_buckets(usize::MAX).unwrap().buckets_merged, 4, "hours 2 and 3 closed");
+    assert_eq!(entries(&replica), (2 * 65, 8), "hours 4 and 5 open");
+}
+
+#[test]
+fn a_segment_applied_into_a_merged_hour_is_read_in_its_place_and_marks_the_hour_again() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut chain = Chain::new(1);
+    let at = |second: i64| T0 + second * SECOND;
+    let first = chain.seal(&[record("a", at(1), Value::F64(1.0)), record("a", at(2), Value::F64(2.0))]);
+    let gap = chain.seal(&[record("a", at(2), Value::F64(20.0)), record("a", at(3), Value::F64(30.0))]);
+    let third = chain.seal(&[record("a", at(3), Value::F64(300.0)), record("a", at(4), Value::F64(4.0))]);
+    let mut replica = Replica::open(directory.path()).unwrap();
+    apply(&mut replica, &first);
+    apply(&mut replica, &third);
+    assert_eq!(replica.merge_all_buckets().unwrap().buckets_merged, 1);
+    apply(&mut replica, &gap);
+    assert_eq!(replica.buckets_waiting_to_merge(), 1);
+    let values: Vec<f64> =
+        replica.scan(0, i64::MIN, i64::MAX).map(|point| point.unwrap().value.as_f64().unwrap()).collect();
+    assert_eq!(values, vec![1.0, 20.0, 300.0, 4.0], "the gap's segment wins over 1, loses to 3");
+    let sequences: Vec<u64> = replica
+        .point_chunks(0)
+        .map(|chunk| match chunk.unwrap().key {
+            Ok(key) => key.sequence,
+            Err(_) => 0,
+        })
+        .collect();
+    assert_eq!(sequences, vec![1, 2, 3]);
+    assert_eq!(replica.merge_all_buckets().unwrap().chunks_merged, 3);
+    assert_eq!(entries(&replica), (0, 1));
+    let values_after: Vec<f64> =
+        replica.scan(0, i64::MIN, i64::MAX).map(|point| point.unwrap().value.as_f64().unwrap()).collect();
+    assert_eq!(values_after, values);
+}
+
+fn raw_db(path: &Path) -> rocksdb::DB {
+    rocksdb::DB::open_cf(&rocksdb::Options::default(), path, ["points", "series", "segments", "meta"]).unwrap()
+}
+
+#[test]
+fn a_replica_of_layout_1_is_upgraded_with_every_bucket_of_several_chunks_marked() {
+    let directory = tempfile::tempdir().unwrap();
+    let segments = live_segments(130);
+    {
+        let mut replica = Replica::open(directory.path()).unwrap();
+        for segment in &segments {
+            apply(&mut replica, segment);
+        }
+    }
+    {
+        // What a replica written by the build before merged hours holds: version 1, no marks.
+        let db = raw_db(directory.path());
+        let meta = db.cf_handle("meta").unwrap();
+        let marks: Vec<Box<[u8]>> = db
+            .iterator_cf(meta, rocksdb::IteratorMode::Start)
+            .map(|entry| entry.unwrap().0)
+            .filter(|key| key.first() == Some(&b'M'))
+            .collect();
+        assert_eq!(marks.len(), 6);
+        for key in marks {
+            db.delete_cf(meta, key).unwrap();
+        }
+        db.put_cf(meta, b"V", 1u32.to_be_bytes()).unwrap();
+    }
+    let before = view(&Replica::open_read_only(directory.path()).unwrap());
+    let mut replica = Replica::open(directory.path()).unwrap();
+    assert_eq!(replica.buckets_waiting_to_merge(), 6, "two series, hours 0, 1 and 2 (ten minutes)");
+    assert_eq!(replica.merge_closed_buckets(usize::MAX).unwrap().buckets_merged, 2, "hour 0 is closed");
+    assert_eq!(view(&replica), before);
+    drop(replica);
+    let db = raw_db(directory.path());
+    let version = db.get_cf(db.cf_handle("meta").unwrap(), b"V").unwrap().unwrap();
+    assert_eq!(version, diode_replica::LAYOUT_VERSION.to_be_bytes());
+}
+
+#[test]
+fn a_merged_bucket_that_does_not_read_is_refused_by_scans_and_left_alone_by_merges() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut replica = Replica::open(directory.path()).unwrap();
+    for segment in &live_segments(5) {
+        apply(&mut replica, segment);
+    }
+    let chunks: Vec<(PointKey, SeriesColumns)> = replica
+        .series_chunks(0, i64::MIN, i64::MAX)
+        .map(|chunk| {
+            let chunk = chunk.unwrap();
+            (chunk.key.unwrap(), chunk.value.into_columns(SeriesKey::new("")).unwrap())
+        })
+        .collect();
+    let value = diode_replica::encode_merged_bucket(&chunks);
+    assert_eq!(Replica::merged_bucket_chunks(0, chunks[0].0.bucket_start_ns, &value).unwrap(), chunks);
+    drop(replica);
+    {
+        let db = raw_db(directory.path());
+        let points = db.cf_handle("points").unwrap();
+        let prefix = chunks[0].0.to_bytes()[..12].to_vec();
+        db.put_cf(points, &prefix, &value[..value.len() - 3]).unwrap();
+    }
+    let mut replica = Replica::open(directory.path()).unwrap();
+    let error = replica.scan(0, i64::MIN, i64::MAX).find_map(Result::err).expect("the scan refuses it");
+    assert!(error.to_string().contains("the merged bucket"), "{error}");
+    let report = replica.merge_all_buckets().unwrap();
+    assert_eq!((report.buckets_unreadable, report.buckets_merged), (1, 1), "series b still merges");
+    assert!(report.unreadable.unwrap().contains("the merged bucket"));
+}
