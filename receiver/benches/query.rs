@@ -2,7 +2,9 @@
 //! segments): the raw scan (points decoded per second, directly and through the HTTP path's
 //! batched read lock), the 1-minute mean and time-weighted average over the whole year, and raw
 //! rows formatted as CSV; then the 1-minute mean over many series at once (32 series of a week
-//! at 1 Hz, one-hour segments of all 32), which a query computes on every core.
+//! at 1 Hz, one-hour segments of all 32), which a query computes on every core; then the live
+//! layout (a point per segment, as a plant sealing every second writes it), as written and once
+//! its closed hours are merged.
 //!
 //! Run with `cargo bench -p diode-receiver --bench query`. Building the replicas takes a minute
 //! or two; `DIODE_QUERY_BENCH_DAYS=30` measures a shorter series. Prints plain figures (best of
@@ -223,6 +225,71 @@ fn main() {
     drop(replica);
 
     many_series(threads);
+    live_layout(threads);
+}
+
+/// A series written the way a live plant writes it: one point per segment, a segment a second,
+/// so the replica holds a chunk per point until each closed hour is merged. The same scan and
+/// mean, as written and once every hour is merged (`DIODE_QUERY_BENCH_LIVE_HOURS`, default 48).
+fn live_layout(threads: usize) {
+    let hours: i64 = std::env::var("DIODE_QUERY_BENCH_LIVE_HOURS").ok().and_then(|h| h.parse().ok()).unwrap_or(48);
+    let points = hours * POINTS_PER_SEGMENT;
+    let directory = tempfile::tempdir().expect("temp dir");
+    let key = SenderKey::from_seed([9u8; 32]);
+    let started = Instant::now();
+    {
+        let mut replica = Replica::open(directory.path()).expect("open replica");
+        let (mut previous_hash, mut noise) = (GENESIS_HASH, 1u64);
+        for second in 0..points {
+            let mut columns = SeriesColumns::new(SeriesKey::new(SERIES));
+            columns.push(START_NS + second * SECOND_NS, Value::F64(value_at(second, &mut noise)), Quality::GOOD);
+            let series = [columns];
+            let position = ChainPosition { sender_id: 1, epoch: 1, sequence: second as u64 + 1, previous_hash };
+            let segment = seal::seal(position, &series, 3, START_NS + (second + 1) * SECOND_NS, &key);
+            previous_hash = segment.hash();
+            replica.apply(&segment, &series, START_NS).expect("apply");
+        }
+        replica.compact().expect("compact");
+    }
+    println!(
+        "live layout: {hours} hours of a 1 Hz series applied a point per segment ({points} segments) in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let (from_ns, to_ns) = (START_NS, START_NS + points * SECOND_NS - 1);
+    for state in ["as written, compacted", "every hour merged, compacted"] {
+        if state.starts_with("every hour merged") {
+            let mut replica = Replica::open(directory.path()).expect("open replica");
+            let started = Instant::now();
+            let report = replica.merge_all_buckets().expect("merge");
+            println!(
+                "  merging {} hours ({} chunks): {:.2} s",
+                report.buckets_merged,
+                report.chunks_merged,
+                started.elapsed().as_secs_f64()
+            );
+            replica.compact().expect("compact");
+        }
+        let replica = Replica::open_read_only(directory.path()).expect("open read-only");
+        let info = replica.series_list().into_iter().next().expect("one series");
+        let points_bytes =
+            replica.table_bytes().expect("sizes").iter().find(|(name, _)| *name == "points").map_or(0, |f| f.1);
+        let (timing, scanned) = best_of(|| {
+            replica.scan_columns(info.id, from_ns, to_ns).map(|block| block.expect("scan").len()).sum::<usize>()
+        });
+        assert_eq!(scanned as i64, points);
+        println!(
+            "  {state}: points {:.2} bytes per point; scan as columns: {}",
+            points_bytes as f64 / points as f64,
+            timing.describe(scanned as f64, "points")
+        );
+        let series = select_series(&replica.series_list(), SERIES).expect("series");
+        let request = request(from_ns, to_ns, Some("1m"), Some("mean"));
+        let (timing, rows) = timed_query(&replica, &series, &request);
+        println!(
+            "  {state}: 1-minute mean ({rows} windows, {threads} threads): {}",
+            timing.describe(points as f64, "points")
+        );
+    }
 }
 
 /// The 1-minute mean over many series of a week at once: wall time against CPU time of all threads.

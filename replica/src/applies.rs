@@ -214,7 +214,9 @@ impl Replica {
         // Only the timestamps are used; the key is a placeholder.
         let placeholder = diode_common::record::SeriesKey::new("chunk");
         let Some(stored) = Bucket::read(&mut raw, &placeholder, &self.path)? else { return Ok(bucket) };
-        for (key, chunk) in stored.into_chunks() {
+        let what = stored.describe();
+        let chunks = stored.into_chunks().map_err(|reason| ReplicaError::corrupt(&self.path, &what, reason))?;
+        for (key, chunk) in chunks {
             let index = bucket.chunks.len() as u32;
             bucket.chunks.push((key.epoch, key.sequence, key.sender_id));
             bucket.winner.reserve(chunk.timestamps_ns.len());

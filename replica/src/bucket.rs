@@ -43,13 +43,34 @@ pub(crate) fn describe_entry(key: &[u8]) -> String {
 
 /// A merged entry's parts and their rows, decoded and checked against each other.
 pub(crate) fn decode_merged(value: &[u8], series: SeriesKey) -> Result<(Vec<MergedPart>, SeriesColumns), String> {
-    let (parts, rows) = layout::decode_merged_table(value)?;
-    let rows = decode_columns(rows, series).map_err(|error| error.to_string())?;
-    let counted: u64 = parts.iter().map(|part| u64::from(part.rows)).sum();
-    if counted != rows.len() as u64 {
-        return Err(format!("its table names {counted} rows but it holds {}", rows.len()));
+    let (parts, _) = layout::decode_merged_table(value)?;
+    let merged = MergedRows::read(value, series)?;
+    Ok((parts, merged.rows))
+}
+
+/// A merged entry read for its rows: the table is kept as bytes and read only when the parts are
+/// needed (a scan of a merged hour with nothing stored beside it needs the rows alone).
+struct MergedRows {
+    /// The value's header and table.
+    head: Vec<u8>,
+    /// How many parts the header names.
+    count: usize,
+    rows: SeriesColumns,
+}
+
+impl MergedRows {
+    fn read(value: &[u8], series: SeriesKey) -> Result<MergedRows, String> {
+        let (count, row_count, head, columns) = layout::split_merged(value)?;
+        let rows = decode_columns(columns, series).map_err(|error| error.to_string())?;
+        if row_count != rows.len() as u64 {
+            return Err(format!("its header names {row_count} rows but it holds {}", rows.len()));
+        }
+        Ok(MergedRows { head: head.to_vec(), count, rows })
     }
-    Ok((parts, rows))
+
+    fn parts(&self) -> Result<Vec<MergedPart>, String> {
+        Ok(layout::decode_merged_table(&self.head)?.0)
+    }
 }
 
 /// Rows `rows` of `columns` as columns of their own, typed as apply would have stored them.
@@ -98,8 +119,8 @@ pub(crate) fn merged_chunks(
 pub(crate) struct Bucket {
     pub(crate) series_id: u32,
     pub(crate) bucket_start_ns: i64,
-    /// The merged entry's parts, in key order, and their rows.
-    merged: Option<(Vec<MergedPart>, SeriesColumns)>,
+    /// The merged entry, if any.
+    merged: Option<MergedRows>,
     /// The chunks stored as entries of their own, in key order.
     stored: Vec<(PointKey, SeriesColumns)>,
 }
@@ -133,7 +154,7 @@ impl Bucket {
                 break;
             }
             if layout::is_merged_key(key) {
-                let merged = decode_merged(value, series.clone())
+                let merged = MergedRows::read(value, series.clone())
                     .map_err(|reason| ReplicaError::corrupt(path, &describe_entry(key), reason))?;
                 bucket.merged = Some(merged);
             } else {
@@ -154,6 +175,11 @@ impl Bucket {
         Ok(Some(bucket))
     }
 
+    /// Names the bucket's merged entry, for messages.
+    pub(crate) fn describe(&self) -> String {
+        describe_entry(&layout::bucket_prefix(self.series_id, self.bucket_start_ns))
+    }
+
     /// Whether some chunks are stored as entries of their own.
     pub(crate) fn has_stored_chunks(&self) -> bool {
         !self.stored.is_empty()
@@ -166,16 +192,21 @@ impl Bucket {
 
     /// How many chunks the bucket holds, counting each part of a merged entry.
     pub(crate) fn chunk_count(&self) -> usize {
-        self.merged.as_ref().map_or(0, |(parts, _)| parts.len()) + self.stored.len()
+        self.merged.as_ref().map_or(0, |merged| merged.count) + self.stored.len()
     }
 
     /// The bucket's rows as blocks in last-write-wins order, for `chunks::merge_bucket`: a merged
     /// entry's rows stay one block unless stored chunks fall between its parts (a gap filled after
-    /// the merge), where they are cut.
-    pub(crate) fn into_blocks(self) -> Vec<SeriesColumns> {
-        let Some((parts, rows)) = self.merged else {
-            return self.stored.into_iter().map(|(_, chunk)| chunk).collect();
+    /// the merge), where they are cut. An error when the merged entry's table does not read.
+    pub(crate) fn into_blocks(self) -> Result<Vec<SeriesColumns>, String> {
+        let Some(merged) = self.merged else {
+            return Ok(self.stored.into_iter().map(|(_, chunk)| chunk).collect());
         };
+        if self.stored.is_empty() {
+            return Ok(vec![merged.rows]);
+        }
+        let parts = merged.parts()?;
+        let rows = merged.rows;
         let mut blocks = Vec::with_capacity(self.stored.len() + 1);
         let (mut part, mut row) = (0, 0usize);
         for (key, chunk) in self.stored {
@@ -190,28 +221,30 @@ impl Bucket {
             blocks.push(chunk);
         }
         if row == 0 {
-            // Every part sorts after every stored chunk (or nothing is stored on its own).
+            // Every part sorts after every stored chunk.
             blocks.push(rows);
         } else if row < rows.len() {
             blocks.push(slice_rows(&rows, row..rows.len()));
         }
-        blocks
+        Ok(blocks)
     }
 
     /// Every chunk of the bucket with its key, in key order: the merged entry's parts split out
-    /// and interleaved with the chunks stored on their own.
-    pub(crate) fn into_chunks(self) -> Vec<(PointKey, SeriesColumns)> {
-        let Some((parts, rows)) = self.merged else { return self.stored };
+    /// and interleaved with the chunks stored on their own. An error when the merged entry's
+    /// table does not read.
+    pub(crate) fn into_chunks(self) -> Result<Vec<(PointKey, SeriesColumns)>, String> {
+        let Some(merged) = self.merged else { return Ok(self.stored) };
+        let parts = merged.parts()?;
         let mut chunks = Vec::with_capacity(parts.len() + self.stored.len());
         let mut row = 0usize;
         for part in &parts {
             let end = row + part.rows as usize;
-            chunks.push((part.key(self.series_id, self.bucket_start_ns), slice_rows(&rows, row..end)));
+            chunks.push((part.key(self.series_id, self.bucket_start_ns), slice_rows(&merged.rows, row..end)));
             row = end;
         }
         chunks.extend(self.stored);
         chunks.sort_by_key(|(key, _)| *key);
-        chunks
+        Ok(chunks)
     }
 }
 
@@ -238,7 +271,11 @@ mod tests {
     }
 
     fn bucket(parts: Vec<MergedPart>, rows: SeriesColumns, stored: Vec<(PointKey, SeriesColumns)>) -> Bucket {
-        Bucket { series_id: 3, bucket_start_ns: 0, merged: Some((parts, rows)), stored }
+        let mut value = Vec::new();
+        layout::encode_merged_table(&parts, &mut value);
+        encode_columns(&rows, &mut value);
+        let merged = MergedRows::read(&value, SeriesKey::new("a")).unwrap();
+        Bucket { series_id: 3, bucket_start_ns: 0, merged: Some(merged), stored }
     }
 
     #[test]
@@ -246,17 +283,17 @@ mod tests {
         let rows = columns(&[(1, 1.0), (2, 2.0), (3, 3.0)]);
         let parts = vec![part(2, 1), part(4, 2)];
         let later = (key(7), columns(&[(2, 9.0)]));
-        let blocks = bucket(parts.clone(), rows.clone(), vec![later.clone()]).into_blocks();
+        let blocks = bucket(parts.clone(), rows.clone(), vec![later.clone()]).into_blocks().unwrap();
         assert_eq!(blocks, vec![rows.clone(), later.1.clone()]);
         let gap_fill = (key(3), columns(&[(3, 7.0)]));
-        let blocks = bucket(parts.clone(), rows.clone(), vec![gap_fill.clone(), later.clone()]).into_blocks();
+        let blocks = bucket(parts.clone(), rows.clone(), vec![gap_fill.clone(), later.clone()]).into_blocks().unwrap();
         assert_eq!(blocks, vec![columns(&[(1, 1.0)]), gap_fill.1.clone(), columns(&[(2, 2.0), (3, 3.0)]), later.1]);
-        let chunks = bucket(parts, rows, vec![gap_fill.clone()]).into_chunks();
+        let chunks = bucket(parts, rows, vec![gap_fill.clone()]).into_chunks().unwrap();
         let keys: Vec<u64> = chunks.iter().map(|(key, _)| key.sequence).collect();
         assert_eq!(keys, vec![2, 3, 4]);
         assert_eq!(chunks[2].1, columns(&[(2, 2.0), (3, 3.0)]));
         let earliest = (key(1), columns(&[(5, 5.0)]));
-        let blocks = bucket(vec![part(2, 1)], columns(&[(1, 1.0)]), vec![earliest.clone()]).into_blocks();
+        let blocks = bucket(vec![part(2, 1)], columns(&[(1, 1.0)]), vec![earliest.clone()]).into_blocks().unwrap();
         assert_eq!(blocks, vec![earliest.1, columns(&[(1, 1.0)])]);
     }
 
@@ -269,7 +306,10 @@ mod tests {
         let mut short = Vec::new();
         layout::encode_merged_table(&[part(1, 1), part(2, 2)], &mut short);
         encode_columns(&columns(&[(1, 1.0), (2, 2.0)]), &mut short);
-        assert!(decode_merged(&short, SeriesKey::new("a")).unwrap_err().contains("names 3 rows"));
+        assert!(
+            decode_merged(&short, SeriesKey::new("a")).unwrap_err().contains("names 3 rows"),
+            "the header counts the parts' rows"
+        );
         let mut unordered = Vec::new();
         layout::encode_merged_table(&[part(2, 1), part(1, 1)], &mut unordered);
         encode_columns(&columns(&[(1, 1.0), (2, 2.0)]), &mut unordered);

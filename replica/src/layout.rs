@@ -187,47 +187,75 @@ fn take_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
     None
 }
 
-/// Merged bucket value: `version u8 (1) ‖ part count varint ‖ epochs ‖ sequences ‖ senders ‖
-/// rows ‖ the merged rows as codec::encode_columns`. The parts are in key order (epoch, sequence,
-/// sender id), strictly ascending, and each of the first three columns holds the difference from
-/// the part before (wrapping, as a varint; the first from 0), so a live hour of one part per
+/// Merged bucket value: `version u8 (1) ‖ part count varint ‖ row count varint ‖ table length
+/// varint ‖ table ‖ the merged rows as codec::encode_columns`, the table being `epochs ‖
+/// sequences ‖ senders ‖ rows`, a varint per part each. The parts are in key order (epoch,
+/// sequence, sender id), strictly ascending, and each of the first three columns holds the
+/// difference from the part before (wrapping; the first from 0), so a live hour of one part per
 /// consecutive segment is a run of equal bytes that RocksDB's compression all but removes. The
 /// rows are every part's rows, in part order and within a part in input order: exactly the
-/// records the parts held as chunks of their own. Appends the table; the caller appends the rows.
+/// records the parts held as chunks of their own. The header's counts and table length let a scan
+/// that needs the rows alone skip the table. Appends the header and table; the caller appends the
+/// rows.
 pub(crate) fn encode_merged_table(parts: &[MergedPart], out: &mut Vec<u8>) {
-    out.push(MERGED_BUCKET_VERSION);
-    put_varint(out, parts.len() as u64);
+    let mut table = Vec::with_capacity(parts.len() * 4);
     for field in [|p: &MergedPart| p.epoch, |p: &MergedPart| p.sequence, |p: &MergedPart| p.sender_id] {
         let mut previous = 0u64;
         for part in parts {
-            put_varint(out, field(part).wrapping_sub(previous));
+            put_varint(&mut table, field(part).wrapping_sub(previous));
             previous = field(part);
         }
     }
     for part in parts {
-        put_varint(out, u64::from(part.rows));
+        put_varint(&mut table, u64::from(part.rows));
     }
+    out.push(MERGED_BUCKET_VERSION);
+    put_varint(out, parts.len() as u64);
+    put_varint(out, parts.iter().map(|part| u64::from(part.rows)).sum());
+    put_varint(out, table.len() as u64);
+    out.extend_from_slice(&table);
 }
 
-/// Reads a merged bucket's table: its parts and the bytes of the merged rows. Refuses a table
-/// whose parts are not strictly ascending or hold no rows, so a reader never interleaves them
-/// wrongly with the chunks stored after the merge.
-pub(crate) fn decode_merged_table(value: &[u8]) -> Result<(Vec<MergedPart>, &[u8]), &'static str> {
+/// A merged bucket's value split without reading its table: (part count, row count, header and
+/// table, rows).
+type MergedSplit<'a> = (usize, u64, &'a [u8], &'a [u8]);
+
+/// Splits a merged bucket's value into its [`MergedSplit`] parts.
+pub(crate) fn split_merged(value: &[u8]) -> Result<MergedSplit<'_>, &'static str> {
     if value.first() != Some(&MERGED_BUCKET_VERSION) {
         return Err("merged bucket version is not 1");
     }
     let mut at = 1;
-    let count = take_varint(value, &mut at).ok_or("merged bucket table is truncated")?;
-    // Each part takes at least four bytes of table: a longer count cannot be true.
-    if count == 0 || count > (value.len() / 4) as u64 {
-        return Err("merged bucket names no part, or more parts than its bytes can hold");
+    let truncated = "merged bucket header is truncated";
+    let count = take_varint(value, &mut at).ok_or(truncated)?;
+    let rows = take_varint(value, &mut at).ok_or(truncated)?;
+    let table_length = take_varint(value, &mut at).ok_or(truncated)?;
+    // Each part takes at least four bytes of table.
+    if count == 0 || count.saturating_mul(4) > table_length {
+        return Err("merged bucket names no part, or more parts than its table can hold");
     }
-    let count = count as usize;
+    let end =
+        usize::try_from(table_length).ok().and_then(|length| at.checked_add(length)).filter(|&end| end <= value.len());
+    let end = end.ok_or("merged bucket table runs past the value")?;
+    Ok((count as usize, rows, &value[..end], &value[end..]))
+}
+
+/// Reads a merged bucket's table: its parts and the bytes of the merged rows. Refuses a table
+/// whose parts are not strictly ascending, hold no rows, or disagree with the header, so a reader
+/// never interleaves them wrongly with the chunks stored after the merge.
+pub(crate) fn decode_merged_table(value: &[u8]) -> Result<(Vec<MergedPart>, &[u8]), &'static str> {
+    let (count, rows, head, columns) = split_merged(value)?;
+    // The header again (version and three varints), read by `split_merged`.
+    let mut at = 1;
+    for _ in 0..3 {
+        take_varint(head, &mut at).ok_or("merged bucket header is truncated")?;
+    }
     let mut parts = vec![MergedPart { epoch: 0, sequence: 0, sender_id: 0, rows: 0 }; count];
+    let truncated = "merged bucket table is truncated";
     for field in 0..3 {
         let mut previous = 0u64;
         for part in parts.iter_mut() {
-            let value = previous.wrapping_add(take_varint(value, &mut at).ok_or("merged bucket table is truncated")?);
+            let value = previous.wrapping_add(take_varint(head, &mut at).ok_or(truncated)?);
             match field {
                 0 => part.epoch = value,
                 1 => part.sequence = value,
@@ -237,18 +265,23 @@ pub(crate) fn decode_merged_table(value: &[u8]) -> Result<(Vec<MergedPart>, &[u8
         }
     }
     for part in parts.iter_mut() {
-        let rows = take_varint(value, &mut at).ok_or("merged bucket table is truncated")?;
+        let rows = take_varint(head, &mut at).ok_or(truncated)?;
         part.rows = u32::try_from(rows).map_err(|_| "merged bucket part holds more rows than a chunk can")?;
         if part.rows == 0 {
             return Err("merged bucket part holds no rows");
         }
     }
-    if parts.windows(2).any(|pair| {
-        (pair[0].epoch, pair[0].sequence, pair[0].sender_id) >= (pair[1].epoch, pair[1].sequence, pair[1].sender_id)
-    }) {
+    if at != head.len() {
+        return Err("merged bucket table is longer than its parts");
+    }
+    if parts.iter().map(|part| u64::from(part.rows)).sum::<u64>() != rows {
+        return Err("merged bucket parts do not add up to its row count");
+    }
+    let key = |part: &MergedPart| (part.epoch, part.sequence, part.sender_id);
+    if parts.windows(2).any(|pair| key(&pair[0]) >= key(&pair[1])) {
         return Err("merged bucket parts are not in key order");
     }
-    Ok((parts, &value[at..]))
+    Ok((parts, columns))
 }
 
 /// Meta key prefix of a bucket waiting to be merged once its hour closes: `'M' ‖ series id u32 ‖

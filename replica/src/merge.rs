@@ -33,9 +33,9 @@ use crate::open::Replica;
 pub const CLOSE_AFTER_NS: i64 = 10 * 60 * 1_000_000_000;
 /// Applies without a chunk for a bucket before it is merged.
 pub const QUIET_APPLIES: u64 = 64;
-/// Most rows one merged entry holds: a bucket with more (a fast series) is left as its chunks,
-/// which are large enough already.
-const MAX_MERGED_ROWS: usize = 4_000_000;
+/// Most rows one merged entry holds (an hour at about 70 Hz): a bucket with more is a fast series
+/// whose chunks hold tens of points each already, and merging it would hold apply up for long.
+const MAX_MERGED_ROWS: usize = 250_000;
 
 /// Buckets waiting to be merged, in memory: by (bucket start, series id), the apply number of the
 /// last apply that wrote into each.
@@ -165,7 +165,8 @@ impl Replica {
             return Ok(None);
         }
         let stored_keys = bucket.stored_keys();
-        let chunks = bucket.into_chunks();
+        let what = bucket.describe();
+        let chunks = bucket.into_chunks().map_err(|reason| ReplicaError::corrupt(&self.path, &what, reason))?;
         let rows: usize = chunks.iter().map(|(_, chunk)| chunk.len()).sum();
         if rows > MAX_MERGED_ROWS {
             return Ok(None);

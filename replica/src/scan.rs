@@ -49,7 +49,9 @@ impl<'a> ColumnScan<'a> {
         }
         // A key apply never writes is refused rather than merged into answers (audit names it).
         let Some(bucket) = Bucket::read(raw, &self.key, self.path)? else { return Ok(None) };
-        Ok(Some(merge_bucket(bucket.into_blocks(), self.from_ns, self.to_ns)))
+        let what = bucket.describe();
+        let blocks = bucket.into_blocks().map_err(|reason| ReplicaError::corrupt(self.path, &what, reason))?;
+        Ok(Some(merge_bucket(blocks, self.from_ns, self.to_ns)))
     }
 }
 

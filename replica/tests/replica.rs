@@ -551,10 +551,10 @@ fn a_replica_of_another_layout_version_is_refused_with_both_versions_named() {
     {
         let names = ["points", "series", "segments", "meta"];
         let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), directory.path(), names).unwrap();
-        db.put_cf(db.cf_handle("meta").unwrap(), b"V", 2u32.to_be_bytes()).unwrap();
+        db.put_cf(db.cf_handle("meta").unwrap(), b"V", 3u32.to_be_bytes()).unwrap();
     }
     let message = Replica::open(directory.path()).unwrap_err().to_string();
-    assert!(message.contains("written by layout version 2; this build reads version 1"), "{message}");
+    assert!(message.contains("written by layout version 3; this build reads version 2"), "{message}");
     assert!(message.contains(&directory.path().display().to_string()), "{message}");
     assert!(Replica::open_read_only(directory.path()).is_err());
 }
