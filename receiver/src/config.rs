@@ -53,12 +53,27 @@ pub struct ReceiverConfig {
 }
 
 /// `[replica]`: how the replica writes.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicaSettings {
     /// Whether each apply waits for the write-ahead log to reach the disk.
     #[serde(default)]
     pub sync: ReplicaSync,
+    /// Seconds without a segment writing into a closed hour before the receiver merges that
+    /// hour's chunks into one entry per series (an hour is closed once the newest data is ten
+    /// minutes past its end). 0 merges as soon as it closes.
+    #[serde(default = "default_merge_quiet_s")]
+    pub merge_quiet_s: u32,
+}
+
+impl Default for ReplicaSettings {
+    fn default() -> Self {
+        ReplicaSettings { sync: ReplicaSync::default(), merge_quiet_s: default_merge_quiet_s() }
+    }
+}
+
+fn default_merge_quiet_s() -> u32 {
+    60
 }
 
 /// `replica.sync`: `never` (default) or `always`.

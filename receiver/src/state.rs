@@ -28,6 +28,8 @@ pub struct Shared {
     pub beacons: Mutex<BTreeMap<u64, VerifiedBeacon>>,
     /// Replication over QUIC: the feed of applied segments and each connection's status.
     pub replication: crate::replicate::feed::Replication,
+    /// `replica.merge_quiet_s`: how long a closed hour must go unwritten before it is merged.
+    pub merge_quiet_s: u32,
 }
 
 impl Shared {
@@ -41,6 +43,7 @@ impl Shared {
             stop: AtomicBool::new(false),
             beacons: Mutex::new(BTreeMap::new()),
             replication: crate::replicate::feed::Replication::default(),
+            merge_quiet_s: crate::config::ReplicaSettings::default().merge_quiet_s,
         }
     }
 }

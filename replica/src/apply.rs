@@ -203,7 +203,7 @@ impl Replica {
         let position = SegmentKey { sender_id: header.sender_id, epoch: header.epoch, sequence: header.sequence };
         let audit_entry = layout::encode_audit_entry(applied_at_ns, segment);
         let mut batch = WriteBatch::with_capacity_bytes(audit_entry.len() * 3 + 1024 * 1024);
-        let mut staged = Staged::default();
+        let mut staged = Staged { applied_at_ns, ..Staged::default() };
         let by_id = self.stage_series_ids(&mut batch, &mut staged, series)?;
         self.stage_chunks(&mut batch, &mut staged, series, &by_id, position);
         batch.put_cf(self.cf(CF_SEGMENTS), position.to_bytes(), &audit_entry);
@@ -407,7 +407,7 @@ impl Replica {
         }
         let pending = &mut self.state.pending;
         for bucket in staged.touched {
-            pending.buckets.insert(bucket, staged.counters.segments_applied);
+            pending.buckets.insert(bucket, staged.applied_at_ns);
         }
         for &(_, statistics) in &staged.statistics {
             pending.newest_ns = pending.newest_ns.max(statistics.last_timestamp_ns);
@@ -428,6 +428,8 @@ struct Staged {
     counters: Counters,
     /// Every (bucket start, series id) a chunk was written into.
     touched: Vec<(i64, u32)>,
+    /// When the segment was applied (the caller's clock).
+    applied_at_ns: i64,
 }
 
 #[cfg(test)]

@@ -98,7 +98,7 @@ pub use error::{ChainLink, ReplicaError};
 pub use layout::{
     BUCKET_NS, BeaconSummary, Counters, LAYOUT_VERSION, MAX_SINK_NAME_BYTES, PointKey, SegmentKey, bucket_start,
 };
-pub use merge::{CLOSE_AFTER_NS, MergeReport, QUIET_APPLIES, encode_merged_bucket};
+pub use merge::{CLOSE_AFTER_NS, MergeReport, encode_merged_bucket};
 pub use open::{Replica, ReplicaOptions};
 pub use raw::{ChunkScan, ChunkValue, PointsEntry, RawChunk};
 pub use reads::{Gap, StreamStatus};

@@ -14,8 +14,9 @@
 //! Which buckets wait is kept in `meta` (`'M'` entries, written in the apply batch that first
 //! writes into the bucket, deleted in the merge batch), so a restart forgets none. A bucket is
 //! closed when the newest data time the replica holds is [`CLOSE_AFTER_NS`] past its end and no
-//! segment has written into it for [`QUIET_APPLIES`] applies (a backfill or a resent gap flowing
-//! through an old hour merges it once, not once per segment). Each merge is one atomic batch.
+//! segment has written into it for a quiet time the caller gives (by the receiver's clock, as
+//! applies stamp it: a backfill or a resent gap flowing through an old hour merges it once, not
+//! once per segment). Each merge is one atomic batch.
 
 use std::collections::BTreeMap;
 
@@ -31,17 +32,15 @@ use crate::open::Replica;
 /// How far the newest data time must be past a bucket's end before it is merged: late points of
 /// a live plant arrive within seconds, a resent gap within minutes.
 pub const CLOSE_AFTER_NS: i64 = 10 * 60 * 1_000_000_000;
-/// Applies without a chunk for a bucket before it is merged.
-pub const QUIET_APPLIES: u64 = 64;
 /// Most rows one merged entry holds (an hour at about 70 Hz): a bucket with more is a fast series
 /// whose chunks hold tens of points each already, and merging it would hold apply up for long.
 const MAX_MERGED_ROWS: usize = 250_000;
 
-/// Buckets waiting to be merged, in memory: by (bucket start, series id), the apply number of the
-/// last apply that wrote into each.
+/// Buckets waiting to be merged, in memory: by (bucket start, series id), when the last apply that
+/// wrote into each was applied (`i64::MIN` for a bucket marked before the replica was opened).
 #[derive(Debug, Clone)]
 pub(crate) struct PendingMerges {
-    pub(crate) buckets: BTreeMap<(i64, u32), u64>,
+    pub(crate) buckets: BTreeMap<(i64, u32), i64>,
     /// The newest data time any series holds.
     pub(crate) newest_ns: i64,
 }
@@ -71,12 +70,18 @@ pub struct MergeReport {
 }
 
 impl Replica {
-    /// Merges closed buckets until about `row_budget` rows have been rewritten; see the module
-    /// documentation. Call it beside apply (the receiver does after each apply and when idle).
-    /// Only a failed write is an error; a bucket that cannot be read is counted and left alone.
-    pub fn merge_closed_buckets(&mut self, row_budget: usize) -> Result<MergeReport, ReplicaError> {
+    /// Merges closed buckets until about `row_budget` rows have been rewritten: those whose hour
+    /// ended [`CLOSE_AFTER_NS`] before the newest data time held and that no apply has written
+    /// into for `quiet_ns` before `now_ns` (the clock applies are stamped with). Call it beside
+    /// apply (the receiver does after each apply and when idle). Only a failed write is an error;
+    /// a bucket that cannot be read is counted and left alone.
+    pub fn merge_closed_buckets(
+        &mut self,
+        row_budget: usize,
+        now_ns: i64,
+        quiet_ns: i64,
+    ) -> Result<MergeReport, ReplicaError> {
         let high_water = self.state.pending.newest_ns;
-        let applies = self.state.counters.segments_applied;
         let closed: Vec<(i64, u32)> = self
             .state
             .pending
@@ -85,7 +90,7 @@ impl Replica {
             .take_while(|((bucket_start_ns, _), _)| {
                 bucket_start_ns.saturating_add(BUCKET_NS).saturating_add(CLOSE_AFTER_NS) <= high_water
             })
-            .filter(|(_, last_apply)| last_apply.saturating_add(QUIET_APPLIES) <= applies)
+            .filter(|(_, last_written_ns)| last_written_ns.saturating_add(quiet_ns) <= now_ns)
             .map(|(bucket, _)| *bucket)
             .collect();
         self.merge_buckets(closed, row_budget)

@@ -387,7 +387,7 @@ impl Replica {
                 state.journal.pending_deltas.push(number);
             } else if let Some((series_id, bucket_start_ns)) = layout::parse_pending_merge_key(key) {
                 // Quiet since before the open: merged as soon as its hour has closed.
-                state.pending.buckets.insert((bucket_start_ns, series_id), 0);
+                state.pending.buckets.insert((bucket_start_ns, series_id), i64::MIN);
             } else if key.first() == Some(&META_BEACON) {
                 let sender_id = layout::parse_beacon_key(key)
                     .ok_or_else(|| ReplicaError::corrupt(&self.path, "a beacon key", "is not 9 bytes"))?;

@@ -10,7 +10,7 @@ use diode_common::keys::SenderKey;
 use diode_common::record::{Quality, Record, SeriesKey, Value};
 use diode_common::rng::SeededRng;
 use diode_common::seal::{self, ChainPosition, GENESIS_HASH, SealedSegment, SegmentHash};
-use diode_replica::{BUCKET_NS, CLOSE_AFTER_NS, PointKey, QUIET_APPLIES, Replica};
+use diode_replica::{BUCKET_NS, CLOSE_AFTER_NS, PointKey, Replica};
 
 const T0: i64 = 1_704_067_200_000_000_000;
 const SECOND: i64 = 1_000_000_000;
@@ -49,9 +49,17 @@ fn record(series: &str, timestamp_ns: i64, value: Value) -> Record {
     Record { series: SeriesKey::new(series), timestamp_ns, value, quality: Quality::GOOD }
 }
 
-fn apply(replica: &mut Replica, (segment, series): &Segment) {
-    replica.apply(segment, series, T0).expect("apply");
+fn apply(replica: &mut Replica, segment: &Segment) {
+    apply_at(replica, segment, T0);
 }
+
+/// Applies `segment` as if the receiver's clock said `applied_at_ns`.
+fn apply_at(replica: &mut Replica, (segment, series): &Segment, applied_at_ns: i64) {
+    replica.apply(segment, series, applied_at_ns).expect("apply");
+}
+
+/// How long the tests let a closed hour go unwritten before it is merged.
+const QUIET_NS: i64 = 60 * SECOND;
 
 /// Everything a reader sees, as comparable text: each series' points, every chunk with its key
 /// and rows, and what a sink reads from the first apply on.
@@ -162,7 +170,10 @@ fn merging_at_any_moment_changes_nothing_a_reader_sees_whatever_the_arrival_orde
             apply(&mut merged, &segments[index]);
             match rng.below(4) {
                 0 => buckets_merged += merged.merge_all_buckets().unwrap().buckets_merged,
-                1 => buckets_merged += merged.merge_closed_buckets(rng.below(40) as usize).unwrap().buckets_merged,
+                1 => {
+                    let budget = rng.below(40) as usize;
+                    buckets_merged += merged.merge_closed_buckets(budget, T0, 0).unwrap().buckets_merged;
+                }
                 _ => {}
             }
             if step % 8 == 7 {
@@ -192,34 +203,40 @@ fn live_segments(minutes: i64) -> Vec<Segment> {
 
 #[test]
 fn closed_hours_merge_by_themselves_within_a_budget_and_a_restart_forgets_none_waiting() {
-    const { assert!(CLOSE_AFTER_NS == 10 * 60 * SECOND && QUIET_APPLIES == 64, "the test's timing assumes these") };
+    const { assert!(CLOSE_AFTER_NS == 10 * 60 * SECOND, "the test's timing assumes it") };
     let directory = tempfile::tempdir().unwrap();
-    let segments = live_segments(3 * 60 + 11);
+    // Minutes 0 to 188: hour 1 has closed (the newest data is 10 minutes past its end), hour 2 not.
+    let segments = live_segments(3 * 60 + 9);
     let mut replica = Replica::open(directory.path()).unwrap();
-    for segment in &segments {
-        apply(&mut replica, segment);
+    // Each segment applied when its minute ends, by the receiver's clock.
+    let applied_at = |minute: usize| T0 + (minute as i64 + 1) * 60 * SECOND;
+    for (minute, segment) in segments.iter().enumerate() {
+        apply_at(&mut replica, segment, applied_at(minute));
     }
+    let now = applied_at(segments.len() - 1);
     let before = view(&replica);
     assert_eq!(replica.buckets_waiting_to_merge(), 8, "two series, four hours");
-    // Hours 0 and 1 are closed (11 minutes of hour 3 are in) and quiet (71 applies since hour 1).
-    let first = replica.merge_closed_buckets(1).unwrap();
+    let first = replica.merge_closed_buckets(1, now, QUIET_NS).unwrap();
     assert_eq!((first.buckets_merged, first.chunks_merged, first.buckets_waiting), (1, 60, 3));
-    let rest = replica.merge_closed_buckets(usize::MAX).unwrap();
+    let rest = replica.merge_closed_buckets(usize::MAX, now, QUIET_NS).unwrap();
     assert_eq!((rest.buckets_merged, rest.buckets_waiting), (3, 0));
-    assert_eq!(replica.merge_closed_buckets(usize::MAX).unwrap().buckets_merged, 0, "hours 2 and 3 are open");
-    assert_eq!(entries(&replica), (2 * 60 + 2 * 11, 4));
+    assert_eq!(replica.merge_closed_buckets(usize::MAX, now, 0).unwrap().buckets_merged, 0, "hours 2, 3 are open");
+    assert_eq!(entries(&replica), (2 * 60 + 2 * 9, 4));
     assert_eq!(view(&replica), before);
     drop(replica);
     let mut replica = Replica::open(directory.path()).unwrap();
     assert_eq!(replica.buckets_waiting_to_merge(), 4, "the open hours are still marked");
     assert_eq!(view(&replica), before);
-    // Hour 3 is quiet once 64 applies have passed since its last: minute 239 + 65.
-    let more = live_segments(5 * 60 + 5);
-    for segment in &more[segments.len()..] {
-        apply(&mut replica, segment);
+    // Minutes 189 to 250: hours 2 and 3 close; hour 3 was written 11 minutes before the last apply.
+    let more = live_segments(4 * 60 + 11);
+    for (minute, segment) in more.iter().enumerate().skip(segments.len()) {
+        apply_at(&mut replica, segment, applied_at(minute));
     }
-    assert_eq!(replica.merge_closed_buckets(usize::MAX).unwrap().buckets_merged, 4, "hours 2 and 3 closed");
-    assert_eq!(entries(&replica), (2 * 65, 8), "hours 4 and 5 open");
+    let now = applied_at(more.len() - 1);
+    let half_an_hour = 30 * 60 * SECOND;
+    assert_eq!(replica.merge_closed_buckets(usize::MAX, now, half_an_hour).unwrap().buckets_merged, 2, "hour 2");
+    assert_eq!(replica.merge_closed_buckets(usize::MAX, now, QUIET_NS).unwrap().buckets_merged, 2, "hour 3");
+    assert_eq!(entries(&replica), (2 * 11, 8), "hour 4 is open");
 }
 
 #[test]
@@ -286,7 +303,8 @@ fn a_replica_of_layout_1_is_upgraded_with_every_bucket_of_several_chunks_marked(
     let before = view(&Replica::open_read_only(directory.path()).unwrap());
     let mut replica = Replica::open(directory.path()).unwrap();
     assert_eq!(replica.buckets_waiting_to_merge(), 6, "two series, hours 0, 1 and 2 (ten minutes)");
-    assert_eq!(replica.merge_closed_buckets(usize::MAX).unwrap().buckets_merged, 2, "hour 0 is closed");
+    let quiet = replica.merge_closed_buckets(usize::MAX, T0, QUIET_NS).unwrap();
+    assert_eq!(quiet.buckets_merged, 2, "hour 0 is closed, and quiet since before the open");
     assert_eq!(view(&replica), before);
     drop(replica);
     let db = raw_db(directory.path());

@@ -51,6 +51,8 @@ pub struct LabOptions {
     pub sealer_thread: bool,
     /// `segments.encoder_threads` (unset: the sender's default, one per core).
     pub encoder_threads: Option<usize>,
+    /// The receiver's `replica.merge_quiet_s`; `None` keeps its default.
+    pub merge_quiet_s: Option<u32>,
 }
 
 impl Default for LabOptions {
@@ -79,6 +81,7 @@ impl Default for LabOptions {
             quality_field: None,
             sealer_thread: true,
             encoder_threads: None,
+            merge_quiet_s: None,
         }
     }
 }
@@ -238,9 +241,11 @@ public_key = "keys/signing.pub"
 
 [http]
 listen = "{http}"
-"#,
+{replica}"#,
             udp = self.receiver_udp,
             http = self.receiver_http,
+            replica =
+                o.merge_quiet_s.map(|quiet| format!("\n[replica]\nmerge_quiet_s = {quiet}\n")).unwrap_or_default(),
         );
         std::fs::write(self.receiver_config(), receiver)?;
         Ok(())

@@ -11,6 +11,7 @@ use diode_common::seal::{self, ChainPosition, GENESIS_HASH};
 use diode_common::{codec, fec};
 use diode_tests::lab::{Lab, LabOptions};
 use diode_tests::relay::LossModel;
+use diode_tests::replicas::receiver_command;
 
 fn lossy(seed: u64, loss: f64) -> LossModel {
     LossModel { seed, loss, reorder: 0.02, duplicate: 0.01, burst_every: 0, burst_length: 0 }
@@ -112,6 +113,39 @@ fn a_receiver_killed_mid_stream_ends_complete_after_restart() {
     lab.stop_receiver().unwrap();
     let verification = lab.verify_replica().unwrap();
     assert!(verification.is_exact(), "{verification:?}");
+}
+
+#[test]
+fn the_receiver_merges_closed_hours_and_the_replica_stays_exact_and_audits_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    const HOUR_NS: i64 = 3_600_000_000_000;
+    // 200 series at 0.1 Hz from three hours ago, sent flat out: hours 0 and 1 close at once.
+    let options = LabOptions {
+        series: 200,
+        rate_hz: 0.1,
+        max_records: 200 * 1_080,
+        start_ns: diode_receiver::time::now_ns() - 3 * HOUR_NS,
+        segment_max_records: 2_000,
+        merge_quiet_s: Some(0),
+        ..LabOptions::default()
+    };
+    let mut lab = Lab::new(dir.path(), options).unwrap();
+    lab.start_receiver().unwrap();
+    lab.start_sender().unwrap();
+    assert!(lab.wait_sender(Duration::from_secs(120)).unwrap().success());
+    assert!(lab.wait_for_points(200 * 1_080, Duration::from_secs(60)));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while lab.metric("diode_receiver_buckets_merged_total") < 400.0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(lab.metric("diode_receiver_buckets_merged_total") >= 400.0, "both closed hours of every series");
+    assert!(lab.metric("diode_receiver_chunks_merged_total") >= 400.0 * 2.0, "several chunks each");
+    lab.stop_receiver().unwrap();
+    let verification = lab.verify_replica().unwrap();
+    assert!(verification.is_exact(), "{verification:?}");
+    let config = lab.receiver_config();
+    let audit = receiver_command(&["audit", "verify", "--config", config.to_str().unwrap()]).unwrap();
+    assert!(audit.contains("CLEAN"), "{audit}");
 }
 
 #[test]

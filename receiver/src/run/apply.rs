@@ -55,8 +55,9 @@ pub fn apply_loop(queue: Receiver<Work>, trusted: TrustedKeys, shared: Arc<Share
 /// Merges some closed hours (up to [`MERGE_ROWS_PER_TURN`] rows). A failed write is counted and
 /// logged and tried again next turn; nothing applied depends on it.
 fn merge_closed_hours(shared: &Shared) {
+    let quiet_ns = i64::from(shared.merge_quiet_s) * 1_000_000_000;
     let mut replica = locks::write(&shared.replica);
-    match replica.merge_closed_buckets(MERGE_ROWS_PER_TURN) {
+    match replica.merge_closed_buckets(MERGE_ROWS_PER_TURN, now_ns(), quiet_ns) {
         Ok(report) => {
             let counters = &shared.counters;
             counters.buckets_merged.fetch_add(report.buckets_merged, Ordering::Relaxed);
