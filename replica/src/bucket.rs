@@ -251,16 +251,9 @@ impl Bucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunks::tests::columns;
     use diode_common::codec::encode_columns;
     use diode_common::record::{Quality, Value};
-
-    fn columns(points: &[(i64, f64)]) -> SeriesColumns {
-        let mut columns = SeriesColumns::new(SeriesKey::new("a"));
-        for &(timestamp_ns, value) in points {
-            columns.push(timestamp_ns, Value::F64(value), Quality::GOOD);
-        }
-        columns
-    }
 
     fn part(sequence: u64, rows: u32) -> MergedPart {
         MergedPart { epoch: 1, sequence, sender_id: 9, rows }

@@ -231,12 +231,13 @@ fn already_in_order(chunks: &[SeriesColumns]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::layout::BUCKET_NS;
     use diode_common::record::SeriesKey;
 
-    fn columns(points: &[(i64, f64)]) -> SeriesColumns {
+    /// Columns of series `a` holding `points`, as floats of good quality.
+    pub(crate) fn columns(points: &[(i64, f64)]) -> SeriesColumns {
         let mut columns = SeriesColumns::new(SeriesKey::new("a"));
         for &(timestamp_ns, value) in points {
             columns.push(timestamp_ns, Value::F64(value), Quality::GOOD);

@@ -9,7 +9,6 @@ use diode_common::gaps::SequenceTracker;
 use diode_common::record::{SeriesKey, ValueKind};
 
 use crate::layout::{self, BeaconSummary, Counters, SeriesStatistics};
-use crate::merge::PendingMerges;
 
 /// One series in the catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,4 +125,19 @@ pub(crate) struct State {
     pub(crate) counters: Counters,
     /// Buckets waiting to be merged once their hour closes.
     pub(crate) pending: PendingMerges,
+}
+
+/// Buckets waiting to be merged, in memory: by (bucket start, series id), when the last apply that
+/// wrote into each was applied (`i64::MIN` for a bucket marked before the replica was opened).
+#[derive(Debug, Clone)]
+pub(crate) struct PendingMerges {
+    pub(crate) buckets: BTreeMap<(i64, u32), i64>,
+    /// The newest data time any series holds.
+    pub(crate) newest_ns: i64,
+}
+
+impl Default for PendingMerges {
+    fn default() -> Self {
+        PendingMerges { buckets: BTreeMap::new(), newest_ns: i64::MIN }
+    }
 }

@@ -4,44 +4,17 @@
 
 use std::collections::BTreeMap;
 
-use diode_common::codec::{SeriesColumns, group_records};
-use diode_common::keys::SenderKey;
+use diode_common::codec::SeriesColumns;
 use diode_common::plant::{PlantConfig, PlantSimulator};
 use diode_common::record::{Quality, Record, SeriesKey, Value};
 use diode_common::rng::SeededRng;
-use diode_common::seal::{self, ChainPosition, GENESIS_HASH, SealedSegment, SegmentHash};
+use diode_common::seal::SealedSegment;
 use diode_replica::{Replica, SegmentKey, SinkCursor};
 
-const T0: i64 = 1_704_067_200_000_000_000;
+mod support;
+use support::{Chain, T0};
+
 const SECOND: i64 = 1_000_000_000;
-
-struct Chain {
-    key: SenderKey,
-    sender_id: u64,
-    epoch: u64,
-    next_sequence: u64,
-    previous_hash: SegmentHash,
-}
-
-impl Chain {
-    fn new(sender_id: u64, epoch: u64) -> Chain {
-        Chain { key: SenderKey::from_seed([3u8; 32]), sender_id, epoch, next_sequence: 1, previous_hash: GENESIS_HASH }
-    }
-
-    fn seal(&mut self, records: &[Record]) -> (SealedSegment, Vec<SeriesColumns>) {
-        let position = ChainPosition {
-            sender_id: self.sender_id,
-            epoch: self.epoch,
-            sequence: self.next_sequence,
-            previous_hash: self.previous_hash,
-        };
-        let segment = seal::seal(position, &group_records(records), 3, T0, &self.key);
-        self.next_sequence += 1;
-        self.previous_hash = segment.hash();
-        let decoded = seal::decode_verified(&segment).expect("a sealed segment decodes");
-        (segment, decoded)
-    }
-}
 
 fn record(series: &str, timestamp_ns: i64, value: f64) -> Record {
     Record { series: SeriesKey::new(series), timestamp_ns, value: Value::F64(value), quality: Quality::GOOD }

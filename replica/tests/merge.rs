@@ -5,45 +5,15 @@
 
 use std::path::Path;
 
-use diode_common::codec::{SeriesColumns, group_records};
-use diode_common::keys::SenderKey;
+use diode_common::codec::SeriesColumns;
 use diode_common::record::{Quality, Record, SeriesKey, Value};
 use diode_common::rng::SeededRng;
-use diode_common::seal::{self, ChainPosition, GENESIS_HASH, SealedSegment, SegmentHash};
 use diode_replica::{BUCKET_NS, CLOSE_AFTER_NS, PointKey, Replica};
 
-const T0: i64 = 1_704_067_200_000_000_000;
+mod support;
+use support::{Chain, Segment, T0};
+
 const SECOND: i64 = 1_000_000_000;
-
-type Segment = (SealedSegment, Vec<SeriesColumns>);
-
-/// Seals consecutive segments of one chain.
-struct Chain {
-    key: SenderKey,
-    epoch: u64,
-    next_sequence: u64,
-    previous_hash: SegmentHash,
-}
-
-impl Chain {
-    fn new(epoch: u64) -> Chain {
-        Chain { key: SenderKey::from_seed([5u8; 32]), epoch, next_sequence: 1, previous_hash: GENESIS_HASH }
-    }
-
-    fn seal(&mut self, records: &[Record]) -> Segment {
-        let position = ChainPosition {
-            sender_id: 1,
-            epoch: self.epoch,
-            sequence: self.next_sequence,
-            previous_hash: self.previous_hash,
-        };
-        let segment = seal::seal(position, &group_records(records), 3, T0, &self.key);
-        self.next_sequence += 1;
-        self.previous_hash = segment.hash();
-        let decoded = seal::decode_verified(&segment).expect("a sealed segment decodes");
-        (segment, decoded)
-    }
-}
 
 fn record(series: &str, timestamp_ns: i64, value: Value) -> Record {
     Record { series: SeriesKey::new(series), timestamp_ns, value, quality: Quality::GOOD }
@@ -124,7 +94,7 @@ fn entries(replica: &Replica) -> (usize, usize) {
 /// Segments of three series over about three hours: a few points each, some timestamps written
 /// again (corrections), some points in an hour already past, kinds that change.
 fn plant_segments(rng: &mut SeededRng, count: usize) -> Vec<Segment> {
-    let mut chain = Chain::new(1);
+    let mut chain = Chain::new(1, 1);
     let mut segments = Vec::new();
     for index in 0..count {
         let now = T0 + index as i64 * 4 * 60 * SECOND;
@@ -192,7 +162,7 @@ fn merging_at_any_moment_changes_nothing_a_reader_sees_whatever_the_arrival_orde
 
 /// Two series, one point each per segment, a segment a minute: a live plant, sped up.
 fn live_segments(minutes: i64) -> Vec<Segment> {
-    let mut chain = Chain::new(1);
+    let mut chain = Chain::new(1, 1);
     (0..minutes)
         .map(|minute| {
             let at = T0 + minute * 60 * SECOND;
@@ -217,9 +187,9 @@ fn closed_hours_merge_by_themselves_within_a_budget_and_a_restart_forgets_none_w
     let before = view(&replica);
     assert_eq!(replica.buckets_waiting_to_merge(), 8, "two series, four hours");
     let first = replica.merge_closed_buckets(1, now, QUIET_NS).unwrap();
-    assert_eq!((first.buckets_merged, first.chunks_merged, first.buckets_waiting), (1, 60, 3));
+    assert_eq!((first.buckets_merged, first.chunks_merged, first.rows), (1, 60, 60));
     let rest = replica.merge_closed_buckets(usize::MAX, now, QUIET_NS).unwrap();
-    assert_eq!((rest.buckets_merged, rest.buckets_waiting), (3, 0));
+    assert_eq!(rest.buckets_merged, 3);
     assert_eq!(replica.merge_closed_buckets(usize::MAX, now, 0).unwrap().buckets_merged, 0, "hours 2, 3 are open");
     assert_eq!(entries(&replica), (2 * 60 + 2 * 9, 4));
     assert_eq!(view(&replica), before);
@@ -242,7 +212,7 @@ fn closed_hours_merge_by_themselves_within_a_budget_and_a_restart_forgets_none_w
 #[test]
 fn a_segment_applied_into_a_merged_hour_is_read_in_its_place_and_marks_the_hour_again() {
     let directory = tempfile::tempdir().unwrap();
-    let mut chain = Chain::new(1);
+    let mut chain = Chain::new(1, 1);
     let at = |second: i64| T0 + second * SECOND;
     let first = chain.seal(&[record("a", at(1), Value::F64(1.0)), record("a", at(2), Value::F64(2.0))]);
     let gap = chain.seal(&[record("a", at(2), Value::F64(20.0)), record("a", at(3), Value::F64(30.0))]);
