@@ -53,6 +53,8 @@ pub struct ReceiverCounters {
     pub applied_head: AtomicU64,
     /// Segments missing across every stream, as the replica's gap report counts them.
     pub gap_segments: AtomicU64,
+    /// Hours of one series waiting to be merged (chunks written since their last merge).
+    pub buckets_waiting_to_merge: AtomicU64,
     /// Beacons dropped unverified because a newer one of their sender was already verified.
     pub beacons_replayed: AtomicU64,
     /// Writes to the replica that failed (full disk, I/O error); apply retries them.
@@ -140,9 +142,17 @@ impl ReceiverCounters {
         for (reason, count) in self.rejected() {
             let _ = writeln!(out, "diode_receiver_rejected_total{{reason=\"{reason}\"}} {count}");
         }
+        self.render_gauges(&mut out);
+        self.render_instants(&mut out);
+        render_reassembly(&mut out, &locks::lock(&self.reassembly));
+        out
+    }
+
+    /// The gauges: write blocked, lag, hours waiting to be merged, gaps.
+    fn render_gauges(&self, out: &mut String) {
         let announced = self.announced_head.load(Ordering::Relaxed);
         let applied = self.applied_head.load(Ordering::Relaxed);
-        let gauges: [(&str, &str, i64); 3] = [
+        let gauges: [(&str, &str, i64); 4] = [
             (
                 "diode_receiver_replica_write_blocked",
                 "1 while apply waits for a failing replica write to succeed (segments queue, then are shed).",
@@ -154,6 +164,11 @@ impl ReceiverCounters {
                 announced.saturating_sub(applied) as i64,
             ),
             (
+                "diode_receiver_buckets_waiting_to_merge",
+                "Hours of one series with chunks written since they were last merged.",
+                self.buckets_waiting_to_merge.load(Ordering::Relaxed) as i64,
+            ),
+            (
                 "diode_receiver_gap_segments",
                 "Missing sequences known to the replica.",
                 self.gap_segments.load(Ordering::Relaxed) as i64,
@@ -162,9 +177,6 @@ impl ReceiverCounters {
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
         }
-        self.render_instants(&mut out);
-        render_reassembly(&mut out, &locks::lock(&self.reassembly));
-        out
     }
 
     /// Instants as Prometheus names them: seconds since the Unix epoch (0: not yet).

@@ -18,8 +18,6 @@
 //! applies stamp it: a backfill or a resent gap flowing through an old hour merges it once, not
 //! once per segment). Each merge is one atomic batch.
 
-use std::collections::BTreeMap;
-
 use diode_common::codec::{ChunkEncoder, SeriesColumns};
 use diode_common::record::SeriesKey;
 use rocksdb::{ReadOptions, WriteBatch};
@@ -36,21 +34,6 @@ pub const CLOSE_AFTER_NS: i64 = 10 * 60 * 1_000_000_000;
 /// whose chunks hold tens of points each already, and merging it would hold apply up for long.
 const MAX_MERGED_ROWS: usize = 250_000;
 
-/// Buckets waiting to be merged, in memory: by (bucket start, series id), when the last apply that
-/// wrote into each was applied (`i64::MIN` for a bucket marked before the replica was opened).
-#[derive(Debug, Clone)]
-pub(crate) struct PendingMerges {
-    pub(crate) buckets: BTreeMap<(i64, u32), i64>,
-    /// The newest data time any series holds.
-    pub(crate) newest_ns: i64,
-}
-
-impl Default for PendingMerges {
-    fn default() -> Self {
-        PendingMerges { buckets: BTreeMap::new(), newest_ns: i64::MIN }
-    }
-}
-
 /// What one call of [`Replica::merge_closed_buckets`] did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct MergeReport {
@@ -63,8 +46,6 @@ pub struct MergeReport {
     /// Buckets that could not be read (a damaged entry: the audit names it) and were left as
     /// they are.
     pub buckets_unreadable: u64,
-    /// Closed buckets still waiting when the call's row budget ran out.
-    pub buckets_waiting: u64,
     /// Why the last unreadable bucket could not be read, for the log.
     pub unreadable: Option<String>,
 }
@@ -92,6 +73,8 @@ impl Replica {
             })
             .filter(|(_, last_written_ns)| last_written_ns.saturating_add(quiet_ns) <= now_ns)
             .map(|(bucket, _)| *bucket)
+            // Every bucket holds a row at least: no more than this many can be merged in one call.
+            .take(row_budget)
             .collect();
         self.merge_buckets(closed, row_budget)
     }
@@ -114,9 +97,8 @@ impl Replica {
         let mut report = MergeReport::default();
         let mut rows_done = 0usize;
         let mut encoder = ChunkEncoder::default();
-        for (index, &(bucket_start_ns, series_id)) in buckets.iter().enumerate() {
+        for (bucket_start_ns, series_id) in buckets {
             if rows_done >= row_budget {
-                report.buckets_waiting = (buckets.len() - index) as u64;
                 break;
             }
             let mut batch = WriteBatch::default();

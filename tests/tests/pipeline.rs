@@ -140,6 +140,7 @@ fn the_receiver_merges_closed_hours_and_the_replica_stays_exact_and_audits_clean
     }
     assert!(lab.metric("diode_receiver_buckets_merged_total") >= 400.0, "both closed hours of every series");
     assert!(lab.metric("diode_receiver_chunks_merged_total") >= 400.0 * 2.0, "several chunks each");
+    assert!(lab.metric("diode_receiver_buckets_waiting_to_merge") >= 200.0, "the open hour of every series waits");
     lab.stop_receiver().unwrap();
     let verification = lab.verify_replica().unwrap();
     assert!(verification.is_exact(), "{verification:?}");

@@ -62,6 +62,7 @@ fn merge_closed_hours(shared: &Shared) {
             let counters = &shared.counters;
             counters.buckets_merged.fetch_add(report.buckets_merged, Ordering::Relaxed);
             counters.chunks_merged.fetch_add(report.chunks_merged, Ordering::Relaxed);
+            counters.buckets_waiting_to_merge.store(replica.buckets_waiting_to_merge() as u64, Ordering::Relaxed);
             if let Some(reason) = report.unreadable {
                 shared.log.warn("bucket_not_merged", || {
                     format!("a closed hour is left as it is: {reason}; run `diode-receiver audit verify`")
