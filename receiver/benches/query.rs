@@ -19,9 +19,10 @@ use std::sync::RwLock;
 use std::time::Instant;
 
 use diode_common::codec::{SeriesColumns, decode_columns, encode_columns};
-use diode_common::keys::SenderKey;
+use diode_common::keys::{SenderKey, TrustedKeys};
 use diode_common::record::{Quality, SeriesKey, Value};
 use diode_common::seal::{self, ChainPosition, GENESIS_HASH};
+use diode_receiver::audit::verify::{VerifyOptions, verify_replica};
 use diode_receiver::query::core::aggregate::{Aggregate, Basis, TwaMode, WindowSettings, Windows};
 use diode_receiver::query::core::select::select_series;
 use diode_receiver::query::engine::run_query;
@@ -288,6 +289,20 @@ fn live_layout(threads: usize) {
         println!(
             "  {state}: 1-minute mean ({rows} windows, {threads} threads): {}",
             timing.describe(points as f64, "points")
+        );
+        // The audit of every segment, link, point and chunk (one run: it takes seconds here).
+        let trusted = TrustedKeys::single(key.public_key());
+        let options = VerifyOptions { threads, ..VerifyOptions::default() };
+        let cpu_now = || measure::process_cpu_seconds().unwrap_or(0.0);
+        let (wall, cpu) = (Instant::now(), cpu_now());
+        let report = verify_replica(&replica, &trusted, &options).expect("verify");
+        let (wall, cpu) = (wall.elapsed().as_secs_f64(), cpu_now() - cpu);
+        assert!(report.is_clean(), "{}", report.summary_text());
+        println!(
+            "  {state}: audit verify, clean: {:.2} s wall, {:.2} s CPU ({:.2} M points per CPU-second)",
+            wall,
+            cpu,
+            points as f64 / cpu / 1e6
         );
     }
 }
