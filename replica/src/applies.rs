@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use diode_common::codec::SeriesColumns;
 use diode_common::seal;
-use rocksdb::{ReadOptions, WriteBatch};
+use rocksdb::WriteBatch;
 
 use crate::bucket::{self, Bucket};
 use crate::chunks;
@@ -203,13 +203,7 @@ impl Replica {
 
     /// Which chunk wins each timestamp of one bucket (the last in key order holding it).
     fn bucket_winners(&self, own: PointKey) -> Result<BucketWinners, ReplicaError> {
-        let prefix = &own.to_bytes()[..POINT_BUCKET_PREFIX_LENGTH];
-        let mut read_options = ReadOptions::default();
-        if let Some(bound) = layout::scan_upper_bound(own.series_id, own.bucket_start_ns) {
-            read_options.set_iterate_upper_bound(bound);
-        }
-        let mut raw = self.db.raw_iterator_cf_opt(self.cf(CF_POINTS), read_options);
-        raw.seek(prefix);
+        let mut raw = self.points_iterator(own.series_id, own.bucket_start_ns, own.bucket_start_ns);
         let mut bucket = BucketWinners::default();
         // Only the timestamps are used; the key is a placeholder.
         let placeholder = diode_common::record::SeriesKey::new("chunk");

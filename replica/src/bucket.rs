@@ -105,14 +105,30 @@ pub(crate) fn merged_chunks(
     series: SeriesKey,
 ) -> Result<Vec<(PointKey, SeriesColumns)>, String> {
     let (parts, rows) = decode_merged(value, series)?;
+    Ok(split_into_chunks(series_id, bucket_start_ns, &parts, &rows))
+}
+
+/// A merged entry's rows alone, checked against its header (the table is not read).
+pub(crate) fn merged_rows(value: &[u8], series: SeriesKey) -> Result<SeriesColumns, String> {
+    Ok(MergedRows::read(value, series)?.rows)
+}
+
+/// `rows` cut into the chunks `parts` name (in order, their row counts adding up to `rows`), each
+/// under the key it had on its own.
+pub(crate) fn split_into_chunks(
+    series_id: u32,
+    bucket_start_ns: i64,
+    parts: &[MergedPart],
+    rows: &SeriesColumns,
+) -> Vec<(PointKey, SeriesColumns)> {
     let mut chunks = Vec::with_capacity(parts.len());
     let mut row = 0usize;
-    for part in &parts {
+    for part in parts {
         let end = row + part.rows as usize;
-        chunks.push((part.key(series_id, bucket_start_ns), slice_rows(&rows, row..end)));
+        chunks.push((part.key(series_id, bucket_start_ns), slice_rows(rows, row..end)));
         row = end;
     }
-    Ok(chunks)
+    chunks
 }
 
 /// The entries of one bucket of one series, decoded.
@@ -235,13 +251,7 @@ impl Bucket {
     pub(crate) fn into_chunks(self) -> Result<Vec<(PointKey, SeriesColumns)>, String> {
         let Some(merged) = self.merged else { return Ok(self.stored) };
         let parts = merged.parts()?;
-        let mut chunks = Vec::with_capacity(parts.len() + self.stored.len());
-        let mut row = 0usize;
-        for part in &parts {
-            let end = row + part.rows as usize;
-            chunks.push((part.key(self.series_id, self.bucket_start_ns), slice_rows(&merged.rows, row..end)));
-            row = end;
-        }
+        let mut chunks = split_into_chunks(self.series_id, self.bucket_start_ns, &parts, &merged.rows);
         chunks.extend(self.stored);
         chunks.sort_by_key(|(key, _)| *key);
         Ok(chunks)

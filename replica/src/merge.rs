@@ -20,7 +20,7 @@
 
 use diode_common::codec::{ChunkEncoder, SeriesColumns};
 use diode_common::record::SeriesKey;
-use rocksdb::{ReadOptions, WriteBatch};
+use rocksdb::WriteBatch;
 
 use crate::bucket::Bucket;
 use crate::error::ReplicaError;
@@ -137,12 +137,7 @@ impl Replica {
         bucket_start_ns: i64,
     ) -> Result<Option<(usize, usize)>, ReplicaError> {
         let prefix = layout::bucket_prefix(series_id, bucket_start_ns);
-        let mut read_options = ReadOptions::default();
-        if let Some(bound) = layout::scan_upper_bound(series_id, bucket_start_ns) {
-            read_options.set_iterate_upper_bound(bound);
-        }
-        let mut raw = self.db.raw_iterator_cf_opt(self.cf(CF_POINTS), read_options);
-        raw.seek(prefix);
+        let mut raw = self.points_iterator(series_id, bucket_start_ns, bucket_start_ns);
         let bucket = match Bucket::read(&mut raw, &SeriesKey::new(""), &self.path)? {
             Some(bucket) if bucket.series_id == series_id && bucket.bucket_start_ns == bucket_start_ns => bucket,
             _ => return Ok(None),

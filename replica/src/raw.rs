@@ -15,7 +15,7 @@ use diode_common::codec::{SeriesColumns, decode_columns};
 use diode_common::record::SeriesKey;
 use rocksdb::DBRawIterator;
 
-use crate::bucket::{self, merged_chunks};
+use crate::bucket::{self, merged_chunks, merged_rows, split_into_chunks};
 use crate::error::ReplicaError;
 use crate::layout::{self, CF_POINTS, PointKey};
 use crate::open::Replica;
@@ -123,8 +123,11 @@ impl Iterator for ChunkScan<'_> {
 /// not read.
 fn merged_parts(series_id: u32, bucket_start_ns: i64, value: &[u8]) -> Result<Vec<(PointKey, ChunkValue)>, String> {
     let (table, _) = layout::decode_merged_table(value)?;
-    Ok(match merged_chunks(series_id, bucket_start_ns, value, SeriesKey::new("")) {
-        Ok(chunks) => chunks.into_iter().map(|(key, columns)| (key, ChunkValue::Merged(columns))).collect(),
+    Ok(match merged_rows(value, SeriesKey::new("")) {
+        Ok(rows) => split_into_chunks(series_id, bucket_start_ns, &table, &rows)
+            .into_iter()
+            .map(|(key, columns)| (key, ChunkValue::Merged(columns)))
+            .collect(),
         Err(reason) => table
             .iter()
             .map(|part| {
