@@ -8,7 +8,9 @@
 //!
 //! Run with `cargo bench -p diode-receiver --bench query`. Building the replicas takes a minute
 //! or two; `DIODE_QUERY_BENCH_DAYS=30` measures a shorter series. Prints plain figures (best of
-//! three runs) so the README's numbers can be re-measured by anyone. Scans run on one thread and
+//! three runs) so the README's numbers can be re-measured by anyone;
+//! `DIODE_QUERY_BENCH_PROFILE=scan:N` (or `mean:N`) builds the year, runs the column scan (or the
+//! 1-minute mean) N times and stops, for a profiler. Scans run on one thread and
 //! are timed on its CPU clock; queries compute on every core (`taskset -c 0` shows them on one)
 //! and are timed on the process's CPU clock, all threads.
 
@@ -141,9 +143,12 @@ fn main() {
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let (from_ns, to_ns) = (START_NS, START_NS + points * SECOND_NS - 1);
 
-    let (timing, scanned) = best_of(|| {
-        replica.scan_columns(info.id, from_ns, to_ns).map(|block| block.expect("scan").len()).sum::<usize>()
-    });
+    let scan = || replica.scan_columns(info.id, from_ns, to_ns).map(|block| block.expect("scan").len()).sum::<usize>();
+    if let Ok(profile) = std::env::var("DIODE_QUERY_BENCH_PROFILE") {
+        profile_one_part(&profile, &replica, points, &scan);
+        return;
+    }
+    let (timing, scanned) = best_of(scan);
     assert_eq!(scanned as i64, points);
     println!(
         "scan as columns (Replica::scan_columns: decode + last-write-wins merge): {}",
@@ -227,6 +232,29 @@ fn main() {
 
     many_series(threads);
     live_layout(threads);
+}
+
+/// One part of the bench alone, repeated (`DIODE_QUERY_BENCH_PROFILE=scan:N` or `mean:N`), for a
+/// profiler (`perf record`) to see it without the rest.
+fn profile_one_part(profile: &str, replica: &Replica, points: i64, scan: &dyn Fn() -> usize) {
+    let (part, repeats) = profile.split_once(':').unwrap_or((profile, "10"));
+    let repeats: u32 = repeats.parse().expect("DIODE_QUERY_BENCH_PROFILE=scan:N or mean:N");
+    let (from_ns, to_ns) = (START_NS, START_NS + points * SECOND_NS - 1);
+    let started = Instant::now();
+    for _ in 0..repeats {
+        match part {
+            "scan" => assert_eq!(scan() as i64, points),
+            "mean" => {
+                let series = select_series(&replica.series_list(), SERIES).expect("series");
+                let request = request(from_ns, to_ns, Some("1m"), Some("mean"));
+                let mut out = RowWriter::new(io::sink(), Format::Csv, TimeFormat::Ns, request.columns(), "rows", false)
+                    .expect("writer");
+                run_query(replica, &series, &request, None, None, &mut out).expect("query");
+            }
+            other => panic!("DIODE_QUERY_BENCH_PROFILE: {other} is neither scan nor mean"),
+        }
+    }
+    println!("{part} x {repeats}: {:.2} s", started.elapsed().as_secs_f64());
 }
 
 /// A series written the way a live plant writes it: one point per segment, a segment a second,

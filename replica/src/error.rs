@@ -66,7 +66,7 @@ pub enum ReplicaError {
         reason: String,
     },
     #[error(
-        "replica at {path} was written by layout version {found}; this build reads version {expected}: run a \
+        "replica at {path} was written by layout version {found}; this build reads versions 1 to {expected}: run a \
          diode-receiver release that reads version {found}, or rebuild the replica into a new directory by \
          resending the segments"
     )]
@@ -77,7 +77,8 @@ pub enum ReplicaError {
         path: PathBuf,
         /// The layout version stored in the replica.
         found: u32,
-        /// The layout version this build reads and writes ([`LAYOUT_VERSION`](crate::LAYOUT_VERSION)).
+        /// The layout version this build writes ([`LAYOUT_VERSION`](crate::LAYOUT_VERSION)); it reads
+        /// every version from 1 to it.
         expected: u32,
     },
     #[error("RocksDB failed while {action} in the replica at {path}: {source}")]

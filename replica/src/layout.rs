@@ -11,7 +11,7 @@ use diode_common::seal::{HEADER_LENGTH, SIGNATURE_LENGTH, SealedSegment, Segment
 
 /// Version of the replica layout this build reads and writes. A replica written under another
 /// version is refused at open rather than misread.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Width of a points bucket in data time: one hour. A segment's points of one series are split
 /// into one chunk per bucket they fall in, so a range query reads whole buckets.

@@ -9,7 +9,7 @@
 //! the OS before `apply` returns, so a crashed (killed) receiver loses nothing that `apply`
 //! acknowledged. Power loss is covered only with [`ReplicaOptions::sync_writes`].
 //!
-//! # Layout, version 2 ([`LAYOUT_VERSION`])
+//! # Layout, version 3 ([`LAYOUT_VERSION`])
 //!
 //! All integers in keys are big-endian, so RocksDB's byte order is numeric order; `i64`
 //! timestamps in keys have their sign bit flipped so that negative times sort first.
@@ -49,7 +49,9 @@
 //! the very chunks apply wrote, interleaved by key with chunks applied after the merge: queries,
 //! sinks and the audit read exactly what they read before. Version 1 had no merged buckets; this
 //! build reads it, and at its first writable open marks every bucket of several chunks and stores
-//! version 2.
+//! version 3. Version 3 chunks may hold stride integer columns (payload version 2), which builds
+//! of version 2 cannot decode; this build reads version 2 as it is and stores version 3 at its
+//! first writable open, so an earlier build refuses the replica rather than failing on a chunk.
 //!
 //! Series statistics: rewriting a `'S'` entry for every series a segment touches would double the
 //! memtable inserts of an apply (one per chunk is the floor), so each apply writes one `'D'` delta

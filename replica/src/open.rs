@@ -215,6 +215,7 @@ impl Replica {
         };
         match replica.stored_layout_version()? {
             Some(1) => replica.upgrade_from_layout_1()?,
+            Some(2) => replica.upgrade_from_layout_2()?,
             Some(_) => {}
             None if !replica.is_empty()? => {
                 return Err(ReplicaError::NotAReplica {
@@ -321,9 +322,9 @@ impl Replica {
 
     fn check_layout_version(&self) -> Result<(), ReplicaError> {
         match self.stored_layout_version()? {
-            // Version 1 has no merged buckets: this build reads it as it is, and upgrades it at
-            // its first writable open.
-            Some(LAYOUT_VERSION | 1) => Ok(()),
+            // Version 1 has no merged buckets and versions 1 and 2 no stride columns: this build
+            // reads them as they are, and upgrades them at their first writable open.
+            Some(LAYOUT_VERSION | 1 | 2) => Ok(()),
             Some(found) => {
                 Err(ReplicaError::LayoutVersion { path: self.path.clone(), found, expected: LAYOUT_VERSION })
             }
@@ -479,6 +480,15 @@ impl Replica {
         }
         raw.status().map_err(|source| ReplicaError::storage(&self.path, "reading points keys", source))?;
         batch.put_cf(meta, META_LAYOUT_VERSION, LAYOUT_VERSION.to_be_bytes());
+        self.write(batch, true, "upgrading the layout")
+    }
+
+    /// Layout 2 to 3: version 3 chunks may hold stride integer columns (payload version 2), which
+    /// an earlier build cannot decode; nothing stored changes, only the version, so that such a
+    /// build refuses the replica instead of failing on its chunks.
+    fn upgrade_from_layout_2(&self) -> Result<(), ReplicaError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_META), META_LAYOUT_VERSION, LAYOUT_VERSION.to_be_bytes());
         self.write(batch, true, "upgrading the layout")
     }
 

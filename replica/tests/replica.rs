@@ -545,16 +545,42 @@ fn the_audit_log_keeps_every_sealed_segment_in_order() {
 }
 
 #[test]
+fn a_replica_of_layout_2_is_read_as_it_is_and_marked_3_at_its_first_writable_open() {
+    let directory = tempfile::tempdir().unwrap();
+    {
+        let mut replica = Replica::open(directory.path()).unwrap();
+        for segment in &plant_segments(3, 50) {
+            apply_at(&mut replica, segment);
+        }
+    }
+    let names = ["points", "series", "segments", "meta"];
+    let stored_version = |path: &Path| {
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), path, names).unwrap();
+        let version = db.get_cf(db.cf_handle("meta").unwrap(), b"V").unwrap().unwrap();
+        u32::from_be_bytes(version.as_slice().try_into().unwrap())
+    };
+    {
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), directory.path(), names).unwrap();
+        db.put_cf(db.cf_handle("meta").unwrap(), b"V", 2u32.to_be_bytes()).unwrap();
+    }
+    let before = all_points(&Replica::open_read_only(directory.path()).unwrap());
+    assert_eq!(before.values().map(Vec::len).sum::<usize>(), 150);
+    assert_eq!(stored_version(directory.path()), 2, "a read-only open changes nothing");
+    assert_eq!(all_points(&Replica::open(directory.path()).unwrap()), before);
+    assert_eq!(stored_version(directory.path()), 3);
+}
+
+#[test]
 fn a_replica_of_another_layout_version_is_refused_with_both_versions_named() {
     let directory = tempfile::tempdir().unwrap();
     drop(Replica::open(directory.path()).unwrap());
     {
         let names = ["points", "series", "segments", "meta"];
         let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), directory.path(), names).unwrap();
-        db.put_cf(db.cf_handle("meta").unwrap(), b"V", 3u32.to_be_bytes()).unwrap();
+        db.put_cf(db.cf_handle("meta").unwrap(), b"V", 4u32.to_be_bytes()).unwrap();
     }
     let message = Replica::open(directory.path()).unwrap_err().to_string();
-    assert!(message.contains("written by layout version 3; this build reads version 2"), "{message}");
+    assert!(message.contains("written by layout version 4; this build reads versions 1 to 3"), "{message}");
     assert!(message.contains(&directory.path().display().to_string()), "{message}");
     assert!(Replica::open_read_only(directory.path()).is_err());
 }

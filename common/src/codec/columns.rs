@@ -22,6 +22,8 @@ const VALUES_MIXED: u8 = 4;
 const INTEGERS_DELTA: u8 = 0;
 const INTEGERS_DELTA_OF_DELTA: u8 = 1;
 const INTEGERS_LINEAR: u8 = 2;
+/// An exact arithmetic sequence (a regular scan's timestamps, a constant): the head alone.
+const INTEGERS_STRIDE: u8 = 3;
 
 const F64_RAW: u8 = 0;
 const F64_XOR: u8 = 1;
@@ -252,6 +254,14 @@ impl ColumnWriter {
     /// [`write_integers`](Self::write_integers) for two or more values, given their deltas.
     fn write_integer_body(&mut self, values: &[i64], deltas: &[i64], fields: IntegerFields) {
         let first = values[0];
+        if deltas.iter().all(|&delta| delta == deltas[0]) {
+            // Every value is first + index * step: two head varints instead of a body byte per
+            // value, and a decoder that fills the column without reading any.
+            self.field(Field::Encodings).push(INTEGERS_STRIDE);
+            put_signed_varint(self.field(fields.head), first);
+            put_signed_varint(self.field(fields.head), deltas[0]);
+            return;
+        }
         let delta_bits = estimated_bits(first) + deltas.iter().map(|&d| estimated_bits(d)).sum::<u64>();
         let delta_of_delta_bits = estimated_bits(first)
             + estimated_bits(deltas[0])
@@ -494,9 +504,15 @@ fn estimated_bits(value: i64) -> u64 {
     u64::from(65 - zigzag(value).leading_zeros())
 }
 
-/// Bytes the integers take as plain deltas: a quick, fair yardstick against XOR and raw floats.
+/// Bytes the integers take as plain deltas, or as a stride when they are one: a quick, fair
+/// yardstick against XOR and raw floats.
 fn estimated_integer_bytes(integers: &[i64]) -> usize {
     let first = integers.first().map_or(0, |&first| varint_len(zigzag(first)));
+    let mut deltas = integers.windows(2).map(|pair| pair[1].wrapping_sub(pair[0]));
+    let step = deltas.next();
+    if step.is_some_and(|step| deltas.all(|delta| delta == step)) {
+        return first + step.map_or(0, |step| varint_len(zigzag(step)));
+    }
     first + integers.windows(2).map(|pair| varint_len(zigzag(pair[1].wrapping_sub(pair[0])))).sum::<usize>()
 }
 
@@ -674,17 +690,21 @@ impl<'a> ColumnReader<'a> {
         let counts = self.field(Field::Counts);
         let offset = counts.position();
         let count = counts.varint("record count")?;
-        // Every record but the first two has a timestamp of at least one byte in its stream (the
-        // head holds up to two), so the count is bounded by the input before anything is
-        // allocated for it.
-        let bound = (self.field(Field::Timestamps).remaining() as u64 + 2).min(MAX_RECORDS_PER_PAYLOAD as u64);
-        if count > bound {
-            return Err(CodecError::OutOfRange {
-                what: "record count",
-                offset,
-                value: count,
-                expected: "at most two more than the bytes left in the timestamps stream",
-            });
+        // Unless the timestamps are a stride (no body), every record but the first two has a
+        // timestamp of at least one byte in its stream (the head holds up to two), so the count
+        // is bounded by the input before anything is allocated for it; a stride's count is
+        // bounded by the budget alone, like a run of one quality.
+        let timestamp_mode = self.field(Field::Encodings).peek_u8();
+        if count > 0 && timestamp_mode != Some(INTEGERS_STRIDE) {
+            let bound = (self.field(Field::Timestamps).remaining() as u64 + 2).min(MAX_RECORDS_PER_PAYLOAD as u64);
+            if count > bound {
+                return Err(CodecError::OutOfRange {
+                    what: "record count",
+                    offset,
+                    value: count,
+                    expected: "at most two more than the bytes left in the timestamps stream",
+                });
+            }
         }
         let count = count as usize;
         budget.take_records(count)?;
@@ -715,6 +735,21 @@ impl<'a> ColumnReader<'a> {
                 expected: "a tick of factor * 10^exponent between 1 and 2^63 - 1 nanoseconds",
             });
         };
+        if self.field(Field::Encodings).peek_u8() == Some(INTEGERS_STRIDE) {
+            // A regular scan: one addition per timestamp (wrapping arithmetic is a ring, so this
+            // is exactly base + (first + i * step) * tick).
+            self.field(Field::Encodings).u8("integer mode")?;
+            let head = self.field(TIMESTAMP_INTEGERS.head);
+            let first = head.signed_varint("timestamps")?;
+            let step = head.signed_varint("timestamps")?;
+            let (mut timestamp_ns, step_ns) = (base_ns.wrapping_add(first.wrapping_mul(tick)), step.wrapping_mul(tick));
+            timestamps.resize(count, 0);
+            for slot in &mut timestamps {
+                *slot = timestamp_ns;
+                timestamp_ns = timestamp_ns.wrapping_add(step_ns);
+            }
+            return Ok(timestamps);
+        }
         timestamps.resize(count, 0);
         let to_ns = |ticks: i64| base_ns.wrapping_add(ticks.wrapping_mul(tick));
         self.read_integers(TIMESTAMP_INTEGERS, "timestamps", &mut timestamps, to_ns)?;
@@ -772,6 +807,16 @@ impl<'a> ColumnReader<'a> {
                     line = line.wrapping_add(slope);
                     finish(value)
                 })?;
+            }
+            INTEGERS_STRIDE => {
+                let head = self.field(fields.head);
+                let first = head.signed_varint(what)?;
+                let step = head.signed_varint(what)?;
+                let mut value = first;
+                for slot in out.iter_mut() {
+                    *slot = finish(value);
+                    value = value.wrapping_add(step);
+                }
             }
             tag => return Err(CodecError::UnknownEncoding { what: "integer mode", offset, tag }),
         }

@@ -177,6 +177,48 @@ fn quantized_readings_take_about_a_byte_each_before_zstd() {
 }
 
 #[test]
+fn regular_timestamps_and_constant_steps_cost_their_head_alone() {
+    // An hour of a 1 Hz scan with no jitter, a constant reading and a counter that steps by 3:
+    // every integer column is a stride, so the chunk is a few dozen bytes, not a byte per value.
+    let (steady, counter) = (SeriesKey::new("steady"), SeriesKey::new("counter"));
+    let mut records = Vec::new();
+    for i in 0..3_600 {
+        records.push(record(&steady, T0 + i * 1_000 * MS, Value::F64(21.5)));
+        records.push(record(&counter, T0 + i * 1_000 * MS, Value::I64(1_000 + 3 * i)));
+    }
+    for columns in group_records(&records) {
+        let mut bytes = Vec::new();
+        encode_columns(&columns, &mut bytes);
+        assert!(bytes.len() < 64, "{}: {} bytes", columns.key, bytes.len());
+        assert!(decode_columns(&bytes, columns.key.clone()).unwrap().bit_eq(&columns));
+    }
+    round_trip(&records);
+    // A stride that wraps past i64::MAX, and one of a single step.
+    let key = SeriesKey::new("w");
+    let wrapping: Vec<Record> = (0..5).map(|i| record(&key, i, Value::I64(i64::MAX - 2 + i))).collect();
+    round_trip(&wrapping);
+    round_trip(&[record(&key, i64::MIN, Value::I64(i64::MIN)), record(&key, i64::MAX, Value::I64(i64::MAX))]);
+}
+
+#[test]
+fn payloads_of_the_first_version_are_still_read() {
+    // Version 1 is version 2 without the stride mode: a payload an earlier build wrote decodes.
+    let mut records = varied_records();
+    for record in &mut records {
+        record.timestamp_ns += record.timestamp_ns % 7;
+    }
+    let grouped = group_records(&records);
+    let mut payload = encode_payload(&grouped, ZSTD_LEVEL);
+    payload[4] = 1;
+    assert_same_columns(&decode_payload(&payload).unwrap(), &grouped);
+    for version in [0, PAYLOAD_VERSION + 1] {
+        payload[4] = version;
+        let error = decode_payload(&payload).unwrap_err().to_string();
+        assert!(error.contains("reads versions 1 to 2"), "{error}");
+    }
+}
+
+#[test]
 fn extreme_timestamps_round_trip() {
     let key = SeriesKey::new("t");
     let timestamps = [i64::MIN, i64::MAX, 0, -1, i64::MIN + 1, 1, i64::MAX, i64::MIN];

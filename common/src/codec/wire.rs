@@ -78,6 +78,11 @@ impl<'a> Reader<'a> {
         self.remaining() == 0
     }
 
+    /// The next byte, without reading it.
+    pub(super) fn peek_u8(&self) -> Option<u8> {
+        self.bytes.get(self.position).copied()
+    }
+
     fn truncated(&self, what: &'static str, needed_bytes: u64) -> CodecError {
         CodecError::Truncated { what, offset: self.position, needed_bytes, remaining_bytes: self.remaining() }
     }
