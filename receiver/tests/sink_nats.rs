@@ -245,28 +245,43 @@ fn read_stream_with(url: &str, options: ConnectOptions) -> Vec<Read> {
         let jetstream = async_nats::jetstream::new(client);
         let stream = answered("finding the stream", || jetstream.get_stream(STREAM)).await;
         let total = stream.cached_info().state.messages as usize;
-        let consumer = answered("creating a consumer", || {
-            stream.create_consumer(pull::Config {
-                deliver_policy: DeliverPolicy::All,
-                ack_policy: AckPolicy::None,
-                ..pull::Config::default()
-            })
-        })
-        .await;
-        let mut messages =
-            answered("pulling from the consumer", || consumer.stream().max_messages_per_batch(1_000).messages()).await;
         let mut read = Vec::with_capacity(total);
-        while read.len() < total {
-            let message = tokio::time::timeout(GUARD, messages.next()).await.expect("the consumer delivers");
-            let message = message.expect("more messages").expect("a message");
-            let header =
-                |name: &str| message.headers.as_ref().and_then(|headers| headers.get(name)).map(|v| v.to_string());
-            read.push(Read {
-                subject: message.subject.to_string(),
-                id: header("Nats-Msg-Id").expect("a message id"),
-                apply: header("Diode-Apply-Number").map(|number| number.parse().unwrap()),
-                payload: message.payload.to_vec(),
-            });
+        // The stream sequence to read from next: after a cluster node was killed, a pull can fail
+        // while the cluster elects new leaders (no responders), as it would for any consumer; the
+        // read then starts a new consumer where it stopped.
+        let (mut next_sequence, deadline) = (1u64, Instant::now() + GUARD);
+        'consumers: while read.len() < total {
+            let consumer = answered("creating a consumer", || {
+                stream.create_consumer(pull::Config {
+                    deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: next_sequence },
+                    ack_policy: AckPolicy::None,
+                    ..pull::Config::default()
+                })
+            })
+            .await;
+            let mut messages =
+                answered("pulling from the consumer", || consumer.stream().max_messages_per_batch(1_000).messages())
+                    .await;
+            while read.len() < total {
+                let message = tokio::time::timeout(GUARD, messages.next()).await.expect("the consumer delivers");
+                let message = match message.expect("more messages") {
+                    Ok(message) => message,
+                    Err(error) if Instant::now() < deadline => {
+                        eprintln!("pulling from the consumer: {error}; starting again at {next_sequence}");
+                        continue 'consumers;
+                    }
+                    Err(error) => panic!("pulling from the consumer: no message within {GUARD:?}: {error}"),
+                };
+                next_sequence = message.info().expect("a JetStream message").stream_sequence + 1;
+                let header =
+                    |name: &str| message.headers.as_ref().and_then(|headers| headers.get(name)).map(|v| v.to_string());
+                read.push(Read {
+                    subject: message.subject.to_string(),
+                    id: header("Nats-Msg-Id").expect("a message id"),
+                    apply: header("Diode-Apply-Number").map(|number| number.parse().unwrap()),
+                    payload: message.payload.to_vec(),
+                });
+            }
         }
         read
     })
