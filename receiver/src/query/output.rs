@@ -245,6 +245,10 @@ impl<W: Write> RowWriter<W> {
             if index > 0 {
                 line.push(',');
             }
+            // Numbers never need quoting: written straight into the line.
+            if push_number(self.time_format, cell, &mut line) {
+                continue;
+            }
             text.clear();
             plain_text(self.time_format, cell, &mut text);
             push_csv_field(&mut line, &text);
@@ -370,7 +374,7 @@ pub fn csv_field(text: &str) -> String {
 
 /// Appends [`csv_field`]`(text)` to `out`.
 fn push_csv_field(out: &mut String, text: &str) {
-    if text.contains([',', '"', '\n', '\r']) || text.starts_with('#') {
+    if text.bytes().any(|byte| matches!(byte, b',' | b'"' | b'\n' | b'\r')) || text.starts_with('#') {
         out.push('"');
         out.push_str(&text.replace('"', "\"\""));
         out.push('"');
@@ -379,10 +383,46 @@ fn push_csv_field(out: &mut String, text: &str) {
     }
 }
 
+/// Appends `cell` to `out` and says `true` when it is a number (a time in nanoseconds or
+/// milliseconds, a count, an integer or float); else `false`, writing nothing.
+fn push_number(time_format: TimeFormat, cell: &Cell<'_>, out: &mut String) -> bool {
+    let mut integers = itoa::Buffer::new();
+    match cell {
+        Cell::Time(t) if time_format == TimeFormat::Ns => out.push_str(integers.format(*t)),
+        Cell::Time(t) if time_format == TimeFormat::Ms => out.push_str(integers.format(t.div_euclid(1_000_000))),
+        Cell::Count(n) => out.push_str(integers.format(*n)),
+        Cell::Number(x) | Cell::Value(Value::F64(x)) => push_f64(out, *x),
+        Cell::Value(Value::I64(n)) => out.push_str(integers.format(*n)),
+        _ => return false,
+    }
+    true
+}
+
+/// Appends `x` as `{}` formats it: the fewest digits that read back as exactly `x`, never an
+/// exponent; several times faster, with `ryu` (which JSON output uses too), between 10^-5 and
+/// 10^16, and `{}` elsewhere. The two differ only where two numbers of the fewest digits are
+/// equally near `x` (`ryu` takes the even one, `{}` rounds up): both read back as `x`.
+fn push_f64(out: &mut String, x: f64) {
+    use std::fmt::Write as _;
+    if x.is_finite() {
+        let mut buffer = ryu::Buffer::new();
+        let text = buffer.format_finite(x);
+        if !text.contains('e') {
+            out.push_str(text.strip_suffix(".0").unwrap_or(text));
+            return;
+        }
+    }
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{x}");
+}
+
 /// Appends the plain text of `cell` (CSV before escaping, and tables) to `text`; `true` when it
 /// reads as a number.
 fn plain_text(time_format: TimeFormat, cell: &Cell<'_>, text: &mut String) -> bool {
     use std::fmt::Write as _;
+    if push_number(time_format, cell, text) {
+        return true;
+    }
     // Writing to a String cannot fail.
     let _ = match cell {
         Cell::Text(cell) => text.write_str(cell),
@@ -413,6 +453,87 @@ fn plain_text(time_format: TimeFormat, cell: &Cell<'_>, text: &mut String) -> bo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `push_number` writes for `cell`.
+    fn pushed(time_format: TimeFormat, cell: &Cell<'_>) -> String {
+        let mut out = String::new();
+        assert!(push_number(time_format, cell, &mut out), "{cell:?} is a number");
+        out
+    }
+
+    #[test]
+    fn numbers_read_back_exactly_in_as_few_digits_as_the_standard_formatting() {
+        let mut floats = vec![
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            0.1,
+            520.37,
+            1e-5,
+            9.999_999_999_999_999e-6,
+            1e-4,
+            1e15,
+            1e16,
+            9_999_999_999_999_998.0,
+            1e17,
+            123_456_789_012_345_680.0,
+            -1_149_636_667_324_797.2,
+            f64::MAX,
+            f64::MIN,
+            f64::MIN_POSITIVE,
+            f64::EPSILON,
+            5e-324,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ];
+        // Seeded: raw bit patterns (every exponent), and readings quantised to 0 to 9 decimals.
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..300_000 {
+            floats.push(f64::from_bits(next()));
+            let digits = (next() % 10) as i32;
+            floats.push((next() % 2_000_000_000) as f64 / 10f64.powi(digits) - 1e5);
+        }
+        let (mut same, mut ties) = (0, 0);
+        for x in floats {
+            let value = Value::F64(x);
+            let text = pushed(TimeFormat::Ns, &Cell::Number(x));
+            assert_eq!(pushed(TimeFormat::Ns, &Cell::Value(&value)), text);
+            let standard = format!("{x}");
+            if text == standard {
+                same += 1;
+                continue;
+            }
+            // A tie between two shortest forms: the same length, and both read back as x.
+            assert!(x.is_finite(), "{x}: {text} against {standard}");
+            assert_eq!(text.len(), standard.len(), "{:#018x}: {text} against {standard}", x.to_bits());
+            assert_eq!(text.parse::<f64>().unwrap().to_bits(), x.to_bits(), "{text}");
+            assert_eq!(standard.parse::<f64>().unwrap().to_bits(), x.to_bits(), "{standard}");
+            assert!(!text.contains('e'), "{text}");
+            ties += 1;
+        }
+        assert!(ties * 1_000 < same, "{ties} ties in {same}");
+        for n in [i64::MIN, -1_000_001, -1, 0, 1, 999_999, 1_000_000, i64::MAX] {
+            assert_eq!(pushed(TimeFormat::Ns, &Cell::Time(n)), n.to_string());
+            assert_eq!(pushed(TimeFormat::Ms, &Cell::Time(n)), n.div_euclid(1_000_000).to_string());
+            assert_eq!(pushed(TimeFormat::Ns, &Cell::Value(&Value::I64(n))), n.to_string());
+        }
+        for n in [0, 1, u64::MAX] {
+            assert_eq!(pushed(TimeFormat::Ns, &Cell::Count(n)), n.to_string());
+        }
+        let mut unused = String::new();
+        for cell in [Cell::Time(0), Cell::Text("1"), Cell::Null, Cell::Quality(Quality::GOOD)] {
+            assert!(!push_number(TimeFormat::Rfc3339, &cell, &mut unused), "{cell:?}");
+        }
+        assert!(unused.is_empty());
+    }
 
     fn render(format: Format, time_format: TimeFormat, rows: &[Vec<Cell<'_>>], trailer: &Trailer) -> String {
         let mut writer =
