@@ -11,7 +11,7 @@
 use std::ops::Range;
 use std::path::Path;
 
-use diode_common::codec::{SeriesColumns, Values, decode_columns};
+use diode_common::codec::{SeriesColumns, Values, decode_columns_ordered};
 use diode_common::record::SeriesKey;
 use rocksdb::DBRawIterator;
 
@@ -56,16 +56,18 @@ struct MergedRows {
     /// How many parts the header names.
     count: usize,
     rows: SeriesColumns,
+    /// The rows' timestamps are known to be strictly ascending (see `decode_columns_ordered`).
+    ascending: bool,
 }
 
 impl MergedRows {
     fn read(value: &[u8], series: SeriesKey) -> Result<MergedRows, String> {
         let (count, row_count, head, columns) = layout::split_merged(value)?;
-        let rows = decode_columns(columns, series).map_err(|error| error.to_string())?;
+        let (rows, ascending) = decode_columns_ordered(columns, series).map_err(|error| error.to_string())?;
         if row_count != rows.len() as u64 {
             return Err(format!("its header names {row_count} rows but it holds {}", rows.len()));
         }
-        Ok(MergedRows { head: head.to_vec(), count, rows })
+        Ok(MergedRows { head: head.to_vec(), count, rows, ascending })
     }
 
     fn parts(&self) -> Result<Vec<MergedPart>, String> {
@@ -139,6 +141,8 @@ pub(crate) struct Bucket {
     merged: Option<MergedRows>,
     /// The chunks stored as entries of their own, in key order.
     stored: Vec<(PointKey, SeriesColumns)>,
+    /// Every stored chunk's timestamps are known to be strictly ascending.
+    stored_ascending: bool,
 }
 
 impl Bucket {
@@ -164,7 +168,8 @@ impl Bucket {
             ));
         };
         let prefix = layout::bucket_prefix(series_id, bucket_start_ns);
-        let mut bucket = Bucket { series_id, bucket_start_ns, merged: None, stored: Vec::new() };
+        let mut bucket =
+            Bucket { series_id, bucket_start_ns, merged: None, stored: Vec::new(), stored_ascending: true };
         while let (Some(key), Some(value)) = (raw.key(), raw.value()) {
             if !key.starts_with(&prefix) {
                 break;
@@ -181,8 +186,9 @@ impl Bucket {
                         "has a key apply never writes (not 36 bytes)",
                     ));
                 };
-                let chunk = decode_columns(value, series.clone())
+                let (chunk, ascending) = decode_columns_ordered(value, series.clone())
                     .map_err(|error| ReplicaError::corrupt(path, &describe_entry(key), error))?;
+                bucket.stored_ascending &= ascending;
                 bucket.stored.push((chunk_key, chunk));
             }
             raw.next();
@@ -211,15 +217,18 @@ impl Bucket {
         self.merged.as_ref().map_or(0, |merged| merged.count) + self.stored.len()
     }
 
-    /// The bucket's rows as blocks in last-write-wins order, for `chunks::merge_bucket`: a merged
-    /// entry's rows stay one block unless stored chunks fall between its parts (a gap filled after
-    /// the merge), where they are cut. An error when the merged entry's table does not read.
-    pub(crate) fn into_blocks(self) -> Result<Vec<SeriesColumns>, String> {
+    /// The bucket's rows as blocks in last-write-wins order, for `chunks::merge_bucket_of`, and
+    /// whether each block's timestamps are known to be strictly ascending: a merged entry's rows
+    /// stay one block unless stored chunks fall between its parts (a gap filled after the merge),
+    /// where they are cut. An error when the merged entry's table does not read.
+    pub(crate) fn into_blocks(self) -> Result<(Vec<SeriesColumns>, bool), String> {
         let Some(merged) = self.merged else {
-            return Ok(self.stored.into_iter().map(|(_, chunk)| chunk).collect());
+            return Ok((self.stored.into_iter().map(|(_, chunk)| chunk).collect(), self.stored_ascending));
         };
+        // A slice of ascending rows is ascending.
+        let ascending = merged.ascending && self.stored_ascending;
         if self.stored.is_empty() {
-            return Ok(vec![merged.rows]);
+            return Ok((vec![merged.rows], ascending));
         }
         let parts = merged.parts()?;
         let rows = merged.rows;
@@ -242,7 +251,7 @@ impl Bucket {
         } else if row < rows.len() {
             blocks.push(slice_rows(&rows, row..rows.len()));
         }
-        Ok(blocks)
+        Ok((blocks, ascending))
     }
 
     /// Every chunk of the bucket with its key, in key order: the merged entry's parts split out
@@ -278,7 +287,8 @@ mod tests {
         layout::encode_merged_table(&parts, &mut value);
         encode_columns(&rows, &mut value);
         let merged = MergedRows::read(&value, SeriesKey::new("a")).unwrap();
-        Bucket { series_id: 3, bucket_start_ns: 0, merged: Some(merged), stored }
+        // Not known ascending: merge_bucket_of then checks every block.
+        Bucket { series_id: 3, bucket_start_ns: 0, merged: Some(merged), stored, stored_ascending: false }
     }
 
     #[test]
@@ -286,17 +296,18 @@ mod tests {
         let rows = columns(&[(1, 1.0), (2, 2.0), (3, 3.0)]);
         let parts = vec![part(2, 1), part(4, 2)];
         let later = (key(7), columns(&[(2, 9.0)]));
-        let blocks = bucket(parts.clone(), rows.clone(), vec![later.clone()]).into_blocks().unwrap();
+        let blocks = bucket(parts.clone(), rows.clone(), vec![later.clone()]).into_blocks().unwrap().0;
         assert_eq!(blocks, vec![rows.clone(), later.1.clone()]);
         let gap_fill = (key(3), columns(&[(3, 7.0)]));
-        let blocks = bucket(parts.clone(), rows.clone(), vec![gap_fill.clone(), later.clone()]).into_blocks().unwrap();
+        let blocks =
+            bucket(parts.clone(), rows.clone(), vec![gap_fill.clone(), later.clone()]).into_blocks().unwrap().0;
         assert_eq!(blocks, vec![columns(&[(1, 1.0)]), gap_fill.1.clone(), columns(&[(2, 2.0), (3, 3.0)]), later.1]);
         let chunks = bucket(parts, rows, vec![gap_fill.clone()]).into_chunks().unwrap();
         let keys: Vec<u64> = chunks.iter().map(|(key, _)| key.sequence).collect();
         assert_eq!(keys, vec![2, 3, 4]);
         assert_eq!(chunks[2].1, columns(&[(2, 2.0), (3, 3.0)]));
         let earliest = (key(1), columns(&[(5, 5.0)]));
-        let blocks = bucket(vec![part(2, 1)], columns(&[(1, 1.0)]), vec![earliest.clone()]).into_blocks().unwrap();
+        let blocks = bucket(vec![part(2, 1)], columns(&[(1, 1.0)]), vec![earliest.clone()]).into_blocks().unwrap().0;
         assert_eq!(blocks, vec![earliest.1, columns(&[(1, 1.0)])]);
     }
 

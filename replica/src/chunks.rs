@@ -107,8 +107,19 @@ pub(crate) fn fold_statistics(
 /// points whose timestamps lie in `from_ns..=to_ns`, ascending by time, one per timestamp: for
 /// equal timestamps the last chunk wins, and within a chunk the later record. `None` when no point
 /// is in range. The common case (one chunk, applied in order) hands the decoded chunk back whole.
-pub(crate) fn merge_bucket(mut chunks: Vec<SeriesColumns>, from_ns: i64, to_ns: i64) -> Option<SeriesColumns> {
-    if already_in_order(&chunks) {
+pub(crate) fn merge_bucket(chunks: Vec<SeriesColumns>, from_ns: i64, to_ns: i64) -> Option<SeriesColumns> {
+    merge_bucket_of(chunks, from_ns, to_ns, false)
+}
+
+/// [`merge_bucket`], told whether each chunk's timestamps are already known to be strictly
+/// ascending (the codec knows it of a stride): then only the chunks' boundaries are compared.
+pub(crate) fn merge_bucket_of(
+    mut chunks: Vec<SeriesColumns>,
+    from_ns: i64,
+    to_ns: i64,
+    each_ascending: bool,
+) -> Option<SeriesColumns> {
+    if already_in_order(&chunks, each_ascending) {
         // Applied in order with no duplicates: each chunk's rows in range are one run.
         let mut merged: Option<SeriesColumns> = None;
         for mut chunk in chunks.drain(..) {
@@ -222,15 +233,17 @@ fn less(a: i64, b: i64) -> u64 {
     (difference ^ ((a ^ b) & (difference ^ a))) as u64 >> 63
 }
 
-/// Every chunk strictly ascending and each chunk entirely after the one before it.
-fn already_in_order(chunks: &[SeriesColumns]) -> bool {
+/// Every chunk strictly ascending (known to be when `each_ascending`) and each chunk entirely
+/// after the one before it.
+fn already_in_order(chunks: &[SeriesColumns], each_ascending: bool) -> bool {
     let mut previous = None::<i64>;
     for chunk in chunks {
         let timestamps = &chunk.timestamps_ns;
         let (Some(&first), Some(&last)) = (timestamps.first(), timestamps.last()) else { continue };
         // Without an early exit or a 64-bit compare (which SSE2 lacks), so the comparisons run
         // several at a time.
-        let ascending = timestamps.windows(2).fold(1, |ascending, pair| ascending & less(pair[0], pair[1])) == 1;
+        let ascending =
+            each_ascending || timestamps.windows(2).fold(1, |ascending, pair| ascending & less(pair[0], pair[1])) == 1;
         if previous.is_some_and(|p| p >= first) || !ascending {
             return false;
         }

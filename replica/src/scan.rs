@@ -12,7 +12,7 @@ use diode_common::record::SeriesKey;
 use rocksdb::DBRawIterator;
 
 use crate::bucket::{Bucket, bucket_of};
-use crate::chunks::{Point, merge_bucket};
+use crate::chunks::{Point, merge_bucket_of};
 use crate::error::ReplicaError;
 use crate::layout::{SegmentKey, decode_audit_entry};
 
@@ -50,8 +50,9 @@ impl<'a> ColumnScan<'a> {
         // A key apply never writes is refused rather than merged into answers (audit names it).
         let Some(bucket) = Bucket::read(raw, &self.key, self.path)? else { return Ok(None) };
         let what = bucket.describe();
-        let blocks = bucket.into_blocks().map_err(|reason| ReplicaError::corrupt(self.path, &what, reason))?;
-        Ok(Some(merge_bucket(blocks, self.from_ns, self.to_ns)))
+        let (blocks, each_ascending) =
+            bucket.into_blocks().map_err(|reason| ReplicaError::corrupt(self.path, &what, reason))?;
+        Ok(Some(merge_bucket_of(blocks, self.from_ns, self.to_ns, each_ascending)))
     }
 }
 

@@ -656,6 +656,9 @@ fn runs<T: PartialEq>(items: impl Iterator<Item = T>) -> Vec<(T, usize)> {
 #[derive(Debug)]
 pub(super) struct ColumnReader<'a> {
     fields: [Reader<'a>; FIELD_COUNT],
+    /// The last series read had timestamps known to be strictly ascending without looking at
+    /// them: at most one, or a stride with a positive step that does not wrap.
+    pub(super) known_ascending: bool,
 }
 
 impl<'a> ColumnReader<'a> {
@@ -665,7 +668,7 @@ impl<'a> ColumnReader<'a> {
         for field in &mut fields {
             *field = Reader::new(reader.length_prefixed("column field stream")?);
         }
-        Ok(Self { fields })
+        Ok(Self { fields, known_ascending: false })
     }
 
     fn field(&mut self, field: Field) -> &mut Reader<'a> {
@@ -715,6 +718,7 @@ impl<'a> ColumnReader<'a> {
     }
 
     fn read_timestamps(&mut self, count: usize, base_ns: i64) -> Result<Vec<i64>, CodecError> {
+        self.known_ascending = count <= 1;
         let mut timestamps = Vec::with_capacity(count);
         if count == 0 {
             return Ok(timestamps);
@@ -743,6 +747,9 @@ impl<'a> ColumnReader<'a> {
             let first = head.signed_varint("timestamps")?;
             let step = head.signed_varint("timestamps")?;
             let (mut timestamp_ns, step_ns) = (base_ns.wrapping_add(first.wrapping_mul(tick)), step.wrapping_mul(tick));
+            // Ascending when each step adds a positive amount and the last does not wrap.
+            let span = i128::from(step_ns) * (count as i128 - 1);
+            self.known_ascending = step_ns > 0 && i128::from(timestamp_ns) + span <= i128::from(i64::MAX);
             timestamps.resize(count, 0);
             for slot in &mut timestamps {
                 *slot = timestamp_ns;

@@ -455,6 +455,17 @@ impl ChunkEncoder {
     }
 }
 
+/// [`decode_columns`], and whether the timestamps are known to be strictly ascending without
+/// looking at them (a stride with a positive step): `false` says only that they were not checked.
+pub fn decode_columns_ordered(bytes: &[u8], key: SeriesKey) -> Result<(SeriesColumns, bool), CodecError> {
+    let mut reader = Reader::new(bytes);
+    let mut columns = ColumnReader::parse(&mut reader)?;
+    reader.expect_end("series columns")?;
+    let series = columns.read_series(key, 0, &mut DecodeBudget::new())?;
+    columns.expect_end()?;
+    Ok((series, columns.known_ascending))
+}
+
 /// Decodes what [`encode_columns`] wrote, giving the columns the `key` stored beside them.
 pub fn decode_columns(bytes: &[u8], key: SeriesKey) -> Result<SeriesColumns, CodecError> {
     let mut reader = Reader::new(bytes);

@@ -201,6 +201,28 @@ fn regular_timestamps_and_constant_steps_cost_their_head_alone() {
 }
 
 #[test]
+fn a_positive_stride_that_does_not_wrap_is_known_ascending() {
+    let key = SeriesKey::new("t");
+    let ordered = |timestamps: &[i64]| {
+        let records: Vec<Record> = timestamps.iter().map(|&t| record(&key, t, Value::Bool(true))).collect();
+        let mut bytes = Vec::new();
+        encode_columns(&group_records(&records)[0], &mut bytes);
+        let (columns, ascending) = decode_columns_ordered(&bytes, key.clone()).unwrap();
+        assert_eq!(columns.timestamps_ns, timestamps);
+        assert!(decode_columns(&bytes, key.clone()).unwrap().bit_eq(&columns));
+        ascending
+    };
+    let second = 1_000 * MS;
+    assert!(ordered(&(0..3_600).map(|i| T0 + i * second).collect::<Vec<_>>()));
+    assert!(ordered(&[T0]));
+    assert!(ordered(&[i64::MAX - 2, i64::MAX - 1, i64::MAX]));
+    assert!(!ordered(&[T0, T0 + second, T0 + 3 * second]), "not a stride: not looked at");
+    assert!(!ordered(&[T0 + 2 * second, T0 + second, T0]), "descending");
+    assert!(!ordered(&[T0, T0, T0]), "equal");
+    assert!(!ordered(&[i64::MAX - 1, i64::MAX, i64::MIN]), "wraps");
+}
+
+#[test]
 fn payloads_of_the_first_version_are_still_read() {
     // Version 1 is version 2 without the stride mode: a payload an earlier build wrote decodes.
     let mut records = varied_records();
