@@ -244,6 +244,14 @@ filter = "*"
         "the replica did not reach the {points} points the server published; see {}",
         dir.display()
     );
+    // The count includes values written twice (a back-fill reads again the last value seen
+    // before the outage), so it can be reached before the newest values arrive: wait for each
+    // series' newest published value too, before stopping the sender.
+    assert!(
+        wait_for_newest(&lab, &published, Duration::from_secs(120)),
+        "the replica did not reach the newest value the server published in every series; see {}",
+        dir.display()
+    );
     // Read the counters while the sender runs.
     let counters = ["data_gaps", "backfilled_records", "connects"].map(|family| source_counter(metrics, family));
     println!("data gaps, back-filled records, connects: {counters:?}");
@@ -252,6 +260,25 @@ filter = "*"
     lab.stop_receiver().unwrap();
     compare(&lab, &published);
     counters
+}
+
+/// Whether, before `timeout`, the replica's newest data time in every published series reaches
+/// the newest value the server published in it (read beside the running receiver).
+fn wait_for_newest(lab: &Lab, published: &BTreeMap<SeriesKey, BTreeMap<i64, Published>>, timeout: Duration) -> bool {
+    let newest: BTreeMap<&SeriesKey, i64> =
+        published.iter().filter_map(|(series, points)| Some((series, *points.keys().next_back()?))).collect();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(replica) = Replica::open_read_only(&lab.replica_dir()) {
+            let latest: BTreeMap<SeriesKey, i64> =
+                replica.series_list().into_iter().map(|info| (info.key, info.last_timestamp_ns)).collect();
+            if newest.iter().all(|(series, want)| latest.get(*series).is_some_and(|got| got >= want)) {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
 }
 
 /// Every published value in its series with its value (bit for bit) and quality, at its source
