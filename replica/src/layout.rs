@@ -6,6 +6,7 @@
 //! Every decoder here is total: stored bytes are checked and a damaged entry is reported, never a
 //! panic.
 
+use diode_common::codec::{put_varint, varint_prefix};
 use diode_common::record::{SeriesKey, ValueKind};
 use diode_common::seal::{HEADER_LENGTH, SIGNATURE_LENGTH, SealedSegment, SegmentHash};
 
@@ -163,28 +164,11 @@ impl MergedPart {
     }
 }
 
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
+/// The codec's varint at `at` in `bytes`, moving `at` past it.
 fn take_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let byte = *bytes.get(*at)?;
-        *at += 1;
-        if shift == 63 && byte > 1 {
-            return None;
-        }
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Some(value);
-        }
-    }
-    None
+    let (value, length) = varint_prefix(bytes.get(*at..)?)?;
+    *at += length;
+    Some(value)
 }
 
 /// Merged bucket value: `version u8 (1) ‖ part count varint ‖ row count varint ‖ table length

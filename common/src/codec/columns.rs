@@ -11,8 +11,7 @@
 use std::collections::HashMap;
 
 use super::wire::{
-    BitReader, BitWriter, MAX_VARINT_BYTES, Reader, put_bytes, put_signed_varint, put_varint, unzigzag, varint_len,
-    zigzag,
+    BitReader, BitWriter, Reader, put_bytes, put_signed_varint, put_varint, unzigzag, varint_len, varint_prefix, zigzag,
 };
 use super::{CodecError, MAX_DECODED_TEXT_BYTES, MAX_RECORDS_PER_PAYLOAD, SeriesColumns, Values};
 use crate::record::{Quality, SeriesKey, Value, ValueKind};
@@ -1129,24 +1128,6 @@ fn next_xor_whole(reader: &mut BitReader<'_>, previous: u64, window: &mut Option
 fn unread<'a>(reader: &Reader<'a>) -> &'a [u8] {
     let mut rest = reader.clone();
     rest.bytes("unread bytes", rest.remaining() as u64).unwrap_or_default()
-}
-
-/// The varint at the start of `bytes` and its length, if `bytes` holds a whole, valid one.
-#[inline]
-fn varint_prefix(bytes: &[u8]) -> Option<(u64, usize)> {
-    let mut value = 0u64;
-    for (index, &byte) in bytes.iter().take(MAX_VARINT_BYTES).enumerate() {
-        let group = u64::from(byte & 0x7F);
-        // The tenth byte may only carry the 64th bit.
-        if index == MAX_VARINT_BYTES - 1 && group > 1 {
-            return None;
-        }
-        value |= group << (7 * index);
-        if byte & 0x80 == 0 {
-            return Some((value, index + 1));
-        }
-    }
-    None
 }
 
 /// Fills `out` with `map` of each of the next `out.len()` signed varints of `reader`, in order:

@@ -112,7 +112,8 @@ use std::cell::RefCell;
 use crate::record::{self, MAX_TAGS_PER_SERIES, Quality, Record, RecordError, SeriesKey, Value};
 pub use columns::Effort;
 use columns::{ColumnReader, ColumnWriter, DecodeBudget};
-use wire::{Reader, put_bytes, put_signed_varint, put_varint};
+use wire::{Reader, put_bytes, put_signed_varint};
+pub use wire::{put_varint, varint_prefix};
 
 /// The first four bytes of every payload.
 pub const PAYLOAD_MAGIC: [u8; 4] = *b"DPAY";

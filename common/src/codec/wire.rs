@@ -20,14 +20,34 @@ pub(super) fn unzigzag(value: u64) -> i64 {
 }
 
 /// Appends `value` as an unsigned LEB128 varint (7 bits a byte, least significant group first,
-/// high bit set on every byte but the last).
+/// high bit set on every byte but the last). Other formats of diode (the replica's merged
+/// buckets) use the same varints.
 #[inline]
-pub(super) fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+pub fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         out.push((value as u8) | 0x80);
         value >>= 7;
     }
     out.push(value as u8);
+}
+
+/// The varint at the start of `bytes` and its length, if `bytes` holds a whole, valid one (at most
+/// ten bytes, the tenth carrying only the 64th bit).
+#[inline]
+pub fn varint_prefix(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for (index, &byte) in bytes.iter().take(MAX_VARINT_BYTES).enumerate() {
+        let group = u64::from(byte & 0x7F);
+        // The tenth byte may only carry the 64th bit.
+        if index == MAX_VARINT_BYTES - 1 && group > 1 {
+            return None;
+        }
+        value |= group << (7 * index);
+        if byte & 0x80 == 0 {
+            return Some((value, index + 1));
+        }
+    }
+    None
 }
 
 #[inline]
