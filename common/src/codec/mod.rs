@@ -469,12 +469,7 @@ pub fn decode_columns_ordered(bytes: &[u8], key: SeriesKey) -> Result<(SeriesCol
 
 /// Decodes what [`encode_columns`] wrote, giving the columns the `key` stored beside them.
 pub fn decode_columns(bytes: &[u8], key: SeriesKey) -> Result<SeriesColumns, CodecError> {
-    let mut reader = Reader::new(bytes);
-    let mut columns = ColumnReader::parse(&mut reader)?;
-    reader.expect_end("series columns")?;
-    let series = columns.read_series(key, 0, &mut DecodeBudget::new())?;
-    columns.expect_end()?;
-    Ok(series)
+    Ok(decode_columns_ordered(bytes, key)?.0)
 }
 
 /// Encodes a whole segment payload: header, series table, every series' columns, compressed with
