@@ -11,9 +11,7 @@ use diode_common::rng::SeededRng;
 use diode_replica::{BUCKET_NS, CLOSE_AFTER_NS, PointKey, Replica};
 
 mod support;
-use support::{Chain, Segment, T0};
-
-const SECOND: i64 = 1_000_000_000;
+use support::{Chain, SECOND, Segment, T0};
 
 fn record(series: &str, timestamp_ns: i64, value: Value) -> Record {
     Record { series: SeriesKey::new(series), timestamp_ns, value, quality: Quality::GOOD }

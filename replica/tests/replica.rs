@@ -9,57 +9,18 @@ use std::path::Path;
 
 use diode_common::beacon::{Beacon, EpochReason};
 use diode_common::codec::{SeriesColumns, group_records};
-use diode_common::keys::SenderKey;
 use diode_common::plant::{PlantConfig, PlantSimulator};
 use diode_common::record::{Quality, Record, SeriesKey, Value};
 use diode_common::rng::SeededRng;
-use diode_common::seal::{self, ChainPosition, GENESIS_HASH, SealedSegment, SegmentHash};
+use diode_common::seal::{GENESIS_HASH, SealedSegment, SegmentHash};
+mod support;
+use support::{Chain, SECOND, T0, key};
+
 use diode_replica::{
     ApplyOutcome, BUCKET_NS, ChainLink, Gap, HeadCheck, Point, Replica, ReplicaError, SegmentKey, StreamStatus,
 };
 
-const T0: i64 = 1_704_067_200_000_000_000;
-const SECOND: i64 = 1_000_000_000;
 const SENDER: u64 = 7;
-
-fn key() -> SenderKey {
-    SenderKey::from_seed([3u8; 32])
-}
-
-/// Seals consecutive segments of one (sender, epoch) chain.
-struct Chain {
-    key: SenderKey,
-    sender_id: u64,
-    epoch: u64,
-    next_sequence: u64,
-    previous_hash: SegmentHash,
-}
-
-impl Chain {
-    fn new(sender_id: u64, epoch: u64) -> Chain {
-        Chain { key: key(), sender_id, epoch, next_sequence: 1, previous_hash: GENESIS_HASH }
-    }
-
-    fn seal(&mut self, records: &[Record]) -> (SealedSegment, Vec<SeriesColumns>) {
-        let (segment, series) = self.seal_at(self.next_sequence, self.previous_hash, &group_records(records));
-        self.next_sequence += 1;
-        self.previous_hash = segment.hash();
-        (segment, series)
-    }
-
-    /// Seals `series` at any position, linked to any previous hash (for forks and forgeries).
-    fn seal_at(
-        &self,
-        sequence: u64,
-        previous_hash: SegmentHash,
-        series: &[SeriesColumns],
-    ) -> (SealedSegment, Vec<SeriesColumns>) {
-        let position = ChainPosition { sender_id: self.sender_id, epoch: self.epoch, sequence, previous_hash };
-        let segment = seal::seal(position, series, 3, T0 + sequence as i64 * SECOND, &self.key);
-        let decoded = seal::decode_verified(&segment).expect("a sealed segment decodes");
-        (segment, decoded)
-    }
-}
 
 /// `count` consecutive segments of `points` records each from a small simulated plant.
 fn plant_segments(count: usize, points: usize) -> Vec<(SealedSegment, Vec<SeriesColumns>)> {
@@ -369,9 +330,8 @@ fn a_segment_that_breaks_the_chain_is_refused_and_nothing_is_written() {
             other => panic!("expected a {expected:?} chain mismatch, got {other:?}"),
         }
     }
-    let mut other_epoch = Chain::new(SENDER, 2);
-    other_epoch.previous_hash = [1u8; 32];
-    let (segment, series) = other_epoch.seal(&[record("a", T0, 1.0)]);
+    let other_epoch = Chain::new(SENDER, 2);
+    let (segment, series) = other_epoch.seal_at(1, [1u8; 32], &group_records(&[record("a", T0, 1.0)]));
     let error = replica.apply(&segment, &series, T0).unwrap_err();
     assert!(matches!(error, ReplicaError::ChainMismatch { link: ChainLink::Genesis, .. }));
     assert!(error.to_string().contains("nothing was written"), "{error}");

@@ -5,8 +5,14 @@ use diode_common::keys::SenderKey;
 use diode_common::record::Record;
 use diode_common::seal::{self, ChainPosition, GENESIS_HASH, SealedSegment, SegmentHash};
 
-/// 2024-01-01T00:00:00Z: every segment's seal time.
+/// 2024-01-01T00:00:00Z: the chain's seal times are this plus a second per sequence.
 pub(crate) const T0: i64 = 1_704_067_200_000_000_000;
+pub(crate) const SECOND: i64 = 1_000_000_000;
+
+/// The key every chain seals with.
+pub(crate) fn key() -> SenderKey {
+    SenderKey::from_seed([3u8; 32])
+}
 
 /// A segment and its decoded payload, as `Replica::apply` takes them.
 pub(crate) type Segment = (SealedSegment, Vec<SeriesColumns>);
@@ -22,20 +28,22 @@ pub(crate) struct Chain {
 
 impl Chain {
     pub(crate) fn new(sender_id: u64, epoch: u64) -> Chain {
-        Chain { key: SenderKey::from_seed([3u8; 32]), sender_id, epoch, next_sequence: 1, previous_hash: GENESIS_HASH }
+        Chain { key: key(), sender_id, epoch, next_sequence: 1, previous_hash: GENESIS_HASH }
     }
 
     /// The next segment of the chain, holding `records`.
     pub(crate) fn seal(&mut self, records: &[Record]) -> Segment {
-        let position = ChainPosition {
-            sender_id: self.sender_id,
-            epoch: self.epoch,
-            sequence: self.next_sequence,
-            previous_hash: self.previous_hash,
-        };
-        let segment = seal::seal(position, &group_records(records), 3, T0, &self.key);
+        let segment = self.seal_at(self.next_sequence, self.previous_hash, &group_records(records));
         self.next_sequence += 1;
-        self.previous_hash = segment.hash();
+        self.previous_hash = segment.0.hash();
+        segment
+    }
+
+    /// Seals `series` at any position, linked to any previous hash (for forks and forgeries),
+    /// at `T0` plus a second per sequence.
+    pub(crate) fn seal_at(&self, sequence: u64, previous_hash: SegmentHash, series: &[SeriesColumns]) -> Segment {
+        let position = ChainPosition { sender_id: self.sender_id, epoch: self.epoch, sequence, previous_hash };
+        let segment = seal::seal(position, series, 3, T0 + sequence as i64 * SECOND, &self.key);
         let decoded = seal::decode_verified(&segment).expect("a sealed segment decodes");
         (segment, decoded)
     }
