@@ -139,6 +139,17 @@ pub fn validate_timestamp(timestamp_ns: i64) -> Result<(), RecordError> {
     }
 }
 
+/// [`Record::validate_sample`] of a record's parts, for a source that groups values without
+/// building records.
+pub fn validate_sample(timestamp_ns: i64, value: &Value) -> Result<(), RecordError> {
+    validate_timestamp(timestamp_ns)?;
+    match value {
+        Value::F64(v) => validate_f64(*v),
+        Value::String(s) => validate_string(s),
+        Value::I64(_) | Value::Bool(_) => Ok(()),
+    }
+}
+
 /// The float rule of [`Record::validate`]: finite.
 pub fn validate_f64(value: f64) -> Result<(), RecordError> {
     if value.is_finite() { Ok(()) } else { Err(RecordError::NonFiniteValue { value }) }
@@ -371,12 +382,7 @@ impl Record {
     /// [`validate`](Self::validate) without the series: the timestamp and the value. For a source
     /// that has checked its record's series once already (a parser's cached series).
     pub fn validate_sample(&self) -> Result<(), RecordError> {
-        validate_timestamp(self.timestamp_ns)?;
-        match &self.value {
-            Value::F64(v) => validate_f64(*v),
-            Value::String(s) => validate_string(s),
-            Value::I64(_) | Value::Bool(_) => Ok(()),
-        }
+        validate_sample(self.timestamp_ns, &self.value)
     }
 
     /// Bit-exact equality (see [`Value::bit_eq`]).

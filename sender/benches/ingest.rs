@@ -30,14 +30,15 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use diode_common::codec::Grouper;
 use diode_common::keys::SenderKey;
 use diode_common::record::Record;
 use diode_sender::commit::{self, Committer};
 use diode_sender::config::FsyncPolicy;
 use diode_sender::import::{self, TimestampUnit};
 use diode_sender::ingest::{self, IngestState};
-use diode_sender::line_protocol::{ParseOptions, parse_lines};
-use diode_sender::pipeline::{Encoders, Pipeline, PipelineSettings, SealedEntry, seal_due};
+use diode_sender::line_protocol::{ParseOptions, parse_lines, parse_lines_grouped};
+use diode_sender::pipeline::{Encoders, Pipeline, PipelineSettings, PreparedFrames, SealedEntry, seal_due};
 use diode_sender::run::{self, Sealing};
 
 #[path = "../../benches/support/measure.rs"]
@@ -283,6 +284,54 @@ fn bench_parse(texts: &[String], points_per_body: usize) {
     );
     assert_eq!(points, requests * points_per_body);
     println!("parse only, one thread: {}", timing.describe(points as f64, "points"));
+    bench_parse_and_prepare(texts, points_per_body);
+}
+
+/// What an HTTP write costs before the committing thread: parsing and preparing the spool frames
+/// (grouping by series, encoding), through records as before and straight into a grouper, the two
+/// alternated in one run so that their ratio does not depend on how busy the machine was.
+fn bench_parse_and_prepare(texts: &[String], points_per_body: usize) {
+    let options = ParseOptions::new(START_NS);
+    let requests = LINES_PER_RUN / LINES_PER_BODY;
+    let max_records = 50_000;
+    for round in 1..=2 {
+        let (timing, points) = best_of(
+            thread_cpu_seconds,
+            || (),
+            |()| {
+                let mut points = 0;
+                for request in 0..requests {
+                    let mut records = Vec::new();
+                    parse_lines(&texts[request % texts.len()], &options, &mut records).expect("valid");
+                    points += PreparedFrames::prepare(&records, max_records).expect("valid").records();
+                }
+                points
+            },
+        );
+        assert_eq!(points, requests * points_per_body);
+        println!(
+            "parse and prepare frames via records, one thread, round {round}: {}",
+            timing.describe(points as f64, "points")
+        );
+        let (timing, points) = best_of(
+            thread_cpu_seconds,
+            || (),
+            |()| {
+                let mut points = 0;
+                for request in 0..requests {
+                    let mut grouper = Grouper::new(max_records);
+                    parse_lines_grouped(&texts[request % texts.len()], &options, &mut grouper).expect("valid");
+                    points += PreparedFrames::from_groups(grouper.finish()).expect("valid").records();
+                }
+                points
+            },
+        );
+        assert_eq!(points, requests * points_per_body);
+        println!(
+            "parse and prepare frames grouped while parsing, one thread, round {round}: {}",
+            timing.describe(points as f64, "points")
+        );
+    }
 }
 
 fn bench_spool(parsed: &[Vec<Record>], points_per_body: usize) {

@@ -21,6 +21,7 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use diode_common::codec::Grouper;
 use diode_common::record::Record;
 use tokio::sync::{mpsc, oneshot};
 
@@ -109,6 +110,18 @@ impl Committer {
     /// thread; refuses an invalid record.
     pub fn prepare(&self, records: &[Record]) -> Result<PreparedFrames, SubmitError> {
         PreparedFrames::prepare(records, self.max_records)
+    }
+
+    /// An empty grouper making this pipeline's spool frames, for a source that groups its records
+    /// as it parses them ([`prepare_grouped`](Self::prepare_grouped)).
+    pub fn grouper(&self) -> Grouper {
+        Grouper::new(self.max_records)
+    }
+
+    /// [`prepare`](Self::prepare) of what a source pushed into [`grouper`](Self::grouper)'s
+    /// grouper; refuses an invalid record.
+    pub fn prepare_grouped(&self, grouper: Grouper) -> Result<PreparedFrames, SubmitError> {
+        PreparedFrames::from_groups(grouper.finish())
     }
 
     /// [`submit`](Self::submit) of a write already prepared by [`prepare`](Self::prepare); on

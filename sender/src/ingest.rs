@@ -31,7 +31,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use diode_common::record::Record;
+use diode_common::codec::Grouper;
 use diode_host::backoff::{Backoff, RateLimitedWarning};
 use diode_host::http_server::HttpLimits;
 use http_body::Body as _;
@@ -299,7 +299,8 @@ async fn write(http: HttpIngest, api: Api, params: WriteParams, headers: HeaderM
     // only appends and syncs, and the listeners stay responsive.
     let committer = state.committer.clone();
     let prepared = tokio::task::spawn_blocking(move || {
-        parse_body(&body, gzip, max_body_bytes, &options).map(|records| committer.prepare(&records))
+        parse_body(&body, gzip, max_body_bytes, &options, committer.grouper())
+            .map(|grouped| committer.prepare_grouped(grouped))
     })
     .await;
     let submitted = match prepared {
@@ -372,8 +373,14 @@ struct Refusal {
     line: Option<usize>,
 }
 
-/// The records of a write's body, or why it is refused.
-fn parse_body(body: &[u8], gzip: bool, max_body_bytes: usize, options: &ParseOptions) -> Result<Vec<Record>, Refusal> {
+/// The records of a write's body, grouped into `grouped` as they are parsed, or why it is refused.
+fn parse_body(
+    body: &[u8],
+    gzip: bool,
+    max_body_bytes: usize,
+    options: &ParseOptions,
+    mut grouped: Grouper,
+) -> Result<Grouper, Refusal> {
     let invalid = |message: String, line: Option<usize>| Refusal {
         status: StatusCode::BAD_REQUEST,
         code: "invalid",
@@ -392,11 +399,10 @@ fn parse_body(body: &[u8], gzip: bool, max_body_bytes: usize, options: &ParseOpt
         }
         Err(BodyError::Invalid(message)) => return Err(invalid(message, None)),
     };
-    let mut records = Vec::new();
-    if let Err(e) = line_protocol::parse_lines(&body, options, &mut records) {
+    if let Err(e) = line_protocol::parse_lines_grouped(&body, options, &mut grouped) {
         return Err(invalid(e.to_string(), Some(e.line_number)));
     }
-    Ok(records)
+    Ok(grouped)
 }
 
 /// Raw line protocol over TCP, as Telegraf's socket_writer sends it: newline-delimited, each line
@@ -631,7 +637,7 @@ mod tests {
     use axum::body::Body;
     use axum::http::Request;
     use diode_common::keys::{SenderKey, TrustedKeys};
-    use diode_common::record::Value;
+    use diode_common::record::{Record, Value};
     use std::io::Write;
     use std::sync::Mutex;
     use std::sync::mpsc::Receiver;

@@ -60,7 +60,8 @@ use std::borrow::Cow;
 use std::collections::hash_map::Entry;
 use std::str::FromStr;
 
-use diode_common::record::{Quality, Record, SeriesKey, Value};
+use diode_common::codec::Grouper;
+use diode_common::record::{self, Quality, Record, SeriesKey, Value};
 
 /// Longest excerpt of a bad line quoted in a [`LineError`], in bytes; the rest is cut with `…` so
 /// that an error about a megabyte line stays readable and bounded.
@@ -213,6 +214,49 @@ fn cut(text: &str, max_bytes: usize) -> Cow<'_, str> {
 /// takes a body whole or not at all (see the module documentation).
 pub fn parse_lines(body: &str, options: &ParseOptions, out: &mut Vec<Record>) -> Result<usize, LineError> {
     let len_before = out.len();
+    let parsed = parse_into(body, options, out);
+    if parsed.is_err() {
+        out.truncate(len_before);
+    }
+    parsed
+}
+
+/// [`parse_lines`] straight into a [`Grouper`]: the records of every line, grouped by series into
+/// spool frames, without building a [`Record`] (and cloning its series key) for each value; the
+/// same checks, the same error. On `Err` the grouper holds part of the body: drop it.
+pub fn parse_lines_grouped(body: &str, options: &ParseOptions, out: &mut Grouper) -> Result<usize, LineError> {
+    parse_into(body, options, out)
+}
+
+/// Where a parser puts each record it has checked.
+trait RecordSink {
+    /// Records taken so far.
+    fn taken(&self) -> usize;
+    fn take(&mut self, series: Cow<'_, SeriesKey>, timestamp_ns: i64, value: Value, quality: Quality);
+}
+
+impl RecordSink for Vec<Record> {
+    fn taken(&self) -> usize {
+        self.len()
+    }
+
+    fn take(&mut self, series: Cow<'_, SeriesKey>, timestamp_ns: i64, value: Value, quality: Quality) {
+        self.push(Record { series: series.into_owned(), timestamp_ns, value, quality });
+    }
+}
+
+impl RecordSink for Grouper {
+    fn taken(&self) -> usize {
+        self.records()
+    }
+
+    fn take(&mut self, series: Cow<'_, SeriesKey>, timestamp_ns: i64, value: Value, quality: Quality) {
+        self.push(&series, timestamp_ns, value, quality);
+    }
+}
+
+fn parse_into(body: &str, options: &ParseOptions, out: &mut impl RecordSink) -> Result<usize, LineError> {
+    let taken_before = out.taken();
     let mut parser = LineParser::new(options);
     for (index, physical_line) in body.split('\n').enumerate() {
         let line = physical_line.strip_suffix('\r').unwrap_or(physical_line);
@@ -221,12 +265,10 @@ pub fn parse_lines(body: &str, options: &ParseOptions, out: &mut Vec<Record>) ->
             continue;
         }
         if let Err(reason) = parser.parse_line(content, out) {
-            out.truncate(len_before);
             return Err(LineError::new(index + 1, line, &reason));
         }
     }
-    debug_assert!(out[len_before..].iter().all(|record| record.validate().is_ok()));
-    Ok(out.len() - len_before)
+    Ok(out.taken() - taken_before)
 }
 
 /// The measurement and tags of a line, parsed once per distinct raw section. Borrows from the
@@ -246,10 +288,26 @@ struct SeriesSection<'a> {
 
 /// A field parsed but not yet a record: its line's timestamp comes after it.
 struct PendingField {
-    series: SeriesKey,
-    /// The series passed [`SeriesKey::validate`] already (it came from the cache).
-    series_valid: bool,
+    series: PendingSeries,
     value: Value,
+}
+
+/// The series of a pending field.
+enum PendingSeries {
+    /// The section's cached series at this index in `series_by_field`: it passed
+    /// [`SeriesKey::validate`] when it was cached.
+    Cached(usize),
+    /// Built for this field; `checked` when it passed [`SeriesKey::validate`] already.
+    Built { series: SeriesKey, checked: bool },
+}
+
+impl PendingSeries {
+    fn key<'s>(&'s self, section: &'s SeriesSection<'_>) -> &'s SeriesKey {
+        match self {
+            PendingSeries::Cached(index) => &section.series_by_field[*index].1,
+            PendingSeries::Built { series, .. } => series,
+        }
+    }
 }
 
 struct LineParser<'a, 'o> {
@@ -266,7 +324,7 @@ impl<'a, 'o> LineParser<'a, 'o> {
     }
 
     /// Parses one non-blank, non-comment line (no leading blanks, no line ending).
-    fn parse_line(&mut self, line: &'a str, out: &mut Vec<Record>) -> Result<(), String> {
+    fn parse_line(&mut self, line: &'a str, out: &mut impl RecordSink) -> Result<(), String> {
         let (raw_section, after_section) = split_at_unescaped(line, b' ');
         let fields = after_section.map(|rest| rest.trim_start_matches(' ')).unwrap_or("");
         if fields.is_empty() {
@@ -299,12 +357,18 @@ impl<'a, 'o> LineParser<'a, 'o> {
         if pending.is_empty() {
             return Err("the line has only its quality field; add at least one value field".into());
         }
+        let section = &*section;
         for field in pending.drain(..) {
-            let record = Record { series: field.series, timestamp_ns, value: field.value, quality };
+            let (series, checked) = match field.series {
+                PendingSeries::Cached(index) => (Cow::Borrowed(&section.series_by_field[index].1), true),
+                PendingSeries::Built { series, checked } => (Cow::Owned(series), checked),
+            };
             // A cached series was checked when it was cached: a repeated series costs no scan.
-            let checked = if field.series_valid { record.validate_sample() } else { record.validate() };
-            checked.map_err(|error| format!("series {}: {error}", cut(&record.series.name, 100)))?;
-            out.push(record);
+            let valid = if checked { Ok(()) } else { series.validate() };
+            valid
+                .and_then(|()| record::validate_sample(timestamp_ns, &field.value))
+                .map_err(|error| format!("series {}: {error}", cut(&series.name, 100)))?;
+            out.take(series, timestamp_ns, field.value, quality);
         }
         Ok(())
     }
@@ -375,14 +439,15 @@ fn parse_fields<'a>(
             *field_quality =
                 Some(quality_from_field(&value).map_err(|why| format!("quality field {raw_key:?} {why}"))?);
         } else {
-            let (series, series_valid) = series_for_field(section, raw_key);
-            if pending.iter().any(|field| field.series.name == series.name) {
+            let series = series_for_field(section, raw_key);
+            let name = &series.key(section).name;
+            if pending.iter().any(|field| field.series.key(section).name == *name) {
                 return Err(format!(
                     "duplicate fields: field key {:?} appears twice; one series has one value per instant",
                     unescape(raw_key, KEY_ESCAPES)
                 ));
             }
-            pending.push(PendingField { series, series_valid, value });
+            pending.push(PendingField { series, value });
         }
         match after_value.as_bytes().first() {
             None | Some(b' ') => return Ok(after_value),
@@ -585,23 +650,23 @@ fn parse_boolean(token: &str) -> Result<Value, String> {
     }
 }
 
-/// The series `raw_key` names in `section`, and whether it is known to pass
-/// [`SeriesKey::validate`]: cloned from the cache (only valid series are cached), or built (and,
-/// when the section repeats, checked and cached). Every record still passes [`Record::validate`]
-/// or, for a series known valid, [`Record::validate_sample`].
-fn series_for_field<'a>(section: &mut SeriesSection<'a>, raw_key: &'a str) -> (SeriesKey, bool) {
+/// The series `raw_key` names in `section`: the cache's (only valid series are cached), or built
+/// (and, when the section repeats, checked and cached). Every record still passes
+/// [`Record::validate`] or, for a series known valid, [`Record::validate_sample`].
+fn series_for_field<'a>(section: &mut SeriesSection<'a>, raw_key: &'a str) -> PendingSeries {
     if !section.repeated {
-        return (build_series(section, raw_key), false);
+        return PendingSeries::Built { series: build_series(section, raw_key), checked: false };
     }
-    if let Some((_, series)) = section.series_by_field.iter().find(|(key, _)| *key == raw_key) {
-        return (series.clone(), true);
+    if let Some(index) = section.series_by_field.iter().position(|(key, _)| *key == raw_key) {
+        return PendingSeries::Cached(index);
     }
     let series = build_series(section, raw_key);
-    let valid = series.validate().is_ok();
-    if valid && section.series_by_field.len() < MAX_CACHED_FIELDS_PER_SECTION {
-        section.series_by_field.push((raw_key, series.clone()));
+    let checked = series.validate().is_ok();
+    if checked && section.series_by_field.len() < MAX_CACHED_FIELDS_PER_SECTION {
+        section.series_by_field.push((raw_key, series));
+        return PendingSeries::Cached(section.series_by_field.len() - 1);
     }
-    (series, valid)
+    PendingSeries::Built { series, checked }
 }
 
 /// `measurement/field_key` with the section's tags (already sorted and unique).
@@ -1558,9 +1623,10 @@ mod tests {
         fn assert_total(body: &str) {
             for options in [options(), quality_options()] {
                 let mut out = Vec::new();
-                match parse_lines(body, &options, &mut out) {
+                let parsed = parse_lines(body, &options, &mut out);
+                match &parsed {
                     Ok(count) => {
-                        assert_eq!(count, out.len());
+                        assert_eq!(*count, out.len());
                         for record in &out {
                             assert_eq!(record.validate(), Ok(()), "{record:?}");
                         }
@@ -1571,6 +1637,25 @@ mod tests {
                         assert!(error.message.starts_with("unable to parse '"), "{error}");
                     }
                 }
+                assert_grouped_alike(body, &options, &parsed, &out);
+            }
+        }
+
+        /// Parsing into a grouper refuses what parsing into records refuses, with the same error,
+        /// and otherwise gives the frames that grouping those records gives.
+        fn assert_grouped_alike(
+            body: &str,
+            options: &ParseOptions,
+            parsed: &Result<usize, LineError>,
+            records: &[Record],
+        ) {
+            const FRAME: usize = 3;
+            let mut grouper = Grouper::new(FRAME);
+            let grouped = parse_lines_grouped(body, options, &mut grouper);
+            assert_eq!(&grouped, parsed);
+            if grouped.is_ok() {
+                let expected: Vec<_> = records.chunks(FRAME).map(diode_common::codec::group_records).collect();
+                assert_eq!(grouper.finish(), expected);
             }
         }
 
@@ -1626,6 +1711,7 @@ mod tests {
                 let mut out = Vec::new();
                 let count = parse_lines(&text, &options, &mut out).map_err(|error| TestCaseError::fail(format!("{error}\n{text}")))?;
                 prop_assert_eq!(count, expected.len());
+                assert_grouped_alike(&text, &options, &Ok(count), &out);
                 for (got, meant) in out.iter().zip(&expected) {
                     prop_assert!(got.bit_eq(meant), "got {:?}\nmeant {:?}\nbody {}", got, meant, text);
                 }

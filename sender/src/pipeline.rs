@@ -309,9 +309,32 @@ impl PreparedFrames {
         {
             return Err(SubmitError::Invalid { index, source });
         }
+        Ok(PreparedFrames::encode(frames, records.len()))
+    }
+
+    /// [`prepare`](Self::prepare) of frames a source grouped as it parsed them (a
+    /// [`codec::Grouper`] made with the same `max_records`). Refuses an invalid record, numbered in
+    /// the frames' grouped order.
+    pub fn from_groups(frames: Vec<Vec<SeriesColumns>>) -> Result<PreparedFrames, SubmitError> {
+        if frames.iter().flatten().any(|columns| columns.validate().is_err())
+            && let Some((index, source)) = frames
+                .iter()
+                .flatten()
+                .flat_map(SeriesColumns::records)
+                .enumerate()
+                .find_map(|(i, r)| r.validate().err().map(|e| (i, e)))
+        {
+            return Err(SubmitError::Invalid { index, source });
+        }
+        let records = frames.iter().flatten().map(SeriesColumns::len).sum();
+        Ok(PreparedFrames::encode(frames, records))
+    }
+
+    /// Each frame encoded for the spool.
+    fn encode(frames: Vec<Vec<SeriesColumns>>, records: usize) -> PreparedFrames {
         let contents =
             frames.iter().map(|series| codec::encode_payload_with(series, SPOOL_ZSTD_LEVEL, Effort::Fast)).collect();
-        Ok(PreparedFrames { frames, contents, records: records.len() })
+        PreparedFrames { frames, contents, records }
     }
 
     /// Records in the frames.

@@ -102,6 +102,7 @@
 //! first timestamp and value: at 50 ms segments about 8 bytes/record (10 samples/s) or 20 (1/s).
 
 mod columns;
+mod group;
 mod wire;
 
 #[cfg(test)]
@@ -112,6 +113,7 @@ use std::cell::RefCell;
 use crate::record::{self, MAX_TAGS_PER_SERIES, Quality, Record, RecordError, SeriesKey, Value};
 pub use columns::Effort;
 use columns::{ColumnReader, ColumnWriter, DecodeBudget};
+pub use group::{Grouper, group_records};
 use wire::{Reader, put_bytes, put_signed_varint};
 pub use wire::{put_varint, varint_prefix};
 
@@ -379,53 +381,6 @@ pub fn merge_groups<'a>(runs: impl IntoIterator<Item = &'a [SeriesColumns]>) -> 
                 }
             }
         }
-    }
-    groups
-}
-
-/// Groups records by series, in order of each series' first appearance. Within a series the input
-/// order is kept: late, out-of-order and duplicate timestamps are normal and round-trip as they are.
-pub fn group_records(records: &[Record]) -> Vec<SeriesColumns> {
-    // foldhash rather than SipHash: hashing each record's key was a tenth of the sender's CPU.
-    let mut index_of: foldhash::HashMap<&SeriesKey, usize> = foldhash::HashMap::default();
-    // Records of one series usually share its key's text (sources clone one key), so most are
-    // found by the key's identity, two words, without hashing or comparing its text. Exact: every
-    // record is borrowed for the whole call, so no identity is reused by another key meanwhile.
-    let mut index_of_identity: foldhash::HashMap<(usize, usize), usize> = foldhash::HashMap::default();
-    // First pass: each record's group, and each group's first record and size, so the columns
-    // are allocated once at their final size.
-    let mut first_and_count: Vec<(usize, usize)> = Vec::new();
-    let mut slots: Vec<usize> = Vec::with_capacity(records.len());
-    let mut previous: Option<((usize, usize), usize)> = None;
-    for (position, record) in records.iter().enumerate() {
-        let identity = record.series.identity();
-        let index = match previous {
-            // Sources often send runs of one series.
-            Some((previous_identity, index)) if previous_identity == identity => index,
-            _ => match index_of_identity.get(&identity) {
-                Some(&index) => index,
-                None => {
-                    let index = *index_of.entry(&record.series).or_insert_with(|| {
-                        first_and_count.push((position, 0));
-                        first_and_count.len() - 1
-                    });
-                    index_of_identity.insert(identity, index);
-                    index
-                }
-            },
-        };
-        previous = Some((identity, index));
-        first_and_count[index].1 += 1;
-        slots.push(index);
-    }
-    let mut groups: Vec<SeriesColumns> = first_and_count
-        .iter()
-        .map(|&(first, count)| {
-            SeriesColumns::with_capacity(records[first].series.clone(), &records[first].value, count)
-        })
-        .collect();
-    for (record, &index) in records.iter().zip(&slots) {
-        groups[index].push(record.timestamp_ns, record.value.clone(), record.quality);
     }
     groups
 }

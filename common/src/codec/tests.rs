@@ -724,3 +724,43 @@ proptest! {
         let _ = decode_columns(&bytes, SeriesKey::new("x"));
     }
 }
+
+/// The grouper gives what grouping each frame's records at once gives, whether keys share their
+/// text (a parser's cached key), repeat it in another allocation, or are freed and rebuilt
+/// between pushes (a parser's uncached key, whose address the next key may reuse).
+#[test]
+fn the_grouper_groups_as_group_records_does_frame_by_frame() {
+    let mut rng = crate::rng::SeededRng::new(17);
+    let shared: Vec<SeriesKey> = (0..40).map(|i| SeriesKey::new(format!("plant/s{i}"))).collect();
+    for max_records in [1, 7, 100, 10_000] {
+        let mut records = Vec::new();
+        let mut grouper = Grouper::new(max_records);
+        for i in 0..3_000 {
+            let pick = rng.below(40) as usize;
+            let value = match rng.below(4) {
+                0 => Value::I64(i),
+                1 => Value::Bool(i % 2 == 0),
+                2 => Value::String(format!("v{}", i % 5)),
+                _ => Value::F64(rng.next_f64()),
+            };
+            let timestamp_ns = T0 + i * MS;
+            if rng.chance(0.5) {
+                grouper.push(&shared[pick], timestamp_ns, value.clone(), Quality::GOOD);
+                records.push(record(&shared[pick], timestamp_ns, value));
+            } else {
+                // Built afresh and dropped at once: its address is free for the next one.
+                let rebuilt = SeriesKey::new(format!("plant/s{pick}"));
+                grouper.push(&rebuilt, timestamp_ns, value.clone(), Quality::GOOD);
+                records.push(record(&rebuilt, timestamp_ns, value));
+            }
+        }
+        assert_eq!(grouper.records(), records.len());
+        let expected: Vec<Vec<SeriesColumns>> = records.chunks(max_records).map(group_records).collect();
+        let frames = grouper.finish();
+        assert_eq!(frames.len(), expected.len(), "frames of {max_records}");
+        for (frame, expected) in frames.iter().zip(&expected) {
+            assert_same_columns(frame, expected);
+        }
+    }
+    assert!(Grouper::new(5).finish().is_empty());
+}
