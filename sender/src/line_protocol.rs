@@ -60,7 +60,7 @@ use std::borrow::Cow;
 use std::collections::hash_map::Entry;
 use std::str::FromStr;
 
-use diode_common::codec::Grouper;
+use diode_common::codec::{GroupSlot, Grouper};
 use diode_common::record::{self, Quality, Record, SeriesKey, Value};
 
 /// Longest excerpt of a bad line quoted in a [`LineError`], in bytes; the rest is cut with `…` so
@@ -232,7 +232,15 @@ pub fn parse_lines_grouped(body: &str, options: &ParseOptions, out: &mut Grouper
 trait RecordSink {
     /// Records taken so far.
     fn taken(&self) -> usize;
-    fn take(&mut self, series: Cow<'_, SeriesKey>, timestamp_ns: i64, value: Value, quality: Quality);
+    /// Takes one checked record; `slot` is kept beside a cached series, for a [`Grouper`].
+    fn take(
+        &mut self,
+        series: Cow<'_, SeriesKey>,
+        slot: Option<&mut GroupSlot>,
+        timestamp_ns: i64,
+        value: Value,
+        quality: Quality,
+    );
 }
 
 impl RecordSink for Vec<Record> {
@@ -240,7 +248,14 @@ impl RecordSink for Vec<Record> {
         self.len()
     }
 
-    fn take(&mut self, series: Cow<'_, SeriesKey>, timestamp_ns: i64, value: Value, quality: Quality) {
+    fn take(
+        &mut self,
+        series: Cow<'_, SeriesKey>,
+        _: Option<&mut GroupSlot>,
+        timestamp_ns: i64,
+        value: Value,
+        quality: Quality,
+    ) {
         self.push(Record { series: series.into_owned(), timestamp_ns, value, quality });
     }
 }
@@ -250,8 +265,18 @@ impl RecordSink for Grouper {
         self.records()
     }
 
-    fn take(&mut self, series: Cow<'_, SeriesKey>, timestamp_ns: i64, value: Value, quality: Quality) {
-        self.push(&series, timestamp_ns, value, quality);
+    fn take(
+        &mut self,
+        series: Cow<'_, SeriesKey>,
+        slot: Option<&mut GroupSlot>,
+        timestamp_ns: i64,
+        value: Value,
+        quality: Quality,
+    ) {
+        match slot {
+            Some(slot) => self.push_at(slot, &series, timestamp_ns, value, quality),
+            None => self.push(&series, timestamp_ns, value, quality),
+        }
     }
 }
 
@@ -283,7 +308,7 @@ struct SeriesSection<'a> {
     /// `series_by_field`, so a body of all-different series pays nothing for the cache.
     repeated: bool,
     /// Field keys as written (escaped) and the series each names.
-    series_by_field: Vec<(&'a str, SeriesKey)>,
+    series_by_field: Vec<(&'a str, SeriesKey, GroupSlot)>,
 }
 
 /// A field parsed but not yet a record: its line's timestamp comes after it.
@@ -357,18 +382,20 @@ impl<'a, 'o> LineParser<'a, 'o> {
         if pending.is_empty() {
             return Err("the line has only its quality field; add at least one value field".into());
         }
-        let section = &*section;
         for field in pending.drain(..) {
-            let (series, checked) = match field.series {
-                PendingSeries::Cached(index) => (Cow::Borrowed(&section.series_by_field[index].1), true),
-                PendingSeries::Built { series, checked } => (Cow::Owned(series), checked),
+            let (series, slot, checked) = match field.series {
+                PendingSeries::Cached(index) => {
+                    let (_, series, slot) = &mut section.series_by_field[index];
+                    (Cow::Borrowed(&*series), Some(slot), true)
+                }
+                PendingSeries::Built { series, checked } => (Cow::Owned(series), None, checked),
             };
             // A cached series was checked when it was cached: a repeated series costs no scan.
             let valid = if checked { Ok(()) } else { series.validate() };
             valid
                 .and_then(|()| record::validate_sample(timestamp_ns, &field.value))
                 .map_err(|error| format!("series {}: {error}", cut(&series.name, 100)))?;
-            out.take(series, timestamp_ns, field.value, quality);
+            out.take(series, slot, timestamp_ns, field.value, quality);
         }
         Ok(())
     }
@@ -657,13 +684,13 @@ fn series_for_field<'a>(section: &mut SeriesSection<'a>, raw_key: &'a str) -> Pe
     if !section.repeated {
         return PendingSeries::Built { series: build_series(section, raw_key), checked: false };
     }
-    if let Some(index) = section.series_by_field.iter().position(|(key, _)| *key == raw_key) {
+    if let Some(index) = section.series_by_field.iter().position(|(key, ..)| *key == raw_key) {
         return PendingSeries::Cached(index);
     }
     let series = build_series(section, raw_key);
     let checked = series.validate().is_ok();
     if checked && section.series_by_field.len() < MAX_CACHED_FIELDS_PER_SECTION {
-        section.series_by_field.push((raw_key, series));
+        section.series_by_field.push((raw_key, series, GroupSlot::default()));
         return PendingSeries::Cached(section.series_by_field.len() - 1);
     }
     PendingSeries::Built { series, checked }
@@ -683,6 +710,15 @@ fn build_series(section: &SeriesSection<'_>, raw_key: &str) -> SeriesKey {
 
 /// Parses what follows the field set: nothing, or spaces, a timestamp and optional spaces.
 fn parse_timestamp(rest: &str, options: &ParseOptions) -> Result<i64, String> {
+    let unit_ns = options.precision.nanoseconds_per_unit();
+    match plain_timestamp(rest, unit_ns) {
+        Some(timestamp_ns) => Ok(timestamp_ns),
+        None => any_timestamp(rest, options),
+    }
+}
+
+/// [`parse_timestamp`] of any text: the rules and every error.
+fn any_timestamp(rest: &str, options: &ParseOptions) -> Result<i64, String> {
     let unit_ns = options.precision.nanoseconds_per_unit();
     let rest = rest.trim_start_matches(' ');
     if rest.is_empty() {
@@ -708,6 +744,26 @@ fn parse_timestamp(rest: &str, options: &ParseOptions) -> Result<i64, String> {
             options.precision.name()
         )
     })
+}
+
+/// The common shape of what follows a field set, one space and 1 to 19 digits, read in one pass;
+/// `None` for anything else (no timestamp, a sign, more spaces, an error, an overflow), which
+/// [`parse_timestamp`] reads the long way with the same result.
+fn plain_timestamp(rest: &str, unit_ns: i64) -> Option<i64> {
+    let digits = rest.as_bytes().strip_prefix(b" ")?;
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    let mut units: u64 = 0;
+    for &byte in digits {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        // 19 digits stay below 10^19 < 2^64: no overflow.
+        units = units * 10 + u64::from(digit);
+    }
+    i64::try_from(units).ok()?.checked_mul(unit_ns)
 }
 
 fn unit_name(precision: Precision) -> &'static str {
@@ -1247,6 +1303,40 @@ mod tests {
         assert_refused("m f=abc 1", 1, "no recognised type");
         assert_refused("m f=+1 1", 1, "no recognised type");
         assert_refused("m f='quoted' 1", 1, "no recognised type");
+    }
+
+    #[test]
+    fn the_one_pass_timestamp_reads_what_the_long_way_reads() {
+        let texts = [
+            "",
+            " ",
+            "  5",
+            " 0",
+            " 0001",
+            " 5 ",
+            " -5",
+            " +5",
+            " 12a",
+            " 1.5",
+            " 9223372036854775807",
+            " 9223372036854775808",
+            " 9999999999999999999",
+            " 18446744073709551616",
+            " 99999999999999999999",
+            " 1700000000000000000",
+            " 1700000000",
+        ];
+        assert_eq!(plain_timestamp(" 1700000000000000000", 1), Some(1_700_000_000_000_000_000));
+        for precision in [Precision::Nanoseconds, Precision::Microseconds, Precision::Seconds, Precision::Hours] {
+            let options = ParseOptions { precision, ..options() };
+            for text in texts {
+                let long_way = any_timestamp(text, &options);
+                if let Some(timestamp_ns) = plain_timestamp(text, precision.nanoseconds_per_unit()) {
+                    assert_eq!(Ok(timestamp_ns), long_way, "{text:?} at {precision:?}");
+                }
+                assert_eq!(parse_timestamp(text, &options), long_way, "{text:?} at {precision:?}");
+            }
+        }
     }
 
     #[test]

@@ -77,6 +77,15 @@ pub struct Grouper {
     previous: Option<((usize, usize), usize)>,
 }
 
+/// Where [`Grouper::push_at`] last put a series' record: the frame (counted from 1; 0 for none)
+/// and the group's index in it. A stale slot, or one from another grouper, is harmless: it is
+/// used only when the group it names holds the very key pushed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GroupSlot {
+    frame: usize,
+    index: usize,
+}
+
 impl Grouper {
     /// An empty grouper that starts a new frame every `max_records` records (at least one).
     pub fn new(max_records: usize) -> Grouper {
@@ -95,15 +104,37 @@ impl Grouper {
 
     /// Appends one record of `series`, after the records pushed before it.
     pub fn push(&mut self, series: &SeriesKey, timestamp_ns: i64, value: Value, quality: Quality) {
+        self.push_at(&mut GroupSlot::default(), series, timestamp_ns, value, quality);
+    }
+
+    /// [`push`](Self::push) for a source that keeps a [`GroupSlot`] beside each series key it
+    /// caches: the record goes straight to the group the slot names when that group is still
+    /// open and holds this very key (same identity), without a lookup; the slot is updated.
+    pub fn push_at(
+        &mut self,
+        slot: &mut GroupSlot,
+        series: &SeriesKey,
+        timestamp_ns: i64,
+        value: Value,
+        quality: Quality,
+    ) {
         if self.in_frame == self.max_records {
             self.close_frame();
         }
         let identity = series.identity();
-        let index = match self.previous {
-            // Sources often send runs of one series.
-            Some((previous_identity, index)) if previous_identity == identity => index,
-            _ => self.index_of(series, identity),
+        let frame = self.frames.len() + 1;
+        let index = if slot.frame == frame
+            && self.groups.get(slot.index).is_some_and(|group| group.key.identity() == identity)
+        {
+            slot.index
+        } else {
+            match self.previous {
+                // Sources often send runs of one series.
+                Some((previous_identity, index)) if previous_identity == identity => index,
+                _ => self.index_of(series, identity),
+            }
         };
+        *slot = GroupSlot { frame, index };
         self.previous = Some((identity, index));
         self.groups[index].push(timestamp_ns, value, quality);
         self.in_frame += 1;

@@ -113,7 +113,7 @@ use std::cell::RefCell;
 use crate::record::{self, MAX_TAGS_PER_SERIES, Quality, Record, RecordError, SeriesKey, Value};
 pub use columns::Effort;
 use columns::{ColumnReader, ColumnWriter, DecodeBudget};
-pub use group::{Grouper, group_records};
+pub use group::{GroupSlot, Grouper, group_records};
 use wire::{Reader, put_bytes, put_signed_varint};
 pub use wire::{put_varint, varint_prefix};
 

@@ -735,6 +735,7 @@ fn the_grouper_groups_as_group_records_does_frame_by_frame() {
     for max_records in [1, 7, 100, 10_000] {
         let mut records = Vec::new();
         let mut grouper = Grouper::new(max_records);
+        let mut slots = [GroupSlot::default(); 40];
         for i in 0..3_000 {
             let pick = rng.below(40) as usize;
             let value = match rng.below(4) {
@@ -744,7 +745,12 @@ fn the_grouper_groups_as_group_records_does_frame_by_frame() {
                 _ => Value::F64(rng.next_f64()),
             };
             let timestamp_ns = T0 + i * MS;
-            if rng.chance(0.5) {
+            if rng.chance(0.3) {
+                // A slot that is right, stale, or another series' (as a parser's cache keeps them).
+                let slot = &mut slots[if rng.chance(0.8) { pick } else { rng.below(40) as usize }];
+                grouper.push_at(slot, &shared[pick], timestamp_ns, value.clone(), Quality::GOOD);
+                records.push(record(&shared[pick], timestamp_ns, value));
+            } else if rng.chance(0.5) {
                 grouper.push(&shared[pick], timestamp_ns, value.clone(), Quality::GOOD);
                 records.push(record(&shared[pick], timestamp_ns, value));
             } else {
