@@ -19,7 +19,8 @@
 //! figures, best of three runs, with on-CPU time beside wall time so they can be read apart from
 //! how busy the machine was.
 //! `DIODE_INGEST_BENCH_CSV_ROWS` changes the CSV size (default 3,000,000);
-//! `DIODE_INGEST_BENCH_DIR` puts the spools on another disk (default: the system's temp folder).
+//! `DIODE_INGEST_BENCH_DIR` puts the spools on another disk (default: the system's temp folder);
+//! `DIODE_INGEST_BENCH_HTTP_LINES=1000` runs only the HTTP cases of that body size.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -392,7 +393,12 @@ fn bench_http() {
         ungrouped(1_000, 8),
         case(1_000, 8, false, FsyncPolicy::Never),
     ];
+    // `DIODE_INGEST_BENCH_HTTP_LINES=1000` runs only the cases of that body size (for a profile).
+    let only_lines: Option<usize> = std::env::var("DIODE_INGEST_BENCH_HTTP_LINES").ok().and_then(|l| l.parse().ok());
     for HttpCase { lines, clients, gzip, fsync, grouped, sealer_thread } in cases {
+        if only_lines.is_some_and(|only| only != lines) {
+            continue;
+        }
         let texts: Vec<String> = (0..BODIES).map(|body| plant_body(body, lines)).collect();
         let bodies: Vec<Vec<u8>> =
             texts.iter().map(|text| if gzip { self::gzip(text) } else { text.clone().into_bytes() }).collect();
