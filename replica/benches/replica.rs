@@ -21,6 +21,10 @@ mod measure;
 use diode_replica::{ApplyOutcome, Replica};
 use measure::process_cpu_seconds;
 
+/// The allocator the receiver's binary uses, so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const POINTS_PER_SEGMENT: usize = 50_000;
 /// Series of the plant in the criterion benchmarks.
 const SERIES: usize = 1_000;
