@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use diode_common::codec::{ChunkEncoder, SeriesColumns};
+use diode_common::codec::{ChunkEncoder, Effort, SeriesColumns};
 use diode_common::keys::encode_hex;
 use diode_common::record::SeriesKey;
 use diode_common::seal::{GENESIS_HASH, SealedSegment, SegmentHash, SegmentHeader};
@@ -279,7 +279,9 @@ impl Replica {
     ) {
         let (points_cf, meta_cf) = (self.cf(CF_POINTS), self.cf(CF_META));
         let mut chunk = Vec::with_capacity(64 * 1024);
-        let mut encoder = ChunkEncoder::default();
+        // The fast effort: a chunk of a closed hour is encoded again, looking hardest, when the
+        // hour is merged.
+        let mut encoder = ChunkEncoder::with_effort(Effort::Fast);
         let mut parts: Vec<&SeriesColumns> = Vec::new();
         for group in by_id.chunk_by(|a, b| a.0 == b.0) {
             let id = group[0].0;

@@ -16,7 +16,7 @@
 //!
 //! | column family | key | value |
 //! |---|---|---|
-//! | `points` | series id u32 ‖ bucket start i64* ‖ epoch u64 ‖ sequence u64 ‖ sender id u64 (36 bytes) | `codec::encode_columns` of the series' records of that segment in that one-hour bucket, in input order |
+//! | `points` | series id u32 ‖ bucket start i64* ‖ epoch u64 ‖ sequence u64 ‖ sender id u64 (36 bytes) | `codec::encode_columns` (the fast effort) of the series' records of that segment in that one-hour bucket, in input order |
 //! | `points` | series id u32 ‖ bucket start i64* (12 bytes: a merged bucket) | version u8 (1) ‖ part count ‖ the parts' epochs, sequences and sender ids (each a varint difference from the part before) ‖ their row counts ‖ `codec::encode_columns` of every part's rows in part order (see `merge`) |
 //! | `series` | `'K'` ‖ canonical series key | series id u32 |
 //! | `series` | `'I'` ‖ series id u32 | canonical series key (written once) |

@@ -403,6 +403,12 @@ pub struct ChunkEncoder {
 }
 
 impl ChunkEncoder {
+    /// An encoder that looks as hard as `effort` says for each column's smallest form
+    /// ([`Default`] looks hardest, as [`encode_columns`] does).
+    pub fn with_effort(effort: Effort) -> ChunkEncoder {
+        ChunkEncoder { writer: ColumnWriter::with_effort(effort) }
+    }
+
     /// Appends the encoding of `columns` to `out`, as [`encode_columns`] does.
     pub fn encode(&mut self, columns: &SeriesColumns, out: &mut Vec<u8>) {
         self.writer.clear();
