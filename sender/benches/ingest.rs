@@ -1,7 +1,9 @@
 //! Ingest throughput through the real code paths, against the target of 1,000,000
 //! points/s of line protocol per core, and where the time goes:
 //!
-//! - parsing alone (`line_protocol::parse_lines`), for comparison;
+//! - parsing alone (`line_protocol::parse_lines`), for comparison, and parsing with preparing the
+//!   spool frames, through records and straight into a grouper (`parse_lines_grouped`, what the
+//!   HTTP handler does), the two alternated in one run;
 //! - the spool alone (`Pipeline::submit` of parsed records: encode, append, fdatasync, and the
 //!   sealing of every 50,000 records into a signed segment), under `fsync = "always"` and `"never"`;
 //! - HTTP: the sender's InfluxDB endpoint (`ingest::router`) served as `diode-sender run` serves it
