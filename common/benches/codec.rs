@@ -1,11 +1,12 @@
 //! Segment payload codec: encode and decode throughput on plant-like data, and the bytes per
 //! record it costs for several segment durations (printed before the timings); and the fast
-//! effort at zstd level 1 that the sender's spool frames use.
+//! effort at zstd level 1 that the sender's spool frames use; and what each zstd level
+//! (`segments.zstd_level`) gives in bytes and costs in encoding time on 1 s segments.
 //!
 //! `cargo bench -p diode-common --bench codec`
 
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use diode_common::codec::{Effort, SeriesColumns, decode_payload, encode_payload, encode_payload_with, group_records};
@@ -54,6 +55,41 @@ fn print_bytes_per_record() {
     }
 }
 
+/// Bytes per record and encoding time per record of 1 s segments at each zstd level: the trade
+/// `segments.zstd_level` makes between wire bytes and the sender's encoding threads.
+fn print_zstd_levels() {
+    for base_rate_hz in [10.0, 1.0] {
+        let config = PlantConfig { seed: 7, series_count: 1_000, base_rate_hz, ..PlantConfig::default() };
+        let start_ns = config.start_ns;
+        let mut simulator = PlantSimulator::new(config);
+        let mut segments = Vec::new();
+        let mut records = Vec::new();
+        for second in 1..=20 {
+            records.clear();
+            simulator.generate_until(start_ns + second * 1_000 * NANOS_PER_MILLISECOND, &mut records);
+            segments.push(group_records(&records));
+        }
+        let record_count: usize = segments.iter().flatten().map(SeriesColumns::len).sum();
+        eprintln!(
+            "zstd levels, 1 s segments, 1,000 series at a mean {base_rate_hz} Hz, {record_count} records (best of 3):"
+        );
+        for level in [1, 3, 6, 9, 12, 15, 19] {
+            let mut best = f64::INFINITY;
+            let mut bytes = 0;
+            for _ in 0..3 {
+                let started = Instant::now();
+                bytes = segments.iter().map(|segment| encode_payload(black_box(segment), level).len()).sum::<usize>();
+                best = best.min(started.elapsed().as_secs_f64());
+            }
+            eprintln!(
+                "  level {level:>2}: {:.3} bytes/record, {:.3} µs/record to encode",
+                bytes as f64 / record_count as f64,
+                best * 1e6 / record_count as f64
+            );
+        }
+    }
+}
+
 struct Case {
     name: &'static str,
     series: Vec<SeriesColumns>,
@@ -76,6 +112,7 @@ fn cases() -> Vec<Case> {
 
 fn codec(c: &mut Criterion) {
     print_bytes_per_record();
+    print_zstd_levels();
     let mut group = c.benchmark_group("payload");
     group.sample_size(10).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
     for case in cases() {

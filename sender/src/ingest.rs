@@ -538,31 +538,42 @@ async fn spool_text(state: &IngestState, text: String) {
         quality_field: state.quality_field.clone(),
         quality_tag: state.quality_tag.clone(),
     };
+    let committer = state.committer.clone();
     let parsed = tokio::task::spawn_blocking(move || {
-        let mut records = Vec::new();
-        // Line by line, so one bad line costs only itself.
-        for line in text.lines() {
-            if let Err(e) = line_protocol::parse_lines(line, &options, &mut records) {
-                tracing::warn!("skipped a line protocol line: {e}");
-            }
-        }
-        records
+        // One bad line costs only itself; the others are grouped into spool frames as they are
+        // parsed.
+        let mut grouped = committer.grouper();
+        line_protocol::parse_lines_grouped_skipping(&text, &options, &mut grouped, |e| {
+            tracing::warn!("skipped a line protocol line: {e}");
+        });
+        (grouped.records() > 0).then(|| committer.prepare_grouped(grouped))
     })
     .await;
     let mut records = match parsed {
-        Ok(records) => records,
+        Ok(None) => return,
+        Ok(Some(Ok(prepared))) => match state.committer.submit_prepared(prepared).await {
+            Ok(()) => return,
+            Err((error, refused)) if error.is_full() => refused,
+            Err((e, _)) => {
+                tracing::error!("records from a socket listener were not spooled: {e}");
+                return;
+            }
+        },
+        Ok(Some(Err(e))) => {
+            tracing::error!("records from a socket listener were not spooled: {e}");
+            return;
+        }
         Err(e) => {
             tracing::error!("records from a socket listener were not parsed: {e}");
             return;
         }
     };
+    // The spool is full: wait it out, as a socket's sender cannot be told to retry.
     while !records.is_empty() {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         match state.committer.submit(records).await {
             Ok(()) => return,
-            Err((error, refused)) if error.is_full() => {
-                records = refused;
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
+            Err((error, refused)) if error.is_full() => records = refused,
             Err((e, _)) => {
                 tracing::error!("records from a socket listener were not spooled: {e}");
                 return;

@@ -58,6 +58,7 @@
 
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
+use std::ops::ControlFlow;
 use std::str::FromStr;
 
 use diode_common::codec::{GroupSlot, Grouper};
@@ -280,7 +281,34 @@ impl RecordSink for Grouper {
     }
 }
 
+/// [`parse_lines_grouped`] for a stream with nobody to answer (TCP, UDP): a bad line is handed to
+/// `skipped` and costs only itself (a refused line leaves nothing in the grouper), and parsing
+/// goes on with the next, keeping the parser's cache of series. Returns the records taken.
+pub fn parse_lines_grouped_skipping(
+    body: &str,
+    options: &ParseOptions,
+    out: &mut Grouper,
+    mut skipped: impl FnMut(LineError),
+) -> usize {
+    let parsed = parse_into_with(body, options, out, |error| {
+        skipped(error);
+        ControlFlow::Continue(())
+    });
+    parsed.unwrap_or_else(|_| unreachable!("every bad line is skipped"))
+}
+
 fn parse_into(body: &str, options: &ParseOptions, out: &mut impl RecordSink) -> Result<usize, LineError> {
+    parse_into_with(body, options, out, ControlFlow::Break)
+}
+
+/// Parses every line into `out`; a bad line is handed to `bad_line`, which stops the parse with
+/// its error or lets it go on.
+fn parse_into_with(
+    body: &str,
+    options: &ParseOptions,
+    out: &mut impl RecordSink,
+    mut bad_line: impl FnMut(LineError) -> ControlFlow<LineError>,
+) -> Result<usize, LineError> {
     let taken_before = out.taken();
     let mut parser = LineParser::new(options);
     for (index, physical_line) in body.split('\n').enumerate() {
@@ -289,8 +317,10 @@ fn parse_into(body: &str, options: &ParseOptions, out: &mut impl RecordSink) -> 
         if content.is_empty() || content.starts_with('#') {
             continue;
         }
-        if let Err(reason) = parser.parse_line(content, out) {
-            return Err(LineError::new(index + 1, line, &reason));
+        if let Err(reason) = parser.parse_line(content, out)
+            && let ControlFlow::Break(error) = bad_line(LineError::new(index + 1, line, &reason))
+        {
+            return Err(error);
         }
     }
     Ok(out.taken() - taken_before)
@@ -382,19 +412,26 @@ impl<'a, 'o> LineParser<'a, 'o> {
         if pending.is_empty() {
             return Err("the line has only its quality field; add at least one value field".into());
         }
-        for field in pending.drain(..) {
-            let (series, slot, checked) = match field.series {
-                PendingSeries::Cached(index) => {
-                    let (_, series, slot) = &mut section.series_by_field[index];
-                    (Cow::Borrowed(&*series), Some(slot), true)
-                }
-                PendingSeries::Built { series, checked } => (Cow::Owned(series), None, checked),
-            };
+        // Every field is checked before any is taken, so a refused line leaves nothing behind.
+        for field in pending.iter() {
             // A cached series was checked when it was cached: a repeated series costs no scan.
-            let valid = if checked { Ok(()) } else { series.validate() };
+            let series = field.series.key(section);
+            let valid = match &field.series {
+                PendingSeries::Cached(_) | PendingSeries::Built { checked: true, .. } => Ok(()),
+                PendingSeries::Built { checked: false, .. } => series.validate(),
+            };
             valid
                 .and_then(|()| record::validate_sample(timestamp_ns, &field.value))
                 .map_err(|error| format!("series {}: {error}", cut(&series.name, 100)))?;
+        }
+        for field in pending.drain(..) {
+            let (series, slot) = match field.series {
+                PendingSeries::Cached(index) => {
+                    let (_, series, slot) = &mut section.series_by_field[index];
+                    (Cow::Borrowed(&*series), Some(slot))
+                }
+                PendingSeries::Built { series, .. } => (Cow::Owned(series), None),
+            };
             out.take(series, slot, timestamp_ns, field.value, quality);
         }
         Ok(())
@@ -1303,6 +1340,36 @@ mod tests {
         assert_refused("m f=abc 1", 1, "no recognised type");
         assert_refused("m f=+1 1", 1, "no recognised type");
         assert_refused("m f='quoted' 1", 1, "no recognised type");
+    }
+
+    #[test]
+    fn a_stream_skips_its_bad_lines_and_keeps_the_rest_as_line_by_line_parsing_would() {
+        // Line 3's first field is fine and its second too long: the line leaves nothing behind.
+        let too_long = "x".repeat(diode_common::record::MAX_STRING_VALUE_BYTES + 1);
+        let body = format!(
+            "m a=1,b=2 1000\n\
+             m a=3,a=4 2000\n\
+             m a=5,b=\"{too_long}\" 2500\n\
+             n,t=x c=7i 3000\n\
+             garbage\n\
+             m a=8,b=9 4000\n\
+             n,t=x c=10i 5000"
+        );
+        let body = body.as_str();
+        let mut expected = Vec::new();
+        let mut refused = 0;
+        for line in body.lines() {
+            refused += usize::from(parse_lines(line, &options(), &mut expected).is_err());
+        }
+        assert_eq!(refused, 3, "the duplicate field, the long string and the garbage");
+        let mut grouper = Grouper::new(4);
+        let mut skipped = Vec::new();
+        let taken =
+            parse_lines_grouped_skipping(body, &options(), &mut grouper, |error| skipped.push(error.line_number));
+        assert_eq!(skipped, [2, 3, 5]);
+        assert_eq!(taken, expected.len());
+        let frames: Vec<_> = expected.chunks(4).map(diode_common::codec::group_records).collect();
+        assert_eq!(grouper.finish(), frames);
     }
 
     #[test]
