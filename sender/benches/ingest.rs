@@ -3,7 +3,8 @@
 //!
 //! - parsing alone (`line_protocol::parse_lines`), for comparison, and parsing with preparing the
 //!   spool frames, through records and straight into a grouper (`parse_lines_grouped`, what the
-//!   HTTP handler does), the two alternated in one run;
+//!   HTTP handler does), the two alternated in one run; and a TCP or UDP batch the same two ways
+//!   (line by line, as those listeners did, and whole with bad lines skipped);
 //! - the spool alone (`Pipeline::submit` of parsed records: encode, append, fdatasync, and the
 //!   sealing of every 50,000 records into a signed segment), under `fsync = "always"` and `"never"`;
 //! - HTTP: the sender's InfluxDB endpoint (`ingest::router`) served as `diode-sender run` serves it
@@ -40,7 +41,7 @@ use diode_sender::commit::{self, Committer};
 use diode_sender::config::FsyncPolicy;
 use diode_sender::import::{self, TimestampUnit};
 use diode_sender::ingest::{self, IngestState};
-use diode_sender::line_protocol::{ParseOptions, parse_lines, parse_lines_grouped};
+use diode_sender::line_protocol::{ParseOptions, parse_lines, parse_lines_grouped, parse_lines_grouped_skipping};
 use diode_sender::pipeline::{Encoders, Pipeline, PipelineSettings, PreparedFrames, SealedEntry, seal_due};
 use diode_sender::run::{self, Sealing};
 
@@ -332,6 +333,47 @@ fn bench_parse_and_prepare(texts: &[String], points_per_body: usize) {
         assert_eq!(points, requests * points_per_body);
         println!(
             "parse and prepare frames grouped while parsing, one thread, round {round}: {}",
+            timing.describe(points as f64, "points")
+        );
+    }
+    for round in 1..=2 {
+        let (timing, points) = best_of(
+            thread_cpu_seconds,
+            || (),
+            |()| {
+                let mut points = 0;
+                for request in 0..requests {
+                    let mut records = Vec::new();
+                    for line in texts[request % texts.len()].lines() {
+                        parse_lines(line, &options, &mut records).expect("valid");
+                    }
+                    points += PreparedFrames::prepare(&records, max_records).expect("valid").records();
+                }
+                points
+            },
+        );
+        assert_eq!(points, requests * points_per_body);
+        println!(
+            "a TCP batch parsed line by line, then prepared, one thread, round {round}: {}",
+            timing.describe(points as f64, "points")
+        );
+        let (timing, points) = best_of(
+            thread_cpu_seconds,
+            || (),
+            |()| {
+                let mut points = 0;
+                for request in 0..requests {
+                    let mut grouper = Grouper::new(max_records);
+                    let text = &texts[request % texts.len()];
+                    parse_lines_grouped_skipping(text, &options, &mut grouper, |e| panic!("{e}"));
+                    points += PreparedFrames::from_groups(grouper.finish()).expect("valid").records();
+                }
+                points
+            },
+        );
+        assert_eq!(points, requests * points_per_body);
+        println!(
+            "a TCP batch parsed whole into frames, skipping bad lines, one thread, round {round}: {}",
             timing.describe(points as f64, "points")
         );
     }
