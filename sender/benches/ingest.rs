@@ -291,91 +291,51 @@ fn bench_parse(texts: &[String], points_per_body: usize) {
     bench_parse_and_prepare(texts, points_per_body);
 }
 
-/// What an HTTP write costs before the committing thread: parsing and preparing the spool frames
+/// What a write costs before the committing thread: parsing and preparing the spool frames
 /// (grouping by series, encoding), through records as before and straight into a grouper, the two
-/// alternated in one run so that their ratio does not depend on how busy the machine was.
+/// alternated in one run so that their ratio does not depend on how busy the machine was; for an
+/// HTTP body (parsed whole) and for a TCP or UDP batch (line by line before, so that a bad line
+/// cost only itself; now whole, skipping bad lines).
 fn bench_parse_and_prepare(texts: &[String], points_per_body: usize) {
     let options = ParseOptions::new(START_NS);
-    let requests = LINES_PER_RUN / LINES_PER_BODY;
     let max_records = 50_000;
+    let time = |label: &str, round: u32, prepare: &dyn Fn(&str) -> usize| {
+        let requests = LINES_PER_RUN / LINES_PER_BODY;
+        let (timing, points) = best_of(
+            thread_cpu_seconds,
+            || (),
+            |()| (0..requests).map(|request| prepare(&texts[request % texts.len()])).sum::<usize>(),
+        );
+        assert_eq!(points, requests * points_per_body);
+        println!("{label}, one thread, round {round}: {}", timing.describe(points as f64, "points"));
+    };
+    let via_records = |records: &[Record]| PreparedFrames::prepare(records, max_records).expect("valid").records();
+    let grouped = |grouper: Grouper| PreparedFrames::from_groups(grouper.finish()).expect("valid").records();
     for round in 1..=2 {
-        let (timing, points) = best_of(
-            thread_cpu_seconds,
-            || (),
-            |()| {
-                let mut points = 0;
-                for request in 0..requests {
-                    let mut records = Vec::new();
-                    parse_lines(&texts[request % texts.len()], &options, &mut records).expect("valid");
-                    points += PreparedFrames::prepare(&records, max_records).expect("valid").records();
-                }
-                points
-            },
-        );
-        assert_eq!(points, requests * points_per_body);
-        println!(
-            "parse and prepare frames via records, one thread, round {round}: {}",
-            timing.describe(points as f64, "points")
-        );
-        let (timing, points) = best_of(
-            thread_cpu_seconds,
-            || (),
-            |()| {
-                let mut points = 0;
-                for request in 0..requests {
-                    let mut grouper = Grouper::new(max_records);
-                    parse_lines_grouped(&texts[request % texts.len()], &options, &mut grouper).expect("valid");
-                    points += PreparedFrames::from_groups(grouper.finish()).expect("valid").records();
-                }
-                points
-            },
-        );
-        assert_eq!(points, requests * points_per_body);
-        println!(
-            "parse and prepare frames grouped while parsing, one thread, round {round}: {}",
-            timing.describe(points as f64, "points")
-        );
+        time("parse and prepare frames via records", round, &|text| {
+            let mut records = Vec::new();
+            parse_lines(text, &options, &mut records).expect("valid");
+            via_records(&records)
+        });
+        time("parse and prepare frames grouped while parsing", round, &|text| {
+            let mut grouper = Grouper::new(max_records);
+            parse_lines_grouped(text, &options, &mut grouper).expect("valid");
+            grouped(grouper)
+        });
     }
     for round in 1..=2 {
-        let (timing, points) = best_of(
-            thread_cpu_seconds,
-            || (),
-            |()| {
-                let mut points = 0;
-                for request in 0..requests {
-                    let mut records = Vec::new();
-                    for line in texts[request % texts.len()].lines() {
-                        parse_lines(line, &options, &mut records).expect("valid");
-                    }
-                    points += PreparedFrames::prepare(&records, max_records).expect("valid").records();
-                }
-                points
-            },
-        );
-        assert_eq!(points, requests * points_per_body);
-        println!(
-            "a TCP batch parsed line by line, then prepared, one thread, round {round}: {}",
-            timing.describe(points as f64, "points")
-        );
-        let (timing, points) = best_of(
-            thread_cpu_seconds,
-            || (),
-            |()| {
-                let mut points = 0;
-                for request in 0..requests {
-                    let mut grouper = Grouper::new(max_records);
-                    let text = &texts[request % texts.len()];
-                    parse_lines_grouped_skipping(text, &options, &mut grouper, |e| panic!("{e}"));
-                    points += PreparedFrames::from_groups(grouper.finish()).expect("valid").records();
-                }
-                points
-            },
-        );
-        assert_eq!(points, requests * points_per_body);
-        println!(
-            "a TCP batch parsed whole into frames, skipping bad lines, one thread, round {round}: {}",
-            timing.describe(points as f64, "points")
-        );
+        time("a TCP batch parsed line by line, then prepared", round, &|text| {
+            let mut records = Vec::new();
+            for line in text.lines() {
+                parse_lines(line, &options, &mut records).expect("valid");
+            }
+            via_records(&records)
+        });
+        time("a TCP batch parsed whole into frames, skipping bad lines", round, &|text| {
+            let mut grouper = Grouper::new(max_records);
+            parse_lines_grouped_skipping(text, &options, &mut grouper, |e| panic!("{e}"));
+            grouped(grouper)
+        });
     }
 }
 

@@ -234,29 +234,19 @@ trait RecordSink {
     /// Records taken so far.
     fn taken(&self) -> usize;
     /// Takes one checked record; `slot` is kept beside a cached series, for a [`Grouper`].
-    fn take(
-        &mut self,
-        series: Cow<'_, SeriesKey>,
-        slot: Option<&mut GroupSlot>,
-        timestamp_ns: i64,
-        value: Value,
-        quality: Quality,
-    );
+    fn take(&mut self, series: Cow<'_, SeriesKey>, slot: Option<&mut GroupSlot>, sample: Sample);
 }
+
+/// A record without its series: timestamp (ns), value and quality.
+type Sample = (i64, Value, Quality);
 
 impl RecordSink for Vec<Record> {
     fn taken(&self) -> usize {
         self.len()
     }
 
-    fn take(
-        &mut self,
-        series: Cow<'_, SeriesKey>,
-        _: Option<&mut GroupSlot>,
-        timestamp_ns: i64,
-        value: Value,
-        quality: Quality,
-    ) {
+    fn take(&mut self, series: Cow<'_, SeriesKey>, _: Option<&mut GroupSlot>, sample: Sample) {
+        let (timestamp_ns, value, quality) = sample;
         self.push(Record { series: series.into_owned(), timestamp_ns, value, quality });
     }
 }
@@ -266,14 +256,8 @@ impl RecordSink for Grouper {
         self.records()
     }
 
-    fn take(
-        &mut self,
-        series: Cow<'_, SeriesKey>,
-        slot: Option<&mut GroupSlot>,
-        timestamp_ns: i64,
-        value: Value,
-        quality: Quality,
-    ) {
+    fn take(&mut self, series: Cow<'_, SeriesKey>, slot: Option<&mut GroupSlot>, sample: Sample) {
+        let (timestamp_ns, value, quality) = sample;
         match slot {
             Some(slot) => self.push_at(slot, &series, timestamp_ns, value, quality),
             None => self.push(&series, timestamp_ns, value, quality),
@@ -432,7 +416,7 @@ impl<'a, 'o> LineParser<'a, 'o> {
                 }
                 PendingSeries::Built { series, .. } => (Cow::Owned(series), None),
             };
-            out.take(series, slot, timestamp_ns, field.value, quality);
+            out.take(series, slot, (timestamp_ns, field.value, quality));
         }
         Ok(())
     }
