@@ -2,6 +2,8 @@
 //! produces them ([`Grouper`]), which gives the same groups without the source building a
 //! [`Record`] (and a clone of its series key) for each value.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::record::{Quality, Record, SeriesKey, Value};
 
 use super::SeriesColumns;
@@ -63,6 +65,7 @@ pub fn group_records(records: &[Record]) -> Vec<SeriesColumns> {
 /// reused for another key can never be mistaken for it.
 #[derive(Debug)]
 pub struct Grouper {
+    number: u64,
     max_records: usize,
     frames: Vec<Vec<SeriesColumns>>,
     groups: Vec<SeriesColumns>,
@@ -77,19 +80,27 @@ pub struct Grouper {
     previous: Option<((usize, usize), usize)>,
 }
 
-/// Where [`Grouper::push_at`] last put a series' record: the frame (counted from 1; 0 for none)
-/// and the group's index in it. A stale slot, or one from another grouper, is harmless: it is
-/// used only when the group it names holds the very key pushed.
+/// Where [`Grouper::push_at`] last put a series' record: which grouper, which of its frames
+/// (counted from 1; 0 for none), the group's index in it, and the identity of the key pushed. A
+/// stale slot, or one from another grouper, is harmless: it is used only by the grouper and in
+/// the frame it names, for a key of that identity, which that grouper still holds then, so the
+/// key pushed is the very key the slot was made for.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct GroupSlot {
+    grouper: u64,
     frame: usize,
     index: usize,
+    identity: (usize, usize),
 }
+
+/// Each grouper's number, for its slots (0 is no grouper's).
+static NEXT_GROUPER: AtomicU64 = AtomicU64::new(1);
 
 impl Grouper {
     /// An empty grouper that starts a new frame every `max_records` records (at least one).
     pub fn new(max_records: usize) -> Grouper {
         Grouper {
+            number: NEXT_GROUPER.fetch_add(1, Ordering::Relaxed),
             max_records: max_records.max(1),
             frames: Vec::new(),
             groups: Vec::new(),
@@ -108,8 +119,9 @@ impl Grouper {
     }
 
     /// [`push`](Self::push) for a source that keeps a [`GroupSlot`] beside each series key it
-    /// caches: the record goes straight to the group the slot names when that group is still
-    /// open and holds this very key (same identity), without a lookup; the slot is updated.
+    /// caches: the record goes straight to the group the slot names when the slot is this
+    /// grouper's, for the open frame and this very key (same identity), without a lookup; the
+    /// slot is updated.
     pub fn push_at(
         &mut self,
         slot: &mut GroupSlot,
@@ -123,9 +135,7 @@ impl Grouper {
         }
         let identity = series.identity();
         let frame = self.frames.len() + 1;
-        let index = if slot.frame == frame
-            && self.groups.get(slot.index).is_some_and(|group| group.key.identity() == identity)
-        {
+        let index = if slot.grouper == self.number && slot.frame == frame && slot.identity == identity {
             slot.index
         } else {
             match self.previous {
@@ -134,7 +144,8 @@ impl Grouper {
                 _ => self.index_of(series, identity),
             }
         };
-        *slot = GroupSlot { frame, index };
+        // `identity` is held now (a group's key or an alias) until the frame closes.
+        *slot = GroupSlot { grouper: self.number, frame, index, identity };
         self.previous = Some((identity, index));
         self.groups[index].push(timestamp_ns, value, quality);
         self.in_frame += 1;

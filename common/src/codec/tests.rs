@@ -770,3 +770,17 @@ fn the_grouper_groups_as_group_records_does_frame_by_frame() {
     }
     assert!(Grouper::new(5).finish().is_empty());
 }
+
+/// A slot filled by one grouper means nothing to another, even for the same frame and index.
+#[test]
+fn a_grouper_ignores_another_groupers_slot() {
+    let (a, b) = (SeriesKey::new("a"), SeriesKey::new("b"));
+    let mut slot = GroupSlot::default();
+    let mut first = Grouper::new(10);
+    first.push_at(&mut slot, &a, T0, Value::F64(1.0), Quality::GOOD);
+    let mut second = Grouper::new(10);
+    second.push(&b, T0, Value::F64(2.0), Quality::GOOD);
+    second.push_at(&mut slot, &a, T0 + MS, Value::F64(3.0), Quality::GOOD);
+    let frames = second.finish();
+    assert_eq!(frames[0].iter().map(|group| group.key.name.to_string()).collect::<Vec<_>>(), ["b", "a"]);
+}
