@@ -58,6 +58,7 @@
 
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
+use std::convert::Infallible;
 use std::ops::ControlFlow;
 use std::str::FromStr;
 
@@ -219,6 +220,7 @@ pub fn parse_lines(body: &str, options: &ParseOptions, out: &mut Vec<Record>) ->
     if parsed.is_err() {
         out.truncate(len_before);
     }
+    debug_assert!(out[len_before..].iter().all(|record| record.validate().is_ok()));
     parsed
 }
 
@@ -276,23 +278,26 @@ pub fn parse_lines_grouped_skipping(
 ) -> usize {
     let parsed = parse_into_with(body, options, out, |error| {
         skipped(error);
-        ControlFlow::Continue(())
+        ControlFlow::<Infallible>::Continue(())
     });
-    parsed.unwrap_or_else(|_| unreachable!("every bad line is skipped"))
+    match parsed {
+        Ok(taken) => taken,
+        Err(never) => match never {},
+    }
 }
 
 fn parse_into(body: &str, options: &ParseOptions, out: &mut impl RecordSink) -> Result<usize, LineError> {
     parse_into_with(body, options, out, ControlFlow::Break)
 }
 
-/// Parses every line into `out`; a bad line is handed to `bad_line`, which stops the parse with
-/// its error or lets it go on.
-fn parse_into_with(
+/// Parses every line into `out`; a bad line is handed to `bad_line`, which stops the parse (with
+/// what it breaks with) or lets it go on.
+fn parse_into_with<B>(
     body: &str,
     options: &ParseOptions,
     out: &mut impl RecordSink,
-    mut bad_line: impl FnMut(LineError) -> ControlFlow<LineError>,
-) -> Result<usize, LineError> {
+    mut bad_line: impl FnMut(LineError) -> ControlFlow<B>,
+) -> Result<usize, B> {
     let taken_before = out.taken();
     let mut parser = LineParser::new(options);
     for (index, physical_line) in body.split('\n').enumerate() {
