@@ -347,6 +347,25 @@ mod tests {
         assert!(matches!(Reader::new(&bytes).varint("x"), Err(CodecError::VarintOverflow { .. })));
     }
 
+    /// Where a refused varint leaves the reader and what its error says: an overflow is reported
+    /// at its first byte, past its ten; a truncation at the end of the bytes, the reader back at
+    /// the varint's first byte.
+    #[test]
+    fn a_refused_varint_names_where_it_failed() {
+        let bytes = [0x05, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01];
+        let mut reader = Reader::new(&bytes);
+        assert!(matches!(reader.varint("x"), Ok(5)));
+        assert!(matches!(reader.varint("x"), Err(CodecError::VarintOverflow { what: "x", offset: 1 })));
+        assert_eq!(reader.position(), 11);
+        let mut reader = Reader::new(&[0x01, 0x80, 0x80]);
+        assert!(matches!(reader.varint("x"), Ok(1)));
+        assert!(matches!(
+            reader.varint("x"),
+            Err(CodecError::Truncated { what: "x", offset: 3, needed_bytes: 1, remaining_bytes: 0 })
+        ));
+        assert_eq!(reader.position(), 1);
+    }
+
     #[test]
     fn bits_round_trip_across_byte_boundaries() {
         let mut writer = BitWriter::default();
