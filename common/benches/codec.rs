@@ -26,19 +26,26 @@ fn plant_records(series_count: usize, base_rate_hz: f64, duration_ms: i64) -> Ve
     records
 }
 
-/// Encodes `seconds` of the plant cut into segments of `segment_ms`; returns (records, bytes).
-fn bytes_per_record(series_count: usize, base_rate_hz: f64, seconds: i64, segment_ms: i64) -> (usize, usize) {
+/// `seconds` of the plant (seed 7) cut into segments of `segment_ms`, each grouped by series.
+fn plant_segments(series_count: usize, base_rate_hz: f64, seconds: i64, segment_ms: i64) -> Vec<Vec<SeriesColumns>> {
     let config = PlantConfig { seed: 7, series_count, base_rate_hz, ..PlantConfig::default() };
     let start_ns = config.start_ns;
     let mut simulator = PlantSimulator::new(config);
-    let (mut record_count, mut byte_count) = (0, 0);
     let mut records = Vec::new();
-    for segment in 1..=seconds * 1_000 / segment_ms {
-        records.clear();
-        simulator.generate_until(start_ns + segment * segment_ms * NANOS_PER_MILLISECOND, &mut records);
-        record_count += records.len();
-        byte_count += encode_payload(&group_records(&records), ZSTD_LEVEL).len();
-    }
+    (1..=seconds * 1_000 / segment_ms)
+        .map(|segment| {
+            records.clear();
+            simulator.generate_until(start_ns + segment * segment_ms * NANOS_PER_MILLISECOND, &mut records);
+            group_records(&records)
+        })
+        .collect()
+}
+
+/// Encodes `seconds` of the plant cut into segments of `segment_ms`; returns (records, bytes).
+fn bytes_per_record(series_count: usize, base_rate_hz: f64, seconds: i64, segment_ms: i64) -> (usize, usize) {
+    let segments = plant_segments(series_count, base_rate_hz, seconds, segment_ms);
+    let record_count = segments.iter().flatten().map(SeriesColumns::len).sum();
+    let byte_count = segments.iter().map(|segment| encode_payload(segment, ZSTD_LEVEL).len()).sum();
     (record_count, byte_count)
 }
 
@@ -59,16 +66,7 @@ fn print_bytes_per_record() {
 /// `segments.zstd_level` makes between wire bytes and the sender's encoding threads.
 fn print_zstd_levels() {
     for base_rate_hz in [10.0, 1.0] {
-        let config = PlantConfig { seed: 7, series_count: 1_000, base_rate_hz, ..PlantConfig::default() };
-        let start_ns = config.start_ns;
-        let mut simulator = PlantSimulator::new(config);
-        let mut segments = Vec::new();
-        let mut records = Vec::new();
-        for second in 1..=20 {
-            records.clear();
-            simulator.generate_until(start_ns + second * 1_000 * NANOS_PER_MILLISECOND, &mut records);
-            segments.push(group_records(&records));
-        }
+        let segments = plant_segments(1_000, base_rate_hz, 20, 1_000);
         let record_count: usize = segments.iter().flatten().map(SeriesColumns::len).sum();
         eprintln!(
             "zstd levels, 1 s segments, 1,000 series at a mean {base_rate_hz} Hz, {record_count} records (best of 3):"

@@ -105,7 +105,7 @@ impl Spool {
         let settings = PipelineSettings {
             sender_id: 1,
             data_dir: dir.path().to_owned(),
-            max_records: 50_000,
+            max_records: SEGMENT_RECORDS,
             max_age_ns: 1_000_000_000,
             zstd_level: 3,
             spool_max_bytes: 1 << 30,
@@ -298,7 +298,6 @@ fn bench_parse(texts: &[String], points_per_body: usize) {
 /// cost only itself; now whole, skipping bad lines).
 fn bench_parse_and_prepare(texts: &[String], points_per_body: usize) {
     let options = ParseOptions::new(START_NS);
-    let max_records = 50_000;
     let time = |label: &str, round: u32, prepare: &dyn Fn(&str) -> usize| {
         let requests = LINES_PER_RUN / LINES_PER_BODY;
         let (timing, points) = best_of(
@@ -309,7 +308,7 @@ fn bench_parse_and_prepare(texts: &[String], points_per_body: usize) {
         assert_eq!(points, requests * points_per_body);
         println!("{label}, one thread, round {round}: {}", timing.describe(points as f64, "points"));
     };
-    let via_records = |records: &[Record]| PreparedFrames::prepare(records, max_records).expect("valid").records();
+    let via_records = |records: &[Record]| PreparedFrames::prepare(records, SEGMENT_RECORDS).expect("valid").records();
     let grouped = |grouper: Grouper| PreparedFrames::from_groups(grouper.finish()).expect("valid").records();
     for round in 1..=2 {
         time("parse and prepare frames via records", round, &|text| {
@@ -318,7 +317,7 @@ fn bench_parse_and_prepare(texts: &[String], points_per_body: usize) {
             via_records(&records)
         });
         time("parse and prepare frames grouped while parsing", round, &|text| {
-            let mut grouper = Grouper::new(max_records);
+            let mut grouper = Grouper::new(SEGMENT_RECORDS);
             parse_lines_grouped(text, &options, &mut grouper).expect("valid");
             grouped(grouper)
         });
@@ -332,7 +331,7 @@ fn bench_parse_and_prepare(texts: &[String], points_per_body: usize) {
             via_records(&records)
         });
         time("a TCP batch parsed whole into frames, skipping bad lines", round, &|text| {
-            let mut grouper = Grouper::new(max_records);
+            let mut grouper = Grouper::new(SEGMENT_RECORDS);
             parse_lines_grouped_skipping(text, &options, &mut grouper, |e| panic!("{e}"));
             grouped(grouper)
         });
@@ -489,9 +488,11 @@ fn bench_csv(rows: usize) {
     }
 }
 
+/// `segments.max_records` of every spool the bench makes: the sender's default.
+const SEGMENT_RECORDS: usize = 50_000;
+
 /// Records of the sealing section: 40 segments' worth of a 5,000-series plant.
 const SEAL_RECORDS: usize = 2_000_000;
-const SEAL_SEGMENT_RECORDS: usize = 50_000;
 
 /// A spool holding `records` durably, unsealed, with a sealing thread attached (so submits seal
 /// nothing themselves), submitted in segment-sized writes.
@@ -499,7 +500,7 @@ fn spool_with(records: &[Record]) -> Spool {
     let spool = Spool::new(FsyncPolicy::Always);
     let mut pipeline = spool.pipeline.lock().expect("pipeline lock");
     drop(pipeline.attach_sealer());
-    for part in records.chunks(SEAL_SEGMENT_RECORDS) {
+    for part in records.chunks(SEGMENT_RECORDS) {
         pipeline.submit(&mut part.to_vec(), now_ns()).expect("submit");
     }
     drop(pipeline);
