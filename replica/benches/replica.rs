@@ -1,8 +1,8 @@
 //! Replica throughput: applying 50,000-point segments from the plant simulator (1,000 series), and
 //! scanning one series back.
 //!
-//! Run with `cargo bench -p diode-receiver --bench replica`. Besides criterion's figures it prints
-//! a plain summary (points/s applied, with and without decoding the payload; points/s scanned) so
+//! Run with `cargo bench --workspace --bench replica`. Besides criterion's figures it prints a
+//! plain summary (points/s applied, with and without decoding the payload; points/s scanned) so
 //! the README's numbers can be re-measured by anyone.
 
 use std::hint::black_box;
