@@ -11,15 +11,16 @@
 //! compared on one replica; its points and rate are then whatever it was built with). Prints plain
 //! figures; building the replica is not timed.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use diode_common::codec::group_records;
 use diode_common::keys::{SenderKey, TrustedKeys};
 use diode_common::plant::{PlantConfig, PlantSimulator};
-use diode_common::record::Record;
+use diode_common::record::{Record, SeriesKey};
 use diode_common::seal::{self, ChainPosition, GENESIS_HASH};
 use diode_receiver::audit::verify::{VerifyOptions, verify_replica};
-use diode_replica::Replica;
+use diode_replica::{Replica, SegmentKey};
 
 /// The allocator the appliance's binary uses, so the figures are the binary's.
 #[global_allocator]
@@ -93,14 +94,16 @@ fn main() {
 
     let replica = Replica::open_read_only(directory).expect("open read-only");
     let options = VerifyOptions { threads, memory_budget_points, ..defaults };
+    let cpu_before = cpu_seconds();
     let report = verify_replica(&replica, &TrustedKeys::single(key.public_key()), &options).expect("verify");
+    let audit_cpu = cpu_seconds() - cpu_before;
     assert!(report.is_clean(), "{}", report.summary_text());
     assert_eq!(report.points.matched, points);
     let seconds = report.elapsed_seconds;
     let points_per_second = points as f64 / seconds;
     println!(
-        "audit verify ({threads} threads, budget {} points): {seconds:.2} s = {:.0} segments/s, {points_per_second:.0} \
-         points/s (walk of the audit log {:.2} s; point comparison {:.2} s in {} windows, {} segment decodes)",
+        "audit verify ({threads} threads, budget {} points): {seconds:.2} s ({audit_cpu:.2} s of CPU) = {:.0} segments/s, \
+         {points_per_second:.0} points/s (walk of the audit log {:.2} s; point comparison {:.2} s in {} windows, {} segment decodes)",
         options.memory_budget_points,
         segments as f64 / seconds,
         report.walk_seconds,
@@ -112,4 +115,72 @@ fn main() {
         "extrapolated: 100 million points in {:.0} s (target: under 120 s) on this machine",
         TARGET_POINTS / points_per_second
     );
+    decoding_alone(&replica, &TrustedKeys::single(key.public_key()), threads, points, (seconds, audit_cpu));
+}
+
+/// What the audit cannot do without: every segment read, verified and decoded, and every stored
+/// chunk read and decoded, on the same threads, with nothing compared. Its rate is the ceiling of
+/// any audit that checks every point against its signed segment and every chunk stored.
+fn decoding_alone(replica: &Replica, trusted: &TrustedKeys, threads: usize, points: u64, audit: (f64, f64)) {
+    let segment_keys: Vec<_> = replica
+        .segments(SegmentKey { sender_id: 0, epoch: 0, sequence: 0 })
+        .map(|stored| stored.expect("read").key)
+        .collect();
+    let (started, cpu_before) = (Instant::now(), cpu_seconds());
+    let segment_rows = on_threads(&segment_keys, threads, |key| {
+        let stored = replica.stored_segment(*key).expect("read").expect("stored");
+        let segment = seal::parse(&stored.sealed).expect("parse");
+        seal::verify(&segment, trusted).expect("verify");
+        seal::decode_verified(&segment).expect("decode").iter().map(|columns| columns.len() as u64).sum()
+    });
+    let segments_seconds = started.elapsed().as_secs_f64();
+    let series: Vec<u32> = replica.series_list().iter().map(|info| info.id).collect();
+    let started = Instant::now();
+    let chunk_rows = on_threads(&series, threads, |&series_id| {
+        replica
+            .series_chunks(series_id, i64::MIN, i64::MAX)
+            .map(|chunk| chunk.expect("read").value.into_columns(SeriesKey::new("")).expect("decode").len() as u64)
+            .sum()
+    });
+    let chunks_seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu_before;
+    assert_eq!((segment_rows, chunk_rows), (points, points));
+    let both = segments_seconds + chunks_seconds;
+    println!(
+        "decoding alone ({threads} threads): segments read, verified and decoded {segments_seconds:.2} s, chunks read \
+         and decoded {chunks_seconds:.2} s ({cpu:.2} s of CPU in all): {:.0} points/s, the ceiling of an audit \
+         that compares nothing; the audit above took {:.1} times as long and {:.1} times the CPU",
+        points as f64 / both,
+        audit.0 / both,
+        audit.1 / cpu
+    );
+}
+
+/// CPU seconds this process has used, all threads (`/proc/self/stat`, in clock ticks of 10 ms).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // The fields after the command name, which ends at the last ')': utime and stime are the
+    // 12th and 13th of them.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("a command name") + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    ticks as f64 / 100.0
+}
+
+/// The sum of `work` over `items` on `threads` threads, each taking the next item as it is done.
+fn on_threads<T: Sync>(items: &[T], threads: usize, work: impl Fn(&T) -> u64 + Sync) -> u64 {
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut sum = 0;
+                    while let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        sum += work(item);
+                    }
+                    sum
+                })
+            })
+            .collect();
+        workers.into_iter().map(|worker| worker.join().expect("a worker panicked")).sum()
+    })
 }
