@@ -24,6 +24,7 @@
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use diode_common::codec::{SeriesColumns, decode_columns};
 use diode_common::keys::encode_hex;
@@ -35,7 +36,7 @@ use diode_replica::{
 
 use super::findings::{Finding, Findings, segment_name};
 use super::report::PointTotals;
-use super::signed::{SignedPart, values_equal, values_equal_rows};
+use super::signed::{SignedPart, rows_in_window, values_equal, values_equal_rows};
 
 /// Whether the bucket starting at `bucket_start_ns` overlaps `span`.
 fn bucket_overlaps(bucket_start_ns: i64, span: (i64, i64)) -> bool {
@@ -126,6 +127,22 @@ fn expected_chunks(parts: &[SignedPart<'_>], window: (i64, i64)) -> BTreeMap<Chu
         let mut close = |(bucket_start_ns, start, end): (i64, u32, u32)| {
             expected.entry(order_of(bucket_start_ns, part.segment)).or_default().push((part_index as u32, start, end));
         };
+        if part.ascending {
+            // The rows in the window are one range, cut at each bucket's end by binary search.
+            let timestamps_ns = &part.columns.timestamps_ns;
+            let Range { start: mut row, end } = rows_in_window(timestamps_ns, window);
+            while row < end {
+                let start_ns = bucket_start(timestamps_ns[row]);
+                // The last bucket (whose end is past `i64::MAX`) holds every row left.
+                let next = match start_ns.checked_add(BUCKET_NS) {
+                    Some(end_ns) => row + timestamps_ns[row..end].partition_point(|&t| t < end_ns),
+                    None => end,
+                };
+                close((start_ns, row as u32, next as u32));
+                row = next;
+            }
+            continue;
+        }
         // (bucket start, first row, row after the last) of the run being gathered.
         let mut run: Option<(i64, u32, u32)> = None;
         // The bucket of the previous row, [start, end): rows of one bucket follow each other, so
@@ -578,6 +595,7 @@ impl SeriesCheck<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use diode_common::rng::SeededRng;
 
     fn row(timestamp_ns: i64, value: f64) -> Row {
         Row { timestamp_ns, value: RowValue::F64(value.to_bits()), quality: 0 }
@@ -598,6 +616,40 @@ mod tests {
         let (only_signed, only_stored) = differing_rows(&signed, &[row(1, 2.0), row(1, 1.0)]);
         assert_eq!(only_signed.len(), 2);
         assert_eq!(only_stored.len(), 2);
+    }
+
+    #[test]
+    fn ascending_parts_cut_into_the_same_chunks_by_binary_search_as_row_by_row() {
+        let mut rng = SeededRng::new(0xc4_0c5);
+        let segment = SegmentKey { sender_id: 1, epoch: 1, sequence: 1 };
+        for case in 0..2_000 {
+            // Near zero, a bucket is 7 steps; near the end of time the last bucket has no end.
+            let (origin, step) = if rng.chance(0.2) { (i64::MAX - 200, 1) } else { (-3 * BUCKET_NS, BUCKET_NS / 7) };
+            let mut parts = Vec::new();
+            for _ in 0..1 + rng.below(4) {
+                let mut columns = SeriesColumns::new(SeriesKey::new("s"));
+                let mut position = rng.below(40) as i64;
+                for _ in 0..rng.below(60) {
+                    position += 1 + rng.below(4) as i64;
+                    let timestamp_ns = origin.saturating_add(position.min(200) * step);
+                    if columns.timestamps_ns.last().is_some_and(|&last| last >= timestamp_ns) {
+                        break;
+                    }
+                    columns.push(timestamp_ns, Value::F64(0.0), Quality(0));
+                }
+                parts.push(columns);
+            }
+            let window = if rng.chance(0.3) {
+                (i64::MIN, i64::MAX)
+            } else {
+                let from = origin.saturating_add(rng.below(100) as i64 * step);
+                (from, from.saturating_add(rng.below(150) as i64 * step))
+            };
+            let marked = |ascending: bool| -> Vec<SignedPart<'_>> {
+                parts.iter().map(|columns| SignedPart { columns, segment, ascending }).collect()
+            };
+            assert_eq!(expected_chunks(&marked(true), window), expected_chunks(&marked(false), window), "case {case}");
+        }
     }
 
     #[test]

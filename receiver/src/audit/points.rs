@@ -26,7 +26,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use diode_common::codec::SeriesColumns;
+use diode_common::codec::{SeriesColumns, Values};
 use diode_common::keys::TrustedKeys;
 use diode_common::record::SeriesKey;
 use diode_common::seal;
@@ -37,14 +37,29 @@ use super::findings::{Finding, Findings};
 use super::options::{VerifyOptions, progress_bar};
 use super::parallel;
 use super::report::PointTotals;
-use super::signed::{SignedPart as Part, SignedSegment, values_equal, write_order};
+use super::signed::{SignedPart as Part, SignedSegment, rows_in_window, strictly_ascending, values_equal, write_order};
 
 /// One decoded segment, holding the series of one pass.
 struct Decoded {
     rank: u32,
     key: SegmentKey,
-    /// Catalog id of each series entry (`None`: the replica does not catalogue it) and its records.
-    parts: Vec<(Option<u32>, SeriesColumns)>,
+    parts: Vec<DecodedPart>,
+}
+
+/// One series entry of a decoded segment.
+struct DecodedPart {
+    /// Its catalog id (`None`: the replica does not catalogue it).
+    series_id: Option<u32>,
+    columns: SeriesColumns,
+    /// Whether its timestamps are strictly ascending (checked once, used by every window).
+    ascending: bool,
+}
+
+impl Decoded {
+    /// `part` (one of this segment's) as the comparisons take it.
+    fn part<'a>(&self, part: &'a DecodedPart) -> Part<'a> {
+        Part { columns: &part.columns, segment: self.key, ascending: part.ascending }
+    }
 }
 
 /// Which pass of a window a series belongs to.
@@ -310,6 +325,11 @@ fn decode(
         .filter(|columns| !columns.is_empty())
         .map(|columns| (replica.series_id(&columns.key), columns))
         .filter(|(series_id, _)| pass.holds(*series_id))
+        .map(|(series_id, columns)| DecodedPart {
+            series_id,
+            ascending: strictly_ascending(&columns.timestamps_ns),
+            columns,
+        })
         .collect();
     Ok(Ok(Decoded { rank, key: signed.key, parts }))
 }
@@ -331,20 +351,17 @@ fn compare_window(
     let mut index: Vec<(u32, u32, u32, u32)> = Vec::new();
     let mut uncatalogued: BTreeMap<&SeriesKey, Vec<(u32, Part<'_>)>> = BTreeMap::new();
     for (slot, segment) in decoded.iter().enumerate() {
-        for (part, (series_id, columns)) in segment.parts.iter().enumerate() {
-            match series_id {
-                Some(id) => index.push((*id, segment.rank, slot as u32, part as u32)),
-                None => uncatalogued
-                    .entry(&columns.key)
-                    .or_default()
-                    .push((segment.rank, Part { columns, segment: segment.key })),
+        for (index_in_segment, part) in segment.parts.iter().enumerate() {
+            match part.series_id {
+                Some(id) => index.push((id, segment.rank, slot as u32, index_in_segment as u32)),
+                None => uncatalogued.entry(&part.columns.key).or_default().push((segment.rank, segment.part(part))),
             }
         }
     }
     index.sort_unstable();
     let part_of = |&(_, _, slot, part): &(u32, u32, u32, u32)| {
         let segment = &decoded[slot as usize];
-        Part { columns: &segment.parts[part as usize].1, segment: segment.key }
+        segment.part(&segment.parts[part as usize])
     };
 
     let series: Vec<&SeriesInfo> = catalog.iter().filter(|info| pass.holds(Some(info.id))).collect();
@@ -418,6 +435,9 @@ type Record = (i64, u32, u32);
 /// resolved last-write-wins. `scan` is `None` for a series the replica does not catalogue: all its
 /// records are then missing. Returns `false` when the points could not be read (a
 /// `points_unreadable` finding).
+///
+/// Where the replica's rows and the winning records agree, whole stretches are compared a column
+/// at a time ([`Winners::common_rows`]); each row where they differ is then judged on its own.
 fn compare_series(
     series: &str,
     scan: Option<(u32, impl Iterator<Item = Result<SeriesColumns, impl std::fmt::Display>>)>,
@@ -425,8 +445,7 @@ fn compare_series(
     window: (i64, i64),
     compared: Compared<'_>,
 ) -> bool {
-    let expected = expected_records(parts, window);
-    let mut winners = last_writes(&expected).peekable();
+    let mut winners = Winners::new(parts, window);
     let mut tally = Tally { series, parts, compared };
     if let Some((series_id, blocks)) = scan {
         for block in blocks {
@@ -438,28 +457,141 @@ fn compare_series(
                 }
             };
             tally.compared.totals.scanned += block.len() as u64;
-            for (row, &timestamp_ns) in block.timestamps_ns.iter().enumerate() {
-                while let Some(&winner) = winners.peek() {
+            let mut row = 0;
+            while row < block.len() {
+                let common = winners.common_rows(&block, row);
+                if common > 0 {
+                    tally.matched(common);
+                    winners.skip(common);
+                    row += common;
+                    continue;
+                }
+                let timestamp_ns = block.timestamps_ns[row];
+                while let Some(winner) = winners.peek() {
                     if winner.0 >= timestamp_ns {
                         break;
                     }
-                    winners.next();
+                    winners.skip(1);
                     tally.deleted(winner);
                 }
                 match winners.peek() {
-                    Some(&winner) if winner.0 == timestamp_ns => {
-                        winners.next();
+                    Some(winner) if winner.0 == timestamp_ns => {
+                        winners.skip(1);
                         tally.matched_or_changed(winner, &block, row);
                     }
                     _ => tally.added(series_id, &block, row),
                 }
+                row += 1;
             }
         }
     }
-    for winner in winners {
+    while let Some(winner) = winners.peek() {
+        winners.skip(1);
         tally.deleted(winner);
     }
     true
+}
+
+/// The records of `parts` that win in a window, ascending by time: runs of consecutive rows of one
+/// part (`(part, first row, row after the last)`), read one record at a time or compared a stretch
+/// at a time.
+struct Winners<'a, 'p> {
+    parts: &'a [Part<'p>],
+    runs: Vec<(u32, u32, u32)>,
+    /// The current run, and the next row in it.
+    run: usize,
+    row: u32,
+}
+
+impl<'a, 'p> Winners<'a, 'p> {
+    fn new(parts: &'a [Part<'p>], window: (i64, i64)) -> Winners<'a, 'p> {
+        let runs = ascending_runs(parts, window).unwrap_or_else(|| {
+            let expected = expected_records(parts, window);
+            let mut runs: Vec<(u32, u32, u32)> = Vec::new();
+            for (_, part, row) in last_writes(&expected) {
+                match runs.last_mut() {
+                    Some((last_part, _, end)) if *last_part == part && *end == row => *end += 1,
+                    _ => runs.push((part, row, row + 1)),
+                }
+            }
+            runs
+        });
+        let row = runs.first().map_or(0, |run| run.1);
+        Winners { parts, runs, run: 0, row }
+    }
+
+    /// The next winning record.
+    fn peek(&self) -> Option<Record> {
+        let &(part, _, _) = self.runs.get(self.run)?;
+        Some((self.parts[part as usize].columns.timestamps_ns[self.row as usize], part, self.row))
+    }
+
+    /// Moves past `count` records, all of the current run.
+    fn skip(&mut self, count: usize) {
+        self.row += count as u32;
+        if self.runs.get(self.run).is_some_and(|run| self.row >= run.2) {
+            self.run += 1;
+            self.row = self.runs.get(self.run).map_or(0, |run| run.1);
+        }
+    }
+
+    /// How many rows of `block` from `row` on are, time, quality and value, the next records of
+    /// the current run. Stops at the first that differs, so a stretch costs its length once.
+    fn common_rows(&self, block: &SeriesColumns, row: usize) -> usize {
+        let Some(&(part, _, end)) = self.runs.get(self.run) else { return 0 };
+        let signed = self.parts[part as usize].columns;
+        let (from, count) = (self.row as usize, (end - self.row) as usize);
+        let count = count.min(block.len() - row);
+        let common = |a: &[i64], b: &[i64]| a.iter().zip(b).take_while(|(a, b)| a == b).count();
+        let count = common(&signed.timestamps_ns[from..from + count], &block.timestamps_ns[row..row + count]);
+        let count = signed.qualities[from..from + count]
+            .iter()
+            .zip(&block.qualities[row..row + count])
+            .take_while(|(a, b)| a == b)
+            .count();
+        common_values(&signed.values, from, &block.values, row, count)
+    }
+}
+
+/// How many of `count` rows of `a` from `i` and of `b` from `j` hold the same values, bit for bit,
+/// before the first that differs.
+fn common_values(a: &Values, i: usize, b: &Values, j: usize, count: usize) -> usize {
+    fn common<T>(x: &[T], y: &[T], same: impl Fn(&T, &T) -> bool) -> usize {
+        x.iter().zip(y).take_while(|(x, y)| same(x, y)).count()
+    }
+    match (a, b) {
+        (Values::F64(x), Values::F64(y)) => {
+            common(&x[i..i + count], &y[j..j + count], |x, y| x.to_bits() == y.to_bits())
+        }
+        (Values::I64(x), Values::I64(y)) => common(&x[i..i + count], &y[j..j + count], |x, y| x == y),
+        (Values::Bool(x), Values::Bool(y)) => common(&x[i..i + count], &y[j..j + count], |x, y| x == y),
+        (Values::String(x), Values::String(y)) => common(&x[i..i + count], &y[j..j + count], |x, y| x == y),
+        _ => (0..count).take_while(|&k| values_equal(a, i + k, b, j + k)).count(),
+    }
+}
+
+/// The winners when every part's timestamps are strictly ascending and each part's rows in the
+/// window all come after the previous part's: then nothing is superseded, and each part's rows
+/// in the window are one run. `None` otherwise.
+fn ascending_runs(parts: &[Part<'_>], window: (i64, i64)) -> Option<Vec<(u32, u32, u32)>> {
+    let mut runs = Vec::with_capacity(parts.len());
+    let mut last_ns: Option<i64> = None;
+    for (index, part) in parts.iter().enumerate() {
+        if !part.ascending {
+            return None;
+        }
+        let timestamps_ns = &part.columns.timestamps_ns;
+        let rows = rows_in_window(timestamps_ns, window);
+        if rows.is_empty() {
+            continue;
+        }
+        if last_ns.is_some_and(|last| last >= timestamps_ns[rows.start]) {
+            return None;
+        }
+        last_ns = Some(timestamps_ns[rows.end - 1]);
+        runs.push((index as u32, rows.start as u32, rows.end as u32));
+    }
+    Some(runs)
 }
 
 /// Every record of `parts` in `window`, sorted by (time, part, row): within a run of equal times
@@ -512,6 +644,12 @@ impl<'a, 'p> Tally<'a, 'p> {
             to_ns: window.1,
             message: error.to_string(),
         });
+    }
+
+    /// `count` winning records, each the replica's point at its time.
+    fn matched(&mut self, count: usize) {
+        self.compared.totals.expected += count as u64;
+        self.compared.totals.matched += count as u64;
     }
 
     /// A winning record with no point in the replica.
@@ -574,6 +712,8 @@ impl<'a, 'p> Tally<'a, 'p> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use diode_common::record::{Quality, Value};
+    use diode_common::rng::SeededRng;
     use diode_replica::BUCKET_NS;
 
     fn segment(min_timestamp_ns: i64, max_timestamp_ns: i64, record_count: u32) -> SignedSegment {
@@ -599,6 +739,123 @@ mod tests {
             assert_eq!(pair[1].0.rem_euclid(BUCKET_NS), 0, "cuts are on bucket boundaries");
         }
         assert_eq!(windows.len(), 10);
+    }
+
+    /// Parts of one series in write order, of every shape: ascending after the previous part,
+    /// ascending but overlapping it, or in any order with repeated times.
+    fn random_parts(rng: &mut SeededRng) -> Vec<SeriesColumns> {
+        let mut parts = Vec::new();
+        let mut next_ns = rng.below(20) as i64;
+        for _ in 0..1 + rng.below(5) {
+            let mut columns = SeriesColumns::new(SeriesKey::new("s"));
+            let shape = rng.below(3);
+            let mut timestamp_ns = if shape == 0 { next_ns } else { rng.below(60) as i64 };
+            for _ in 0..rng.below(40) {
+                timestamp_ns = match shape {
+                    2 => rng.below(100) as i64,
+                    _ => timestamp_ns + 1 + rng.below(3) as i64,
+                };
+                columns.push(timestamp_ns, Value::F64(rng.below(4) as f64), Quality(rng.below(2) as u32));
+            }
+            next_ns = next_ns.max(timestamp_ns + 1);
+            parts.push(columns);
+        }
+        parts
+    }
+
+    /// The comparison's totals and named timestamps for `parts` against the replica's `points`
+    /// (cut into blocks of `block_rows`).
+    fn run(
+        parts: &[Part<'_>],
+        points: &BTreeMap<i64, (u64, u32)>,
+        block_rows: usize,
+        window: (i64, i64),
+    ) -> (PointTotals, Vec<i64>) {
+        let rows: Vec<(&i64, &(u64, u32))> = points.iter().collect();
+        let blocks: Vec<Result<SeriesColumns, String>> = rows
+            .chunks(block_rows)
+            .map(|rows| {
+                let mut block = SeriesColumns::new(SeriesKey::new("s"));
+                for &(&timestamp_ns, &(bits, quality)) in rows {
+                    block.push(timestamp_ns, Value::F64(f64::from_bits(bits)), Quality(quality));
+                }
+                Ok(block)
+            })
+            .collect();
+        let (mut totals, mut findings, mut flagged) = (PointTotals::default(), Findings::new(10), Vec::new());
+        let compared = Compared { totals: &mut totals, findings: &mut findings, flagged: &mut flagged };
+        assert!(compare_series("s", Some((0, blocks.into_iter())), parts, window, compared));
+        flagged.sort_unstable();
+        (totals, flagged)
+    }
+
+    #[test]
+    fn the_comparison_agrees_with_last_write_wins_point_by_point_on_any_parts_and_tampering() {
+        let mut rng = SeededRng::new(0x5eed_a0d1);
+        let key = SegmentKey { sender_id: 1, epoch: 1, sequence: 1 };
+        for case in 0..2_000 {
+            let columns = random_parts(&mut rng);
+            let window =
+                if rng.chance(0.3) { (i64::MIN, i64::MAX) } else { (rng.below(40) as i64, 30 + rng.below(100) as i64) };
+            // The signed points: the last write of each time in the window.
+            let mut signed: BTreeMap<i64, (u64, u32)> = BTreeMap::new();
+            for part in &columns {
+                for row in 0..part.len() {
+                    let timestamp_ns = part.timestamps_ns[row];
+                    if (window.0..=window.1).contains(&timestamp_ns) {
+                        let Value::F64(value) = part.value(row) else { unreachable!() };
+                        signed.insert(timestamp_ns, (value.to_bits(), part.qualities[row].0));
+                    }
+                }
+            }
+            // The replica's: those, some changed, some deleted, some added.
+            let mut points = signed.clone();
+            let mut named: Vec<i64> = Vec::new();
+            let mut expected_totals = PointTotals { expected: signed.len() as u64, ..PointTotals::default() };
+            for (&timestamp_ns, point) in &signed {
+                match rng.below(10) {
+                    0 => {
+                        points.insert(timestamp_ns, (point.0, point.1 ^ 1));
+                        expected_totals.changed += 1;
+                        named.push(timestamp_ns);
+                    }
+                    1 => {
+                        points.insert(timestamp_ns, (point.0 ^ 1, point.1));
+                        expected_totals.changed += 1;
+                        named.push(timestamp_ns);
+                    }
+                    2 => {
+                        points.remove(&timestamp_ns);
+                        expected_totals.deleted += 1;
+                        named.push(timestamp_ns);
+                    }
+                    _ => expected_totals.matched += 1,
+                }
+            }
+            for _ in 0..rng.below(4) {
+                let timestamp_ns = window.0.max(0) + rng.below(120) as i64;
+                if !signed.contains_key(&timestamp_ns) && points.insert(timestamp_ns, (7, 0)).is_none() {
+                    expected_totals.added += 1;
+                    named.push(timestamp_ns);
+                }
+            }
+            expected_totals.scanned = points.len() as u64;
+            named.sort_unstable();
+            let block_rows = 1 + rng.below(50) as usize;
+            for ascending in [true, false] {
+                let parts: Vec<Part<'_>> = columns
+                    .iter()
+                    .map(|columns| Part {
+                        columns,
+                        segment: key,
+                        ascending: ascending && strictly_ascending(&columns.timestamps_ns),
+                    })
+                    .collect();
+                let (totals, flagged) = run(&parts, &points, block_rows, window);
+                assert_eq!(totals, expected_totals, "case {case}, ascending parts marked: {ascending}");
+                assert_eq!(flagged, named, "case {case}, ascending parts marked: {ascending}");
+            }
+        }
     }
 
     #[test]

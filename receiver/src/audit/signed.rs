@@ -28,6 +28,20 @@ pub(super) struct SignedSegment {
 pub(super) struct SignedPart<'a> {
     pub columns: &'a SeriesColumns,
     pub segment: SegmentKey,
+    /// Whether the timestamps are strictly ascending ([`strictly_ascending`]), as a segment sealed
+    /// from a plant's sources almost always holds them: its rows in any time range are then one
+    /// run, found by binary search, with no duplicate among them.
+    pub ascending: bool,
+}
+
+/// Whether `timestamps_ns` are strictly ascending.
+pub(super) fn strictly_ascending(timestamps_ns: &[i64]) -> bool {
+    timestamps_ns.windows(2).all(|pair| pair[0] < pair[1])
+}
+
+/// Rows `range` of `timestamps_ns` (strictly ascending) that lie in `window`.
+pub(super) fn rows_in_window(timestamps_ns: &[i64], window: (i64, i64)) -> Range<usize> {
+    timestamps_ns.partition_point(|&t| t < window.0)..timestamps_ns.partition_point(|&t| t <= window.1)
 }
 
 /// Last-write-wins rank of a segment, as the replica resolves duplicates: the highest
