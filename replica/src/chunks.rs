@@ -111,6 +111,22 @@ pub(crate) fn merge_bucket(chunks: Vec<SeriesColumns>, from_ns: i64, to_ns: i64)
     merge_bucket_of(chunks, from_ns, to_ns, false)
 }
 
+/// The points [`merge_bucket`] gives, as blocks of columns in time order that together hold them:
+/// when the chunks are already in order (applied in order, no duplicates), each chunk's rows in
+/// range as its own block, without copying them into one; otherwise the one merged block.
+pub(crate) fn merge_bucket_blocks(mut chunks: Vec<SeriesColumns>, from_ns: i64, to_ns: i64) -> Vec<SeriesColumns> {
+    if !already_in_order(&chunks, false) {
+        return merge_bucket_of(chunks, from_ns, to_ns, false).into_iter().collect();
+    }
+    chunks.retain_mut(|chunk| {
+        let lower = chunk.timestamps_ns.partition_point(|&t| t < from_ns);
+        let upper = chunk.timestamps_ns.partition_point(|&t| t <= to_ns);
+        keep_rows(chunk, lower..upper.max(lower));
+        !chunk.is_empty()
+    });
+    chunks
+}
+
 /// [`merge_bucket`], told whether each chunk's timestamps are already known to be strictly
 /// ascending (the codec knows it of a stride): then only the chunks' boundaries are compared.
 pub(crate) fn merge_bucket_of(
@@ -311,6 +327,33 @@ pub(crate) mod tests {
         assert_eq!(merged_in(&both, 4, 9), vec![(4, 4.0), (5, 5.0)]);
         assert_eq!(merged_in(&both, 6, 9), vec![]);
         assert_eq!(merged_in(std::slice::from_ref(&first), 0, 9), vec![(1, 1.0), (2, 2.0), (3, 3.0)]);
+    }
+
+    #[test]
+    fn the_blocks_hold_exactly_the_merged_points_in_order_and_in_range() {
+        // Chunks in order, out of order, with duplicates, empty, and reaching past the range.
+        let cases: [&[&[(i64, f64)]]; 6] = [
+            &[&[(1, 1.0), (2, 2.0), (3, 3.0)], &[(4, 4.0), (5, 5.0)], &[(7, 7.0)]],
+            &[&[(1, 1.0), (2, 2.0)], &[], &[(3, 3.0)]],
+            &[&[(1, 1.0), (3, 3.0)], &[(2, 2.0), (4, 4.0)]],
+            &[&[(1, 1.0), (2, 2.0)], &[(2, 9.0), (5, 5.0)]],
+            &[&[(2, 2.0), (1, 1.0)]],
+            &[&[(1, 1.0), (1, 1.5)], &[(3, 3.0)]],
+        ];
+        for chunks in cases {
+            let chunks: Vec<SeriesColumns> = chunks.iter().map(|points| columns(points)).collect();
+            for (from_ns, to_ns) in [(i64::MIN, i64::MAX), (2, 4), (3, 3), (6, 9), (8, 9)] {
+                let blocks = merge_bucket_blocks(chunks.clone(), from_ns, to_ns);
+                let joined: Vec<(i64, f64)> = blocks
+                    .iter()
+                    .flat_map(|block| {
+                        assert!(!block.is_empty(), "no empty block");
+                        (0..block.len()).map(|row| (block.timestamps_ns[row], block.value(row).as_f64().unwrap()))
+                    })
+                    .collect();
+                assert_eq!(joined, merged_in(&chunks, from_ns, to_ns), "{chunks:?} in {from_ns}..={to_ns}");
+            }
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use diode_common::codec::SeriesColumns;
 use diode_common::record::SeriesKey;
 use rocksdb::{DBRawIterator, ReadOptions};
 
-use crate::chunks::merge_bucket;
+use crate::chunks::merge_bucket_blocks;
 use crate::error::{ReplicaError, describe_segment};
 use crate::layout::{
     self, BeaconSummary, CF_POINTS, CF_SEGMENTS, Counters, STREAM_ANNOUNCED_BY_BEACON, STREAM_SEEN_IN_SEGMENT,
@@ -159,10 +159,13 @@ impl Replica {
     /// Merges the decoded chunks of one bucket of one series, given in key order (as
     /// [`series_chunks`](Self::series_chunks) yields them), exactly as [`scan_columns`](Self::scan_columns)
     /// does: the points with `from_ns <= timestamp <= to_ns_inclusive`, ascending, one per
-    /// timestamp, last write wins. `None` when no point is in range. For a reader that needs the
-    /// chunks themselves as well as the points they show (the audit), so reads and decodes them once.
-    pub fn merge_chunks(chunks: Vec<SeriesColumns>, from_ns: i64, to_ns_inclusive: i64) -> Option<SeriesColumns> {
-        merge_bucket(chunks, from_ns, to_ns_inclusive)
+    /// timestamp, last write wins, as blocks of columns in time order that together hold them
+    /// (none when no point is in range). When the chunks were applied in order with no duplicates,
+    /// each chunk's rows in range are a block of their own and nothing is copied; else there is one
+    /// merged block. For a reader that needs the chunks themselves as well as the points they show
+    /// (the audit), so reads and decodes them once.
+    pub fn merge_chunks_blocks(chunks: Vec<SeriesColumns>, from_ns: i64, to_ns_inclusive: i64) -> Vec<SeriesColumns> {
+        merge_bucket_blocks(chunks, from_ns, to_ns_inclusive)
     }
 
     /// A raw iterator over the points keys of `series_id` in the buckets that overlap

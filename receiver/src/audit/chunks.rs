@@ -365,9 +365,9 @@ impl std::fmt::Display for Unusable {
 
 /// The stored chunks of one series in one window, read and decoded once for both comparisons.
 ///
-/// As an iterator it yields, bucket by bucket, the block of points the replica's own scan shows
-/// for that bucket (the bucket's chunks merged last-write-wins by
-/// [`Replica::merge_chunks`], the scan's merge), for the point comparison; on the way each chunk
+/// As an iterator it yields, bucket by bucket, the points the replica's own scan shows for that
+/// bucket (the bucket's chunks merged last-write-wins by [`Replica::merge_chunks_blocks`], the
+/// scan's merge, as one or more blocks in time order), for the point comparison; on the way each chunk
 /// is compared with the chunk its segment wrote, as [`check_series`] does, and [`finish`] then
 /// names what differs, once the point comparison has said which timestamps it already named.
 /// Memory: one bucket's chunks, as the scan.
@@ -390,6 +390,8 @@ pub(super) struct SeriesChunks<'r, 'a, 'p> {
     /// runs their segment wrote (`None`: none).
     differing: Vec<(PointKey, Vec<Row>, Option<Vec<Run>>)>,
     unusable: bool,
+    /// The blocks of the bucket last read still to yield, last first.
+    blocks: Vec<SeriesColumns>,
 }
 
 impl<'r, 'a, 'p> SeriesChunks<'r, 'a, 'p> {
@@ -409,6 +411,7 @@ impl<'r, 'a, 'p> SeriesChunks<'r, 'a, 'p> {
             matched: 0,
             differing: Vec::new(),
             unusable: false,
+            blocks: Vec::new(),
         }
     }
 
@@ -454,6 +457,9 @@ impl Iterator for SeriesChunks<'_, '_, '_> {
         if self.unusable {
             return None;
         }
+        if let Some(block) = self.blocks.pop() {
+            return Some(Ok(block));
+        }
         loop {
             let mut bucket: Option<i64> = None;
             let mut decoded = Vec::new();
@@ -485,7 +491,9 @@ impl Iterator for SeriesChunks<'_, '_, '_> {
             if decoded.is_empty() {
                 return None;
             }
-            if let Some(block) = Replica::merge_chunks(decoded, self.window.0, self.window.1) {
+            self.blocks = Replica::merge_chunks_blocks(decoded, self.window.0, self.window.1);
+            self.blocks.reverse();
+            if let Some(block) = self.blocks.pop() {
                 return Some(Ok(block));
             }
         }
