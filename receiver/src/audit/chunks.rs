@@ -133,10 +133,13 @@ fn expected_chunks(parts: &[SignedPart<'_>], window: (i64, i64)) -> BTreeMap<Chu
             let Range { start: mut row, end } = rows_in_window(timestamps_ns, window);
             while row < end {
                 let start_ns = bucket_start(timestamps_ns[row]);
-                // The last bucket (whose end is past `i64::MAX`) holds every row left.
+                // The last bucket (whose end is past `i64::MAX`) holds every row left, as does
+                // any bucket that holds the last row.
                 let next = match start_ns.checked_add(BUCKET_NS) {
-                    Some(end_ns) => row + timestamps_ns[row..end].partition_point(|&t| t < end_ns),
-                    None => end,
+                    Some(end_ns) if timestamps_ns[end - 1] >= end_ns => {
+                        row + timestamps_ns[row..end].partition_point(|&t| t < end_ns)
+                    }
+                    _ => end,
                 };
                 close((start_ns, row as u32, next as u32));
                 row = next;

@@ -39,9 +39,13 @@ pub(super) fn strictly_ascending(timestamps_ns: &[i64]) -> bool {
     timestamps_ns.windows(2).all(|pair| pair[0] < pair[1])
 }
 
-/// Rows `range` of `timestamps_ns` (strictly ascending) that lie in `window`.
+/// Rows `range` of `timestamps_ns` (strictly ascending) that lie in `window`. Most parts lie
+/// wholly inside it, which their first and last timestamps show without a search.
 pub(super) fn rows_in_window(timestamps_ns: &[i64], window: (i64, i64)) -> Range<usize> {
-    timestamps_ns.partition_point(|&t| t < window.0)..timestamps_ns.partition_point(|&t| t <= window.1)
+    match (timestamps_ns.first(), timestamps_ns.last()) {
+        (Some(&first), Some(&last)) if window.0 <= first && last <= window.1 => 0..timestamps_ns.len(),
+        _ => timestamps_ns.partition_point(|&t| t < window.0)..timestamps_ns.partition_point(|&t| t <= window.1),
+    }
 }
 
 /// Last-write-wins rank of a segment, as the replica resolves duplicates: the highest
