@@ -25,7 +25,7 @@ use crate::layout::{
     SERIES_IDENTITY, SERIES_STATISTICS, STREAM_SEEN_IN_SEGMENT, SegmentKey, SeriesStatistics,
 };
 use crate::open::Replica;
-use crate::state::{CatalogEntry, StatisticsJournal, StreamState};
+use crate::state::{CatalogEntry, NO_SERIES, StatisticsJournal, StreamState};
 
 /// Most series one replica catalogues. The catalog is held in memory (about 150 bytes a series
 /// plus names), so the bound keeps it under a few GiB; plants have far fewer tags.
@@ -238,10 +238,16 @@ impl Replica {
         let mut canonical_key = Vec::with_capacity(256);
         let mut new_ids: foldhash::HashMap<&SeriesKey, u32> = foldhash::HashMap::default();
         let mut by_id: Vec<(u32, usize)> = Vec::with_capacity(series.len());
+        staged.ids_by_position = vec![NO_SERIES; series.len()];
         for (index, columns) in series.iter().enumerate().filter(|(_, columns)| !columns.is_empty()) {
             let key = &columns.key;
-            let id = match catalog.ids.get(key).or_else(|| new_ids.get(key)) {
-                Some(&id) => id,
+            // The id at the same position in the last segment, if the catalog gives it this key:
+            // a comparison of the key instead of hashing it and looking it up.
+            let hinted = self.state.last_ids.get(index).copied().filter(|&id| {
+                id != NO_SERIES && catalog.entries.get(id as usize).is_some_and(|entry| entry.key == *key)
+            });
+            let id = match hinted.or_else(|| catalog.ids.get(key).or_else(|| new_ids.get(key)).copied()) {
+                Some(id) => id,
                 None => {
                     let id = u32::try_from(catalog.entries.len() + staged.new_series.len())
                         .ok()
@@ -260,6 +266,7 @@ impl Replica {
                 }
             };
             by_id.push((id, index));
+            staged.ids_by_position[index] = id;
         }
         // Ascending series ids (payload order within one id): the batch then inserts keys in
         // ascending order, which RocksDB's memtable skip list does far faster than scattered keys.
@@ -407,6 +414,7 @@ impl Replica {
         if let Some((key, stream)) = staged.stream {
             self.state.streams.insert(key, stream);
         }
+        self.state.last_ids = staged.ids_by_position;
         let pending = &mut self.state.pending;
         for bucket in staged.touched {
             pending.buckets.insert(bucket, staged.applied_at_ns);
@@ -432,6 +440,8 @@ struct Staged {
     touched: Vec<(i64, u32)>,
     /// When the segment was applied (the caller's clock).
     applied_at_ns: i64,
+    /// The id of each payload entry, by position (see `State::last_ids`).
+    ids_by_position: Vec<u32>,
 }
 
 #[cfg(test)]

@@ -125,7 +125,15 @@ pub(crate) struct State {
     pub(crate) counters: Counters,
     /// Buckets waiting to be merged once their hour closes.
     pub(crate) pending: PendingMerges,
+    /// The series id of each entry of the last applied segment's payload, by position
+    /// ([`NO_SERIES`] for an empty entry): a plant's segments list the same series in the same
+    /// order, so apply tries the id at the same position first, and takes it only if the
+    /// catalog's entry under that id is the same key.
+    pub(crate) last_ids: Vec<u32>,
 }
+
+/// In [`State::last_ids`], an entry that named no series.
+pub(crate) const NO_SERIES: u32 = u32::MAX;
 
 /// Buckets waiting to be merged, in memory: by (bucket start, series id), when the last apply that
 /// wrote into each was applied (`i64::MIN` for a bucket marked before the replica was opened).

@@ -284,6 +284,37 @@ fn within_a_segment_the_later_record_wins_and_out_of_order_records_come_out_sort
 }
 
 #[test]
+fn series_that_move_between_positions_from_one_segment_to_the_next_keep_their_ids() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut replica = Replica::open(directory.path()).unwrap();
+    let mut chain = Chain::new(SENDER, 1);
+    // Each segment lists other series, so a series' position in the payload moves; its value
+    // names the series and the segment.
+    let segments: [&[(&str, f64)]; 5] = [
+        &[("b", 1.0), ("d", 1.0)],
+        &[("a", 2.0), ("b", 2.0), ("c", 2.0), ("d", 2.0)],
+        &[("b", 3.0), ("d", 3.0)],
+        &[("d", 4.0), ("a", 4.0)],
+        &[("c", 5.0), ("e", 5.0), ("b", 5.0)],
+    ];
+    let mut expected: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
+    for (index, series) in segments.iter().enumerate() {
+        let timestamp_ns = T0 + index as i64 * SECOND;
+        let records: Vec<Record> = series.iter().map(|&(name, value)| record(name, timestamp_ns, value)).collect();
+        apply_at(&mut replica, &chain.seal(&records));
+        for &(name, value) in series.iter() {
+            expected.entry(name.to_owned()).or_default().push((timestamp_ns, value));
+        }
+    }
+    let found: BTreeMap<String, Vec<(i64, f64)>> =
+        all_points(&replica).into_iter().map(|(key, points)| (key, values(&points))).collect();
+    assert_eq!(found, expected);
+    for info in replica.series_list() {
+        assert_eq!(replica.series_id(&info.key), Some(info.id));
+    }
+}
+
+#[test]
 fn a_series_listed_twice_in_one_payload_keeps_both_parts() {
     let directory = tempfile::tempdir().unwrap();
     let mut replica = Replica::open(directory.path()).unwrap();
