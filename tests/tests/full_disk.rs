@@ -197,7 +197,14 @@ fn a_full_disk_under_the_sender_is_answered_503_and_every_acknowledged_point_arr
     lab.start_sender_until_stopped().unwrap();
     assert!(lab.stop_sender().unwrap().success());
     let expected_points = acknowledged.len() as u64 * LINES_PER_WRITE;
-    assert!(lab.wait_for_points(expected_points, Duration::from_secs(60)), "not every acknowledged point arrived");
+    assert!(
+        lab.wait_for_points(expected_points, Duration::from_secs(60)),
+        "not every acknowledged point arrived: the replica holds {} of {expected_points}\n\
+         sender.log ends:\n{}\nreceiver.log ends:\n{}",
+        lab.metric("diode_receiver_replica_points"),
+        lab.log_tail("sender.log"),
+        lab.log_tail("receiver.log")
+    );
     lab.stop_receiver().unwrap();
 
     let replica = Replica::open_read_only(&lab.replica_dir()).unwrap();
