@@ -241,14 +241,6 @@ pub(crate) fn keep_rows_where(columns: &SeriesColumns, mut keep: impl FnMut(i64)
     }
 }
 
-/// 1 if `a < b`, else 0, without a comparison: the sign of `a - b`, corrected for overflow
-/// (Hacker's Delight, 2-12), in operations every x86-64 vector unit has.
-#[inline]
-fn less(a: i64, b: i64) -> u64 {
-    let difference = a.wrapping_sub(b);
-    (difference ^ ((a ^ b) & (difference ^ a))) as u64 >> 63
-}
-
 /// Every chunk strictly ascending (known to be when `each_ascending`) and each chunk entirely
 /// after the one before it.
 fn already_in_order(chunks: &[SeriesColumns], each_ascending: bool) -> bool {
@@ -256,11 +248,7 @@ fn already_in_order(chunks: &[SeriesColumns], each_ascending: bool) -> bool {
     for chunk in chunks {
         let timestamps = &chunk.timestamps_ns;
         let (Some(&first), Some(&last)) = (timestamps.first(), timestamps.last()) else { continue };
-        // Without an early exit or a 64-bit compare (which SSE2 lacks), so the comparisons run
-        // several at a time.
-        let ascending =
-            each_ascending || timestamps.windows(2).fold(1, |ascending, pair| ascending & less(pair[0], pair[1])) == 1;
-        if previous.is_some_and(|p| p >= first) || !ascending {
+        if previous.is_some_and(|p| p >= first) || !(each_ascending || chunk.strictly_ascending()) {
             return false;
         }
         previous = Some(last);
@@ -300,22 +288,6 @@ pub(crate) mod tests {
         let second = columns(&[(2, 9.0), (0, 0.5)]);
         assert_eq!(merged(std::slice::from_ref(&first)), vec![(1, 1.0), (2, 2.5)]);
         assert_eq!(merged(&[first, second]), vec![(0, 0.5), (1, 1.0), (2, 9.0)]);
-    }
-
-    #[test]
-    fn less_is_the_signed_comparison_at_every_extreme() {
-        let edges = [i64::MIN, i64::MIN + 1, -2, -1, 0, 1, 2, i64::MAX - 1, i64::MAX, 1 << 62, -(1 << 62)];
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut values = edges.to_vec();
-        for _ in 0..200 {
-            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-            values.push(state as i64);
-        }
-        for &a in &values {
-            for &b in &values {
-                assert_eq!(less(a, b), u64::from(a < b), "{a} < {b}");
-            }
-        }
     }
 
     #[test]

@@ -784,3 +784,35 @@ fn a_grouper_ignores_another_groupers_slot() {
     let frames = second.finish();
     assert_eq!(frames[0].iter().map(|group| group.key.name.to_string()).collect::<Vec<_>>(), ["b", "a"]);
 }
+
+#[test]
+fn less_is_the_signed_comparison_at_every_extreme() {
+    let edges = [i64::MIN, i64::MIN + 1, -2, -1, 0, 1, 2, i64::MAX - 1, i64::MAX, 1 << 62, -(1 << 62)];
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut values = edges.to_vec();
+    for _ in 0..200 {
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        values.push(state as i64);
+    }
+    for &a in &values {
+        for &b in &values {
+            assert_eq!(less(a, b), u64::from(a < b), "{a} < {b}");
+        }
+    }
+}
+
+/// Strictly ascending: every timestamp above the one before, at the extremes of time too.
+#[test]
+fn strictly_ascending_columns_are_told_from_any_other() {
+    let columns = |timestamps: &[i64]| {
+        let mut columns = SeriesColumns::new(SeriesKey::new("a"));
+        timestamps.iter().for_each(|&t| columns.push(t, Value::F64(0.0), Quality::GOOD));
+        columns
+    };
+    for ascending in [&[][..], &[5], &[i64::MIN, -1, 0, i64::MAX], &[1, 2, 3]] {
+        assert!(columns(ascending).strictly_ascending(), "{ascending:?}");
+    }
+    for not in [&[1, 1][..], &[2, 1], &[i64::MAX, i64::MIN], &[1, 3, 2, 4]] {
+        assert!(!columns(not).strictly_ascending(), "{not:?}");
+    }
+}

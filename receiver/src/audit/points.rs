@@ -37,7 +37,7 @@ use super::findings::{Finding, Findings};
 use super::options::{VerifyOptions, progress_bar};
 use super::parallel;
 use super::report::PointTotals;
-use super::signed::{SignedPart as Part, SignedSegment, rows_in_window, strictly_ascending, values_equal, write_order};
+use super::signed::{SignedPart as Part, SignedSegment, rows_in_window, values_equal, write_order};
 
 /// One decoded segment, holding the series of one pass.
 struct Decoded {
@@ -325,11 +325,7 @@ fn decode(
         .filter(|columns| !columns.is_empty())
         .map(|columns| (replica.series_id(&columns.key), columns))
         .filter(|(series_id, _)| pass.holds(*series_id))
-        .map(|(series_id, columns)| DecodedPart {
-            series_id,
-            ascending: strictly_ascending(&columns.timestamps_ns),
-            columns,
-        })
+        .map(|(series_id, columns)| DecodedPart { series_id, ascending: columns.strictly_ascending(), columns })
         .collect();
     Ok(Ok(Decoded { rank, key: signed.key, parts }))
 }
@@ -845,11 +841,7 @@ mod tests {
             for ascending in [true, false] {
                 let parts: Vec<Part<'_>> = columns
                     .iter()
-                    .map(|columns| Part {
-                        columns,
-                        segment: key,
-                        ascending: ascending && strictly_ascending(&columns.timestamps_ns),
-                    })
+                    .map(|columns| Part { columns, segment: key, ascending: ascending && columns.strictly_ascending() })
                     .collect();
                 let (totals, flagged) = run(&parts, &points, block_rows, window);
                 assert_eq!(totals, expected_totals, "case {case}, ascending parts marked: {ascending}");

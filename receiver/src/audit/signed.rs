@@ -28,15 +28,10 @@ pub(super) struct SignedSegment {
 pub(super) struct SignedPart<'a> {
     pub columns: &'a SeriesColumns,
     pub segment: SegmentKey,
-    /// Whether the timestamps are strictly ascending ([`strictly_ascending`]), as a segment sealed
+    /// Whether the timestamps are strictly ascending ([`SeriesColumns::strictly_ascending`]), as a segment sealed
     /// from a plant's sources almost always holds them: its rows in any time range are then one
     /// run, found by binary search, with no duplicate among them.
     pub ascending: bool,
-}
-
-/// Whether `timestamps_ns` are strictly ascending.
-pub(super) fn strictly_ascending(timestamps_ns: &[i64]) -> bool {
-    timestamps_ns.windows(2).all(|pair| pair[0] < pair[1])
 }
 
 /// Rows `range` of `timestamps_ns` (strictly ascending) that lie in `window`. Most parts lie
