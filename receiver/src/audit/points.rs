@@ -26,7 +26,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use diode_common::codec::{SeriesColumns, Values};
+use diode_common::codec::SeriesColumns;
 use diode_common::keys::TrustedKeys;
 use diode_common::record::SeriesKey;
 use diode_common::seal;
@@ -37,7 +37,7 @@ use super::findings::{Finding, Findings};
 use super::options::{VerifyOptions, progress_bar};
 use super::parallel;
 use super::report::PointTotals;
-use super::signed::{SignedPart as Part, SignedSegment, rows_in_window, values_equal, write_order};
+use super::signed::{SignedPart as Part, SignedSegment, common_values, rows_in_window, values_equal, write_order};
 
 /// One decoded segment, holding the series of one pass.
 struct Decoded {
@@ -546,23 +546,6 @@ impl<'a, 'p> Winners<'a, 'p> {
             .take_while(|(a, b)| a == b)
             .count();
         common_values(&signed.values, from, &block.values, row, count)
-    }
-}
-
-/// How many of `count` rows of `a` from `i` and of `b` from `j` hold the same values, bit for bit,
-/// before the first that differs.
-fn common_values(a: &Values, i: usize, b: &Values, j: usize, count: usize) -> usize {
-    fn common<T>(x: &[T], y: &[T], same: impl Fn(&T, &T) -> bool) -> usize {
-        x.iter().zip(y).take_while(|(x, y)| same(x, y)).count()
-    }
-    match (a, b) {
-        (Values::F64(x), Values::F64(y)) => {
-            common(&x[i..i + count], &y[j..j + count], |x, y| x.to_bits() == y.to_bits())
-        }
-        (Values::I64(x), Values::I64(y)) => common(&x[i..i + count], &y[j..j + count], |x, y| x == y),
-        (Values::Bool(x), Values::Bool(y)) => common(&x[i..i + count], &y[j..j + count], |x, y| x == y),
-        (Values::String(x), Values::String(y)) => common(&x[i..i + count], &y[j..j + count], |x, y| x == y),
-        _ => (0..count).take_while(|&k| values_equal(a, i + k, b, j + k)).count(),
     }
 }
 

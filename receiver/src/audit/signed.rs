@@ -85,3 +85,20 @@ pub(super) fn values_equal_rows(a: &Values, a_rows: Range<usize>, b: &Values, b_
         _ => a_rows.zip(b_rows).all(|(i, j)| values_equal(a, i, b, j)),
     }
 }
+
+/// How many of `count` rows of `a` from `i` and of `b` from `j` hold the same values, bit for bit,
+/// before the first that differs, as [`values_equal`] judges them row by row.
+pub(super) fn common_values(a: &Values, i: usize, b: &Values, j: usize, count: usize) -> usize {
+    fn common<T>(x: &[T], y: &[T], same: impl Fn(&T, &T) -> bool) -> usize {
+        x.iter().zip(y).take_while(|(x, y)| same(x, y)).count()
+    }
+    match (a, b) {
+        (Values::F64(x), Values::F64(y)) => {
+            common(&x[i..i + count], &y[j..j + count], |x, y| x.to_bits() == y.to_bits())
+        }
+        (Values::I64(x), Values::I64(y)) => common(&x[i..i + count], &y[j..j + count], |x, y| x == y),
+        (Values::Bool(x), Values::Bool(y)) => common(&x[i..i + count], &y[j..j + count], |x, y| x == y),
+        (Values::String(x), Values::String(y)) => common(&x[i..i + count], &y[j..j + count], |x, y| x == y),
+        _ => (0..count).take_while(|&k| values_equal(a, i + k, b, j + k)).count(),
+    }
+}
