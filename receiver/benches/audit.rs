@@ -22,6 +22,14 @@ use diode_common::seal::{self, ChainPosition, GENESIS_HASH};
 use diode_receiver::audit::verify::{VerifyOptions, verify_replica};
 use diode_replica::{Replica, SegmentKey};
 
+#[path = "../../benches/support/measure.rs"]
+mod measure;
+
+/// This process's CPU seconds, all threads (Linux `/proc`).
+fn cpu_seconds() -> f64 {
+    measure::process_cpu_seconds().expect("the process's CPU clock (/proc/self/stat)")
+}
+
 /// The allocator the appliance's binary uses, so the figures are the binary's.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -154,16 +162,6 @@ fn decoding_alone(replica: &Replica, trusted: &TrustedKeys, threads: usize, poin
         audit.0 / both,
         audit.1 / cpu
     );
-}
-
-/// CPU seconds this process has used, all threads (`/proc/self/stat`, in clock ticks of 10 ms).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
-    // The fields after the command name, which ends at the last ')': utime and stime are the
-    // 12th and 13th of them.
-    let fields: Vec<&str> = stat[stat.rfind(')').expect("a command name") + 2..].split(' ').collect();
-    let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
-    ticks as f64 / 100.0
 }
 
 /// The sum of `work` over `items` on `threads` threads, each taking the next item as it is done.
