@@ -764,6 +764,11 @@ fn the_grouper_groups_as_group_records_does_frame_by_frame() {
         let expected: Vec<Vec<SeriesColumns>> = records.chunks(max_records).map(group_records).collect();
         let frames = grouper.finish();
         assert_eq!(frames.len(), expected.len(), "frames of {max_records}");
+        // Each group's columns are allocated once, at their final size.
+        for columns in frames.iter().flatten() {
+            assert_eq!(columns.timestamps_ns.capacity(), columns.len(), "{}", columns.key.name);
+            assert_eq!(columns.qualities.capacity(), columns.len(), "{}", columns.key.name);
+        }
         for (frame, expected) in frames.iter().zip(&expected) {
             assert_same_columns(frame, expected);
         }
