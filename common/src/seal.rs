@@ -179,6 +179,15 @@ impl SealedSegment {
     pub fn hash(&self) -> SegmentHash {
         self.header.hash()
     }
+
+    /// BLAKE3 of the header and the signature: everything [`verify_signature`]'s answer depends
+    /// on besides the trusted keys. Two segments with the same `signed_hash` get the same answer.
+    pub fn signed_hash(&self) -> SegmentHash {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&self.header.to_bytes());
+        hasher.update(&self.signature);
+        *hasher.finalize().as_bytes()
+    }
 }
 
 /// Encodes `series`, hashes and signs: the OT side's only way to make a segment.
@@ -280,6 +289,14 @@ pub fn parse(bytes: &[u8]) -> Result<SealedSegment, OpenError> {
 /// Verifies a parsed segment: trusted key id, validity window, signature, payload hash.
 /// Nothing is decoded; see [`open_records`].
 pub fn verify(segment: &SealedSegment, trusted: &TrustedKeys) -> Result<(), OpenError> {
+    verify_signature(segment, trusted)?;
+    verify_payload(segment)
+}
+
+/// The part of [`verify`] that depends only on the header and the signature: the key is trusted
+/// and valid when the segment was sealed, and the signature is the key's over the header. The
+/// same header and signature always get the same answer.
+pub fn verify_signature(segment: &SealedSegment, trusted: &TrustedKeys) -> Result<(), OpenError> {
     let header = &segment.header;
     let key = trusted.get(header.key_id).ok_or(OpenError::UnknownKey { key_id: header.key_id })?;
     if !key.is_valid_at(header.sealed_at_ns) {
@@ -288,7 +305,13 @@ pub fn verify(segment: &SealedSegment, trusted: &TrustedKeys) -> Result<(), Open
     let signature = ed25519_dalek::Signature::from_bytes(&segment.signature);
     key.public_key
         .verify_strict(&header.to_bytes(), &signature)
-        .map_err(|_| OpenError::BadSignature { key_id: header.key_id })?;
+        .map_err(|_| OpenError::BadSignature { key_id: header.key_id })
+}
+
+/// The rest of [`verify`]: the payload is the one the header's hash names, and the header is
+/// consistent. With [`verify_signature`] of the same header and signature, a complete check.
+pub fn verify_payload(segment: &SealedSegment) -> Result<(), OpenError> {
+    let header = &segment.header;
     if *blake3::hash(&segment.payload).as_bytes() != header.payload_hash {
         return Err(OpenError::PayloadHashMismatch);
     }

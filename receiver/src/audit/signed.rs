@@ -14,8 +14,10 @@ use diode_replica::SegmentKey;
 #[derive(Debug, Clone)]
 pub(super) struct SignedSegment {
     pub key: SegmentKey,
-    /// The header hash seen by the walk: the comparison decodes only these exact segments.
-    pub header_hash: SegmentHash,
+    /// [`SealedSegment::signed_hash`](diode_common::seal::SealedSegment::signed_hash) of the
+    /// header and signature the walk verified: the comparison decodes only these exact segments,
+    /// and needs not verify their signatures again.
+    pub signed_hash: SegmentHash,
     pub min_timestamp_ns: i64,
     pub max_timestamp_ns: i64,
     pub record_count: u32,

@@ -40,7 +40,7 @@ pub fn verify_replica(
     let points = match point_span {
         Some(span) => {
             let used = walk.take_signed_within(span);
-            let (totals, point_findings) = points::compare(replica, trusted, used, span, options)?;
+            let (totals, point_findings) = points::compare(replica, used, span, options)?;
             findings.merge(point_findings);
             totals
         }

@@ -125,15 +125,23 @@ pub(super) fn walk_audit_log(
 const BATCH_SEGMENTS: usize = 256;
 const BATCH_BYTES: usize = 32 << 20;
 
-/// One stored segment checked on its own: its header and header hash, and whether its signature,
-/// key and payload hash verify; or why it does not parse.
-type Checked = Result<(SegmentHeader, SegmentHash, Result<(), OpenError>), OpenError>;
+/// One stored segment checked on its own: its header, header hash and signed hash, and whether
+/// its signature, key and payload hash verify; or why it does not parse.
+type Checked = Result<(SegmentHeader, Hashes, Result<(), OpenError>), OpenError>;
+
+/// A segment's header hash (what the next segment links to) and signed hash (its header and
+/// signature, for the comparison).
+#[derive(Clone, Copy)]
+struct Hashes {
+    header: SegmentHash,
+    signed: SegmentHash,
+}
 
 fn check(stored: &StoredSegment, trusted: &TrustedKeys) -> Checked {
     let segment = seal::parse(&stored.sealed)?;
     let verified = seal::verify(&segment, trusted);
-    let hash = segment.header.hash();
-    Ok((segment.header, hash, verified))
+    let hashes = Hashes { header: segment.header.hash(), signed: segment.signed_hash() };
+    Ok((segment.header, hashes, verified))
 }
 
 /// [`check`] of every stored segment of `batch`, on `threads` threads, in batch order.
@@ -214,7 +222,7 @@ impl Walk {
         stream.add_stored(key.sequence);
         let previous = stream.previous.take();
 
-        let (header, hash, verified) = match checked {
+        let (header, hashes, verified) = match checked {
             Ok(checked) => checked,
             Err(error) => {
                 stream.previous = Some((key.sequence, None));
@@ -225,7 +233,7 @@ impl Walk {
             }
         };
         let header = &header;
-        stream.previous = Some((key.sequence, Some(hash)));
+        stream.previous = Some((key.sequence, Some(hashes.header)));
         let time_range = Some((header.min_timestamp_ns, header.max_timestamp_ns));
 
         if selected {
@@ -264,7 +272,7 @@ impl Walk {
         }
         self.signed.push(SignedSegment {
             key,
-            header_hash: hash,
+            signed_hash: hashes.signed,
             min_timestamp_ns: header.min_timestamp_ns,
             max_timestamp_ns: header.max_timestamp_ns,
             record_count: header.record_count,
