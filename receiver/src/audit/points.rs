@@ -204,7 +204,12 @@ impl Comparison<'_> {
     fn window(&mut self, active: &[usize], (from_ns, to_ns): (i64, i64)) -> Result<(), ReplicaError> {
         self.totals.windows += 1;
         let segments = &self.segments;
-        self.cache.retain(|index, _| segments[*index].max_timestamp_ns >= from_ns);
+        let evicted: Vec<Arc<Decoded>> = self
+            .cache
+            .extract_if(|index, _| segments[*index].max_timestamp_ns < from_ns)
+            .map(|(_, gone)| gone)
+            .collect();
+        parallel::drop_all(evicted, self.threads);
         let estimate: u64 = active.iter().map(|&index| u64::from(self.segments[index].record_count)).sum();
         let count = estimate.div_ceil(self.budget).clamp(1, u64::from(u32::MAX)) as u32;
         for index in 0..count {
@@ -221,6 +226,7 @@ impl Comparison<'_> {
             );
             self.totals.add(&totals);
             self.findings.merge(findings);
+            parallel::drop_all(decoded, self.threads);
         }
         Ok(())
     }
