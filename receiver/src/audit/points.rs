@@ -36,7 +36,9 @@ use super::findings::{Finding, Findings};
 use super::options::{VerifyOptions, progress_bar};
 use super::parallel;
 use super::report::PointTotals;
-use super::signed::{SignedPart as Part, SignedSegment, common_values, rows_in_window, values_equal, write_order};
+use super::signed::{
+    SignedPart as Part, SignedSegment, common_values, qualities_equal, rows_in_window, values_equal, write_order,
+};
 
 /// One decoded segment, holding the series of one pass.
 struct Decoded {
@@ -536,13 +538,19 @@ impl<'a, 'p> Winners<'a, 'p> {
         let signed = self.parts[part as usize].columns;
         let (from, count) = (self.row as usize, (end - self.row) as usize);
         let count = count.min(block.len() - row);
-        let common = |a: &[i64], b: &[i64]| a.iter().zip(b).take_while(|(a, b)| a == b).count();
-        let count = common(&signed.timestamps_ns[from..from + count], &block.timestamps_ns[row..row + count]);
-        let count = signed.qualities[from..from + count]
-            .iter()
-            .zip(&block.qualities[row..row + count])
-            .take_while(|(a, b)| a == b)
-            .count();
+        // Whole stretches are compared first (most agree entirely), row by row only when not.
+        let (times, stored_times) = (&signed.timestamps_ns[from..from + count], &block.timestamps_ns[row..row + count]);
+        let count = if times == stored_times {
+            count
+        } else {
+            times.iter().zip(stored_times).take_while(|(a, b)| a == b).count()
+        };
+        let (qualities, stored_qualities) = (&signed.qualities[from..from + count], &block.qualities[row..row + count]);
+        let count = if qualities_equal(qualities, stored_qualities) {
+            count
+        } else {
+            qualities.iter().zip(stored_qualities).take_while(|(a, b)| a == b).count()
+        };
         common_values(&signed.values, from, &block.values, row, count)
     }
 }

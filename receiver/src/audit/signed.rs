@@ -6,7 +6,7 @@
 use std::ops::Range;
 
 use diode_common::codec::{SeriesColumns, Values};
-use diode_common::record::Value;
+use diode_common::record::{Quality, Value};
 use diode_common::seal::SegmentHash;
 use diode_replica::SegmentKey;
 
@@ -66,6 +66,13 @@ pub(super) fn value_at_equals(values: &Values, row: usize, other: &Value) -> boo
 
 /// Whether row `i` of `a` and row `j` of `b` hold the same value, bit for bit, as
 /// [`value_at_equals`] judges it, without building a [`Value`] when both columns have one kind.
+/// Whether two runs of qualities are equal. Compared with one test at the end, not one per row:
+/// a slice of a newtype is compared element by element with an early exit, which does not
+/// vectorise (it was a tenth of the comparisons' time).
+pub(super) fn qualities_equal(a: &[Quality], b: &[Quality]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0, |differ, (a, b)| differ | (a.0 ^ b.0)) == 0
+}
+
 pub(super) fn values_equal(a: &Values, i: usize, b: &Values, j: usize) -> bool {
     match (a, b) {
         (Values::F64(x), Values::F64(y)) => x[i].to_bits() == y[j].to_bits(),
@@ -102,5 +109,25 @@ pub(super) fn common_values(a: &Values, i: usize, b: &Values, j: usize, count: u
         (Values::Bool(x), Values::Bool(y)) => common(&x[i..i + count], &y[j..j + count], |x, y| x == y),
         (Values::String(x), Values::String(y)) => common(&x[i..i + count], &y[j..j + count], |x, y| x == y),
         _ => (0..count).take_while(|&k| values_equal(a, i + k, b, j + k)).count(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qualities_are_equal_only_when_every_row_and_the_length_agree() {
+        let run: Vec<Quality> = (0..100).map(|row| Quality(row * 7)).collect();
+        assert!(qualities_equal(&run, &run.clone()));
+        assert!(qualities_equal(&[], &[]));
+        assert!(!qualities_equal(&run, &run[..99]));
+        for row in [0, 50, 99] {
+            for bit in [0, 16, 31] {
+                let mut changed = run.clone();
+                changed[row].0 ^= 1 << bit;
+                assert!(!qualities_equal(&run, &changed), "row {row}, bit {bit}");
+            }
+        }
     }
 }
