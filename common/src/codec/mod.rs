@@ -709,6 +709,22 @@ fn zstd_decompress(data: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
     })
 }
 
+thread_local! {
+    /// The series table this thread decoded last. A plant's consecutive segments name the same
+    /// series, so an entry equal to one of these takes its key (two reference counts) instead of
+    /// allocating and validating a new one, and the keys then compare by pointer downstream.
+    static LAST_TABLE: RefCell<Vec<SeriesKey>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How `key` orders against the series `name` with `tags`, as [`SeriesKey`]'s `Ord` does: by
+/// name, then by tags.
+fn key_order(key: &SeriesKey, name: &[u8], tags: &[(&str, &str)]) -> std::cmp::Ordering {
+    key.name.as_bytes().cmp(name).then_with(|| {
+        let known = key.tags.iter().map(|(key, value)| (key.as_str(), value.as_str()));
+        known.cmp(tags.iter().copied())
+    })
+}
+
 fn read_series_table(reader: &mut Reader<'_>, budget: &mut DecodeBudget) -> Result<Vec<SeriesKey>, CodecError> {
     let count = reader.varint("series count")?;
     if count > MAX_SERIES_PER_PAYLOAD as u64 {
@@ -725,40 +741,60 @@ fn read_series_table(reader: &mut Reader<'_>, budget: &mut DecodeBudget) -> Resu
             expected: "at most the bytes of the series name prefixes",
         });
     }
+    // The last table's keys, looked for in order: tables are sorted by key, so a cursor that only
+    // moves forward finds each key the two tables share.
+    let last = LAST_TABLE.with_borrow_mut(std::mem::take);
+    let mut cursor = 0;
     let mut table: Vec<SeriesKey> = Vec::with_capacity(count as usize);
+    let mut name = Vec::new();
+    let mut tags: Vec<(&str, &str)> = Vec::new();
     for index in 0..count as usize {
-        let previous_name = table.last().map_or("", |key| &*key.name);
         let shared = prefixes.varint_at_most(
             "series name shared prefix",
-            previous_name.len() as u64,
+            name.len() as u64,
             "at most the previous series name's length",
         )? as usize;
         let suffix_offset = entries.position();
         let suffix = entries.length_prefixed("series name")?;
         budget.take_text_bytes(shared + suffix.len(), 1)?;
-        let mut name_bytes = Vec::with_capacity(shared + suffix.len());
-        name_bytes.extend_from_slice(&previous_name.as_bytes()[..shared]);
-        name_bytes.extend_from_slice(suffix);
-        let name = String::from_utf8(name_bytes)
+        name.truncate(shared);
+        name.extend_from_slice(suffix);
+        let text = std::str::from_utf8(&name)
             .map_err(|_| CodecError::InvalidUtf8 { what: "series name", offset: suffix_offset })?;
         let tag_count = entries.varint_at_most(
             "series tag count",
             MAX_TAGS_PER_SERIES as u64,
             "at most MAX_TAGS_PER_SERIES (32)",
         )? as usize;
-        let mut key_tags = Vec::with_capacity(tag_count);
+        tags.clear();
         for _ in 0..tag_count {
-            let tag_key = entries.utf8("tag key")?.to_owned();
-            let tag_value = entries.utf8("tag value")?.to_owned();
+            let tag_key = entries.utf8("tag key")?;
+            let tag_value = entries.utf8("tag value")?;
             budget.take_text_bytes(tag_key.len() + tag_value.len(), 1)?;
-            key_tags.push((tag_key, tag_value));
+            tags.push((tag_key, tag_value));
         }
-        let key = SeriesKey { name: name.into(), tags: key_tags.into() };
-        key.validate().map_err(|reason| CodecError::InvalidSeriesKey { index, reason })?;
+        while last.get(cursor).is_some_and(|key| key_order(key, &name, &tags).is_lt()) {
+            cursor += 1;
+        }
+        let key = match last.get(cursor) {
+            // Equal to a key that was validated when it was first decoded.
+            Some(known) if key_order(known, &name, &tags).is_eq() => {
+                cursor += 1;
+                known.clone()
+            }
+            _ => {
+                let owned: Vec<(String, String)> =
+                    tags.iter().map(|&(key, value)| (key.to_owned(), value.to_owned())).collect();
+                let key = SeriesKey { name: text.into(), tags: owned.into() };
+                key.validate().map_err(|reason| CodecError::InvalidSeriesKey { index, reason })?;
+                key
+            }
+        };
         table.push(key);
     }
     prefixes.expect_end("series name prefixes")?;
     entries.expect_end("series names and tags")?;
+    LAST_TABLE.with_borrow_mut(|kept| kept.clone_from(&table));
     Ok(table)
 }
 

@@ -821,3 +821,38 @@ fn strictly_ascending_columns_are_told_from_any_other() {
         assert!(!columns(not).strictly_ascending(), "{not:?}");
     }
 }
+
+/// Consecutive payloads of one thread share the keys of the series they both name (the decoder
+/// keeps the last table), and a table that differs (a series added, one gone, another tag, a
+/// longer name sharing a prefix) still decodes to exactly its own keys.
+#[test]
+fn consecutive_payloads_share_equal_keys_and_keep_their_own() {
+    let tagged = |name: &str, unit: &str| SeriesKey::with_tags(name, vec![("unit".into(), unit.into())]);
+    let first_keys = [SeriesKey::new("a/pump"), tagged("b/temp", "C"), tagged("b/temp", "F"), SeriesKey::new("c/flow")];
+    let second_keys = [
+        SeriesKey::new("a/pump"),
+        SeriesKey::new("a/pump2"),
+        tagged("b/temp", "F"),
+        tagged("b/temp", "K"),
+        SeriesKey::new("c/flow"),
+    ];
+    let records = |keys: &[SeriesKey]| -> Vec<Record> {
+        keys.iter().enumerate().map(|(index, key)| record(key, T0 + index as i64, Value::F64(index as f64))).collect()
+    };
+    let first = round_trip(&records(&first_keys));
+    let second = round_trip(&records(&second_keys));
+    let decoded_keys: Vec<SeriesKey> = second.iter().map(|columns| columns.key.clone()).collect();
+    let mut expected = second_keys.to_vec();
+    expected.sort();
+    assert_eq!(decoded_keys, expected);
+    let key_of = |decoded: &[SeriesColumns], key: &SeriesKey| {
+        decoded.iter().find(|columns| columns.key == *key).expect("decoded").key.clone()
+    };
+    for shared in [SeriesKey::new("a/pump"), tagged("b/temp", "F"), SeriesKey::new("c/flow")] {
+        let (before, after) = (key_of(&first, &shared), key_of(&second, &shared));
+        assert!(std::sync::Arc::ptr_eq(&before.name, &after.name), "{shared} shares its name");
+        assert!(std::sync::Arc::ptr_eq(&before.tags, &after.tags), "{shared} shares its tags");
+    }
+    let (before, after) = (key_of(&first, &tagged("b/temp", "C")), key_of(&second, &tagged("b/temp", "K")));
+    assert!(!std::sync::Arc::ptr_eq(&before.tags, &after.tags));
+}
