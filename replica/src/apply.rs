@@ -239,13 +239,36 @@ impl Replica {
         let mut new_ids: foldhash::HashMap<&SeriesKey, u32> = foldhash::HashMap::default();
         let mut by_id: Vec<(u32, usize)> = Vec::with_capacity(series.len());
         staged.ids_by_position = vec![NO_SERIES; series.len()];
+        // A cursor over the last segment's entries: a payload lists its series in runs sorted by
+        // key (one run per spool frame the segment merged), so each key is found among the last
+        // segment's by moving forward, from the start again when a new run begins, with
+        // comparisons (by pointer, when the decoder reused the key) instead of hashing it and
+        // looking it up, whichever series come and go between segments.
+        let last = &self.state.last_ids;
+        let mut cursor = 0;
+        let mut previous: Option<&SeriesKey> = None;
         for (index, columns) in series.iter().enumerate().filter(|(_, columns)| !columns.is_empty()) {
             let key = &columns.key;
-            // The id at the same position in the last segment, if the catalog gives it this key:
-            // a comparison of the key instead of hashing it and looking it up.
-            let hinted = self.state.last_ids.get(index).copied().filter(|&id| {
-                id != NO_SERIES && catalog.entries.get(id as usize).is_some_and(|entry| entry.key == *key)
-            });
+            if previous.is_some_and(|previous| key < previous) {
+                cursor = 0;
+            }
+            previous = Some(key);
+            let hinted = loop {
+                let Some(&last_id) = last.get(cursor) else { break None };
+                let Some(entry) = catalog.entries.get(last_id as usize) else {
+                    cursor += 1; // NO_SERIES, an empty entry
+                    continue;
+                };
+                if entry.key == *key {
+                    cursor += 1;
+                    break Some(last_id);
+                }
+                if entry.key < *key {
+                    cursor += 1;
+                    continue;
+                }
+                break None;
+            };
             let id = match hinted.or_else(|| catalog.ids.get(key).or_else(|| new_ids.get(key)).copied()) {
                 Some(id) => id,
                 None => {
@@ -457,5 +480,49 @@ mod tests {
         assert!(replica.check_staged_ids(&staged(vec![(0, a.clone()), (1, b.clone())])).is_ok());
         let error = replica.check_staged_ids(&staged(vec![(0, a), (2, b)])).unwrap_err();
         assert!(matches!(error, ReplicaError::CatalogOutOfStep { staged_id: 2, next_id: 1, .. }), "{error}");
+    }
+
+    /// Apply finds each key among the last segment's by a cursor; whichever series come and go
+    /// (in one or several sorted runs, empty or not), every key keeps the id it got first and no
+    /// two share one.
+    #[test]
+    fn each_key_keeps_its_id_whichever_series_come_and_go_between_segments() {
+        use diode_common::record::{Quality, Value};
+        use diode_common::rng::SeededRng;
+        use std::collections::HashMap;
+
+        let directory = tempfile::tempdir().unwrap();
+        let mut replica = Replica::open(directory.path()).unwrap();
+        let keys: Vec<SeriesKey> = (0..40).map(|n| SeriesKey::new(format!("plant/s{n:02}"))).collect();
+        let mut rng = SeededRng::new(17);
+        let mut ids: HashMap<SeriesKey, u32> = HashMap::new();
+        for round in 0..60 {
+            // One to three runs, each sorted by key, as a segment merged from spool frames lists them.
+            let runs = 1 + rng.below(3) as usize;
+            let mut series: Vec<SeriesColumns> = Vec::new();
+            for key in (0..runs).flat_map(|_| &keys) {
+                if rng.chance(0.7) {
+                    let mut columns = SeriesColumns::new(key.clone());
+                    if !rng.chance(0.1) {
+                        columns.push(round, Value::F64(1.0), Quality::GOOD);
+                    }
+                    series.push(columns);
+                }
+            }
+            let (mut batch, mut staged) = (WriteBatch::default(), Staged::default());
+            let by_id = replica.stage_series_ids(&mut batch, &mut staged, &series).unwrap();
+            assert_eq!(by_id.len(), series.iter().filter(|columns| !columns.is_empty()).count());
+            for &(id, index) in &by_id {
+                let first = *ids.entry(series[index].key.clone()).or_insert(id);
+                assert_eq!(id, first, "round {round}: {} changed its id", series[index].key);
+            }
+            replica.check_staged_ids(&staged).unwrap();
+            replica.commit(staged);
+        }
+        let mut distinct: Vec<u32> = ids.values().copied().collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), ids.len(), "two keys share an id");
+        assert_eq!(ids.len(), keys.len());
     }
 }

@@ -126,9 +126,9 @@ pub(crate) struct State {
     /// Buckets waiting to be merged once their hour closes.
     pub(crate) pending: PendingMerges,
     /// The series id of each entry of the last applied segment's payload, by position
-    /// ([`NO_SERIES`] for an empty entry): a plant's segments list the same series in the same
-    /// order, so apply tries the id at the same position first, and takes it only if the
-    /// catalog's entry under that id is the same key.
+    /// ([`NO_SERIES`] for an empty entry): a plant's segments list mostly the same series, sorted
+    /// by key, so apply looks for each key among these first (moving a cursor forward), and takes
+    /// an id only if the catalog's entry under it is the same key.
     pub(crate) last_ids: Vec<u32>,
 }
 
