@@ -25,7 +25,7 @@ use crate::layout::{
     SERIES_IDENTITY, SERIES_STATISTICS, STREAM_SEEN_IN_SEGMENT, SegmentKey, SeriesStatistics,
 };
 use crate::open::Replica;
-use crate::state::{CatalogEntry, NO_SERIES, StatisticsJournal, StreamState};
+use crate::state::{CatalogEntry, StatisticsJournal, StreamState, key_address};
 
 /// Most series one replica catalogues. The catalog is held in memory (about 150 bytes a series
 /// plus names), so the bound keeps it under a few GiB; plants have far fewer tags.
@@ -238,37 +238,20 @@ impl Replica {
         let mut canonical_key = Vec::with_capacity(256);
         let mut new_ids: foldhash::HashMap<&SeriesKey, u32> = foldhash::HashMap::default();
         let mut by_id: Vec<(u32, usize)> = Vec::with_capacity(series.len());
-        staged.ids_by_position = vec![NO_SERIES; series.len()];
-        // A cursor over the last segment's entries: a payload lists its series in runs sorted by
-        // key (one run per spool frame the segment merged), so each key is found among the last
-        // segment's by moving forward, from the start again when a new run begins, with
-        // comparisons (by pointer, when the decoder reused the key) instead of hashing it and
-        // looking it up, whichever series come and go between segments.
-        let last = &self.state.last_ids;
-        let mut cursor = 0;
-        let mut previous: Option<&SeriesKey> = None;
+        // The decoder gives a series the same key (the same allocation) in consecutive segments,
+        // so the last segment's ids by key address find most ids with a hash of one word; an id is
+        // taken only if the catalog's entry under it is this key (by pointer, or else by content,
+        // so an address reused by another key since is never trusted).
+        let mut ids_by_address = foldhash::HashMap::with_capacity_and_hasher(series.len(), Default::default());
         for (index, columns) in series.iter().enumerate().filter(|(_, columns)| !columns.is_empty()) {
             let key = &columns.key;
-            if previous.is_some_and(|previous| key < previous) {
-                cursor = 0;
-            }
-            previous = Some(key);
-            let hinted = loop {
-                let Some(&last_id) = last.get(cursor) else { break None };
-                let Some(entry) = catalog.entries.get(last_id as usize) else {
-                    cursor += 1; // NO_SERIES, an empty entry
-                    continue;
-                };
-                if entry.key == *key {
-                    cursor += 1;
-                    break Some(last_id);
-                }
-                if entry.key < *key {
-                    cursor += 1;
-                    continue;
-                }
-                break None;
-            };
+            let address = key_address(key);
+            let hinted = self
+                .state
+                .last_ids
+                .get(&address)
+                .copied()
+                .filter(|&id| catalog.entries.get(id as usize).is_some_and(|entry| entry.key == *key));
             let id = match hinted.or_else(|| catalog.ids.get(key).or_else(|| new_ids.get(key)).copied()) {
                 Some(id) => id,
                 None => {
@@ -289,8 +272,9 @@ impl Replica {
                 }
             };
             by_id.push((id, index));
-            staged.ids_by_position[index] = id;
+            ids_by_address.insert(address, id);
         }
+        staged.ids_by_address = ids_by_address;
         // Ascending series ids (payload order within one id): the batch then inserts keys in
         // ascending order, which RocksDB's memtable skip list does far faster than scattered keys.
         // A payload may list one series several times; its entries become one group.
@@ -437,7 +421,7 @@ impl Replica {
         if let Some((key, stream)) = staged.stream {
             self.state.streams.insert(key, stream);
         }
-        self.state.last_ids = staged.ids_by_position;
+        self.state.last_ids = staged.ids_by_address;
         let pending = &mut self.state.pending;
         for bucket in staged.touched {
             pending.buckets.insert(bucket, staged.applied_at_ns);
@@ -463,8 +447,8 @@ struct Staged {
     touched: Vec<(i64, u32)>,
     /// When the segment was applied (the caller's clock).
     applied_at_ns: i64,
-    /// The id of each payload entry, by position (see `State::last_ids`).
-    ids_by_position: Vec<u32>,
+    /// The id of each key of the payload, by its address (see `State::last_ids`).
+    ids_by_address: foldhash::HashMap<usize, u32>,
 }
 
 #[cfg(test)]
@@ -482,9 +466,9 @@ mod tests {
         assert!(matches!(error, ReplicaError::CatalogOutOfStep { staged_id: 2, next_id: 1, .. }), "{error}");
     }
 
-    /// Apply finds each key among the last segment's by a cursor; whichever series come and go
-    /// (in one or several sorted runs, empty or not), every key keeps the id it got first and no
-    /// two share one.
+    /// Apply finds most ids by the address of the last segment's keys; whichever series come and
+    /// go (in one or several runs, empty or not, keys shared or not), every key keeps the id it got
+    /// first and no two share one.
     #[test]
     fn each_key_keeps_its_id_whichever_series_come_and_go_between_segments() {
         use diode_common::record::{Quality, Value};
@@ -502,7 +486,10 @@ mod tests {
             let mut series: Vec<SeriesColumns> = Vec::new();
             for key in (0..runs).flat_map(|_| &keys) {
                 if rng.chance(0.7) {
-                    let mut columns = SeriesColumns::new(key.clone());
+                    // A fresh allocation half the time: the last segment's addresses are then
+                    // freed and reused by other keys, which the hint must never trust.
+                    let key = if rng.chance(0.5) { SeriesKey::new(key.name.to_string()) } else { key.clone() };
+                    let mut columns = SeriesColumns::new(key);
                     if !rng.chance(0.1) {
                         columns.push(round, Value::F64(1.0), Quality::GOOD);
                     }

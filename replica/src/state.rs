@@ -125,15 +125,18 @@ pub(crate) struct State {
     pub(crate) counters: Counters,
     /// Buckets waiting to be merged once their hour closes.
     pub(crate) pending: PendingMerges,
-    /// The series id of each entry of the last applied segment's payload, by position
-    /// ([`NO_SERIES`] for an empty entry): a plant's segments list mostly the same series, sorted
-    /// by key, so apply looks for each key among these first (moving a cursor forward), and takes
-    /// an id only if the catalog's entry under it is the same key.
-    pub(crate) last_ids: Vec<u32>,
+    /// The series id of each key of the last applied segment's payload, by the address of its
+    /// name ([`key_address`]): the decoder gives a series the same key in consecutive segments,
+    /// so apply looks there first, and takes an id only if the catalog's entry under it is the
+    /// same key.
+    pub(crate) last_ids: foldhash::HashMap<usize, u32>,
 }
 
-/// In [`State::last_ids`], an entry that named no series.
-pub(crate) const NO_SERIES: u32 = u32::MAX;
+/// Where `key`'s name is allocated: equal for two clones of one key, and a hint only (an address
+/// is reused once its key is freed).
+pub(crate) fn key_address(key: &SeriesKey) -> usize {
+    std::sync::Arc::as_ptr(&key.name).cast::<u8>().addr()
+}
 
 /// Buckets waiting to be merged, in memory: by (bucket start, series id), when the last apply that
 /// wrote into each was applied (`i64::MIN` for a bucket marked before the replica was opened).
