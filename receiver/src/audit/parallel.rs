@@ -40,8 +40,9 @@ pub(super) fn in_batches<T: Sync, R: Send>(
     work: impl Fn(&[T]) -> R + Sync,
 ) -> Vec<R> {
     let batches: Vec<&[T]> = items.chunks(batch.max(1)).collect();
-    let threads = threads.clamp(1, batches.len().max(1));
-    if threads == 1 {
+    // One pool per configured count, whatever the number of batches: a pool per smaller count
+    // would keep idle threads for the life of the process.
+    if threads <= 1 || batches.len() <= 1 {
         return batches.into_iter().map(work).collect();
     }
     // One batch per task (`with_max_len(1)`): a free thread takes the next, and `collect` on an
@@ -53,8 +54,7 @@ pub(super) fn in_batches<T: Sync, R: Send>(
 /// decoded segments are millions of small blocks, and freeing them on the calling thread alone
 /// left the other cores idle between windows (a sixth of the audit's wall time on two threads).
 pub(super) fn drop_all<T: Send>(items: Vec<T>, threads: usize) {
-    let threads = threads.clamp(1, items.len().max(1));
-    if threads == 1 {
+    if threads <= 1 || items.len() <= 1 {
         drop(items);
         return;
     }

@@ -37,7 +37,8 @@ use super::options::{VerifyOptions, progress_bar};
 use super::parallel;
 use super::report::PointTotals;
 use super::signed::{
-    SignedPart as Part, SignedSegment, common_values, qualities_equal, rows_in_window, values_equal, write_order,
+    SignedPart as Part, SignedSegment, common_values, leading_equal, qualities_equal, rows_in_window, values_equal,
+    write_order,
 };
 
 /// One decoded segment, holding the series of one pass.
@@ -540,17 +541,9 @@ impl<'a, 'p> Winners<'a, 'p> {
         let count = count.min(block.len() - row);
         // Whole stretches are compared first (most agree entirely), row by row only when not.
         let (times, stored_times) = (&signed.timestamps_ns[from..from + count], &block.timestamps_ns[row..row + count]);
-        let count = if times == stored_times {
-            count
-        } else {
-            times.iter().zip(stored_times).take_while(|(a, b)| a == b).count()
-        };
+        let count = leading_equal(times, stored_times, times == stored_times);
         let (qualities, stored_qualities) = (&signed.qualities[from..from + count], &block.qualities[row..row + count]);
-        let count = if qualities_equal(qualities, stored_qualities) {
-            count
-        } else {
-            qualities.iter().zip(stored_qualities).take_while(|(a, b)| a == b).count()
-        };
+        let count = leading_equal(qualities, stored_qualities, qualities_equal(qualities, stored_qualities));
         common_values(&signed.values, from, &block.values, row, count)
     }
 }

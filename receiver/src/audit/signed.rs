@@ -64,8 +64,6 @@ pub(super) fn value_at_equals(values: &Values, row: usize, other: &Value) -> boo
     }
 }
 
-/// Whether row `i` of `a` and row `j` of `b` hold the same value, bit for bit, as
-/// [`value_at_equals`] judges it, without building a [`Value`] when both columns have one kind.
 /// Whether two runs of qualities are equal. Compared with one test at the end, not one per row:
 /// a slice of a newtype is compared element by element with an early exit, which does not
 /// vectorise (it was a tenth of the comparisons' time).
@@ -73,6 +71,14 @@ pub(super) fn qualities_equal(a: &[Quality], b: &[Quality]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0, |differ, (a, b)| differ | (a.0 ^ b.0)) == 0
 }
 
+/// How many leading rows of `a` and `b` are equal, given whether all of them are (`all_equal`,
+/// found by a comparison of the whole runs that vectorises): row by row only when not.
+pub(super) fn leading_equal<T: PartialEq>(a: &[T], b: &[T], all_equal: bool) -> usize {
+    if all_equal { a.len().min(b.len()) } else { a.iter().zip(b).take_while(|(a, b)| a == b).count() }
+}
+
+/// Whether row `i` of `a` and row `j` of `b` hold the same value, bit for bit, as
+/// [`value_at_equals`] judges it, without building a [`Value`] when both columns have one kind.
 pub(super) fn values_equal(a: &Values, i: usize, b: &Values, j: usize) -> bool {
     match (a, b) {
         (Values::F64(x), Values::F64(y)) => x[i].to_bits() == y[j].to_bits(),
@@ -127,7 +133,10 @@ mod tests {
                 let mut changed = run.clone();
                 changed[row].0 ^= 1 << bit;
                 assert!(!qualities_equal(&run, &changed), "row {row}, bit {bit}");
+                assert_eq!(leading_equal(&run, &changed, false), row);
             }
         }
+        assert_eq!(leading_equal(&run, &run, true), run.len());
+        assert_eq!(leading_equal(&run, &run[..40], false), 40);
     }
 }
