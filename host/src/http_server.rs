@@ -18,6 +18,11 @@
 //!   after a back-off of 10 ms doubling to 1 s; out of descriptors, the longest idle connection is
 //!   closed first to make room. The listener never stops.
 //!
+//! - **Accept queue** ([`bind`]): 4,096 connections deep (as far as `net.core.somaxconn` allows)
+//!   instead of tokio's 1,024, so a burst of connects queues while the accept loop makes room
+//!   rather than having its handshakes dropped, which a working client would see as a connect
+//!   timeout.
+//!
 //! Request bodies are the handler's business (the sender's ingest bounds their size and read
 //! time); these limits hold for every route.
 
@@ -305,6 +310,19 @@ impl AsyncWrite for GuardedStream {
     fn poll_shutdown(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         self.get_mut().guard_write(context, |stream, context| stream.poll_shutdown(context))
     }
+}
+
+/// How many finished handshakes the kernel keeps for the accept loop (it caps this at
+/// `net.core.somaxconn`).
+pub const ACCEPT_QUEUE: u32 = 4_096;
+
+/// A TCP listener on `listen` with an [`ACCEPT_QUEUE`]-deep accept queue and `SO_REUSEADDR` (as
+/// `TcpListener::bind` sets it), for [`serve`] and the appliances' other TCP listeners.
+pub async fn bind(listen: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if listen.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(listen)?;
+    socket.listen(ACCEPT_QUEUE)
 }
 
 /// Serves `app` on `listener` with `limits` until the task running it is dropped. `setting`

@@ -73,7 +73,7 @@ pub fn app(shared: Arc<Shared>, config: &HttpConfig) -> axum::Router {
 
 /// The listener for [`serve`] (`http.listen`).
 pub async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener, HttpError> {
-    tokio::net::TcpListener::bind(listen).await.map_err(|source| HttpError::Listen { listen, source })
+    diode_host::http_server::bind(listen).await.map_err(|source| HttpError::Listen { listen, source })
 }
 
 /// Serves every route on `listener` with `config`'s token and limits, for ever.

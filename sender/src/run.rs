@@ -218,20 +218,14 @@ impl Listeners {
     /// Binds every address `[metrics]` and `[ingest]` name; the first that cannot be bound is the
     /// error, naming its setting.
     async fn bind(config: &SenderConfig) -> anyhow::Result<Listeners> {
-        use tokio::net::{TcpListener, UdpSocket};
+        use diode_host::http_server::bind;
+        use tokio::net::UdpSocket;
         let ingest = &config.ingest;
         Ok(Listeners {
-            metrics: bind_if_set(config.metrics.listen, TcpListener::bind, "metrics", "metrics.listen").await?,
+            metrics: bind_if_set(config.metrics.listen, bind, "metrics", "metrics.listen").await?,
             ingest: IngestListeners {
-                http: bind_if_set(
-                    ingest.http_listen,
-                    TcpListener::bind,
-                    "line protocol over HTTP",
-                    "ingest.http_listen",
-                )
-                .await?,
-                tcp: bind_if_set(ingest.tcp_listen, TcpListener::bind, "line protocol over TCP", "ingest.tcp_listen")
-                    .await?,
+                http: bind_if_set(ingest.http_listen, bind, "line protocol over HTTP", "ingest.http_listen").await?,
+                tcp: bind_if_set(ingest.tcp_listen, bind, "line protocol over TCP", "ingest.tcp_listen").await?,
                 udp: bind_if_set(ingest.udp_listen, UdpSocket::bind, "line protocol over UDP", "ingest.udp_listen")
                     .await?,
             },
