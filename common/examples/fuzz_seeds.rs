@@ -2,10 +2,11 @@
 //! (a random byte string almost never carries a valid signature or a consistent tracker).
 //!
 //! `cargo run --release -p diode-common --example fuzz_seeds -- fuzz/seeds` writes
-//! `open_proof/`, `open_segment/` and `sequence_tracker/` under the given directory. Everything
-//! is signed with the key the fuzz targets trust (`SenderKey::from_seed([7; 32])`) and is
-//! deterministic, so the committed seeds are reproducible byte for byte. Each proof is checked
-//! before it is written.
+//! `decode_payload/`, `open_proof/`, `open_segment/` and `sequence_tracker/` under the given
+//! directory. Everything is signed with the key the fuzz targets trust
+//! (`SenderKey::from_seed([7; 32])`) and is deterministic, so the committed seeds are reproducible
+//! byte for byte (and change when the payload format does). Each proof is checked before it is
+//! written.
 
 use std::path::{Path, PathBuf};
 
@@ -112,6 +113,7 @@ fn main() {
     let chain = sample_chain(&key);
     for (index, segment) in chain.iter().enumerate() {
         write(&root.join("open_segment"), &format!("segment-{}.seg", index + 1), &segment.to_bytes());
+        write(&root.join("decode_payload"), &format!("payload-{}.bin", index + 1), &segment.payload);
     }
     proofs(&root.join("open_proof"), &key, &chain);
     trackers(&root.join("sequence_tracker"));
