@@ -23,7 +23,6 @@
 //! segment that never wrote it.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
 use std::ops::Range;
 
 use diode_common::codec::{SeriesColumns, decode_columns};
@@ -119,13 +118,51 @@ fn order_of(bucket_start_ns: i64, segment: SegmentKey) -> ChunkOrder {
     (bucket_start_ns, segment.epoch, segment.sequence, segment.sender_id)
 }
 
+/// The chunks signed parts must have produced in a window ([`expected_chunks`]), each taken at most
+/// once as a stored chunk claims it; what is left was never stored.
+#[derive(Debug, PartialEq)]
+struct ExpectedChunks {
+    /// Every chunk's runs, sorted by chunk and then by (part, first row): a chunk's runs in write
+    /// order, as apply wrote them. One flat vector rather than a map of vectors: a series has a
+    /// chunk per segment per window, and building a map of them was a twentieth of the audit.
+    runs: Vec<(ChunkOrder, Run)>,
+    /// Per entry of `runs`, whether its chunk was taken.
+    taken: Vec<bool>,
+}
+
+impl ExpectedChunks {
+    /// The runs of chunk `order`, unless there are none or they were taken already.
+    fn take(&mut self, order: ChunkOrder) -> Option<Vec<Run>> {
+        let start = self.runs.partition_point(|(chunk, _)| *chunk < order);
+        let end = start + self.runs[start..].partition_point(|(chunk, _)| *chunk == order);
+        if start == end || self.taken[start] {
+            return None;
+        }
+        self.taken[start..end].fill(true);
+        Some(self.runs[start..end].iter().map(|&(_, run)| run).collect())
+    }
+
+    /// The chunks not taken, in order, each with its runs.
+    fn into_left(self) -> Vec<(ChunkOrder, Vec<Run>)> {
+        let mut left: Vec<(ChunkOrder, Vec<Run>)> = Vec::new();
+        for ((chunk, run), taken) in self.runs.into_iter().zip(self.taken) {
+            match left.last_mut() {
+                _ if taken => {}
+                Some((last, runs)) if *last == chunk => runs.push(run),
+                _ => left.push((chunk, vec![run])),
+            }
+        }
+        left
+    }
+}
+
 /// The chunks the signed `parts` (in write order) must have produced in `window`, each as runs of
 /// rows in input order: what apply wrote, restricted to the window.
-fn expected_chunks(parts: &[SignedPart<'_>], window: (i64, i64)) -> BTreeMap<ChunkOrder, Vec<Run>> {
-    let mut expected: BTreeMap<ChunkOrder, Vec<Run>> = BTreeMap::new();
+fn expected_chunks(parts: &[SignedPart<'_>], window: (i64, i64)) -> ExpectedChunks {
+    let mut runs: Vec<(ChunkOrder, Run)> = Vec::with_capacity(parts.len());
     for (part_index, part) in parts.iter().enumerate() {
         let mut close = |(bucket_start_ns, start, end): (i64, u32, u32)| {
-            expected.entry(order_of(bucket_start_ns, part.segment)).or_default().push((part_index as u32, start, end));
+            runs.push((order_of(bucket_start_ns, part.segment), (part_index as u32, start, end)));
         };
         if part.ascending {
             // The rows in the window are one range, cut at each bucket's end by binary search.
@@ -174,7 +211,12 @@ fn expected_chunks(parts: &[SignedPart<'_>], window: (i64, i64)) -> BTreeMap<Chu
             close(closed);
         }
     }
-    expected
+    // Runs were added part by part, each part's in row order, so sorting by (chunk, part, first
+    // row) keeps each chunk's runs in write order; parts come in write order and mostly lie in one
+    // bucket, so this is usually sorted already.
+    runs.sort_unstable();
+    let taken = vec![false; runs.len()];
+    ExpectedChunks { runs, taken }
 }
 
 /// Whether row `i` of `a` and row `j` of `b` hold the same time, value (bit for bit) and quality.
@@ -343,11 +385,11 @@ pub(super) fn check_series(
         let Ok(key) = chunk.key else { continue };
         check.totals.chunks_checked += 1;
         // Expected or not, a chunk that does not decode is named once, as unreadable.
-        let runs = expected.remove(&order_of(key.bucket_start_ns, segment_of(&key)));
+        let runs = expected.take(order_of(key.bucket_start_ns, segment_of(&key)));
         let Some(stored) = check.decode(key, chunk.value) else { continue };
         check.stored_chunk(key, &stored, Expectation { parts, runs });
     }
-    for (order, runs) in expected {
+    for (order, runs) in expected.into_left() {
         check.absent_chunk(order, Expectation { parts, runs: Some(runs) });
     }
 }
@@ -391,7 +433,7 @@ pub(super) struct SeriesChunks<'r, 'a, 'p> {
     info: &'a SeriesInfo,
     parts: &'a [SignedPart<'p>],
     window: (i64, i64),
-    expected: BTreeMap<ChunkOrder, Vec<Run>>,
+    expected: ExpectedChunks,
     checked: u64,
     matched: u64,
     /// Stored chunks that differ from what their segment wrote: key, rows in the window, the
@@ -431,7 +473,7 @@ impl<'r, 'a, 'p> SeriesChunks<'r, 'a, 'p> {
     /// Compares one decoded stored chunk with what its segment wrote.
     fn check(&mut self, key: PointKey, stored: &SeriesColumns) {
         self.checked += 1;
-        let runs = self.expected.remove(&order_of(key.bucket_start_ns, segment_of(&key)));
+        let runs = self.expected.take(order_of(key.bucket_start_ns, segment_of(&key)));
         let expectation = Expectation { parts: self.parts, runs };
         if expectation.matches(stored, self.window) {
             self.matched += u64::from(expectation.runs.is_some());
@@ -452,7 +494,7 @@ impl<'r, 'a, 'p> SeriesChunks<'r, 'a, 'p> {
         for (key, stored_rows, runs) in self.differing {
             check.differing_chunk(key, stored_rows, Expectation { parts: self.parts, runs });
         }
-        for (order, runs) in self.expected {
+        for (order, runs) in self.expected.into_left() {
             check.absent_chunk(order, Expectation { parts: self.parts, runs: Some(runs) });
         }
     }
@@ -666,6 +708,31 @@ mod tests {
             };
             assert_eq!(expected_chunks(&marked(true), window), expected_chunks(&marked(false), window), "case {case}");
         }
+    }
+
+    #[test]
+    fn each_expected_chunk_is_taken_once_with_its_runs_in_write_order_and_the_rest_are_left() {
+        let columns = SeriesColumns::new(SeriesKey::new("s"));
+        let at = |bucket: i64, sequence: u64, rows: &[i64]| {
+            let mut columns = columns.clone();
+            for &row in rows {
+                columns.push(bucket * BUCKET_NS + row, Value::F64(0.0), Quality(0));
+            }
+            (columns, SegmentKey { sender_id: 1, epoch: 1, sequence })
+        };
+        // Segment 2 writes to bucket 0 (part 0), bucket 1 (part 1) and bucket 0 again (part 3);
+        // segment 1, listed between them, to bucket 0 (part 2).
+        let written = [at(0, 2, &[5, 6]), at(1, 2, &[1]), at(0, 1, &[2]), at(0, 2, &[8])];
+        let parts: Vec<SignedPart<'_>> = written
+            .iter()
+            .map(|(columns, segment)| SignedPart { columns, segment: *segment, ascending: true })
+            .collect();
+        let mut expected = expected_chunks(&parts, (i64::MIN, i64::MAX));
+        let order = |bucket: i64, sequence: u64| (bucket * BUCKET_NS, 1, sequence, 1);
+        assert_eq!(expected.take(order(0, 2)), Some(vec![(0, 0, 2), (3, 0, 1)]));
+        assert_eq!(expected.take(order(0, 2)), None, "taken once");
+        assert_eq!(expected.take(order(5, 2)), None, "never written");
+        assert_eq!(expected.into_left(), vec![(order(0, 1), vec![(2, 0, 1)]), (order(1, 2), vec![(1, 0, 1)])]);
     }
 
     #[test]

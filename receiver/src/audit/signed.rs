@@ -93,7 +93,12 @@ pub(super) fn values_equal(a: &Values, i: usize, b: &Values, j: usize) -> bool {
 /// bit, as [`values_equal`] judges them row by row.
 pub(super) fn values_equal_rows(a: &Values, a_rows: Range<usize>, b: &Values, b_rows: Range<usize>) -> bool {
     match (a, b) {
-        (Values::F64(x), Values::F64(y)) => x[a_rows].iter().zip(&y[b_rows]).all(|(x, y)| x.to_bits() == y.to_bits()),
+        // Bits XORed and ORed together, tested once at the end (as `qualities_equal`: an early
+        // exit per row does not vectorise).
+        (Values::F64(x), Values::F64(y)) => {
+            let (x, y) = (&x[a_rows], &y[b_rows]);
+            x.len() == y.len() && x.iter().zip(y).fold(0, |differ, (x, y)| differ | (x.to_bits() ^ y.to_bits())) == 0
+        }
         (Values::I64(x), Values::I64(y)) => x[a_rows] == y[b_rows],
         (Values::Bool(x), Values::Bool(y)) => x[a_rows] == y[b_rows],
         (Values::String(x), Values::String(y)) => x[a_rows] == y[b_rows],
@@ -138,5 +143,22 @@ mod tests {
         }
         assert_eq!(leading_equal(&run, &run, true), run.len());
         assert_eq!(leading_equal(&run, &run[..40], false), 40);
+    }
+
+    #[test]
+    fn float_rows_are_equal_only_bit_for_bit() {
+        // Row 12 holds 0.0, which must differ from -0.0.
+        let run: Vec<f64> = (0..100).map(|row| f64::from(row) * 0.25 - 3.0).collect();
+        let values = Values::F64(run.clone());
+        assert!(values_equal_rows(&values, 0..100, &Values::F64(run.clone()), 0..100));
+        assert!(values_equal_rows(&values, 10..30, &Values::F64(run[10..30].to_vec()), 0..20));
+        for (row, other) in [(0, 3.0), (12, -0.0), (99, f64::NAN), (50, f64::from_bits(run[50].to_bits() ^ 1))] {
+            let mut changed = run.clone();
+            changed[row] = other;
+            assert!(!values_equal_rows(&values, 0..100, &Values::F64(changed), 0..100), "row {row}");
+        }
+        let nan = |payload: u64| f64::from_bits(f64::NAN.to_bits() | payload);
+        assert!(values_equal_rows(&Values::F64(vec![nan(1)]), 0..1, &Values::F64(vec![nan(1)]), 0..1));
+        assert!(!values_equal_rows(&Values::F64(vec![nan(1)]), 0..1, &Values::F64(vec![nan(2)]), 0..1));
     }
 }
