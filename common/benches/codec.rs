@@ -94,6 +94,17 @@ struct Case {
     records: usize,
 }
 
+/// Grouping a 50,000-record segment's records by series (what the sender does to each spool frame),
+/// over and over on one thread, as the sender's accepting thread does.
+fn grouping(c: &mut Criterion) {
+    let records = plant_records(2_000, 25.0, 1_000);
+    let mut group = c.benchmark_group("group");
+    group.sample_size(10).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
+    group.throughput(Throughput::Elements(records.len() as u64));
+    group.bench_function("group_records_50k", |b| b.iter(|| group_records(black_box(&records))));
+    group.finish();
+}
+
 fn cases() -> Vec<Case> {
     // 2,000 series with about 25 samples each: a busy 1 s segment.
     let segment = group_records(&plant_records(2_000, 25.0, 1_000));
@@ -149,5 +160,5 @@ fn codec(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, codec);
+criterion_group!(benches, codec, grouping);
 criterion_main!(benches);

@@ -11,15 +11,21 @@ use super::SeriesColumns;
 /// Groups records by series, in order of each series' first appearance. Within a series the input
 /// order is kept: late, out-of-order and duplicate timestamps are normal and round-trip as they are.
 pub fn group_records(records: &[Record]) -> Vec<SeriesColumns> {
+    // As many series as the thread's last call found (a source's frames mostly hold the same
+    // series), at most one per record: the maps and the groups start at that size instead of
+    // growing from empty (rehashing was a sixth of grouping a 5,000-series frame).
+    let expected_series = LAST_GROUP_COUNT.get().min(records.len());
     // foldhash rather than SipHash: hashing each record's key was a tenth of the sender's CPU.
-    let mut index_of: foldhash::HashMap<&SeriesKey, usize> = foldhash::HashMap::default();
+    let mut index_of: foldhash::HashMap<&SeriesKey, usize> =
+        foldhash::HashMap::with_capacity_and_hasher(expected_series, Default::default());
     // Records of one series usually share its key's text (sources clone one key), so most are
     // found by the key's identity, two words, without hashing or comparing its text. Exact: every
     // record is borrowed for the whole call, so no identity is reused by another key meanwhile.
-    let mut index_of_identity: foldhash::HashMap<(usize, usize), usize> = foldhash::HashMap::default();
+    let mut index_of_identity: foldhash::HashMap<(usize, usize), usize> =
+        foldhash::HashMap::with_capacity_and_hasher(expected_series, Default::default());
     // First pass: each record's group, and each group's first record and size, so the columns
     // are allocated once at their final size.
-    let mut first_and_count: Vec<(usize, usize)> = Vec::new();
+    let mut first_and_count: Vec<(usize, usize)> = Vec::with_capacity(expected_series);
     let mut slots: Vec<usize> = Vec::with_capacity(records.len());
     let mut previous: Option<((usize, usize), usize)> = None;
     for (position, record) in records.iter().enumerate() {
@@ -52,7 +58,13 @@ pub fn group_records(records: &[Record]) -> Vec<SeriesColumns> {
     for (record, &index) in records.iter().zip(&slots) {
         groups[index].push(record.timestamp_ns, record.value.clone(), record.quality);
     }
+    LAST_GROUP_COUNT.set(groups.len());
     groups
+}
+
+thread_local! {
+    /// How many series [`group_records`] found in its last call on this thread: only a size hint.
+    static LAST_GROUP_COUNT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Groups records by series as they come, into frames of at most `max_records` records each:
