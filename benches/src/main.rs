@@ -37,26 +37,7 @@ enum Command {
         loss: f64,
     },
     /// Sustained throughput: the simulator runs flat out; prints points/s, wire bytes and CPU.
-    Throughput {
-        #[arg(long, default_value_t = 2_000_000)]
-        points: u64,
-        #[arg(long, default_value_t = 2_000)]
-        series: usize,
-        /// Fraction of datagrams the relay drops.
-        #[arg(long, default_value_t = 0.0)]
-        loss: f64,
-        #[arg(long, default_value_t = 0.2)]
-        overhead: f64,
-        #[arg(long, default_value_t = 800.0)]
-        rate_mbit_s: f64,
-        /// Seal on a thread of its own (`segments.sealer_thread`); false seals on the simulator's.
-        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-        sealer_thread: bool,
-        /// Threads encoding segments for the sealing thread (`segments.encoder_threads`; unset:
-        /// the sender's default, one per core).
-        #[arg(long)]
-        encoder_threads: Option<usize>,
-    },
+    Throughput(ThroughputArgs),
     /// A plant running live: the simulator in real time, segments sealed by age (1 s), so each
     /// segment holds about one point per series; prints bytes per point in the sender's segment
     /// log, on the wire and in the replica (as written, then compacted), and a count over it all.
@@ -78,12 +59,36 @@ enum Command {
     },
 }
 
+#[derive(clap::Args, Clone, Copy)]
+struct ThroughputArgs {
+    #[arg(long, default_value_t = 2_000_000)]
+    points: u64,
+    #[arg(long, default_value_t = 2_000)]
+    series: usize,
+    /// Fraction of datagrams the relay drops.
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    #[arg(long, default_value_t = 0.2)]
+    overhead: f64,
+    #[arg(long, default_value_t = 800.0)]
+    rate_mbit_s: f64,
+    /// Seal on a thread of its own (`segments.sealer_thread`); false seals on the simulator's.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    sealer_thread: bool,
+    /// Threads encoding segments for the sealing thread (`segments.encoder_threads`; unset:
+    /// the sender's default, one per core).
+    #[arg(long)]
+    encoder_threads: Option<usize>,
+    /// Then print the replica's bytes per point as written, compacted, and with every hour
+    /// merged (as the receiver does once each closes), with a count over each.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    replica_size: bool,
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Demo { dir, seconds, loss } => demo(dir, seconds, loss),
-        Command::Throughput { points, series, loss, overhead, rate_mbit_s, sealer_thread, encoder_threads } => {
-            throughput(points, series, loss, overhead, rate_mbit_s, sealer_thread, encoder_threads)
-        }
+        Command::Throughput(args) => throughput(&args),
         Command::Live { series, rate_hz, seconds, loss } => live(series, rate_hz, seconds, loss),
         Command::LossTable { points } => loss_table(points),
     }
@@ -230,9 +235,11 @@ struct Measurement {
     /// What generating the simulator's records cost the sender.
     generating_cpu: Option<f64>,
     exact: bool,
+    /// The lab and its folder, kept when asked for, to look at the replica after the run.
+    kept: Option<(Lab, tempfile::TempDir)>,
 }
 
-fn measure(options: LabOptions) -> anyhow::Result<Measurement> {
+fn measure(options: LabOptions, keep: bool) -> anyhow::Result<Measurement> {
     let dir = tempfile::Builder::new().prefix("diode-bench-").tempdir()?;
     let points = options.max_records;
     let mut lab = Lab::new(dir.path(), options)?;
@@ -293,18 +300,13 @@ fn measure(options: LabOptions) -> anyhow::Result<Measurement> {
         receiver_threads,
         generating_cpu,
         exact: verification.is_exact(),
+        kept: keep.then_some((lab, dir)),
     })
 }
 
-fn throughput(
-    points: u64,
-    series: usize,
-    loss: f64,
-    overhead: f64,
-    rate_mbit_s: f64,
-    sealer_thread: bool,
-    encoder_threads: Option<usize>,
-) -> anyhow::Result<()> {
+fn throughput(args: &ThroughputArgs) -> anyhow::Result<()> {
+    let ThroughputArgs { points, series, loss, overhead, rate_mbit_s, sealer_thread, encoder_threads, replica_size } =
+        *args;
     let options = LabOptions {
         series,
         max_records: points,
@@ -319,7 +321,7 @@ fn throughput(
         encoder_threads,
         ..LabOptions::default()
     };
-    let m = measure(options)?;
+    let m = measure(options, replica_size)?;
     println!(
         "throughput on loopback, both appliances on this machine ({} cores)",
         std::thread::available_parallelism().map_or(0, |n| n.get())
@@ -359,6 +361,9 @@ fn throughput(
     );
     println!("  by thread                   {}", describe_threads(&m.receiver_threads));
     anyhow::ensure!(m.exact, "the replica is not exact");
+    if let Some((lab, _dir)) = &m.kept {
+        replica_bytes(lab, m.points)?;
+    }
     Ok(())
 }
 
@@ -421,6 +426,17 @@ fn live(series: usize, rate_hz: f64, seconds: u64, loss: f64) -> anyhow::Result<
         receiver_cpu,
         receiver_cpu * 1e6 / points as f64
     );
+    replica_bytes(&lab, points)?;
+    anyhow::ensure!(verification.is_exact(), "the replica is not exact: {verification:?}");
+    println!("  replica exact               true (as written and once merged)");
+    Ok(())
+}
+
+/// Prints the replica's bytes per point as written (memtables flushed), compacted to its last
+/// level, and with every hour merged and compacted (what the receiver does once each hour closes;
+/// a run this short closes none), with a count over each; then checks the replica is still exact.
+fn replica_bytes(lab: &Lab, points: u64) -> anyhow::Result<()> {
+    let per_point = |bytes: u64| bytes as f64 / points as f64;
     let mut replica = Replica::open(&lab.replica_dir())?;
     let states = ["as written (memtables flushed)", "compacted to the last level", "every hour merged, compacted"];
     for state in states {
@@ -460,9 +476,7 @@ fn live(series: usize, rate_hz: f64, seconds: u64, loss: f64) -> anyhow::Result<
     }
     drop(replica);
     let merged = lab.verify_replica()?;
-    anyhow::ensure!(verification.is_exact(), "the replica is not exact: {verification:?}");
     anyhow::ensure!(merged.is_exact(), "the replica is not exact once merged: {merged:?}");
-    println!("  replica exact               true (as written and once merged)");
     Ok(())
 }
 
@@ -528,7 +542,7 @@ fn loss_table(points: u64) -> anyhow::Result<()> {
             link_rate_mbit_s: 200.0,
             ..LabOptions::default()
         };
-        let m = measure(options)?;
+        let m = measure(options, false)?;
         let burst_text = if burst > 0 { format!("{burst} in every 1,000") } else { "none".into() };
         println!(
             "| {:.0} % | {burst_text} | {:.0} % | {interleave} | {:.2} % |",
