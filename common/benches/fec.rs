@@ -7,6 +7,9 @@
 //! - `fec_decode`: the same block with 8 % of its symbols lost (the same indices for both codes).
 //! - `receive_path`: `decode_datagram` alone, and `decode_datagram` + `Reassembler::handle_symbol`,
 //!   per datagram, over all the datagrams of one 1 MiB segment.
+//! - `repair_floor`: `fec::repair_floor_for_loss` at the sender's default design loss (5 %, 10⁻⁶)
+//!   for a live 1 s segment (21 symbols) and a harness segment (63), which the sender computes
+//!   for every segment it sends.
 //!
 //! Throughput is reported in bytes of segment per second (elements per second for the receive
 //! path). Run with `cargo bench -p diode-common --bench fec`.
@@ -185,6 +188,16 @@ fn bench_receive_path(c: &mut Criterion) {
     group.finish();
 }
 
+fn bench_repair_floor(c: &mut Criterion) {
+    let mut group = c.benchmark_group("repair_floor");
+    for originals in [21_u16, 63] {
+        group.bench_function(format!("{originals}_originals"), |b| {
+            b.iter(|| fec::repair_floor_for_loss(black_box(originals), 0.05, 1e-6).unwrap())
+        });
+    }
+    group.finish();
+}
+
 fn configured() -> Criterion {
     Criterion::default().sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4))
 }
@@ -192,6 +205,6 @@ fn configured() -> Criterion {
 criterion_group! {
     name = benches;
     config = configured();
-    targets = bench_encode, bench_decode, bench_receive_path
+    targets = bench_encode, bench_decode, bench_receive_path, bench_repair_floor
 }
 criterion_main!(benches);

@@ -339,15 +339,27 @@ pub fn repair_floor_for_loss(
     }
     let meets =
         |repair: u16| block_loss_probability(original_count, repair, design_loss_rate) <= max_block_loss_probability;
-    if !meets(MAX_REPAIR_COUNT) {
-        return Err(FecError::LossTargetUnreachable {
-            original_count,
-            loss_rate: design_loss_rate,
-            target: max_block_loss_probability,
-            maximum: MAX_REPAIR_COUNT,
-        });
+    // Each probe costs a logarithm and an exponential per symbol of the block, so the search
+    // brackets the floor by doubling from one repair symbol (floors are a few dozen) instead of
+    // starting from a block of `MAX_REPAIR_COUNT` repairs: the sender sizes every segment it
+    // sends this way, and probing from the top was a tenth of its link thread.
+    if meets(0) {
+        return Ok(0);
     }
-    let (mut low, mut high) = (0_u16, MAX_REPAIR_COUNT);
+    let mut high = 1_u16;
+    while !meets(high) {
+        if high == MAX_REPAIR_COUNT {
+            return Err(FecError::LossTargetUnreachable {
+                original_count,
+                loss_rate: design_loss_rate,
+                target: max_block_loss_probability,
+                maximum: MAX_REPAIR_COUNT,
+            });
+        }
+        high = high.saturating_mul(2).min(MAX_REPAIR_COUNT);
+    }
+    // The floor is in (high / 2, high]: high / 2 was probed and did not meet the target.
+    let mut low = high / 2 + 1;
     while low < high {
         let middle = low + (high - low) / 2;
         if meets(middle) {
@@ -796,6 +808,22 @@ mod tests {
         assert!(repair_floor_for_loss(5, 1.0, 1e-6).is_err());
         assert!(repair_floor_for_loss(5, 0.1, 0.0).is_err());
         assert!(matches!(repair_floor_for_loss(30_000, 0.6, 1e-6), Err(FecError::LossTargetUnreachable { .. })));
+    }
+
+    #[test]
+    fn the_bracketed_search_finds_the_floor_a_scan_from_zero_finds() {
+        for loss_rate in [0.01, 0.05, 0.2] {
+            for original_count in (1_u16..=64).chain([100, 255, 256, 257, 730, 1_000]) {
+                let scanned = (0..=MAX_REPAIR_COUNT)
+                    .find(|&repair| block_loss_probability(original_count, repair, loss_rate) <= 1e-6)
+                    .unwrap();
+                assert_eq!(
+                    repair_floor_for_loss(original_count, loss_rate, 1e-6),
+                    Ok(scanned),
+                    "{original_count} originals at {loss_rate} loss"
+                );
+            }
+        }
     }
 
     #[test]
