@@ -11,7 +11,7 @@ use std::time::Instant;
 /// Runs per figure; the best is reported.
 pub(crate) const RUNS: usize = 3;
 
-/// On-CPU seconds of this thread (Linux `/proc/thread-self/schedstat`, nanoseconds). `None`
+/// On-CPU seconds of this thread (Linux `CLOCK_THREAD_CPUTIME_ID`, nanoseconds). `None`
 /// elsewhere.
 pub(crate) fn thread_cpu_seconds() -> Option<f64> {
     Some(diode_host::clock::thread_cpu_ns()? as f64 / 1e9)

@@ -9,12 +9,16 @@ pub fn now_ns() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64)
 }
 
-/// CPU time the calling thread has run, in ns (Linux `/proc/thread-self/schedstat`); `None`
-/// where that is not available. About a microsecond to read: for accounting a batch's work, not a
-/// record's.
+/// CPU time the calling thread has run, in ns (Linux `CLOCK_THREAD_CPUTIME_ID`: a system call,
+/// about 0.5 µs here). Reading `/proc/thread-self/schedstat` instead, as this once did, opened a
+/// file each time (about 6.2 µs): 7 % of the plant simulator's thread in a profile of it running
+/// live, two reads every 10 ms. `None` is kept for a clock that cannot be read, which Linux does
+/// not have.
 pub fn thread_cpu_ns() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    text.split_whitespace().next()?.parse().ok()
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    let seconds = u64::try_from(now.tv_sec).ok()?;
+    let nanoseconds = u64::try_from(now.tv_nsec).ok()?;
+    seconds.checked_mul(1_000_000_000)?.checked_add(nanoseconds)
 }
 
 #[cfg(test)]
@@ -24,8 +28,8 @@ mod tests {
     #[test]
     fn a_threads_cpu_time_grows_with_its_work() {
         let Some(before) = thread_cpu_ns() else { return };
-        // The kernel updates the figure at its scheduler ticks, so a short burst of work on a
-        // fast machine can end before the next one: work in rounds until it grows, at most 50.
+        // Work in rounds until it grows, at most 50 (a clock that only moved at scheduler ticks
+        // could miss one short burst of work on a fast machine).
         let mut x = 1u64;
         let grew = (0..50).any(|_| {
             for i in 0..20_000_000u64 {

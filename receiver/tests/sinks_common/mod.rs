@@ -185,7 +185,7 @@ pub fn cpu_seconds(pid: u32, children: bool) -> f64 {
 
 /// CPU seconds the calling thread has used so far.
 pub fn thread_cpu_seconds() -> f64 {
-    diode_host::clock::thread_cpu_ns().expect("/proc/thread-self/schedstat") as f64 / 1e9
+    diode_host::clock::thread_cpu_ns().expect("the thread's CPU clock") as f64 / 1e9
 }
 
 /// The machine's load average over the last minute, as `uptime` shows it.
