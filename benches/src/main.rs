@@ -40,7 +40,8 @@ enum Command {
     Throughput(ThroughputArgs),
     /// A plant running live: the simulator in real time, segments sealed by age (1 s), so each
     /// segment holds about one point per series; prints bytes per point in the sender's segment
-    /// log, on the wire and in the replica (as written, then compacted), and a count over it all.
+    /// log, on the wire and in the replica (as written, compacted, and with every hour merged),
+    /// and a count over each.
     Live {
         #[arg(long, default_value_t = 5_000)]
         series: usize,
