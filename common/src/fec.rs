@@ -342,7 +342,8 @@ pub fn repair_floor_for_loss(
     // Each probe costs a logarithm and an exponential per symbol of the block, so the search
     // brackets the floor by doubling from one repair symbol (floors are a few dozen) instead of
     // starting from a block of `MAX_REPAIR_COUNT` repairs: the sender sizes every segment it
-    // sends this way, and probing from the top was a tenth of its link thread.
+    // sends this way, and probing from the top was over half of its link thread's CPU in the
+    // throughput harness (0.29-0.37 against 0.13-0.14 CPU-s for 10 M points).
     if meets(0) {
         return Ok(0);
     }
