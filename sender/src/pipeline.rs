@@ -273,6 +273,10 @@ struct PendingFrame {
     series: Arc<Vec<SeriesColumns>>,
     /// How many records it holds.
     records: usize,
+    /// [`codec::decoded_bytes_bound`] of its records: a seal takes frames while their bounds sum
+    /// to at most [`codec::MAX_PAYLOAD_BOUND_BYTES`], so that no segment outgrows what a
+    /// receiver decodes (or the segment format holds) whatever the records carry.
+    bound: usize,
     /// When it was accepted (or recovered from the spool at open): its records' wait for a seal
     /// starts here.
     accepted_ns: i64,
@@ -281,7 +285,8 @@ struct PendingFrame {
 impl PendingFrame {
     fn new(id: u64, series: Vec<SeriesColumns>, accepted_ns: i64) -> PendingFrame {
         let records = series.iter().map(SeriesColumns::len).sum();
-        PendingFrame { id, series: Arc::new(series), records, accepted_ns }
+        let bound = codec::decoded_bytes_bound(&series);
+        PendingFrame { id, series: Arc::new(series), records, bound, accepted_ns }
     }
 }
 
@@ -330,8 +335,11 @@ impl PreparedFrames {
         Ok(PreparedFrames::encode(frames, records))
     }
 
-    /// Each frame encoded for the spool.
+    /// Each frame encoded for the spool, once cut to [`codec::MAX_PAYLOAD_BOUND_BYTES`] (only
+    /// large string values ever need it; a segment never splits a frame, so a frame must fit in
+    /// one).
     fn encode(frames: Vec<Vec<SeriesColumns>>, records: usize) -> PreparedFrames {
+        let frames: Vec<Vec<SeriesColumns>> = frames.into_iter().flat_map(codec::split_to_bound).collect();
         let contents =
             frames.iter().map(|series| codec::encode_payload_with(series, SPOOL_ZSTD_LEVEL, Effort::Fast)).collect();
         PreparedFrames { frames, contents, records }
@@ -726,7 +734,7 @@ impl Pipeline {
     }
 
     /// Takes whole frames only, from the oldest that no job holds, as many as fit in max_records
-    /// (a frame never holds more than that).
+    /// and in [`codec::MAX_PAYLOAD_BOUND_BYTES`] (a frame never holds more than either).
     fn seal_job(&mut self) -> SealJob {
         let before = self.taken.frames.checked_sub(1).map(|last| self.pending[last].id);
         let mut job = SealJob {
@@ -736,10 +744,15 @@ impl Pipeline {
             cursor: before.unwrap_or(self.sealed_frame_id),
             zstd_level: self.settings.zstd_level,
         };
+        let mut bound = 0;
         for frame in self.pending.iter().skip(self.taken.frames) {
-            if job.records > 0 && job.records + frame.records > self.settings.max_records {
+            if job.records > 0
+                && (job.records + frame.records > self.settings.max_records
+                    || bound + frame.bound > codec::MAX_PAYLOAD_BOUND_BYTES)
+            {
                 break;
             }
+            bound += frame.bound;
             job.records += frame.records;
             job.frames.push(Arc::clone(&frame.series));
             job.cursor = frame.id;
@@ -1604,5 +1617,52 @@ mod tests {
         );
         seal_on_the_sealing_thread(&pipeline, SEAL_RETRY_NS);
         assert_eq!(sealed_values(&rx), vec![(1, (0..100).collect())]);
+    }
+
+    /// Records of large string values (64 KiB each, the most a value may hold, and none alike)
+    /// are sealed into segments the receiver accepts, however many records a segment may hold:
+    /// a segment is cut by its bytes as well as by its records.
+    #[test]
+    fn segments_of_large_strings_stay_within_what_a_receiver_decodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = sync_channel(1_000);
+        let settings = PipelineSettings { max_records: 100_000, spool_max_bytes: 1 << 30, ..settings(dir.path()) };
+        let mut pipeline =
+            Pipeline::open(settings, SenderKey::from_seed([1; 32]), 1_700_000_000_000_000_000, tx).unwrap();
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut text = |length: usize| -> String {
+            (0..length)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    char::from(b'!' + (state % 94) as u8)
+                })
+                .collect()
+        };
+        let batches = 24;
+        let per_batch = 50;
+        for batch in 0..batches {
+            let mut records: Vec<Record> = (0..per_batch)
+                .map(|i| Record {
+                    series: SeriesKey::new(format!("plant/log{}", i % 5)),
+                    timestamp_ns: 1_700_000_000_000_000_000 + (batch * per_batch + i) as i64,
+                    value: Value::String(text(diode_common::record::MAX_STRING_VALUE_BYTES)),
+                    quality: Quality::GOOD,
+                })
+                .collect();
+            pipeline.submit(&mut records, 0).unwrap();
+        }
+        pipeline.flush(0).unwrap();
+        let trusted = TrustedKeys::single(SenderKey::from_seed([1; 32]).public_key());
+        let mut records = 0;
+        let mut segments = 0;
+        for entry in rx.try_iter() {
+            let (_, series) = seal::open_records(&entry.bytes, &trusted).unwrap();
+            records += series.iter().map(SeriesColumns::len).sum::<usize>();
+            segments += 1;
+        }
+        assert_eq!(records, batches * per_batch);
+        assert!(segments > 1, "{segments} segment(s) for {} MiB of strings", records / 16);
     }
 }

@@ -586,6 +586,101 @@ pub fn check_payload_limits(series: &[SeriesColumns]) -> Result<(), CodecError> 
     Ok(())
 }
 
+/// Most bytes one record adds to a decoded payload besides its string value's own bytes: a
+/// timestamp varint (10), a mixed column's kind run (2), an integer or float value (10; a
+/// string's dictionary index, run length and entry length take less), a quality run (6), and
+/// four to spare. The encoder's worst columns take about 25 (checked in the tests).
+pub const RECORD_BOUND_BYTES: usize = 32;
+/// Most bytes one series adds to a decoded payload besides its key's text: its table entry's
+/// varints (a few per tag, counted in [`series_bound_bytes`]) and its block's count, tick, kinds,
+/// encodings and column heads.
+const SERIES_BOUND_BYTES: usize = 128;
+/// Most [`decoded_bytes_bound`] a sealer puts in one payload. Under it a payload decodes within
+/// every decode limit ([`MAX_PAYLOAD_DECODED_BYTES`], [`MAX_RECORDS_PER_PAYLOAD`],
+/// [`MAX_SERIES_PER_PAYLOAD`], [`MAX_DECODED_TEXT_BYTES`], which counts a key's text twice and
+/// the bound once) and, compressed, fits a sealed segment (16 MiB less its header and
+/// signature: zstd adds at most about 1/256 to data it cannot compress).
+pub const MAX_PAYLOAD_BOUND_BYTES: usize = 15 * 1024 * 1024;
+const _: () = assert!(
+    MAX_PAYLOAD_BOUND_BYTES / RECORD_BOUND_BYTES <= MAX_RECORDS_PER_PAYLOAD
+        && MAX_PAYLOAD_BOUND_BYTES / SERIES_BOUND_BYTES <= MAX_SERIES_PER_PAYLOAD
+        && 2 * MAX_PAYLOAD_BOUND_BYTES <= MAX_DECODED_TEXT_BYTES
+        && MAX_PAYLOAD_BOUND_BYTES <= MAX_PAYLOAD_DECODED_BYTES
+);
+
+/// An upper bound on the bytes `columns` adds to a decoded payload (its table entry, its block
+/// and its records). The bound of several series is their sum; a payload that merges them (keys
+/// that repeat share one table entry) takes no more.
+pub fn series_bound_bytes(columns: &SeriesColumns) -> usize {
+    let strings: usize = match &columns.values {
+        Values::String(values) => values.iter().map(String::len).sum(),
+        Values::Mixed(values) => {
+            values.iter().map(|value| if let Value::String(s) = value { s.len() } else { 0 }).sum()
+        }
+        _ => 0,
+    };
+    key_text_bytes(&columns.key)
+        + 8 * columns.key.tags.len()
+        + SERIES_BOUND_BYTES
+        + columns.len() * RECORD_BOUND_BYTES
+        + strings
+}
+
+/// [`series_bound_bytes`] summed over `series`: a payload of them decodes to at most this many
+/// bytes.
+pub fn decoded_bytes_bound(series: &[SeriesColumns]) -> usize {
+    series.iter().map(series_bound_bytes).sum()
+}
+
+/// `frame` cut, in order, into frames of at most [`MAX_PAYLOAD_BOUND_BYTES`] each (a series
+/// whose records alone exceed it is cut between records, its records kept in order); `frame`
+/// itself when it is within the bound, as any frame of numbers is. Each series' records keep
+/// their order across the frames, so sealing the frames in order keeps every record's rank.
+pub fn split_to_bound(frame: Vec<SeriesColumns>) -> Vec<Vec<SeriesColumns>> {
+    if decoded_bytes_bound(&frame) <= MAX_PAYLOAD_BOUND_BYTES {
+        return vec![frame];
+    }
+    let mut frames = Vec::new();
+    let mut current = Vec::new();
+    let mut current_bound = 0;
+    for columns in frame {
+        let bound = series_bound_bytes(&columns);
+        if current_bound + bound <= MAX_PAYLOAD_BOUND_BYTES {
+            current_bound += bound;
+            current.push(columns);
+            continue;
+        }
+        if !current.is_empty() {
+            frames.push(std::mem::take(&mut current));
+        }
+        if bound <= MAX_PAYLOAD_BOUND_BYTES {
+            current_bound = bound;
+            current.push(columns);
+            continue;
+        }
+        // One series beyond the bound: its records in pieces, each a frame (but the last,
+        // which later series may join).
+        let empty = || SeriesColumns::new(columns.key.clone());
+        let mut piece = empty();
+        let mut piece_bound = series_bound_bytes(&piece);
+        for record in columns.records() {
+            let record_bound = RECORD_BOUND_BYTES + if let Value::String(s) = &record.value { s.len() } else { 0 };
+            if !piece.is_empty() && piece_bound + record_bound > MAX_PAYLOAD_BOUND_BYTES {
+                frames.push(vec![std::mem::replace(&mut piece, empty())]);
+                piece_bound = series_bound_bytes(&piece);
+            }
+            piece_bound += record_bound;
+            piece.push(record.timestamp_ns, record.value, record.quality);
+        }
+        current_bound = piece_bound;
+        current.push(piece);
+    }
+    if !current.is_empty() {
+        frames.push(current);
+    }
+    frames
+}
+
 /// Bytes of text in a key: its name, tag keys and tag values.
 fn key_text_bytes(key: &SeriesKey) -> usize {
     key.name.len() + key.tags.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()

@@ -856,3 +856,103 @@ fn consecutive_payloads_share_equal_keys_and_keep_their_own() {
     let (before, after) = (key_of(&first, &tagged("b/temp", "C")), key_of(&second, &tagged("b/temp", "K")));
     assert!(!std::sync::Arc::ptr_eq(&before.tags, &after.tags));
 }
+
+/// A seeded xorshift, for columns no encoding mode can shrink.
+struct Noise(u64);
+
+impl Noise {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn text(&mut self, length: usize) -> String {
+        (0..length).map(|_| char::from(b'!' + (self.next() % 94) as u8)).collect()
+    }
+}
+
+/// The bound a sealer cuts segments by is above what the encoder writes for the worst columns:
+/// random timestamps, values, qualities and kinds, every record a run of its own, long keys with
+/// the most tags, and keys that repeat across blocks.
+#[test]
+fn the_decoded_bound_holds_for_the_worst_columns() {
+    let mut noise = Noise(0x2545_f491_4f6c_dd1d);
+    let key = |noise: &mut Noise, tags: usize| {
+        SeriesKey::with_tags(
+            noise.text(crate::record::MAX_SERIES_NAME_BYTES),
+            (0..tags).map(|_| (noise.text(40), noise.text(40))).collect(),
+        )
+    };
+    for kind in 0..6 {
+        let mut series = Vec::new();
+        for block in 0..40 {
+            let key = if block % 3 == 2 {
+                series.iter().map(|c: &SeriesColumns| c.key.clone()).next().unwrap()
+            } else {
+                key(&mut noise, block % (MAX_TAGS_PER_SERIES + 1))
+            };
+            let mut columns = SeriesColumns::new(key);
+            for row in 0..(1 + block * 37) {
+                let bits = noise.next();
+                let value = match (kind, row % 4) {
+                    (0, _) => Value::I64(bits as i64),
+                    (1, _) => Value::F64(f64::from_bits(bits)),
+                    (2, _) => Value::Bool(bits & 1 == 1),
+                    (3, _) => Value::String(noise.text((bits % 20) as usize)),
+                    (_, 0) => Value::I64(bits as i64),
+                    (_, 1) => Value::String(noise.text((bits % 5) as usize)),
+                    (_, 2) => Value::F64(f64::from_bits(bits)),
+                    (_, _) => Value::Bool(bits & 1 == 1),
+                };
+                columns.push(noise.next() as i64, value, Quality(noise.next() as u32));
+            }
+            series.push(columns);
+        }
+        let bound = decoded_bytes_bound(&series);
+        assert!(check_payload_limits(&series).is_ok());
+        for effort in [Effort::Fast, Effort::Smallest] {
+            let payload = encode_payload_with(&series, ZSTD_LEVEL, effort);
+            let decoded = u32::from_le_bytes(payload[6..10].try_into().unwrap()) as usize;
+            assert!(decoded <= bound, "kind {kind}: {decoded} decoded bytes above the bound {bound}");
+            assert_same_columns(&decode_payload(&payload).unwrap(), &series);
+        }
+    }
+}
+
+/// A frame of large strings is cut into frames within the bound, each series' records kept in
+/// their order, and each cut frame seals into a payload the segment format holds.
+#[test]
+fn a_frame_beyond_the_bound_is_cut_in_order() {
+    let mut noise = Noise(7);
+    let long = |noise: &mut Noise| noise.text(crate::record::MAX_STRING_VALUE_BYTES);
+    let mut frame = Vec::new();
+    // A series alone beyond the bound, then small ones, then another large one.
+    for (name, count) in [("big", 300), ("small1", 3), ("small2", 1), ("big2", 250)] {
+        let mut columns = SeriesColumns::new(SeriesKey::new(name));
+        for row in 0..count {
+            columns.push(T0 + row, Value::String(long(&mut noise)), Quality::GOOD);
+        }
+        frame.push(columns);
+    }
+    let original = frame.clone();
+    assert!(decoded_bytes_bound(&frame) > MAX_PAYLOAD_BOUND_BYTES);
+    let frames = split_to_bound(frame);
+    assert!(frames.len() >= 3, "{} frames", frames.len());
+    let mut joined: Vec<SeriesColumns> = original.iter().map(|c| SeriesColumns::new(c.key.clone())).collect();
+    for frame in &frames {
+        assert!(decoded_bytes_bound(frame) <= MAX_PAYLOAD_BOUND_BYTES);
+        let payload = encode_payload(frame, ZSTD_LEVEL);
+        assert!(payload.len() <= crate::seal::MAX_PAYLOAD_LENGTH, "{} bytes", payload.len());
+        assert_same_columns(&decode_payload(&payload).unwrap(), frame);
+        for columns in frame {
+            let at = joined.iter().position(|c| c.key == columns.key).unwrap();
+            joined[at].append(columns);
+        }
+    }
+    assert_same_columns(&joined, &original);
+    // A frame within the bound is left whole.
+    let small = original[1..3].to_vec();
+    assert_eq!(split_to_bound(small.clone()).len(), 1);
+}
