@@ -80,6 +80,9 @@ struct ThroughputArgs {
     /// the sender's default, one per core).
     #[arg(long)]
     encoder_threads: Option<usize>,
+    /// Records per segment at most (`segments.max_records`; the default is the sender's).
+    #[arg(long, default_value_t = 250_000)]
+    segment_max_records: usize,
     /// Then print the replica's bytes per point as written, compacted, and with every hour
     /// merged (as the receiver does once each closes), with a count over each.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -306,8 +309,17 @@ fn measure(options: LabOptions, keep: bool) -> anyhow::Result<Measurement> {
 }
 
 fn throughput(args: &ThroughputArgs) -> anyhow::Result<()> {
-    let ThroughputArgs { points, series, loss, overhead, rate_mbit_s, sealer_thread, encoder_threads, replica_size } =
-        *args;
+    let ThroughputArgs {
+        points,
+        series,
+        loss,
+        overhead,
+        rate_mbit_s,
+        sealer_thread,
+        encoder_threads,
+        segment_max_records,
+        replica_size,
+    } = *args;
     let options = LabOptions {
         series,
         max_records: points,
@@ -320,6 +332,7 @@ fn throughput(args: &ThroughputArgs) -> anyhow::Result<()> {
         linger_ms: 500,
         sealer_thread,
         encoder_threads,
+        segment_max_records,
         ..LabOptions::default()
     };
     let m = measure(options, replica_size)?;

@@ -103,7 +103,8 @@ pub struct LinkConfig {
 /// `[segments]`: when waiting records are sealed into a signed segment, and how much of the
 /// sealed-segment log is kept.
 pub struct SegmentConfig {
-    /// Seal when this many records are waiting; default 50,000.
+    /// Seal when this many records are waiting; default 250,000. A segment also stops short of
+    /// [`diode_common::codec::MAX_PAYLOAD_BOUND_BYTES`] (only large string values reach it).
     pub max_records: usize,
     /// Seal when the oldest waiting record has waited this long; default 1000 ms.
     pub max_age_ms: u64,
@@ -125,7 +126,7 @@ pub struct SegmentConfig {
 impl Default for SegmentConfig {
     fn default() -> Self {
         Self {
-            max_records: 50_000,
+            max_records: 250_000,
             max_age_ms: 1_000,
             zstd_level: 3,
             retention_mib: 1024,
@@ -1095,7 +1096,7 @@ mod tests {
         let text = format!("{MINIMAL}\n[segments]\nmax_age_ms = 1000\n[simulator]\nenabled = true\n");
         let config: SenderConfig = toml::from_str(&text).unwrap();
         assert_eq!(config.segments.max_age_ms, 1000);
-        assert_eq!(config.segments.max_records, 50_000);
+        assert_eq!(config.segments.max_records, 250_000);
         assert!(config.simulator.enabled && config.simulator.realtime);
     }
 

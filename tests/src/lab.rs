@@ -70,7 +70,7 @@ impl Default for LabOptions {
             min_repair_symbols: 2,
             interleave_segments: 8,
             repeat_repair_after_ms: 0,
-            segment_max_records: 50_000,
+            segment_max_records: 250_000,
             segment_max_age_ms: 1_000,
             carousel: true,
             carousel_rate_fraction: 0.1,
