@@ -397,6 +397,7 @@ fn spawn_simulator(
     done: Arc<AtomicBool>,
 ) -> anyhow::Result<thread::JoinHandle<anyhow::Result<()>>> {
     let settings = config.simulator.clone();
+    let segment_records = config.segments.max_records;
     let start_ns = settings.start_ns.unwrap_or_else(now_ns);
     thread::Builder::new()
         .name("simulator".into())
@@ -407,12 +408,14 @@ fn spawn_simulator(
                 base_rate_hz: settings.rate_hz,
                 start_ns,
             });
-            // In real time a step is 10 ms of plant time; flat out, a step is sized to about
-            // 50,000 records, so each spool write (and its fsync) carries a large batch.
+            // In real time a step is 10 ms of plant time; flat out, a step is sized to about a
+            // segment's worth of records (`segments.max_records`), so each spool write (and its
+            // fsync) carries a large batch and each spool frame is sealed whole.
             let step_ns = if settings.realtime {
                 SIMULATOR_STEP_NS
             } else {
-                ((50_000.0 / plant.records_per_second().max(1.0)) * 1e9).max(SIMULATOR_STEP_NS as f64) as i64
+                ((segment_records as f64 / plant.records_per_second().max(1.0)) * 1e9).max(SIMULATOR_STEP_NS as f64)
+                    as i64
             };
             let mut produced = 0u64;
             let mut batch = Vec::new();
