@@ -228,6 +228,15 @@ pub struct EncodedPayload {
 /// Panics if `series` holds no records or more than `u32::MAX` of them, or if the payload exceeds
 /// the format's limit: the sealer bounds segments far below both.
 pub fn encode_for_seal(series: &[SeriesColumns], zstd_level: i32) -> EncodedPayload {
+    encoded_for_seal(series, codec::encode_payload(series, zstd_level))
+}
+
+/// [`encode_for_seal`] of a payload already encoded: `payload` must be what
+/// [`codec::encode_payload_with`] made of `series` (at any level and effort), such as the spool
+/// frame that holds them, so that a segment of one whole frame is not encoded twice.
+///
+/// Panics as [`encode_for_seal`] does.
+pub fn encoded_for_seal(series: &[SeriesColumns], payload: Vec<u8>) -> EncodedPayload {
     let record_count: usize = series.iter().map(SeriesColumns::len).sum();
     assert!(record_count > 0, "a segment must hold at least one record");
     let record_count = u32::try_from(record_count).expect("segment record count bounded by the sealer");
@@ -235,7 +244,6 @@ pub fn encode_for_seal(series: &[SeriesColumns], zstd_level: i32) -> EncodedPayl
         .iter()
         .filter_map(SeriesColumns::min_max_timestamp)
         .fold((i64::MAX, i64::MIN), |(lo, hi), (a, b)| (lo.min(a), hi.max(b)));
-    let payload = codec::encode_payload(series, zstd_level);
     assert!(payload.len() <= MAX_PAYLOAD_LENGTH, "payload of {} bytes exceeds the format limit", payload.len());
     let payload_hash = *blake3::hash(&payload).as_bytes();
     EncodedPayload { payload, payload_hash, record_count, min_timestamp_ns, max_timestamp_ns }

@@ -108,7 +108,8 @@ pub struct SegmentConfig {
     pub max_records: usize,
     /// Seal when the oldest waiting record has waited this long; default 1000 ms.
     pub max_age_ms: u64,
-    /// zstd compression level of segment payloads; default 3.
+    /// zstd compression level of segment payloads; default 3. A segment of one spool frame
+    /// holding at least half of `max_records` is sent as spooled (zstd 1) instead of encoded again.
     pub zstd_level: i32,
     /// How much of the sealed-segment log is kept for carousel and resend, in MiB; default 1024.
     pub retention_mib: u64,

@@ -280,13 +280,16 @@ struct PendingFrame {
     /// When it was accepted (or recovered from the spool at open): its records' wait for a seal
     /// starts here.
     accepted_ns: i64,
+    /// The frame as the spool holds it: a payload of `series` ([`codec::encode_payload_with`] at
+    /// the fast effort and zstd level 1), which a segment of this frame alone takes as it is.
+    spooled: Arc<Vec<u8>>,
 }
 
 impl PendingFrame {
-    fn new(id: u64, series: Vec<SeriesColumns>, accepted_ns: i64) -> PendingFrame {
+    fn new(id: u64, series: Vec<SeriesColumns>, spooled: Vec<u8>, accepted_ns: i64) -> PendingFrame {
         let records = series.iter().map(SeriesColumns::len).sum();
         let bound = codec::decoded_bytes_bound(&series);
-        PendingFrame { id, series: Arc::new(series), records, bound, accepted_ns }
+        PendingFrame { id, series: Arc::new(series), records, bound, accepted_ns, spooled: Arc::new(spooled) }
     }
 }
 
@@ -422,13 +425,18 @@ pub struct SealJob {
     /// Id of the last spool frame of the job: the segment's spool cursor.
     cursor: u64,
     zstd_level: i32,
+    /// The job's one frame as spooled, when the segment takes it as its payload instead of
+    /// encoding it again (see [`Pipeline::seal_job`]).
+    spooled: Option<Arc<Vec<u8>>>,
 }
 
 impl SealJob {
     /// Merges the frames' series and encodes the payload: everything of a seal but its place in
     /// the chain and the signature.
     pub fn encode(self) -> EncodedSeal {
-        let encoded = if let [frame] = self.frames.as_slice() {
+        let encoded = if let (Some(spooled), [frame]) = (&self.spooled, self.frames.as_slice()) {
+            seal::encoded_for_seal(frame, spooled.to_vec())
+        } else if let [frame] = self.frames.as_slice() {
             seal::encode_for_seal(frame, self.zstd_level)
         } else {
             let merged = codec::merge_groups(self.frames.iter().map(|frame| frame.as_slice()));
@@ -499,7 +507,7 @@ impl Pipeline {
         let spool = FramedLog::open_on(disk, &spool_dir, SPOOL_FILE_BYTES, |frame| {
             if frame.id > sealed_frame_id {
                 match codec::decode_payload(&frame.content) {
-                    Ok(series) => pending.push_back(PendingFrame::new(frame.id, series, now_ns)),
+                    Ok(series) => pending.push_back(PendingFrame::new(frame.id, series, frame.content, now_ns)),
                     Err(_) => damaged_frames += 1,
                 }
             }
@@ -623,8 +631,10 @@ impl Pipeline {
             self.spool_failing = false;
         }
         self.last_frame_id += contents.len() as u64;
-        let frames = writes.drain(..).flat_map(|write| write.frames);
-        self.pending.extend((first_id..).zip(frames).map(|(id, series)| PendingFrame::new(id, series, now_ns)));
+        let frames = writes.drain(..).flat_map(|write| write.frames.into_iter().zip(write.contents));
+        self.pending.extend(
+            (first_id..).zip(frames).map(|(id, (series, spooled))| PendingFrame::new(id, series, spooled, now_ns)),
+        );
         self.pending_records += count;
         self.progress.records_accepted.fetch_add(count as u64, Ordering::Relaxed);
         self.progress.spooled_records.store(self.pending_records as u64, Ordering::Relaxed);
@@ -735,6 +745,14 @@ impl Pipeline {
 
     /// Takes whole frames only, from the oldest that no job holds, as many as fit in max_records
     /// and in [`codec::MAX_PAYLOAD_BOUND_BYTES`] (a frame never holds more than either).
+    ///
+    /// A job of one frame holding at least half of max_records (a source sending fast, in large
+    /// batches) takes the frame as spooled for its payload: the fast effort at zstd level 1 is
+    /// about 7 % more bytes than encoding it again at `zstd_level` with the smallest effort
+    /// (0.94 against 1.01 bytes per record for 250,000 records of 5,000 series), and saves that
+    /// whole second encoding, a third of the sender's CPU at that rate. Smaller segments (a live
+    /// plant's, merged from many small frames) are encoded again, where bytes count and CPU
+    /// does not.
     fn seal_job(&mut self) -> SealJob {
         let before = self.taken.frames.checked_sub(1).map(|last| self.pending[last].id);
         let mut job = SealJob {
@@ -743,8 +761,10 @@ impl Pipeline {
             records: 0,
             cursor: before.unwrap_or(self.sealed_frame_id),
             zstd_level: self.settings.zstd_level,
+            spooled: None,
         };
         let mut bound = 0;
+        let mut spooled = None;
         for frame in self.pending.iter().skip(self.taken.frames) {
             if job.records > 0
                 && (job.records + frame.records > self.settings.max_records
@@ -756,6 +776,10 @@ impl Pipeline {
             job.records += frame.records;
             job.frames.push(Arc::clone(&frame.series));
             job.cursor = frame.id;
+            spooled = Some(&frame.spooled);
+        }
+        if job.frames.len() == 1 && job.records * 2 >= self.settings.max_records {
+            job.spooled = spooled.map(Arc::clone);
         }
         self.taken.frames += job.frames.len();
         self.taken.records += job.records;
@@ -1664,5 +1688,42 @@ mod tests {
         }
         assert_eq!(records, batches * per_batch);
         assert!(segments > 1, "{segments} segment(s) for {} MiB of strings", records / 16);
+    }
+
+    /// A segment of one frame holding at least half of max_records is the frame as spooled (no
+    /// second encoding); a segment merged from smaller frames is encoded again at the segment's
+    /// zstd level with the smallest effort. Both open to the same records.
+    #[test]
+    fn a_segment_of_one_large_frame_is_the_frame_as_spooled() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut pipeline, rx) = open(dir.path());
+        let large = records(0, 60);
+        pipeline.submit(&mut large.clone(), 0).unwrap();
+        pipeline.flush(0).unwrap();
+        let small: Vec<Vec<Record>> = (0..3).map(|batch| records(100 + batch * 30, 30)).collect();
+        for batch in &small {
+            pipeline.submit(&mut batch.clone(), 0).unwrap();
+        }
+        pipeline.flush(0).unwrap();
+        let trusted = TrustedKeys::single(SenderKey::from_seed([1; 32]).public_key());
+        let payloads: Vec<Vec<u8>> =
+            rx.try_iter().map(|entry| seal::open(&entry.bytes, &trusted).unwrap().payload).collect();
+        assert_eq!(payloads.len(), 2);
+        let spooled = codec::encode_payload_with(&codec::group_records(&large), SPOOL_ZSTD_LEVEL, Effort::Fast);
+        assert_eq!(payloads[0], spooled);
+        let frames: Vec<Vec<SeriesColumns>> = small.iter().map(|batch| codec::group_records(batch)).collect();
+        let merged = codec::merge_groups(frames.iter().map(Vec::as_slice));
+        assert_eq!(payloads[1], codec::encode_payload(&merged, 3));
+        assert_eq!(sealed_values_of(&payloads[1]), (100..190).collect::<Vec<i64>>());
+    }
+
+    fn sealed_values_of(payload: &[u8]) -> Vec<i64> {
+        let mut values: Vec<i64> = codec::decode_payload(payload)
+            .unwrap()
+            .iter()
+            .flat_map(|s| s.records().map(|r| if let Value::I64(v) = r.value { v } else { unreachable!() }))
+            .collect();
+        values.sort();
+        values
     }
 }
