@@ -778,7 +778,12 @@ impl Pipeline {
             job.cursor = frame.id;
             spooled = Some(&frame.spooled);
         }
-        if job.frames.len() == 1 && job.records * 2 >= self.settings.max_records {
+        // A frame spooled before frames were bounded could hold more than a segment may; it is
+        // encoded again instead.
+        if job.frames.len() == 1
+            && job.records * 2 >= self.settings.max_records
+            && spooled.is_some_and(|bytes| bytes.len() <= seal::MAX_PAYLOAD_LENGTH)
+        {
             job.spooled = spooled.map(Arc::clone);
         }
         self.taken.frames += job.frames.len();
