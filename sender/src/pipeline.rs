@@ -286,9 +286,9 @@ struct PendingFrame {
 }
 
 impl PendingFrame {
-    fn new(id: u64, series: Vec<SeriesColumns>, spooled: Vec<u8>, accepted_ns: i64) -> PendingFrame {
+    /// `bound` is `series`' [`codec::decoded_bytes_bound`].
+    fn new(id: u64, series: Vec<SeriesColumns>, bound: usize, spooled: Vec<u8>, accepted_ns: i64) -> PendingFrame {
         let records = series.iter().map(SeriesColumns::len).sum();
-        let bound = codec::decoded_bytes_bound(&series);
         PendingFrame { id, series: Arc::new(series), records, bound, accepted_ns, spooled: Arc::new(spooled) }
     }
 }
@@ -299,6 +299,8 @@ impl PendingFrame {
 #[derive(Debug, Default)]
 pub struct PreparedFrames {
     frames: Vec<Vec<SeriesColumns>>,
+    /// Each frame's [`codec::decoded_bytes_bound`], found while the frames were cut to it.
+    bounds: Vec<usize>,
     /// Each frame encoded for the spool.
     contents: Vec<Vec<u8>>,
     records: usize,
@@ -342,10 +344,11 @@ impl PreparedFrames {
     /// large string values ever need it; a segment never splits a frame, so a frame must fit in
     /// one).
     fn encode(frames: Vec<Vec<SeriesColumns>>, records: usize) -> PreparedFrames {
-        let frames: Vec<Vec<SeriesColumns>> = frames.into_iter().flat_map(codec::split_to_bound).collect();
+        let (frames, bounds): (Vec<Vec<SeriesColumns>>, Vec<usize>) =
+            frames.into_iter().flat_map(codec::split_to_bound).unzip();
         let contents =
             frames.iter().map(|series| codec::encode_payload_with(series, SPOOL_ZSTD_LEVEL, Effort::Fast)).collect();
-        PreparedFrames { frames, contents, records }
+        PreparedFrames { frames, bounds, contents, records }
     }
 
     /// Records in the frames.
@@ -507,7 +510,10 @@ impl Pipeline {
         let spool = FramedLog::open_on(disk, &spool_dir, SPOOL_FILE_BYTES, |frame| {
             if frame.id > sealed_frame_id {
                 match codec::decode_payload(&frame.content) {
-                    Ok(series) => pending.push_back(PendingFrame::new(frame.id, series, frame.content, now_ns)),
+                    Ok(series) => {
+                        let bound = codec::decoded_bytes_bound(&series);
+                        pending.push_back(PendingFrame::new(frame.id, series, bound, frame.content, now_ns));
+                    }
                     Err(_) => damaged_frames += 1,
                 }
             }
@@ -631,9 +637,11 @@ impl Pipeline {
             self.spool_failing = false;
         }
         self.last_frame_id += contents.len() as u64;
-        let frames = writes.drain(..).flat_map(|write| write.frames.into_iter().zip(write.contents));
+        let frames = writes.drain(..).flat_map(|write| write.frames.into_iter().zip(write.bounds).zip(write.contents));
         self.pending.extend(
-            (first_id..).zip(frames).map(|(id, (series, spooled))| PendingFrame::new(id, series, spooled, now_ns)),
+            (first_id..)
+                .zip(frames)
+                .map(|(id, ((series, bound), spooled))| PendingFrame::new(id, series, bound, spooled, now_ns)),
         );
         self.pending_records += count;
         self.progress.records_accepted.fetch_add(count as u64, Ordering::Relaxed);
@@ -764,7 +772,6 @@ impl Pipeline {
             spooled: None,
         };
         let mut bound = 0;
-        let mut spooled = None;
         for frame in self.pending.iter().skip(self.taken.frames) {
             if job.records > 0
                 && (job.records + frame.records > self.settings.max_records
@@ -776,15 +783,14 @@ impl Pipeline {
             job.records += frame.records;
             job.frames.push(Arc::clone(&frame.series));
             job.cursor = frame.id;
-            spooled = Some(&frame.spooled);
         }
         // A frame spooled before frames were bounded could hold more than a segment may; it is
         // encoded again instead.
-        if job.frames.len() == 1
-            && job.records * 2 >= self.settings.max_records
-            && spooled.is_some_and(|bytes| bytes.len() <= seal::MAX_PAYLOAD_LENGTH)
-        {
-            job.spooled = spooled.map(Arc::clone);
+        if job.frames.len() == 1 && job.records * 2 >= self.settings.max_records {
+            let spooled = &self.pending[self.taken.frames].spooled;
+            if spooled.len() <= seal::MAX_PAYLOAD_LENGTH {
+                job.spooled = Some(Arc::clone(spooled));
+            }
         }
         self.taken.frames += job.frames.len();
         self.taken.records += job.records;

@@ -569,15 +569,7 @@ pub fn check_payload_limits(series: &[SeriesColumns]) -> Result<(), CodecError> 
         .iter()
         .map(|columns| {
             // Counted twice: in the table and in the block (an upper bound when keys repeat).
-            let key_bytes = 2 * key_text_bytes(&columns.key);
-            let value_bytes: usize = match &columns.values {
-                Values::String(values) => values.iter().map(String::len).sum(),
-                Values::Mixed(values) => {
-                    values.iter().map(|value| if let Value::String(s) = value { s.len() } else { 0 }).sum()
-                }
-                _ => 0,
-            };
-            key_bytes + value_bytes
+            2 * key_text_bytes(&columns.key) + string_value_bytes(&columns.values)
         })
         .sum();
     if text_bytes > MAX_DECODED_TEXT_BYTES {
@@ -586,11 +578,25 @@ pub fn check_payload_limits(series: &[SeriesColumns]) -> Result<(), CodecError> 
     Ok(())
 }
 
+/// Bytes of the string values in `values`.
+fn string_value_bytes(values: &Values) -> usize {
+    match values {
+        Values::String(values) => values.iter().map(String::len).sum(),
+        Values::Mixed(values) => values.iter().map(string_bytes).sum(),
+        _ => 0,
+    }
+}
+
+/// Bytes of `value` if it is a string, else 0.
+fn string_bytes(value: &Value) -> usize {
+    if let Value::String(s) = value { s.len() } else { 0 }
+}
+
 /// Most bytes one record adds to a decoded payload besides its string value's own bytes: a
 /// timestamp varint (10), a mixed column's kind run (2), an integer or float value (10; a
 /// string's dictionary index, run length and entry length take less), a quality run (6), and
 /// four to spare. The encoder's worst columns take about 25 (checked in the tests).
-pub const RECORD_BOUND_BYTES: usize = 32;
+const RECORD_BOUND_BYTES: usize = 32;
 /// Most bytes one series adds to a decoded payload besides its key's text: its table entry's
 /// varints (a few per tag, counted in [`series_bound_bytes`]) and its block's count, tick, kinds,
 /// encodings and column heads.
@@ -611,19 +617,12 @@ const _: () = assert!(
 /// An upper bound on the bytes `columns` adds to a decoded payload (its table entry, its block
 /// and its records). The bound of several series is their sum; a payload that merges them (keys
 /// that repeat share one table entry) takes no more.
-pub fn series_bound_bytes(columns: &SeriesColumns) -> usize {
-    let strings: usize = match &columns.values {
-        Values::String(values) => values.iter().map(String::len).sum(),
-        Values::Mixed(values) => {
-            values.iter().map(|value| if let Value::String(s) = value { s.len() } else { 0 }).sum()
-        }
-        _ => 0,
-    };
+fn series_bound_bytes(columns: &SeriesColumns) -> usize {
     key_text_bytes(&columns.key)
         + 8 * columns.key.tags.len()
         + SERIES_BOUND_BYTES
         + columns.len() * RECORD_BOUND_BYTES
-        + strings
+        + string_value_bytes(&columns.values)
 }
 
 /// [`series_bound_bytes`] summed over `series`: a payload of them decodes to at most this many
@@ -633,12 +632,14 @@ pub fn decoded_bytes_bound(series: &[SeriesColumns]) -> usize {
 }
 
 /// `frame` cut, in order, into frames of at most [`MAX_PAYLOAD_BOUND_BYTES`] each (a series
-/// whose records alone exceed it is cut between records, its records kept in order); `frame`
-/// itself when it is within the bound, as any frame of numbers is. Each series' records keep
-/// their order across the frames, so sealing the frames in order keeps every record's rank.
-pub fn split_to_bound(frame: Vec<SeriesColumns>) -> Vec<Vec<SeriesColumns>> {
-    if decoded_bytes_bound(&frame) <= MAX_PAYLOAD_BOUND_BYTES {
-        return vec![frame];
+/// whose records alone exceed it is cut between records, its records kept in order), each with
+/// its [`decoded_bytes_bound`]; `frame` itself when it is within the bound, as any frame of
+/// numbers is. Each series' records keep their order across the frames, so sealing the frames in
+/// order keeps every record's rank.
+pub fn split_to_bound(frame: Vec<SeriesColumns>) -> Vec<(Vec<SeriesColumns>, usize)> {
+    let whole = decoded_bytes_bound(&frame);
+    if whole <= MAX_PAYLOAD_BOUND_BYTES {
+        return vec![(frame, whole)];
     }
     let mut frames = Vec::new();
     let mut current = Vec::new();
@@ -651,7 +652,7 @@ pub fn split_to_bound(frame: Vec<SeriesColumns>) -> Vec<Vec<SeriesColumns>> {
             continue;
         }
         if !current.is_empty() {
-            frames.push(std::mem::take(&mut current));
+            frames.push((std::mem::take(&mut current), current_bound));
         }
         if bound <= MAX_PAYLOAD_BOUND_BYTES {
             current_bound = bound;
@@ -664,9 +665,9 @@ pub fn split_to_bound(frame: Vec<SeriesColumns>) -> Vec<Vec<SeriesColumns>> {
         let mut piece = empty();
         let mut piece_bound = series_bound_bytes(&piece);
         for record in columns.records() {
-            let record_bound = RECORD_BOUND_BYTES + if let Value::String(s) = &record.value { s.len() } else { 0 };
+            let record_bound = RECORD_BOUND_BYTES + string_bytes(&record.value);
             if !piece.is_empty() && piece_bound + record_bound > MAX_PAYLOAD_BOUND_BYTES {
-                frames.push(vec![std::mem::replace(&mut piece, empty())]);
+                frames.push((vec![std::mem::replace(&mut piece, empty())], piece_bound));
                 piece_bound = series_bound_bytes(&piece);
             }
             piece_bound += record_bound;
@@ -676,7 +677,7 @@ pub fn split_to_bound(frame: Vec<SeriesColumns>) -> Vec<Vec<SeriesColumns>> {
         current.push(piece);
     }
     if !current.is_empty() {
-        frames.push(current);
+        frames.push((current, current_bound));
     }
     frames
 }

@@ -941,8 +941,9 @@ fn a_frame_beyond_the_bound_is_cut_in_order() {
     let frames = split_to_bound(frame);
     assert!(frames.len() >= 3, "{} frames", frames.len());
     let mut joined: Vec<SeriesColumns> = original.iter().map(|c| SeriesColumns::new(c.key.clone())).collect();
-    for frame in &frames {
-        assert!(decoded_bytes_bound(frame) <= MAX_PAYLOAD_BOUND_BYTES);
+    for (frame, bound) in &frames {
+        assert_eq!(*bound, decoded_bytes_bound(frame));
+        assert!(*bound <= MAX_PAYLOAD_BOUND_BYTES);
         let payload = encode_payload(frame, ZSTD_LEVEL);
         assert!(payload.len() <= crate::seal::MAX_PAYLOAD_LENGTH, "{} bytes", payload.len());
         assert_same_columns(&decode_payload(&payload).unwrap(), frame);
