@@ -8,8 +8,8 @@
 //! - `receive_path`: `decode_datagram` alone, and `decode_datagram` + `Reassembler::handle_symbol`,
 //!   per datagram, over all the datagrams of one 1 MiB segment.
 //! - `repair_floor`: `fec::repair_floor_for_loss` at the sender's default design loss (5 %, 10⁻⁶)
-//!   for a live 1 s segment (21 symbols) and a harness segment (63), which the sender computes
-//!   for every segment it sends.
+//!   for a live 1 s segment (21 symbols) and a 50,000-record harness segment (63), which the
+//!   sender computes for every segment it sends.
 //!
 //! Throughput is reported in bytes of segment per second (elements per second for the receive
 //! path). Run with `cargo bench -p diode-common --bench fec`.

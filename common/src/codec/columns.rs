@@ -1199,6 +1199,10 @@ fn read_run(reader: &mut Reader<'_>, what: &'static str, left: usize) -> Result<
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
     /// The rounding without libm takes the integer `f64::round` takes, halves included.
     #[test]
     fn decimal_integers_round_as_f64_round_does() {
@@ -1226,10 +1230,6 @@ mod tests {
             }
         }
     }
-
-    use proptest::prelude::*;
-
-    use super::*;
 
     /// Bytes that are mostly one-byte varints, with longer ones, over-long ones and stray
     /// continuation bytes mixed in.
