@@ -357,12 +357,23 @@ impl Replica {
         statistics: &[(u32, SeriesStatistics)],
         delta_number: u64,
     ) -> bool {
-        let (series_cf, meta) = (self.cf(CF_SERIES), self.cf(CF_META));
-        let journal = &self.state.journal;
-        if journal.pending_deltas.len() + 1 < STATISTICS_DELTAS_PER_CHECKPOINT {
-            batch.put_cf(meta, layout::statistics_delta_key(delta_number), layout::encode_statistics_delta(statistics));
+        if self.state.journal.pending_deltas.len() + 1 < STATISTICS_DELTAS_PER_CHECKPOINT {
+            batch.put_cf(
+                self.cf(CF_META),
+                layout::statistics_delta_key(delta_number),
+                layout::encode_statistics_delta(statistics),
+            );
             return false;
         }
+        self.stage_checkpoint(batch, statistics);
+        true
+    }
+
+    /// Stages a checkpoint: the `'S'` entry of every series changed since the last one (with
+    /// `statistics`, not yet committed, taking precedence), and the deletion of the deltas.
+    fn stage_checkpoint(&self, batch: &mut WriteBatch, statistics: &[(u32, SeriesStatistics)]) {
+        let (series_cf, meta) = (self.cf(CF_SERIES), self.cf(CF_META));
+        let journal = &self.state.journal;
         let mut rewritten: BTreeMap<u32, SeriesStatistics> =
             journal.dirty_ids.iter().map(|&id| (id, self.state.catalog.entries[id as usize].statistics)).collect();
         rewritten.extend(statistics.iter().copied());
@@ -372,7 +383,19 @@ impl Replica {
         for &number in &journal.pending_deltas {
             batch.delete_cf(meta, layout::statistics_delta_key(number));
         }
-        true
+    }
+
+    /// Writes a statistics checkpoint now, outside an apply: the `'S'` entry of every series
+    /// changed since the last one, and the deletion of the deltas. Nothing to do without deltas.
+    pub(crate) fn checkpoint_statistics(&mut self, sync: bool) -> Result<(), ReplicaError> {
+        if self.state.journal.pending_deltas.is_empty() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        self.stage_checkpoint(&mut batch, &[]);
+        self.write(batch, sync, "writing a statistics checkpoint")?;
+        self.state.journal = StatisticsJournal::default();
+        Ok(())
     }
 
     /// Checks, before anything is written, that the ids `stage` gave new series are the ones

@@ -87,6 +87,12 @@ impl Replica {
         self.merge_buckets(all, usize::MAX)
     }
 
+    /// How many statistics deltas wait for a checkpoint (one per apply since the last; merging a
+    /// closed hour writes one).
+    pub fn statistics_deltas_pending(&self) -> usize {
+        self.state.journal.pending_deltas.len()
+    }
+
     /// How many buckets wait to be merged.
     pub fn buckets_waiting_to_merge(&self) -> usize {
         self.state.pending.buckets.len()
@@ -122,6 +128,12 @@ impl Replica {
             }
             self.write(batch, sync, "merging a closed bucket")?;
             self.state.pending.buckets.remove(&(bucket_start_ns, series_id));
+        }
+        if report.buckets_merged > 0 {
+            // An hour closing is when the replica settles: fold the statistics deltas now rather
+            // than leave up to a checkpoint's worth of them (a live plant's deltas hold about as
+            // many bytes per point as its merged points) until the next checkpoint apply writes.
+            self.checkpoint_statistics(sync)?;
         }
         Ok(report)
     }

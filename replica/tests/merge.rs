@@ -207,6 +207,37 @@ fn closed_hours_merge_by_themselves_within_a_budget_and_a_restart_forgets_none_w
     assert_eq!(entries(&replica), (2 * 11, 8), "hour 4 is open");
 }
 
+/// Statistics deltas (one per apply until a checkpoint) left standing hold as many bytes per point
+/// as a live plant's merged points: merging folds them, and what a reopen reads is unchanged.
+#[test]
+fn merging_folds_the_statistics_deltas_and_a_reopen_reads_the_same_statistics() {
+    let directory = tempfile::tempdir().unwrap();
+    let segments = live_segments(70);
+    let mut replica = Replica::open(directory.path()).unwrap();
+    for segment in &segments[..69] {
+        apply(&mut replica, segment);
+    }
+    assert_eq!(replica.statistics_deltas_pending(), 69 - 64, "one checkpoint at the 64th apply");
+    let series = replica.series_list();
+    assert!(replica.merge_all_buckets().unwrap().buckets_merged > 0);
+    assert_eq!(replica.statistics_deltas_pending(), 0);
+    assert_eq!(replica.series_list(), series);
+    drop(replica);
+    let db = raw_db(directory.path());
+    let meta = db.cf_handle("meta").unwrap();
+    let deltas =
+        db.iterator_cf(meta, rocksdb::IteratorMode::Start).filter(|entry| entry.as_ref().unwrap().0[0] == b'D').count();
+    assert_eq!(deltas, 0, "the merge deleted every delta");
+    drop(db);
+    let mut replica = Replica::open(directory.path()).unwrap();
+    assert_eq!(replica.series_list(), series);
+    apply(&mut replica, &segments[69]);
+    assert_eq!(replica.statistics_deltas_pending(), 1);
+    let series = replica.series_list();
+    drop(replica);
+    assert_eq!(Replica::open(directory.path()).unwrap().series_list(), series);
+}
+
 #[test]
 fn a_segment_applied_into_a_merged_hour_is_read_in_its_place_and_marks_the_hour_again() {
     let directory = tempfile::tempdir().unwrap();
