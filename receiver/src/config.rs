@@ -205,6 +205,10 @@ pub struct ReassemblyConfig {
     /// Verified segments waiting to be applied; when full, newly completed segments are shed
     /// (whole, never partly) and counted, to be filled by the carousel or a resend. Default 256.
     pub apply_queue_segments: usize,
+    /// MiB those segments may hold (the one being applied included); a segment that would go
+    /// beyond it is shed the same way, though one segment alone is always taken. Default 256:
+    /// 256 segments of large strings (up to 16 MiB each) would otherwise queue 4 GiB.
+    pub apply_queue_mib: usize,
 }
 
 impl Default for ReassemblyConfig {
@@ -215,6 +219,7 @@ impl Default for ReassemblyConfig {
             segment_timeout_ms: 30_000,
             max_segment_kib: 16 * 1024,
             apply_queue_segments: 256,
+            apply_queue_mib: 256,
         }
     }
 }
@@ -313,6 +318,7 @@ impl ReceiverConfig {
         ensure(r.segment_timeout_ms >= 100, "reassembly.segment_timeout_ms must be at least 100")?;
         ensure((1..=16 * 1024).contains(&r.max_segment_kib), "reassembly.max_segment_kib must be 1..=16384")?;
         ensure((1..=65_536).contains(&r.apply_queue_segments), "reassembly.apply_queue_segments must be 1..=65536")?;
+        ensure((1..=65_536).contains(&r.apply_queue_mib), "reassembly.apply_queue_mib must be 1..=65536")?;
         let http = &self.http;
         ensure((1..=65_536).contains(&http.max_connections), "http.max_connections must be 1..=65536")?;
         ensure(
@@ -415,7 +421,11 @@ mod tests {
         let config: ReceiverConfig = toml::from_str(MINIMAL).unwrap();
         config.check().unwrap();
         assert_eq!(config.reassembly.apply_queue_segments, 256);
+        assert_eq!(config.reassembly.apply_queue_mib, 256);
         assert!(config.http.listen.is_none());
+        let text = format!("{MINIMAL}\n[reassembly]\napply_queue_mib = 0\n");
+        let error = toml::from_str::<ReceiverConfig>(&text).unwrap().check().unwrap_err().to_string();
+        assert!(error.contains("reassembly.apply_queue_mib"), "{error}");
     }
 
     #[test]

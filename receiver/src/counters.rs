@@ -101,7 +101,7 @@ impl ReceiverCounters {
             ("diode_receiver_chunks_merged_total", "Chunks joined by those merges.", &self.chunks_merged),
             (
                 "diode_receiver_segments_shed_total",
-                "Segments dropped whole because the apply queue was full.",
+                "Segments dropped whole because the apply queue was full (in segments or in bytes).",
                 &self.segments_shed,
             ),
             (

@@ -39,7 +39,11 @@ pub fn run(config: ReceiverConfig) -> anyhow::Result<()> {
         Some(listen) => Some(runtime.block_on(crate::http::bind(listen))?),
         None => None,
     };
-    let shared = Arc::new(Shared { merge_quiet_s: config.replica.merge_quiet_s, ..Shared::new(replica) });
+    let shared = Arc::new(Shared {
+        merge_quiet_s: config.replica.merge_quiet_s,
+        apply_queue_limit_bytes: config.reassembly.apply_queue_mib << 20,
+        ..Shared::new(replica)
+    });
     let (queue_tx, queue_rx) = std::sync::mpsc::sync_channel(config.reassembly.apply_queue_segments);
     // Fed by the diode link (the receive thread) or by an upstream receiver (a task below).
     let (receive, upstream_queue) = if config.link.is_some() {

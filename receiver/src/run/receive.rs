@@ -219,22 +219,37 @@ fn completed_id(symbol: &packet::SymbolPacket<'_>) -> packet::SegmentId {
     symbol.segment_id()
 }
 
-/// Hands a completed segment to the apply thread, or sheds it whole when the queue is full.
+/// Hands a completed segment to the apply thread, or sheds it whole when the queue is full (in
+/// segments, or in bytes: one segment alone is always taken).
 fn offer(queue: &SyncSender<Work>, work: Work, shared: &Shared, reassembler: &mut Reassembler, id: packet::SegmentId) {
-    match queue.try_send(work) {
-        Ok(()) => {}
-        Err(TrySendError::Full(_)) => {
-            shared.counters.segments_shed.fetch_add(1, Ordering::Relaxed);
-            // Forget it was completed, so the carousel's or a resend's copy is taken next time.
-            reassembler.handle_dropped(id);
-            shared.log.warn("shed", || {
-                format!(
-                    "apply queue full: shed segment {} of epoch {} (the carousel or a resend will bring it back)",
-                    id.sequence, id.epoch
-                )
-            });
+    let bytes = work.bytes();
+    let queued = shared.apply_queue_bytes.load(Ordering::Relaxed);
+    let full = if queued > 0 && queued.saturating_add(bytes) > shared.apply_queue_limit_bytes {
+        Some("bytes")
+    } else {
+        shared.apply_queue_bytes.fetch_add(bytes, Ordering::Relaxed);
+        match queue.try_send(work) {
+            Ok(()) => None,
+            Err(TrySendError::Full(_)) => {
+                shared.apply_queue_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                Some("segments")
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                shared.stop.store(true, Ordering::Relaxed);
+                None
+            }
         }
-        Err(TrySendError::Disconnected(_)) => shared.stop.store(true, Ordering::Relaxed),
+    };
+    if let Some(unit) = full {
+        shared.counters.segments_shed.fetch_add(1, Ordering::Relaxed);
+        // Forget it was completed, so the carousel's or a resend's copy is taken next time.
+        reassembler.handle_dropped(id);
+        shared.log.warn("shed", || {
+            format!(
+                "apply queue full ({unit}): shed segment {} of epoch {} (the carousel or a resend will bring it back)",
+                id.sequence, id.epoch
+            )
+        });
     }
 }
 
@@ -370,6 +385,35 @@ mod tests {
         assert!(matches!(applier.try_recv(), Ok(Work::Segment { .. })));
         let again = complete(&mut reassembler, 2).expect("a shed segment is rebuilt from its next copy");
         offer(&queue, Work::Segment { bytes: again, recovered_by_fec: false }, &shared, &mut reassembler, id(2));
+        assert_eq!(shared.counters.segments_shed.load(Ordering::Relaxed), 1);
+        assert!(matches!(applier.try_recv(), Ok(Work::Segment { bytes, .. }) if bytes == vec![2u8; 3_000]));
+    }
+
+    /// The queue's byte bound sheds a segment though the queue has places left, takes a segment
+    /// alone whatever its size, and frees its bytes once the apply thread is done with it.
+    #[test]
+    fn the_apply_queue_sheds_by_bytes_and_always_takes_one_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = Shared { apply_queue_limit_bytes: 2_000, ..shared(dir.path()) };
+        let mut reassembler = Reassembler::new(ReassemblyLimits::default());
+        let (queue, applier) = std::sync::mpsc::sync_channel(8);
+        let id = |sequence| packet::SegmentId { sender_id: 1, epoch: 1, sequence };
+        let offer_sequence = |reassembler: &mut Reassembler, sequence| {
+            let bytes = complete(reassembler, sequence).expect("completes");
+            offer(&queue, Work::Segment { bytes, recovered_by_fec: false }, &shared, reassembler, id(sequence));
+        };
+
+        // 3,000 bytes are beyond the 2,000 allowed, but an empty queue takes a segment alone.
+        offer_sequence(&mut reassembler, 1);
+        assert_eq!(shared.apply_queue_bytes.load(Ordering::Relaxed), 3_000);
+        offer_sequence(&mut reassembler, 2);
+        assert_eq!(shared.counters.segments_shed.load(Ordering::Relaxed), 1, "shed by bytes, with places left");
+        assert_eq!(shared.apply_queue_bytes.load(Ordering::Relaxed), 3_000);
+
+        // The apply thread takes the first and is done with it: the shed segment's next copy is taken.
+        let Ok(work) = applier.try_recv() else { panic!("the first segment was queued") };
+        shared.apply_queue_bytes.fetch_sub(work.bytes(), Ordering::Relaxed);
+        offer_sequence(&mut reassembler, 2);
         assert_eq!(shared.counters.segments_shed.load(Ordering::Relaxed), 1);
         assert!(matches!(applier.try_recv(), Ok(Work::Segment { bytes, .. }) if bytes == vec![2u8; 3_000]));
     }
