@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use diode_common::beacon::EpochReason;
 use diode_common::codec::{self, Effort, SeriesColumns};
 use diode_common::keys::SenderKey;
-use diode_common::record::{Record, RecordError};
+use diode_common::record::{Record, RecordError, SeriesKey};
 use diode_common::seal::{self, ChainPosition, GENESIS_HASH, SegmentHash};
 
 use crate::config::FsyncPolicy;
@@ -450,6 +450,13 @@ impl SealJob {
     }
 }
 
+/// Adds `series`' keys to `seen`; returns the bytes of their bound that keys already there (from
+/// an earlier frame or earlier in this one) need not add again ([`codec::key_bound_bytes`] of
+/// each): merged by key, they share one table entry and one block. One hash per key.
+fn take_repeated_keys<'a>(series: &'a [SeriesColumns], seen: &mut foldhash::HashSet<&'a SeriesKey>) -> usize {
+    series.iter().filter(|columns| !seen.insert(&columns.key)).map(|columns| codec::key_bound_bytes(&columns.key)).sum()
+}
+
 /// An encoded [`SealJob`], ready for [`Pipeline::finish_seal`].
 pub struct EncodedSeal {
     generation: u64,
@@ -772,14 +779,33 @@ impl Pipeline {
             spooled: None,
         };
         let mut bound = 0;
-        for frame in self.pending.iter().skip(self.taken.frames) {
-            if job.records > 0
-                && (job.records + frame.records > self.settings.max_records
-                    || bound + frame.bound > codec::MAX_PAYLOAD_BOUND_BYTES)
-            {
+        // The keys of the frames taken, once the plain sum of their bounds would pass the limit:
+        // the frames are merged by key (`SealJob::encode`), so a key repeated in a later frame
+        // adds no table entry and no block. Many small frames over many series (HTTP writers'
+        // bodies of a few thousand lines) would otherwise end a segment long before max_records.
+        let mut keys: Option<foldhash::HashSet<&SeriesKey>> = None;
+        let taken = self.taken.frames;
+        for (index, frame) in self.pending.iter().enumerate().skip(taken) {
+            if job.records > 0 && job.records + frame.records > self.settings.max_records {
                 break;
             }
-            bound += frame.bound;
+            let mut frame_bound = frame.bound;
+            if job.records > 0 && (keys.is_some() || bound + frame_bound > codec::MAX_PAYLOAD_BOUND_BYTES) {
+                let seen = keys.get_or_insert_with(|| {
+                    let mut seen = foldhash::HashSet::default();
+                    bound = 0;
+                    for earlier in self.pending.range(taken..index) {
+                        bound += earlier.bound - take_repeated_keys(&earlier.series, &mut seen);
+                    }
+                    seen
+                });
+                // A frame that does not fit ends the job, and the keys it added go with `seen`.
+                frame_bound -= take_repeated_keys(&frame.series, seen);
+                if bound + frame_bound > codec::MAX_PAYLOAD_BOUND_BYTES {
+                    break;
+                }
+            }
+            bound += frame_bound;
             job.records += frame.records;
             job.frames.push(Arc::clone(&frame.series));
             job.cursor = frame.id;
@@ -1699,6 +1725,47 @@ mod tests {
         }
         assert_eq!(records, batches * per_batch);
         assert!(segments > 1, "{segments} segment(s) for {} MiB of strings", records / 16);
+    }
+
+    /// Many small frames over the same many series (an HTTP writer's bodies) fill a segment to
+    /// max_records: a key repeated in a later frame is counted once in the segment's bound, as the
+    /// merged payload holds it once. Counted per frame, these segments stopped at 40,000 records.
+    #[test]
+    fn frames_repeating_many_series_fill_a_segment_to_max_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = sync_channel(1_000);
+        let settings = PipelineSettings { max_records: 100_000, spool_max_bytes: 1 << 30, ..settings(dir.path()) };
+        let mut pipeline =
+            Pipeline::open(settings, SenderKey::from_seed([1; 32]), 1_700_000_000_000_000_000, tx).unwrap();
+        let keys: Vec<SeriesKey> = (0..2_000)
+            .map(|i| {
+                SeriesKey::with_tags(
+                    format!("site/area{}/{}/sensor{i:04}", i % 10, "x".repeat(160)),
+                    vec![("unit".into(), "degC".into()), ("loop".into(), "TIC-100".into())],
+                )
+            })
+            .collect();
+        for frame in 0..60i64 {
+            let mut records: Vec<Record> = keys
+                .iter()
+                .map(|key| Record {
+                    series: key.clone(),
+                    timestamp_ns: 1_700_000_000_000_000_000 + frame * 1_000_000_000,
+                    value: Value::F64(frame as f64 / 10.0),
+                    quality: Quality::GOOD,
+                })
+                .collect();
+            pipeline.submit(&mut records, 0).unwrap();
+        }
+        pipeline.flush(0).unwrap();
+        let trusted = TrustedKeys::single(SenderKey::from_seed([1; 32]).public_key());
+        let mut sizes = Vec::new();
+        for entry in rx.try_iter() {
+            let (_, series) = seal::open_records(&entry.bytes, &trusted).unwrap();
+            assert!(codec::decoded_bytes_bound(&series) <= codec::MAX_PAYLOAD_BOUND_BYTES);
+            sizes.push(series.iter().map(SeriesColumns::len).sum::<usize>());
+        }
+        assert_eq!(sizes, vec![100_000, 20_000]);
     }
 
     /// A segment of one frame holding at least half of max_records is the frame as spooled (no

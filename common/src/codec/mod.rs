@@ -618,11 +618,15 @@ const _: () = assert!(
 /// and its records). The bound of several series is their sum; a payload that merges them (keys
 /// that repeat share one table entry) takes no more.
 fn series_bound_bytes(columns: &SeriesColumns) -> usize {
-    key_text_bytes(&columns.key)
-        + 8 * columns.key.tags.len()
-        + SERIES_BOUND_BYTES
-        + columns.len() * RECORD_BOUND_BYTES
-        + string_value_bytes(&columns.values)
+    key_bound_bytes(&columns.key) + columns.len() * RECORD_BOUND_BYTES + string_value_bytes(&columns.values)
+}
+
+/// The part of [`decoded_bytes_bound`] a series adds once whatever its records: its table entry
+/// and its block. Groups of one key merged ([`merge_groups`]) make one entry and one block, so a
+/// sealer merging frames may count this once per distinct key: the bound of the merged payload
+/// is the frames' bounds less this for every repeat of a key.
+pub fn key_bound_bytes(key: &SeriesKey) -> usize {
+    key_text_bytes(key) + 8 * key.tags.len() + SERIES_BOUND_BYTES
 }
 
 /// [`series_bound_bytes`] summed over `series`: a payload of them decodes to at most this many

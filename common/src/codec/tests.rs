@@ -918,6 +918,20 @@ fn the_decoded_bound_holds_for_the_worst_columns() {
             assert!(decoded <= bound, "kind {kind}: {decoded} decoded bytes above the bound {bound}");
             assert_same_columns(&decode_payload(&payload).unwrap(), &series);
         }
+        // Two frames merged by key, as a seal merges them: the bound less each repeat's key part.
+        let (first, second) = series.split_at(series.len() / 2);
+        let merged = merge_groups([first, second]);
+        let mut seen = std::collections::HashSet::new();
+        let repeats: usize =
+            series.iter().filter(|c| !seen.insert(c.key.clone())).map(|c| key_bound_bytes(&c.key)).sum();
+        assert!(repeats > 0);
+        let merged_bound = decoded_bytes_bound(&merged);
+        assert_eq!(merged_bound, bound - repeats);
+        for effort in [Effort::Fast, Effort::Smallest] {
+            let payload = encode_payload_with(&merged, ZSTD_LEVEL, effort);
+            let decoded = u32::from_le_bytes(payload[6..10].try_into().unwrap()) as usize;
+            assert!(decoded <= merged_bound, "kind {kind}, merged: {decoded} decoded bytes above {merged_bound}");
+        }
     }
 }
 
