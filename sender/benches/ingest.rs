@@ -6,7 +6,7 @@
 //!   HTTP handler does), the two alternated in one run; and a TCP or UDP batch the same two ways
 //!   (line by line, as those listeners did, and whole with bad lines skipped);
 //! - the spool alone (`Pipeline::submit` of parsed records: encode, append, fdatasync, and the
-//!   sealing of every 50,000 records into a signed segment), under `fsync = "always"` and `"never"`;
+//!   sealing of every 250,000 records (the default `segments.max_records`) into a signed segment), under `fsync = "always"` and `"never"`;
 //! - HTTP: the sender's InfluxDB endpoint (`ingest::router`) served as `diode-sender run` serves it
 //!   (one async worker, submits on the blocking pool, `run`'s sealing thread), over a real spool in a
 //!   temporary folder, with 5,000-line bodies posted over keep-alive connections by 1 to 8
@@ -23,12 +23,13 @@
 //! how busy the machine was.
 //! `DIODE_INGEST_BENCH_CSV_ROWS` changes the CSV size (default 3,000,000);
 //! `DIODE_INGEST_BENCH_DIR` puts the spools on another disk (default: the system's temp folder);
-//! `DIODE_INGEST_BENCH_HTTP_LINES=1000` runs only the HTTP cases of that body size.
+//! `DIODE_INGEST_BENCH_HTTP_LINES=1000` runs only the HTTP cases of that body size;
+//! `DIODE_INGEST_BENCH_HTTP_SERIES=5000` posts bodies of one field a line over that many series.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -81,6 +82,20 @@ fn plant_body(body: usize, lines: usize) -> String {
     text
 }
 
+/// `lines` lines of one field each over `series` series, in turn: line `i` of the run is a
+/// sample of series `i % series`, the series sampled once a second each.
+fn wide_body(body: usize, lines: usize, series: usize) -> String {
+    let mut text = String::with_capacity(lines * 80);
+    for line in 0..lines {
+        let i = body * lines + line;
+        let id = i % series;
+        let timestamp_ns = START_NS + (i / series) as i64 * 1_000_000_000 + id as i64 * 1_000;
+        let value = 20.0 + (id % 300) as f64 * 0.25 + (i % 17) as f64 * 0.01;
+        text.push_str(&format!("process,area=a{:02},tag=TI-{id:05} value={value:.2} {timestamp_ns}\n", id / 100));
+    }
+    text
+}
+
 fn gzip(text: &str) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     encoder.write_all(text.as_bytes()).expect("gzip to memory");
@@ -93,6 +108,8 @@ struct Spool {
     _dir: tempfile::TempDir,
     pipeline: Arc<Mutex<Pipeline>>,
     link: Option<thread::JoinHandle<()>>,
+    /// Segments the stand-in link took, and their bytes.
+    taken: Arc<[AtomicU64; 2]>,
 }
 
 fn bench_dir() -> PathBuf {
@@ -100,12 +117,17 @@ fn bench_dir() -> PathBuf {
 }
 
 impl Spool {
+    /// A spool sealing segments of the sender's default `segments.max_records`.
     fn new(fsync: FsyncPolicy) -> Spool {
+        Spool::with_max_records(fsync, segment_records())
+    }
+
+    fn with_max_records(fsync: FsyncPolicy, max_records: usize) -> Spool {
         let dir = tempfile::tempdir_in(bench_dir()).expect("temp dir");
         let settings = PipelineSettings {
             sender_id: 1,
             data_dir: dir.path().to_owned(),
-            max_records: SEGMENT_RECORDS,
+            max_records,
             max_age_ns: 1_000_000_000,
             zstd_level: 3,
             spool_max_bytes: 1 << 30,
@@ -116,8 +138,12 @@ impl Spool {
         let (segments, sealed) = sync_channel(64);
         let pipeline = Pipeline::open(settings, SenderKey::from_seed([5; 32]), now_ns(), segments).expect("pipeline");
         let progress = pipeline.progress();
-        let link = thread::spawn(move || drain(sealed, &progress));
-        Spool { _dir: dir, pipeline: Arc::new(Mutex::new(pipeline)), link: Some(link) }
+        let taken = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let link = {
+            let taken = Arc::clone(&taken);
+            thread::spawn(move || drain(sealed, &progress, &taken))
+        };
+        Spool { _dir: dir, pipeline: Arc::new(Mutex::new(pipeline)), link: Some(link), taken }
     }
 
     /// Seals what is pending and waits for the stand-in link to take it.
@@ -132,8 +158,10 @@ impl Spool {
     }
 }
 
-fn drain(sealed: Receiver<SealedEntry>, progress: &diode_sender::pipeline::Progress) {
+fn drain(sealed: Receiver<SealedEntry>, progress: &diode_sender::pipeline::Progress, taken: &[AtomicU64; 2]) {
     for entry in sealed {
+        taken[0].fetch_add(1, Ordering::Relaxed);
+        taken[1].fetch_add(entry.bytes.len() as u64, Ordering::Relaxed);
         progress.sent_through.store(entry.sequence, Ordering::Relaxed);
     }
 }
@@ -239,11 +267,14 @@ impl Server {
         Server { address, runtime, spool, stop_sealer, sealer }
     }
 
-    fn stop(self) -> u64 {
+    /// Points sealed, segments and their bytes.
+    fn stop(self) -> (u64, u64, u64) {
         self.stop_sealer.store(true, Ordering::Relaxed);
         self.sealer.join().expect("sealing thread").expect("sealing");
         self.runtime.shutdown_timeout(Duration::from_secs(5));
-        self.spool.finish()
+        let taken = Arc::clone(&self.spool.taken);
+        let points = self.spool.finish();
+        (points, taken[0].load(Ordering::Relaxed), taken[1].load(Ordering::Relaxed))
     }
 }
 
@@ -308,7 +339,8 @@ fn bench_parse_and_prepare(texts: &[String], points_per_body: usize) {
         assert_eq!(points, requests * points_per_body);
         println!("{label}, one thread, round {round}: {}", timing.describe(points as f64, "points"));
     };
-    let via_records = |records: &[Record]| PreparedFrames::prepare(records, SEGMENT_RECORDS).expect("valid").records();
+    let via_records =
+        |records: &[Record]| PreparedFrames::prepare(records, segment_records()).expect("valid").records();
     let grouped = |grouper: Grouper| PreparedFrames::from_groups(grouper.finish()).expect("valid").records();
     for round in 1..=2 {
         time("parse and prepare frames via records", round, &|text| {
@@ -317,7 +349,7 @@ fn bench_parse_and_prepare(texts: &[String], points_per_body: usize) {
             via_records(&records)
         });
         time("parse and prepare frames grouped while parsing", round, &|text| {
-            let mut grouper = Grouper::new(SEGMENT_RECORDS);
+            let mut grouper = Grouper::new(segment_records());
             parse_lines_grouped(text, &options, &mut grouper).expect("valid");
             grouped(grouper)
         });
@@ -331,7 +363,7 @@ fn bench_parse_and_prepare(texts: &[String], points_per_body: usize) {
             via_records(&records)
         });
         time("a TCP batch parsed whole into frames, skipping bad lines", round, &|text| {
-            let mut grouper = Grouper::new(SEGMENT_RECORDS);
+            let mut grouper = Grouper::new(segment_records());
             parse_lines_grouped_skipping(text, &options, &mut grouper, |e| panic!("{e}"));
             grouped(grouper)
         });
@@ -398,15 +430,25 @@ fn bench_http() {
     ];
     // `DIODE_INGEST_BENCH_HTTP_LINES=1000` runs only the cases of that body size (for a profile).
     let only_lines: Option<usize> = std::env::var("DIODE_INGEST_BENCH_HTTP_LINES").ok().and_then(|l| l.parse().ok());
+    // `DIODE_INGEST_BENCH_HTTP_SERIES=5000`: bodies of one field a line over that many series
+    // (a writer of thousands of tags, each body a sample of each), instead of the 150 of the plant.
+    let wide_series: Option<usize> =
+        std::env::var("DIODE_INGEST_BENCH_HTTP_SERIES").ok().and_then(|s| s.parse().ok()).filter(|&s| s > 0);
     for HttpCase { lines, clients, gzip, fsync, grouped, sealer_thread } in cases {
         if only_lines.is_some_and(|only| only != lines) {
             continue;
         }
-        let texts: Vec<String> = (0..BODIES).map(|body| plant_body(body, lines)).collect();
+        let texts: Vec<String> = (0..BODIES)
+            .map(|body| match wide_series {
+                Some(series) => wide_body(body, lines, series),
+                None => plant_body(body, lines),
+            })
+            .collect();
+        let fields = if wide_series.is_some() { 1 } else { 3 };
         let bodies: Vec<Vec<u8>> =
             texts.iter().map(|text| if gzip { self::gzip(text) } else { text.clone().into_bytes() }).collect();
         let requests = LINES_PER_RUN / lines;
-        let (timing, (sealed, clients_cpu)) = best_of(
+        let (timing, ((sealed, segments, segment_bytes), clients_cpu)) = best_of(
             process_cpu_seconds,
             || Server::start(fsync, grouped, sealer_thread),
             |server| {
@@ -414,11 +456,12 @@ fn bench_http() {
                 (server.stop(), clients_cpu)
             },
         );
-        assert_eq!(sealed as usize, requests * lines * 3);
+        assert_eq!(sealed as usize, requests * lines * fields);
         // The sender's own CPU: the process's less what the clients' threads used (last run).
         let sender_cpu = timing.cpu.map(|cpu| cpu - clients_cpu).filter(|&cpu| cpu > 0.0);
         println!(
-            "HTTP, {lines}-line bodies, {clients} client{}, {}, fsync = {fsync:?}{}: {} ({:.0} requests/s); without the clients' {clients_cpu:.2} s: {}",
+            "HTTP, {lines}-line bodies{}, {clients} client{}, {}, fsync = {fsync:?}{}: {} ({:.0} requests/s); without the clients' {clients_cpu:.2} s: {}; {segments} segments of {:.0} points, {:.2} bytes per point",
+            wide_series.map_or(String::new(), |series| format!(" over {series} series")),
             if clients == 1 { "" } else { "s" },
             if gzip { "gzip" } else { "plain" },
             match (grouped, sealer_thread) {
@@ -429,7 +472,9 @@ fn bench_http() {
             timing.describe(sealed as f64, "points"),
             requests as f64 / timing.wall,
             sender_cpu
-                .map_or("?".to_owned(), |cpu| format!("{:.2} M points per CPU-second", sealed as f64 / cpu / 1e6))
+                .map_or("?".to_owned(), |cpu| format!("{:.2} M points per CPU-second", sealed as f64 / cpu / 1e6)),
+            sealed as f64 / segments.max(1) as f64,
+            segment_bytes as f64 / sealed.max(1) as f64
         );
     }
 }
@@ -488,19 +533,26 @@ fn bench_csv(rows: usize) {
     }
 }
 
-/// `segments.max_records` of every spool the bench makes: the sender's default.
-const SEGMENT_RECORDS: usize = 50_000;
+/// `segments.max_records` of the spools of the parse, spool, HTTP and CSV sections: the sender's
+/// default.
+fn segment_records() -> usize {
+    diode_sender::config::SegmentConfig::default().max_records
+}
+
+/// `segments.max_records` of the sealing section's spool: small enough for 40 segments, so that
+/// the rate projected for 1 to 8 encoding threads has seals enough to share out.
+const SEAL_SEGMENT_RECORDS: usize = 50_000;
 
 /// Records of the sealing section: 40 segments' worth of a 5,000-series plant.
-const SEAL_RECORDS: usize = 2_000_000;
+const SEAL_RECORDS: usize = 40 * SEAL_SEGMENT_RECORDS;
 
 /// A spool holding `records` durably, unsealed, with a sealing thread attached (so submits seal
 /// nothing themselves), submitted in segment-sized writes.
 fn spool_with(records: &[Record]) -> Spool {
-    let spool = Spool::new(FsyncPolicy::Always);
+    let spool = Spool::with_max_records(FsyncPolicy::Always, SEAL_SEGMENT_RECORDS);
     let mut pipeline = spool.pipeline.lock().expect("pipeline lock");
     drop(pipeline.attach_sealer());
-    for part in records.chunks(SEGMENT_RECORDS) {
+    for part in records.chunks(SEAL_SEGMENT_RECORDS) {
         pipeline.submit(&mut part.to_vec(), now_ns()).expect("submit");
     }
     drop(pipeline);
