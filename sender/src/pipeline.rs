@@ -1304,6 +1304,14 @@ mod tests {
         (pipeline, rx)
     }
 
+    /// [`open`] with segments of up to 100,000 records and a spool of 1 GiB.
+    fn open_large(dir: &Path) -> (Pipeline, Receiver<SealedEntry>) {
+        let (tx, rx) = sync_channel(1_000);
+        let settings = PipelineSettings { max_records: 100_000, spool_max_bytes: 1 << 30, ..settings(dir) };
+        let pipeline = Pipeline::open(settings, SenderKey::from_seed([1; 32]), 1_700_000_000_000_000_000, tx).unwrap();
+        (pipeline, rx)
+    }
+
     fn open_on(disk: &FaultyDisk, dir: &Path) -> (Pipeline, Receiver<SealedEntry>) {
         let (tx, rx) = sync_channel(1_000);
         let disk = Arc::new(disk.clone());
@@ -1686,10 +1694,7 @@ mod tests {
     #[test]
     fn segments_of_large_strings_stay_within_what_a_receiver_decodes() {
         let dir = tempfile::tempdir().unwrap();
-        let (tx, rx) = sync_channel(1_000);
-        let settings = PipelineSettings { max_records: 100_000, spool_max_bytes: 1 << 30, ..settings(dir.path()) };
-        let mut pipeline =
-            Pipeline::open(settings, SenderKey::from_seed([1; 32]), 1_700_000_000_000_000_000, tx).unwrap();
+        let (mut pipeline, rx) = open_large(dir.path());
         let mut state = 0x9e37_79b9_7f4a_7c15_u64;
         let mut text = |length: usize| -> String {
             (0..length)
@@ -1733,10 +1738,7 @@ mod tests {
     #[test]
     fn frames_repeating_many_series_fill_a_segment_to_max_records() {
         let dir = tempfile::tempdir().unwrap();
-        let (tx, rx) = sync_channel(1_000);
-        let settings = PipelineSettings { max_records: 100_000, spool_max_bytes: 1 << 30, ..settings(dir.path()) };
-        let mut pipeline =
-            Pipeline::open(settings, SenderKey::from_seed([1; 32]), 1_700_000_000_000_000_000, tx).unwrap();
+        let (mut pipeline, rx) = open_large(dir.path());
         let keys: Vec<SeriesKey> = (0..2_000)
             .map(|i| {
                 SeriesKey::with_tags(
