@@ -61,6 +61,9 @@ pub struct ReceiverCounters {
     pub replica_write_errors: AtomicU64,
     /// 1 while apply is stopped by a failing replica write, 0 otherwise.
     pub replica_write_blocked: AtomicU64,
+    /// Bytes of the segments waiting to be applied and the one being applied: added where a
+    /// segment enters the apply queue (from the link or an upstream), taken off once applied.
+    pub apply_queue_bytes: AtomicU64,
     /// The running sinks' figures (each sink's thread updates its own).
     pub sinks: Mutex<Vec<std::sync::Arc<crate::sinks::stats::SinkStats>>>,
     /// The reassembler's own counters, copied by the receive thread.
@@ -148,11 +151,11 @@ impl ReceiverCounters {
         out
     }
 
-    /// The gauges: write blocked, lag, hours waiting to be merged, gaps.
+    /// The gauges: write blocked, lag, hours waiting to be merged, apply queue bytes, gaps.
     fn render_gauges(&self, out: &mut String) {
         let announced = self.announced_head.load(Ordering::Relaxed);
         let applied = self.applied_head.load(Ordering::Relaxed);
-        let gauges: [(&str, &str, i64); 4] = [
+        let gauges: [(&str, &str, i64); 5] = [
             (
                 "diode_receiver_replica_write_blocked",
                 "1 while apply waits for a failing replica write to succeed (segments queue, then are shed).",
@@ -167,6 +170,11 @@ impl ReceiverCounters {
                 "diode_receiver_buckets_waiting_to_merge",
                 "Hours of one series with chunks written since they were last merged.",
                 self.buckets_waiting_to_merge.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "diode_receiver_apply_queue_bytes",
+                "Bytes of the segments waiting to be applied and the one being applied.",
+                self.apply_queue_bytes.load(Ordering::Relaxed) as i64,
             ),
             (
                 "diode_receiver_gap_segments",

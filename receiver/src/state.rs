@@ -3,7 +3,7 @@
 //! ([`AppState`]), with the bearer-token check of the API routes ([`authorised`]).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 
 use axum::http::{HeaderMap, StatusCode};
@@ -30,12 +30,9 @@ pub struct Shared {
     pub replication: crate::replicate::feed::Replication,
     /// `replica.merge_quiet_s`: how long a closed hour must go unwritten before it is merged.
     pub merge_quiet_s: u32,
-    /// Bytes of the segments in the apply queue and the one being applied: the receive thread
-    /// adds a segment's bytes when it queues it, the apply thread takes them off once applied.
-    pub apply_queue_bytes: AtomicUsize,
     /// `reassembly.apply_queue_mib` in bytes: a completed segment that would take the queue
     /// beyond it is shed (a segment alone is always taken).
-    pub apply_queue_limit_bytes: usize,
+    pub apply_queue_limit_bytes: u64,
 }
 
 impl Shared {
@@ -50,8 +47,7 @@ impl Shared {
             beacons: Mutex::new(BTreeMap::new()),
             replication: crate::replicate::feed::Replication::default(),
             merge_quiet_s: crate::config::ReplicaSettings::default().merge_quiet_s,
-            apply_queue_bytes: AtomicUsize::new(0),
-            apply_queue_limit_bytes: crate::config::ReassemblyConfig::default().apply_queue_mib << 20,
+            apply_queue_limit_bytes: (crate::config::ReassemblyConfig::default().apply_queue_mib as u64) << 20,
         }
     }
 }
@@ -70,9 +66,9 @@ pub enum Work {
 
 impl Work {
     /// Bytes this work holds, as the apply queue's byte bound counts them.
-    pub fn bytes(&self) -> usize {
+    pub fn bytes(&self) -> u64 {
         match self {
-            Work::Segment { bytes, .. } => bytes.len(),
+            Work::Segment { bytes, .. } => bytes.len() as u64,
         }
     }
 }

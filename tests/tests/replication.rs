@@ -113,6 +113,16 @@ fn three_downstreams_one_behind_a_lossy_path_that_is_cut_for_a_while_end_exactly
             points(downstream)
         );
     }
+    // Every segment counted into an apply queue (from the link or an upstream) is counted out.
+    assert!(wait_until(WAIT, || lab.metric("diode_receiver_apply_queue_bytes") == 0.0));
+    for downstream in [&a, &b, &c] {
+        assert!(
+            wait_until(WAIT, || downstream.metric("diode_receiver_apply_queue_bytes") == 0.0),
+            "{}: apply queue bytes {}",
+            downstream.name,
+            downstream.metric("diode_receiver_apply_queue_bytes")
+        );
+    }
     let dropped = relay.dropped.load(std::sync::atomic::Ordering::Relaxed);
     assert!(dropped > 0, "the relay dropped nothing");
     eprintln!("the lossy relay dropped {dropped} QUIC datagrams");

@@ -214,6 +214,9 @@ async fn read_segments(
                 link.segments_received.fetch_add(1, Ordering::Relaxed);
                 link.bytes_received.fetch_add(sealed.0.len() as u64, Ordering::Relaxed);
                 let work = Work::Segment { bytes: sealed.0, recovered_by_fec: false };
+                // Counted as the link's segments are (the apply thread takes them off once
+                // applied); the upstream is pushed back by the queue, never shed.
+                shared.counters.apply_queue_bytes.fetch_add(work.bytes(), Ordering::Relaxed);
                 if segments.send(work).await.is_err() || shared.stop.load(Ordering::Relaxed) {
                     return Err(SessionError::Stopping);
                 }

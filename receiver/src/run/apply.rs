@@ -43,7 +43,7 @@ pub fn apply_loop(queue: Receiver<Work>, trusted: TrustedKeys, shared: Arc<Share
                         return;
                     }
                 }
-                shared.apply_queue_bytes.fetch_sub(bytes.len(), Ordering::Relaxed);
+                shared.counters.apply_queue_bytes.fetch_sub(bytes.len() as u64, Ordering::Relaxed);
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,

@@ -41,7 +41,7 @@ pub fn run(config: ReceiverConfig) -> anyhow::Result<()> {
     };
     let shared = Arc::new(Shared {
         merge_quiet_s: config.replica.merge_quiet_s,
-        apply_queue_limit_bytes: config.reassembly.apply_queue_mib << 20,
+        apply_queue_limit_bytes: (config.reassembly.apply_queue_mib as u64) << 20,
         ..Shared::new(replica)
     });
     let (queue_tx, queue_rx) = std::sync::mpsc::sync_channel(config.reassembly.apply_queue_segments);

@@ -223,15 +223,16 @@ fn completed_id(symbol: &packet::SymbolPacket<'_>) -> packet::SegmentId {
 /// segments, or in bytes: one segment alone is always taken).
 fn offer(queue: &SyncSender<Work>, work: Work, shared: &Shared, reassembler: &mut Reassembler, id: packet::SegmentId) {
     let bytes = work.bytes();
-    let queued = shared.apply_queue_bytes.load(Ordering::Relaxed);
+    let queue_bytes = &shared.counters.apply_queue_bytes;
+    let queued = queue_bytes.load(Ordering::Relaxed);
     let full = if queued > 0 && queued.saturating_add(bytes) > shared.apply_queue_limit_bytes {
         Some("bytes")
     } else {
-        shared.apply_queue_bytes.fetch_add(bytes, Ordering::Relaxed);
+        queue_bytes.fetch_add(bytes, Ordering::Relaxed);
         match queue.try_send(work) {
             Ok(()) => None,
             Err(TrySendError::Full(_)) => {
-                shared.apply_queue_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                queue_bytes.fetch_sub(bytes, Ordering::Relaxed);
                 Some("segments")
             }
             Err(TrySendError::Disconnected(_)) => {
@@ -405,14 +406,14 @@ mod tests {
 
         // 3,000 bytes are beyond the 2,000 allowed, but an empty queue takes a segment alone.
         offer_sequence(&mut reassembler, 1);
-        assert_eq!(shared.apply_queue_bytes.load(Ordering::Relaxed), 3_000);
+        assert_eq!(shared.counters.apply_queue_bytes.load(Ordering::Relaxed), 3_000);
         offer_sequence(&mut reassembler, 2);
         assert_eq!(shared.counters.segments_shed.load(Ordering::Relaxed), 1, "shed by bytes, with places left");
-        assert_eq!(shared.apply_queue_bytes.load(Ordering::Relaxed), 3_000);
+        assert_eq!(shared.counters.apply_queue_bytes.load(Ordering::Relaxed), 3_000);
 
         // The apply thread takes the first and is done with it: the shed segment's next copy is taken.
         let Ok(work) = applier.try_recv() else { panic!("the first segment was queued") };
-        shared.apply_queue_bytes.fetch_sub(work.bytes(), Ordering::Relaxed);
+        shared.counters.apply_queue_bytes.fetch_sub(work.bytes(), Ordering::Relaxed);
         offer_sequence(&mut reassembler, 2);
         assert_eq!(shared.counters.segments_shed.load(Ordering::Relaxed), 1);
         assert!(matches!(applier.try_recv(), Ok(Work::Segment { bytes, .. }) if bytes == vec![2u8; 3_000]));
