@@ -145,10 +145,13 @@ pub(crate) struct PendingMerges {
     pub(crate) buckets: BTreeMap<(i64, u32), i64>,
     /// The newest data time any series holds.
     pub(crate) newest_ns: i64,
+    /// A bucket was merged since the replica last settled (wrote the statistics checkpoint that
+    /// folds the deltas): it settles once no closed bucket is left waiting.
+    pub(crate) merged_since_settled: bool,
 }
 
 impl Default for PendingMerges {
     fn default() -> Self {
-        PendingMerges { buckets: BTreeMap::new(), newest_ns: i64::MIN }
+        PendingMerges { buckets: BTreeMap::new(), newest_ns: i64::MIN, merged_since_settled: false }
     }
 }

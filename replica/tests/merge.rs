@@ -238,6 +238,42 @@ fn merging_folds_the_statistics_deltas_and_a_reopen_reads_the_same_statistics() 
     assert_eq!(Replica::open(directory.path()).unwrap().series_list(), series);
 }
 
+/// A live hour of many series closes in many merge turns (a row budget each, beside apply): the
+/// checkpoint that folds the deltas is written once, when the turn that leaves no closed bucket
+/// waiting ends, not after every turn (each would rewrite the statistics of every series applied
+/// since the one before).
+#[test]
+fn a_closing_hour_merged_over_several_turns_writes_its_checkpoint_once_at_the_end() {
+    let directory = tempfile::tempdir().unwrap();
+    // Minutes 0 to 70: hour 1's two buckets have closed, hour 2's have not.
+    let segments = live_segments(71);
+    let mut replica = Replica::open(directory.path()).unwrap();
+    let applied_at = |minute: usize| T0 + (minute as i64 + 1) * 60 * SECOND;
+    for (minute, segment) in segments.iter().enumerate() {
+        apply_at(&mut replica, segment, applied_at(minute));
+    }
+    let now = applied_at(segments.len() - 1);
+    assert_eq!(replica.statistics_deltas_pending(), 71 - 64, "one checkpoint at the 64th apply");
+    let first = replica.merge_closed_buckets(1, now, QUIET_NS).unwrap();
+    assert_eq!(first.buckets_merged, 1);
+    assert_eq!(replica.statistics_deltas_pending(), 7, "a closed bucket is still waiting: no checkpoint yet");
+    let second = replica.merge_closed_buckets(1, now, QUIET_NS).unwrap();
+    assert_eq!(second.buckets_merged, 1);
+    assert_eq!(replica.statistics_deltas_pending(), 0, "the last closed bucket merged: settled");
+    let series = replica.series_list();
+    // Applies go on; turns that merge nothing write no checkpoint.
+    let more = live_segments(73);
+    for (minute, segment) in more.iter().enumerate().skip(segments.len()) {
+        apply_at(&mut replica, segment, applied_at(minute));
+        assert_eq!(replica.merge_closed_buckets(1, applied_at(minute), QUIET_NS).unwrap().buckets_merged, 0);
+    }
+    assert_eq!(replica.statistics_deltas_pending(), 2);
+    let expected = replica.series_list();
+    assert_ne!(expected, series);
+    drop(replica);
+    assert_eq!(Replica::open(directory.path()).unwrap().series_list(), expected);
+}
+
 #[test]
 fn a_segment_applied_into_a_merged_hour_is_read_in_its_place_and_marks_the_hour_again() {
     let directory = tempfile::tempdir().unwrap();
