@@ -42,7 +42,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use crate::fec::{BlockDecoder, FecError, MAX_SEGMENT_LENGTH, SymbolOutcome};
+use crate::fec::{BlockDecoder, FecError, MAX_SEGMENT_LENGTH, RepairWorkspace, SymbolOutcome};
 use crate::packet::{SegmentId, SymbolPacket};
 
 /// Most events kept until [`Reassembler::poll_event`] takes them; beyond, they are counted in
@@ -309,6 +309,8 @@ pub struct Reassembler {
     /// abandon and is recomputed).
     next_timeout_ms: Option<u64>,
     stats: ReassemblyStats,
+    /// The Reed-Solomon working memory, reused from one repaired segment to the next.
+    repair: RepairWorkspace,
 }
 
 enum Removal {
@@ -333,6 +335,7 @@ impl Reassembler {
             pending_events: VecDeque::new(),
             next_timeout_ms: None,
             stats: ReassemblyStats::default(),
+            repair: RepairWorkspace::new(),
         }
     }
 
@@ -492,7 +495,7 @@ impl Reassembler {
         self.stats.buffered_bytes -= entry.decoder.buffered_bytes();
         let recovered_by_fec = entry.decoder.needs_repair();
         let expected_length = entry.decoder.params().segment_length as usize;
-        match entry.decoder.finish() {
+        match entry.decoder.finish_with(&mut self.repair) {
             Ok(bytes) => {
                 assert_eq!(bytes.len(), expected_length);
                 self.completed.remember(id, self.limits.completed_memory);

@@ -48,6 +48,8 @@ pub fn run(config: ReceiverConfig) -> anyhow::Result<()> {
     // Fed by the diode link (the receive thread) or by an upstream receiver (a task below).
     let (receive, upstream_queue) = if config.link.is_some() {
         let link_key = receive::load_link_key(&config)?;
+        // Before the socket opens: the first segment that needs repair then costs no pause.
+        diode_common::fec::warm_up();
         let socket = receive::open_socket(&config)?;
         let listen = socket.local_addr().map(|address| address.to_string()).unwrap_or_default();
         tracing::info!(%listen, replica = %config.replica_dir.display(), "diode-receiver starting");
