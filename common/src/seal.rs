@@ -339,6 +339,20 @@ pub fn open(bytes: &[u8], trusted: &TrustedKeys) -> Result<SealedSegment, OpenEr
 /// Decodes a verified segment's records and checks them against what the header claims.
 pub fn decode_verified(segment: &SealedSegment) -> Result<Vec<SeriesColumns>, OpenError> {
     let series = codec::decode_payload(&segment.payload)?;
+    check_decoded(segment, &series)?;
+    Ok(series)
+}
+
+/// [`decode_verified`], with each block's chunk ([`codec::decode_payload_with_chunks`]), for a
+/// replica to store.
+pub fn decode_verified_with_chunks(segment: &SealedSegment) -> Result<codec::DecodedPayload, OpenError> {
+    let decoded = codec::decode_payload_with_chunks(&segment.payload)?;
+    check_decoded(segment, &decoded.series)?;
+    Ok(decoded)
+}
+
+/// The header's record count and time range against the decoded payload.
+fn check_decoded(segment: &SealedSegment, series: &[SeriesColumns]) -> Result<(), OpenError> {
     let header = &segment.header;
     let count: usize = series.iter().map(SeriesColumns::len).sum();
     if count != header.record_count as usize {
@@ -351,7 +365,7 @@ pub fn decode_verified(segment: &SealedSegment) -> Result<Vec<SeriesColumns>, Op
     if !within {
         return Err(OpenError::InconsistentHeader { reason: "a record lies outside the header's time range" });
     }
-    Ok(series)
+    Ok(())
 }
 
 /// [`open`] then [`decode_verified`].
@@ -359,6 +373,16 @@ pub fn open_records(bytes: &[u8], trusted: &TrustedKeys) -> Result<(SealedSegmen
     let segment = open(bytes, trusted)?;
     let series = decode_verified(&segment)?;
     Ok((segment, series))
+}
+
+/// [`open`] then [`decode_verified_with_chunks`].
+pub fn open_with_chunks(
+    bytes: &[u8],
+    trusted: &TrustedKeys,
+) -> Result<(SealedSegment, codec::DecodedPayload), OpenError> {
+    let segment = open(bytes, trusted)?;
+    let decoded = decode_verified_with_chunks(&segment)?;
+    Ok((segment, decoded))
 }
 
 /// Why a segment was refused. Each variant names the check that failed.

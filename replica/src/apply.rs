@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use diode_common::codec::{ChunkEncoder, Effort, SeriesColumns};
+use diode_common::codec::{ChunkEncoder, DecodedPayload, Effort, SeriesColumns};
 use diode_common::keys::encode_hex;
 use diode_common::record::SeriesKey;
 use diode_common::seal::{GENESIS_HASH, SealedSegment, SegmentHash, SegmentHeader};
@@ -60,6 +60,29 @@ impl Replica {
         series: &[SeriesColumns],
         applied_at_ns: i64,
     ) -> Result<ApplyOutcome, ReplicaError> {
+        self.apply_with_chunks(segment, series, None, applied_at_ns)
+    }
+
+    /// [`Replica::apply`] of a payload decoded with its chunks
+    /// ([`diode_common::codec::decode_payload_with_chunks`]): a series whose segment writes one chunk (one entry
+    /// in the payload, one bucket) stores the payload's own bytes for it rather than encoding its
+    /// columns again. What is stored reads back the same either way.
+    pub fn apply_decoded(
+        &mut self,
+        segment: &SealedSegment,
+        decoded: &DecodedPayload,
+        applied_at_ns: i64,
+    ) -> Result<ApplyOutcome, ReplicaError> {
+        self.apply_with_chunks(segment, &decoded.series, Some(decoded), applied_at_ns)
+    }
+
+    fn apply_with_chunks(
+        &mut self,
+        segment: &SealedSegment,
+        series: &[SeriesColumns],
+        decoded: Option<&DecodedPayload>,
+        applied_at_ns: i64,
+    ) -> Result<ApplyOutcome, ReplicaError> {
         let sync = self.require_writable()?;
         let header = &segment.header;
         let position = SegmentKey { sender_id: header.sender_id, epoch: header.epoch, sequence: header.sequence };
@@ -96,7 +119,7 @@ impl Replica {
         }
         self.check_chain(position, header, &hash)?;
 
-        let (batch, staged) = self.stage(segment, series, applied_at_ns)?;
+        let (batch, staged) = self.stage(segment, series, decoded, applied_at_ns)?;
         self.check_staged_ids(&staged)?;
         self.write(batch, sync, "applying a segment")?;
         let outcome = ApplyOutcome::Applied { points: record_count, new_series: staged.new_series.len() as u32 };
@@ -197,6 +220,7 @@ impl Replica {
         &self,
         segment: &SealedSegment,
         series: &[SeriesColumns],
+        decoded: Option<&DecodedPayload>,
         applied_at_ns: i64,
     ) -> Result<(WriteBatch, Staged), ReplicaError> {
         let header = &segment.header;
@@ -205,7 +229,7 @@ impl Replica {
         let mut batch = WriteBatch::with_capacity_bytes(audit_entry.len() * 3 + 1024 * 1024);
         let mut staged = Staged { applied_at_ns, ..Staged::default() };
         let by_id = self.stage_series_ids(&mut batch, &mut staged, series)?;
-        self.stage_chunks(&mut batch, &mut staged, series, &by_id, position);
+        self.stage_chunks(&mut batch, &mut staged, series, decoded, &by_id, position);
         batch.put_cf(self.cf(CF_SEGMENTS), position.to_bytes(), &audit_entry);
         self.stage_stream(&mut batch, &mut staged, position, applied_at_ns)?;
 
@@ -283,11 +307,14 @@ impl Replica {
     }
 
     /// Writes one chunk per series and one-hour bucket, and stages each series' new statistics.
+    /// A series of one payload entry in one bucket stores that entry's chunk from `decoded` when
+    /// there is one; any other is encoded from its columns.
     fn stage_chunks(
         &self,
         batch: &mut WriteBatch,
         staged: &mut Staged,
         series: &[SeriesColumns],
+        decoded: Option<&DecodedPayload>,
         by_id: &[(u32, usize)],
         position: SegmentKey,
     ) {
@@ -304,9 +331,7 @@ impl Replica {
             let previous = self.state.catalog.entries.get(id as usize).map(|entry| entry.statistics);
             let statistics = chunks::fold_statistics(previous, &parts).expect("groups hold only non-empty columns");
             staged.statistics.push((id, statistics));
-            chunks::for_each_bucket(&parts, |bucket_start_ns, columns| {
-                chunk.clear();
-                encoder.encode(columns, &mut chunk);
+            let put = |batch: &mut WriteBatch, staged: &mut Staged, bucket_start_ns: i64, value: &[u8]| {
                 let key = PointKey {
                     series_id: id,
                     bucket_start_ns,
@@ -314,12 +339,24 @@ impl Replica {
                     sequence: position.sequence,
                     sender_id: position.sender_id,
                 };
-                batch.put_cf(points_cf, key.to_bytes(), &chunk);
+                batch.put_cf(points_cf, key.to_bytes(), value);
                 // Marked once, by the apply that first writes into the bucket since it was merged.
                 if !self.state.pending.buckets.contains_key(&(bucket_start_ns, id)) {
                     batch.put_cf(meta_cf, layout::pending_merge_key(id, bucket_start_ns), []);
                 }
                 staged.touched.push((bucket_start_ns, id));
+            };
+            if let (Some(decoded), [(_, index)]) = (decoded, group)
+                && let Some(bytes) = decoded.chunk(*index)
+                && let Some(bucket_start_ns) = chunks::single_bucket(&series[*index])
+            {
+                put(batch, staged, bucket_start_ns, bytes);
+                continue;
+            }
+            chunks::for_each_bucket(&parts, |bucket_start_ns, columns| {
+                chunk.clear();
+                encoder.encode(columns, &mut chunk);
+                put(batch, staged, bucket_start_ns, &chunk);
             });
         }
     }

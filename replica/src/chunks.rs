@@ -24,16 +24,21 @@ pub struct Point {
     pub quality: Quality,
 }
 
+/// The bucket all of `columns`' records fall in, if they fall in one.
+pub(crate) fn single_bucket(columns: &SeriesColumns) -> Option<i64> {
+    let (min_ns, max_ns) = columns.min_max_timestamp()?;
+    (bucket_start(min_ns) == bucket_start(max_ns)).then(|| bucket_start(min_ns))
+}
+
 /// Calls `emit(bucket start, columns)` once per bucket the records of `parts` (all of one series,
 /// in payload order) fall in, ascending by bucket, with the records of that bucket in input order.
 /// The common case (one entry, one bucket) passes the entry itself without copying.
 pub(crate) fn for_each_bucket(parts: &[&SeriesColumns], mut emit: impl FnMut(i64, &SeriesColumns)) {
     let non_empty: Vec<&SeriesColumns> = parts.iter().copied().filter(|part| !part.is_empty()).collect();
     if let [only] = non_empty.as_slice()
-        && let Some((min_ns, max_ns)) = only.min_max_timestamp()
-        && bucket_start(min_ns) == bucket_start(max_ns)
+        && let Some(bucket_start_ns) = single_bucket(only)
     {
-        emit(bucket_start(min_ns), only);
+        emit(bucket_start_ns, only);
         return;
     }
     let mut buckets: BTreeMap<i64, SeriesColumns> = BTreeMap::new();

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use diode_common::codec::SeriesColumns;
+use diode_common::codec::{SeriesColumns, group_records};
 use diode_common::record::{Quality, Record, SeriesKey, Value};
 use diode_common::rng::SeededRng;
 use diode_replica::{BUCKET_NS, CLOSE_AFTER_NS, PointKey, Replica};
@@ -304,6 +304,77 @@ fn a_segment_applied_into_a_merged_hour_is_read_in_its_place_and_marks_the_hour_
     let values_after: Vec<f64> =
         replica.scan(0, i64::MIN, i64::MAX).map(|point| point.unwrap().value.as_f64().unwrap()).collect();
     assert_eq!(values_after, values);
+}
+
+/// Applying a payload decoded with its chunks stores the payload's own column bytes for a series
+/// of one entry in one bucket, and what is stored reads back exactly as when every chunk is
+/// encoded from the decoded columns: points, every chunk, what sinks read, merged or not.
+#[test]
+fn a_payload_applied_with_its_own_chunks_reads_as_one_applied_from_its_columns() {
+    let mut rng = SeededRng::new(21);
+    let chain = Chain::new(1, 1);
+    let (mut sequence, mut previous_hash) = (1, diode_common::seal::GENESIS_HASH);
+    let names = ["a", "b", "c", "d"];
+    // Jittered nanosecond timestamps, every kind, some segments across an hour's end, a series
+    // twice in one payload.
+    let segments: Vec<Segment> = (0..40i64)
+        .map(|index| {
+            let at = T0 + BUCKET_NS - 20 * SECOND + index * SECOND;
+            let mut records = Vec::new();
+            for (place, name) in names.iter().enumerate() {
+                for point in 0..1 + (index + place as i64) % 3 {
+                    let timestamp_ns = at + point * 300_000_000 + rng.below(1_000_000) as i64;
+                    let value = match place {
+                        0 => Value::F64((rng.below(10_000) as f64) / 100.0),
+                        1 => Value::I64(index * 10 + point),
+                        2 => Value::Bool(point % 2 == 0),
+                        _ => Value::String(format!("state {}", index % 4)),
+                    };
+                    records.push(record(name, timestamp_ns, value));
+                }
+            }
+            let mut series = group_records(&records);
+            if index % 7 == 0 {
+                // The key twice in one payload: encoded from its columns, as one group.
+                series.extend(group_records(&[record("a", at + 900_000_000, Value::F64(-1.5))]));
+            }
+            let segment = chain.seal_at(sequence, previous_hash, &series);
+            (sequence, previous_hash) = (sequence + 1, segment.0.hash());
+            segment
+        })
+        .collect();
+    let (with_columns, with_chunks) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut from_columns = Replica::open(with_columns.path()).unwrap();
+    let mut from_chunks = Replica::open(with_chunks.path()).unwrap();
+    let mut payload_chunks = std::collections::HashSet::new();
+    for (segment, series) in &segments {
+        from_columns.apply(segment, series, T0).unwrap();
+        let decoded = diode_common::seal::decode_verified_with_chunks(segment).unwrap();
+        payload_chunks.extend((0..decoded.series.len()).filter_map(|block| decoded.chunk(block).map(<[u8]>::to_vec)));
+        from_chunks.apply_decoded(segment, &decoded, T0).unwrap();
+    }
+    assert_same(&view(&from_chunks), &view(&from_columns), "as applied");
+    assert_eq!(from_chunks.series_list(), from_columns.series_list());
+    from_chunks.merge_all_buckets().unwrap();
+    from_columns.merge_all_buckets().unwrap();
+    assert_same(&view(&from_chunks), &view(&from_columns), "merged");
+    drop((from_chunks, from_columns));
+    // Before merging, the payload's own bytes were stored: look at a replica that never merged.
+    let directory = tempfile::tempdir().unwrap();
+    let mut replica = Replica::open(directory.path()).unwrap();
+    for (segment, _) in &segments {
+        replica.apply_decoded(segment, &diode_common::seal::decode_verified_with_chunks(segment).unwrap(), T0).unwrap();
+    }
+    drop(replica);
+    let db = raw_db(directory.path());
+    let points = db.cf_handle("points").unwrap();
+    let stored = db.iterator_cf(points, rocksdb::IteratorMode::Start).map(|entry| entry.unwrap().1.to_vec());
+    let (mut from_payload, mut total) = (0, 0);
+    for value in stored {
+        total += 1;
+        from_payload += usize::from(payload_chunks.contains(&value));
+    }
+    assert!(from_payload * 2 > total, "{from_payload} of {total} chunks are the payload's bytes");
 }
 
 fn raw_db(path: &Path) -> rocksdb::DB {

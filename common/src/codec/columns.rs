@@ -472,6 +472,50 @@ impl ColumnWriter {
     }
 }
 
+/// The tick (exponent, factor varint) and timestamp heads with which a series' timestamps, read
+/// with `base_ns` from the streams `slice` gives, are written with base 0 without touching their
+/// body ([`ColumnReader::write_chunk_since`]); `None` when the body would change.
+fn moved_timestamp_heads<'a>(slice: &impl Fn(Field) -> &'a [u8], base_ns: i64) -> Option<(u8, Vec<u8>, Vec<u8>)> {
+    let exponent = Reader::new(slice(Field::TickExponents)).u8("tick").ok()?;
+    let factor = Reader::new(slice(Field::TickFactors)).varint("tick").ok()?;
+    let tick = POWERS_OF_TEN_I64
+        .get(usize::from(exponent))
+        .and_then(|&power| i64::try_from(factor).ok()?.checked_mul(power))
+        .filter(|&tick| tick > 0)?;
+    // `tick > 0` and `chunk_tick > 0` below, so no `%` or `/` here can overflow.
+    let chunk_tick = if base_ns % tick == 0 {
+        tick
+    } else if slice(Field::Timestamps).is_empty() {
+        // At most `tick`, so it fits.
+        gcd(tick as u64, base_ns.unsigned_abs()) as i64
+    } else {
+        return None;
+    };
+    let (scale, base_ticks) = (tick / chunk_tick, base_ns / chunk_tick);
+    // base + t * tick == (base / tick' + t * scale) * tick', in the wrapping arithmetic the reader
+    // uses. The first head is the first tick (delta, delta of deltas, stride) or a line's base
+    // (linear, which always has a body, so its scale is 1); any further head is a difference (a
+    // first delta, a step, a slope), which scales but does not move.
+    let heads = slice(Field::TimestampHeads);
+    let mut head_reader = Reader::new(heads);
+    let mut moved = Vec::with_capacity(heads.len() + 10);
+    let mut first = true;
+    while !head_reader.is_empty() {
+        let head = head_reader.signed_varint("timestamp head").ok()?;
+        let shifted = if first { head.wrapping_mul(scale).wrapping_add(base_ticks) } else { head.wrapping_mul(scale) };
+        put_signed_varint(&mut moved, shifted);
+        first = false;
+    }
+    let (mut chunk_exponent, mut chunk_factor) = (0u8, chunk_tick);
+    while chunk_factor % 10 == 0 {
+        chunk_factor /= 10;
+        chunk_exponent += 1;
+    }
+    let mut factor_bytes = Vec::with_capacity(10);
+    put_varint(&mut factor_bytes, chunk_factor as u64);
+    Some((chunk_exponent, factor_bytes, moved))
+}
+
 fn gcd(mut a: u64, mut b: u64) -> u64 {
     while b != 0 {
         (a, b) = (b, a % b);
@@ -686,6 +730,64 @@ impl<'a> ColumnReader<'a> {
             reader.expect_end(field.name())?;
         }
         Ok(())
+    }
+
+    /// Where each field stream stands: taken before [`read_series`](Self::read_series), it lets
+    /// [`write_chunk_since`](Self::write_chunk_since) find the bytes of the series read.
+    pub(super) fn positions(&self) -> [usize; FIELD_COUNT] {
+        std::array::from_fn(|index| self.fields[index].position())
+    }
+
+    /// Appends the series read since `start` ([`positions`](Self::positions)), written with
+    /// `base_ns`, whose timestamps were `timestamps_ns`, as a chunk: what a [`ColumnWriter`] with
+    /// base 0 writes for one series, the field streams as length-prefixed bytes. The values and
+    /// qualities are taken as they are, so a chunk decodes to exactly the columns read, in the
+    /// encodings the payload's writer chose. So are the timestamps where they can be: a
+    /// timestamp is `base + ticks * tick`, and with base 0 it is `ticks' * tick'` for a `tick'`
+    /// dividing both `tick` and `base`. Where `tick` divides `base` it stays, and only the first
+    /// head moves (by `base / tick`); where the column is its heads alone (one record, two, or a
+    /// stride: no body to scale), `tick' = gcd(tick, base)` and every head is scaled by
+    /// `tick / tick'`. Otherwise `writer` encodes the timestamps again. Appends nothing and
+    /// returns false for a series without records.
+    pub(super) fn write_chunk_since(
+        &self,
+        start: &[usize; FIELD_COUNT],
+        base_ns: i64,
+        timestamps_ns: &[i64],
+        writer: &mut ColumnWriter,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        if timestamps_ns.is_empty() {
+            return false;
+        }
+        let slice = |field: Field| self.fields[field as usize].since(start[field as usize]);
+        if let Some((tick_exponent, tick_factor, heads)) = moved_timestamp_heads(&slice, base_ns) {
+            for field in FIELDS {
+                match field {
+                    Field::TickExponents => put_bytes(out, &[tick_exponent]),
+                    Field::TickFactors => put_bytes(out, &tick_factor),
+                    Field::TimestampHeads => put_bytes(out, &heads),
+                    _ => put_bytes(out, slice(field)),
+                }
+            }
+            return true;
+        }
+        writer.clear();
+        writer.write_timestamps(timestamps_ns, 0);
+        // A block's first encoding tag is its timestamps' integer mode (they are written first).
+        let value_encodings = slice(Field::Encodings).get(1..).unwrap_or_default();
+        writer.field(Field::Encodings).extend_from_slice(value_encodings);
+        for field in FIELDS {
+            match field {
+                Field::TickExponents
+                | Field::TickFactors
+                | Field::TimestampHeads
+                | Field::Timestamps
+                | Field::Encodings => put_bytes(out, &writer.fields[field as usize]),
+                _ => put_bytes(out, slice(field)),
+            }
+        }
+        true
     }
 
     /// Reads the next series' columns, written with the same `base_ns`.

@@ -536,6 +536,87 @@ fn plant_payload_bytes(series_count: usize, base_rate_hz: f64, seconds: i64, seg
     (records_total, bytes_total)
 }
 
+/// Asserts every chunk a payload gives decodes as its block, and returns how many blocks had one.
+fn check_chunks(payload: &[u8]) -> usize {
+    let decoded = decode_payload_with_chunks(payload).expect("decodes");
+    assert_same_columns(&decoded.series, &decode_payload(payload).unwrap());
+    let mut with_chunks = 0;
+    for (block, columns) in decoded.series.iter().enumerate() {
+        let Some(chunk) = decoded.chunk(block) else {
+            continue;
+        };
+        with_chunks += 1;
+        let (from_chunk, known_ascending) =
+            decode_columns_ordered(chunk, columns.key.clone()).expect("a chunk decodes");
+        assert!(from_chunk.bit_eq(columns), "block {block}: chunk\n{from_chunk:?}\nblock\n{columns:?}");
+        let mut encoded = Vec::new();
+        encode_columns(columns, &mut encoded);
+        let (_, known_when_encoded) = decode_columns_ordered(&encoded, columns.key.clone()).unwrap();
+        assert!(known_ascending || !known_when_encoded, "block {block}: a stride stays a stride");
+    }
+    assert_eq!(decoded.chunk(decoded.series.len()), None);
+    with_chunks
+}
+
+#[test]
+fn chunks_taken_from_a_payload_decode_as_its_blocks() {
+    // Every kind, mixed, odd qualities, a series listed twice, timestamps in ms off a ms base.
+    let mut records = varied_records();
+    records.push(record(&SeriesKey::new("plant1/boiler3/fuel_total"), T0, Value::I64(5)));
+    let grouped = group_records(&records);
+    let mut twice = grouped.clone();
+    twice.push(grouped[0].clone());
+    twice.push(SeriesColumns::new(SeriesKey::new("plant1/empty")));
+    for effort in [Effort::Smallest, Effort::Fast] {
+        let payload = encode_payload_with(&twice, ZSTD_LEVEL, effort);
+        assert_eq!(check_chunks(&payload), twice.len() - 1, "every block but the empty one");
+    }
+    // A base of 3 ns and series on ticks that do not divide it: those of heads alone (one record,
+    // a stride) take a tick dividing both; one with a body has its timestamps encoded again; all
+    // decode as before.
+    let (stride, jittered) = (SeriesKey::new("stride"), SeriesKey::new("jittered"));
+    let grouped = group_records(&[
+        record(&SeriesKey::new("base"), 3, Value::F64(1.0)),
+        record(&stride, 13, Value::F64(1.0)),
+        record(&stride, 23, Value::F64(2.0)),
+        record(&stride, 33, Value::F64(2.0)),
+        record(&SeriesKey::new("one"), 1_000_000_003, Value::I64(1)),
+        record(&jittered, 13, Value::I64(1)),
+        record(&jittered, 23, Value::I64(1)),
+        record(&jittered, 43, Value::I64(1)),
+        record(&jittered, 53, Value::I64(1)),
+        record(&jittered, 83, Value::I64(1)),
+    ]);
+    let payload = encode_payload(&grouped, ZSTD_LEVEL);
+    let decoded = decode_payload_with_chunks(&payload).unwrap();
+    assert!(decoded.chunk(1).is_some(), "a stride on a 10 ns tick, 3 ns base");
+    assert!(decoded.chunk(3).is_some(), "a body on a 10 ns tick, 3 ns base");
+    assert_eq!(check_chunks(&payload), 4);
+    // Timestamps at the ends of the range, where every tick sum wraps.
+    let extreme = SeriesKey::new("extreme");
+    let grouped =
+        group_records(&[record(&extreme, i64::MAX, Value::I64(1)), record(&extreme, i64::MIN, Value::I64(2))]);
+    check_chunks(&encode_payload(&grouped, ZSTD_LEVEL));
+}
+
+#[test]
+fn a_live_plants_blocks_all_give_their_chunks_from_the_payload() {
+    // One point per series per segment, and ten: every block gets its chunk.
+    for (base_rate_hz, segment_ms) in [(1.0, 1_000), (10.0, 1_000)] {
+        let config = PlantConfig { seed: 9, series_count: 300, base_rate_hz, ..PlantConfig::default() };
+        let start_ns = config.start_ns;
+        let mut simulator = PlantSimulator::new(config);
+        let mut records = Vec::new();
+        for segment in 1..=5 {
+            records.clear();
+            simulator.generate_until(start_ns + segment * segment_ms * MS, &mut records);
+            let grouped = group_records(&records);
+            let payload = encode_payload(&grouped, ZSTD_LEVEL);
+            assert_eq!(check_chunks(&payload), grouped.iter().filter(|columns| !columns.is_empty()).count());
+        }
+    }
+}
+
 #[test]
 fn fast_effort_round_trips_every_kind_and_costs_little_more_on_plant_data() {
     let grouped = group_records(&varied_records());
@@ -679,6 +760,14 @@ proptest! {
             let mut chunk = Vec::new();
             encode_columns(e, &mut chunk);
             prop_assert!(decode_columns(&chunk, e.key.clone()).unwrap().bit_eq(e));
+        }
+    }
+
+    #[test]
+    fn chunks_of_arbitrary_payloads_decode_as_their_blocks(records in arbitrary_records(false)) {
+        let grouped = group_records(&records);
+        for effort in [Effort::Smallest, Effort::Fast] {
+            check_chunks(&encode_payload_with(&grouped, ZSTD_LEVEL, effort));
         }
     }
 

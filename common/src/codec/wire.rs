@@ -90,6 +90,12 @@ impl<'a> Reader<'a> {
         self.position
     }
 
+    /// The bytes read since the reader stood at `start` (a [`position`](Self::position) taken
+    /// earlier).
+    pub(super) fn since(&self, start: usize) -> &'a [u8] {
+        &self.bytes[start.min(self.position)..self.position]
+    }
+
     pub(super) fn remaining(&self) -> usize {
         self.bytes.len() - self.position
     }

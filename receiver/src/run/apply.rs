@@ -160,7 +160,7 @@ fn gap_count(replica: &Replica) -> u64 {
 /// replica's own (a failed write), which the caller retries.
 pub fn apply_segment(bytes: &[u8], trusted: &TrustedKeys, shared: &Shared) -> Result<(), ReplicaError> {
     let counters = &shared.counters;
-    let (segment, series) = match seal::open_records(bytes, trusted) {
+    let (segment, decoded) = match seal::open_with_chunks(bytes, trusted) {
         Ok(opened) => opened,
         Err(error) => {
             let reason = error.reason_label();
@@ -170,7 +170,7 @@ pub fn apply_segment(bytes: &[u8], trusted: &TrustedKeys, shared: &Shared) -> Re
         }
     };
     let mut replica = locks::write(&shared.replica);
-    match replica.apply(&segment, &series, now_ns()) {
+    match replica.apply_decoded(&segment, &decoded, now_ns()) {
         Ok(ApplyOutcome::Applied { points, .. }) => {
             counters.segments_applied.fetch_add(1, Ordering::Relaxed);
             counters.points_applied.fetch_add(points, Ordering::Relaxed);
