@@ -38,10 +38,10 @@ enum Command {
     },
     /// Sustained throughput: the simulator runs flat out; prints points/s, wire bytes and CPU.
     Throughput(ThroughputArgs),
-    /// A plant running live: the simulator in real time, segments sealed by age (1 s), so each
-    /// segment holds about one point per series; prints bytes per point in the sender's segment
-    /// log, on the wire and in the replica (as written, compacted, and with every hour merged),
-    /// and a count over each.
+    /// A plant running live: the simulator in real time, segments sealed by age (1 s, the
+    /// default `segments.max_age_ms`), so each segment holds about one point per series; prints
+    /// bytes per point in the sender's segment log, on the wire and in the replica (as written,
+    /// compacted, and with every hour merged), and a count over each.
     Live {
         #[arg(long, default_value_t = 5_000)]
         series: usize,
@@ -52,6 +52,10 @@ enum Command {
         /// Fraction of datagrams the relay drops.
         #[arg(long, default_value_t = 0.0)]
         loss: f64,
+        /// The sender's `segments.max_age_ms`: how long a point may wait to be sealed, so the
+        /// latency bought for fewer bytes per point.
+        #[arg(long, default_value_t = 1_000)]
+        segment_age_ms: u64,
     },
     /// What FEC alone recovers (no carousel, no resend) for loss rates, bursts and overheads.
     LossTable {
@@ -93,7 +97,9 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Demo { dir, seconds, loss } => demo(dir, seconds, loss),
         Command::Throughput(args) => throughput(&args),
-        Command::Live { series, rate_hz, seconds, loss } => live(series, rate_hz, seconds, loss),
+        Command::Live { series, rate_hz, seconds, loss, segment_age_ms } => {
+            live(series, rate_hz, seconds, loss, segment_age_ms)
+        }
         Command::LossTable { points } => loss_table(points),
     }
 }
@@ -391,7 +397,7 @@ fn describe_threads(threads: &[(String, f64)]) -> String {
     if shown.is_empty() { "(not read)".to_owned() } else { shown.join(", ") }
 }
 
-fn live(series: usize, rate_hz: f64, seconds: u64, loss: f64) -> anyhow::Result<()> {
+fn live(series: usize, rate_hz: f64, seconds: u64, loss: f64, segment_age_ms: u64) -> anyhow::Result<()> {
     let points = (series as f64 * rate_hz) as u64 * seconds;
     let options = LabOptions {
         series,
@@ -403,6 +409,7 @@ fn live(series: usize, rate_hz: f64, seconds: u64, loss: f64) -> anyhow::Result<
         // The carousel would add its background re-sends to the wire bytes; FEC alone carries this.
         carousel: false,
         linger_ms: 500,
+        segment_max_age_ms: segment_age_ms,
         ..LabOptions::default()
     };
     let dir = tempfile::Builder::new().prefix("diode-live-").tempdir()?;
@@ -412,7 +419,8 @@ fn live(series: usize, rate_hz: f64, seconds: u64, loss: f64) -> anyhow::Result<
     lab.start_sender()?;
     let sender_pid = lab.sender_pid().context("sender pid")?;
     println!(
-        "live plant: {series} series at {rate_hz} Hz for {seconds} s ({points} points), segments sealed every second"
+        "live plant: {series} series at {rate_hz} Hz for {seconds} s ({points} points), segments sealed every {} s",
+        segment_age_ms as f64 / 1_000.0
     );
     let mut sender_cpu = 0.0;
     while lab.sender_running() {
