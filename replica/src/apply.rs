@@ -64,9 +64,9 @@ impl Replica {
     }
 
     /// [`Replica::apply`] of a payload decoded with its chunks
-    /// ([`diode_common::codec::decode_payload_with_chunks`]): a series whose segment writes one chunk (one entry
-    /// in the payload, one bucket) stores the payload's own bytes for it rather than encoding its
-    /// columns again. What is stored reads back the same either way.
+    /// ([`diode_common::codec::decode_payload_with_chunks`]): a series whose segment writes one
+    /// chunk (one entry in the payload, one bucket) stores the payload's own bytes for it rather
+    /// than encoding its columns again. What is stored reads back the same either way.
     pub fn apply_decoded(
         &mut self,
         segment: &SealedSegment,
