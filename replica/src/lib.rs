@@ -27,7 +27,7 @@
 //! | `meta` | `'S'` ‖ sender id u64 ‖ epoch u64 | version u8 (1) ‖ first seen at i64 ‖ flags u8 (1 announced by a beacon, 2 seen in a segment) ‖ `SequenceTracker::to_bytes` |
 //! | `meta` | `'B'` ‖ sender id u64 | the sender's latest beacon: summary fields ‖ raw signed bytes (see `layout::encode_beacon_entry`) |
 //! | `meta` | `'E'` ‖ sender id u64 ‖ epoch u64 | the first beacon received of that epoch: version u8 (1) ‖ received at i64 ‖ raw signed bytes (kept for audits) |
-//! | `meta` | `'D'` ‖ delta number u64 | statistics delta of one apply: version u8 (1) ‖ (series id u32 ‖ statistics)* |
+//! | `meta` | `'D'` ‖ delta number u64 | statistics delta of one apply: version u8 (2) ‖ (series id step ‖ kind u8 ‖ kinds seen u8 ‖ first ts ‖ last ts ‖ point count)*, varints, the id and timestamps as differences from the previous entry's (version 1, fixed-width entries, still read) |
 //! | `meta` | `'A'` ‖ apply number u64 | the apply log: version u8 (1) ‖ segment key (sender id u64 ‖ epoch u64 ‖ sequence u64) |
 //! | `meta` | `'K'` ‖ sink name (UTF-8, 1–64 bytes) | a sink's cursor: version u8 (1) ‖ apply number u64 (exported up to it) ‖ updated at i64 |
 //! | `meta` | `'M'` ‖ series id u32 ‖ bucket start i64* | empty: the bucket has chunks written since it was last merged, and is merged once its hour closes |
