@@ -712,8 +712,8 @@ pub struct DecodedPayload {
 impl DecodedPayload {
     /// The chunk of block `block` (the entry of [`DecodedPayload::series`] at that index): bytes
     /// [`decode_columns`] reads as exactly that entry's columns, as [`encode_columns`]'s would
-    /// be, though not always the same bytes (the sealer's encodings are kept). `None` for an
-    /// empty block, or one whose timestamps need the payload's base to be written in its tick.
+    /// be, though not always the same bytes (the sealer's encodings are kept). `None` for a block
+    /// without records.
     pub fn chunk(&self, block: usize) -> Option<&[u8]> {
         let end = *self.chunk_ends.get(block)?;
         let start = if block == 0 { 0 } else { self.chunk_ends[block - 1] };
