@@ -167,9 +167,11 @@ pub fn run(config: SenderConfig, options: RunOptions) -> anyhow::Result<()> {
             let (metrics, max_connections) = (Arc::clone(&metrics), config.metrics.max_connections);
             tokio::spawn(metrics::serve(listener, metrics, max_connections));
         }
+        // Before the listeners: a SIGTERM sent as soon as /health answers stops the sender in order.
+        let shutdown = shutdown_signal();
         start_sources(&config, &committer, &metrics.sources);
         start_ingest(&config, committer, listeners.ingest);
-        wait_for_end(options, &source_done).await;
+        wait_for_end(options, &source_done, shutdown).await;
     });
 
     // Orderly shutdown: stop sources, seal what is pending, let the link drain, then exit.
@@ -320,9 +322,9 @@ fn wait_until_sent(progress: &crate::pipeline::Progress) {
     }
 }
 
-async fn wait_for_end(options: RunOptions, source_done: &AtomicBool) {
+async fn wait_for_end(options: RunOptions, source_done: &AtomicBool, shutdown: impl std::future::Future<Output = ()>) {
     if !options.exit_when_done {
-        shutdown_signal().await;
+        shutdown.await;
         return;
     }
     let poll = async {
@@ -332,13 +334,14 @@ async fn wait_for_end(options: RunOptions, source_done: &AtomicBool) {
     };
     tokio::select! {
         _ = poll => {}
-        _ = shutdown_signal() => {}
+        _ = shutdown => {}
     }
 }
 
-/// SIGINT or SIGTERM (the same handling as the receiver's, from `diode-host`).
-pub async fn shutdown_signal() {
-    diode_host::signals::shutdown_signal("sealing and sending what is pending").await;
+/// SIGINT or SIGTERM (the same handling as the receiver's, from `diode-host`), listened for from
+/// this call on.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    diode_host::signals::shutdown_signal("sealing and sending what is pending")
 }
 
 /// Where segments are sealed (`segments.sealer_thread`, `segments.encoder_threads`).

@@ -195,7 +195,8 @@ fn a_full_disk_under_the_sender_is_answered_503_and_every_acknowledged_point_arr
     // A restart (SIGKILL: nothing flushed), then an orderly stop that sends everything.
     lab.kill_sender();
     lab.start_sender_until_stopped().unwrap();
-    assert!(lab.stop_sender().unwrap().success());
+    let stopped = lab.stop_sender().unwrap();
+    assert!(stopped.success(), "the sender's orderly stop ended {stopped}:\n{}", lab.log_tail("sender.log"));
     let expected_points = acknowledged.len() as u64 * LINES_PER_WRITE;
     assert!(
         lab.wait_for_points(expected_points, Duration::from_secs(60)),

@@ -71,6 +71,8 @@ pub fn run(config: ReceiverConfig) -> anyhow::Result<()> {
     let sinks = crate::sinks::start(&config.sinks, &shared)?;
     let http = config.http.clone();
     runtime.block_on(async {
+        // Before the listener: a SIGTERM sent as soon as it answers stops the receiver in order.
+        let shutdown = diode_host::signals::shutdown_signal("stopping the receive and apply threads");
         crate::replicate::start(&config, &shared, upstream_queue)?;
         if let Some(listener) = http_listener {
             let shared = Arc::clone(&shared);
@@ -83,7 +85,7 @@ pub fn run(config: ReceiverConfig) -> anyhow::Result<()> {
             }
         };
         tokio::select! {
-            _ = diode_host::signals::shutdown_signal("stopping the receive and apply threads") => {}
+            _ = shutdown => {}
             _ = stopped_by_thread => {}
         }
         anyhow::Ok(())
