@@ -632,7 +632,13 @@ impl BlockDecoder {
 
     /// [`finish`](Self::finish) with the Reed-Solomon working memory of earlier blocks: a caller
     /// that rebuilds block after block (the receiver at any loss) keeps one workspace.
-    pub fn finish_with(mut self, workspace: &mut RepairWorkspace) -> Result<Vec<u8>, FecError> {
+    pub fn finish_with(self, workspace: &mut RepairWorkspace) -> Result<Vec<u8>, FecError> {
+        let rebuilt = self.rebuild(workspace);
+        workspace.release_if_large();
+        rebuilt
+    }
+
+    fn rebuild(mut self, workspace: &mut RepairWorkspace) -> Result<Vec<u8>, FecError> {
         if !self.is_complete() {
             return Err(FecError::NotEnoughSymbols {
                 received: self.received_count(),
@@ -676,7 +682,6 @@ impl BlockDecoder {
         }
         assert_eq!(segment.len(), self.params.padded_length());
         segment.truncate(self.params.segment_length as usize);
-        workspace.release_if_large();
         Ok(segment)
     }
 }

@@ -6,7 +6,7 @@
 //! Every decoder here is total: stored bytes are checked and a damaged entry is reported, never a
 //! panic.
 
-use diode_common::codec::{put_varint, varint_prefix};
+use diode_common::codec::{put_varint, unzigzag, varint_prefix, zigzag};
 use diode_common::record::{SeriesKey, ValueKind};
 use diode_common::seal::{HEADER_LENGTH, SIGNATURE_LENGTH, SealedSegment, SegmentHash};
 
@@ -595,15 +595,6 @@ pub(crate) fn parse_statistics_delta_key(key: &[u8]) -> Option<u64> {
 const STATISTICS_DELTA_VERSION_FIXED: u8 = 1;
 const STATISTICS_DELTA_FIXED_ENTRY_LENGTH: usize = 4 + SERIES_STATISTICS_LENGTH;
 const STATISTICS_DELTA_VERSION: u8 = 2;
-
-/// Zigzag: small signed differences as small unsigned varints.
-fn zigzag(value: i64) -> u64 {
-    ((value << 1) ^ (value >> 63)) as u64
-}
-
-fn unzigzag(value: u64) -> i64 {
-    ((value >> 1) as i64) ^ -((value & 1) as i64)
-}
 
 /// Statistics delta, the new statistics of every series one segment touched: `version u8 (2) ‖
 /// entry*`, an entry being `series id step ‖ kind u8 ‖ kinds seen u8 ‖ first timestamp ‖ last

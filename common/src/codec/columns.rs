@@ -217,13 +217,7 @@ impl ColumnWriter {
             return;
         }
         let tick = timestamp_tick(timestamps_ns, base_ns);
-        // As factor * 10^exponent: (1, 6) for milliseconds, two bytes that recur in every series.
-        let mut exponent = 0u8;
-        let mut factor = tick;
-        while factor % 10 == 0 {
-            factor /= 10;
-            exponent += 1;
-        }
+        let (exponent, factor) = tick_parts(tick);
         self.field(Field::TickExponents).push(exponent);
         put_varint(self.field(Field::TickFactors), factor as u64);
         let mut ticks = std::mem::take(&mut self.ticks);
@@ -478,10 +472,7 @@ impl ColumnWriter {
 fn moved_timestamp_heads<'a>(slice: &impl Fn(Field) -> &'a [u8], base_ns: i64) -> Option<(u8, Vec<u8>, Vec<u8>)> {
     let exponent = Reader::new(slice(Field::TickExponents)).u8("tick").ok()?;
     let factor = Reader::new(slice(Field::TickFactors)).varint("tick").ok()?;
-    let tick = POWERS_OF_TEN_I64
-        .get(usize::from(exponent))
-        .and_then(|&power| i64::try_from(factor).ok()?.checked_mul(power))
-        .filter(|&tick| tick > 0)?;
+    let tick = tick_of(exponent, factor)?;
     // `tick > 0` and `chunk_tick > 0` below, so no `%` or `/` here can overflow.
     let chunk_tick = if base_ns % tick == 0 {
         tick
@@ -506,14 +497,29 @@ fn moved_timestamp_heads<'a>(slice: &impl Fn(Field) -> &'a [u8], base_ns: i64) -
         put_signed_varint(&mut moved, shifted);
         first = false;
     }
-    let (mut chunk_exponent, mut chunk_factor) = (0u8, chunk_tick);
-    while chunk_factor % 10 == 0 {
-        chunk_factor /= 10;
-        chunk_exponent += 1;
-    }
+    let (chunk_exponent, chunk_factor) = tick_parts(chunk_tick);
     let mut factor_bytes = Vec::with_capacity(10);
     put_varint(&mut factor_bytes, chunk_factor as u64);
     Some((chunk_exponent, factor_bytes, moved))
+}
+
+/// A positive tick as factor * 10^exponent, the exponent as large as it goes: (1, 6) for
+/// milliseconds, two bytes that recur in every series.
+fn tick_parts(tick: i64) -> (u8, i64) {
+    let (mut exponent, mut factor) = (0u8, tick);
+    while factor % 10 == 0 {
+        factor /= 10;
+        exponent += 1;
+    }
+    (exponent, factor)
+}
+
+/// The tick `factor * 10^exponent` as read, if it is between 1 and `i64::MAX` nanoseconds.
+fn tick_of(exponent: u8, factor: u64) -> Option<i64> {
+    POWERS_OF_TEN_I64
+        .get(usize::from(exponent))
+        .and_then(|&power| i64::try_from(factor).ok()?.checked_mul(power))
+        .filter(|&tick| tick > 0)
 }
 
 fn gcd(mut a: u64, mut b: u64) -> u64 {
@@ -834,11 +840,7 @@ impl<'a> ColumnReader<'a> {
         let factors = self.field(Field::TickFactors);
         let offset = factors.position();
         let factor = factors.varint("timestamp tick factor")?;
-        let tick = POWERS_OF_TEN_I64
-            .get(usize::from(exponent))
-            .and_then(|&power| i64::try_from(factor).ok()?.checked_mul(power))
-            .filter(|&tick| tick > 0);
-        let Some(tick) = tick else {
+        let Some(tick) = tick_of(exponent, factor) else {
             return Err(CodecError::OutOfRange {
                 what: "timestamp tick factor",
                 offset,

@@ -115,7 +115,7 @@ pub use columns::Effort;
 use columns::{ColumnReader, ColumnWriter, DecodeBudget};
 pub use group::{GroupSlot, Grouper, group_records};
 use wire::{Reader, put_bytes, put_signed_varint};
-pub use wire::{put_varint, varint_prefix};
+pub use wire::{put_varint, unzigzag, varint_prefix, zigzag};
 
 /// The first four bytes of every payload.
 pub const PAYLOAD_MAGIC: [u8; 4] = *b"DPAY";

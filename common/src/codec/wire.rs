@@ -10,12 +10,13 @@ pub(super) const MAX_VARINT_BYTES: usize = 10;
 
 /// Maps signed to unsigned so that small magnitudes of either sign give small varints.
 #[inline]
-pub(super) fn zigzag(value: i64) -> u64 {
+pub fn zigzag(value: i64) -> u64 {
     ((value << 1) ^ (value >> 63)) as u64
 }
 
+/// Inverse of [`zigzag`].
 #[inline]
-pub(super) fn unzigzag(value: u64) -> i64 {
+pub fn unzigzag(value: u64) -> i64 {
     ((value >> 1) as i64) ^ -((value & 1) as i64)
 }
 
