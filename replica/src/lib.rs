@@ -59,7 +59,8 @@
 //! 64th apply (`STATISTICS_DELTAS_PER_CHECKPOINT`) instead rewrites the `'S'` entries of every series
 //! changed since the last checkpoint and deletes the deltas, in the same batch. Once the merge of a
 //! closing hour has left no closed bucket waiting, it writes a checkpoint too (its own batch, once
-//! per closing, not per merge turn), so a settled replica keeps no deltas. Opening
+//! per closing, not per merge turn), so a settled replica keeps no deltas; [`Replica::close`] (the
+//! receiver's orderly stop) writes one too. Opening
 //! reads the `'S'` entries and folds the remaining deltas over them in order.
 //!
 //! Apply log: each apply also writes `'A'` ‖ its apply number (the new segments-applied count,

@@ -238,6 +238,41 @@ fn merging_folds_the_statistics_deltas_and_a_reopen_reads_the_same_statistics() 
     assert_eq!(Replica::open(directory.path()).unwrap().series_list(), series);
 }
 
+/// A clean shutdown (`close`) writes the checkpoint the pending deltas wait for: a stopped
+/// replica holds no delta (so a build that reads only older delta versions still opens it) and a
+/// reopen reads the same statistics. A replica dropped without it keeps its deltas, folded at open.
+#[test]
+fn closing_cleanly_folds_the_statistics_deltas_and_dropping_keeps_them_for_the_next_open() {
+    let count_deltas = |path: &Path| {
+        let db = raw_db(path);
+        let meta = db.cf_handle("meta").unwrap();
+        db.iterator_cf(meta, rocksdb::IteratorMode::Start).filter(|entry| entry.as_ref().unwrap().0[0] == b'D').count()
+    };
+    let segments = live_segments(10);
+    let (closed, dropped) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut series = Vec::new();
+    for directory in [&closed, &dropped] {
+        let mut replica = Replica::open(directory.path()).unwrap();
+        for segment in &segments {
+            apply(&mut replica, segment);
+        }
+        assert_eq!(replica.statistics_deltas_pending(), 10, "no checkpoint before the 64th apply");
+        series = replica.series_list();
+        if directory.path() == closed.path() {
+            replica.close().unwrap();
+            assert_eq!(replica.statistics_deltas_pending(), 0);
+        }
+    }
+    assert_eq!(count_deltas(closed.path()), 0, "close wrote the checkpoint and deleted the deltas");
+    assert_eq!(count_deltas(dropped.path()), 10, "dropped: the deltas wait for the next open");
+    for directory in [&closed, &dropped] {
+        let replica = Replica::open(directory.path()).unwrap();
+        assert_eq!(replica.series_list(), series);
+    }
+    let mut read_only = Replica::open_read_only(closed.path()).unwrap();
+    read_only.close().unwrap();
+}
+
 /// A live hour of many series closes in many merge turns (a row budget each, beside apply): the
 /// checkpoint that folds the deltas is written once, when the turn that leaves no closed bucket
 /// waiting ends, not after every turn (each would rewrite the statistics of every series applied

@@ -60,6 +60,9 @@ fn a_million_points_cross_a_lossy_link_exactly_and_a_resend_changes_nothing() {
     // the replica's applied set drops their symbols before they take memory, and the replica does
     // not change.
     lab.stop_receiver().unwrap();
+    let stopped = diode_replica::Replica::open_read_only(&lab.replica_dir()).unwrap();
+    assert_eq!(stopped.statistics_deltas_pending(), 0, "an orderly stop writes the statistics checkpoint");
+    drop(stopped);
     let points_before = lab.verify_replica().unwrap();
     lab.start_receiver().unwrap();
     let output = std::process::Command::new(diode_tests::lab::find_bin_dir().unwrap().join("diode-sender"))

@@ -104,7 +104,7 @@ pub fn run(config: ReceiverConfig) -> anyhow::Result<()> {
             tracing::error!("a sink thread panicked");
         }
     }
-    locks::read(&shared.replica).flush().context("cannot flush the replica")?;
+    locks::write(&shared.replica).close().context("cannot close the replica")?;
     receive_result?;
     tracing::info!(
         points = shared.counters.points_applied.load(Ordering::Relaxed),
