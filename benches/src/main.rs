@@ -217,11 +217,13 @@ fn print_sample(lab: &Lab) -> anyhow::Result<()> {
     let replica = Replica::open_read_only(&lab.replica_dir())?;
     let series = replica.series_list();
     println!("\nsample of the replica ({} series):", series.len());
-    for info in series.iter().step_by((series.len() / 6).max(1)).take(6) {
+    let sample: Vec<_> = series.iter().step_by((series.len() / 6).max(1)).take(6).collect();
+    let name_width = sample.iter().map(|info| info.key.to_string().chars().count()).max().unwrap_or(0);
+    for info in sample {
         let latest = replica.scan(info.id, info.last_timestamp_ns, info.last_timestamp_ns).next().transpose()?;
         if let Some(point) = latest {
             println!(
-                "  {:<48} {:>7} points, latest {} = {} ({})",
+                "  {:<name_width$} {:>7} points, latest {} = {} ({})",
                 info.key.to_string(),
                 info.point_count,
                 format_rfc3339(point.timestamp_ns),
