@@ -300,6 +300,11 @@ fn roots(path: &Path) -> Result<Arc<rustls::RootCertStore>, TlsError> {
     Ok(Arc::new(roots))
 }
 
+/// rustls on *ring*, as everywhere in diode (no aws-lc-rs and its C build on the appliances).
+/// rustls 0.23.48 marks this provider deprecated because *ring* has no post-quantum key exchange:
+/// replication's QUIC handshakes use classical ECDHE (X25519, P-256, P-384), authenticated by the
+/// pair's own certificate authority.
+#[allow(deprecated)]
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

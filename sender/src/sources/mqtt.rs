@@ -305,6 +305,10 @@ fn tls_config(config: &MqttSourceConfig) -> anyhow::Result<rustls::ClientConfig>
         .with_context(|| format!("cannot read CA certificates from {}", ca_file.display()))?;
     let (added, _) = roots.add_parsable_certificates(certificates);
     anyhow::ensure!(added > 0, "{} holds no usable CA certificate (PEM)", ca_file.display());
+    // rustls on *ring*, no aws-lc-rs (its C build) on the OT appliance; rustls 0.23.48 marks this
+    // provider deprecated because *ring* has no post-quantum key exchange: the broker connection
+    // uses classical ECDHE.
+    #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
