@@ -548,6 +548,21 @@ impl Replica {
             .collect()
     }
 
+    /// Closes the database and opens it again with `options`, as a restart would: what RocksDB
+    /// keeps in memory after a failed write (a background error it does not clear by itself) is
+    /// gone, and the write-ahead log replays what was written. RocksDB refuses to open a
+    /// directory this process already holds, so the writable instance is closed first, and until
+    /// the new one is open this replica is a read-only instance of the same directory. If opening
+    /// it writable again fails, it stays read-only (reads go on, writes are refused with
+    /// [`ReplicaError::ReadOnly`]) and the error is returned; a later call tries again. Fails
+    /// without changing anything if not even the read-only instance opens.
+    pub fn reopen(&mut self, options: ReplicaOptions) -> Result<(), ReplicaError> {
+        let stand_in = Replica::open_read_only(&self.path)?;
+        drop(std::mem::replace(self, stand_in));
+        *self = Replica::open_with(&self.path, options)?;
+        Ok(())
+    }
+
     /// What a clean shutdown does: writes the statistics checkpoint if deltas wait for one (so
     /// the next open reads each series' statistics from one entry, and a build that predates the
     /// deltas' current version still opens the replica), then [`flush`](Self::flush)es. A replica

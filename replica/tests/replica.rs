@@ -108,6 +108,33 @@ fn gap(epoch: u64, first_sequence: u64, last_sequence: u64) -> Gap {
     Gap { sender_id: SENDER, epoch, first_sequence, last_sequence }
 }
 
+/// The receiver reopens its replica after a failed write, in the process that holds it: RocksDB
+/// refuses a second open of a directory its process holds, so `reopen` closes first. What was
+/// applied before reads the same after, applying goes on, and an applied segment stays applied.
+#[test]
+fn a_replica_reopened_in_the_process_that_holds_it_reads_the_same_and_applies_on() {
+    let segments = plant_segments(3, 400);
+    let directory = tempfile::tempdir().unwrap();
+    let options = diode_replica::ReplicaOptions { sync_writes: true };
+    let mut replica = Replica::open_with(directory.path(), options).unwrap();
+    apply_at(&mut replica, &segments[0]);
+    let (points, counters) = (all_points(&replica), replica.counters());
+    assert!(
+        Replica::open_with(directory.path(), options).is_err(),
+        "a second open of a directory this process holds is refused"
+    );
+    replica.reopen(options).unwrap();
+    assert!(!replica.is_read_only());
+    assert!(replica.options().sync_writes);
+    assert_eq!((all_points(&replica), replica.counters()), (points, counters));
+    assert_eq!(apply_at(&mut replica, &segments[0]), ApplyOutcome::AlreadyApplied);
+    for segment in &segments[1..] {
+        assert!(matches!(apply_at(&mut replica, segment), ApplyOutcome::Applied { points: 400, .. }));
+    }
+    replica.reopen(options).unwrap();
+    assert_eq!(replica.counters().points_applied, 1_200);
+}
+
 #[test]
 fn applying_a_segment_twice_changes_nothing() {
     let segments = plant_segments(3, 400);

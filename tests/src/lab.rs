@@ -94,6 +94,8 @@ pub struct Lab {
     pub receiver_http: SocketAddr,
     /// The sender's InfluxDB-compatible HTTP ingest listener.
     pub sender_ingest: SocketAddr,
+    /// The sender's Prometheus `/metrics` listener.
+    pub sender_metrics: SocketAddr,
     pub relay: Relay,
     receiver: Option<Child>,
     sender: Option<Child>,
@@ -130,6 +132,7 @@ impl Lab {
         let receiver_udp = free_address();
         let receiver_http = free_address();
         let sender_ingest = free_address();
+        let sender_metrics = free_address();
         let relay = Relay::start(receiver_udp, options.loss.clone())?;
         let lab = Lab {
             dir: dir.to_owned(),
@@ -138,6 +141,7 @@ impl Lab {
             receiver_udp,
             receiver_http,
             sender_ingest,
+            sender_metrics,
             relay,
             receiver: None,
             sender: None,
@@ -202,8 +206,12 @@ seed = {seed}
 max_records = {records}
 realtime = {realtime}
 start_ns = {start_ns}
+
+[metrics]
+listen = "{sender_metrics}"
 "#,
             destination = self.relay.listen,
+            sender_metrics = self.sender_metrics,
             rate = o.link_rate_mbit_s,
             overhead = o.repair_overhead,
             min_repair = o.min_repair_symbols,
@@ -412,6 +420,18 @@ listen = "{http}"
             }
         }
         Ok(())
+    }
+
+    /// One of the sender's metrics (NaN if it cannot be read).
+    pub fn sender_metric(&self, name: &str) -> f64 {
+        http_get(self.sender_metrics, "/metrics")
+            .ok()
+            .and_then(|body| {
+                body.lines()
+                    .filter(|line| !line.starts_with('#'))
+                    .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            })
+            .unwrap_or(f64::NAN)
     }
 
     /// The receiver's metrics, by name (labels included in the name).

@@ -302,6 +302,17 @@ fn a_full_disk_under_the_receiver_stops_apply_not_the_receiver_and_a_resend_of_i
         wait_until(Duration::from_secs(60), || lab.metric("diode_receiver_replica_write_blocked") == 0.0),
         "apply did not resume once space was freed"
     );
+    // The sender has sealed and sent every record (apply may resume before it has), and beacons
+    // since then have told the receiver its final head, so every shed segment, the last ones too,
+    // shows as a gap.
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            lab.sender_metric("diode_sender_records_sealed_total") == 1_000_000.0
+                && lab.sender_metric("diode_sender_sent_through_sequence")
+                    == lab.sender_metric("diode_sender_head_sequence")
+        }),
+        "the sender did not seal and send every record"
+    );
     let beacons = lab.metric("diode_receiver_beacons_accepted_total");
     assert!(
         wait_until(Duration::from_secs(60), || lab.metric("diode_receiver_beacons_accepted_total") > beacons + 1.0),
@@ -338,4 +349,8 @@ fn a_full_disk_under_the_receiver_stops_apply_not_the_receiver_and_a_resend_of_i
     lab.stop_receiver().unwrap();
     let verification = lab.verify_replica().unwrap();
     assert!(verification.is_exact(), "{verification:?}");
+    // Apply reopened the replica after each failed write (closing it first: RocksDB refuses a
+    // second open of a directory its process holds, which once made every reopen fail).
+    let log = std::fs::read_to_string(lab.dir.join("receiver.log")).unwrap();
+    assert!(!log.contains("lock hold by current process"), "{log}");
 }

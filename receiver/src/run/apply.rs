@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use diode_common::keys::{TrustedKeys, encode_hex};
 use diode_common::seal;
-use diode_replica::{ApplyOutcome, HeadCheck, Replica, ReplicaError};
+use diode_replica::{ApplyOutcome, HeadCheck, Replica, ReplicaError, ReplicaOptions};
 
 use crate::locks;
 use crate::state::{Shared, VerifiedBeacon};
@@ -34,12 +34,14 @@ const RETRY_LONGEST: Duration = Duration::from_secs(5);
 /// It never fails: a segment's own faults are counted and logged, and a failing replica write is
 /// retried (with a reopen) until it succeeds or the receiver stops.
 pub fn apply_loop(queue: Receiver<Work>, trusted: TrustedKeys, shared: Arc<Shared>) {
+    // Taken while the replica is surely writable: a failed reopen leaves it read-only.
+    let options = locks::read(&shared.replica).options();
     loop {
         match queue.recv_timeout(BEACON_CHECK) {
             Ok(Work::Segment { bytes, .. }) => {
                 let mut retry = RETRY_FIRST;
                 while let Err(error) = apply_segment(&bytes, &trusted, &shared) {
-                    if !wait_out_write_failure(&shared, &error, &mut retry) {
+                    if !wait_out_write_failure(&shared, &error, &mut retry, options) {
                         return;
                     }
                 }
@@ -82,7 +84,12 @@ fn merge_closed_hours(shared: &Shared) {
 /// whether to try again (false once the receiver is stopping). Meanwhile the receive thread goes
 /// on: completed segments wait in the queue, then are shed and counted, and the carousel or a
 /// resend brings them back. Nothing acknowledged is lost: the OT side keeps every segment.
-fn wait_out_write_failure(shared: &Shared, error: &ReplicaError, retry: &mut Duration) -> bool {
+fn wait_out_write_failure(
+    shared: &Shared,
+    error: &ReplicaError,
+    retry: &mut Duration,
+    options: ReplicaOptions,
+) -> bool {
     shared.counters.replica_write_errors.fetch_add(1, Ordering::Relaxed);
     shared.counters.replica_write_blocked.store(1, Ordering::Relaxed);
     tracing::error!(
@@ -100,11 +107,10 @@ fn wait_out_write_failure(shared: &Shared, error: &ReplicaError, retry: &mut Dur
     }
     *retry = (*retry * 2).min(RETRY_LONGEST);
     let mut replica = locks::write(&shared.replica);
-    let path = replica.path().to_owned();
-    // Reopening drops RocksDB's sticky background error; the WAL keeps what was written.
-    match Replica::open_with(&path, replica.options()) {
-        Ok(reopened) => *replica = reopened,
-        Err(error) => tracing::error!("cannot reopen the replica at {}: {error}", path.display()),
+    // Reopening drops an error RocksDB keeps until then; the write-ahead log keeps what was
+    // written. A failed reopen leaves the replica read-only until the next one.
+    if let Err(error) = replica.reopen(options) {
+        tracing::error!("cannot reopen the replica at {}: {error}", replica.path().display());
     }
     true
 }
