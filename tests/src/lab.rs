@@ -94,8 +94,6 @@ pub struct Lab {
     pub receiver_http: SocketAddr,
     /// The sender's InfluxDB-compatible HTTP ingest listener.
     pub sender_ingest: SocketAddr,
-    /// The sender's Prometheus `/metrics` listener.
-    pub sender_metrics: SocketAddr,
     pub relay: Relay,
     receiver: Option<Child>,
     sender: Option<Child>,
@@ -132,7 +130,6 @@ impl Lab {
         let receiver_udp = free_address();
         let receiver_http = free_address();
         let sender_ingest = free_address();
-        let sender_metrics = free_address();
         let relay = Relay::start(receiver_udp, options.loss.clone())?;
         let lab = Lab {
             dir: dir.to_owned(),
@@ -141,7 +138,6 @@ impl Lab {
             receiver_udp,
             receiver_http,
             sender_ingest,
-            sender_metrics,
             relay,
             receiver: None,
             sender: None,
@@ -206,12 +202,8 @@ seed = {seed}
 max_records = {records}
 realtime = {realtime}
 start_ns = {start_ns}
-
-[metrics]
-listen = "{sender_metrics}"
 "#,
             destination = self.relay.listen,
-            sender_metrics = self.sender_metrics,
             rate = o.link_rate_mbit_s,
             overhead = o.repair_overhead,
             min_repair = o.min_repair_symbols,
@@ -422,16 +414,14 @@ listen = "{http}"
         Ok(())
     }
 
-    /// One of the sender's metrics (NaN if it cannot be read).
-    pub fn sender_metric(&self, name: &str) -> f64 {
-        http_get(self.sender_metrics, "/metrics")
-            .ok()
-            .and_then(|body| {
-                body.lines()
-                    .filter(|line| !line.starts_with('#'))
-                    .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            })
-            .unwrap_or(f64::NAN)
+    /// Adds a `/metrics` listener to the sender's config (before the sender starts) and returns
+    /// its address, for [`metric_at`].
+    pub fn add_sender_metrics(&self) -> anyhow::Result<SocketAddr> {
+        let address = free_address();
+        let mut config = std::fs::read_to_string(self.sender_config())?;
+        config.push_str(&format!("\n[metrics]\nlisten = \"{address}\"\n"));
+        std::fs::write(self.sender_config(), config)?;
+        Ok(address)
     }
 
     /// The receiver's metrics, by name (labels included in the name).
@@ -645,4 +635,16 @@ impl ThreadCpu {
 /// CPU seconds (user + system) a process has used so far, from /proc; `None` once it has gone.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(diode_host::process::stat(pid)?.cpu_seconds)
+}
+
+/// One metric (without labels) served at `address`'s `/metrics`; NaN if it cannot be read.
+pub fn metric_at(address: SocketAddr, name: &str) -> f64 {
+    http_get(address, "/metrics")
+        .ok()
+        .and_then(|body| {
+            body.lines()
+                .filter(|line| !line.starts_with('#'))
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        })
+        .unwrap_or(f64::NAN)
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use diode_common::record::{SeriesKey, Value};
 use diode_replica::Replica;
-use diode_tests::lab::{Lab, LabOptions, http_get};
+use diode_tests::lab::{Lab, LabOptions, http_get, metric_at};
 
 /// The tmpfs under the sender's data directory.
 const DISK_BYTES: u64 = 4 * 1024 * 1024;
@@ -275,6 +275,7 @@ fn a_full_disk_under_the_receiver_stops_apply_not_the_receiver_and_a_resend_of_i
     // six with the ballast added after the receiver started).
     let ballast = disk.path.join("ballast");
     fill_leaving(&ballast, REPLICA_ROOM_BYTES);
+    let sender_metrics = lab.add_sender_metrics().unwrap();
     lab.start_receiver().unwrap();
     lab.start_sender_until_stopped().unwrap();
 
@@ -307,9 +308,9 @@ fn a_full_disk_under_the_receiver_stops_apply_not_the_receiver_and_a_resend_of_i
     // shows as a gap.
     assert!(
         wait_until(Duration::from_secs(60), || {
-            lab.sender_metric("diode_sender_records_sealed_total") == 1_000_000.0
-                && lab.sender_metric("diode_sender_sent_through_sequence")
-                    == lab.sender_metric("diode_sender_head_sequence")
+            metric_at(sender_metrics, "diode_sender_records_sealed_total") == 1_000_000.0
+                && metric_at(sender_metrics, "diode_sender_sent_through_sequence")
+                    == metric_at(sender_metrics, "diode_sender_head_sequence")
         }),
         "the sender did not seal and send every record"
     );

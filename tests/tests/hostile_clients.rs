@@ -166,15 +166,6 @@ fn add_ingest_settings(lab: &Lab, text: &str) {
     std::fs::write(lab.sender_config(), config.replacen("[ingest]\n", &format!("[ingest]\n{text}\n"), 1)).unwrap();
 }
 
-/// Adds a metrics listener to the lab's sender config.
-fn add_sender_metrics(lab: &Lab) -> SocketAddr {
-    let address = free_port();
-    let mut config = std::fs::read_to_string(lab.sender_config()).unwrap();
-    config.push_str(&format!("\n[metrics]\nlisten = \"{address}\"\n"));
-    std::fs::write(lab.sender_config(), config).unwrap();
-    address
-}
-
 #[test]
 fn idle_connections_and_a_slowloris_client_never_keep_the_receiver_from_answering_metrics() {
     let _one = one_at_a_time();
@@ -195,7 +186,7 @@ fn idle_connections_and_a_slowloris_client_never_keep_the_sender_from_taking_a_w
     let _one = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let mut lab = Lab::new(dir.path(), LabOptions { simulator: false, ..LabOptions::default() }).unwrap();
-    let metrics = add_sender_metrics(&lab);
+    let metrics = lab.add_sender_metrics().unwrap();
     with_soft_limit(APPLIANCE_SOFT_LIMIT, || lab.start_sender_until_stopped()).unwrap();
     let ingest = lab.sender_ingest;
 
