@@ -426,15 +426,7 @@ listen = "{http}"
 
     /// The receiver's metrics, by name (labels included in the name).
     pub fn metrics(&self) -> anyhow::Result<HashMap<String, f64>> {
-        let body = http_get(self.receiver_http, "/metrics")?;
-        Ok(body
-            .lines()
-            .filter(|line| !line.starts_with('#'))
-            .filter_map(|line| {
-                let (name, value) = line.rsplit_once(' ')?;
-                Some((name.to_owned(), value.parse().ok()?))
-            })
-            .collect())
+        metrics_at(self.receiver_http)
     }
 
     pub fn metric(&self, name: &str) -> f64 {
@@ -637,14 +629,22 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(diode_host::process::stat(pid)?.cpu_seconds)
 }
 
-/// One metric (without labels) served at `address`'s `/metrics`; NaN if it cannot be read.
-pub fn metric_at(address: SocketAddr, name: &str) -> f64 {
-    http_get(address, "/metrics")
-        .ok()
-        .and_then(|body| {
-            body.lines()
-                .filter(|line| !line.starts_with('#'))
-                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+/// The metrics an appliance serves at `address`'s `/metrics`, by name (labels included in the
+/// name).
+pub fn metrics_at(address: SocketAddr) -> anyhow::Result<HashMap<String, f64>> {
+    let body = http_get(address, "/metrics")?;
+    Ok(body
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
         })
-        .unwrap_or(f64::NAN)
+        .collect())
+}
+
+/// One metric served at `address`'s `/metrics` (labels included in the name); NaN if it cannot
+/// be read.
+pub fn metric_at(address: SocketAddr, name: &str) -> f64 {
+    metrics_at(address).ok().and_then(|metrics| metrics.get(name).copied()).unwrap_or(f64::NAN)
 }

@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use diode_common::rng::SeededRng;
 use diode_replica::{Replica, SegmentKey};
 
-use crate::lab::{find_bin_dir, http_get};
+use crate::lab::find_bin_dir;
 
 /// The name in the upstream's certificate that downstreams check.
 pub const UPSTREAM_NAME: &str = "upstream";
@@ -179,17 +179,7 @@ impl Drop for Downstream {
 }
 
 /// A receiver's metrics by name (labels included in the name).
-pub fn metrics(http: SocketAddr) -> anyhow::Result<HashMap<String, f64>> {
-    let body = http_get(http, "/metrics")?;
-    Ok(body
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let (name, value) = line.rsplit_once(' ')?;
-            Some((name.to_owned(), value.parse().ok()?))
-        })
-        .collect())
-}
+pub use crate::lab::metrics_at as metrics;
 
 /// Polls `condition` every 50 ms until it holds or `timeout` passes; says whether it held.
 pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {

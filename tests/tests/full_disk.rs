@@ -22,6 +22,7 @@ use std::time::Duration;
 use diode_common::record::{SeriesKey, Value};
 use diode_replica::Replica;
 use diode_tests::lab::{Lab, LabOptions, http_get, metric_at};
+use diode_tests::replicas::wait_until;
 
 /// The tmpfs under the sender's data directory.
 const DISK_BYTES: u64 = 4 * 1024 * 1024;
@@ -231,18 +232,6 @@ fn a_full_disk_under_the_sender_is_answered_503_and_every_acknowledged_point_arr
 /// The tmpfs under the receiver's replica, and the room left beside the ballast there.
 const REPLICA_DISK_BYTES: u64 = 256 * 1024 * 1024;
 const REPLICA_ROOM_BYTES: u64 = 1024 * 1024;
-
-/// Polls `condition` every 50 ms until it holds or `timeout` passes; says whether it held.
-fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + timeout;
-    while std::time::Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    condition()
-}
 
 #[test]
 fn a_full_disk_under_the_receiver_stops_apply_not_the_receiver_and_a_resend_of_its_gaps_makes_the_replica_exact() {
