@@ -135,6 +135,30 @@ fn a_replica_reopened_in_the_process_that_holds_it_reads_the_same_and_applies_on
     assert_eq!(replica.counters().points_applied, 1_200);
 }
 
+/// A reopen whose writable open fails (here: another instance holds the directory) leaves the
+/// replica read-only: reads go on, a write is refused with the error an operator sees, and the
+/// reopen error says why; once the directory is free, the next reopen makes it writable again.
+#[test]
+fn a_failed_reopen_leaves_the_replica_read_only_until_a_later_one_succeeds() {
+    let segments = plant_segments(2, 400);
+    let directory = tempfile::tempdir().unwrap();
+    let options = diode_replica::ReplicaOptions::default();
+    let mut holder = Replica::open(directory.path()).unwrap();
+    apply_at(&mut holder, &segments[0]);
+    let points = all_points(&holder);
+    let mut replica = Replica::open_read_only(directory.path()).unwrap();
+    let error = replica.reopen(options).unwrap_err();
+    assert!(error.to_string().contains("lock"), "{error}");
+    assert!(replica.is_read_only());
+    assert_eq!(all_points(&replica), points);
+    let refused = replica.apply(&segments[1].0, &segments[1].1, T0).unwrap_err();
+    assert!(matches!(refused, diode_replica::ReplicaError::ReadOnly { .. }), "{refused}");
+    drop(holder);
+    replica.reopen(options).unwrap();
+    assert!(!replica.is_read_only());
+    assert!(matches!(apply_at(&mut replica, &segments[1]), ApplyOutcome::Applied { points: 400, .. }));
+}
+
 #[test]
 fn applying_a_segment_twice_changes_nothing() {
     let segments = plant_segments(3, 400);
