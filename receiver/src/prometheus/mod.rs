@@ -6,6 +6,7 @@
 //! - [`functions`]: the range-vector functions over one window (pure arithmetic).
 //! - [`eval`]: the PromQL subset evaluated at every step over any [`eval::SampleSource`] (pure).
 //! - [`replica`]: the replica's scans ([`crate::query::source`]) as a sample source.
+//! - [`times`]: times and durations as the API takes and writes them.
 //! - [`http`]: the routes, their parameters and Prometheus's JSON shapes and errors.
 //!
 //! # Definitions
@@ -38,3 +39,4 @@ pub mod http;
 pub mod mapping;
 pub mod parse;
 pub mod replica;
+pub mod times;
