@@ -648,3 +648,11 @@ pub fn metrics_at(address: SocketAddr) -> anyhow::Result<HashMap<String, f64>> {
 pub fn metric_at(address: SocketAddr, name: &str) -> f64 {
     metrics_at(address).ok().and_then(|metrics| metrics.get(name).copied()).unwrap_or(f64::NAN)
 }
+
+/// A sender source's counter `diode_sender_source_<family>_total` for the source of `kind` named
+/// `source`, served at `address`'s `/metrics`; 0 until it is served.
+pub fn source_counter(address: SocketAddr, kind: &str, source: &str, family: &str) -> u64 {
+    let value =
+        metric_at(address, &format!("diode_sender_source_{family}_total{{kind=\"{kind}\",source=\"{source}\"}}"));
+    if value.is_nan() { 0 } else { value as u64 }
+}

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use diode_common::record::{Quality, SeriesKey, Value};
 use diode_replica::Replica;
-use diode_tests::lab::{Lab, LabOptions, http_get};
+use diode_tests::lab::{self, Lab, LabOptions};
 use diode_tests::ports::free_port;
 
 const SOURCE: &str = "plant-opcua";
@@ -123,11 +123,7 @@ impl Drop for PlantServer {
 }
 
 fn source_counter(metrics: SocketAddr, family: &str) -> u64 {
-    let prefix = format!("diode_sender_source_{family}_total{{kind=\"opcua\",source=\"{SOURCE}\"}} ");
-    http_get(metrics, "/metrics")
-        .ok()
-        .and_then(|text| text.lines().find_map(|line| line.strip_prefix(&prefix).and_then(|v| v.parse().ok())))
-        .unwrap_or(0)
+    lab::source_counter(metrics, "opcua", SOURCE, family)
 }
 
 struct Published {
