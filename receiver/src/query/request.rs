@@ -613,4 +613,105 @@ mod tests {
                 .contains("--empty-windows applies only with --every")
         );
     }
+
+    /// Times and durations an analyst (or a hostile client) may write: edges of the i64 range,
+    /// of the record limits and of the units, and text that is none of them.
+    fn time_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just("now".to_owned()),
+            Just("-1h".to_owned()),
+            Just("now-9223372036854775807ns".to_owned()),
+            Just("9223372036854775807".to_owned()),
+            Just("-9223372036854775808".to_owned()),
+            Just("1677-09-21T00:12:43.145224192Z".to_owned()),
+            Just("2262-04-11T23:47:16.854775807Z".to_owned()),
+            Just("9999-12-31T23:59:59Z".to_owned()),
+            Just("-9999-01-01T00:00:00Z".to_owned()),
+            (-3_000_000_000_000_000_000i64..3_000_000_000_000_000_000).prop_map(|n| n.to_string()),
+            (0u32..2_000, prop::sample::select(vec!["ns", "ms", "s", "m", "h", "d", "w"]))
+                .prop_map(|(n, unit)| format!("-{n}{unit}")),
+            "[ -~]{0,12}",
+        ]
+    }
+
+    fn duration_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0u64..5_000, prop::sample::select(vec!["ns", "us", "ms", "s", "m", "h", "d", "w", ""]))
+                .prop_map(|(n, unit)| format!("{n}{unit}")),
+            Just("9223372036854775807ns".to_owned()),
+            Just("9223372036854775808ns".to_owned()),
+            Just("1h30m".to_owned()),
+            Just("-5m".to_owned()),
+            "[ -~]{0,8}",
+        ]
+    }
+
+    proptest::proptest! {
+        // Most random ranges are refused (inverted, or text that is no time): enough cases that
+        // every mode is accepted a few hundred times.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
+        /// Whatever the parameters, parsing answers (never a panic), and an accepted query is one
+        /// the engine can run: an ordered range inside the record limits, a positive step, rows
+        /// per series within the limit, instants sorted and unique, plot intervals in range.
+        #[test]
+        fn any_parameters_give_a_runnable_query_or_an_error(
+            from in proptest::option::of(time_text()),
+            to in proptest::option::of(time_text()),
+            mode in 0usize..6,
+            step in duration_text(),
+            agg in proptest::option::of(proptest::sample::select(vec!["mean", "min,max,count", "twa", "mean,,", "nope"])),
+            at in proptest::collection::vec(time_text(), 1..5),
+            plot in proptest::sample::select(vec!["0", "1", "999", "10000", "10001", "18446744073709551616", "x"]),
+            good_only in proptest::bool::ANY,
+            syntax in proptest::sample::select(vec![Syntax::Cli, Syntax::Http]),
+        ) {
+            let mut query = QueryText { from, to, good_only, ..text("plant1/*") };
+            match mode {
+                1 => query.latest = true,
+                2 => query.interpolate = Some(step),
+                3 => {
+                    query.every = Some(step);
+                    query.agg = agg.map(str::to_owned);
+                }
+                4 => query.at = Some(at.join(",")),
+                5 => query.plot = Some(plot.to_owned()),
+                _ => {}
+            }
+            let Ok(request) = QueryRequest::parse(&query, syntax, NOW) else { return Ok(()) };
+            proptest::prop_assert!(request.from_ns <= request.to_ns);
+            proptest::prop_assert!(MIN_TIMESTAMP_NS <= request.from_ns && request.to_ns <= MAX_TIMESTAMP_NS);
+            match &request.mode {
+                Mode::Interpolate { step_ns, .. } => {
+                    proptest::prop_assert!(*step_ns > 0);
+                    proptest::prop_assert!(instant_count(request.from_ns, request.to_ns, *step_ns) <= MAX_ROWS_PER_SERIES);
+                }
+                Mode::Aggregate(settings) => {
+                    proptest::prop_assert!(settings.every_ns > 0 && !settings.aggregates.is_empty());
+                    proptest::prop_assert!(
+                        window_count(request.from_ns, request.to_ns, settings.every_ns) <= MAX_ROWS_PER_SERIES
+                    );
+                }
+                Mode::At { instants_ns, .. } => {
+                    proptest::prop_assert!(!instants_ns.is_empty() && instants_ns.len() <= MAX_AT_TIMES);
+                    proptest::prop_assert!(instants_ns.windows(2).all(|pair| pair[0] < pair[1]));
+                    proptest::prop_assert!(
+                        instants_ns.iter().all(|at| (MIN_TIMESTAMP_NS..=MAX_TIMESTAMP_NS).contains(at))
+                    );
+                }
+                Mode::Plot { intervals, width_ns } => {
+                    proptest::prop_assert!((1..=MAX_PLOT_INTERVALS).contains(intervals) && *width_ns > 0);
+                    // The intervals cover the range, unless it is longer than the widest interval
+                    // (i64::MAX ns, 292 years), which then holds more intervals than asked.
+                    let covered = i128::from(*width_ns) * i128::from(*intervals);
+                    proptest::prop_assert!(
+                        covered > i128::from(request.to_ns) - i128::from(request.from_ns) || *width_ns == i64::MAX
+                    );
+                }
+                Mode::Raw { .. } | Mode::Latest => {}
+            }
+        }
+    }
 }

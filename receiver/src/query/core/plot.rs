@@ -15,7 +15,9 @@ pub const MAX_PLOT_INTERVALS: u64 = 10_000;
 pub const POINTS_PER_INTERVAL: usize = 5;
 
 /// Width of each of `intervals` intervals over `[from_ns, to_ns]`, in ns: the range's length
-/// divided by the count, rounded up (at least 1 ns), so that the intervals cover the range.
+/// divided by the count, rounded up (at least 1 ns), so that the intervals cover the range. An
+/// interval is at most `i64::MAX` ns (292 years): a longer range (the record limits span 362)
+/// asked in fewer intervals than that allows gets the extra intervals it needs.
 pub fn interval_width(from_ns: i64, to_ns: i64, intervals: u64) -> i64 {
     let length = i128::from(to_ns) - i128::from(from_ns) + 1;
     let intervals = i128::from(intervals.max(1));
