@@ -8,8 +8,12 @@
 //! (default: every core), `DIODE_AUDIT_BENCH_BUDGET_POINTS` (the audit's memory budget, default
 //! as `audit verify`), `DIODE_AUDIT_BENCH_REPLICA` (a directory: the replica is built there and
 //! kept, and a replica already there is audited as it is, so that two builds of the audit can be
-//! compared on one replica; its points and rate are then whatever it was built with). Prints plain
-//! figures; building the replica is not timed.
+//! compared on one replica; its points and rate are then whatever it was built with),
+//! `DIODE_AUDIT_BENCH_LAYOUT` (`harness`, the default: 50,000-point segments; `live`: a segment
+//! every simulated second, as a plant running live seals them, so about one point per series per
+//! segment, with every closed hour merged as the receiver merges them, then compacted). Prints
+//! plain figures;
+//! building the replica is not timed.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -42,8 +46,21 @@ fn setting<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|text| text.parse().ok()).unwrap_or(default)
 }
 
-/// Builds a replica of `points` points from a simulated plant: 50,000-point segments, one chain.
-fn build(path: &std::path::Path, points: usize, rate_hz: f64, key: &SenderKey) -> (u64, f64) {
+/// How the bench's replica is written.
+#[derive(Clone, Copy, PartialEq)]
+enum Layout {
+    /// [`POINTS_PER_SEGMENT`]-point segments, as the harness's plant running flat out seals them.
+    Harness,
+    /// A segment every simulated second (about one point per series), every closed hour merged.
+    Live,
+}
+
+/// Builds a replica of about `points` points from a simulated plant, in one chain; returns the
+/// segments and points written and the seconds it took.
+fn build(path: &std::path::Path, points: usize, rate_hz: f64, layout: Layout, key: &SenderKey) -> (u64, u64, f64) {
+    if layout == Layout::Live {
+        return build_live(path, points, rate_hz, key);
+    }
     let config = PlantConfig { series_count: SERIES, base_rate_hz: rate_hz, ..PlantConfig::default() };
     let mut clock_ns = config.start_ns;
     let mut plant = PlantSimulator::new(config);
@@ -65,7 +82,44 @@ fn build(path: &std::path::Path, points: usize, rate_hz: f64, key: &SenderKey) -
         replica.apply(&segment, &series, clock_ns).expect("apply");
     }
     replica.flush().expect("flush");
-    (segments, started.elapsed().as_secs_f64())
+    (segments, segments * POINTS_PER_SEGMENT as u64, started.elapsed().as_secs_f64())
+}
+
+/// [`build`] in the live layout: a segment of whatever the plant sampled in each simulated second,
+/// then every closed hour merged (the receiver merges each an hour after it closes) and the
+/// replica compacted.
+fn build_live(path: &std::path::Path, points: usize, rate_hz: f64, key: &SenderKey) -> (u64, u64, f64) {
+    let config = PlantConfig { series_count: SERIES, base_rate_hz: rate_hz, ..PlantConfig::default() };
+    let mut clock_ns = config.start_ns;
+    let mut plant = PlantSimulator::new(config);
+    let mut replica = Replica::open(path).expect("open replica");
+    let mut previous_hash = GENESIS_HASH;
+    let started = Instant::now();
+    let (mut segments, mut written) = (0u64, 0u64);
+    let mut records: Vec<Record> = Vec::new();
+    while written < points as u64 {
+        clock_ns += 1_000_000_000;
+        records.clear();
+        plant.generate_until(clock_ns, &mut records);
+        if records.is_empty() {
+            continue;
+        }
+        segments += 1;
+        written += records.len() as u64;
+        let position = ChainPosition { sender_id: 1, epoch: 1, sequence: segments, previous_hash };
+        let segment = seal::seal(position, &group_records(&records), 3, clock_ns, key);
+        previous_hash = segment.hash();
+        let series = seal::decode_verified(&segment).expect("decode");
+        replica.apply(&segment, &series, clock_ns).expect("apply");
+    }
+    // Every hour closed: merged as the receiver does once no segment has written into it lately.
+    let later_ns = clock_ns + 3_600_000_000_000;
+    while replica.merge_closed_buckets(1_000_000, later_ns, 0).expect("merge").buckets_merged > 0 {}
+    // What RocksDB's own compactions reach on a receiver that has run for a while: the chunks the
+    // merges replaced gone from the files, not only marked deleted.
+    replica.compact().expect("compact");
+    replica.close().expect("close");
+    (segments, written, started.elapsed().as_secs_f64())
 }
 
 fn main() {
@@ -76,27 +130,33 @@ fn main() {
     let defaults = VerifyOptions::default();
     let threads: usize = setting("DIODE_AUDIT_BENCH_THREADS", defaults.threads);
     let memory_budget_points: u64 = setting("DIODE_AUDIT_BENCH_BUDGET_POINTS", defaults.memory_budget_points);
+    let layout = match std::env::var("DIODE_AUDIT_BENCH_LAYOUT").as_deref() {
+        Err(_) | Ok("harness") => Layout::Harness,
+        Ok("live") => Layout::Live,
+        Ok(other) => panic!("DIODE_AUDIT_BENCH_LAYOUT is harness or live, not {other:?}"),
+    };
 
     let temporary = tempfile::tempdir().expect("temp dir");
     let kept = std::env::var_os("DIODE_AUDIT_BENCH_REPLICA").map(std::path::PathBuf::from);
     let directory = kept.as_deref().unwrap_or(temporary.path());
     let key = SenderKey::from_seed([7u8; 32]);
-    let (segments, build_seconds) = if directory.join("CURRENT").exists() {
+    let (segments, points, build_seconds) = if directory.join("CURRENT").exists() {
         let replica = Replica::open_read_only(directory).expect("open the kept replica");
         println!("reusing the replica in {}", directory.display());
-        (replica.counters().segments_applied, 0.0)
+        let counters = replica.counters();
+        (counters.segments_applied, counters.points_applied, 0.0)
     } else {
-        build(directory, points, rate_hz, &key)
+        build(directory, points, rate_hz, layout, &key)
     };
-    let points = segments * POINTS_PER_SEGMENT as u64;
     let size_bytes: u64 = std::fs::read_dir(directory)
         .expect("replica dir")
         .filter_map(|entry| entry.ok()?.metadata().ok())
         .map(|metadata| metadata.len())
         .sum();
     println!(
-        "replica: {points} points in {segments} segments of {POINTS_PER_SEGMENT}, {SERIES} series at {rate_hz} Hz \
+        "replica: {points} points in {segments} segments of {:.0} on average, {SERIES} series at {rate_hz} Hz \
          mean, {:.0} MiB on disk, built in {build_seconds:.1} s (not timed below)",
+        points as f64 / segments as f64,
         size_bytes as f64 / (1024.0 * 1024.0)
     );
 
