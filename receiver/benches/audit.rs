@@ -1,7 +1,7 @@
 //! `audit verify` throughput on a replica of millions of points from the plant simulator, with an
 //! extrapolation to the target of 100 million points verified in under two minutes.
 //!
-//! Run with `cargo bench -p diode-receiver --bench audit`. Settings (environment):
+//! Run with `cargo bench --workspace --bench audit`. Settings (environment):
 //! `DIODE_AUDIT_BENCH_POINTS` (default 5,000,000), `DIODE_AUDIT_BENCH_RATE_HZ` (mean samples per
 //! second per series, default 1.0 as the simulator's default plant; 10.0 makes every hour hold
 //! 36 million points, which the audit processes in several passes), `DIODE_AUDIT_BENCH_THREADS`

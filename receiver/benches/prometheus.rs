@@ -6,7 +6,7 @@
 //! - a range query over a day at a 1-minute step (1,441 steps) of 1,000 series recorded every
 //!   10 s (8,640,000 points): the plain selector, as a Grafana panel asks, and `avg_over_time`.
 //!
-//! Run with `cargo bench -p diode-receiver --bench prometheus`. Building the year's replica takes
+//! Run with `cargo bench --workspace --bench prometheus`. Building the year's replica takes
 //! a minute or two; `DIODE_PROMETHEUS_BENCH_DAYS=30` measures a shorter series. Before criterion's
 //! wall-clock figures, each case prints its best of three runs in wall and on-CPU seconds (on a
 //! shared machine the second says more).

@@ -6,7 +6,7 @@
 //! layout (a point per segment, as a plant sealing every second writes it), as written and once
 //! its closed hours are merged.
 //!
-//! Run with `cargo bench -p diode-receiver --bench query`. Building the replicas takes a minute
+//! Run with `cargo bench --workspace --bench query`. Building the replicas takes a minute
 //! or two; `DIODE_QUERY_BENCH_DAYS=30` measures a shorter series. Prints plain figures (best of
 //! three runs) so the README's numbers can be re-measured by anyone;
 //! `DIODE_QUERY_BENCH_PROFILE=scan:N` (or `mean:N`) builds the year, runs the column scan (or the
