@@ -185,8 +185,12 @@ fn forged_and_tampered_datagrams_never_reach_the_replica() {
     }
     attacker.send_to(b"not a diode datagram at all", lab.receiver_udp).unwrap();
 
+    // The segment can be rebuilt (and refused) before the last datagrams are read: FEC needs
+    // only some of its symbols, and the tampered copies of the rest come after them. So wait for
+    // every count asserted below, not only the first.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while lab.metric("diode_receiver_rejected_total{reason=\"unknown_key\"}") < 1.0
+    while (lab.metric("diode_receiver_rejected_total{reason=\"unknown_key\"}") < 1.0
+        || lab.metric("diode_receiver_rejected_total{reason=\"bad_mac\"}") < 2.0 * symbols.len() as f64)
         && std::time::Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(50));
