@@ -12,8 +12,7 @@
 //! `DIODE_AUDIT_BENCH_LAYOUT` (`harness`, the default: 50,000-point segments; `live`: a segment
 //! every simulated second, as a plant running live seals them, so about one point per series per
 //! segment, with every closed hour merged as the receiver merges them, then compacted). Prints
-//! plain figures;
-//! building the replica is not timed.
+//! plain figures; building the replica is not timed.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -22,7 +21,7 @@ use diode_common::codec::group_records;
 use diode_common::keys::{SenderKey, TrustedKeys};
 use diode_common::plant::{PlantConfig, PlantSimulator};
 use diode_common::record::{Record, SeriesKey};
-use diode_common::seal::{self, ChainPosition, GENESIS_HASH};
+use diode_common::seal::{self, ChainPosition, GENESIS_HASH, SegmentHash};
 use diode_receiver::audit::verify::{VerifyOptions, verify_replica};
 use diode_replica::{Replica, SegmentKey};
 
@@ -55,71 +54,77 @@ enum Layout {
     Live,
 }
 
+/// The bench's replica as it is written: one chain of segments, each sealed, decoded and applied
+/// as the receiver applies it.
+struct Writer<'k> {
+    replica: Replica,
+    key: &'k SenderKey,
+    segments: u64,
+    previous_hash: SegmentHash,
+}
+
+impl Writer<'_> {
+    /// Seals `records` as the chain's next segment at `clock_ns` and applies it.
+    fn append(&mut self, records: &[Record], clock_ns: i64) {
+        self.segments += 1;
+        let position =
+            ChainPosition { sender_id: 1, epoch: 1, sequence: self.segments, previous_hash: self.previous_hash };
+        let segment = seal::seal(position, &group_records(records), 3, clock_ns, self.key);
+        self.previous_hash = segment.hash();
+        let series = seal::decode_verified(&segment).expect("decode");
+        self.replica.apply(&segment, &series, clock_ns).expect("apply");
+    }
+}
+
 /// Builds a replica of about `points` points from a simulated plant, in one chain; returns the
 /// segments and points written and the seconds it took.
 fn build(path: &std::path::Path, points: usize, rate_hz: f64, layout: Layout, key: &SenderKey) -> (u64, u64, f64) {
-    if layout == Layout::Live {
-        return build_live(path, points, rate_hz, key);
-    }
     let config = PlantConfig { series_count: SERIES, base_rate_hz: rate_hz, ..PlantConfig::default() };
     let mut clock_ns = config.start_ns;
     let mut plant = PlantSimulator::new(config);
-    let mut replica = Replica::open(path).expect("open replica");
-    let mut pending: Vec<Record> = Vec::new();
-    let mut previous_hash = GENESIS_HASH;
+    let replica = Replica::open(path).expect("open replica");
+    let mut writer = Writer { replica, key, segments: 0, previous_hash: GENESIS_HASH };
     let started = Instant::now();
-    let segments = points.div_ceil(POINTS_PER_SEGMENT) as u64;
-    for sequence in 1..=segments {
-        while pending.len() < POINTS_PER_SEGMENT {
-            clock_ns += 10_000_000_000;
-            plant.generate_until(clock_ns, &mut pending);
-        }
-        let records: Vec<Record> = pending.drain(..POINTS_PER_SEGMENT).collect();
-        let position = ChainPosition { sender_id: 1, epoch: 1, sequence, previous_hash };
-        let segment = seal::seal(position, &group_records(&records), 3, clock_ns, key);
-        previous_hash = segment.hash();
-        let series = seal::decode_verified(&segment).expect("decode");
-        replica.apply(&segment, &series, clock_ns).expect("apply");
-    }
-    replica.flush().expect("flush");
-    (segments, segments * POINTS_PER_SEGMENT as u64, started.elapsed().as_secs_f64())
-}
-
-/// [`build`] in the live layout: a segment of whatever the plant sampled in each simulated second,
-/// then every closed hour merged (the receiver merges each an hour after it closes) and the
-/// replica compacted.
-fn build_live(path: &std::path::Path, points: usize, rate_hz: f64, key: &SenderKey) -> (u64, u64, f64) {
-    let config = PlantConfig { series_count: SERIES, base_rate_hz: rate_hz, ..PlantConfig::default() };
-    let mut clock_ns = config.start_ns;
-    let mut plant = PlantSimulator::new(config);
-    let mut replica = Replica::open(path).expect("open replica");
-    let mut previous_hash = GENESIS_HASH;
-    let started = Instant::now();
-    let (mut segments, mut written) = (0u64, 0u64);
     let mut records: Vec<Record> = Vec::new();
-    while written < points as u64 {
-        clock_ns += 1_000_000_000;
-        records.clear();
-        plant.generate_until(clock_ns, &mut records);
-        if records.is_empty() {
-            continue;
+    let mut written = 0u64;
+    match layout {
+        Layout::Harness => {
+            for _ in 0..points.div_ceil(POINTS_PER_SEGMENT) {
+                while records.len() < POINTS_PER_SEGMENT {
+                    clock_ns += 10_000_000_000;
+                    plant.generate_until(clock_ns, &mut records);
+                }
+                let segment: Vec<Record> = records.drain(..POINTS_PER_SEGMENT).collect();
+                writer.append(&segment, clock_ns);
+                written += POINTS_PER_SEGMENT as u64;
+            }
+            writer.replica.flush().expect("flush");
         }
-        segments += 1;
-        written += records.len() as u64;
-        let position = ChainPosition { sender_id: 1, epoch: 1, sequence: segments, previous_hash };
-        let segment = seal::seal(position, &group_records(&records), 3, clock_ns, key);
-        previous_hash = segment.hash();
-        let series = seal::decode_verified(&segment).expect("decode");
-        replica.apply(&segment, &series, clock_ns).expect("apply");
+        // A segment of whatever the plant sampled in each simulated second, then every closed
+        // hour merged (the receiver merges each an hour after it closes) and the replica
+        // compacted.
+        Layout::Live => {
+            while written < points as u64 {
+                clock_ns += 1_000_000_000;
+                records.clear();
+                plant.generate_until(clock_ns, &mut records);
+                if !records.is_empty() {
+                    writer.append(&records, clock_ns);
+                    written += records.len() as u64;
+                }
+            }
+            let replica = &mut writer.replica;
+            // Every hour closed: merged as the receiver does once no segment has written into it
+            // lately.
+            let later_ns = clock_ns + 3_600_000_000_000;
+            while replica.merge_closed_buckets(1_000_000, later_ns, 0).expect("merge").buckets_merged > 0 {}
+            // What RocksDB's own compactions reach on a receiver that has run for a while: the
+            // chunks the merges replaced gone from the files, not only marked deleted.
+            replica.compact().expect("compact");
+            replica.close().expect("close");
+        }
     }
-    // Every hour closed: merged as the receiver does once no segment has written into it lately.
-    let later_ns = clock_ns + 3_600_000_000_000;
-    while replica.merge_closed_buckets(1_000_000, later_ns, 0).expect("merge").buckets_merged > 0 {}
-    // What RocksDB's own compactions reach on a receiver that has run for a while: the chunks the
-    // merges replaced gone from the files, not only marked deleted.
-    replica.compact().expect("compact");
-    replica.close().expect("close");
-    (segments, written, started.elapsed().as_secs_f64())
+    (writer.segments, written, started.elapsed().as_secs_f64())
 }
 
 fn main() {

@@ -39,7 +39,7 @@ use super::functions::Sample;
 use super::mapping::{self, Labels};
 use super::parse::{Expr, ParseError, ValueType, parse, parse_selector};
 use super::replica::{ReplicaSamples, catalog_entries};
-use super::times::{parse_duration_ms, parse_time_ms, write_time_ms};
+use super::times::{NS_PER_MS, parse_duration_ms, parse_time_ms, write_time_ms};
 use crate::locks;
 use crate::query::http::{QueryLimits, QuerySlot};
 use crate::query::source::{LockedReplica, UntilDeadline};
@@ -54,8 +54,6 @@ pub const MAX_SAMPLES: usize = 10_000_000;
 pub const DEFAULT_LOOKBACK: Duration = Duration::from_secs(300);
 /// The Prometheus API version these routes follow, reported by `buildinfo`.
 pub const PROMETHEUS_API_VERSION: &str = "2.40.0";
-
-const NS_PER_MS: i64 = 1_000_000;
 
 /// The routes, relative to the prefix they are nested under.
 pub fn routes() -> axum::Router<AppState> {

@@ -3,7 +3,8 @@
 
 use super::parse::parse_duration_ns;
 
-const NS_PER_MS: i64 = 1_000_000;
+/// Nanoseconds in a millisecond: the API's times are in ms, the replica's in ns.
+pub const NS_PER_MS: i64 = 1_000_000;
 
 /// A time as Prometheus takes it: Unix seconds with an optional fraction, or RFC 3339; in ms.
 pub fn parse_time_ms(text: &str) -> Result<i64, String> {
